@@ -1,0 +1,63 @@
+// routes.h - static mail routing: which host and port take a domain's mail
+//
+// SYNOPSIS
+//   auto routes = StaticRoutes::Create({{"example.test", "127.0.0.1:2525"},
+//                                       {"*", "127.0.0.1:2526"}});
+//   const Destination* d = routes->Find("user@example.test" domain part);
+//
+// DESCRIPTION
+//   The [routes] table of the config: a domain (case-insensitive, exact match)
+//   or "*" (every other domain) maps to HOST:PORT. Until MX resolution lands this
+//   is the only routing; afterwards it stays as an override (a smart host).
+//   HOST is an IPv4 or IPv6 literal ("[::1]:25"): the table never needs a name
+//   lookup, so a static route can never reach anything the operator did not name.
+//
+// ERRORS
+//   Create returns InvalidArgument naming the entry: "routes.\"a.test\": port
+//   must be 1..65535".
+#ifndef VOLLEY_DNS_ROUTES_H_
+#define VOLLEY_DNS_ROUTES_H_
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+
+namespace volley::dns {
+
+// Where to connect: one address and port. `name` ("127.0.0.1:2525") keys the
+// connection pool and is what the delivery log shows.
+struct Destination {
+  std::string name;
+  std::string host;  // the address literal, without brackets
+  uint16_t port = 0;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+};
+
+// ParseHostPort - "1.2.3.4:25" or "[::1]:25" into a Destination.
+absl::StatusOr<Destination> ParseHostPort(std::string_view text);
+
+class StaticRoutes {
+ public:
+  static absl::StatusOr<std::unique_ptr<StaticRoutes>> Create(
+      const std::vector<std::pair<std::string, std::string>>& table);
+
+  // The destination for `domain`, or nullptr when no entry (and no "*") matches.
+  const Destination* Find(std::string_view domain) const;
+
+ private:
+  absl::flat_hash_map<std::string, Destination> by_domain_;
+  std::unique_ptr<Destination> fallback_;
+};
+
+}  // namespace volley::dns
+
+#endif  // VOLLEY_DNS_ROUTES_H_

@@ -1,0 +1,658 @@
+// engine.cc - one delivery shard: queue -> routes -> SMTP connections -> outcomes
+//
+// Invariants this file relies on ("prepare for disaster"):
+// - A recipient's queue entry is removed or rescheduled only after its outcome
+//   line reached the delivery log (log flush, then queue write, once per loop
+//   turn). A crash between the two repeats the outcome on restart; it never
+//   loses one.
+// - A recipient taken from the queue is in exactly one place: a destination's
+//   ready list, a connection's current transaction, or finished. The window
+//   counts them; nothing is taken beyond it.
+// - A connection slot is freed only when no io_uring operation on it is
+//   pending; completions for a reused slot are dropped by generation.
+#include "engine/engine.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/status.h"
+#include "dns/routes.h"
+#include "engine/intake.h"
+#include "engine/reactor/ring.h"
+#include "engine/smtp/client.h"
+#include "metrics/delivery_log.h"
+#include "queue/job.h"
+#include "queue/queue.h"
+#include "queue/spool.h"
+#include "queue/template.h"
+
+namespace volley::engine {
+namespace {
+
+enum Op : uint8_t { kOpConnect = 1, kOpSend, kOpRecv, kOpIntakeEvent };
+
+constexpr size_t kRecvBufferSize = 16 << 10;
+// Recipients taken from one job per scan: small enough that jobs share the
+// window fairly, large enough that a scan is worth its seek.
+constexpr size_t kTakeBatch = 512;
+// How long stopping waits for transactions under way before closing anyway.
+constexpr absl::Duration kStopGrace = absl::Seconds(10);
+constexpr absl::Duration kTick = absl::Milliseconds(100);
+
+uint64_t Tag(uint32_t slot, uint16_t gen, Op op) {
+  return (uint64_t{slot} << 24) | (uint64_t{gen} << 8) | op;
+}
+
+struct Job {
+  queue::JobRecord record;
+  queue::JobHeader header;
+  std::unique_ptr<queue::Template> tpl;
+  std::string cursor;      // last key taken; the next scan starts after it
+  size_t in_flight = 0;
+  absl::Time deadline;     // queued_at + max_age, or the job's expires
+};
+
+struct Destination;
+
+struct Work {
+  queue::QueuedRecipient entry;
+  queue::Recipient rcpt;
+  Job* job = nullptr;
+};
+
+struct Conn {
+  uint32_t slot = 0;
+  uint16_t gen = 0;
+  int fd = -1;
+  Destination* dest = nullptr;
+  std::unique_ptr<smtp::Client> client;
+  std::unique_ptr<char[]> recv_buffer;
+  std::string send_buffer;     // bytes handed to the kernel, owned until the send completes
+  size_t send_offset = 0;
+  int pending_ops = 0;
+  bool send_in_flight = false;
+  bool session_ready = false;
+  bool closing = false;        // shut down; freed when pending_ops reaches 0
+  Work* current = nullptr;     // the transaction under way
+  int messages = 0;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct Destination {
+  const dns::Destination* where = nullptr;
+  std::deque<Work*> ready;
+  std::vector<Conn*> idle;
+  int connections = 0;         // open or opening
+  int sessions_starting = 0;   // not yet through EHLO
+};
+
+class Shard {
+ public:
+  Shard(const Config& config, queue::Queue* queue, metrics::DeliveryLog* log,
+        const dns::StaticRoutes* routes, ReadyJobs* ready_jobs, const std::atomic<bool>* stop)
+      : config_(config), queue_(queue), log_(log), routes_(routes), ready_jobs_(ready_jobs),
+        stop_(stop), rng_(std::random_device{}()) {}
+
+  absl::Status Run();
+
+ private:
+  absl::Status LoadJob(const queue::JobRecord& record);
+  absl::Status Refill(absl::Time now);
+  void Dispatch(absl::Time now);
+  void OpenConnection(Destination* d, absl::Time now);
+  void OnCompletion(uint64_t tag, int result);
+  void Drain(Conn* c);
+  void AssignNext(Conn* c);
+  void FlushOutput(Conn* c);
+  void SetDeadline(Conn* c, absl::Time now);
+  // Kick - after acting on a connection outside Drain: send what the client
+  // wrote and start the clock on the reply it now waits for.
+  void Kick(Conn* c) {
+    FlushOutput(c);
+    SetDeadline(c, now_);
+  }
+  void CloseConn(Conn* c);
+  void MaybeFree(Conn* c);
+  void FailDestination(Destination* d, const smtp::Outcome& why);
+  void Finish(Work* w, std::string_view status, const smtp::Outcome& o, const Destination* d);
+  void Defer(Work* w, const smtp::Outcome& o, const Destination* d);
+  absl::Status Commit();
+  absl::Duration Backoff(uint32_t attempts);
+  void PostIntakeRead();
+
+  const Config& config_;
+  queue::Queue* queue_;
+  metrics::DeliveryLog* log_;
+  const dns::StaticRoutes* routes_;
+  ReadyJobs* ready_jobs_;
+  const std::atomic<bool>* stop_;
+  std::mt19937_64 rng_;
+  Ring ring_;
+
+  absl::flat_hash_map<uint32_t, std::unique_ptr<Job>> jobs_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
+  std::vector<std::unique_ptr<Conn>> slots_;
+  std::vector<uint32_t> free_slots_;
+  size_t in_flight_ = 0;
+  size_t open_conns_ = 0;
+  std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
+  uint64_t intake_counter_ = 0;
+  bool stopping_ = false;
+  absl::Time now_;
+};
+
+absl::Duration Shard::Backoff(uint32_t attempts) {
+  // initial * 2^(attempts-1), capped at max, with +-20% jitter so that a burst
+  // of deferrals does not come back as a burst.
+  absl::Duration d = config_.retry.initial;
+  for (uint32_t i = 1; i < attempts && d < config_.retry.max; ++i) d *= 2;
+  if (d > config_.retry.max) d = config_.retry.max;
+  std::uniform_real_distribution<double> jitter(0.8, 1.2);
+  return d * jitter(rng_);
+}
+
+absl::Status Shard::LoadJob(const queue::JobRecord& record) {
+  if (jobs_.contains(record.job_no)) return absl::OkStatus();
+  auto job = std::make_unique<Job>();
+  job->record = record;
+  auto header = queue::ParseJobHeader(record.header_json, queue::JobLimits{});
+  if (!header.ok()) {
+    return absl::DataLossError(absl::StrCat("job \"", record.id,
+                                            "\": stored header no longer parses: ",
+                                            header.status().message()));
+  }
+  job->header = *std::move(header);
+  auto tpl = queue::Template::Compile(job->header.message);
+  if (!tpl.ok()) {
+    return absl::DataLossError(absl::StrCat("job \"", record.id, "\": ", tpl.status().message()));
+  }
+  job->tpl = std::make_unique<queue::Template>(*std::move(tpl));
+  job->deadline = record.queued_at + config_.retry.max_age;
+  if (job->header.expires && *job->header.expires < job->deadline) {
+    job->deadline = *job->header.expires;
+  }
+  jobs_[record.job_no] = std::move(job);
+  return absl::OkStatus();
+}
+
+std::string_view DomainOf(std::string_view address) {
+  const size_t at = address.rfind('@');
+  return at == std::string_view::npos ? std::string_view() : address.substr(at + 1);
+}
+
+smtp::Outcome MakeOutcome(smtp::Outcome::Kind kind, int code, std::string enhanced,
+                          std::string text) {
+  smtp::Outcome o;
+  o.kind = kind;
+  o.code = code;
+  o.enhanced = std::move(enhanced);
+  o.text = std::move(text);
+  o.stage = smtp::Stage::kConnect;
+  return o;
+}
+
+absl::Status Shard::Refill(absl::Time now) {
+  const size_t window = static_cast<size_t>(config_.delivery.window);
+  std::vector<uint32_t> finished;
+  std::vector<queue::QueuedRecipient> taken;
+  for (auto& [job_no, job] : jobs_) {
+    if (in_flight_ >= window) break;
+    taken.clear();
+    bool empty = false;  // NextDue below answers the same question when it matters
+    RETURN_IF_ERROR(queue_->TakeDue(job_no, job->cursor, now,
+                                    std::min(kTakeBatch, window - in_flight_), &taken, &empty));
+    if (taken.empty()) {
+      if (job->in_flight == 0) {
+        // Nothing due and nothing under way: the job is finished, or what is
+        // left waits for a later time (then scan from its start next time).
+        ASSIGN_OR_RETURN(std::optional<absl::Time> next, queue_->NextDue(job_no));
+        if (!next.has_value()) finished.push_back(job_no);
+        job->cursor.clear();
+      }
+      continue;
+    }
+    for (auto& entry : taken) {
+      job->cursor = entry.key;
+      auto rcpt = queue::DecodeRecipient(entry.recipient);
+      if (!rcpt.ok()) {
+        std::fprintf(stderr, "volleyd: job \"%s\" line %u: %s; left in the queue\n",
+                     job->record.id.c_str(), entry.line,
+                     std::string(rcpt.status().message()).c_str());
+        continue;
+      }
+      auto* w = new Work{std::move(entry), *std::move(rcpt), job.get()};
+      ++job->in_flight;
+      ++in_flight_;
+      if (now >= job->deadline) {
+        Finish(w, "expired",
+               MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.7",
+                           absl::StrCat("message expired after ", w->entry.attempts,
+                                        " attempts")),
+               nullptr);
+        continue;
+      }
+      const dns::Destination* where = routes_->Find(DomainOf(w->rcpt.to));
+      if (where == nullptr) {
+        Finish(w, "bounced",
+               MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.4",
+                           "no route to the recipient's domain in [routes]"),
+               nullptr);
+        continue;
+      }
+      auto& d = destinations_[where->name];
+      if (!d) {
+        d = std::make_unique<Destination>();
+        d->where = where;
+      }
+      d->ready.push_back(w);
+    }
+  }
+  for (uint32_t job_no : finished) {
+    auto it = jobs_.find(job_no);
+    RETURN_IF_ERROR(queue_->MarkJobDone(it->second->record));
+    std::fprintf(stderr, "volleyd: job \"%s\" finished\n", it->second->record.id.c_str());
+    jobs_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+void Shard::Dispatch(absl::Time now) {
+  for (auto& [name, d] : destinations_) {
+    while (!d->ready.empty() && !d->idle.empty()) {
+      Conn* c = d->idle.back();
+      d->idle.pop_back();
+      AssignNext(c);
+      Kick(c);
+    }
+    // Open more connections while there is work nobody is about to take.
+    while (!stopping_ && static_cast<size_t>(d->sessions_starting) < d->ready.size() &&
+           d->connections < config_.smtp.max_connections_per_destination) {
+      OpenConnection(d.get(), now);
+    }
+  }
+}
+
+void Shard::OpenConnection(Destination* d, absl::Time now) {
+  const int fd = ::socket(d->where->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
+                                   absl::StrCat("socket: ", std::strerror(errno))));
+    return;
+  }
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(slots_.size());
+    slots_.push_back(std::make_unique<Conn>());
+  }
+  Conn* c = slots_[slot].get();
+  const uint16_t gen = static_cast<uint16_t>(c->gen + 1);
+  *c = Conn{};
+  c->slot = slot;
+  c->gen = gen;
+  c->fd = fd;
+  c->dest = d;
+  smtp::ClientOptions opts;
+  opts.ehlo_name = config_.smtp.ehlo_name;
+  opts.reply.max_line = static_cast<size_t>(config_.smtp.max_reply_line);
+  c->client = std::make_unique<smtp::Client>(opts);
+  c->recv_buffer.reset(new char[kRecvBufferSize]);
+  c->deadline = now + config_.smtp.connect_timeout;
+  ++d->connections;
+  ++d->sessions_starting;
+  ++open_conns_;
+  ring_.PrepConnect(fd, reinterpret_cast<const sockaddr*>(&d->where->addr), d->where->addr_len,
+                    Tag(slot, c->gen, kOpConnect));
+  ++c->pending_ops;
+}
+
+void Shard::OnCompletion(uint64_t tag, int result) {
+  const auto op = static_cast<Op>(tag & 0xff);
+  if (op == kOpIntakeEvent) {
+    for (uint32_t job_no : ready_jobs_->TakeAll()) {
+      auto record = [&]() -> absl::StatusOr<std::optional<queue::JobRecord>> {
+        ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
+        for (auto& j : jobs) {
+          if (j.job_no == job_no) return std::optional<queue::JobRecord>(std::move(j));
+        }
+        return std::optional<queue::JobRecord>();
+      }();
+      absl::Status st = record.ok() ? absl::OkStatus() : record.status();
+      if (st.ok() && record->has_value()) st = LoadJob(**record);
+      if (!st.ok()) std::fprintf(stderr, "volleyd: %s\n", std::string(st.message()).c_str());
+    }
+    PostIntakeRead();
+    return;
+  }
+  const auto slot = static_cast<uint32_t>(tag >> 24);
+  const auto gen = static_cast<uint16_t>((tag >> 8) & 0xffff);
+  if (slot >= slots_.size()) return;
+  Conn* c = slots_[slot].get();
+  if (c->gen != gen) return;  // stale: the slot was reused
+  --c->pending_ops;
+  switch (op) {
+    case kOpConnect:
+      if (result < 0) {
+        c->client->FeedIoError(absl::StrCat("connect to ", c->dest->where->name, ": ",
+                                            std::strerror(-result)));
+        break;
+      }
+      c->deadline = now_ + config_.smtp.greeting_timeout;
+      ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, Tag(slot, gen, kOpRecv));
+      ++c->pending_ops;
+      break;
+    case kOpRecv:
+      if (c->closing) break;
+      if (result <= 0) {
+        if (result == 0) {
+          c->client->FeedEof();
+        } else {
+          c->client->FeedIoError(absl::StrCat("recv: ", std::strerror(-result)));
+        }
+        break;
+      }
+      c->client->Feed(std::string_view(c->recv_buffer.get(), static_cast<size_t>(result)));
+      ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, Tag(slot, gen, kOpRecv));
+      ++c->pending_ops;
+      break;
+    case kOpSend:
+      c->send_in_flight = false;
+      if (c->closing) break;
+      if (result < 0) {
+        c->client->FeedIoError(absl::StrCat("send: ", std::strerror(-result)));
+        break;
+      }
+      c->send_offset += static_cast<size_t>(result);
+      break;
+    default:
+      break;
+  }
+  if (!c->closing) Drain(c);
+  MaybeFree(c);
+}
+
+void Shard::Drain(Conn* c) {
+  for (;;) {
+    smtp::Event ev = c->client->Next();
+    if (std::holds_alternative<smtp::NeedData>(ev)) break;
+    if (std::holds_alternative<smtp::SessionReady>(ev)) {
+      c->session_ready = true;
+      --c->dest->sessions_starting;
+      AssignNext(c);
+    } else if (auto* done = std::get_if<smtp::TransactionDone>(&ev)) {
+      Work* w = c->current;
+      c->current = nullptr;
+      VOLLEY_CHECK(w != nullptr && done->rcpt_outcomes.size() == 1,
+                   "a transaction result without its recipient");
+      const smtp::Outcome& o = done->rcpt_outcomes[0];
+      switch (o.kind) {
+        case smtp::Outcome::Kind::kAccepted: Finish(w, "delivered", o, c->dest); break;
+        case smtp::Outcome::Kind::kPermanent: Finish(w, "bounced", o, c->dest); break;
+        case smtp::Outcome::Kind::kTransient: Defer(w, o, c->dest); break;
+      }
+      ++c->messages;
+      AssignNext(c);
+    } else if (auto* closed = std::get_if<smtp::SessionClosed>(&ev)) {
+      if (!c->session_ready) {
+        --c->dest->sessions_starting;
+        // The session never got going: what waits for this destination would
+        // meet the same fate, so it is deferred now rather than left to spin.
+        if (closed->reason.kind != smtp::Outcome::Kind::kAccepted) {
+          FailDestination(c->dest, closed->reason);
+        }
+      }
+      CloseConn(c);
+      return;
+    }
+  }
+  Kick(c);
+}
+
+void Shard::AssignNext(Conn* c) {
+  Destination* d = c->dest;
+  if (stopping_ || c->messages >= config_.smtp.max_messages_per_connection) {
+    c->client->Quit();
+    return;
+  }
+  if (d->ready.empty()) {
+    d->idle.push_back(c);
+    return;
+  }
+  Work* w = d->ready.front();
+  d->ready.pop_front();
+  smtp::Envelope env;
+  env.id = w->entry.line;
+  env.mail_from = queue::RenderReturnPath(w->job->header, w->rcpt);
+  env.rcpts.push_back(w->rcpt.to);
+  env.content = queue::RenderMessage(w->job->header, *w->job->tpl, w->rcpt);
+  const absl::Status st = c->client->StartTransaction(std::move(env));
+  VOLLEY_CHECK(st.ok(), "StartTransaction on a connection that said it was idle");
+  c->current = w;
+}
+
+void Shard::FlushOutput(Conn* c) {
+  if (c->send_in_flight || c->closing) return;
+  if (c->send_offset >= c->send_buffer.size()) {
+    c->send_buffer.clear();
+    c->send_offset = 0;
+    const std::string_view out = c->client->PendingOutput();
+    if (out.empty()) return;
+    c->send_buffer.assign(out);
+    c->client->ConsumeOutput(out.size());
+  }
+  ring_.PrepSend(c->fd, c->send_buffer.data() + c->send_offset,
+                 c->send_buffer.size() - c->send_offset, Tag(c->slot, c->gen, kOpSend));
+  c->send_in_flight = true;
+  ++c->pending_ops;
+}
+
+void Shard::SetDeadline(Conn* c, absl::Time now) {
+  const auto& s = config_.smtp;
+  switch (c->client->waiting_for()) {
+    case smtp::Wait::kGreeting: c->deadline = now + s.greeting_timeout; break;
+    case smtp::Wait::kEhlo:
+    case smtp::Wait::kMail:
+    case smtp::Wait::kRcpt:
+    case smtp::Wait::kRset: c->deadline = now + s.command_timeout; break;
+    case smtp::Wait::kDataInit: c->deadline = now + s.data_timeout; break;
+    case smtp::Wait::kDataDone: c->deadline = now + s.data_done_timeout; break;
+    case smtp::Wait::kQuit: c->deadline = now + s.quit_timeout; break;
+    case smtp::Wait::kNone:
+      c->deadline = c->current == nullptr ? now + s.idle_timeout : absl::InfiniteFuture();
+      break;
+  }
+}
+
+void Shard::CloseConn(Conn* c) {
+  if (c->closing) return;
+  c->closing = true;
+  auto& idle = c->dest->idle;
+  idle.erase(std::remove(idle.begin(), idle.end(), c), idle.end());
+  // Pending operations complete (with an error or EOF) once the socket is shut
+  // down; the descriptor is closed when the last of them is reaped.
+  ::shutdown(c->fd, SHUT_RDWR);
+  MaybeFree(c);
+}
+
+void Shard::MaybeFree(Conn* c) {
+  if (!c->closing || c->pending_ops > 0 || c->fd < 0) return;
+  ::close(c->fd);
+  c->fd = -1;
+  --c->dest->connections;
+  --open_conns_;
+  VOLLEY_CHECK(c->current == nullptr, "a connection freed with a transaction under way");
+  c->client.reset();
+  c->recv_buffer.reset();
+  c->send_buffer = std::string();
+  free_slots_.push_back(c->slot);
+}
+
+void Shard::FailDestination(Destination* d, const smtp::Outcome& why) {
+  while (!d->ready.empty()) {
+    Work* w = d->ready.front();
+    d->ready.pop_front();
+    Defer(w, why, d);
+  }
+}
+
+void Shard::Finish(Work* w, std::string_view status, const smtp::Outcome& o,
+                   const Destination* d) {
+  metrics::DeliveryRecord r;
+  r.ts = now_;
+  r.job = w->job->record.id;
+  r.line = w->entry.line;
+  r.rcpt = w->rcpt.to;
+  r.status = status;
+  r.code = o.code;
+  r.enhanced = o.enhanced;
+  r.response = o.text;
+  if (d != nullptr) {
+    r.host = d->where->host;
+    r.port = d->where->port;
+  }
+  r.attempt = w->entry.attempts + 1;
+  log_->Append(r);
+  if (status == "deferred") {
+    absl::Time due = now_ + Backoff(w->entry.attempts + 1);
+    // The last try happens at the deadline; after it the recipient expires.
+    if (due > w->job->deadline) due = w->job->deadline;
+    batch_->Reschedule(w->entry, due);
+  } else {
+    batch_->Remove(w->entry);
+  }
+  --w->job->in_flight;
+  --in_flight_;
+  delete w;
+}
+
+void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d) {
+  Finish(w, "deferred", o, d);
+}
+
+absl::Status Shard::Commit() {
+  if (batch_->size() == 0) return absl::OkStatus();
+  // Log first: see the invariants at the top of this file.
+  RETURN_IF_ERROR(log_->Flush());
+  RETURN_IF_ERROR(queue_->Apply(*batch_));
+  batch_ = queue_->NewOutcomeBatch();
+  return absl::OkStatus();
+}
+
+void Shard::PostIntakeRead() {
+  ring_.PrepRead(ready_jobs_->event_fd(), &intake_counter_, sizeof intake_counter_,
+                 Tag(0, 0, kOpIntakeEvent));
+}
+
+absl::Status Shard::Run() {
+  RETURN_IF_ERROR(ring_.Init(4096));
+  batch_ = queue_->NewOutcomeBatch();
+  ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
+  for (const auto& j : jobs) {
+    if (j.state == queue::JobState::kReady) RETURN_IF_ERROR(LoadJob(j));
+  }
+  PostIntakeRead();
+  absl::Time stop_deadline = absl::InfiniteFuture();
+  absl::Time last_refill = absl::InfinitePast();
+  for (;;) {
+    now_ = absl::Now();
+    if (!stopping_ && stop_->load(std::memory_order_relaxed)) {
+      stopping_ = true;
+      stop_deadline = now_ + kStopGrace;
+      std::fprintf(stderr, "volleyd: stopping: finishing transactions under way\n");
+      for (auto& [name, d] : destinations_) {
+        const std::vector<Conn*> idle = std::exchange(d->idle, {});
+        for (Conn* c : idle) {
+          c->client->Quit();
+          Kick(c);
+        }
+      }
+    }
+    if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline)) break;
+    if (!stopping_ && (now_ - last_refill >= absl::Milliseconds(10)) &&
+        in_flight_ < static_cast<size_t>(config_.delivery.window)) {
+      RETURN_IF_ERROR(Refill(now_));
+      last_refill = now_;
+    }
+    Dispatch(now_);
+    RETURN_IF_ERROR(ring_.SubmitAndWait(kTick, [this](uint64_t tag, int result) {
+      OnCompletion(tag, result);
+    }));
+    now_ = absl::Now();
+    for (auto& slot : slots_) {
+      Conn* c = slot.get();
+      if (c->fd < 0 || c->closing || now_ < c->deadline) continue;
+      if (c->client->waiting_for() == smtp::Wait::kNone && c->current == nullptr) {
+        // Idle too long: say goodbye.
+        auto& idle = c->dest->idle;
+        idle.erase(std::remove(idle.begin(), idle.end(), c), idle.end());
+        c->client->Quit();
+        Kick(c);
+        continue;
+      }
+      c->client->FeedTimeout();
+      Drain(c);
+    }
+    RETURN_IF_ERROR(Commit());
+  }
+  // Work never started stays in the queue as it is; just let go of it.
+  for (auto& [name, d] : destinations_) {
+    for (Work* w : d->ready) delete w;
+    d->ready.clear();
+  }
+  for (auto& slot : slots_) {
+    Conn* c = slot.get();
+    if (c->fd >= 0) {
+      if (c->current != nullptr) {
+        delete c->current;
+        c->current = nullptr;
+      }
+      ::close(c->fd);
+      c->fd = -1;
+    }
+  }
+  return Commit();
+}
+
+}  // namespace
+
+absl::Status Engine::Run() {
+  ASSIGN_OR_RETURN(auto routes, dns::StaticRoutes::Create(config_.routes));
+  ASSIGN_OR_RETURN(queue::Spool spool, queue::Spool::Open(config_.spool_dir));
+  queue::QueueOptions qopts;
+  qopts.sync_outcomes = config_.sync_outcomes;
+  ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
+  ASSIGN_OR_RETURN(auto log, metrics::DeliveryLog::Open(config_.log_dir));
+  ReadyJobs ready_jobs;
+  Shard shard(config_, queue.get(), log.get(), routes.get(), &ready_jobs, &stop_);
+  {
+    IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs);
+    intake.Start();
+    std::fprintf(stderr, "volleyd: running: spool %s, queue %s, log %s\n",
+                 config_.spool_dir.c_str(), config_.queue_dir.c_str(), log->path().c_str());
+    const absl::Status st = shard.Run();
+    if (!st.ok()) return st;
+  }
+  std::fprintf(stderr, "volleyd: stopped\n");
+  return absl::OkStatus();
+}
+
+}  // namespace volley::engine

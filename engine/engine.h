@@ -1,0 +1,43 @@
+// engine.h - volleyd's engine: intake, scheduling and SMTP delivery
+//
+// SYNOPSIS
+//   Engine engine(config);
+//   absl::Status st = engine.Run();   // blocks until RequestStop()
+//   engine.RequestStop();             // async-signal-safe; any thread
+//
+// DESCRIPTION
+//   Run opens the queue and the delivery log, starts the intake thread (which
+//   watches <spool>/incoming with inotify and a scan at start, and streams each
+//   job into the queue), and runs one io_uring shard on the calling thread: it
+//   takes due recipients job by job, routes them, keeps a pool of SMTP
+//   connections per destination and records every outcome.
+//
+//   Stopping: no new transactions start; transactions under way finish (up to
+//   a grace period), connections QUIT, and everything not finished stays queued.
+//
+// BOUNDS
+//   delivery.window recipients in flight at most; smtp.* per-connection limits.
+#ifndef VOLLEY_ENGINE_ENGINE_H_
+#define VOLLEY_ENGINE_ENGINE_H_
+
+#include <atomic>
+
+#include "absl/status/status.h"
+#include "engine/config.h"
+
+namespace volley::engine {
+
+class Engine {
+ public:
+  explicit Engine(Config config) : config_(std::move(config)) {}
+  absl::Status Run();
+  void RequestStop() { stop_.store(true, std::memory_order_relaxed); }
+
+ private:
+  Config config_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace volley::engine
+
+#endif  // VOLLEY_ENGINE_ENGINE_H_

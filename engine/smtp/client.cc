@@ -1,0 +1,735 @@
+// client.cc - see client.h.
+//
+// Prepare for disaster. The code below relies on three invariants:
+//   1. sent_ holds one entry per command written and not yet answered, in the order
+//      written, and replies are matched to it strictly in order (RFC 2920 section 3.1).
+//      Nothing else decides which command a reply answers.
+//   2. A reply that does not fit (malformed, unsolicited, of the wrong class) ends the
+//      session: once the order is in doubt no later reply can be trusted.
+//   3. Every recipient gets exactly one final Outcome per transaction, and
+//      TransactionDone is emitted exactly once, before any SessionClosed.
+#include "engine/smtp/client.h"
+
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/status.h"
+#include "engine/smtp/content.h"
+
+namespace volley::smtp {
+namespace {
+
+using Kind = Outcome::Kind;
+
+// Debian 12's abseil has its own string_view type, distinct from std::string_view.
+absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+std::string_view Sv(absl::string_view s) { return std::string_view(s.data(), s.size()); }
+
+bool IsAscii(std::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  }
+  return true;
+}
+
+// BadAddress - a character that must not reach the command line: CR or LF would end
+// the command early and let the rest of the address be read as a second command.
+bool BadAddress(std::string_view s) {
+  for (char c : s) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f || c == '<' || c == '>') return true;
+  }
+  return false;
+}
+
+Kind KindOf(int code) {
+  switch (code / 100) {
+    case 2:
+      return Kind::kAccepted;
+    case 4:
+      return Kind::kTransient;
+    default:
+      return Kind::kPermanent;
+  }
+}
+
+Outcome FromReply(const Reply& reply, Stage stage) {
+  Outcome o;
+  o.kind = KindOf(reply.code);
+  o.code = reply.code;
+  // A missing enhanced code defaults to the class's generic one, as Postfix does, so
+  // that every outcome in the delivery log carries one.
+  o.enhanced =
+      reply.enhanced.empty() ? absl::StrCat(reply.code / 100, ".0.0") : reply.enhanced;
+  o.text = reply.text;
+  o.stage = stage;
+  return o;
+}
+
+Outcome Made(Kind kind, int code, std::string enhanced, std::string text, Stage stage) {
+  Outcome o;
+  o.kind = kind;
+  o.code = code;
+  o.enhanced = std::move(enhanced);
+  o.text = std::move(text);
+  o.stage = stage;
+  return o;
+}
+
+// ParseSize - RFC 1870's SIZE parameter: digits only (Postfix's alldig check), and
+// small enough for uint64_t.
+std::optional<uint64_t> ParseSize(std::string_view s) {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  uint64_t n = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return n;
+}
+
+// ParseEhlo - the extensions in an EHLO reply's text. The first line is the server's
+// name; each later line is a keyword and its parameters, compared case-insensitively.
+Capabilities ParseEhlo(std::string_view text) {
+  Capabilities caps;
+  caps.esmtp = true;
+  bool first = true;
+  for (absl::string_view line : absl::StrSplit(Av(text), '\n')) {
+    if (first) {
+      first = false;
+      continue;
+    }
+    std::vector<absl::string_view> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (words.empty()) continue;
+    std::string keyword = absl::AsciiStrToUpper(words[0]);
+    if (keyword == "PIPELINING") {
+      caps.pipelining = true;
+    } else if (keyword == "8BITMIME") {
+      caps.eight_bit_mime = true;
+    } else if (keyword == "SMTPUTF8") {
+      caps.smtputf8 = true;
+    } else if (keyword == "ENHANCEDSTATUSCODES") {
+      caps.enhanced_status_codes = true;
+    } else if (keyword == "CHUNKING") {
+      caps.chunking = true;
+    } else if (keyword == "STARTTLS") {
+      caps.starttls = true;
+    } else if (keyword == "SIZE") {
+      caps.size = true;
+      // "SIZE" alone or "SIZE 0" means no fixed limit; a malformed value is ignored
+      // rather than trusted.
+      if (words.size() > 1) {
+        std::optional<uint64_t> n = ParseSize(Sv(words[1]));
+        if (n && *n > 0) caps.size_limit = n;
+      }
+    }
+  }
+  return caps;
+}
+
+}  // namespace
+
+std::string_view StageName(Stage stage) {
+  switch (stage) {
+    case Stage::kConnect:
+      return "connect";
+    case Stage::kGreeting:
+      return "greeting";
+    case Stage::kEhlo:
+      return "ehlo";
+    case Stage::kHelo:
+      return "helo";
+    case Stage::kMail:
+      return "mail";
+    case Stage::kRcpt:
+      return "rcpt";
+    case Stage::kData:
+      return "data";
+    case Stage::kDataDone:
+      return "data-done";
+    case Stage::kRset:
+      return "rset";
+    case Stage::kQuit:
+      return "quit";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateEhloName(std::string_view name) {
+  if (name.empty() || name.size() > 255 || BadAddress(name) ||
+      name.find(' ') != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        "ehlo_name must be 1 to 255 octets without spaces, control characters, '<' or "
+        "'>'");
+  }
+  return absl::OkStatus();
+}
+
+Client::Client(ClientOptions opts) : opts_(std::move(opts)), parser_(opts_.reply) {
+  // The name goes verbatim into a command line: a CR or LF would inject commands. The
+  // config loader is to reject such names, so one reaching here is a bug.
+  VOLLEY_CHECK(ValidateEhloName(opts_.ehlo_name).ok(),
+               "ClientOptions::ehlo_name fails ValidateEhloName");
+}
+
+// StageOf - the stage an outcome names when it comes from this command's reply.
+Stage Client::StageOf(Cmd cmd) {
+  switch (cmd) {
+    case Cmd::kEhlo:
+      return Stage::kEhlo;
+    case Cmd::kHelo:
+      return Stage::kHelo;
+    case Cmd::kRset:
+      return Stage::kRset;
+    case Cmd::kMail:
+      return Stage::kMail;
+    case Cmd::kRcpt:
+      return Stage::kRcpt;
+    case Cmd::kData:
+      return Stage::kData;
+    case Cmd::kBody:
+      return Stage::kDataDone;
+    case Cmd::kDot:
+      return Stage::kDataDone;
+    case Cmd::kQuit:
+      return Stage::kQuit;
+  }
+  return Stage::kConnect;
+}
+
+void Client::Feed(std::string_view bytes) {
+  if (phase_ == Phase::kClosed || bytes.empty()) return;
+  received_any_ = true;
+  parser_.Feed(bytes);
+}
+
+void Client::FeedEof() {
+  if (phase_ != Phase::kClosed && !loss_) loss_ = Loss::kEof;
+}
+
+void Client::FeedTimeout() {
+  // A timer for a wait that no longer exists is stale, not a failure.
+  if (phase_ != Phase::kClosed && !loss_ && waiting_for() != Wait::kNone) {
+    loss_ = Loss::kTimeout;
+  }
+}
+
+void Client::FeedIoError(std::string_view what) {
+  if (phase_ != Phase::kClosed && !loss_) {
+    loss_ = Loss::kIoError;
+    loss_what_ = std::string(what);
+  }
+}
+
+Event Client::Next() {
+  Process(/*until_event=*/true);
+  if (events_.empty()) return NeedData{};
+  Event ev = std::move(events_.front());
+  events_.pop_front();
+  return ev;
+}
+
+// Process - handle buffered replies, then any loss fed after them. With until_event,
+// stop at the first event so that replies are not handled far ahead of the caller.
+void Client::Process(bool until_event) {
+  while (phase_ != Phase::kClosed && !(until_event && !events_.empty())) {
+    absl::StatusOr<std::optional<Reply>> reply = parser_.Next();
+    if (!reply.ok()) {
+      ProtocolError(CurrentStage(), Sv(reply.status().message()));
+    } else if (reply->has_value()) {
+      HandleReply(**reply);
+    } else if (loss_) {
+      HandleLoss();
+    } else {
+      break;
+    }
+  }
+}
+
+absl::Status Client::StartTransaction(Envelope env) {
+  if (!idle()) {
+    return absl::FailedPreconditionError(
+        closed() ? "StartTransaction: the session is closed"
+                 : "StartTransaction: the client is not idle");
+  }
+  if (env.rcpts.empty()) {
+    return absl::InvalidArgumentError("StartTransaction: no recipients");
+  }
+  if (BadAddress(env.mail_from)) {
+    return absl::InvalidArgumentError(
+        "StartTransaction: sender address has a control character, '<' or '>'");
+  }
+  for (size_t i = 0; i < env.rcpts.size(); ++i) {
+    if (env.rcpts[i].empty() || BadAddress(env.rcpts[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("StartTransaction: recipient ", i + 1,
+                       " is empty or has a control character, '<' or '>'"));
+    }
+  }
+  // Bytes that arrived while nothing was outstanding must be dealt with now: sent
+  // after MAIL they would be read as its reply (Postfix's early-reply check). A whole
+  // 421 closes the session as usual; anything else is a protocol error.
+  Process(/*until_event=*/false);
+  if (phase_ == Phase::kIdle && parser_.buffered() > 0) {
+    ProtocolError(Stage::kConnect, "server sent data while no command was outstanding");
+  }
+  if (phase_ != Phase::kIdle) {
+    return absl::FailedPreconditionError("StartTransaction: the session is closed");
+  }
+
+  Transaction t;
+  const size_t n = env.rcpts.size();
+  t.final.resize(n);
+  t.rcpt_accepted.resize(n, false);
+
+  bool utf8 = !IsAscii(env.mail_from);
+  for (const std::string& r : env.rcpts) utf8 = utf8 || !IsAscii(r);
+  if (utf8 && !caps_.smtputf8) {
+    // RFC 6531 section 3.2: without SMTPUTF8 the address cannot be sent at all.
+    const bool sender = !IsAscii(env.mail_from);
+    for (size_t i = 0; i < n; ++i) {
+      if (sender || !IsAscii(env.rcpts[i])) {
+        t.final[i] = Made(Kind::kPermanent, 550, "5.6.7",
+                          sender ? "SMTPUTF8 is required for the non-ASCII sender "
+                                   "address, but the server does not offer it"
+                                 : "SMTPUTF8 is required for the non-ASCII recipient "
+                                   "address, but the server does not offer it",
+                          Stage::kMail);
+      }
+    }
+  }
+
+  uint64_t size = 0;
+  t.data = PrepareData(env.content, &size);
+  if (caps_.size_limit && size > *caps_.size_limit) {
+    // RFC 1870: the server would refuse it; sending it would only waste the transfer.
+    for (auto& f : t.final) {
+      if (!f) {
+        f = Made(Kind::kPermanent, 552, "5.3.4",
+                 absl::StrCat("message size ", size, " exceeds the server's limit of ",
+                              *caps_.size_limit),
+                 Stage::kMail);
+      }
+    }
+  }
+
+  bool any_to_send = false;
+  for (const auto& f : t.final) any_to_send = any_to_send || !f.has_value();
+  if (any_to_send) {
+    if (need_rset_) t.commands.push_back({"RSET\r\n", Cmd::kRset, 0});
+    std::string mail = absl::StrCat("MAIL FROM:<", env.mail_from, ">");
+    if (caps_.eight_bit_mime && !IsAscii(env.content))
+      absl::StrAppend(&mail, " BODY=8BITMIME");
+    if (caps_.size) absl::StrAppend(&mail, " SIZE=", size);
+    if (utf8 && caps_.smtputf8) absl::StrAppend(&mail, " SMTPUTF8");
+    absl::StrAppend(&mail, "\r\n");
+    t.commands.push_back({std::move(mail), Cmd::kMail, 0});
+    for (size_t i = 0; i < n; ++i) {
+      if (t.final[i]) continue;
+      t.commands.push_back(
+          {absl::StrCat("RCPT TO:<", env.rcpts[i], ">\r\n"), Cmd::kRcpt, i});
+      ++t.rcpt_replies_due;
+    }
+    t.commands.push_back({"DATA\r\n", Cmd::kData, 0});
+  }
+  t.env = std::move(env);
+  txn_ = std::move(t);
+  phase_ = Phase::kTransaction;
+  Pump();
+  return absl::OkStatus();
+}
+
+void Client::Quit() {
+  if (phase_ == Phase::kIdle) {
+    CallerQuit();
+  } else if (phase_ == Phase::kGreeting || phase_ == Phase::kHello ||
+             phase_ == Phase::kTransaction) {
+    quit_requested_ = true;
+  }
+  // Already quitting or closed: nothing to add.
+}
+
+std::string_view Client::PendingOutput() const {
+  return std::string_view(out_).substr(out_start_);
+}
+
+void Client::ConsumeOutput(size_t n) {
+  VOLLEY_CHECK(n <= out_.size() - out_start_, "ConsumeOutput: more than was pending");
+  out_start_ += n;
+  if (out_start_ == out_.size()) {
+    out_.clear();
+    out_start_ = 0;
+  }
+}
+
+Wait Client::waiting_for() const {
+  if (phase_ == Phase::kClosed) return Wait::kNone;
+  if (phase_ == Phase::kGreeting) return Wait::kGreeting;
+  if (sent_.empty()) return Wait::kNone;
+  switch (sent_.front().cmd) {
+    case Cmd::kEhlo:
+    case Cmd::kHelo:
+      return Wait::kEhlo;
+    case Cmd::kRset:
+      return Wait::kRset;
+    case Cmd::kMail:
+      return Wait::kMail;
+    case Cmd::kRcpt:
+      return Wait::kRcpt;
+    case Cmd::kData:
+      return Wait::kDataInit;
+    case Cmd::kBody:
+    case Cmd::kDot:
+      return Wait::kDataDone;
+    case Cmd::kQuit:
+      return Wait::kQuit;
+  }
+  return Wait::kNone;
+}
+
+bool Client::idle() const { return phase_ == Phase::kIdle && !quit_requested_; }
+
+bool Client::closed() const { return phase_ == Phase::kClosed; }
+
+void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_bytes) {
+  // Compact once the written prefix is at least half the buffer: amortised O(1) a byte.
+  if (out_start_ > 0 && out_start_ >= out_.size() / 2) {
+    out_.erase(0, out_start_);
+    out_start_ = 0;
+  }
+  out_.append(bytes);
+  sent_.push_back({cmd, window_bytes, rcpt});
+  unacked_bytes_ += window_bytes;
+}
+
+// MaySend - whether `command` may be written now. Without PIPELINING one command is
+// outstanding at a time. With it, MAIL and RCPT may be followed by more commands, but
+// RSET (sent alone, so that a failure cannot leave pipelined MAIL/RCPT/DATA in flight)
+// and DATA (RFC 2920: it must end a group) wait for their reply; and the group stops
+// growing at max_pipeline_bytes, since a server that does not read while its replies
+// back up would deadlock us.
+bool Client::MaySend(const Command& command) const {
+  if (sent_.empty()) return true;
+  if (!caps_.pipelining || command.cmd == Cmd::kRset) return false;
+  Cmd last = sent_.back().cmd;
+  if (last != Cmd::kMail && last != Cmd::kRcpt) return false;
+  return unacked_bytes_ + command.text.size() <= opts_.max_pipeline_bytes;
+}
+
+void Client::Pump() {
+  if (!txn_) return;
+  Transaction& t = *txn_;
+  while (t.next_command < t.commands.size()) {
+    if (t.stop_sending) {
+      t.next_command = t.commands.size();
+      break;
+    }
+    const Command& c = t.commands[t.next_command];
+    if (c.cmd == Cmd::kData && t.rcpt_replies_due == 0 && t.accepted == 0) {
+      // Every RCPT was refused before DATA went out: there is nobody to send to.
+      t.failed = true;
+      t.next_command = t.commands.size();
+      break;
+    }
+    if (!MaySend(c)) break;
+    Send(c.text, c.cmd, c.rcpt, c.text.size());
+    ++t.next_command;
+  }
+  MaybeFinishTransaction();
+}
+
+void Client::MaybeFinishTransaction() {
+  if (!txn_ || !sent_.empty() || txn_->next_command < txn_->commands.size()) return;
+  Transaction& t = *txn_;
+  TransactionDone done;
+  done.id = t.env.id;
+  for (auto& f : t.final) {
+    VOLLEY_CHECK(f.has_value(), "transaction finished with a recipient undecided");
+    done.rcpt_outcomes.push_back(std::move(*f));
+  }
+  need_rset_ = t.failed;
+  txn_.reset();
+  events_.push_back(std::move(done));
+  BecomeIdle();
+}
+
+void Client::BecomeIdle() {
+  phase_ = Phase::kIdle;
+  if (quit_requested_) CallerQuit();
+}
+
+void Client::CallerQuit() {
+  quit_requested_ = false;
+  caller_quit_ = true;
+  quit_reason_ =
+      Made(Kind::kAccepted, 221, "2.0.0", "connection closed after QUIT", Stage::kQuit);
+  phase_ = Phase::kQuit;
+  Send("QUIT\r\n", Cmd::kQuit, 0, 6);
+}
+
+void Client::QuitWith(Outcome reason) {
+  quit_requested_ = false;
+  caller_quit_ = false;
+  quit_reason_ = std::move(reason);
+  phase_ = Phase::kQuit;
+  Send("QUIT\r\n", Cmd::kQuit, 0, 6);
+}
+
+void Client::Close(Outcome reason) {
+  events_.push_back(SessionClosed{std::move(reason)});
+  phase_ = Phase::kClosed;
+  sent_.clear();
+  unacked_bytes_ = 0;
+  out_.clear();
+  out_start_ = 0;
+  quit_requested_ = false;
+}
+
+void Client::Abort(const Outcome& reason) {
+  if (phase_ == Phase::kQuit) {
+    Close(std::move(*quit_reason_));
+    return;
+  }
+  if (txn_) {
+    TransactionDone done;
+    done.id = txn_->env.id;
+    for (auto& f : txn_->final) done.rcpt_outcomes.push_back(f ? std::move(*f) : reason);
+    txn_.reset();
+    events_.push_back(std::move(done));
+  }
+  Close(reason);
+}
+
+std::string Client::Where(Stage stage) const {
+  switch (stage) {
+    case Stage::kConnect:
+      return phase_ == Phase::kIdle ? "while idle" : "while connecting";
+    case Stage::kGreeting:
+      return "while awaiting greeting";
+    case Stage::kDataDone:
+      // Once the final "." has been written the server may have taken the message
+      // even though we never saw its reply: the duplicate risk belongs in the log.
+      return PendingOutput().empty()
+                 ? "while awaiting data-done reply (message may have been delivered)"
+                 : "while awaiting data-done reply";
+    default:
+      return absl::StrCat("while awaiting ", Av(StageName(stage)), " reply");
+  }
+}
+
+Stage Client::CurrentStage() const {
+  if (!sent_.empty()) return StageOf(sent_.front().cmd);
+  if (phase_ == Phase::kGreeting) return Stage::kGreeting;
+  return Stage::kConnect;
+}
+
+void Client::ProtocolError(Stage stage, std::string_view why) {
+  Abort(Made(Kind::kTransient, 451, "4.4.2",
+             absl::StrCat("protocol error (", Av(why), ") ", Where(stage)), stage));
+}
+
+void Client::HandleLoss() {
+  Stage stage = CurrentStage();
+  if (stage == Stage::kGreeting && !received_any_ && loss_ == Loss::kIoError) {
+    stage = Stage::kConnect;  // nothing ever arrived: the connect itself failed
+  }
+  std::string cause;
+  switch (*loss_) {
+    case Loss::kEof:
+      cause = "connection lost";
+      break;
+    case Loss::kTimeout:
+      cause = "timed out";
+      break;
+    case Loss::kIoError:
+      cause = absl::StrCat("I/O error (", loss_what_, ")");
+      break;
+  }
+  Abort(Made(Kind::kTransient, 451, "4.4.2", absl::StrCat(cause, " ", Where(stage)),
+             stage));
+}
+
+// HandleReply - dispatch one reply, then make sure it was not followed by bytes the
+// server sent before it could have seen our next command.
+void Client::HandleReply(const Reply& reply) {
+  // Nothing will be outstanding once this reply is taken off: whatever follows it in
+  // the buffer was sent unasked. Left there, it would be read as the reply to the
+  // command this reply lets us send (a fake EHLO answer after the greeting, a "250"
+  // after 354 standing in for end-of-data), so the session ends instead. While idle
+  // the same bytes are caught by the unsolicited-reply path, which lets 421 through.
+  const bool last_outstanding = phase_ == Phase::kGreeting || sent_.size() == 1;
+  DispatchReply(reply);
+  if (last_outstanding && phase_ != Phase::kClosed && phase_ != Phase::kQuit &&
+      !sent_.empty() && parser_.buffered() > 0) {
+    ProtocolError(CurrentStage(), "server sent data before the command it answers");
+  }
+}
+
+void Client::DispatchReply(const Reply& reply) {
+  const int cls = reply.code / 100;
+  if (phase_ == Phase::kGreeting) {
+    if (cls == 2) {
+      phase_ = Phase::kHello;
+      Send(absl::StrCat("EHLO ", opts_.ehlo_name, "\r\n"), Cmd::kEhlo, 0, 0);
+    } else if (reply.code == 421) {
+      Abort(FromReply(reply, Stage::kGreeting));
+    } else if (cls == 3) {
+      ProtocolError(Stage::kGreeting, absl::StrCat("greeting with code ", reply.code));
+    } else {
+      QuitWith(FromReply(reply, Stage::kGreeting));
+    }
+    return;
+  }
+  if (sent_.empty()) {
+    // RFC 5321 section 3.8: a server may send 421 at any time before closing, for
+    // instance when an idle connection times out. Anything else is unsolicited.
+    if (reply.code == 421) {
+      Abort(FromReply(reply, Stage::kConnect));
+    } else {
+      ProtocolError(Stage::kConnect,
+                    absl::StrCat("unexpected reply ", reply.code, " while idle"));
+    }
+    return;
+  }
+  const Sent sent = sent_.front();
+  sent_.pop_front();
+  unacked_bytes_ -= sent.bytes;
+  const Stage stage = StageOf(sent.cmd);
+
+  if (sent.cmd == Cmd::kQuit) {
+    Outcome reason = std::move(*quit_reason_);
+    if (caller_quit_ && cls == 2) {
+      reason = FromReply(reply, Stage::kQuit);
+      reason.kind = Kind::kAccepted;
+    }
+    Close(std::move(reason));
+    return;
+  }
+  if (reply.code == 421) {
+    Abort(FromReply(reply, stage));
+    return;
+  }
+  // Only DATA expects 3xx, and only DATA may not get 2xx (the lone dot's reply is
+  // ignored whatever it is). A reply of the wrong class means the two sides disagree
+  // on where they are.
+  const bool wrong_class = sent.cmd == Cmd::kData ? cls == 2 : cls == 3;
+  if (sent.cmd != Cmd::kDot && wrong_class) {
+    ProtocolError(stage, absl::StrCat("unexpected reply ", reply.code, " to ",
+                                      Av(StageName(stage))));
+    return;
+  }
+  if (sent.cmd == Cmd::kEhlo || sent.cmd == Cmd::kHelo) {
+    HandleHelloReply(sent, reply);
+  } else {
+    HandleTransactionReply(sent, reply);
+  }
+}
+
+void Client::HandleHelloReply(const Sent& sent, const Reply& reply) {
+  const int cls = reply.code / 100;
+  if (cls == 2) {
+    caps_ = sent.cmd == Cmd::kEhlo ? ParseEhlo(reply.text) : Capabilities();
+    events_.push_back(SessionReady{caps_});
+    BecomeIdle();
+  } else if (sent.cmd == Cmd::kEhlo && cls == 5) {
+    // An old or minimal server (RFC 5321 section 4.1.4 allows HELO-only servers).
+    Send(absl::StrCat("HELO ", opts_.ehlo_name, "\r\n"), Cmd::kHelo, 0, 0);
+  } else {
+    QuitWith(FromReply(reply, StageOf(sent.cmd)));
+  }
+}
+
+void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
+  Transaction& t = *txn_;
+  const int cls = reply.code / 100;
+  switch (sent.cmd) {
+    case Cmd::kRset: {
+      if (cls == 2) {
+        need_rset_ = false;
+        break;
+      }
+      // The server cannot say where it is: end the session. The envelope was never
+      // tried, so its recipients are only deferred.
+      Outcome o = FromReply(reply, Stage::kRset);
+      if (o.kind != Kind::kTransient) {
+        o = Made(Kind::kTransient, 451, "4.3.0",
+                 absl::StrCat("RSET refused: ", reply.code, " ", reply.text),
+                 Stage::kRset);
+      }
+      TransactionDone done;
+      done.id = t.env.id;
+      for (auto& f : t.final) done.rcpt_outcomes.push_back(f ? std::move(*f) : o);
+      txn_.reset();
+      events_.push_back(std::move(done));
+      QuitWith(std::move(o));
+      return;
+    }
+    case Cmd::kMail:
+      if (cls != 2) {
+        t.stop_sending = true;
+        t.failed = true;
+        for (auto& f : t.final) {
+          if (!f) f = FromReply(reply, Stage::kMail);
+        }
+      }
+      break;
+    case Cmd::kRcpt: {
+      --t.rcpt_replies_due;
+      // After a refused MAIL, pipelined RCPTs get "503 need MAIL": not news.
+      if (!t.final[sent.rcpt]) {
+        if (cls == 2) {
+          t.rcpt_accepted[sent.rcpt] = true;
+          ++t.accepted;
+        } else {
+          Outcome o = FromReply(reply, Stage::kRcpt);
+          if (reply.code == 452 || reply.code == 552) {
+            // RFC 5321 section 4.5.3.1.10: "too many recipients" is retried later,
+            // and some servers send it as 552.
+            o.kind = Kind::kTransient;
+            o.code = 452;
+            o.enhanced[0] = '4';
+          }
+          t.final[sent.rcpt] = std::move(o);
+        }
+      }
+      if (t.rcpt_replies_due == 0 && t.accepted == 0) t.failed = true;
+      break;
+    }
+    case Cmd::kData:
+      if (cls == 3) {
+        if (t.accepted > 0 && !t.stop_sending) {
+          Send(t.data, Cmd::kBody, 0, 0);
+          std::string().swap(t.data);  // out_ holds it now; one copy is enough
+        } else {
+          // Pipelined DATA was accepted though nobody can receive the message: end it
+          // with an empty one, whose reply is ignored (RFC 2920 section 3.1).
+          Send(".\r\n", Cmd::kDot, 0, 0);
+        }
+      } else {
+        t.failed = true;
+        for (size_t i = 0; i < t.final.size(); ++i) {
+          if (!t.final[i] && t.rcpt_accepted[i])
+            t.final[i] = FromReply(reply, Stage::kData);
+        }
+      }
+      break;
+    case Cmd::kBody:
+      for (size_t i = 0; i < t.final.size(); ++i) {
+        if (!t.final[i] && t.rcpt_accepted[i]) {
+          t.final[i] = FromReply(reply, Stage::kDataDone);
+        }
+      }
+      break;
+    case Cmd::kDot:
+      break;
+    case Cmd::kEhlo:
+    case Cmd::kHelo:
+    case Cmd::kQuit:
+      VOLLEY_CHECK(false, "HandleTransactionReply: not a transaction command");
+  }
+  Pump();
+}
+
+}  // namespace volley::smtp

@@ -1,0 +1,290 @@
+// client.h - the SMTP client protocol as a sans-I/O state machine
+//
+// SYNOPSIS
+//   Client c(opts);                 // awaits the greeting; nothing to write yet
+//   c.Feed(bytes); c.FeedEof(); c.FeedTimeout(); c.FeedIoError("write: EPIPE");
+//   for (Event ev = c.Next(); !std::holds_alternative<NeedData>(ev); ev = c.Next())
+//     Handle(ev);                   // SessionReady, TransactionDone, SessionClosed
+//   Write(c.PendingOutput()); c.ConsumeOutput(n);
+//   c.StartTransaction(envelope);   // when idle
+//   c.Quit();
+//   Wait w = c.waiting_for();       // which timeout the reactor should run
+//
+// DESCRIPTION
+//   Bytes in, bytes and events out: no sockets and no clock. The reactor moves bytes
+//   and maps waiting_for() to a configured timeout; this class owns every protocol
+//   decision (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and
+//   ENHANCEDSTATUSCODES).
+//
+//   Session: await the whole greeting; EHLO <ehlo_name>; on a 5xx to EHLO, HELO on the
+//   same connection (no extensions). Then SessionReady, and the client is idle.
+//
+//   Transaction (StartTransaction): MAIL FROM (with BODY=8BITMIME, SIZE=n and SMTPUTF8
+//   as advertised and needed), RCPT TO per recipient, DATA, then the message from
+//   PrepareData() after a 354. With PIPELINING, MAIL, the RCPTs and DATA go out in one
+//   write; DATA always ends a group, and the client stops to wait for replies when more
+//   than max_pipeline_bytes of commands would be unacknowledged. Without PIPELINING one
+//   command is outstanding at a time. The result is one TransactionDone, with one
+//   Outcome per recipient in envelope order, after which the client is idle again and
+//   may be given another Envelope (connection reuse). A transaction that failed (MAIL
+//   refused, no recipient accepted, DATA refused) leaves the server in an unknown
+//   state, so the next StartTransaction first sends RSET alone and waits for its 250.
+//
+//   Outcomes: a recipient whose RCPT got 2xx takes the outcome of the end-of-data reply
+//   (stage kDataDone) or of a refused DATA (stage kData); a refused RCPT keeps that reply
+//   (stage kRcpt); a refused MAIL is every recipient's outcome (stage kMail). 2xx is
+//   accepted, 4xx transient, 5xx permanent, whatever the other digits; 452 and 552 to
+//   RCPT mean "too many recipients" (RFC 5321 section 4.5.3.1.10) and are reported as
+//   452 transient. An Outcome's enhanced code is the server's (sanitised) or, when it
+//   sent none, "<class>.0.0". An address with non-ASCII octets needs SMTPUTF8: without
+//   it that recipient (every recipient, for a non-ASCII sender) fails permanently with
+//   550 5.6.7 and is never sent. A message over the advertised SIZE limit fails every
+//   recipient with 552 5.3.4 without being sent.
+//
+//   Failures that end the session. A 421 at any point, EOF, FeedTimeout(), FeedIoError()
+//   and any protocol error close the session at once, without QUIT: first a
+//   TransactionDone if a transaction was under way, in which every recipient without a
+//   final outcome gets a transient one (the 421 reply itself, or 451 4.4.2 with a text
+//   naming the reply awaited, e.g. "connection lost while awaiting data-done reply
+//   (message may have been delivered)"), then SessionClosed. A protocol error (a
+//   malformed reply, a reply nobody asked for, bytes that arrive before the command
+//   they would answer was sent, a reply of the wrong class such as 354 to MAIL) always
+//   ends the session: under pipelining, trusting the stream after garbage could make
+//   QUIT's reply pass for end-of-data's and lose mail (Postfix's rule). A loss or 421
+//   while idle ends the session with stage kConnect.
+//
+//   Failures that end the session with QUIT. A non-2xx greeting, a HELO refusal or a
+//   non-5xx EHLO refusal: SessionClosed, after QUIT's reply or EOF, carries the refusal
+//   (4xx transient, 5xx permanent, stage kGreeting/kEhlo/kHelo); the caller decides
+//   what a 5xx greeting means. A refused RSET: its envelope was never tried, so every
+//   recipient is deferred (the 4xx reply, or 451 4.3.0 "RSET refused: ..."), then QUIT.
+//
+//   Quit() when idle sends QUIT; SessionClosed (kind kAccepted) follows the reply, EOF,
+//   a timeout or an I/O error. Quit() during the handshake or a transaction takes effect
+//   as soon as the client is next idle (after SessionReady or TransactionDone).
+//
+// CONTRACT
+//   Single-threaded; the caller owns the socket. Feed*() only record input; all work
+//   happens in Next(), which the caller runs until NeedData after every Feed*(). Input
+//   already fed is handled before EOF, a timeout or an I/O error fed after it. After
+//   SessionClosed there are no more events: Next() returns NeedData, Feed*() are ignored
+//   and PendingOutput() is empty (a QUIT is always written before its reply comes).
+//   FeedTimeout() while nothing is awaited (waiting_for() == kNone) is ignored.
+//   StartTransaction() first handles any input fed while idle, so that it cannot be
+//   taken for MAIL's reply.
+//
+// DIAGNOSTICS
+//   StartTransaction: FailedPrecondition unless idle(); InvalidArgument for no
+//   recipients, an empty recipient, or an address with a control character, '<' or '>'
+//   (which could inject commands).
+//
+// BOUNDS
+//   Reply lines and lines per reply as ClientOptions::reply; unacknowledged pipelined
+//   command bytes as ClientOptions::max_pipeline_bytes (a single larger command is
+//   still sent, alone).
+//
+// BUGS
+//   XXX(scope) No STARTTLS, CHUNKING/BDAT or AUTH yet: the extensions are only recorded
+//   in Capabilities. 8-bit content to a server without 8BITMIME is sent as is.
+//
+// SEE ALSO
+//   reply.h, content.h; Postfix smtp_proto.c (smtp_loop), h11's _connection.py.
+#ifndef VOLLEY_ENGINE_SMTP_CLIENT_H_
+#define VOLLEY_ENGINE_SMTP_CLIENT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/smtp/reply.h"
+
+namespace volley::smtp {
+
+// The command whose reply an outcome came from (Postfix's xfer_states). kConnect is the
+// connection itself: a failed connect, or a loss while idle.
+enum class Stage {
+  kConnect,
+  kGreeting,
+  kEhlo,
+  kHelo,
+  kMail,
+  kRcpt,
+  kData,
+  kDataDone,
+  kRset,
+  kQuit
+};
+
+// StageName - "connect", "greeting", "ehlo", "helo", "mail", "rcpt", "data",
+// "data-done", "rset", "quit": the names used in logs and outcome texts.
+std::string_view StageName(Stage stage);
+
+struct Outcome {
+  enum class Kind { kAccepted, kTransient, kPermanent };
+  Kind kind = Kind::kTransient;
+  int code = 0;
+  std::string enhanced;  // "4.4.2"; never empty
+  std::string text;
+  Stage stage = Stage::kConnect;
+};
+
+// What the EHLO reply advertised (RFC 1869 keywords, case-insensitive). All false and
+// empty after a HELO fallback.
+struct Capabilities {
+  bool esmtp = false;                  // EHLO succeeded
+  bool pipelining = false;             // RFC 2920
+  bool eight_bit_mime = false;         // RFC 6152
+  bool smtputf8 = false;               // RFC 6531
+  bool enhanced_status_codes = false;  // RFC 2034
+  bool chunking = false;               // RFC 3030
+  bool starttls = false;               // RFC 3207
+  std::optional<uint64_t> size_limit;  // RFC 1870 "SIZE n", n all digits and > 0
+  bool size = false;                   // SIZE advertised (with or without a limit)
+};
+
+// ValidateEhloName - OK when `name` may be sent with EHLO/HELO: 1 to 255 octets, no
+// space or control character (which would inject commands), no '<' or '>'. For the
+// config loader: Client aborts on a name that fails this check.
+absl::Status ValidateEhloName(std::string_view name);
+
+struct ClientOptions {
+  // The name sent with EHLO/HELO: a domain or address literal. Must pass
+  // ValidateEhloName(); the constructor aborts otherwise. Default: "localhost".
+  std::string ehlo_name = "localhost";
+  // Bounds on server replies (see reply.h).
+  ReplyParserOptions reply;
+  // Unacknowledged pipelined command bytes before the client waits for replies
+  // (Postfix's PIPELINING_BUFSIZE): the server may not read while its replies back up,
+  // so more than a socket buffer's worth could deadlock. Default: 4096.
+  size_t max_pipeline_bytes = 4096;
+};
+
+struct Envelope {
+  uint64_t id = 0;                 // the caller's tag, echoed in TransactionDone
+  std::string mail_from;           // without <>; "" is the null reverse path
+  std::vector<std::string> rcpts;  // without <>
+  std::string content;             // the rendered message; see PrepareData()
+};
+
+struct NeedData {};
+struct SessionReady {
+  Capabilities caps;
+};  // idle: StartTransaction or Quit
+struct TransactionDone {
+  uint64_t id;
+  std::vector<Outcome> rcpt_outcomes;  // one per rcpt, envelope order
+};
+struct SessionClosed {
+  Outcome reason;
+};  // no further events; close the socket
+using Event = std::variant<NeedData, SessionReady, TransactionDone, SessionClosed>;
+
+// The reply the client awaits; the reactor maps it to a timeout (Postfix's
+// xfer_timeouts[]). kEhlo also covers HELO.
+enum class Wait {
+  kNone,
+  kGreeting,
+  kEhlo,
+  kMail,
+  kRcpt,
+  kDataInit,
+  kDataDone,
+  kRset,
+  kQuit
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions opts);
+
+  void Feed(std::string_view bytes);
+  void FeedEof();                           // the peer closed
+  void FeedTimeout();                       // the current Wait expired
+  void FeedIoError(std::string_view what);  // connect or write failure
+  Event Next();
+
+  absl::Status StartTransaction(Envelope env);
+  void Quit();
+
+  std::string_view PendingOutput() const;
+  void ConsumeOutput(size_t n);  // the reactor wrote n bytes
+
+  Wait waiting_for() const;
+  bool idle() const;
+  bool closed() const;
+
+ private:
+  enum class Phase { kGreeting, kHello, kIdle, kTransaction, kQuit, kClosed };
+  enum class Cmd { kEhlo, kHelo, kRset, kMail, kRcpt, kData, kBody, kDot, kQuit };
+  struct Command {
+    std::string text;
+    Cmd cmd;
+    size_t rcpt = 0;  // kRcpt: index into the envelope's recipients
+  };
+  struct Sent {  // a command whose reply is still to come, in send order
+    Cmd cmd;
+    size_t bytes;  // counted against max_pipeline_bytes (0 for the message body)
+    size_t rcpt;
+  };
+  struct Transaction {
+    Envelope env;
+    std::string data;               // PrepareData(env.content)
+    std::vector<Command> commands;  // in send order
+    size_t next_command = 0;
+    std::vector<std::optional<Outcome>> final;  // per rcpt, once known
+    std::vector<bool> rcpt_accepted;            // RCPT got 2xx
+    size_t rcpt_replies_due = 0;                // RCPTs queued or sent, reply not yet in
+    size_t accepted = 0;
+    bool stop_sending = false;  // MAIL or RSET refused
+    bool failed = false;        // RSET before the next MAIL
+  };
+  enum class Loss { kEof, kTimeout, kIoError };
+
+  static Stage StageOf(Cmd cmd);
+  void Process(bool until_event);
+  void Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_bytes);
+  void Pump();
+  bool MaySend(const Command& command) const;
+  void HandleReply(const Reply& reply);
+  void DispatchReply(const Reply& reply);
+  void HandleHelloReply(const Sent& sent, const Reply& reply);
+  void HandleTransactionReply(const Sent& sent, const Reply& reply);
+  void MaybeFinishTransaction();
+  void BecomeIdle();
+  void CallerQuit();
+  void QuitWith(Outcome reason);      // QUIT, then SessionClosed{reason}
+  void Close(Outcome reason);         // SessionClosed now
+  void Abort(const Outcome& reason);  // 421, loss or protocol error: close now
+  void ProtocolError(Stage stage, std::string_view why);
+  void HandleLoss();
+  Stage CurrentStage() const;
+  std::string Where(Stage stage) const;
+
+  ClientOptions opts_;
+  ReplyParser parser_;
+  Phase phase_ = Phase::kGreeting;
+  Capabilities caps_;
+  std::deque<Sent> sent_;
+  size_t unacked_bytes_ = 0;
+  std::string out_;
+  size_t out_start_ = 0;
+  std::optional<Transaction> txn_;
+  bool need_rset_ = false;
+  bool quit_requested_ = false;  // Quit() before the client was idle
+  bool caller_quit_ = false;     // the QUIT under way is the caller's
+  std::optional<Outcome> quit_reason_;
+  bool received_any_ = false;  // any byte from the server (connect vs greeting)
+  std::optional<Loss> loss_;
+  std::string loss_what_;
+  std::deque<Event> events_;
+};
+
+}  // namespace volley::smtp
+
+#endif  // VOLLEY_ENGINE_SMTP_CLIENT_H_

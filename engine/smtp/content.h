@@ -1,0 +1,50 @@
+// content.h - turn a rendered message into SMTP DATA bytes
+//
+// SYNOPSIS
+//   std::string PrepareData(std::string_view message);
+//   std::string PrepareData(std::string_view message, uint64_t* message_size);
+//   absl::Status CheckLineLengths(std::string_view message, size_t max = 998);
+//
+// DESCRIPTION
+//   PrepareData returns what the client writes after a 354 reply: the message with
+//   every line ending (CRLF, bare CR or bare LF) written as CRLF, a '.' doubled at the
+//   start of any line that begins with one (RFC 5321 section 4.5.2), one CRLF added if
+//   the message does not end with a line ending, and the terminating ".\r\n". Bare CR
+//   and bare LF are normalised rather than sent because servers disagree on what they
+//   mean, and a disagreement about line ends is how "SMTP smuggling" hides a second
+//   message inside the first. An empty message becomes the lone ".\r\n".
+//
+//   With message_size, also stores the RFC 1870 size of the message: octets after
+//   normalisation, CRLFs included, without dot-stuffing and without the final ".\r\n".
+//
+//   CheckLineLengths reports the first line longer than `max` octets (line ending not
+//   counted, line ends recognised as above): RFC 5321 section 4.5.3.1.6 allows 998 plus
+//   CRLF. The renderer should fold or encode long lines; the client itself does not
+//   refuse them.
+//
+// DIAGNOSTICS
+//   CheckLineLengths: InvalidArgument "line N is X octets, over 998" (N from 1).
+//
+// BUGS
+//   XXX(simplicity) CheckLineLengths measures lines before dot-stuffing, so a 998-octet
+//   line that starts with '.' goes out as 999 octets.
+#ifndef VOLLEY_ENGINE_SMTP_CONTENT_H_
+#define VOLLEY_ENGINE_SMTP_CONTENT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace volley::smtp {
+
+std::string PrepareData(std::string_view message);
+std::string PrepareData(std::string_view message, uint64_t* message_size);
+
+absl::Status CheckLineLengths(std::string_view message, size_t max = 998);
+
+}  // namespace volley::smtp
+
+#endif  // VOLLEY_ENGINE_SMTP_CONTENT_H_

@@ -1,0 +1,71 @@
+// delivery_log.h - the delivery log: one JSON line per recipient outcome
+//
+// SYNOPSIS
+//   ASSIGN_OR_RETURN(auto log, DeliveryLog::Open("var/log"));
+//   log->Append(record);     // buffers in memory
+//   RETURN_IF_ERROR(log->Flush());   // one write(2) of everything buffered
+//
+// DESCRIPTION
+//   Writes <dir>/deliveries.jsonl, opened O_APPEND, so an outside reader (or
+//   volley-load) may tail it while volleyd runs. A record is only ever written
+//   whole: the buffer is handed to the kernel in one write per flush, and the
+//   caller flushes before it commits the same outcomes to the queue, so after a
+//   kill -9 an outcome that the queue forgot is still in the log (and the
+//   recipient is retried: a possible duplicate record, never a missing one).
+//
+//   Fields (docs/delivery-log.md): ts, job, line, rcpt, status, code, enhanced,
+//   response, host, port, attempt.
+//
+// CONTRACT
+//   Not thread-safe: owned by one shard.
+#ifndef VOLLEY_METRICS_DELIVERY_LOG_H_
+#define VOLLEY_METRICS_DELIVERY_LOG_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace volley::metrics {
+
+struct DeliveryRecord {
+  absl::Time ts;
+  std::string_view job;
+  uint32_t line = 0;        // the recipient's line in the job file
+  std::string_view rcpt;
+  std::string_view status;  // delivered, deferred, bounced, expired, cancelled, suppressed
+  int code = 0;             // SMTP reply code; 0 when no reply was received
+  std::string_view enhanced;
+  std::string_view response;
+  std::string_view host;    // remote address; empty when no connection was made
+  uint16_t port = 0;
+  uint32_t attempt = 0;     // 1 for the first attempt
+};
+
+// FormatDeliveryRecord - append one JSON line (with its '\n') to out.
+void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out);
+
+class DeliveryLog {
+ public:
+  static absl::StatusOr<std::unique_ptr<DeliveryLog>> Open(const std::string& dir);
+  ~DeliveryLog();
+  DeliveryLog(const DeliveryLog&) = delete;
+  DeliveryLog& operator=(const DeliveryLog&) = delete;
+
+  void Append(const DeliveryRecord& r) { FormatDeliveryRecord(r, &buffer_); }
+  absl::Status Flush();
+  const std::string& path() const { return path_; }
+
+ private:
+  DeliveryLog(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_;
+  std::string path_;
+  std::string buffer_;
+};
+
+}  // namespace volley::metrics
+
+#endif  // VOLLEY_METRICS_DELIVERY_LOG_H_

@@ -1,0 +1,149 @@
+// queue.h - the durable recipient queue on RocksDB
+//
+// SYNOPSIS
+//   ASSIGN_OR_RETURN(auto q, Queue::Open("var/queue", QueueOptions{}));
+//   intake:    BeginJob -> IntakeWriter::Add... -> IntakeWriter::Commit
+//   delivery:  TakeDue -> (send) -> OutcomeBatch{Remove, Reschedule} -> Apply
+//
+// DESCRIPTION
+//   A job's header (and so its message template) is stored once; each recipient
+//   is one key in the "recipients" column family:
+//
+//       job_no (4, big-endian) | due time in microseconds (8, BE) | line (4, BE)
+//
+//   so one job's due recipients are one ordered scan from its first key, and a
+//   retry is a delete plus a put at the new due time. Scanning per job (not one
+//   global due-time order) is what lets the scheduler share the line fairly
+//   between a large job and a small one, and keeps a job that is still being
+//   taken in (state kLoading) out of every scan. queue/README.md has the schema.
+//
+//   Intake is idempotent: every recipient of a job gets the same due time (the
+//   job's first_due, stored in its record), so taking the same file in again
+//   after a crash rewrites the same keys and never adds a second copy.
+//
+// DURABILITY
+//   Every write goes through RocksDB's write-ahead log. A write with sync=false
+//   survives a crash of volleyd (kill -9) but may be lost on power failure; with
+//   sync=true it is on disk (fdatasync) before the call returns.
+//   IntakeWriter::Commit syncs: once it returns, the file may move to accepted/
+//   and no accepted recipient can be lost. Outcomes are not synced by default:
+//   losing one on power failure means a retry (a possible duplicate), never a loss.
+//
+// CONTRACT
+//   Thread-safe as RocksDB is; BeginJob is called from one thread (intake) only,
+//   because it allocates job numbers by read-modify-write.
+#ifndef VOLLEY_QUEUE_QUEUE_H_
+#define VOLLEY_QUEUE_QUEUE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace volley::queue {
+
+struct QueueOptions {
+  // fdatasync the WAL when a job's intake commits. Turning it off makes a power
+  // failure able to lose a job whose file already moved to accepted/.
+  // Default: true.
+  bool sync_intake_commit = true;
+
+  // fdatasync the WAL for every batch of outcomes. Off, a power failure may
+  // forget recent outcomes, and those recipients are sent again.
+  // Default: false.
+  bool sync_outcomes = false;
+
+  // Recipients written per RocksDB batch during intake. Bounds intake memory.
+  // Default: 10000.
+  size_t intake_batch = 10000;
+
+  // RocksDB block cache. Default: 64 MiB.
+  size_t block_cache_bytes = 64u << 20;
+};
+
+enum class JobState : uint8_t { kLoading = 1, kReady = 2, kDone = 3 };
+
+struct JobRecord {
+  std::string id;
+  uint32_t job_no = 0;
+  JobState state = JobState::kLoading;
+  absl::Time queued_at;      // when intake began: the start of max_age
+  absl::Time first_due;      // due time of every recipient at intake
+  uint64_t recipients = 0;   // set at commit
+  std::string header_json;   // line 1 of the job file, as accepted
+  // Which file the job came from ("dev:inode"): a file still in incoming/ after a
+  // crash between commit and the move to accepted/ is recognised as this job's
+  // own file, not as a second drop of the same job id.
+  std::string source;
+};
+
+struct QueuedRecipient {
+  std::string key;
+  uint32_t job_no = 0;
+  uint32_t line = 0;
+  absl::Time due;
+  uint32_t attempts = 0;     // attempts made so far
+  std::string recipient;     // EncodeRecipient() bytes
+};
+
+class Queue {
+ public:
+  static absl::StatusOr<std::unique_ptr<Queue>> Open(const std::string& path,
+                                                      const QueueOptions& options);
+  virtual ~Queue() = default;
+
+  virtual absl::StatusOr<std::optional<JobRecord>> FindJob(std::string_view id) = 0;
+  virtual absl::StatusOr<std::vector<JobRecord>> ListJobs() = 0;
+
+  // BeginJob - record a new job in state kLoading with a fresh job number.
+  virtual absl::StatusOr<JobRecord> BeginJob(std::string_view id, std::string_view header_json,
+                                             std::string_view source, absl::Time queued_at,
+                                             absl::Time first_due) = 0;
+
+  class IntakeWriter {
+   public:
+    virtual ~IntakeWriter() = default;
+    // Add one recipient (its line number in the job file and its encoding).
+    // Writes a batch every QueueOptions::intake_batch recipients.
+    virtual absl::Status Add(uint32_t line, std::string_view recipient) = 0;
+    // Commit - write what is left and mark the job kReady, synced (see DURABILITY).
+    virtual absl::Status Commit(uint64_t recipients) = 0;
+  };
+  virtual std::unique_ptr<IntakeWriter> NewIntakeWriter(const JobRecord& job) = 0;
+
+  // TakeDue - up to `max` recipients of job `job_no` due at or before `now`, in
+  // due order, starting after `after_key` (empty: from the job's first key).
+  // *job_empty is set when the job has no recipient left at all.
+  virtual absl::Status TakeDue(uint32_t job_no, std::string_view after_key, absl::Time now,
+                               size_t max, std::vector<QueuedRecipient>* out,
+                               bool* job_empty) = 0;
+
+  // The earliest due time of job `job_no`, or nullopt when it has no recipient.
+  virtual absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no) = 0;
+
+  class OutcomeBatch {
+   public:
+    virtual ~OutcomeBatch() = default;
+    // The recipient reached a final state (delivered, bounced, expired).
+    virtual void Remove(const QueuedRecipient& r) = 0;
+    // The recipient was deferred: it moves to `due`, with attempts + 1.
+    virtual void Reschedule(const QueuedRecipient& r, absl::Time due) = 0;
+    virtual size_t size() const = 0;
+  };
+  virtual std::unique_ptr<OutcomeBatch> NewOutcomeBatch() = 0;
+  virtual absl::Status Apply(OutcomeBatch& batch) = 0;
+
+  virtual absl::Status MarkJobDone(const JobRecord& job) = 0;
+};
+
+// Key helpers, public for tests and tools.
+std::string RecipientKey(uint32_t job_no, absl::Time due, uint32_t line);
+
+}  // namespace volley::queue
+
+#endif  // VOLLEY_QUEUE_QUEUE_H_

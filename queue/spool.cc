@@ -1,0 +1,310 @@
+#include "queue/spool.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "base/json.h"
+#include "base/status.h"
+#include "base/strings.h"
+
+namespace volley::queue {
+namespace {
+
+// LineReader - reads a file line by line through a fixed buffer. A line longer
+// than the caller's bound is reported as too long and skipped, never stored.
+class LineReader {
+ public:
+  explicit LineReader(int fd) : fd_(fd), buffer_(kChunk) {}
+
+  enum class Result { kLine, kTooLong, kEnd, kError };
+
+  // Next line (without its LF, and without a CR before the LF) in *line, valid
+  // until the next call.
+  Result Next(size_t max_line, std::string* line) {
+    line->clear();
+    bool too_long = false;
+    for (;;) {
+      const char* begin = buffer_.data() + start_;
+      const char* nl = static_cast<const char*>(std::memchr(begin, '\n', end_ - start_));
+      const size_t avail = nl ? static_cast<size_t>(nl - begin) : end_ - start_;
+      if (!too_long) {
+        if (line->size() + avail > max_line) {
+          too_long = true;
+          line->clear();
+        } else {
+          line->append(begin, avail);
+        }
+      }
+      if (nl) {
+        start_ += avail + 1;
+        ++line_no_;
+        if (too_long) return Result::kTooLong;
+        if (!line->empty() && line->back() == '\r') line->pop_back();
+        return Result::kLine;
+      }
+      start_ = end_ = 0;
+      const ssize_t n = ::read(fd_, buffer_.data(), buffer_.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        error_ = errno;
+        return Result::kError;
+      }
+      if (n == 0) {
+        if (eof_ || (line->empty() && !too_long)) return Result::kEnd;
+        eof_ = true;  // a last line without LF still counts
+        ++line_no_;
+        if (too_long) return Result::kTooLong;
+        if (!line->empty() && line->back() == '\r') line->pop_back();
+        return Result::kLine;
+      }
+      end_ = static_cast<size_t>(n);
+    }
+  }
+
+  uint64_t line_no() const { return line_no_; }
+  int error() const { return error_; }
+
+ private:
+  static constexpr size_t kChunk = 1 << 20;
+  int fd_;
+  std::vector<char> buffer_;
+  size_t start_ = 0;
+  size_t end_ = 0;
+  uint64_t line_no_ = 0;
+  bool eof_ = false;
+  int error_ = 0;
+};
+
+absl::Status ErrnoStatus(std::string_view what, std::string_view path) {
+  const int e = errno;
+  std::string msg = absl::StrCat(base::Sv(path), ": ", base::Sv(what), ": ", std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
+  return absl::UnavailableError(msg);
+}
+
+absl::Status SyncDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", dir);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return ErrnoStatus("fsync", dir);
+  return absl::OkStatus();
+}
+
+// WriteWholeFile - write through a temporary name and rename, so that a reader
+// waiting for `path` to appear never sees it half written.
+absl::Status WriteWholeFile(const std::string& path, std::string_view text) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return ErrnoStatus("open", tmp);
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      auto st = ErrnoStatus("write", tmp);
+      ::close(fd);
+      return st;
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("rename", tmp);
+  return absl::OkStatus();
+}
+
+// MoveInto - rename `from` into folder `dir`, under a new name if its own is taken.
+absl::StatusOr<std::string> MoveInto(const std::string& from, const std::string& dir,
+                                     const std::string& name) {
+  std::string to = absl::StrCat(dir, "/", name);
+  for (int n = 1; ::access(to.c_str(), F_OK) == 0; ++n) {
+    to = absl::StrCat(dir, "/", name, ".", n);
+  }
+  if (::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus("rename", from);
+  RETURN_IF_ERROR(SyncDir(dir));
+  return to;
+}
+
+// The first bytes of a rejected line, for the rejects file: enough to find it.
+constexpr size_t kRejectExcerpt = 200;
+constexpr size_t kRejectsBuffer = 64 << 10;
+
+}  // namespace
+
+absl::StatusOr<Spool> Spool::Open(const std::string& dir) {
+  for (const char* sub : {"incoming", "accepted", "failed", "tmp"}) {
+    std::error_code ec;
+    std::filesystem::create_directories(absl::StrCat(dir, "/", sub), ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat(dir, "/", sub, ": cannot create: ", ec.message()));
+    }
+  }
+  return Spool(dir);
+}
+
+std::vector<std::string> Spool::ListIncoming() const {
+  std::vector<std::string> names;
+  const std::string dir = incoming();
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;
+    names.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue,
+                                           const JobLimits& limits, absl::Time now) const {
+  const std::string path = absl::StrCat(incoming(), "/", name);
+  const std::string where = absl::StrCat("incoming/", name);
+
+  // Refuse the whole job: the file goes to failed/ with the reason beside it.
+  auto refuse = [&](uint64_t line, std::string_view why) -> absl::Status {
+    const std::string reason = absl::StrCat(where, ":", line, ": ", base::Sv(why));
+    RETURN_IF_ERROR(WriteWholeFile(absl::StrCat(failed(), "/", name, ".error"),
+                                   absl::StrCat(reason, "\n")));
+    auto moved = MoveInto(path, failed(), name);
+    if (!moved.ok()) return moved.status();
+    return absl::InvalidArgumentError(reason);
+  };
+
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return ErrnoStatus("stat", path);
+  const std::string source = absl::StrCat(st.st_dev, ":", st.st_ino);
+  LineReader reader(fd);
+  std::string line;
+
+  switch (reader.Next(limits.max_header_line, &line)) {
+    case LineReader::Result::kLine:
+      break;
+    case LineReader::Result::kTooLong:
+      return refuse(1, absl::StrCat("header: longer than ", limits.max_header_line, " bytes"));
+    case LineReader::Result::kEnd:
+      return refuse(1, "header: empty file");
+    case LineReader::Result::kError:
+      errno = reader.error();
+      return ErrnoStatus("read", path);
+  }
+  auto header = ParseJobHeader(line, limits);
+  if (!header.ok()) return refuse(1, base::StdSv(header.status().message()));
+
+  IntakeResult result;
+  result.job = header->id;
+  ASSIGN_OR_RETURN(std::optional<JobRecord> existing, queue.FindJob(header->id));
+  JobRecord job;
+  if (existing.has_value()) {
+    if (existing->state != JobState::kLoading && existing->source == source) {
+      // A crash came between the commit and the move: the job is this file's.
+      auto moved = MoveInto(path, accepted(), name);
+      if (!moved.ok()) return moved.status();
+      result.job_no = existing->job_no;
+      result.accepted = existing->recipients;
+      result.resumed = true;
+      return result;
+    }
+    if (existing->state != JobState::kLoading) {
+      return refuse(1, absl::StrCat("job: \"", header->id,
+                                    "\" was already accepted; a job id is accepted once"));
+    }
+    job = *std::move(existing);  // resume an intake a crash interrupted
+    result.resumed = true;
+  } else {
+    const absl::Time first_due = header->send_after ? std::max(*header->send_after, now) : now;
+    ASSIGN_OR_RETURN(job, queue.BeginJob(header->id, line, source, now, first_due));
+  }
+  result.job_no = job.job_no;
+
+  // Rejected lines are rewritten from scratch on every intake of the file, so a
+  // resumed intake does not list them twice.
+  const std::string rejects_path = absl::StrCat(failed(), "/", header->id, ".rejects.jsonl");
+  std::string rejects;
+  int rejects_fd = -1;
+  struct RejectsCloser {
+    int* fd;
+    ~RejectsCloser() { if (*fd >= 0) ::close(*fd); }
+  } rejects_closer{&rejects_fd};
+  // Written in pieces as they fill, so a job of bad lines costs bounded memory.
+  auto flush_rejects = [&]() -> absl::Status {
+    if (rejects.empty()) return absl::OkStatus();
+    if (rejects_fd < 0) {
+      rejects_fd = ::open(rejects_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+      if (rejects_fd < 0) return ErrnoStatus("open", rejects_path);
+    }
+    size_t done = 0;
+    while (done < rejects.size()) {
+      const ssize_t n = ::write(rejects_fd, rejects.data() + done, rejects.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus("write", rejects_path);
+      }
+      done += static_cast<size_t>(n);
+    }
+    rejects.clear();
+    return absl::OkStatus();
+  };
+  auto reject = [&](uint64_t line_no, std::string_view reason, std::string_view text) {
+    absl::StrAppend(&rejects, "{\"file\":");
+    base::AppendJsonString(&rejects, where);
+    absl::StrAppend(&rejects, ",\"line\":", line_no, ",\"reason\":");
+    base::AppendJsonString(&rejects, reason);
+    rejects.append(",\"text\":");
+    base::AppendJsonString(&rejects, text.substr(0, kRejectExcerpt));
+    rejects.append("}\n");
+    ++result.rejected;
+  };
+
+  auto writer = queue.NewIntakeWriter(job);
+  for (;;) {
+    const auto r = reader.Next(limits.max_recipient_line, &line);
+    if (r == LineReader::Result::kEnd) break;
+    if (r == LineReader::Result::kError) {
+      errno = reader.error();
+      return ErrnoStatus("read", path);
+    }
+    const uint64_t line_no = reader.line_no();
+    if (line_no > UINT32_MAX) return refuse(line_no, "job: too many lines");
+    if (rejects.size() >= kRejectsBuffer) RETURN_IF_ERROR(flush_rejects());
+    if (r == LineReader::Result::kTooLong) {
+      reject(line_no, absl::StrCat("line: longer than ", limits.max_recipient_line, " bytes"), "");
+      continue;
+    }
+    if (line.empty()) continue;  // a blank line (often the last) carries nothing
+    auto rcpt = ParseRecipientLine(line, limits);
+    if (!rcpt.ok()) {
+      reject(line_no, base::StdSv(rcpt.status().message()), line);
+      continue;
+    }
+    RETURN_IF_ERROR(writer->Add(static_cast<uint32_t>(line_no), EncodeRecipient(*rcpt)));
+    ++result.accepted;
+  }
+  if (result.rejected > 0) {
+    RETURN_IF_ERROR(flush_rejects());
+  } else {
+    ::unlink(rejects_path.c_str());
+  }
+  RETURN_IF_ERROR(writer->Commit(result.accepted));
+  auto moved = MoveInto(path, accepted(), name);
+  if (!moved.ok()) return moved.status();
+  return result;
+}
+
+}  // namespace volley::queue

@@ -1,0 +1,237 @@
+#include "queue/template.h"
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "queue/job.h"
+
+namespace volley::queue {
+namespace {
+
+constexpr std::string_view kOpen = "{{";
+constexpr std::string_view kClose = "}}";
+
+bool IsNameChar(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+         c == '_' || c == '.' || c == '-';
+}
+
+std::string_view TrimBlanks(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// ParsePlaceholder - `text` starts with "{{". On success sets *name and *length (the
+// octets from "{{" through "}}") and returns nullptr; otherwise returns the reason.
+// A placeholder must close on its own line: callers pass one line at a time.
+const char* ParsePlaceholder(std::string_view text, std::string_view* name,
+                             size_t* length) {
+  const size_t close = text.find(kClose, kOpen.size());
+  if (close == std::string_view::npos) return "unclosed {{";
+  const std::string_view inner =
+      TrimBlanks(text.substr(kOpen.size(), close - kOpen.size()));
+  if (inner.empty()) return "empty placeholder";
+  if (!IsPlaceholderName(inner)) return "invalid placeholder name";
+  *name = inner;
+  *length = close + kClose.size();
+  return nullptr;
+}
+
+// LookUp - the value `name` renders to for `rcpt`; vars take precedence over the
+// builtin "to". Names in vars are unique (the parser refuses duplicates); should a
+// hand-built Recipient repeat one, the first wins.
+std::string_view LookUp(std::string_view name, const Recipient& rcpt) {
+  for (const auto& [var, value] : rcpt.vars) {
+    if (var == name) return value;
+  }
+  if (name == "to") return rcpt.to;
+  return {};
+}
+
+absl::Status LineError(size_t line_no, std::string_view reason) {
+  std::string message = absl::StrCat("line ", line_no, ": ");
+  message.append(reason);
+  return absl::InvalidArgumentError(message);
+}
+
+}  // namespace
+
+bool IsPlaceholderName(std::string_view name, size_t max_len) {
+  if (name.empty() || name.size() > max_len) return false;
+  for (char c : name) {
+    if (!IsNameChar(c)) return false;
+  }
+  return true;
+}
+
+absl::Status CheckInlineTemplate(std::string_view text) {
+  if (text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+    return absl::InvalidArgumentError("contains CR, LF or NUL");
+  }
+  for (size_t pos = text.find(kOpen); pos != std::string_view::npos;
+       pos = text.find(kOpen, pos)) {
+    std::string_view name;
+    size_t length = 0;
+    if (const char* why = ParsePlaceholder(text.substr(pos), &name, &length)) {
+      return absl::InvalidArgumentError(why);
+    }
+    pos += length;
+  }
+  return absl::OkStatus();
+}
+
+bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, std::string* out) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t open = text.find(kOpen, pos);
+    if (open == std::string_view::npos) break;
+    out->append(text.substr(pos, open - pos));
+    std::string_view name;
+    size_t length = 0;
+    if (ParsePlaceholder(text.substr(open), &name, &length) != nullptr) return false;
+    out->append(LookUp(name, rcpt));
+    pos = open + length;
+  }
+  if (pos < text.size()) out->append(text.substr(pos));
+  return true;
+}
+
+absl::StatusOr<Template> Template::Compile(std::string_view text) {
+  // Offsets are uint32_t; job lines are far smaller (JobLimits::max_header_line).
+  if (text.size() > (UINT32_MAX >> 1)) {
+    return absl::InvalidArgumentError("template too large");
+  }
+  Template t;
+  t.text_.reserve(text.size() + text.size() / 32 + 2);
+
+  auto add_literal = [&t](std::string_view s) {
+    if (s.empty()) return;
+    // Merge with a preceding literal so that a line without placeholders, and the
+    // CRLF after it, cost one append at render time.
+    if (!t.segments_.empty() && t.segments_.back().var == kLiteral) {
+      t.segments_.back().length += static_cast<uint32_t>(s.size());
+    } else {
+      t.segments_.push_back(Segment{static_cast<uint32_t>(t.text_.size()),
+                                    static_cast<uint32_t>(s.size()), kLiteral});
+    }
+    t.text_.append(s);
+  };
+  auto add_var = [&t](std::string_view name) {
+    uint32_t index = 0;
+    while (index < t.variables_.size() && t.variables_[index] != name) ++index;
+    if (index == t.variables_.size()) t.variables_.emplace_back(name);
+    t.segments_.push_back(Segment{0, 0, index});
+  };
+
+  bool in_header = true;
+  bool saw_field = false;
+  size_t line_no = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    ++line_no;
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;  // past the LF; past the end for an unterminated last line
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+
+    // SMTP carries lines ending in CRLF only; a bare CR is rendered ambiguously by
+    // receivers and has been used to smuggle SMTP commands.
+    if (line.find('\r') != std::string_view::npos) return LineError(line_no, "bare CR");
+    if (line.find('\0') != std::string_view::npos) {
+      return LineError(line_no, "contains NUL");
+    }
+    if (line.size() > kMaxMessageLine) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "line ", line_no, " is ", line.size(), " octets, over ", kMaxMessageLine));
+    }
+
+    if (in_header) {
+      if (line.empty()) {
+        if (!saw_field) {
+          return LineError(line_no,
+                           "header section must start with a 'Name: value' field");
+        }
+        in_header = false;
+      } else if (line.front() == ' ' || line.front() == '\t') {
+        if (!saw_field) {
+          return LineError(line_no,
+                           "header section must start with a 'Name: value' field");
+        }
+      } else {
+        const size_t colon = line.find(':');
+        if (colon == std::string_view::npos) {
+          return LineError(line_no, saw_field ? "not a header field (no ':')"
+                                              : "header section must start with a "
+                                                "'Name: value' field");
+        }
+        const std::string_view name = line.substr(0, colon);
+        // A variable cannot choose which header it writes: that would let
+        // recipient data add Bcc: or replace From:.
+        if (name.find(kOpen) != std::string_view::npos) {
+          return LineError(line_no, "placeholder in header field name");
+        }
+        if (!IsValidHeaderFieldName(name)) {
+          return LineError(line_no, "invalid header field name");
+        }
+        saw_field = true;
+      }
+    }
+
+    size_t at = 0;
+    while (at < line.size()) {
+      const size_t open = line.find(kOpen, at);
+      if (open == std::string_view::npos) break;
+      add_literal(line.substr(at, open - at));
+      std::string_view name;
+      size_t length = 0;
+      if (const char* why = ParsePlaceholder(line.substr(open), &name, &length)) {
+        return LineError(line_no, why);
+      }
+      add_var(name);
+      at = open + length;
+    }
+    if (at < line.size()) add_literal(line.substr(at));
+    add_literal("\r\n");
+  }
+  if (line_no == 0) {
+    return LineError(1, "header section must start with a 'Name: value' field");
+  }
+  t.text_.shrink_to_fit();
+  return t;
+}
+
+void Template::Render(const Recipient& rcpt, std::string* out) const {
+  // Resolve each distinct variable once per recipient, not once per placeholder.
+  // Campaign templates use a handful of variables, so the values live on the stack.
+  constexpr size_t kInlineVars = 32;
+  std::string_view inline_values[kInlineVars];
+  std::vector<std::string_view> heap_values;
+  std::string_view* values = inline_values;
+  if (variables_.size() > kInlineVars) {
+    heap_values.resize(variables_.size());
+    values = heap_values.data();
+  }
+  for (size_t i = 0; i < variables_.size(); ++i) values[i] = LookUp(variables_[i], rcpt);
+
+  size_t total = text_.size();
+  for (const Segment& s : segments_) {
+    if (s.var != kLiteral) total += values[s.var].size();
+  }
+  out->reserve(out->size() + total);
+  const char* base = text_.data();
+  for (const Segment& s : segments_) {
+    if (s.var == kLiteral) {
+      out->append(base + s.offset, s.length);
+    } else {
+      out->append(values[s.var]);
+    }
+  }
+}
+
+}  // namespace volley::queue

@@ -1,0 +1,136 @@
+#include "engine/config.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace volley::engine {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ParseConfig, EmptyTextGivesTheDocumentedDefaults) {
+  auto c = ParseConfig("", "(defaults)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->spool_dir, "var/spool");
+  EXPECT_EQ(c->queue_dir, "var/queue");
+  EXPECT_EQ(c->log_dir, "var/log");
+  EXPECT_EQ(c->smtp.port, 25);
+  EXPECT_FALSE(c->smtp.ehlo_name.empty());
+  ASSERT_EQ(c->routes.size(), 1u);
+  EXPECT_EQ(c->routes[0].first, "*");
+  EXPECT_EQ(c->routes[0].second, "127.0.0.1:2525");
+  EXPECT_EQ(c->retry.initial, absl::Minutes(5));
+  EXPECT_EQ(c->retry.max, absl::Hours(4));
+  EXPECT_EQ(c->retry.max_age, absl::Hours(72));
+  EXPECT_EQ(c->metrics_listen, "127.0.0.1:9464");
+}
+
+TEST(ParseConfig, ReadsEveryDocumentedKey) {
+  auto c = ParseConfig(R"(
+[paths]
+spool = "/s"
+queue = "/q"
+log = "/l"
+[smtp]
+port = 2525
+ehlo_name = "mx.example.test"
+connect_timeout = "3s"
+greeting_timeout = "1m"
+command_timeout = "2m"
+data_timeout = "90s"
+data_done_timeout = "4m"
+quit_timeout = "500ms"
+idle_timeout = "2s"
+max_connections_per_destination = 7
+max_messages_per_connection = 9
+max_reply_line = 1024
+[routes]
+"a.test" = "127.0.0.2:25"
+"*" = "[::1]:2525"
+[dns]
+servers = ["127.0.0.1:5353"]
+allow_loopback = true
+[retry]
+initial = "2s"
+max = "1h"
+max_age = "2d"
+[delivery]
+window = 500
+[queue]
+sync_outcomes = true
+[metrics]
+listen = "127.0.0.1:9999"
+)", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->spool_dir, "/s");
+  EXPECT_EQ(c->smtp.port, 2525);
+  EXPECT_EQ(c->smtp.ehlo_name, "mx.example.test");
+  EXPECT_EQ(c->smtp.connect_timeout, absl::Seconds(3));
+  EXPECT_EQ(c->smtp.data_timeout, absl::Seconds(90));
+  EXPECT_EQ(c->smtp.quit_timeout, absl::Milliseconds(500));
+  EXPECT_EQ(c->smtp.max_connections_per_destination, 7);
+  EXPECT_EQ(c->smtp.max_messages_per_connection, 9);
+  EXPECT_EQ(c->smtp.max_reply_line, 1024);
+  // The table replaces the default route (order carries no meaning).
+  EXPECT_THAT(c->routes, ::testing::UnorderedElementsAre(
+                             std::pair<std::string, std::string>{"a.test", "127.0.0.2:25"},
+                             std::pair<std::string, std::string>{"*", "[::1]:2525"}));
+  EXPECT_EQ(c->dns.servers, std::vector<std::string>{"127.0.0.1:5353"});
+  EXPECT_TRUE(c->dns.allow_loopback);
+  EXPECT_EQ(c->retry.initial, absl::Seconds(2));
+  EXPECT_EQ(c->retry.max_age, absl::Hours(48));
+  EXPECT_EQ(c->delivery.window, 500);
+  EXPECT_TRUE(c->sync_outcomes);
+  EXPECT_EQ(c->metrics_listen, "127.0.0.1:9999");
+}
+
+TEST(ParseConfig, ErrorsNameFileLineAndKey) {
+  struct Case {
+    std::string text;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"[smtp]\nprot = 25\n", "v.toml:2: smtp.prot: unknown key"},
+      {"[smtp]\nport = 0\n", "v.toml:2: smtp.port: must be 1..65535"},
+      {"[smtp]\nport = \"25\"\n", "v.toml:2: smtp.port: must be an integer"},
+      {"\n\n[retry]\ninitial = \"5 minutes\"\n", "v.toml:4: retry.initial: \"5 minutes\" is not a duration"},
+      {"[retry]\ninitial = 300\n", "v.toml:2: retry.initial: must be a duration string"},
+      {"[routing]\n", "v.toml:1: routing: unknown section"},
+      {"[routes]\n\"a.test\" = 25\n", "v.toml:2: routes.\"a.test\": must be a string"},
+      {"[dns]\nallow_loopback = \"yes\"\n", "v.toml:2: dns.allow_loopback: must be true or false"},
+      {"[paths]\nspool = \"\"\n", "v.toml:2: paths.spool: must not be empty"},
+      {"[smtp\n", "v.toml:1: "},  // TOML syntax error
+      {"[retry]\ninitial = \"5h\"\nmax = \"1h\"\n", "retry: need 0 < initial <= max"},
+  };
+  for (const auto& c : cases) {
+    auto got = ParseConfig(c.text, "v.toml");
+    ASSERT_FALSE(got.ok()) << c.text;
+    EXPECT_THAT(std::string(got.status().message()), HasSubstr(c.want)) << c.text;
+  }
+}
+
+TEST(LoadConfigFile, TheShippedExampleIsValid) {
+  auto c = LoadConfigFile(std::string(VOLLEY_SOURCE_DIR) + "/deploy/volley.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->smtp.max_connections_per_destination, 20);
+}
+
+TEST(LoadConfigFile, MissingFileIsAnError) {
+  auto c = LoadConfigFile("/nonexistent/volley.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("/nonexistent/volley.toml"));
+}
+
+TEST(ParseDuration, UnitsAndRejects) {
+  EXPECT_EQ(*ParseDuration("250ms"), absl::Milliseconds(250));
+  EXPECT_EQ(*ParseDuration("3d"), absl::Hours(72));
+  EXPECT_EQ(*ParseDuration("0s"), absl::ZeroDuration());
+  for (const char* bad : {"", "s", "5", "5w", "-5s", "1.5h", "5 s", "9999999999s"}) {
+    EXPECT_FALSE(ParseDuration(bad).ok()) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace volley::engine

@@ -1,0 +1,182 @@
+// Intake of job files from a real spool folder into a real RocksDB queue.
+#include "queue/spool.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace volley::queue {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr char kHeader[] =
+    R"({"job":"JOBID","from":"news@sender.test","message":"Subject: hi\r\n\r\nHello {{name}}\r\n"})";
+
+std::string Header(const std::string& id) {
+  std::string h = kHeader;
+  h.replace(h.find("JOBID"), 5, id);
+  return h;
+}
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class SpoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("volley-spool-test-" + std::to_string(::getpid()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    auto spool = Spool::Open((root_ / "spool").string());
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    spool_.emplace(*std::move(spool));
+    auto q = Queue::Open((root_ / "queue").string(), QueueOptions{});
+    ASSERT_TRUE(q.ok()) << q.status();
+    queue_ = *std::move(q);
+  }
+  void TearDown() override {
+    queue_.reset();
+    fs::remove_all(root_);
+  }
+  void Drop(const std::string& name, const std::string& text) {
+    const fs::path tmp = root_ / "spool" / "tmp" / name;
+    std::ofstream(tmp) << text;
+    fs::rename(tmp, root_ / "spool" / "incoming" / name);
+  }
+  absl::StatusOr<IntakeResult> Intake(const std::string& name) {
+    return spool_->Intake(name, *queue_, JobLimits{}, absl::Now());
+  }
+  size_t Queued(uint32_t job_no) {
+    std::vector<QueuedRecipient> got;
+    bool empty = false;
+    EXPECT_TRUE(queue_->TakeDue(job_no, "", absl::Now(), 1 << 20, &got, &empty).ok());
+    return got.size();
+  }
+  fs::path root_;
+  std::optional<Spool> spool_;
+  std::unique_ptr<Queue> queue_;
+};
+
+TEST_F(SpoolTest, AcceptsAJobAndMovesItToAccepted) {
+  Drop("a.job", Header("a") + "\n" + R"({"to":"x@d1.test","vars":{"name":"X"}})" + "\n" +
+                    R"({"to":"y@d2.test"})" + "\r\n\n");
+  EXPECT_THAT(spool_->ListIncoming(), ::testing::ElementsAre("a.job"));
+  auto r = Intake("a.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->job, "a");
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->rejected, 0u);
+  EXPECT_TRUE(fs::exists(root_ / "spool/accepted/a.job"));
+  EXPECT_FALSE(fs::exists(root_ / "spool/incoming/a.job"));
+  EXPECT_EQ(Queued(r->job_no), 2u);
+  auto job = queue_->FindJob("a");
+  ASSERT_TRUE(job.ok() && job->has_value());
+  EXPECT_EQ((*job)->state, JobState::kReady);
+}
+
+TEST_F(SpoolTest, IgnoresDotFiles) {
+  std::ofstream(root_ / "spool/incoming/.partial") << "x";
+  EXPECT_TRUE(spool_->ListIncoming().empty());
+}
+
+TEST_F(SpoolTest, StructuralErrorsMoveTheFileToFailedWithTheReason) {
+  struct Case {
+    std::string name, text, want;
+  };
+  const Case cases[] = {
+      {"empty.job", "", "incoming/empty.job:1: header: empty file"},
+      {"json.job", "{not json\n", "incoming/json.job:1: "},
+      {"nofrom.job", R"({"job":"n","message":"Subject: x\r\n\r\nb"})" "\n", "incoming/nofrom.job:1: from: "},
+      {"nomsg.job", R"({"job":"n","from":"a@b.test"})" "\n", "incoming/nomsg.job:1: message: "},
+      {"unknown.job", R"({"job":"n","from":"a@b.test","message":"Subject: x\r\n\r\nb","colour":1})" "\n",
+       "incoming/unknown.job:1: colour: "},
+      {"tpl.job", R"({"job":"n","from":"a@b.test","message":"Subject: {{x\r\n\r\nb"})" "\n",
+       "incoming/tpl.job:1: message: "},
+  };
+  for (const auto& c : cases) {
+    Drop(c.name, c.text);
+    auto r = Intake(c.name);
+    ASSERT_FALSE(r.ok()) << c.name;
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+    EXPECT_TRUE(fs::exists(root_ / "spool/failed" / c.name)) << c.name;
+    EXPECT_FALSE(fs::exists(root_ / "spool/incoming" / c.name)) << c.name;
+    EXPECT_THAT(ReadFile(root_ / "spool/failed" / (c.name + ".error")), HasSubstr(c.want))
+        << c.name;
+  }
+}
+
+TEST_F(SpoolTest, BadRecipientLinesAreRejectedAndTheRestProceeds) {
+  Drop("r.job", Header("r") + "\n" +
+                    R"({"to":"ok1@d.test"})" "\n"
+                    "{broken\n"
+                    R"({"to":"not-an-address"})" "\n"
+                    R"({"to":"ok2@d.test","vars":{"name":"a\r\nBcc: x@evil.test"}})" "\n"
+                    R"({"to":"ok3@d.test","vars":{"name":")" + std::string(5000, 'v') + "\"}}\n" +
+                    R"({"to":"ok4@d.test"})" "\n");
+  auto r = Intake("r.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->rejected, 4u);
+  EXPECT_EQ(Queued(r->job_no), 2u);
+  const std::string rejects = ReadFile(root_ / "spool/failed/r.rejects.jsonl");
+  EXPECT_THAT(rejects, HasSubstr("\"line\":3,"));
+  EXPECT_THAT(rejects, HasSubstr("\"line\":4,"));
+  EXPECT_THAT(rejects, HasSubstr("\"line\":5,"));
+  EXPECT_THAT(rejects, HasSubstr("\"line\":6,"));
+  EXPECT_THAT(rejects, ::testing::Not(HasSubstr("\"line\":2,")));
+  EXPECT_THAT(rejects, HasSubstr("vars.name"));
+}
+
+TEST_F(SpoolTest, AJobIdIsAcceptedOnce) {
+  Drop("d1.job", Header("dup") + "\n" + R"({"to":"a@d.test"})" "\n");
+  auto first = Intake("d1.job");
+  ASSERT_TRUE(first.ok()) << first.status();
+  Drop("d2.job", Header("dup") + "\n" + R"({"to":"b@d.test"})" "\n");
+  auto second = Intake("d2.job");
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(ReadFile(root_ / "spool/failed/d2.job.error"),
+              HasSubstr("incoming/d2.job:1: job: \"dup\" was already accepted"));
+  EXPECT_EQ(Queued(first->job_no), 1u);
+}
+
+TEST_F(SpoolTest, AFileLeftInIncomingAfterItsCommitIsNotQueuedTwice) {
+  Drop("c.job", Header("c") + "\n" + R"({"to":"a@d.test"})" "\n");
+  auto first = Intake("c.job");
+  ASSERT_TRUE(first.ok());
+  // As if volleyd died between the commit and the move: the same file (same
+  // inode) is back in incoming/.
+  fs::rename(root_ / "spool/accepted/c.job", root_ / "spool/incoming/c.job");
+  auto again = Intake("c.job");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->resumed);
+  EXPECT_TRUE(fs::exists(root_ / "spool/accepted/c.job"));
+  EXPECT_EQ(Queued(first->job_no), 1u);
+}
+
+TEST_F(SpoolTest, OverlongRecipientLineIsRejectedNotStored) {
+  JobLimits limits;
+  limits.max_recipient_line = 100;
+  Drop("l.job", Header("l") + "\n" + R"({"to":"a@d.test","vars":{"name":")" +
+                    std::string(500, 'z') + "\"}}\n" + R"({"to":"b@d.test"})" "\n");
+  auto r = spool_->Intake("l.job", *queue_, limits, absl::Now());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_EQ(r->rejected, 1u);
+  EXPECT_THAT(ReadFile(root_ / "spool/failed/l.rejects.jsonl"), HasSubstr("\"line\":2,"));
+}
+
+}  // namespace
+}  // namespace volley::queue

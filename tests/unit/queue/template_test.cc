@@ -1,0 +1,204 @@
+// template_test.cc - Template::Compile errors, rendering, inline templates.
+#include "queue/template.h"
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "queue/job.h"
+
+namespace volley::queue {
+namespace {
+
+std::string Repeat(char c, size_t n) { return std::string(n, c); }
+
+TEST(TemplateCompileTest, Errors) {
+  const std::string long_line = "Subject: x\n\n1\n2\n3\n4\n" + Repeat('a', 1203) + "\n";
+  const struct {
+    std::string text;
+    std::string want;
+  } cases[] = {
+      {"", "line 1: header section must start with a 'Name: value' field"},
+      {"\nbody\n", "line 1: header section must start with a 'Name: value' field"},
+      {" folded: x\n", "line 1: header section must start with a 'Name: value' field"},
+      {"just text\n\nbody", "line 1: header section must start with a 'Name: value' field"},
+      {"Subject: hi\nno colon\n\nbody", "line 2: not a header field (no ':')"},
+      {"Subject: {{ name\n\nbody", "line 1: unclosed {{"},
+      {"Subject: {{na\nme}}\n", "line 1: unclosed {{"},
+      {"Subject: x\n\nHello {{}}\n", "line 3: empty placeholder"},
+      {"Subject: x\n\nHello {{  \t }}\n", "line 3: empty placeholder"},
+      {"Subject: x\n\nHello {{first name}}\n", "line 3: invalid placeholder name"},
+      {"Subject: x\n\nHello {{{x}}}\n", "line 3: invalid placeholder name"},
+      {"Subject: x\n\n{{" + Repeat('n', 65) + "}}\n", "line 3: invalid placeholder name"},
+      {"{{hdr}}: x\n\nbody", "line 1: placeholder in header field name"},
+      {"X-{{hdr}}: x\n\nbody", "line 1: placeholder in header field name"},
+      {"Bad Name: x\n\nbody", "line 1: invalid header field name"},
+      {": x\n\nbody", "line 1: invalid header field name"},
+      {"Subject: x\r\n\r\nline\rmore\r\n", "line 3: bare CR"},
+      {"Subject: x\rBcc: a@b.example\n\nbody", "line 1: bare CR"},
+      {std::string("Subject: x\n\nnul\0here\n", 22), "line 3: contains NUL"},
+      {long_line, "line 7 is 1203 octets, over 998"},
+      {"Subject: x\n\n" + Repeat('b', 999), "line 3 is 999 octets, over 998"},
+  };
+  for (const auto& c : cases) {
+    const absl::StatusOr<Template> got = Template::Compile(c.text);
+    ASSERT_FALSE(got.ok()) << "text: " << c.text.substr(0, 60) << "\nwant: " << c.want;
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(std::string(got.status().message()), c.want) << "text: " << c.text.substr(0, 60);
+  }
+}
+
+TEST(TemplateCompileTest, Accepts) {
+  const struct {
+    std::string text;
+    std::vector<std::string> want_vars;
+  } cases[] = {
+      {"Subject: hi", {}},
+      {"Subject: hi\n", {}},
+      {"Subject: hi\n\n", {}},
+      {"Subject: {{subj}}\n folded {{ a }}\n\n{{a}} {{\tb\t}} {{to}}\n", {"subj", "a", "b", "to"}},
+      {"Subject: x\n\n" + Repeat('b', 998) + "\n", {}},
+      {"Subject: x\r\n\r\n}} and { alone\r\n", {}},
+      {"X-A.b_c-9: {{A.b_c-9}}\n\n", {"A.b_c-9"}},
+      {"Subject: x\n\n{{" + Repeat('n', 64) + "}}", {Repeat('n', 64)}},
+  };
+  for (const auto& c : cases) {
+    const absl::StatusOr<Template> got = Template::Compile(c.text);
+    ASSERT_TRUE(got.ok()) << "text: " << c.text.substr(0, 60) << ": " << got.status();
+    EXPECT_EQ(got->variables(), c.want_vars) << "text: " << c.text.substr(0, 60);
+  }
+}
+
+TEST(TemplateRenderTest, Render) {
+  const Recipient ann{"ann@example.com", {{"first", "Ann"}, {"n", "3"}}};
+  const struct {
+    std::string text;
+    Recipient rcpt;
+    std::string want;
+  } cases[] = {
+      {"Subject: Hi {{first}}\n\nDear {{ first }},\n",
+       ann, "Subject: Hi Ann\r\n\r\nDear Ann,\r\n"},
+      {"Subject: x\n\nMissing: [{{last}}]\n", ann, "Subject: x\r\n\r\nMissing: []\r\n"},
+      {"To: {{to}}\n\n{{to}}", ann, "To: ann@example.com\r\n\r\nann@example.com\r\n"},
+      {"To: {{to}}\n", Recipient{"a@example.com", {{"to", "Override <o@example.com>"}}},
+       "To: Override <o@example.com>\r\n"},
+      {"Subject: {{first}}{{first}}{{n}}\n", ann, "Subject: AnnAnn3\r\n"},
+      {"Subject: x\r\n\r\nCRLF kept\r\n", ann, "Subject: x\r\n\r\nCRLF kept\r\n"},
+      {"Subject: x\n\n}} {single} {{first}}}}", ann, "Subject: x\r\n\r\n}} {single} Ann}}\r\n"},
+      // A value is inserted verbatim, never expanded a second time.
+      {"Subject: {{v}}\n", Recipient{"a@example.com", {{"v", "{{first}}"}, {"first", "X"}}},
+       "Subject: {{first}}\r\n"},
+      {"Subject: {{v}}\n", Recipient{"a@example.com", {}}, "Subject: \r\n"},
+  };
+  for (const auto& c : cases) {
+    const absl::StatusOr<Template> t = Template::Compile(c.text);
+    ASSERT_TRUE(t.ok()) << t.status();
+    std::string got;
+    t->Render(c.rcpt, &got);
+    EXPECT_EQ(got, c.want) << "text: " << c.text;
+  }
+}
+
+TEST(TemplateRenderTest, AppendsWithoutClearing) {
+  const absl::StatusOr<Template> t = Template::Compile("Subject: {{a}}\n");
+  ASSERT_TRUE(t.ok());
+  std::string got = "X-Pre: 1\r\n";
+  t->Render(Recipient{"a@example.com", {{"a", "b"}}}, &got);
+  EXPECT_EQ(got, "X-Pre: 1\r\nSubject: b\r\n");
+}
+
+TEST(TemplateRenderTest, ManyVariables) {
+  // More distinct variables than Render keeps on the stack.
+  std::string text = "Subject: x\n\n";
+  std::string want = "Subject: x\r\n\r\n";
+  Recipient r{"a@example.com", {}};
+  for (int i = 0; i < 40; ++i) {
+    const std::string name = "v" + std::to_string(i);
+    text += "{{" + name + "}},";
+    if (i % 2 == 0) {
+      r.vars.emplace_back(name, std::to_string(i * 10));
+      want += std::to_string(i * 10);
+    }
+    want += ",";
+  }
+  want += "\r\n";
+  const absl::StatusOr<Template> t = Template::Compile(text);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->variables().size(), 40u);
+  std::string got;
+  t->Render(r, &got);
+  EXPECT_EQ(got, want);
+}
+
+TEST(TemplateRenderTest, CopiedTemplateRendersTheSame) {
+  absl::StatusOr<Template> t = Template::Compile("Subject: {{a}}\n\nbody {{a}}\n");
+  ASSERT_TRUE(t.ok());
+  const Template copy = *t;
+  const Template moved = std::move(*t);
+  const Recipient r{"a@example.com", {{"a", "1"}}};
+  std::string got_copy;
+  std::string got_moved;
+  copy.Render(r, &got_copy);
+  moved.Render(r, &got_moved);
+  EXPECT_EQ(got_copy, "Subject: 1\r\n\r\nbody 1\r\n");
+  EXPECT_EQ(got_moved, got_copy);
+}
+
+TEST(InlineTemplateTest, Check) {
+  const struct {
+    std::string text;
+    std::string want;  // empty: OK
+  } cases[] = {
+      {"bounce@example.com", ""},
+      {"bounce+{{id}}@example.com", ""},
+      {"b+{{ id }}-{{to}}@example.com", ""},
+      {"b+{{id@example.com", "unclosed {{"},
+      {"b+{{}}@example.com", "empty placeholder"},
+      {"b+{{a b}}@example.com", "invalid placeholder name"},
+      {"b+{{id}}@example.com\r\nRCPT TO:<x@y.z>", "contains CR, LF or NUL"},
+      {std::string("b\0@example.com", 14), "contains CR, LF or NUL"},
+  };
+  for (const auto& c : cases) {
+    const absl::Status got = CheckInlineTemplate(c.text);
+    EXPECT_EQ(std::string(got.message()), c.want) << "text: " << c.text;
+  }
+}
+
+TEST(InlineTemplateTest, Render) {
+  const Recipient r{"ann@example.com", {{"id", "42"}}};
+  const struct {
+    std::string text;
+    bool want_ok;
+    std::string want;
+  } cases[] = {
+      {"plain@example.com", true, "plain@example.com"},
+      {"b+{{id}}@example.com", true, "b+42@example.com"},
+      {"b+{{ id }}.{{missing}}@example.com", true, "b+42.@example.com"},
+      {"{{to}}", true, "ann@example.com"},
+      {"b+{{id@example.com", false, ""},
+  };
+  for (const auto& c : cases) {
+    std::string got;
+    const bool ok = AppendRenderedInline(c.text, r, &got);
+    EXPECT_EQ(ok, c.want_ok) << "text: " << c.text;
+    if (ok) {
+      EXPECT_EQ(got, c.want) << "text: " << c.text;
+    }
+  }
+}
+
+TEST(PlaceholderNameTest, Names) {
+  EXPECT_TRUE(IsPlaceholderName("a"));
+  EXPECT_TRUE(IsPlaceholderName("A.b_c-9"));
+  EXPECT_TRUE(IsPlaceholderName(Repeat('x', 64)));
+  EXPECT_FALSE(IsPlaceholderName(Repeat('x', 65)));
+  EXPECT_FALSE(IsPlaceholderName(""));
+  EXPECT_FALSE(IsPlaceholderName("a b"));
+  EXPECT_FALSE(IsPlaceholderName("a:b"));
+  EXPECT_FALSE(IsPlaceholderName("\xc3\xa9"));
+  EXPECT_FALSE(IsPlaceholderName("abc", 2));
+}
+
+}  // namespace
+}  // namespace volley::queue
