@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/strings.h"
+#include "engine/smtp/client.h"
 #include "toml++/toml.h"
 
 namespace volley::engine {
@@ -208,6 +209,12 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_
                                                    base::Sv(e.description())));
   }
   RETURN_IF_ERROR(Apply(Source{file_name}, root, &c));
+  if (const auto* name = root["smtp"]["ehlo_name"].node()) {
+    // It goes into EHLO verbatim: CR/LF or spaces there would inject commands.
+    if (absl::Status st = smtp::ValidateEhloName(c.smtp.ehlo_name); !st.ok()) {
+      return Source{file_name}.Error(*name, "smtp.ehlo_name", base::StdSv(st.message()));
+    }
+  }
   return c;
 }
 

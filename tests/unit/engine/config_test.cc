@@ -103,6 +103,7 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
       {"[paths]\nspool = \"\"\n", "v.toml:2: paths.spool: must not be empty"},
       {"[smtp\n", "v.toml:1: "},  // TOML syntax error
       {"[retry]\ninitial = \"5h\"\nmax = \"1h\"\n", "retry: need 0 < initial <= max"},
+      {"[smtp]\nehlo_name = \"a b\\r\\nRSET\"\n", "v.toml:2: smtp.ehlo_name: "},
   };
   for (const auto& c : cases) {
     auto got = ParseConfig(c.text, "v.toml");
