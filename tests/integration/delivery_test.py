@@ -17,7 +17,9 @@ import harness  # noqa: E402
 from harness import check, log, wait_for  # noqa: E402
 
 JOB = "delivery-1"
+JOB2 = "delivery-2"
 N = 2000
+N2 = 200
 DOMAINS = 20
 
 
@@ -96,6 +98,22 @@ def test(h):
     check(set(seen) == set(rcpts), "sink record differs from the job: missing %s, unexpected %s"
           % (sorted(set(rcpts) - set(seen))[:5], sorted(set(seen) - set(rcpts))[:5]))
 
+    # A next job to the same domains goes out over the connections the first
+    # one left idle in the pool: every recipient delivered at the first attempt.
+    # (A pooled connection that was handed work but never flushed it once
+    # stalled until the idle timeout and deferred everything.)
+    rcpts2 = harness.recipients(N2, DOMAINS, "dlv2")
+    d.drop(JOB2 + ".job", harness.job_text(JOB2, rcpts2))
+    wait_for(lambda: d.assert_alive() and len(harness.delivered_by_rcpt(d.deliveries(JOB2), JOB2)) >= N2,
+             60, "a delivered record for every recipient of %s" % JOB2, interval=0.2)
+    second = d.deliveries(JOB2)
+    not_first_try = [r for r in second if r.get("status") != "delivered" or r.get("attempt") != 1]
+    check(not not_first_try, "%s: %d records other than delivered at attempt 1, e.g. %s"
+          % (JOB2, len(not_first_try), not_first_try[:3]))
+    wait_for(lambda: sink.stats().get("recipients", 0) >= N + N2, 15,
+             "the sink's stats to count %d recipients" % (N + N2))
+    stats = sink.stats()
+
     # A second drop of the same job id is refused and sends nothing.
     before_records = len(records)
     before_sink = stats.get("recipients")
@@ -119,8 +137,8 @@ def test(h):
     check(rc == 0, "volleyd did not exit cleanly on SIGTERM: status %r" % rc)
     sink.stop()
     final = sink.stats()
-    check(final.get("recipients") == N, "sink's final stats count %r recipients, want %d"
-          % (final.get("recipients"), N))
+    check(final.get("recipients") == N + N2, "sink's final stats count %r recipients, want %d"
+          % (final.get("recipients"), N + N2))
 
 
 if __name__ == "__main__":
