@@ -328,14 +328,8 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
 void Shard::OnCompletion(uint64_t tag, int result) {
   const auto op = static_cast<Op>(tag & 0xff);
   if (op == kOpIntakeEvent) {
-    for (uint32_t job_no : ready_jobs_->TakeAll()) {
-      auto record = [&]() -> absl::StatusOr<std::optional<queue::JobRecord>> {
-        ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
-        for (auto& j : jobs) {
-          if (j.job_no == job_no) return std::optional<queue::JobRecord>(std::move(j));
-        }
-        return std::optional<queue::JobRecord>();
-      }();
+    for (const std::string& id : ready_jobs_->TakeAll()) {
+      auto record = queue_->FindJob(id);
       absl::Status st = record.ok() ? absl::OkStatus() : record.status();
       if (st.ok() && record->has_value()) st = LoadJob(**record);
       if (!st.ok()) std::fprintf(stderr, "volleyd: %s\n", std::string(st.message()).c_str());

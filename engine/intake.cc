@@ -18,16 +18,16 @@ ReadyJobs::ReadyJobs() : event_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
 
 ReadyJobs::~ReadyJobs() { ::close(event_fd_); }
 
-void ReadyJobs::Push(uint32_t job_no) {
+void ReadyJobs::Push(std::string job_id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    jobs_.push_back(job_no);
+    jobs_.push_back(std::move(job_id));
   }
   const uint64_t one = 1;
   (void)!::write(event_fd_, &one, sizeof one);
 }
 
-std::vector<uint32_t> ReadyJobs::TakeAll() {
+std::vector<std::string> ReadyJobs::TakeAll() {
   std::lock_guard<std::mutex> lock(mu_);
   return std::exchange(jobs_, {});
 }
@@ -59,7 +59,7 @@ void IntakeThread::ScanOnce() {
                    static_cast<unsigned long long>(result->rejected),
                    result->resumed ? ", resumed after a crash" : "",
                    absl::ToDoubleSeconds(absl::Now() - start));
-      ready_->Push(result->job_no);
+      ready_->Push(result->job);
     } else if (absl::IsInvalidArgument(result.status())) {
       std::fprintf(stderr, "volleyd: intake: refused: %s\n",
                    std::string(result.status().message()).c_str());

@@ -4,7 +4,7 @@
 //   Runs beside the shard so that taking in a million-line job never stalls
 //   delivery. It scans incoming/ at start and on every inotify event (and once
 //   a second, in case an event was missed), takes each file in (queue/spool.h),
-//   and hands the number of each job that became ready to the shard through a
+//   and hands the id of each job that became ready to the shard through a
 //   mailbox whose eventfd the shard's ring reads.
 //
 //   A queue or disk error (disk full, a RocksDB write error) pauses intake: the
@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -31,13 +32,13 @@ class ReadyJobs {
   ReadyJobs();
   ~ReadyJobs();
   int event_fd() const { return event_fd_; }
-  void Push(uint32_t job_no);
-  std::vector<uint32_t> TakeAll();
+  void Push(std::string job_id);
+  std::vector<std::string> TakeAll();
 
  private:
   int event_fd_;
   std::mutex mu_;
-  std::vector<uint32_t> jobs_;
+  std::vector<std::string> jobs_;
 };
 
 class IntakeThread {
