@@ -1,4 +1,4 @@
-// strings.h - bridge std::string_view and absl::string_view
+// strings.h - bridge std::string_view and absl::string_view; small text checks
 //
 // Debian 12's abseil is built with its own absl::string_view (not an alias of
 // std::string_view), so absl::StrCat and friends do not take std::string_view,
@@ -15,6 +15,14 @@ namespace volley::base {
 
 inline absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 inline std::string_view StdSv(absl::string_view s) { return std::string_view(s.data(), s.size()); }
+
+// EqualsIgnoreCase - ASCII case-insensitive equality (SMTP keywords, header names).
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+
+// Utf8SequenceLength - length (2..4) of the well-formed UTF-8 sequence at s[i],
+// or 0 when there is none: overlong forms, surrogates and code points past
+// U+10FFFF are refused. Only meaningful when s[i] is not ASCII.
+size_t Utf8SequenceLength(std::string_view s, size_t i);
 
 }  // namespace volley::base
 

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "base/strings.h"
 #include "queue/template.h"
 #include "simdjson.h"
 
@@ -106,44 +107,7 @@ absl::Status CheckDocumentEnd(od::document& doc) {
   return absl::OkStatus();
 }
 
-// Length of the well-formed UTF-8 sequence at s[i] (2..4), or 0 if there is none:
-// overlong forms, surrogates and code points past U+10FFFF are not addresses.
-size_t Utf8Length(std::string_view s, size_t i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  size_t len;
-  uint32_t cp;
-  uint32_t min;
-  if (b0 >= 0xc2 && b0 <= 0xdf) {
-    len = 2, cp = b0 & 0x1f, min = 0x80;
-  } else if (b0 >= 0xe0 && b0 <= 0xef) {
-    len = 3, cp = b0 & 0x0f, min = 0x800;
-  } else if (b0 >= 0xf0 && b0 <= 0xf4) {
-    len = 4, cp = b0 & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (s.size() - i < len) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (b & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return len;
-}
 
-// Header names and the IPv6 tag are ASCII; absl's version takes absl::string_view,
-// which Debian's abseil does not alias to std::string_view.
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (absl::ascii_tolower(static_cast<unsigned char>(a[i])) !=
-        absl::ascii_tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
 
 bool IsAtext(char c) {
   if (absl::ascii_isalnum(static_cast<unsigned char>(c))) return true;
@@ -156,7 +120,7 @@ bool IsDotString(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
-      const size_t len = Utf8Length(s, i);
+      const size_t len = base::Utf8SequenceLength(s, i);
       if (len == 0) return false;
       i += len;
     } else if (c == '.') {
@@ -185,7 +149,7 @@ size_t QuotedStringLength(std::string_view s) {
       if (next < 32 || next > 126) return 0;
       i += 2;
     } else if (c >= 0x80) {
-      const size_t len = Utf8Length(s, i);
+      const size_t len = base::Utf8SequenceLength(s, i);
       if (len == 0) return 0;
       i += len;
     } else if (c < 32 || c == 127) {
@@ -223,7 +187,7 @@ bool IsAddressLiteral(std::string_view s) {
   const std::string_view inner = s.substr(1, s.size() - 2);
   constexpr std::string_view kIpv6Tag = "IPv6:";
   if (inner.size() > kIpv6Tag.size() &&
-      EqualsIgnoreCase(inner.substr(0, kIpv6Tag.size()), kIpv6Tag)) {
+      base::EqualsIgnoreCase(inner.substr(0, kIpv6Tag.size()), kIpv6Tag)) {
     const std::string_view ip = inner.substr(kIpv6Tag.size());
     if (ip.size() > 45) return false;  // longest textual IPv6 with embedded IPv4
     for (char c : ip) {
@@ -343,7 +307,7 @@ absl::Status ParseHeaderFields(od::value& value, const JobLimits& limits,
     // Header names are case-insensitive (RFC 5322 1.2.2): "X-Tag" and "x-tag" are
     // one field given twice, which is almost certainly a mistake.
     for (const auto& [seen, unused] : *out) {
-      if (EqualsIgnoreCase(seen, name)) return FieldError(where, "duplicate field");
+      if (base::EqualsIgnoreCase(seen, name)) return FieldError(where, "duplicate field");
     }
     od::value field_value = field.value();
     std::string_view text;

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/strings.h"
 
 namespace volley::sink {
 namespace {
@@ -19,21 +20,8 @@ constexpr std::string_view kNoRecipients = "554 5.5.1 Error: no valid recipients
 constexpr std::string_view kTooBig =
     "552 5.3.4 Error: message size exceeds fixed limit\r\n";
 
-// Debian 12's abseil has its own string_view type, not std::string_view, so the
-// few ASCII helpers the parser needs are here rather than absl/strings.
-
-char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (Lower(a[i]) != Lower(b[i])) return false;
-  }
-  return true;
-}
-
 bool StartsWithIgnoreCase(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && EqualsIgnoreCase(s.substr(0, prefix.size()), prefix);
+  return s.size() >= prefix.size() && base::EqualsIgnoreCase(s.substr(0, prefix.size()), prefix);
 }
 
 bool IsSpace(char c) { return c == ' ' || c == '\t'; }
@@ -240,7 +228,7 @@ void Session::HandleLine(std::string_view line, std::string* out,
           ? std::string_view()
           : StripSpace(line.substr(space + 1));
   auto is = [verb](std::string_view name) {
-    return EqualsIgnoreCase(verb, name);
+    return base::EqualsIgnoreCase(verb, name);
   };
   if (is("MAIL")) {
     Mail(arg, out);
@@ -322,12 +310,12 @@ void Session::Mail(std::string_view arg, std::string* out) {
         return;
       }
     } else if (StripPrefixIgnoreCase(&param, "BODY=")) {
-      if (!EqualsIgnoreCase(param, "7BIT") &&
-          !EqualsIgnoreCase(param, "8BITMIME")) {
+      if (!base::EqualsIgnoreCase(param, "7BIT") &&
+          !base::EqualsIgnoreCase(param, "8BITMIME")) {
         out->append("501 5.5.4 Bad BODY parameter\r\n");
         return;
       }
-    } else if (!EqualsIgnoreCase(param, "SMTPUTF8")) {
+    } else if (!base::EqualsIgnoreCase(param, "SMTPUTF8")) {
       out->append("555 5.5.4 Unsupported option\r\n");
       return;
     }
@@ -390,7 +378,7 @@ void Session::Bdat(std::string_view arg, std::string* out,
                                       : StripSpace(arg.substr(space));
   uint64_t size = 0;
   if (!ParseDecimal(size_text, &size) ||
-      (!rest.empty() && !EqualsIgnoreCase(rest, "LAST"))) {
+      (!rest.empty() && !base::EqualsIgnoreCase(rest, "LAST"))) {
     // XXX(no size, no framing): the chunk's length is unknown, so its octets will be
     // read as commands; each line of it gets an error reply.
     out->append("501 5.5.4 Syntax: BDAT size [LAST]\r\n");
