@@ -34,6 +34,7 @@
 #include "dns/routes.h"
 #include "engine/intake.h"
 #include "engine/reactor/ring.h"
+#include "engine/retry.h"
 #include "engine/smtp/client.h"
 #include "metrics/delivery_log.h"
 #include "queue/job.h"
@@ -132,7 +133,6 @@ class Shard {
   void Finish(Work* w, std::string_view status, const smtp::Outcome& o, const Destination* d);
   void Defer(Work* w, const smtp::Outcome& o, const Destination* d);
   absl::Status Commit();
-  absl::Duration Backoff(uint32_t attempts);
   void PostIntakeRead();
 
   const Config& config_;
@@ -155,16 +155,6 @@ class Shard {
   bool stopping_ = false;
   absl::Time now_;
 };
-
-absl::Duration Shard::Backoff(uint32_t attempts) {
-  // initial * 2^(attempts-1), capped at max, with +-20% jitter so that a burst
-  // of deferrals does not come back as a burst.
-  absl::Duration d = config_.retry.initial;
-  for (uint32_t i = 1; i < attempts && d < config_.retry.max; ++i) d *= 2;
-  if (d > config_.retry.max) d = config_.retry.max;
-  std::uniform_real_distribution<double> jitter(0.8, 1.2);
-  return d * jitter(rng_);
-}
 
 absl::Status Shard::LoadJob(const queue::JobRecord& record) {
   if (jobs_.contains(record.job_no)) return absl::OkStatus();
@@ -526,10 +516,9 @@ void Shard::Finish(Work* w, std::string_view status, const smtp::Outcome& o,
   r.attempt = w->entry.attempts + 1;
   log_->Append(r);
   if (status == "deferred") {
-    absl::Time due = now_ + Backoff(w->entry.attempts + 1);
-    // The last try happens at the deadline; after it the recipient expires.
-    if (due > w->job->deadline) due = w->job->deadline;
-    batch_->Reschedule(w->entry, due);
+    std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
+    batch_->Reschedule(w->entry, NextAttemptAt(config_.retry, w->entry.attempts + 1,
+                                               jitter(rng_), now_, w->job->deadline));
   } else {
     batch_->Remove(w->entry);
   }
