@@ -211,19 +211,13 @@ class RocksQueue : public Queue {
   }
 
   absl::Status TakeDue(uint32_t job_no, std::string_view after_key, absl::Time now, size_t max,
-                       std::vector<QueuedRecipient>* out, bool* job_empty) override {
+                       std::vector<QueuedRecipient>* out) override {
     const std::string prefix = JobPrefix(job_no);
     const std::string limit = RecipientKey(job_no, now, UINT32_MAX);
     rocksdb::ReadOptions ro;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, recipients()));
-    *job_empty = false;
     if (after_key.empty()) {
       it->Seek(prefix);
-      if (!it->Valid() || !it->key().starts_with(prefix)) {
-        RETURN_IF_ERROR(FromRocks(it->status(), "scan"));
-        *job_empty = true;
-        return absl::OkStatus();
-      }
     } else {
       it->Seek(rocksdb::Slice(after_key.data(), after_key.size()));
       if (it->Valid() && it->key() == rocksdb::Slice(after_key.data(), after_key.size())) it->Next();

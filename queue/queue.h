@@ -118,10 +118,8 @@ class Queue {
 
   // TakeDue - up to `max` recipients of job `job_no` due at or before `now`, in
   // due order, starting after `after_key` (empty: from the job's first key).
-  // *job_empty is set when the job has no recipient left at all.
   virtual absl::Status TakeDue(uint32_t job_no, std::string_view after_key, absl::Time now,
-                               size_t max, std::vector<QueuedRecipient>* out,
-                               bool* job_empty) = 0;
+                               size_t max, std::vector<QueuedRecipient>* out) = 0;
 
   // The earliest due time of job `job_no`, or nullopt when it has no recipient.
   virtual absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no) = 0;

@@ -75,18 +75,16 @@ TEST_F(QueueTest, JobRecordRoundTripsAndNumbersAreFresh) {
 TEST_F(QueueTest, TakeDueHonoursTimeCursorAndLimit) {
   const JobRecord job = AddJob("j", t0_, 5);
   std::vector<QueuedRecipient> got;
-  bool empty = false;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ - absl::Seconds(1), 10, &got, &empty).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ - absl::Seconds(1), 10, &got).ok());
   EXPECT_TRUE(got.empty());  // not due yet
-  EXPECT_FALSE(empty);
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 3, &got, &empty).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 3, &got).ok());
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].line, 2u);
   EXPECT_EQ(got[0].recipient, "r0");
   EXPECT_EQ(got[0].attempts, 0u);
   const std::string cursor = got.back().key;
   got.clear();
-  ASSERT_TRUE(q_->TakeDue(job.job_no, cursor, t0_, 10, &got, &empty).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, cursor, t0_, 10, &got).ok());
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].line, 5u);
 }
@@ -94,8 +92,7 @@ TEST_F(QueueTest, TakeDueHonoursTimeCursorAndLimit) {
 TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   const JobRecord job = AddJob("j", t0_, 2);
   std::vector<QueuedRecipient> got;
-  bool empty = false;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 10, &got, &empty).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 10, &got).ok());
   ASSERT_EQ(got.size(), 2u);
   auto batch = q_->NewOutcomeBatch();
   batch->Remove(got[0]);
@@ -103,12 +100,12 @@ TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   ASSERT_TRUE(q_->Apply(*batch).ok());
   Reopen();  // outcomes are durable
   std::vector<QueuedRecipient> again;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Minutes(1), 10, &again, &empty).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Minutes(1), 10, &again).ok());
   EXPECT_TRUE(again.empty());
   auto next = q_->NextDue(job.job_no);
   ASSERT_TRUE(next.ok() && next->has_value());
   EXPECT_EQ(**next, t0_ + absl::Minutes(5));
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Minutes(5), 10, &again, &empty).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Minutes(5), 10, &again).ok());
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].line, 3u);
   EXPECT_EQ(again[0].attempts, 1u);
@@ -117,8 +114,7 @@ TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   last->Remove(again[0]);
   ASSERT_TRUE(q_->Apply(*last).ok());
   again.clear();
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Hours(1), 10, &again, &empty).ok());
-  EXPECT_TRUE(empty);
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Hours(1), 10, &again).ok());
   auto none = q_->NextDue(job.job_no);
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
@@ -139,15 +135,13 @@ TEST_F(QueueTest, RepeatedIntakeOfALoadingJobDoesNotDuplicate) {
   ASSERT_TRUE(found.ok() && found->has_value());
   EXPECT_EQ((*found)->state, JobState::kLoading);
   std::vector<QueuedRecipient> partial;
-  bool partial_empty = false;
-  ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 1000, &partial, &partial_empty).ok());
+  ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 1000, &partial).ok());
   EXPECT_EQ(partial.size(), 90u);  // nine whole batches reached RocksDB
   auto w = q_->NewIntakeWriter(**found);
   for (uint32_t line = 2; line < 100; ++line) ASSERT_TRUE(w->Add(line, "x").ok());
   ASSERT_TRUE(w->Commit(98).ok());
   std::vector<QueuedRecipient> got;
-  bool empty = false;
-  ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 1000, &got, &empty).ok());
+  ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 1000, &got).ok());
   EXPECT_EQ(got.size(), 98u);
 }
 

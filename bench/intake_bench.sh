@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# intake_bench.sh - intake memory and speed for 100k / 1M / 3M-recipient jobs, and delivery throughput
+#
+# SYNOPSIS
+#   bench/intake_bench.sh
+#
+# DESCRIPTION
+#   Part 1, intake. For each job size in INTAKE_SIZES (default 100,000, 1,000,000 and
+#   3,000,000 recipients over 1,000 domains, personalised), INTAKE_REPS times:
+#     - volley-load generate writes the job into a temporary folder;
+#     - a fresh volleyd (Release) starts on an empty spool/queue/log in that folder;
+#     - the job is dropped (written to <spool>/tmp, renamed into <spool>/incoming);
+#     - volleyd's VmRSS/VmHWM (/proc/PID/status) are sampled every 0.2 s until the file
+#       is in <spool>/accepted/, and the "accepted: N recipients ... (X s)" line is read
+#       from volleyd's stderr.
+#   Reported: intake seconds (volleyd's own figure), recipients/s, RSS before the drop,
+#   peak RSS (VmHWM), RSS 2 s after, volleyd CPU seconds for the intake, job file size,
+#   and the queue folder's size on disk after intake (WAL and SST parts).
+#
+#   How intake is isolated from delivery: a job is in state "loading" while it is taken
+#   in and the scheduler never scans it, so delivery cannot run during intake whatever
+#   the config. To keep the moments after the commit quiet too, the job's header gets
+#   "send_after": "2099-01-01T00:00:00Z" (nothing is ever due), [delivery] window = 1,
+#   and [routes] "*" points at a 127.0.0.1 port where nothing listens. A fresh volleyd
+#   per job keeps VmHWM (a high-water mark over the whole process life) per job.
+#
+#   Part 2, delivery. DELIVERY_RUNS times (default 3): a fresh volley-sink on a free
+#   127.0.0.1 port, a fresh volleyd with the default config apart from [paths] and
+#   [routes] "*" = the sink, then `volley-load run` of 200,000 recipients of 1 KiB over
+#   1,000 domains. Reported: messages/s (volley-load: drop to last outcome, so the
+#   200k intake is included), and volleyd's CPU seconds (utime+stime from
+#   /proc/PID/stat, before the drop and after the last outcome) per 10,000 messages.
+#   Median and range over the runs.
+#
+#   Everything stays on 127.0.0.1; every domain is under .test. All processes started
+#   here are stopped on exit and the temporary folder is removed.
+#
+# ENVIRONMENT
+#   INTAKE_SIZES="100000 1000000 3000000"   job sizes for part 1
+#   INTAKE_REPS=3                            runs of each size
+#   DELIVERY_RUNS=3                          runs of part 2
+#   DELIVERY_RECIPIENTS=200000
+#   BENCH_KEEP=1                             keep the temporary folder
+#   BENCH_SKIP_BUILD=1                       do not run the (incremental) build
+#
+# EXIT STATUS
+#   0 when every intake was accepted whole and every delivery run delivered everything.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build="$root/build-release"
+intake_sizes=${INTAKE_SIZES:-"100000 1000000 3000000"}
+intake_reps=${INTAKE_REPS:-3}
+delivery_runs=${DELIVERY_RUNS:-3}
+delivery_recipients=${DELIVERY_RECIPIENTS:-200000}
+domains=1000
+py=/usr/bin/python3
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: FAILED: %s\n' "$*" >&2; exit 1; }
+
+work=""
+volleyd_pid=""
+sink_pid=""
+sampler_pid=""
+
+# stop PID NAME - SIGTERM, wait up to 15 s, then SIGKILL.
+stop() {
+  local pid=$1 name=$2 i
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name (pid $pid) did not stop on SIGTERM; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop "$sampler_pid" sampler
+  stop "$volleyd_pid" volleyd
+  stop "$sink_pid" volley-sink
+  if [ -n "$work" ] && [ -d "$work" ]; then
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+      say "kept $work"
+    else
+      rm -rf "$work"
+    fi
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  say "building Release (volleyd, volley-sink, volley-load) in $build"
+  if [ ! -f "$build/build.ninja" ]; then
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  fi
+  cmake --build "$build" --target volleyd volley-sink volley-load >/dev/null
+fi
+grep -q '^CMAKE_BUILD_TYPE:STRING=Release$' "$build/CMakeCache.txt" ||
+  die "$build is not a Release tree"
+volleyd="$build/engine/volleyd"
+sink="$build/tools/sink/volley-sink"
+load="$build/bench/volley-load"
+for b in "$volleyd" "$sink" "$load"; do
+  [ -x "$b" ] || die "missing $b"
+done
+
+work=$(mktemp -d /tmp/volley-intake-bench.XXXXXX)
+results="$work/results.jsonl"
+: >"$results"
+clk_tck=$(getconf CLK_TCK)
+
+# free_port - a 127.0.0.1 TCP port nobody holds right now (bound, then released).
+free_port() {
+  "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# cpu_ticks PID - utime+stime of PID in clock ticks (fields 14 and 15 of /proc/PID/stat,
+# counted after the ")" that ends the command name).
+cpu_ticks() {
+  local rest
+  rest=$(sed 's/^.*) //' "/proc/$1/stat")
+  set -- $rest
+  echo $(( ${12} + ${13} ))
+}
+
+# status_kb PID FIELD - a kB value from /proc/PID/status (VmRSS, VmHWM).
+status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+
+# start_volleyd CONFIG ERRFILE - start volleyd, wait for its "running" line.
+start_volleyd() {
+  local config=$1 err=$2 i
+  "$volleyd" --config "$config" 2>"$err" >/dev/null &
+  volleyd_pid=$!
+  for i in $(seq 100); do
+    grep -q 'volleyd: running' "$err" 2>/dev/null && return 0
+    kill -0 "$volleyd_pid" 2>/dev/null || die "volleyd exited: $(tail -5 "$err")"
+    sleep 0.1
+  done
+  die "volleyd did not start: $(tail -5 "$err")"
+}
+
+# ---------------------------------------------------------------- part 1: intake
+intake_run() {
+  local n=$1 rep=$2
+  local dir="$work/intake-$n-$rep" job="intake-$n-$rep-$$"
+  local spool="$dir/spool" name="$job.jsonl" dead_port
+  mkdir -p "$dir"
+  dead_port=$(free_port)
+  cat >"$dir/volley.toml" <<EOF
+[paths]
+spool = "$spool"
+queue = "$dir/queue"
+log = "$dir/log"
+
+[routes]
+"*" = "127.0.0.1:$dead_port"
+
+[delivery]
+window = 1
+EOF
+  "$load" generate --out "$dir/gen.jsonl" --job "$job" --recipients "$n" --domains "$domains" \
+    --personalised 2>/dev/null || die "volley-load generate failed"
+
+  start_volleyd "$dir/volley.toml" "$dir/volleyd.err"
+  # Nothing due before 2099: delivery never touches the job after its commit either.
+  sed '1s/^{/{"send_after":"2099-01-01T00:00:00Z",/' "$dir/gen.jsonl" >"$spool/tmp/$name"
+  rm -f "$dir/gen.jsonl"
+  local file_bytes
+  file_bytes=$(stat -c %s "$spool/tmp/$name")
+  sleep 1  # let volleyd settle (RocksDB open, first scans)
+  local rss_before hwm_before cpu_before
+  rss_before=$(status_kb "$volleyd_pid" VmRSS)
+  hwm_before=$(status_kb "$volleyd_pid" VmHWM)
+  cpu_before=$(cpu_ticks "$volleyd_pid")
+
+  (
+    while kill -0 "$volleyd_pid" 2>/dev/null; do
+      printf '%s %s %s\n' "$(date +%s.%N)" "$(status_kb "$volleyd_pid" VmRSS)" \
+        "$(status_kb "$volleyd_pid" VmHWM)" 2>/dev/null || true
+      sleep 0.2
+    done
+  ) >"$dir/rss.samples" 2>/dev/null &
+  sampler_pid=$!
+
+  local t0 t1 i
+  t0=$(date +%s.%N)
+  mv "$spool/tmp/$name" "$spool/incoming/$name"
+  for i in $(seq 6000); do  # 300 s
+    [ -e "$spool/accepted/$name" ] && break
+    [ -e "$spool/failed/$name" ] && die "job refused: $(cat "$spool/failed/$name.error" 2>/dev/null)"
+    kill -0 "$volleyd_pid" 2>/dev/null || die "volleyd exited during intake: $(tail -5 "$dir/volleyd.err")"
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  [ -e "$spool/accepted/$name" ] || die "intake of $n recipients did not finish in 300 s"
+  local hwm_peak cpu_after line
+  hwm_peak=$(status_kb "$volleyd_pid" VmHWM)
+  cpu_after=$(cpu_ticks "$volleyd_pid")
+  for i in $(seq 100); do
+    line=$(grep -F "job \"$job\" accepted:" "$dir/volleyd.err" || true)
+    [ -n "$line" ] && break
+    sleep 0.05
+  done
+  [ -n "$line" ] || die "no accepted line for $job in volleyd's stderr"
+  sleep 2  # RSS once the commit is done and a flush may have finished
+  local rss_after hwm_after
+  rss_after=$(status_kb "$volleyd_pid" VmRSS)
+  hwm_after=$(status_kb "$volleyd_pid" VmHWM)
+  stop "$sampler_pid" sampler
+  sampler_pid=""
+  local q="$dir/queue" queue_kb wal_bytes sst_bytes sst_files
+  queue_kb=$(du -sk "$q" | cut -f1)
+  wal_bytes=$(find "$q" -maxdepth 1 -name '*.log' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  sst_bytes=$(find "$q" -maxdepth 1 -name '*.sst' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  sst_files=$(find "$q" -maxdepth 1 -name '*.sst' | wc -l)
+  local flushes
+  flushes=$(grep -c '"event": "flush_finished"' "$q/LOG" 2>/dev/null || true)
+  stop "$volleyd_pid" volleyd
+  volleyd_pid=""
+
+  "$py" - "$line" "$n" "$rep" "$file_bytes" "$rss_before" "$hwm_before" "$hwm_peak" \
+    "$rss_after" "$hwm_after" "$t0" "$t1" "$cpu_before" "$cpu_after" "$clk_tck" "$queue_kb" \
+    "$wal_bytes" "$sst_bytes" "$sst_files" "${flushes:-0}" "$dir/rss.samples" >>"$results" <<'EOF'
+import json, re, sys
+(line, n, rep, file_bytes, rss_before, hwm_before, hwm_peak, rss_after, hwm_after, t0, t1,
+ cpu_before, cpu_after, tck, queue_kb, wal, sst, sst_files, flushes, samples) = sys.argv[1:]
+m = re.search(r'accepted: (\d+) recipients, (\d+) rejected.*\(([\d.]+)s\)', line)
+if not m:
+    sys.exit("cannot parse: " + line)
+accepted, rejected, secs = int(m[1]), int(m[2]), float(m[3])
+rss = []
+for l in open(samples):
+    p = l.split()
+    if len(p) == 3:
+        rss.append(int(p[1]))
+print(json.dumps({
+    "part": "intake", "recipients": int(n), "rep": int(rep), "accepted": accepted,
+    "rejected": rejected, "intake_s": secs, "rate": accepted / secs if secs else 0,
+    "wall_s": float(t1) - float(t0), "file_bytes": int(file_bytes),
+    "rss_before_kb": int(rss_before), "hwm_before_kb": int(hwm_before),
+    "hwm_peak_kb": int(hwm_peak), "rss_after_kb": int(rss_after), "hwm_after_kb": int(hwm_after),
+    "samples": len(rss), "max_sampled_rss_kb": max(rss) if rss else 0,
+    "cpu_s": (int(cpu_after) - int(cpu_before)) / int(tck),
+    "queue_kb": int(queue_kb), "wal_bytes": int(wal), "sst_bytes": int(sst),
+    "sst_files": int(sst_files), "flushes": int(flushes)}))
+EOF
+  tail -1 "$results" | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench: intake %9d (run %d): %.3f s, %.0f recipients/s, RSS before %.1f MiB, peak (VmHWM) %.1f MiB, RSS 2 s after %.1f MiB, queue %.1f MiB on disk" % (r["recipients"], r["rep"], r["intake_s"], r["rate"], r["rss_before_kb"]/1024, r["hwm_peak_kb"]/1024, r["rss_after_kb"]/1024, r["queue_kb"]/1024), file=sys.stderr)'
+  [ "$(tail -1 "$results" | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(int(r["accepted"]==r["recipients"] and r["rejected"]==0))')" = 1 ] ||
+    die "intake of $n: not every recipient was accepted: $line"
+  rm -rf "$dir"
+}
+
+say "part 1: intake of $intake_sizes recipients x $intake_reps runs (fresh volleyd each)"
+for rep in $(seq "$intake_reps"); do
+  for n in $intake_sizes; do
+    intake_run "$n" "$rep"
+  done
+done
+
+# ---------------------------------------------------------------- part 2: delivery
+delivery_run() {
+  local rep=$1
+  local dir="$work/delivery-$rep" port i
+  mkdir -p "$dir"
+  port=$(free_port)
+  "$sink" --listen "127.0.0.1:$port" --stats "$dir/sink.json" >"$dir/sink.out" 2>"$dir/sink.err" &
+  sink_pid=$!
+  for i in $(seq 100); do
+    grep -q "listening on" "$dir/sink.err" 2>/dev/null && break
+    kill -0 "$sink_pid" 2>/dev/null || die "volley-sink exited: $(cat "$dir/sink.err")"
+    sleep 0.1
+  done
+  grep -q "listening on" "$dir/sink.err" || die "volley-sink did not start listening"
+  cat >"$dir/volley.toml" <<EOF
+[paths]
+spool = "$dir/spool"
+queue = "$dir/queue"
+log = "$dir/log"
+
+[routes]
+"*" = "127.0.0.1:$port"
+EOF
+  start_volleyd "$dir/volley.toml" "$dir/volleyd.err"
+  sleep 1
+  local cpu_before cpu_after sink_before sink_after hwm status=0
+  cpu_before=$(cpu_ticks "$volleyd_pid")
+  sink_before=$(cpu_ticks "$sink_pid")
+  "$load" run --spool "$dir/spool" --log "$dir/log" --recipients "$delivery_recipients" \
+    --domains "$domains" --size 1024 --job "delivery-$rep-$$" --json --timeout 300 \
+    >"$dir/load.json" || status=$?
+  cpu_after=$(cpu_ticks "$volleyd_pid")
+  sink_after=$(cpu_ticks "$sink_pid")
+  hwm=$(status_kb "$volleyd_pid" VmHWM)
+  [ "$status" = 0 ] || die "volley-load run exited $status: $(cat "$dir/load.json") $(tail -5 "$dir/volleyd.err")"
+  stop "$volleyd_pid" volleyd
+  volleyd_pid=""
+  stop "$sink_pid" volley-sink
+  sink_pid=""
+  "$py" - "$dir/load.json" "$rep" "$cpu_before" "$cpu_after" "$sink_before" "$sink_after" \
+    "$clk_tck" "$hwm" "$dir/sink.json" >>"$results" <<'EOF'
+import json, sys
+load, rep, a, b, sa, sb, tck, hwm, sinkf = sys.argv[1:]
+r = json.load(open(load))
+try:
+    s = json.load(open(sinkf))
+except (OSError, ValueError):
+    s = {}
+cpu = (int(b) - int(a)) / int(tck)
+print(json.dumps({
+    "part": "delivery", "rep": int(rep), "recipients": r["recipients"],
+    "delivered": r["delivered"], "deferred": r["deferred"], "bounced": r["bounced"],
+    "elapsed_s": r["elapsed_seconds"], "rate": r["messages_per_second"],
+    "volleyd_cpu_s": cpu, "cpu_per_10k": cpu / r["delivered"] * 10000 if r["delivered"] else 0,
+    "sink_cpu_s": (int(sb) - int(sa)) / int(tck), "volleyd_hwm_kb": int(hwm),
+    "sink_messages": s.get("messages"), "sink_sessions": s.get("sessions"),
+    "sink_peak_connections": s.get("peak_connections")}))
+EOF
+  tail -1 "$results" | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench: delivery run %d: %d/%d delivered in %.3f s, %.0f messages/s, volleyd %.2f CPU s (%.3f per 10k), sink %.2f CPU s" % (r["rep"], r["delivered"], r["recipients"], r["elapsed_s"], r["rate"], r["volleyd_cpu_s"], r["cpu_per_10k"], r["sink_cpu_s"]), file=sys.stderr)'
+  [ "$(tail -1 "$results" | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(int(r["delivered"]==r["recipients"]))')" = 1 ] ||
+    die "delivery run $rep: not everything was delivered"
+  rm -rf "$dir"
+}
+
+say "part 2: delivery of $delivery_recipients x 1 KiB over $domains domains into volley-sink, $delivery_runs runs"
+for rep in $(seq "$delivery_runs"); do
+  delivery_run "$rep"
+done
+
+# ---------------------------------------------------------------- summary
+"$py" - "$results" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+intake = [r for r in rows if r["part"] == "intake"]
+deliv = [r for r in rows if r["part"] == "delivery"]
+mib = lambda kb: kb / 1024
+def mr(vals, fmt):
+    return "%s (%s .. %s)" % (fmt % statistics.median(vals), fmt % min(vals), fmt % max(vals))
+
+print("## Intake (median (min .. max) over %d runs per size; fresh volleyd per run)" %
+      max(r["rep"] for r in intake))
+print()
+print("| recipients | job file | intake s | recipients/s | volleyd CPU s | RSS before drop | peak RSS (VmHWM) | RSS 2 s after | queue on disk | of which WAL | SST |")
+print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+sizes = sorted({r["recipients"] for r in intake})
+peak = {}
+for n in sizes:
+    rs = [r for r in intake if r["recipients"] == n]
+    peak[n] = statistics.median([r["hwm_peak_kb"] for r in rs])
+    print("| %s | %.1f MiB | %s | %s | %s | %s MiB | %s MiB | %s MiB | %s MiB | %.1f MiB | %.1f MiB |" % (
+        f"{n:,}", rs[0]["file_bytes"] / 2**20,
+        mr([r["intake_s"] for r in rs], "%.3f"),
+        mr([r["rate"] for r in rs], "%.0f"),
+        mr([r["cpu_s"] for r in rs], "%.2f"),
+        mr([mib(r["rss_before_kb"]) for r in rs], "%.1f"),
+        mr([mib(r["hwm_peak_kb"]) for r in rs], "%.1f"),
+        mr([mib(r["rss_after_kb"]) for r in rs], "%.1f"),
+        mr([mib(r["queue_kb"]) for r in rs], "%.1f"),
+        statistics.median([r["wal_bytes"] / 2**20 for r in rs]),
+        statistics.median([r["sst_bytes"] / 2**20 for r in rs])))
+print()
+base = sizes[0]
+for n in sizes[1:]:
+    print("peak RSS ratio %s / %s recipients: %.2f" % (f"{n:,}", f"{base:,}", peak[n] / peak[base]))
+print()
+print("Per run:")
+for r in intake:
+    print("  %9d run %d: intake %.3f s (drop to accepted/ %.3f s), %d samples, max sampled RSS %.1f MiB, "
+          "VmHWM %.1f MiB, %d memtable flush(es), %d SST file(s)" % (
+          r["recipients"], r["rep"], r["intake_s"], r["wall_s"], r["samples"],
+          mib(r["max_sampled_rss_kb"]), mib(r["hwm_peak_kb"]), r["flushes"], r["sst_files"]))
+print()
+if deliv:
+    print("## Delivery (%d recipients x 1 KiB over 1,000 domains into volley-sink; median (min .. max) over %d runs)" %
+          (deliv[0]["recipients"], len(deliv)))
+    print()
+    print("| messages/s | seconds (drop to last outcome) | volleyd CPU s | volleyd CPU s per 10,000 messages | volley-sink CPU s | volleyd peak RSS |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| %s | %s | %s | %s | %s | %s MiB |" % (
+        mr([r["rate"] for r in deliv], "%.0f"),
+        mr([r["elapsed_s"] for r in deliv], "%.2f"),
+        mr([r["volleyd_cpu_s"] for r in deliv], "%.2f"),
+        mr([r["cpu_per_10k"] for r in deliv], "%.3f"),
+        mr([r["sink_cpu_s"] for r in deliv], "%.2f"),
+        mr([mib(r["volleyd_hwm_kb"]) for r in deliv], "%.1f")))
+    print()
+    for r in deliv:
+        print("  run %d: %d delivered, %.3f s, %.0f msg/s, volleyd %.2f CPU s, sink %s sessions, peak %s connections" % (
+            r["rep"], r["delivered"], r["elapsed_s"], r["rate"], r["volleyd_cpu_s"],
+            r["sink_sessions"], r["sink_peak_connections"]))
+EOF
+say "done"
