@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/strings.h"
+#include "dns/routes.h"
 #include "engine/smtp/client.h"
 #include "toml++/toml.h"
 
@@ -136,6 +137,9 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
              for (const auto& e : *arr) {
                std::string s;
                RETURN_IF_ERROR(GetString(src, e, k, &s));
+               if (auto where = dns::ParseHostPort(s); !where.ok()) {
+                 return src.Error(e, k, base::StdSv(where.status().message()));
+               }
                c->dns.servers.push_back(s);
              }
              return absl::OkStatus();

@@ -101,6 +101,7 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
       {"[routes]\n\"a.test\" = 25\n", "v.toml:2: routes.\"a.test\": must be a string"},
       {"[dns]\nallow_loopback = \"yes\"\n", "v.toml:2: dns.allow_loopback: must be true or false"},
       {"[paths]\nspool = \"\"\n", "v.toml:2: paths.spool: must not be empty"},
+      {"[dns]\nservers = [\"127.0.0.1\"]\n", "v.toml:2: dns.servers: \"127.0.0.1\": expected HOST:PORT"},
       {"[smtp\n", "v.toml:1: "},  // TOML syntax error
       {"[retry]\ninitial = \"5h\"\nmax = \"1h\"\n", "retry: need 0 < initial <= max"},
       {"[smtp]\nehlo_name = \"a b\\r\\nRSET\"\n", "v.toml:2: smtp.ehlo_name: "},
