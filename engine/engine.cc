@@ -130,8 +130,16 @@ class Shard {
   void CloseConn(Conn* c);
   void MaybeFree(Conn* c);
   void FailDestination(Destination* d, const smtp::Outcome& why);
+  void Record(const Work* w, std::string_view status, const smtp::Outcome& o,
+              const Destination* d, uint32_t attempt);
+  void Release(Work* w);
+  // Finish - a final outcome (delivered, bounced, expired) of the attempt just made.
   void Finish(Work* w, std::string_view status, const smtp::Outcome& o, const Destination* d);
+  // Defer - the attempt just made failed for now: retry later, or expire when it
+  // was the try at the deadline.
   void Defer(Work* w, const smtp::Outcome& o, const Destination* d);
+  // Expire - taken from the queue past its deadline, without an attempt.
+  void Expire(Work* w);
   absl::Status Commit();
   void PostIntakeRead();
 
@@ -229,12 +237,14 @@ absl::Status Shard::Refill(absl::Time now) {
       auto* w = new Work{std::move(entry), *std::move(rcpt), job.get()};
       ++job->in_flight;
       ++in_flight_;
-      if (now >= job->deadline) {
-        Finish(w, "expired",
-               MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.7",
-                           absl::StrCat("message expired after ", w->entry.attempts,
-                                        " attempts")),
-               nullptr);
+      // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
+      // gets that last try; anything else taken past the deadline (volleyd was
+      // down, or the job's expires had passed) expires untried. Keys hold
+      // microseconds, the deadline may not.
+      const bool last_try = w->entry.attempts > 0 &&
+                            w->entry.due >= job->deadline - absl::Microseconds(1);
+      if (now >= job->deadline && !last_try) {
+        Expire(w);
         continue;
       }
       const dns::Destination* where = routes_->Find(DomainOf(w->rcpt.to));
@@ -499,8 +509,8 @@ void Shard::FailDestination(Destination* d, const smtp::Outcome& why) {
   }
 }
 
-void Shard::Finish(Work* w, std::string_view status, const smtp::Outcome& o,
-                   const Destination* d) {
+void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& o,
+                   const Destination* d, uint32_t attempt) {
   metrics::DeliveryRecord r;
   r.ts = now_;
   r.job = w->job->record.id;
@@ -514,22 +524,49 @@ void Shard::Finish(Work* w, std::string_view status, const smtp::Outcome& o,
     r.host = d->where->host;
     r.port = d->where->port;
   }
-  r.attempt = w->entry.attempts + 1;
+  r.attempt = attempt;
   log_->Append(r);
-  if (status == "deferred") {
-    std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
-    batch_->Reschedule(w->entry, NextAttemptAt(config_.retry, w->entry.attempts + 1,
-                                               jitter(rng_), now_, w->job->deadline));
-  } else {
-    batch_->Remove(w->entry);
-  }
+}
+
+void Shard::Release(Work* w) {
   --w->job->in_flight;
   --in_flight_;
   delete w;
 }
 
+void Shard::Finish(Work* w, std::string_view status, const smtp::Outcome& o,
+                   const Destination* d) {
+  Record(w, status, o, d, w->entry.attempts + 1);
+  batch_->Remove(w->entry);
+  Release(w);
+}
+
 void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d) {
-  Finish(w, "deferred", o, d);
+  if (now_ >= w->job->deadline) {
+    // That was the last try: the recipient expires, with the reply that ended it
+    // (its code and enhanced code stay the server's, so they agree).
+    smtp::Outcome expired = o;
+    expired.kind = smtp::Outcome::Kind::kPermanent;
+    expired.text = absl::StrCat("message expired after ", w->entry.attempts + 1,
+                                " attempts; last reply: ", o.text);
+    Finish(w, "expired", expired, d);
+    return;
+  }
+  Record(w, "deferred", o, d, w->entry.attempts + 1);
+  std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
+  batch_->Reschedule(w->entry, NextAttemptAt(config_.retry, w->entry.attempts + 1,
+                                             jitter(rng_), now_, w->job->deadline));
+  Release(w);
+}
+
+void Shard::Expire(Work* w) {
+  // No attempt is made now: the record carries the number of the last one.
+  Record(w, "expired",
+         MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.7",
+                     absl::StrCat("message expired after ", w->entry.attempts, " attempts")),
+         nullptr, w->entry.attempts);
+  batch_->Remove(w->entry);
+  Release(w);
 }
 
 absl::Status Shard::Commit() {
@@ -577,7 +614,14 @@ absl::Status Shard::Run() {
       last_refill = now_;
     }
     Dispatch(now_);
-    RETURN_IF_ERROR(ring_.SubmitAndWait(kTick, [this](uint64_t tag, int result) {
+    bool clock_read = false;
+    RETURN_IF_ERROR(ring_.SubmitAndWait(kTick, [&](uint64_t tag, int result) {
+      // The wait may have lasted a tick: outcomes and deadlines need the time
+      // the completions arrived, not the time the wait began.
+      if (!clock_read) {
+        now_ = absl::Now();
+        clock_read = true;
+      }
       OnCompletion(tag, result);
     }));
     now_ = absl::Now();
