@@ -116,6 +116,11 @@ for b in "$volleyd" "$sink" "$load"; do
   [ -x "$b" ] || die "missing $b"
 done
 
+if rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null); then
+  [ -z "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev+local changes"
+  say "tree $rev; $(nproc) CPUs; kernel $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+
 work=$(mktemp -d /tmp/volley-intake-bench.XXXXXX)
 results="$work/results.jsonl"
 : >"$results"
@@ -220,22 +225,21 @@ EOF
   hwm_after=$(status_kb "$volleyd_pid" VmHWM)
   stop "$sampler_pid" sampler
   sampler_pid=""
-  local q="$dir/queue" queue_kb wal_bytes sst_bytes sst_files
-  queue_kb=$(du -sk "$q" | cut -f1)
+  local q="$dir/queue" queue_kb queue_bytes wal_bytes sst_bytes sst_files
+  queue_kb=$(du -sk "$q" | cut -f1)        # allocated blocks (RocksDB preallocates its WAL)
+  queue_bytes=$(du -sb "$q" | cut -f1)     # apparent size
   wal_bytes=$(find "$q" -maxdepth 1 -name '*.log' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
   sst_bytes=$(find "$q" -maxdepth 1 -name '*.sst' -printf '%s\n' | awk '{s+=$1} END {print s+0}')
   sst_files=$(find "$q" -maxdepth 1 -name '*.sst' | wc -l)
-  local flushes
-  flushes=$(grep -c '"event": "flush_finished"' "$q/LOG" 2>/dev/null || true)
   stop "$volleyd_pid" volleyd
   volleyd_pid=""
 
   "$py" - "$line" "$n" "$rep" "$file_bytes" "$rss_before" "$hwm_before" "$hwm_peak" \
-    "$rss_after" "$hwm_after" "$t0" "$t1" "$cpu_before" "$cpu_after" "$clk_tck" "$queue_kb" \
-    "$wal_bytes" "$sst_bytes" "$sst_files" "${flushes:-0}" "$dir/rss.samples" >>"$results" <<'EOF'
+    "$rss_after" "$hwm_after" "$t0" "$t1" "$cpu_before" "$cpu_after" "$clk_tck" "$queue_kb" "$queue_bytes" \
+    "$wal_bytes" "$sst_bytes" "$sst_files" "$dir/rss.samples" >>"$results" <<'EOF'
 import json, re, sys
 (line, n, rep, file_bytes, rss_before, hwm_before, hwm_peak, rss_after, hwm_after, t0, t1,
- cpu_before, cpu_after, tck, queue_kb, wal, sst, sst_files, flushes, samples) = sys.argv[1:]
+ cpu_before, cpu_after, tck, queue_kb, queue_bytes, wal, sst, sst_files, samples) = sys.argv[1:]
 m = re.search(r'accepted: (\d+) recipients, (\d+) rejected.*\(([\d.]+)s\)', line)
 if not m:
     sys.exit("cannot parse: " + line)
@@ -253,10 +257,10 @@ print(json.dumps({
     "hwm_peak_kb": int(hwm_peak), "rss_after_kb": int(rss_after), "hwm_after_kb": int(hwm_after),
     "samples": len(rss), "max_sampled_rss_kb": max(rss) if rss else 0,
     "cpu_s": (int(cpu_after) - int(cpu_before)) / int(tck),
-    "queue_kb": int(queue_kb), "wal_bytes": int(wal), "sst_bytes": int(sst),
-    "sst_files": int(sst_files), "flushes": int(flushes)}))
+    "queue_kb": int(queue_kb), "queue_bytes": int(queue_bytes), "wal_bytes": int(wal), "sst_bytes": int(sst),
+    "sst_files": int(sst_files)}))
 EOF
-  tail -1 "$results" | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench: intake %9d (run %d): %.3f s, %.0f recipients/s, RSS before %.1f MiB, peak (VmHWM) %.1f MiB, RSS 2 s after %.1f MiB, queue %.1f MiB on disk" % (r["recipients"], r["rep"], r["intake_s"], r["rate"], r["rss_before_kb"]/1024, r["hwm_peak_kb"]/1024, r["rss_after_kb"]/1024, r["queue_kb"]/1024), file=sys.stderr)'
+  tail -1 "$results" | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench: intake %9d (run %d): %.3f s, %.0f recipients/s, RSS before %.1f MiB, peak (VmHWM) %.1f MiB, RSS 2 s after %.1f MiB, queue %.1f MiB (%.1f MiB allocated)" % (r["recipients"], r["rep"], r["intake_s"], r["rate"], r["rss_before_kb"]/1024, r["hwm_peak_kb"]/1024, r["rss_after_kb"]/1024, r["queue_bytes"]/2**20, r["queue_kb"]/1024), file=sys.stderr)'
   [ "$(tail -1 "$results" | "$py" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(int(r["accepted"]==r["recipients"] and r["rejected"]==0))')" = 1 ] ||
     die "intake of $n: not every recipient was accepted: $line"
   rm -rf "$dir"
@@ -351,7 +355,7 @@ def mr(vals, fmt):
 print("## Intake (median (min .. max) over %d runs per size; fresh volleyd per run)" %
       max(r["rep"] for r in intake))
 print()
-print("| recipients | job file | intake s | recipients/s | volleyd CPU s | RSS before drop | peak RSS (VmHWM) | RSS 2 s after | queue on disk | of which WAL | SST |")
+print("| recipients | job file | intake s | recipients/s | volleyd CPU s | RSS before drop | peak RSS (VmHWM) | RSS 2 s after | queue size (allocated) | of which WAL | SST |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 sizes = sorted({r["recipients"] for r in intake})
 peak = {}
@@ -366,7 +370,8 @@ for n in sizes:
         mr([mib(r["rss_before_kb"]) for r in rs], "%.1f"),
         mr([mib(r["hwm_peak_kb"]) for r in rs], "%.1f"),
         mr([mib(r["rss_after_kb"]) for r in rs], "%.1f"),
-        mr([mib(r["queue_kb"]) for r in rs], "%.1f"),
+        "%.1f (%.1f)" % (statistics.median([r["queue_bytes"] / 2**20 for r in rs]),
+                         statistics.median([mib(r["queue_kb"]) for r in rs])),
         statistics.median([r["wal_bytes"] / 2**20 for r in rs]),
         statistics.median([r["sst_bytes"] / 2**20 for r in rs])))
 print()
@@ -377,9 +382,9 @@ print()
 print("Per run:")
 for r in intake:
     print("  %9d run %d: intake %.3f s (drop to accepted/ %.3f s), %d samples, max sampled RSS %.1f MiB, "
-          "VmHWM %.1f MiB, %d memtable flush(es), %d SST file(s)" % (
+          "VmHWM %.1f MiB, %d SST file(s)" % (
           r["recipients"], r["rep"], r["intake_s"], r["wall_s"], r["samples"],
-          mib(r["max_sampled_rss_kb"]), mib(r["hwm_peak_kb"]), r["flushes"], r["sst_files"]))
+          mib(r["max_sampled_rss_kb"]), mib(r["hwm_peak_kb"]), r["sst_files"]))
 print()
 if deliv:
     print("## Delivery (%d recipients x 1 KiB over 1,000 domains into volley-sink; median (min .. max) over %d runs)" %

@@ -326,9 +326,13 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
+  db_options.db_write_buffer_size = options.write_buffer_bytes;
+  db_options.max_total_wal_size = options.max_wal_bytes;
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   rocksdb::ColumnFamilyOptions cf_options;
+  // Memtables small enough that two per family fit the write_buffer_bytes budget.
+  cf_options.write_buffer_size = std::max<size_t>(options.write_buffer_bytes / 4, 1u << 20);
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},

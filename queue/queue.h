@@ -64,6 +64,16 @@ struct QueueOptions {
 
   // RocksDB block cache. Default: 64 MiB.
   size_t block_cache_bytes = 64u << 20;
+
+  // Memory for RocksDB's write buffers (memtables), all column families
+  // together: with the block cache, what bounds volleyd's memory however many
+  // recipients are queued. Default: 32 MiB.
+  size_t write_buffer_bytes = 32u << 20;
+
+  // Write-ahead log kept before RocksDB flushes the column families holding it
+  // back (the small metadata family would otherwise pin every log file), so the
+  // log, and the replay after a restart, stay this small. Default: 128 MiB.
+  size_t max_wal_bytes = 128u << 20;
 };
 
 enum class JobState : uint8_t { kLoading = 1, kReady = 2, kDone = 3 };
