@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -152,7 +153,8 @@ class Shard {
   std::mt19937_64 rng_;
   Ring ring_;
 
-  absl::flat_hash_map<uint32_t, std::unique_ptr<Job>> jobs_;
+  std::map<uint32_t, std::unique_ptr<Job>> jobs_;  // by job number
+  uint32_t refill_from_ = 0;  // the job number the next refill starts at
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
   std::vector<std::unique_ptr<Conn>> slots_;
   std::vector<uint32_t> free_slots_;
@@ -208,7 +210,16 @@ absl::Status Shard::Refill(absl::Time now) {
   const size_t window = static_cast<size_t>(config_.delivery.window);
   std::vector<uint32_t> finished;
   std::vector<queue::QueuedRecipient> taken;
-  for (auto& [job_no, job] : jobs_) {
+  // Each refill starts one job further on, so that when the window is short the
+  // jobs take turns at it instead of the oldest job always going first.
+  std::vector<std::pair<const uint32_t, std::unique_ptr<Job>>*> order;
+  const auto split = jobs_.lower_bound(refill_from_);
+  for (auto it = split; it != jobs_.end(); ++it) order.push_back(&*it);
+  for (auto it = jobs_.begin(); it != split; ++it) order.push_back(&*it);
+  if (!order.empty()) refill_from_ = order.front()->first + 1;
+  for (auto* slot : order) {
+    const uint32_t job_no = slot->first;
+    Job* job = slot->second.get();
     if (in_flight_ >= window) break;
     taken.clear();
     RETURN_IF_ERROR(queue_->TakeDue(job_no, job->cursor, now,
@@ -234,7 +245,7 @@ absl::Status Shard::Refill(absl::Time now) {
                      std::string(rcpt.status().message()).c_str());
         continue;
       }
-      auto* w = new Work{std::move(entry), *std::move(rcpt), job.get()};
+      auto* w = new Work{std::move(entry), *std::move(rcpt), job};
       ++job->in_flight;
       ++in_flight_;
       // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
