@@ -8,8 +8,10 @@
 // - A recipient taken from the queue is in exactly one place: a destination's
 //   ready list, a connection's current transaction, or finished. The window
 //   counts them; nothing is taken beyond it.
-// - A connection slot is freed only when no io_uring operation on it is
-//   pending; completions for a reused slot are dropped by generation.
+// - A connection is freed (MaybeFree) only when no io_uring operation on it is
+//   pending, and only at the end of handling a completion or a timeout: the
+//   code before that may use it. Completions for a reused slot are dropped by
+//   generation (base/slot_table.h).
 #include "engine/engine.h"
 
 #include <fcntl.h>
@@ -31,6 +33,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/slot_table.h"
 #include "base/status.h"
 #include "dns/routes.h"
 #include "engine/intake.h"
@@ -56,9 +59,6 @@ constexpr size_t kTakeBatch = 512;
 constexpr absl::Duration kStopGrace = absl::Seconds(10);
 constexpr absl::Duration kTick = absl::Milliseconds(100);
 
-uint64_t Tag(uint32_t slot, uint16_t gen, Op op) {
-  return (uint64_t{slot} << 24) | (uint64_t{gen} << 8) | op;
-}
 
 struct Job {
   queue::JobRecord record;
@@ -79,7 +79,6 @@ struct Work {
 
 struct Conn {
   uint32_t slot = 0;
-  uint16_t gen = 0;
   int fd = -1;
   Destination* dest = nullptr;
   std::unique_ptr<smtp::Client> client;
@@ -156,8 +155,7 @@ class Shard {
   std::map<uint32_t, std::unique_ptr<Job>> jobs_;  // by job number
   uint32_t refill_from_ = 0;  // the job number the next refill starts at
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
-  std::vector<std::unique_ptr<Conn>> slots_;
-  std::vector<uint32_t> free_slots_;
+  base::SlotTable<Conn> conns_;
   size_t in_flight_ = 0;
   size_t open_conns_ = 0;
   std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
@@ -308,19 +306,9 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   }
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  uint32_t slot;
-  if (!free_slots_.empty()) {
-    slot = free_slots_.back();
-    free_slots_.pop_back();
-  } else {
-    slot = static_cast<uint32_t>(slots_.size());
-    slots_.push_back(std::make_unique<Conn>());
-  }
-  Conn* c = slots_[slot].get();
-  const uint16_t gen = static_cast<uint16_t>(c->gen + 1);
-  *c = Conn{};
+  const uint32_t slot = conns_.Acquire();
+  Conn* c = conns_.Get(slot);
   c->slot = slot;
-  c->gen = gen;
   c->fd = fd;
   c->dest = d;
   smtp::ClientOptions opts;
@@ -333,12 +321,12 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   ++d->sessions_starting;
   ++open_conns_;
   ring_.PrepConnect(fd, reinterpret_cast<const sockaddr*>(&d->where->addr), d->where->addr_len,
-                    Tag(slot, c->gen, kOpConnect));
+                    conns_.Tag(slot, kOpConnect));
   ++c->pending_ops;
 }
 
 void Shard::OnCompletion(uint64_t tag, int result) {
-  const auto op = static_cast<Op>(tag & 0xff);
+  const auto op = static_cast<Op>(base::SlotTable<Conn>::OpOf(tag));
   if (op == kOpIntakeEvent) {
     for (const std::string& id : ready_jobs_->TakeAll()) {
       auto record = queue_->FindJob(id);
@@ -349,11 +337,8 @@ void Shard::OnCompletion(uint64_t tag, int result) {
     PostIntakeRead();
     return;
   }
-  const auto slot = static_cast<uint32_t>(tag >> 24);
-  const auto gen = static_cast<uint16_t>((tag >> 8) & 0xffff);
-  if (slot >= slots_.size()) return;
-  Conn* c = slots_[slot].get();
-  if (c->gen != gen) return;  // stale: the slot was reused
+  Conn* c = conns_.Find(tag);
+  if (c == nullptr) return;  // stale: its connection is gone
   --c->pending_ops;
   switch (op) {
     case kOpConnect:
@@ -363,7 +348,7 @@ void Shard::OnCompletion(uint64_t tag, int result) {
         break;
       }
       c->deadline = now_ + config_.smtp.greeting_timeout;
-      ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, Tag(slot, gen, kOpRecv));
+      ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, conns_.Tag(c->slot, kOpRecv));
       ++c->pending_ops;
       break;
     case kOpRecv:
@@ -377,7 +362,7 @@ void Shard::OnCompletion(uint64_t tag, int result) {
         break;
       }
       c->client->Feed(std::string_view(c->recv_buffer.get(), static_cast<size_t>(result)));
-      ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, Tag(slot, gen, kOpRecv));
+      ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, conns_.Tag(c->slot, kOpRecv));
       ++c->pending_ops;
       break;
     case kOpSend:
@@ -466,7 +451,7 @@ void Shard::FlushOutput(Conn* c) {
     c->client->ConsumeOutput(out.size());
   }
   ring_.PrepSend(c->fd, c->send_buffer.data() + c->send_offset,
-                 c->send_buffer.size() - c->send_offset, Tag(c->slot, c->gen, kOpSend));
+                 c->send_buffer.size() - c->send_offset, conns_.Tag(c->slot, kOpSend));
   c->send_in_flight = true;
   ++c->pending_ops;
 }
@@ -494,22 +479,18 @@ void Shard::CloseConn(Conn* c) {
   auto& idle = c->dest->idle;
   idle.erase(std::remove(idle.begin(), idle.end(), c), idle.end());
   // Pending operations complete (with an error or EOF) once the socket is shut
-  // down; the descriptor is closed when the last of them is reaped.
+  // down; the descriptor is closed when the last of them is reaped (MaybeFree,
+  // at the end of that completion's handling).
   ::shutdown(c->fd, SHUT_RDWR);
-  MaybeFree(c);
 }
 
 void Shard::MaybeFree(Conn* c) {
-  if (!c->closing || c->pending_ops > 0 || c->fd < 0) return;
+  if (!c->closing || c->pending_ops > 0) return;
+  VOLLEY_CHECK(c->current == nullptr, "a connection freed with a transaction under way");
   ::close(c->fd);
-  c->fd = -1;
   --c->dest->connections;
   --open_conns_;
-  VOLLEY_CHECK(c->current == nullptr, "a connection freed with a transaction under way");
-  c->client.reset();
-  c->recv_buffer.reset();
-  c->send_buffer = std::string();
-  free_slots_.push_back(c->slot);
+  conns_.Release(c->slot);  // c is gone from here on
 }
 
 void Shard::FailDestination(Destination* d, const smtp::Outcome& why) {
@@ -591,7 +572,7 @@ absl::Status Shard::Commit() {
 
 void Shard::PostIntakeRead() {
   ring_.PrepRead(ready_jobs_->event_fd(), &intake_counter_, sizeof intake_counter_,
-                 Tag(0, 0, kOpIntakeEvent));
+                 base::SlotTable<Conn>::MakeTag(0, 0, kOpIntakeEvent));
 }
 
 absl::Status Shard::Run() {
@@ -636,9 +617,11 @@ absl::Status Shard::Run() {
       OnCompletion(tag, result);
     }));
     now_ = absl::Now();
-    for (auto& slot : slots_) {
-      Conn* c = slot.get();
-      if (c->fd < 0 || c->closing || now_ < c->deadline) continue;
+    std::vector<Conn*> late;
+    conns_.ForEach([&](uint32_t, Conn& c) {
+      if (!c.closing && now_ >= c.deadline) late.push_back(&c);
+    });
+    for (Conn* c : late) {
       if (c->client->waiting_for() == smtp::Wait::kNone && c->current == nullptr) {
         // Idle too long: say goodbye.
         auto& idle = c->dest->idle;
@@ -649,6 +632,7 @@ absl::Status Shard::Run() {
       }
       c->client->FeedTimeout();
       Drain(c);
+      MaybeFree(c);
     }
     RETURN_IF_ERROR(Commit());
   }
@@ -657,17 +641,11 @@ absl::Status Shard::Run() {
     for (Work* w : d->ready) delete w;
     d->ready.clear();
   }
-  for (auto& slot : slots_) {
-    Conn* c = slot.get();
-    if (c->fd >= 0) {
-      if (c->current != nullptr) {
-        delete c->current;
-        c->current = nullptr;
-      }
-      ::close(c->fd);
-      c->fd = -1;
-    }
-  }
+  conns_.ForEach([](uint32_t, Conn& c) {
+    delete c.current;
+    c.current = nullptr;
+    ::close(c.fd);
+  });
   return Commit();
 }
 

@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/json.h"
+#include "base/slot_table.h"
 #include "base/status.h"
 
 namespace volley::sink {
@@ -191,17 +192,11 @@ int64_t MonotonicNanos() {
 }
 
 // ---------------------------------------------------------------------------
-// user_data: slot:32 | generation:16 | op:8. A completion whose generation is not
-// its slot's current one belongs to a connection that is gone and is dropped.
+// user_data: a base::SlotTable tag (slot | generation | op). A completion for a
+// connection that is gone is dropped. Accept and signal tags use the slot part
+// for the listener index and do not go through the table.
 
 enum Op : uint8_t { kAccept = 1, kRecv = 2, kSend = 3, kSignal = 4 };
-
-uint64_t Pack(Op op, uint32_t slot, uint16_t generation) {
-  return (uint64_t{slot} << 32) | (uint64_t{generation} << 8) | op;
-}
-Op OpOf(uint64_t data) { return static_cast<Op>(data & 0xff); }
-uint16_t GenerationOf(uint64_t data) { return static_cast<uint16_t>(data >> 8); }
-uint32_t SlotOf(uint64_t data) { return static_cast<uint32_t>(data >> 32); }
 
 struct Connection {
   Connection(const SessionOptions& options, size_t buffer_size)
@@ -215,10 +210,7 @@ struct Connection {
   size_t out_sent = 0;
 };
 
-struct Slot {
-  uint16_t generation = 0;
-  std::unique_ptr<Connection> conn;
-};
+using Connections = base::SlotTable<Connection>;
 
 struct Listener {
   BoundSocket socket;
@@ -275,8 +267,7 @@ class Server::Impl {
   bool stop_ = false;
 
   std::vector<Listener> listeners_;
-  std::vector<Slot> slots_;
-  std::vector<uint32_t> free_slots_;
+  Connections conns_;
   std::vector<AcceptedMessage> accepted_;  // reused per recv
 
   int record_fd_ = -1;
@@ -291,9 +282,9 @@ Server::Impl::~Impl() {
   // The ring goes first: that cancels every operation still pointing at a
   // connection's buffer, so the buffers and descriptors can then go.
   if (ring_ready_) io_uring_queue_exit(&ring_);
-  for (Slot& s : slots_) {
-    if (s.conn != nullptr && s.conn->fd >= 0) close(s.conn->fd);
-  }
+  conns_.ForEach([](uint32_t, Connection& c) {
+    if (c.fd >= 0) close(c.fd);
+  });
   for (Listener& l : listeners_) {
     if (l.socket.fd >= 0) close(l.socket.fd);
   }
@@ -404,29 +395,29 @@ void Server::Impl::ArmAccept(uint32_t index) {
   } else {
     io_uring_prep_accept(sqe, l.socket.fd, nullptr, nullptr, SOCK_CLOEXEC);
   }
-  io_uring_sqe_set_data64(sqe, Pack(kAccept, index, 0));
+  io_uring_sqe_set_data64(sqe, Connections::MakeTag(index, 0, kAccept));
   l.armed = true;
 }
 
 void Server::Impl::ArmSignal() {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_read(sqe, signal_fd_, &siginfo_, sizeof(siginfo_), 0);
-  io_uring_sqe_set_data64(sqe, Pack(kSignal, 0, 0));
+  io_uring_sqe_set_data64(sqe, Connections::MakeTag(0, 0, kSignal));
 }
 
 void Server::Impl::ArmRecv(uint32_t slot) {
-  Connection& c = *slots_[slot].conn;
+  Connection& c = *conns_.Get(slot);
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_recv(sqe, c.fd, c.buffer.get(), options_.recv_buffer_size, 0);
-  io_uring_sqe_set_data64(sqe, Pack(kRecv, slot, slots_[slot].generation));
+  io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kRecv));
 }
 
 void Server::Impl::ArmSend(uint32_t slot) {
-  Connection& c = *slots_[slot].conn;
+  Connection& c = *conns_.Get(slot);
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_send(sqe, c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent,
                      MSG_NOSIGNAL);
-  io_uring_sqe_set_data64(sqe, Pack(kSend, slot, slots_[slot].generation));
+  io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kSend));
 }
 
 void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
@@ -461,18 +452,10 @@ void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
   // Replies go out once per input; Nagle would hold one back behind a delayed ACK.
   setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-  uint32_t slot;
-  if (!free_slots_.empty()) {
-    slot = free_slots_.back();
-    free_slots_.pop_back();
-  } else {
-    slot = static_cast<uint32_t>(slots_.size());
-    slots_.emplace_back();
-  }
-  Slot& s = slots_[slot];
-  s.conn = std::make_unique<Connection>(options_.session, options_.recv_buffer_size);
-  s.conn->fd = res;
-  s.conn->listener = index;
+  const uint32_t slot = conns_.Acquire(options_.session, options_.recv_buffer_size);
+  Connection& conn = *conns_.Get(slot);
+  conn.fd = res;
+  conn.listener = index;
 
   ++stats_.sessions;
   ++stats_.connections;
@@ -481,12 +464,12 @@ void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
   ++l.stats.connections;
   l.stats.peak_connections = std::max(l.stats.peak_connections, l.stats.connections);
 
-  s.conn->session.Start(&s.conn->out);
+  conn.session.Start(&conn.out);
   ArmSend(slot);
 }
 
 void Server::Impl::OnRecv(uint32_t slot, int res) {
-  Connection& c = *slots_[slot].conn;
+  Connection& c = *conns_.Get(slot);
   if (res == -EINTR || res == -EAGAIN) {
     ArmRecv(slot);
     return;
@@ -518,7 +501,7 @@ void Server::Impl::OnRecv(uint32_t slot, int res) {
 }
 
 void Server::Impl::OnSend(uint32_t slot, int res) {
-  Connection& c = *slots_[slot].conn;
+  Connection& c = *conns_.Get(slot);
   if (res == -EINTR || res == -EAGAIN) {
     ArmSend(slot);
     return;
@@ -548,12 +531,10 @@ void Server::Impl::OnSend(uint32_t slot, int res) {
 // CloseConnection - close and free a connection. Invariant: it has no operation in
 // flight (each connection has at most one, and it is this completion's).
 void Server::Impl::CloseConnection(uint32_t slot) {
-  Slot& s = slots_[slot];
-  Listener& l = listeners_[s.conn->listener];
-  close(s.conn->fd);
-  s.conn.reset();
-  ++s.generation;
-  free_slots_.push_back(slot);
+  Connection& c = *conns_.Get(slot);
+  Listener& l = listeners_[c.listener];
+  close(c.fd);
+  conns_.Release(slot);
   --stats_.connections;
   --l.stats.connections;
   // A descriptor came free: a listener paused for lack of them may go on.
@@ -624,8 +605,8 @@ absl::Status Server::Impl::Run() {
       io_uring_cq_advance(&ring_, n);
       for (unsigned i = 0; i < n; ++i) {
         const Done& d = done[i];
-        const Op op = OpOf(d.data);
-        const uint32_t slot = SlotOf(d.data);
+        const auto op = static_cast<Op>(Connections::OpOf(d.data));
+        const uint32_t slot = Connections::SlotOf(d.data);
         switch (op) {
           case kAccept:
             OnAccept(slot, d.res, d.flags);
@@ -639,8 +620,7 @@ absl::Status Server::Impl::Run() {
             break;
           case kRecv:
           case kSend:
-            if (slot >= slots_.size() || slots_[slot].conn == nullptr ||
-                slots_[slot].generation != GenerationOf(d.data)) {
+            if (conns_.Find(d.data) == nullptr) {
               ++stale_completions_;
               break;
             }
