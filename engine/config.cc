@@ -115,6 +115,8 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
              return GetIntInto(src, n, k, 1, 10000, &s.max_connections_per_destination); }},
           {"max_messages_per_connection", [&](auto& n, auto k) {
              return GetIntInto(src, n, k, 1, 1000000, &s.max_messages_per_connection); }},
+          {"max_recipients_per_transaction", [&](auto& n, auto k) {
+             return GetIntInto(src, n, k, 1, 1000, &s.max_recipients_per_transaction); }},
           {"max_reply_line", [&](auto& n, auto k) {
              return GetIntInto(src, n, k, 512, 1 << 20, &s.max_reply_line); }},
       });

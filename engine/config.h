@@ -42,6 +42,10 @@ struct SmtpConfig {
   int max_connections_per_destination = 20;
   // Messages sent over one connection before it is closed. Default: 1000.
   int max_messages_per_connection = 1000;
+  // Recipients of one domain sent in one transaction when a job's message is
+  // the same for every recipient (a personalised job sends one per
+  // transaction). RFC 5321 4.5.3.1.8 requires servers to take 100. Default: 100.
+  int max_recipients_per_transaction = 100;
   // Longest reply line accepted (RFC 5321 allows 512). Default: 4096.
   int max_reply_line = 4096;
 };

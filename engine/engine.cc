@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/slot_table.h"
@@ -38,6 +39,7 @@
 #include "dns/routes.h"
 #include "engine/intake.h"
 #include "engine/reactor/ring.h"
+#include "engine/ready_queue.h"
 #include "engine/retry.h"
 #include "engine/smtp/client.h"
 #include "metrics/delivery_log.h"
@@ -65,6 +67,9 @@ struct Job {
   queue::JobHeader header;
   std::unique_ptr<queue::Template> tpl;
   std::string cursor;      // last key taken; the next scan starts after it
+  // The message (and MAIL FROM) is the same for every recipient: recipients of
+  // one domain may share a transaction.
+  bool shared_message = false;
   size_t in_flight = 0;
   absl::Time deadline;     // queued_at + max_age, or the job's expires
 };
@@ -89,14 +94,14 @@ struct Conn {
   bool send_in_flight = false;
   bool session_ready = false;
   bool closing = false;        // shut down; freed when pending_ops reaches 0
-  Work* current = nullptr;     // the transaction under way
+  std::vector<Work*> current;  // the transaction under way, one per recipient
   int messages = 0;
   absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct Destination {
   const dns::Destination* where = nullptr;
-  std::deque<Work*> ready;
+  ReadyQueue<Work*> ready;
   std::vector<Conn*> idle;
   int connections = 0;         // open or opening
   int sessions_starting = 0;   // not yet through EHLO
@@ -119,6 +124,7 @@ class Shard {
   void OnCompletion(uint64_t tag, int result);
   void Drain(Conn* c);
   void AssignNext(Conn* c);
+  void PushReady(Destination* d, Work* w, bool front);
   void FlushOutput(Conn* c);
   void SetDeadline(Conn* c, absl::Time now);
   // Kick - after acting on a connection outside Drain: send what the client
@@ -180,6 +186,8 @@ absl::Status Shard::LoadJob(const queue::JobRecord& record) {
     return absl::DataLossError(absl::StrCat("job \"", record.id, "\": ", tpl.status().message()));
   }
   job->tpl = std::make_unique<queue::Template>(*std::move(tpl));
+  job->shared_message = job->tpl->variables().empty() &&
+                        job->header.return_path.find("{{") == std::string::npos;
   job->deadline = record.queued_at + config_.retry.max_age;
   if (job->header.expires && *job->header.expires < job->deadline) {
     job->deadline = *job->header.expires;
@@ -269,7 +277,7 @@ absl::Status Shard::Refill(absl::Time now) {
         d = std::make_unique<Destination>();
         d->where = where;
       }
-      d->ready.push_back(w);
+      PushReady(d.get(), w, /*front=*/false);
     }
   }
   for (uint32_t job_no : finished) {
@@ -290,6 +298,8 @@ void Shard::Dispatch(absl::Time now) {
       Kick(c);
     }
     // Open more connections while there is work nobody is about to take.
+    // (Counting recipients, not transactions: an over-estimate that only opens
+    // connections sooner, within the limit.)
     while (!stopping_ && static_cast<size_t>(d->sessions_starting) < d->ready.size() &&
            d->connections < config_.smtp.max_connections_per_destination) {
       OpenConnection(d.get(), now);
@@ -390,15 +400,31 @@ void Shard::Drain(Conn* c) {
       --c->dest->sessions_starting;
       AssignNext(c);
     } else if (auto* done = std::get_if<smtp::TransactionDone>(&ev)) {
-      Work* w = c->current;
-      c->current = nullptr;
-      VOLLEY_CHECK(w != nullptr && done->rcpt_outcomes.size() == 1,
-                   "a transaction result without its recipient");
-      const smtp::Outcome& o = done->rcpt_outcomes[0];
-      switch (o.kind) {
-        case smtp::Outcome::Kind::kAccepted: Finish(w, "delivered", o, c->dest); break;
-        case smtp::Outcome::Kind::kPermanent: Finish(w, "bounced", o, c->dest); break;
-        case smtp::Outcome::Kind::kTransient: Defer(w, o, c->dest); break;
+      std::vector<Work*> works = std::exchange(c->current, {});
+      VOLLEY_CHECK(!works.empty() && done->rcpt_outcomes.size() == works.size(),
+                   "a transaction result that does not match its recipients");
+      bool any_accepted = false;
+      for (const smtp::Outcome& o : done->rcpt_outcomes) {
+        any_accepted |= o.kind == smtp::Outcome::Kind::kAccepted;
+      }
+      for (size_t i = 0; i < works.size(); ++i) {
+        Work* w = works[i];
+        const smtp::Outcome& o = done->rcpt_outcomes[i];
+        switch (o.kind) {
+          case smtp::Outcome::Kind::kAccepted: Finish(w, "delivered", o, c->dest); break;
+          case smtp::Outcome::Kind::kPermanent: Finish(w, "bounced", o, c->dest); break;
+          case smtp::Outcome::Kind::kTransient:
+            // 452 to RCPT: too many recipients for this transaction (RFC 5321
+            // 4.5.3.1.10). When others got through, the rest go in the next
+            // transaction, not counted as an attempt; when none did, the server
+            // means "later", and that is a deferral.
+            if (any_accepted && o.stage == smtp::Stage::kRcpt && o.code == 452) {
+              PushReady(c->dest, w, /*front=*/true);
+            } else {
+              Defer(w, o, c->dest);
+            }
+            break;
+        }
       }
       ++c->messages;
       AssignNext(c);
@@ -428,16 +454,33 @@ void Shard::AssignNext(Conn* c) {
     d->idle.push_back(c);
     return;
   }
-  Work* w = d->ready.front();
-  d->ready.pop_front();
+  std::vector<Work*> works = d->ready.Take();
+  const Work* first = works.front();
   smtp::Envelope env;
-  env.id = w->entry.line;
-  env.mail_from = queue::RenderReturnPath(w->job->header, w->rcpt);
-  env.rcpts.push_back(w->rcpt.to);
-  env.content = queue::RenderMessage(w->job->header, *w->job->tpl, w->rcpt);
+  env.id = first->entry.line;
+  // One group shares a job and a domain, and only a job whose message is the
+  // same for all recipients has groups larger than one: the first recipient's
+  // rendering is everyone's.
+  env.mail_from = queue::RenderReturnPath(first->job->header, first->rcpt);
+  env.content = queue::RenderMessage(first->job->header, *first->job->tpl, first->rcpt);
+  for (const Work* w : works) env.rcpts.push_back(w->rcpt.to);
   const absl::Status st = c->client->StartTransaction(std::move(env));
   VOLLEY_CHECK(st.ok(), "StartTransaction on a connection that said it was idle");
-  c->current = w;
+  c->current = std::move(works);
+}
+
+void Shard::PushReady(Destination* d, Work* w, bool front) {
+  std::string group = absl::StrCat(w->job->record.job_no);
+  size_t limit = 1;
+  if (w->job->shared_message) {
+    absl::StrAppend(&group, "/", absl::AsciiStrToLower(base::Sv(DomainOf(w->rcpt.to))));
+    limit = static_cast<size_t>(config_.smtp.max_recipients_per_transaction);
+  }
+  if (front) {
+    d->ready.PushFront(group, limit, w);
+  } else {
+    d->ready.Push(group, limit, w);
+  }
 }
 
 void Shard::FlushOutput(Conn* c) {
@@ -468,7 +511,7 @@ void Shard::SetDeadline(Conn* c, absl::Time now) {
     case smtp::Wait::kDataDone: c->deadline = now + s.data_done_timeout; break;
     case smtp::Wait::kQuit: c->deadline = now + s.quit_timeout; break;
     case smtp::Wait::kNone:
-      c->deadline = c->current == nullptr ? now + s.idle_timeout : absl::InfiniteFuture();
+      c->deadline = c->current.empty() ? now + s.idle_timeout : absl::InfiniteFuture();
       break;
   }
 }
@@ -486,7 +529,7 @@ void Shard::CloseConn(Conn* c) {
 
 void Shard::MaybeFree(Conn* c) {
   if (!c->closing || c->pending_ops > 0) return;
-  VOLLEY_CHECK(c->current == nullptr, "a connection freed with a transaction under way");
+  VOLLEY_CHECK(c->current.empty(), "a connection freed with a transaction under way");
   ::close(c->fd);
   --c->dest->connections;
   --open_conns_;
@@ -494,11 +537,7 @@ void Shard::MaybeFree(Conn* c) {
 }
 
 void Shard::FailDestination(Destination* d, const smtp::Outcome& why) {
-  while (!d->ready.empty()) {
-    Work* w = d->ready.front();
-    d->ready.pop_front();
-    Defer(w, why, d);
-  }
+  for (Work* w : d->ready.TakeAll()) Defer(w, why, d);
 }
 
 void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& o,
@@ -622,7 +661,7 @@ absl::Status Shard::Run() {
       if (!c.closing && now_ >= c.deadline) late.push_back(&c);
     });
     for (Conn* c : late) {
-      if (c->client->waiting_for() == smtp::Wait::kNone && c->current == nullptr) {
+      if (c->client->waiting_for() == smtp::Wait::kNone && c->current.empty()) {
         // Idle too long: say goodbye.
         auto& idle = c->dest->idle;
         idle.erase(std::remove(idle.begin(), idle.end(), c), idle.end());
@@ -638,12 +677,11 @@ absl::Status Shard::Run() {
   }
   // Work never started stays in the queue as it is; just let go of it.
   for (auto& [name, d] : destinations_) {
-    for (Work* w : d->ready) delete w;
-    d->ready.clear();
+    for (Work* w : d->ready.TakeAll()) delete w;
   }
   conns_.ForEach([](uint32_t, Conn& c) {
-    delete c.current;
-    c.current = nullptr;
+    for (Work* w : c.current) delete w;
+    c.current.clear();
     ::close(c.fd);
   });
   return Commit();

@@ -3,7 +3,7 @@
 //
 // SYNOPSIS
 //   volley-sink [--listen HOST:PORT ...] [--stats FILE] [--hostname NAME]
-//               [--record FILE]
+//               [--record FILE] [--max-recipients N]
 //
 // DESCRIPTION
 //   volley-sink answers SMTP (with PIPELINING and CHUNKING) on each --listen
@@ -25,6 +25,9 @@
 //   --record FILE (none)
 //       Append one JSON line per accepted message: {"from","rcpts":[...],"bytes"}.
 //       Written at least every second and at exit.
+//   --max-recipients N (1000)
+//       Recipients per transaction; RCPT past N gets 452 4.5.3 (too many
+//       recipients), as real servers answer. 1..100000.
 //
 // DIAGNOSTICS
 //   Exit status 0 after a signal, 1 on a runtime failure, 2 on bad usage.
@@ -35,6 +38,7 @@
 #include <sys/resource.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -45,7 +49,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: volley-sink [--listen HOST:PORT ...] [--stats FILE] [--hostname NAME] "
-    "[--record FILE]\n";
+    "[--record FILE] [--max-recipients N]\n";
 
 // RaiseFileLimit - allow as many descriptors as the hard limit: thousands of
 // connections need more than the usual soft limit of 1024.
@@ -87,6 +91,15 @@ int main(int argc, char** argv) {
       options.session.hostname = value;
     } else if (name == "--record") {
       options.record_path = value;
+    } else if (name == "--max-recipients") {
+      char* end = nullptr;
+      const unsigned long n = std::strtoul(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || n < 1 || n > 100000) {
+        std::fprintf(stderr, "volley-sink: --max-recipients must be 1..100000, not \"%s\"\n",
+                     value.c_str());
+        return 2;
+      }
+      options.session.max_recipients = n;
     } else {
       std::fprintf(stderr, "volley-sink: unknown option %.*s\n%s",
                    static_cast<int>(name.size()), name.data(), kUsage);

@@ -17,6 +17,7 @@ TEST(ParseConfig, EmptyTextGivesTheDocumentedDefaults) {
   EXPECT_EQ(c->queue_dir, "var/queue");
   EXPECT_EQ(c->log_dir, "var/log");
   EXPECT_EQ(c->smtp.port, 25);
+  EXPECT_EQ(c->smtp.max_recipients_per_transaction, 100);
   EXPECT_FALSE(c->smtp.ehlo_name.empty());
   ASSERT_EQ(c->routes.size(), 1u);
   EXPECT_EQ(c->routes[0].first, "*");
@@ -45,6 +46,7 @@ quit_timeout = "500ms"
 idle_timeout = "2s"
 max_connections_per_destination = 7
 max_messages_per_connection = 9
+max_recipients_per_transaction = 50
 max_reply_line = 1024
 [routes]
 "a.test" = "127.0.0.2:25"
@@ -72,6 +74,7 @@ listen = "127.0.0.1:9999"
   EXPECT_EQ(c->smtp.quit_timeout, absl::Milliseconds(500));
   EXPECT_EQ(c->smtp.max_connections_per_destination, 7);
   EXPECT_EQ(c->smtp.max_messages_per_connection, 9);
+  EXPECT_EQ(c->smtp.max_recipients_per_transaction, 50);
   EXPECT_EQ(c->smtp.max_reply_line, 1024);
   // The table replaces the default route (order carries no meaning).
   EXPECT_THAT(c->routes, ::testing::UnorderedElementsAre(
@@ -94,6 +97,8 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
   const Case cases[] = {
       {"[smtp]\nprot = 25\n", "v.toml:2: smtp.prot: unknown key"},
       {"[smtp]\nport = 0\n", "v.toml:2: smtp.port: must be 1..65535"},
+      {"[smtp]\nmax_recipients_per_transaction = 1001\n",
+       "v.toml:2: smtp.max_recipients_per_transaction: must be 1..1000"},
       {"[smtp]\nport = \"25\"\n", "v.toml:2: smtp.port: must be an integer"},
       {"\n\n[retry]\ninitial = \"5 minutes\"\n", "v.toml:4: retry.initial: \"5 minutes\" is not a duration"},
       {"[retry]\ninitial = 300\n", "v.toml:2: retry.initial: must be a duration string"},

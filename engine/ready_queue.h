@@ -1,0 +1,114 @@
+// ready_queue.h - recipients waiting for a connection to one destination
+//
+// SYNOPSIS
+//   ReadyQueue<Work*> q;
+//   q.Push("7/example.test", 100, w);    // group key, recipients per transaction
+//   std::vector<Work*> batch = q.Take(); // the next group's turn: up to its limit
+//   q.PushFront("7/example.test", 100, w);  // back to the head of its group
+//
+// DESCRIPTION
+//   Items wait in groups: one group holds what may share one SMTP transaction
+//   (one job's recipients at one domain when the job's message is the same for
+//   all), or what must go one per transaction (a personalised job: its limit is
+//   1). Groups take turns, round robin, so jobs that share a destination share
+//   its connections instead of queueing behind one another. PushFront serves a
+//   recipient the server asked to send in a next transaction (452 to RCPT)
+//   before anything else of its group, and puts the group first in line.
+//
+// CONTRACT
+//   Not thread-safe (one shard). Items are moved in and out, never copied.
+#ifndef VOLLEY_ENGINE_READY_QUEUE_H_
+#define VOLLEY_ENGINE_READY_QUEUE_H_
+
+#include <cstddef>
+#include <deque>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "base/strings.h"
+
+namespace volley::engine {
+
+template <typename Item>
+class ReadyQueue {
+ public:
+  void Push(std::string_view group, size_t limit, Item item) {
+    Group& g = FindOrAdd(group, limit, /*first=*/false);
+    g.items.push_back(std::move(item));
+    ++size_;
+  }
+
+  void PushFront(std::string_view group, size_t limit, Item item) {
+    Group& g = FindOrAdd(group, limit, /*first=*/true);
+    g.items.push_front(std::move(item));
+    ++size_;
+  }
+
+  // Take - the group whose turn it is gives up to its limit of items, in order;
+  // empty when nothing waits.
+  std::vector<Item> Take() {
+    std::vector<Item> out;
+    if (turns_.empty()) return out;
+    std::string key = std::move(turns_.front());
+    turns_.pop_front();
+    auto it = groups_.find(key);
+    Group& g = it->second;
+    while (!g.items.empty() && out.size() < g.limit) {
+      out.push_back(std::move(g.items.front()));
+      g.items.pop_front();
+    }
+    size_ -= out.size();
+    if (g.items.empty()) {
+      groups_.erase(it);
+    } else {
+      turns_.push_back(std::move(key));
+    }
+    return out;
+  }
+
+  // TakeAll - everything, emptying the queue.
+  std::vector<Item> TakeAll() {
+    std::vector<Item> out;
+    out.reserve(size_);
+    for (const std::string& key : turns_) {
+      for (Item& item : groups_.at(key).items) out.push_back(std::move(item));
+    }
+    groups_.clear();
+    turns_.clear();
+    size_ = 0;
+    return out;
+  }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  struct Group {
+    size_t limit = 1;
+    std::deque<Item> items;
+  };
+
+  Group& FindOrAdd(std::string_view group, size_t limit, bool first) {
+    auto [it, added] = groups_.try_emplace(base::Sv(group));
+    if (added) {
+      it->second.limit = limit < 1 ? 1 : limit;
+      if (first) {
+        turns_.emplace_front(group);
+      } else {
+        turns_.emplace_back(group);
+      }
+    }
+    return it->second;
+  }
+
+  absl::flat_hash_map<std::string, Group> groups_;
+  std::deque<std::string> turns_;  // each waiting group once, in turn order
+  size_t size_ = 0;
+};
+
+}  // namespace volley::engine
+
+#endif  // VOLLEY_ENGINE_READY_QUEUE_H_

@@ -1,0 +1,53 @@
+#include "engine/ready_queue.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace volley::engine {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+TEST(ReadyQueue, GroupsTakeTurnsUpToTheirLimit) {
+  ReadyQueue<int> q;
+  for (int i = 0; i < 5; ++i) q.Push("big/a.test", 2, i);
+  q.Push("small", 1, 100);
+  q.Push("small", 1, 101);
+  EXPECT_EQ(q.size(), 7u);
+  EXPECT_THAT(q.Take(), ElementsAre(0, 1));
+  EXPECT_THAT(q.Take(), ElementsAre(100));  // the other group's turn
+  EXPECT_THAT(q.Take(), ElementsAre(2, 3));
+  EXPECT_THAT(q.Take(), ElementsAre(101));
+  EXPECT_THAT(q.Take(), ElementsAre(4));
+  EXPECT_TRUE(q.empty());
+  EXPECT_THAT(q.Take(), IsEmpty());
+}
+
+TEST(ReadyQueue, PushFrontGoesFirstInItsGroupAndTheGroupGoesFirst) {
+  ReadyQueue<int> q;
+  q.Push("x", 3, 1);
+  q.Push("y", 3, 2);
+  q.PushFront("z", 3, 9);   // a new group pushed to the front takes the next turn
+  EXPECT_THAT(q.Take(), ElementsAre(9));
+  q.PushFront("y", 3, 8);   // an existing group keeps its place in line
+  EXPECT_THAT(q.Take(), ElementsAre(1));
+  EXPECT_THAT(q.Take(), ElementsAre(8, 2));
+}
+
+TEST(ReadyQueue, TakeAllEmptiesEverything) {
+  ReadyQueue<std::string> q;
+  q.Push("a", 5, "1");
+  q.Push("b", 5, "2");
+  q.Push("a", 5, "3");
+  EXPECT_THAT(q.TakeAll(), ElementsAre("1", "3", "2"));
+  EXPECT_TRUE(q.empty());
+  q.Push("a", 0, "4");  // a zero limit still lets one through
+  EXPECT_THAT(q.Take(), ElementsAre("4"));
+}
+
+}  // namespace
+}  // namespace volley::engine
