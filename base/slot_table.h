@@ -85,6 +85,13 @@ class SlotTable {
     return slot < entries_.size() ? entries_[slot].value.get() : nullptr;
   }
 
+  // at - the occupant of a slot known to be occupied (aborts otherwise).
+  T& at(uint32_t slot) const {
+    T* value = Get(slot);
+    VOLLEY_CHECK(value != nullptr, "use of a free slot");
+    return *value;
+  }
+
   // ForEach - f(slot, T&) for every occupied slot. f may not Acquire or Release.
   template <typename F>
   void ForEach(F&& f) const {

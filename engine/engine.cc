@@ -317,7 +317,7 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   const uint32_t slot = conns_.Acquire();
-  Conn* c = conns_.Get(slot);
+  Conn* c = &conns_.at(slot);
   c->slot = slot;
   c->fd = fd;
   c->dest = d;

@@ -406,14 +406,14 @@ void Server::Impl::ArmSignal() {
 }
 
 void Server::Impl::ArmRecv(uint32_t slot) {
-  Connection& c = *conns_.Get(slot);
+  Connection& c = conns_.at(slot);
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_recv(sqe, c.fd, c.buffer.get(), options_.recv_buffer_size, 0);
   io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kRecv));
 }
 
 void Server::Impl::ArmSend(uint32_t slot) {
-  Connection& c = *conns_.Get(slot);
+  Connection& c = conns_.at(slot);
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_send(sqe, c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent,
                      MSG_NOSIGNAL);
@@ -453,7 +453,7 @@ void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
   setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
   const uint32_t slot = conns_.Acquire(options_.session, options_.recv_buffer_size);
-  Connection& conn = *conns_.Get(slot);
+  Connection& conn = conns_.at(slot);
   conn.fd = res;
   conn.listener = index;
 
@@ -469,7 +469,7 @@ void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
 }
 
 void Server::Impl::OnRecv(uint32_t slot, int res) {
-  Connection& c = *conns_.Get(slot);
+  Connection& c = conns_.at(slot);
   if (res == -EINTR || res == -EAGAIN) {
     ArmRecv(slot);
     return;
@@ -501,7 +501,7 @@ void Server::Impl::OnRecv(uint32_t slot, int res) {
 }
 
 void Server::Impl::OnSend(uint32_t slot, int res) {
-  Connection& c = *conns_.Get(slot);
+  Connection& c = conns_.at(slot);
   if (res == -EINTR || res == -EAGAIN) {
     ArmSend(slot);
     return;
@@ -531,7 +531,7 @@ void Server::Impl::OnSend(uint32_t slot, int res) {
 // CloseConnection - close and free a connection. Invariant: it has no operation in
 // flight (each connection has at most one, and it is this completion's).
 void Server::Impl::CloseConnection(uint32_t slot) {
-  Connection& c = *conns_.Get(slot);
+  Connection& c = conns_.at(slot);
   Listener& l = listeners_[c.listener];
   close(c.fd);
   conns_.Release(slot);

@@ -37,6 +37,7 @@ TEST(SlotTable, TagsOutOfRangeAndCounts) {
   EXPECT_EQ(t.live(), 1u);
   EXPECT_EQ(t.Get(x), nullptr);
   ASSERT_NE(t.Get(y), nullptr);
+  EXPECT_EQ(t.at(y), 2);
   EXPECT_EQ(SlotTable<int>::SlotOf(t.Tag(y, 9)), y);
 }
 
