@@ -23,7 +23,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <memory>
 #include <random>
@@ -148,6 +147,7 @@ class Shard {
   void Expire(Work* w);
   absl::Status Commit();
   void PostIntakeRead();
+  void TakeReadyJobs();
 
   const Config& config_;
   queue::Queue* queue_;
@@ -156,12 +156,14 @@ class Shard {
   ReadyJobs* ready_jobs_;
   const std::atomic<bool>* stop_;
   std::mt19937_64 rng_;
-  Ring ring_;
 
   std::map<uint32_t, std::unique_ptr<Job>> jobs_;  // by job number
   uint32_t refill_from_ = 0;  // the job number the next refill starts at
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
   base::SlotTable<Conn> conns_;
+  // Declared after conns_ so that it is destroyed first: tearing the ring down
+  // cancels the operations still pointing into connections' buffers.
+  Ring ring_;
   size_t in_flight_ = 0;
   size_t open_conns_ = 0;
   std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
@@ -213,6 +215,7 @@ smtp::Outcome MakeOutcome(smtp::Outcome::Kind kind, int code, std::string enhanc
 }
 
 absl::Status Shard::Refill(absl::Time now) {
+  TakeReadyJobs();
   const size_t window = static_cast<size_t>(config_.delivery.window);
   std::vector<uint32_t> finished;
   std::vector<queue::QueuedRecipient> taken;
@@ -295,7 +298,11 @@ void Shard::Dispatch(absl::Time now) {
       Conn* c = d->idle.back();
       d->idle.pop_back();
       AssignNext(c);
-      Kick(c);
+      // The client may already have decided the transaction without sending a
+      // byte (over the server's SIZE, no SMTPUTF8): collect that now, or the
+      // connection would wait for a reply nobody is going to send.
+      Drain(c);
+      MaybeFree(c);
     }
     // Open more connections while there is work nobody is about to take.
     // (Counting recipients, not transactions: an over-estimate that only opens
@@ -338,11 +345,13 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
 void Shard::OnCompletion(uint64_t tag, int result) {
   const auto op = static_cast<Op>(base::SlotTable<Conn>::OpOf(tag));
   if (op == kOpIntakeEvent) {
-    for (const std::string& id : ready_jobs_->TakeAll()) {
-      auto record = queue_->FindJob(id);
-      absl::Status st = record.ok() ? absl::OkStatus() : record.status();
-      if (st.ok() && record->has_value()) st = LoadJob(**record);
-      if (!st.ok()) std::fprintf(stderr, "volleyd: %s\n", std::string(st.message()).c_str());
+    TakeReadyJobs();
+    if (result < 0 && result != -EINTR && result != -EAGAIN) {
+      // Reading the eventfd failed: do not spin on it. Refill looks in the
+      // mailbox every turn anyway; this read only makes new jobs start sooner.
+      std::fprintf(stderr, "volleyd: intake wake-up read failed: %s; polling instead\n",
+                   std::strerror(-result));
+      return;
     }
     PostIntakeRead();
     return;
@@ -403,6 +412,7 @@ void Shard::Drain(Conn* c) {
       std::vector<Work*> works = std::exchange(c->current, {});
       VOLLEY_CHECK(!works.empty() && done->rcpt_outcomes.size() == works.size(),
                    "a transaction result that does not match its recipients");
+      std::vector<Work*> next_transaction;
       bool any_accepted = false;
       for (const smtp::Outcome& o : done->rcpt_outcomes) {
         any_accepted |= o.kind == smtp::Outcome::Kind::kAccepted;
@@ -419,12 +429,16 @@ void Shard::Drain(Conn* c) {
             // transaction, not counted as an attempt; when none did, the server
             // means "later", and that is a deferral.
             if (any_accepted && o.stage == smtp::Stage::kRcpt && o.code == 452) {
-              PushReady(c->dest, w, /*front=*/true);
+              next_transaction.push_back(w);
             } else {
               Defer(w, o, c->dest);
             }
             break;
         }
+      }
+      // Pushed to the front in reverse, so they keep their order.
+      for (auto it = next_transaction.rbegin(); it != next_transaction.rend(); ++it) {
+        PushReady(c->dest, *it, /*front=*/true);
       }
       ++c->messages;
       AssignNext(c);
@@ -446,6 +460,9 @@ void Shard::Drain(Conn* c) {
 
 void Shard::AssignNext(Conn* c) {
   Destination* d = c->dest;
+  // A session that just ended (TransactionDone comes before SessionClosed) or
+  // is already saying goodbye takes no new work.
+  if (!c->client->idle()) return;
   if (stopping_ || c->messages >= config_.smtp.max_messages_per_connection) {
     c->client->Quit();
     return;
@@ -464,8 +481,13 @@ void Shard::AssignNext(Conn* c) {
   env.mail_from = queue::RenderReturnPath(first->job->header, first->rcpt);
   env.content = queue::RenderMessage(first->job->header, *first->job->tpl, first->rcpt);
   for (const Work* w : works) env.rcpts.push_back(w->rcpt.to);
-  const absl::Status st = c->client->StartTransaction(std::move(env));
-  VOLLEY_CHECK(st.ok(), "StartTransaction on a connection that said it was idle");
+  if (absl::Status st = c->client->StartTransaction(std::move(env)); !st.ok()) {
+    // The client refused (e.g. bytes arrived on the idle connection, which ends
+    // the session as a protocol error): the work goes back first in line for
+    // another connection, untouched.
+    for (auto it = works.rbegin(); it != works.rend(); ++it) PushReady(d, *it, /*front=*/true);
+    return;
+  }
   c->current = std::move(works);
 }
 
@@ -607,6 +629,15 @@ absl::Status Shard::Commit() {
   RETURN_IF_ERROR(queue_->Apply(*batch_));
   batch_ = queue_->NewOutcomeBatch();
   return absl::OkStatus();
+}
+
+void Shard::TakeReadyJobs() {
+  for (const std::string& id : ready_jobs_->TakeAll()) {
+    auto record = queue_->FindJob(id);
+    absl::Status st = record.ok() ? absl::OkStatus() : record.status();
+    if (st.ok() && record->has_value()) st = LoadJob(**record);
+    if (!st.ok()) std::fprintf(stderr, "volleyd: %s\n", std::string(st.message()).c_str());
+  }
 }
 
 void Shard::PostIntakeRead() {

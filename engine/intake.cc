@@ -59,6 +59,10 @@ void IntakeThread::ScanOnce() {
                    static_cast<unsigned long long>(result->rejected),
                    result->resumed ? ", resumed after a crash" : "",
                    absl::ToDoubleSeconds(absl::Now() - start));
+      if (!result->warning.empty()) {
+        std::fprintf(stderr, "volleyd: intake: job \"%s\" is queued, but: %s\n",
+                     result->job.c_str(), result->warning.c_str());
+      }
       ready_->Push(result->job);
     } else if (absl::IsInvalidArgument(result.status())) {
       std::fprintf(stderr, "volleyd: intake: refused: %s\n",

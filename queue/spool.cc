@@ -212,8 +212,10 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   ASSIGN_OR_RETURN(std::optional<JobRecord> existing, queue.FindJob(header->id));
   JobRecord job;
   if (existing.has_value()) {
-    if (existing->state != JobState::kLoading && existing->source == source) {
-      // A crash came between the commit and the move: the job is this file's.
+    // The job's own file (same inode and the same header line) is back: a crash
+    // came between the commit and the move, or during the intake itself.
+    const bool same_file = existing->source == source && existing->header_json == line;
+    if (existing->state != JobState::kLoading && same_file) {
       auto moved = MoveInto(path, accepted(), name);
       if (!moved.ok()) return moved.status();
       result.job_no = existing->job_no;
@@ -224,6 +226,13 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     if (existing->state != JobState::kLoading) {
       return refuse(1, absl::StrCat("job: \"", header->id,
                                     "\" was already accepted; a job id is accepted once"));
+    }
+    if (!same_file) {
+      // Another file with the id of a job whose intake a crash interrupted:
+      // taking it in would mix two recipient lists under one job.
+      return refuse(1, absl::StrCat("job: \"", header->id,
+                                    "\" is being taken in from another file; a job id is "
+                                    "accepted once"));
     }
     job = *std::move(existing);  // resume an intake a crash interrupted
     result.resumed = true;
@@ -302,8 +311,12 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     ::unlink(rejects_path.c_str());
   }
   RETURN_IF_ERROR(writer->Commit(result.accepted));
-  auto moved = MoveInto(path, accepted(), name);
-  if (!moved.ok()) return moved.status();
+  // From the commit on the job is queued, whatever happens to the file: a
+  // failed move is reported, not returned as a failed intake (the file, if it
+  // is still in incoming/, is recognised as this job's next time).
+  if (auto moved = MoveInto(path, accepted(), name); !moved.ok()) {
+    result.warning = std::string(moved.status().message());
+  }
   return result;
 }
 

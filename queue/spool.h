@@ -43,6 +43,8 @@ struct IntakeResult {
   uint64_t accepted = 0;   // recipients queued
   uint64_t rejected = 0;   // recipient lines skipped (see <job>.rejects.jsonl)
   bool resumed = false;    // a crash had interrupted an earlier intake of this job
+  // Set when the job was queued but the file could not be moved to accepted/.
+  std::string warning;
 };
 
 class Spool {

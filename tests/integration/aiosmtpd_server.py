@@ -113,6 +113,8 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--record", required=True, help="JSON lines file of accepted messages")
     p.add_argument("--rcpt-log", help="JSON lines file of every RCPT and its reply")
+    p.add_argument("--size-limit", type=int, default=33554432,
+                   help="message size limit, advertised as SIZE in the EHLO reply")
     args = p.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback or ipaddress.ip_address(args.host).version != 4:
         p.error("--host must be in 127.0.0.0/8")
@@ -125,7 +127,8 @@ def main():
     rcpt_log = JsonlWriter(args.rcpt_log)
     handler = OutcomeHandler(record, rcpt_log)
     controller = Controller(handler, hostname=args.host, port=args.port,
-                            server_hostname="aiosmtpd.test", ready_timeout=10.0)
+                            server_hostname="aiosmtpd.test", ready_timeout=10.0,
+                            data_size_limit=args.size_limit)
     try:
         controller.start()
     except Exception as e:

@@ -395,12 +395,63 @@ class PostfixSink:
         return self.proc.stop(15) if self.proc else None
 
 
+AIOSMTPD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aiosmtpd_server.py")
+
+
+class AiosmtpdServer:
+    """aiosmtpd_server.py on a free 127.0.0.1 port (retried like Sink)."""
+
+    def __init__(self, h, extra_args=()):
+        self.h = h
+        self.dir = h.mkdir("aiosmtpd")
+        self.record_path = os.path.join(self.dir, "messages.jsonl")
+        self.rcpt_log_path = os.path.join(self.dir, "rcpts.jsonl")
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.port = None
+
+    def start(self, attempts=3):
+        try:
+            import aiosmtpd  # noqa: F401  (only to fail early with a clear message)
+        except ImportError:
+            raise TestFailure("aiosmtpd is missing: run scripts/install-deps "
+                                      "(package python3-aiosmtpd)")
+        for _ in range(attempts):
+            self.port = free_port()
+            argv = [sys.executable, AIOSMTPD_SCRIPT, "--host", LOOPBACK,
+                    "--port", str(self.port), "--record", self.record_path,
+                    "--rcpt-log", self.rcpt_log_path] + self.extra_args
+            self.proc = Proc(self.h, "aiosmtpd", argv, cwd=self.dir)
+            want = "aiosmtpd_server listening on %s:%d" % (LOOPBACK, self.port)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and self.proc.alive():
+                with open(self.proc.output, errors="replace") as f:
+                    if want in f.read():
+                        log("aiosmtpd pid %d listening on %s:%d"
+                            % (self.proc.pid, LOOPBACK, self.port))
+                        return self
+                time.sleep(0.05)
+            self.proc.stop(5)
+            log("aiosmtpd did not come up on port %d; output:\n%s"
+                % (self.port, tail(self.proc.output)))
+        raise TestFailure("aiosmtpd_server.py did not start")
+
+    def messages(self):
+        return read_jsonl(self.record_path)
+
+    def rcpts(self):
+        return read_jsonl(self.rcpt_log_path)
+
+    def stop(self):
+        return self.proc.stop(15) if self.proc else None
+
+
 class Volleyd:
     """volleyd with a config file of its own and spool, queue and log under a fresh
     directory; the working directory is that directory too, so nothing leaks."""
 
     def __init__(self, h, route_port, name="volleyd", retry_initial="1s", retry_max="2s",
-                 max_age="3d", extra_config=""):
+                 max_age="3d", extra_config="", smtp_config=""):
         self.h = h
         self.binary = h.binary("engine/volleyd")
         self.dir = h.mkdir(name)
@@ -415,11 +466,11 @@ class Volleyd:
         with open(self.config, "w") as f:
             f.write(
                 '[paths]\nspool = "%s"\nqueue = "%s"\nlog = "%s"\n\n'
-                '[smtp]\nehlo_name = "volley-src.test"\n\n'
+                '[smtp]\nehlo_name = "volley-src.test"\n%s\n'
                 '[routes]\n"*" = "%s:%d"\n\n'
                 '[retry]\ninitial = "%s"\nmax = "%s"\nmax_age = "%s"\n\n'
                 '[metrics]\nlisten = "%s:%d"\n%s'
-                % (self.spool, self.queue, self.log_dir, LOOPBACK, route_port, retry_initial,
+                % (self.spool, self.queue, self.log_dir, smtp_config, LOOPBACK, route_port, retry_initial,
                    retry_max, max_age, LOOPBACK, self.metrics_port, extra_config))
         self.output = os.path.join(h.dir, "%s.out" % name)
         self.name = name

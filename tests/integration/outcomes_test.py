@@ -42,7 +42,6 @@ LATE_SLACK = 2.5
 STALE_TS = 0.05       # see the check of record times against the server's
 QUIET = 3.5           # longer than the longest retry interval (max 2s * 1.2)
 
-SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aiosmtpd_server.py")
 
 FIELDS = {"ts": str, "job": str, "line": int, "rcpt": str, "status": str, "code": int,
           "enhanced": str, "response": str, "host": str, "port": int, "attempt": int}
@@ -51,51 +50,6 @@ TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 ENHANCED_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 
-class AiosmtpdServer:
-    """aiosmtpd_server.py on a free 127.0.0.1 port (retried like harness.Sink)."""
-
-    def __init__(self, h):
-        self.h = h
-        self.dir = h.mkdir("aiosmtpd")
-        self.record_path = os.path.join(self.dir, "messages.jsonl")
-        self.rcpt_log_path = os.path.join(self.dir, "rcpts.jsonl")
-        self.proc = None
-        self.port = None
-
-    def start(self, attempts=3):
-        try:
-            import aiosmtpd  # noqa: F401  (only to fail early with a clear message)
-        except ImportError:
-            raise harness.TestFailure("aiosmtpd is missing: run scripts/install-deps "
-                                      "(package python3-aiosmtpd)")
-        for _ in range(attempts):
-            self.port = harness.free_port()
-            argv = [sys.executable, SERVER_SCRIPT, "--host", harness.LOOPBACK,
-                    "--port", str(self.port), "--record", self.record_path,
-                    "--rcpt-log", self.rcpt_log_path]
-            self.proc = harness.Proc(self.h, "aiosmtpd", argv, cwd=self.dir)
-            want = "aiosmtpd_server listening on %s:%d" % (harness.LOOPBACK, self.port)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and self.proc.alive():
-                with open(self.proc.output, errors="replace") as f:
-                    if want in f.read():
-                        log("aiosmtpd pid %d listening on %s:%d"
-                            % (self.proc.pid, harness.LOOPBACK, self.port))
-                        return self
-                time.sleep(0.05)
-            self.proc.stop(5)
-            log("aiosmtpd did not come up on port %d; output:\n%s"
-                % (self.port, harness.tail(self.proc.output)))
-        raise harness.TestFailure("aiosmtpd_server.py did not start")
-
-    def messages(self):
-        return harness.read_jsonl(self.record_path)
-
-    def rcpts(self):
-        return harness.read_jsonl(self.rcpt_log_path)
-
-    def stop(self):
-        return self.proc.stop(15) if self.proc else None
 
 
 def ts_seconds(ts):
@@ -154,7 +108,7 @@ def field_problems(r, line_of, port):
 
 
 def test(h):
-    server = AiosmtpdServer(h).start()
+    server = harness.AiosmtpdServer(h).start()
     d = h.volleyd(route_port=server.port, retry_initial="%ds" % RETRY_INITIAL,
                   retry_max="%ds" % RETRY_MAX, max_age="%ds" % MAX_AGE)
     d.start()

@@ -1,6 +1,7 @@
 // Intake of job files from a real spool folder into a real RocksDB queue.
 #include "queue/spool.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -163,6 +164,37 @@ TEST_F(SpoolTest, AFileLeftInIncomingAfterItsCommitIsNotQueuedTwice) {
   EXPECT_TRUE(again->resumed);
   EXPECT_TRUE(fs::exists(root_ / "spool/accepted/c.job"));
   EXPECT_EQ(Queued(first->job_no), 1u);
+}
+
+TEST_F(SpoolTest, AnInterruptedIntakeResumesOnlyFromItsOwnFile) {
+  const std::string text = Header("i") + "\n" + R"({"to":"a@d.test"})" "\n" +
+                           R"({"to":"b@d.test"})" "\n";
+  Drop("i.job", text);
+  struct stat st {};
+  ASSERT_EQ(::stat((root_ / "spool/incoming/i.job").c_str(), &st), 0);
+  const std::string source = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  // As if volleyd died during the intake of i.job: the job is loading (its
+  // recipient batch may or may not have reached RocksDB).
+  const absl::Time t = absl::Now();
+  auto job = queue_->BeginJob("i", Header("i"), source, t, t);
+  ASSERT_TRUE(job.ok()) << job.status();
+  {
+    auto w = queue_->NewIntakeWriter(*job);
+    ASSERT_TRUE(w->Add(2, EncodeRecipient(Recipient{"a@d.test", {}})).ok());
+  }
+  // Another file with the same job id must not be mixed into it.
+  Drop("other.job", Header("i") + "\n" + R"({"to":"z@d.test"})" "\n");
+  auto other = Intake("other.job");
+  ASSERT_FALSE(other.ok());
+  EXPECT_THAT(ReadFile(root_ / "spool/failed/other.job.error"),
+              HasSubstr("\"i\" is being taken in from another file"));
+  // The job's own file resumes it: every recipient once.
+  auto resumed = Intake("i.job");
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_TRUE(resumed->resumed);
+  EXPECT_EQ(resumed->accepted, 2u);
+  EXPECT_EQ(Queued(job->job_no), 2u);
+  EXPECT_TRUE(fs::exists(root_ / "spool/accepted/i.job"));
 }
 
 TEST_F(SpoolTest, OverlongRecipientLineIsRejectedNotStored) {
