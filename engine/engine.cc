@@ -59,6 +59,9 @@ constexpr size_t kTakeBatch = 512;
 // How long stopping waits for transactions under way before closing anyway.
 constexpr absl::Duration kStopGrace = absl::Seconds(10);
 constexpr absl::Duration kTick = absl::Milliseconds(100);
+// Refills of the window from the queue are at least this far apart: each costs
+// a RocksDB seek per job.
+constexpr absl::Duration kRefillInterval = absl::Milliseconds(10);
 
 
 struct Job {
@@ -118,6 +121,7 @@ class Shard {
  private:
   absl::Status LoadJob(const queue::JobRecord& record);
   absl::Status Refill(absl::Time now);
+  absl::StatusOr<size_t> TakeFromJob(Job* job, size_t want, absl::Time now);
   void Dispatch(absl::Time now);
   void OpenConnection(Destination* d, absl::Time now);
   void OnCompletion(uint64_t tag, int result);
@@ -159,6 +163,9 @@ class Shard {
 
   std::map<uint32_t, std::unique_ptr<Job>> jobs_;  // by job number
   uint32_t refill_from_ = 0;  // the job number the next refill starts at
+  // The last refill stopped with recipients possibly still due (the window
+  // filled, or a scan hit its batch size): refill again soon, not at the tick.
+  bool more_due_ = false;
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
   base::SlotTable<Conn> conns_;
   // Declared after conns_ so that it is destroyed first: tearing the ring down
@@ -214,75 +221,95 @@ smtp::Outcome MakeOutcome(smtp::Outcome::Kind kind, int code, std::string enhanc
   return o;
 }
 
+// TakeFromJob - up to `want` due recipients of `job` into the destinations'
+// ready queues (or straight to their outcome: expired, no route). Returns how
+// many the queue gave.
+absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now) {
+  std::vector<queue::QueuedRecipient> taken;
+  RETURN_IF_ERROR(queue_->TakeDue(job->record.job_no, job->cursor, now, want, &taken));
+  for (auto& entry : taken) {
+    job->cursor = entry.key;
+    auto rcpt = queue::DecodeRecipient(entry.recipient);
+    if (!rcpt.ok()) {
+      // XXX(issue 4) a corrupt entry stays queued and keeps its job open; it
+      // needs a quarantine with a record in the delivery log.
+      std::fprintf(stderr, "volleyd: job \"%s\" line %u: %s; left in the queue\n",
+                   job->record.id.c_str(), entry.line,
+                   std::string(rcpt.status().message()).c_str());
+      continue;
+    }
+    auto* w = new Work{std::move(entry), *std::move(rcpt), job};
+    ++job->in_flight;
+    ++in_flight_;
+    // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
+    // gets that last try; anything else taken past the deadline (volleyd was
+    // down, or the job's expires had passed) expires untried. Keys hold
+    // microseconds, the deadline may not.
+    const bool last_try = w->entry.attempts > 0 &&
+                          w->entry.due >= job->deadline - absl::Microseconds(1);
+    if (now >= job->deadline && !last_try) {
+      Expire(w);
+      continue;
+    }
+    const dns::Destination* where = routes_->Find(DomainOf(w->rcpt.to));
+    if (where == nullptr) {
+      Finish(w, "bounced",
+             MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.4",
+                         "no route to the recipient's domain in [routes]"),
+             nullptr);
+      continue;
+    }
+    auto& d = destinations_[where->name];
+    if (!d) {
+      d = std::make_unique<Destination>();
+      d->where = where;
+    }
+    PushReady(d.get(), w, /*front=*/false);
+  }
+  return taken.size();
+}
+
 absl::Status Shard::Refill(absl::Time now) {
   TakeReadyJobs();
   const size_t window = static_cast<size_t>(config_.delivery.window);
   std::vector<uint32_t> finished;
-  std::vector<queue::QueuedRecipient> taken;
   // Each refill starts one job further on, so that when the window is short the
   // jobs take turns at it instead of the oldest job always going first.
-  std::vector<std::pair<const uint32_t, std::unique_ptr<Job>>*> order;
+  std::vector<Job*> order;
   const auto split = jobs_.lower_bound(refill_from_);
-  for (auto it = split; it != jobs_.end(); ++it) order.push_back(&*it);
-  for (auto it = jobs_.begin(); it != split; ++it) order.push_back(&*it);
-  if (!order.empty()) refill_from_ = order.front()->first + 1;
-  for (auto* slot : order) {
-    const uint32_t job_no = slot->first;
-    Job* job = slot->second.get();
-    if (in_flight_ >= window) break;
-    taken.clear();
-    RETURN_IF_ERROR(queue_->TakeDue(job_no, job->cursor, now,
-                                    std::min(kTakeBatch, window - in_flight_), &taken));
-    if (taken.empty()) {
-      if (job->in_flight == 0) {
+  for (auto it = split; it != jobs_.end(); ++it) order.push_back(it->second.get());
+  for (auto it = jobs_.begin(); it != split; ++it) order.push_back(it->second.get());
+  if (!order.empty()) refill_from_ = order.front()->record.job_no + 1;
+  // Rounds of at most kTakeBatch per job, until the window is full or no job
+  // has more due: one refill can fill the window, and jobs still alternate. No
+  // more than a window's worth is taken in all, even when what is taken ends
+  // at once (expired, no route) and frees its place: the outcomes of one loop
+  // turn stay bounded too.
+  size_t budget = window;
+  for (bool first_round = true; !order.empty(); first_round = false) {
+    std::vector<Job*> more;
+    for (Job* job : order) {
+      if (in_flight_ >= window || budget == 0) {
+        more.push_back(job);
+        continue;
+      }
+      const size_t want = std::min({kTakeBatch, window - in_flight_, budget});
+      ASSIGN_OR_RETURN(const size_t taken, TakeFromJob(job, want, now));
+      budget -= taken;
+      if (taken == want) more.push_back(job);
+      if (taken == 0 && first_round && job->in_flight == 0) {
         // Nothing due and nothing under way: the job is finished, or what is
         // left waits for a later time (then scan from its start next time).
-        ASSIGN_OR_RETURN(std::optional<absl::Time> next, queue_->NextDue(job_no));
-        if (!next.has_value()) finished.push_back(job_no);
+        ASSIGN_OR_RETURN(std::optional<absl::Time> next, queue_->NextDue(job->record.job_no));
+        if (!next.has_value()) finished.push_back(job->record.job_no);
         job->cursor.clear();
       }
-      continue;
     }
-    for (auto& entry : taken) {
-      job->cursor = entry.key;
-      auto rcpt = queue::DecodeRecipient(entry.recipient);
-      if (!rcpt.ok()) {
-        // XXX(issue 4) a corrupt entry stays queued and keeps its job open; it
-        // needs a quarantine with a record in the delivery log.
-        std::fprintf(stderr, "volleyd: job \"%s\" line %u: %s; left in the queue\n",
-                     job->record.id.c_str(), entry.line,
-                     std::string(rcpt.status().message()).c_str());
-        continue;
-      }
-      auto* w = new Work{std::move(entry), *std::move(rcpt), job};
-      ++job->in_flight;
-      ++in_flight_;
-      // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
-      // gets that last try; anything else taken past the deadline (volleyd was
-      // down, or the job's expires had passed) expires untried. Keys hold
-      // microseconds, the deadline may not.
-      const bool last_try = w->entry.attempts > 0 &&
-                            w->entry.due >= job->deadline - absl::Microseconds(1);
-      if (now >= job->deadline && !last_try) {
-        Expire(w);
-        continue;
-      }
-      const dns::Destination* where = routes_->Find(DomainOf(w->rcpt.to));
-      if (where == nullptr) {
-        Finish(w, "bounced",
-               MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.4",
-                           "no route to the recipient's domain in [routes]"),
-               nullptr);
-        continue;
-      }
-      auto& d = destinations_[where->name];
-      if (!d) {
-        d = std::make_unique<Destination>();
-        d->where = where;
-      }
-      PushReady(d.get(), w, /*front=*/false);
-    }
+    order = std::move(more);
+    if (in_flight_ >= window || budget == 0) break;
   }
+  // Recipients may still be due: the window filled, or a scan hit its size.
+  more_due_ = !order.empty();
   for (uint32_t job_no : finished) {
     auto it = jobs_.find(job_no);
     RETURN_IF_ERROR(queue_->MarkJobDone(it->second->record));
@@ -670,14 +697,21 @@ absl::Status Shard::Run() {
       }
     }
     if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline)) break;
-    if (!stopping_ && (now_ - last_refill >= absl::Milliseconds(10)) &&
+    if (!stopping_ && (now_ - last_refill >= kRefillInterval) &&
         in_flight_ < static_cast<size_t>(config_.delivery.window)) {
       RETURN_IF_ERROR(Refill(now_));
       last_refill = now_;
     }
     Dispatch(now_);
     bool clock_read = false;
-    RETURN_IF_ERROR(ring_.SubmitAndWait(kTick, [&](uint64_t tag, int result) {
+    // Sleep until a completion or the tick, but no longer than the next refill
+    // when more is due and the window has room: an idle pool must not wait a
+    // whole tick for work that is already due.
+    absl::Duration wait = kTick;
+    if (more_due_ && in_flight_ < static_cast<size_t>(config_.delivery.window)) {
+      wait = std::max(absl::Milliseconds(1), last_refill + kRefillInterval - now_);
+    }
+    RETURN_IF_ERROR(ring_.SubmitAndWait(wait, [&](uint64_t tag, int result) {
       // The wait may have lasted a tick: outcomes and deadlines need the time
       // the completions arrived, not the time the wait began.
       if (!clock_read) {

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """crash_test.py - volleyd loses no recipient when killed with SIGKILL mid-delivery.
 
-A 20,000-recipient job goes to volley-sink (with --record). Three times, when the delivery
+A 60,000-recipient personalised job (one recipient per transaction, over at most 2
+connections, so that delivery lasts long enough to be interrupted) goes to volley-sink (with --record). Three times, when the delivery
 log shows some but not all recipients delivered (at about 10%, 40% and 70%), volleyd is
 killed with SIGKILL and restarted with the same config and directories. Then the test waits
 until every recipient has a delivered record, and checks that every recipient is in the
@@ -18,17 +19,19 @@ import harness  # noqa: E402
 from harness import check, log, wait_for  # noqa: E402
 
 JOB = "crash-1"
-N = 20000
+N = 60000
 DOMAINS = 50
 KILL_AT = (0.10, 0.40, 0.70)
 
 
 def test(h):
     sink = h.sink(record=True)
-    d = h.volleyd(route_port=sink.port)
+    d = h.volleyd(route_port=sink.port, smtp_config="max_connections_per_destination = 2\n")
     d.start()
     rcpts = harness.recipients(N, DOMAINS, "crash")
-    d.drop(JOB + ".job", harness.job_text(JOB, rcpts))
+    lines = [harness.header_line(JOB, msg=harness.message(personalised=True))]
+    lines += [harness.rcpt_line(r, first_name="R%d" % i) for i, r in enumerate(rcpts)]
+    d.drop(JOB + ".job", "\n".join(lines) + "\n")
     reader = harness.JsonlReader(d.deliveries_path)
     delivered = set()
 
