@@ -40,6 +40,9 @@
 #   INTAKE_REPS=3                            runs of each size
 #   DELIVERY_RUNS=3                          runs of part 2
 #   DELIVERY_RECIPIENTS=200000
+#   DELIVERY_PERSONALISED=1                  a personalised job (one recipient per
+#                                            transaction) instead of a shared message
+#                                            (up to 100 recipients of a domain each)
 #   BENCH_KEEP=1                             keep the temporary folder
 #   BENCH_SKIP_BUILD=1                       do not run the (incremental) build
 #
@@ -53,6 +56,8 @@ intake_sizes=${INTAKE_SIZES:-"100000 1000000 3000000"}
 intake_reps=${INTAKE_REPS:-3}
 delivery_runs=${DELIVERY_RUNS:-3}
 delivery_recipients=${DELIVERY_RECIPIENTS:-200000}
+personalised=()
+[ "${DELIVERY_PERSONALISED:-0}" = 1 ] && personalised=(--personalised)
 domains=1000
 py=/usr/bin/python3
 
@@ -302,7 +307,7 @@ EOF
   cpu_before=$(cpu_ticks "$volleyd_pid")
   sink_before=$(cpu_ticks "$sink_pid")
   "$load" run --spool "$dir/spool" --log "$dir/log" --recipients "$delivery_recipients" \
-    --domains "$domains" --size 1024 --job "delivery-$rep-$$" --json --timeout 300 \
+    --domains "$domains" --size 1024 --job "delivery-$rep-$$" --json --timeout 300 "${personalised[@]}" \
     >"$dir/load.json" || status=$?
   cpu_after=$(cpu_ticks "$volleyd_pid")
   sink_after=$(cpu_ticks "$sink_pid")
@@ -344,7 +349,7 @@ done
 
 # ---------------------------------------------------------------- summary
 "$py" - "$results" <<'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 intake = [r for r in rows if r["part"] == "intake"]
 deliv = [r for r in rows if r["part"] == "delivery"]
@@ -387,8 +392,11 @@ for r in intake:
           mib(r["max_sampled_rss_kb"]), mib(r["hwm_peak_kb"]), r["sst_files"]))
 print()
 if deliv:
-    print("## Delivery (%d recipients x 1 KiB over 1,000 domains into volley-sink; median (min .. max) over %d runs)" %
-          (deliv[0]["recipients"], len(deliv)))
+    print("## Delivery, %s (%d recipients x 1 KiB over 1,000 domains into volley-sink; median (min .. max) over %d runs)" %
+          ("personalised, one recipient per transaction"
+           if os.environ.get("DELIVERY_PERSONALISED") == "1"
+           else "one message for all, up to 100 recipients of a domain per transaction",
+           deliv[0]["recipients"], len(deliv)))
     print()
     print("| messages/s | seconds (drop to last outcome) | volleyd CPU s | volleyd CPU s per 10,000 messages | volley-sink CPU s | volleyd peak RSS |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
