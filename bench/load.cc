@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/file.h"
 #include "base/json.h"
 #include "base/status.h"
 #include "simdjson.h"
@@ -193,15 +194,7 @@ absl::StatusOr<GenerateStats> GenerateJobFile(const GenerateOptions& options,
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("cannot create", path);
   auto result = GenerateJob(options, [&](std::string_view bytes) -> absl::Status {
-    while (!bytes.empty()) {
-      const ssize_t n = ::write(fd, bytes.data(), bytes.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Errno("cannot write", path);
-      }
-      bytes.remove_prefix(static_cast<size_t>(n));
-    }
-    return absl::OkStatus();
+    return base::WriteAll(fd, bytes, path);
   });
   if (result.ok() && ::fsync(fd) != 0) result = Errno("cannot fsync", path);
   if (::close(fd) != 0 && result.ok()) result = Errno("cannot close", path);

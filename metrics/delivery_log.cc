@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "base/file.h"
 #include "base/json.h"
 
 namespace volley::metrics {
@@ -51,19 +52,11 @@ DeliveryLog::~DeliveryLog() {
 }
 
 absl::Status DeliveryLog::Flush() {
-  size_t done = 0;
-  while (done < buffer_.size()) {
-    const ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      // Keep what was not written: the next flush tries again.
-      buffer_.erase(0, done);
-      return absl::UnavailableError(absl::StrCat(path_, ": write: ", std::strerror(errno)));
-    }
-    done += static_cast<size_t>(n);
-  }
-  buffer_.clear();
-  return absl::OkStatus();
+  size_t written = 0;
+  const absl::Status st = base::WriteAll(fd_, buffer_, path_, &written);
+  // Keep what was not written: the next flush tries again.
+  buffer_.erase(0, written);
+  return st;
 }
 
 }  // namespace volley::metrics

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "base/file.h"
 #include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
@@ -83,41 +84,12 @@ class LineReader {
   int error_ = 0;
 };
 
-absl::Status ErrnoStatus(std::string_view what, std::string_view path) {
-  const int e = errno;
-  std::string msg = absl::StrCat(base::Sv(path), ": ", base::Sv(what), ": ", std::strerror(e));
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
-  return absl::UnavailableError(msg);
-}
-
 absl::Status SyncDir(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open", dir);
+  if (fd < 0) return base::ErrnoError(dir, "open");
   const int rc = ::fsync(fd);
   ::close(fd);
-  if (rc != 0) return ErrnoStatus("fsync", dir);
-  return absl::OkStatus();
-}
-
-// WriteWholeFile - write through a temporary name and rename, so that a reader
-// waiting for `path` to appear never sees it half written.
-absl::Status WriteWholeFile(const std::string& path, std::string_view text) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return ErrnoStatus("open", tmp);
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      auto st = ErrnoStatus("write", tmp);
-      ::close(fd);
-      return st;
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("rename", tmp);
+  if (rc != 0) return base::ErrnoError(dir, "fsync");
   return absl::OkStatus();
 }
 
@@ -128,7 +100,7 @@ absl::StatusOr<std::string> MoveInto(const std::string& from, const std::string&
   for (int n = 1; ::access(to.c_str(), F_OK) == 0; ++n) {
     to = absl::StrCat(dir, "/", name, ".", n);
   }
-  if (::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus("rename", from);
+  if (::rename(from.c_str(), to.c_str()) != 0) return base::ErrnoError(from, "rename");
   RETURN_IF_ERROR(SyncDir(dir));
   return to;
 }
@@ -174,7 +146,7 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   // Refuse the whole job: the file goes to failed/ with the reason beside it.
   auto refuse = [&](uint64_t line, std::string_view why) -> absl::Status {
     const std::string reason = absl::StrCat(where, ":", line, ": ", base::Sv(why));
-    RETURN_IF_ERROR(WriteWholeFile(absl::StrCat(failed(), "/", name, ".error"),
+    RETURN_IF_ERROR(base::WriteFileAtomically(absl::StrCat(failed(), "/", name, ".error"),
                                    absl::StrCat(reason, "\n")));
     auto moved = MoveInto(path, failed(), name);
     if (!moved.ok()) return moved.status();
@@ -182,13 +154,13 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   };
 
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open", path);
+  if (fd < 0) return base::ErrnoError(path, "open");
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat st {};
-  if (::fstat(fd, &st) != 0) return ErrnoStatus("stat", path);
+  if (::fstat(fd, &st) != 0) return base::ErrnoError(path, "stat");
   const std::string source = absl::StrCat(st.st_dev, ":", st.st_ino);
   LineReader reader(fd);
   std::string line;
@@ -202,7 +174,7 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
       return refuse(1, "header: empty file");
     case LineReader::Result::kError:
       errno = reader.error();
-      return ErrnoStatus("read", path);
+      return base::ErrnoError(path, "read");
   }
   auto header = ParseJobHeader(line, limits);
   if (!header.ok()) return refuse(1, base::StdSv(header.status().message()));
@@ -256,17 +228,9 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     if (rejects.empty()) return absl::OkStatus();
     if (rejects_fd < 0) {
       rejects_fd = ::open(rejects_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-      if (rejects_fd < 0) return ErrnoStatus("open", rejects_path);
+      if (rejects_fd < 0) return base::ErrnoError(rejects_path, "open");
     }
-    size_t done = 0;
-    while (done < rejects.size()) {
-      const ssize_t n = ::write(rejects_fd, rejects.data() + done, rejects.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus("write", rejects_path);
-      }
-      done += static_cast<size_t>(n);
-    }
+    RETURN_IF_ERROR(base::WriteAll(rejects_fd, rejects, rejects_path));
     rejects.clear();
     return absl::OkStatus();
   };
@@ -287,7 +251,7 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     if (r == LineReader::Result::kEnd) break;
     if (r == LineReader::Result::kError) {
       errno = reader.error();
-      return ErrnoStatus("read", path);
+      return base::ErrnoError(path, "read");
     }
     const uint64_t line_no = reader.line_no();
     if (line_no > UINT32_MAX) return refuse(line_no, "job: too many lines");

@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/file.h"
 #include "base/json.h"
 #include "base/slot_table.h"
 #include "base/status.h"
@@ -153,36 +154,6 @@ absl::StatusOr<BoundSocket> Listen(std::string_view text) {
   getsockname(b.fd, reinterpret_cast<sockaddr*>(&ss), &got);
   b.name = FormatAddress(ss);
   return b;
-}
-
-// WriteAll - write every octet, retrying short writes and EINTR.
-absl::Status WriteAll(int fd, std::string_view data, std::string_view what) {
-  while (!data.empty()) {
-    const ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return absl::InternalError(absl::StrCat(Av(what), ": write: ", ErrnoText(errno)));
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return absl::OkStatus();
-}
-
-// WriteFileAtomically - write path.tmp, then rename it over path.
-absl::Status WriteFileAtomically(const std::string& path, std::string_view data) {
-  const std::string tmp = path + ".tmp";
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat(tmp, ": open: ", ErrnoText(errno)));
-  }
-  absl::Status st = WriteAll(fd, data, tmp);
-  if (close(fd) < 0 && st.ok()) {
-    st = absl::InternalError(absl::StrCat(tmp, ": close: ", ErrnoText(errno)));
-  }
-  if (st.ok() && rename(tmp.c_str(), path.c_str()) < 0) {
-    st = absl::InternalError(absl::StrCat(path, ": rename: ", ErrnoText(errno)));
-  }
-  return st;
 }
 
 int64_t MonotonicNanos() {
@@ -548,7 +519,7 @@ void Server::Impl::CloseConnection(uint32_t slot) {
 
 absl::Status Server::Impl::FlushRecord() {
   if (record_fd_ < 0 || record_buffer_.empty()) return absl::OkStatus();
-  absl::Status st = WriteAll(record_fd_, record_buffer_, options_.record_path);
+  absl::Status st = base::WriteAll(record_fd_, record_buffer_, options_.record_path);
   record_buffer_.clear();
   return st;
 }
@@ -558,7 +529,7 @@ absl::Status Server::Impl::Tick() {
   RETURN_IF_ERROR(record_status_);
   RETURN_IF_ERROR(FlushRecord());
   if (!options_.stats_path.empty()) {
-    RETURN_IF_ERROR(WriteFileAtomically(options_.stats_path, StatsJson(stats())));
+    RETURN_IF_ERROR(base::WriteFileAtomically(options_.stats_path, StatsJson(stats()), 0644));
   }
   for (uint32_t i = 0; i < listeners_.size(); ++i) {
     if (listeners_[i].paused && !stop_) {
