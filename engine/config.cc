@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -74,10 +75,65 @@ absl::Status GetIntInto(const Source& src, const toml::node& node, std::string_v
 }
 
 using KeyHandler = std::function<absl::Status(const toml::node&, std::string_view key)>;
+using KeyMap = std::map<std::string, KeyHandler, std::less<>>;
+
+absl::Status GetTlsMode(const Source& src, const toml::node& node, std::string_view key,
+                        TlsMode* out) {
+  const auto* v = node.as_string();
+  for (TlsMode m : {TlsMode::kOff, TlsMode::kOpportunistic, TlsMode::kRequired, TlsMode::kVerify}) {
+    if (v != nullptr && v->get() == TlsModeName(m)) {
+      *out = m;
+      return absl::OkStatus();
+    }
+  }
+  return src.Error(node, key, "must be \"off\", \"opportunistic\", \"required\" or \"verify\"");
+}
+
+absl::Status GetStringList(const Source& src, const toml::node& node, std::string_view key,
+                           std::vector<std::string>* out) {
+  const auto* arr = node.as_array();
+  if (arr == nullptr) return src.Error(node, key, "must be an array of strings");
+  out->clear();
+  for (const auto& e : *arr) {
+    std::string s;
+    RETURN_IF_ERROR(GetString(src, e, key, &s));
+    out->push_back(std::move(s));
+  }
+  return absl::OkStatus();
+}
+
+// PolicyKeys - the keys of [smtp] that a [destination."NAME"] table may override.
+KeyMap PolicyKeys(const Source& src, DestinationPolicy* p) {
+  auto duration = [&src](absl::Duration* d) {
+    return [&src, d](const toml::node& n, std::string_view k) { return GetDuration(src, n, k, d); };
+  };
+  return {
+      {"connect_timeout", duration(&p->connect_timeout)},
+      {"greeting_timeout", duration(&p->greeting_timeout)},
+      {"ehlo_timeout", duration(&p->ehlo_timeout)},
+      {"mail_timeout", duration(&p->mail_timeout)},
+      {"rcpt_timeout", duration(&p->rcpt_timeout)},
+      {"data_timeout", duration(&p->data_timeout)},
+      {"data_block_timeout", duration(&p->data_block_timeout)},
+      {"data_done_timeout", duration(&p->data_done_timeout)},
+      {"quit_timeout", duration(&p->quit_timeout)},
+      {"idle_timeout", duration(&p->idle_timeout)},
+      {"max_connections_per_destination", [&src, p](auto& n, auto k) {
+         return GetIntInto(src, n, k, 1, 10000, &p->max_connections); }},
+      {"max_messages_per_connection", [&src, p](auto& n, auto k) {
+         return GetIntInto(src, n, k, 1, 1000000, &p->max_messages_per_connection); }},
+      {"max_recipients_per_transaction", [&src, p](auto& n, auto k) {
+         return GetIntInto(src, n, k, 1, 1000, &p->max_recipients_per_transaction); }},
+      {"pipelining", [&src, p](auto& n, auto k) { return GetBool(src, n, k, &p->pipelining); }},
+      {"chunking", [&src, p](auto& n, auto k) { return GetBool(src, n, k, &p->chunking); }},
+      {"tls", [&src, p](auto& n, auto k) { return GetTlsMode(src, n, k, &p->tls); }},
+      {"tls_match", [&src, p](auto& n, auto k) { return GetStringList(src, n, k, &p->tls_match); }},
+  };
+}
 
 // Section - apply a handler per known key; any other key is an error.
 absl::Status Section(const Source& src, const toml::node& node, std::string_view name,
-                     const std::map<std::string, KeyHandler, std::less<>>& keys) {
+                     const KeyMap& keys) {
   const auto* table = node.as_table();
   if (table == nullptr) return src.Error(node, name, "must be a table");
   for (const auto& [k, v] : *table) {
@@ -100,26 +156,20 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
           {"log", [&](auto& n, auto k) { return GetString(src, n, k, &c->log_dir); }},
       });
     } else if (name == "smtp") {
-      auto& s = c->smtp;
-      st = Section(src, node, name, {
-          {"port", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 65535, &s.port); }},
-          {"ehlo_name", [&](auto& n, auto k) { return GetString(src, n, k, &s.ehlo_name); }},
-          {"connect_timeout", [&](auto& n, auto k) { return GetDuration(src, n, k, &s.connect_timeout); }},
-          {"greeting_timeout", [&](auto& n, auto k) { return GetDuration(src, n, k, &s.greeting_timeout); }},
-          {"command_timeout", [&](auto& n, auto k) { return GetDuration(src, n, k, &s.command_timeout); }},
-          {"data_timeout", [&](auto& n, auto k) { return GetDuration(src, n, k, &s.data_timeout); }},
-          {"data_done_timeout", [&](auto& n, auto k) { return GetDuration(src, n, k, &s.data_done_timeout); }},
-          {"quit_timeout", [&](auto& n, auto k) { return GetDuration(src, n, k, &s.quit_timeout); }},
-          {"idle_timeout", [&](auto& n, auto k) { return GetDuration(src, n, k, &s.idle_timeout); }},
-          {"max_connections_per_destination", [&](auto& n, auto k) {
-             return GetIntInto(src, n, k, 1, 10000, &s.max_connections_per_destination); }},
-          {"max_messages_per_connection", [&](auto& n, auto k) {
-             return GetIntInto(src, n, k, 1, 1000000, &s.max_messages_per_connection); }},
-          {"max_recipients_per_transaction", [&](auto& n, auto k) {
-             return GetIntInto(src, n, k, 1, 1000, &s.max_recipients_per_transaction); }},
+      auto& sm = c->smtp;
+      KeyMap keys = PolicyKeys(src, &sm.defaults);
+      keys.insert({
+          {"port", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 65535, &sm.port); }},
+          {"ehlo_name", [&](auto& n, auto k) { return GetString(src, n, k, &sm.ehlo_name); }},
           {"max_reply_line", [&](auto& n, auto k) {
-             return GetIntInto(src, n, k, 512, 1 << 20, &s.max_reply_line); }},
+             return GetIntInto(src, n, k, 512, 1 << 20, &sm.max_reply_line); }},
+          {"tls_ca_file", [&](auto& n, auto k) { return GetString(src, n, k, &sm.tls_ca_file); }},
+          {"tls_fallback_time", [&](auto& n, auto k) {
+             return GetDuration(src, n, k, &sm.tls_fallback_time); }},
       });
+      st = Section(src, node, name, keys);
+    } else if (name == "destination") {
+      continue;  // after [smtp], whatever the order in the file: see below
     } else if (name == "routes") {
       const auto* table = node.as_table();
       if (table == nullptr) return src.Error(node, name, "must be a table");
@@ -171,6 +221,20 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
     }
     RETURN_IF_ERROR(st);
   }
+  // [destination."NAME"] tables start from [smtp]'s values, so they are read last.
+  if (const toml::node* dests = root.get("destination")) {
+    const auto* table = dests->as_table();
+    if (table == nullptr) return src.Error(*dests, "destination", "must be a table of tables");
+    for (const auto& [dest_name, body] : *table) {
+      const std::string key = absl::StrCat("destination.\"", base::Sv(dest_name.str()), "\"");
+      if (dest_name.str().empty()) return src.Error(body, key, "name must not be empty");
+      DestinationPolicy p = c->smtp.defaults;
+      RETURN_IF_ERROR(Section(src, body, key, PolicyKeys(src, &p)));
+      std::string lower(dest_name.str());
+      for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      c->destinations.emplace_back(std::move(lower), std::move(p));
+    }
+  }
   if (c->retry.initial <= absl::ZeroDuration() || c->retry.max < c->retry.initial) {
     return absl::InvalidArgumentError(
         absl::StrCat(base::Sv(src.file), ": retry: need 0 < initial <= max"));
@@ -185,6 +249,20 @@ std::string HostName() {
 }
 
 }  // namespace
+
+std::string_view TlsModeName(TlsMode mode) {
+  switch (mode) {
+    case TlsMode::kOff:
+      return "off";
+    case TlsMode::kOpportunistic:
+      return "opportunistic";
+    case TlsMode::kRequired:
+      return "required";
+    case TlsMode::kVerify:
+      return "verify";
+  }
+  return "?";
+}
 
 absl::StatusOr<absl::Duration> ParseDuration(std::string_view text) {
   size_t digits = 0;

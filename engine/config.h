@@ -24,30 +24,67 @@
 
 namespace volley::engine {
 
+// How Volley uses STARTTLS with a destination (RFC 3207).
+enum class TlsMode {
+  kOff,            // never
+  kOpportunistic,  // when offered; plaintext when not offered, refused or failing
+  kRequired,       // always, without checking the certificate; else defer
+  kVerify,         // required, and the certificate must chain to a trusted CA and
+                   // name the host (tls_match, else the MX host name)
+};
+
+// TlsModeName - "off", "opportunistic", "required", "verify".
+std::string_view TlsModeName(TlsMode mode);
+
+// What may differ between destinations: [smtp] sets the defaults for every one, and a
+// [destination."NAME"] table overrides any of these keys for one. The names are the
+// config keys. Timeouts default to RFC 5321 section 4.5.3.2.
+struct DestinationPolicy {
+  absl::Duration connect_timeout = absl::Seconds(30);
+  absl::Duration greeting_timeout = absl::Minutes(5);
+  absl::Duration ehlo_timeout = absl::Minutes(5);     // EHLO, HELO, STARTTLS, handshake
+  absl::Duration mail_timeout = absl::Minutes(5);     // MAIL and RSET
+  absl::Duration rcpt_timeout = absl::Minutes(5);
+  absl::Duration data_timeout = absl::Minutes(2);     // the 354 reply to DATA
+  // Longest wait for the server to take more of the message (each write of it).
+  absl::Duration data_block_timeout = absl::Minutes(3);
+  absl::Duration data_done_timeout = absl::Minutes(10);  // after the final dot or BDAT
+  absl::Duration quit_timeout = absl::Seconds(5);
+  // An idle connection with nothing to send is closed after this. Default: 5s.
+  absl::Duration idle_timeout = absl::Seconds(5);
+  // Connections open at once to the destination (key:
+  // max_connections_per_destination). Default: 20.
+  int max_connections = 20;
+  // Messages sent over one connection before it is closed. Default: 1000.
+  int max_messages_per_connection = 1000;
+  // Recipients of one domain sent in one transaction when a job's message is the
+  // same for every recipient (a personalised job sends one per transaction).
+  // RFC 5321 4.5.3.1.8 requires servers to take 100. Default: 100.
+  int max_recipients_per_transaction = 100;
+  // Use PIPELINING (RFC 2920) and CHUNKING (RFC 3030) when the server offers them;
+  // false for a server that breaks with one. Default: true.
+  bool pipelining = true;
+  bool chunking = true;
+  TlsMode tls = TlsMode::kOpportunistic;
+  // With tls = "verify": names the server's certificate must carry (DNS names,
+  // "*.example.test" wildcards as OpenSSL matches them). Empty: the MX host name;
+  // a route to an address literal has none, so verify needs tls_match there.
+  std::vector<std::string> tls_match;
+};
+
 struct SmtpConfig {
   // Remote port when routing by DNS. Default: 25.
   uint16_t port = 25;
   // Name sent in EHLO. Default: the machine's host name.
   std::string ehlo_name;
-  // RFC 5321 section 4.5.3.2 timeouts. Defaults: 30s, 5m, 5m, 2m, 10m; QUIT 5s.
-  absl::Duration connect_timeout = absl::Seconds(30);
-  absl::Duration greeting_timeout = absl::Minutes(5);
-  absl::Duration command_timeout = absl::Minutes(5);   // EHLO, MAIL, RCPT, RSET
-  absl::Duration data_timeout = absl::Minutes(2);      // the reply to DATA
-  absl::Duration data_done_timeout = absl::Minutes(10);  // the reply after the final dot
-  absl::Duration quit_timeout = absl::Seconds(5);
-  // An idle connection with nothing to send is closed after this. Default: 5s.
-  absl::Duration idle_timeout = absl::Seconds(5);
-  // Connections open at once to one destination. Default: 20.
-  int max_connections_per_destination = 20;
-  // Messages sent over one connection before it is closed. Default: 1000.
-  int max_messages_per_connection = 1000;
-  // Recipients of one domain sent in one transaction when a job's message is
-  // the same for every recipient (a personalised job sends one per
-  // transaction). RFC 5321 4.5.3.1.8 requires servers to take 100. Default: 100.
-  int max_recipients_per_transaction = 100;
   // Longest reply line accepted (RFC 5321 allows 512). Default: 4096.
   int max_reply_line = 4096;
+  // Trusted CAs for tls = "verify" (a PEM file). Default: OpenSSL's system store.
+  std::string tls_ca_file;
+  // After a failed TLS handshake under "opportunistic", the destination is sent to
+  // in plaintext for this long before STARTTLS is tried again. Default: 1h.
+  absl::Duration tls_fallback_time = absl::Hours(1);
+  DestinationPolicy defaults;
 };
 
 struct RetryConfig {
@@ -76,6 +113,9 @@ struct Config {
   // default sends everything to the local sink, so a default set-up can never
   // reach a real mail server.
   std::vector<std::pair<std::string, std::string>> routes = {{"*", "127.0.0.1:2525"}};
+  // [destination."NAME"]: NAME is a recipient domain (exact, case-insensitive) or a
+  // route's "HOST:PORT"; the policy is [smtp]'s with the table's keys applied.
+  std::vector<std::pair<std::string, DestinationPolicy>> destinations;
   DnsConfig dns;
   RetryConfig retry;
   DeliveryConfig delivery;

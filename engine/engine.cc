@@ -25,6 +25,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,6 +42,7 @@
 #include "engine/ready_queue.h"
 #include "engine/retry.h"
 #include "engine/smtp/client.h"
+#include "engine/tls/tls.h"
 #include "metrics/delivery_log.h"
 #include "queue/job.h"
 #include "queue/queue.h"
@@ -99,10 +101,22 @@ struct Conn {
   std::vector<Work*> current;  // the transaction under way, one per recipient
   int messages = 0;
   absl::Time deadline = absl::InfiniteFuture();
+  // After STARTTLS: every byte goes through the TLS session; `plaintext` is the
+  // scratch buffer for what it decrypts.
+  std::unique_ptr<tls::Session> tls;
+  std::string plaintext;
+  std::string tls_version;  // for the delivery log, once the handshake is done
+  std::string tls_cipher;
+  // The handshake failed under tls = "opportunistic": the destination is retried in
+  // plaintext at once, so its waiting work is not deferred for this session's end.
+  bool tls_fell_back = false;
 };
 
 struct Destination {
   const dns::Destination* where = nullptr;
+  const DestinationPolicy* policy = nullptr;
+  // Until then, STARTTLS is not tried (a handshake failed under "opportunistic").
+  absl::Time plaintext_until = absl::InfinitePast();
   ReadyQueue<Work*> ready;
   std::vector<Conn*> idle;
   int connections = 0;         // open or opening
@@ -129,6 +143,11 @@ class Shard {
   void AssignNext(Conn* c);
   void PushReady(Destination* d, Work* w, bool front);
   void FlushOutput(Conn* c);
+  void OnReceived(Conn* c, std::string_view bytes);
+  void StartTls(Conn* c);
+  void ContinueHandshake(Conn* c);
+  const DestinationPolicy& PolicyFor(std::string_view domain, const dns::Destination& where,
+                                     std::string* name) const;
   void SetDeadline(Conn* c, absl::Time now);
   // Kick - after acting on a connection outside Drain: send what the client
   // wrote and start the clock on the reply it now waits for.
@@ -139,14 +158,16 @@ class Shard {
   void CloseConn(Conn* c);
   void MaybeFree(Conn* c);
   void FailDestination(Destination* d, const smtp::Outcome& why);
+  // `c` is the connection the attempt was made on, when there was one.
   void Record(const Work* w, std::string_view status, const smtp::Outcome& o,
-              const Destination* d, uint32_t attempt);
+              const Destination* d, uint32_t attempt, const Conn* c = nullptr);
   void Release(Work* w);
   // Finish - a final outcome (delivered, bounced, expired) of the attempt just made.
-  void Finish(Work* w, std::string_view status, const smtp::Outcome& o, const Destination* d);
+  void Finish(Work* w, std::string_view status, const smtp::Outcome& o, const Destination* d,
+              const Conn* c = nullptr);
   // Defer - the attempt just made failed for now: retry later, or expire when it
   // was the try at the deadline.
-  void Defer(Work* w, const smtp::Outcome& o, const Destination* d);
+  void Defer(Work* w, const smtp::Outcome& o, const Destination* d, const Conn* c = nullptr);
   // Expire - taken from the queue past its deadline, without an attempt.
   void Expire(Work* w);
   absl::Status Commit();
@@ -166,7 +187,10 @@ class Shard {
   // The last refill stopped with recipients possibly still due (the window
   // filled, or a scan hit its batch size): refill again soon, not at the tick.
   bool more_due_ = false;
+  // Keyed by the route's "HOST:PORT" and the policy's name: domains that share a
+  // route and a policy share a pool.
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
+  std::optional<tls::Context> tls_context_;  // made in Run(); one per shard
   base::SlotTable<Conn> conns_;
   // Declared after conns_ so that it is destroyed first: tearing the ring down
   // cancels the operations still pointing into connections' buffers.
@@ -259,10 +283,13 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
              nullptr);
       continue;
     }
-    auto& d = destinations_[where->name];
+    std::string policy_name;
+    const DestinationPolicy& policy = PolicyFor(DomainOf(w->rcpt.to), *where, &policy_name);
+    auto& d = destinations_[absl::StrCat(where->name, "|", policy_name)];
     if (!d) {
       d = std::make_unique<Destination>();
       d->where = where;
+      d->policy = &policy;
     }
     PushReady(d.get(), w, /*front=*/false);
   }
@@ -335,7 +362,7 @@ void Shard::Dispatch(absl::Time now) {
     // (Counting recipients, not transactions: an over-estimate that only opens
     // connections sooner, within the limit.)
     while (!stopping_ && static_cast<size_t>(d->sessions_starting) < d->ready.size() &&
-           d->connections < config_.smtp.max_connections_per_destination) {
+           d->connections < d->policy->max_connections) {
       OpenConnection(d.get(), now);
     }
   }
@@ -355,12 +382,24 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   c->slot = slot;
   c->fd = fd;
   c->dest = d;
+  const DestinationPolicy& p = *d->policy;
   smtp::ClientOptions opts;
   opts.ehlo_name = config_.smtp.ehlo_name;
   opts.reply.max_line = static_cast<size_t>(config_.smtp.max_reply_line);
+  opts.pipelining = p.pipelining;
+  opts.chunking = p.chunking;
+  switch (p.tls) {
+    case TlsMode::kOff: opts.tls = smtp::TlsPolicy::kOff; break;
+    case TlsMode::kOpportunistic:
+      opts.tls = now < d->plaintext_until ? smtp::TlsPolicy::kOff
+                                          : smtp::TlsPolicy::kOpportunistic;
+      break;
+    case TlsMode::kRequired:
+    case TlsMode::kVerify: opts.tls = smtp::TlsPolicy::kRequired; break;
+  }
   c->client = std::make_unique<smtp::Client>(opts);
   c->recv_buffer.reset(new char[kRecvBufferSize]);
-  c->deadline = now + config_.smtp.connect_timeout;
+  c->deadline = now + p.connect_timeout;
   ++d->connections;
   ++d->sessions_starting;
   ++open_conns_;
@@ -393,7 +432,7 @@ void Shard::OnCompletion(uint64_t tag, int result) {
                                             std::strerror(-result)));
         break;
       }
-      c->deadline = now_ + config_.smtp.greeting_timeout;
+      c->deadline = now_ + c->dest->policy->greeting_timeout;
       ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, conns_.Tag(c->slot, kOpRecv));
       ++c->pending_ops;
       break;
@@ -407,7 +446,7 @@ void Shard::OnCompletion(uint64_t tag, int result) {
         }
         break;
       }
-      c->client->Feed(std::string_view(c->recv_buffer.get(), static_cast<size_t>(result)));
+      OnReceived(c, std::string_view(c->recv_buffer.get(), static_cast<size_t>(result)));
       ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, conns_.Tag(c->slot, kOpRecv));
       ++c->pending_ops;
       break;
@@ -427,11 +466,73 @@ void Shard::OnCompletion(uint64_t tag, int result) {
   MaybeFree(c);
 }
 
+void Shard::OnReceived(Conn* c, std::string_view bytes) {
+  if (!c->tls) {
+    c->client->Feed(bytes);
+    return;
+  }
+  c->tls->FeedCiphertext(bytes);
+  if (!c->tls->established()) {
+    ContinueHandshake(c);
+    if (!c->tls->established()) return;
+  }
+  // Decrypt in receive-buffer-sized pieces: the client buffers only what it needs.
+  for (;;) {
+    c->plaintext.clear();
+    absl::StatusOr<size_t> n = c->tls->ReadPlaintext(&c->plaintext, kRecvBufferSize);
+    if (!n.ok()) {
+      c->client->FeedIoError(absl::StrCat("TLS: ", n.status().message()));
+      return;
+    }
+    if (*n == 0) break;
+    c->client->Feed(c->plaintext);
+  }
+  if (c->tls->peer_closed()) c->client->FeedEof();
+}
+
+void Shard::StartTls(Conn* c) {
+  const DestinationPolicy& p = *c->dest->policy;
+  tls::SessionOptions opts;
+  if (p.tls == TlsMode::kVerify) {
+    opts.verify = tls::Verify::kChainAndHost;
+    opts.server_name = p.tls_match.empty() ? c->dest->where->host : p.tls_match.front();
+  }
+  absl::StatusOr<tls::Session> session =
+      tls::Session::Create(*tls_context_, tls::Role::kClient, std::move(opts));
+  if (!session.ok()) {
+    c->client->FeedIoError(absl::StrCat("TLS: ", session.status().message()));
+    return;
+  }
+  c->tls = std::make_unique<tls::Session>(*std::move(session));
+  ContinueHandshake(c);
+}
+
+void Shard::ContinueHandshake(Conn* c) {
+  absl::StatusOr<tls::Session::Progress> progress = c->tls->Handshake();
+  if (!progress.ok()) {
+    const DestinationPolicy& p = *c->dest->policy;
+    std::string what = "TLS handshake";
+    if (p.tls == TlsMode::kVerify) {
+      absl::StrAppend(&what, " (the certificate must name ",
+                      p.tls_match.empty() ? c->dest->where->host : p.tls_match.front(), ")");
+    }
+    c->client->FeedIoError(absl::StrCat(what, ": ", progress.status().message()));
+    return;
+  }
+  if (*progress == tls::Session::Progress::kDone) {
+    c->tls_version = c->tls->version();
+    c->tls_cipher = c->tls->cipher();
+    c->client->TlsEstablished();
+  }
+}
+
 void Shard::Drain(Conn* c) {
   for (;;) {
     smtp::Event ev = c->client->Next();
     if (std::holds_alternative<smtp::NeedData>(ev)) break;
-    if (std::holds_alternative<smtp::SessionReady>(ev)) {
+    if (std::holds_alternative<smtp::StartTls>(ev)) {
+      StartTls(c);
+    } else if (std::holds_alternative<smtp::SessionReady>(ev)) {
       c->session_ready = true;
       --c->dest->sessions_starting;
       AssignNext(c);
@@ -448,8 +549,8 @@ void Shard::Drain(Conn* c) {
         Work* w = works[i];
         const smtp::Outcome& o = done->rcpt_outcomes[i];
         switch (o.kind) {
-          case smtp::Outcome::Kind::kAccepted: Finish(w, "delivered", o, c->dest); break;
-          case smtp::Outcome::Kind::kPermanent: Finish(w, "bounced", o, c->dest); break;
+          case smtp::Outcome::Kind::kAccepted: Finish(w, "delivered", o, c->dest, c); break;
+          case smtp::Outcome::Kind::kPermanent: Finish(w, "bounced", o, c->dest, c); break;
           case smtp::Outcome::Kind::kTransient:
             // 452 to RCPT: too many recipients for this transaction (RFC 5321
             // 4.5.3.1.10). When others got through, the rest go in the next
@@ -458,7 +559,7 @@ void Shard::Drain(Conn* c) {
             if (any_accepted && o.stage == smtp::Stage::kRcpt && o.code == 452) {
               next_transaction.push_back(w);
             } else {
-              Defer(w, o, c->dest);
+              Defer(w, o, c->dest, c);
             }
             break;
         }
@@ -470,11 +571,20 @@ void Shard::Drain(Conn* c) {
       ++c->messages;
       AssignNext(c);
     } else if (auto* closed = std::get_if<smtp::SessionClosed>(&ev)) {
+      if (c->tls && !c->tls->established() &&
+          c->dest->policy->tls == TlsMode::kOpportunistic) {
+        // The handshake failed (an error, the server hanging up, a timeout). RFC
+        // 3207 section 4.1 lets the client carry on without TLS; a server whose
+        // handshake fails would fail the next one too, so plaintext for a while.
+        c->dest->plaintext_until = now_ + config_.smtp.tls_fallback_time;
+        c->tls_fell_back = true;
+      }
       if (!c->session_ready) {
         --c->dest->sessions_starting;
         // The session never got going: what waits for this destination would
-        // meet the same fate, so it is deferred now rather than left to spin.
-        if (closed->reason.kind != smtp::Outcome::Kind::kAccepted) {
+        // meet the same fate, so it is deferred now rather than left to spin
+        // (unless a plaintext session is about to be tried instead).
+        if (closed->reason.kind != smtp::Outcome::Kind::kAccepted && !c->tls_fell_back) {
           FailDestination(c->dest, closed->reason);
         }
       }
@@ -490,7 +600,7 @@ void Shard::AssignNext(Conn* c) {
   // A session that just ended (TransactionDone comes before SessionClosed) or
   // is already saying goodbye takes no new work.
   if (!c->client->idle()) return;
-  if (stopping_ || c->messages >= config_.smtp.max_messages_per_connection) {
+  if (stopping_ || c->messages >= d->policy->max_messages_per_connection) {
     c->client->Quit();
     return;
   }
@@ -518,12 +628,34 @@ void Shard::AssignNext(Conn* c) {
   c->current = std::move(works);
 }
 
+// PolicyFor - the [destination] entry for the recipient's domain, else for the
+// route, else [smtp]'s defaults; *name is the entry's name ("" for the defaults).
+const DestinationPolicy& Shard::PolicyFor(std::string_view domain,
+                                          const dns::Destination& where,
+                                          std::string* name) const {
+  const std::string lower = absl::AsciiStrToLower(base::Sv(domain));
+  for (const auto& [key, policy] : config_.destinations) {
+    if (key == lower) {
+      *name = key;
+      return policy;
+    }
+  }
+  for (const auto& [key, policy] : config_.destinations) {
+    if (key == where.name) {
+      *name = key;
+      return policy;
+    }
+  }
+  name->clear();
+  return config_.smtp.defaults;
+}
+
 void Shard::PushReady(Destination* d, Work* w, bool front) {
   std::string group = absl::StrCat(w->job->record.job_no);
   size_t limit = 1;
   if (w->job->shared_message) {
     absl::StrAppend(&group, "/", absl::AsciiStrToLower(base::Sv(DomainOf(w->rcpt.to))));
-    limit = static_cast<size_t>(config_.smtp.max_recipients_per_transaction);
+    limit = static_cast<size_t>(d->policy->max_recipients_per_transaction);
   }
   if (front) {
     d->ready.PushFront(group, limit, w);
@@ -538,9 +670,23 @@ void Shard::FlushOutput(Conn* c) {
     c->send_buffer.clear();
     c->send_offset = 0;
     const std::string_view out = c->client->PendingOutput();
-    if (out.empty()) return;
-    c->send_buffer.assign(out);
-    c->client->ConsumeOutput(out.size());
+    if (c->tls) {
+      if (!out.empty() && c->tls->established()) {
+        if (absl::Status st = c->tls->WritePlaintext(out); !st.ok()) {
+          c->client->FeedIoError(absl::StrCat("TLS: ", st.message()));
+          return;
+        }
+        c->client->ConsumeOutput(out.size());
+      }
+      const std::string_view records = c->tls->PendingCiphertext();
+      if (records.empty()) return;
+      c->send_buffer.assign(records);
+      c->tls->ConsumeCiphertext(records.size());
+    } else {
+      if (out.empty()) return;
+      c->send_buffer.assign(out);
+      c->client->ConsumeOutput(out.size());
+    }
   }
   ring_.PrepSend(c->fd, c->send_buffer.data() + c->send_offset,
                  c->send_buffer.size() - c->send_offset, conns_.Tag(c->slot, kOpSend));
@@ -549,18 +695,25 @@ void Shard::FlushOutput(Conn* c) {
 }
 
 void Shard::SetDeadline(Conn* c, absl::Time now) {
-  const auto& s = config_.smtp;
+  const DestinationPolicy& p = *c->dest->policy;
+  if (c->send_in_flight) {
+    // The server is not taking what we write: a bound on each write, however long
+    // the message (RFC 5321 section 4.5.3.2.5's data block timeout).
+    c->deadline = now + p.data_block_timeout;
+    return;
+  }
   switch (c->client->waiting_for()) {
-    case smtp::Wait::kGreeting: c->deadline = now + s.greeting_timeout; break;
+    case smtp::Wait::kGreeting: c->deadline = now + p.greeting_timeout; break;
     case smtp::Wait::kEhlo:
+    case smtp::Wait::kTlsHandshake: c->deadline = now + p.ehlo_timeout; break;
     case smtp::Wait::kMail:
-    case smtp::Wait::kRcpt:
-    case smtp::Wait::kRset: c->deadline = now + s.command_timeout; break;
-    case smtp::Wait::kDataInit: c->deadline = now + s.data_timeout; break;
-    case smtp::Wait::kDataDone: c->deadline = now + s.data_done_timeout; break;
-    case smtp::Wait::kQuit: c->deadline = now + s.quit_timeout; break;
+    case smtp::Wait::kRset: c->deadline = now + p.mail_timeout; break;
+    case smtp::Wait::kRcpt: c->deadline = now + p.rcpt_timeout; break;
+    case smtp::Wait::kDataInit: c->deadline = now + p.data_timeout; break;
+    case smtp::Wait::kDataDone: c->deadline = now + p.data_done_timeout; break;
+    case smtp::Wait::kQuit: c->deadline = now + p.quit_timeout; break;
     case smtp::Wait::kNone:
-      c->deadline = c->current.empty() ? now + s.idle_timeout : absl::InfiniteFuture();
+      c->deadline = c->current.empty() ? now + p.idle_timeout : absl::InfiniteFuture();
       break;
   }
 }
@@ -590,7 +743,7 @@ void Shard::FailDestination(Destination* d, const smtp::Outcome& why) {
 }
 
 void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& o,
-                   const Destination* d, uint32_t attempt) {
+                   const Destination* d, uint32_t attempt, const Conn* c) {
   metrics::DeliveryRecord r;
   r.ts = now_;
   r.job = w->job->record.id;
@@ -605,6 +758,10 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
     r.port = d->where->port;
   }
   r.attempt = attempt;
+  if (c != nullptr) {
+    r.tls_version = c->tls_version;
+    r.tls_cipher = c->tls_cipher;
+  }
   log_->Append(r);
 }
 
@@ -615,13 +772,13 @@ void Shard::Release(Work* w) {
 }
 
 void Shard::Finish(Work* w, std::string_view status, const smtp::Outcome& o,
-                   const Destination* d) {
-  Record(w, status, o, d, w->entry.attempts + 1);
+                   const Destination* d, const Conn* c) {
+  Record(w, status, o, d, w->entry.attempts + 1, c);
   batch_->Remove(w->entry);
   Release(w);
 }
 
-void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d) {
+void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d, const Conn* c) {
   if (now_ >= w->job->deadline) {
     // That was the last try: the recipient expires, with the reply that ended it
     // (its code and enhanced code stay the server's, so they agree).
@@ -629,10 +786,10 @@ void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d) {
     expired.kind = smtp::Outcome::Kind::kPermanent;
     expired.text = absl::StrCat("message expired after ", w->entry.attempts + 1,
                                 " attempts; last reply: ", o.text);
-    Finish(w, "expired", expired, d);
+    Finish(w, "expired", expired, d, c);
     return;
   }
-  Record(w, "deferred", o, d, w->entry.attempts + 1);
+  Record(w, "deferred", o, d, w->entry.attempts + 1, c);
   std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
   batch_->Reschedule(w->entry, NextAttemptAt(config_.retry, w->entry.attempts + 1,
                                              jitter(rng_), now_, w->job->deadline));
@@ -674,6 +831,10 @@ void Shard::PostIntakeRead() {
 
 absl::Status Shard::Run() {
   RETURN_IF_ERROR(ring_.Init(4096));
+  tls::ClientContextOptions tls_opts;
+  tls_opts.ca_file = config_.smtp.tls_ca_file;
+  ASSIGN_OR_RETURN(tls::Context tls_context, tls::Context::Client(tls_opts));
+  tls_context_.emplace(std::move(tls_context));
   batch_ = queue_->NewOutcomeBatch();
   ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
   for (const auto& j : jobs) {

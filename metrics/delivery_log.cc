@@ -29,7 +29,14 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   base::AppendJsonString(out, r.response);
   out->append(",\"host\":");
   base::AppendJsonString(out, r.host);
-  absl::StrAppend(out, ",\"port\":", r.port, ",\"attempt\":", r.attempt, "}\n");
+  absl::StrAppend(out, ",\"port\":", r.port, ",\"attempt\":", r.attempt);
+  if (!r.tls_version.empty()) {
+    *out += ",\"tls_version\":";
+    base::AppendJsonString(out, r.tls_version);
+    *out += ",\"tls_cipher\":";
+    base::AppendJsonString(out, r.tls_cipher);
+  }
+  *out += "}\n";
 }
 
 absl::StatusOr<std::unique_ptr<DeliveryLog>> DeliveryLog::Open(const std::string& dir) {

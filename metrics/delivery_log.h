@@ -43,6 +43,10 @@ struct DeliveryRecord {
   std::string_view host;    // remote address; empty when no connection was made
   uint16_t port = 0;
   uint32_t attempt = 0;     // 1 for the first attempt
+  // The session's TLS protocol and cipher ("TLSv1.3", "TLS_AES_256_GCM_SHA384");
+  // empty (and left out of the record) when the session was in plaintext.
+  std::string_view tls_version;
+  std::string_view tls_cipher;
 };
 
 // FormatDeliveryRecord - append one JSON line (with its '\n') to out.

@@ -153,6 +153,8 @@ std::string_view StageName(Stage stage) {
       return "rset";
     case Stage::kQuit:
       return "quit";
+    case Stage::kStartTls:
+      return "starttls";
   }
   return "unknown";
 }
@@ -181,6 +183,8 @@ Stage Client::StageOf(Cmd cmd) {
       return Stage::kEhlo;
     case Cmd::kHelo:
       return Stage::kHelo;
+    case Cmd::kStartTls:
+      return Stage::kStartTls;
     case Cmd::kRset:
       return Stage::kRset;
     case Cmd::kMail:
@@ -192,6 +196,7 @@ Stage Client::StageOf(Cmd cmd) {
     case Cmd::kBody:
       return Stage::kDataDone;
     case Cmd::kDot:
+    case Cmd::kBdat:
       return Stage::kDataDone;
     case Cmd::kQuit:
       return Stage::kQuit;
@@ -201,6 +206,12 @@ Stage Client::StageOf(Cmd cmd) {
 
 void Client::Feed(std::string_view bytes) {
   if (phase_ == Phase::kClosed || bytes.empty()) return;
+  if (phase_ == Phase::kTlsHandshake) {
+    // The handshake's bytes belong to the TLS layer; plaintext here is a caller bug or
+    // an attack, and must never be parsed as a reply (RFC 3207 section 4.2).
+    FeedIoError("plaintext fed during the TLS handshake");
+    return;
+  }
   received_any_ = true;
   parser_.Feed(bytes);
 }
@@ -301,8 +312,29 @@ absl::Status Client::StartTransaction(Envelope env) {
     }
   }
 
+  // RFC 6152 section 3: no 8-bit octet to a server that did not offer 8BITMIME.
+  // SMTPUTF8 implies 8BITMIME (RFC 6531 section 3.1), so a UTF-8 envelope goes as is.
+  bool eight_bit = HasEightBit(env.content);
+  if (eight_bit && !caps_.eight_bit_mime && !(utf8 && caps_.smtputf8)) {
+    absl::StatusOr<std::string> seven_bit = DowngradeTo7Bit(env.content);
+    if (seven_bit.ok()) {
+      env.content = std::move(*seven_bit);
+      eight_bit = false;
+    } else {
+      for (auto& f : t.final) {
+        if (!f) {
+          f = Made(Kind::kPermanent, 554, "5.6.3",
+                   absl::StrCat("cannot convert the message to 7 bits: ",
+                                seven_bit.status().message()),
+                   Stage::kMail);
+        }
+      }
+    }
+  }
+
   uint64_t size = 0;
-  t.data = PrepareData(env.content, &size);
+  const bool bdat = caps_.chunking && opts_.chunking;
+  t.data = bdat ? PrepareBdat(env.content, &size) : PrepareData(env.content, &size);
   if (caps_.size_limit && size > *caps_.size_limit) {
     // RFC 1870: the server would refuse it; sending it would only waste the transfer.
     for (auto& f : t.final) {
@@ -320,8 +352,7 @@ absl::Status Client::StartTransaction(Envelope env) {
   if (any_to_send) {
     if (need_rset_) t.commands.push_back({"RSET\r\n", Cmd::kRset, 0});
     std::string mail = absl::StrCat("MAIL FROM:<", env.mail_from, ">");
-    if (caps_.eight_bit_mime && !IsAscii(env.content))
-      absl::StrAppend(&mail, " BODY=8BITMIME");
+    if (eight_bit && caps_.eight_bit_mime) absl::StrAppend(&mail, " BODY=8BITMIME");
     if (caps_.size) absl::StrAppend(&mail, " SIZE=", size);
     if (utf8 && caps_.smtputf8) absl::StrAppend(&mail, " SMTPUTF8");
     absl::StrAppend(&mail, "\r\n");
@@ -332,7 +363,13 @@ absl::Status Client::StartTransaction(Envelope env) {
           {absl::StrCat("RCPT TO:<", env.rcpts[i], ">\r\n"), Cmd::kRcpt, i});
       ++t.rcpt_replies_due;
     }
-    t.commands.push_back({"DATA\r\n", Cmd::kData, 0});
+    if (bdat) {
+      // One chunk: the message is already in memory, and one BDAT LAST saves the 354
+      // round trip that DATA costs (the point of CHUNKING for a bulk sender).
+      t.commands.push_back({absl::StrCat("BDAT ", t.data.size(), " LAST\r\n"), Cmd::kBdat, 0});
+    } else {
+      t.commands.push_back({"DATA\r\n", Cmd::kData, 0});
+    }
   }
   t.env = std::move(env);
   txn_ = std::move(t);
@@ -345,7 +382,7 @@ void Client::Quit() {
   if (phase_ == Phase::kIdle) {
     CallerQuit();
   } else if (phase_ == Phase::kGreeting || phase_ == Phase::kHello ||
-             phase_ == Phase::kTransaction) {
+             phase_ == Phase::kTlsHandshake || phase_ == Phase::kTransaction) {
     quit_requested_ = true;
   }
   // Already quitting or closed: nothing to add.
@@ -367,10 +404,12 @@ void Client::ConsumeOutput(size_t n) {
 Wait Client::waiting_for() const {
   if (phase_ == Phase::kClosed) return Wait::kNone;
   if (phase_ == Phase::kGreeting) return Wait::kGreeting;
+  if (phase_ == Phase::kTlsHandshake) return Wait::kTlsHandshake;
   if (sent_.empty()) return Wait::kNone;
   switch (sent_.front().cmd) {
     case Cmd::kEhlo:
     case Cmd::kHelo:
+    case Cmd::kStartTls:
       return Wait::kEhlo;
     case Cmd::kRset:
       return Wait::kRset;
@@ -382,6 +421,7 @@ Wait Client::waiting_for() const {
       return Wait::kDataInit;
     case Cmd::kBody:
     case Cmd::kDot:
+    case Cmd::kBdat:
       return Wait::kDataDone;
     case Cmd::kQuit:
       return Wait::kQuit;
@@ -412,7 +452,7 @@ void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_by
 // back up would deadlock us.
 bool Client::MaySend(const Command& command) const {
   if (sent_.empty()) return true;
-  if (!caps_.pipelining || command.cmd == Cmd::kRset) return false;
+  if (!UsePipelining() || command.cmd == Cmd::kRset) return false;
   Cmd last = sent_.back().cmd;
   if (last != Cmd::kMail && last != Cmd::kRcpt) return false;
   return unacked_bytes_ + command.text.size() <= opts_.max_pipeline_bytes;
@@ -427,7 +467,8 @@ void Client::Pump() {
       break;
     }
     const Command& c = t.commands[t.next_command];
-    if (c.cmd == Cmd::kData && t.rcpt_replies_due == 0 && t.accepted == 0) {
+    if ((c.cmd == Cmd::kData || c.cmd == Cmd::kBdat) && t.rcpt_replies_due == 0 &&
+        t.accepted == 0) {
       // Every RCPT was refused before DATA went out: there is nobody to send to.
       t.failed = true;
       t.next_command = t.commands.size();
@@ -435,6 +476,10 @@ void Client::Pump() {
     }
     if (!MaySend(c)) break;
     Send(c.text, c.cmd, c.rcpt, c.text.size());
+    if (c.cmd == Cmd::kBdat) {
+      out_.append(t.data);  // the chunk follows its command at once (RFC 3030)
+      std::string().swap(t.data);
+    }
     ++t.next_command;
   }
   MaybeFinishTransaction();
@@ -508,6 +553,9 @@ std::string Client::Where(Stage stage) const {
       return phase_ == Phase::kIdle ? "while idle" : "while connecting";
     case Stage::kGreeting:
       return "while awaiting greeting";
+    case Stage::kStartTls:
+      return phase_ == Phase::kTlsHandshake ? "during the TLS handshake"
+                                            : "while awaiting starttls reply";
     case Stage::kDataDone:
       // Once the final "." has been written the server may have taken the message
       // even though we never saw its reply: the duplicate risk belongs in the log.
@@ -522,6 +570,7 @@ std::string Client::Where(Stage stage) const {
 Stage Client::CurrentStage() const {
   if (!sent_.empty()) return StageOf(sent_.front().cmd);
   if (phase_ == Phase::kGreeting) return Stage::kGreeting;
+  if (phase_ == Phase::kTlsHandshake) return Stage::kStartTls;
   return Stage::kConnect;
 }
 
@@ -547,8 +596,11 @@ void Client::HandleLoss() {
       cause = absl::StrCat("I/O error (", loss_what_, ")");
       break;
   }
-  Abort(Made(Kind::kTransient, 451, "4.4.2", absl::StrCat(cause, " ", Where(stage)),
-             stage));
+  // RFC 3463's X.7.5 (cryptographic failure) for a handshake that failed, so that the
+  // log and bounce classification can tell TLS failures from lost connections.
+  const bool tls_failure = phase_ == Phase::kTlsHandshake && loss_ == Loss::kIoError;
+  Abort(Made(Kind::kTransient, 451, tls_failure ? "4.7.5" : "4.4.2",
+             absl::StrCat(cause, " ", Where(stage)), stage));
 }
 
 // HandleReply - dispatch one reply, then make sure it was not followed by bytes the
@@ -559,11 +611,24 @@ void Client::HandleReply(const Reply& reply) {
   // command this reply lets us send (a fake EHLO answer after the greeting, a "250"
   // after 354 standing in for end-of-data), so the session ends instead. While idle
   // the same bytes are caught by the unsolicited-reply path, which lets 421 through.
+  //
+  // The one exception is 421 (RFC 5321 section 3.8: a server may send it at any time
+  // before closing), so the bytes are not judged until they make a whole reply: a 421
+  // ends the session as usual, anything else is a protocol error.
+  if (early_data_) {
+    early_data_ = false;
+    if (reply.code == 421) {
+      Abort(FromReply(reply, CurrentStage()));
+    } else {
+      ProtocolError(CurrentStage(), "server sent data before the command it answers");
+    }
+    return;
+  }
   const bool last_outstanding = phase_ == Phase::kGreeting || sent_.size() == 1;
   DispatchReply(reply);
   if (last_outstanding && phase_ != Phase::kClosed && phase_ != Phase::kQuit &&
       !sent_.empty() && parser_.buffered() > 0) {
-    ProtocolError(CurrentStage(), "server sent data before the command it answers");
+    early_data_ = true;
   }
 }
 
@@ -622,6 +687,8 @@ void Client::DispatchReply(const Reply& reply) {
   }
   if (sent.cmd == Cmd::kEhlo || sent.cmd == Cmd::kHelo) {
     HandleHelloReply(sent, reply);
+  } else if (sent.cmd == Cmd::kStartTls) {
+    HandleStartTlsReply(reply);
   } else {
     HandleTransactionReply(sent, reply);
   }
@@ -631,14 +698,68 @@ void Client::HandleHelloReply(const Sent& sent, const Reply& reply) {
   const int cls = reply.code / 100;
   if (cls == 2) {
     caps_ = sent.cmd == Cmd::kEhlo ? ParseEhlo(reply.text) : Capabilities();
-    events_.push_back(SessionReady{caps_});
-    BecomeIdle();
+    if (!tls_ && opts_.tls != TlsPolicy::kOff) {
+      if (caps_.starttls) {
+        Send("STARTTLS\r\n", Cmd::kStartTls, 0, 0);
+        return;
+      }
+      if (opts_.tls == TlsPolicy::kRequired) {
+        QuitWith(Made(Kind::kTransient, 451, "4.7.10",
+                      "TLS is required for this destination, but the server does not "
+                      "offer STARTTLS",
+                      StageOf(sent.cmd)));
+        return;
+      }
+    }
+    SessionIsReady();
   } else if (sent.cmd == Cmd::kEhlo && cls == 5) {
     // An old or minimal server (RFC 5321 section 4.1.4 allows HELO-only servers).
     Send(absl::StrCat("HELO ", opts_.ehlo_name, "\r\n"), Cmd::kHelo, 0, 0);
   } else {
     QuitWith(FromReply(reply, StageOf(sent.cmd)));
   }
+}
+
+void Client::SessionIsReady() {
+  events_.push_back(SessionReady{caps_, tls_});
+  BecomeIdle();
+}
+
+void Client::HandleStartTlsReply(const Reply& reply) {
+  if (reply.code / 100 == 2) {
+    // RFC 3207 section 4.2: what follows the 220 in the same read was sent before the
+    // handshake, so a man in the middle could have put it there to be taken for a
+    // reply inside TLS (CVE-2011-0411). It is dropped with the connection, unread.
+    if (parser_.buffered() > 0) {
+      ProtocolError(Stage::kStartTls,
+                    "server sent data after its 220 reply to STARTTLS, before the TLS "
+                    "handshake");
+      return;
+    }
+    phase_ = Phase::kTlsHandshake;
+    events_.push_back(StartTls{});
+    return;
+  }
+  if (opts_.tls == TlsPolicy::kRequired) {
+    QuitWith(Made(Kind::kTransient, 451, "4.7.10",
+                  absl::StrCat("TLS is required for this destination, but STARTTLS was "
+                               "refused: ",
+                               reply.code, " ", reply.text),
+                  Stage::kStartTls));
+    return;
+  }
+  // Opportunistic: carry on in plaintext with what EHLO offered (RFC 3207 section 4.1
+  // leaves the choice to the client).
+  SessionIsReady();
+}
+
+void Client::TlsEstablished() {
+  VOLLEY_CHECK(phase_ == Phase::kTlsHandshake, "TlsEstablished without StartTls");
+  // RFC 3207 section 4.2: forget everything learnt in plaintext and ask again.
+  tls_ = true;
+  caps_ = Capabilities();
+  phase_ = Phase::kHello;
+  Send(absl::StrCat("EHLO ", opts_.ehlo_name, "\r\n"), Cmd::kEhlo, 0, 0);
 }
 
 void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
@@ -722,10 +843,22 @@ void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
         }
       }
       break;
+    case Cmd::kBdat:
+      // Pipelined BDAT goes out before the RCPT replies are known; when none was
+      // accepted its reply (503 or 554) concerns nobody. A refused BDAT leaves the
+      // transaction open on the server: RSET before the next one (RFC 3030 section 4).
+      if (cls != 2) t.failed = true;
+      for (size_t i = 0; i < t.final.size(); ++i) {
+        if (!t.final[i] && t.rcpt_accepted[i]) {
+          t.final[i] = FromReply(reply, Stage::kDataDone);
+        }
+      }
+      break;
     case Cmd::kDot:
       break;
     case Cmd::kEhlo:
     case Cmd::kHelo:
+    case Cmd::kStartTls:
     case Cmd::kQuit:
       VOLLEY_CHECK(false, "HandleTransactionReply: not a transaction command");
   }

@@ -4,7 +4,7 @@
 //   Client c(opts);                 // awaits the greeting; nothing to write yet
 //   c.Feed(bytes); c.FeedEof(); c.FeedTimeout(); c.FeedIoError("write: EPIPE");
 //   for (Event ev = c.Next(); !std::holds_alternative<NeedData>(ev); ev = c.Next())
-//     Handle(ev);                   // SessionReady, TransactionDone, SessionClosed
+//     Handle(ev);           // SessionReady, StartTls, TransactionDone, SessionClosed
 //   Write(c.PendingOutput()); c.ConsumeOutput(n);
 //   c.StartTransaction(envelope);   // when idle
 //   c.Quit();
@@ -19,10 +19,21 @@
 //   Session: await the whole greeting; EHLO <ehlo_name>; on a 5xx to EHLO, HELO on the
 //   same connection (no extensions). Then SessionReady, and the client is idle.
 //
+//   STARTTLS (RFC 3207), by ClientOptions::tls. When the policy is not kOff and EHLO
+//   offered it: STARTTLS; on 220, the StartTls event, after which the reactor runs the
+//   handshake and calls TlsEstablished() (or FeedIoError()); the client then forgets
+//   the extensions and sends EHLO again. Bytes behind the 220 are a protocol error
+//   (they were sent in plaintext and could be forged). Not offered, or refused with
+//   4xx/5xx: kOpportunistic goes on in plaintext, kRequired ends the session with QUIT
+//   and 451 4.7.10 (the recipients are deferred, never sent in plaintext).
+//
 //   Transaction (StartTransaction): MAIL FROM (with BODY=8BITMIME, SIZE=n and SMTPUTF8
 //   as advertised and needed), RCPT TO per recipient, DATA, then the message from
-//   PrepareData() after a 354. With PIPELINING, MAIL, the RCPTs and DATA go out in one
-//   write; DATA always ends a group, and the client stops to wait for replies when more
+//   PrepareData() after a 354; or, with CHUNKING advertised and ClientOptions::chunking,
+//   one "BDAT <n> LAST" followed at once by the message from PrepareBdat() (no 354
+//   round trip; a refused BDAT means RSET before the next MAIL). With PIPELINING (and
+//   ClientOptions::pipelining), MAIL, the RCPTs and DATA or BDAT go out in one write;
+//   DATA and BDAT always end a group, and the client stops to wait for replies when more
 //   than max_pipeline_bytes of commands would be unacknowledged. Without PIPELINING one
 //   command is outstanding at a time. The result is one TransactionDone, with one
 //   Outcome per recipient in envelope order, after which the client is idle again and
@@ -39,7 +50,9 @@
 //   sent none, "<class>.0.0". An address with non-ASCII octets needs SMTPUTF8: without
 //   it that recipient (every recipient, for a non-ASCII sender) fails permanently with
 //   550 5.6.7 and is never sent. A message over the advertised SIZE limit fails every
-//   recipient with 552 5.3.4 without being sent.
+//   recipient with 552 5.3.4 without being sent. A message with 8-bit octets to a
+//   server without 8BITMIME (nor SMTPUTF8 in use) is converted by DowngradeTo7Bit(),
+//   or, when that cannot be done faithfully, fails with 554 5.6.3 without being sent.
 //
 //   Failures that end the session. A 421 at any point, EOF, FeedTimeout(), FeedIoError()
 //   and any protocol error close the session at once, without QUIT: first a
@@ -49,7 +62,7 @@
 //   (message may have been delivered)"), then SessionClosed. A protocol error (a
 //   malformed reply, a reply nobody asked for, bytes that arrive before the command
 //   they would answer was sent, a reply of the wrong class such as 354 to MAIL) always
-//   ends the session: under pipelining, trusting the stream after garbage could make
+//   ends the session (bytes sent early that turn out to be a 421 end it as a 421): under pipelining, trusting the stream after garbage could make
 //   QUIT's reply pass for end-of-data's and lose mail (Postfix's rule). A loss or 421
 //   while idle ends the session with stage kConnect.
 //
@@ -84,8 +97,8 @@
 //   still sent, alone).
 //
 // BUGS
-//   XXX(scope) No STARTTLS, CHUNKING/BDAT or AUTH yet: the extensions are only recorded
-//   in Capabilities. 8-bit content to a server without 8BITMIME is sent as is.
+//   XXX(scope) No AUTH (a bulk sender relays by IP). BDAT sends the message as one
+//   chunk, so a message is held whole in memory (it is anyway: it is rendered whole).
 //
 // SEE ALSO
 //   reply.h, content.h; Postfix smtp_proto.c (smtp_loop), h11's _connection.py.
@@ -118,11 +131,12 @@ enum class Stage {
   kData,
   kDataDone,
   kRset,
-  kQuit
+  kQuit,
+  kStartTls
 };
 
 // StageName - "connect", "greeting", "ehlo", "helo", "mail", "rcpt", "data",
-// "data-done", "rset", "quit": the names used in logs and outcome texts.
+// "data-done", "rset", "quit", "starttls": the names used in logs and outcome texts.
 std::string_view StageName(Stage stage);
 
 struct Outcome {
@@ -153,6 +167,14 @@ struct Capabilities {
 // config loader: Client aborts on a name that fails this check.
 absl::Status ValidateEhloName(std::string_view name);
 
+// When to use STARTTLS (RFC 3207). Certificate checks are the TLS layer's business;
+// to this machine "verify" is kRequired.
+enum class TlsPolicy {
+  kOff,            // never send STARTTLS
+  kOpportunistic,  // STARTTLS when offered; plaintext when not offered or refused
+  kRequired,       // STARTTLS or nothing: defer (4.7.10) when not offered or refused
+};
+
 struct ClientOptions {
   // The name sent with EHLO/HELO: a domain or address literal. Must pass
   // ValidateEhloName(); the constructor aborts otherwise. Default: "localhost".
@@ -163,6 +185,12 @@ struct ClientOptions {
   // (Postfix's PIPELINING_BUFSIZE): the server may not read while its replies back up,
   // so more than a socket buffer's worth could deadlock. Default: 4096.
   size_t max_pipeline_bytes = 4096;
+  // STARTTLS policy. Default: kOff (the reactor's config defaults to opportunistic).
+  TlsPolicy tls = TlsPolicy::kOff;
+  // Use PIPELINING when advertised; false for servers that break with it. Default: true.
+  bool pipelining = true;
+  // Use CHUNKING (BDAT) when advertised instead of DATA. Default: false.
+  bool chunking = false;
 };
 
 struct Envelope {
@@ -175,7 +203,12 @@ struct Envelope {
 struct NeedData {};
 struct SessionReady {
   Capabilities caps;
+  bool tls = false;  // the session runs over TLS (STARTTLS succeeded)
 };  // idle: StartTransaction or Quit
+// The server said 220 to STARTTLS: run the TLS handshake on the connection, then call
+// TlsEstablished(), or FeedIoError() if it failed. Until then the client neither
+// writes nor reads; from then on Feed() takes the decrypted bytes.
+struct StartTls {};
 struct TransactionDone {
   uint64_t id;
   std::vector<Outcome> rcpt_outcomes;  // one per rcpt, envelope order
@@ -183,14 +216,17 @@ struct TransactionDone {
 struct SessionClosed {
   Outcome reason;
 };  // no further events; close the socket
-using Event = std::variant<NeedData, SessionReady, TransactionDone, SessionClosed>;
+using Event =
+    std::variant<NeedData, SessionReady, StartTls, TransactionDone, SessionClosed>;
 
 // The reply the client awaits; the reactor maps it to a timeout (Postfix's
-// xfer_timeouts[]). kEhlo also covers HELO.
+// xfer_timeouts[]). kEhlo also covers HELO and STARTTLS; kTlsHandshake is the
+// reactor's own handshake; kDataDone also covers BDAT.
 enum class Wait {
   kNone,
   kGreeting,
   kEhlo,
+  kTlsHandshake,
   kMail,
   kRcpt,
   kDataInit,
@@ -211,6 +247,7 @@ class Client {
 
   absl::Status StartTransaction(Envelope env);
   void Quit();
+  void TlsEstablished();  // after StartTls: the handshake succeeded
 
   std::string_view PendingOutput() const;
   void ConsumeOutput(size_t n);  // the reactor wrote n bytes
@@ -220,8 +257,20 @@ class Client {
   bool closed() const;
 
  private:
-  enum class Phase { kGreeting, kHello, kIdle, kTransaction, kQuit, kClosed };
-  enum class Cmd { kEhlo, kHelo, kRset, kMail, kRcpt, kData, kBody, kDot, kQuit };
+  enum class Phase { kGreeting, kHello, kTlsHandshake, kIdle, kTransaction, kQuit, kClosed };
+  enum class Cmd {
+    kEhlo,
+    kHelo,
+    kStartTls,
+    kRset,
+    kMail,
+    kRcpt,
+    kData,
+    kBody,
+    kDot,
+    kBdat,
+    kQuit
+  };
   struct Command {
     std::string text;
     Cmd cmd;
@@ -254,6 +303,9 @@ class Client {
   void HandleReply(const Reply& reply);
   void DispatchReply(const Reply& reply);
   void HandleHelloReply(const Sent& sent, const Reply& reply);
+  void HandleStartTlsReply(const Reply& reply);
+  void SessionIsReady();
+  bool UsePipelining() const { return caps_.pipelining && opts_.pipelining; }
   void HandleTransactionReply(const Sent& sent, const Reply& reply);
   void MaybeFinishTransaction();
   void BecomeIdle();
@@ -280,6 +332,11 @@ class Client {
   bool caller_quit_ = false;     // the QUIT under way is the caller's
   std::optional<Outcome> quit_reason_;
   bool received_any_ = false;  // any byte from the server (connect vs greeting)
+  bool tls_ = false;           // STARTTLS done: the session runs over TLS
+  // Bytes followed the reply to the last outstanding command, before the server could
+  // have seen the next one: the next reply is a 421 or a protocol error.
+  bool early_data_ = false;
+  Capabilities plaintext_caps_;  // kept while STARTTLS is tried (opportunistic fallback)
   std::optional<Loss> loss_;
   std::string loss_what_;
   std::deque<Event> events_;

@@ -3,6 +3,9 @@
 // SYNOPSIS
 //   std::string PrepareData(std::string_view message);
 //   std::string PrepareData(std::string_view message, uint64_t* message_size);
+//   std::string PrepareBdat(std::string_view message, uint64_t* message_size);
+//   bool HasEightBit(std::string_view message);
+//   absl::StatusOr<std::string> DowngradeTo7Bit(std::string_view message);
 //   absl::Status CheckLineLengths(std::string_view message, size_t max = 998);
 //
 // DESCRIPTION
@@ -17,12 +20,25 @@
 //   With message_size, also stores the RFC 1870 size of the message: octets after
 //   normalisation, CRLFs included, without dot-stuffing and without the final ".\r\n".
 //
+//   PrepareBdat is the same for BDAT (RFC 3030): line endings normalised and the final
+//   CRLF added once, but no dot-stuffing and no terminating line, since BDAT counts
+//   octets instead; *message_size is then the returned string's size.
+//
+//   DowngradeTo7Bit is for a server without 8BITMIME (RFC 6152 section 3 forbids
+//   sending it 8-bit octets): a single-part message whose 8-bit octets are all in the
+//   body comes back with the body as quoted-printable (RFC 2045 section 6.7, lines of
+//   at most 76 octets), its Content-Transfer-Encoding field replaced and MIME-Version
+//   added when missing. Anything it cannot convert faithfully is an error naming why.
+//
 //   CheckLineLengths reports the first line longer than `max` octets (line ending not
 //   counted, line ends recognised as above): RFC 5321 section 4.5.3.1.6 allows 998 plus
 //   CRLF. The renderer should fold or encode long lines; the client itself does not
 //   refuse them.
 //
 // DIAGNOSTICS
+//   DowngradeTo7Bit: InvalidArgument for 8-bit octets in the header section, in a
+//   multipart or message/* entity (XXX(scope) MIME parts are not converted), or in a
+//   body that already declares quoted-printable or base64.
 //   CheckLineLengths: InvalidArgument "line N is X octets, over 998" (N from 1).
 //
 // BUGS
@@ -37,11 +53,16 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace volley::smtp {
 
 std::string PrepareData(std::string_view message);
 std::string PrepareData(std::string_view message, uint64_t* message_size);
+std::string PrepareBdat(std::string_view message, uint64_t* message_size);
+
+bool HasEightBit(std::string_view message);
+absl::StatusOr<std::string> DowngradeTo7Bit(std::string_view message);
 
 absl::Status CheckLineLengths(std::string_view message, size_t max = 998);
 

@@ -11,6 +11,11 @@ Volley's authors did not write, whose RCPT replies depend on the recipient's loc
 
 Usage:
     aiosmtpd_server.py --port PORT --record FILE [--rcpt-log FILE] [--host 127.0.0.1]
+                       [--tls-cert PEM --tls-key PEM [--tls-broken]]
+
+--tls-cert/--tls-key offer STARTTLS with that certificate. --tls-broken offers it but
+fails every handshake (the server allows only TLS 1.0, which OpenSSL 3 refuses), as a
+server with a broken TLS set-up does.
 
 --record gets one JSON line per accepted message:
     {"ts": <unix time>, "mail_from": "...", "rcpts": ["..."], "bytes": N, "subject": "..."}
@@ -29,6 +34,7 @@ import email.policy
 import ipaddress
 import json
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -103,7 +109,7 @@ class OutcomeHandler:
             n = self.messages
         self.record.write({"ts": time.time(), "mail_from": envelope.mail_from,
                            "rcpts": list(envelope.rcpt_tos), "bytes": len(content),
-                           "subject": subject})
+                           "subject": subject, "tls": session.ssl is not None})
         return "250 2.0.0 Ok: queued as m%d" % n
 
 
@@ -115,6 +121,9 @@ def main():
     p.add_argument("--rcpt-log", help="JSON lines file of every RCPT and its reply")
     p.add_argument("--size-limit", type=int, default=33554432,
                    help="message size limit, advertised as SIZE in the EHLO reply")
+    p.add_argument("--tls-cert", help="PEM certificate: offer STARTTLS")
+    p.add_argument("--tls-key", help="PEM key of --tls-cert")
+    p.add_argument("--tls-broken", action="store_true", help="offer STARTTLS, fail the handshake")
     args = p.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback or ipaddress.ip_address(args.host).version != 4:
         p.error("--host must be in 127.0.0.0/8")
@@ -126,9 +135,16 @@ def main():
     record = JsonlWriter(args.record)
     rcpt_log = JsonlWriter(args.rcpt_log)
     handler = OutcomeHandler(record, rcpt_log)
+    tls_context = None
+    if args.tls_cert:
+        tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_broken:
+            tls_context.minimum_version = ssl.TLSVersion.TLSv1
+            tls_context.maximum_version = ssl.TLSVersion.TLSv1
     controller = Controller(handler, hostname=args.host, port=args.port,
                             server_hostname="aiosmtpd.test", ready_timeout=10.0,
-                            data_size_limit=args.size_limit)
+                            data_size_limit=args.size_limit, tls_context=tls_context)
     try:
         controller.start()
     except Exception as e:

@@ -310,10 +310,15 @@ class PostfixSink:
 
     MARK = "@@VOLLEY-SMTP-SINK-DUMP@@"
 
-    def __init__(self, h, binary="/usr/sbin/smtp-sink"):
+    def __init__(self, h, binary="/usr/sbin/smtp-sink", extra_args=(), name="smtp-sink"):
+        """extra_args: more smtp-sink options (fault flags such as -e, -p, -f RCPT, -r
+        MAIL, -q RCPT, -Q DATA), given before the address; name: the process name and
+        the folder (under h.dir) of its dump, so that several sinks can run at once."""
         self.h = h
         self.binary = binary
-        self.dir = h.mkdir("smtp-sink")
+        self.extra_args = list(extra_args)
+        self.name = name
+        self.dir = h.mkdir(name)
         # smtp-sink must drop privileges (-u nobody) when run as root, and writes its dump
         # as that user: let it through the (0700) temporary directory into its own.
         os.chmod(h.dir, 0o711)
@@ -323,14 +328,16 @@ class PostfixSink:
         self.proc = None
         self.port = None
 
-    def start(self, attempts=3):
+    def start(self, attempts=3, port=None):
+        """Listen on a free port, or on `port` (e.g. to restart a sink where a client
+        already sends; smtp-sink sets SO_REUSEADDR)."""
         if not os.access(self.binary, os.X_OK):
             raise TestFailure("%s is missing: run scripts/install-deps (package postfix)" % self.binary)
         for _ in range(attempts):
-            self.port = free_port()
-            argv = [self.binary, "-c", "-u", "nobody", "-S", self.MARK + "\\n", "-D", self.dump_path,
-                    "%s:%d" % (LOOPBACK, self.port), "256"]
-            self.proc = Proc(self.h, "smtp-sink", argv, cwd=self.dir)
+            self.port = port or free_port()
+            argv = [self.binary, "-c", "-u", "nobody", "-S", self.MARK + "\\n", "-D", self.dump_path]
+            argv += self.extra_args + ["%s:%d" % (LOOPBACK, self.port), "256"]
+            self.proc = Proc(self.h, self.name, argv, cwd=self.dir)
             try:
                 wait_for(lambda: self._connectable() or not self.proc.alive(), 10, "smtp-sink to listen")
             except TestFailure:
@@ -367,13 +374,35 @@ class PostfixSink:
                     pass
         return last
 
-    def transactions(self):
-        """[(mail_from, [rcpt, ...]), ...] from the dump file."""
+    def _dump_text(self):
         text = ""
         for name in sorted(os.listdir(self.dir)):
             if name.startswith("dump-"):
                 with open(os.path.join(self.dir, name), errors="replace") as f:
                     text += f.read()
+        return text
+
+    def dump_headers(self):
+        """One dict per dumped transaction of the X- fields smtp-sink writes first:
+        {"X-Client-Proto": "ESMTP", "X-Helo-Args": "...", "X-Mail-Args": "<a> ...",
+        "X-Rcpt-Args": ["<b>", ...]} (values as written, X-Rcpt-Args a list)."""
+        out = []
+        for block in self._dump_text().split(self.MARK + "\n")[1:]:
+            fields = {"X-Rcpt-Args": []}
+            for line in block.split("\n"):
+                if not line.startswith("X-"):
+                    break
+                name, _, value = line.partition(": ")
+                if name == "X-Rcpt-Args":
+                    fields[name].append(value)
+                else:
+                    fields[name] = value
+            out.append(fields)
+        return out
+
+    def transactions(self):
+        """[(mail_from, [rcpt, ...]), ...] from the dump file."""
+        text = self._dump_text()
         out = []
         for block in text.split(self.MARK + "\n")[1:]:
             sender, rcpts = None, []
@@ -401,9 +430,10 @@ AIOSMTPD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aios
 class AiosmtpdServer:
     """aiosmtpd_server.py on a free 127.0.0.1 port (retried like Sink)."""
 
-    def __init__(self, h, extra_args=()):
+    def __init__(self, h, extra_args=(), name="aiosmtpd"):
+        """name: the folder under h.dir, so that several servers can run at once."""
         self.h = h
-        self.dir = h.mkdir("aiosmtpd")
+        self.dir = h.mkdir(name)
         self.record_path = os.path.join(self.dir, "messages.jsonl")
         self.rcpt_log_path = os.path.join(self.dir, "rcpts.jsonl")
         self.extra_args = list(extra_args)
@@ -451,7 +481,8 @@ class Volleyd:
     directory; the working directory is that directory too, so nothing leaks."""
 
     def __init__(self, h, route_port, name="volleyd", retry_initial="1s", retry_max="2s",
-                 max_age="3d", extra_config="", smtp_config=""):
+                 max_age="3d", extra_config="", smtp_config="", routes=None):
+        """routes: more [routes] entries besides "*" -> route_port, {domain: port}."""
         self.h = h
         self.binary = h.binary("engine/volleyd")
         self.dir = h.mkdir(name)
@@ -467,10 +498,12 @@ class Volleyd:
             f.write(
                 '[paths]\nspool = "%s"\nqueue = "%s"\nlog = "%s"\n\n'
                 '[smtp]\nehlo_name = "volley-src.test"\n%s\n'
-                '[routes]\n"*" = "%s:%d"\n\n'
+                '[routes]\n"*" = "%s:%d"\n%s\n'
                 '[retry]\ninitial = "%s"\nmax = "%s"\nmax_age = "%s"\n\n'
                 '[metrics]\nlisten = "%s:%d"\n%s'
-                % (self.spool, self.queue, self.log_dir, smtp_config, LOOPBACK, route_port, retry_initial,
+                % (self.spool, self.queue, self.log_dir, smtp_config, LOOPBACK, route_port,
+                   "".join('"%s" = "%s:%d"\n' % (dom, LOOPBACK, p) for dom, p in (routes or {}).items()),
+                   retry_initial,
                    retry_max, max_age, LOOPBACK, self.metrics_port, extra_config))
         self.output = os.path.join(h.dir, "%s.out" % name)
         self.name = name
@@ -569,8 +602,8 @@ class Harness:
     def sink(self, record=True, extra_args=()):
         return Sink(self, record, extra_args).start()
 
-    def postfix_sink(self):
-        return PostfixSink(self).start()
+    def postfix_sink(self, **kw):
+        return PostfixSink(self, **kw).start()
 
     def volleyd(self, route_port, **kw):
         return Volleyd(self, route_port, **kw)

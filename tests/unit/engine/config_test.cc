@@ -17,7 +17,21 @@ TEST(ParseConfig, EmptyTextGivesTheDocumentedDefaults) {
   EXPECT_EQ(c->queue_dir, "var/queue");
   EXPECT_EQ(c->log_dir, "var/log");
   EXPECT_EQ(c->smtp.port, 25);
-  EXPECT_EQ(c->smtp.max_recipients_per_transaction, 100);
+  const DestinationPolicy& p = c->smtp.defaults;
+  EXPECT_EQ(p.max_recipients_per_transaction, 100);
+  // RFC 5321 section 4.5.3.2's timeouts.
+  EXPECT_EQ(p.connect_timeout, absl::Seconds(30));
+  EXPECT_EQ(p.greeting_timeout, absl::Minutes(5));
+  EXPECT_EQ(p.ehlo_timeout, absl::Minutes(5));
+  EXPECT_EQ(p.mail_timeout, absl::Minutes(5));
+  EXPECT_EQ(p.rcpt_timeout, absl::Minutes(5));
+  EXPECT_EQ(p.data_timeout, absl::Minutes(2));
+  EXPECT_EQ(p.data_block_timeout, absl::Minutes(3));
+  EXPECT_EQ(p.data_done_timeout, absl::Minutes(10));
+  EXPECT_TRUE(p.pipelining);
+  EXPECT_TRUE(p.chunking);
+  EXPECT_EQ(p.tls, TlsMode::kOpportunistic);
+  EXPECT_TRUE(c->destinations.empty());
   EXPECT_FALSE(c->smtp.ehlo_name.empty());
   ASSERT_EQ(c->routes.size(), 1u);
   EXPECT_EQ(c->routes[0].first, "*");
@@ -39,8 +53,11 @@ port = 2525
 ehlo_name = "mx.example.test"
 connect_timeout = "3s"
 greeting_timeout = "1m"
-command_timeout = "2m"
+ehlo_timeout = "2m"
+mail_timeout = "3m"
+rcpt_timeout = "4m"
 data_timeout = "90s"
+data_block_timeout = "1m"
 data_done_timeout = "4m"
 quit_timeout = "500ms"
 idle_timeout = "2s"
@@ -48,6 +65,18 @@ max_connections_per_destination = 7
 max_messages_per_connection = 9
 max_recipients_per_transaction = 50
 max_reply_line = 1024
+pipelining = false
+chunking = false
+tls = "required"
+tls_match = ["mx.a.test", "*.a.test"]
+tls_ca_file = "/etc/ca.pem"
+tls_fallback_time = "30m"
+[destination."Slow.TEST"]
+pipelining = true
+rcpt_timeout = "9m"
+tls = "verify"
+[destination."127.0.0.2:25"]
+max_connections_per_destination = 2
 [routes]
 "a.test" = "127.0.0.2:25"
 "*" = "[::1]:2525"
@@ -69,13 +98,47 @@ listen = "127.0.0.1:9999"
   EXPECT_EQ(c->spool_dir, "/s");
   EXPECT_EQ(c->smtp.port, 2525);
   EXPECT_EQ(c->smtp.ehlo_name, "mx.example.test");
-  EXPECT_EQ(c->smtp.connect_timeout, absl::Seconds(3));
-  EXPECT_EQ(c->smtp.data_timeout, absl::Seconds(90));
-  EXPECT_EQ(c->smtp.quit_timeout, absl::Milliseconds(500));
-  EXPECT_EQ(c->smtp.max_connections_per_destination, 7);
-  EXPECT_EQ(c->smtp.max_messages_per_connection, 9);
-  EXPECT_EQ(c->smtp.max_recipients_per_transaction, 50);
+  const DestinationPolicy& p = c->smtp.defaults;
+  EXPECT_EQ(p.connect_timeout, absl::Seconds(3));
+  EXPECT_EQ(p.greeting_timeout, absl::Minutes(1));
+  EXPECT_EQ(p.ehlo_timeout, absl::Minutes(2));
+  EXPECT_EQ(p.mail_timeout, absl::Minutes(3));
+  EXPECT_EQ(p.rcpt_timeout, absl::Minutes(4));
+  EXPECT_EQ(p.data_timeout, absl::Seconds(90));
+  EXPECT_EQ(p.data_block_timeout, absl::Minutes(1));
+  EXPECT_EQ(p.data_done_timeout, absl::Minutes(4));
+  EXPECT_EQ(p.quit_timeout, absl::Milliseconds(500));
+  EXPECT_EQ(p.idle_timeout, absl::Seconds(2));
+  EXPECT_EQ(p.max_connections, 7);
+  EXPECT_EQ(p.max_messages_per_connection, 9);
+  EXPECT_EQ(p.max_recipients_per_transaction, 50);
+  EXPECT_FALSE(p.pipelining);
+  EXPECT_FALSE(p.chunking);
+  EXPECT_EQ(p.tls, TlsMode::kRequired);
+  EXPECT_EQ(p.tls_match, (std::vector<std::string>{"mx.a.test", "*.a.test"}));
   EXPECT_EQ(c->smtp.max_reply_line, 1024);
+  EXPECT_EQ(c->smtp.tls_ca_file, "/etc/ca.pem");
+  EXPECT_EQ(c->smtp.tls_fallback_time, absl::Minutes(30));
+  // A [destination] table starts from [smtp]'s values, written before or after it,
+  // and its name is matched case-insensitively.
+  ASSERT_EQ(c->destinations.size(), 2u);
+  auto find = [&](std::string_view name) -> const DestinationPolicy* {
+    for (const auto& [k, v] : c->destinations) {
+      if (k == name) return &v;
+    }
+    return nullptr;
+  };
+  const DestinationPolicy* slow = find("slow.test");
+  ASSERT_NE(slow, nullptr);
+  EXPECT_TRUE(slow->pipelining);
+  EXPECT_EQ(slow->rcpt_timeout, absl::Minutes(9));
+  EXPECT_EQ(slow->tls, TlsMode::kVerify);
+  EXPECT_FALSE(slow->chunking);
+  EXPECT_EQ(slow->max_connections, 7);
+  const DestinationPolicy* by_route = find("127.0.0.2:25");
+  ASSERT_NE(by_route, nullptr);
+  EXPECT_EQ(by_route->max_connections, 2);
+  EXPECT_EQ(by_route->tls, TlsMode::kRequired);
   // The table replaces the default route (order carries no meaning).
   EXPECT_THAT(c->routes, ::testing::UnorderedElementsAre(
                              std::pair<std::string, std::string>{"a.test", "127.0.0.2:25"},
@@ -108,6 +171,14 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
       {"[paths]\nspool = \"\"\n", "v.toml:2: paths.spool: must not be empty"},
       {"[dns]\nservers = [\"127.0.0.1\"]\n", "v.toml:2: dns.servers: \"127.0.0.1\": expected HOST:PORT"},
       {"[smtp\n", "v.toml:1: "},  // TOML syntax error
+      {"[smtp]\ntls = \"yes\"\n",
+       "v.toml:2: smtp.tls: must be \"off\", \"opportunistic\", \"required\" or \"verify\""},
+      {"[smtp]\ncommand_timeout = \"5m\"\n", "v.toml:2: smtp.command_timeout: unknown key"},
+      {"[destination.\"a.test\"]\nport = 25\n",
+       "v.toml:2: destination.\"a.test\".port: unknown key"},
+      {"[destination.\"a.test\"]\ntls_match = \"mx.a.test\"\n",
+       "v.toml:2: destination.\"a.test\".tls_match: must be an array of strings"},
+      {"destination = 1\n", "v.toml:1: destination: must be a table"},
       {"[retry]\ninitial = \"5h\"\nmax = \"1h\"\n", "retry: need 0 < initial <= max"},
       {"[smtp]\nehlo_name = \"a b\\r\\nRSET\"\n", "v.toml:2: smtp.ehlo_name: "},
   };
@@ -121,7 +192,8 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
 TEST(LoadConfigFile, TheShippedExampleIsValid) {
   auto c = LoadConfigFile(std::string(VOLLEY_SOURCE_DIR) + "/deploy/volley.toml");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->smtp.max_connections_per_destination, 20);
+  EXPECT_EQ(c->smtp.defaults.max_connections, 20);
+  EXPECT_EQ(c->smtp.defaults.tls, TlsMode::kOpportunistic);
 }
 
 TEST(LoadConfigFile, MissingFileIsAnError) {

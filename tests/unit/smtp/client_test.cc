@@ -288,7 +288,8 @@ TEST(Client, MailParameters) {
     std::string want;
   };
   const Case cases[] = {
-      {{}, Env(1, {"a@d.test"}, "caf\xc3\xa9\n"), "MAIL FROM:<s@src.test>\r\n"},
+      // 8-bit body, no 8BITMIME: converted to quoted-printable, so no BODY= (below).
+      {{}, Env(1, {"a@d.test"}, "Subject: x\n\ncaf\xc3\xa9\n"), "MAIL FROM:<s@src.test>\r\n"},
       {{"8BITMIME"}, Env(1, {"a@d.test"}), "MAIL FROM:<s@src.test>\r\n"},
       {{"8BITMIME"},
        Env(1, {"a@d.test"}, "caf\xc3\xa9\n"),
@@ -910,6 +911,190 @@ TEST(Client, StageNames) {
   EXPECT_EQ(StageName(Stage::kDataDone), "data-done");
   EXPECT_EQ(StageName(Stage::kRset), "rset");
   EXPECT_EQ(StageName(Stage::kQuit), "quit");
+}
+
+// --- Later additions: 421 behind a reply, STARTTLS, CHUNKING, 8-bit downgrade. ------
+
+TEST(Client, A421RightBehindAnotherReplyIsA421) {
+  // RFC 5321 section 3.8: a server may say 421 at any time, even in the same write
+  // as a reply. It must end the session as a 421, not as a protocol error.
+  Session s;
+  s.Server("220 mx\r\n421 4.3.2 shutting down\r\n");
+  ASSERT_EQ(s.events.size(), 1u);
+  EXPECT_EQ(DescribeEvent(s.events[0]), "closed transient:421:4.3.2:ehlo");
+
+  Session t;
+  t.Handshake({});
+  ASSERT_TRUE(t.c.StartTransaction(Env(1, {"a@d.test"})).ok());
+  EXPECT_EQ(t.Out(), "MAIL FROM:<s@src.test>\r\n");
+  t.Server("250 ok\r\n421 4.4.2 idle too long\r\n");
+  ASSERT_EQ(t.events.size(), 2u);
+  EXPECT_EQ(DescribeEvent(t.events[0]), "done 1 transient:421:4.4.2:rcpt");
+  EXPECT_TRUE(t.c.closed());
+
+  // Split: the 421 arrives in pieces after the 354; the body already went out, and
+  // the recipient is deferred with the 421, never reported delivered.
+  Session u;
+  u.Handshake({"PIPELINING"});
+  ASSERT_TRUE(u.c.StartTransaction(Env(1, {"a@d.test"})).ok());
+  u.Out();
+  u.Server("250 ok\r\n250 ok\r\n354 go\r\n42");
+  EXPECT_EQ(u.Out(), "hi\r\n.\r\n");
+  u.Server("1 4.3.0 bye\r\n");
+  ASSERT_EQ(u.events.size(), 2u);
+  EXPECT_EQ(DescribeEvent(u.events[0]), "done 1 transient:421:4.3.0:data-done");
+
+  // Anything other than 421 in the same place is still a protocol error.
+  Session v;
+  v.Server("220 mx\r\n2");
+  EXPECT_EQ(v.Out(), "EHLO localhost\r\n");
+  v.Server("50 mx\r\n");
+  ASSERT_EQ(v.events.size(), 1u);
+  EXPECT_EQ(DescribeEvent(v.events[0]), "closed transient:451:4.4.2:ehlo");
+}
+
+ClientOptions Tls(TlsPolicy policy) {
+  ClientOptions o;
+  o.tls = policy;
+  return o;
+}
+
+TEST(Client, StartTlsInjectionClosesUnread) {
+  // CVE-2011-0411: bytes behind the 220 were sent in plaintext and must never be read
+  // as a reply once TLS is up. Whole: caught at the 220.
+  Session s(Tls(TlsPolicy::kOpportunistic));
+  s.Server("220 mx\r\n");
+  EXPECT_EQ(s.Out(), "EHLO localhost\r\n");
+  s.Server("250-mx\r\n250 STARTTLS\r\n");
+  EXPECT_EQ(s.Out(), "STARTTLS\r\n");
+  s.Server("220 go ahead\r\n250-mx\r\n250 PIPELINING\r\n");
+  ASSERT_EQ(s.events.size(), 1u);
+  EXPECT_EQ(DescribeEvent(s.events[0]), "closed transient:451:4.4.2:starttls");
+  EXPECT_EQ(std::get<SessionClosed>(s.events[0]).reason.text,
+            "protocol error (server sent data after its 220 reply to STARTTLS, before "
+            "the TLS handshake) while awaiting starttls reply");
+  EXPECT_EQ(s.c.PendingOutput(), "");
+
+  // In a later read, during the handshake: the reactor gives those bytes to TLS, and
+  // if plaintext reaches the client anyway the session ends.
+  Session t(Tls(TlsPolicy::kOpportunistic));
+  t.Server("220 mx\r\n");
+  t.Out();
+  t.Server("250-mx\r\n250 STARTTLS\r\n");
+  t.Out();
+  t.Server("220 go ahead\r\n");
+  ASSERT_EQ(t.events.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<StartTls>(t.events[0]));
+  EXPECT_EQ(t.c.waiting_for(), Wait::kTlsHandshake);
+  t.Server("250 mx\r\n");
+  ASSERT_EQ(t.events.size(), 2u);
+  EXPECT_EQ(DescribeEvent(t.events[1]), "closed transient:451:4.7.5:starttls");
+}
+
+TEST(Client, TlsHandshakeFailureAndTimeout) {
+  for (int timeout = 0; timeout < 2; ++timeout) {
+    Session s(Tls(TlsPolicy::kRequired));
+    s.Server("220 mx\r\n");
+    s.Out();
+    s.Server("250-mx\r\n250 STARTTLS\r\n");
+    s.Out();
+    s.Server("220 go ahead\r\n");
+    s.c.Quit();  // takes effect when idle, which never comes
+    if (timeout) {
+      s.c.FeedTimeout();
+    } else {
+      s.c.FeedIoError("TLS handshake: certificate verify failed");
+    }
+    s.Drain();
+    ASSERT_EQ(s.events.size(), 2u);
+    EXPECT_EQ(DescribeEvent(s.events[1]), timeout ? "closed transient:451:4.4.2:starttls"
+                                                   : "closed transient:451:4.7.5:starttls");
+    EXPECT_EQ(std::get<SessionClosed>(s.events[1]).reason.text,
+              timeout ? "timed out during the TLS handshake"
+                      : "I/O error (TLS handshake: certificate verify failed) during the "
+                        "TLS handshake");
+    EXPECT_EQ(s.c.PendingOutput(), "");
+  }
+}
+
+TEST(Client, TlsOffNeverSendsStartTls) {
+  Session s;  // TlsPolicy::kOff is the default
+  s.Handshake({"STARTTLS", "PIPELINING"});
+  EXPECT_TRUE(s.caps.starttls);
+  EXPECT_TRUE(s.c.idle());
+}
+
+TEST(Client, ChunkingOnlyWhenEnabledAndAdvertised) {
+  ClientOptions on;
+  on.chunking = true;
+  Session s(on);
+  s.Handshake({"PIPELINING"});  // not advertised: DATA
+  ASSERT_TRUE(s.c.StartTransaction(Env(1, {"a@d.test"})).ok());
+  EXPECT_EQ(s.Out(), "MAIL FROM:<s@src.test>\r\nRCPT TO:<a@d.test>\r\nDATA\r\n");
+
+  Session t;  // advertised, not enabled: DATA
+  t.Handshake({"PIPELINING", "CHUNKING"});
+  ASSERT_TRUE(t.c.StartTransaction(Env(1, {"a@d.test"})).ok());
+  EXPECT_EQ(t.Out(), "MAIL FROM:<s@src.test>\r\nRCPT TO:<a@d.test>\r\nDATA\r\n");
+
+  // Without PIPELINING, BDAT waits for the RCPT replies like any command, and is not
+  // sent when every recipient was refused.
+  Session u(on);
+  u.Handshake({"CHUNKING"});
+  ASSERT_TRUE(u.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  EXPECT_EQ(u.Out(), "MAIL FROM:<s@src.test>\r\n");
+  u.Server("250 ok\r\n");
+  EXPECT_EQ(u.Out(), "RCPT TO:<a@d.test>\r\n");
+  u.Server("250 ok\r\n");
+  EXPECT_EQ(u.Out(), "BDAT 3 LAST\r\nx\r\n");
+  EXPECT_EQ(u.c.waiting_for(), Wait::kDataDone);
+  u.Server("250 ok\r\n");
+  ASSERT_EQ(u.events.size(), 1u);
+  EXPECT_EQ(DescribeEvent(u.events[0]), "done 1 accepted:250:2.0.0:data-done");
+  ASSERT_TRUE(u.c.StartTransaction(Env(2, {"b@d.test"}, "x")).ok());
+  u.Out();
+  u.Server("250 ok\r\n");
+  u.Out();
+  u.Server("550 5.1.1 no\r\n");
+  EXPECT_EQ(u.Out(), "");
+  ASSERT_EQ(u.events.size(), 2u);
+  EXPECT_EQ(DescribeEvent(u.events[1]), "done 2 permanent:550:5.1.1:rcpt");
+}
+
+TEST(Client, PipeliningSwitchedOffForTheDestination) {
+  ClientOptions off;
+  off.pipelining = false;
+  Session s(off);
+  s.Handshake({"PIPELINING"});
+  ASSERT_TRUE(s.c.StartTransaction(Env(1, {"a@d.test", "b@d.test"})).ok());
+  EXPECT_EQ(s.Out(), "MAIL FROM:<s@src.test>\r\n");
+  s.Server("250 ok\r\n");
+  EXPECT_EQ(s.Out(), "RCPT TO:<a@d.test>\r\n");
+}
+
+TEST(Client, EightBitBodyToA7BitServerIsConvertedOrBounced) {
+  Session s;
+  s.Handshake({"PIPELINING", "SIZE"});
+  ASSERT_TRUE(s.c.StartTransaction(Env(1, {"a@d.test"}, "Subject: x\n\ncaf\xc3\xa9 =\n"))
+                  .ok());
+  EXPECT_EQ(s.Out(), "MAIL FROM:<s@src.test> SIZE=93\r\nRCPT TO:<a@d.test>\r\nDATA\r\n");
+  s.Server("250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(s.Out(),
+            "Subject: x\r\nMIME-Version: 1.0\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 =3D\r\n.\r\n");
+
+  // What cannot be converted faithfully is bounced, 5.6.3, and never sent.
+  Session t;
+  t.Handshake({"PIPELINING"});
+  ASSERT_TRUE(
+      t.c.StartTransaction(Env(1, {"a@d.test"}, "Subject: caf\xc3\xa9\n\nbody\n")).ok());
+  t.Drain();
+  EXPECT_EQ(t.Out(), "");
+  ASSERT_EQ(t.events.size(), 1u);
+  EXPECT_EQ(DescribeEvent(t.events[0]), "done 1 permanent:554:5.6.3:mail");
+  EXPECT_EQ(t.Done().rcpt_outcomes[0].text,
+            "cannot convert the message to 7 bits: 8-bit octets in header line 1; the "
+            "server offers neither 8BITMIME nor SMTPUTF8");
 }
 
 }  // namespace

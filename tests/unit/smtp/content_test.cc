@@ -56,5 +56,70 @@ TEST(CheckLineLengths, ReportsTheFirstLongLine) {
   EXPECT_EQ(st.message(), "line 1 is 6 octets, over 5");
 }
 
+TEST(PrepareBdat, NormalisesWithoutStuffingOrTerminator) {
+  uint64_t size = 0;
+  EXPECT_EQ(PrepareBdat(".a\rb\nc", &size), ".a\r\nb\r\nc\r\n");
+  EXPECT_EQ(size, 10u);
+  EXPECT_EQ(PrepareBdat("", &size), "");
+  EXPECT_EQ(size, 0u);
+  EXPECT_EQ(PrepareBdat("x\r\n", &size), "x\r\n");
+}
+
+TEST(DowngradeTo7Bit, QuotedPrintableBody) {
+  // Trailing white space, '=', control characters and 8-bit octets are encoded.
+  absl::StatusOr<std::string> out =
+      DowngradeTo7Bit("Subject: x\nContent-Transfer-Encoding: 8bit\nMIME-Version: 1.0\n\n"
+                      "a=b \n\xc3\xa9t\xc3\xa9\t\n\x01.\n");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out,
+            "Subject: x\r\nMIME-Version: 1.0\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            "a=3Db=20\r\n=C3=A9t=C3=A9=09\r\n=01.\r\n");
+  EXPECT_FALSE(HasEightBit(*out));
+
+  // Soft line breaks keep every line within 76 octets, and the decoded text is the
+  // original: a 300-octet 8-bit line.
+  std::string line;
+  for (int i = 0; i < 100; ++i) line += "\xc3\xa9x";
+  out = DowngradeTo7Bit("Subject: x\n\n" + line + "\n");
+  ASSERT_TRUE(out.ok()) << out.status();
+  std::string body = out->substr(out->find("\r\n\r\n") + 4);
+  std::string decoded;
+  size_t start = 0;
+  while (start < body.size()) {
+    size_t end = body.find("\r\n", start);
+    std::string_view l(body.data() + start, end - start);
+    EXPECT_LE(l.size(), 76u) << l;
+    const bool soft = !l.empty() && l.back() == '=';
+    if (soft) l.remove_suffix(1);
+    for (size_t i = 0; i < l.size(); ++i) {
+      if (l[i] == '=') {
+        decoded += static_cast<char>(std::stoi(std::string(l.substr(i + 1, 2)), nullptr, 16));
+        i += 2;
+      } else {
+        decoded += l[i];
+      }
+    }
+    if (!soft) decoded += "\n";
+    start = end + 2;
+  }
+  EXPECT_EQ(decoded, line + "\n");
+}
+
+TEST(DowngradeTo7Bit, RefusesWhatItCannotConvert) {
+  EXPECT_EQ(DowngradeTo7Bit("Subject: caf\xc3\xa9\n\nx\n").status().message(),
+            "8-bit octets in header line 1; the server offers neither 8BITMIME nor "
+            "SMTPUTF8");
+  EXPECT_EQ(DowngradeTo7Bit("Content-Type: multipart/mixed;\n boundary=b\n\n\xc3\xa9\n")
+                .status()
+                .message(),
+            "8-bit octets in a multipart message, which Volley does not convert, and "
+            "the server does not offer 8BITMIME");
+  EXPECT_EQ(DowngradeTo7Bit("Content-Transfer-Encoding: Base64\n\n\xc3\xa9\n")
+                .status()
+                .message(),
+            "8-bit octets in a body declared Content-Transfer-Encoding: base64");
+}
+
 }  // namespace
 }  // namespace volley::smtp

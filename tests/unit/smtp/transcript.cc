@@ -35,6 +35,8 @@ std::string_view WaitName(Wait w) {
       return "greeting";
     case Wait::kEhlo:
       return "ehlo";
+    case Wait::kTlsHandshake:
+      return "tls-handshake";
     case Wait::kMail:
       return "mail";
     case Wait::kRcpt:
@@ -265,6 +267,16 @@ class Replayer {
         size_t n = 0;
         if (kv.first == "ehlo") {
           opts_.ehlo_name = kv.second;
+        } else if (kv.first == "tls" && kv.second == "off") {
+          opts_.tls = TlsPolicy::kOff;
+        } else if (kv.first == "tls" && kv.second == "opportunistic") {
+          opts_.tls = TlsPolicy::kOpportunistic;
+        } else if (kv.first == "tls" && kv.second == "required") {
+          opts_.tls = TlsPolicy::kRequired;
+        } else if (kv.first == "chunking" && (kv.second == "on" || kv.second == "off")) {
+          opts_.chunking = kv.second == "on";
+        } else if (kv.first == "pipelining" && (kv.second == "on" || kv.second == "off")) {
+          opts_.pipelining = kv.second == "on";
         } else if (absl::SimpleAtoi(kv.second, &n) && kv.first == "pipeline") {
           opts_.max_pipeline_bytes = n;
         } else if (absl::SimpleAtoi(kv.second, &n) && kv.first == "max_line") {
@@ -298,6 +310,8 @@ class Replayer {
       if (!st.ok()) Fail(absl::StrCat("StartTransaction: ", st.ToString()));
     } else if (verb == "quit") {
       client_->Quit();
+    } else if (verb == "tls-established") {
+      client_->TlsEstablished();
     } else if (verb == "eof") {
       client_->FeedEof();
       Drain();
@@ -349,8 +363,10 @@ std::string DescribeEvent(const Event& ev) {
     if (c.starttls) s += " starttls";
     if (c.size) s += " size";
     if (c.size_limit) absl::StrAppend(&s, "=", *c.size_limit);
+    if (r->tls) s += " tls";
     return s;
   }
+  if (std::holds_alternative<StartTls>(ev)) return "starttls";
   if (const auto* d = std::get_if<TransactionDone>(&ev)) {
     std::string s = absl::StrCat("done ", d->id);
     for (const Outcome& o : d->rcpt_outcomes)

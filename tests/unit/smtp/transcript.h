@@ -11,10 +11,13 @@
 //     C: <line>              the client must have written <line> CRLF
 //     M: <line>              a line of the next message's content (joined with "\n")
 //     E: <event>             the next event from Next() must read <event> (DescribeEvent)
-//     ! options [ehlo=NAME] [pipeline=N] [max_line=N] [max_lines=N]   (first line only)
+//     ! options [ehlo=NAME] [pipeline=N] [max_line=N] [max_lines=N]
+//               [tls=off|opportunistic|required] [chunking=on|off] [pipelining=on|off]
+//                                          (first line only)
 //     ! start id=N from=ADDR to=A[,B...]   StartTransaction (must succeed); from=<> is
 //                                          the null path; content from the M: lines
 //     ! quit | ! eof | ! timeout | ! ioerror WHAT
+//     ! tls-established      TlsEstablished(), after E: starttls
 //     ! wait NAME            waiting_for() must be NAME (none, greeting, ehlo, ...)
 //   Consecutive S:/R: lines form one block that is fed in the chosen FeedMode, with
 //   Next() drained after every piece; consecutive C: lines are compared with the
