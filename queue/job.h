@@ -100,8 +100,9 @@ struct JobLimits {
   // Default: 64
   size_t max_var_name = 64;
 
-  // Longest variable value, in octets. Also bounds how far a rendered line can
-  // grow past the template's own 998-octet line limit.
+  // Longest variable value, in octets. A value may be longer than a message line;
+  // a recipient whose values would render a line over 998 octets is rejected at
+  // intake (Template::CheckLineLength).
   // Default: 4096
   size_t max_var_value = 4096;
 

@@ -15,6 +15,7 @@
 #include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
+#include "queue/template.h"
 
 namespace volley::queue {
 namespace {
@@ -178,6 +179,15 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   }
   auto header = ParseJobHeader(line, limits);
   if (!header.ok()) return refuse(1, base::StdSv(header.status().message()));
+  // Compiled once per job to check how long each recipient's lines render.
+  // ParseJobHeader has compiled it already, so this cannot fail.
+  auto tpl = Template::Compile(header->message);
+  if (!tpl.ok()) {
+    return refuse(1, absl::StrCat("message: ", tpl.status().message()));
+  }
+  // Without placeholders every recipient gets the same lines, which Compile() has
+  // held to 998 octets: nothing is left to check per recipient.
+  const bool check_rendered_lines = tpl->has_placeholders();
 
   IntakeResult result;
   result.job = header->id;
@@ -265,6 +275,14 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     if (!rcpt.ok()) {
       reject(line_no, base::StdSv(rcpt.status().message()), line);
       continue;
+    }
+    // RFC 5321 4.5.3.1.6 / RFC 5322 2.1.1: no line over 998 octets leaves Volley.
+    // Refused here, where the sender can be told, not at delivery.
+    if (check_rendered_lines) {
+      if (absl::Status too_long = tpl->CheckLineLength(*rcpt); !too_long.ok()) {
+        reject(line_no, base::StdSv(too_long.message()), line);
+        continue;
+      }
     }
     RETURN_IF_ERROR(writer->Add(static_cast<uint32_t>(line_no), EncodeRecipient(*rcpt)));
     ++result.accepted;

@@ -13,11 +13,13 @@
 //   <spool>/tmp/       a place on the same filesystem to write a job before the rename
 //
 //   Intake streams the file (bounded memory whatever its length), validates
-//   each line (queue/job.h) and writes recipients in batches. The file moves to
-//   accepted/ only after the queue commit is synced, so from then on a crash
-//   loses nothing. A crash before that leaves the file in incoming/ and the job
-//   in state kLoading; the next Intake of the file rewrites the same keys
-//   (see queue.h) and carries on: no recipient is queued twice.
+//   each line (queue/job.h), rejects a recipient for whom a message line would
+//   render longer than 998 octets (Template::CheckLineLength, queue/template.h)
+//   and writes recipients in batches. The file moves to accepted/ only after the
+//   queue commit is synced, so from then on a crash loses nothing. A crash before
+//   that leaves the file in incoming/ and the job in state kLoading; the next
+//   Intake of the file rewrites the same keys (see queue.h) and carries on: no
+//   recipient is queued twice.
 //
 // ERRORS
 //   Intake returns InvalidArgument when the job was refused (the file is already

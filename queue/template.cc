@@ -53,6 +53,30 @@ std::string_view LookUp(std::string_view name, const Recipient& rcpt) {
   return {};
 }
 
+// ResolvedValues - the value of each of a template's variables for one recipient,
+// looked up once per recipient rather than once per placeholder. Campaign templates
+// use a handful of variables, so the values usually live on the stack.
+class ResolvedValues {
+ public:
+  ResolvedValues(const std::vector<std::string>& names, const Recipient& rcpt) {
+    if (names.size() > kInline) {
+      heap_.resize(names.size());
+      values_ = heap_.data();
+    }
+    for (size_t i = 0; i < names.size(); ++i) values_[i] = LookUp(names[i], rcpt);
+  }
+  ResolvedValues(const ResolvedValues&) = delete;
+  ResolvedValues& operator=(const ResolvedValues&) = delete;
+
+  std::string_view operator[](size_t i) const { return values_[i]; }
+
+ private:
+  static constexpr size_t kInline = 32;
+  std::string_view inline_[kInline];
+  std::vector<std::string_view> heap_;
+  std::string_view* values_ = inline_;
+};
+
 absl::Status LineError(size_t line_no, std::string_view reason) {
   std::string message = absl::StrCat("line ", line_no, ": ");
   message.append(reason);
@@ -126,6 +150,20 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
     while (index < t.variables_.size() && t.variables_[index] != name) ++index;
     if (index == t.variables_.size()) t.variables_.emplace_back(name);
     t.segments_.push_back(Segment{0, 0, index});
+    return index;
+  };
+  // Count one placeholder for variable `var` on the line that var_lines_.back()
+  // describes.
+  auto count_var = [&t](uint32_t var) {
+    VarLine& vl = t.var_lines_.back();
+    for (uint32_t i = vl.first; i < vl.first + vl.count; ++i) {
+      if (t.line_vars_[i].var == var) {
+        ++t.line_vars_[i].times;
+        return;
+      }
+    }
+    t.line_vars_.push_back(LineVar{var, 1});
+    ++vl.count;
   };
 
   bool in_header = true;
@@ -184,6 +222,7 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
     }
 
     size_t at = 0;
+    size_t placeholder_octets = 0;  // of "{{ name }}" text on this line
     while (at < line.size()) {
       const size_t open = line.find(kOpen, at);
       if (open == std::string_view::npos) break;
@@ -193,11 +232,22 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
       if (const char* why = ParsePlaceholder(line.substr(open), &name, &length)) {
         return LineError(line_no, why);
       }
-      add_var(name);
+      if (placeholder_octets == 0) {
+        t.var_lines_.push_back(VarLine{static_cast<uint32_t>(line_no), 0,
+                                       static_cast<uint32_t>(t.line_vars_.size()), 0});
+      }
+      count_var(add_var(name));
+      placeholder_octets += length;
       at = open + length;
     }
     if (at < line.size()) add_literal(line.substr(at));
     add_literal("\r\n");
+    if (placeholder_octets > 0) {
+      t.var_lines_.back().literal = static_cast<uint32_t>(line.size() - placeholder_octets);
+    } else if (t.fixed_line_ == 0 || line.size() > t.fixed_length_) {
+      t.fixed_line_ = static_cast<uint32_t>(line_no);
+      t.fixed_length_ = static_cast<uint32_t>(line.size());
+    }
   }
   if (line_no == 0) {
     return LineError(1, "header section must start with a 'Name: value' field");
@@ -207,17 +257,7 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
 }
 
 void Template::Render(const Recipient& rcpt, std::string* out) const {
-  // Resolve each distinct variable once per recipient, not once per placeholder.
-  // Campaign templates use a handful of variables, so the values live on the stack.
-  constexpr size_t kInlineVars = 32;
-  std::string_view inline_values[kInlineVars];
-  std::vector<std::string_view> heap_values;
-  std::string_view* values = inline_values;
-  if (variables_.size() > kInlineVars) {
-    heap_values.resize(variables_.size());
-    values = heap_values.data();
-  }
-  for (size_t i = 0; i < variables_.size(); ++i) values[i] = LookUp(variables_[i], rcpt);
+  const ResolvedValues values(variables_, rcpt);
 
   size_t total = text_.size();
   for (const Segment& s : segments_) {
@@ -232,6 +272,52 @@ void Template::Render(const Recipient& rcpt, std::string* out) const {
       out->append(values[s.var]);
     }
   }
+}
+
+RenderedLine Template::LongestLine(const Recipient& rcpt) const {
+  RenderedLine best{fixed_line_, fixed_length_, {}};
+  if (var_lines_.empty()) return best;
+  const ResolvedValues values(variables_, rcpt);
+  for (const VarLine& vl : var_lines_) {
+    size_t length = vl.literal;
+    size_t most = 0;
+    std::string_view most_var;
+    for (uint32_t i = vl.first; i < vl.first + vl.count; ++i) {
+      const LineVar& lv = line_vars_[i];
+      const size_t adds = values[lv.var].size() * lv.times;
+      length += adds;
+      if (most_var.empty() || adds > most) {
+        most = adds;
+        most_var = variables_[lv.var];
+      }
+    }
+    // var_lines_ is in line order, but the fixed line may come before or after.
+    if (best.line == 0 || length > best.length ||
+        (length == best.length && vl.line < best.line)) {
+      best = RenderedLine{vl.line, length, most_var};
+    }
+  }
+  return best;
+}
+
+absl::Status Template::CheckLineLength(const Recipient& rcpt) const {
+  const RenderedLine longest = LongestLine(rcpt);
+  if (longest.length <= kMaxMessageLine) return absl::OkStatus();
+  // Only a placeholder can take a line past the bound: Compile() holds literal
+  // lines to it, so longest.var is set here.
+  bool from_vars = false;
+  for (const auto& [name, unused] : rcpt.vars) {
+    if (name == longest.var) {
+      from_vars = true;
+      break;
+    }
+  }
+  // Names are [A-Za-z0-9_.-] (IsPlaceholderName), safe to show as they are.
+  std::string field = "to";
+  if (from_vars || longest.var != "to") field.assign("vars.").append(longest.var);
+  return absl::InvalidArgumentError(absl::StrCat(field, ": renders message line ",
+                                                 longest.line, " at ", longest.length,
+                                                 " octets, over ", kMaxMessageLine));
 }
 
 }  // namespace volley::queue

@@ -5,6 +5,8 @@
 //
 //   absl::StatusOr<Template> Template::Compile(std::string_view text);
 //   void Template::Render(const Recipient& rcpt, std::string* out) const;
+//   RenderedLine Template::LongestLine(const Recipient& rcpt) const;
+//   absl::Status Template::CheckLineLength(const Recipient& rcpt) const;
 //   const std::vector<std::string>& Template::variables() const;
 //
 //   bool AppendRenderedInline(std::string_view text, const Recipient& rcpt,
@@ -31,6 +33,16 @@
 //   the only line ending SMTP allows; the rendered message always ends with CRLF.
 //   Dot-stuffing is the SMTP client's job, not the template's.
 //
+//   Rendered line length: LongestLine() says, without rendering, how long the
+//   longest line Render() would produce for a recipient is: per template line, its
+//   literal octets plus the size of every value substituted into it. Compile()
+//   records, for each line holding placeholders, its literal octets and how many
+//   times each variable appears on it, so the check costs one addition per distinct
+//   variable per such line. Values never hold CR or LF (ParseRecipientLine and
+//   DecodeRecipient refuse them: header injection), so a value never splits a line;
+//   should a hand-built Recipient carry one anyway, it is counted whole, and the
+//   result can only overestimate.
+//
 // CONTRACT
 //   A compiled Template is immutable; Render() is const and safe to call from any
 //   number of threads at once.
@@ -42,11 +54,18 @@
 //   "line 7 is 1203 octets, over 998", "line 1: header section must start with a
 //   'Name: value' field", "line 2: placeholder in header field name".
 //
+//   CheckLineLength() returns absl::InvalidArgumentError "<field>: renders message
+//   line 4 at 1203 octets, over 998", where the line is the template line (as in
+//   Compile's errors) and <field> is the variable adding the most octets to it:
+//   "vars.<name>", or "to" for the builtin recipient address.
+//
 // BOUNDS
-//   A template line may not exceed 998 octets without its CRLF (RFC 5322 2.1.1),
-//   counted on the template text itself. A value longer than its placeholder can
-//   make a rendered line longer than that: XXX(render-time length) the renderer does
-//   not fold or check lines; var values are capped at JobLimits::max_var_value.
+//   No rendered line exceeds 998 octets without its CRLF (RFC 5322 2.1.1, RFC 5321
+//   4.5.3.1.6). Compile() holds the template's own lines to that, so a template
+//   without placeholders is checked once per job; a value longer than its
+//   placeholder can still push a line past it, which CheckLineLength() catches for
+//   each recipient at intake (queue/spool.cc rejects that recipient line). The
+//   renderer itself neither folds nor checks lines.
 //
 // SEE ALSO
 //   queue/job.h (JobHeader, Recipient, RenderMessage), docs/jobs.md,
@@ -59,6 +78,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "queue/job.h"
 
@@ -69,6 +89,16 @@ inline constexpr size_t kMaxMessageLine = 998;
 // Longest placeholder name; matches JobLimits::max_var_name's default.
 inline constexpr size_t kMaxPlaceholderName = 64;
 
+// RenderedLine - one line of a rendered message, as Template::LongestLine sees it.
+struct RenderedLine {
+  size_t line = 0;    // the template line it comes from, from 1
+  size_t length = 0;  // octets, without CRLF
+  // The variable adding the most octets to the line (all its placeholders on the
+  // line counted; the first on the line wins a tie), pointing into the Template's
+  // variables(); empty for a line without placeholders.
+  std::string_view var;
+};
+
 class Template {
  public:
   // Compile - check `text` and split it into segments. See DIAGNOSTICS above.
@@ -76,6 +106,18 @@ class Template {
 
   // Render - append the message for `rcpt` to *out (never clears it).
   void Render(const Recipient& rcpt, std::string* out) const;
+
+  // LongestLine - the longest line Render(rcpt) would produce, found without
+  // rendering (see "Rendered line length" above); the earliest wins a tie.
+  RenderedLine LongestLine(const Recipient& rcpt) const;
+
+  // CheckLineLength - OK when no line Render(rcpt) would produce is longer than
+  // kMaxMessageLine octets; otherwise the error under DIAGNOSTICS.
+  absl::Status CheckLineLength(const Recipient& rcpt) const;
+
+  // has_placeholders - false when every recipient gets the same message, so that
+  // Compile() has already checked every line and CheckLineLength() cannot fail.
+  bool has_placeholders() const { return !variables_.empty(); }
 
   // variables - the distinct placeholder names, in order of first use.
   const std::vector<std::string>& variables() const { return variables_; }
@@ -94,11 +136,29 @@ class Template {
     uint32_t var = kLiteral;
   };
 
+  // A template line holding placeholders: its number, its literal octets (without
+  // CRLF) and its distinct variables, line_vars_[first, first + count).
+  struct LineVar {
+    uint32_t var = 0;    // index into variables_
+    uint32_t times = 0;  // placeholders for it on the line
+  };
+  struct VarLine {
+    uint32_t line = 0;
+    uint32_t literal = 0;
+    uint32_t first = 0;
+    uint32_t count = 0;
+  };
+
   Template() = default;
 
   std::string text_;  // the literal parts, CRLF-normalised, concatenated
   std::vector<Segment> segments_;
   std::vector<std::string> variables_;
+  std::vector<VarLine> var_lines_;
+  std::vector<LineVar> line_vars_;
+  // The longest line without placeholders: the same for every recipient.
+  uint32_t fixed_line_ = 0;
+  uint32_t fixed_length_ = 0;
 };
 
 // IsPlaceholderName - true when `name` matches [A-Za-z0-9_.-]{1,max_len}.

@@ -41,9 +41,10 @@
 //   body that already declares quoted-printable or base64.
 //   CheckLineLengths: InvalidArgument "line N is X octets, over 998" (N from 1).
 //
-// BUGS
-//   XXX(simplicity) CheckLineLengths measures lines before dot-stuffing, so a 998-octet
-//   line that starts with '.' goes out as 999 octets.
+// NOTES
+//   CheckLineLengths measures lines before dot-stuffing, so a 998-octet line that
+//   starts with '.' goes out as 999 octets: RFC 5321 section 4.5.3.1.6 does not count
+//   "the leading dot duplicated for transparency".
 #ifndef VOLLEY_ENGINE_SMTP_CONTENT_H_
 #define VOLLEY_ENGINE_SMTP_CONTENT_H_
 

@@ -7,9 +7,10 @@ job with an id already taken. Each file must end in spool/failed/ with a <file>.
 names the line, field or reason, and nothing of it may be sent.
 
 Bad recipient lines (the job goes ahead without them): bad JSON, an invalid address,
-CR/LF in a variable (header injection), an oversized value, an oversized line. They must be listed in
-spool/failed/<job>.rejects.jsonl as {"line":N,"reason":...,"text":...}, and exactly the
-good lines delivered.
+CR/LF in a variable (header injection), an oversized value, an oversized line, a value
+that would render a message line over 998 octets (RFC 5321 4.5.3.1.6). They must be
+listed in spool/failed/<job>.rejects.jsonl as {"line":N,"reason":...,"text":...}, and
+exactly the good lines delivered, one of them with a rendered line of exactly 998 octets.
 """
 import collections
 import json
@@ -25,6 +26,9 @@ from harness import check, log, wait_for  # noqa: E402
 SENDER = "sender@volley-src.test"
 OVERSIZED_VALUE = 10000  # octets in one variable's value (a first name!): too long
 OVERSIZED_LINE = 1024 * 1024 + 1  # a recipient line of over 1 MiB: too long as a line
+# harness.message(personalised=True) has "Hello {{first_name}}," as its line 7: 7 literal
+# octets, so a first name of 991 octets renders it at 998 (the most RFC 5321 allows).
+LONGEST_FIRST_NAME = 991
 
 
 def mentions_line(n):
@@ -120,8 +124,11 @@ def test(h):
         10: harness.rcpt_line("good-10@d0004.test", first_name="Ida"),
         11: harness.rcpt_line("oversized-11@d0003.test", first_name="J" * OVERSIZED_LINE),
         12: harness.rcpt_line("good-12@d0005.test", first_name="Kit"),
+        13: harness.rcpt_line("overlong-13@d0004.test", first_name="L" * (LONGEST_FIRST_NAME + 1)),
+        14: harness.rcpt_line("good-14@d0005.test", first_name="M" * LONGEST_FIRST_NAME),
     }
-    bad_lines = {3, 5, 7, 9, 11}
+    bad_lines = {3, 5, 7, 9, 11, 13}
+    want_reasons = {13: "vars.first_name: renders message line 7 at 999 octets, over 998"}
     text = "\n".join([harness.header_line(job, msg=harness.message(personalised=True))]
                      + [lines[i] for i in sorted(lines)]) + "\n"
     d.drop(job + ".job", text)
@@ -155,6 +162,9 @@ def test(h):
                 failures.append("reject for line %r has no text" % r.get("line"))
             if r.get("line") == 5 and "not-an-address" not in str(r.get("text", "")):
                 failures.append("reject for line 5 does not carry its text: %r" % str(r)[:200])
+            want = want_reasons.get(r.get("line"))
+            if want is not None and r.get("reason") != want:
+                failures.append("reject for line %d: reason %r, want %r" % (r["line"], r.get("reason"), want))
     except harness.TestFailure as e:
         failures.append(str(e))
 

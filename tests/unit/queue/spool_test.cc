@@ -140,6 +140,36 @@ TEST_F(SpoolTest, BadRecipientLinesAreRejectedAndTheRestProceeds) {
   EXPECT_THAT(rejects, HasSubstr("vars.name"));
 }
 
+TEST_F(SpoolTest, ARecipientWhoseValuesRenderALineOver998OctetsIsRejected) {
+  // kHeader's line 3 is "Hello {{name}}": 6 literal octets.
+  const std::string long_line = R"({"to":"long@d.test","vars":{"name":")";
+  Drop("w.job", Header("w") + "\n" +
+                    R"({"to":"ok1@d.test","vars":{"name":")" + std::string(992, 'n') + "\"}}\n" +
+                    long_line + std::string(993, 'n') + "\"}}\n" +
+                    R"({"to":"ok2@d.test"})" "\n");
+  auto r = Intake("w.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->rejected, 1u);
+  EXPECT_EQ(Queued(r->job_no), 2u);
+  EXPECT_TRUE(fs::exists(root_ / "spool/accepted/w.job"));
+  EXPECT_EQ(ReadFile(root_ / "spool/failed/w.rejects.jsonl"),
+            R"({"file":"incoming/w.job","line":3,"reason":"vars.name: renders message line 3 at 999 octets, over 998","text":"{\"to\":\"long@d.test\",\"vars\":{\"name\":\")" +
+                std::string(200 - long_line.size(), 'n') + "\"}\n");
+}
+
+TEST_F(SpoolTest, ATemplateWithoutPlaceholdersTakesAnyValues) {
+  // Nothing a recipient carries reaches the message, so nothing is too long.
+  Drop("n.job", R"({"job":"n","from":"a@b.test","message":"Subject: x\r\n\r\nHello\r\n"})" "\n" +
+                    std::string(R"({"to":"a@d.test","vars":{"name":")") +
+                    std::string(4096, 'n') + "\"}}\n");
+  auto r = Intake("n.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_EQ(r->rejected, 0u);
+  EXPECT_FALSE(fs::exists(root_ / "spool/failed/n.rejects.jsonl"));
+}
+
 TEST_F(SpoolTest, AJobIdIsAcceptedOnce) {
   Drop("d1.job", Header("dup") + "\n" + R"({"to":"a@d.test"})" "\n");
   auto first = Intake("d1.job");

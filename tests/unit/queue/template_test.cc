@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -143,6 +144,149 @@ TEST(TemplateRenderTest, CopiedTemplateRendersTheSame) {
   moved.Render(r, &got_moved);
   EXPECT_EQ(got_copy, "Subject: 1\r\n\r\nbody 1\r\n");
   EXPECT_EQ(got_moved, got_copy);
+}
+
+// LongestRenderedLine - the longest line of a rendered message, measured the slow
+// way: {line from 1, octets without CRLF}; the earliest wins a tie.
+std::pair<size_t, size_t> LongestRenderedLine(std::string_view message) {
+  std::pair<size_t, size_t> best{0, 0};
+  size_t line = 0;
+  for (size_t pos = 0; pos < message.size();) {
+    size_t end = message.find("\r\n", pos);
+    if (end == std::string_view::npos) end = message.size();
+    ++line;
+    if (best.first == 0 || end - pos > best.second) best = {line, end - pos};
+    pos = end + 2;
+  }
+  return best;
+}
+
+TEST(TemplateLineLengthTest, LongestLineAndCheck) {
+  // "X: " and 980 octets of padding leave 15 octets for {{to}} within 998.
+  const std::string to_line = "X: " + Repeat('p', 980) + "{{to}}\n";
+  std::string utf8_998;  // 499 two-octet characters: 998 octets, 499 characters
+  std::string utf8_1000;
+  for (int i = 0; i < 499; ++i) utf8_998 += "\xc3\xa9";
+  utf8_1000 = utf8_998 + "\xc3\xa9";
+  const struct {
+    std::string name;
+    std::string text;
+    Recipient rcpt;
+    size_t want_line;
+    size_t want_length;
+    std::string want_var;
+    std::string want_error;  // empty: CheckLineLength is OK
+  } cases[] = {
+      // A value in a header line: "Subject: " is 9 octets.
+      {"header line at 998", "Subject: {{v}}\n\nbody\n",
+       Recipient{"a@example.com", {{"v", Repeat('v', 989)}}}, 1, 998, "v", ""},
+      {"header line at 999", "Subject: {{v}}\n\nbody\n",
+       Recipient{"a@example.com", {{"v", Repeat('v', 990)}}}, 1, 999, "v",
+       "vars.v: renders message line 1 at 999 octets, over 998"},
+      // A value in a body line: "Hello " and "!" are 7 octets.
+      {"body line at 998", "Subject: x\n\nHello {{ v }}!\n",
+       Recipient{"a@example.com", {{"v", Repeat('v', 991)}}}, 3, 998, "v", ""},
+      {"body line at 999", "Subject: x\r\n\r\nHello {{ v }}!\r\n",
+       Recipient{"a@example.com", {{"v", Repeat('v', 992)}}}, 3, 999, "v",
+       "vars.v: renders message line 3 at 999 octets, over 998"},
+      {"body line far over", "Subject: x\n\n1\n2\nHello {{v}}\n",
+       Recipient{"a@example.com", {{"v", Repeat('v', 1197)}}}, 5, 1203, "v",
+       "vars.v: renders message line 5 at 1203 octets, over 998"},
+      // Octets, not characters.
+      {"utf-8 at 998 octets", "Subject: x\n\n{{v}}\n", Recipient{"a@example.com", {{"v", utf8_998}}},
+       3, 998, "v", ""},
+      {"utf-8 at 1000 octets", "Subject: x\n\n{{v}}\n",
+       Recipient{"a@example.com", {{"v", utf8_1000}}}, 3, 1000, "v",
+       "vars.v: renders message line 3 at 1000 octets, over 998"},
+      // The builtin {{to}}, and a "to" variable overriding it.
+      {"to at 998", "Subject: x\n" + to_line, Recipient{"ann@example.com", {}}, 2, 998, "to", ""},
+      {"to at 999", "Subject: x\n" + to_line, Recipient{"anne@example.com", {}}, 2, 999, "to",
+       "to: renders message line 2 at 999 octets, over 998"},
+      {"vars.to over 998", "Subject: x\n" + to_line,
+       Recipient{"a@example.com", {{"to", "Anne <anne@example.com>"}}}, 2, 1006, "to",
+       "vars.to: renders message line 2 at 1006 octets, over 998"},
+      // Several placeholders on one line: "--" is the literal. The field named is
+      // the variable adding the most octets, all its placeholders counted.
+      {"several at 998", "Subject: x\n\n{{a}}-{{b}}-{{a}}\n",
+       Recipient{"a@example.com", {{"a", Repeat('a', 300)}, {"b", Repeat('b', 396)}}}, 3, 998, "a",
+       ""},
+      {"several at 999, repeated var most", "Subject: x\n\n{{a}}-{{b}}-{{a}}\n",
+       Recipient{"a@example.com", {{"a", Repeat('a', 300)}, {"b", Repeat('b', 397)}}}, 3, 999, "a",
+       "vars.a: renders message line 3 at 999 octets, over 998"},
+      {"several at 999, single var most", "Subject: x\n\n{{a}}-{{b}}-{{a}}\n",
+       Recipient{"a@example.com", {{"a", Repeat('a', 100)}, {"b", Repeat('b', 797)}}}, 3, 999, "b",
+       "vars.b: renders message line 3 at 999 octets, over 998"},
+      {"several with to", "Subject: x\n\n{{to}} {{first}} {{to}}\n",
+       Recipient{"anne@example.com", {{"first", Repeat('f', 966)}}}, 3, 1000, "first",
+       "vars.first: renders message line 3 at 1000 octets, over 998"},
+      // The longest line wins, wherever it is; an undefined variable is empty.
+      {"longest of several lines", "Subject: {{v}}\n\n{{v}}{{v}}\n{{missing}}\n",
+       Recipient{"a@example.com", {{"v", Repeat('v', 500)}}}, 3, 1000, "v",
+       "vars.v: renders message line 3 at 1000 octets, over 998"},
+      {"literal line longer than rendered ones", "Subject: {{v}}\n\n" + Repeat('b', 998) + "\n",
+       Recipient{"a@example.com", {{"v", "short"}}}, 3, 998, "", ""},
+      {"tie goes to the earlier line", "Subject: {{v}}\n\n" + Repeat('b', 14) + "\n",
+       Recipient{"a@example.com", {{"v", "short"}}}, 1, 14, "v", ""},
+      {"tie goes to the earlier line, literal first", "Subject: xxxxx\n\n{{v}}" + Repeat('b', 9) + "\n",
+       Recipient{"a@example.com", {{"v", "short"}}}, 1, 14, "", ""},
+      // A template without placeholders: checked by Compile, the same for everyone.
+      {"no placeholders", "Subject: x\n\n" + Repeat('b', 998) + "\nend\n",
+       Recipient{"a@example.com", {{"v", Repeat('v', 4096)}}}, 3, 998, "", ""},
+      {"empty lines only", "Subject: {{v}}\n\n", Recipient{"a@example.com", {}}, 1, 9, "v", ""},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const absl::StatusOr<Template> t = Template::Compile(c.text);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const RenderedLine got = t->LongestLine(c.rcpt);
+    EXPECT_EQ(got.line, c.want_line);
+    EXPECT_EQ(got.length, c.want_length);
+    EXPECT_EQ(std::string(got.var), c.want_var);
+    // The cheap count agrees with the rendered message.
+    std::string rendered;
+    t->Render(c.rcpt, &rendered);
+    EXPECT_EQ(LongestRenderedLine(rendered), std::make_pair(got.line, got.length));
+    const absl::Status st = t->CheckLineLength(c.rcpt);
+    EXPECT_EQ(std::string(st.message()), c.want_error);
+    if (!c.want_error.empty()) {
+      EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    }
+  }
+}
+
+TEST(TemplateLineLengthTest, HasPlaceholders) {
+  EXPECT_FALSE(Template::Compile("Subject: x\n\nbody\n")->has_placeholders());
+  EXPECT_TRUE(Template::Compile("Subject: x\n\n{{to}}\n")->has_placeholders());
+}
+
+TEST(TemplateLineLengthTest, ManyVariablesOnOneLine) {
+  // More distinct variables than LongestLine keeps on the stack, on one line.
+  std::string text = "Subject: x\n\n";
+  Recipient r{"a@example.com", {}};
+  for (int i = 0; i < 40; ++i) {
+    // Appended rather than "v" + ...: GCC 12 -O3 warns on that (bug 105329).
+    std::string name = "v";
+    name += std::to_string(i);
+    text += "{{" + name + "}}";
+    r.vars.emplace_back(name, Repeat('x', 25));
+  }
+  const absl::StatusOr<Template> t = Template::Compile(text);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->LongestLine(r).length, 1000u);
+  EXPECT_EQ(std::string(t->CheckLineLength(r).message()),
+            "vars.v0: renders message line 3 at 1000 octets, over 998");
+  r.vars.back().second = Repeat('x', 23);
+  EXPECT_TRUE(t->CheckLineLength(r).ok());
+}
+
+TEST(TemplateLineLengthTest, LineBreakInAHandBuiltValueOnlyOverestimates) {
+  // The parser never lets CR or LF into a value; were one there, it is counted
+  // whole rather than splitting the line, so the check errs on the safe side.
+  const absl::StatusOr<Template> t = Template::Compile("Subject: x\n\n{{v}}\n");
+  ASSERT_TRUE(t.ok());
+  const Recipient r{"a@example.com", {{"v", Repeat('a', 600) + "\r\n" + Repeat('b', 600)}}};
+  EXPECT_EQ(t->LongestLine(r).length, 1202u);
+  EXPECT_FALSE(t->CheckLineLength(r).ok());
 }
 
 TEST(InlineTemplateTest, Check) {
