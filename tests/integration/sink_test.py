@@ -267,7 +267,11 @@ def check_results(sink, expect, final):
     # Sessions: 2 smtplib + 1 pipelined + 1 BDAT + CONCURRENT + 1 dropped.
     check_eq(final["sessions"], 5 + CONCURRENT, "sessions")
     check_eq(set(final), {"sessions", "messages", "recipients", "bytes", "connections",
-                          "peak_connections", "listeners"}, "stats keys")
+                          "peak_connections", "rejects", "tls_sessions", "listeners"},
+             "stats keys")
+    # test_smtplib's RCPT before MAIL (503) and DATA without RCPT (554).
+    check_eq(final["rejects"], 2, "rejects")
+    check_eq(final["tls_sessions"], 0, "tls_sessions")
 
     on_disk = read_stats(sink.stats_path)
     check_eq(on_disk, final, "stats file vs stdout")

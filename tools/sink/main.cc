@@ -3,14 +3,18 @@
 //
 // SYNOPSIS
 //   volley-sink [--listen HOST:PORT ...] [--stats FILE] [--hostname NAME]
-//               [--record FILE] [--max-recipients N]
+//               [--record FILE] [--max-recipients N] [--profiles FILE]
+//               [--seed N] [--tls-cert-out FILE]
 //
 // DESCRIPTION
 //   volley-sink answers SMTP (with PIPELINING and CHUNKING) on each --listen
 //   address and throws every message away, counting it. It is for tests, demos and
-//   benchmarks. Once listening it prints "volley-sink: listening on ADDR" to stderr
-//   for each address (with the real port when PORT is 0). On SIGTERM or SIGINT it
-//   writes its counters as JSON to stdout (and to --stats) and exits 0.
+//   benchmarks. With --profiles it misbehaves on purpose, per listener or per
+//   recipient domain, so that an SMTP client can be shown correct against broken
+//   servers (see FAULT PROFILES). Once listening it prints "volley-sink: listening
+//   on ADDR" to stderr for each address (with the real port when PORT is 0). On
+//   SIGTERM or SIGINT it writes its counters as JSON to stdout (and to --stats)
+//   and exits 0.
 //
 // OPTIONS
 //   --listen HOST:PORT (127.0.0.1:2525)
@@ -19,24 +23,76 @@
 //   --stats FILE (none)
 //       Rewrite FILE with the counters every second and at exit, through FILE.tmp
 //       and rename: {"sessions","messages","recipients","bytes","connections",
-//       "peak_connections","listeners":[{"listen","sessions","peak_connections"}]}.
+//       "peak_connections","rejects","tls_sessions","listeners":[{"listen",
+//       "sessions","peak_connections"}]}. rejects counts 4xx and 5xx replies to
+//       MAIL, RCPT, DATA, BDAT and the end of data; tls_sessions, completed TLS
+//       handshakes.
 //   --hostname NAME (the machine's host name)
-//       Name in the 220 greeting and the EHLO reply.
+//       Name in the 220 greeting and the EHLO reply, and of the STARTTLS
+//       certificate.
 //   --record FILE (none)
 //       Append one JSON line per accepted message: {"from","rcpts":[...],"bytes"}.
 //       Written at least every second and at exit.
 //   --max-recipients N (1000)
 //       Recipients per transaction; RCPT past N gets 452 4.5.3 (too many
 //       recipients), as real servers answer. 1..100000.
+//   --profiles FILE (none: no faults)
+//       Fault profiles (TOML); see FAULT PROFILES and docs/sink.md.
+//   --seed N (1)
+//       Seed for the profiles' rates; each session's decisions derive from it
+//       and the session's number (in accept order), so a run is reproducible.
+//   --tls-cert-out FILE (none)
+//       Write the STARTTLS certificate (PEM, self-signed, generated at start-up
+//       for --hostname; also a CA, so a client can trust it) to FILE.
+//
+// FAULT PROFILES
+//   A TOML file of [profile.NAME] tables, [listener."HOST:PORT"] and
+//   [domain."NAME"] tables that pick one by profile = "NAME", e.g.:
+//
+//     [profile.default]                # every listener not named below
+//     [profile.flaky]
+//     ehlo = "esmtp"                   # or "no-esmtp": EHLO gets 502, HELO works
+//     pipelining = true                # extensions advertised (starttls: false)
+//     chunking = true
+//     starttls = false
+//     smtputf8 = true
+//     eight_bit_mime = true
+//     size_limit = 10485760            # SIZE advertised and enforced; 0: neither
+//     greeting = "421 4.3.2 busy"      # a whole reply; 421 closes, 4xx/5xx refuse
+//     greeting_delay = "0ms"
+//     tarpit = "0ms"                   # before every other reply
+//     greylist = "2s"                  # first RCPT of (sender, rcpt): 451 4.7.1
+//     max_connections = 0              # more open on the listener: 421 and close
+//     inject_after_starttls = ""       # sent right behind the STARTTLS 220
+//     [[profile.flaky.reply]]          # first matching rule that fires wins
+//     command = "RCPT"                 # EHLO HELO MAIL RCPT DATA DOT BDAT RSET
+//                                      # NOOP QUIT STARTTLS
+//     match = "busy"                   # argument contains it (any case)
+//     nth = 3                          # only the 3rd matching one in a session
+//     rate = 0.2                       # share of matching ones
+//     reply = "450 4.2.1 mailbox busy" # 4xx/5xx refuse, 421 also closes
+//     delay = "0ms"                    # before this reply
+//     [[profile.flaky.disconnect]]     # close, no reply
+//     after = "DOT"                    # or CONNECT, or a command as above
+//     rate = 0.1
+//     [listener."127.0.0.2:2525"]      # as given to --listen, or as bound
+//     profile = "flaky"
+//     [domain."reject.test"]           # RCPT to it, and its transactions
+//     profile = "flaky"
+//
+//   Errors name the file, line and key: "f.toml:9: profile.flaky.reply[1].rate:
+//   must be 0..1"; an unknown key is an error.
 //
 // DIAGNOSTICS
-//   Exit status 0 after a signal, 1 on a runtime failure, 2 on bad usage.
+//   Exit status 0 after a signal, 1 on a runtime failure, 2 on bad usage (a bad
+//   option, address or profiles file).
 //
 // SEE ALSO
-//   tools/sink/sink.h, tools/sink/session.h
+//   docs/sink.md, tools/sink/sink.h, tools/sink/session.h, tools/sink/profile.h
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,7 +105,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: volley-sink [--listen HOST:PORT ...] [--stats FILE] [--hostname NAME] "
-    "[--record FILE] [--max-recipients N]\n";
+    "[--record FILE] [--max-recipients N] [--profiles FILE] [--seed N] "
+    "[--tls-cert-out FILE]\n";
 
 // RaiseFileLimit - allow as many descriptors as the hard limit: thousands of
 // connections need more than the usual soft limit of 1024.
@@ -100,6 +157,26 @@ int main(int argc, char** argv) {
         return 2;
       }
       options.session.max_recipients = n;
+    } else if (name == "--profiles") {
+      auto profiles = volley::sink::LoadProfiles(value);
+      if (!profiles.ok()) {
+        std::fprintf(stderr, "volley-sink: --profiles: %s\n",
+                     std::string(profiles.status().message()).c_str());
+        return 2;
+      }
+      options.profiles = *std::move(profiles);
+    } else if (name == "--seed") {
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || errno != 0 || value[0] == '-') {
+        std::fprintf(stderr, "volley-sink: --seed must be a number, not \"%s\"\n",
+                     value.c_str());
+        return 2;
+      }
+      options.seed = n;
+    } else if (name == "--tls-cert-out") {
+      options.tls_cert_out = value;
     } else {
       std::fprintf(stderr, "volley-sink: unknown option %.*s\n%s",
                    static_cast<int>(name.size()), name.data(), kUsage);

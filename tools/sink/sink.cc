@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,7 @@
 #include "base/json.h"
 #include "base/slot_table.h"
 #include "base/status.h"
+#include "engine/tls/tls.h"
 
 namespace volley::sink {
 
@@ -34,7 +36,8 @@ std::string StatsJson(const Stats& s) {
       "{\"sessions\":", s.sessions, ",\"messages\":", s.messages,
       ",\"recipients\":", s.recipients, ",\"bytes\":", s.bytes,
       ",\"connections\":", s.connections,
-      ",\"peak_connections\":", s.peak_connections, ",\"listeners\":[");
+      ",\"peak_connections\":", s.peak_connections, ",\"rejects\":", s.rejects,
+      ",\"tls_sessions\":", s.tls_sessions, ",\"listeners\":[");
   for (size_t i = 0; i < s.listeners.size(); ++i) {
     const ListenerStats& l = s.listeners[i];
     if (i > 0) out.push_back(',');
@@ -162,12 +165,16 @@ int64_t MonotonicNanos() {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
+// Now - the monotonic clock as an absl::Time for the sessions (greylisting):
+// only differences between two readings mean anything.
+absl::Time Now() { return absl::FromUnixNanos(MonotonicNanos()); }
+
 // ---------------------------------------------------------------------------
 // user_data: a base::SlotTable tag (slot | generation | op). A completion for a
 // connection that is gone is dropped. Accept and signal tags use the slot part
 // for the listener index and do not go through the table.
 
-enum Op : uint8_t { kAccept = 1, kRecv = 2, kSend = 3, kSignal = 4 };
+enum Op : uint8_t { kAccept = 1, kRecv = 2, kSend = 3, kSignal = 4, kTimeout = 5 };
 
 struct Connection {
   Connection(const SessionOptions& options, size_t buffer_size)
@@ -177,8 +184,23 @@ struct Connection {
   uint32_t listener = 0;
   Session session;
   std::unique_ptr<char[]> buffer;  // recv buffer
-  std::string out;                 // replies being sent
+  std::string out;                 // octets being sent (ciphertext under TLS)
   size_t out_sent = 0;
+
+  // The session's decisions not yet carried out: steps[next_step...], then
+  // start TLS or close. `waited` is set once the current step's delay is over.
+  std::vector<Step> steps;
+  size_t next_step = 0;
+  bool waited = false;
+  bool start_tls = false;
+  bool close = false;
+  __kernel_timespec timeout{};  // read by the kernel when the timeout is submitted
+
+  // After STARTTLS: the TLS session, and whether its handshake is done.
+  std::optional<tls::Session> tls;
+  bool handshaken = false;
+  bool tls_shutdown = false;  // close_notify queued
+  std::string plain;          // decrypted input, reused
 };
 
 using Connections = base::SlotTable<Connection>;
@@ -186,9 +208,18 @@ using Connections = base::SlotTable<Connection>;
 struct Listener {
   BoundSocket socket;
   ListenerStats stats;
+  SessionOptions session;  // with the listener's profile
   bool armed = false;   // an accept is in flight
   bool paused = false;  // accept failed for lack of resources; retry at next tick
 };
+
+// Mix - SplitMix64's finaliser: turns a session number into an unrelated seed.
+uint64_t Mix(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
 
 // Replies bigger than this are not kept as spare capacity after being sent.
 constexpr size_t kKeepOutCapacity = 64 * 1024;
@@ -218,10 +249,16 @@ class Server::Impl {
   void ArmSignal();
   void ArmRecv(uint32_t slot);
   void ArmSend(uint32_t slot);
+  void ArmTimeout(uint32_t slot, absl::Duration delay);
 
   void OnAccept(uint32_t index, int res, uint32_t flags);
   void OnRecv(uint32_t slot, int res);
+  void OnTlsRecv(uint32_t slot, std::string_view ciphertext);
   void OnSend(uint32_t slot, int res);
+  void OnTimeout(uint32_t slot);
+  void Absorb(Connection& c);
+  void DrainCiphertext(Connection& c);
+  void Pump(uint32_t slot);
   void CloseConnection(uint32_t slot);
 
   absl::Status Tick();
@@ -239,7 +276,9 @@ class Server::Impl {
 
   std::vector<Listener> listeners_;
   Connections conns_;
-  std::vector<AcceptedMessage> accepted_;  // reused per recv
+  Output output_;  // a session's decisions, reused per recv
+  std::unique_ptr<Greylist> greylist_;
+  std::optional<tls::Context> tls_context_;
 
   int record_fd_ = -1;
   std::string record_buffer_;
@@ -284,6 +323,42 @@ absl::Status Server::Impl::Init() {
     Listener& l = listeners_.emplace_back();
     l.socket = b;
     l.stats.listen = b.name;
+    l.session = options_.session;
+    l.session.profile = &options_.profiles.ForListener(text, b.name);
+    l.session.profiles = &options_.profiles;
+  }
+  // A [listener] entry that matches nothing is a typo, not a profile to ignore.
+  for (const std::string& key : options_.profiles.listener_keys()) {
+    bool found = false;
+    for (size_t i = 0; i < listeners_.size(); ++i) {
+      found = found || key == options_.listen[i] || key == listeners_[i].socket.name;
+    }
+    if (!found) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("profiles: [listener.\"", key, "\"] matches no --listen address"));
+    }
+  }
+  greylist_ = std::make_unique<Greylist>(options_.greylist_max_entries);
+  for (Listener& l : listeners_) l.session.greylist = greylist_.get();
+
+  if (options_.profiles.uses_starttls() || !options_.tls_cert_out.empty()) {
+    auto pem = tls::GenerateSelfSigned({options_.session.hostname});
+    if (!pem.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "STARTTLS certificate for --hostname ", options_.session.hostname, ": ",
+          pem.status().message()));
+    }
+    tls::ServerContextOptions tls_options;
+    tls_options.cert_pem = pem->cert_pem;
+    tls_options.key_pem = pem->key_pem;
+    auto ctx = tls::Context::Server(tls_options);
+    if (!ctx.ok()) {
+      return absl::InternalError(absl::StrCat("TLS: ", ctx.status().message()));
+    }
+    tls_context_.emplace(*std::move(ctx));
+    if (!options_.tls_cert_out.empty()) {
+      RETURN_IF_ERROR(base::WriteFileAtomically(options_.tls_cert_out, pem->cert_pem, 0644));
+    }
   }
 
   if (!options_.record_path.empty()) {
@@ -391,6 +466,16 @@ void Server::Impl::ArmSend(uint32_t slot) {
   io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kSend));
 }
 
+void Server::Impl::ArmTimeout(uint32_t slot, absl::Duration delay) {
+  Connection& c = conns_.at(slot);
+  const int64_t ns = absl::ToInt64Nanoseconds(delay);
+  c.timeout.tv_sec = ns / 1000000000;
+  c.timeout.tv_nsec = ns % 1000000000;
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_timeout(sqe, &c.timeout, 0, 0);
+  io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kTimeout));
+}
+
 void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
   Listener& l = listeners_[index];
   if ((flags & IORING_CQE_F_MORE) == 0) l.armed = false;
@@ -423,7 +508,11 @@ void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
   // Replies go out once per input; Nagle would hold one back behind a delayed ACK.
   setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-  const uint32_t slot = conns_.Acquire(options_.session, options_.recv_buffer_size);
+  // Each session draws its fault decisions from its own seed, so that one
+  // session's decisions do not depend on how others interleave.
+  SessionOptions session_options = l.session;
+  session_options.seed = Mix(options_.seed ^ Mix(stats_.sessions));
+  const uint32_t slot = conns_.Acquire(session_options, options_.recv_buffer_size);
   Connection& conn = conns_.at(slot);
   conn.fd = res;
   conn.listener = index;
@@ -435,8 +524,101 @@ void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
   ++l.stats.connections;
   l.stats.peak_connections = std::max(l.stats.peak_connections, l.stats.connections);
 
-  conn.session.Start(&conn.out);
-  ArmSend(slot);
+  output_.Clear();
+  conn.session.Start(l.stats.connections, &output_);
+  Absorb(conn);
+  Pump(slot);
+}
+
+// Absorb - take a session's decisions (in output_) into the connection's queue,
+// and count what they say.
+void Server::Impl::Absorb(Connection& c) {
+  for (const AcceptedMessage& m : output_.accepted) {
+    ++stats_.messages;
+    stats_.recipients += m.recipients;
+    stats_.bytes += m.bytes;
+    if (record_fd_ >= 0) record_buffer_.append(RecordJson(m));
+  }
+  stats_.rejects += output_.rejects;
+  if (c.next_step == c.steps.size()) {
+    c.steps.clear();
+    c.next_step = 0;
+  }
+  for (Step& s : output_.steps) c.steps.push_back(std::move(s));
+  c.start_tls = c.start_tls || output_.start_tls;
+  c.close = c.close || output_.close;
+  output_.Clear();
+}
+
+// DrainCiphertext - move what the TLS session wants sent into the send buffer.
+void Server::Impl::DrainCiphertext(Connection& c) {
+  const std::string_view pending = c.tls->PendingCiphertext();
+  if (pending.empty()) return;
+  c.out.append(pending.data(), pending.size());
+  c.tls->ConsumeCiphertext(pending.size());
+}
+
+// Pump - carry out the connection's decisions in order: send what is waiting,
+// then each step (its delay as an io_uring timeout, then its bytes), then start
+// TLS or close; with nothing left, read. Invariant: called only when the
+// connection has no operation in flight, and it leaves at most one.
+void Server::Impl::Pump(uint32_t slot) {
+  Connection& c = conns_.at(slot);
+  if (c.out_sent < c.out.size()) {
+    ArmSend(slot);
+    return;
+  }
+  while (c.next_step < c.steps.size()) {
+    Step& s = c.steps[c.next_step];
+    if (s.delay > absl::ZeroDuration() && !c.waited) {
+      ArmTimeout(slot, s.delay);
+      return;
+    }
+    c.waited = false;
+    ++c.next_step;
+    if (s.bytes.empty()) continue;
+    c.out.clear();
+    c.out_sent = 0;
+    if (c.tls.has_value()) {
+      if (!c.tls->WritePlaintext(s.bytes).ok()) {
+        CloseConnection(slot);
+        return;
+      }
+      DrainCiphertext(c);
+    } else {
+      c.out.swap(s.bytes);
+    }
+    ArmSend(slot);
+    return;
+  }
+  c.steps.clear();
+  c.next_step = 0;
+  if (c.close) {
+    if (c.tls.has_value() && c.handshaken && !c.tls_shutdown) {
+      // Say goodbye in TLS too (close_notify), then close.
+      c.tls_shutdown = true;
+      c.tls->Shutdown();
+      c.out.clear();
+      c.out_sent = 0;
+      DrainCiphertext(c);
+      if (!c.out.empty()) {
+        ArmSend(slot);
+        return;
+      }
+    }
+    CloseConnection(slot);
+    return;
+  }
+  if (c.start_tls) {
+    c.start_tls = false;
+    auto session = tls::Session::Create(*tls_context_, tls::Role::kServer);
+    if (!session.ok()) {
+      CloseConnection(slot);
+      return;
+    }
+    c.tls.emplace(*std::move(session));
+  }
+  ArmRecv(slot);
 }
 
 void Server::Impl::OnRecv(uint32_t slot, int res) {
@@ -449,26 +631,57 @@ void Server::Impl::OnRecv(uint32_t slot, int res) {
     CloseConnection(slot);
     return;
   }
-  accepted_.clear();
-  c.session.Feed(std::string_view(c.buffer.get(), static_cast<size_t>(res)), &c.out,
-                 &accepted_);
-  for (const AcceptedMessage& m : accepted_) {
-    ++stats_.messages;
-    stats_.recipients += m.recipients;
-    stats_.bytes += m.bytes;
-    if (record_fd_ >= 0) record_buffer_.append(RecordJson(m));
+  const std::string_view input(c.buffer.get(), static_cast<size_t>(res));
+  if (c.tls.has_value()) {
+    OnTlsRecv(slot, input);
+  } else {
+    output_.Clear();
+    c.session.Feed(input, Now(), &output_);
+    Absorb(c);
   }
   if (record_buffer_.size() >= kRecordFlushSize) {
     absl::Status st = FlushRecord();
     if (!st.ok() && record_status_.ok()) record_status_ = st;
   }
-  if (!c.out.empty()) {
-    ArmSend(slot);
-  } else if (c.session.closed()) {
-    CloseConnection(slot);
-  } else {
-    ArmRecv(slot);
+  Pump(slot);
+}
+
+// OnTlsRecv - ciphertext arrived: drive the handshake, then feed the plaintext
+// to the SMTP session. What TLS wants sent (handshake flights, alerts) goes into
+// the send buffer ahead of any reply.
+void Server::Impl::OnTlsRecv(uint32_t slot, std::string_view ciphertext) {
+  Connection& c = conns_.at(slot);
+  c.tls->FeedCiphertext(ciphertext);
+  c.out.clear();
+  c.out_sent = 0;
+  if (!c.handshaken) {
+    auto progress = c.tls->Handshake();
+    DrainCiphertext(c);
+    if (!progress.ok()) {
+      c.close = true;  // after the alert, if there is one
+      return;
+    }
+    if (*progress == tls::Session::Progress::kWantIo) return;
+    c.handshaken = true;
+    ++stats_.tls_sessions;
   }
+  // Whatever plaintext is ready now: the client's EHLO may have come with the
+  // handshake's last flight.
+  for (;;) {
+    c.plain.clear();
+    auto got = c.tls->ReadPlaintext(&c.plain, options_.recv_buffer_size);
+    DrainCiphertext(c);
+    if (!got.ok()) {
+      c.close = true;
+      return;
+    }
+    if (*got == 0) break;
+    output_.Clear();
+    c.session.Feed(c.plain, Now(), &output_);
+    Absorb(c);
+    if (c.session.closed()) break;
+  }
+  if (c.tls->peer_closed()) c.close = true;
 }
 
 void Server::Impl::OnSend(uint32_t slot, int res) {
@@ -492,11 +705,14 @@ void Server::Impl::OnSend(uint32_t slot, int res) {
   } else {
     c.out.clear();
   }
-  if (c.session.closed()) {
-    CloseConnection(slot);  // QUIT answered
-  } else {
-    ArmRecv(slot);
-  }
+  Pump(slot);
+}
+
+void Server::Impl::OnTimeout(uint32_t slot) {
+  // -ETIME is the timer firing; anything else (a cancel at shutdown) ends the
+  // wait as well.
+  conns_.at(slot).waited = true;
+  Pump(slot);
 }
 
 // CloseConnection - close and free a connection. Invariant: it has no operation in
@@ -591,14 +807,17 @@ absl::Status Server::Impl::Run() {
             break;
           case kRecv:
           case kSend:
+          case kTimeout:
             if (conns_.Find(d.data) == nullptr) {
               ++stale_completions_;
               break;
             }
             if (op == kRecv) {
               OnRecv(slot, d.res);
-            } else {
+            } else if (op == kSend) {
               OnSend(slot, d.res);
+            } else {
+              OnTimeout(slot);
             }
             break;
           default:
