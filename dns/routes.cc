@@ -7,6 +7,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/status.h"
 #include "base/strings.h"
 
 namespace volley::dns {
@@ -59,25 +61,36 @@ absl::StatusOr<Destination> ParseHostPort(std::string_view text) {
   return d;
 }
 
+absl::StatusOr<Route> ParseRoute(std::string_view text) {
+  Route route;
+  for (absl::string_view part : absl::StrSplit(base::Sv(text), ',')) {
+    ASSIGN_OR_RETURN(Destination host, ParseHostPort(base::StdSv(absl::StripAsciiWhitespace(part))));
+    if (!route.name.empty()) route.name += ",";
+    route.name += host.name;
+    route.hosts.push_back(std::move(host));
+  }
+  return route;
+}
+
 absl::StatusOr<std::unique_ptr<StaticRoutes>> StaticRoutes::Create(
     const std::vector<std::pair<std::string, std::string>>& table) {
   auto routes = std::unique_ptr<StaticRoutes>(new StaticRoutes);
   for (const auto& [domain, target] : table) {
-    auto dest = ParseHostPort(target);
-    if (!dest.ok()) {
+    auto route = ParseRoute(target);
+    if (!route.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("routes.\"", domain, "\": ", dest.status().message()));
+          absl::StrCat("routes.\"", domain, "\": ", route.status().message()));
     }
     if (domain == "*") {
-      routes->fallback_ = std::make_unique<Destination>(*std::move(dest));
+      routes->fallback_ = std::make_unique<Route>(*std::move(route));
     } else {
-      routes->by_domain_[absl::AsciiStrToLower(domain)] = *std::move(dest);
+      routes->by_domain_[absl::AsciiStrToLower(domain)] = *std::move(route);
     }
   }
   return routes;
 }
 
-const Destination* StaticRoutes::Find(std::string_view domain) const {
+const Route* StaticRoutes::Find(std::string_view domain) const {
   auto it = by_domain_.find(absl::AsciiStrToLower(base::Sv(domain)));
   if (it != by_domain_.end()) return &it->second;
   return fallback_.get();

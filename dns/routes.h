@@ -3,11 +3,15 @@
 // SYNOPSIS
 //   auto routes = StaticRoutes::Create({{"example.test", "127.0.0.1:2525"},
 //                                       {"*", "127.0.0.1:2526"}});
-//   const Destination* d = routes->Find("user@example.test" domain part);
+//   const Route* r = routes->Find("user@example.test" domain part);
+//   for (const Destination& host : r->hosts) ...   // in order of preference
 //
 // DESCRIPTION
 //   The [routes] table of the config: a domain (case-insensitive, exact match)
-//   or "*" (every other domain) maps to HOST:PORT. Until MX resolution lands this
+//   or "*" (every other domain) maps to HOST:PORT, or to several separated by
+//   commas ("127.0.0.1:2526,127.0.0.1:2525"), tried in that order as the MX hosts
+//   of a domain are (RFC 5321 section 5.1): a host that cannot be reached or that
+//   refuses the session sends the client on to the next. Until MX resolution lands this
 //   is the only routing; afterwards it stays as an override (a smart host).
 //   HOST is an IPv4 or IPv6 literal ("[::1]:25"): the table never needs a name
 //   lookup, so a static route can never reach anything the operator did not name.
@@ -45,17 +49,27 @@ struct Destination {
 // ParseHostPort - "1.2.3.4:25" or "[::1]:25" into a Destination.
 absl::StatusOr<Destination> ParseHostPort(std::string_view text);
 
+// Route - the hosts that take a domain's mail, most preferred first. `name` joins
+// the hosts' names with ","; it keys the connection pool.
+struct Route {
+  std::string name;
+  std::vector<Destination> hosts;  // never empty
+};
+
+// ParseRoute - "HOST:PORT[,HOST:PORT...]" (spaces around commas allowed).
+absl::StatusOr<Route> ParseRoute(std::string_view text);
+
 class StaticRoutes {
  public:
   static absl::StatusOr<std::unique_ptr<StaticRoutes>> Create(
       const std::vector<std::pair<std::string, std::string>>& table);
 
-  // The destination for `domain`, or nullptr when no entry (and no "*") matches.
-  const Destination* Find(std::string_view domain) const;
+  // The route for `domain`, or nullptr when no entry (and no "*") matches.
+  const Route* Find(std::string_view domain) const;
 
  private:
-  absl::flat_hash_map<std::string, Destination> by_domain_;
-  std::unique_ptr<Destination> fallback_;
+  absl::flat_hash_map<std::string, Route> by_domain_;
+  std::unique_ptr<Route> fallback_;
 };
 
 }  // namespace volley::dns

@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "dns/routes.h"
@@ -177,7 +178,19 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
       for (const auto& [domain, target] : *table) {
         std::string value;
         const std::string key = absl::StrCat("routes.\"", base::Sv(domain.str()), "\"");
-        RETURN_IF_ERROR(GetString(src, target, key, &value));
+        if (target.is_array()) {
+          // Several hosts, most preferred first: kept as the comma-separated form
+          // that dns::ParseRoute reads.
+          std::vector<std::string> hosts;
+          RETURN_IF_ERROR(GetStringList(src, target, key, &hosts));
+          if (hosts.empty()) return src.Error(target, key, "must name at least one HOST:PORT");
+          value = absl::StrJoin(hosts, ",");
+        } else {
+          RETURN_IF_ERROR(GetString(src, target, key, &value));
+        }
+        if (auto route = dns::ParseRoute(value); !route.ok()) {
+          return src.Error(target, key, base::StdSv(route.status().message()));
+        }
         c->routes.emplace_back(std::string(domain.str()), value);
       }
     } else if (name == "dns") {

@@ -61,6 +61,10 @@ constexpr size_t kTakeBatch = 512;
 // How long stopping waits for transactions under way before closing anyway.
 constexpr absl::Duration kStopGrace = absl::Seconds(10);
 constexpr absl::Duration kTick = absl::Milliseconds(100);
+// How long a host that failed before its session got going is passed over while
+// the route has another: long enough not to hammer it, short enough that the
+// preferred host takes the traffic back soon after it recovers.
+constexpr absl::Duration kHostDownTime = absl::Minutes(1);
 // Refills of the window from the queue are at least this far apart: each costs
 // a RocksDB seek per job.
 constexpr absl::Duration kRefillInterval = absl::Milliseconds(10);
@@ -110,10 +114,14 @@ struct Conn {
   // The handshake failed under tls = "opportunistic": the destination is retried in
   // plaintext at once, so its waiting work is not deferred for this session's end.
   bool tls_fell_back = false;
+  size_t host = 0;  // index into dest->route->hosts
 };
 
 struct Destination {
-  const dns::Destination* where = nullptr;
+  const dns::Route* route = nullptr;
+  // Per host of the route: a host that failed before its session got going is
+  // passed over until then, so new connections go to the next one.
+  std::vector<absl::Time> host_down_until;
   const DestinationPolicy* policy = nullptr;
   // Until then, STARTTLS is not tried (a handshake failed under "opportunistic").
   absl::Time plaintext_until = absl::InfinitePast();
@@ -146,8 +154,9 @@ class Shard {
   void OnReceived(Conn* c, std::string_view bytes);
   void StartTls(Conn* c);
   void ContinueHandshake(Conn* c);
-  const DestinationPolicy& PolicyFor(std::string_view domain, const dns::Destination& where,
+  const DestinationPolicy& PolicyFor(std::string_view domain, const dns::Route& route,
                                      std::string* name) const;
+  static const dns::Destination& HostOf(const Conn* c) { return c->dest->route->hosts[c->host]; }
   void SetDeadline(Conn* c, absl::Time now);
   // Kick - after acting on a connection outside Drain: send what the client
   // wrote and start the clock on the reply it now waits for.
@@ -157,7 +166,9 @@ class Shard {
   }
   void CloseConn(Conn* c);
   void MaybeFree(Conn* c);
-  void FailDestination(Destination* d, const smtp::Outcome& why);
+  // FailDestination - defer everything waiting for `d`; `c` the connection whose
+  // failure it was, when there was one.
+  void FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c = nullptr);
   // `c` is the connection the attempt was made on, when there was one.
   void Record(const Work* w, std::string_view status, const smtp::Outcome& o,
               const Destination* d, uint32_t attempt, const Conn* c = nullptr);
@@ -275,8 +286,8 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
       Expire(w);
       continue;
     }
-    const dns::Destination* where = routes_->Find(DomainOf(w->rcpt.to));
-    if (where == nullptr) {
+    const dns::Route* route = routes_->Find(DomainOf(w->rcpt.to));
+    if (route == nullptr) {
       Finish(w, "bounced",
              MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.4",
                          "no route to the recipient's domain in [routes]"),
@@ -284,11 +295,12 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
       continue;
     }
     std::string policy_name;
-    const DestinationPolicy& policy = PolicyFor(DomainOf(w->rcpt.to), *where, &policy_name);
-    auto& d = destinations_[absl::StrCat(where->name, "|", policy_name)];
+    const DestinationPolicy& policy = PolicyFor(DomainOf(w->rcpt.to), *route, &policy_name);
+    auto& d = destinations_[absl::StrCat(route->name, "|", policy_name)];
     if (!d) {
       d = std::make_unique<Destination>();
-      d->where = where;
+      d->route = route;
+      d->host_down_until.assign(route->hosts.size(), absl::InfinitePast());
       d->policy = &policy;
     }
     PushReady(d.get(), w, /*front=*/false);
@@ -369,7 +381,18 @@ void Shard::Dispatch(absl::Time now) {
 }
 
 void Shard::OpenConnection(Destination* d, absl::Time now) {
-  const int fd = ::socket(d->where->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // The first host in order of preference that is not marked down; when all are,
+  // the one whose mark ends first (it may be back).
+  size_t host = 0;
+  for (size_t i = 0; i < d->host_down_until.size(); ++i) {
+    if (d->host_down_until[i] <= now) {
+      host = i;
+      break;
+    }
+    if (d->host_down_until[i] < d->host_down_until[host]) host = i;
+  }
+  const dns::Destination& where = d->route->hosts[host];
+  const int fd = ::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
                                    absl::StrCat("socket: ", std::strerror(errno))));
@@ -382,6 +405,7 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   c->slot = slot;
   c->fd = fd;
   c->dest = d;
+  c->host = host;
   const DestinationPolicy& p = *d->policy;
   smtp::ClientOptions opts;
   opts.ehlo_name = config_.smtp.ehlo_name;
@@ -403,7 +427,7 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   ++d->connections;
   ++d->sessions_starting;
   ++open_conns_;
-  ring_.PrepConnect(fd, reinterpret_cast<const sockaddr*>(&d->where->addr), d->where->addr_len,
+  ring_.PrepConnect(fd, reinterpret_cast<const sockaddr*>(&where.addr), where.addr_len,
                     conns_.Tag(slot, kOpConnect));
   ++c->pending_ops;
 }
@@ -428,7 +452,7 @@ void Shard::OnCompletion(uint64_t tag, int result) {
   switch (op) {
     case kOpConnect:
       if (result < 0) {
-        c->client->FeedIoError(absl::StrCat("connect to ", c->dest->where->name, ": ",
+        c->client->FeedIoError(absl::StrCat("connect to ", HostOf(c).name, ": ",
                                             std::strerror(-result)));
         break;
       }
@@ -495,7 +519,7 @@ void Shard::StartTls(Conn* c) {
   tls::SessionOptions opts;
   if (p.tls == TlsMode::kVerify) {
     opts.verify = tls::Verify::kChainAndHost;
-    opts.server_name = p.tls_match.empty() ? c->dest->where->host : p.tls_match.front();
+    opts.server_name = p.tls_match.empty() ? HostOf(c).host : p.tls_match.front();
   }
   absl::StatusOr<tls::Session> session =
       tls::Session::Create(*tls_context_, tls::Role::kClient, std::move(opts));
@@ -514,7 +538,7 @@ void Shard::ContinueHandshake(Conn* c) {
     std::string what = "TLS handshake";
     if (p.tls == TlsMode::kVerify) {
       absl::StrAppend(&what, " (the certificate must name ",
-                      p.tls_match.empty() ? c->dest->where->host : p.tls_match.front(), ")");
+                      p.tls_match.empty() ? HostOf(c).host : p.tls_match.front(), ")");
     }
     c->client->FeedIoError(absl::StrCat(what, ": ", progress.status().message()));
     return;
@@ -580,12 +604,19 @@ void Shard::Drain(Conn* c) {
         c->tls_fell_back = true;
       }
       if (!c->session_ready) {
-        --c->dest->sessions_starting;
-        // The session never got going: what waits for this destination would
-        // meet the same fate, so it is deferred now rather than left to spin
-        // (unless a plaintext session is about to be tried instead).
+        Destination* d = c->dest;
+        --d->sessions_starting;
         if (closed->reason.kind != smtp::Outcome::Kind::kAccepted && !c->tls_fell_back) {
-          FailDestination(c->dest, closed->reason);
+          // The host could not be reached or refused the session (a 421 or 554
+          // greeting, EHLO refused, TLS it must have missing): the next host is
+          // tried, as for MX hosts (RFC 5321 section 5.1). When none is left,
+          // what waits would meet the same fate, so it is deferred now rather
+          // than left to spin.
+          d->host_down_until[c->host] = now_ + kHostDownTime;
+          const bool another_host =
+              std::any_of(d->host_down_until.begin(), d->host_down_until.end(),
+                          [&](absl::Time t) { return t <= now_; });
+          if (!another_host) FailDestination(d, closed->reason, c);
         }
       }
       CloseConn(c);
@@ -630,8 +661,7 @@ void Shard::AssignNext(Conn* c) {
 
 // PolicyFor - the [destination] entry for the recipient's domain, else for the
 // route, else [smtp]'s defaults; *name is the entry's name ("" for the defaults).
-const DestinationPolicy& Shard::PolicyFor(std::string_view domain,
-                                          const dns::Destination& where,
+const DestinationPolicy& Shard::PolicyFor(std::string_view domain, const dns::Route& route,
                                           std::string* name) const {
   const std::string lower = absl::AsciiStrToLower(base::Sv(domain));
   for (const auto& [key, policy] : config_.destinations) {
@@ -641,7 +671,7 @@ const DestinationPolicy& Shard::PolicyFor(std::string_view domain,
     }
   }
   for (const auto& [key, policy] : config_.destinations) {
-    if (key == where.name) {
+    if (key == route.name) {
       *name = key;
       return policy;
     }
@@ -738,8 +768,8 @@ void Shard::MaybeFree(Conn* c) {
   conns_.Release(c->slot);  // c is gone from here on
 }
 
-void Shard::FailDestination(Destination* d, const smtp::Outcome& why) {
-  for (Work* w : d->ready.TakeAll()) Defer(w, why, d);
+void Shard::FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c) {
+  for (Work* w : d->ready.TakeAll()) Defer(w, why, d, c);
 }
 
 void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& o,
@@ -753,9 +783,10 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
   r.code = o.code;
   r.enhanced = o.enhanced;
   r.response = o.text;
-  if (d != nullptr) {
-    r.host = d->where->host;
-    r.port = d->where->port;
+  if (c != nullptr || d != nullptr) {
+    const dns::Destination& host = c != nullptr ? HostOf(c) : d->route->hosts.front();
+    r.host = host.host;
+    r.port = host.port;
   }
   r.attempt = attempt;
   if (c != nullptr) {

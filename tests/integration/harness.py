@@ -482,7 +482,8 @@ class Volleyd:
 
     def __init__(self, h, route_port, name="volleyd", retry_initial="1s", retry_max="2s",
                  max_age="3d", extra_config="", smtp_config="", routes=None):
-        """routes: more [routes] entries besides "*" -> route_port, {domain: port}."""
+        """routes: more [routes] entries besides "*" -> route_port: {domain: port} for
+        127.0.0.1:port, or {domain: "HOST:PORT[,HOST:PORT...]"} as written."""
         self.h = h
         self.binary = h.binary("engine/volleyd")
         self.dir = h.mkdir(name)
@@ -502,7 +503,8 @@ class Volleyd:
                 '[retry]\ninitial = "%s"\nmax = "%s"\nmax_age = "%s"\n\n'
                 '[metrics]\nlisten = "%s:%d"\n%s'
                 % (self.spool, self.queue, self.log_dir, smtp_config, LOOPBACK, route_port,
-                   "".join('"%s" = "%s:%d"\n' % (dom, LOOPBACK, p) for dom, p in (routes or {}).items()),
+                   "".join('"%s" = "%s"\n' % (dom, p if isinstance(p, str) else "%s:%d" % (LOOPBACK, p))
+                           for dom, p in (routes or {}).items()),
                    retry_initial,
                    retry_max, max_age, LOOPBACK, self.metrics_port, extra_config))
         self.output = os.path.join(h.dir, "%s.out" % name)

@@ -79,6 +79,7 @@ tls = "verify"
 max_connections_per_destination = 2
 [routes]
 "a.test" = "127.0.0.2:25"
+"b.test" = ["127.0.0.3:25", "127.0.0.4:25"]
 "*" = "[::1]:2525"
 [dns]
 servers = ["127.0.0.1:5353"]
@@ -142,6 +143,7 @@ listen = "127.0.0.1:9999"
   // The table replaces the default route (order carries no meaning).
   EXPECT_THAT(c->routes, ::testing::UnorderedElementsAre(
                              std::pair<std::string, std::string>{"a.test", "127.0.0.2:25"},
+                             std::pair<std::string, std::string>{"b.test", "127.0.0.3:25,127.0.0.4:25"},
                              std::pair<std::string, std::string>{"*", "[::1]:2525"}));
   EXPECT_EQ(c->dns.servers, std::vector<std::string>{"127.0.0.1:5353"});
   EXPECT_TRUE(c->dns.allow_loopback);
@@ -167,6 +169,9 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
       {"[retry]\ninitial = 300\n", "v.toml:2: retry.initial: must be a duration string"},
       {"[routing]\n", "v.toml:1: routing: unknown section"},
       {"[routes]\n\"a.test\" = 25\n", "v.toml:2: routes.\"a.test\": must be a string"},
+      {"[routes]\n\"a.test\" = []\n", "v.toml:2: routes.\"a.test\": must name at least one HOST:PORT"},
+      {"[routes]\n\"a.test\" = [\"127.0.0.1:25\", \"mx.test:25\"]\n",
+       "v.toml:2: routes.\"a.test\": \"mx.test:25\": host must be an IP address literal"},
       {"[dns]\nallow_loopback = \"yes\"\n", "v.toml:2: dns.allow_loopback: must be true or false"},
       {"[paths]\nspool = \"\"\n", "v.toml:2: paths.spool: must not be empty"},
       {"[dns]\nservers = [\"127.0.0.1\"]\n", "v.toml:2: dns.servers: \"127.0.0.1\": expected HOST:PORT"},
