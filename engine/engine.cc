@@ -33,6 +33,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/slot_table.h"
 #include "base/status.h"
@@ -517,10 +518,13 @@ void Shard::OnReceived(Conn* c, std::string_view bytes) {
 void Shard::StartTls(Conn* c) {
   const DestinationPolicy& p = *c->dest->policy;
   tls::SessionOptions opts;
-  if (p.tls == TlsMode::kVerify) {
-    opts.verify = tls::Verify::kChainAndHost;
-    opts.server_name = p.tls_match.empty() ? HostOf(c).host : p.tls_match.front();
+  // SNI names the host (none for an IP literal, which is all static routes have);
+  // tls_match, when set, names what the certificate must carry instead.
+  opts.server_name = p.tls_match.empty() ? HostOf(c).host : p.tls_match.front();
+  if (p.tls_match.size() > 1) {
+    opts.also_match.assign(p.tls_match.begin() + 1, p.tls_match.end());
   }
+  if (p.tls == TlsMode::kVerify) opts.verify = tls::Verify::kChainAndHost;
   absl::StatusOr<tls::Session> session =
       tls::Session::Create(*tls_context_, tls::Role::kClient, std::move(opts));
   if (!session.ok()) {
@@ -538,7 +542,8 @@ void Shard::ContinueHandshake(Conn* c) {
     std::string what = "TLS handshake";
     if (p.tls == TlsMode::kVerify) {
       absl::StrAppend(&what, " (the certificate must name ",
-                      p.tls_match.empty() ? HostOf(c).host : p.tls_match.front(), ")");
+                      p.tls_match.empty() ? HostOf(c).host : absl::StrJoin(p.tls_match, " or "),
+                      ")");
     }
     c->client->FeedIoError(absl::StrCat(what, ": ", progress.status().message()));
     return;

@@ -403,6 +403,13 @@ absl::StatusOr<Session> Session::Create(Context& ctx, Role role, SessionOptions 
     return absl::InvalidArgumentError(
         "Session: server_name must be printable ASCII without spaces, at most 255 octets");
   }
+  for (const std::string& name : opts.also_match) {
+    if (role == Role::kServer || name.empty() || !IsSafeServerName(name) || IsIpLiteral(name)) {
+      return absl::InvalidArgumentError(
+          "Session: also_match takes client-side host names: printable ASCII without "
+          "spaces, at most 255 octets");
+    }
+  }
   if (opts.verify == Verify::kChainAndHost && opts.server_name.empty()) {
     return absl::InvalidArgumentError("Session: kChainAndHost needs a server_name to check");
   }
@@ -445,6 +452,11 @@ absl::StatusOr<Session> Session::Create(Context& ctx, Role role, SessionOptions 
                          : SSL_set1_host(ssl, name.c_str());
       if (set != 1) {
         return OpensslError(absl::StatusCode::kInvalidArgument, "server_name", "refused");
+      }
+      for (const std::string& also : opts.also_match) {
+        if (SSL_add1_host(ssl, also.c_str()) != 1) {
+          return OpensslError(absl::StatusCode::kInvalidArgument, "also_match", "refused");
+        }
       }
     }
     SSL_set_verify(ssl, opts.verify == Verify::kChainAndHost ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,

@@ -174,6 +174,9 @@ struct SessionOptions {
   // Give the MX host name, not the mail domain: that is the name MTA-STS (RFC 8461)
   // matches, and the one a server's certificate is most likely to carry.
   std::string server_name;
+  // Client: more names the certificate may carry instead of server_name (any one
+  // will do; e.g. a provider's several MX names). Host names only, same rules.
+  std::vector<std::string> also_match;
 };
 
 // Session - one TLS connection. Movable, not copyable.

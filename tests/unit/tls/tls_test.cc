@@ -364,6 +364,27 @@ TEST(TlsVerify, WrongHostNameFailsWithAClearMessage) {
   EXPECT_EQ(p.client.ReadPlaintext(&out, 10).status(), r.client);
 }
 
+TEST(TlsVerify, AnyOfSeveralNamesWillDo) {
+  Context cctx = TrustingClientContext();
+  Context sctx = ServerContext();
+  SessionOptions opts = Verified("mx.elsewhere.test");
+  opts.also_match = {"mx2.elsewhere.test", "mx.dst.test"};
+  Pair p = MakePair(cctx, sctx, opts);
+  Result r = Handshake(p.client, p.server);
+  ASSERT_TRUE(r.client.ok()) << r.client;
+  EXPECT_TRUE(p.client.peer_verified());
+
+  SessionOptions none = Verified("mx.elsewhere.test");
+  none.also_match = {"mx2.elsewhere.test"};
+  Pair q = MakePair(cctx, sctx, none);
+  EXPECT_FALSE(Handshake(q.client, q.server).client.ok());
+
+  SessionOptions bad = Verified();
+  bad.also_match = {"a b.test"};
+  EXPECT_EQ(Session::Create(cctx, Role::kClient, bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TlsVerify, WildcardMatchesOneLabelOnly) {
   Context cctx = TrustingClientContext();
   Context sctx = ServerContext();
