@@ -494,7 +494,9 @@ void Client::MaybeFinishTransaction() {
     VOLLEY_CHECK(f.has_value(), "transaction finished with a recipient undecided");
     done.rcpt_outcomes.push_back(std::move(*f));
   }
-  need_rset_ = t.failed;
+  // A transaction decided without a command sent (over SIZE, no SMTPUTF8) leaves
+  // the server where the last one did: an RSET still owed stays owed.
+  if (!t.commands.empty()) need_rset_ = t.failed;
   txn_.reset();
   events_.push_back(std::move(done));
   BecomeIdle();

@@ -1097,5 +1097,22 @@ TEST(Client, EightBitBodyToA7BitServerIsConvertedOrBounced) {
             "server offers neither 8BITMIME nor SMTPUTF8");
 }
 
+TEST(Client, RsetStillOwedAfterATransactionDecidedWithoutSending) {
+  // Found by fuzz_smtp_client: a failed transaction, then one refused before a byte
+  // went out (over SIZE), then a third: the third must still start with RSET.
+  Session s;
+  s.Handshake({"PIPELINING", "SIZE 100"});
+  ASSERT_TRUE(s.c.StartTransaction(Env(1, {"a@d.test"})).ok());
+  s.Out();
+  s.Server("250 ok\r\n550 no\r\n554 no valid\r\n");
+  ASSERT_TRUE(s.c.StartTransaction(Env(2, {"b@d.test"}, std::string(200, 'x'))).ok());
+  s.Drain();
+  EXPECT_EQ(s.Out(), "");
+  ASSERT_EQ(s.events.size(), 2u);
+  EXPECT_EQ(DescribeEvent(s.events[1]), "done 2 permanent:552:5.3.4:mail");
+  ASSERT_TRUE(s.c.StartTransaction(Env(3, {"c@d.test"})).ok());
+  EXPECT_EQ(s.Out(), "RSET\r\n");
+}
+
 }  // namespace
 }  // namespace volley::smtp
