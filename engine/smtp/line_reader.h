@@ -14,7 +14,8 @@
 //   stopped, so input delivered one byte at a time costs O(n) in total, not O(n^2)
 //   (the same trick as h11's receive buffer).
 //
-//   The returned view stays valid until the next Feed(); Next() never moves bytes.
+//   The returned view stays valid until the next Feed(), or until a Next() that fails
+//   (the error drops the buffer); a successful Next() never moves bytes.
 //
 //   Shared by the SMTP client's reply parser and by volley-sink's command reader.
 //

@@ -75,8 +75,9 @@ class ReplyParser {
   // status (for this and every later call) on malformed input.
   absl::StatusOr<std::optional<Reply>> Next();
 
-  // buffered - octets received but not yet part of a returned reply: the client uses
-  // it to catch a server that talks while nothing is outstanding.
+  // buffered - non-zero exactly when bytes arrived after the last reply returned (a
+  // lower bound on their count, not the count): the client uses it to catch a server
+  // that talks while nothing is outstanding.
   size_t buffered() const { return lines_.buffered() + (in_reply_ ? 1 : 0); }
 
  private:
