@@ -37,12 +37,16 @@
 #
 # ENVIRONMENT
 #   INTAKE_SIZES="100000 1000000 3000000"   job sizes for part 1
-#   INTAKE_REPS=3                            runs of each size
+#   INTAKE_REPS=3                            runs of each size (0: no intake part)
 #   DELIVERY_RUNS=3                          runs of part 2
 #   DELIVERY_RECIPIENTS=200000
 #   DELIVERY_PERSONALISED=1                  a personalised job (one recipient per
 #                                            transaction) instead of a shared message
 #                                            (up to 100 recipients of a domain each)
+#   DELIVERY_COMPARE_CHUNKING=1              each delivery run twice, alternating which
+#                                            goes first: BDAT (the default, chunking on)
+#                                            and DATA ([smtp] chunking = false); the
+#                                            summary gives each and the ratio of medians
 #   BENCH_KEEP=1                             keep the temporary folder
 #   BENCH_SKIP_BUILD=1                       do not run the (incremental) build
 #
@@ -280,8 +284,10 @@ done
 
 # ---------------------------------------------------------------- part 2: delivery
 delivery_run() {
-  local rep=$1
-  local dir="$work/delivery-$rep" port i
+  local rep=$1 variant=${2:-default}
+  local dir="$work/delivery-$rep-$variant" port i smtp_section=""
+  [ "$variant" = data ] && smtp_section=$'[smtp]\nchunking = false\n'
+
   mkdir -p "$dir"
   port=$(free_port)
   "$sink" --listen "127.0.0.1:$port" --stats "$dir/sink.json" >"$dir/sink.out" 2>"$dir/sink.err" &
@@ -300,6 +306,8 @@ log = "$dir/log"
 
 [routes]
 "*" = "127.0.0.1:$port"
+
+$smtp_section
 EOF
   start_volleyd "$dir/volley.toml" "$dir/volleyd.err"
   sleep 1
@@ -318,9 +326,9 @@ EOF
   stop "$sink_pid" volley-sink
   sink_pid=""
   "$py" - "$dir/load.json" "$rep" "$cpu_before" "$cpu_after" "$sink_before" "$sink_after" \
-    "$clk_tck" "$hwm" "$dir/sink.json" >>"$results" <<'EOF'
+    "$clk_tck" "$hwm" "$dir/sink.json" "$variant" >>"$results" <<'EOF'
 import json, sys
-load, rep, a, b, sa, sb, tck, hwm, sinkf = sys.argv[1:]
+load, rep, a, b, sa, sb, tck, hwm, sinkf, variant = sys.argv[1:]
 r = json.load(open(load))
 try:
     s = json.load(open(sinkf))
@@ -328,7 +336,7 @@ except (OSError, ValueError):
     s = {}
 cpu = (int(b) - int(a)) / int(tck)
 print(json.dumps({
-    "part": "delivery", "rep": int(rep), "recipients": r["recipients"],
+    "part": "delivery", "rep": int(rep), "variant": variant, "recipients": r["recipients"],
     "delivered": r["delivered"], "deferred": r["deferred"], "bounced": r["bounced"],
     "elapsed_s": r["elapsed_seconds"], "rate": r["messages_per_second"],
     "volleyd_cpu_s": cpu, "cpu_per_10k": cpu / r["delivered"] * 10000 if r["delivered"] else 0,
@@ -344,7 +352,13 @@ EOF
 
 say "part 2: delivery of $delivery_recipients x 1 KiB over $domains domains into volley-sink, $delivery_runs runs"
 for rep in $(seq "$delivery_runs"); do
-  delivery_run "$rep"
+  if [ "${DELIVERY_COMPARE_CHUNKING:-0}" = 1 ]; then
+    # Alternate which goes first, so that neither always runs on a warmer machine.
+    if [ $((rep % 2)) = 1 ]; then order="bdat data"; else order="data bdat"; fi
+    for variant in $order; do delivery_run "$rep" "$variant"; done
+  else
+    delivery_run "$rep"
+  fi
 done
 
 # ---------------------------------------------------------------- summary
@@ -357,8 +371,11 @@ mib = lambda kb: kb / 1024
 def mr(vals, fmt):
     return "%s (%s .. %s)" % (fmt % statistics.median(vals), fmt % min(vals), fmt % max(vals))
 
+if not intake:
+    print("(no intake runs: INTAKE_SIZES was empty)")
+    print()
 print("## Intake (median (min .. max) over %d runs per size; fresh volleyd per run)" %
-      max(r["rep"] for r in intake))
+      max([r["rep"] for r in intake] or [0]))
 print()
 print("| recipients | job file | intake s | recipients/s | volleyd CPU s | RSS before drop | peak RSS (VmHWM) | RSS 2 s after | queue size (allocated) | of which WAL | SST |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -391,26 +408,34 @@ for r in intake:
           r["recipients"], r["rep"], r["intake_s"], r["wall_s"], r["samples"],
           mib(r["max_sampled_rss_kb"]), mib(r["hwm_peak_kb"]), r["sst_files"]))
 print()
-if deliv:
-    print("## Delivery, %s (%d recipients x 1 KiB over 1,000 domains into volley-sink; median (min .. max) over %d runs)" %
+VARIANTS = {"default": "", "bdat": ", BDAT (chunking on, the default)",
+            "data": ", DATA (chunking = false)"}
+medians = {}
+for variant in [v for v in VARIANTS if any(r.get("variant", "default") == v for r in deliv)]:
+    rows_v = [r for r in deliv if r.get("variant", "default") == variant]
+    medians[variant] = statistics.median([r["rate"] for r in rows_v])
+    print("## Delivery, %s%s (%d recipients x 1 KiB over 1,000 domains into volley-sink; median (min .. max) over %d runs)" %
           ("personalised, one recipient per transaction"
            if os.environ.get("DELIVERY_PERSONALISED") == "1"
            else "one message for all, up to 100 recipients of a domain per transaction",
-           deliv[0]["recipients"], len(deliv)))
+           VARIANTS[variant], rows_v[0]["recipients"], len(rows_v)))
     print()
     print("| messages/s | seconds (drop to last outcome) | volleyd CPU s | volleyd CPU s per 10,000 messages | volley-sink CPU s | volleyd peak RSS |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     print("| %s | %s | %s | %s | %s | %s MiB |" % (
-        mr([r["rate"] for r in deliv], "%.0f"),
-        mr([r["elapsed_s"] for r in deliv], "%.2f"),
-        mr([r["volleyd_cpu_s"] for r in deliv], "%.2f"),
-        mr([r["cpu_per_10k"] for r in deliv], "%.3f"),
-        mr([r["sink_cpu_s"] for r in deliv], "%.2f"),
-        mr([mib(r["volleyd_hwm_kb"]) for r in deliv], "%.1f")))
+        mr([r["rate"] for r in rows_v], "%.0f"),
+        mr([r["elapsed_s"] for r in rows_v], "%.2f"),
+        mr([r["volleyd_cpu_s"] for r in rows_v], "%.2f"),
+        mr([r["cpu_per_10k"] for r in rows_v], "%.3f"),
+        mr([r["sink_cpu_s"] for r in rows_v], "%.2f"),
+        mr([mib(r["volleyd_hwm_kb"]) for r in rows_v], "%.1f")))
     print()
-    for r in deliv:
+    for r in rows_v:
         print("  run %d: %d delivered, %.3f s, %.0f msg/s, volleyd %.2f CPU s, sink %s sessions, peak %s connections" % (
             r["rep"], r["delivered"], r["elapsed_s"], r["rate"], r["volleyd_cpu_s"],
             r["sink_sessions"], r["sink_peak_connections"]))
+    print()
+if "bdat" in medians and "data" in medians:
+    print("BDAT / DATA, ratio of median messages/s: %.2f" % (medians["bdat"] / medians["data"]))
 EOF
 say "done"

@@ -395,6 +395,7 @@ std::string_view Client::PendingOutput() const {
 void Client::ConsumeOutput(size_t n) {
   VOLLEY_CHECK(n <= out_.size() - out_start_, "ConsumeOutput: more than was pending");
   out_start_ += n;
+  consumed_total_ += n;
   if (out_start_ == out_.size()) {
     out_.clear();
     out_start_ = 0;
@@ -440,7 +441,8 @@ void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_by
     out_start_ = 0;
   }
   out_.append(bytes);
-  sent_.push_back({cmd, window_bytes, rcpt});
+  appended_total_ += bytes.size();
+  sent_.push_back({cmd, window_bytes, rcpt, appended_total_});
   unacked_bytes_ += window_bytes;
 }
 
@@ -478,6 +480,8 @@ void Client::Pump() {
     Send(c.text, c.cmd, c.rcpt, c.text.size());
     if (c.cmd == Cmd::kBdat) {
       out_.append(t.data);  // the chunk follows its command at once (RFC 3030)
+      appended_total_ += t.data.size();
+      sent_.back().end = appended_total_;
       std::string().swap(t.data);
     }
     ++t.next_command;
@@ -617,7 +621,11 @@ void Client::HandleReply(const Reply& reply) {
   // The one exception is 421 (RFC 5321 section 3.8: a server may send it at any time
   // before closing), so the bytes are not judged until they make a whole reply: a 421
   // ends the session as usual, anything else is a protocol error.
-  if (early_data_) {
+  //
+  // The same holds for a reply that arrives while the command it would answer is still
+  // in PendingOutput(): the server cannot have seen it.
+  const bool unsent = !sent_.empty() && sent_.front().end > consumed_total_;
+  if (early_data_ || unsent) {
     early_data_ = false;
     if (reply.code == 421) {
       Abort(FromReply(reply, CurrentStage()));

@@ -82,7 +82,9 @@
 //   already fed is handled before EOF, a timeout or an I/O error fed after it. After
 //   SessionClosed there are no more events: Next() returns NeedData, Feed*() are ignored
 //   and PendingOutput() is empty (a QUIT is always written before its reply comes).
-//   FeedTimeout() while nothing is awaited (waiting_for() == kNone) is ignored.
+//   FeedTimeout() while nothing is awaited (waiting_for() == kNone) is ignored. A
+//   command counts as sent once ConsumeOutput() has taken its last byte: a reply fed
+//   before then cannot be its reply, and is a protocol error (or a 421).
 //   StartTransaction() first handles any input fed while idle, so that it cannot be
 //   taken for MAIL's reply.
 //
@@ -280,6 +282,8 @@ class Client {
     Cmd cmd;
     size_t bytes;  // counted against max_pipeline_bytes (0 for the message body)
     size_t rcpt;
+    uint64_t end;  // output offset just past this command (and its data): its reply
+                   // cannot come before the caller has taken that much output
   };
   struct Transaction {
     Envelope env;
@@ -326,6 +330,8 @@ class Client {
   size_t unacked_bytes_ = 0;
   std::string out_;
   size_t out_start_ = 0;
+  uint64_t appended_total_ = 0;  // octets ever put in out_
+  uint64_t consumed_total_ = 0;  // octets ever taken by ConsumeOutput()
   std::optional<Transaction> txn_;
   bool need_rset_ = false;
   bool quit_requested_ = false;  // Quit() before the client was idle

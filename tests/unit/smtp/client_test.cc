@@ -1114,5 +1114,32 @@ TEST(Client, RsetStillOwedAfterATransactionDecidedWithoutSending) {
   EXPECT_EQ(s.Out(), "RSET\r\n");
 }
 
+TEST(Client, AReplyToACommandNotYetWrittenIsAProtocolError) {
+  // Found by fuzz_smtp_client: DATA is still in PendingOutput() (the caller has not
+  // taken it) when "354" arrives in a later read. The server cannot have seen DATA,
+  // so the 354 is not its reply and the body must not follow.
+  Session s;
+  s.Handshake({});
+  ASSERT_TRUE(s.c.StartTransaction(Env(1, {"a@d.test"})).ok());
+  EXPECT_EQ(s.Out(), "MAIL FROM:<s@src.test>\r\n");
+  s.Server("250 ok\r\n");
+  EXPECT_EQ(s.Out(), "RCPT TO:<a@d.test>\r\n");
+  s.Server("250 ok\r\n");
+  EXPECT_EQ(s.c.PendingOutput(), "DATA\r\n");  // not taken by the caller
+  s.Server("354 go\r\n");
+  EXPECT_EQ(s.c.PendingOutput(), "");
+  ASSERT_EQ(s.events.size(), 2u);
+  EXPECT_EQ(DescribeEvent(s.events[0]), "done 1 transient:451:4.4.2:data");
+  EXPECT_TRUE(s.c.closed());
+
+  // A 421 there is still a 421.
+  Session t;
+  t.Handshake({});
+  ASSERT_TRUE(t.c.StartTransaction(Env(1, {"a@d.test"})).ok());
+  t.Server("421 4.3.2 bye\r\n");
+  ASSERT_EQ(t.events.size(), 2u);
+  EXPECT_EQ(DescribeEvent(t.events[0]), "done 1 transient:421:4.3.2:mail");
+}
+
 }  // namespace
 }  // namespace volley::smtp
