@@ -397,8 +397,8 @@ for n in sizes:
         statistics.median([r["wal_bytes"] / 2**20 for r in rs]),
         statistics.median([r["sst_bytes"] / 2**20 for r in rs])))
 print()
-base = sizes[0]
 for n in sizes[1:]:
+    base = sizes[0]
     print("peak RSS ratio %s / %s recipients: %.2f" % (f"{n:,}", f"{base:,}", peak[n] / peak[base]))
 print()
 print("Per run:")
