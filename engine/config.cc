@@ -245,6 +245,11 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
       RETURN_IF_ERROR(Section(src, body, key, PolicyKeys(src, &p)));
       std::string lower(dest_name.str());
       for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      for (const auto& [seen, unused] : c->destinations) {
+        if (seen == lower) {
+          return src.Error(body, key, "named twice (names are compared case-insensitively)");
+        }
+      }
       c->destinations.emplace_back(std::move(lower), std::move(p));
     }
   }

@@ -137,7 +137,9 @@ class Shard {
   Shard(const Config& config, queue::Queue* queue, metrics::DeliveryLog* log,
         const dns::StaticRoutes* routes, ReadyJobs* ready_jobs, const std::atomic<bool>* stop)
       : config_(config), queue_(queue), log_(log), routes_(routes), ready_jobs_(ready_jobs),
-        stop_(stop), rng_(std::random_device{}()) {}
+        stop_(stop), rng_(std::random_device{}()) {
+    for (const auto& [name, policy] : config_.destinations) policies_.emplace(name, &policy);
+  }
 
   absl::Status Run();
 
@@ -203,6 +205,8 @@ class Shard {
   // route and a policy share a pool.
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
   std::optional<tls::Context> tls_context_;  // made in Run(); one per shard
+  // config_.destinations by name (looked up for every recipient taken).
+  absl::flat_hash_map<std::string, const DestinationPolicy*> policies_;
   base::SlotTable<Conn> conns_;
   // Declared after conns_ so that it is destroyed first: tearing the ring down
   // cancels the operations still pointing into connections' buffers.
@@ -668,17 +672,10 @@ void Shard::AssignNext(Conn* c) {
 // route, else [smtp]'s defaults; *name is the entry's name ("" for the defaults).
 const DestinationPolicy& Shard::PolicyFor(std::string_view domain, const dns::Route& route,
                                           std::string* name) const {
-  const std::string lower = absl::AsciiStrToLower(base::Sv(domain));
-  for (const auto& [key, policy] : config_.destinations) {
-    if (key == lower) {
-      *name = key;
-      return policy;
-    }
-  }
-  for (const auto& [key, policy] : config_.destinations) {
-    if (key == route.name) {
-      *name = key;
-      return policy;
+  for (std::string key : {absl::AsciiStrToLower(base::Sv(domain)), route.name}) {
+    if (auto it = policies_.find(key); it != policies_.end()) {
+      *name = std::move(key);
+      return *it->second;
     }
   }
   name->clear();

@@ -184,6 +184,8 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
       {"[destination.\"a.test\"]\ntls_match = \"mx.a.test\"\n",
        "v.toml:2: destination.\"a.test\".tls_match: must be an array of strings"},
       {"destination = 1\n", "v.toml:1: destination: must be a table"},
+      {"[destination.\"a.test\"]\n[destination.\"A.test\"]\n",
+       "named twice (names are compared case-insensitively)"},
       {"[retry]\ninitial = \"5h\"\nmax = \"1h\"\n", "retry: need 0 < initial <= max"},
       {"[smtp]\nehlo_name = \"a b\\r\\nRSET\"\n", "v.toml:2: smtp.ehlo_name: "},
   };
