@@ -2,7 +2,7 @@
 """fairness_test.py - a small job dropped while a large one fills the delivery window
 still goes out promptly: the jobs take turns at the window.
 
-volleyd runs with a window of 64 recipients, so the large job (4,000 recipients) keeps
+volleyd runs with a window of 64 recipients, so the large job (12,000 recipients) keeps
 the window full for a while. A 40-recipient job dropped once the large
 one is under way must finish while most of the large job is still queued. (Before the
 shard rotated the job it refills from, the oldest job refilled the window first every
@@ -16,7 +16,7 @@ import harness  # noqa: E402
 from harness import check, log, wait_for  # noqa: E402
 
 BIG, SMALL = "fair-big", "fair-small"
-N_BIG, N_SMALL = 4000, 40
+N_BIG, N_SMALL = 12000, 40
 
 
 def test(h):
