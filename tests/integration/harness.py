@@ -72,6 +72,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def connectable(port, host=LOOPBACK):
+    """True when something accepts a TCP connection on host:port now."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _die_with_parent():
     # Runs in the child between fork and exec: if the test process dies (even by
     # SIGKILL from a ctest timeout), the kernel kills the child too.
@@ -351,11 +360,7 @@ class PostfixSink:
 
     def _connectable(self):
         # A bare connect is counted as a session by smtp-sink (sess=); that is fine.
-        try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+        return connectable(self.port)
 
     def counters(self):
         """The last counters line printed by -c: {"sess":..,"quit":..,"mesg":..}."""

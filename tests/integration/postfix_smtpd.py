@@ -372,11 +372,7 @@ class PostfixSmtpd:
         return rc
 
     def _connectable(self):
-        try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+        return harness.connectable(self.port)
 
     def __enter__(self):
         return self.start()
