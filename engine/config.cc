@@ -66,6 +66,22 @@ absl::Status GetDuration(const Source& src, const toml::node& node, std::string_
   return absl::OkStatus();
 }
 
+// GetSize - a byte count: an integer, or a string ParseSize reads.
+absl::Status GetSize(const Source& src, const toml::node& node, std::string_view key,
+                     uint64_t* out) {
+  if (const auto* i = node.as_integer()) {
+    if (i->get() < 0) return src.Error(node, key, "must not be negative");
+    *out = static_cast<uint64_t>(i->get());
+    return absl::OkStatus();
+  }
+  const auto* v = node.as_string();
+  if (v == nullptr) return src.Error(node, key, "must be a size such as \"256MiB\" or bytes");
+  auto size = ParseSize(v->get());
+  if (!size.ok()) return src.Error(node, key, base::StdSv(size.status().message()));
+  *out = *size;
+  return absl::OkStatus();
+}
+
 template <typename T>
 absl::Status GetIntInto(const Source& src, const toml::node& node, std::string_view key,
                         int64_t lo, int64_t hi, T* out) {
@@ -224,6 +240,7 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
     } else if (name == "queue") {
       st = Section(src, node, name, {
           {"sync_outcomes", [&](auto& n, auto k) { return GetBool(src, n, k, &c->sync_outcomes); }},
+          {"min_free_space", [&](auto& n, auto k) { return GetSize(src, n, k, &c->min_free_space); }},
       });
     } else if (name == "metrics") {
       st = Section(src, node, name, {
@@ -234,7 +251,13 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
     }
     RETURN_IF_ERROR(st);
   }
-  // [destination."NAME"] tables start from [smtp]'s values, so they are read last.
+  if (c->retry.initial <= absl::ZeroDuration() || c->retry.max < c->retry.initial) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(base::Sv(src.file), ": retry: need 0 < initial <= max"));
+  }
+  c->smtp.defaults.retry = c->retry;
+  // [destination."NAME"] tables start from [smtp]'s and [retry]'s values, so
+  // they are read last.
   if (const toml::node* dests = root.get("destination")) {
     const auto* table = dests->as_table();
     if (table == nullptr) return src.Error(*dests, "destination", "must be a table of tables");
@@ -242,7 +265,16 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
       const std::string key = absl::StrCat("destination.\"", base::Sv(dest_name.str()), "\"");
       if (dest_name.str().empty()) return src.Error(body, key, "name must not be empty");
       DestinationPolicy p = c->smtp.defaults;
-      RETURN_IF_ERROR(Section(src, body, key, PolicyKeys(src, &p)));
+      KeyMap keys = PolicyKeys(src, &p);
+      keys.insert({
+          {"retry_initial", [&](auto& n, auto k) { return GetDuration(src, n, k, &p.retry.initial); }},
+          {"retry_max", [&](auto& n, auto k) { return GetDuration(src, n, k, &p.retry.max); }},
+          {"retry_max_age", [&](auto& n, auto k) { return GetDuration(src, n, k, &p.retry.max_age); }},
+      });
+      RETURN_IF_ERROR(Section(src, body, key, keys));
+      if (p.retry.initial <= absl::ZeroDuration() || p.retry.max < p.retry.initial) {
+        return src.Error(body, key, "retry: need 0 < retry_initial <= retry_max");
+      }
       std::string lower(dest_name.str());
       for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       for (const auto& [seen, unused] : c->destinations) {
@@ -252,10 +284,6 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
       }
       c->destinations.emplace_back(std::move(lower), std::move(p));
     }
-  }
-  if (c->retry.initial <= absl::ZeroDuration() || c->retry.max < c->retry.initial) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(base::Sv(src.file), ": retry: need 0 < initial <= max"));
   }
   return absl::OkStatus();
 }
@@ -298,6 +326,38 @@ absl::StatusOr<absl::Duration> ParseDuration(std::string_view text) {
   if (unit == "d") return absl::Hours(24 * n);
   return absl::InvalidArgumentError(
       absl::StrCat("\"", base::Sv(text), "\" is not a duration (a number and ms, s, m, h or d)"));
+}
+
+absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
+  const auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", base::Sv(text), "\" is not a size (bytes, or a number and KiB, MiB, GiB or TiB)"));
+  };
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  uint64_t n = 0;
+  // At most 15 digits (below 2^50) to parse; the scaled value is checked
+  // against 2^64 below.
+  if (digits == 0 || digits > 15 || !absl::SimpleAtoi(base::Sv(text.substr(0, digits)), &n)) {
+    return bad();
+  }
+  const std::string_view unit = text.substr(digits);
+  int shift = 0;
+  if (unit.empty() || unit == "B") {
+    shift = 0;
+  } else if (unit == "KiB") {
+    shift = 10;
+  } else if (unit == "MiB") {
+    shift = 20;
+  } else if (unit == "GiB") {
+    shift = 30;
+  } else if (unit == "TiB") {
+    shift = 40;
+  } else {
+    return bad();
+  }
+  if (n > (UINT64_MAX >> shift)) return bad();
+  return n << shift;
 }
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name) {

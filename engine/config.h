@@ -36,6 +36,15 @@ enum class TlsMode {
 // TlsModeName - "off", "opportunistic", "required", "verify".
 std::string_view TlsModeName(TlsMode mode);
 
+// When a deferred recipient is tried again (engine/retry.h): after `initial`,
+// doubling up to `max` (with jitter), until `max_age` after the job was queued.
+// docs/config.md says why these differ from RFC 5321 4.5.4.1's suggestions.
+struct RetryConfig {
+  absl::Duration initial = absl::Minutes(5);
+  absl::Duration max = absl::Hours(4);
+  absl::Duration max_age = absl::Hours(72);
+};
+
 // What may differ between destinations: [smtp] sets the defaults for every one, and a
 // [destination."NAME"] table overrides any of these keys for one. The names are the
 // config keys. Timeouts default to RFC 5321 section 4.5.3.2.
@@ -70,6 +79,9 @@ struct DestinationPolicy {
   // "*.example.test" wildcards as OpenSSL matches them). Empty: the MX host name;
   // a route to an address literal has none, so verify needs tls_match there.
   std::vector<std::string> tls_match;
+  // [retry]'s values, or the destination's retry_initial, retry_max and
+  // retry_max_age (keys of [destination."NAME"] only).
+  RetryConfig retry;
 };
 
 struct SmtpConfig {
@@ -85,12 +97,6 @@ struct SmtpConfig {
   // in plaintext for this long before STARTTLS is tried again. Default: 1h.
   absl::Duration tls_fallback_time = absl::Hours(1);
   DestinationPolicy defaults;
-};
-
-struct RetryConfig {
-  absl::Duration initial = absl::Minutes(5);
-  absl::Duration max = absl::Hours(4);
-  absl::Duration max_age = absl::Hours(72);
 };
 
 struct DeliveryConfig {
@@ -122,6 +128,12 @@ struct Config {
   std::string metrics_listen = "127.0.0.1:9464";
   // [queue]
   bool sync_outcomes = false;
+  // [queue] min_free_space: intake takes no job in while the queue's or the
+  // spool's filesystem has less free (queue/README.md, "Backpressure and disk
+  // errors"). Default 256 MiB: room for the write-ahead log up to
+  // QueueOptions::max_wal_bytes (128 MiB), a flush of every memtable (32 MiB)
+  // and delivery's outcomes meanwhile. 0 turns the check off.
+  uint64_t min_free_space = uint64_t{256} << 20;
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);
@@ -129,6 +141,10 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 
 // ParseDuration - "500ms", "30s", "5m", "4h", "3d" (a number and a unit).
 absl::StatusOr<absl::Duration> ParseDuration(std::string_view text);
+
+// ParseSize - a byte count: "1048576", "512KiB", "256MiB", "1GiB", "2TiB" (binary
+// units only: "MB" would leave the reader guessing).
+absl::StatusOr<uint64_t> ParseSize(std::string_view text);
 
 }  // namespace volley::engine
 

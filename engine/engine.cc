@@ -18,8 +18,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -31,6 +33,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -49,6 +52,7 @@
 #include "queue/queue.h"
 #include "queue/spool.h"
 #include "queue/template.h"
+#include "simdjson.h"
 
 namespace volley::engine {
 namespace {
@@ -80,7 +84,13 @@ struct Job {
   // one domain may share a transaction.
   bool shared_message = false;
   size_t in_flight = 0;
-  absl::Time deadline;     // queued_at + max_age, or the job's expires
+  // Nothing of the job is due before then (it is not scanned until then).
+  absl::Time idle_until = absl::InfinitePast();
+  // Keys taken from the queue whose outcome is not yet committed: in a ready
+  // list, in a transaction, or finished in the batch not yet written. A scan
+  // from the job's start (resume, cancel) passes over them, so a recipient is
+  // never taken twice, whatever the cursor says.
+  absl::flat_hash_set<std::string> taken;
 };
 
 struct Destination;
@@ -89,7 +99,16 @@ struct Work {
   queue::QueuedRecipient entry;
   queue::Recipient rcpt;
   Job* job = nullptr;
+  // The destination's retry policy, and when the recipient expires under it:
+  // the job's queued_at + max_age, or the job's expires if sooner.
+  const RetryConfig* retry = nullptr;
+  absl::Time deadline = absl::InfiniteFuture();
 };
+
+absl::Time ExpiryOf(const Job& job, const RetryConfig& retry) {
+  const absl::Time by_age = job.record.queued_at + retry.max_age;
+  return job.header.expires ? std::min(by_age, *job.header.expires) : by_age;
+}
 
 struct Conn {
   uint32_t slot = 0;
@@ -145,6 +164,10 @@ class Shard {
 
  private:
   absl::Status LoadJob(const queue::JobRecord& record);
+  // WithdrawReady - a paused or cancelled job's recipients waiting in ready
+  // lists go back to the queue untouched (paused) or out of it (cancelled);
+  // those in a transaction already under way finish it.
+  void WithdrawReady(Job* job);
   absl::Status Refill(absl::Time now);
   absl::StatusOr<size_t> TakeFromJob(Job* job, size_t want, absl::Time now);
   void Dispatch(absl::Time now);
@@ -177,14 +200,23 @@ class Shard {
               const Destination* d, uint32_t attempt, const Conn* c = nullptr);
   void Release(Work* w);
   // Finish - a final outcome (delivered, bounced, expired) of the attempt just made.
-  void Finish(Work* w, std::string_view status, const smtp::Outcome& o, const Destination* d,
+  void Finish(Work* w, queue::Final how, const smtp::Outcome& o, const Destination* d,
               const Conn* c = nullptr);
   // Defer - the attempt just made failed for now: retry later, or expire when it
   // was the try at the deadline.
   void Defer(Work* w, const smtp::Outcome& o, const Destination* d, const Conn* c = nullptr);
   // Expire - taken from the queue past its deadline, without an attempt.
   void Expire(Work* w);
+  // Cancel - its job was cancelled before it was sent.
+  void Cancel(Work* w);
   absl::Status Commit();
+  // ReplayUnappliedOutcomes - at start: outcomes that reached the delivery log
+  // but not the queue (a crash between the two writes of Commit) are applied to
+  // the queue now, so that their recipients are not sent again and keep one
+  // terminal record each.
+  absl::Status ReplayUnappliedOutcomes();
+  // ForgetCommitted - after a batch is written, its keys leave Job::taken.
+  void ForgetCommitted();
   void PostIntakeRead();
   void TakeReadyJobs();
 
@@ -216,11 +248,41 @@ class Shard {
   std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
   uint64_t intake_counter_ = 0;
   bool stopping_ = false;
+  // The last outcome write was refused (disk full): see Commit.
+  bool commit_stalled_ = false;
+  // Keys (job number, key) let go of since the last committed batch: see Job::taken.
+  std::vector<std::pair<uint32_t, std::string>> uncommitted_;
   absl::Time now_;
 };
 
 absl::Status Shard::LoadJob(const queue::JobRecord& record) {
-  if (jobs_.contains(record.job_no)) return absl::OkStatus();
+  if (auto it = jobs_.find(record.job_no); it != jobs_.end()) {
+    // Known already: a control command (pause, resume, cancel) changed it.
+    Job* job = it->second.get();
+    const char* change = nullptr;
+    if (record.state == queue::JobState::kCancelled &&
+        job->record.state != queue::JobState::kCancelled) {
+      change = "cancelled: its queued recipients are being removed";
+    } else if (record.paused != job->record.paused) {
+      change = record.paused ? "paused" : "resumed";
+    }
+    // A resumed or cancelled job is scanned from its start again: what was
+    // passed over meanwhile may be due.
+    if (change != nullptr) {
+      job->cursor.clear();
+      job->idle_until = absl::InfinitePast();
+    }
+    job->record.paused = record.paused;
+    job->record.state = record.state;
+    if (change != nullptr) {
+      std::fprintf(stderr, "volleyd: job \"%s\" %s\n", record.id.c_str(), change);
+      if (record.paused || record.state == queue::JobState::kCancelled) WithdrawReady(job);
+    }
+    return absl::OkStatus();
+  }
+  if (record.state != queue::JobState::kReady && record.state != queue::JobState::kCancelled) {
+    return absl::OkStatus();  // still loading, or finished: nothing to send
+  }
   auto job = std::make_unique<Job>();
   job->record = record;
   auto header = queue::ParseJobHeader(record.header_json, queue::JobLimits{});
@@ -237,10 +299,6 @@ absl::Status Shard::LoadJob(const queue::JobRecord& record) {
   job->tpl = std::make_unique<queue::Template>(*std::move(tpl));
   job->shared_message = job->tpl->variables().empty() &&
                         job->header.return_path.find("{{") == std::string::npos;
-  job->deadline = record.queued_at + config_.retry.max_age;
-  if (job->header.expires && *job->header.expires < job->deadline) {
-    job->deadline = *job->header.expires;
-  }
   jobs_[record.job_no] = std::move(job);
   return absl::OkStatus();
 }
@@ -261,6 +319,21 @@ smtp::Outcome MakeOutcome(smtp::Outcome::Kind kind, int code, std::string enhanc
   return o;
 }
 
+void Shard::WithdrawReady(Job* job) {
+  for (auto& [name, d] : destinations_) {
+    for (Work* w : d->ready.TakeAll()) {
+      if (w->job != job) {
+        PushReady(d.get(), w, /*front=*/false);
+      } else if (job->record.state == queue::JobState::kCancelled) {
+        Cancel(w);
+      } else {
+        Release(w);  // still queued, at its key: taken again after the resume
+      }
+    }
+  }
+}
+
+
 // TakeFromJob - up to `want` due recipients of `job` into the destinations'
 // ready queues (or straight to their outcome: expired, no route). Returns how
 // many the queue gave.
@@ -269,31 +342,36 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
   RETURN_IF_ERROR(queue_->TakeDue(job->record.job_no, job->cursor, now, want, &taken));
   for (auto& entry : taken) {
     job->cursor = entry.key;
+    if (!job->taken.insert(entry.key).second) continue;  // under way already
     auto rcpt = queue::DecodeRecipient(entry.recipient);
     if (!rcpt.ok()) {
-      // XXX(issue 4) a corrupt entry stays queued and keeps its job open; it
-      // needs a quarantine with a record in the delivery log.
-      std::fprintf(stderr, "volleyd: job \"%s\" line %u: %s; left in the queue\n",
+      // Its address cannot be trusted, so nothing is sent: the entry is bounced
+      // (the log names its job and line, which point into accepted/) instead
+      // of being scanned again forever and holding its job open.
+      std::fprintf(stderr, "volleyd: job \"%s\" line %u: corrupt queue entry (%s); bounced\n",
                    job->record.id.c_str(), entry.line,
                    std::string(rcpt.status().message()).c_str());
+      queue::Recipient unknown;
+      auto* w = new Work{std::move(entry), std::move(unknown), job};
+      ++job->in_flight;
+      ++in_flight_;
+      Finish(w, queue::Final::kBounced,
+             MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.3.0",
+                         absl::StrCat("queue entry corrupt: ", rcpt.status().message(),
+                                      "; see line ", w->entry.line, " of the job file")),
+             nullptr);
       continue;
     }
     auto* w = new Work{std::move(entry), *std::move(rcpt), job};
     ++job->in_flight;
     ++in_flight_;
-    // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
-    // gets that last try; anything else taken past the deadline (volleyd was
-    // down, or the job's expires had passed) expires untried. Keys hold
-    // microseconds, the deadline may not.
-    const bool last_try = w->entry.attempts > 0 &&
-                          w->entry.due >= job->deadline - absl::Microseconds(1);
-    if (now >= job->deadline && !last_try) {
-      Expire(w);
+    if (job->record.state == queue::JobState::kCancelled) {
+      Cancel(w);
       continue;
     }
     const dns::Route* route = routes_->Find(DomainOf(w->rcpt.to));
     if (route == nullptr) {
-      Finish(w, "bounced",
+      Finish(w, queue::Final::kBounced,
              MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.4",
                          "no route to the recipient's domain in [routes]"),
              nullptr);
@@ -307,6 +385,18 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
       d->route = route;
       d->host_down_until.assign(route->hosts.size(), absl::InfinitePast());
       d->policy = &policy;
+    }
+    w->retry = &policy.retry;
+    w->deadline = ExpiryOf(*job, policy.retry);
+    // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
+    // gets that last try; anything else taken past the deadline (volleyd was
+    // down, or the job's expires had passed) expires untried. Keys hold
+    // microseconds, the deadline may not.
+    const bool last_try = w->entry.attempts > 0 &&
+                          w->entry.due >= w->deadline - absl::Microseconds(1);
+    if (now >= w->deadline && !last_try) {
+      Expire(w);
+      continue;
     }
     PushReady(d.get(), w, /*front=*/false);
   }
@@ -337,16 +427,33 @@ absl::Status Shard::Refill(absl::Time now) {
         more.push_back(job);
         continue;
       }
+      if (job->record.paused || now < job->idle_until) continue;
       const size_t want = std::min({kTakeBatch, window - in_flight_, budget});
-      ASSIGN_OR_RETURN(const size_t taken, TakeFromJob(job, want, now));
+      // A cancelled job's recipients all go, due or not.
+      const absl::Time due_by =
+          job->record.state == queue::JobState::kCancelled ? absl::InfiniteFuture() : now;
+      ASSIGN_OR_RETURN(const size_t taken, TakeFromJob(job, want, due_by));
       budget -= taken;
       if (taken == want) more.push_back(job);
       if (taken == 0 && first_round && job->in_flight == 0) {
         // Nothing due and nothing under way: the job is finished, or what is
-        // left waits for a later time (then scan from its start next time).
-        ASSIGN_OR_RETURN(std::optional<absl::Time> next, queue_->NextDue(job->record.job_no));
-        if (!next.has_value()) finished.push_back(job->record.job_no);
-        job->cursor.clear();
+        // left waits for a later time. Every recipient left is after the
+        // cursor then (a deferral is rescheduled later than the scan that took
+        // it), so the next due time is found without stepping over the
+        // tombstones of what was delivered, and the job is not scanned again
+        // before that time.
+        ASSIGN_OR_RETURN(std::optional<absl::Time> next,
+                         queue_->NextDue(job->record.job_no, job->cursor));
+        if (!next.has_value() && !job->cursor.empty()) {
+          // Finishing drops the job's whole range: make sure from its start.
+          ASSIGN_OR_RETURN(next, queue_->NextDue(job->record.job_no));
+          if (next.has_value()) job->cursor.clear();
+        }
+        if (next.has_value()) {
+          job->idle_until = *next;
+        } else {
+          finished.push_back(job->record.job_no);
+        }
       }
     }
     order = std::move(more);
@@ -357,7 +464,9 @@ absl::Status Shard::Refill(absl::Time now) {
   for (uint32_t job_no : finished) {
     auto it = jobs_.find(job_no);
     RETURN_IF_ERROR(queue_->MarkJobDone(it->second->record));
-    std::fprintf(stderr, "volleyd: job \"%s\" finished\n", it->second->record.id.c_str());
+    std::fprintf(stderr, "volleyd: job \"%s\" %s\n", it->second->record.id.c_str(),
+                 it->second->record.state == queue::JobState::kCancelled ? "cancelled: finished"
+                                                                         : "finished");
     jobs_.erase(it);
   }
   return absl::OkStatus();
@@ -582,8 +691,12 @@ void Shard::Drain(Conn* c) {
         Work* w = works[i];
         const smtp::Outcome& o = done->rcpt_outcomes[i];
         switch (o.kind) {
-          case smtp::Outcome::Kind::kAccepted: Finish(w, "delivered", o, c->dest, c); break;
-          case smtp::Outcome::Kind::kPermanent: Finish(w, "bounced", o, c->dest, c); break;
+          case smtp::Outcome::Kind::kAccepted:
+            Finish(w, queue::Final::kDelivered, o, c->dest, c);
+            break;
+          case smtp::Outcome::Kind::kPermanent:
+            Finish(w, queue::Final::kBounced, o, c->dest, c);
+            break;
           case smtp::Outcome::Kind::kTransient:
             // 452 to RCPT: too many recipients for this transaction (RFC 5321
             // 4.5.3.1.10). When others got through, the rest go in the next
@@ -801,31 +914,43 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
 void Shard::Release(Work* w) {
   --w->job->in_flight;
   --in_flight_;
+  // The key stays in job->taken until the batch holding its outcome is written.
+  uncommitted_.emplace_back(w->job->record.job_no, std::move(w->entry.key));
   delete w;
 }
 
-void Shard::Finish(Work* w, std::string_view status, const smtp::Outcome& o,
-                   const Destination* d, const Conn* c) {
-  Record(w, status, o, d, w->entry.attempts + 1, c);
-  batch_->Remove(w->entry);
+std::string_view StatusName(queue::Final how) {
+  switch (how) {
+    case queue::Final::kDelivered: return "delivered";
+    case queue::Final::kBounced: return "bounced";
+    case queue::Final::kExpired: return "expired";
+    case queue::Final::kCancelled: return "cancelled";
+  }
+  return "bounced";
+}
+
+void Shard::Finish(Work* w, queue::Final how, const smtp::Outcome& o, const Destination* d,
+                   const Conn* c) {
+  Record(w, StatusName(how), o, d, w->entry.attempts + 1, c);
+  batch_->Remove(w->entry, how);
   Release(w);
 }
 
 void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d, const Conn* c) {
-  if (now_ >= w->job->deadline) {
+  if (now_ >= w->deadline) {
     // That was the last try: the recipient expires, with the reply that ended it
     // (its code and enhanced code stay the server's, so they agree).
     smtp::Outcome expired = o;
     expired.kind = smtp::Outcome::Kind::kPermanent;
     expired.text = absl::StrCat("message expired after ", w->entry.attempts + 1,
                                 " attempts; last reply: ", o.text);
-    Finish(w, "expired", expired, d, c);
+    Finish(w, queue::Final::kExpired, expired, d, c);
     return;
   }
   Record(w, "deferred", o, d, w->entry.attempts + 1, c);
   std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
-  batch_->Reschedule(w->entry, NextAttemptAt(config_.retry, w->entry.attempts + 1,
-                                             jitter(rng_), now_, w->job->deadline));
+  batch_->Reschedule(w->entry, NextAttemptAt(*w->retry, w->entry.attempts + 1, jitter(rng_),
+                                             now_, w->deadline));
   Release(w);
 }
 
@@ -835,17 +960,140 @@ void Shard::Expire(Work* w) {
          MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.7",
                      absl::StrCat("message expired after ", w->entry.attempts, " attempts")),
          nullptr, w->entry.attempts);
-  batch_->Remove(w->entry);
+  batch_->Remove(w->entry, queue::Final::kExpired);
+  Release(w);
+}
+
+void Shard::Cancel(Work* w) {
+  // Like Expire: no attempt now, so the record carries the number of the last.
+  Record(w, "cancelled",
+         MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "",
+                     "job cancelled before this recipient was sent"),
+         nullptr, w->entry.attempts);
+  batch_->Remove(w->entry, queue::Final::kCancelled);
   Release(w);
 }
 
 absl::Status Shard::Commit() {
-  if (batch_->size() == 0) return absl::OkStatus();
+  if (batch_->size() == 0) {
+    ForgetCommitted();  // only keys let go of untouched (a pause): nothing to write
+    return absl::OkStatus();
+  }
   // Log first: see the invariants at the top of this file.
   RETURN_IF_ERROR(log_->Flush());
+  batch_->SetLogPosition(log_->position());
+  const absl::Status st = queue_->Apply(*batch_);
+  if (absl::IsResourceExhausted(st)) {
+    // The disk is full or RocksDB stopped writes. A refused write applied
+    // nothing, so the same batch (and what joins it meanwhile) is tried again
+    // next turn; no new work is taken until it goes through, which bounds the
+    // batch by the window. Transactions under way finish and are logged.
+    if (!commit_stalled_) {
+      std::fprintf(stderr,
+                   "volleyd: outcomes not recorded in the queue yet: %s (retrying; no new "
+                   "work is taken meanwhile)\n",
+                   std::string(st.message()).c_str());
+    }
+    commit_stalled_ = true;
+    (void)queue_->Recover();
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(st);
+  if (commit_stalled_) std::fprintf(stderr, "volleyd: outcomes recorded in the queue again\n");
+  commit_stalled_ = false;
+  batch_ = queue_->NewOutcomeBatch();
+  ForgetCommitted();
+  return absl::OkStatus();
+}
+
+absl::Status Shard::ReplayUnappliedOutcomes() {
+  ASSIGN_OR_RETURN(const std::string position, queue_->ReadLogPosition());
+  if (position.empty()) return absl::OkStatus();  // nothing was ever committed
+  absl::StatusOr<std::vector<std::string>> lines = log_->LinesAfter(position);
+  if (absl::IsNotFound(lines.status())) {
+    std::fprintf(stderr,
+                 "volleyd: %s; outcomes logged just before a crash, if any, cannot be "
+                 "matched: those recipients are tried again\n",
+                 std::string(lines.status().message()).c_str());
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(lines.status());
+  if (lines->empty()) return absl::OkStatus();
+  struct Logged {
+    std::string status;
+    uint32_t attempt = 0;
+  };
+  // job id -> line -> the outcomes logged for it, in log order (one, unless
+  // commits kept failing before the crash and several turns piled up).
+  std::map<std::string, std::map<uint32_t, std::vector<Logged>>> by_job;
+  simdjson::ondemand::parser parser;
+  size_t unreadable = 0;
+  for (const std::string& text : *lines) {
+    simdjson::padded_string padded(text);
+    std::string_view job, status;
+    uint64_t line = 0, attempt = 0;
+    auto doc = parser.iterate(padded);
+    if (doc.error() || doc["job"].get_string().get(job) || doc["line"].get_uint64().get(line) ||
+        doc["status"].get_string().get(status) || doc["attempt"].get_uint64().get(attempt) ||
+        line > UINT32_MAX || attempt > UINT32_MAX) {
+      ++unreadable;
+      continue;
+    }
+    by_job[std::string(job)][static_cast<uint32_t>(line)].push_back(
+        Logged{std::string(status), static_cast<uint32_t>(attempt)});
+  }
+  size_t applied = 0;
+  for (const auto& [id, logged] : by_job) {
+    ASSIGN_OR_RETURN(std::optional<queue::JobRecord> job, queue_->FindJob(id));
+    if (!job.has_value()) continue;
+    std::vector<uint32_t> wanted;
+    for (const auto& [line, unused] : logged) wanted.push_back(line);
+    std::vector<queue::QueuedRecipient> found;
+    RETURN_IF_ERROR(queue_->FindLines(job->job_no, wanted, &found));
+    for (queue::QueuedRecipient& r : found) {
+      // Each outcome in turn, as Commit would have applied it: a deferral
+      // moves the entry (the next outcome applies to where it went).
+      for (const Logged& l : logged.at(r.line)) {
+        const bool untried = l.status == "expired" || l.status == "cancelled";
+        // Only the attempt the entry is at: anything else was applied already.
+        if (l.attempt != r.attempts + 1 && !(untried && l.attempt == r.attempts)) continue;
+        std::optional<queue::Final> final;
+        if (l.status == "delivered") final = queue::Final::kDelivered;
+        if (l.status == "bounced") final = queue::Final::kBounced;
+        if (l.status == "expired") final = queue::Final::kExpired;
+        if (l.status == "cancelled") final = queue::Final::kCancelled;
+        if (final.has_value()) {
+          batch_->Remove(r, *final);
+          ++applied;
+          break;
+        }
+        if (l.status != "deferred") continue;
+        // The retry time is not in the log: the default policy's interval for
+        // this attempt, from now.
+        const absl::Time due = now_ + RetryDelay(config_.retry, l.attempt, 1.0);
+        batch_->Reschedule(r, due);
+        r.key = queue::RecipientKey(r.job_no, due, r.line);
+        r.due = due;
+        ++r.attempts;
+        ++applied;
+      }
+    }
+  }
+  batch_->SetLogPosition(log_->position());
   RETURN_IF_ERROR(queue_->Apply(*batch_));
   batch_ = queue_->NewOutcomeBatch();
+  std::fprintf(stderr,
+               "volleyd: %zu outcomes were logged but not recorded in the queue before a "
+               "crash; recorded now (%zu log lines after the last commit, %zu unreadable)\n",
+               applied, lines->size(), unreadable);
   return absl::OkStatus();
+}
+
+void Shard::ForgetCommitted() {
+  for (auto& [job_no, key] : uncommitted_) {
+    if (auto it = jobs_.find(job_no); it != jobs_.end()) it->second->taken.erase(key);
+  }
+  uncommitted_.clear();
 }
 
 void Shard::TakeReadyJobs() {
@@ -869,10 +1117,10 @@ absl::Status Shard::Run() {
   ASSIGN_OR_RETURN(tls::Context tls_context, tls::Context::Client(tls_opts));
   tls_context_.emplace(std::move(tls_context));
   batch_ = queue_->NewOutcomeBatch();
+  now_ = absl::Now();
+  RETURN_IF_ERROR(ReplayUnappliedOutcomes());
   ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
-  for (const auto& j : jobs) {
-    if (j.state == queue::JobState::kReady) RETURN_IF_ERROR(LoadJob(j));
-  }
+  for (const auto& j : jobs) RETURN_IF_ERROR(LoadJob(j));
   PostIntakeRead();
   absl::Time stop_deadline = absl::InfiniteFuture();
   absl::Time last_refill = absl::InfinitePast();
@@ -891,7 +1139,7 @@ absl::Status Shard::Run() {
       }
     }
     if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline)) break;
-    if (!stopping_ && (now_ - last_refill >= kRefillInterval) &&
+    if (!stopping_ && !commit_stalled_ && (now_ - last_refill >= kRefillInterval) &&
         in_flight_ < static_cast<size_t>(config_.delivery.window)) {
       RETURN_IF_ERROR(Refill(now_));
       last_refill = now_;
@@ -943,7 +1191,40 @@ absl::Status Shard::Run() {
     c.current.clear();
     ::close(c.fd);
   });
-  return Commit();
+  RETURN_IF_ERROR(Commit());
+  if (commit_stalled_) {
+    // Logged but not taken out of the queue: sent again after the restart.
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "stopped with ", batch_->size(), " outcomes not recorded in the queue (the disk is "
+        "full?): those recipients will be tried again, a possible duplicate, never a loss"));
+  }
+  return absl::OkStatus();
+}
+
+// ForgetAbandonedIntakes - a job still kLoading at start had its intake cut
+// short by a crash; intake resumes it when its file is still in incoming/. When
+// the file is gone (an operator removed it) nothing would ever finish that job,
+// and its id could never be used again: drop what was written of it. Runs before
+// the intake thread starts, the only writer of kLoading jobs.
+absl::Status ForgetAbandonedIntakes(const queue::Spool& spool, queue::Queue& queue) {
+  ASSIGN_OR_RETURN(std::vector<queue::JobRecord> jobs, queue.ListJobs());
+  std::vector<std::string> sources;
+  for (const std::string& name : spool.ListIncoming()) {
+    struct stat st {};
+    const std::string path = absl::StrCat(spool.incoming(), "/", name);
+    if (::stat(path.c_str(), &st) == 0) sources.push_back(absl::StrCat(st.st_dev, ":", st.st_ino));
+  }
+  for (const queue::JobRecord& job : jobs) {
+    if (job.state != queue::JobState::kLoading) continue;
+    if (std::find(sources.begin(), sources.end(), job.source) != sources.end()) continue;
+    RETURN_IF_ERROR(queue.ForgetJob(job));
+    std::fprintf(stderr,
+                 "volleyd: job \"%s\": its intake was interrupted and its file is no longer "
+                 "in incoming/; what was queued of it is dropped (drop the file again to "
+                 "send it)\n",
+                 job.id.c_str());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -955,10 +1236,12 @@ absl::Status Engine::Run() {
   qopts.sync_outcomes = config_.sync_outcomes;
   ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
   ASSIGN_OR_RETURN(auto log, metrics::DeliveryLog::Open(config_.log_dir));
+  RETURN_IF_ERROR(ForgetAbandonedIntakes(spool, *queue));
   ReadyJobs ready_jobs;
   Shard shard(config_, queue.get(), log.get(), routes.get(), &ready_jobs, &stop_);
   {
-    IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs);
+    IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs,
+                        queue::FreeSpaceFloor{{config_.queue_dir}, config_.min_free_space, {}});
     intake.Start();
     std::fprintf(stderr, "volleyd: running: spool %s, queue %s, log %s\n",
                  config_.spool_dir.c_str(), config_.queue_dir.c_str(), log->path().c_str());

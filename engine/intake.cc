@@ -33,8 +33,10 @@ std::vector<std::string> ReadyJobs::TakeAll() {
 }
 
 IntakeThread::IntakeThread(queue::Spool spool, queue::Queue* queue, queue::JobLimits limits,
-                           ReadyJobs* ready)
-    : spool_(std::move(spool)), queue_(queue), limits_(limits), ready_(ready) {}
+                           ReadyJobs* ready, queue::FreeSpaceFloor floor)
+    : spool_(std::move(spool)), queue_(queue), limits_(limits), ready_(ready) {
+  spool_.SetFreeSpaceFloor(std::move(floor));
+}
 
 IntakeThread::~IntakeThread() {
   stop_.store(true);
@@ -43,21 +45,53 @@ IntakeThread::~IntakeThread() {
 
 void IntakeThread::Start() { thread_ = std::thread([this] { Loop(); }); }
 
+void IntakeThread::Pause(const absl::Status& why, const std::string& name) {
+  const absl::Time now = absl::Now();
+  const std::string reason(why.message());
+  if (!paused_) {
+    paused_ = true;
+    paused_since_ = last_reminder_ = now;
+    std::fprintf(stderr,
+                 "volleyd: intake paused: %s (incoming/%s stays; retrying every %ds)\n",
+                 reason.c_str(), name.c_str(), kPausedRetryMs / 1000);
+  } else if (now - last_reminder_ >= kPauseReminder) {
+    last_reminder_ = now;
+    std::fprintf(stderr, "volleyd: intake still paused after %.0fs: %s (incoming/%s stays)\n",
+                 absl::ToDoubleSeconds(now - paused_since_), reason.c_str(), name.c_str());
+  }
+}
+
+void IntakeThread::Resumed() {
+  if (!paused_) return;
+  paused_ = false;
+  std::fprintf(stderr, "volleyd: intake resumed after %.0fs paused\n",
+               absl::ToDoubleSeconds(absl::Now() - paused_since_));
+}
+
 void IntakeThread::ScanOnce() {
-  for (const std::string& name : spool_.ListIncoming()) {
+  const std::vector<std::string> names = spool_.ListIncoming();
+  if (names.empty()) return;
+  if (paused_) {
+    // A disk that filled up may have stopped the queue's writes (a RocksDB
+    // background error) even after room came back: ask it to carry on first.
+    if (absl::Status st = queue_->Recover(); !st.ok()) {
+      Pause(st, names.front());
+      return;
+    }
+  }
+  for (const std::string& name : names) {
     if (stop_.load()) return;
     const absl::Time start = absl::Now();
     auto result = spool_.Intake(name, *queue_, limits_, start);
     if (result.ok()) {
-      if (paused_) std::fprintf(stderr, "volleyd: intake resumed\n");
-      paused_ = false;
+      Resumed();
       std::fprintf(stderr,
                    "volleyd: intake: incoming/%s: job \"%s\" accepted: %llu recipients, "
                    "%llu rejected%s (%.3fs)\n",
                    name.c_str(), result->job.c_str(),
                    static_cast<unsigned long long>(result->accepted),
                    static_cast<unsigned long long>(result->rejected),
-                   result->resumed ? ", resumed after a crash" : "",
+                   result->resumed ? ", resuming an interrupted intake" : "",
                    absl::ToDoubleSeconds(absl::Now() - start));
       if (!result->warning.empty()) {
         std::fprintf(stderr, "volleyd: intake: job \"%s\" is queued, but: %s\n",
@@ -65,15 +99,14 @@ void IntakeThread::ScanOnce() {
       }
       ready_->Push(result->job);
     } else if (absl::IsInvalidArgument(result.status())) {
+      Resumed();  // the job was refused, but the disk took its .error
       std::fprintf(stderr, "volleyd: intake: refused: %s\n",
                    std::string(result.status().message()).c_str());
     } else {
-      // The queue or the disk failed: leave the file where it is and pause.
-      if (!paused_) {
-        std::fprintf(stderr, "volleyd: intake paused: %s (incoming/%s stays; retrying)\n",
-                     std::string(result.status().message()).c_str(), name.c_str());
-      }
-      paused_ = true;
+      // The queue or the disk failed, or free space is below the floor: leave
+      // the file where it is and pause. Later files wait too: they would need
+      // the same room.
+      Pause(result.status(), name);
       return;
     }
   }
@@ -93,7 +126,7 @@ void IntakeThread::Loop() {
     // Sleep until a file arrives (or a while, to rescan: missed events, and
     // retrying after a paused intake).
     pollfd pfd{ino, POLLIN, 0};
-    const int wait_ms = paused_ ? 5000 : 1000;
+    const int wait_ms = paused_ ? kPausedRetryMs : 1000;
     for (int waited = 0; waited < wait_ms && !stop_.load(); waited += 100) {
       if (ino >= 0 && ::poll(&pfd, 1, 100) > 0) {
         char buf[4096];

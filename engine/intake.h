@@ -8,8 +8,13 @@
 //   mailbox whose eventfd the shard's ring reads.
 //
 //   A queue or disk error (disk full, a RocksDB write error) pauses intake: the
-//   file stays in incoming/, the reason is logged once, and intake tries again
-//   every few seconds. Delivery of what is queued goes on meanwhile.
+//   file stays in incoming/, the reason is logged once (and again every
+//   kPauseReminder while it lasts), and intake tries again every kPausedRetry.
+//   Free space below the floor (queue::FreeSpaceFloor, the config's
+//   [queue] min_free_space) pauses it the same way before anything is written,
+//   so that delivery's outcome writes keep the room left. Before each retry it
+//   asks the queue to recover from a stopped state (Queue::Recover). Delivery of
+//   what is queued goes on meanwhile: nothing here blocks the shard.
 #ifndef VOLLEY_ENGINE_INTAKE_H_
 #define VOLLEY_ENGINE_INTAKE_H_
 
@@ -20,6 +25,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "queue/job.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
@@ -43,14 +50,24 @@ class ReadyJobs {
 
 class IntakeThread {
  public:
+  // floor: the free space intake leaves alone, on the spool's filesystem and
+  // on those of floor.paths (the queue's folder).
   IntakeThread(queue::Spool spool, queue::Queue* queue, queue::JobLimits limits,
-               ReadyJobs* ready);
+               ReadyJobs* ready, queue::FreeSpaceFloor floor);
   ~IntakeThread();  // stops and joins
   void Start();
+
+  // While paused: how often intake tries again, and how often it says it is
+  // still paused (a stuck intake must not look like an idle one).
+  static constexpr int kPausedRetryMs = 5000;
+  static constexpr absl::Duration kPauseReminder = absl::Minutes(5);
 
  private:
   void Loop();
   void ScanOnce();
+  // Pause - intake cannot go on: log why, once, then every kPauseReminder.
+  void Pause(const absl::Status& why, const std::string& name);
+  void Resumed();
   queue::Spool spool_;
   queue::Queue* queue_;
   queue::JobLimits limits_;
@@ -58,6 +75,8 @@ class IntakeThread {
   std::atomic<bool> stop_{false};
   std::thread thread_;
   bool paused_ = false;
+  absl::Time paused_since_;
+  absl::Time last_reminder_;
 };
 
 }  // namespace volley::engine

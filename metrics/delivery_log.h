@@ -16,6 +16,15 @@
 //   Fields (docs/delivery-log.md): ts, job, line, rcpt, status, code, enhanced,
 //   response, host, port, attempt.
 //
+//   position() names the end of what was written ("dev:inode:offset"). The
+//   shard stores it in the queue with the outcomes it just logged; after a crash
+//   between the two writes, LinesAfter(the stored position) gives back exactly
+//   the records the queue never saw, and the shard applies them instead of
+//   sending those recipients again (engine.cc, ReplayUnappliedOutcomes).
+//
+//   Open appends a newline when the file does not end in one (a record torn by
+//   power loss), so that the next record starts a line of its own.
+//
 // CONTRACT
 //   Not thread-safe: owned by one shard.
 #ifndef VOLLEY_METRICS_DELIVERY_LOG_H_
@@ -25,6 +34,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -63,10 +73,25 @@ class DeliveryLog {
   absl::Status Flush();
   const std::string& path() const { return path_; }
 
+  // The end of what Flush wrote, as "dev:inode:offset".
+  std::string position() const;
+
+  // LinesAfter - the whole lines written after `position` (without their '\n'),
+  // at most kMaxReplayBytes of them. NotFound when `position` is not in this file
+  // (the log was rotated or removed since) or lies past its end.
+  absl::StatusOr<std::vector<std::string>> LinesAfter(std::string_view position) const;
+
+  // Bytes LinesAfter reads at most: far more than one loop turn's records.
+  static constexpr uint64_t kMaxReplayBytes = 64u << 20;
+
  private:
-  DeliveryLog(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  DeliveryLog(int fd, std::string path, uint64_t dev, uint64_t ino, uint64_t size)
+      : fd_(fd), path_(std::move(path)), dev_(dev), ino_(ino), size_(size) {}
   int fd_;
   std::string path_;
+  uint64_t dev_;
+  uint64_t ino_;
+  uint64_t size_;  // bytes in the file: what was there at Open plus what Flush wrote
   std::string buffer_;
 };
 

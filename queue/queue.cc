@@ -1,13 +1,21 @@
 #include "queue/queue.h"
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "rocksdb/db.h"
+#include "rocksdb/merge_operator.h"
 #include "rocksdb/options.h"
+#include "rocksdb/env.h"
+#include "rocksdb/sst_file_manager.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/table.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/write_batch.h"
@@ -16,6 +24,8 @@ namespace volley::queue {
 namespace {
 
 constexpr char kJobPrefix = 'J';
+constexpr char kProgressPrefix = 'P';
+constexpr std::string_view kLogPositionKey = "L";
 constexpr std::string_view kNextJobNoKey = "N";
 constexpr std::string_view kRecipientsFamily = "recipients";
 constexpr size_t kRecipientKeySize = 4 + 8 + 4;
@@ -41,17 +51,31 @@ std::string JobPrefix(uint32_t job_no) {
   return s;
 }
 
+// The first key past every recipient of job `job_no` (the end of a range delete).
+std::string JobEnd(uint32_t job_no) {
+  if (job_no == UINT32_MAX) return std::string(5, '\xff');
+  return JobPrefix(job_no + 1);
+}
+
 std::string JobKey(std::string_view id) { return absl::StrCat(std::string(1, kJobPrefix), base::Sv(id)); }
 
-// Job record value: version(1) state(1) job_no(4) queued_at_us(8) first_due_us(8)
-// recipients(8) source_len(2) source header_json(rest).
-constexpr uint8_t kJobRecordVersion = 1;
-constexpr size_t kJobRecordFixed = 1 + 1 + 4 + 8 + 8 + 8 + 2;
+std::string ProgressKey(uint32_t job_no) {
+  std::string k(1, kProgressPrefix);
+  PutBigEndian(&k, job_no, 4);
+  return k;
+}
+
+// Job record value, version 2: version(1) state(1) flags(1) job_no(4)
+// queued_at_us(8) first_due_us(8) recipients(8) source_len(2) source
+// header_json(rest). Version 1 had no flags byte; it is still read.
+constexpr uint8_t kJobRecordVersion = 2;
+constexpr uint8_t kJobFlagPaused = 0x01;
 
 std::string EncodeJob(const JobRecord& j) {
   std::string v;
   v.push_back(static_cast<char>(kJobRecordVersion));
   v.push_back(static_cast<char>(j.state));
+  v.push_back(static_cast<char>(j.paused ? kJobFlagPaused : 0));
   PutBigEndian(&v, j.job_no, 4);
   PutBigEndian(&v, ToMicros(j.queued_at), 8);
   PutBigEndian(&v, ToMicros(j.first_due), 8);
@@ -64,28 +88,88 @@ std::string EncodeJob(const JobRecord& j) {
 }
 
 absl::StatusOr<JobRecord> DecodeJob(std::string_view id, std::string_view v) {
-  if (v.size() < kJobRecordFixed || static_cast<uint8_t>(v[0]) != kJobRecordVersion) {
+  const auto corrupt = [&] {
     return absl::DataLossError(absl::StrCat("queue: job \"", base::Sv(id), "\": corrupt record"));
-  }
+  };
+  if (v.size() < 2) return corrupt();
+  const auto version = static_cast<uint8_t>(v[0]);
+  const auto state = static_cast<uint8_t>(v[1]);
   JobRecord j;
   j.id = std::string(id);
-  const auto state = static_cast<uint8_t>(v[1]);
-  if (state < 1 || state > 3) {
+  if (version == 2) {
+    if (v.size() < 3) return corrupt();
+    j.paused = (static_cast<uint8_t>(v[2]) & kJobFlagPaused) != 0;
+    v.remove_prefix(3);
+  } else if (version == 1) {
+    v.remove_prefix(2);
+  } else {
+    return corrupt();
+  }
+  // What follows is the same in both versions.
+  constexpr size_t kFixed = 4 + 8 + 8 + 8 + 2;
+  if (v.size() < kFixed) return corrupt();
+  if (state < 1 || state > 4) {
     return absl::DataLossError(absl::StrCat("queue: job \"", base::Sv(id), "\": bad state ", state));
   }
   j.state = static_cast<JobState>(state);
-  j.job_no = static_cast<uint32_t>(GetBigEndian(v.substr(2), 4));
-  j.queued_at = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(v.substr(6), 8)));
-  j.first_due = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(v.substr(14), 8)));
-  j.recipients = GetBigEndian(v.substr(22), 8);
-  const size_t source_len = GetBigEndian(v.substr(30), 2);
-  if (v.size() < kJobRecordFixed + source_len) {
-    return absl::DataLossError(absl::StrCat("queue: job \"", base::Sv(id), "\": corrupt record"));
-  }
-  j.source = std::string(v.substr(kJobRecordFixed, source_len));
-  j.header_json = std::string(v.substr(kJobRecordFixed + source_len));
+  j.job_no = static_cast<uint32_t>(GetBigEndian(v, 4));
+  j.queued_at = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(v.substr(4), 8)));
+  j.first_due = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(v.substr(12), 8)));
+  j.recipients = GetBigEndian(v.substr(20), 8);
+  const size_t source_len = GetBigEndian(v.substr(28), 2);
+  if (v.size() < kFixed + source_len) return corrupt();
+  j.source = std::string(v.substr(kFixed, source_len));
+  j.header_json = std::string(v.substr(kFixed + source_len));
   return j;
 }
+
+// Progress value: the JobProgress counters as signed 64-bit little-endian
+// numbers, in this order. A counter is changed by a merge operand of the same
+// shape holding deltas, so recording an outcome never reads the counters.
+enum ProgressField : size_t {
+  kTotal, kDelivered, kBounced, kExpired, kCancelled, kDeferred, kDeferrals, kProgressFields
+};
+using ProgressDelta = std::array<int64_t, kProgressFields>;
+constexpr size_t kProgressValueSize = kProgressFields * 8;
+
+std::string EncodeProgress(const ProgressDelta& d) {
+  std::string v(kProgressValueSize, '\0');
+  for (size_t i = 0; i < kProgressFields; ++i) {
+    const auto u = static_cast<uint64_t>(d[i]);
+    for (size_t b = 0; b < 8; ++b) v[i * 8 + b] = static_cast<char>((u >> (8 * b)) & 0xff);
+  }
+  return v;
+}
+
+bool DecodeProgress(std::string_view v, ProgressDelta* d) {
+  if (v.size() != kProgressValueSize) return false;
+  for (size_t i = 0; i < kProgressFields; ++i) {
+    uint64_t u = 0;
+    for (size_t b = 0; b < 8; ++b) {
+      u |= static_cast<uint64_t>(static_cast<unsigned char>(v[i * 8 + b])) << (8 * b);
+    }
+    (*d)[i] = static_cast<int64_t>(u);
+  }
+  return true;
+}
+
+// Adds progress deltas. Only progress keys are ever merged; a malformed
+// operand fails the merge (RocksDB reports it as corruption) rather than
+// being taken as zero.
+class ProgressMergeOperator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
+             std::string* new_value, rocksdb::Logger*) const override {
+    ProgressDelta sum{};
+    if (existing != nullptr && !DecodeProgress(existing->ToStringView(), &sum)) return false;
+    ProgressDelta add{};
+    if (!DecodeProgress(value.ToStringView(), &add)) return false;
+    for (size_t i = 0; i < kProgressFields; ++i) sum[i] += add[i];
+    *new_value = EncodeProgress(sum);
+    return true;
+  }
+  const char* Name() const override { return "VolleyProgressAdd"; }
+};
 
 // Recipient value: attempts(4, BE) then the encoded recipient.
 std::string EncodeRecipientValue(uint32_t attempts, std::string_view recipient) {
@@ -94,6 +178,33 @@ std::string EncodeRecipientValue(uint32_t attempts, std::string_view recipient) 
   PutBigEndian(&v, attempts, 4);
   v.append(recipient);
   return v;
+}
+
+// SeekAfter - to the first key after `after_key`, or to `prefix` when it is empty.
+void SeekAfter(rocksdb::Iterator* it, std::string_view prefix, std::string_view after_key) {
+  if (after_key.empty()) {
+    it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
+    return;
+  }
+  const rocksdb::Slice after(after_key.data(), after_key.size());
+  it->Seek(after);
+  if (it->Valid() && it->key() == after) it->Next();
+}
+
+// DecodeEntry - one key and value of the recipients family, of job `job_no`.
+absl::StatusOr<QueuedRecipient> DecodeEntry(uint32_t job_no, std::string_view key,
+                                            std::string_view value) {
+  if (key.size() != kRecipientKeySize || value.size() < 4) {
+    return absl::DataLossError(absl::StrCat("queue: job ", job_no, ": corrupt recipient"));
+  }
+  QueuedRecipient r;
+  r.key = std::string(key);
+  r.job_no = job_no;
+  r.due = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(key.substr(4), 8)));
+  r.line = static_cast<uint32_t>(GetBigEndian(key.substr(12), 4));
+  r.attempts = static_cast<uint32_t>(GetBigEndian(value, 4));
+  r.recipient = std::string(value.substr(4));
+  return r;
 }
 
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
@@ -124,23 +235,48 @@ class RocksIntakeWriter : public Queue::IntakeWriter {
 
 class RocksOutcomeBatch : public Queue::OutcomeBatch {
  public:
-  explicit RocksOutcomeBatch(rocksdb::ColumnFamilyHandle* cf) : cf_(cf) {}
-  void Remove(const QueuedRecipient& r) override {
-    (void)batch_.Delete(cf_, r.key);
+  RocksOutcomeBatch(rocksdb::ColumnFamilyHandle* meta, rocksdb::ColumnFamilyHandle* recipients)
+      : meta_(meta), recipients_(recipients) {}
+  void Remove(const QueuedRecipient& r, Final how) override {
+    (void)batch_.Delete(recipients_, r.key);
+    ProgressDelta& d = progress_[r.job_no];
+    switch (how) {
+      case Final::kDelivered: ++d[kDelivered]; break;
+      case Final::kBounced: ++d[kBounced]; break;
+      case Final::kExpired: ++d[kExpired]; break;
+      case Final::kCancelled: ++d[kCancelled]; break;
+    }
+    if (r.attempts > 0) --d[kDeferred];
     ++size_;
   }
   void Reschedule(const QueuedRecipient& r, absl::Time due) override {
-    (void)batch_.Delete(cf_, r.key);
-    (void)batch_.Put(cf_, RecipientKey(r.job_no, due, r.line),
+    (void)batch_.Delete(recipients_, r.key);
+    (void)batch_.Put(recipients_, RecipientKey(r.job_no, due, r.line),
                      EncodeRecipientValue(r.attempts + 1, r.recipient));
+    ProgressDelta& d = progress_[r.job_no];
+    if (r.attempts == 0) ++d[kDeferred];
+    ++d[kDeferrals];
     ++size_;
   }
+  void SetLogPosition(std::string_view position) override {
+    (void)batch_.Put(meta_, kLogPositionKey, rocksdb::Slice(position.data(), position.size()));
+  }
   size_t size() const override { return size_; }
-  rocksdb::WriteBatch& batch() { return batch_; }
+  // The write: the recipients' changes and one counter merge per job, together.
+  rocksdb::WriteBatch& Finish() {
+    for (const auto& [job_no, delta] : progress_) {
+      (void)batch_.Merge(meta_, ProgressKey(job_no), EncodeProgress(delta));
+    }
+    progress_.clear();
+    return batch_;
+  }
 
  private:
-  rocksdb::ColumnFamilyHandle* cf_;
+  rocksdb::ColumnFamilyHandle* meta_;
+  rocksdb::ColumnFamilyHandle* recipients_;
   rocksdb::WriteBatch batch_;
+  // Few jobs are active at once: a small ordered map is cheap here.
+  std::map<uint32_t, ProgressDelta> progress_;
   size_t size_ = 0;
 };
 
@@ -216,37 +352,23 @@ class RocksQueue : public Queue {
     const std::string limit = RecipientKey(job_no, now, UINT32_MAX);
     rocksdb::ReadOptions ro;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, recipients()));
-    if (after_key.empty()) {
-      it->Seek(prefix);
-    } else {
-      it->Seek(rocksdb::Slice(after_key.data(), after_key.size()));
-      if (it->Valid() && it->key() == rocksdb::Slice(after_key.data(), after_key.size())) it->Next();
-    }
+    SeekAfter(it.get(), prefix, after_key);
     size_t taken = 0;
     for (; it->Valid() && taken < max; it->Next()) {
       const auto key = it->key().ToStringView();
       if (!it->key().starts_with(prefix) || key.compare(limit) > 0) break;
-      const auto value = it->value().ToStringView();
-      if (key.size() != kRecipientKeySize || value.size() < 4) {
-        return absl::DataLossError(absl::StrCat("queue: job ", job_no, ": corrupt recipient"));
-      }
-      QueuedRecipient r;
-      r.key = std::string(key);
-      r.job_no = job_no;
-      r.due = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(key.substr(4), 8)));
-      r.line = static_cast<uint32_t>(GetBigEndian(key.substr(12), 4));
-      r.attempts = static_cast<uint32_t>(GetBigEndian(value, 4));
-      r.recipient = std::string(value.substr(4));
+      ASSIGN_OR_RETURN(QueuedRecipient r, DecodeEntry(job_no, key, it->value().ToStringView()));
       out->push_back(std::move(r));
       ++taken;
     }
     return FromRocks(it->status(), "scan");
   }
 
-  absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no) override {
+  absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no,
+                                                    std::string_view after_key) override {
     const std::string prefix = JobPrefix(job_no);
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), recipients()));
-    it->Seek(prefix);
+    SeekAfter(it.get(), prefix, after_key);
     if (!it->Valid() || !it->key().starts_with(prefix)) {
       RETURN_IF_ERROR(FromRocks(it->status(), "scan"));
       return std::optional<absl::Time>();
@@ -256,32 +378,162 @@ class RocksQueue : public Queue {
   }
 
   std::unique_ptr<OutcomeBatch> NewOutcomeBatch() override {
-    return std::make_unique<RocksOutcomeBatch>(recipients());
+    return std::make_unique<RocksOutcomeBatch>(meta(), recipients());
   }
 
   absl::Status Apply(OutcomeBatch& batch) override {
     auto& rb = static_cast<RocksOutcomeBatch&>(batch);
     rocksdb::WriteOptions wo;
     wo.sync = options_.sync_outcomes;
-    return FromRocks(db_->Write(wo, &rb.batch()), "record outcomes");
+    return FromRocks(db_->Write(wo, &rb.Finish()), "record outcomes");
   }
 
   absl::Status MarkJobDone(const JobRecord& job) override {
-    JobRecord done = job;
-    done.state = JobState::kDone;
-    return FromRocks(db_->Put(rocksdb::WriteOptions(), meta(), JobKey(job.id), EncodeJob(done)),
-                     "mark job done");
+    std::lock_guard<std::mutex> lock(record_mu_);
+    // Re-read: the record may have changed since the caller loaded it (paused).
+    ASSIGN_OR_RETURN(std::optional<JobRecord> current, FindJob(job.id));
+    JobRecord done = current.value_or(job);
+    if (done.state != JobState::kCancelled) done.state = JobState::kDone;
+    done.paused = false;
+    rocksdb::WriteBatch batch;
+    (void)batch.Put(meta(), JobKey(job.id), EncodeJob(done));
+    // One range tombstone over the job's keys: compaction then drops the point
+    // tombstones its recipients left (and anything under them) wholesale.
+    (void)batch.DeleteRange(recipients(), JobPrefix(job.job_no), JobEnd(job.job_no));
+    return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "mark job done");
   }
+
+  absl::StatusOr<std::string> ReadLogPosition() override {
+    std::string value;
+    const auto s = db_->Get(rocksdb::ReadOptions(), meta(), kLogPositionKey, &value);
+    if (s.IsNotFound()) return std::string();
+    RETURN_IF_ERROR(FromRocks(s, "read delivery log position"));
+    return value;
+  }
+
+  absl::Status FindLines(uint32_t job_no, const std::vector<uint32_t>& lines,
+                         std::vector<QueuedRecipient>* out) override {
+    const std::string prefix = JobPrefix(job_no);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), recipients()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      ASSIGN_OR_RETURN(QueuedRecipient r,
+                       DecodeEntry(job_no, it->key().ToStringView(), it->value().ToStringView()));
+      if (std::binary_search(lines.begin(), lines.end(), r.line)) out->push_back(std::move(r));
+    }
+    return FromRocks(it->status(), "scan");
+  }
+
+  absl::StatusOr<JobProgress> ReadProgress(uint32_t job_no) override {
+    std::string value;
+    const auto s = db_->Get(rocksdb::ReadOptions(), meta(), ProgressKey(job_no), &value);
+    JobProgress p;
+    if (s.IsNotFound()) return p;
+    RETURN_IF_ERROR(FromRocks(s, "read job progress"));
+    ProgressDelta d{};
+    if (!DecodeProgress(value, &d)) {
+      return absl::DataLossError(absl::StrCat("queue: job ", job_no, ": corrupt progress counters"));
+    }
+    // A counter below zero cannot come from the outcomes recorded; show zero
+    // rather than wrapping to 18 quintillion.
+    const auto count = [&](ProgressField f) {
+      return d[f] < 0 ? uint64_t{0} : static_cast<uint64_t>(d[f]);
+    };
+    p.total = count(kTotal);
+    p.delivered = count(kDelivered);
+    p.bounced = count(kBounced);
+    p.expired = count(kExpired);
+    p.cancelled = count(kCancelled);
+    p.deferred = count(kDeferred);
+    p.deferrals = count(kDeferrals);
+    return p;
+  }
+
+  absl::StatusOr<JobRecord> SetPaused(std::string_view id, bool paused) override {
+    std::lock_guard<std::mutex> lock(record_mu_);
+    ASSIGN_OR_RETURN(JobRecord job, FindLiveJob(id, paused ? "paused" : "resumed"));
+    if (job.paused == paused) return job;
+    job.paused = paused;
+    RETURN_IF_ERROR(FromRocks(db_->Put(SyncedWrite(), meta(), JobKey(id), EncodeJob(job)),
+                              paused ? "pause job" : "resume job"));
+    return job;
+  }
+
+  absl::StatusOr<JobRecord> CancelJob(std::string_view id) override {
+    std::lock_guard<std::mutex> lock(record_mu_);
+    ASSIGN_OR_RETURN(JobRecord job, FindLiveJob(id, "cancelled"));
+    if (job.state == JobState::kCancelled) return job;
+    job.state = JobState::kCancelled;
+    job.paused = false;
+    RETURN_IF_ERROR(
+        FromRocks(db_->Put(SyncedWrite(), meta(), JobKey(id), EncodeJob(job)), "cancel job"));
+    return job;
+  }
+
+  absl::Status ForgetJob(const JobRecord& job) override {
+    std::lock_guard<std::mutex> lock(record_mu_);
+    rocksdb::WriteBatch batch;
+    (void)batch.DeleteRange(recipients(), JobPrefix(job.job_no), JobEnd(job.job_no));
+    (void)batch.Delete(meta(), ProgressKey(job.job_no));
+    (void)batch.Delete(meta(), JobKey(job.id));
+    return FromRocks(db_->Write(SyncedWrite(), &batch), "forget job");
+  }
+
+  // Intake's commit changes the record too (kLoading to kReady) while control
+  // calls come from the admin thread: read-modify-writes of a record hold this.
+  std::mutex& record_mu() { return record_mu_; }
 
   rocksdb::DB* db() { return db_.get(); }
   rocksdb::ColumnFamilyHandle* meta() { return cfs_[0]; }
   rocksdb::ColumnFamilyHandle* recipients() { return cfs_[1]; }
   const QueueOptions& options() const { return options_; }
 
+  // Disk errors (queue/README.md, "Backpressure and disk errors"). Resume()
+  // returns OK at once when no background error stopped writes, and Busy while
+  // RocksDB's own recovery (its SstFileManager polling for room) is under way.
+  absl::Status Recover() override {
+    const rocksdb::Status s = db_->Resume();
+    if (s.IsBusy()) {
+      return absl::ResourceExhaustedError(
+          "queue: writes stopped by a disk error; RocksDB is retrying as room comes back");
+    }
+    return FromRocks(s, "resume writes after a disk error");
+  }
+
  private:
+  static rocksdb::WriteOptions SyncedWrite() {
+    // An operator's pause or cancel must hold after power loss: a cancelled
+    // campaign that starts sending again is the worse failure.
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return wo;
+  }
+
+  // The job, when it exists and can still be paused, resumed or cancelled.
+  absl::StatusOr<JobRecord> FindLiveJob(std::string_view id, std::string_view verb) {
+    ASSIGN_OR_RETURN(std::optional<JobRecord> job, FindJob(id));
+    if (!job.has_value()) {
+      return absl::NotFoundError(absl::StrCat("no job \"", base::Sv(id), "\""));
+    }
+    if (job->state == JobState::kLoading) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job \"", base::Sv(id), "\" is still being taken in; it can be ", base::Sv(verb),
+          " once it is accepted"));
+    }
+    if (job->state == JobState::kDone) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job \"", base::Sv(id), "\" is finished"));
+    }
+    if (job->state == JobState::kCancelled && verb != "cancelled") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job \"", base::Sv(id), "\" is cancelled"));
+    }
+    return *std::move(job);
+  }
+
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   QueueOptions options_;
+  std::mutex record_mu_;
 };
 
 absl::Status RocksIntakeWriter::Add(uint32_t line, std::string_view recipient) {
@@ -301,15 +553,30 @@ absl::Status RocksIntakeWriter::WriteBatch(bool sync) {
 }
 
 absl::Status RocksIntakeWriter::Commit(uint64_t recipients) {
+  std::lock_guard<std::mutex> lock(q_->record_mu());
   job_.state = JobState::kReady;
   job_.recipients = recipients;
   // The state change rides in the same batch as the last recipients, so a job
-  // is never kReady with recipients missing.
+  // is never kReady with recipients missing, and its total is counted once:
+  // an intake resumed after a crash commits only if this never happened.
   (void)batch_.Put(q_->meta(), JobKey(job_.id), EncodeJob(job_));
+  ProgressDelta total{};
+  total[kTotal] = static_cast<int64_t>(recipients);
+  (void)batch_.Merge(q_->meta(), ProgressKey(job_.job_no), EncodeProgress(total));
   return WriteBatch(q_->options().sync_intake_commit);
 }
 
 }  // namespace
+
+std::string_view JobStateName(JobState state) {
+  switch (state) {
+    case JobState::kLoading: return "loading";
+    case JobState::kReady: return "ready";
+    case JobState::kDone: return "done";
+    case JobState::kCancelled: return "cancelled";
+  }
+  return "unknown";
+}
 
 std::string RecipientKey(uint32_t job_no, absl::Time due, uint32_t line) {
   std::string k;
@@ -319,6 +586,55 @@ std::string RecipientKey(uint32_t job_no, absl::Time due, uint32_t line) {
   PutBigEndian(&k, line, 4);
   return k;
 }
+
+namespace {
+
+// DiskErrorLog - puts in volleyd's log (stderr) what makes RocksDB stop writes
+// and when they go again: intake pauses on these (engine/intake.h) and the
+// operator must be able to see why. Slowdowns (WriteStallCondition::kDelayed)
+// are routine under a heavy intake and are not logged; stops are.
+class DiskErrorLog : public rocksdb::EventListener {
+ public:
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
+    if (error == nullptr || error->ok()) return;
+    std::fprintf(stderr, "volleyd: queue: writes stopped after a %s error: %s\n",
+                 ReasonName(reason), error->ToString().c_str());
+  }
+  void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+    if (info.new_bg_error.ok()) {
+      std::fprintf(stderr, "volleyd: queue: writes resumed after: %s\n",
+                   info.old_bg_error.ToString().c_str());
+    } else {
+      std::fprintf(stderr, "volleyd: queue: recovery failed: %s\n",
+                   info.new_bg_error.ToString().c_str());
+    }
+  }
+  void OnStallConditionsChanged(const rocksdb::WriteStallInfo& info) override {
+    using C = rocksdb::WriteStallCondition;
+    if (info.condition.cur == C::kStopped) {
+      std::fprintf(stderr, "volleyd: queue: %s: writes stalled (flushes or compactions behind)\n",
+                   info.cf_name.c_str());
+    } else if (info.condition.prev == C::kStopped) {
+      std::fprintf(stderr, "volleyd: queue: %s: writes no longer stalled\n", info.cf_name.c_str());
+    }
+  }
+
+ private:
+  static const char* ReasonName(rocksdb::BackgroundErrorReason reason) {
+    switch (reason) {
+      case rocksdb::BackgroundErrorReason::kFlush:
+      case rocksdb::BackgroundErrorReason::kFlushNoWAL: return "flush";
+      case rocksdb::BackgroundErrorReason::kCompaction: return "compaction";
+      case rocksdb::BackgroundErrorReason::kWriteCallback: return "write";
+      case rocksdb::BackgroundErrorReason::kMemTable: return "memtable";
+      case rocksdb::BackgroundErrorReason::kManifestWrite:
+      case rocksdb::BackgroundErrorReason::kManifestWriteNoWAL: return "manifest write";
+    }
+    return "background";
+  }
+};
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
                                                     const QueueOptions& options) {
@@ -331,6 +647,7 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.merge_operator = std::make_shared<ProgressMergeOperator>();
   // Memtables small enough that two per family fit the write_buffer_bytes budget.
   cf_options.write_buffer_size = std::max<size_t>(options.write_buffer_bytes / 4, 1u << 20);
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
@@ -338,6 +655,12 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
       {rocksdb::kDefaultColumnFamilyName, cf_options},
       {std::string(kRecipientsFamily), cf_options},
   };
+  // Disk errors: after ENOSPC the SstFileManager polls for free space and
+  // resumes writes by itself (RocksDB makes a default one when none is given;
+  // recovery depends on it, so it is made here, on purpose). Recover() asks
+  // for the same sooner.
+  db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(rocksdb::Env::Default()));
+  db_options.listeners.push_back(std::make_shared<DiskErrorLog>());
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   const auto s = rocksdb::DB::Open(db_options, path, families, &handles, &raw);

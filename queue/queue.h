@@ -76,7 +76,38 @@ struct QueueOptions {
   size_t max_wal_bytes = 128u << 20;
 };
 
-enum class JobState : uint8_t { kLoading = 1, kReady = 2, kDone = 3 };
+// A job's life: kLoading while intake writes it, kReady while it has recipients
+// to send, kDone when none is left. kCancelled is a cancelled job's kReady: its
+// remaining recipients are being taken out (each logged as cancelled); it stays
+// kCancelled after that, so the record says how it ended.
+enum class JobState : uint8_t { kLoading = 1, kReady = 2, kDone = 3, kCancelled = 4 };
+
+// JobStateName - "loading", "ready", "done", "cancelled".
+std::string_view JobStateName(JobState state);
+
+// How a recipient left the queue (OutcomeBatch::Remove).
+enum class Final : uint8_t { kDelivered, kBounced, kExpired, kCancelled };
+
+// JobProgress - a job's counters, kept in the queue and changed in the same
+// atomic write as the outcomes they count: they cannot drift from the queue
+// after a crash, and reading them is one key lookup however large the job.
+struct JobProgress {
+  uint64_t total = 0;      // recipients accepted at intake
+  uint64_t delivered = 0;
+  uint64_t bounced = 0;
+  uint64_t expired = 0;
+  uint64_t cancelled = 0;
+  // Recipients still queued that have been deferred at least once (waiting for
+  // a retry, or being retried now).
+  uint64_t deferred = 0;
+  // Deferral replies so far, every attempt counted.
+  uint64_t deferrals = 0;
+  // Still queued: not yet delivered, bounced, expired or cancelled.
+  uint64_t pending() const {
+    const uint64_t done = delivered + bounced + expired + cancelled;
+    return total > done ? total - done : 0;
+  }
+};
 
 struct JobRecord {
   std::string id;
@@ -90,6 +121,8 @@ struct JobRecord {
   // crash between commit and the move to accepted/ is recognised as this job's
   // own file, not as a second drop of the same job id.
   std::string source;
+  // Paused: kept in the queue, nothing of it is sent until it is resumed.
+  bool paused = false;
 };
 
 struct QueuedRecipient {
@@ -131,22 +164,67 @@ class Queue {
   virtual absl::Status TakeDue(uint32_t job_no, std::string_view after_key, absl::Time now,
                                size_t max, std::vector<QueuedRecipient>* out) = 0;
 
-  // The earliest due time of job `job_no`, or nullopt when it has no recipient.
-  virtual absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no) = 0;
+  // The earliest due time of job `job_no` after `after_key` (empty: from the
+  // job's first key), or nullopt when it has no recipient there. Starting after
+  // a scan's cursor skips the tombstones of what that scan took and finished.
+  virtual absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no,
+                                                            std::string_view after_key = {}) = 0;
 
   class OutcomeBatch {
    public:
     virtual ~OutcomeBatch() = default;
-    // The recipient reached a final state (delivered, bounced, expired).
-    virtual void Remove(const QueuedRecipient& r) = 0;
+    // The recipient reached a final state; counted in its job's progress.
+    virtual void Remove(const QueuedRecipient& r, Final how) = 0;
     // The recipient was deferred: it moves to `due`, with attempts + 1.
     virtual void Reschedule(const QueuedRecipient& r, absl::Time due) = 0;
+    // SetLogPosition - record, in the same write, where the delivery log ended
+    // after these outcomes were logged (metrics::DeliveryLog::position).
+    virtual void SetLogPosition(std::string_view position) = 0;
     virtual size_t size() const = 0;
   };
   virtual std::unique_ptr<OutcomeBatch> NewOutcomeBatch() = 0;
   virtual absl::Status Apply(OutcomeBatch& batch) = 0;
 
+  // MarkJobDone - no recipient of the job is left: kReady becomes kDone
+  // (kCancelled stays), and the job's key range is dropped with one range
+  // delete, so the tombstones its recipients left behind cost later scans
+  // nothing once compaction meets it.
   virtual absl::Status MarkJobDone(const JobRecord& job) = 0;
+
+  // ReadLogPosition - the position last stored by SetLogPosition ("" if none).
+  virtual absl::StatusOr<std::string> ReadLogPosition() = 0;
+
+  // FindLines - the queued recipients of job `job_no` whose line is in `lines`
+  // (sorted), in key order. One pass over the job's keys: for recovery, not for
+  // the hot path.
+  virtual absl::Status FindLines(uint32_t job_no, const std::vector<uint32_t>& lines,
+                                 std::vector<QueuedRecipient>* out) = 0;
+
+  // ReadProgress - the job's counters (zero for a job that never counted).
+  virtual absl::StatusOr<JobProgress> ReadProgress(uint32_t job_no) = 0;
+
+  // SetPaused - record that job `id` is paused (or no longer). FailedPrecondition
+  // when the job is done or cancelled, NotFound when there is no such job.
+  // Durable: a paused job stays paused across restarts.
+  virtual absl::StatusOr<JobRecord> SetPaused(std::string_view id, bool paused) = 0;
+
+  // CancelJob - record job `id` as kCancelled. The caller (the shard) then takes
+  // every recipient left out with Remove(r, Final::kCancelled). FailedPrecondition
+  // while the job is still loading or when it is done already.
+  virtual absl::StatusOr<JobRecord> CancelJob(std::string_view id) = 0;
+
+  // ForgetJob - delete a job that never finished loading (its file is gone from
+  // incoming/): its recipients and its record.
+  virtual absl::Status ForgetJob(const JobRecord& job) = 0;
+
+  // Recover - a write error (a full disk, typically) makes RocksDB refuse every
+  // write until it is cleared; RocksDB retries by itself as free space comes
+  // back, and this asks it to resume now. OK when writes work (nothing was
+  // wrong, or resumed); ResourceExhausted while the cause lasts or RocksDB's own
+  // recovery is under way; Unavailable or DataLoss when only a restart or an
+  // operator can help. Cheap when nothing is wrong: a paused intake calls it
+  // before each retry (queue/README.md, "Backpressure and disk errors").
+  virtual absl::Status Recover() = 0;
 };
 
 // Key helpers, public for tests and tools.

@@ -3,12 +3,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <cstdio>
 #include <filesystem>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
@@ -110,7 +113,44 @@ absl::StatusOr<std::string> MoveInto(const std::string& from, const std::string&
 constexpr size_t kRejectExcerpt = 200;
 constexpr size_t kRejectsBuffer = 64 << 10;
 
+// HumanBytes - "24.0 MiB": the byte count is printed too, this is for reading.
+std::string HumanBytes(uint64_t n) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(n);
+  size_t unit = 0;
+  while (v >= 1024 && unit + 1 < std::size(kUnits)) {
+    v /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, unit == 0 ? "%.0f %s" : "%.1f %s", v, kUnits[unit]);
+  return buf;
+}
+
 }  // namespace
+
+absl::StatusOr<uint64_t> FreeBytes(const std::string& path) {
+  struct statvfs vfs {};
+  if (::statvfs(path.c_str(), &vfs) != 0) return base::ErrnoError(path, "statvfs");
+  return static_cast<uint64_t>(vfs.f_bavail) * static_cast<uint64_t>(vfs.f_frsize);
+}
+
+absl::Status Spool::CheckFreeSpace() const {
+  if (floor_.min_free == 0) return absl::OkStatus();
+  std::vector<std::string> paths = {dir_};
+  paths.insert(paths.end(), floor_.paths.begin(), floor_.paths.end());
+  for (const std::string& path : paths) {
+    ASSIGN_OR_RETURN(const uint64_t free,
+                     floor_.free_bytes ? floor_.free_bytes(path) : FreeBytes(path));
+    if (free < floor_.min_free) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "free space: ", path, ": ", free, " bytes free (", HumanBytes(free),
+          "), below min_free_space ", floor_.min_free, " (", HumanBytes(floor_.min_free),
+          ")"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Spool> Spool::Open(const std::string& dir) {
   for (const char* sub : {"incoming", "accepted", "failed", "tmp"}) {
@@ -143,6 +183,8 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
                                            const JobLimits& limits, absl::Time now) const {
   const std::string path = absl::StrCat(incoming(), "/", name);
   const std::string where = absl::StrCat("incoming/", name);
+  // Before anything is written, even a refused job's .error.
+  RETURN_IF_ERROR(CheckFreeSpace());
 
   // Refuse the whole job: the file goes to failed/ with the reason beside it.
   auto refuse = [&](uint64_t line, std::string_view why) -> absl::Status {
@@ -285,7 +327,9 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
       }
     }
     RETURN_IF_ERROR(writer->Add(static_cast<uint32_t>(line_no), EncodeRecipient(*rcpt)));
-    ++result.accepted;
+    // A long job stops where the floor is reached, not after the whole file:
+    // the job stays kLoading and the next Intake of the file carries on.
+    if (++result.accepted % kFreeSpaceCheckEvery == 0) RETURN_IF_ERROR(CheckFreeSpace());
   }
   if (result.rejected > 0) {
     RETURN_IF_ERROR(flush_rejects());

@@ -21,14 +21,25 @@
 //   Intake of the file rewrites the same keys (see queue.h) and carries on: no
 //   recipient is queued twice.
 //
+// FREE SPACE
+//   Like Postfix's queue_minfree: with a FreeSpaceFloor set (SetFreeSpaceFloor),
+//   Intake takes nothing in while a filesystem holding the spool or one of the
+//   floor's paths (the queue) has fewer than min_free bytes free, and stops a
+//   long intake between batches when the floor is reached. What is left below
+//   the floor is for what must not stop: delivery's outcome writes, RocksDB's
+//   flushes and compactions. A job stopped half-way stays kLoading with its file
+//   in incoming/, and the next Intake of the file carries on (see above).
+//
 // ERRORS
 //   Intake returns InvalidArgument when the job was refused (the file is already
 //   in failed/ with its .error), and ResourceExhausted or Unavailable when the
-//   queue or the disk failed: the file then stays in incoming/ to be tried again.
+//   queue or the disk failed, or free space is below the floor: the file then
+//   stays in incoming/ to be tried again.
 #ifndef VOLLEY_QUEUE_SPOOL_H_
 #define VOLLEY_QUEUE_SPOOL_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,6 +60,25 @@ struct IntakeResult {
   std::string warning;
 };
 
+// FreeSpaceFloor - the free space intake leaves alone (see FREE SPACE).
+struct FreeSpaceFloor {
+  // Folders whose filesystems are checked besides the spool's (the queue's).
+  std::vector<std::string> paths;
+  // Bytes that must stay free on each; 0 turns the check off.
+  uint64_t min_free = 0;
+  // Bytes free on the filesystem holding `path`, for an unprivileged writer.
+  // Empty: statvfs(3) (FreeBytes). Tests put a fake here.
+  std::function<absl::StatusOr<uint64_t>(const std::string& path)> free_bytes;
+};
+
+// FreeBytes - statvfs(3) f_bavail * f_frsize: what a non-root writer may still
+// use (root's reserved blocks are not counted as room).
+absl::StatusOr<uint64_t> FreeBytes(const std::string& path);
+
+// Intake checks the floor again after this many recipients: one statvfs per
+// intake batch (QueueOptions::intake_batch), nothing beside writing the batch.
+inline constexpr uint64_t kFreeSpaceCheckEvery = 10000;
+
 class Spool {
  public:
   // Open - create the four folders when missing.
@@ -60,6 +90,13 @@ class Spool {
   absl::StatusOr<IntakeResult> Intake(const std::string& name, Queue& queue,
                                       const JobLimits& limits, absl::Time now) const;
 
+  // SetFreeSpaceFloor - check free space before and during every Intake.
+  void SetFreeSpaceFloor(FreeSpaceFloor floor) { floor_ = std::move(floor); }
+
+  // CheckFreeSpace - OK when every checked filesystem has at least the floor
+  // free; else ResourceExhausted naming the folder, its free bytes and the floor.
+  absl::Status CheckFreeSpace() const;
+
   const std::string& dir() const { return dir_; }
   std::string incoming() const { return dir_ + "/incoming"; }
   std::string accepted() const { return dir_ + "/accepted"; }
@@ -68,6 +105,7 @@ class Spool {
  private:
   explicit Spool(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;
+  FreeSpaceFloor floor_;
 };
 
 }  // namespace volley::queue

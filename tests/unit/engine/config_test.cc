@@ -196,6 +196,57 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
   }
 }
 
+TEST(ParseConfig, RetryOverridesPerDestination) {
+  auto c = ParseConfig(
+      "[destination.\"slow.test\"]\nretry_initial = \"15m\"\nretry_max_age = \"1d\"\n"
+      "[retry]\ninitial = \"2m\"\nmax = \"1h\"\nmax_age = \"2d\"\n",
+      "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  // [smtp]'s defaults carry [retry]; a destination overrides key by key.
+  EXPECT_EQ(c->smtp.defaults.retry.initial, absl::Minutes(2));
+  EXPECT_EQ(c->smtp.defaults.retry.max_age, absl::Hours(48));
+  ASSERT_EQ(c->destinations.size(), 1u);
+  const RetryConfig& r = c->destinations[0].second.retry;
+  EXPECT_EQ(r.initial, absl::Minutes(15));
+  EXPECT_EQ(r.max, absl::Hours(1));
+  EXPECT_EQ(r.max_age, absl::Hours(24));
+
+  auto bad = ParseConfig("[destination.\"a.test\"]\nretry_initial = \"5h\"\n", "v.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("destination.\"a.test\": retry: need 0 < retry_initial <= retry_max"));
+  // Only destinations take these keys; [retry] is where the defaults live.
+  auto misplaced = ParseConfig("[smtp]\nretry_initial = \"1m\"\n", "v.toml");
+  ASSERT_FALSE(misplaced.ok());
+  EXPECT_THAT(std::string(misplaced.status().message()), HasSubstr("smtp.retry_initial: unknown key"));
+}
+
+TEST(ParseConfig, MinFreeSpaceTakesBytesOrUnits) {
+  EXPECT_EQ(Config{}.min_free_space, uint64_t{256} << 20);
+  const std::pair<std::string, uint64_t> good[] = {
+      {"\"1GiB\"", uint64_t{1} << 30}, {"4096", 4096}, {"0", 0}, {"\"512KiB\"", 512u << 10}};
+  for (const auto& [value, want] : good) {
+    auto c = ParseConfig("[queue]\nmin_free_space = " + value + "\n", "v.toml");
+    ASSERT_TRUE(c.ok()) << value << ": " << c.status();
+    EXPECT_EQ(c->min_free_space, want) << value;
+  }
+  const std::pair<std::string, std::string> bad[] = {
+      {"\"1GB\"", "v.toml:2: queue.min_free_space: \"1GB\" is not a size"},
+      {"-1", "v.toml:2: queue.min_free_space: must not be negative"},
+      {"true", "v.toml:2: queue.min_free_space: must be a size"},
+      {"\"99999999TiB\"", "is not a size"},
+  };
+  for (const auto& [value, want] : bad) {
+    auto c = ParseConfig("[queue]\nmin_free_space = " + value + "\n", "v.toml");
+    ASSERT_FALSE(c.ok()) << value;
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(want)) << value;
+  }
+  EXPECT_FALSE(ParseSize("").ok());
+  EXPECT_FALSE(ParseSize("MiB").ok());
+  EXPECT_FALSE(ParseSize("1 MiB").ok());
+  EXPECT_EQ(*ParseSize("16383TiB"), uint64_t{16383} << 40);
+}
+
 TEST(LoadConfigFile, TheShippedExampleIsValid) {
   auto c = LoadConfigFile(std::string(VOLLEY_SOURCE_DIR) + "/deploy/volley.toml");
   ASSERT_TRUE(c.ok()) << c.status();

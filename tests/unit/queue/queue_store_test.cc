@@ -95,7 +95,7 @@ TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 10, &got).ok());
   ASSERT_EQ(got.size(), 2u);
   auto batch = q_->NewOutcomeBatch();
-  batch->Remove(got[0]);
+  batch->Remove(got[0], Final::kDelivered);
   batch->Reschedule(got[1], t0_ + absl::Minutes(5));
   ASSERT_TRUE(q_->Apply(*batch).ok());
   Reopen();  // outcomes are durable
@@ -111,11 +111,38 @@ TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   EXPECT_EQ(again[0].attempts, 1u);
   EXPECT_EQ(again[0].recipient, "r1");
   auto last = q_->NewOutcomeBatch();
-  last->Remove(again[0]);
+  last->Remove(again[0], Final::kBounced);
   ASSERT_TRUE(q_->Apply(*last).ok());
   again.clear();
   ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Hours(1), 10, &again).ok());
   auto none = q_->NextDue(job.job_no);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(QueueTest, NextDueAfterACursorSkipsWhatWasTaken) {
+  const JobRecord job = AddJob("j", t0_, 4);
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 4u);
+  auto batch = q_->NewOutcomeBatch();
+  batch->Remove(got[0], Final::kDelivered);
+  batch->Remove(got[1], Final::kDelivered);
+  batch->Reschedule(got[2], t0_ + absl::Minutes(7));
+  ASSERT_TRUE(q_->Apply(*batch).ok());
+  // got[3] is still queued at t0_ (in flight, say): before the cursor.
+  auto from_start = q_->NextDue(job.job_no);
+  ASSERT_TRUE(from_start.ok() && from_start->has_value());
+  EXPECT_EQ(**from_start, t0_);
+  auto after = q_->NextDue(job.job_no, got[3].key);
+  ASSERT_TRUE(after.ok() && after->has_value());
+  EXPECT_EQ(**after, t0_ + absl::Minutes(7));
+  std::vector<QueuedRecipient> later;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Hours(1), 10, &later).ok());
+  auto last = q_->NewOutcomeBatch();
+  for (const auto& r : later) last->Remove(r, Final::kDelivered);
+  ASSERT_TRUE(q_->Apply(*last).ok());
+  auto none = q_->NextDue(job.job_no, got[3].key);
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
 }
@@ -143,6 +170,133 @@ TEST_F(QueueTest, RepeatedIntakeOfALoadingJobDoesNotDuplicate) {
   std::vector<QueuedRecipient> got;
   ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 1000, &got).ok());
   EXPECT_EQ(got.size(), 98u);
+  auto progress = q_->ReadProgress(job->job_no);
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->total, 98u);  // counted at the commit only, not per attempt
+}
+
+TEST_F(QueueTest, ProgressCountsOutcomesWithTheQueueChange) {
+  const JobRecord job = AddJob("j", t0_, 5);
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 5u);
+  auto batch = q_->NewOutcomeBatch();
+  batch->Remove(got[0], Final::kDelivered);
+  batch->Remove(got[1], Final::kBounced);
+  batch->Reschedule(got[2], t0_ + absl::Minutes(5));
+  batch->Reschedule(got[3], t0_ + absl::Minutes(5));
+  ASSERT_TRUE(q_->Apply(*batch).ok());
+  Reopen();  // the counters are durable, like the outcomes
+  auto p = q_->ReadProgress(job.job_no);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->total, 5u);
+  EXPECT_EQ(p->delivered, 1u);
+  EXPECT_EQ(p->bounced, 1u);
+  EXPECT_EQ(p->deferred, 2u);
+  EXPECT_EQ(p->deferrals, 2u);
+  EXPECT_EQ(p->pending(), 3u);
+
+  // A second deferral of one recipient is another deferral, not another
+  // deferred recipient; its final outcome takes it out of "deferred".
+  std::vector<QueuedRecipient> retry;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Minutes(5), 10, &retry).ok());
+  ASSERT_EQ(retry.size(), 3u);  // line 6 (never tried) and the two deferred
+  auto second = q_->NewOutcomeBatch();
+  for (const auto& r : retry) {
+    if (r.attempts == 0) {
+      second->Remove(r, Final::kCancelled);
+    } else if (r.line == got[2].line) {
+      second->Reschedule(r, t0_ + absl::Minutes(15));
+    } else {
+      second->Remove(r, Final::kExpired);
+    }
+  }
+  ASSERT_TRUE(q_->Apply(*second).ok());
+  p = q_->ReadProgress(job.job_no);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->deferred, 1u);
+  EXPECT_EQ(p->deferrals, 3u);
+  EXPECT_EQ(p->expired, 1u);
+  EXPECT_EQ(p->cancelled, 1u);
+  EXPECT_EQ(p->pending(), 1u);
+  auto none = q_->ReadProgress(job.job_no + 100);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->total, 0u);
+}
+
+TEST_F(QueueTest, PauseResumeAndCancelAreDurableAndChecked) {
+  const JobRecord job = AddJob("j", t0_, 2);
+  auto paused = q_->SetPaused("j", true);
+  ASSERT_TRUE(paused.ok()) << paused.status();
+  EXPECT_TRUE(paused->paused);
+  Reopen();
+  auto found = q_->FindJob("j");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_TRUE((*found)->paused);
+  EXPECT_EQ((*found)->header_json, "{}");  // the rest of the record is intact
+  EXPECT_EQ((*found)->recipients, 2u);
+  auto resumed = q_->SetPaused("j", false);
+  ASSERT_TRUE(resumed.ok());
+  EXPECT_FALSE(resumed->paused);
+
+  EXPECT_TRUE(absl::IsNotFound(q_->SetPaused("nope", true).status()));
+  EXPECT_TRUE(absl::IsNotFound(q_->CancelJob("nope").status()));
+
+  auto cancelled = q_->CancelJob("j");
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state, JobState::kCancelled);
+  EXPECT_TRUE(q_->CancelJob("j").ok());  // cancelling twice is no error
+  EXPECT_TRUE(absl::IsFailedPrecondition(q_->SetPaused("j", true).status()));
+
+  // A job still loading cannot be controlled yet; a finished one no more.
+  auto loading = q_->BeginJob("l", "{}", "1:3", t0_, t0_);
+  ASSERT_TRUE(loading.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(q_->SetPaused("l", true).status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(q_->CancelJob("l").status()));
+  const JobRecord other = AddJob("d", t0_, 1);
+  ASSERT_TRUE(q_->MarkJobDone(other).ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(q_->CancelJob("d").status()));
+
+  // Done keeps a cancelled job's state, so the record says how it ended.
+  ASSERT_TRUE(q_->MarkJobDone(job).ok());
+  found = q_->FindJob("j");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->state, JobState::kCancelled);
+  EXPECT_EQ(JobStateName(JobState::kCancelled), "cancelled");
+}
+
+TEST_F(QueueTest, MarkJobDoneDropsTheJobsKeysAndNoOtherJobs) {
+  const JobRecord a = AddJob("a", t0_, 3);
+  const JobRecord b = AddJob("b", t0_, 3);
+  ASSERT_TRUE(q_->MarkJobDone(a).ok());
+  auto next = q_->NextDue(a.job_no);
+  ASSERT_TRUE(next.ok());
+  EXPECT_FALSE(next->has_value());
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(b.job_no, "", t0_, 10, &got).ok());
+  EXPECT_EQ(got.size(), 3u);
+  auto found = q_->FindJob("a");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->state, JobState::kDone);
+}
+
+TEST_F(QueueTest, ForgetJobRemovesRecordRecipientsAndCounters) {
+  auto job = q_->BeginJob("j", "{}", "1:2", t0_, t0_);
+  ASSERT_TRUE(job.ok());
+  {
+    auto w = q_->NewIntakeWriter(*job);
+    for (uint32_t line = 2; line < 20; ++line) ASSERT_TRUE(w->Add(line, "x").ok());
+  }
+  const JobRecord keep = AddJob("k", t0_, 2);
+  ASSERT_TRUE(q_->ForgetJob(*job).ok());
+  auto found = q_->FindJob("j");
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 100, &got).ok());
+  EXPECT_TRUE(got.empty());
+  ASSERT_TRUE(q_->TakeDue(keep.job_no, "", t0_, 100, &got).ok());
+  EXPECT_EQ(got.size(), 2u);
 }
 
 }  // namespace
