@@ -242,6 +242,16 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
           {"sync_outcomes", [&](auto& n, auto k) { return GetBool(src, n, k, &c->sync_outcomes); }},
           {"min_free_space", [&](auto& n, auto k) { return GetSize(src, n, k, &c->min_free_space); }},
       });
+    } else if (name == "admin") {
+      st = Section(src, node, name, {
+          {"listen", [&](const toml::node& n, std::string_view k) -> absl::Status {
+             RETURN_IF_ERROR(GetString(src, n, k, &c->admin_listen));
+             if (auto where = dns::ParseHostPort(c->admin_listen); !where.ok()) {
+               return src.Error(n, k, base::StdSv(where.status().message()));
+             }
+             return absl::OkStatus();
+           }},
+      });
     } else if (name == "metrics") {
       st = Section(src, node, name, {
           {"listen", [&](auto& n, auto k) { return GetString(src, n, k, &c->metrics_listen); }},

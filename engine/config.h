@@ -126,6 +126,10 @@ struct Config {
   RetryConfig retry;
   DeliveryConfig delivery;
   std::string metrics_listen = "127.0.0.1:9464";
+  // [admin] listen: the admin API (engine/admin.h, docs/volleyctl.md), an IP
+  // literal and port. It has no authentication: keep it on loopback.
+  // Default: "127.0.0.1:9465".
+  std::string admin_listen = "127.0.0.1:9465";
   // [queue]
   bool sync_outcomes = false;
   // [queue] min_free_space: intake takes no job in while the queue's or the

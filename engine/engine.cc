@@ -41,6 +41,7 @@
 #include "base/slot_table.h"
 #include "base/status.h"
 #include "dns/routes.h"
+#include "engine/admin.h"
 #include "engine/intake.h"
 #include "engine/reactor/ring.h"
 #include "engine/ready_queue.h"
@@ -1243,9 +1244,15 @@ absl::Status Engine::Run() {
     IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs,
                         queue::FreeSpaceFloor{{config_.queue_dir}, config_.min_free_space, {}});
     intake.Start();
+    // volleyctl's way in (engine/admin.h); an address that cannot be bound stops
+    // volleyd here with the address in the error.
+    ASSIGN_OR_RETURN(auto admin,
+                     AdminServer::Create(config_.admin_listen, queue.get(), &ready_jobs));
+    admin->Start();
     std::fprintf(stderr, "volleyd: running: spool %s, queue %s, log %s\n",
                  config_.spool_dir.c_str(), config_.queue_dir.c_str(), log->path().c_str());
     const absl::Status st = shard.Run();
+    admin->Stop();
     if (!st.ok()) return st;
   }
   std::fprintf(stderr, "volleyd: stopped\n");

@@ -497,6 +497,11 @@ class Volleyd:
         self.log_dir = os.path.join(self.dir, "log")
         self.route_port = route_port
         self.metrics_port = free_port()
+        # Tests run in parallel: each volleyd gets its own admin port (the default,
+        # 9465, would be taken by the first), unless the test sets [admin] itself.
+        self.admin_port = free_port()
+        if "[admin]" not in extra_config:
+            extra_config = '\n[admin]\nlisten = "%s:%d"\n%s' % (LOOPBACK, self.admin_port, extra_config)
         for d in (self.spool, os.path.join(self.spool, "tmp"), os.path.join(self.spool, "incoming")):
             os.makedirs(d, exist_ok=True)
         self.config = os.path.join(self.dir, "volleyd.toml")

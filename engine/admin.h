@@ -1,0 +1,150 @@
+// admin.h - volleyd's admin API: job control over HTTP/1.1 on loopback
+//
+// SYNOPSIS
+//   ASSIGN_OR_RETURN(auto admin, AdminServer::Create("127.0.0.1:9465", queue, &ready_jobs));
+//   admin->Start();                  // one thread; serves until Stop() or destruction
+//   admin->Stop();                   // any thread; joins
+//
+//   ASSIGN_OR_RETURN(AdminRequest r, ParseAdminRequest(head));   // pure, for tests
+//
+// DESCRIPTION
+//   The endpoints (all answers are JSON; an error is {"error": "..."}):
+//
+//     GET  /health                 {"ok":true}
+//     GET  /jobs                   {"jobs":[job, ...]}, every job in the queue
+//     GET  /jobs/ID                job
+//     POST /jobs/ID/pause          job, after Queue::SetPaused(ID, true)
+//     POST /jobs/ID/resume         job, after Queue::SetPaused(ID, false)
+//     POST /jobs/ID/cancel         job, after Queue::CancelJob(ID)
+//
+//   A job object is {"id","state","paused","priority","queued_at","total",
+//   "delivered","deferred","bounced","expired","cancelled","pending","deferrals"}
+//   (docs/volleyctl.md). After a change the job id is pushed into the shard's
+//   ReadyJobs mailbox: the shard re-reads the job's record for every id it is
+//   handed, which is how it learns that the job is paused, resumed or cancelled.
+//
+//   There is no authentication: anyone who can connect can pause or cancel
+//   every job. That is why the default address is loopback and a config must
+//   name another address explicitly (docs/config.md, [admin] listen).
+//
+// CONTRACT
+//   One thread serves every connection with poll(2); the queue calls it makes
+//   are short RocksDB reads and writes, made from this thread beside the
+//   shard's and intake's (Queue is thread-safe). The server never blocks on a
+//   client: sockets are non-blocking and each connection has a deadline.
+//
+// BOUNDS
+//   kAdminMaxHead (8 KiB) of request line and headers, else 431 and close;
+//   kAdminMaxConnections (16) open at once, others wait in the listen backlog;
+//   kAdminTimeout (5 s) to send the request and to take the answer, else the
+//   connection is closed. A request body is never read (refused with 400).
+//   Connection: close after every answer.
+//
+// ERRORS
+//   Create fails (Unavailable, naming the address) when the address cannot be
+//   bound. HTTP status of a failed request: 400 malformed request or job id,
+//   404 unknown path or job, 405 wrong method for the path, 409 the job's state
+//   does not allow the change, 431 head too large, 500 queue error.
+//
+// SEE ALSO
+//   docs/volleyctl.md, tools/volleyctl/, queue/queue.h (job control)
+#ifndef VOLLEY_ENGINE_ADMIN_H_
+#define VOLLEY_ENGINE_ADMIN_H_
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/intake.h"
+#include "queue/queue.h"
+
+namespace volley::engine {
+
+// Request line and headers of one request, at most. Default: 8 KiB.
+inline constexpr size_t kAdminMaxHead = 8192;
+// Connections served at once; more wait in the listen backlog. Default: 16.
+inline constexpr int kAdminMaxConnections = 16;
+// Time a client has to send its request, and then to take the answer.
+inline constexpr absl::Duration kAdminTimeout = absl::Seconds(5);
+// Longest job id: queue::JobLimits::max_job_id's default.
+inline constexpr size_t kAdminMaxJobId = 128;
+
+// AdminRequest - what a request asks for, after ParseAdminRequest.
+struct AdminRequest {
+  enum class Action { kHealth, kListJobs, kShowJob, kPause, kResume, kCancel };
+  Action action = Action::kHealth;
+  std::string job_id;  // for kShowJob, kPause, kResume, kCancel
+};
+
+// ParseAdminRequest - parse a request head (the request line and the header
+// lines, each ending in CRLF, up to and including the empty line) into an
+// AdminRequest. Pure: no I/O. Errors, as AdminHttpStatus maps them:
+//   InvalidArgument (400): malformed request line or header, not HTTP/1.x, a
+//     request target that is not a plain path (query, '%', absolute form), a
+//     body announced (Content-Length other than 0, Transfer-Encoding), a job id
+//     that is not [A-Za-z0-9._-]{1,128};
+//   NotFound (404): no such endpoint;
+//   Unimplemented (405): the endpoint exists but not with that method;
+//   ResourceExhausted (431): the head is longer than kAdminMaxHead.
+absl::StatusOr<AdminRequest> ParseAdminRequest(std::string_view head);
+
+// IsAdminJobId - true when `id` matches [A-Za-z0-9._-]{1,kAdminMaxJobId}.
+bool IsAdminJobId(std::string_view id);
+
+// AdminHttpStatus - the HTTP status for a failed request's Status:
+// InvalidArgument 400, NotFound 404, Unimplemented 405, FailedPrecondition 409,
+// ResourceExhausted 431, anything else 500.
+int AdminHttpStatus(const absl::Status& status);
+
+// AdminJobJson - the JSON object for one job (see DESCRIPTION).
+std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& progress);
+
+class AdminServer {
+ public:
+  // Create - bind and listen on `listen` ("HOST:PORT", an IP literal); nothing
+  // is served before Start. `queue` and `ready` must outlive the server.
+  static absl::StatusOr<std::unique_ptr<AdminServer>> Create(std::string_view listen,
+                                                             queue::Queue* queue,
+                                                             ReadyJobs* ready);
+  ~AdminServer();  // stops and joins
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  void Start();
+  void Stop();
+  // The address bound, "127.0.0.1:9465" (the real port when 0 was asked for).
+  const std::string& address() const { return address_; }
+
+  // Handle - the answer to one request head: HTTP status and JSON body. Public
+  // so that a test could drive it without sockets.
+  struct Answer {
+    int status = 200;
+    std::string body;
+    std::string allow;  // a 405's Allow header value
+  };
+  Answer Handle(std::string_view head);
+
+ private:
+  AdminServer(int listen_fd, int stop_fd, std::string address, queue::Queue* queue,
+              ReadyJobs* ready);
+  void Loop();
+  absl::StatusOr<std::string> JobJson(std::string_view id);
+
+  int listen_fd_;
+  int stop_fd_;  // an eventfd: Stop() writes it to wake poll()
+  std::string address_;
+  queue::Queue* queue_;
+  ReadyJobs* ready_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace volley::engine
+
+#endif  // VOLLEY_ENGINE_ADMIN_H_
