@@ -49,13 +49,14 @@
 #                                            summary gives each and the ratio of medians
 #   BENCH_KEEP=1                             keep the temporary folder
 #   BENCH_SKIP_BUILD=1                       do not run the (incremental) build
+#   BENCH_BUILD=<root>/build-release         the Release build folder
 #
 # EXIT STATUS
 #   0 when every intake was accepted whole and every delivery run delivered everything.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build="$root/build-release"
+build=${BENCH_BUILD:-"$root/build-release"}
 intake_sizes=${INTAKE_SIZES:-"100000 1000000 3000000"}
 intake_reps=${INTAKE_REPS:-3}
 delivery_runs=${DELIVERY_RUNS:-3}
