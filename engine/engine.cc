@@ -67,6 +67,9 @@ constexpr size_t kTakeBatch = 512;
 // How long stopping waits for transactions under way before closing anyway.
 constexpr absl::Duration kStopGrace = absl::Seconds(10);
 constexpr absl::Duration kTick = absl::Milliseconds(100);
+// A retry due before its recipient's deadline and taken less than this after
+// its due time still gets its try when the deadline has passed meanwhile.
+constexpr absl::Duration kLateRetryGrace = absl::Minutes(1);
 // How long a host that failed before its session got going is passed over while
 // the route has another: long enough not to hammer it, short enough that the
 // preferred host takes the traffic back soon after it recovers.
@@ -390,11 +393,14 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
     w->retry = &policy.retry;
     w->deadline = ExpiryOf(*job, policy.retry);
     // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
-    // gets that last try; anything else taken past the deadline (volleyd was
-    // down, or the job's expires had passed) expires untried. Keys hold
-    // microseconds, the deadline may not.
-    const bool last_try = w->entry.attempts > 0 &&
-                          w->entry.due >= w->deadline - absl::Microseconds(1);
+    // gets that last try, and so does one that was due before the deadline but
+    // is taken just after it (the loop was busy, or it fell due within a tick of
+    // the deadline). Anything else taken past the deadline (volleyd was down, or
+    // the job's expires had passed) expires untried. Keys hold microseconds, the
+    // deadline may not.
+    const bool last_try =
+        w->entry.attempts > 0 && (w->entry.due >= w->deadline - absl::Microseconds(1) ||
+                                  now - w->entry.due < kLateRetryGrace);
     if (now >= w->deadline && !last_try) {
       Expire(w);
       continue;
