@@ -18,7 +18,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1065,10 +1064,10 @@ absl::Status Shard::ReplayUnappliedOutcomes() {
         // Only the attempt the entry is at: anything else was applied already.
         if (l.attempt != r.attempts + 1 && !(untried && l.attempt == r.attempts)) continue;
         std::optional<queue::Final> final;
-        if (l.status == "delivered") final = queue::Final::kDelivered;
-        if (l.status == "bounced") final = queue::Final::kBounced;
-        if (l.status == "expired") final = queue::Final::kExpired;
-        if (l.status == "cancelled") final = queue::Final::kCancelled;
+        for (queue::Final f : {queue::Final::kDelivered, queue::Final::kBounced,
+                               queue::Final::kExpired, queue::Final::kCancelled}) {
+          if (l.status == StatusName(f)) final = f;
+        }
         if (final.has_value()) {
           batch_->Remove(r, *final);
           ++applied;
@@ -1208,32 +1207,6 @@ absl::Status Shard::Run() {
   return absl::OkStatus();
 }
 
-// ForgetAbandonedIntakes - a job still kLoading at start had its intake cut
-// short by a crash; intake resumes it when its file is still in incoming/. When
-// the file is gone (an operator removed it) nothing would ever finish that job,
-// and its id could never be used again: drop what was written of it. Runs before
-// the intake thread starts, the only writer of kLoading jobs.
-absl::Status ForgetAbandonedIntakes(const queue::Spool& spool, queue::Queue& queue) {
-  ASSIGN_OR_RETURN(std::vector<queue::JobRecord> jobs, queue.ListJobs());
-  std::vector<std::string> sources;
-  for (const std::string& name : spool.ListIncoming()) {
-    struct stat st {};
-    const std::string path = absl::StrCat(spool.incoming(), "/", name);
-    if (::stat(path.c_str(), &st) == 0) sources.push_back(absl::StrCat(st.st_dev, ":", st.st_ino));
-  }
-  for (const queue::JobRecord& job : jobs) {
-    if (job.state != queue::JobState::kLoading) continue;
-    if (std::find(sources.begin(), sources.end(), job.source) != sources.end()) continue;
-    RETURN_IF_ERROR(queue.ForgetJob(job));
-    std::fprintf(stderr,
-                 "volleyd: job \"%s\": its intake was interrupted and its file is no longer "
-                 "in incoming/; what was queued of it is dropped (drop the file again to "
-                 "send it)\n",
-                 job.id.c_str());
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status Engine::Run() {
@@ -1243,7 +1216,14 @@ absl::Status Engine::Run() {
   qopts.sync_outcomes = config_.sync_outcomes;
   ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
   ASSIGN_OR_RETURN(auto log, metrics::DeliveryLog::Open(config_.log_dir));
-  RETURN_IF_ERROR(ForgetAbandonedIntakes(spool, *queue));
+  ASSIGN_OR_RETURN(std::vector<std::string> forgotten, spool.ForgetAbandonedIntakes(*queue));
+  for (const std::string& id : forgotten) {
+    std::fprintf(stderr,
+                 "volleyd: job \"%s\": its intake was interrupted and its file is no longer "
+                 "in incoming/; what was queued of it is dropped (drop the file again to "
+                 "send it)\n",
+                 id.c_str());
+  }
   ReadyJobs ready_jobs;
   Shard shard(config_, queue.get(), log.get(), routes.get(), &ready_jobs, &stop_);
   {

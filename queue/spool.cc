@@ -152,6 +152,13 @@ absl::Status Spool::CheckFreeSpace() const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// SourceOf - a job file's identity in JobRecord::source: "dev:inode".
+std::string SourceOf(const struct stat& st) { return absl::StrCat(st.st_dev, ":", st.st_ino); }
+
+}  // namespace
+
 absl::StatusOr<Spool> Spool::Open(const std::string& dir) {
   for (const char* sub : {"incoming", "accepted", "failed", "tmp"}) {
     std::error_code ec;
@@ -162,6 +169,24 @@ absl::StatusOr<Spool> Spool::Open(const std::string& dir) {
     }
   }
   return Spool(dir);
+}
+
+absl::StatusOr<std::vector<std::string>> Spool::ForgetAbandonedIntakes(Queue& queue) const {
+  ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, queue.ListJobs());
+  std::vector<std::string> sources;
+  for (const std::string& name : ListIncoming()) {
+    struct stat st {};
+    const std::string path = absl::StrCat(incoming(), "/", name);
+    if (::stat(path.c_str(), &st) == 0) sources.push_back(SourceOf(st));
+  }
+  std::vector<std::string> forgotten;
+  for (const JobRecord& job : jobs) {
+    if (job.state != JobState::kLoading) continue;
+    if (std::find(sources.begin(), sources.end(), job.source) != sources.end()) continue;
+    RETURN_IF_ERROR(queue.ForgetJob(job));
+    forgotten.push_back(job.id);
+  }
+  return forgotten;
 }
 
 std::vector<std::string> Spool::ListIncoming() const {
@@ -204,7 +229,7 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) return base::ErrnoError(path, "stat");
-  const std::string source = absl::StrCat(st.st_dev, ":", st.st_ino);
+  const std::string source = SourceOf(st);
   LineReader reader(fd);
   std::string line;
 

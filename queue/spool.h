@@ -90,6 +90,14 @@ class Spool {
   absl::StatusOr<IntakeResult> Intake(const std::string& name, Queue& queue,
                                       const JobLimits& limits, absl::Time now) const;
 
+  // ForgetAbandonedIntakes - a job still kLoading had its intake cut short by a
+  // crash; Intake resumes it while its file is in incoming/. When the file is
+  // gone (an operator removed it) nothing would ever finish that job and its id
+  // could never be used again: drop what was written of it (Queue::ForgetJob).
+  // Call before intake starts (the only writer of kLoading jobs). Returns the
+  // ids dropped.
+  absl::StatusOr<std::vector<std::string>> ForgetAbandonedIntakes(Queue& queue) const;
+
   // SetFreeSpaceFloor - check free space before and during every Intake.
   void SetFreeSpaceFloor(FreeSpaceFloor floor) { floor_ = std::move(floor); }
 
