@@ -124,3 +124,17 @@ start_volleyd() {
   done
   die "volleyd did not start: $(tail -5 "$err")"
 }
+
+# start_sink DIR PORT - volley-sink on 127.0.0.1:PORT, counters in DIR/sink.json; wait
+# until it listens.
+start_sink() {
+  local dir=$1 port=$2 i
+  "$sink" --listen "127.0.0.1:$port" --stats "$dir/sink.json" >"$dir/sink.out" 2>"$dir/sink.err" &
+  sink_pid=$!
+  for i in $(seq 100); do
+    grep -q "listening on" "$dir/sink.err" 2>/dev/null && break
+    kill -0 "$sink_pid" 2>/dev/null || die "volley-sink exited: $(cat "$dir/sink.err")"
+    sleep 0.1
+  done
+  grep -q "listening on" "$dir/sink.err" || die "volley-sink did not start listening"
+}

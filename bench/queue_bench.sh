@@ -214,14 +214,7 @@ steady_run() {
   local dir="$work/steady-$rep" port i k
   mkdir -p "$dir/gen"
   port=$(free_port)
-  "$sink" --listen "127.0.0.1:$port" --stats "$dir/sink.json" >"$dir/sink.out" 2>"$dir/sink.err" &
-  sink_pid=$!
-  for i in $(seq 100); do
-    grep -q "listening on" "$dir/sink.err" 2>/dev/null && break
-    kill -0 "$sink_pid" 2>/dev/null || die "volley-sink exited: $(cat "$dir/sink.err")"
-    sleep 0.1
-  done
-  grep -q "listening on" "$dir/sink.err" || die "volley-sink did not start listening"
+  start_sink "$dir" "$port"
   cat >"$dir/volley.toml" <<EOF
 [paths]
 spool = "$dir/spool"
