@@ -49,6 +49,7 @@ DnsCache::Result DnsCache::Lookup(std::string_view name, RrType type, absl::Time
   if (const Entry* e = Live(key, now)) {
     result.action = Action::kHit;
     result.answer = e->answer;
+    result.expires = e->expires;
     return result;
   }
   if (waiters_ >= options_.max_waiters) return result;  // kOverloaded
@@ -78,6 +79,7 @@ DnsCache::Completion DnsCache::Complete(std::string_view name, RrType type, DnsA
   Completion done;
   const absl::Duration ttl = TtlFor(answer);
   done.answer = std::make_shared<const DnsAnswer>(std::move(answer));
+  done.expires = now + ttl;
   if (auto it = in_flight_.find(key); it != in_flight_.end()) {
     done.waiters = std::move(it->second);
     waiters_ -= done.waiters.size();
@@ -87,7 +89,7 @@ DnsCache::Completion DnsCache::Complete(std::string_view name, RrType type, DnsA
   auto [it, inserted] = entries_.try_emplace(key);
   Entry& e = it->second;
   e.answer = done.answer;
-  e.expires = now + ttl;
+  e.expires = done.expires;
   if (inserted) {
     lru_.push_front(std::move(key));
     e.lru = lru_.begin();

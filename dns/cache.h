@@ -63,9 +63,6 @@
 
 namespace volley::dns {
 
-// The question types the mailer asks; the values are the DNS type numbers.
-enum class RrType : uint16_t { kA = 1, kMx = 15, kAaaa = 28 };
-
 struct CacheOptions {
   // Answers kept, least recently used evicted first. Default: 10000.
   size_t max_entries = 10000;
@@ -91,9 +88,11 @@ class DnsCache {
   struct Result {
     Action action = Action::kOverloaded;
     std::shared_ptr<const DnsAnswer> answer;  // kHit only
+    absl::Time expires;                       // kHit only: when the answer stops answering
   };
   struct Completion {
     std::shared_ptr<const DnsAnswer> answer;  // as stored
+    absl::Time expires;                       // as for Result
     std::vector<uint64_t> waiters;            // to wake, each with `answer`
   };
 

@@ -139,6 +139,9 @@ std::string_view AddressClassName(AddressClass c);
 enum class AnswerKind : uint8_t { kOk, kNoData, kNxDomain, kServFail };
 std::string_view AnswerKindName(AnswerKind kind);  // "ok", "nodata", "nxdomain", "servfail"
 
+// The question types the mailer asks (dns/cache.h, dns/wire.h); the values are the DNS type numbers.
+enum class RrType : uint16_t { kA = 1, kMx = 15, kAaaa = 28 };
+
 struct MxRecord {
   uint16_t preference = 0;
   std::string exchange;  // as received; "." (or "") is Null MX's
