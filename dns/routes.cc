@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -67,6 +69,7 @@ absl::StatusOr<Route> ParseRoute(std::string_view text) {
     ASSIGN_OR_RETURN(Destination host, ParseHostPort(base::StdSv(absl::StripAsciiWhitespace(part))));
     if (!route.name.empty()) route.name += ",";
     route.name += host.name;
+    host.preference = static_cast<uint16_t>(std::min<size_t>(route.hosts.size(), UINT16_MAX));
     route.hosts.push_back(std::move(host));
   }
   return route;

@@ -44,6 +44,11 @@ struct Destination {
   uint16_t port = 0;
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
+  // Routed by DNS: the MX host this address belongs to and its preference (hosts
+  // of equal preference share the load). A static route's hosts have no name and
+  // preferences 0, 1, 2... in the order written: tried strictly in that order.
+  std::string mx;
+  uint16_t preference = 0;
 };
 
 // ParseHostPort - "1.2.3.4:25" or "[::1]:25" into a Destination.

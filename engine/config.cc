@@ -66,6 +66,19 @@ absl::Status GetDuration(const Source& src, const toml::node& node, std::string_
   return absl::OkStatus();
 }
 
+// GetDurationIn - GetDuration within [lo, hi].
+absl::Status GetDurationIn(const Source& src, const toml::node& node, std::string_view key,
+                           absl::Duration lo, absl::Duration hi, absl::Duration* out) {
+  absl::Duration d;
+  RETURN_IF_ERROR(GetDuration(src, node, key, &d));
+  if (d < lo || d > hi) {
+    return src.Error(node, key, absl::StrCat("must be ", absl::FormatDuration(lo), "..",
+                                             absl::FormatDuration(hi)));
+  }
+  *out = d;
+  return absl::OkStatus();
+}
+
 // GetSize - a byte count: an integer, or a string ParseSize reads.
 absl::Status GetSize(const Source& src, const toml::node& node, std::string_view key,
                      uint64_t* out) {
@@ -210,23 +223,62 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
         c->routes.emplace_back(std::string(domain.str()), value);
       }
     } else if (name == "dns") {
+      auto& res = c->dns.resolver;
+      auto& mx = c->dns.router.mx;
+      auto& cache = c->dns.router.cache;
       st = Section(src, node, name, {
           {"servers", [&](const toml::node& n, std::string_view k) -> absl::Status {
              const auto* arr = n.as_array();
              if (arr == nullptr) return src.Error(n, k, "must be an array of \"HOST:PORT\"");
-             c->dns.servers.clear();
+             res.servers.clear();
              for (const auto& e : *arr) {
                std::string s;
                RETURN_IF_ERROR(GetString(src, e, k, &s));
                if (auto where = dns::ParseHostPort(s); !where.ok()) {
                  return src.Error(e, k, base::StdSv(where.status().message()));
                }
-               c->dns.servers.push_back(s);
+               res.servers.push_back(s);
              }
              return absl::OkStatus();
            }},
-          {"allow_loopback", [&](auto& n, auto k) { return GetBool(src, n, k, &c->dns.allow_loopback); }},
+          {"timeout", [&](auto& n, auto k) {
+             return GetDurationIn(src, n, k, absl::Milliseconds(10), absl::Minutes(1), &res.timeout); }},
+          {"tries", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 10, &res.tries); }},
+          {"max_pending", [&](auto& n, auto k) {
+             return GetIntInto(src, n, k, 1, 1000000, &res.max_pending); }},
+          {"allow_loopback", [&](auto& n, auto k) { return GetBool(src, n, k, &mx.allow_loopback); }},
+          {"allow_private", [&](auto& n, auto k) { return GetBool(src, n, k, &mx.allow_private); }},
+          {"families", [&](const toml::node& n, std::string_view k) -> absl::Status {
+             std::string v;
+             RETURN_IF_ERROR(GetString(src, n, k, &v));
+             if (v == "ipv4_first") {
+               mx.families = dns::AddressFamilies::kIpv4First;
+             } else if (v == "ipv6_first") {
+               mx.families = dns::AddressFamilies::kIpv6First;
+             } else if (v == "ipv4_only") {
+               mx.families = dns::AddressFamilies::kIpv4Only;
+             } else {
+               return src.Error(n, k, "must be \"ipv4_first\", \"ipv6_first\" or \"ipv4_only\"");
+             }
+             return absl::OkStatus();
+           }},
+          {"max_mx_hosts", [&](auto& n, auto k) {
+             return GetIntInto(src, n, k, 1, int64_t{dns::kMaxRouterMxHosts}, &mx.max_mx_hosts); }},
+          {"max_addresses_per_host", [&](auto& n, auto k) {
+             return GetIntInto(src, n, k, 1, 64, &mx.max_addresses_per_host); }},
+          {"cache_size", [&](auto& n, auto k) {
+             return GetIntInto(src, n, k, 0, 10000000, &cache.max_entries); }},
+          {"min_ttl", [&](auto& n, auto k) { return GetDuration(src, n, k, &cache.min_ttl); }},
+          {"max_ttl", [&](auto& n, auto k) { return GetDuration(src, n, k, &cache.max_ttl); }},
+          {"negative_min_ttl", [&](auto& n, auto k) {
+             return GetDuration(src, n, k, &cache.negative_min_ttl); }},
+          {"negative_max_ttl", [&](auto& n, auto k) {
+             return GetDuration(src, n, k, &cache.negative_max_ttl); }},
+          {"servfail_ttl", [&](auto& n, auto k) { return GetDuration(src, n, k, &cache.servfail_ttl); }},
       });
+      if (st.ok() && (cache.min_ttl > cache.max_ttl || cache.negative_min_ttl > cache.negative_max_ttl)) {
+        return src.Error(node, name, "min_ttl must not exceed max_ttl (nor negative_min_ttl negative_max_ttl)");
+      }
     } else if (name == "retry") {
       st = Section(src, node, name, {
           {"initial", [&](auto& n, auto k) { return GetDuration(src, n, k, &c->retry.initial); }},

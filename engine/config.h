@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "dns/router.h"
 
 namespace volley::engine {
 
@@ -105,9 +106,12 @@ struct DeliveryConfig {
   int window = 20000;
 };
 
+// [dns]: the resolver (servers, timeout, tries), the planner's address policy and
+// limits, and the cache's bounds; each key documented where its option is
+// (dns/resolver.h, dns/mx.h, dns/cache.h) and in docs/config.md.
 struct DnsConfig {
-  std::vector<std::string> servers;  // empty: the system's resolv.conf
-  bool allow_loopback = false;
+  dns::ResolverOptions resolver;
+  dns::RouterOptions router;
 };
 
 struct Config {

@@ -1,12 +1,13 @@
-// engine.cc - one delivery shard: queue -> routes -> SMTP connections -> outcomes
+// engine.cc - one delivery shard: queue -> routes or DNS -> SMTP connections -> outcomes
 //
 // Invariants this file relies on ("prepare for disaster"):
 // - A recipient's queue entry is removed or rescheduled only after its outcome
 //   line reached the delivery log (log flush, then queue write, once per loop
 //   turn). A crash between the two repeats the outcome on restart; it never
 //   loses one.
-// - A recipient taken from the queue is in exactly one place: a destination's
-//   ready list, a connection's current transaction, or finished. The window
+// - A recipient taken from the queue is in exactly one place: waiting for its
+//   domain's DNS plan, a destination's ready list, a connection's current
+//   transaction, or finished. The window
 //   counts them; nothing is taken beyond it.
 // - A connection is freed (MaybeFree) only when no io_uring operation on it is
 //   pending, and only at the end of handling a completion or a timeout: the
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -39,6 +41,8 @@
 #include "absl/time/clock.h"
 #include "base/slot_table.h"
 #include "base/status.h"
+#include "dns/resolver.h"
+#include "dns/router.h"
 #include "dns/routes.h"
 #include "engine/admin.h"
 #include "engine/intake.h"
@@ -57,7 +61,14 @@
 namespace volley::engine {
 namespace {
 
-enum Op : uint8_t { kOpConnect = 1, kOpSend, kOpRecv, kOpIntakeEvent };
+enum Op : uint8_t {
+  kOpConnect = 1,
+  kOpSend,
+  kOpRecv,
+  kOpIntakeEvent,
+  kOpDnsPoll,        // a resolver socket is ready: slot = its fd
+  kOpDnsPollRemove,  // a cancelled DNS poll's own completion (nothing to do)
+};
 
 constexpr size_t kRecvBufferSize = 16 << 10;
 // Recipients taken from one job per scan: small enough that jobs share the
@@ -76,6 +87,8 @@ constexpr absl::Duration kHostDownTime = absl::Minutes(1);
 // Refills of the window from the queue are at least this far apart: each costs
 // a RocksDB seek per job.
 constexpr absl::Duration kRefillInterval = absl::Milliseconds(10);
+// How often domains whose DNS plan expired are forgotten.
+constexpr absl::Duration kDomainSweepInterval = absl::Seconds(10);
 
 
 struct Job {
@@ -137,11 +150,14 @@ struct Conn {
   // The handshake failed under tls = "opportunistic": the destination is retried in
   // plaintext at once, so its waiting work is not deferred for this session's end.
   bool tls_fell_back = false;
-  size_t host = 0;  // index into dest->route->hosts
+  // The route the connection was opened on (a DNS route may be replaced by a
+  // fresher one meanwhile) and the host of it.
+  std::shared_ptr<const dns::Route> route;
+  size_t host = 0;
 };
 
 struct Destination {
-  const dns::Route* route = nullptr;
+  std::shared_ptr<const dns::Route> route;
   // Per host of the route: a host that failed before its session got going is
   // passed over until then, so new connections go to the next one.
   std::vector<absl::Time> host_down_until;
@@ -175,6 +191,7 @@ class Shard {
   absl::StatusOr<size_t> TakeFromJob(Job* job, size_t want, absl::Time now);
   void Dispatch(absl::Time now);
   void OpenConnection(Destination* d, absl::Time now);
+  size_t ChooseHost(const Destination& d, absl::Time now);
   void OnCompletion(uint64_t tag, int result);
   void Drain(Conn* c);
   void AssignNext(Conn* c);
@@ -183,9 +200,26 @@ class Shard {
   void OnReceived(Conn* c, std::string_view bytes);
   void StartTls(Conn* c);
   void ContinueHandshake(Conn* c);
-  const DestinationPolicy& PolicyFor(std::string_view domain, const dns::Route& route,
+  const DestinationPolicy& PolicyFor(std::string_view domain, std::string_view route_name,
                                      std::string* name) const;
-  static const dns::Destination& HostOf(const Conn* c) { return c->dest->route->hosts[c->host]; }
+  // Route - a recipient just taken goes to its destination: at once by a static
+  // route, or by DNS when its domain has none (RouteByDns).
+  void Route(Work* w, absl::Time now);
+  void RouteByDns(Work* w, const std::string& domain, absl::Time now);
+  void OnPlan(const std::string& domain);
+  // Admit - `w`'s retry policy and deadline by its destination, then its ready
+  // list; or expired untried when taken past its deadline.
+  void Admit(Work* w, std::string_view domain, const std::shared_ptr<const dns::Route>& route,
+             absl::Time now);
+  // ExpiresUntried - sets w's retry policy and deadline; true when it was taken
+  // past the deadline and gets no try (it has been expired).
+  bool ExpiresUntried(Work* w, const DestinationPolicy& policy, absl::Time now);
+  // The resolver's sockets, polled through the ring (dns/resolver.h, Watch).
+  void WatchDnsSocket(int fd, bool readable, bool writable);
+  void OnDnsPoll(uint64_t tag, int result);
+  // SweepDomains - forget domains whose plan expired and that nobody waits for.
+  void SweepDomains(absl::Time now);
+  static const dns::Destination& HostOf(const Conn* c) { return c->route->hosts[c->host]; }
   void SetDeadline(Conn* c, absl::Time now);
   // Kick - after acting on a connection outside Drain: send what the client
   // wrote and start the clock on the reply it now waits for.
@@ -193,6 +227,9 @@ class Shard {
     FlushOutput(c);
     SetDeadline(c, now_);
   }
+  // MarkHostDown - c's host failed before its session got going: pass it over
+  // for kHostDownTime.
+  void MarkHostDown(Destination* d, const Conn& c);
   void CloseConn(Conn* c);
   void MaybeFree(Conn* c);
   // FailDestination - defer everything waiting for `d`; `c` the connection whose
@@ -246,6 +283,30 @@ class Shard {
   // Declared after conns_ so that it is destroyed first: tearing the ring down
   // cancels the operations still pointing into connections' buffers.
   Ring ring_;
+  // Made in Run(). Declared after the ring (destroyed before it, closing their
+  // sockets while the ring still holds their polls), the router after the
+  // resolver it uses.
+  std::unique_ptr<dns::Resolver> resolver_;
+  std::unique_ptr<dns::Router> router_;
+  struct DnsWatch {
+    unsigned events = 0;      // POLLIN, POLLOUT
+    uint16_t generation = 0;  // of the poll submitted, in its tag
+    bool armed = false;       // a poll is submitted and not yet completed
+  };
+  absl::flat_hash_map<int, DnsWatch> dns_watches_;  // by fd
+  uint16_t dns_generation_ = 0;
+  // Domains routed by DNS: the plan in use until it expires, and the recipients
+  // waiting for one. Bounded by the window (only domains of recipients taken
+  // come in) and swept of expired entries.
+  struct DomainRoute {
+    absl::Time valid_until = absl::InfinitePast();
+    bool resolving = false;
+    std::shared_ptr<const dns::Route> route;  // or:
+    std::optional<dns::MxVerdict> verdict;
+    std::vector<Work*> waiting;
+  };
+  absl::flat_hash_map<std::string, DomainRoute> dns_domains_;
+  absl::Time last_sweep_ = absl::InfinitePast();
   size_t in_flight_ = 0;
   size_t open_conns_ = 0;
   std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
@@ -372,41 +433,144 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
       Cancel(w);
       continue;
     }
-    const dns::Route* route = routes_->Find(DomainOf(w->rcpt.to));
-    if (route == nullptr) {
-      Finish(w, queue::Final::kBounced,
-             MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.4",
-                         "no route to the recipient's domain in [routes]"),
-             nullptr);
+    Route(w, now);
+  }
+  return taken.size();
+}
+
+void Shard::Route(Work* w, absl::Time now) {
+  const std::string domain = absl::AsciiStrToLower(base::Sv(DomainOf(w->rcpt.to)));
+  if (const dns::Route* route = routes_->Find(domain)) {
+    // Static routes live as long as the shard: a shared_ptr that owns nothing.
+    Admit(w, domain, std::shared_ptr<const dns::Route>(std::shared_ptr<void>(), route), now);
+    return;
+  }
+  RouteByDns(w, domain, now);
+}
+
+void Shard::RouteByDns(Work* w, const std::string& domain, absl::Time now) {
+  DomainRoute& known = dns_domains_[domain];
+  if (!known.resolving && now < known.valid_until) {
+    if (known.route) {
+      Admit(w, domain, known.route, now);
+      return;
+    }
+    known.waiting.push_back(w);  // the verdict, applied by OnPlan's way
+    OnPlan(domain);
+    return;
+  }
+  known.waiting.push_back(w);
+  if (known.resolving) return;
+  known.resolving = true;
+  // May answer at once from the cache (and call OnPlan before returning).
+  router_->Plan(domain, [this, domain](dns::RoutePlan plan) {
+    auto it = dns_domains_.find(domain);
+    if (it == dns_domains_.end()) return;
+    DomainRoute& d = it->second;
+    d.resolving = false;
+    // A plan is reused until its answers expire, and for a second at least, so
+    // that an overloaded resolver cannot be asked again for every recipient.
+    d.valid_until = std::max(plan.valid_until, now_ + absl::Seconds(1));
+    d.verdict = plan.plan.verdict;
+    d.route.reset();
+    if (!d.verdict) {
+      auto route = std::make_shared<dns::Route>();
+      route->name = plan.plan.site;
+      for (const dns::PlannedHost& host : plan.plan.hosts) {
+        for (const dns::IpAddress& ip : host.addresses) {
+          dns::Destination where = dns::MakeDestination(ip, config_.smtp.port);
+          where.mx = host.name;
+          where.preference = host.preference;
+          route->hosts.push_back(std::move(where));
+        }
+      }
+      d.route = std::move(route);
+    }
+    OnPlan(domain);
+  });
+}
+
+// OnPlan - the domain's route or verdict is known (again): everyone waiting for
+// it goes on.
+void Shard::OnPlan(const std::string& domain) {
+  auto it = dns_domains_.find(domain);
+  if (it == dns_domains_.end()) return;
+  const std::vector<Work*> waiting = std::exchange(it->second.waiting, {});
+  const std::shared_ptr<const dns::Route> route = it->second.route;
+  const std::optional<dns::MxVerdict> verdict = it->second.verdict;
+  for (Work* w : waiting) {
+    // Paused or cancelled while its domain was being looked up.
+    if (w->job->record.state == queue::JobState::kCancelled) {
+      Cancel(w);
+      continue;
+    }
+    if (w->job->record.paused) {
+      Release(w);
+      continue;
+    }
+    if (route) {
+      Admit(w, domain, route, now_);
       continue;
     }
     std::string policy_name;
-    const DestinationPolicy& policy = PolicyFor(DomainOf(w->rcpt.to), *route, &policy_name);
-    auto& d = destinations_[absl::StrCat(route->name, "|", policy_name)];
-    if (!d) {
-      d = std::make_unique<Destination>();
-      d->route = route;
-      d->host_down_until.assign(route->hosts.size(), absl::InfinitePast());
-      d->policy = &policy;
+    if (ExpiresUntried(w, PolicyFor(domain, "", &policy_name), now_)) continue;
+    // No connection was made: no reply code, the verdict's enhanced code (RFC
+    // 3463) and reason. A permanent verdict (Null MX, NXDOMAIN) bounces at once.
+    smtp::Outcome why = MakeOutcome(
+        verdict->permanent ? smtp::Outcome::Kind::kPermanent : smtp::Outcome::Kind::kTransient,
+        0, verdict->enhanced, verdict->reason);
+    if (verdict->permanent) {
+      Finish(w, queue::Final::kBounced, why, nullptr);
+    } else {
+      Defer(w, why, nullptr);
     }
-    w->retry = &policy.retry;
-    w->deadline = ExpiryOf(*job, policy.retry);
-    // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
-    // gets that last try, and so does one that was due before the deadline but
-    // is taken just after it (the loop was busy, or it fell due within a tick of
-    // the deadline). Anything else taken past the deadline (volleyd was down, or
-    // the job's expires had passed) expires untried. Keys hold microseconds, the
-    // deadline may not.
-    const bool last_try =
-        w->entry.attempts > 0 && (w->entry.due >= w->deadline - absl::Microseconds(1) ||
-                                  now - w->entry.due < kLateRetryGrace);
-    if (now >= w->deadline && !last_try) {
-      Expire(w);
-      continue;
-    }
-    PushReady(d.get(), w, /*front=*/false);
   }
-  return taken.size();
+}
+
+bool Shard::ExpiresUntried(Work* w, const DestinationPolicy& policy, absl::Time now) {
+  w->retry = &policy.retry;
+  w->deadline = ExpiryOf(*w->job, policy.retry);
+  // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
+  // gets that last try, and so does one that was due before the deadline but
+  // is taken just after it (the loop was busy, or it fell due within a tick of
+  // the deadline). Anything else taken past the deadline (volleyd was down, or
+  // the job's expires had passed) expires untried. Keys hold microseconds, the
+  // deadline may not.
+  const bool last_try =
+      w->entry.attempts > 0 && (w->entry.due >= w->deadline - absl::Microseconds(1) ||
+                                now - w->entry.due < kLateRetryGrace);
+  if (now >= w->deadline && !last_try) {
+    Expire(w);
+    return true;
+  }
+  return false;
+}
+
+void Shard::Admit(Work* w, std::string_view domain,
+                  const std::shared_ptr<const dns::Route>& route, absl::Time now) {
+  std::string policy_name;
+  const DestinationPolicy& policy = PolicyFor(domain, route->name, &policy_name);
+  auto& d = destinations_[absl::StrCat(route->name, "|", policy_name)];
+  if (!d) {
+    d = std::make_unique<Destination>();
+    d->policy = &policy;
+  }
+  if (d->route != route) {
+    // New, or the site's addresses were looked up again: a host keeps its
+    // down mark across the change, by address.
+    std::vector<absl::Time> down(route->hosts.size(), absl::InfinitePast());
+    if (d->route) {
+      for (size_t i = 0; i < route->hosts.size(); ++i) {
+        for (size_t j = 0; j < d->route->hosts.size(); ++j) {
+          if (d->route->hosts[j].name == route->hosts[i].name) down[i] = d->host_down_until[j];
+        }
+      }
+    }
+    d->route = route;
+    d->host_down_until = std::move(down);
+  }
+  if (ExpiresUntried(w, policy, now)) return;
+  PushReady(d.get(), w, /*front=*/false);
 }
 
 absl::Status Shard::Refill(absl::Time now) {
@@ -500,17 +664,38 @@ void Shard::Dispatch(absl::Time now) {
   }
 }
 
-void Shard::OpenConnection(Destination* d, absl::Time now) {
-  // The first host in order of preference that is not marked down; when all are,
-  // the one whose mark ends first (it may be back).
-  size_t host = 0;
-  for (size_t i = 0; i < d->host_down_until.size(); ++i) {
-    if (d->host_down_until[i] <= now) {
-      host = i;
+// ChooseHost - the host of d's route a new connection goes to: the most preferred
+// that is not marked down, and among hosts of that preference (MX hosts with equal
+// preference, RFC 5321 section 5.1) one at random, so they share the load; the
+// addresses of one host in their order. When every host is down, the one whose
+// mark ends first (it may be back).
+size_t Shard::ChooseHost(const Destination& d, absl::Time now) {
+  const std::vector<dns::Destination>& hosts = d.route->hosts;
+  size_t first_up = hosts.size();
+  size_t soonest = 0;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    if (d.host_down_until[i] <= now) {
+      first_up = i;
       break;
     }
-    if (d->host_down_until[i] < d->host_down_until[host]) host = i;
+    if (d.host_down_until[i] < d.host_down_until[soonest]) soonest = i;
   }
+  if (first_up == hosts.size()) return soonest;
+  // The MX names of that preference that have an address up, each once.
+  std::vector<size_t> candidates;  // the first address up of each
+  for (size_t i = first_up; i < hosts.size() && hosts[i].preference == hosts[first_up].preference;
+       ++i) {
+    if (d.host_down_until[i] > now) continue;
+    const bool seen = std::any_of(candidates.begin(), candidates.end(),
+                                  [&](size_t k) { return hosts[k].mx == hosts[i].mx; });
+    if (!seen) candidates.push_back(i);
+  }
+  if (candidates.size() == 1) return candidates.front();
+  return candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)];
+}
+
+void Shard::OpenConnection(Destination* d, absl::Time now) {
+  const size_t host = ChooseHost(*d, now);
   const dns::Destination& where = d->route->hosts[host];
   const int fd = ::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -525,6 +710,7 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   c->slot = slot;
   c->fd = fd;
   c->dest = d;
+  c->route = d->route;
   c->host = host;
   const DestinationPolicy& p = *d->policy;
   smtp::ClientOptions opts;
@@ -554,6 +740,11 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
 
 void Shard::OnCompletion(uint64_t tag, int result) {
   const auto op = static_cast<Op>(base::SlotTable<Conn>::OpOf(tag));
+  if (op == kOpDnsPoll) {
+    OnDnsPoll(tag, result);
+    return;
+  }
+  if (op == kOpDnsPollRemove) return;
   if (op == kOpIntakeEvent) {
     TakeReadyJobs();
     if (result < 0 && result != -EINTR && result != -EAGAIN) {
@@ -740,7 +931,7 @@ void Shard::Drain(Conn* c) {
           // tried, as for MX hosts (RFC 5321 section 5.1). When none is left,
           // what waits would meet the same fate, so it is deferred now rather
           // than left to spin.
-          d->host_down_until[c->host] = now_ + kHostDownTime;
+          MarkHostDown(d, *c);
           const bool another_host =
               std::any_of(d->host_down_until.begin(), d->host_down_until.end(),
                           [&](absl::Time t) { return t <= now_; });
@@ -752,6 +943,14 @@ void Shard::Drain(Conn* c) {
     }
   }
   Kick(c);
+}
+
+void Shard::MarkHostDown(Destination* d, const Conn& c) {
+  const std::string& name = c.route->hosts[c.host].name;
+  // The route may have been replaced since the connection opened: by address.
+  for (size_t i = 0; i < d->route->hosts.size(); ++i) {
+    if (d->route->hosts[i].name == name) d->host_down_until[i] = now_ + kHostDownTime;
+  }
 }
 
 void Shard::AssignNext(Conn* c) {
@@ -789,9 +988,10 @@ void Shard::AssignNext(Conn* c) {
 
 // PolicyFor - the [destination] entry for the recipient's domain, else for the
 // route, else [smtp]'s defaults; *name is the entry's name ("" for the defaults).
-const DestinationPolicy& Shard::PolicyFor(std::string_view domain, const dns::Route& route,
+const DestinationPolicy& Shard::PolicyFor(std::string_view domain, std::string_view route_name,
                                           std::string* name) const {
-  for (std::string key : {absl::AsciiStrToLower(base::Sv(domain)), route.name}) {
+  for (std::string key : {absl::AsciiStrToLower(base::Sv(domain)), std::string(route_name)}) {
+    if (key.empty()) continue;
     if (auto it = policies_.find(key); it != policies_.end()) {
       *name = std::move(key);
       return *it->second;
@@ -908,6 +1108,7 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
     const dns::Destination& host = c != nullptr ? HostOf(c) : d->route->hosts.front();
     r.host = host.host;
     r.port = host.port;
+    r.mx = host.mx;
   }
   r.attempt = attempt;
   if (c != nullptr) {
@@ -1111,6 +1312,56 @@ void Shard::TakeReadyJobs() {
   }
 }
 
+void Shard::WatchDnsSocket(int fd, bool readable, bool writable) {
+  const unsigned events = (readable ? POLLIN : 0u) | (writable ? POLLOUT : 0u);
+  auto it = dns_watches_.find(fd);
+  if (it != dns_watches_.end() && it->second.armed && it->second.events != events) {
+    // Interest changed, or the socket is about to close: the old poll goes.
+    // Its completion (-ECANCELED, or events) carries the old generation and is
+    // dropped, even if a new socket gets the same fd meanwhile.
+    ring_.PrepPollRemove(base::SlotTable<Conn>::MakeTag(static_cast<uint32_t>(fd),
+                                                        it->second.generation, kOpDnsPoll),
+                         base::SlotTable<Conn>::MakeTag(0, 0, kOpDnsPollRemove));
+    it->second.armed = false;
+  }
+  if (events == 0) {
+    if (it != dns_watches_.end()) dns_watches_.erase(it);
+    return;
+  }
+  DnsWatch& w = dns_watches_[fd];
+  if (w.armed) return;  // already polled for these events
+  w.events = events;
+  w.generation = ++dns_generation_;
+  w.armed = true;
+  ring_.PrepPollAdd(fd, events,
+                    base::SlotTable<Conn>::MakeTag(static_cast<uint32_t>(fd), w.generation,
+                                                   kOpDnsPoll));
+}
+
+void Shard::OnDnsPoll(uint64_t tag, int result) {
+  const int fd = static_cast<int>(base::SlotTable<Conn>::SlotOf(tag));
+  auto it = dns_watches_.find(fd);
+  if (it == dns_watches_.end() || it->second.generation != base::SlotTable<Conn>::GenerationOf(tag)) {
+    return;  // a poll removed since, or a socket closed since
+  }
+  it->second.armed = false;
+  // An error on the poll itself: let c-ares read the socket and find out.
+  const unsigned seen = result < 0 ? POLLIN : static_cast<unsigned>(result);
+  resolver_->OnSocketReady(fd, (seen & (POLLIN | POLLERR | POLLHUP)) != 0, (seen & POLLOUT) != 0);
+  // One-shot polls: watch again unless c-ares let go of the socket meanwhile
+  // (or re-registered it, which armed a new poll).
+  it = dns_watches_.find(fd);
+  if (it == dns_watches_.end() || it->second.armed) return;
+  WatchDnsSocket(fd, (it->second.events & POLLIN) != 0, (it->second.events & POLLOUT) != 0);
+}
+
+void Shard::SweepDomains(absl::Time now) {
+  absl::erase_if(dns_domains_, [&](const auto& entry) {
+    const DomainRoute& d = entry.second;
+    return !d.resolving && d.waiting.empty() && d.valid_until <= now;
+  });
+}
+
 void Shard::PostIntakeRead() {
   ring_.PrepRead(ready_jobs_->event_fd(), &intake_counter_, sizeof intake_counter_,
                  base::SlotTable<Conn>::MakeTag(0, 0, kOpIntakeEvent));
@@ -1124,6 +1375,12 @@ absl::Status Shard::Run() {
   tls_context_.emplace(std::move(tls_context));
   batch_ = queue_->NewOutcomeBatch();
   now_ = absl::Now();
+  ASSIGN_OR_RETURN(resolver_, dns::Resolver::Create(config_.dns.resolver,
+                                                    [this](int fd, bool readable, bool writable) {
+                                                      WatchDnsSocket(fd, readable, writable);
+                                                    }));
+  router_ = std::make_unique<dns::Router>(
+      config_.dns.router, resolver_.get(), [this] { return now_; }, [this] { return rng_(); });
   RETURN_IF_ERROR(ReplayUnappliedOutcomes());
   ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
   for (const auto& j : jobs) RETURN_IF_ERROR(LoadJob(j));
@@ -1159,6 +1416,10 @@ absl::Status Shard::Run() {
     if (more_due_ && in_flight_ < static_cast<size_t>(config_.delivery.window)) {
       wait = std::max(absl::Milliseconds(1), last_refill + kRefillInterval - now_);
     }
+    // c-ares's retransmissions and timeouts run from the loop's timer.
+    if (std::optional<absl::Duration> dns_due = resolver_->NextTimeout()) {
+      wait = std::min(wait, std::max(*dns_due, absl::ZeroDuration()));
+    }
     RETURN_IF_ERROR(ring_.SubmitAndWait(wait, [&](uint64_t tag, int result) {
       // The wait may have lasted a tick: outcomes and deadlines need the time
       // the completions arrived, not the time the wait began.
@@ -1169,6 +1430,11 @@ absl::Status Shard::Run() {
       OnCompletion(tag, result);
     }));
     now_ = absl::Now();
+    resolver_->OnTimer();
+    if (now_ - last_sweep_ >= kDomainSweepInterval) {
+      SweepDomains(now_);
+      last_sweep_ = now_;
+    }
     std::vector<Conn*> late;
     conns_.ForEach([&](uint32_t, Conn& c) {
       if (!c.closing && now_ >= c.deadline) late.push_back(&c);
@@ -1191,6 +1457,10 @@ absl::Status Shard::Run() {
   // Work never started stays in the queue as it is; just let go of it.
   for (auto& [name, d] : destinations_) {
     for (Work* w : d->ready.TakeAll()) delete w;
+  }
+  for (auto& [domain, d] : dns_domains_) {
+    for (Work* w : d.waiting) delete w;
+    d.waiting.clear();
   }
   conns_.ForEach([](uint32_t, Conn& c) {
     for (Work* w : c.current) delete w;

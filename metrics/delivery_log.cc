@@ -35,6 +35,10 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   out->append(",\"host\":");
   base::AppendJsonString(out, r.host);
   absl::StrAppend(out, ",\"port\":", r.port, ",\"attempt\":", r.attempt);
+  if (!r.mx.empty()) {
+    *out += ",\"mx\":";
+    base::AppendJsonString(out, r.mx);
+  }
   if (!r.tls_version.empty()) {
     *out += ",\"tls_version\":";
     base::AppendJsonString(out, r.tls_version);

@@ -14,7 +14,8 @@
 //   recipient is retried: a possible duplicate record, never a missing one).
 //
 //   Fields (docs/delivery-log.md): ts, job, line, rcpt, status, code, enhanced,
-//   response, host, port, attempt.
+//   response, host, port, attempt; mx when routed by DNS; tls_version and
+//   tls_cipher after STARTTLS.
 //
 //   position() names the end of what was written ("dev:inode:offset"). The
 //   shard stores it in the queue with the outcomes it just logged; after a crash
@@ -52,6 +53,7 @@ struct DeliveryRecord {
   std::string_view response;
   std::string_view host;    // remote address; empty when no connection was made
   uint16_t port = 0;
+  std::string_view mx;      // the MX host name when routed by DNS; else empty (omitted)
   uint32_t attempt = 0;     // 1 for the first attempt
   // The session's TLS protocol and cipher ("TLSv1.3", "TLS_AES_256_GCM_SHA384");
   // empty (and left out of the record) when the session was in plaintext.

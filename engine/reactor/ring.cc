@@ -37,7 +37,8 @@ absl::Status Ring::Init(unsigned entries) {
   if (probe == nullptr) return absl::UnavailableError("io_uring: cannot probe operations");
   std::string missing;
   for (auto [op, name] : {std::pair{IORING_OP_CONNECT, "connect"}, {IORING_OP_SEND, "send"},
-                          {IORING_OP_RECV, "recv"}, {IORING_OP_READ, "read"}}) {
+                          {IORING_OP_RECV, "recv"}, {IORING_OP_READ, "read"},
+                          {IORING_OP_POLL_ADD, "poll_add"}, {IORING_OP_POLL_REMOVE, "poll_remove"}}) {
     if (!io_uring_opcode_supported(probe, op)) absl::StrAppend(&missing, " ", name);
   }
   io_uring_free_probe(probe);
@@ -78,6 +79,18 @@ void Ring::PrepRecv(int fd, void* data, size_t len, uint64_t tag) {
 void Ring::PrepRead(int fd, void* data, size_t len, uint64_t tag) {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_read(sqe, fd, data, static_cast<unsigned>(len), 0);
+  io_uring_sqe_set_data64(sqe, tag);
+}
+
+void Ring::PrepPollAdd(int fd, unsigned events, uint64_t tag) {
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_poll_add(sqe, fd, events);
+  io_uring_sqe_set_data64(sqe, tag);
+}
+
+void Ring::PrepPollRemove(uint64_t target, uint64_t tag) {
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_poll_remove(sqe, target);
   io_uring_sqe_set_data64(sqe, tag);
 }
 

@@ -39,6 +39,12 @@ class Ring {
   void PrepSend(int fd, const void* data, size_t len, uint64_t tag);
   void PrepRecv(int fd, void* data, size_t len, uint64_t tag);
   void PrepRead(int fd, void* data, size_t len, uint64_t tag);
+  // PrepPollAdd - one-shot readiness of `fd` for `events` (POLLIN, POLLOUT); the
+  // completion's result is the events seen, or -ECANCELED after PrepPollRemove.
+  void PrepPollAdd(int fd, unsigned events, uint64_t tag);
+  // PrepPollRemove - cancel the poll submitted with `target`; this request's own
+  // completion comes with `tag`.
+  void PrepPollRemove(uint64_t target, uint64_t tag);
 
   // SubmitAndWait - submit everything prepared, wait up to `timeout` for at
   // least one completion, then call on_completion(tag, result) for each.

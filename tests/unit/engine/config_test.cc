@@ -145,8 +145,8 @@ listen = "127.0.0.1:9999"
                              std::pair<std::string, std::string>{"a.test", "127.0.0.2:25"},
                              std::pair<std::string, std::string>{"b.test", "127.0.0.3:25,127.0.0.4:25"},
                              std::pair<std::string, std::string>{"*", "[::1]:2525"}));
-  EXPECT_EQ(c->dns.servers, std::vector<std::string>{"127.0.0.1:5353"});
-  EXPECT_TRUE(c->dns.allow_loopback);
+  EXPECT_EQ(c->dns.resolver.servers, std::vector<std::string>{"127.0.0.1:5353"});
+  EXPECT_TRUE(c->dns.router.mx.allow_loopback);
   EXPECT_EQ(c->retry.initial, absl::Seconds(2));
   EXPECT_EQ(c->retry.max_age, absl::Hours(48));
   EXPECT_EQ(c->delivery.window, 500);
@@ -174,6 +174,12 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
        "v.toml:2: routes.\"a.test\": \"mx.test:25\": host must be an IP address literal"},
       {"[dns]\nallow_loopback = \"yes\"\n", "v.toml:2: dns.allow_loopback: must be true or false"},
       {"[paths]\nspool = \"\"\n", "v.toml:2: paths.spool: must not be empty"},
+      {"[dns]\nfamilies = \"ipv6_only\"\n",
+       "v.toml:2: dns.families: must be \"ipv4_first\", \"ipv6_first\" or \"ipv4_only\""},
+      {"[dns]\ntimeout = \"5m\"\n", "v.toml:2: dns.timeout: must be 10ms..1m"},
+      {"[dns]\ntries = 0\n", "v.toml:2: dns.tries: must be 1..10"},
+      {"[dns]\nmax_mx_hosts = 101\n", "v.toml:2: dns.max_mx_hosts: must be 1..100"},
+      {"[dns]\nmin_ttl = \"2d\"\n", "dns: min_ttl must not exceed max_ttl"},
       {"[dns]\nservers = [\"127.0.0.1\"]\n", "v.toml:2: dns.servers: \"127.0.0.1\": expected HOST:PORT"},
       {"[smtp\n", "v.toml:1: "},  // TOML syntax error
       {"[smtp]\ntls = \"yes\"\n",
@@ -194,6 +200,30 @@ TEST(ParseConfig, ErrorsNameFileLineAndKey) {
     ASSERT_FALSE(got.ok()) << c.text;
     EXPECT_THAT(std::string(got.status().message()), HasSubstr(c.want)) << c.text;
   }
+}
+
+TEST(ParseConfig, DnsKeys) {
+  auto c = ParseConfig(
+      "[dns]\nservers = [\"127.0.0.1:5353\", \"[::1]:53\"]\ntimeout = \"800ms\"\ntries = 3\n"
+      "allow_private = true\nfamilies = \"ipv4_only\"\nmax_mx_hosts = 4\n"
+      "max_addresses_per_host = 2\ncache_size = 50\nmin_ttl = \"1s\"\nmax_ttl = \"1h\"\n"
+      "negative_min_ttl = \"2s\"\nnegative_max_ttl = \"10m\"\nservfail_ttl = \"3s\"\n",
+      "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dns.resolver.servers, (std::vector<std::string>{"127.0.0.1:5353", "[::1]:53"}));
+  EXPECT_EQ(c->dns.resolver.timeout, absl::Milliseconds(800));
+  EXPECT_EQ(c->dns.resolver.tries, 3);
+  EXPECT_FALSE(c->dns.router.mx.allow_loopback);
+  EXPECT_TRUE(c->dns.router.mx.allow_private);
+  EXPECT_EQ(c->dns.router.mx.families, dns::AddressFamilies::kIpv4Only);
+  EXPECT_EQ(c->dns.router.mx.max_mx_hosts, 4u);
+  EXPECT_EQ(c->dns.router.mx.max_addresses_per_host, 2u);
+  EXPECT_EQ(c->dns.router.cache.max_entries, 50u);
+  EXPECT_EQ(c->dns.router.cache.min_ttl, absl::Seconds(1));
+  EXPECT_EQ(c->dns.router.cache.max_ttl, absl::Hours(1));
+  EXPECT_EQ(c->dns.router.cache.negative_min_ttl, absl::Seconds(2));
+  EXPECT_EQ(c->dns.router.cache.negative_max_ttl, absl::Minutes(10));
+  EXPECT_EQ(c->dns.router.cache.servfail_ttl, absl::Seconds(3));
 }
 
 TEST(ParseConfig, RetryOverridesPerDestination) {

@@ -1,0 +1,216 @@
+// resolver.cc - c-ares on the owner's loop; see resolver.h
+#include "dns/resolver.h"
+
+#include <ares.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <mutex>
+#include <span>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status.h"
+#include "dns/wire.h"
+
+namespace volley::dns {
+
+struct Resolver::Query {
+  Resolver* resolver = nullptr;
+  RrType type = RrType::kA;
+  std::string name;                // asked now: the question's, or a CNAME target
+  std::vector<std::string> chain;  // every name asked for this question, in order
+  Callback done;
+};
+
+namespace {
+
+ares_channel Channel(void* channel) { return static_cast<ares_channel>(channel); }
+
+absl::Status LibraryInit() {
+  static std::once_flag once;
+  static int status = ARES_SUCCESS;
+  std::call_once(once, [] { status = ares_library_init(ARES_LIB_INIT_ALL); });
+  if (status != ARES_SUCCESS) {
+    return absl::InternalError(absl::StrCat("c-ares: ", ares_strerror(status)));
+  }
+  return absl::OkStatus();
+}
+
+DnsAnswer ServFail() {
+  DnsAnswer answer;
+  answer.kind = AnswerKind::kServFail;
+  return answer;
+}
+
+}  // namespace
+
+Resolver::Resolver(const ResolverOptions& options, Watch watch)
+    : options_(options), watch_(std::move(watch)) {}
+
+absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const ResolverOptions& options,
+                                                           Watch watch) {
+  if (options.tries < 1) return absl::InvalidArgumentError("dns tries: must be at least 1");
+  if (options.timeout < absl::Milliseconds(1)) {
+    return absl::InvalidArgumentError("dns timeout: must be at least 1ms");
+  }
+  std::vector<std::string> servers;
+  for (const std::string& s : options.servers) {
+    ASSIGN_OR_RETURN(Destination where, ParseHostPort(s));
+    // c-ares's own notation: brackets around an IPv6 address, always with the port.
+    servers.push_back(where.addr.ss_family == AF_INET6
+                          ? absl::StrCat("[", where.host, "]:", where.port)
+                          : absl::StrCat(where.host, ":", where.port));
+  }
+  RETURN_IF_ERROR(LibraryInit());
+  std::unique_ptr<Resolver> r(new Resolver(options, std::move(watch)));
+  ares_options ao{};
+  int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_SOCK_STATE_CB;
+  // Names are asked as given: no search list, no HOSTALIASES.
+  ao.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
+  ao.timeout = static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(options.timeout), 1,
+                                                    int64_t{3600} * 1000));
+  ao.tries = options.tries;
+  ao.sock_state_cb = [](void* data, ares_socket_t fd, int readable, int writable) {
+    OnSocketState(data, fd, readable, writable);
+  };
+  ao.sock_state_cb_data = r.get();
+  ares_channel channel = nullptr;
+  if (int st = ares_init_options(&channel, &ao, mask); st != ARES_SUCCESS) {
+    return absl::InternalError(absl::StrCat("c-ares init: ", ares_strerror(st)));
+  }
+  r->channel_ = channel;
+  if (!servers.empty()) {
+    const std::string csv = absl::StrJoin(servers, ",");
+    if (int st = ares_set_servers_ports_csv(channel, csv.c_str()); st != ARES_SUCCESS) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dns servers \"", csv, "\": ", ares_strerror(st)));
+    }
+  }
+  return r;
+}
+
+Resolver::~Resolver() {
+  if (channel_ == nullptr) return;
+  // ares_destroy ends every open question with ARES_EDESTRUCTION: their queries
+  // are freed there, without callbacks (OnAresResponse checks destroying_).
+  destroying_ = true;
+  ares_destroy(Channel(channel_));
+}
+
+void Resolver::OnSocketState(void* data, int fd, int readable, int writable) {
+  auto* self = static_cast<Resolver*>(data);
+  if (self->watch_) self->watch_(fd, readable != 0, writable != 0);
+}
+
+void Resolver::Ask(std::string_view name, RrType type, Callback done) {
+  auto q = std::make_unique<Query>();
+  q->resolver = this;
+  q->type = type;
+  q->name = std::string(name);
+  q->chain.push_back(q->name);
+  q->done = std::move(done);
+  if (pending_ >= options_.max_pending) {
+    last_error_ = "resolver overloaded";
+    ready_.emplace_back(std::move(q->done), ServFail());
+    return;
+  }
+  ++pending_;
+  Send(std::move(q));
+}
+
+void Resolver::Send(std::unique_ptr<Query> q) {
+  absl::StatusOr<std::string> packet = EncodeQuery(q->name, q->type, next_id_++);
+  if (!packet.ok()) {
+    // A name no server could be asked about (the planner normalises names, so
+    // only a CNAME target could get here): nothing will ever answer it.
+    Finish(std::move(q), ServFail(), absl::StrCat("cannot ask: ", packet.status().message()));
+    return;
+  }
+  // c-ares may answer at once (no server reachable): the callback is queued
+  // then, see Finish, so Ask's caller is never called back from inside Ask.
+  in_send_ = true;
+  ares_send(Channel(channel_), reinterpret_cast<const unsigned char*>(packet->data()),
+            static_cast<int>(packet->size()), &Resolver::OnAresResponse, q.release());
+  in_send_ = false;
+}
+
+void Resolver::OnAresResponse(void* arg, int status, int /*timeouts*/, unsigned char* abuf,
+                              int alen) {
+  std::unique_ptr<Query> q(static_cast<Query*>(arg));
+  if (q->resolver->destroying_) return;
+  q->resolver->OnResponse(std::move(q), status, abuf, alen);
+}
+
+void Resolver::OnResponse(std::unique_ptr<Query> q, int status, const unsigned char* abuf,
+                          int alen) {
+  if (status != ARES_SUCCESS) {
+    std::string why = status == ARES_ETIMEOUT ? "no answer (timeout)"
+                      : status == ARES_ESERVFAIL ? "SERVFAIL from the server"
+                      : status == ARES_EREFUSED  ? "REFUSED by the server"
+                                                 : ares_strerror(status);
+    Finish(std::move(q), ServFail(), std::move(why));
+    return;
+  }
+  absl::StatusOr<ParsedResponse> parsed = ParseResponse(
+      std::span<const uint8_t>(abuf, static_cast<size_t>(std::max(alen, 0))), q->name, q->type);
+  if (!parsed.ok()) {
+    Finish(std::move(q), ServFail(),
+           absl::StrCat("malformed response for ", q->name, ": ", parsed.status().message()));
+    return;
+  }
+  if (!parsed->cname_target.empty()) {
+    if (q->chain.size() > kMaxCnameChain) {
+      Finish(std::move(q), ServFail(),
+             absl::StrCat("CNAME chain longer than ", kMaxCnameChain, " at ", q->chain.front()));
+      return;
+    }
+    if (std::find(q->chain.begin(), q->chain.end(), parsed->cname_target) != q->chain.end()) {
+      Finish(std::move(q), ServFail(), absl::StrCat("CNAME loop at ", parsed->cname_target));
+      return;
+    }
+    q->name = parsed->cname_target;
+    q->chain.push_back(q->name);
+    Send(std::move(q));
+    return;
+  }
+  std::string why;
+  if (parsed->answer.kind == AnswerKind::kServFail) {
+    why = absl::StrCat("rcode ", parsed->rcode, " for ", q->name);
+  }
+  Finish(std::move(q), std::move(parsed->answer), std::move(why));
+}
+
+void Resolver::Finish(std::unique_ptr<Query> q, DnsAnswer answer, std::string error) {
+  --pending_;
+  if (!error.empty()) last_error_ = std::move(error);
+  if (in_send_) {
+    ready_.emplace_back(std::move(q->done), std::move(answer));
+    return;
+  }
+  q->done(std::move(answer));
+}
+
+void Resolver::OnSocketReady(int fd, bool readable, bool writable) {
+  ares_process_fd(Channel(channel_), readable ? fd : ARES_SOCKET_BAD,
+                  writable ? fd : ARES_SOCKET_BAD);
+}
+
+void Resolver::OnTimer() {
+  if (pending_ > 0) ares_process_fd(Channel(channel_), ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+  // Callbacks may ask again (and queue more): take this turn's batch only.
+  std::vector<std::pair<Callback, DnsAnswer>> ready = std::exchange(ready_, {});
+  for (auto& [done, answer] : ready) done(std::move(answer));
+}
+
+std::optional<absl::Duration> Resolver::NextTimeout() const {
+  if (!ready_.empty()) return absl::ZeroDuration();
+  if (pending_ == 0) return std::nullopt;
+  timeval tv{};
+  const timeval* next = ares_timeout(Channel(channel_), nullptr, &tv);
+  if (next == nullptr) return std::nullopt;
+  return absl::DurationFromTimeval(*next);
+}
+
+}  // namespace volley::dns

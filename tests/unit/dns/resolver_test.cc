@@ -1,0 +1,406 @@
+// resolver_test.cc - the c-ares driver and the router against a real nsd on loopback
+//
+// Each test starts its own nsd (Debian's, from scripts/install-deps) on a free
+// port with the zones below, and drives the resolver with poll(2) through the
+// same Watch / OnSocketReady / OnTimer interface the shard drives through its
+// ring (the io_uring side is covered end to end by tests/integration/dns_test.py).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "dns/resolver.h"
+#include "dns/router.h"
+#include "dns/wire.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace volley::dns {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kNsd[] = "/usr/sbin/nsd";
+
+// The SOA's MINIMUM (120) is below its TTL (300): a negative answer is kept 120 s.
+constexpr char kZoneR[] = R"($ORIGIN r.test.
+$TTL 300
+@        IN SOA ns.r.test. hostmaster.r.test. 1 3600 600 86400 120
+@        IN NS  ns
+ns       IN A   127.0.0.1
+mail     60 IN MX 10 a.mx
+mail     60 IN MX 20 b.mx
+a.mx     30 IN A 127.0.0.2
+a.mx     30 IN AAAA ::1
+b.mx     IN A   127.0.0.3
+alias    IN CNAME target.other.test.
+loop1    IN CNAME loop2.other.test.
+)";
+
+// A second zone, so that a CNAME crosses zones: nsd answers for one zone at a
+// time and leaves the resolver to ask for the target.
+constexpr char kZoneOther[] = R"($ORIGIN other.test.
+$TTL 300
+@        IN SOA ns.other.test. hostmaster.other.test. 1 3600 600 86400 60
+@        IN NS  ns.r.test.
+target   IN MX  5 mx
+mx       IN A   127.0.0.4
+loop2    IN CNAME loop1.r.test.
+)";
+
+// A free port on 127.0.0.1 for both UDP and TCP (nsd takes both).
+uint16_t FreePort() {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    int tcp = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    ::bind(tcp, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::getsockname(tcp, reinterpret_cast<sockaddr*>(&a), &len);
+    int udp = ::socket(AF_INET, SOCK_DGRAM, 0);
+    const bool udp_free = ::bind(udp, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(udp);
+    ::close(tcp);
+    if (udp_free) return ntohs(a.sin_port);
+  }
+  return 0;
+}
+
+// Nsd - nsd in the foreground with kZoneR and kZoneOther, stopped with the test.
+class Nsd {
+ public:
+  bool Start() {
+    char tmpl[] = "/tmp/volley-resolver-test-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) return false;
+    dir_ = tmpl;
+    port_ = FreePort();
+    std::ofstream(dir_ + "/r.zone") << kZoneR;
+    std::ofstream(dir_ + "/other.zone") << kZoneOther;
+    std::ofstream(dir_ + "/nsd.conf")
+        << "server:\n  ip-address: 127.0.0.1@" << port_ << "\n  username: \"\"\n"
+        << "  database: \"\"\n  pidfile: " << dir_ << "/nsd.pid\n  xfrdfile: " << dir_
+        << "/xfrd.state\n  zonelistfile: " << dir_ << "/zone.list\n  logfile: " << dir_
+        << "/nsd.log\n  zonesdir: " << dir_ << "\nremote-control:\n  control-enable: no\n"
+        << "zone:\n  name: r.test\n  zonefile: " << dir_ << "/r.zone\n"
+        << "zone:\n  name: other.test\n  zonefile: " << dir_ << "/other.zone\n";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const std::string conf = dir_ + "/nsd.conf";
+      ::execl(kNsd, "nsd", "-d", "-c", conf.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    return pid_ > 0 && WaitUntilAnswering();
+  }
+
+  ~Nsd() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  std::string server() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  // Asks for r.test's SOA over UDP until an answer comes (nsd loads zones first).
+  bool WaitUntilAnswering() {
+    absl::StatusOr<std::string> query = EncodeQuery("r.test", RrType::kMx, 7);
+    if (!query.ok()) return false;
+    int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port_);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool up = false;
+    for (int i = 0; i < 100 && !up; ++i) {
+      ::sendto(fd, query->data(), query->size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) == 1) {
+        char buf[1500];
+        up = ::recv(fd, buf, sizeof buf, 0) > 0;
+      }
+    }
+    ::close(fd);
+    return up;
+  }
+
+  std::string dir_;
+  uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// Loop - what the shard does with its ring, with poll(2).
+class Loop {
+ public:
+  Resolver::Watch watcher() {
+    return [this](int fd, bool readable, bool writable) {
+      const short events = static_cast<short>((readable ? POLLIN : 0) | (writable ? POLLOUT : 0));
+      if (events == 0) {
+        fds_.erase(fd);
+      } else {
+        fds_[fd] = events;
+      }
+    };
+  }
+
+  // Run - until `done` or `limit` passes; false on the limit.
+  bool Run(Resolver* r, const std::function<bool()>& done, absl::Duration limit = absl::Seconds(10)) {
+    const absl::Time end = absl::Now() + limit;
+    while (!done()) {
+      if (absl::Now() >= end) return false;
+      std::vector<pollfd> polled;
+      for (auto [fd, events] : fds_) polled.push_back({fd, events, 0});
+      absl::Duration wait = absl::Milliseconds(100);
+      if (auto due = r->NextTimeout()) wait = std::min(wait, *due);
+      ::poll(polled.data(), polled.size(), static_cast<int>(absl::ToInt64Milliseconds(wait)));
+      for (const pollfd& p : polled) {
+        if (p.revents != 0) {
+          r->OnSocketReady(p.fd, (p.revents & (POLLIN | POLLERR | POLLHUP)) != 0,
+                           (p.revents & POLLOUT) != 0);
+        }
+      }
+      r->OnTimer();
+    }
+    return true;
+  }
+
+  size_t watched() const { return fds_.size(); }
+
+ private:
+  std::map<int, short> fds_;
+};
+
+class ResolverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::access(kNsd, X_OK), 0) << kNsd << " missing: run scripts/install-deps";
+    ASSERT_TRUE(nsd_.Start()) << "nsd did not start";
+    ResolverOptions options;
+    options.servers = {nsd_.server()};
+    options.timeout = absl::Seconds(2);
+    auto r = Resolver::Create(options, loop_.watcher());
+    ASSERT_TRUE(r.ok()) << r.status();
+    resolver_ = *std::move(r);
+  }
+
+  // Ask - one question, run to its answer.
+  DnsAnswer Ask(std::string_view name, RrType type) {
+    std::optional<DnsAnswer> got;
+    resolver_->Ask(name, type, [&](DnsAnswer a) { got = std::move(a); });
+    EXPECT_TRUE(loop_.Run(resolver_.get(), [&] { return got.has_value(); })) << name;
+    return got.value_or(DnsAnswer{});
+  }
+
+  Nsd nsd_;
+  Loop loop_;
+  std::unique_ptr<Resolver> resolver_;
+};
+
+TEST_F(ResolverTest, MxRecordsWithTheirTtl) {
+  DnsAnswer a = Ask("mail.r.test", RrType::kMx);
+  ASSERT_EQ(a.kind, AnswerKind::kOk) << resolver_->last_error();
+  EXPECT_THAT(a.mx, ::testing::UnorderedElementsAre(MxRecord{10, "a.mx.r.test"},
+                                                    MxRecord{20, "b.mx.r.test"}));
+  EXPECT_EQ(a.ttl, 60u);
+  EXPECT_EQ(resolver_->pending(), 0u);
+}
+
+TEST_F(ResolverTest, AddressesOfBothFamilies) {
+  DnsAnswer v4 = Ask("a.mx.r.test", RrType::kA);
+  ASSERT_EQ(v4.kind, AnswerKind::kOk);
+  ASSERT_EQ(v4.addresses.size(), 1u);
+  EXPECT_EQ(v4.addresses[0].ToString(), "127.0.0.2");
+  EXPECT_EQ(v4.ttl, 30u);
+  DnsAnswer v6 = Ask("A.MX.R.TEST.", RrType::kAaaa);  // any case, final dot or not
+  ASSERT_EQ(v6.kind, AnswerKind::kOk);
+  ASSERT_EQ(v6.addresses.size(), 1u);
+  EXPECT_EQ(v6.addresses[0].ToString(), "::1");
+}
+
+TEST_F(ResolverTest, NegativeAnswersCarryTheSoaMinimum) {
+  DnsAnswer nx = Ask("nothing-here.r.test", RrType::kMx);
+  EXPECT_EQ(nx.kind, AnswerKind::kNxDomain);
+  EXPECT_EQ(nx.ttl, 120u);  // min(SOA TTL 300, MINIMUM 120), RFC 2308 section 5
+  DnsAnswer nodata = Ask("a.mx.r.test", RrType::kMx);
+  EXPECT_EQ(nodata.kind, AnswerKind::kNoData);
+  EXPECT_EQ(nodata.ttl, 120u);
+}
+
+TEST_F(ResolverTest, CnameIntoAnotherZoneIsFollowed) {
+  DnsAnswer a = Ask("alias.r.test", RrType::kMx);
+  ASSERT_EQ(a.kind, AnswerKind::kOk) << resolver_->last_error();
+  EXPECT_THAT(a.mx, ::testing::ElementsAre(MxRecord{5, "mx.other.test"}));
+}
+
+TEST_F(ResolverTest, CnameLoopIsAFailureNotAHang) {
+  DnsAnswer a = Ask("loop1.r.test", RrType::kMx);
+  EXPECT_EQ(a.kind, AnswerKind::kServFail);
+  EXPECT_THAT(resolver_->last_error(), HasSubstr("CNAME loop"));
+}
+
+TEST_F(ResolverTest, ManyQuestionsAtOnce) {
+  // Every answer comes back to its own question, whatever order they arrive in.
+  std::map<std::string, std::optional<DnsAnswer>> got;
+  const std::vector<std::string> names = {"mail.r.test", "a.mx.r.test", "b.mx.r.test",
+                                          "alias.r.test", "nothing-here.r.test"};
+  for (const std::string& n : names) {
+    got[n];
+    resolver_->Ask(n, n == "mail.r.test" || n == "alias.r.test" ? RrType::kMx : RrType::kA,
+                   [&got, n](DnsAnswer a) { got[n] = std::move(a); });
+  }
+  EXPECT_EQ(resolver_->pending(), names.size());
+  ASSERT_TRUE(loop_.Run(resolver_.get(), [&] {
+    for (auto& [n, a] : got) {
+      if (!a) return false;
+    }
+    return true;
+  }));
+  EXPECT_EQ(got["mail.r.test"]->mx.size(), 2u);
+  EXPECT_EQ(got["a.mx.r.test"]->addresses.at(0).ToString(), "127.0.0.2");
+  EXPECT_EQ(got["b.mx.r.test"]->addresses.at(0).ToString(), "127.0.0.3");
+  EXPECT_EQ(got["alias.r.test"]->mx.at(0).exchange, "mx.other.test");
+  EXPECT_EQ(got["nothing-here.r.test"]->kind, AnswerKind::kNxDomain);
+}
+
+TEST(ResolverTimeout, AServerThatNeverAnswersIsServFailAfterEveryTry) {
+  // A bound UDP socket nobody reads: queries go in and nothing comes back.
+  int hole = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(hole, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ::getsockname(hole, reinterpret_cast<sockaddr*>(&a), &len);
+  Loop loop;
+  ResolverOptions options;
+  options.servers = {absl::StrCat("127.0.0.1:", ntohs(a.sin_port))};
+  options.timeout = absl::Milliseconds(200);
+  options.tries = 2;
+  auto r = Resolver::Create(options, loop.watcher());
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::optional<DnsAnswer> got;
+  const absl::Time start = absl::Now();
+  (*r)->Ask("mail.r.test", RrType::kMx, [&](DnsAnswer answer) { got = std::move(answer); });
+  ASSERT_TRUE(loop.Run(r->get(), [&] { return got.has_value(); }));
+  EXPECT_EQ(got->kind, AnswerKind::kServFail);
+  EXPECT_THAT((*r)->last_error(), HasSubstr("timeout"));
+  // Two tries of at least 200 ms each: not given up at once.
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(400));
+  // Both tries reached the server.
+  char buf[1500];
+  int seen = 0;
+  while (::recv(hole, buf, sizeof buf, MSG_DONTWAIT) > 0) ++seen;
+  EXPECT_EQ(seen, 2);
+  ::close(hole);
+}
+
+TEST(ResolverLimits, OverloadAnswersLaterNotInsideAsk) {
+  Loop loop;
+  ResolverOptions options;
+  options.servers = {"127.0.0.1:9"};  // never asked: max_pending is 0 questions deep
+  options.max_pending = 0;
+  auto r = Resolver::Create(options, loop.watcher());
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::optional<DnsAnswer> got;
+  (*r)->Ask("mail.r.test", RrType::kMx, [&](DnsAnswer answer) { got = std::move(answer); });
+  EXPECT_FALSE(got.has_value());  // not from inside Ask
+  EXPECT_EQ((*r)->NextTimeout(), absl::ZeroDuration());
+  (*r)->OnTimer();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->kind, AnswerKind::kServFail);
+  EXPECT_THAT((*r)->last_error(), HasSubstr("overloaded"));
+}
+
+TEST(ResolverOptionsCheck, BadServerIsRefusedByName) {
+  ResolverOptions options;
+  options.servers = {"127.0.0.1"};
+  auto r = Resolver::Create(options, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("127.0.0.1"));
+}
+
+class RouterTest : public ResolverTest {
+ protected:
+  void SetUp() override {
+    ResolverTest::SetUp();
+    RouterOptions options;
+    options.mx.allow_loopback = true;
+    options.mx.families = AddressFamilies::kIpv4Only;
+    router_ = std::make_unique<Router>(options, resolver_.get(), [this] { return now_; },
+                                       [] { return uint64_t{0}; });
+  }
+
+  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
+  std::unique_ptr<Router> router_;
+};
+
+TEST_F(RouterTest, PlansFromTheAnswersThenFromTheCache) {
+  std::optional<RoutePlan> first;
+  router_->Plan("mail.r.test", [&](RoutePlan p) { first = std::move(p); });
+  ASSERT_FALSE(first.has_value());  // nothing cached: answers come from nsd
+  ASSERT_TRUE(loop_.Run(resolver_.get(), [&] { return first.has_value(); }));
+  ASSERT_FALSE(first->plan.verdict) << first->plan.verdict->reason;
+  ASSERT_EQ(first->plan.hosts.size(), 2u);
+  EXPECT_EQ(first->plan.hosts[0].name, "a.mx.r.test");
+  EXPECT_EQ(first->plan.hosts[0].addresses.at(0).ToString(), "127.0.0.2");
+  EXPECT_EQ(first->plan.hosts[1].name, "b.mx.r.test");
+  EXPECT_EQ(first->plan.site, "a.mx.r.test,b.mx.r.test");
+  // The earliest expiry: a.mx's A record, 30 s.
+  EXPECT_EQ(first->valid_until, now_ + absl::Seconds(30));
+  // Again within the TTL: answered from the cache before Plan returns.
+  std::optional<RoutePlan> second;
+  router_->Plan("mail.r.test", [&](RoutePlan p) { second = std::move(p); });
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->plan.site, first->plan.site);
+  EXPECT_EQ(resolver_->pending(), 0u);
+  // After the TTL the cache asks again.
+  now_ += absl::Seconds(31);
+  std::optional<RoutePlan> third;
+  router_->Plan("mail.r.test", [&](RoutePlan p) { third = std::move(p); });
+  EXPECT_FALSE(third.has_value());
+  EXPECT_GT(resolver_->pending(), 0u);
+  ASSERT_TRUE(loop_.Run(resolver_.get(), [&] { return third.has_value(); }));
+  EXPECT_EQ(third->plan.site, first->plan.site);
+}
+
+TEST_F(RouterTest, ConcurrentPlansShareOneQuestion) {
+  int done = 0;
+  for (int i = 0; i < 100; ++i) {
+    router_->Plan("alias.r.test", [&](RoutePlan p) {
+      EXPECT_FALSE(p.plan.verdict);
+      ++done;
+    });
+  }
+  EXPECT_EQ(resolver_->pending(), 1u);  // one MX question for the hundred
+  ASSERT_TRUE(loop_.Run(resolver_.get(), [&] { return done == 100; }));
+  EXPECT_EQ(router_->in_progress(), 0u);
+}
+
+TEST_F(RouterTest, VerdictsForMissingDomains) {
+  std::optional<RoutePlan> p;
+  router_->Plan("nothing-here.r.test", [&](RoutePlan got) { p = std::move(got); });
+  ASSERT_TRUE(loop_.Run(resolver_.get(), [&] { return p.has_value(); }));
+  ASSERT_TRUE(p->plan.verdict);
+  EXPECT_TRUE(p->plan.verdict->permanent);
+  EXPECT_EQ(p->plan.verdict->enhanced, "5.1.2");
+}
+
+}  // namespace
+}  // namespace volley::dns
