@@ -15,8 +15,13 @@ A test script does:
 Every process started through the harness is stopped when the test ends, passes or
 fails (and is killed by the kernel if the test process itself dies: PR_SET_PDEATHSIG).
 The temporary directory is removed on success and kept (its path printed) on failure,
-or always with --keep. Everything listens on and connects to 127.0.0.1 only, and every
-mail domain is under .test.
+or always with --keep. Everything listens on and connects to 127.0.0.0/8 only (127.0.0.1
+unless a test names other addresses), and every mail domain is under .test.
+
+For routing by DNS: h.nsd({"a.test": "@ MX 10 mx\nmx A 127.0.0.2\n"}) is an nsd
+authoritative for the zones given, h.dns_proxy(nsd.port) a forwarder in front of it that
+counts queries and can leave some unanswered, and h.sink(listen_hosts=[...]) one
+volley-sink standing for several mail hosts (one port, several addresses).
 """
 
 import argparse
@@ -25,12 +30,15 @@ import ctypes
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -270,34 +278,48 @@ class Proc:
 
 
 class Sink:
-    """volley-sink on a free port, with --stats and --record files."""
+    """volley-sink on a free port, with --stats and --record files.
 
-    def __init__(self, h, record=True, extra_args=()):
+    listen_hosts: the loopback addresses to listen on, all on the one port (default
+    just 127.0.0.1), e.g. ["127.0.0.2", "127.0.0.3"] to stand for several mail hosts.
+    `port` is that port and `host` the first address. The record file does not say
+    which address took a message ({"from","rcpts","bytes"} only); the stats file's
+    per-listener entries count sessions: listeners() / listener_sessions()."""
+
+    def __init__(self, h, record=True, extra_args=(), listen_hosts=None):
         self.h = h
         self.binary = h.binary("tools/sink/volley-sink")
         self.dir = h.mkdir("sink")
         self.stats_path = os.path.join(self.dir, "stats.json")
         self.record_path = os.path.join(self.dir, "record.jsonl") if record else None
         self.extra_args = list(extra_args)
+        self.listen_hosts = list(listen_hosts) if listen_hosts else [LOOPBACK]
+        self.host = self.listen_hosts[0]
         self.proc = None
         self.port = None
 
     def start(self, attempts=3):
         for _ in range(attempts):
+            # free_port() probes 127.0.0.1 only: another address may still have the
+            # port taken, in which case volley-sink exits and the next port is tried.
             self.port = free_port()
-            argv = [self.binary, "--listen", "%s:%d" % (LOOPBACK, self.port),
-                    "--stats", self.stats_path]
+            argv = [self.binary]
+            for host in self.listen_hosts:
+                argv += ["--listen", "%s:%d" % (host, self.port)]
+            argv += ["--stats", self.stats_path]
             if self.record_path:
                 argv += ["--record", self.record_path]
             argv += self.extra_args
             self.proc = Proc(self.h, "volley-sink", argv, cwd=self.dir)
-            want = "listening on %s:%d" % (LOOPBACK, self.port)
+            wants = ["listening on %s:%d" % (host, self.port) for host in self.listen_hosts]
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.alive():
                 with open(self.proc.output, errors="replace") as f:
-                    if want in f.read():
-                        log("volley-sink pid %d listening on %s:%d" % (self.proc.pid, LOOPBACK, self.port))
-                        return self
+                    text = f.read()
+                if all(w in text for w in wants):
+                    log("volley-sink pid %d listening on %s:%d"
+                        % (self.proc.pid, ",".join(self.listen_hosts), self.port))
+                    return self
                 time.sleep(0.05)
             self.proc.stop(5)
             log("volley-sink did not come up on port %d; output:\n%s" % (self.port, tail(self.proc.output)))
@@ -305,6 +327,36 @@ class Sink:
 
     def stats(self):
         return read_json(self.stats_path) or {}
+
+    def fresh_stats(self, timeout=5):
+        """The stats file as rewritten after this call (volley-sink rewrites it every
+        second, and at exit): counters that include everything done before the call."""
+        since = time.time()
+
+        def rewritten():
+            try:
+                return os.stat(self.stats_path).st_mtime > since and read_json(self.stats_path)
+            except FileNotFoundError:
+                return None
+        if self.proc is not None and not self.proc.alive():
+            return self.stats()
+        return wait_for(rewritten, timeout, "volley-sink to rewrite %s" % self.stats_path, 0.05)
+
+    def listeners(self, stats=None):
+        """{host: {"listen": "H:P", "sessions": n, "peak_connections": n}} from the
+        stats file (or from `stats`); sessions counts accepted connections. volley-sink
+        counts messages only in total, not per listener."""
+        stats = self.stats() if stats is None else stats
+        out = {}
+        for entry in stats.get("listeners", []):
+            host = entry.get("listen", "").rpartition(":")[0].strip("[]")
+            out[host] = entry
+        return out
+
+    def listener_sessions(self, stats=None):
+        """{host: sessions accepted there}, every listen host present (0 if absent)."""
+        found = self.listeners(stats)
+        return {host: found.get(host, {}).get("sessions", 0) for host in self.listen_hosts}
 
     def records(self):
         return read_jsonl(self.record_path)
@@ -481,14 +533,487 @@ class AiosmtpdServer:
         return self.proc.stop(15) if self.proc else None
 
 
+# ---------------------------------------------------------------- DNS
+
+# Query types by name, for DnsProxy.count() and dns_query().
+QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+DNS_MAX_MESSAGE = 65535   # the most a TCP length prefix can say
+DNS_MAX_POINTERS = 64     # compression pointers followed in one name (a loop guard)
+
+
+def _qtype(qtype):
+    return QTYPES[qtype.upper()] if isinstance(qtype, str) else int(qtype)
+
+
+def dns_name_key(name):
+    """How names are compared here: lowercase, no final dot."""
+    return name.lower().rstrip(".")
+
+
+def dns_build_query(name, qtype, qid=None, rd=False):
+    """A one-question DNS query (class IN) as bytes."""
+    qid = random.randrange(0x10000) if qid is None else qid
+    out = struct.pack("!HHHHHH", qid, 0x0100 if rd else 0, 1, 0, 0, 0)
+    for label in dns_name_key(name).split("."):
+        if label:
+            raw = label.encode("ascii")
+            if len(raw) > 63:
+                raise ValueError("DNS label longer than 63 octets in %r" % name)
+            out += bytes([len(raw)]) + raw
+    return out + b"\0" + struct.pack("!HH", _qtype(qtype), 1)
+
+
+def _dns_read_name(msg, off):
+    """(name, offset after it) of the name at off, following compression pointers."""
+    labels, end, hops = [], None, 0
+    while True:
+        if off >= len(msg):
+            raise ValueError("DNS name runs past the end of the message")
+        n = msg[off]
+        if n & 0xC0 == 0xC0:
+            if off + 1 >= len(msg) or hops >= DNS_MAX_POINTERS:
+                raise ValueError("bad DNS compression pointer")
+            if end is None:
+                end = off + 2
+            off = ((n & 0x3F) << 8) | msg[off + 1]
+            hops += 1
+            continue
+        if n == 0:
+            off += 1
+            break
+        labels.append(msg[off + 1:off + 1 + n].decode("ascii", "replace"))
+        off += 1 + n
+    return ".".join(labels), (end if end is not None else off)
+
+
+def dns_question(msg):
+    """(name as dns_name_key, qtype) of a message's first question, or None."""
+    try:
+        if len(msg) < 12 or struct.unpack("!H", msg[4:6])[0] < 1:
+            return None
+        name, off = _dns_read_name(msg, 12)
+        if off + 4 > len(msg):
+            return None
+        return dns_name_key(name), struct.unpack("!H", msg[off:off + 2])[0]
+    except ValueError:
+        return None
+
+
+def _dns_rdata(msg, rtype, off, rdlen):
+    rdata = msg[off:off + rdlen]
+    if rtype == 1 and rdlen == 4:
+        return socket.inet_ntop(socket.AF_INET, rdata)
+    if rtype == 28 and rdlen == 16:
+        return socket.inet_ntop(socket.AF_INET6, rdata)
+    if rtype == 15:
+        return (struct.unpack("!H", rdata[:2])[0], _dns_read_name(msg, off + 2)[0])
+    if rtype in (2, 5):
+        return _dns_read_name(msg, off)[0]
+    if rtype == 6:
+        mname, p = _dns_read_name(msg, off)
+        rname, p = _dns_read_name(msg, p)
+        return (mname, rname) + struct.unpack("!IIIII", msg[p:p + 20])
+    return rdata
+
+
+def dns_parse(msg):
+    """A DNS message as {"id", "flags", "rcode", "rcode_name", "tc", "question",
+    "answers", "authority"}; each record (name, type, ttl, value), value decoded for A,
+    AAAA ("127.0.0.1"), MX ((pref, name)), CNAME and NS (name) and SOA ((mname, rname,
+    serial, refresh, retry, expire, minimum)), else the raw rdata."""
+    if len(msg) < 12:
+        raise ValueError("DNS message of %d bytes is shorter than its header" % len(msg))
+    qid, flags, qd, an, ns, _ = struct.unpack("!HHHHHH", msg[:12])
+    off = 12
+    question = None
+    for _ in range(qd):
+        name, off = _dns_read_name(msg, off)
+        question = question or (dns_name_key(name), struct.unpack("!H", msg[off:off + 2])[0])
+        off += 4
+    sections = []
+    for count in (an, ns):
+        records = []
+        for _ in range(count):
+            name, off = _dns_read_name(msg, off)
+            if off + 10 > len(msg):
+                raise ValueError("DNS record header runs past the end of the message")
+            rtype, _, ttl, rdlen = struct.unpack("!HHIH", msg[off:off + 10])
+            off += 10
+            records.append((dns_name_key(name), rtype, ttl, _dns_rdata(msg, rtype, off, rdlen)))
+            off += rdlen
+        sections.append(records)
+    return {"id": qid, "flags": flags, "rcode": flags & 0xF,
+            "rcode_name": RCODES.get(flags & 0xF, str(flags & 0xF)), "tc": bool(flags & 0x0200),
+            "question": question, "answers": sections[0], "authority": sections[1]}
+
+
+def _recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed after %d of %d bytes" % (len(data), n))
+        data += chunk
+    return data
+
+
+def dns_query(port, name, qtype, host=LOOPBACK, tcp=False, timeout=2.0):
+    """Ask host:port one question (no recursion wanted) and return dns_parse() of the
+    answer. Raises OSError (socket.timeout included) when nothing comes back."""
+    query = dns_build_query(name, qtype)
+    if tcp:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(struct.pack("!H", len(query)) + query)
+            length = struct.unpack("!H", _recv_exact(s, 2))[0]
+            return dns_parse(_recv_exact(s, length))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        s.send(query)
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = s.recv(DNS_MAX_MESSAGE)
+            if reply[:2] == query[:2]:
+                return dns_parse(reply)
+            if time.monotonic() >= deadline:
+                raise socket.timeout("no answer with our id from %s:%d" % (host, port))
+
+
+def dns_values(reply, rtype):
+    """The values of the answer records of one type (name or number) in a dns_parse()."""
+    rtype = _qtype(rtype)
+    return [r[3] for r in reply["answers"] if r[1] == rtype]
+
+
+def nsd_binary():
+    for path in (shutil.which("nsd"), "/usr/sbin/nsd"):
+        if path and os.access(path, os.X_OK):
+            return path
+    raise TestFailure("nsd is missing: run scripts/install-deps (package nsd)")
+
+
+class Nsd:
+    """NLnet Labs' nsd, authoritative for the zones given, on a free 127.0.0.1 port
+    (UDP and TCP), in the foreground (-d) with config and zone files in h.dir/NAME.
+
+    zones: {zone: records}, records in zone-file syntax with names relative to the zone
+    ("mx1 60 IN A 127.0.0.2", "@ MX 10 mx1"); the harness writes $ORIGIN, $TTL
+    (default_ttl), the SOA and an NS above them. The SOA's TTL and minimum are 1 s, so
+    a negative answer may be cached for 1 s only. servfail_zones: zones listed in the
+    config whose file does not exist: nsd answers SERVFAIL for them and every name
+    below them (a subzone, e.g. "sf.dnstest.test" beside "dnstest.test", takes its
+    names from the parent). set_zone() replaces a zone's records and waits until nsd
+    serves them (SIGHUP: nsd 4 rereads changed zone files)."""
+
+    SOA_MINIMUM = 1
+
+    def __init__(self, h, zones, servfail_zones=(), default_ttl=60, name="nsd"):
+        self.h = h
+        self.binary = nsd_binary()
+        self.dir = h.mkdir(name)
+        self.name = name
+        self.zones = {dns_name_key(z): text for z, text in zones.items()}
+        self.servfail_zones = [dns_name_key(z) for z in servfail_zones]
+        self.default_ttl = default_ttl
+        self.serials = {z: 1 for z in self.zones}
+        self.config = os.path.join(self.dir, "nsd.conf")
+        self.proc = None
+        self.port = None
+
+    def _zone_path(self, zone):
+        return os.path.join(self.dir, "%s.zone" % zone)
+
+    def _write_zone(self, zone):
+        text = ("$ORIGIN %s.\n$TTL %d\n"
+                "@ %d IN SOA ns.%s. hostmaster.%s. %d 3600 600 86400 %d\n"
+                "@ IN NS ns.%s.\n"
+                % (zone, self.default_ttl, self.SOA_MINIMUM, zone, zone, self.serials[zone],
+                   self.SOA_MINIMUM, zone))
+        text += self.zones[zone].rstrip("\n") + "\n"
+        tmp = self._zone_path(zone) + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self._zone_path(zone))
+
+    def _write_config(self):
+        d = self.dir
+        lines = [
+            "server:",
+            "  ip-address: %s@%d" % (LOOPBACK, self.port),
+            '  username: ""',
+            '  chroot: ""',
+            '  database: ""',
+            '  zonesdir: "%s"' % d,
+            '  pidfile: "%s"' % os.path.join(d, "nsd.pid"),
+            '  xfrdfile: "%s"' % os.path.join(d, "xfrd.state"),
+            '  zonelistfile: "%s"' % os.path.join(d, "zone.list"),
+            '  logfile: "%s"' % os.path.join(d, "nsd.log"),
+            "  server-count: 1",
+            "  verbosity: 2",
+            # Response rate limiting (on by default, 200 a second) would answer a
+            # burst of queries from one client with truncated replies.
+            "  rrl-ratelimit: 0",
+            "remote-control:",
+            "  control-enable: no",
+        ]
+        for zone in list(self.zones) + self.servfail_zones:
+            lines += ["zone:", '  name: "%s"' % zone, '  zonefile: "%s"' % self._zone_path(zone)]
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def _serves(self, zone, serial):
+        try:
+            reply = dns_query(self.port, zone, "SOA", timeout=0.5)
+        except OSError:
+            return False
+        return any(soa[2] == serial for soa in dns_values(reply, "SOA"))
+
+    def start(self, attempts=3):
+        for z in self.zones:
+            self._write_zone(z)
+        for z in self.servfail_zones:
+            if z in self.zones or os.path.exists(self._zone_path(z)):
+                raise TestFailure("nsd: servfail zone %s must have no zone file" % z)
+        for _ in range(attempts):
+            # free_port() probes TCP only; nsd exits when the UDP port is taken too.
+            self.port = free_port()
+            self._write_config()
+            self.proc = Proc(self.h, self.name, [self.binary, "-c", self.config, "-d"], cwd=self.dir)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.alive():
+                if all(self._serves(z, self.serials[z]) for z in self.zones):
+                    log("nsd pid %d answering on %s:%d for %s" % (
+                        self.proc.pid, LOOPBACK, self.port, ", ".join(self.zones)))
+                    return self
+                time.sleep(0.05)
+            self.proc.stop(5)
+            log("nsd did not come up on port %d; output:\n%s\nlog:\n%s" % (
+                self.port, tail(self.proc.output), tail(os.path.join(self.dir, "nsd.log"))))
+        raise TestFailure("nsd did not start")
+
+    def set_zone(self, zone, records, timeout=10):
+        """Replace a zone's records (as in the constructor), bump its serial, and wait
+        until nsd answers with the new serial."""
+        zone = dns_name_key(zone)
+        if zone not in self.zones:
+            raise TestFailure("nsd: set_zone of %s, which is not one of its zones" % zone)
+        self.zones[zone] = records
+        self.serials[zone] += 1
+        self._write_zone(zone)
+        deadline = time.monotonic() + timeout
+        while True:
+            # SIGHUP to the process started (nsd's xfrd with -d): it checks the zone
+            # files' times and reloads the changed ones. Repeated in case a signal came
+            # while a reload was under way.
+            os.kill(self.proc.pid, signal.SIGHUP)
+            hup_deadline = min(deadline, time.monotonic() + 1)
+            while time.monotonic() < hup_deadline:
+                if self._serves(zone, self.serials[zone]):
+                    log("nsd serves %s serial %d" % (zone, self.serials[zone]))
+                    return
+                time.sleep(0.05)
+            if time.monotonic() >= deadline or not self.proc.alive():
+                raise TestFailure("nsd did not load serial %d of %s in %ss; log:\n%s" % (
+                    self.serials[zone], zone, timeout, tail(os.path.join(self.dir, "nsd.log"))))
+
+    def stop(self):
+        return self.proc.stop(15) if self.proc else None
+
+
+class DnsProxy:
+    """A DNS forwarder in a thread of the test process: UDP and TCP on one free
+    127.0.0.1 port, each query passed to upstream (nsd) and its answer relayed, so that
+    a test can count what a client asked and make a server misbehave.
+
+    count(name, qtype): queries seen for that name (any case, final dot or not) and
+    type ("MX" or 15), over UDP and TCP, dropped or not. `drop`: names whose queries
+    are never answered (a server that does not answer); `servfail`: names answered
+    SERVFAIL by the proxy itself. Both are sets of dns_name_key() names, changed by the
+    test at will. Stopped by Harness.cleanup like the processes."""
+
+    UPSTREAM_TIMEOUT = 5.0
+    POLL = 0.2          # how often the threads look at the stop flag, in seconds
+
+    def __init__(self, h, upstream_port, upstream_host=LOOPBACK, name="dns-proxy"):
+        self.h = h
+        self.name = name
+        self.output = os.path.join(h.dir, "%s.out" % name)
+        self.upstream = (upstream_host, upstream_port)
+        self.drop = set()
+        self.servfail = set()
+        self.port = None
+        self._lock = threading.Lock()
+        self._counts = collections.Counter()
+        self._log = []
+        self._stopping = threading.Event()
+        self._threads = []
+        self._udp = None
+        self._tcp = None
+        h.procs.append(self)
+
+    def start(self, attempts=5):
+        for _ in range(attempts):
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((LOOPBACK, 0))
+            port = tcp.getsockname()[1]
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.bind((LOOPBACK, port))
+            except OSError:
+                tcp.close()
+                udp.close()
+                continue
+            tcp.listen(64)
+            self._tcp, self._udp, self.port = tcp, udp, port
+            self._spawn(self._serve)
+            log("dns proxy listening on %s:%d (UDP and TCP), forwarding to %s:%d"
+                % (LOOPBACK, port, self.upstream[0], self.upstream[1]))
+            return self
+        raise TestFailure("dns proxy: no free port for both UDP and TCP")
+
+    def _spawn(self, fn, *args):
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        t.start()
+        with self._lock:
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+
+    def _note(self, msg, transport):
+        """Count a query; returns what to do with it: "forward", "drop" or "servfail"."""
+        q = dns_question(msg)
+        name, qtype = q if q else ("", 0)
+        action = "forward"
+        with self._lock:
+            if name in self.drop:
+                action = "drop"
+            elif name in self.servfail:
+                action = "servfail"
+            self._counts[(name, qtype)] += 1
+            self._log.append((time.time(), transport, name, qtype, action))
+        return action
+
+    @staticmethod
+    def _servfail_reply(msg):
+        # The query's id and question, QR set, opcode and RD kept, RA set, rcode 2.
+        qid, flags = struct.unpack("!HH", msg[:4])
+        question = b""
+        if dns_question(msg):
+            end = _dns_read_name(msg, 12)[1] + 4
+            question = msg[12:end]
+        flags = 0x8000 | (flags & 0x7900) | 0x0080 | 2
+        return struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, 0) + question
+
+    def _serve(self):
+        while not self._stopping.is_set():
+            try:
+                ready, _, _ = select.select([self._udp, self._tcp], [], [], self.POLL)
+            except (OSError, ValueError):
+                return
+            if self._udp in ready:
+                try:
+                    msg, peer = self._udp.recvfrom(DNS_MAX_MESSAGE)
+                except OSError:
+                    continue
+                action = self._note(msg, "udp")
+                if action == "servfail" and len(msg) >= 12:
+                    self._udp.sendto(self._servfail_reply(msg), peer)
+                elif action == "forward":
+                    self._spawn(self._forward_udp, msg, peer)
+            if self._tcp in ready:
+                try:
+                    conn, _ = self._tcp.accept()
+                except OSError:
+                    continue
+                self._spawn(self._serve_tcp, conn)
+
+    def _forward_udp(self, msg, peer):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(self.UPSTREAM_TIMEOUT)
+                s.connect(self.upstream)
+                s.send(msg)
+                reply = s.recv(DNS_MAX_MESSAGE)
+            self._udp.sendto(reply, peer)
+        except OSError as e:
+            self._error("udp forward: %s" % e)
+
+    def _serve_tcp(self, conn):
+        upstream = None
+        conn.settimeout(self.POLL)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    head = conn.recv(2, socket.MSG_PEEK)
+                except socket.timeout:
+                    continue
+                if not head:
+                    return
+                conn.settimeout(self.UPSTREAM_TIMEOUT)
+                length = struct.unpack("!H", _recv_exact(conn, 2))[0]
+                msg = _recv_exact(conn, length)
+                conn.settimeout(self.POLL)
+                action = self._note(msg, "tcp")
+                if action == "servfail" and len(msg) >= 12:
+                    reply = self._servfail_reply(msg)
+                elif action == "forward":
+                    if upstream is None:
+                        upstream = socket.create_connection(self.upstream, timeout=self.UPSTREAM_TIMEOUT)
+                    upstream.sendall(struct.pack("!H", length) + msg)
+                    reply = _recv_exact(upstream, struct.unpack("!H", _recv_exact(upstream, 2))[0])
+                else:
+                    continue
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
+        except OSError as e:
+            self._error("tcp: %s" % e)
+        finally:
+            conn.close()
+            if upstream is not None:
+                upstream.close()
+
+    def _error(self, text):
+        if self._stopping.is_set():
+            return
+        with self._lock, open(self.output, "a") as f:
+            f.write("%s %s\n" % (time.strftime("%H:%M:%S"), text))
+
+    def count(self, name, qtype):
+        with self._lock:
+            return self._counts[(dns_name_key(name), _qtype(qtype))]
+
+    def queries(self):
+        """[(unix time, "udp"/"tcp", name, qtype, action), ...] in arrival order."""
+        with self._lock:
+            return list(self._log)
+
+    def alive(self):
+        return self._udp is not None and not self._stopping.is_set()
+
+    def stop(self, timeout=5):
+        self._stopping.set()
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(timeout)
+        for s in (self._udp, self._tcp):
+            if s is not None:
+                s.close()
+        return 0
+
+
 class Volleyd:
     """volleyd with a config file of its own and spool, queue and log under a fresh
     directory; the working directory is that directory too, so nothing leaks."""
 
-    def __init__(self, h, route_port, name="volleyd", retry_initial="1s", retry_max="2s",
-                 max_age="3d", extra_config="", smtp_config="", routes=None):
+    def __init__(self, h, route_port=None, name="volleyd", retry_initial="1s", retry_max="2s",
+                 max_age="3d", extra_config="", smtp_config="", routes=None, star_route=True,
+                 dns_config=""):
         """routes: more [routes] entries besides "*" -> route_port: {domain: port} for
-        127.0.0.1:port, or {domain: "HOST:PORT[,HOST:PORT...]"} as written."""
+        127.0.0.1:port, or {domain: "HOST:PORT[,HOST:PORT...]"} as written.
+        star_route: False leaves "*" out of [routes] (route_port is then unused), so a
+        domain without an entry is routed by DNS (MX). dns_config: lines of the [dns]
+        table ('servers = ["127.0.0.1:5353"]\nallow_loopback = true'); extra_config must
+        not hold a [dns] table of its own then."""
         self.h = h
         self.binary = h.binary("engine/volleyd")
         self.dir = h.mkdir(name)
@@ -502,6 +1027,14 @@ class Volleyd:
         self.admin_port = free_port()
         if "[admin]" not in extra_config:
             extra_config = '\n[admin]\nlisten = "%s:%d"\n%s' % (LOOPBACK, self.admin_port, extra_config)
+        if star_route and route_port is None:
+            raise TestFailure('Volleyd: the "*" route needs route_port')
+        # TOML allows a table once: with dns_config the [dns] table is written here.
+        if dns_config and any(line.replace(" ", "").startswith("[dns]")
+                              for line in extra_config.splitlines()):
+            raise TestFailure("Volleyd: [dns] keys go in dns_config or in extra_config, not both")
+        star = '"*" = "%s:%d"\n' % (LOOPBACK, route_port) if star_route else ""
+        dns = "[dns]\n%s\n\n" % dns_config.strip("\n") if dns_config else ""
         for d in (self.spool, os.path.join(self.spool, "tmp"), os.path.join(self.spool, "incoming")):
             os.makedirs(d, exist_ok=True)
         self.config = os.path.join(self.dir, "volleyd.toml")
@@ -509,14 +1042,15 @@ class Volleyd:
             f.write(
                 '[paths]\nspool = "%s"\nqueue = "%s"\nlog = "%s"\n\n'
                 '[smtp]\nehlo_name = "volley-src.test"\n%s\n'
-                '[routes]\n"*" = "%s:%d"\n%s\n'
+                '[routes]\n%s%s\n'
                 '[retry]\ninitial = "%s"\nmax = "%s"\nmax_age = "%s"\n\n'
+                '%s'
                 '[metrics]\nlisten = "%s:%d"\n%s'
-                % (self.spool, self.queue, self.log_dir, smtp_config, LOOPBACK, route_port,
+                % (self.spool, self.queue, self.log_dir, smtp_config, star,
                    "".join('"%s" = "%s"\n' % (dom, p if isinstance(p, str) else "%s:%d" % (LOOPBACK, p))
                            for dom, p in (routes or {}).items()),
                    retry_initial,
-                   retry_max, max_age, LOOPBACK, self.metrics_port, extra_config))
+                   retry_max, max_age, dns, LOOPBACK, self.metrics_port, extra_config))
         self.output = os.path.join(h.dir, "%s.out" % name)
         self.name = name
         self.proc = None
@@ -611,14 +1145,20 @@ class Harness:
         os.makedirs(path, exist_ok=True)
         return path
 
-    def sink(self, record=True, extra_args=()):
-        return Sink(self, record, extra_args).start()
+    def sink(self, record=True, extra_args=(), listen_hosts=None):
+        return Sink(self, record, extra_args, listen_hosts).start()
 
     def postfix_sink(self, **kw):
         return PostfixSink(self, **kw).start()
 
-    def volleyd(self, route_port, **kw):
+    def volleyd(self, route_port=None, **kw):
         return Volleyd(self, route_port, **kw)
+
+    def nsd(self, zones, **kw):
+        return Nsd(self, zones, **kw).start()
+
+    def dns_proxy(self, upstream_port, **kw):
+        return DnsProxy(self, upstream_port, **kw).start()
 
     def cleanup(self, failed):
         for p in reversed(self.procs):
