@@ -654,10 +654,8 @@ void Shard::Dispatch(absl::Time now) {
       Drain(c);
       MaybeFree(c);
     }
-    // Open more connections while there is work nobody is about to take.
-    // (Counting recipients, not transactions: an over-estimate that only opens
-    // connections sooner, within the limit.)
-    while (!stopping_ && static_cast<size_t>(d->sessions_starting) < d->ready.size() &&
+    // Open more connections while there are transactions nobody is about to take.
+    while (!stopping_ && static_cast<size_t>(d->sessions_starting) < d->ready.transactions() &&
            d->connections < d->policy->max_connections) {
       OpenConnection(d.get(), now);
     }

@@ -39,12 +39,14 @@ class ReadyQueue {
     Group& g = FindOrAdd(group, limit, /*first=*/false);
     g.items.push_back(std::move(item));
     ++size_;
+    if ((g.items.size() - 1) % g.limit == 0) ++transactions_;
   }
 
   void PushFront(std::string_view group, size_t limit, Item item) {
     Group& g = FindOrAdd(group, limit, /*first=*/true);
     g.items.push_front(std::move(item));
     ++size_;
+    if ((g.items.size() - 1) % g.limit == 0) ++transactions_;
   }
 
   // Take - the group whose turn it is gives up to its limit of items, in order;
@@ -56,11 +58,13 @@ class ReadyQueue {
     turns_.pop_front();
     auto it = groups_.find(key);
     Group& g = it->second;
+    transactions_ -= Transactions(g);
     while (!g.items.empty() && out.size() < g.limit) {
       out.push_back(std::move(g.items.front()));
       g.items.pop_front();
     }
     size_ -= out.size();
+    transactions_ += Transactions(g);
     if (g.items.empty()) {
       groups_.erase(it);
     } else {
@@ -79,17 +83,23 @@ class ReadyQueue {
     groups_.clear();
     turns_.clear();
     size_ = 0;
+    transactions_ = 0;
     return out;
   }
 
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
+  // transactions - how many Takes would empty the queue: what is worth a
+  // connection each (100 recipients that fit one transaction need one, not 100).
+  size_t transactions() const { return transactions_; }
 
  private:
   struct Group {
     size_t limit = 1;
     std::deque<Item> items;
   };
+
+  static size_t Transactions(const Group& g) { return (g.items.size() + g.limit - 1) / g.limit; }
 
   Group& FindOrAdd(std::string_view group, size_t limit, bool first) {
     auto [it, added] = groups_.try_emplace(base::Sv(group));
@@ -107,6 +117,7 @@ class ReadyQueue {
   absl::flat_hash_map<std::string, Group> groups_;
   std::deque<std::string> turns_;  // each waiting group once, in turn order
   size_t size_ = 0;
+  size_t transactions_ = 0;  // the sum of Transactions(g) over the groups
 };
 
 }  // namespace volley::engine

@@ -49,5 +49,26 @@ TEST(ReadyQueue, TakeAllEmptiesEverything) {
   EXPECT_THAT(q.Take(), ElementsAre("4"));
 }
 
+TEST(ReadyQueue, CountsTheTransactionsLeft) {
+  ReadyQueue<int> q;
+  for (int i = 0; i < 5; ++i) q.Push("shared/a.test", 2, i);  // 2 + 2 + 1
+  EXPECT_EQ(q.transactions(), 3u);
+  q.Push("personal", 1, 100);
+  q.Push("personal", 1, 101);
+  EXPECT_EQ(q.transactions(), 5u);
+  q.PushFront("shared/a.test", 2, 9);  // 6 recipients now: still 3 transactions
+  EXPECT_EQ(q.transactions(), 3u + 2u);
+  q.Take();  // shared: 4 left, 2 transactions
+  EXPECT_EQ(q.transactions(), 4u);
+  q.Take();  // personal: 1 left
+  EXPECT_EQ(q.transactions(), 3u);
+  q.TakeAll();
+  EXPECT_EQ(q.transactions(), 0u);
+  q.Push("shared/a.test", 100, 1);
+  EXPECT_EQ(q.transactions(), 1u);
+  q.Take();
+  EXPECT_EQ(q.transactions(), 0u);
+}
+
 }  // namespace
 }  // namespace volley::engine
