@@ -101,13 +101,15 @@ cpu_ticks() {
 # status_kb PID FIELD - a kB value from /proc/PID/status (VmRSS, VmHWM).
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
-# admin_section - an [admin] table on a free port, when this volleyd has an admin API
-# (its default port would clash with any other volleyd on the machine; a build from
-# before the admin API refuses the section, so the docs of the tree decide).
+# admin_section - [admin] and [metrics] tables on free ports: their default ports
+# would clash with any other volleyd on the machine. [admin] only when this volleyd
+# has an admin API (a build from before it refuses the section, so the docs of the
+# tree decide); every build takes [metrics] listen.
 admin_section() {
   if grep -q '^## \[admin\]' "$root/docs/config.md" 2>/dev/null; then
     printf '[admin]\nlisten = "127.0.0.1:%s"\n' "$(free_port)"
   fi
+  printf '[metrics]\nlisten = "127.0.0.1:%s"\n' "$(free_port)"
 }
 
 # start_volleyd CONFIG ERRFILE [SEEN] - start volleyd, wait for its "running" line beyond

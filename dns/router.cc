@@ -61,12 +61,16 @@ void Router::Need(uint64_t id, const std::string& name, RrType type, uint32_t sl
   DnsCache::Result found = cache_.Lookup(name, type, clock_(), Waiter(id, slot));
   switch (found.action) {
     case DnsCache::Action::kHit:
+      ++stats_.cache_hits;
       Deliver(Waiter(id, slot), found.answer, found.expires);
       return;
     case DnsCache::Action::kWait:
+      ++stats_.cache_misses;
       return;
     case DnsCache::Action::kQuery:
+      ++stats_.cache_misses;
       resolver_->Ask(name, type, [this, name, type](DnsAnswer answer) {
+        ++stats_.answers[static_cast<size_t>(answer.kind)];
         DnsCache::Completion done = cache_.Complete(name, type, std::move(answer), clock_());
         for (uint64_t waiter : done.waiters) Deliver(waiter, done.answer, done.expires);
       });

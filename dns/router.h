@@ -30,6 +30,7 @@
 #ifndef VOLLEY_DNS_ROUTER_H_
 #define VOLLEY_DNS_ROUTER_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -74,6 +75,14 @@ class Router {
   void Plan(std::string_view domain, Done done);
 
   size_t in_progress() const { return requests_.size(); }
+
+  // Counts since the router was made, for the metrics (docs/metrics.md).
+  struct Stats {
+    std::array<uint64_t, 4> answers{};  // questions answered, by AnswerKind
+    uint64_t cache_hits = 0;
+    uint64_t cache_misses = 0;           // waited for a query, its own or one under way
+  };
+  const Stats& stats() const { return stats_; }
   const DnsCache& cache() const { return cache_; }
 
  private:
@@ -92,6 +101,7 @@ class Router {
   DnsCache cache_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Request>> requests_;
   uint64_t next_id_ = 1;
+  Stats stats_;
 };
 
 }  // namespace volley::dns

@@ -104,6 +104,60 @@ absl::Status GetIntInto(const Source& src, const toml::node& node, std::string_v
   return absl::OkStatus();
 }
 
+// GetClassifyRules - [[classify]]: an array of tables, each a metrics::ClassifyRule.
+absl::Status GetClassifyRules(const Source& src, const toml::node& node,
+                              std::vector<metrics::ClassifyRule>* out) {
+  const auto* arr = node.as_array();
+  if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
+    return src.Error(node, "classify",
+                     "must be an array of tables: write each rule as [[classify]]");
+  }
+  if (arr->size() > metrics::kMaxClassifyRules) {
+    return src.Error(node, "classify",
+                     absl::StrCat(arr->size(), " rules; at most ", metrics::kMaxClassifyRules));
+  }
+  out->clear();
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::table& t = *arr->get(i)->as_table();
+    const std::string rule = absl::StrCat("classify[", i + 1, "]");
+    metrics::ClassifyRule r;
+    // Each value through its check, so that the error points at its line.
+    const auto text = [&](const toml::node& n, std::string_view k, std::string* v,
+                          absl::Status (*check)(std::string_view)) -> absl::Status {
+      RETURN_IF_ERROR(GetString(src, n, k, v));
+      if (absl::Status st = check(*v); !st.ok()) return src.Error(n, k, base::StdSv(st.message()));
+      return absl::OkStatus();
+    };
+    for (const auto& [key, value] : t) {
+      const std::string full = absl::StrCat(rule, ".", base::Sv(key.str()));
+      absl::Status st;
+      if (key.str() == "class") {
+        st = text(value, full, &r.klass, metrics::CheckClassName);
+      } else if (key.str() == "code") {
+        if (const auto* number = value.as_integer()) {
+          // code = 550 reads as naturally as code = "550".
+          r.code = absl::StrCat(number->get());
+          if (absl::Status bad = metrics::CheckCodeMatcher(r.code); !bad.ok()) {
+            st = src.Error(value, full, base::StdSv(bad.message()));
+          }
+        } else {
+          st = text(value, full, &r.code, metrics::CheckCodeMatcher);
+        }
+      } else if (key.str() == "enhanced") {
+        st = text(value, full, &r.enhanced, metrics::CheckEnhancedMatcher);
+      } else if (key.str() == "text") {
+        st = text(value, full, &r.text, metrics::CheckTextMatcher);
+      } else {
+        st = src.Error(value, full, "unknown key (a rule has class, code, enhanced and text)");
+      }
+      RETURN_IF_ERROR(st);
+    }
+    if (r.klass.empty()) return src.Error(t, rule, "needs a class");
+    out->push_back(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
 using KeyHandler = std::function<absl::Status(const toml::node&, std::string_view key)>;
 using KeyMap = std::map<std::string, KeyHandler, std::less<>>;
 
@@ -304,9 +358,27 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
              return absl::OkStatus();
            }},
       });
+    } else if (name == "log") {
+      auto& lg = c->delivery_log;
+      st = Section(src, node, name, {
+          {"max_size", [&](auto& n, auto k) { return GetSize(src, n, k, &lg.max_size); }},
+          {"max_age", [&](auto& n, auto k) { return GetDuration(src, n, k, &lg.max_age); }},
+          {"keep", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 100000, &lg.keep); }},
+      });
+    } else if (name == "classify") {
+      st = GetClassifyRules(src, node, &c->classify);
     } else if (name == "metrics") {
       st = Section(src, node, name, {
-          {"listen", [&](auto& n, auto k) { return GetString(src, n, k, &c->metrics_listen); }},
+          {"listen", [&](const toml::node& n, std::string_view k) -> absl::Status {
+             RETURN_IF_ERROR(GetString(src, n, k, &c->metrics_listen));
+             if (auto where = dns::ParseHostPort(c->metrics_listen); !where.ok()) {
+               return src.Error(n, k, base::StdSv(where.status().message()));
+             }
+             return absl::OkStatus();
+           }},
+          {"top_destinations", [&](auto& n, auto k) {
+             return GetIntInto(src, n, k, 0, 1000, &c->metrics_top_destinations); }},
+          {"max_jobs", [&](auto& n, auto k) { return GetIntInto(src, n, k, 0, 10000, &c->metrics_max_jobs); }},
       });
     } else {
       return src.Error(node, name, "unknown section");

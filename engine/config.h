@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "dns/router.h"
+#include "metrics/classify.h"
 
 namespace volley::engine {
 
@@ -114,6 +115,18 @@ struct DnsConfig {
   dns::RouterOptions router;
 };
 
+// [log]: when the delivery log is rotated and how many rotated files are kept
+// (metrics/delivery_log.h, docs/delivery-log.md "Rotation").
+struct DeliveryLogConfig {
+  // Rotate once the file holds this many bytes; 0: never by size. Default: 1 GiB.
+  uint64_t max_size = uint64_t{1} << 30;
+  // Rotate before writing into a file whose first record is this old; "0s":
+  // never by time. Default: 1d.
+  absl::Duration max_age = absl::Hours(24);
+  // Rotated files kept, at least 1; older ones are deleted. Default: 14.
+  int keep = 14;
+};
+
 struct Config {
   std::string spool_dir = "var/spool";
   std::string queue_dir = "var/queue";
@@ -129,7 +142,13 @@ struct Config {
   DnsConfig dns;
   RetryConfig retry;
   DeliveryConfig delivery;
+  // [metrics] (docs/metrics.md): listen, an IP literal and port, no
+  // authentication: keep it on loopback. Default: "127.0.0.1:9464".
   std::string metrics_listen = "127.0.0.1:9464";
+  // Destinations with per-destination series besides the configured ones. Default: 20.
+  int metrics_top_destinations = 20;
+  // Unfinished jobs with per-job series (the newest). Default: 100.
+  int metrics_max_jobs = 100;
   // [admin] listen: the admin API (engine/admin.h, docs/volleyctl.md), an IP
   // literal and port. It has no authentication: keep it on loopback.
   // Default: "127.0.0.1:9465".
@@ -142,6 +161,11 @@ struct Config {
   // QueueOptions::max_wal_bytes (128 MiB), a flush of every memtable (32 MiB)
   // and delivery's outcomes meanwhile. 0 turns the check off.
   uint64_t min_free_space = uint64_t{256} << 20;
+  DeliveryLogConfig delivery_log;
+  // [[classify]]: the rules that name why a recipient bounced or was deferred,
+  // first match wins (metrics/classify.h). A config with any [[classify]] table
+  // replaces the whole default table.
+  std::vector<metrics::ClassifyRule> classify = metrics::DefaultClassifyRules();
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);

@@ -37,6 +37,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/slot_table.h"
@@ -51,7 +52,10 @@
 #include "engine/retry.h"
 #include "engine/smtp/client.h"
 #include "engine/tls/tls.h"
+#include "metrics/classify.h"
 #include "metrics/delivery_log.h"
+#include "metrics/exporter.h"
+#include "metrics/metrics.h"
 #include "queue/job.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
@@ -141,6 +145,7 @@ struct Conn {
   std::vector<Work*> current;  // the transaction under way, one per recipient
   int messages = 0;
   absl::Time deadline = absl::InfiniteFuture();
+  absl::Time transaction_started;  // for the transaction duration histogram
   // After STARTTLS: every byte goes through the TLS session; `plaintext` is the
   // scratch buffer for what it decrypts.
   std::unique_ptr<tls::Session> tls;
@@ -173,9 +178,17 @@ struct Destination {
 class Shard {
  public:
   Shard(const Config& config, queue::Queue* queue, metrics::DeliveryLog* log,
-        const dns::StaticRoutes* routes, ReadyJobs* ready_jobs, const std::atomic<bool>* stop)
-      : config_(config), queue_(queue), log_(log), routes_(routes), ready_jobs_(ready_jobs),
-        stop_(stop), rng_(std::random_device{}()) {
+        const dns::StaticRoutes* routes, ReadyJobs* ready_jobs, const std::atomic<bool>* stop,
+        metrics::ShardMetrics* metrics, const metrics::Classifier* classifier)
+      : config_(config),
+        queue_(queue),
+        log_(log),
+        classifier_(classifier),
+        routes_(routes),
+        ready_jobs_(ready_jobs),
+        stop_(stop),
+        metrics_(metrics),
+        rng_(std::random_device{}()) {
     for (const auto& [name, policy] : config_.destinations) policies_.emplace(name, &policy);
   }
 
@@ -231,6 +244,10 @@ class Shard {
   // for kHostDownTime.
   void MarkHostDown(Destination* d, const Conn& c);
   void CloseConn(Conn* c);
+  // CountReplies - the replies c's client parsed, into the metrics.
+  void CountReplies(Conn* c);
+  // PublishLoopMetrics - at the end of a loop turn: gauges, busy time, DNS counts.
+  void PublishLoopMetrics(absl::Time turn_started);
   void MaybeFree(Conn* c);
   // FailDestination - defer everything waiting for `d`; `c` the connection whose
   // failure it was, when there was one.
@@ -263,10 +280,14 @@ class Shard {
   const Config& config_;
   queue::Queue* queue_;
   metrics::DeliveryLog* log_;
+  const metrics::Classifier* classifier_;  // the class of failure records
   const dns::StaticRoutes* routes_;
   ReadyJobs* ready_jobs_;
   const std::atomic<bool>* stop_;
+  metrics::ShardMetrics* metrics_;
   std::mt19937_64 rng_;
+  // The router's counts already added to metrics_ (they are copied as deltas).
+  dns::Router::Stats dns_counted_;
 
   std::map<uint32_t, std::unique_ptr<Job>> jobs_;  // by job number
   uint32_t refill_from_ = 0;  // the job number the next refill starts at
@@ -381,6 +402,22 @@ smtp::Outcome MakeOutcome(smtp::Outcome::Kind kind, int code, std::string enhanc
   o.text = std::move(text);
   o.stage = smtp::Stage::kConnect;
   return o;
+}
+
+// FailureOf - why a session ended before it was ready, as the metrics name it.
+metrics::ConnFailure FailureOf(const smtp::Outcome& why) {
+  using F = metrics::ConnFailure;
+  if (why.stage == smtp::Stage::kStartTls || absl::StartsWith(why.enhanced, "4.7.5") ||
+      absl::StartsWith(why.enhanced, "4.7.10")) {
+    return F::kTls;
+  }
+  if (absl::StrContains(why.text, "timed out")) return F::kTimeout;
+  if (why.stage == smtp::Stage::kConnect) return F::kConnect;
+  if (absl::StrContains(why.text, "protocol error")) return F::kProtocol;
+  if (absl::StrContains(why.text, "connection lost")) return F::kClosed;
+  if (why.stage == smtp::Stage::kGreeting) return F::kGreeting;
+  if (why.stage == smtp::Stage::kEhlo || why.stage == smtp::Stage::kHelo) return F::kEhlo;
+  return F::kClosed;
 }
 
 void Shard::WithdrawReady(Job* job) {
@@ -731,6 +768,8 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   ++d->connections;
   ++d->sessions_starting;
   ++open_conns_;
+  metrics_->connections_opened.Add();
+  metrics_->connections_open.Set(static_cast<int64_t>(open_conns_));
   ring_.PrepConnect(fd, reinterpret_cast<const sockaddr*>(&where.addr), where.addr_len,
                     conns_.Tag(slot, kOpConnect));
   ++c->pending_ops;
@@ -858,6 +897,7 @@ void Shard::ContinueHandshake(Conn* c) {
   }
   if (*progress == tls::Session::Progress::kDone) {
     c->tls_version = c->tls->version();
+    metrics_->tls_sessions[metrics::TlsVersionIndex(c->tls_version)].Add();
     c->tls_cipher = c->tls->cipher();
     c->client->TlsEstablished();
   }
@@ -874,6 +914,7 @@ void Shard::Drain(Conn* c) {
       --c->dest->sessions_starting;
       AssignNext(c);
     } else if (auto* done = std::get_if<smtp::TransactionDone>(&ev)) {
+      metrics_->transaction_seconds.Observe(absl::ToDoubleSeconds(now_ - c->transaction_started));
       std::vector<Work*> works = std::exchange(c->current, {});
       VOLLEY_CHECK(!works.empty() && done->rcpt_outcomes.size() == works.size(),
                    "a transaction result that does not match its recipients");
@@ -923,6 +964,9 @@ void Shard::Drain(Conn* c) {
       if (!c->session_ready) {
         Destination* d = c->dest;
         --d->sessions_starting;
+        if (closed->reason.kind != smtp::Outcome::Kind::kAccepted) {
+          metrics_->connections_failed[static_cast<size_t>(FailureOf(closed->reason))].Add();
+        }
         if (closed->reason.kind != smtp::Outcome::Kind::kAccepted && !c->tls_fell_back) {
           // The host could not be reached or refused the session (a 421 or 554
           // greeting, EHLO refused, TLS it must have missing): the next host is
@@ -936,11 +980,35 @@ void Shard::Drain(Conn* c) {
           if (!another_host) FailDestination(d, closed->reason, c);
         }
       }
+      CountReplies(c);
       CloseConn(c);
       return;
     }
   }
+  CountReplies(c);
   Kick(c);
+}
+
+void Shard::CountReplies(Conn* c) {
+  const std::array<uint32_t, 4> counts = c->client->TakeReplyCounts();
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] != 0) metrics_->replies[i].Add(counts[i]);
+  }
+}
+
+void Shard::PublishLoopMetrics(absl::Time turn_started) {
+  metrics_->in_flight.Set(static_cast<int64_t>(in_flight_));
+  const absl::Duration busy = absl::Now() - turn_started - ring_.last_wait();
+  if (busy > absl::ZeroDuration()) {
+    metrics_->busy_nanos.Add(static_cast<uint64_t>(absl::ToInt64Nanoseconds(busy)));
+  }
+  const dns::Router::Stats& dns = router_->stats();
+  for (size_t i = 0; i < dns.answers.size(); ++i) {
+    metrics_->dns_queries[i].Add(dns.answers[i] - dns_counted_.answers[i]);
+  }
+  metrics_->dns_cache_hits.Add(dns.cache_hits - dns_counted_.cache_hits);
+  metrics_->dns_cache_misses.Add(dns.cache_misses - dns_counted_.cache_misses);
+  dns_counted_ = dns;
 }
 
 void Shard::MarkHostDown(Destination* d, const Conn& c) {
@@ -982,6 +1050,7 @@ void Shard::AssignNext(Conn* c) {
     return;
   }
   c->current = std::move(works);
+  c->transaction_started = now_;
 }
 
 // PolicyFor - the [destination] entry for the recipient's domain, else for the
@@ -1084,6 +1153,7 @@ void Shard::MaybeFree(Conn* c) {
   ::close(c->fd);
   --c->dest->connections;
   --open_conns_;
+  metrics_->connections_open.Set(static_cast<int64_t>(open_conns_));
   conns_.Release(c->slot);  // c is gone from here on
 }
 
@@ -1093,6 +1163,16 @@ void Shard::FailDestination(Destination* d, const smtp::Outcome& why, const Conn
 
 void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& o,
                    const Destination* d, uint32_t attempt, const Conn* c) {
+  const metrics::Result result = metrics::ResultOf(status);
+  metrics_->deliveries[static_cast<size_t>(result)].Add();
+  // Outcomes decided without a destination (a DNS verdict, expired untried,
+  // cancelled) count as "other".
+  metrics_->Destination(d != nullptr ? std::string_view(d->route->name) : "other")
+      .deliveries[static_cast<size_t>(result)]
+      .Add();
+  if (result == metrics::Result::kDelivered) {
+    metrics_->queue_seconds.Observe(absl::ToDoubleSeconds(now_ - w->job->record.queued_at));
+  }
   metrics::DeliveryRecord r;
   r.ts = now_;
   r.job = w->job->record.id;
@@ -1102,6 +1182,7 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
   r.code = o.code;
   r.enhanced = o.enhanced;
   r.response = o.text;
+  r.klass = classifier_->Classify(status, o.code, o.enhanced, o.text);
   if (c != nullptr || d != nullptr) {
     const dns::Destination& host = c != nullptr ? HostOf(c) : d->route->hosts.front();
     r.host = host.host;
@@ -1387,6 +1468,7 @@ absl::Status Shard::Run() {
   absl::Time last_refill = absl::InfinitePast();
   for (;;) {
     now_ = absl::Now();
+    const absl::Time turn_started = now_;
     if (!stopping_ && stop_->load(std::memory_order_relaxed)) {
       stopping_ = true;
       stop_deadline = now_ + kStopGrace;
@@ -1451,6 +1533,7 @@ absl::Status Shard::Run() {
       MaybeFree(c);
     }
     RETURN_IF_ERROR(Commit());
+    PublishLoopMetrics(turn_started);
   }
   // Work never started stays in the queue as it is; just let go of it.
   for (auto& [name, d] : destinations_) {
@@ -1475,6 +1558,45 @@ absl::Status Shard::Run() {
   return absl::OkStatus();
 }
 
+// ReadStoreSnapshot - the queue's side of a scrape (metrics/exporter.h), on the
+// exporter's thread: RocksDB is safe to read from any thread.
+metrics::StoreSnapshot ReadStoreSnapshot(queue::Queue& q, const Config& config) {
+  metrics::StoreSnapshot s;
+  absl::StatusOr<std::vector<queue::JobRecord>> jobs = q.ListJobs();
+  if (!jobs.ok()) return s;
+  for (const queue::JobRecord& record : *jobs) {
+    if (record.state != queue::JobState::kReady && record.state != queue::JobState::kCancelled) {
+      continue;  // loading, or finished
+    }
+    absl::StatusOr<queue::JobProgress> p = q.ReadProgress(record.job_no);
+    if (!p.ok()) return s;
+    metrics::JobSnapshot j;
+    j.id = record.id;
+    j.state = record.state == queue::JobState::kCancelled ? "cancelling"
+              : record.paused                             ? "paused"
+                                                          : "ready";
+    j.queued_at = record.queued_at;
+    j.total = p->total;
+    j.delivered = p->delivered;
+    j.bounced = p->bounced;
+    j.expired = p->expired;
+    j.cancelled = p->cancelled;
+    j.deferred = p->deferred;
+    j.pending = p->pending();
+    s.jobs.push_back(std::move(j));
+  }
+  const queue::Queue::StoreStats stats = q.Stats();
+  s.sst_bytes = stats.sst_bytes;
+  s.pending_compaction_bytes = stats.pending_compaction_bytes;
+  s.write_stalls = stats.write_stalls;
+  s.write_stopped = stats.write_stopped;
+  s.queue_free_bytes = queue::FreeBytes(config.queue_dir).value_or(uint64_t{0});
+  s.spool_free_bytes = queue::FreeBytes(config.spool_dir).value_or(uint64_t{0});
+  s.free_floor_bytes = config.min_free_space;
+  s.ok = true;
+  return s;
+}
+
 }  // namespace
 
 absl::Status Engine::Run() {
@@ -1483,7 +1605,13 @@ absl::Status Engine::Run() {
   queue::QueueOptions qopts;
   qopts.sync_outcomes = config_.sync_outcomes;
   ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
-  ASSIGN_OR_RETURN(auto log, metrics::DeliveryLog::Open(config_.log_dir));
+  metrics::DeliveryLogOptions log_options;
+  log_options.max_size = config_.delivery_log.max_size;
+  log_options.max_age = config_.delivery_log.max_age;
+  log_options.keep = config_.delivery_log.keep;
+  ASSIGN_OR_RETURN(auto log, metrics::DeliveryLog::Open(config_.log_dir, log_options));
+  ASSIGN_OR_RETURN(const metrics::Classifier classifier,
+                   metrics::Classifier::Create(config_.classify));
   ASSIGN_OR_RETURN(std::vector<std::string> forgotten, spool.ForgetAbandonedIntakes(*queue));
   for (const std::string& id : forgotten) {
     std::fprintf(stderr,
@@ -1493,15 +1621,30 @@ absl::Status Engine::Run() {
                  id.c_str());
   }
   ReadyJobs ready_jobs;
-  Shard shard(config_, queue.get(), log.get(), routes.get(), &ready_jobs, &stop_);
+  std::vector<std::string> configured;
+  for (const auto& [name, policy] : config_.destinations) configured.push_back(name);
+  metrics::MetricsOptions metrics_options;
+  metrics_options.max_destinations = static_cast<size_t>(config_.metrics_top_destinations);
+  metrics::ShardMetrics shard_metrics(metrics_options, configured);
+  metrics::IntakeMetrics intake_metrics;
+  Shard shard(config_, queue.get(), log.get(), routes.get(), &ready_jobs, &stop_,
+              &shard_metrics, &classifier);
   {
     IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs,
-                        queue::FreeSpaceFloor{{config_.queue_dir}, config_.min_free_space, {}});
+                        queue::FreeSpaceFloor{{config_.queue_dir}, config_.min_free_space, {}},
+                        &intake_metrics);
     intake.Start();
     // volleyctl's way in (engine/admin.h); an address that cannot be bound stops
     // volleyd here with the address in the error.
     ASSIGN_OR_RETURN(auto admin,
                      AdminServer::Create(config_.admin_listen, queue.get(), &ready_jobs));
+    metrics::ExporterSources sources;
+    sources.shards = {&shard_metrics};
+    sources.intake = &intake_metrics;
+    sources.store = [this, q = queue.get()] { return ReadStoreSnapshot(*q, config_); };
+    sources.max_jobs = static_cast<size_t>(config_.metrics_max_jobs);
+    ASSIGN_OR_RETURN(auto exporter,
+                     metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));
     admin->Start();
     std::fprintf(stderr, "volleyd: running: spool %s, queue %s, log %s\n",
                  config_.spool_dir.c_str(), config_.queue_dir.c_str(), log->path().c_str());

@@ -33,8 +33,9 @@ std::vector<std::string> ReadyJobs::TakeAll() {
 }
 
 IntakeThread::IntakeThread(queue::Spool spool, queue::Queue* queue, queue::JobLimits limits,
-                           ReadyJobs* ready, queue::FreeSpaceFloor floor)
-    : spool_(std::move(spool)), queue_(queue), limits_(limits), ready_(ready) {
+                           ReadyJobs* ready, queue::FreeSpaceFloor floor,
+                           metrics::IntakeMetrics* metrics)
+    : spool_(std::move(spool)), queue_(queue), limits_(limits), ready_(ready), metrics_(metrics) {
   spool_.SetFreeSpaceFloor(std::move(floor));
 }
 
@@ -98,8 +99,14 @@ void IntakeThread::ScanOnce() {
                      result->job.c_str(), result->warning.c_str());
       }
       ready_->Push(result->job);
+      if (metrics_ != nullptr) {
+        metrics_->jobs_accepted.Add();
+        metrics_->recipients_accepted.Add(result->accepted);
+        metrics_->recipients_rejected.Add(result->rejected);
+      }
     } else if (absl::IsInvalidArgument(result.status())) {
       Resumed();  // the job was refused, but the disk took its .error
+      if (metrics_ != nullptr) metrics_->jobs_failed.Add();
       std::fprintf(stderr, "volleyd: intake: refused: %s\n",
                    std::string(result.status().message()).c_str());
     } else {

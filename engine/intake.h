@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "metrics/metrics.h"
 #include "queue/job.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
@@ -52,8 +53,10 @@ class IntakeThread {
  public:
   // floor: the free space intake leaves alone, on the spool's filesystem and
   // on those of floor.paths (the queue's folder).
+  // metrics: counted into, when not null (docs/metrics.md, volley_intake_*).
   IntakeThread(queue::Spool spool, queue::Queue* queue, queue::JobLimits limits,
-               ReadyJobs* ready, queue::FreeSpaceFloor floor);
+               ReadyJobs* ready, queue::FreeSpaceFloor floor,
+               metrics::IntakeMetrics* metrics = nullptr);
   ~IntakeThread();  // stops and joins
   void Start();
 
@@ -72,6 +75,7 @@ class IntakeThread {
   queue::Queue* queue_;
   queue::JobLimits limits_;
   ReadyJobs* ready_;
+  metrics::IntakeMetrics* metrics_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
   bool paused_ = false;

@@ -1,3 +1,4 @@
+// delivery_log.cc - the delivery log's records, writes, rotation and replay
 #include "metrics/delivery_log.h"
 
 #include <fcntl.h>
@@ -6,8 +7,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -18,6 +22,145 @@
 #include "base/strings.h"
 
 namespace volley::metrics {
+namespace {
+
+constexpr std::string_view kCurrentName = "deliveries.jsonl";
+constexpr std::string_view kRotatedPrefix = "deliveries-";
+constexpr std::string_view kExtension = ".jsonl";
+constexpr std::string_view kStampFormat = "%Y%m%dT%H%M%SZ";  // 20261128T134501Z
+constexpr size_t kStampLength = 16;
+// The first record's "ts" is within this many bytes of the start of a file.
+constexpr size_t kFirstRecordPeek = 64;
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// A rotated file: deliveries-<stamp>.jsonl, or deliveries-<stamp>-<n>.jsonl
+// when more than one was rotated in that second. (stamp, n) orders them oldest
+// first; a plain sort of the names would not (".jsonl" sorts after "-1.jsonl").
+struct RotatedFile {
+  std::string name;
+  std::string stamp;
+  uint64_t n = 0;
+  bool operator<(const RotatedFile& o) const {
+    return stamp != o.stamp ? stamp < o.stamp : n < o.n;
+  }
+};
+
+std::string RotatedName(std::string_view stamp, uint64_t n) {
+  return n == 0 ? absl::StrCat(base::Sv(kRotatedPrefix), base::Sv(stamp), base::Sv(kExtension))
+                : absl::StrCat(base::Sv(kRotatedPrefix), base::Sv(stamp), "-", n,
+                               base::Sv(kExtension));
+}
+
+std::optional<RotatedFile> ParseRotatedName(std::string_view name) {
+  if (!name.starts_with(kRotatedPrefix) || !name.ends_with(kExtension)) return std::nullopt;
+  std::string_view rest = name.substr(kRotatedPrefix.size());
+  rest.remove_suffix(kExtension.size());
+  if (rest.size() < kStampLength) return std::nullopt;
+  const std::string_view stamp = rest.substr(0, kStampLength);
+  for (size_t i = 0; i < kStampLength; ++i) {
+    const char want = i == 8 ? 'T' : i == 15 ? 'Z' : '0';
+    if (want == '0' ? !IsDigit(stamp[i]) : stamp[i] != want) return std::nullopt;
+  }
+  RotatedFile f{std::string(name), std::string(stamp), 0};
+  rest.remove_prefix(kStampLength);
+  if (rest.empty()) return f;
+  // "-<n>", n from 1 without leading zeros: one spelling per file.
+  if (rest.size() < 2 || rest.size() > 10 || rest[0] != '-' || rest[1] == '0') return std::nullopt;
+  for (char c : rest.substr(1)) {
+    if (!IsDigit(c)) return std::nullopt;
+  }
+  if (!absl::SimpleAtoi(base::Sv(rest.substr(1)), &f.n)) return std::nullopt;
+  return f;
+}
+
+// ListRotated - the rotated files in dir, oldest first. Other names are not
+// ours (an operator's compressed copy, say) and are left alone.
+std::vector<RotatedFile> ListRotated(const std::string& dir) {
+  std::vector<RotatedFile> out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (auto f = ParseRotatedName(it->path().filename().string())) out.push_back(*std::move(f));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+struct OpenedFile {
+  int fd = -1;
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  absl::Time mtime;
+};
+
+absl::StatusOr<OpenedFile> OpenForAppend(const std::string& path) {
+  // Read and write: LinesAfter reads back what a crash kept from the queue.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return base::ErrnoError(path, "open");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const absl::Status err = base::ErrnoError(path, "fstat");
+    ::close(fd);
+    return err;
+  }
+  return OpenedFile{fd, static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
+                    static_cast<uint64_t>(st.st_size), absl::TimeFromTimespec(st.st_mtim)};
+}
+
+// ReadRange - bytes [from, to) of fd.
+absl::Status ReadRange(int fd, const std::string& path, uint64_t from, uint64_t to,
+                       std::string* out) {
+  std::string bytes(to - from, '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n =
+        ::pread(fd, bytes.data() + got, bytes.size() - got, static_cast<off_t>(from + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::UnavailableError(
+          absl::StrCat(path, ": read: ", n < 0 ? std::strerror(errno) : "file shrank"));
+    }
+    got += static_cast<size_t>(n);
+  }
+  *out = std::move(bytes);
+  return absl::OkStatus();
+}
+
+// AppendWholeLines - the lines of bytes that end in '\n', without it; empty ones
+// skipped. A last line without one is torn or cut off by the replay bound.
+void AppendWholeLines(std::string_view bytes, std::vector<std::string>* lines) {
+  for (std::string_view rest = bytes;;) {
+    const size_t nl = rest.find('\n');
+    if (nl == std::string_view::npos) break;
+    if (nl > 0) lines->emplace_back(rest.substr(0, nl));
+    rest.remove_prefix(nl + 1);
+  }
+}
+
+// FirstRecordTime - the "ts" of the record a file starts with, which is where
+// max_age counts from; the file's mtime when it does not start with one.
+absl::Time FirstRecordTime(const OpenedFile& f) {
+  char head[kFirstRecordPeek];
+  const ssize_t n = ::pread(f.fd, head, sizeof head, 0);
+  constexpr std::string_view kLead = "{\"ts\":\"";
+  if (n > 0) {
+    const std::string_view text(head, static_cast<size_t>(n));
+    const size_t end = text.find('"', kLead.size());
+    absl::Time t;
+    std::string err;
+    if (text.starts_with(kLead) && end != std::string_view::npos &&
+        absl::ParseTime("%Y-%m-%dT%H:%M:%E*SZ",
+                        base::Sv(text.substr(kLead.size(), end - kLead.size())),
+                        absl::UTCTimeZone(), &t, &err)) {
+      return t;
+    }
+  }
+  return f.mtime;
+}
+
+}  // namespace
 
 void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   out->append("{\"ts\":\"");
@@ -28,6 +171,10 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   base::AppendJsonString(out, r.rcpt);
   out->append(",\"status\":");
   base::AppendJsonString(out, r.status);
+  if (!r.klass.empty()) {
+    out->append(",\"class\":");
+    base::AppendJsonString(out, r.klass);
+  }
   absl::StrAppend(out, ",\"code\":", r.code, ",\"enhanced\":");
   base::AppendJsonString(out, r.enhanced);
   out->append(",\"response\":");
@@ -48,30 +195,37 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   *out += "}\n";
 }
 
-absl::StatusOr<std::unique_ptr<DeliveryLog>> DeliveryLog::Open(const std::string& dir) {
+DeliveryLog::DeliveryLog(std::string dir, DeliveryLogOptions options)
+    : dir_(std::move(dir)),
+      path_(absl::StrCat(dir_, "/", base::Sv(kCurrentName))),
+      options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<DeliveryLog>> DeliveryLog::Open(const std::string& dir,
+                                                               DeliveryLogOptions options) {
+  if (options.keep < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, ": delivery log keep = ", options.keep,
+        ": must be at least 1 (a crash replay may start in the newest rotated file)"));
+  }
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
     return absl::UnavailableError(absl::StrCat(dir, ": cannot create: ", ec.message()));
   }
-  std::string path = absl::StrCat(dir, "/deliveries.jsonl");
-  // Read and write: LinesAfter reads back what a crash kept from the queue.
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat(path, ": open: ", std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return absl::UnavailableError(absl::StrCat(path, ": fstat: ", std::strerror(err)));
-  }
-  auto log = std::unique_ptr<DeliveryLog>(new DeliveryLog(
-      fd, std::move(path), static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
-      static_cast<uint64_t>(st.st_size)));
+  auto log = std::unique_ptr<DeliveryLog>(new DeliveryLog(dir, std::move(options)));
+  ASSIGN_OR_RETURN(const OpenedFile f, OpenForAppend(log->path_));
+  log->fd_ = f.fd;
+  log->dev_ = f.dev;
+  log->ino_ = f.ino;
+  log->size_ = f.size;
+  if (f.size > 0) log->started_ = FirstRecordTime(f);
   char last = '\n';
-  if (st.st_size > 0 && ::pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n') {
-    log->buffer_ = "\n";  // end the torn record's line before anything follows it
+  if (f.size > 0 && ::pread(f.fd, &last, 1, static_cast<off_t>(f.size - 1)) == 1 &&
+      last != '\n') {
+    // End the torn record's line before anything follows it; no rotation before
+    // that is written.
+    log->at_boundary_ = false;
+    log->buffer_ = "\n";
     RETURN_IF_ERROR(log->Flush());
   }
   return log;
@@ -87,44 +241,160 @@ absl::StatusOr<std::vector<std::string>> DeliveryLog::LinesAfter(std::string_vie
     return absl::InvalidArgumentError(
         absl::StrCat("delivery log position \"", base::Sv(position), "\" is malformed"));
   }
-  if (dev != dev_ || ino != ino_ || offset > size_) {
-    return absl::NotFoundError(absl::StrCat(path_, " is not the file the queue last saw"));
-  }
-  const uint64_t length = std::min<uint64_t>(size_ - offset, kMaxReplayBytes);
-  std::string bytes(length, '\0');
-  size_t got = 0;
-  while (got < length) {
-    const ssize_t n = ::pread(fd_, bytes.data() + got, length - got,
-                              static_cast<off_t>(offset + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      return absl::UnavailableError(absl::StrCat(path_, ": read: ",
-                                                 n < 0 ? std::strerror(errno) : "file shrank"));
+  // The files in the order they were written: rotated ones oldest first, then
+  // the current one. The position's file is found by its inode, which a rename
+  // keeps.
+  std::vector<std::string> paths;
+  bool found = false;
+  if (dev != dev_ || ino != ino_) {
+    for (const RotatedFile& r : ListRotated(dir_)) {
+      std::string p = absl::StrCat(dir_, "/", r.name);
+      struct stat st {};
+      if (!found && ::stat(p.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_dev) == dev &&
+          static_cast<uint64_t>(st.st_ino) == ino) {
+        found = true;
+      }
+      if (found) paths.push_back(std::move(p));
     }
-    got += static_cast<size_t>(n);
+  } else {
+    found = true;
   }
+  if (!found) {
+    return absl::NotFoundError(absl::StrCat("no file in ", dir_,
+                                            " is the delivery log file the queue last saw (",
+                                            base::Sv(position), ")"));
+  }
+  paths.push_back(path_);
   std::vector<std::string> lines;
-  for (std::string_view rest = bytes;;) {
-    const size_t nl = rest.find('\n');
-    if (nl == std::string_view::npos) break;  // a torn or cut-off last line: not whole
-    if (nl > 0) lines.emplace_back(rest.substr(0, nl));
-    rest.remove_prefix(nl + 1);
+  uint64_t budget = kMaxReplayBytes;
+  for (size_t i = 0; i < paths.size() && budget > 0; ++i) {
+    const bool current = i + 1 == paths.size();
+    int fd = fd_;
+    uint64_t size = size_;
+    if (!current) {
+      fd = ::open(paths[i].c_str(), O_RDONLY | O_CLOEXEC);
+      struct stat st {};
+      if (fd < 0 || ::fstat(fd, &st) != 0) {
+        const absl::Status err = base::ErrnoError(paths[i], fd < 0 ? "open" : "fstat");
+        if (fd >= 0) ::close(fd);
+        return err;
+      }
+      size = static_cast<uint64_t>(st.st_size);
+    }
+    const uint64_t from = i == 0 ? offset : 0;
+    if (from > size) {
+      if (!current) ::close(fd);
+      return absl::NotFoundError(absl::StrCat(paths[i], " is shorter than the position the queue ",
+                                              "last saw (", base::Sv(position), ")"));
+    }
+    const uint64_t to = from + std::min(size - from, budget);
+    std::string bytes;
+    const absl::Status st = ReadRange(fd, paths[i], from, to, &bytes);
+    if (!current) ::close(fd);
+    RETURN_IF_ERROR(st);
+    budget -= to - from;
+    AppendWholeLines(bytes, &lines);
   }
   return lines;
 }
 
 DeliveryLog::~DeliveryLog() {
+  if (fd_ < 0) return;
   (void)Flush();
   ::close(fd_);
 }
 
+bool DeliveryLog::RotationDue(absl::Time now) const {
+  if (!at_boundary_ || size_ == 0 || now < retry_rotation_at_) return false;
+  if (options_.max_size > 0 && size_ >= options_.max_size) return true;
+  return options_.max_age > absl::ZeroDuration() && now - started_ >= options_.max_age;
+}
+
 absl::Status DeliveryLog::Flush() {
-  size_t written = 0;
-  const absl::Status st = base::WriteAll(fd_, buffer_, path_, &written);
-  size_ += written;
-  // Keep what was not written: the next flush tries again.
-  buffer_.erase(0, written);
-  return st;
+  const absl::Time now = Now();
+  // By time before the write: what is written now belongs in a new file.
+  if (RotationDue(now)) Rotate(now);
+  if (!buffer_.empty()) {
+    if (size_ == 0) started_ = now;
+    size_t written = 0;
+    const absl::Status st = base::WriteAll(fd_, buffer_, path_, &written);
+    size_ += written;
+    if (written > 0) at_boundary_ = written == buffer_.size();
+    // Keep what was not written: the next flush tries again.
+    buffer_.erase(0, written);
+    RETURN_IF_ERROR(st);
+  }
+  // By size after the write, so that a file ends at max_size or just past it.
+  if (RotationDue(now)) Rotate(now);
+  return absl::OkStatus();
+}
+
+void DeliveryLog::Rotate(absl::Time now) {
+  std::string rotated;
+  const absl::Status st = RenameAndReopen(now, &rotated);
+  if (!st.ok()) {
+    if (!rotation_failing_) {
+      std::fprintf(stderr,
+                   "volleyd: delivery log: cannot rotate %s: %s; records go on into it "
+                   "(tried again every %s)\n",
+                   path_.c_str(), std::string(st.message()).c_str(),
+                   absl::FormatDuration(kRotateRetryInterval).c_str());
+    }
+    rotation_failing_ = true;
+    retry_rotation_at_ = now + kRotateRetryInterval;
+    return;
+  }
+  if (rotation_failing_) {
+    std::fprintf(stderr, "volleyd: delivery log: rotated again, to %s\n", rotated.c_str());
+  }
+  rotation_failing_ = false;
+  retry_rotation_at_ = absl::InfinitePast();
+  DeleteOldRotated();
+}
+
+absl::Status DeliveryLog::RenameAndReopen(absl::Time now, std::string* rotated) {
+  // A name that sorts after every rotated file already there, also when the
+  // clock stepped back: LinesAfter reads them in name order.
+  std::string stamp = absl::FormatTime(std::string(kStampFormat), now, absl::UTCTimeZone());
+  uint64_t n = 0;
+  if (const std::vector<RotatedFile> old = ListRotated(dir_);
+      !old.empty() && old.back().stamp >= stamp) {
+    stamp = old.back().stamp;
+    n = old.back().n + 1;
+  }
+  std::string target = absl::StrCat(dir_, "/", RotatedName(stamp, n));
+  if (::rename(path_.c_str(), target.c_str()) != 0) return base::ErrnoError(path_, "rename");
+  absl::StatusOr<OpenedFile> f = OpenForAppend(path_);
+  if (!f.ok()) {
+    // Put it back, and write on into it.
+    if (::rename(target.c_str(), path_.c_str()) != 0) {
+      return absl::UnavailableError(absl::StrCat(
+          f.status().message(), "; and renaming it back failed too: ", std::strerror(errno),
+          ": records go on into ", target));
+    }
+    return f.status();
+  }
+  ::close(fd_);
+  fd_ = f->fd;
+  dev_ = f->dev;
+  ino_ = f->ino;
+  size_ = f->size;  // 0, unless someone else wrote there since the rename
+  started_ = size_ > 0 ? FirstRecordTime(*f) : absl::InfiniteFuture();
+  at_boundary_ = true;
+  *rotated = std::move(target);
+  return absl::OkStatus();
+}
+
+void DeliveryLog::DeleteOldRotated() const {
+  const std::vector<RotatedFile> rotated = ListRotated(dir_);
+  const size_t keep = static_cast<size_t>(options_.keep);
+  for (size_t i = 0; i + keep < rotated.size(); ++i) {
+    const std::string p = absl::StrCat(dir_, "/", rotated[i].name);
+    if (::unlink(p.c_str()) != 0 && errno != ENOENT) {
+      std::fprintf(stderr, "volleyd: delivery log: cannot delete %s (past keep = %d): %s\n",
+                   p.c_str(), options_.keep, std::strerror(errno));
+    }
+  }
 }
 
 }  // namespace volley::metrics

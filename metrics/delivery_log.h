@@ -1,7 +1,7 @@
 // delivery_log.h - the delivery log: one JSON line per recipient outcome
 //
 // SYNOPSIS
-//   ASSIGN_OR_RETURN(auto log, DeliveryLog::Open("var/log"));
+//   ASSIGN_OR_RETURN(auto log, DeliveryLog::Open("var/log", options));
 //   log->Append(record);     // buffers in memory
 //   RETURN_IF_ERROR(log->Flush());   // one write(2) of everything buffered
 //
@@ -14,7 +14,8 @@
 //   recipient is retried: a possible duplicate record, never a missing one).
 //
 //   Fields (docs/delivery-log.md): ts, job, line, rcpt, status, code, enhanced,
-//   response, host, port, attempt; mx when routed by DNS; tls_version and
+//   response, host, port, attempt; class for bounced, deferred and expired
+//   records (metrics/classify.h); mx when routed by DNS; tls_version and
 //   tls_cipher after STARTTLS.
 //
 //   position() names the end of what was written ("dev:inode:offset"). The
@@ -26,12 +27,25 @@
 //   Open appends a newline when the file does not end in one (a record torn by
 //   power loss), so that the next record starts a line of its own.
 //
+//   Rotation (docs/delivery-log.md): Flush renames deliveries.jsonl to
+//   deliveries-YYYYMMDDTHHMMSSZ.jsonl (the UTC time of the rotation; "-N" added
+//   when that name is taken or would sort before an older file) and starts a
+//   new deliveries.jsonl, when the file has reached max_size (after the write)
+//   or its first record is max_age old (before the write, so a file spans at
+//   most max_age). Only at a record boundary: never after a partial write. Then
+//   the oldest rotated files past `keep` are deleted. A rename keeps the inode,
+//   so a position stays valid: LinesAfter finds its file among the rotated ones
+//   and reads on through every newer file. A rotation that fails (say the
+//   directory is read-only) is reported on stderr once and tried again a minute
+//   later; records go on into the current file meanwhile.
+//
 // CONTRACT
 //   Not thread-safe: owned by one shard.
 #ifndef VOLLEY_METRICS_DELIVERY_LOG_H_
 #define VOLLEY_METRICS_DELIVERY_LOG_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -48,6 +62,9 @@ struct DeliveryRecord {
   uint32_t line = 0;        // the recipient's line in the job file
   std::string_view rcpt;
   std::string_view status;  // delivered, deferred, bounced, expired, cancelled, suppressed
+  // Why it failed (metrics/classify.h): "invalid_recipient", ...; empty (and left
+  // out of the record) for records that are not failures.
+  std::string_view klass;
   int code = 0;             // SMTP reply code; 0 when no reply was received
   std::string_view enhanced;
   std::string_view response;
@@ -64,36 +81,74 @@ struct DeliveryRecord {
 // FormatDeliveryRecord - append one JSON line (with its '\n') to out.
 void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out);
 
+struct DeliveryLogOptions {
+  // Rotate once the file holds this many bytes; 0: never by size.
+  uint64_t max_size = uint64_t{1} << 30;
+  // Rotate before writing into a file whose first record is this old; zero or
+  // less: never by time.
+  absl::Duration max_age = absl::Hours(24);
+  // Rotated files kept; the oldest past this are deleted. At least 1: the newest
+  // rotated file may hold the position a crash replay starts from.
+  int keep = 14;
+  // The time rotation goes by; empty: absl::Now. Tests set it.
+  std::function<absl::Time()> clock;
+};
+
 class DeliveryLog {
  public:
-  static absl::StatusOr<std::unique_ptr<DeliveryLog>> Open(const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<DeliveryLog>> Open(const std::string& dir,
+                                                           DeliveryLogOptions options = {});
   ~DeliveryLog();
   DeliveryLog(const DeliveryLog&) = delete;
   DeliveryLog& operator=(const DeliveryLog&) = delete;
 
   void Append(const DeliveryRecord& r) { FormatDeliveryRecord(r, &buffer_); }
+  // Flush - write what Append buffered (one write(2)), rotating first or after
+  // when it is due. An error is the write's; what was not written stays
+  // buffered and goes out with the next Flush.
   absl::Status Flush();
   const std::string& path() const { return path_; }
 
   // The end of what Flush wrote, as "dev:inode:offset".
   std::string position() const;
 
-  // LinesAfter - the whole lines written after `position` (without their '\n'),
-  // at most kMaxReplayBytes of them. NotFound when `position` is not in this file
-  // (the log was rotated or removed since) or lies past its end.
+  // LinesAfter - the whole lines written after `position` (without their '\n'):
+  // the rest of the file it names, found by dev:inode among deliveries.jsonl and
+  // the rotated files, then every line of each newer file in order, at most
+  // kMaxReplayBytes in all. NotFound when no file there is the one `position`
+  // names (removed, or a log from elsewhere) or it lies past that file's end.
   absl::StatusOr<std::vector<std::string>> LinesAfter(std::string_view position) const;
 
   // Bytes LinesAfter reads at most: far more than one loop turn's records.
   static constexpr uint64_t kMaxReplayBytes = 64u << 20;
+  // After a failed rotation, the next try waits this long: not a failing
+  // rename per loop turn.
+  static constexpr absl::Duration kRotateRetryInterval = absl::Minutes(1);
 
  private:
-  DeliveryLog(int fd, std::string path, uint64_t dev, uint64_t ino, uint64_t size)
-      : fd_(fd), path_(std::move(path)), dev_(dev), ino_(ino), size_(size) {}
-  int fd_;
+  DeliveryLog(std::string dir, DeliveryLogOptions options);
+  absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
+  bool RotationDue(absl::Time now) const;
+  void Rotate(absl::Time now);
+  absl::Status RenameAndReopen(absl::Time now, std::string* rotated);
+  void DeleteOldRotated() const;
+
+  std::string dir_;
   std::string path_;
-  uint64_t dev_;
-  uint64_t ino_;
-  uint64_t size_;  // bytes in the file: what was there at Open plus what Flush wrote
+  DeliveryLogOptions options_;
+  int fd_ = -1;
+  uint64_t dev_ = 0;
+  uint64_t ino_ = 0;
+  uint64_t size_ = 0;  // bytes in the file: what was there at Open plus what Flush wrote
+  // When the current file's first record was written; InfiniteFuture while empty.
+  absl::Time started_ = absl::InfiniteFuture();
+  // The file ends at the end of a record: false after a write that stopped part
+  // way, until the rest is written. Rotation waits for it.
+  bool at_boundary_ = true;
+  // After a failed rotation: no new try before this, and no new complaint until
+  // one succeeds.
+  absl::Time retry_rotation_at_ = absl::InfinitePast();
+  bool rotation_failing_ = false;
   std::string buffer_;
 };
 

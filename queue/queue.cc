@@ -217,6 +217,61 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return absl::UnavailableError(msg);
 }
 
+// DiskErrorLog - puts in volleyd's log (stderr) what makes RocksDB stop writes
+// and when they go again: intake pauses on these (engine/intake.h) and the
+// operator must be able to see why. Slowdowns (WriteStallCondition::kDelayed)
+// are routine under a heavy intake and are not logged; stops are.
+class DiskErrorLog : public rocksdb::EventListener {
+ public:
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
+    if (error == nullptr || error->ok()) return;
+    std::fprintf(stderr, "volleyd: queue: writes stopped after a %s error: %s\n",
+                 ReasonName(reason), error->ToString().c_str());
+  }
+  void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+    if (info.new_bg_error.ok()) {
+      std::fprintf(stderr, "volleyd: queue: writes resumed after: %s\n",
+                   info.old_bg_error.ToString().c_str());
+    } else {
+      std::fprintf(stderr, "volleyd: queue: recovery failed: %s\n",
+                   info.new_bg_error.ToString().c_str());
+    }
+  }
+  void OnStallConditionsChanged(const rocksdb::WriteStallInfo& info) override {
+    using C = rocksdb::WriteStallCondition;
+    if (info.condition.prev == C::kNormal && info.condition.cur != C::kNormal) {
+      stalls_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (info.condition.cur == C::kStopped) {
+      std::fprintf(stderr, "volleyd: queue: %s: writes stalled (flushes or compactions behind)\n",
+                   info.cf_name.c_str());
+    } else if (info.condition.prev == C::kStopped) {
+      std::fprintf(stderr, "volleyd: queue: %s: writes no longer stalled\n", info.cf_name.c_str());
+    }
+  }
+
+ private:
+  static const char* ReasonName(rocksdb::BackgroundErrorReason reason) {
+    switch (reason) {
+      case rocksdb::BackgroundErrorReason::kFlush:
+      case rocksdb::BackgroundErrorReason::kFlushNoWAL: return "flush";
+      case rocksdb::BackgroundErrorReason::kCompaction: return "compaction";
+      case rocksdb::BackgroundErrorReason::kWriteCallback: return "write";
+      case rocksdb::BackgroundErrorReason::kMemTable: return "memtable";
+      case rocksdb::BackgroundErrorReason::kManifestWrite:
+      case rocksdb::BackgroundErrorReason::kManifestWriteNoWAL: return "manifest write";
+    }
+    return "background";
+  }
+
+ public:
+  uint64_t stalls() const { return stalls_.load(std::memory_order_relaxed); }
+
+ private:
+  // Written by RocksDB's background threads, read by the metrics exporter.
+  std::atomic<uint64_t> stalls_{0};
+};
+
 class RocksQueue;
 
 class RocksIntakeWriter : public Queue::IntakeWriter {
@@ -283,8 +338,11 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
 class RocksQueue : public Queue {
  public:
   RocksQueue(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> cfs,
-             QueueOptions options)
-      : db_(std::move(db)), cfs_(std::move(cfs)), options_(options) {}
+             QueueOptions options, std::shared_ptr<DiskErrorLog> disk_errors)
+      : db_(std::move(db)),
+        cfs_(std::move(cfs)),
+        options_(options),
+        disk_errors_(std::move(disk_errors)) {}
 
   ~RocksQueue() override {
     // A clean stop leaves nothing in the write-ahead log: the next start (or a
@@ -511,6 +569,21 @@ class RocksQueue : public Queue {
     return FromRocks(s, "resume writes after a disk error");
   }
 
+  StoreStats Stats() override {
+    StoreStats s;
+    for (rocksdb::ColumnFamilyHandle* cf : cfs_) {
+      uint64_t v = 0;
+      if (db_->GetIntProperty(cf, "rocksdb.total-sst-files-size", &v)) s.sst_bytes += v;
+      if (db_->GetIntProperty(cf, "rocksdb.estimate-pending-compaction-bytes", &v)) {
+        s.pending_compaction_bytes += v;
+      }
+    }
+    uint64_t stopped = 0;
+    s.write_stopped = db_->GetIntProperty("rocksdb.is-write-stopped", &stopped) && stopped != 0;
+    s.write_stalls = disk_errors_->stalls();
+    return s;
+  }
+
  private:
   // Bounded - an iterator over the recipients family that stops before `*end`.
   // Without the bound, a scan that runs out of live keys in its range goes on
@@ -557,6 +630,7 @@ class RocksQueue : public Queue {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   QueueOptions options_;
+  std::shared_ptr<DiskErrorLog> disk_errors_;  // also counts write stalls
   std::mutex record_mu_;
 };
 
@@ -611,54 +685,6 @@ std::string RecipientKey(uint32_t job_no, absl::Time due, uint32_t line) {
   return k;
 }
 
-namespace {
-
-// DiskErrorLog - puts in volleyd's log (stderr) what makes RocksDB stop writes
-// and when they go again: intake pauses on these (engine/intake.h) and the
-// operator must be able to see why. Slowdowns (WriteStallCondition::kDelayed)
-// are routine under a heavy intake and are not logged; stops are.
-class DiskErrorLog : public rocksdb::EventListener {
- public:
-  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
-    if (error == nullptr || error->ok()) return;
-    std::fprintf(stderr, "volleyd: queue: writes stopped after a %s error: %s\n",
-                 ReasonName(reason), error->ToString().c_str());
-  }
-  void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
-    if (info.new_bg_error.ok()) {
-      std::fprintf(stderr, "volleyd: queue: writes resumed after: %s\n",
-                   info.old_bg_error.ToString().c_str());
-    } else {
-      std::fprintf(stderr, "volleyd: queue: recovery failed: %s\n",
-                   info.new_bg_error.ToString().c_str());
-    }
-  }
-  void OnStallConditionsChanged(const rocksdb::WriteStallInfo& info) override {
-    using C = rocksdb::WriteStallCondition;
-    if (info.condition.cur == C::kStopped) {
-      std::fprintf(stderr, "volleyd: queue: %s: writes stalled (flushes or compactions behind)\n",
-                   info.cf_name.c_str());
-    } else if (info.condition.prev == C::kStopped) {
-      std::fprintf(stderr, "volleyd: queue: %s: writes no longer stalled\n", info.cf_name.c_str());
-    }
-  }
-
- private:
-  static const char* ReasonName(rocksdb::BackgroundErrorReason reason) {
-    switch (reason) {
-      case rocksdb::BackgroundErrorReason::kFlush:
-      case rocksdb::BackgroundErrorReason::kFlushNoWAL: return "flush";
-      case rocksdb::BackgroundErrorReason::kCompaction: return "compaction";
-      case rocksdb::BackgroundErrorReason::kWriteCallback: return "write";
-      case rocksdb::BackgroundErrorReason::kMemTable: return "memtable";
-      case rocksdb::BackgroundErrorReason::kManifestWrite:
-      case rocksdb::BackgroundErrorReason::kManifestWriteNoWAL: return "manifest write";
-    }
-    return "background";
-  }
-};
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
                                                     const QueueOptions& options) {
@@ -684,7 +710,8 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
   // recovery depends on it, so it is made here, on purpose). Recover() asks
   // for the same sooner.
   db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(rocksdb::Env::Default()));
-  db_options.listeners.push_back(std::make_shared<DiskErrorLog>());
+  auto disk_errors = std::make_shared<DiskErrorLog>();
+  db_options.listeners.push_back(disk_errors);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   const auto s = rocksdb::DB::Open(db_options, path, families, &handles, &raw);
@@ -692,7 +719,8 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
     return absl::UnavailableError(absl::StrCat(path, ": cannot open queue: ", s.ToString()));
   }
   return std::unique_ptr<Queue>(
-      new RocksQueue(std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options));
+      new RocksQueue(std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options,
+                     std::move(disk_errors)));
 }
 
 }  // namespace volley::queue

@@ -225,6 +225,15 @@ class Queue {
   // operator can help. Cheap when nothing is wrong: a paused intake calls it
   // before each retry (queue/README.md, "Backpressure and disk errors").
   virtual absl::Status Recover() = 0;
+
+  // Stats - RocksDB's health for the metrics (docs/metrics.md); any thread.
+  struct StoreStats {
+    uint64_t sst_bytes = 0;                 // rocksdb.total-sst-files-size, all families
+    uint64_t pending_compaction_bytes = 0;  // rocksdb.estimate-pending-compaction-bytes
+    uint64_t write_stalls = 0;              // times writes began to be delayed or stopped
+    bool write_stopped = false;             // rocksdb.is-write-stopped
+  };
+  virtual StoreStats Stats() = 0;
 };
 
 // Key helpers, public for tests and tools.

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/status.h"
 
 namespace volley::engine {
@@ -101,7 +102,9 @@ absl::Status Ring::SubmitAndWait(absl::Duration timeout,
                                                  absl::ToTimespec(timeout).tv_nsec}
                              : __kernel_timespec{0, 0};
   io_uring_cqe* cqe = nullptr;
+  const absl::Time entered = absl::Now();
   const int rc = io_uring_submit_and_wait_timeout(ring_, &cqe, 1, &ts, nullptr);
+  last_wait_ = absl::Now() - entered;
   if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
     return absl::InternalError(absl::StrCat("io_uring_enter: ", std::strerror(-rc)));
   }

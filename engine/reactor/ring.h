@@ -51,10 +51,15 @@ class Ring {
   absl::Status SubmitAndWait(absl::Duration timeout,
                              const std::function<void(uint64_t tag, int result)>& on_completion);
 
+  // How long the last SubmitAndWait spent in the kernel (waiting, mostly): the
+  // rest of a loop turn is work, which the shard's utilisation metric counts.
+  absl::Duration last_wait() const { return last_wait_; }
+
  private:
   ::io_uring_sqe* GetSqe();
   ::io_uring* ring_;
   bool initialised_ = false;
+  absl::Duration last_wait_;
 };
 
 }  // namespace volley::engine

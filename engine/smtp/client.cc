@@ -612,6 +612,9 @@ void Client::HandleLoss() {
 // HandleReply - dispatch one reply, then make sure it was not followed by bytes the
 // server sent before it could have seen our next command.
 void Client::HandleReply(const Reply& reply) {
+  if (reply.code >= 200 && reply.code < 600) {
+    ++reply_counts_[static_cast<size_t>(reply.code / 100 - 2)];
+  }
   // Nothing will be outstanding once this reply is taken off: whatever follows it in
   // the buffer was sent unasked. Left there, it would be read as the reply to the
   // command this reply lets us send (a fake EHLO answer after the greeting, a "250"

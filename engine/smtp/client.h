@@ -107,12 +107,14 @@
 #ifndef VOLLEY_ENGINE_SMTP_CLIENT_H_
 #define VOLLEY_ENGINE_SMTP_CLIENT_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -258,6 +260,10 @@ class Client {
   bool idle() const;
   bool closed() const;
 
+  // TakeReplyCounts - replies parsed since the last call, by code class (2xx,
+  // 3xx, 4xx, 5xx), for the metrics; the counts start again from zero.
+  std::array<uint32_t, 4> TakeReplyCounts() { return std::exchange(reply_counts_, {}); }
+
  private:
   enum class Phase { kGreeting, kHello, kTlsHandshake, kIdle, kTransaction, kQuit, kClosed };
   enum class Cmd {
@@ -324,6 +330,7 @@ class Client {
 
   ClientOptions opts_;
   ReplyParser parser_;
+  std::array<uint32_t, 4> reply_counts_{};
   Phase phase_ = Phase::kGreeting;
   Capabilities caps_;
   std::deque<Sent> sent_;

@@ -370,6 +370,10 @@ TEST_F(RouterTest, PlansFromTheAnswersThenFromTheCache) {
   ASSERT_TRUE(second.has_value());
   EXPECT_EQ(second->plan.site, first->plan.site);
   EXPECT_EQ(resolver_->pending(), 0u);
+  // Counted for the metrics: three questions asked (MX, two A), three hits.
+  EXPECT_EQ(router_->stats().answers[static_cast<size_t>(AnswerKind::kOk)], 3u);
+  EXPECT_EQ(router_->stats().cache_misses, 3u);
+  EXPECT_EQ(router_->stats().cache_hits, 3u);
   // After the TTL the cache asks again.
   now_ += absl::Seconds(31);
   std::optional<RoutePlan> third;

@@ -226,6 +226,18 @@ TEST(ParseConfig, DnsKeys) {
   EXPECT_EQ(c->dns.router.cache.servfail_ttl, absl::Seconds(3));
 }
 
+TEST(ParseConfig, MetricsKeys) {
+  auto c = ParseConfig("[metrics]\nlisten = \"[::1]:9999\"\ntop_destinations = 5\nmax_jobs = 7\n",
+                       "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metrics_listen, "[::1]:9999");
+  EXPECT_EQ(c->metrics_top_destinations, 5);
+  EXPECT_EQ(c->metrics_max_jobs, 7);
+  auto bad = ParseConfig("[metrics]\nlisten = \"localhost:9464\"\n", "v.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("v.toml:2: metrics.listen: "));
+}
+
 TEST(ParseConfig, RetryOverridesPerDestination) {
   auto c = ParseConfig(
       "[destination.\"slow.test\"]\nretry_initial = \"15m\"\nretry_max_age = \"1d\"\n"
@@ -275,6 +287,108 @@ TEST(ParseConfig, MinFreeSpaceTakesBytesOrUnits) {
   EXPECT_FALSE(ParseSize("MiB").ok());
   EXPECT_FALSE(ParseSize("1 MiB").ok());
   EXPECT_EQ(*ParseSize("16383TiB"), uint64_t{16383} << 40);
+}
+
+TEST(ParseConfig, LogRotationKeys) {
+  auto d = ParseConfig("", "v.toml");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->delivery_log.max_size, uint64_t{1} << 30);
+  EXPECT_EQ(d->delivery_log.max_age, absl::Hours(24));
+  EXPECT_EQ(d->delivery_log.keep, 14);
+  auto c = ParseConfig("[log]\nmax_size = \"256MiB\"\nmax_age = \"6h\"\nkeep = 3\n", "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->delivery_log.max_size, uint64_t{256} << 20);
+  EXPECT_EQ(c->delivery_log.max_age, absl::Hours(6));
+  EXPECT_EQ(c->delivery_log.keep, 3);
+  auto never = ParseConfig("[log]\nmax_size = 0\nmax_age = \"0s\"\n", "v.toml");
+  ASSERT_TRUE(never.ok()) << never.status();
+  EXPECT_EQ(never->delivery_log.max_size, 0u);
+  EXPECT_EQ(never->delivery_log.max_age, absl::ZeroDuration());
+  const auto error = [](std::string_view text) {
+    auto r = ParseConfig(text, "v.toml");
+    return r.ok() ? std::string("ok") : std::string(r.status().message());
+  };
+  EXPECT_THAT(error("[log]\nkeep = 0\n"), HasSubstr("v.toml:2: log.keep: must be 1..100000"));
+  EXPECT_THAT(error("[log]\n\nmax_size = \"1GB\"\n"),
+              HasSubstr("v.toml:3: log.max_size: \"1GB\""));
+  EXPECT_THAT(error("[log]\nmax_age = 3600\n"),
+              HasSubstr("v.toml:2: log.max_age: must be a duration"));
+  EXPECT_THAT(error("[log]\nmaxsize = 1\n"), HasSubstr("v.toml:2: log.maxsize: unknown key"));
+}
+
+TEST(ParseConfig, ClassifyRulesReplaceTheDefaults) {
+  auto d = ParseConfig("", "v.toml");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->classify.size(), metrics::DefaultClassifyRules().size());
+  auto c = ParseConfig(R"toml(
+[[classify]]
+class = "invalid_recipient"
+enhanced = "5.1.1"
+
+[[classify]]
+class = "mailbox_full"
+code = 452
+text = "(mailbox|quota).*(full|exceeded)"
+
+[[classify]]
+class = "no_reply"
+code = "0"
+)toml", "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->classify.size(), 3u);
+  EXPECT_EQ(c->classify[0].klass, "invalid_recipient");
+  EXPECT_EQ(c->classify[0].enhanced, "5.1.1");
+  EXPECT_EQ(c->classify[0].code, "");
+  EXPECT_EQ(c->classify[1].code, "452");
+  EXPECT_EQ(c->classify[1].text, "(mailbox|quota).*(full|exceeded)");
+  EXPECT_EQ(c->classify[2].code, "0");
+  auto classifier = metrics::Classifier::Create(c->classify);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  EXPECT_EQ(classifier->Classify("deferred", 452, "4.2.2", "Mailbox quota exceeded"),
+            "mailbox_full");
+  // Rules of its own: the defaults are gone.
+  EXPECT_EQ(classifier->Classify("deferred", 421, "4.7.0", "Try again later"), "other");
+  auto none = ParseConfig("classify = []\n", "v.toml");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->classify.empty());
+}
+
+TEST(ParseConfig, ClassifyErrorsNameFileLineRuleAndKey) {
+  const auto error = [](std::string_view text) {
+    auto r = ParseConfig(text, "v.toml");
+    return r.ok() ? std::string("ok") : std::string(r.status().message());
+  };
+  EXPECT_THAT(error("[[classify]]\nclass = \"a\"\n\n[[classify]]\nclass = \"b\"\n"
+                    "text = \"(unclosed\"\n"),
+              HasSubstr("v.toml:6: classify[2].text: not a valid RE2 regular expression: "
+                        "missing ): (unclosed"));
+  EXPECT_THAT(error("[[classify]]\ncode = \"550\"\n"),
+              HasSubstr("v.toml:1: classify[1]: needs a class"));
+  EXPECT_THAT(error("[[classify]]\nclass = \"a\"\ncode = 600\n"),
+              HasSubstr("v.toml:3: classify[1].code: \"600\" is not a reply code"));
+  EXPECT_THAT(error("[[classify]]\nclass = \"a\"\nenhanced = \"5.1.x\"\n"),
+              HasSubstr("v.toml:3: classify[1].enhanced: \"5.1.x\" is not"));
+  EXPECT_THAT(error("[[classify]]\nclass = \"a b\"\n"), HasSubstr("v.toml:2: classify[1].class:"));
+  EXPECT_THAT(error("[[classify]]\nclass = \"a\"\nregex = \"x\"\n"),
+              HasSubstr("v.toml:3: classify[1].regex: unknown key"));
+  EXPECT_THAT(error("[classify]\nclass = \"a\"\n"),
+              HasSubstr("classify: must be an array of tables: write each rule as [[classify]]"));
+}
+
+TEST(LoadConfigFile, TheShippedExampleMirrorsTheDefaultClassifyRules) {
+  auto c = LoadConfigFile(std::string(VOLLEY_SOURCE_DIR) + "/deploy/volley.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<metrics::ClassifyRule> want = metrics::DefaultClassifyRules();
+  ASSERT_EQ(c->classify.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(c->classify[i].klass, want[i].klass) << "rule " << i + 1;
+    EXPECT_EQ(c->classify[i].code, want[i].code) << "rule " << i + 1;
+    EXPECT_EQ(c->classify[i].enhanced, want[i].enhanced) << "rule " << i + 1;
+    EXPECT_EQ(c->classify[i].text, want[i].text) << "rule " << i + 1;
+  }
+  EXPECT_EQ(c->delivery_log.max_size, uint64_t{1} << 30);
+  EXPECT_EQ(c->delivery_log.max_age, absl::Hours(24));
+  EXPECT_EQ(c->delivery_log.keep, 14);
 }
 
 TEST(LoadConfigFile, TheShippedExampleIsValid) {

@@ -154,6 +154,20 @@ TEST(Client, Non2xxGreetingQuitsAndReportsIt) {
   EXPECT_EQ(s.Closed(0).reason.text, "go away");
 }
 
+TEST(Client, CountsRepliesByClassUntilTaken) {
+  Session s;
+  s.Server("220-mx\r\n220 ok\r\n");  // one reply, two lines
+  s.Out();
+  s.Server("250 mx\r\n");
+  EXPECT_EQ(s.c.TakeReplyCounts(), (std::array<uint32_t, 4>{2, 0, 0, 0}));
+  EXPECT_EQ(s.c.TakeReplyCounts(), (std::array<uint32_t, 4>{0, 0, 0, 0}));  // taken
+  Session refused;
+  refused.Server("554 5.7.1 go away\r\n");
+  refused.Out();
+  refused.Server("221 bye\r\n");
+  EXPECT_EQ(refused.c.TakeReplyCounts(), (std::array<uint32_t, 4>{1, 0, 0, 1}));
+}
+
 TEST(Client, EhloRefusalsAndHeloFallback) {
   ExpectTranscript(
       "S: 220 mx\n"

@@ -1,0 +1,376 @@
+// exporter.cc - see exporter.h
+#include "metrics/exporter.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "prometheus/collectable.h"
+#include "prometheus/exposer.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/text_serializer.h"
+
+namespace volley::metrics {
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using Labels = std::vector<ClientMetric::Label>;
+
+MetricFamily Family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void Add(MetricFamily* f, Labels labels, double value) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f->type == MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  f->metric.push_back(std::move(m));
+}
+
+void AddHistogram(MetricFamily* f, const std::vector<Histogram::Snapshot>& shards) {
+  ClientMetric m;
+  for (const Histogram::Snapshot& s : shards) {
+    if (m.histogram.bucket.empty()) {
+      for (double bound : s.bounds) m.histogram.bucket.push_back({0, bound});
+      m.histogram.bucket.push_back({0, std::numeric_limits<double>::infinity()});
+    }
+    for (size_t i = 0; i < s.cumulative.size() && i < m.histogram.bucket.size(); ++i) {
+      m.histogram.bucket[i].cumulative_count += s.cumulative[i];
+    }
+    m.histogram.sample_count += s.count;
+    m.histogram.sample_sum += s.sum;
+  }
+  f->metric.push_back(std::move(m));
+}
+
+struct ProcessStats {
+  double cpu_seconds = 0;
+  double rss_bytes = 0;
+};
+
+// From /proc/self/stat (utime, stime in clock ticks) and /proc/self/statm
+// (resident pages); zeros when unreadable.
+ProcessStats ReadProcessStats() {
+  ProcessStats p;
+  std::ifstream stat("/proc/self/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // The command name may hold spaces and parentheses: fields count from the last ')'.
+  if (const size_t close = text.rfind(')'); close != std::string::npos) {
+    std::istringstream fields(text.substr(close + 2));
+    std::string field;
+    unsigned long long utime = 0, stime = 0;
+    // After ')': state is field 3 of the man page; utime and stime are 14 and 15.
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+      if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
+      if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
+    }
+    p.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
+  std::ifstream statm("/proc/self/statm");
+  unsigned long long size = 0, resident = 0;
+  if (statm >> size >> resident) {
+    p.rss_bytes = static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  }
+  return p;
+}
+
+}  // namespace
+
+class Exporter::Collector : public prometheus::Collectable {
+ public:
+  explicit Collector(ExporterSources sources)
+      : sources_(std::move(sources)), started_(absl::Now()) {}
+
+  std::vector<MetricFamily> Collect() const override;
+
+ private:
+  void CollectShards(std::vector<MetricFamily>* out) const;
+  void CollectStore(std::vector<MetricFamily>* out) const;
+
+  ExporterSources sources_;
+  absl::Time started_;
+};
+
+void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
+  const auto& shards = sources_.shards;
+  auto sum = [&](auto get) {
+    double total = 0;
+    for (const ShardMetrics* s : shards) total += static_cast<double>(get(*s));
+    return total;
+  };
+
+  MetricFamily deliveries = Family("volley_deliveries_total",
+                                   "Outcomes recorded in the delivery log, by result.",
+                                   MetricType::Counter);
+  for (size_t r = 0; r < kResults; ++r) {
+    Add(&deliveries, {{"result", std::string(ResultName(static_cast<Result>(r)))}},
+        sum([&](const ShardMetrics& s) { return s.deliveries[r].value(); }));
+  }
+  out->push_back(std::move(deliveries));
+
+  // Per destination: summed by name across shards.
+  MetricFamily per_dest = Family("volley_destination_deliveries_total",
+                                 "Outcomes by destination (configured, the first "
+                                 "max_destinations seen, else other) and result.",
+                                 MetricType::Counter);
+  std::vector<std::pair<std::string, std::array<double, kResults>>> dests;
+  for (const ShardMetrics* s : shards) {
+    for (const DestinationCounters* d : s->Destinations()) {
+      auto it = std::find_if(dests.begin(), dests.end(),
+                             [&](const auto& e) { return e.first == d->name; });
+      if (it == dests.end()) {
+        dests.emplace_back(d->name, std::array<double, kResults>{});
+        it = dests.end() - 1;
+      }
+      for (size_t r = 0; r < kResults; ++r) {
+        it->second[r] += static_cast<double>(d->deliveries[r].value());
+      }
+    }
+  }
+  for (const auto& [name, counts] : dests) {
+    for (size_t r = 0; r < kResults; ++r) {
+      Add(&per_dest,
+          {{"destination", name}, {"result", std::string(ResultName(static_cast<Result>(r)))}},
+          counts[r]);
+    }
+  }
+  out->push_back(std::move(per_dest));
+
+  MetricFamily replies = Family("volley_smtp_replies_total",
+                                "SMTP replies received, by code class.", MetricType::Counter);
+  for (size_t c = 0; c < 4; ++c) {
+    Add(&replies, {{"class", absl::StrCat(c + 2, "xx")}},
+        sum([&](const ShardMetrics& s) { return s.replies[c].value(); }));
+  }
+  out->push_back(std::move(replies));
+
+  std::vector<Histogram::Snapshot> tx, queued;
+  for (const ShardMetrics* s : shards) {
+    tx.push_back(s->transaction_seconds.snapshot());
+    queued.push_back(s->queue_seconds.snapshot());
+  }
+  MetricFamily tx_family =
+      Family("volley_transaction_duration_seconds",
+             "From MAIL FROM sent to the transaction's last reply.", MetricType::Histogram);
+  AddHistogram(&tx_family, tx);
+  out->push_back(std::move(tx_family));
+  MetricFamily queue_family = Family("volley_queue_time_seconds",
+                                     "From the job's acceptance to a recipient's delivery.",
+                                     MetricType::Histogram);
+  AddHistogram(&queue_family, queued);
+  out->push_back(std::move(queue_family));
+
+  MetricFamily open = Family("volley_connections_open", "SMTP connections open or opening.",
+                             MetricType::Gauge);
+  Add(&open, {}, sum([](const ShardMetrics& s) { return s.connections_open.value(); }));
+  out->push_back(std::move(open));
+  MetricFamily opened = Family("volley_connections_opened_total", "SMTP connections attempted.",
+                               MetricType::Counter);
+  Add(&opened, {}, sum([](const ShardMetrics& s) { return s.connections_opened.value(); }));
+  out->push_back(std::move(opened));
+  MetricFamily failed = Family("volley_connections_failed_total",
+                               "Connections that ended before their session was ready, by reason.",
+                               MetricType::Counter);
+  for (size_t f = 0; f < kConnFailures; ++f) {
+    Add(&failed, {{"reason", std::string(ConnFailureName(static_cast<ConnFailure>(f)))}},
+        sum([&](const ShardMetrics& s) { return s.connections_failed[f].value(); }));
+  }
+  out->push_back(std::move(failed));
+
+  MetricFamily tls = Family("volley_tls_sessions_total", "STARTTLS handshakes completed, by version.",
+                            MetricType::Counter);
+  for (size_t v = 0; v < kTlsVersions.size(); ++v) {
+    Add(&tls, {{"version", std::string(kTlsVersions[v])}},
+        sum([&](const ShardMetrics& s) { return s.tls_sessions[v].value(); }));
+  }
+  out->push_back(std::move(tls));
+
+  MetricFamily dns = Family("volley_dns_queries_total", "DNS questions answered, by result.",
+                            MetricType::Counter);
+  for (size_t k = 0; k < kDnsResults.size(); ++k) {
+    Add(&dns, {{"result", std::string(kDnsResults[k])}},
+        sum([&](const ShardMetrics& s) { return s.dns_queries[k].value(); }));
+  }
+  out->push_back(std::move(dns));
+  MetricFamily cache = Family("volley_dns_cache_lookups_total",
+                              "DNS cache lookups, by result.", MetricType::Counter);
+  Add(&cache, {{"result", "hit"}}, sum([](const ShardMetrics& s) { return s.dns_cache_hits.value(); }));
+  Add(&cache, {{"result", "miss"}},
+      sum([](const ShardMetrics& s) { return s.dns_cache_misses.value(); }));
+  out->push_back(std::move(cache));
+
+  MetricFamily busy = Family("volley_shard_busy_seconds_total",
+                             "Time the shard's loop spent working, not waiting in io_uring.",
+                             MetricType::Counter);
+  for (size_t i = 0; i < shards.size(); ++i) {
+    Add(&busy, {{"shard", absl::StrCat(i)}}, static_cast<double>(shards[i]->busy_nanos.value()) / 1e9);
+  }
+  out->push_back(std::move(busy));
+}
+
+void Exporter::Collector::CollectStore(std::vector<MetricFamily>* out) const {
+  const double in_flight = [&] {
+    double n = 0;
+    for (const ShardMetrics* s : sources_.shards) n += static_cast<double>(s->in_flight.value());
+    return n;
+  }();
+  StoreSnapshot store = sources_.store ? sources_.store() : StoreSnapshot{};
+  MetricFamily recipients = Family("volley_recipients",
+                                   "Recipients by state: queued (no final outcome yet), "
+                                   "in_flight (taken by a shard), deferred (last attempt deferred).",
+                                   MetricType::Gauge);
+  Add(&recipients, {{"state", "in_flight"}}, in_flight);
+  if (!store.ok) {
+    out->push_back(std::move(recipients));
+    return;
+  }
+  double queued = 0, deferred = 0;
+  absl::Time oldest = absl::InfiniteFuture();
+  for (const JobSnapshot& j : store.jobs) {
+    queued += static_cast<double>(j.pending);
+    deferred += static_cast<double>(j.deferred);
+    if (j.pending > 0) oldest = std::min(oldest, j.queued_at);
+  }
+  Add(&recipients, {{"state", "queued"}}, queued);
+  Add(&recipients, {{"state", "deferred"}}, deferred);
+  out->push_back(std::move(recipients));
+
+  MetricFamily age = Family("volley_queue_oldest_age_seconds",
+                            "Age of the oldest job with recipients still queued; 0 when none.",
+                            MetricType::Gauge);
+  Add(&age, {}, oldest == absl::InfiniteFuture()
+                    ? 0.0
+                    : std::max(0.0, absl::ToDoubleSeconds(absl::Now() - oldest)));
+  out->push_back(std::move(age));
+
+  MetricFamily jobs = Family("volley_jobs", "Unfinished jobs, by state.", MetricType::Gauge);
+  for (const char* state : {"ready", "paused", "cancelling"}) {
+    Add(&jobs, {{"state", state}},
+        static_cast<double>(std::count_if(store.jobs.begin(), store.jobs.end(),
+                                          [&](const JobSnapshot& j) { return j.state == state; })));
+  }
+  out->push_back(std::move(jobs));
+
+  // The newest max_jobs jobs: label cardinality stays bounded however many run.
+  std::sort(store.jobs.begin(), store.jobs.end(),
+            [](const JobSnapshot& a, const JobSnapshot& b) { return a.queued_at > b.queued_at; });
+  if (store.jobs.size() > sources_.max_jobs) store.jobs.resize(sources_.max_jobs);
+  MetricFamily progress = Family("volley_job_recipients",
+                                 "Each unfinished job's durable progress, by state.",
+                                 MetricType::Gauge);
+  for (const JobSnapshot& j : store.jobs) {
+    const std::pair<const char*, uint64_t> counts[] = {
+        {"total", j.total},         {"delivered", j.delivered}, {"bounced", j.bounced},
+        {"expired", j.expired},     {"cancelled", j.cancelled}, {"deferred", j.deferred},
+        {"pending", j.pending}};
+    for (const auto& [state, n] : counts) {
+      Add(&progress, {{"job_id", j.id}, {"state", state}}, static_cast<double>(n));
+    }
+  }
+  out->push_back(std::move(progress));
+
+  auto gauge = [&](const char* name, const char* help, double v) {
+    MetricFamily f = Family(name, help, MetricType::Gauge);
+    Add(&f, {}, v);
+    out->push_back(std::move(f));
+  };
+  gauge("volley_rocksdb_sst_bytes", "Size of the queue's SST files.",
+        static_cast<double>(store.sst_bytes));
+  gauge("volley_rocksdb_pending_compaction_bytes",
+        "RocksDB's estimate of the bytes compaction still has to rewrite.",
+        static_cast<double>(store.pending_compaction_bytes));
+  gauge("volley_rocksdb_write_stopped", "1 while RocksDB stops writes.",
+        store.write_stopped ? 1.0 : 0.0);
+  MetricFamily stalls = Family("volley_rocksdb_write_stalls_total",
+                               "Times RocksDB started delaying or stopping writes.",
+                               MetricType::Counter);
+  Add(&stalls, {}, static_cast<double>(store.write_stalls));
+  out->push_back(std::move(stalls));
+  MetricFamily disk = Family("volley_disk_free_bytes",
+                             "Free bytes on the queue's and the spool's filesystems.",
+                             MetricType::Gauge);
+  Add(&disk, {{"path", "queue"}}, static_cast<double>(store.queue_free_bytes));
+  Add(&disk, {{"path", "spool"}}, static_cast<double>(store.spool_free_bytes));
+  out->push_back(std::move(disk));
+  gauge("volley_disk_free_floor_bytes", "[queue] min_free_space: intake pauses below it.",
+        static_cast<double>(store.free_floor_bytes));
+}
+
+std::vector<MetricFamily> Exporter::Collector::Collect() const {
+  std::vector<MetricFamily> out;
+  CollectShards(&out);
+  CollectStore(&out);
+  if (sources_.intake != nullptr) {
+    const IntakeMetrics& in = *sources_.intake;
+    MetricFamily jobs = Family("volley_intake_jobs_total", "Job files taken in, by result.",
+                               MetricType::Counter);
+    Add(&jobs, {{"result", "accepted"}}, static_cast<double>(in.jobs_accepted.value()));
+    Add(&jobs, {{"result", "failed"}}, static_cast<double>(in.jobs_failed.value()));
+    out.push_back(std::move(jobs));
+    MetricFamily rcpts = Family("volley_intake_recipients_total",
+                                "Recipient lines of accepted jobs, by result.", MetricType::Counter);
+    Add(&rcpts, {{"result", "accepted"}}, static_cast<double>(in.recipients_accepted.value()));
+    Add(&rcpts, {{"result", "rejected"}}, static_cast<double>(in.recipients_rejected.value()));
+    out.push_back(std::move(rcpts));
+  }
+  const ProcessStats p = ReadProcessStats();
+  MetricFamily cpu = Family("process_cpu_seconds_total", "User and system CPU time of volleyd.",
+                            MetricType::Counter);
+  Add(&cpu, {}, p.cpu_seconds);
+  out.push_back(std::move(cpu));
+  MetricFamily rss = Family("process_resident_memory_bytes", "Resident memory of volleyd.",
+                            MetricType::Gauge);
+  Add(&rss, {}, p.rss_bytes);
+  out.push_back(std::move(rss));
+  MetricFamily start = Family("process_start_time_seconds",
+                              "When volleyd started, seconds since the epoch.", MetricType::Gauge);
+  Add(&start, {}, absl::ToDoubleSeconds(started_ - absl::UnixEpoch()));
+  out.push_back(std::move(start));
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Exporter>> Exporter::Start(const std::string& listen,
+                                                          ExporterSources sources) {
+  std::unique_ptr<Exporter> e(new Exporter());
+  e->collector_ = std::make_shared<Collector>(std::move(sources));
+  try {
+    // One thread answers scrapes: Prometheus scrapes one at a time.
+    e->exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+  } catch (const std::exception& ex) {
+    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", listen, ": ",
+                                               ex.what(), " (is the port taken? [metrics] listen)"));
+  }
+  e->exposer_->RegisterCollectable(e->collector_);
+  return e;
+}
+
+Exporter::~Exporter() = default;
+
+int Exporter::port() const {
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+std::string Exporter::Render() const {
+  return prometheus::TextSerializer().Serialize(collector_->Collect());
+}
+
+}  // namespace volley::metrics

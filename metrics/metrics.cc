@@ -1,0 +1,122 @@
+// metrics.cc - see metrics.h
+#include "metrics/metrics.h"
+
+#include <algorithm>
+
+#include "base/strings.h"
+
+namespace volley::metrics {
+
+namespace {
+
+// Roughly doubling: a transaction takes a millisecond to a minute, a recipient
+// waits a second (delivered at once) to three days (retry.max_age).
+constexpr double kTransactionBounds[] = {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2,
+                                         0.5,   1,     2,     5,    10,   30,   60};
+constexpr double kQueueTimeBounds[] = {1,    2,    5,     10,    30,    60,    120,   300,
+                                       600,  1800, 3600,  7200,  14400, 28800, 86400, 172800,
+                                       259200};
+
+constexpr std::string_view kOther = "other";
+
+}  // namespace
+
+std::span<const double> TransactionBuckets() { return kTransactionBounds; }
+std::span<const double> QueueTimeBuckets() { return kQueueTimeBounds; }
+
+Histogram::Histogram(std::span<const double> bounds)
+    : bounds_(bounds.begin(), bounds.end()),
+      buckets_(new std::atomic<uint64_t>[bounds.size() + 1]) {
+  for (size_t i = 0; i <= bounds_.size(); ++i) buckets_[i].store(0, std::memory_order_relaxed);
+}
+
+void Histogram::Observe(double v) {
+  const size_t i =
+      static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
+  buckets_[i].store(buckets_[i].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  count_.store(count_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  sum_.store(sum_.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+}
+
+Histogram::Snapshot Histogram::snapshot() const {
+  Snapshot s;
+  s.bounds = bounds_;
+  uint64_t running = 0;
+  for (size_t i = 0; i <= bounds_.size(); ++i) {
+    running += buckets_[i].load(std::memory_order_relaxed);
+    s.cumulative.push_back(running);
+  }
+  // The count is the +Inf bucket, so the two always agree within a scrape.
+  s.count = running;
+  s.sum = sum_.load(std::memory_order_relaxed);
+  return s;
+}
+
+std::string_view ResultName(Result r) {
+  switch (r) {
+    case Result::kDelivered: return "delivered";
+    case Result::kDeferred: return "deferred";
+    case Result::kBounced: return "bounced";
+    case Result::kExpired: return "expired";
+    case Result::kCancelled: return "cancelled";
+    case Result::kSuppressed: return "suppressed";
+  }
+  return "bounced";
+}
+
+Result ResultOf(std::string_view status) {
+  for (size_t i = 0; i < kResults; ++i) {
+    if (ResultName(static_cast<Result>(i)) == status) return static_cast<Result>(i);
+  }
+  return Result::kBounced;
+}
+
+std::string_view ConnFailureName(ConnFailure f) {
+  switch (f) {
+    case ConnFailure::kConnect: return "connect";
+    case ConnFailure::kTimeout: return "timeout";
+    case ConnFailure::kGreeting: return "greeting";
+    case ConnFailure::kEhlo: return "ehlo";
+    case ConnFailure::kTls: return "tls";
+    case ConnFailure::kProtocol: return "protocol";
+    case ConnFailure::kClosed: return "closed";
+  }
+  return "closed";
+}
+
+size_t TlsVersionIndex(std::string_view version) {
+  for (size_t i = 0; i + 1 < kTlsVersions.size(); ++i) {
+    if (kTlsVersions[i] == version) return i;
+  }
+  return kTlsVersions.size() - 1;
+}
+
+ShardMetrics::ShardMetrics(const MetricsOptions& options,
+                           const std::vector<std::string>& configured)
+    : capacity_(configured.size() + options.max_destinations),
+      table_(new DestinationCounters[capacity_ + 1]) {
+  table_[capacity_].name = std::string(kOther);
+  for (const std::string& name : configured) Destination(name);
+}
+
+DestinationCounters& ShardMetrics::Destination(std::string_view name) {
+  if (auto it = by_name_.find(base::Sv(name)); it != by_name_.end()) return *it->second;
+  const size_t n = published_.load(std::memory_order_relaxed);
+  if (n == capacity_) return table_[capacity_];
+  DestinationCounters* d = &table_[n];
+  d->name = std::string(name);
+  by_name_.emplace(d->name, d);
+  // The name is complete before a reader can see the entry.
+  published_.store(n + 1, std::memory_order_release);
+  return *d;
+}
+
+std::vector<const DestinationCounters*> ShardMetrics::Destinations() const {
+  std::vector<const DestinationCounters*> out;
+  const size_t n = published_.load(std::memory_order_acquire);
+  for (size_t i = 0; i < n; ++i) out.push_back(&table_[i]);
+  out.push_back(&table_[capacity_]);
+  return out;
+}
+
+}  // namespace volley::metrics

@@ -1,0 +1,163 @@
+// metrics.h - counters a single thread writes and the exporter reads
+//
+// SYNOPSIS
+//   ShardMetrics m(options);                 // owned by the shard
+//   m.deliveries[Result::kDelivered].Add();  // on the hot path: no lock, no RMW
+//   m.transaction_seconds.Observe(0.012);
+//   m.Destination("gmail-mx.test").deliveries[...].Add();
+//   // the exporter (metrics/exporter.h), on its own thread at scrape time:
+//   uint64_t n = m.deliveries[Result::kDelivered].value();
+//
+// DESCRIPTION
+//   Each counter has one writer: the shard (or the intake thread) that owns it.
+//   An increment is a relaxed load and a relaxed store of the writer's own cache
+//   line, so counting costs what a plain integer does and no other core ever
+//   contends for it; the exporter reads with relaxed loads and may see a scrape's
+//   counts a few increments apart from one another, never torn values. Shards are
+//   summed at scrape time (docs/metrics.md).
+//
+// LIMITS
+//   Per-destination series: MetricsOptions::max_destinations names get their own,
+//   the first seen (names passed as `configured` always do); the rest count as
+//   "other".
+//
+// CONTRACT
+//   Add/Set/Observe/Destination: the owning thread only. value(), snapshot
+//   readers and Destinations(): any thread.
+#ifndef VOLLEY_METRICS_METRICS_H_
+#define VOLLEY_METRICS_METRICS_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+
+namespace volley::metrics {
+
+// Counter - monotonic, one writer.
+class Counter {
+ public:
+  void Add(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  uint64_t value() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+// Gauge - a level, one writer.
+class Gauge {
+ public:
+  void Set(int64_t v) { v_.store(v, std::memory_order_relaxed); }
+  void Add(int64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  int64_t value() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> v_{0};
+};
+
+// Histogram - fixed upper bounds (seconds), one writer.
+class Histogram {
+ public:
+  explicit Histogram(std::span<const double> bounds);
+  void Observe(double v);
+  struct Snapshot {
+    std::vector<double> bounds;
+    std::vector<uint64_t> cumulative;  // per bound, then +Inf last
+    uint64_t count = 0;
+    double sum = 0;
+  };
+  Snapshot snapshot() const;
+
+ private:
+  std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // bounds_.size() + 1 (+Inf)
+  std::atomic<uint64_t> count_{0};
+  std::atomic<double> sum_{0};
+};
+
+// Bucket bounds of docs/metrics.md.
+std::span<const double> TransactionBuckets();
+std::span<const double> QueueTimeBuckets();
+
+// The label values of docs/metrics.md, as indexes.
+enum class Result : uint8_t { kDelivered, kDeferred, kBounced, kExpired, kCancelled, kSuppressed };
+inline constexpr size_t kResults = 6;
+std::string_view ResultName(Result r);
+// ResultOf - "delivered" -> kDelivered ...; kBounced for anything else.
+Result ResultOf(std::string_view status);
+
+enum class ConnFailure : uint8_t { kConnect, kTimeout, kGreeting, kEhlo, kTls, kProtocol, kClosed };
+inline constexpr size_t kConnFailures = 7;
+std::string_view ConnFailureName(ConnFailure f);
+
+inline constexpr std::array<std::string_view, 5> kTlsVersions = {"TLSv1", "TLSv1.1", "TLSv1.2",
+                                                                 "TLSv1.3", "other"};
+// "TLSv1.3" -> its index in kTlsVersions; "other" for anything else.
+size_t TlsVersionIndex(std::string_view version);
+
+inline constexpr std::array<std::string_view, 4> kDnsResults = {"ok", "nodata", "nxdomain",
+                                                                "servfail"};
+
+struct DestinationCounters {
+  std::string name;  // written before the entry is published, never after
+  std::array<Counter, kResults> deliveries;
+};
+
+struct MetricsOptions {
+  // Destinations with series of their own besides the configured ones. Default: 20.
+  size_t max_destinations = 20;
+};
+
+class ShardMetrics {
+ public:
+  // configured: names that always get their own series ([destination] tables).
+  ShardMetrics(const MetricsOptions& options, const std::vector<std::string>& configured);
+
+  std::array<Counter, kResults> deliveries;
+  std::array<Counter, 4> replies;  // 2xx, 3xx, 4xx, 5xx
+  Histogram transaction_seconds{TransactionBuckets()};
+  Histogram queue_seconds{QueueTimeBuckets()};
+  Gauge connections_open;
+  Counter connections_opened;
+  std::array<Counter, kConnFailures> connections_failed;
+  std::array<Counter, kTlsVersions.size()> tls_sessions;
+  std::array<Counter, kDnsResults.size()> dns_queries;  // by AnswerKind order
+  Counter dns_cache_hits;
+  Counter dns_cache_misses;
+  Gauge in_flight;
+  Counter busy_nanos;
+
+  // Destination - the counters of `name`, or of "other" when the table is full.
+  // Owning thread only; cheap after the first call for a name.
+  DestinationCounters& Destination(std::string_view name);
+  // Destinations - the published entries, "other" last; any thread.
+  std::vector<const DestinationCounters*> Destinations() const;
+
+  void CountReply(int code) {
+    if (code >= 200 && code < 600) replies[static_cast<size_t>(code / 100 - 2)].Add();
+  }
+
+ private:
+  size_t capacity_;
+  std::unique_ptr<DestinationCounters[]> table_;  // capacity_ entries, then "other"
+  std::atomic<size_t> published_{0};
+  absl::flat_hash_map<std::string, DestinationCounters*> by_name_;  // owning thread
+};
+
+// IntakeMetrics - the intake thread's counts.
+struct IntakeMetrics {
+  Counter jobs_accepted;
+  Counter jobs_failed;
+  Counter recipients_accepted;
+  Counter recipients_rejected;
+};
+
+}  // namespace volley::metrics
+
+#endif  // VOLLEY_METRICS_METRICS_H_

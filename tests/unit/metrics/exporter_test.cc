@@ -1,0 +1,185 @@
+// exporter_test.cc - the shard counters and the Prometheus exporter over real HTTP
+#include "metrics/exporter.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "metrics/metrics.h"
+
+namespace volley::metrics {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Get - GET path from 127.0.0.1:port, the whole response ("" on failure).
+std::string Get(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string req = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  (void)::send(fd, req.data(), req.size(), 0);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+TEST(Histogram, BucketsAreCumulativeAndCountIsTheInfBucket) {
+  const double bounds[] = {0.1, 1, 10};
+  Histogram h(bounds);
+  for (double v : {0.05, 0.1, 0.5, 5.0, 50.0}) h.Observe(v);
+  Histogram::Snapshot s = h.snapshot();
+  EXPECT_THAT(s.cumulative, ::testing::ElementsAre(2u, 3u, 4u, 5u));  // le=0.1 holds 0.1
+  EXPECT_EQ(s.count, 5u);
+  EXPECT_DOUBLE_EQ(s.sum, 55.65);
+}
+
+TEST(ShardMetrics, DestinationsBeyondTheLimitCountAsOther) {
+  MetricsOptions options;
+  options.max_destinations = 2;
+  ShardMetrics m(options, {"configured.test"});
+  m.Destination("a.test").deliveries[0].Add();
+  m.Destination("b.test").deliveries[0].Add(2);
+  m.Destination("c.test").deliveries[0].Add(3);  // over the limit
+  m.Destination("d.test").deliveries[0].Add(4);
+  m.Destination("a.test").deliveries[0].Add();
+  std::vector<std::string> names;
+  uint64_t other = 0;
+  for (const DestinationCounters* d : m.Destinations()) {
+    names.push_back(d->name);
+    if (d->name == "other") other = d->deliveries[0].value();
+  }
+  EXPECT_THAT(names, ::testing::ElementsAre("configured.test", "a.test", "b.test", "other"));
+  EXPECT_EQ(other, 7u);
+  EXPECT_EQ(m.Destination("a.test").deliveries[0].value(), 2u);
+}
+
+TEST(ShardMetrics, NamesOfResultsFailuresAndTlsVersions) {
+  EXPECT_EQ(ResultOf("expired"), Result::kExpired);
+  EXPECT_EQ(ResultName(ResultOf("cancelled")), "cancelled");
+  EXPECT_EQ(ConnFailureName(ConnFailure::kGreeting), "greeting");
+  EXPECT_EQ(kTlsVersions[TlsVersionIndex("TLSv1.3")], "TLSv1.3");
+  EXPECT_EQ(kTlsVersions[TlsVersionIndex("SSLv3")], "other");
+}
+
+class ExporterTest : public ::testing::Test {
+ protected:
+  ExporterTest() : shard_a_(MetricsOptions{}, {}), shard_b_(MetricsOptions{}, {}) {}
+
+  ExporterSources Sources() {
+    ExporterSources s;
+    s.shards = {&shard_a_, &shard_b_};
+    s.intake = &intake_;
+    s.max_jobs = 1;
+    s.store = [this] {
+      ++store_reads_;
+      StoreSnapshot st;
+      st.ok = true;
+      JobSnapshot old_job;
+      old_job.id = "old";
+      old_job.state = "ready";
+      old_job.queued_at = absl::Now() - absl::Minutes(10);
+      old_job.total = 10;
+      old_job.pending = 4;
+      old_job.deferred = 1;
+      JobSnapshot new_job = old_job;
+      new_job.id = "new";
+      new_job.state = "paused";
+      new_job.queued_at = absl::Now() - absl::Minutes(1);
+      new_job.pending = 3;
+      st.jobs = {old_job, new_job};
+      st.sst_bytes = 4096;
+      st.write_stalls = 2;
+      st.free_floor_bytes = 1 << 20;
+      return st;
+    };
+    return s;
+  }
+
+  ShardMetrics shard_a_, shard_b_;
+  IntakeMetrics intake_;
+  int store_reads_ = 0;
+};
+
+TEST_F(ExporterTest, ScrapeSumsShardsOverHttp) {
+  auto exporter = Exporter::Start("127.0.0.1:0", Sources());
+  ASSERT_TRUE(exporter.ok()) << exporter.status();
+  shard_a_.deliveries[static_cast<size_t>(Result::kDelivered)].Add(3);
+  shard_b_.deliveries[static_cast<size_t>(Result::kDelivered)].Add(4);
+  shard_a_.Destination("mx.p.test").deliveries[static_cast<size_t>(Result::kBounced)].Add();
+  shard_b_.Destination("mx.p.test").deliveries[static_cast<size_t>(Result::kBounced)].Add();
+  shard_a_.CountReply(250);
+  shard_b_.CountReply(550);
+  shard_a_.transaction_seconds.Observe(0.003);
+  shard_b_.transaction_seconds.Observe(0.3);
+  shard_a_.in_flight.Set(5);
+  shard_b_.in_flight.Set(6);
+  intake_.jobs_failed.Add();
+  const std::string body = Get((*exporter)->port(), "/metrics");
+  EXPECT_THAT(body, HasSubstr("200 OK"));
+  EXPECT_THAT(body, HasSubstr("volley_deliveries_total{result=\"delivered\"} 7"));
+  EXPECT_THAT(body, HasSubstr(
+      "volley_destination_deliveries_total{destination=\"mx.p.test\",result=\"bounced\"} 2"));
+  EXPECT_THAT(body, HasSubstr("volley_smtp_replies_total{class=\"2xx\"} 1"));
+  EXPECT_THAT(body, HasSubstr("volley_smtp_replies_total{class=\"5xx\"} 1"));
+  EXPECT_THAT(body, HasSubstr("volley_transaction_duration_seconds_count 2"));
+  EXPECT_THAT(body, HasSubstr("volley_transaction_duration_seconds_bucket{le=\"0.005\"} 1"));
+  EXPECT_THAT(body, HasSubstr("volley_recipients{state=\"in_flight\"} 11"));
+  EXPECT_THAT(body, HasSubstr("volley_recipients{state=\"queued\"} 7"));
+  EXPECT_THAT(body, HasSubstr("volley_recipients{state=\"deferred\"} 2"));
+  EXPECT_THAT(body, HasSubstr("volley_jobs{state=\"paused\"} 1"));
+  EXPECT_THAT(body, HasSubstr("volley_intake_jobs_total{result=\"failed\"} 1"));
+  EXPECT_THAT(body, HasSubstr("volley_rocksdb_write_stalls_total 2"));
+  // max_jobs = 1: only the newest job has series.
+  EXPECT_THAT(body, HasSubstr("volley_job_recipients{job_id=\"new\",state=\"pending\"} 3"));
+  EXPECT_THAT(body, Not(HasSubstr("job_id=\"old\"")));
+  EXPECT_THAT(body, HasSubstr("process_resident_memory_bytes"));
+  EXPECT_GE(store_reads_, 1);
+  // The oldest queued job was accepted ten minutes ago.
+  const std::string sample = "\nvolley_queue_oldest_age_seconds ";
+  const size_t at = body.find(sample);
+  ASSERT_NE(at, std::string::npos);
+  const double age = std::stod(body.substr(at + sample.size()));
+  EXPECT_NEAR(age, 600, 30);
+}
+
+TEST_F(ExporterTest, ATakenPortIsAClearError) {
+  auto first = Exporter::Start("127.0.0.1:0", Sources());
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string taken = absl::StrCat("127.0.0.1:", (*first)->port());
+  auto second = Exporter::Start(taken, Sources());
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(taken));
+}
+
+TEST_F(ExporterTest, AFailedStoreReadLeavesTheStoreFamiliesOut) {
+  ExporterSources s = Sources();
+  s.store = [] { return StoreSnapshot{}; };  // ok = false
+  auto exporter = Exporter::Start("127.0.0.1:0", std::move(s));
+  ASSERT_TRUE(exporter.ok()) << exporter.status();
+  const std::string text = (*exporter)->Render();
+  EXPECT_THAT(text, HasSubstr("volley_recipients{state=\"in_flight\"} 0"));
+  EXPECT_THAT(text, Not(HasSubstr("volley_rocksdb_sst_bytes")));
+  EXPECT_THAT(text, HasSubstr("volley_deliveries_total"));
+}
+
+}  // namespace
+}  // namespace volley::metrics
