@@ -22,6 +22,11 @@ For routing by DNS: h.nsd({"a.test": "@ MX 10 mx\nmx A 127.0.0.2\n"}) is an nsd
 authoritative for the zones given, h.dns_proxy(nsd.port) a forwarder in front of it that
 counts queries and can leave some unanswered, and h.sink(listen_hosts=[...]) one
 volley-sink standing for several mail hosts (one port, several addresses).
+
+For metrics: harness.scrape(d.metrics_port) reads volleyd's /metrics once (a Metrics:
+get, select, total), and h.prometheus(["127.0.0.1:%d" % d.metrics_port],
+rule_files=[...]) is a real Prometheus scraping it every second, queried through its
+HTTP API (query, series, rules); promtool(...) runs promtool.
 """
 
 import argparse
@@ -41,6 +46,9 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
 
 LOOPBACK = "127.0.0.1"
 
@@ -1124,6 +1132,266 @@ def status_counts(records, job):
     return collections.Counter(r.get("status") for r in records if r.get("job") == job)
 
 
+# ---------------------------------------------------------------- Prometheus
+
+# Without proxies: an http_proxy in the environment must not carry loopback requests.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url, timeout=10, data=None):
+    """(status, body text) of a plain HTTP GET (or POST of a form when data is given);
+    status 0 and the error text when nothing answered."""
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    try:
+        with _HTTP.open(urllib.request.Request(url, data=body), timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except (OSError, urllib.error.URLError) as e:
+        return 0, str(e)
+
+
+def _unescape_label(value):
+    out, i = [], 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\" and i + 1 < len(value):
+            nxt = value[i + 1]
+            out.append({"n": "\n", "\\": "\\", '"': '"'}.get(nxt, "\\" + nxt))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_metrics_text(text):
+    """The samples of a Prometheus text exposition (format 0.0.4) as
+    {(name, ((label, value), ...) sorted): float}; # lines are skipped. Raises
+    ValueError naming the line when a sample line does not parse or repeats."""
+    samples = {}
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        labels = []
+        brace = line.find("{")
+        space = line.find(" ")
+        if brace != -1 and (space == -1 or brace < space):
+            name = line[:brace]
+            i = brace + 1
+            while True:
+                while i < len(line) and line[i] in " ,":
+                    i += 1
+                if i < len(line) and line[i] == "}":
+                    i += 1
+                    break
+                eq = line.find("=", i)
+                if eq == -1 or eq + 1 >= len(line) or line[eq + 1] != '"':
+                    raise ValueError("metrics line %d: bad labels: %r" % (n, line))
+                key = line[i:eq].strip()
+                j = eq + 2
+                while j < len(line) and line[j] != '"':
+                    j += 2 if line[j] == "\\" else 1
+                if j >= len(line):
+                    raise ValueError("metrics line %d: unterminated label value: %r" % (n, line))
+                labels.append((key, _unescape_label(line[eq + 2:j])))
+                i = j + 1
+            rest = line[i:].split()
+        else:
+            name, _, tail_ = line.partition(" ")
+            rest = tail_.split()
+        if not rest:
+            raise ValueError("metrics line %d: no value: %r" % (n, line))
+        try:
+            value = float(rest[0])   # float() reads NaN, +Inf and -Inf too
+        except ValueError:
+            raise ValueError("metrics line %d: bad value: %r" % (n, line))
+        key = (name, tuple(sorted(labels)))
+        if key in samples:
+            raise ValueError("metrics line %d: sample repeated: %r" % (n, line))
+        samples[key] = value
+    return samples
+
+
+class Metrics:
+    """One scrape of an exporter, parsed (parse_metrics_text): get() one sample,
+    select() and total() the samples of a name whose labels match."""
+
+    def __init__(self, samples, text=""):
+        self.samples = samples
+        self.text = text
+
+    def select(self, name, **labels):
+        """{labels dict as sorted tuple: value} of `name` with every label given equal."""
+        return {lk: v for (n, lk), v in self.samples.items()
+                if n == name and all(dict(lk).get(k) == str(w) for k, w in labels.items())}
+
+    def total(self, name, **labels):
+        return sum(self.select(name, **labels).values())
+
+    def get(self, name, **labels):
+        """The value of the one sample of `name` whose labels are exactly `labels`,
+        or None when there is none."""
+        return self.samples.get((name, tuple(sorted((k, str(v)) for k, v in labels.items()))))
+
+    def names(self):
+        return {n for n, _ in self.samples}
+
+
+def scrape(port, host=LOOPBACK, path="/metrics", timeout=10):
+    """GET http://host:port/path and parse it: a Metrics. Raises TestFailure when it
+    does not answer 200 or the text does not parse."""
+    status, text = http_get("http://%s:%d%s" % (host, port, path), timeout)
+    if status != 200:
+        raise TestFailure("GET http://%s:%d%s: status %s: %s" % (host, port, path, status, text[:300]))
+    try:
+        return Metrics(parse_metrics_text(text), text)
+    except ValueError as e:
+        raise TestFailure("http://%s:%d%s: %s" % (host, port, path, e))
+
+
+def tool_binary(name, package):
+    for path in (shutil.which(name), "/usr/bin/" + name):
+        if path and os.access(path, os.X_OK):
+            return path
+    raise TestFailure("%s is missing: run scripts/install-deps (package %s)" % (name, package))
+
+
+def promtool(*args):
+    """Run promtool with args: (exit status, output)."""
+    r = subprocess.run([tool_binary("promtool", "prometheus")] + list(args), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    return r.returncode, r.stdout.decode("utf-8", "replace")
+
+
+class PromQLError(TestFailure):
+    """A query Prometheus refused (bad syntax, unknown function, ...): its message."""
+
+
+class Prometheus:
+    """A real Prometheus server (Debian package prometheus) in the foreground on a free
+    127.0.0.1 port, with its TSDB, config and rule files in h.dir/NAME. It scrapes
+    `targets` ("127.0.0.1:PORT" strings) as scrape job `job` every scrape_interval and
+    evaluates the rule files given (copied in beside the config) every
+    evaluation_interval. start() returns once /-/ready answers 200; the first samples
+    are queryable a few seconds later (wait_for_query). Queries go through the HTTP
+    API: query() returns the API's `data` and raises PromQLError for a query
+    Prometheus refuses."""
+
+    def __init__(self, h, targets, job="volley", rule_files=(), scrape_interval="1s",
+                 evaluation_interval="1s", name="prometheus"):
+        self.h = h
+        self.binary = tool_binary("prometheus", "prometheus")
+        self.dir = h.mkdir(name)
+        self.name = name
+        self.targets = list(targets)
+        self.job = job
+        self.scrape_interval = scrape_interval
+        self.evaluation_interval = evaluation_interval
+        self.rule_files = []
+        for src in rule_files:
+            dst = os.path.join(self.dir, os.path.basename(src))
+            shutil.copyfile(src, dst)
+            self.rule_files.append(dst)
+        self.config = os.path.join(self.dir, "prometheus.yml")
+        self.proc = None
+        self.port = None
+
+    def _write_config(self):
+        # JSON is YAML: no YAML writer needed.
+        config = {
+            "global": {"scrape_interval": self.scrape_interval,
+                       "evaluation_interval": self.evaluation_interval},
+            "rule_files": self.rule_files,
+            "scrape_configs": [{"job_name": self.job, "scrape_interval": self.scrape_interval,
+                                "scrape_timeout": self.scrape_interval,
+                                "static_configs": [{"targets": self.targets}]}],
+        }
+        with open(self.config, "w") as f:
+            json.dump(config, f, indent=2)
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (LOOPBACK, self.port)
+
+    def start(self, attempts=3, timeout=30):
+        self._write_config()
+        for _ in range(attempts):
+            self.port = free_port()
+            argv = [self.binary, "--config.file=" + self.config,
+                    "--storage.tsdb.path=" + os.path.join(self.dir, "data"),
+                    "--web.listen-address=%s:%d" % (LOOPBACK, self.port)]
+            self.proc = Proc(self.h, self.name, argv, cwd=self.dir)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.alive():
+                if http_get(self.url + "/-/ready", 2)[0] == 200:
+                    log("prometheus pid %d ready on %s:%d" % (self.proc.pid, LOOPBACK, self.port))
+                    return self
+                time.sleep(0.2)
+            self.proc.stop(10)
+            log("prometheus did not become ready on port %d; output:\n%s"
+                % (self.port, tail(self.proc.output)))
+        raise TestFailure("prometheus did not start")
+
+    def api(self, path, params=None, timeout=15):
+        """The `data` of a successful /api/v1/PATH answer (POSTed form params);
+        PromQLError with Prometheus' error otherwise."""
+        status, text = http_get(self.url + "/api/v1/" + path, timeout,
+                                data=params if params is not None else None)
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            raise TestFailure("prometheus /api/v1/%s: status %s, not JSON: %s" % (path, status, text[:300]))
+        if answer.get("status") != "success":
+            raise PromQLError("%s: %s" % (answer.get("errorType", "status %s" % status),
+                                          answer.get("error", text[:300])))
+        return answer["data"]
+
+    def query(self, expr, at=None):
+        """{"resultType", "result"} of an instant query of expr (now, or at unix time)."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = "%.3f" % at
+        return self.api("query", params)
+
+    def series(self, match, lookback=300):
+        """The label sets of the series matching selector `match` in the last lookback s."""
+        now = time.time()
+        return self.api("series", {"match[]": match, "start": "%.3f" % (now - lookback),
+                                   "end": "%.3f" % now})
+
+    def label_values(self, label, match=None):
+        params = {"match[]": match} if match else {}
+        status, text = http_get(self.url + "/api/v1/label/%s/values?%s"
+                                % (urllib.parse.quote(label), urllib.parse.urlencode(params)), 15)
+        answer = json.loads(text) if status else {}
+        if answer.get("status") != "success":
+            raise PromQLError("label values of %s (%s): %s" % (label, match, text[:300]))
+        return answer["data"]
+
+    def rules(self):
+        """/api/v1/rules: {"groups": [...]}, each rule with its health and lastError."""
+        return self.api("rules")
+
+    def active_targets(self):
+        return self.api("targets").get("activeTargets", [])
+
+    def wait_for_query(self, expr, timeout=30, what=None):
+        """Poll expr until it returns a non-empty result; returns that result list."""
+        def ready():
+            if not self.proc.alive():
+                raise TestFailure("prometheus died:\n%s" % tail(self.proc.output))
+            return self.query(expr)["result"]
+        return wait_for(ready, timeout, what or "prometheus to return data for %s" % expr, 0.5)
+
+    def alive(self):
+        return self.proc is not None and self.proc.alive()
+
+    def stop(self):
+        return self.proc.stop(15) if self.proc else None
+
+
 # ---------------------------------------------------------------- the harness
 
 class Harness:
@@ -1159,6 +1427,9 @@ class Harness:
 
     def dns_proxy(self, upstream_port, **kw):
         return DnsProxy(self, upstream_port, **kw).start()
+
+    def prometheus(self, targets, **kw):
+        return Prometheus(self, targets, **kw).start()
 
     def cleanup(self, failed):
         for p in reversed(self.procs):
