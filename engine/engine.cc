@@ -2,9 +2,11 @@
 //
 // Invariants this file relies on ("prepare for disaster"):
 // - A recipient's queue entry is removed or rescheduled only after its outcome
-//   line reached the delivery log (log flush, then queue write, once per loop
-//   turn). A crash between the two repeats the outcome on restart; it never
-//   loses one.
+//   line reached the delivery log: each loop turn's outcomes go to the
+//   committer (engine/committer.h), which writes the log, then the queue, on its
+//   own thread, one turn's unit at a time. A crash between the two repeats the
+//   outcome on restart; it never loses one. A key stays in its job's `taken`
+//   set until its unit is written, so it is never taken twice meanwhile.
 // - A recipient taken from the queue is in exactly one place: waiting for its
 //   domain's DNS plan, a destination's ready list, a connection's current
 //   transaction, or finished. The window
@@ -46,6 +48,7 @@
 #include "dns/router.h"
 #include "dns/routes.h"
 #include "engine/admin.h"
+#include "engine/committer.h"
 #include "engine/intake.h"
 #include "engine/reactor/ring.h"
 #include "engine/ready_queue.h"
@@ -72,6 +75,7 @@ enum Op : uint8_t {
   kOpIntakeEvent,
   kOpDnsPoll,        // a resolver socket is ready: slot = its fd
   kOpDnsPollRemove,  // a cancelled DNS poll's own completion (nothing to do)
+  kOpCommitDone,     // the committer finished a unit (its eventfd)
 };
 
 constexpr size_t kRecvBufferSize = 16 << 10;
@@ -266,14 +270,18 @@ class Shard {
   void Expire(Work* w);
   // Cancel - its job was cancelled before it was sent.
   void Cancel(Work* w);
+  // Commit - hand this turn's outcomes to the committer (when it is free).
   absl::Status Commit();
+  absl::Status CommitLast();
   // ReplayUnappliedOutcomes - at start: outcomes that reached the delivery log
   // but not the queue (a crash between the two writes of Commit) are applied to
   // the queue now, so that their recipients are not sent again and keep one
   // terminal record each.
   absl::Status ReplayUnappliedOutcomes();
   // ForgetCommitted - after a batch is written, its keys leave Job::taken.
-  void ForgetCommitted();
+  void ForgetCommitted(const std::vector<std::pair<uint32_t, std::string>>& keys);
+  void PostCommitRead();
+  void OnCommitDone();
   void PostIntakeRead();
   void TakeReadyJobs();
 
@@ -334,7 +342,12 @@ class Shard {
   uint64_t intake_counter_ = 0;
   bool stopping_ = false;
   // The last outcome write was refused (disk full): see Commit.
-  bool commit_stalled_ = false;
+  // Writes each turn's outcomes, log then queue, off the loop (engine/committer.h).
+  std::unique_ptr<Committer> committer_;
+  std::string log_buffer_;  // this turn's delivery-log records, formatted
+  uint64_t commit_counter_ = 0;
+  // A commit failed for good (not a full disk): the loop ends with it.
+  absl::Status fatal_;
   // Keys (job number, key) let go of since the last committed batch: see Job::taken.
   std::vector<std::pair<uint32_t, std::string>> uncommitted_;
   absl::Time now_;
@@ -782,6 +795,11 @@ void Shard::OnCompletion(uint64_t tag, int result) {
     return;
   }
   if (op == kOpDnsPollRemove) return;
+  if (op == kOpCommitDone) {
+    OnCommitDone();
+    PostCommitRead();
+    return;
+  }
   if (op == kOpIntakeEvent) {
     TakeReadyJobs();
     if (result < 0 && result != -EINTR && result != -EAGAIN) {
@@ -1194,7 +1212,7 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
     r.tls_version = c->tls_version;
     r.tls_cipher = c->tls_cipher;
   }
-  log_->Append(r);
+  metrics::FormatDeliveryRecord(r, &log_buffer_);
 }
 
 void Shard::Release(Work* w) {
@@ -1261,34 +1279,49 @@ void Shard::Cancel(Work* w) {
 }
 
 absl::Status Shard::Commit() {
-  if (batch_->size() == 0) {
-    ForgetCommitted();  // only keys let go of untouched (a pause): nothing to write
+  // One unit at a time; what came meanwhile goes with the next.
+  if (committer_->busy()) return absl::OkStatus();
+  if (batch_->size() == 0 && log_buffer_.empty()) {
+    // Only keys let go of untouched (a pause): nothing to write.
+    ForgetCommitted(std::exchange(uncommitted_, {}));
     return absl::OkStatus();
   }
-  // Log first: see the invariants at the top of this file.
-  RETURN_IF_ERROR(log_->Flush());
-  batch_->SetLogPosition(log_->position());
-  const absl::Status st = queue_->Apply(*batch_);
-  if (absl::IsResourceExhausted(st)) {
-    // The disk is full or RocksDB stopped writes. A refused write applied
-    // nothing, so the same batch (and what joins it meanwhile) is tried again
-    // next turn; no new work is taken until it goes through, which bounds the
-    // batch by the window. Transactions under way finish and are logged.
-    if (!commit_stalled_) {
-      std::fprintf(stderr,
-                   "volleyd: outcomes not recorded in the queue yet: %s (retrying; no new "
-                   "work is taken meanwhile)\n",
-                   std::string(st.message()).c_str());
+  Committer::Unit unit;
+  unit.log_bytes = std::exchange(log_buffer_, {});
+  unit.batch = std::exchange(batch_, queue_->NewOutcomeBatch());
+  unit.keys = std::exchange(uncommitted_, {});
+  committer_->Submit(std::move(unit));
+  return absl::OkStatus();
+}
+
+// CommitLast - at the end: the unit under way, then what is left, written on
+// this thread. What could not be recorded (a full disk) is logged but stays in
+// the queue: sent again after a restart, a possible duplicate, never a loss.
+absl::Status Shard::CommitLast() {
+  committer_->Stop();
+  size_t unrecorded = 0;
+  if (std::optional<Committer::Unit> unit = committer_->TakeDone()) {
+    if (absl::IsResourceExhausted(unit->status)) {
+      unrecorded += unit->batch->size();
+    } else {
+      RETURN_IF_ERROR(unit->status);
+      ForgetCommitted(unit->keys);
     }
-    commit_stalled_ = true;
-    (void)queue_->Recover();
-    return absl::OkStatus();
   }
-  RETURN_IF_ERROR(st);
-  if (commit_stalled_) std::fprintf(stderr, "volleyd: outcomes recorded in the queue again\n");
-  commit_stalled_ = false;
-  batch_ = queue_->NewOutcomeBatch();
-  ForgetCommitted();
+  Committer::Unit last;
+  last.log_bytes = std::exchange(log_buffer_, {});
+  last.batch = std::exchange(batch_, queue_->NewOutcomeBatch());
+  committer_->CommitNow(&last);
+  if (absl::IsResourceExhausted(last.status)) {
+    unrecorded += last.batch->size();
+  } else {
+    RETURN_IF_ERROR(last.status);
+  }
+  if (unrecorded > 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "stopped with ", unrecorded, " outcomes not recorded in the queue (the disk is "
+        "full?): those recipients will be tried again, a possible duplicate, never a loss"));
+  }
   return absl::OkStatus();
 }
 
@@ -1375,11 +1408,25 @@ absl::Status Shard::ReplayUnappliedOutcomes() {
   return absl::OkStatus();
 }
 
-void Shard::ForgetCommitted() {
-  for (auto& [job_no, key] : uncommitted_) {
+void Shard::ForgetCommitted(const std::vector<std::pair<uint32_t, std::string>>& keys) {
+  for (const auto& [job_no, key] : keys) {
     if (auto it = jobs_.find(job_no); it != jobs_.end()) it->second->taken.erase(key);
   }
-  uncommitted_.clear();
+}
+
+void Shard::PostCommitRead() {
+  ring_.PrepRead(committer_->event_fd(), &commit_counter_, sizeof commit_counter_,
+                 base::SlotTable<Conn>::MakeTag(0, 0, kOpCommitDone));
+}
+
+void Shard::OnCommitDone() {
+  std::optional<Committer::Unit> unit = committer_->TakeDone();
+  if (!unit.has_value()) return;
+  if (!unit->status.ok()) {
+    if (fatal_.ok()) fatal_ = unit->status;
+    return;
+  }
+  ForgetCommitted(unit->keys);
 }
 
 void Shard::TakeReadyJobs() {
@@ -1461,6 +1508,9 @@ absl::Status Shard::Run() {
   router_ = std::make_unique<dns::Router>(
       config_.dns.router, resolver_.get(), [this] { return now_; }, [this] { return rng_(); });
   RETURN_IF_ERROR(ReplayUnappliedOutcomes());
+  committer_ = std::make_unique<Committer>(queue_, log_);
+  RETURN_IF_ERROR(committer_->Start());
+  PostCommitRead();
   ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
   for (const auto& j : jobs) RETURN_IF_ERROR(LoadJob(j));
   PostIntakeRead();
@@ -1482,7 +1532,8 @@ absl::Status Shard::Run() {
       }
     }
     if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline)) break;
-    if (!stopping_ && !commit_stalled_ && (now_ - last_refill >= kRefillInterval) &&
+    if (!fatal_.ok()) return fatal_;
+    if (!stopping_ && !committer_->stalled() && (now_ - last_refill >= kRefillInterval) &&
         in_flight_ < static_cast<size_t>(config_.delivery.window)) {
       RETURN_IF_ERROR(Refill(now_));
       last_refill = now_;
@@ -1548,14 +1599,7 @@ absl::Status Shard::Run() {
     c.current.clear();
     ::close(c.fd);
   });
-  RETURN_IF_ERROR(Commit());
-  if (commit_stalled_) {
-    // Logged but not taken out of the queue: sent again after the restart.
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "stopped with ", batch_->size(), " outcomes not recorded in the queue (the disk is "
-        "full?): those recipients will be tried again, a possible duplicate, never a loss"));
-  }
-  return absl::OkStatus();
+  return CommitLast();
 }
 
 // ReadStoreSnapshot - the queue's side of a scrape (metrics/exporter.h), on the

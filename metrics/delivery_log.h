@@ -103,6 +103,9 @@ class DeliveryLog {
   DeliveryLog& operator=(const DeliveryLog&) = delete;
 
   void Append(const DeliveryRecord& r) { FormatDeliveryRecord(r, &buffer_); }
+  // AppendFormatted - whole records already formatted (FormatDeliveryRecord), as
+  // the shard hands them to the thread that writes them (engine/committer.h).
+  void AppendFormatted(std::string_view records) { buffer_.append(records); }
   // Flush - write what Append buffered (one write(2)), rotating first or after
   // when it is due. An error is the write's; what was not written stays
   // buffered and goes out with the next Flush.
