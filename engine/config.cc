@@ -186,6 +186,16 @@ absl::Status GetStringList(const Source& src, const toml::node& node, std::strin
   return absl::OkStatus();
 }
 
+// GetRate - "3000/min", "10/s", "0" (engine/shaping.h).
+absl::Status GetRate(const Source& src, const toml::node& node, std::string_view key, Rate* out) {
+  std::string text;
+  RETURN_IF_ERROR(GetString(src, node, key, &text));
+  absl::StatusOr<Rate> rate = ParseRate(text);
+  if (!rate.ok()) return src.Error(node, key, base::StdSv(rate.status().message()));
+  *out = *std::move(rate);
+  return absl::OkStatus();
+}
+
 // PolicyKeys - the keys of [smtp] that a [destination."NAME"] table may override.
 KeyMap PolicyKeys(const Source& src, DestinationPolicy* p) {
   auto duration = [&src](absl::Duration* d) {
@@ -204,6 +214,9 @@ KeyMap PolicyKeys(const Source& src, DestinationPolicy* p) {
       {"idle_timeout", duration(&p->idle_timeout)},
       {"max_connections_per_destination", [&src, p](auto& n, auto k) {
          return GetIntInto(src, n, k, 1, 10000, &p->max_connections); }},
+      {"max_message_rate", [&src, p](auto& n, auto k) { return GetRate(src, n, k, &p->max_message_rate); }},
+      {"max_connection_rate", [&src, p](auto& n, auto k) {
+         return GetRate(src, n, k, &p->max_connection_rate); }},
       {"max_messages_per_connection", [&src, p](auto& n, auto k) {
          return GetIntInto(src, n, k, 1, 1000000, &p->max_messages_per_connection); }},
       {"max_recipients_per_transaction", [&src, p](auto& n, auto k) {

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "dns/router.h"
+#include "engine/shaping.h"
 #include "metrics/classify.h"
 
 namespace volley::engine {
@@ -66,6 +67,11 @@ struct DestinationPolicy {
   // Connections open at once to the destination (key:
   // max_connections_per_destination). Default: 20.
   int max_connections = 20;
+  // Messages (transactions) started per second, minute or hour ("3000/min"), and
+  // new connections opened ("10/s"), each a token bucket (engine/shaping.h).
+  // Default: "0", no limit.
+  Rate max_message_rate;
+  Rate max_connection_rate;
   // Messages sent over one connection before it is closed. Default: 1000.
   int max_messages_per_connection = 1000;
   // Recipients of one domain sent in one transaction when a job's message is the

@@ -52,6 +52,7 @@
 #include "engine/intake.h"
 #include "engine/reactor/ring.h"
 #include "engine/ready_queue.h"
+#include "engine/shaping.h"
 #include "engine/retry.h"
 #include "engine/smtp/client.h"
 #include "engine/tls/tls.h"
@@ -150,6 +151,8 @@ struct Conn {
   int messages = 0;
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time transaction_started;  // for the transaction duration histogram
+  // Dispatch took a message token for the transaction AssignNext starts.
+  bool token_taken = false;
   // After STARTTLS: every byte goes through the TLS session; `plaintext` is the
   // scratch buffer for what it decrypts.
   std::unique_ptr<tls::Session> tls;
@@ -177,6 +180,12 @@ struct Destination {
   std::vector<Conn*> idle;
   int connections = 0;         // open or opening
   int sessions_starting = 0;   // not yet through EHLO
+  // The policy's max_message_rate and max_connection_rate (engine/shaping.h), and
+  // whether work is waiting for either (counted once per wait in the metrics).
+  TokenBucket message_tokens;
+  TokenBucket connection_tokens;
+  bool waiting_for_message_token = false;
+  bool waiting_for_connection_token = false;
 };
 
 class Shard {
@@ -247,6 +256,9 @@ class Shard {
   // MarkHostDown - c's host failed before its session got going: pass it over
   // for kHostDownTime.
   void MarkHostDown(Destination* d, const Conn& c);
+  // WaitForToken - d has work but no token under its message (or connection)
+  // rate: the loop wakes when the next one is there.
+  void WaitForToken(Destination* d, bool messages, absl::Time now);
   void CloseConn(Conn* c);
   // CountReplies - the replies c's client parsed, into the metrics.
   void CountReplies(Conn* c);
@@ -336,6 +348,8 @@ class Shard {
   };
   absl::flat_hash_map<std::string, DomainRoute> dns_domains_;
   absl::Time last_sweep_ = absl::InfinitePast();
+  // The earliest time a destination waiting for a rate token gets one.
+  absl::Time shaping_wake_ = absl::InfiniteFuture();
   size_t in_flight_ = 0;
   size_t open_conns_ = 0;
   std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
@@ -604,6 +618,8 @@ void Shard::Admit(Work* w, std::string_view domain,
   if (!d) {
     d = std::make_unique<Destination>();
     d->policy = &policy;
+    d->message_tokens = TokenBucket(policy.max_message_rate);
+    d->connection_tokens = TokenBucket(policy.max_connection_rate);
   }
   if (d->route != route) {
     // New, or the site's addresses were looked up again: a host keeps its
@@ -693,10 +709,17 @@ absl::Status Shard::Refill(absl::Time now) {
 }
 
 void Shard::Dispatch(absl::Time now) {
+  shaping_wake_ = absl::InfiniteFuture();
   for (auto& [name, d] : destinations_) {
     while (!d->ready.empty() && !d->idle.empty()) {
+      if (!d->message_tokens.TryTake(now)) {
+        WaitForToken(d.get(), /*messages=*/true, now);
+        break;
+      }
+      d->waiting_for_message_token = false;
       Conn* c = d->idle.back();
       d->idle.pop_back();
+      c->token_taken = true;
       AssignNext(c);
       // The client may already have decided the transaction without sending a
       // byte (over the server's SIZE, no SMTPUTF8): collect that now, or the
@@ -707,6 +730,11 @@ void Shard::Dispatch(absl::Time now) {
     // Open more connections while there are transactions nobody is about to take.
     while (!stopping_ && static_cast<size_t>(d->sessions_starting) < d->ready.transactions() &&
            d->connections < d->policy->max_connections) {
+      if (!d->connection_tokens.TryTake(now)) {
+        WaitForToken(d.get(), /*messages=*/false, now);
+        break;
+      }
+      d->waiting_for_connection_token = false;
       OpenConnection(d.get(), now);
     }
   }
@@ -1029,6 +1057,16 @@ void Shard::PublishLoopMetrics(absl::Time turn_started) {
   dns_counted_ = dns;
 }
 
+void Shard::WaitForToken(Destination* d, bool messages, absl::Time now) {
+  bool& waiting = messages ? d->waiting_for_message_token : d->waiting_for_connection_token;
+  if (!waiting) {
+    metrics_->rate_limit_waits[messages ? 0 : 1].Add();
+    waiting = true;
+  }
+  TokenBucket& bucket = messages ? d->message_tokens : d->connection_tokens;
+  shaping_wake_ = std::min(shaping_wake_, bucket.NextAt(now));
+}
+
 void Shard::MarkHostDown(Destination* d, const Conn& c) {
   const std::string& name = c.route->hosts[c.host].name;
   // The route may have been replaced since the connection opened: by address.
@@ -1050,6 +1088,16 @@ void Shard::AssignNext(Conn* c) {
     d->idle.push_back(c);
     return;
   }
+  if (!c->token_taken) {
+    if (!d->message_tokens.TryTake(now_)) {
+      // Over the destination's message rate: wait idle for the next token.
+      d->idle.push_back(c);
+      WaitForToken(d, /*messages=*/true, now_);
+      return;
+    }
+    d->waiting_for_message_token = false;
+  }
+  c->token_taken = false;
   std::vector<Work*> works = d->ready.Take();
   const Work* first = works.front();
   smtp::Envelope env;
@@ -1546,6 +1594,9 @@ absl::Status Shard::Run() {
     absl::Duration wait = kTick;
     if (more_due_ && in_flight_ < static_cast<size_t>(config_.delivery.window)) {
       wait = std::max(absl::Milliseconds(1), last_refill + kRefillInterval - now_);
+    }
+    if (shaping_wake_ != absl::InfiniteFuture()) {
+      wait = std::min(wait, std::max(absl::Milliseconds(1), shaping_wake_ - now_));
     }
     // c-ares's retransmissions and timeouts run from the loop's timer.
     if (std::optional<absl::Duration> dns_due = resolver_->NextTimeout()) {

@@ -217,6 +217,15 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
       sum([](const ShardMetrics& s) { return s.dns_cache_misses.value(); }));
   out->push_back(std::move(cache));
 
+  MetricFamily waits = Family("volley_rate_limit_waits_total",
+                              "Times a destination's work began to wait for its rate limit.",
+                              MetricType::Counter);
+  Add(&waits, {{"limit", "messages"}},
+      sum([](const ShardMetrics& s) { return s.rate_limit_waits[0].value(); }));
+  Add(&waits, {{"limit", "connections"}},
+      sum([](const ShardMetrics& s) { return s.rate_limit_waits[1].value(); }));
+  out->push_back(std::move(waits));
+
   MetricFamily busy = Family("volley_shard_busy_seconds_total",
                              "Time the shard's loop spent working, not waiting in io_uring.",
                              MetricType::Counter);

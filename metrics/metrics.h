@@ -132,6 +132,9 @@ class ShardMetrics {
   Counter dns_cache_misses;
   Gauge in_flight;
   Counter busy_nanos;
+  // Times a destination's work began to wait for a token: [0] its message rate,
+  // [1] its connection rate.
+  std::array<Counter, 2> rate_limit_waits;
 
   // Destination - the counters of `name`, or of "other" when the table is full.
   // Owning thread only; cheap after the first call for a name.

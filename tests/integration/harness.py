@@ -291,13 +291,15 @@ class Sink:
     listen_hosts: the loopback addresses to listen on, all on the one port (default
     just 127.0.0.1), e.g. ["127.0.0.2", "127.0.0.3"] to stand for several mail hosts.
     `port` is that port and `host` the first address. The record file does not say
-    which address took a message ({"from","rcpts","bytes"} only); the stats file's
+    which address took a message ({"ts","from","rcpts","bytes"} only); the stats file's
     per-listener entries count sessions: listeners() / listener_sessions()."""
 
-    def __init__(self, h, record=True, extra_args=(), listen_hosts=None):
+    def __init__(self, h, record=True, extra_args=(), listen_hosts=None, name="sink"):
+        """name: the folder of its stats and record files; sinks of one test share
+        the default one (filter records by recipient), or get their own by name."""
         self.h = h
         self.binary = h.binary("tools/sink/volley-sink")
-        self.dir = h.mkdir("sink")
+        self.dir = h.mkdir(name)
         self.stats_path = os.path.join(self.dir, "stats.json")
         self.record_path = os.path.join(self.dir, "record.jsonl") if record else None
         self.extra_args = list(extra_args)
@@ -1413,8 +1415,8 @@ class Harness:
         os.makedirs(path, exist_ok=True)
         return path
 
-    def sink(self, record=True, extra_args=(), listen_hosts=None):
-        return Sink(self, record, extra_args, listen_hosts).start()
+    def sink(self, record=True, extra_args=(), listen_hosts=None, name="sink"):
+        return Sink(self, record, extra_args, listen_hosts, name).start()
 
     def postfix_sink(self, **kw):
         return PostfixSink(self, **kw).start()

@@ -20,6 +20,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "base/file.h"
 #include "base/json.h"
 #include "base/slot_table.h"
@@ -50,8 +52,9 @@ std::string StatsJson(const Stats& s) {
   return out;
 }
 
-std::string RecordJson(const AcceptedMessage& m) {
-  std::string out = "{\"from\":";
+std::string RecordJson(const AcceptedMessage& m, absl::Time accepted) {
+  std::string out = absl::StrFormat("{\"ts\":%.3f,\"from\":",
+                                    absl::ToDoubleSeconds(accepted - absl::UnixEpoch()));
   base::AppendJsonString(&out, m.from);
   out.append(",\"rcpts\":[");
   for (size_t i = 0; i < m.rcpts.size(); ++i) {
@@ -537,7 +540,7 @@ void Server::Impl::Absorb(Connection& c) {
     ++stats_.messages;
     stats_.recipients += m.recipients;
     stats_.bytes += m.bytes;
-    if (record_fd_ >= 0) record_buffer_.append(RecordJson(m));
+    if (record_fd_ >= 0) record_buffer_.append(RecordJson(m, absl::Now()));
   }
   stats_.rejects += output_.rejects;
   if (c.next_step == c.steps.size()) {

@@ -151,8 +151,10 @@ struct Stats {
 // StatsJson - the stats as one JSON object (no newline), as volley-sink writes it.
 std::string StatsJson(const Stats& stats);
 
-// RecordJson - one accepted message as a JSON line, newline included.
-std::string RecordJson(const AcceptedMessage& message);
+// RecordJson - one accepted message as a JSON line, newline included; `ts` is
+// when it was accepted (seconds since the epoch, to the millisecond: rate tests
+// measure the sender by it).
+std::string RecordJson(const AcceptedMessage& message, absl::Time accepted);
 
 class Server {
  public:

@@ -226,6 +226,23 @@ TEST(ParseConfig, DnsKeys) {
   EXPECT_EQ(c->dns.router.cache.servfail_ttl, absl::Seconds(3));
 }
 
+TEST(ParseConfig, RatesPerDestination) {
+  auto c = ParseConfig(
+      "[smtp]\nmax_message_rate = \"3000/min\"\n"
+      "[destination.\"slow.test\"]\nmax_message_rate = \"10/s\"\nmax_connection_rate = \"2/s\"\n",
+      "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->smtp.defaults.max_message_rate.per_second, 50);
+  EXPECT_FALSE(c->smtp.defaults.max_connection_rate.limited());
+  ASSERT_EQ(c->destinations.size(), 1u);
+  EXPECT_DOUBLE_EQ(c->destinations[0].second.max_message_rate.per_second, 10);
+  EXPECT_DOUBLE_EQ(c->destinations[0].second.max_connection_rate.per_second, 2);
+  auto bad = ParseConfig("[smtp]\nmax_message_rate = \"fast\"\n", "v.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("v.toml:2: smtp.max_message_rate: \"fast\" is not a rate"));
+}
+
 TEST(ParseConfig, MetricsKeys) {
   auto c = ParseConfig("[metrics]\nlisten = \"[::1]:9999\"\ntop_destinations = 5\nmax_jobs = 7\n",
                        "v.toml");
