@@ -100,6 +100,8 @@ absl::StatusOr<AdminRequest> Route(std::string_view method, std::string_view pat
   std::string_view allow = "GET";
   if (parts.size() == 1 && parts[0] == "health") {
     req.action = AdminRequest::Action::kHealth;
+  } else if (parts.size() == 1 && parts[0] == "destinations") {
+    req.action = AdminRequest::Action::kDestinations;
   } else if (parts.size() == 1 && parts[0] == "jobs") {
     req.action = AdminRequest::Action::kListJobs;
   } else if ((parts.size() == 2 || parts.size() == 3) && parts[0] == "jobs") {
@@ -394,6 +396,10 @@ AdminServer::Answer AdminServer::Handle(std::string_view head) {
   switch (req->action) {
     case Action::kHealth:
       return Answer{200, "{\"ok\":true}\n", ""};
+    case Action::kDestinations:
+      return Answer{200, destinations_ != nullptr ? destinations_->Json()
+                                                  : std::string("{\"destinations\":[]}\n"),
+                    ""};
     case Action::kListJobs: {
       // XXX(memory): ListJobs copies every job record with its header (the
       // message template, up to 16 MiB each) to build a list of ~300-byte

@@ -11,6 +11,8 @@
 //   The endpoints (all answers are JSON; an error is {"error": "..."}):
 //
 //     GET  /health                 {"ok":true}
+//     GET  /destinations           {"destinations":[...]}: those backed off or suspended
+//                                  (docs/config.md, "Adaptive backoff")
 //     GET  /jobs                   {"jobs":[job, ...]}, every job in the queue
 //     GET  /jobs/ID                job
 //     POST /jobs/ID/pause          job, after Queue::SetPaused(ID, true)
@@ -54,6 +56,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -77,7 +80,7 @@ inline constexpr size_t kAdminMaxJobId = 128;
 
 // AdminRequest - what a request asks for, after ParseAdminRequest.
 struct AdminRequest {
-  enum class Action { kHealth, kListJobs, kShowJob, kPause, kResume, kCancel };
+  enum class Action { kHealth, kDestinations, kListJobs, kShowJob, kPause, kResume, kCancel };
   Action action = Action::kHealth;
   std::string job_id;  // for kShowJob, kPause, kResume, kCancel
 };
@@ -105,6 +108,24 @@ int AdminHttpStatus(const absl::Status& status);
 // AdminJobJson - the JSON object for one job (see DESCRIPTION).
 std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& progress);
 
+// DestinationStates - what GET /destinations answers: the shard publishes it
+// (at most once a second), the admin thread reads it.
+class DestinationStates {
+ public:
+  void Publish(std::string json) {
+    std::lock_guard<std::mutex> lock(mu_);
+    json_ = std::move(json);
+  }
+  std::string Json() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return json_.empty() ? std::string("{\"destinations\":[]}\n") : json_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string json_;
+};
+
 class AdminServer {
  public:
   // Create - bind and listen on `listen` ("HOST:PORT", an IP literal); nothing
@@ -116,6 +137,8 @@ class AdminServer {
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
 
+  // Before Start: where GET /destinations reads (none: an empty list).
+  void SetDestinationStates(const DestinationStates* states) { destinations_ = states; }
   void Start();
   void Stop();
   // The address bound, "127.0.0.1:9465" (the real port when 0 was asked for).
@@ -141,6 +164,7 @@ class AdminServer {
   std::string address_;
   queue::Queue* queue_;
   ReadyJobs* ready_;
+  const DestinationStates* destinations_ = nullptr;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

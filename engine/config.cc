@@ -104,6 +104,51 @@ absl::Status GetIntInto(const Source& src, const toml::node& node, std::string_v
   return absl::OkStatus();
 }
 
+// GetBackoffRules - [[backoff]]: an array of tables {class, action, period}.
+absl::Status GetBackoffRules(const Source& src, const toml::node& node,
+                             std::vector<BackoffRule>* out) {
+  const auto* arr = node.as_array();
+  if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
+    return src.Error(node, "backoff", "must be an array of tables: write each rule as [[backoff]]");
+  }
+  if (arr->size() > kMaxBackoffRules) {
+    return src.Error(node, "backoff", absl::StrCat(arr->size(), " rules; at most ", kMaxBackoffRules));
+  }
+  out->clear();
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::table& t = *arr->get(i)->as_table();
+    const std::string rule = absl::StrCat("backoff[", i + 1, "]");
+    BackoffRule r;
+    for (const auto& [key, value] : t) {
+      const std::string full = absl::StrCat(rule, ".", base::Sv(key.str()));
+      if (key.str() == "class") {
+        RETURN_IF_ERROR(GetString(src, value, full, &r.klass));
+        if (absl::Status bad = metrics::CheckClassName(r.klass); !bad.ok()) {
+          return src.Error(value, full, base::StdSv(bad.message()));
+        }
+      } else if (key.str() == "action") {
+        std::string action;
+        RETURN_IF_ERROR(GetString(src, value, full, &action));
+        bool known = false;
+        for (BackoffAction a : {BackoffAction::kBackoff, BackoffAction::kSuspend, BackoffAction::kBounce}) {
+          if (action == BackoffActionName(a)) {
+            r.action = a;
+            known = true;
+          }
+        }
+        if (!known) return src.Error(value, full, "must be \"backoff\", \"suspend\" or \"bounce\"");
+      } else if (key.str() == "period") {
+        RETURN_IF_ERROR(GetDurationIn(src, value, full, absl::Seconds(1), absl::Hours(24), &r.period));
+      } else {
+        return src.Error(value, full, "unknown key (a rule has class, action and period)");
+      }
+    }
+    if (r.klass.empty()) return src.Error(t, rule, "needs a class");
+    out->push_back(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
 // GetClassifyRules - [[classify]]: an array of tables, each a metrics::ClassifyRule.
 absl::Status GetClassifyRules(const Source& src, const toml::node& node,
                               std::vector<metrics::ClassifyRule>* out) {
@@ -378,6 +423,8 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
           {"max_age", [&](auto& n, auto k) { return GetDuration(src, n, k, &lg.max_age); }},
           {"keep", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 100000, &lg.keep); }},
       });
+    } else if (name == "backoff") {
+      st = GetBackoffRules(src, node, &c->backoff);
     } else if (name == "classify") {
       st = GetClassifyRules(src, node, &c->classify);
     } else if (name == "metrics") {
@@ -505,6 +552,19 @@ absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
   }
   if (n > (UINT64_MAX >> shift)) return bad();
   return n << shift;
+}
+
+std::string_view BackoffActionName(BackoffAction a) {
+  switch (a) {
+    case BackoffAction::kBackoff: return "backoff";
+    case BackoffAction::kSuspend: return "suspend";
+    case BackoffAction::kBounce: return "bounce";
+  }
+  return "backoff";
+}
+
+std::vector<BackoffRule> DefaultBackoffRules() {
+  return {{"rate_limited", BackoffAction::kBackoff, absl::Minutes(5)}};
 }
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name) {

@@ -92,6 +92,26 @@ struct DestinationPolicy {
   RetryConfig retry;
 };
 
+// What a deferral of a given class (metrics/classify.h: rate_limited, policy, ...)
+// does to its destination (docs/config.md, "Adaptive backoff").
+enum class BackoffAction : uint8_t {
+  kBackoff,  // halve the destination's connections (and message rate) for `period`,
+             // once more for each further such reply, then back a step per period
+  kSuspend,  // no transaction at the destination for `period`; what waits is deferred
+  kBounce,   // the recipient is bounced, not deferred
+};
+std::string_view BackoffActionName(BackoffAction a);  // "backoff", "suspend", "bounce"
+
+struct BackoffRule {
+  std::string klass;  // a class of the [[classify]] rules
+  BackoffAction action = BackoffAction::kBackoff;
+  absl::Duration period = absl::Minutes(5);
+};
+inline constexpr size_t kMaxBackoffRules = 64;
+// The rules without a [[backoff]] table: rate_limited replies (421 4.7.0 "try again
+// later", 4.7.28, ...) back the destination off for 5 minutes.
+std::vector<BackoffRule> DefaultBackoffRules();
+
 struct SmtpConfig {
   // Remote port when routing by DNS. Default: 25.
   uint16_t port = 25;
@@ -172,6 +192,8 @@ struct Config {
   // first match wins (metrics/classify.h). A config with any [[classify]] table
   // replaces the whole default table.
   std::vector<metrics::ClassifyRule> classify = metrics::DefaultClassifyRules();
+  // [[backoff]]: class -> action (above); a config with any replaces the default.
+  std::vector<BackoffRule> backoff = DefaultBackoffRules();
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);

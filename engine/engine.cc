@@ -42,6 +42,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "base/json.h"
 #include "base/slot_table.h"
 #include "base/status.h"
 #include "dns/resolver.h"
@@ -186,7 +187,29 @@ struct Destination {
   TokenBucket connection_tokens;
   bool waiting_for_message_token = false;
   bool waiting_for_connection_token = false;
+  // Adaptive backoff (docs/config.md): each level halves the connections (and a
+  // configured message rate); a level is undone per period without another such
+  // reply. A suspension defers everything until it ends.
+  int backoff_level = 0;
+  absl::Duration backoff_period;
+  absl::Time backoff_step_at = absl::InfinitePast();  // the next step down
+  absl::Time backoff_raised = absl::InfinitePast();
+  absl::Time suspended_until = absl::InfinitePast();
+  std::string backoff_reason;  // the reply behind the last step or suspension
 };
+
+// At most 1/16 of the connections, and of a configured message rate.
+constexpr int kMaxBackoffLevel = 4;
+
+int MaxConnections(const Destination& d) {
+  return std::max(1, d.policy->max_connections >> d.backoff_level);
+}
+
+TokenBucket MessageBucket(const Destination& d) {
+  Rate r = d.policy->max_message_rate;
+  r.per_second /= static_cast<double>(1 << d.backoff_level);
+  return TokenBucket(r);
+}
 
 class Shard {
  public:
@@ -259,11 +282,22 @@ class Shard {
   // WaitForToken - d has work but no token under its message (or connection)
   // rate: the loop wakes when the next one is there.
   void WaitForToken(Destination* d, bool messages, absl::Time now);
+  // Adaptive backoff ([[backoff]] rules over the reply's class).
+  const BackoffRule* BackoffRuleFor(const smtp::Outcome& o) const;
+  bool ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c);
+  void StepBackoff(Destination* d, int step, absl::Time now);
   void CloseConn(Conn* c);
   // CountReplies - the replies c's client parsed, into the metrics.
   void CountReplies(Conn* c);
-  // PublishLoopMetrics - at the end of a loop turn: gauges, busy time, DNS counts.
+  // PublishLoopMetrics - at the end of a loop turn: gauges, busy time, DNS counts,
+  // and once a second the destinations' backoff states for the admin API.
   void PublishLoopMetrics(absl::Time turn_started);
+  void PublishDestinationStates(absl::Time now);
+
+ public:
+  void SetDestinationStates(DestinationStates* states) { destination_states_ = states; }
+
+ private:
   void MaybeFree(Conn* c);
   // FailDestination - defer everything waiting for `d`; `c` the connection whose
   // failure it was, when there was one.
@@ -350,6 +384,8 @@ class Shard {
   absl::Time last_sweep_ = absl::InfinitePast();
   // The earliest time a destination waiting for a rate token gets one.
   absl::Time shaping_wake_ = absl::InfiniteFuture();
+  DestinationStates* destination_states_ = nullptr;
+  absl::Time last_states_ = absl::InfinitePast();
   size_t in_flight_ = 0;
   size_t open_conns_ = 0;
   std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
@@ -711,6 +747,20 @@ absl::Status Shard::Refill(absl::Time now) {
 void Shard::Dispatch(absl::Time now) {
   shaping_wake_ = absl::InfiniteFuture();
   for (auto& [name, d] : destinations_) {
+    if (d->backoff_level > 0 && now >= d->backoff_step_at) StepBackoff(d.get(), -1, now);
+    if (now < d->suspended_until) {
+      // Nothing goes out while suspended: what waits is deferred with the reason.
+      if (!d->ready.empty()) {
+        FailDestination(d.get(), MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.7.0",
+                                             absl::StrCat("not sent: ", d->route->name,
+                                                          " is suspended until ",
+                                                          absl::FormatTime("%H:%M:%SZ",
+                                                              d->suspended_until,
+                                                              absl::UTCTimeZone()),
+                                                          " after: ", d->backoff_reason)));
+      }
+      continue;
+    }
     while (!d->ready.empty() && !d->idle.empty()) {
       if (!d->message_tokens.TryTake(now)) {
         WaitForToken(d.get(), /*messages=*/true, now);
@@ -729,7 +779,7 @@ void Shard::Dispatch(absl::Time now) {
     }
     // Open more connections while there are transactions nobody is about to take.
     while (!stopping_ && static_cast<size_t>(d->sessions_starting) < d->ready.transactions() &&
-           d->connections < d->policy->max_connections) {
+           d->connections < MaxConnections(*d)) {
       if (!d->connection_tokens.TryTake(now)) {
         WaitForToken(d.get(), /*messages=*/false, now);
         break;
@@ -1042,7 +1092,38 @@ void Shard::CountReplies(Conn* c) {
   }
 }
 
+void Shard::PublishDestinationStates(absl::Time now) {
+  std::string json = "{\"destinations\":[";
+  bool first = true;
+  for (const auto& [key, d] : destinations_) {
+    const bool suspended = now < d->suspended_until;
+    if (d->backoff_level == 0 && !suspended) continue;
+    if (!first) json += ",";
+    first = false;
+    json += "{\"name\":";
+    base::AppendJsonString(&json, d->route->name);
+    // The pool: the route or site and the [destination] table it goes by.
+    json += ",\"pool\":";
+    base::AppendJsonString(&json, key);
+    absl::StrAppend(&json, ",\"state\":\"", suspended ? "suspended" : "backoff",
+                    "\",\"level\":", d->backoff_level, ",\"max_connections\":", MaxConnections(*d),
+                    ",\"until\":\"",
+                    absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                                     suspended ? d->suspended_until : d->backoff_step_at,
+                                     absl::UTCTimeZone()),
+                    "\",\"reason\":");
+    base::AppendJsonString(&json, d->backoff_reason);
+    json += "}";
+  }
+  json += "]}\n";
+  destination_states_->Publish(std::move(json));
+}
+
 void Shard::PublishLoopMetrics(absl::Time turn_started) {
+  if (destination_states_ != nullptr && now_ - last_states_ >= absl::Seconds(1)) {
+    PublishDestinationStates(now_);
+    last_states_ = now_;
+  }
   metrics_->in_flight.Set(static_cast<int64_t>(in_flight_));
   const absl::Duration busy = absl::Now() - turn_started - ring_.last_wait();
   if (busy > absl::ZeroDuration()) {
@@ -1080,7 +1161,9 @@ void Shard::AssignNext(Conn* c) {
   // A session that just ended (TransactionDone comes before SessionClosed) or
   // is already saying goodbye takes no new work.
   if (!c->client->idle()) return;
-  if (stopping_ || c->messages >= d->policy->max_messages_per_connection) {
+  if (stopping_ || c->messages >= d->policy->max_messages_per_connection ||
+      d->connections > MaxConnections(*d) || now_ < d->suspended_until) {
+    // Also: backed off below the connections open, or suspended: this one goes.
     c->client->Quit();
     return;
   }
@@ -1254,6 +1337,7 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
     r.host = host.host;
     r.port = host.port;
     r.mx = host.mx;
+    r.backoff = (c != nullptr ? c->dest : d)->backoff_level;
   }
   r.attempt = attempt;
   if (c != nullptr) {
@@ -1288,7 +1372,64 @@ void Shard::Finish(Work* w, queue::Final how, const smtp::Outcome& o, const Dest
   Release(w);
 }
 
+const BackoffRule* Shard::BackoffRuleFor(const smtp::Outcome& o) const {
+  const std::string_view klass = classifier_->Classify("deferred", o.code, o.enhanced, o.text);
+  for (const BackoffRule& rule : config_.backoff) {
+    if (rule.klass == klass) return &rule;
+  }
+  return nullptr;
+}
+
+void Shard::StepBackoff(Destination* d, int step, absl::Time now) {
+  const int before = d->backoff_level;
+  d->backoff_level = std::clamp(d->backoff_level + step, 0, kMaxBackoffLevel);
+  if (step > 0) d->backoff_raised = now;
+  d->backoff_step_at = now + d->backoff_period;
+  if (d->backoff_level == before) return;
+  d->message_tokens = MessageBucket(*d);
+  if (step > 0) metrics_->backoff_events[0].Add();
+  std::fprintf(stderr, "volleyd: %s: backoff %s to level %d (%d connections at most)%s%s\n",
+               d->route->name.c_str(), step > 0 ? "raised" : "eased", d->backoff_level,
+               MaxConnections(*d), step > 0 ? " after: " : "",
+               step > 0 ? d->backoff_reason.c_str() : "");
+}
+
+// ApplyBackoffRule - a reply at `d` whose class has a [[backoff]] rule; true when
+// the recipient was dealt with (bounced) and must not be deferred.
+bool Shard::ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c) {
+  const BackoffRule* rule = BackoffRuleFor(o);
+  if (rule == nullptr) return false;
+  d->backoff_reason = absl::StrCat(o.code, " ", o.enhanced, " ", o.text.substr(0, 200));
+  switch (rule->action) {
+    case BackoffAction::kBackoff:
+      d->backoff_period = rule->period;
+      // One step per burst: replies on parallel connections to the same cause
+      // should not take the destination to the bottom at once.
+      if (now_ - d->backoff_raised >= rule->period / 10) StepBackoff(d, +1, now_);
+      return false;
+    case BackoffAction::kSuspend:
+      if (now_ >= d->suspended_until) {
+        metrics_->backoff_events[1].Add();
+        std::fprintf(stderr, "volleyd: %s: suspended for %s after: %s\n", d->route->name.c_str(),
+                     absl::FormatDuration(rule->period).c_str(), d->backoff_reason.c_str());
+      }
+      d->suspended_until = std::max(d->suspended_until, now_ + rule->period);
+      return false;
+    case BackoffAction::kBounce: {
+      smtp::Outcome bounced = o;
+      bounced.kind = smtp::Outcome::Kind::kPermanent;
+      bounced.text = absl::StrCat("bounced by the [[backoff]] rule for \"", rule->klass, "\": ", o.text);
+      Finish(w, queue::Final::kBounced, bounced, d, c);
+      return true;
+    }
+  }
+  return false;
+}
+
 void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d, const Conn* c) {
+  // Only a server's own reply on a connection moves the destination's backoff:
+  // not the deferrals a suspension or a failed route makes.
+  if (c != nullptr && c->dest == d && ApplyBackoffRule(w, o, c->dest, c)) return;
   if (now_ >= w->deadline) {
     // That was the last try: the recipient expires, with the reply that ended it
     // (its code and enhanced code stay the server's, so they agree).
@@ -1722,8 +1863,10 @@ absl::Status Engine::Run() {
   metrics_options.max_destinations = static_cast<size_t>(config_.metrics_top_destinations);
   metrics::ShardMetrics shard_metrics(metrics_options, configured);
   metrics::IntakeMetrics intake_metrics;
+  DestinationStates destination_states;
   Shard shard(config_, queue.get(), log.get(), routes.get(), &ready_jobs, &stop_,
               &shard_metrics, &classifier);
+  shard.SetDestinationStates(&destination_states);
   {
     IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs,
                         queue::FreeSpaceFloor{{config_.queue_dir}, config_.min_free_space, {}},
@@ -1740,6 +1883,7 @@ absl::Status Engine::Run() {
     sources.max_jobs = static_cast<size_t>(config_.metrics_max_jobs);
     ASSIGN_OR_RETURN(auto exporter,
                      metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));
+    admin->SetDestinationStates(&destination_states);
     admin->Start();
     std::fprintf(stderr, "volleyd: running: spool %s, queue %s, log %s\n",
                  config_.spool_dir.c_str(), config_.queue_dir.c_str(), log->path().c_str());

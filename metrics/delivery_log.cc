@@ -182,6 +182,7 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   out->append(",\"host\":");
   base::AppendJsonString(out, r.host);
   absl::StrAppend(out, ",\"port\":", r.port, ",\"attempt\":", r.attempt);
+  if (r.backoff > 0) absl::StrAppend(out, ",\"backoff\":", r.backoff);
   if (!r.mx.empty()) {
     *out += ",\"mx\":";
     base::AppendJsonString(out, r.mx);

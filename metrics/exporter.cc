@@ -225,6 +225,14 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
   Add(&waits, {{"limit", "connections"}},
       sum([](const ShardMetrics& s) { return s.rate_limit_waits[1].value(); }));
   out->push_back(std::move(waits));
+  MetricFamily backoff = Family("volley_backoff_events_total",
+                                "Destinations backed off a level, or suspended, by a reply.",
+                                MetricType::Counter);
+  Add(&backoff, {{"action", "backoff"}},
+      sum([](const ShardMetrics& s) { return s.backoff_events[0].value(); }));
+  Add(&backoff, {{"action", "suspend"}},
+      sum([](const ShardMetrics& s) { return s.backoff_events[1].value(); }));
+  out->push_back(std::move(backoff));
 
   MetricFamily busy = Family("volley_shard_busy_seconds_total",
                              "Time the shard's loop spent working, not waiting in io_uring.",

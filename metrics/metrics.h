@@ -135,6 +135,8 @@ class ShardMetrics {
   // Times a destination's work began to wait for a token: [0] its message rate,
   // [1] its connection rate.
   std::array<Counter, 2> rate_limit_waits;
+  // Adaptive backoff: [0] a destination's backoff raised a level, [1] suspended.
+  std::array<Counter, 2> backoff_events;
 
   // Destination - the counters of `name`, or of "other" when the table is full.
   // Owning thread only; cheap after the first call for a name.

@@ -243,6 +243,34 @@ TEST(ParseConfig, RatesPerDestination) {
               HasSubstr("v.toml:2: smtp.max_message_rate: \"fast\" is not a rate"));
 }
 
+TEST(ParseConfig, BackoffRules) {
+  auto defaults = ParseConfig("", "v.toml");
+  ASSERT_TRUE(defaults.ok());
+  ASSERT_EQ(defaults->backoff.size(), 1u);
+  EXPECT_EQ(defaults->backoff[0].klass, "rate_limited");
+  EXPECT_EQ(defaults->backoff[0].action, BackoffAction::kBackoff);
+  auto c = ParseConfig(
+      "[[backoff]]\nclass = \"policy\"\naction = \"suspend\"\nperiod = \"30m\"\n"
+      "[[backoff]]\nclass = \"mailbox_full\"\naction = \"bounce\"\n",
+      "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->backoff.size(), 2u);
+  EXPECT_EQ(c->backoff[0].action, BackoffAction::kSuspend);
+  EXPECT_EQ(c->backoff[0].period, absl::Minutes(30));
+  EXPECT_EQ(c->backoff[1].action, BackoffAction::kBounce);
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"[[backoff]]\nclass = \"x\"\naction = \"slow\"\n",
+            "v.toml:3: backoff[1].action: must be \"backoff\", \"suspend\" or \"bounce\""},
+           {"[[backoff]]\naction = \"backoff\"\n", "backoff[1]: needs a class"},
+           {"[[backoff]]\nclass = \"x\"\nperiod = \"0s\"\n", "v.toml:3: backoff[1].period: must be"},
+           {"[[backoff]]\nclass = \"x\"\nlevel = 2\n", "v.toml:3: backoff[1].level: unknown key"},
+           {"backoff = 1\n", "v.toml:1: backoff: must be an array of tables"}}) {
+    auto bad = ParseConfig(text, "v.toml");
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_THAT(std::string(bad.status().message()), HasSubstr(want)) << text;
+  }
+}
+
 TEST(ParseConfig, MetricsKeys) {
   auto c = ParseConfig("[metrics]\nlisten = \"[::1]:9999\"\ntop_destinations = 5\nmax_jobs = 7\n",
                        "v.toml");
