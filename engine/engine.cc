@@ -686,6 +686,10 @@ absl::Status Shard::Refill(absl::Time now) {
   for (auto it = split; it != jobs_.end(); ++it) order.push_back(it->second.get());
   for (auto it = jobs_.begin(); it != split; ++it) order.push_back(it->second.get());
   if (!order.empty()) refill_from_ = order.front()->record.job_no + 1;
+  // A job of a higher priority (the header's 0..9, 9 first) takes from the queue
+  // first; jobs of one priority keep their turns.
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Job* a, const Job* b) { return a->header.priority > b->header.priority; });
   // Rounds of at most kTakeBatch per job, until the window is full or no job
   // has more due: one refill can fill the window, and jobs still alternate. No
   // more than a window's worth is taken in all, even when what is taken ends
@@ -1225,9 +1229,9 @@ void Shard::PushReady(Destination* d, Work* w, bool front) {
     limit = static_cast<size_t>(d->policy->max_recipients_per_transaction);
   }
   if (front) {
-    d->ready.PushFront(group, limit, w);
+    d->ready.PushFront(group, limit, w, w->job->header.priority);
   } else {
-    d->ready.Push(group, limit, w);
+    d->ready.Push(group, limit, w, w->job->header.priority);
   }
 }
 

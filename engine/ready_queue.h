@@ -10,8 +10,10 @@
 //   Items wait in groups: one group holds what may share one SMTP transaction
 //   (one job's recipients at one domain when the job's message is the same for
 //   all), or what must go one per transaction (a personalised job: its limit is
-//   1). Groups take turns, round robin, so jobs that share a destination share
-//   its connections instead of queueing behind one another. PushFront serves a
+//   1). Groups of one priority take turns, round robin, so jobs that share a
+//   destination share its connections instead of queueing behind one another; a
+//   group of a higher priority (the job header's 0..9, 9 first) goes before any
+//   of a lower one. PushFront serves a
 //   recipient the server asked to send in a next transaction (452 to RCPT)
 //   before anything else of its group, and puts the group first in line.
 //
@@ -22,6 +24,8 @@
 
 #include <cstddef>
 #include <deque>
+#include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,15 +39,15 @@ namespace volley::engine {
 template <typename Item>
 class ReadyQueue {
  public:
-  void Push(std::string_view group, size_t limit, Item item) {
-    Group& g = FindOrAdd(group, limit, /*first=*/false);
+  void Push(std::string_view group, size_t limit, Item item, int priority = 0) {
+    Group& g = FindOrAdd(group, limit, priority, /*first=*/false);
     g.items.push_back(std::move(item));
     ++size_;
     if ((g.items.size() - 1) % g.limit == 0) ++transactions_;
   }
 
-  void PushFront(std::string_view group, size_t limit, Item item) {
-    Group& g = FindOrAdd(group, limit, /*first=*/true);
+  void PushFront(std::string_view group, size_t limit, Item item, int priority = 0) {
+    Group& g = FindOrAdd(group, limit, priority, /*first=*/true);
     g.items.push_front(std::move(item));
     ++size_;
     if ((g.items.size() - 1) % g.limit == 0) ++transactions_;
@@ -54,8 +58,9 @@ class ReadyQueue {
   std::vector<Item> Take() {
     std::vector<Item> out;
     if (turns_.empty()) return out;
-    std::string key = std::move(turns_.front());
-    turns_.pop_front();
+    auto level = turns_.begin();  // the highest priority waiting
+    std::string key = std::move(level->second.front());
+    level->second.pop_front();
     auto it = groups_.find(key);
     Group& g = it->second;
     transactions_ -= Transactions(g);
@@ -68,8 +73,9 @@ class ReadyQueue {
     if (g.items.empty()) {
       groups_.erase(it);
     } else {
-      turns_.push_back(std::move(key));
+      level->second.push_back(std::move(key));
     }
+    if (level->second.empty()) turns_.erase(level);
     return out;
   }
 
@@ -77,8 +83,10 @@ class ReadyQueue {
   std::vector<Item> TakeAll() {
     std::vector<Item> out;
     out.reserve(size_);
-    for (const std::string& key : turns_) {
-      for (Item& item : groups_.at(key).items) out.push_back(std::move(item));
+    for (auto& [priority, keys] : turns_) {
+      for (const std::string& key : keys) {
+        for (Item& item : groups_.at(key).items) out.push_back(std::move(item));
+      }
     }
     groups_.clear();
     turns_.clear();
@@ -101,21 +109,24 @@ class ReadyQueue {
 
   static size_t Transactions(const Group& g) { return (g.items.size() + g.limit - 1) / g.limit; }
 
-  Group& FindOrAdd(std::string_view group, size_t limit, bool first) {
+  Group& FindOrAdd(std::string_view group, size_t limit, int priority, bool first) {
     auto [it, added] = groups_.try_emplace(base::Sv(group));
     if (added) {
       it->second.limit = limit < 1 ? 1 : limit;
+      std::deque<std::string>& level = turns_[priority];
       if (first) {
-        turns_.emplace_front(group);
+        level.emplace_front(group);
       } else {
-        turns_.emplace_back(group);
+        level.emplace_back(group);
       }
     }
     return it->second;
   }
 
   absl::flat_hash_map<std::string, Group> groups_;
-  std::deque<std::string> turns_;  // each waiting group once, in turn order
+  // Each waiting group once, in turn order, by priority, highest first. A group
+  // keeps the priority it was added with.
+  std::map<int, std::deque<std::string>, std::greater<int>> turns_;
   size_t size_ = 0;
   size_t transactions_ = 0;  // the sum of Transactions(g) over the groups
 };

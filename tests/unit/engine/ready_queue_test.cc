@@ -49,6 +49,25 @@ TEST(ReadyQueue, TakeAllEmptiesEverything) {
   EXPECT_THAT(q.Take(), ElementsAre("4"));
 }
 
+TEST(ReadyQueue, HigherPriorityGroupsGoFirstEqualOnesTakeTurns) {
+  ReadyQueue<int> q;
+  q.Push("low", 1, 1, /*priority=*/2);
+  q.Push("low", 1, 2, 2);
+  q.Push("high-a", 1, 10, 9);
+  q.Push("high-b", 1, 20, 9);
+  q.Push("high-a", 1, 11, 9);
+  q.Push("mid", 1, 5, 5);
+  EXPECT_THAT(q.Take(), ElementsAre(10));
+  EXPECT_THAT(q.Take(), ElementsAre(20));  // equal priorities alternate
+  EXPECT_THAT(q.Take(), ElementsAre(11));
+  EXPECT_THAT(q.Take(), ElementsAre(5));
+  q.PushFront("high-c", 1, 30, 9);  // a higher priority arriving later still goes first
+  EXPECT_THAT(q.Take(), ElementsAre(30));
+  EXPECT_THAT(q.Take(), ElementsAre(1));
+  EXPECT_THAT(q.TakeAll(), ElementsAre(2));
+  EXPECT_TRUE(q.empty());
+}
+
 TEST(ReadyQueue, CountsTheTransactionsLeft) {
   ReadyQueue<int> q;
   for (int i = 0; i < 5; ++i) q.Push("shared/a.test", 2, i);  // 2 + 2 + 1
