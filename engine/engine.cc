@@ -196,6 +196,8 @@ struct Destination {
   absl::Time backoff_raised = absl::InfinitePast();
   absl::Time suspended_until = absl::InfinitePast();
   std::string backoff_reason;  // the reply behind the last step or suspension
+  // Its per-destination metrics (volley_destination_deliveries_total).
+  metrics::DestinationCounters* counters = nullptr;
 };
 
 // At most 1/16 of the connections, and of a configured message rate.
@@ -339,6 +341,8 @@ class Shard {
   ReadyJobs* ready_jobs_;
   const std::atomic<bool>* stop_;
   metrics::ShardMetrics* metrics_;
+  // "other"'s counters, for outcomes without a destination; found on first use.
+  metrics::DestinationCounters* other_counters_ = nullptr;
   std::mt19937_64 rng_;
   // The router's counts already added to metrics_ (they are copied as deltas).
   dns::Router::Stats dns_counted_;
@@ -656,6 +660,8 @@ void Shard::Admit(Work* w, std::string_view domain,
     d->policy = &policy;
     d->message_tokens = TokenBucket(policy.max_message_rate);
     d->connection_tokens = TokenBucket(policy.max_connection_rate);
+    // Looked up once: the name (route or site) stays with the destination.
+    d->counters = &metrics_->Destination(route->name);
   }
   if (d->route != route) {
     // New, or the site's addresses were looked up again: a host keeps its
@@ -1320,9 +1326,9 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
   metrics_->deliveries[static_cast<size_t>(result)].Add();
   // Outcomes decided without a destination (a DNS verdict, expired untried,
   // cancelled) count as "other".
-  metrics_->Destination(d != nullptr ? std::string_view(d->route->name) : "other")
-      .deliveries[static_cast<size_t>(result)]
-      .Add();
+  metrics::DestinationCounters* counters = d != nullptr ? d->counters : other_counters_;
+  if (counters == nullptr) counters = other_counters_ = &metrics_->Destination("other");
+  counters->deliveries[static_cast<size_t>(result)].Add();
   if (result == metrics::Result::kDelivered) {
     metrics_->queue_seconds.Observe(absl::ToDoubleSeconds(now_ - w->job->record.queued_at));
   }
