@@ -53,6 +53,7 @@
 #ifndef VOLLEY_ENGINE_ADMIN_H_
 #define VOLLEY_ENGINE_ADMIN_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -60,6 +61,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -108,22 +110,33 @@ int AdminHttpStatus(const absl::Status& status);
 // AdminJobJson - the JSON object for one job (see DESCRIPTION).
 std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& progress);
 
-// DestinationStates - what GET /destinations answers: the shard publishes it
-// (at most once a second), the admin thread reads it.
+// DestinationStates - what GET /destinations answers: each shard publishes its
+// destinations' entries (JSON objects joined by commas; at most once a second),
+// the admin thread reads them all.
 class DestinationStates {
  public:
-  void Publish(std::string json) {
+  explicit DestinationStates(size_t shards = 1) : entries_(std::max<size_t>(shards, 1)) {}
+  void Publish(std::string entries, size_t shard = 0) {
     std::lock_guard<std::mutex> lock(mu_);
-    json_ = std::move(json);
+    entries_[shard] = std::move(entries);
   }
   std::string Json() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return json_.empty() ? std::string("{\"destinations\":[]}\n") : json_;
+    std::string json = "{\"destinations\":[";
+    bool first = true;
+    for (const std::string& e : entries_) {
+      if (e.empty()) continue;
+      if (!first) json += ",";
+      first = false;
+      json += e;
+    }
+    json += "]}\n";
+    return json;
   }
 
  private:
   mutable std::mutex mu_;
-  std::string json_;
+  std::vector<std::string> entries_;
 };
 
 class AdminServer {

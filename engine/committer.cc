@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,19 +13,24 @@
 
 namespace volley::engine {
 
-Committer::Committer(queue::Queue* queue, metrics::DeliveryLog* log) : queue_(queue), log_(log) {}
+Committer::Committer(queue::Queue* queue, metrics::DeliveryLog* log, size_t lanes)
+    : queue_(queue), log_(log), lanes_(std::max<size_t>(lanes, 1)) {}
 
 Committer::~Committer() {
   Stop();
-  if (event_fd_ >= 0) ::close(event_fd_);
+  for (Lane& lane : lanes_) {
+    if (lane.event_fd >= 0) ::close(lane.event_fd);
+  }
 }
 
 absl::Status Committer::Start() {
-  // Blocking: the shard reads it through io_uring, which waits for it without a
-  // thread of ours (a non-blocking one could come back at once with EAGAIN).
-  event_fd_ = ::eventfd(0, EFD_CLOEXEC);
-  if (event_fd_ < 0) {
-    return absl::InternalError(absl::StrCat("committer: eventfd: ", std::strerror(errno)));
+  for (Lane& lane : lanes_) {
+    // Blocking: the shard reads it through io_uring, which waits for it without
+    // a thread of ours (a non-blocking one could come back at once with EAGAIN).
+    lane.event_fd = ::eventfd(0, EFD_CLOEXEC);
+    if (lane.event_fd < 0) {
+      return absl::InternalError(absl::StrCat("committer: eventfd: ", std::strerror(errno)));
+    }
   }
   thread_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
@@ -39,42 +45,76 @@ void Committer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Committer::Submit(Unit unit) {
-  busy_ = true;
+void Committer::GiveUpWhenStalled() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    todo_ = std::move(unit);
+    give_up_ = true;
   }
   cv_.notify_all();
 }
 
-std::optional<Committer::Unit> Committer::TakeDone() {
+void Committer::Submit(Unit unit, size_t lane) {
+  lanes_[lane].busy = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    lanes_[lane].todo = std::move(unit);
+  }
+  cv_.notify_all();
+}
+
+std::optional<Committer::Unit> Committer::TakeDone(size_t lane) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!done_.has_value()) return std::nullopt;
-  std::optional<Unit> out = std::move(done_);
-  done_.reset();
-  busy_ = false;
+  Lane& l = lanes_[lane];
+  if (!l.done.has_value()) return std::nullopt;
+  std::optional<Unit> out = std::move(l.done);
+  l.done.reset();
+  l.busy = false;
+  return out;
+}
+
+std::optional<Committer::Unit> Committer::WaitDone(size_t lane) {
+  Lane& l = lanes_[lane];
+  if (!l.busy) return std::nullopt;
+  std::unique_lock<std::mutex> lock(mu_);
+  done_cv_.wait(lock, [&] { return l.done.has_value(); });
+  std::optional<Unit> out = std::move(l.done);
+  l.done.reset();
+  l.busy = false;
   return out;
 }
 
 void Committer::Loop() {
+  size_t next = 0;  // lanes take turns, so a busy shard cannot starve another
   for (;;) {
     Unit unit;
+    size_t lane = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || todo_.has_value(); });
-      if (!todo_.has_value()) return;  // stopping, nothing left
-      unit = std::move(*todo_);
-      todo_.reset();
+      const auto find_todo = [&]() -> std::optional<size_t> {
+        for (size_t i = 0; i < lanes_.size(); ++i) {
+          const size_t at = (next + i) % lanes_.size();
+          if (lanes_[at].todo.has_value()) return at;
+        }
+        return std::nullopt;
+      };
+      std::optional<size_t> found;
+      cv_.wait(lock, [&] { return stop_ || (found = find_todo()).has_value(); });
+      if (!found.has_value()) found = find_todo();
+      if (!found.has_value()) return;  // stopping, nothing left
+      lane = *found;
+      next = lane + 1;
+      unit = std::move(*lanes_[lane].todo);
+      lanes_[lane].todo.reset();
     }
     CommitNow(&unit);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      done_ = std::move(unit);
+      lanes_[lane].done = std::move(unit);
     }
     const uint64_t one = 1;
     // Only an overflow of the counter could make this fail, after 2^64 units.
-    (void)!::write(event_fd_, &one, sizeof one);
+    (void)!::write(lanes_[lane].event_fd, &one, sizeof one);
+    done_cv_.notify_all();
   }
 }
 
@@ -102,8 +142,12 @@ void Committer::CommitNow(Unit* unit) {
     (void)queue_->Recover();
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, absl::ToChronoMilliseconds(kStallRetry), [&] { return stop_; })) {
-        break;  // stopping: the caller reports what stayed unrecorded
+      if (cv_.wait_for(lock, absl::ToChronoMilliseconds(kStallRetry),
+                       [&] { return stop_ || give_up_; })) {
+        // Stopping: one last try, then the caller reports what stayed unrecorded.
+        lock.unlock();
+        st = queue_->Apply(*unit->batch);
+        break;
       }
     }
     st = queue_->Apply(*unit->batch);

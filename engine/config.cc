@@ -400,6 +400,7 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
     } else if (name == "delivery") {
       st = Section(src, node, name, {
           {"window", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 10000000, &c->delivery.window); }},
+          {"shards", [&](auto& n, auto k) { return GetIntInto(src, n, k, 0, 64, &c->delivery.shards); }},
       });
     } else if (name == "queue") {
       st = Section(src, node, name, {

@@ -131,6 +131,10 @@ struct DeliveryConfig {
   // Recipients taken from the queue and not yet finished, at most. Bounds memory.
   // Default: 20000.
   int window = 20000;
+  // Delivery shards: threads, each with its own io_uring, connections and share
+  // of the queue's partitions (queue.h). 0: one per CPU. At most
+  // queue::kPartitions. Default: 0.
+  int shards = 0;
 };
 
 // [dns]: the resolver (servers, timeout, tries), the planner's address policy and

@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,9 +31,11 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -80,7 +83,10 @@ enum Op : uint8_t {
   kOpCommitDone,     // the committer finished a unit (its eventfd)
 };
 
-constexpr size_t kRecvBufferSize = 16 << 10;
+// What one read of a connection takes in. Servers' replies are short (a long
+// EHLO reply is under 1 KiB) and a longer input just takes more reads, so this
+// is small: it is most of what an idle connection costs (bench/RESULTS.md).
+constexpr size_t kRecvBufferSize = 4 << 10;
 // Recipients taken from one job per scan: small enough that jobs share the
 // window fairly, large enough that a scan is worth its seek.
 constexpr size_t kTakeBatch = 512;
@@ -101,17 +107,29 @@ constexpr absl::Duration kRefillInterval = absl::Milliseconds(10);
 constexpr absl::Duration kDomainSweepInterval = absl::Seconds(10);
 
 
+// PartitionScan - where the shard is in one partition of one job (queue.h).
+struct PartitionScan {
+  uint16_t partition = 0;
+  std::string cursor;  // last key taken; the next scan starts after it
+  // Nothing of it is due before then (it is not scanned until then).
+  absl::Time idle_until = absl::InfinitePast();
+  // No recipient of the job is left in it (nor taken from it): never scanned again.
+  bool empty = false;
+  size_t in_flight = 0;  // taken from it and not finished
+};
+
 struct Job {
   queue::JobRecord record;
   queue::JobHeader header;
   std::unique_ptr<queue::Template> tpl;
-  std::string cursor;      // last key taken; the next scan starts after it
+  // The partitions this shard owns, scanned in turn (next_scan first) so that,
+  // when the window is short, destinations of one job share it.
+  std::vector<PartitionScan> scans;
+  size_t next_scan = 0;
   // The message (and MAIL FROM) is the same for every recipient: recipients of
   // one domain may share a transaction.
   bool shared_message = false;
   size_t in_flight = 0;
-  // Nothing of the job is due before then (it is not scanned until then).
-  absl::Time idle_until = absl::InfinitePast();
   // Keys taken from the queue whose outcome is not yet committed: in a ready
   // list, in a transaction, or finished in the batch not yet written. A scan
   // from the job's start (resume, cancel) passes over them, so a recipient is
@@ -125,6 +143,7 @@ struct Work {
   queue::QueuedRecipient entry;
   queue::Recipient rcpt;
   Job* job = nullptr;
+  PartitionScan* scan = nullptr;  // of job, the partition it was taken from
   // The destination's retry policy, and when the recipient expires under it:
   // the job's queued_at + max_age, or the job's expires if sooner.
   const RetryConfig* retry = nullptr;
@@ -213,21 +232,56 @@ TokenBucket MessageBucket(const Destination& d) {
   return TokenBucket(r);
 }
 
+// JobBoard - which shards have finished their share of each job: the last one
+// to finish marks the job done. Touched once per job per shard, not per message.
+class JobBoard {
+ public:
+  explicit JobBoard(size_t shards) : shards_(shards) {}
+  // ShardFinished - true for the call that completes the job (once per job,
+  // however often a shard reports it: a control command may reload a job).
+  bool ShardFinished(uint32_t job_no, size_t shard) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<bool>& done = finished_[job_no];
+    if (done.empty()) done.resize(shards_, false);
+    if (done[shard]) return false;
+    done[shard] = true;
+    return std::all_of(done.begin(), done.end(), [](bool b) { return b; });
+  }
+
+ private:
+  const size_t shards_;
+  std::mutex mu_;
+  std::map<uint32_t, std::vector<bool>> finished_;
+};
+
+// ShardPlace - which shard this is, and what it shares with the others.
+struct ShardPlace {
+  size_t index = 0;
+  size_t count = 1;
+  Committer* committer = nullptr;  // one lane per shard
+  JobBoard* board = nullptr;
+  size_t window = 1;  // this shard's share of [delivery] window
+};
+
 class Shard {
  public:
-  Shard(const Config& config, queue::Queue* queue, metrics::DeliveryLog* log,
+  Shard(const Config& config, ShardPlace place, queue::Queue* queue,
         const dns::StaticRoutes* routes, ReadyJobs* ready_jobs, const std::atomic<bool>* stop,
         metrics::ShardMetrics* metrics, const metrics::Classifier* classifier)
       : config_(config),
+        place_(place),
         queue_(queue),
-        log_(log),
         classifier_(classifier),
         routes_(routes),
         ready_jobs_(ready_jobs),
         stop_(stop),
         metrics_(metrics),
-        rng_(std::random_device{}()) {
+        rng_(std::random_device{}()),
+        committer_(place.committer) {
     for (const auto& [name, policy] : config_.destinations) policies_.emplace(name, &policy);
+    for (uint16_t p = 0; p < queue::kPartitions; ++p) {
+      if (p % place_.count == place_.index) owned_.push_back(p);
+    }
   }
 
   absl::Status Run();
@@ -239,7 +293,10 @@ class Shard {
   // those in a transaction already under way finish it.
   void WithdrawReady(Job* job);
   absl::Status Refill(absl::Time now);
-  absl::StatusOr<size_t> TakeFromJob(Job* job, size_t want, absl::Time now);
+  absl::StatusOr<size_t> TakeFromJob(Job* job, PartitionScan* scan, size_t want, absl::Time now);
+  // ScanIdle - nothing was taken from `scan` and nothing of it is under way:
+  // find when it is due next, or that it is empty.
+  absl::Status ScanIdle(Job* job, PartitionScan* scan);
   void Dispatch(absl::Time now);
   void OpenConnection(Destination* d, absl::Time now);
   size_t ChooseHost(const Destination& d, absl::Time now);
@@ -321,11 +378,6 @@ class Shard {
   // Commit - hand this turn's outcomes to the committer (when it is free).
   absl::Status Commit();
   absl::Status CommitLast();
-  // ReplayUnappliedOutcomes - at start: outcomes that reached the delivery log
-  // but not the queue (a crash between the two writes of Commit) are applied to
-  // the queue now, so that their recipients are not sent again and keep one
-  // terminal record each.
-  absl::Status ReplayUnappliedOutcomes();
   // ForgetCommitted - after a batch is written, its keys leave Job::taken.
   void ForgetCommitted(const std::vector<std::pair<uint32_t, std::string>>& keys);
   void PostCommitRead();
@@ -334,8 +386,9 @@ class Shard {
   void TakeReadyJobs();
 
   const Config& config_;
+  const ShardPlace place_;
+  std::vector<uint16_t> owned_;  // the queue partitions this shard scans
   queue::Queue* queue_;
-  metrics::DeliveryLog* log_;
   const metrics::Classifier* classifier_;  // the class of failure records
   const dns::StaticRoutes* routes_;
   ReadyJobs* ready_jobs_;
@@ -395,9 +448,9 @@ class Shard {
   std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
   uint64_t intake_counter_ = 0;
   bool stopping_ = false;
-  // The last outcome write was refused (disk full): see Commit.
-  // Writes each turn's outcomes, log then queue, off the loop (engine/committer.h).
-  std::unique_ptr<Committer> committer_;
+  // Writes each turn's outcomes, log then queue, off the loop (engine/committer.h);
+  // shared by the shards, a lane each.
+  Committer* committer_;
   std::string log_buffer_;  // this turn's delivery-log records, formatted
   uint64_t commit_counter_ = 0;
   // A commit failed for good (not a full disk): the loop ends with it.
@@ -421,8 +474,10 @@ absl::Status Shard::LoadJob(const queue::JobRecord& record) {
     // A resumed or cancelled job is scanned from its start again: what was
     // passed over meanwhile may be due.
     if (change != nullptr) {
-      job->cursor.clear();
-      job->idle_until = absl::InfinitePast();
+      for (PartitionScan& scan : job->scans) {
+        scan.cursor.clear();
+        scan.idle_until = absl::InfinitePast();
+      }
     }
     job->record.paused = record.paused;
     job->record.state = record.state;
@@ -451,13 +506,10 @@ absl::Status Shard::LoadJob(const queue::JobRecord& record) {
   job->tpl = std::make_unique<queue::Template>(*std::move(tpl));
   job->shared_message = job->tpl->variables().empty() &&
                         job->header.return_path.find("{{") == std::string::npos;
+  job->scans.resize(owned_.size());
+  for (size_t i = 0; i < owned_.size(); ++i) job->scans[i].partition = owned_[i];
   jobs_[record.job_no] = std::move(job);
   return absl::OkStatus();
-}
-
-std::string_view DomainOf(std::string_view address) {
-  const size_t at = address.rfind('@');
-  return at == std::string_view::npos ? std::string_view() : address.substr(at + 1);
 }
 
 smtp::Outcome MakeOutcome(smtp::Outcome::Kind kind, int code, std::string enhanced,
@@ -505,11 +557,13 @@ void Shard::WithdrawReady(Job* job) {
 // TakeFromJob - up to `want` due recipients of `job` into the destinations'
 // ready queues (or straight to their outcome: expired, no route). Returns how
 // many the queue gave.
-absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now) {
+absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, PartitionScan* scan, size_t want,
+                                          absl::Time now) {
   std::vector<queue::QueuedRecipient> taken;
-  RETURN_IF_ERROR(queue_->TakeDue(job->record.job_no, job->cursor, now, want, &taken));
+  RETURN_IF_ERROR(
+      queue_->TakeDue(job->record.job_no, scan->partition, scan->cursor, now, want, &taken));
   for (auto& entry : taken) {
-    job->cursor = entry.key;
+    scan->cursor = entry.key;
     if (!job->taken.insert(entry.key).second) continue;  // under way already
     auto rcpt = queue::DecodeRecipient(entry.recipient);
     if (!rcpt.ok()) {
@@ -520,8 +574,9 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
                    job->record.id.c_str(), entry.line,
                    std::string(rcpt.status().message()).c_str());
       queue::Recipient unknown;
-      auto* w = new Work{std::move(entry), std::move(unknown), job};
+      auto* w = new Work{std::move(entry), std::move(unknown), job, scan};
       ++job->in_flight;
+      ++scan->in_flight;
       ++in_flight_;
       Finish(w, queue::Final::kBounced,
              MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.3.0",
@@ -530,8 +585,9 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
              nullptr);
       continue;
     }
-    auto* w = new Work{std::move(entry), *std::move(rcpt), job};
+    auto* w = new Work{std::move(entry), *std::move(rcpt), job, scan};
     ++job->in_flight;
+    ++scan->in_flight;
     ++in_flight_;
     if (job->record.state == queue::JobState::kCancelled) {
       Cancel(w);
@@ -543,7 +599,7 @@ absl::StatusOr<size_t> Shard::TakeFromJob(Job* job, size_t want, absl::Time now)
 }
 
 void Shard::Route(Work* w, absl::Time now) {
-  const std::string domain = absl::AsciiStrToLower(base::Sv(DomainOf(w->rcpt.to)));
+  const std::string domain = absl::AsciiStrToLower(base::Sv(queue::DomainOf(w->rcpt.to)));
   if (const dns::Route* route = routes_->Find(domain)) {
     // Static routes live as long as the shard: a shared_ptr that owns nothing.
     Admit(w, domain, std::shared_ptr<const dns::Route>(std::shared_ptr<void>(), route), now);
@@ -683,7 +739,7 @@ void Shard::Admit(Work* w, std::string_view domain,
 
 absl::Status Shard::Refill(absl::Time now) {
   TakeReadyJobs();
-  const size_t window = static_cast<size_t>(config_.delivery.window);
+  const size_t window = place_.window;
   std::vector<uint32_t> finished;
   // Each refill starts one job further on, so that when the window is short the
   // jobs take turns at it instead of the oldest job always going first.
@@ -696,11 +752,11 @@ absl::Status Shard::Refill(absl::Time now) {
   // first; jobs of one priority keep their turns.
   std::stable_sort(order.begin(), order.end(),
                    [](const Job* a, const Job* b) { return a->header.priority > b->header.priority; });
-  // Rounds of at most kTakeBatch per job, until the window is full or no job
-  // has more due: one refill can fill the window, and jobs still alternate. No
-  // more than a window's worth is taken in all, even when what is taken ends
-  // at once (expired, no route) and frees its place: the outcomes of one loop
-  // turn stay bounded too.
+  // Rounds of at most kTakeBatch per partition of a job, until the window is
+  // full or no job has more due: one refill can fill the window, and jobs still
+  // alternate. No more than a window's worth is taken in all, even when what is
+  // taken ends at once (expired, no route) and frees its place: the outcomes of
+  // one loop turn stay bounded too.
   size_t budget = window;
   for (bool first_round = true; !order.empty(); first_round = false) {
     std::vector<Job*> more;
@@ -709,33 +765,33 @@ absl::Status Shard::Refill(absl::Time now) {
         more.push_back(job);
         continue;
       }
-      if (job->record.paused || now < job->idle_until) continue;
-      const size_t want = std::min({kTakeBatch, window - in_flight_, budget});
+      if (job->record.paused) continue;
       // A cancelled job's recipients all go, due or not.
       const absl::Time due_by =
           job->record.state == queue::JobState::kCancelled ? absl::InfiniteFuture() : now;
-      ASSIGN_OR_RETURN(const size_t taken, TakeFromJob(job, want, due_by));
-      budget -= taken;
-      if (taken == want) more.push_back(job);
-      if (taken == 0 && first_round && job->in_flight == 0) {
-        // Nothing due and nothing under way: the job is finished, or what is
-        // left waits for a later time. Every recipient left is after the
-        // cursor then (a deferral is rescheduled later than the scan that took
-        // it), so the next due time is found without stepping over the
-        // tombstones of what was delivered, and the job is not scanned again
-        // before that time.
-        ASSIGN_OR_RETURN(std::optional<absl::Time> next,
-                         queue_->NextDue(job->record.job_no, job->cursor));
-        if (!next.has_value() && !job->cursor.empty()) {
-          // Finishing drops the job's whole range: make sure from its start.
-          ASSIGN_OR_RETURN(next, queue_->NextDue(job->record.job_no));
-          if (next.has_value()) job->cursor.clear();
+      bool job_has_more = false;
+      const size_t scans = job->scans.size();
+      for (size_t i = 0; i < scans; ++i) {
+        PartitionScan* scan = &job->scans[(job->next_scan + i) % scans];
+        if (scan->empty || now < scan->idle_until) continue;
+        if (in_flight_ >= window || budget == 0) {
+          job_has_more = true;
+          break;
         }
-        if (next.has_value()) {
-          job->idle_until = *next;
-        } else {
-          finished.push_back(job->record.job_no);
+        const size_t want = std::min({kTakeBatch, window - in_flight_, budget});
+        ASSIGN_OR_RETURN(const size_t taken, TakeFromJob(job, scan, want, due_by));
+        budget -= taken;
+        if (taken == want) job_has_more = true;
+        if (taken == 0 && first_round && scan->in_flight == 0) {
+          RETURN_IF_ERROR(ScanIdle(job, scan));
         }
+      }
+      if (scans > 0) job->next_scan = (job->next_scan + 1) % scans;
+      if (job_has_more) more.push_back(job);
+      if (first_round && job->in_flight == 0 &&
+          std::all_of(job->scans.begin(), job->scans.end(),
+                      [](const PartitionScan& p) { return p.empty; })) {
+        finished.push_back(job->record.job_no);
       }
     }
     order = std::move(more);
@@ -745,11 +801,39 @@ absl::Status Shard::Refill(absl::Time now) {
   more_due_ = !order.empty();
   for (uint32_t job_no : finished) {
     auto it = jobs_.find(job_no);
-    RETURN_IF_ERROR(queue_->MarkJobDone(it->second->record));
-    std::fprintf(stderr, "volleyd: job \"%s\" %s\n", it->second->record.id.c_str(),
-                 it->second->record.state == queue::JobState::kCancelled ? "cancelled: finished"
-                                                                         : "finished");
+    // The shard that finishes last marks the job done: its keys are dropped
+    // only when no shard has any left.
+    if (place_.board->ShardFinished(job_no, place_.index)) {
+      RETURN_IF_ERROR(queue_->MarkJobDone(it->second->record));
+      std::fprintf(stderr, "volleyd: job \"%s\" %s\n", it->second->record.id.c_str(),
+                   it->second->record.state == queue::JobState::kCancelled
+                       ? "cancelled: finished"
+                       : "finished");
+    }
     jobs_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::ScanIdle(Job* job, PartitionScan* scan) {
+  // Nothing due and nothing under way: what is left of the partition waits for
+  // a later time, or nothing is. Every recipient left is after the cursor then
+  // (a deferral is rescheduled later than the scan that took it), so the next
+  // due time is found without stepping over the tombstones of what was
+  // delivered, and the partition is not scanned again before that time.
+  const uint32_t job_no = job->record.job_no;
+  ASSIGN_OR_RETURN(std::optional<absl::Time> next,
+                   queue_->NextDue(job_no, scan->partition, scan->cursor));
+  if (!next.has_value() && !scan->cursor.empty()) {
+    // Empty is final (the job's range is dropped once every partition is):
+    // make sure from the partition's start.
+    ASSIGN_OR_RETURN(next, queue_->NextDue(job_no, scan->partition));
+    if (next.has_value()) scan->cursor.clear();
+  }
+  if (next.has_value()) {
+    scan->idle_until = *next;
+  } else {
+    scan->empty = true;
   }
   return absl::OkStatus();
 }
@@ -1103,7 +1187,7 @@ void Shard::CountReplies(Conn* c) {
 }
 
 void Shard::PublishDestinationStates(absl::Time now) {
-  std::string json = "{\"destinations\":[";
+  std::string json;
   bool first = true;
   for (const auto& [key, d] : destinations_) {
     const bool suspended = now < d->suspended_until;
@@ -1125,8 +1209,7 @@ void Shard::PublishDestinationStates(absl::Time now) {
     base::AppendJsonString(&json, d->backoff_reason);
     json += "}";
   }
-  json += "]}\n";
-  destination_states_->Publish(std::move(json));
+  destination_states_->Publish(std::move(json), place_.index);
 }
 
 void Shard::PublishLoopMetrics(absl::Time turn_started) {
@@ -1231,7 +1314,7 @@ void Shard::PushReady(Destination* d, Work* w, bool front) {
   std::string group = absl::StrCat(w->job->record.job_no);
   size_t limit = 1;
   if (w->job->shared_message) {
-    absl::StrAppend(&group, "/", absl::AsciiStrToLower(base::Sv(DomainOf(w->rcpt.to))));
+    absl::StrAppend(&group, "/", absl::AsciiStrToLower(base::Sv(queue::DomainOf(w->rcpt.to))));
     limit = static_cast<size_t>(d->policy->max_recipients_per_transaction);
   }
   if (front) {
@@ -1359,6 +1442,7 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
 
 void Shard::Release(Work* w) {
   --w->job->in_flight;
+  --w->scan->in_flight;
   --in_flight_;
   // The key stays in job->taken until the batch holding its outcome is written.
   uncommitted_.emplace_back(w->job->record.job_no, std::move(w->entry.key));
@@ -1479,7 +1563,7 @@ void Shard::Cancel(Work* w) {
 
 absl::Status Shard::Commit() {
   // One unit at a time; what came meanwhile goes with the next.
-  if (committer_->busy()) return absl::OkStatus();
+  if (committer_->busy(place_.index)) return absl::OkStatus();
   if (batch_->size() == 0 && log_buffer_.empty()) {
     // Only keys let go of untouched (a pause): nothing to write.
     ForgetCommitted(std::exchange(uncommitted_, {}));
@@ -1489,7 +1573,7 @@ absl::Status Shard::Commit() {
   unit.log_bytes = std::exchange(log_buffer_, {});
   unit.batch = std::exchange(batch_, queue_->NewOutcomeBatch());
   unit.keys = std::exchange(uncommitted_, {});
-  committer_->Submit(std::move(unit));
+  committer_->Submit(std::move(unit), place_.index);
   return absl::OkStatus();
 }
 
@@ -1497,9 +1581,9 @@ absl::Status Shard::Commit() {
 // this thread. What could not be recorded (a full disk) is logged but stays in
 // the queue: sent again after a restart, a possible duplicate, never a loss.
 absl::Status Shard::CommitLast() {
-  committer_->Stop();
+  committer_->GiveUpWhenStalled();
   size_t unrecorded = 0;
-  if (std::optional<Committer::Unit> unit = committer_->TakeDone()) {
+  if (std::optional<Committer::Unit> unit = committer_->WaitDone(place_.index)) {
     if (absl::IsResourceExhausted(unit->status)) {
       unrecorded += unit->batch->size();
     } else {
@@ -1510,100 +1594,18 @@ absl::Status Shard::CommitLast() {
   Committer::Unit last;
   last.log_bytes = std::exchange(log_buffer_, {});
   last.batch = std::exchange(batch_, queue_->NewOutcomeBatch());
-  committer_->CommitNow(&last);
-  if (absl::IsResourceExhausted(last.status)) {
-    unrecorded += last.batch->size();
+  committer_->Submit(std::move(last), place_.index);
+  std::optional<Committer::Unit> done = committer_->WaitDone(place_.index);
+  if (absl::IsResourceExhausted(done->status)) {
+    unrecorded += done->batch->size();
   } else {
-    RETURN_IF_ERROR(last.status);
+    RETURN_IF_ERROR(done->status);
   }
   if (unrecorded > 0) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "stopped with ", unrecorded, " outcomes not recorded in the queue (the disk is "
         "full?): those recipients will be tried again, a possible duplicate, never a loss"));
   }
-  return absl::OkStatus();
-}
-
-absl::Status Shard::ReplayUnappliedOutcomes() {
-  ASSIGN_OR_RETURN(const std::string position, queue_->ReadLogPosition());
-  if (position.empty()) return absl::OkStatus();  // nothing was ever committed
-  absl::StatusOr<std::vector<std::string>> lines = log_->LinesAfter(position);
-  if (absl::IsNotFound(lines.status())) {
-    std::fprintf(stderr,
-                 "volleyd: %s; outcomes logged just before a crash, if any, cannot be "
-                 "matched: those recipients are tried again\n",
-                 std::string(lines.status().message()).c_str());
-    return absl::OkStatus();
-  }
-  RETURN_IF_ERROR(lines.status());
-  if (lines->empty()) return absl::OkStatus();
-  struct Logged {
-    std::string status;
-    uint32_t attempt = 0;
-  };
-  // job id -> line -> the outcomes logged for it, in log order (one, unless
-  // commits kept failing before the crash and several turns piled up).
-  std::map<std::string, std::map<uint32_t, std::vector<Logged>>> by_job;
-  simdjson::ondemand::parser parser;
-  size_t unreadable = 0;
-  for (const std::string& text : *lines) {
-    simdjson::padded_string padded(text);
-    std::string_view job, status;
-    uint64_t line = 0, attempt = 0;
-    auto doc = parser.iterate(padded);
-    if (doc.error() || doc["job"].get_string().get(job) || doc["line"].get_uint64().get(line) ||
-        doc["status"].get_string().get(status) || doc["attempt"].get_uint64().get(attempt) ||
-        line > UINT32_MAX || attempt > UINT32_MAX) {
-      ++unreadable;
-      continue;
-    }
-    by_job[std::string(job)][static_cast<uint32_t>(line)].push_back(
-        Logged{std::string(status), static_cast<uint32_t>(attempt)});
-  }
-  size_t applied = 0;
-  for (const auto& [id, logged] : by_job) {
-    ASSIGN_OR_RETURN(std::optional<queue::JobRecord> job, queue_->FindJob(id));
-    if (!job.has_value()) continue;
-    std::vector<uint32_t> wanted;
-    for (const auto& [line, unused] : logged) wanted.push_back(line);
-    std::vector<queue::QueuedRecipient> found;
-    RETURN_IF_ERROR(queue_->FindLines(job->job_no, wanted, &found));
-    for (queue::QueuedRecipient& r : found) {
-      // Each outcome in turn, as Commit would have applied it: a deferral
-      // moves the entry (the next outcome applies to where it went).
-      for (const Logged& l : logged.at(r.line)) {
-        const bool untried = l.status == "expired" || l.status == "cancelled";
-        // Only the attempt the entry is at: anything else was applied already.
-        if (l.attempt != r.attempts + 1 && !(untried && l.attempt == r.attempts)) continue;
-        std::optional<queue::Final> final;
-        for (queue::Final f : {queue::Final::kDelivered, queue::Final::kBounced,
-                               queue::Final::kExpired, queue::Final::kCancelled}) {
-          if (l.status == StatusName(f)) final = f;
-        }
-        if (final.has_value()) {
-          batch_->Remove(r, *final);
-          ++applied;
-          break;
-        }
-        if (l.status != "deferred") continue;
-        // The retry time is not in the log: the default policy's interval for
-        // this attempt, from now.
-        const absl::Time due = now_ + RetryDelay(config_.retry, l.attempt, 1.0);
-        batch_->Reschedule(r, due);
-        r.key = queue::RecipientKey(r.job_no, due, r.line);
-        r.due = due;
-        ++r.attempts;
-        ++applied;
-      }
-    }
-  }
-  batch_->SetLogPosition(log_->position());
-  RETURN_IF_ERROR(queue_->Apply(*batch_));
-  batch_ = queue_->NewOutcomeBatch();
-  std::fprintf(stderr,
-               "volleyd: %zu outcomes were logged but not recorded in the queue before a "
-               "crash; recorded now (%zu log lines after the last commit, %zu unreadable)\n",
-               applied, lines->size(), unreadable);
   return absl::OkStatus();
 }
 
@@ -1614,12 +1616,12 @@ void Shard::ForgetCommitted(const std::vector<std::pair<uint32_t, std::string>>&
 }
 
 void Shard::PostCommitRead() {
-  ring_.PrepRead(committer_->event_fd(), &commit_counter_, sizeof commit_counter_,
+  ring_.PrepRead(committer_->event_fd(place_.index), &commit_counter_, sizeof commit_counter_,
                  base::SlotTable<Conn>::MakeTag(0, 0, kOpCommitDone));
 }
 
 void Shard::OnCommitDone() {
-  std::optional<Committer::Unit> unit = committer_->TakeDone();
+  std::optional<Committer::Unit> unit = committer_->TakeDone(place_.index);
   if (!unit.has_value()) return;
   if (!unit->status.ok()) {
     if (fatal_.ok()) fatal_ = unit->status;
@@ -1629,7 +1631,7 @@ void Shard::OnCommitDone() {
 }
 
 void Shard::TakeReadyJobs() {
-  for (const std::string& id : ready_jobs_->TakeAll()) {
+  for (const std::string& id : ready_jobs_->TakeAll(place_.index)) {
     auto record = queue_->FindJob(id);
     absl::Status st = record.ok() ? absl::OkStatus() : record.status();
     if (st.ok() && record->has_value()) st = LoadJob(**record);
@@ -1688,7 +1690,7 @@ void Shard::SweepDomains(absl::Time now) {
 }
 
 void Shard::PostIntakeRead() {
-  ring_.PrepRead(ready_jobs_->event_fd(), &intake_counter_, sizeof intake_counter_,
+  ring_.PrepRead(ready_jobs_->event_fd(place_.index), &intake_counter_, sizeof intake_counter_,
                  base::SlotTable<Conn>::MakeTag(0, 0, kOpIntakeEvent));
 }
 
@@ -1706,9 +1708,6 @@ absl::Status Shard::Run() {
                                                     }));
   router_ = std::make_unique<dns::Router>(
       config_.dns.router, resolver_.get(), [this] { return now_; }, [this] { return rng_(); });
-  RETURN_IF_ERROR(ReplayUnappliedOutcomes());
-  committer_ = std::make_unique<Committer>(queue_, log_);
-  RETURN_IF_ERROR(committer_->Start());
   PostCommitRead();
   ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
   for (const auto& j : jobs) RETURN_IF_ERROR(LoadJob(j));
@@ -1733,7 +1732,7 @@ absl::Status Shard::Run() {
     if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline)) break;
     if (!fatal_.ok()) return fatal_;
     if (!stopping_ && !committer_->stalled() && (now_ - last_refill >= kRefillInterval) &&
-        in_flight_ < static_cast<size_t>(config_.delivery.window)) {
+        in_flight_ < place_.window) {
       RETURN_IF_ERROR(Refill(now_));
       last_refill = now_;
     }
@@ -1743,7 +1742,7 @@ absl::Status Shard::Run() {
     // when more is due and the window has room: an idle pool must not wait a
     // whole tick for work that is already due.
     absl::Duration wait = kTick;
-    if (more_due_ && in_flight_ < static_cast<size_t>(config_.delivery.window)) {
+    if (more_due_ && in_flight_ < place_.window) {
       wait = std::max(absl::Milliseconds(1), last_refill + kRefillInterval - now_);
     }
     if (shaping_wake_ != absl::InfiniteFuture()) {
@@ -1804,6 +1803,95 @@ absl::Status Shard::Run() {
   return CommitLast();
 }
 
+// ReplayUnappliedOutcomes - at start, before any shard runs: outcomes that
+// reached the delivery log but not the queue (a crash between the committer's
+// two writes) are applied to the queue now, so that their recipients are not
+// sent again and keep one terminal record each.
+absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* log,
+                                     const RetryConfig& retry) {
+  const absl::Time now = absl::Now();
+  std::unique_ptr<queue::Queue::OutcomeBatch> batch = queue->NewOutcomeBatch();
+  ASSIGN_OR_RETURN(const std::string position, queue->ReadLogPosition());
+  if (position.empty()) return absl::OkStatus();  // nothing was ever committed
+  absl::StatusOr<std::vector<std::string>> lines = log->LinesAfter(position);
+  if (absl::IsNotFound(lines.status())) {
+    std::fprintf(stderr,
+                 "volleyd: %s; outcomes logged just before a crash, if any, cannot be "
+                 "matched: those recipients are tried again\n",
+                 std::string(lines.status().message()).c_str());
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(lines.status());
+  if (lines->empty()) return absl::OkStatus();
+  struct Logged {
+    std::string status;
+    uint32_t attempt = 0;
+  };
+  // job id -> line -> the outcomes logged for it, in log order (one, unless
+  // commits kept failing before the crash and several turns piled up).
+  std::map<std::string, std::map<uint32_t, std::vector<Logged>>> by_job;
+  simdjson::ondemand::parser parser;
+  size_t unreadable = 0;
+  for (const std::string& text : *lines) {
+    simdjson::padded_string padded(text);
+    std::string_view job, status;
+    uint64_t line = 0, attempt = 0;
+    auto doc = parser.iterate(padded);
+    if (doc.error() || doc["job"].get_string().get(job) || doc["line"].get_uint64().get(line) ||
+        doc["status"].get_string().get(status) || doc["attempt"].get_uint64().get(attempt) ||
+        line > UINT32_MAX || attempt > UINT32_MAX) {
+      ++unreadable;
+      continue;
+    }
+    by_job[std::string(job)][static_cast<uint32_t>(line)].push_back(
+        Logged{std::string(status), static_cast<uint32_t>(attempt)});
+  }
+  size_t applied = 0;
+  for (const auto& [id, logged] : by_job) {
+    ASSIGN_OR_RETURN(std::optional<queue::JobRecord> job, queue->FindJob(id));
+    if (!job.has_value()) continue;
+    std::vector<uint32_t> wanted;
+    for (const auto& [line, unused] : logged) wanted.push_back(line);
+    std::vector<queue::QueuedRecipient> found;
+    RETURN_IF_ERROR(queue->FindLines(job->job_no, wanted, &found));
+    for (queue::QueuedRecipient& r : found) {
+      // Each outcome in turn, as Commit would have applied it: a deferral
+      // moves the entry (the next outcome applies to where it went).
+      for (const Logged& l : logged.at(r.line)) {
+        const bool untried = l.status == "expired" || l.status == "cancelled";
+        // Only the attempt the entry is at: anything else was applied already.
+        if (l.attempt != r.attempts + 1 && !(untried && l.attempt == r.attempts)) continue;
+        std::optional<queue::Final> final;
+        for (queue::Final f : {queue::Final::kDelivered, queue::Final::kBounced,
+                               queue::Final::kExpired, queue::Final::kCancelled}) {
+          if (l.status == StatusName(f)) final = f;
+        }
+        if (final.has_value()) {
+          batch->Remove(r, *final);
+          ++applied;
+          break;
+        }
+        if (l.status != "deferred") continue;
+        // The retry time is not in the log: the default policy's interval for
+        // this attempt, from now.
+        const absl::Time due = now + RetryDelay(retry, l.attempt, 1.0);
+        batch->Reschedule(r, due);
+        r.key = queue::RecipientKey(r.job_no, r.partition, due, r.line);
+        r.due = due;
+        ++r.attempts;
+        ++applied;
+      }
+    }
+  }
+  batch->SetLogPosition(log->position());
+  RETURN_IF_ERROR(queue->Apply(*batch));
+  std::fprintf(stderr,
+               "volleyd: %zu outcomes were logged but not recorded in the queue before a "
+               "crash; recorded now (%zu log lines after the last commit, %zu unreadable)\n",
+               applied, lines->size(), unreadable);
+  return absl::OkStatus();
+}
+
 // ReadStoreSnapshot - the queue's side of a scrape (metrics/exporter.h), on the
 // exporter's thread: RocksDB is safe to read from any thread.
 metrics::StoreSnapshot ReadStoreSnapshot(queue::Queue& q, const Config& config) {
@@ -1843,11 +1931,30 @@ metrics::StoreSnapshot ReadStoreSnapshot(queue::Queue& q, const Config& config) 
   return s;
 }
 
+// ShardCount - [delivery] shards, 0 meaning one per CPU; never more than the
+// queue has partitions.
+size_t ShardCount(const Config& config) {
+  size_t n = static_cast<size_t>(config.delivery.shards);
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  return std::min<size_t>(n, queue::kPartitions);
+}
+
+// Partitioner - the queue partition of a recipient's domain: a statically
+// routed domain goes by its route, so that every domain sharing the route's
+// connection pool and limits lands on one shard; any other domain by itself.
+queue::Spool::Partitioner Partitioner(const dns::StaticRoutes* routes) {
+  return [routes](std::string_view domain) {
+    if (const dns::Route* route = routes->Find(domain)) return queue::PartitionOf(route->name);
+    return queue::PartitionOf(domain);
+  };
+}
+
 }  // namespace
 
 absl::Status Engine::Run() {
   ASSIGN_OR_RETURN(auto routes, dns::StaticRoutes::Create(config_.routes));
   ASSIGN_OR_RETURN(queue::Spool spool, queue::Spool::Open(config_.spool_dir));
+  spool.SetPartitioner(Partitioner(routes.get()));
   queue::QueueOptions qopts;
   qopts.sync_outcomes = config_.sync_outcomes;
   ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
@@ -1866,17 +1973,35 @@ absl::Status Engine::Run() {
                  "send it)\n",
                  id.c_str());
   }
-  ReadyJobs ready_jobs;
+  RETURN_IF_ERROR(ReplayUnappliedOutcomes(queue.get(), log.get(), config_.retry));
+  const size_t shard_count = ShardCount(config_);
+  Committer committer(queue.get(), log.get(), shard_count);
+  RETURN_IF_ERROR(committer.Start());
+  JobBoard board(shard_count);
+  ReadyJobs ready_jobs(shard_count);
   std::vector<std::string> configured;
   for (const auto& [name, policy] : config_.destinations) configured.push_back(name);
   metrics::MetricsOptions metrics_options;
   metrics_options.max_destinations = static_cast<size_t>(config_.metrics_top_destinations);
-  metrics::ShardMetrics shard_metrics(metrics_options, configured);
   metrics::IntakeMetrics intake_metrics;
-  DestinationStates destination_states;
-  Shard shard(config_, queue.get(), log.get(), routes.get(), &ready_jobs, &stop_,
-              &shard_metrics, &classifier);
-  shard.SetDestinationStates(&destination_states);
+  DestinationStates destination_states(shard_count);
+  std::vector<std::unique_ptr<metrics::ShardMetrics>> shard_metrics;
+  std::vector<std::unique_ptr<Shard>> shards;
+  for (size_t i = 0; i < shard_count; ++i) {
+    shard_metrics.push_back(std::make_unique<metrics::ShardMetrics>(metrics_options, configured));
+    ShardPlace place;
+    place.index = i;
+    place.count = shard_count;
+    place.committer = &committer;
+    place.board = &board;
+    // The window is volleyd's: each shard gets its share.
+    place.window = std::max<size_t>(1, static_cast<size_t>(config_.delivery.window) / shard_count);
+    shards.push_back(std::make_unique<Shard>(config_, place, queue.get(), routes.get(),
+                                             &ready_jobs, &stop_, shard_metrics.back().get(),
+                                             &classifier));
+    shards.back()->SetDestinationStates(&destination_states);
+  }
+  absl::Status failed;
   {
     IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs,
                         queue::FreeSpaceFloor{{config_.queue_dir}, config_.min_free_space, {}},
@@ -1887,7 +2012,7 @@ absl::Status Engine::Run() {
     ASSIGN_OR_RETURN(auto admin,
                      AdminServer::Create(config_.admin_listen, queue.get(), &ready_jobs));
     metrics::ExporterSources sources;
-    sources.shards = {&shard_metrics};
+    for (const auto& m : shard_metrics) sources.shards.push_back(m.get());
     sources.intake = &intake_metrics;
     sources.store = [this, q = queue.get()] { return ReadStoreSnapshot(*q, config_); };
     sources.max_jobs = static_cast<size_t>(config_.metrics_max_jobs);
@@ -1895,12 +2020,35 @@ absl::Status Engine::Run() {
                      metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));
     admin->SetDestinationStates(&destination_states);
     admin->Start();
-    std::fprintf(stderr, "volleyd: running: spool %s, queue %s, log %s\n",
-                 config_.spool_dir.c_str(), config_.queue_dir.c_str(), log->path().c_str());
-    const absl::Status st = shard.Run();
+    std::fprintf(stderr, "volleyd: running: %zu shard%s, spool %s, queue %s, log %s\n",
+                 shard_count, shard_count == 1 ? "" : "s", config_.spool_dir.c_str(),
+                 config_.queue_dir.c_str(), log->path().c_str());
+    // One thread per shard; a shard that fails stops the others (the first
+    // failure is what volleyd reports).
+    std::mutex failed_mu;
+    const auto run_shard = [&](Shard* shard, size_t index) {
+      // Named for top -H; not the main thread, whose name is the process's.
+      if (index > 0) {
+        const std::string name = absl::StrCat("volley-shard", index);
+        pthread_setname_np(pthread_self(), name.c_str());
+      }
+      absl::Status st = shard->Run();
+      if (!st.ok()) {
+        std::lock_guard<std::mutex> lock(failed_mu);
+        if (failed.ok()) failed = std::move(st);
+        stop_.store(true, std::memory_order_relaxed);
+      }
+    };
+    std::vector<std::thread> threads;
+    for (size_t i = 1; i < shard_count; ++i) {
+      threads.emplace_back(run_shard, shards[i].get(), i);
+    }
+    run_shard(shards[0].get(), 0);
+    for (std::thread& t : threads) t.join();
     admin->Stop();
-    if (!st.ok()) return st;
   }
+  committer.Stop();
+  if (!failed.ok()) return failed;
   std::fprintf(stderr, "volleyd: stopped\n");
   return absl::OkStatus();
 }

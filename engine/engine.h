@@ -8,15 +8,20 @@
 // DESCRIPTION
 //   Run opens the queue and the delivery log, starts the intake thread (which
 //   watches <spool>/incoming with inotify and a scan at start, and streams each
-//   job into the queue), and runs one io_uring shard on the calling thread: it
-//   takes due recipients job by job, routes them, keeps a pool of SMTP
-//   connections per destination and records every outcome.
+//   job into the queue), the committer thread (engine/committer.h) and
+//   [delivery] shards io_uring shards, one thread each (shard 0 on the calling
+//   thread). A shard owns a share of the queue's partitions (queue/queue.h): it
+//   takes their due recipients job by job, routes them, keeps a pool of SMTP
+//   connections per destination and records every outcome. Shards share no
+//   state on the hot path: new jobs and control commands reach each through its
+//   own mailbox, outcomes leave through its own lane of the committer.
 //
 //   Stopping: no new transactions start; transactions under way finish (up to
 //   a grace period), connections QUIT, and everything not finished stays queued.
 //
 // BOUNDS
-//   delivery.window recipients in flight at most; smtp.* per-connection limits.
+//   delivery.window recipients in flight at most, split between the shards;
+//   smtp.* per-connection limits.
 #ifndef VOLLEY_ENGINE_ENGINE_H_
 #define VOLLEY_ENGINE_ENGINE_H_
 

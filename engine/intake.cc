@@ -5,6 +5,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/time/clock.h"
@@ -12,24 +13,29 @@
 
 namespace volley::engine {
 
-ReadyJobs::ReadyJobs() : event_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  VOLLEY_CHECK(event_fd_ >= 0, "eventfd");
+ReadyJobs::ReadyJobs(size_t shards) : boxes_(std::max<size_t>(shards, 1)) {
+  for (Box& box : boxes_) {
+    box.event_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    VOLLEY_CHECK(box.event_fd >= 0, "eventfd");
+  }
 }
 
-ReadyJobs::~ReadyJobs() { ::close(event_fd_); }
+ReadyJobs::~ReadyJobs() {
+  for (Box& box : boxes_) ::close(box.event_fd);
+}
 
-void ReadyJobs::Push(std::string job_id) {
+void ReadyJobs::Push(const std::string& job_id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    jobs_.push_back(std::move(job_id));
+    for (Box& box : boxes_) box.jobs.push_back(job_id);
   }
   const uint64_t one = 1;
-  (void)!::write(event_fd_, &one, sizeof one);
+  for (Box& box : boxes_) (void)!::write(box.event_fd, &one, sizeof one);
 }
 
-std::vector<std::string> ReadyJobs::TakeAll() {
+std::vector<std::string> ReadyJobs::TakeAll(size_t shard) {
   std::lock_guard<std::mutex> lock(mu_);
-  return std::exchange(jobs_, {});
+  return std::exchange(boxes_[shard].jobs, {});
 }
 
 IntakeThread::IntakeThread(queue::Spool spool, queue::Queue* queue, queue::JobLimits limits,

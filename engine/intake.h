@@ -34,19 +34,26 @@
 
 namespace volley::engine {
 
-// ReadyJobs - the mailbox from the intake thread to the shard.
+// ReadyJobs - the mailboxes from the intake thread (and the admin API) to the
+// shards: a job id pushed reaches every shard, each through its own eventfd,
+// since every shard owns a share of every job's partitions.
 class ReadyJobs {
  public:
-  ReadyJobs();
+  explicit ReadyJobs(size_t shards = 1);
   ~ReadyJobs();
-  int event_fd() const { return event_fd_; }
-  void Push(std::string job_id);
-  std::vector<std::string> TakeAll();
+  ReadyJobs(const ReadyJobs&) = delete;
+  ReadyJobs& operator=(const ReadyJobs&) = delete;
+  int event_fd(size_t shard = 0) const { return boxes_[shard].event_fd; }
+  void Push(const std::string& job_id);
+  std::vector<std::string> TakeAll(size_t shard = 0);
 
  private:
-  int event_fd_;
+  struct Box {
+    int event_fd = -1;
+    std::vector<std::string> jobs;  // guarded by mu_
+  };
   std::mutex mu_;
-  std::vector<std::string> jobs_;
+  std::vector<Box> boxes_;
 };
 
 class IntakeThread {

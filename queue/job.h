@@ -8,6 +8,7 @@
 //   absl::StatusOr<Recipient> ParseRecipientLine(std::string_view line,
 //                                                const JobLimits& limits);
 //   bool IsValidAddress(std::string_view address, const JobLimits& limits);
+
 //
 //   std::string EncodeRecipient(const Recipient& r);
 //   absl::StatusOr<Recipient> DecodeRecipient(std::string_view bytes);
@@ -149,6 +150,12 @@ absl::StatusOr<Recipient> ParseRecipientLine(std::string_view line,
 // as A-labels (xn--...). No space, CR, LF, '<' or '>' outside quotes; no CR, LF or
 // NUL anywhere; an empty quoted local part ("") is refused.
 bool IsValidAddress(std::string_view address, const JobLimits& limits);
+
+// DomainOf - the part of `address` after its last '@' ("" when it has none).
+inline std::string_view DomainOf(std::string_view address) {
+  const size_t at = address.rfind('@');
+  return at == std::string_view::npos ? std::string_view() : address.substr(at + 1);
+}
 
 // IsValidHeaderFieldName - 1..76 printable ASCII characters other than ':' and space
 // (RFC 5322 3.6.8, with the length kept to fit a 78-octet line).

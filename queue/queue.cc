@@ -27,8 +27,11 @@ constexpr char kJobPrefix = 'J';
 constexpr char kProgressPrefix = 'P';
 constexpr std::string_view kLogPositionKey = "L";
 constexpr std::string_view kNextJobNoKey = "N";
+// The layout of the recipient keys (queue.h). Version 1 had no partition.
+constexpr std::string_view kFormatKey = "V";
+constexpr char kFormatVersion[] = "2";
 constexpr std::string_view kRecipientsFamily = "recipients";
-constexpr size_t kRecipientKeySize = 4 + 8 + 4;
+constexpr size_t kRecipientKeySize = 4 + 2 + 8 + 4;
 
 void PutBigEndian(std::string* out, uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -58,6 +61,19 @@ std::string JobEnd(uint32_t job_no) {
 }
 
 std::string JobKey(std::string_view id) { return absl::StrCat(std::string(1, kJobPrefix), base::Sv(id)); }
+
+// The first key of job `job_no`'s recipients in `partition`.
+std::string PartitionPrefix(uint32_t job_no, uint16_t partition) {
+  std::string s = JobPrefix(job_no);
+  PutBigEndian(&s, partition, 2);
+  return s;
+}
+
+// The first key past job `job_no`'s recipients in `partition`.
+std::string PartitionEnd(uint32_t job_no, uint16_t partition) {
+  if (partition == UINT16_MAX) return JobEnd(job_no);
+  return PartitionPrefix(job_no, static_cast<uint16_t>(partition + 1));
+}
 
 std::string ProgressKey(uint32_t job_no) {
   std::string k(1, kProgressPrefix);
@@ -200,8 +216,9 @@ absl::StatusOr<QueuedRecipient> DecodeEntry(uint32_t job_no, std::string_view ke
   QueuedRecipient r;
   r.key = std::string(key);
   r.job_no = job_no;
-  r.due = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(key.substr(4), 8)));
-  r.line = static_cast<uint32_t>(GetBigEndian(key.substr(12), 4));
+  r.partition = static_cast<uint16_t>(GetBigEndian(key.substr(4), 2));
+  r.due = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(key.substr(6), 8)));
+  r.line = static_cast<uint32_t>(GetBigEndian(key.substr(14), 4));
   r.attempts = static_cast<uint32_t>(GetBigEndian(value, 4));
   r.recipient = std::string(value.substr(4));
   return r;
@@ -277,7 +294,7 @@ class RocksQueue;
 class RocksIntakeWriter : public Queue::IntakeWriter {
  public:
   RocksIntakeWriter(RocksQueue* q, JobRecord job) : q_(q), job_(std::move(job)) {}
-  absl::Status Add(uint32_t line, std::string_view recipient) override;
+  absl::Status Add(uint32_t line, uint16_t partition, std::string_view recipient) override;
   absl::Status Commit(uint64_t recipients) override;
 
  private:
@@ -306,7 +323,7 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
   }
   void Reschedule(const QueuedRecipient& r, absl::Time due) override {
     (void)batch_.Delete(recipients_, r.key);
-    (void)batch_.Put(recipients_, RecipientKey(r.job_no, due, r.line),
+    (void)batch_.Put(recipients_, RecipientKey(r.job_no, r.partition, due, r.line),
                      EncodeRecipientValue(r.attempts + 1, r.recipient));
     ProgressDelta& d = progress_[r.job_no];
     if (r.attempts == 0) ++d[kDeferred];
@@ -343,6 +360,31 @@ class RocksQueue : public Queue {
         cfs_(std::move(cfs)),
         options_(options),
         disk_errors_(std::move(disk_errors)) {}
+
+  // CheckFormat - refuse a queue whose recipient keys have another layout than
+  // this build's; a new (or drained) queue is stamped with this one.
+  absl::Status CheckFormat(const std::string& path) {
+    std::string version;
+    const auto s = db_->Get(rocksdb::ReadOptions(), meta(), kFormatKey, &version);
+    if (s.ok()) {
+      if (version == kFormatVersion) return absl::OkStatus();
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": queue format ", version, " is not this volleyd's (",
+                       kFormatVersion, "): run the volleyd that wrote it until it drains"));
+    }
+    if (!s.IsNotFound()) return FromRocks(s, "read queue format");
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), recipients()));
+    it->SeekToFirst();
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan"));
+    if (it->Valid()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": queue format 1 (recipient keys without a partition) holds recipients: "
+                "run the volleyd that wrote it until it drains, or move the folder away"));
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return FromRocks(db_->Put(wo, meta(), kFormatKey, kFormatVersion), "write queue format");
+  }
 
   ~RocksQueue() override {
     // A clean stop leaves nothing in the write-ahead log: the next start (or a
@@ -410,11 +452,11 @@ class RocksQueue : public Queue {
     return std::make_unique<RocksIntakeWriter>(this, job);
   }
 
-  absl::Status TakeDue(uint32_t job_no, std::string_view after_key, absl::Time now, size_t max,
-                       std::vector<QueuedRecipient>* out) override {
-    const std::string prefix = JobPrefix(job_no);
-    const std::string limit = RecipientKey(job_no, now, UINT32_MAX);
-    // The key just after `limit` (keys are all 16 bytes): see Bounded.
+  absl::Status TakeDue(uint32_t job_no, uint16_t partition, std::string_view after_key,
+                       absl::Time now, size_t max, std::vector<QueuedRecipient>* out) override {
+    const std::string prefix = PartitionPrefix(job_no, partition);
+    const std::string limit = RecipientKey(job_no, partition, now, UINT32_MAX);
+    // The key just after `limit` (keys are all the same size): see Bounded.
     const std::string end = limit + '\0';
     const rocksdb::Slice bound(end);
     auto it = Bounded(&bound);
@@ -430,10 +472,10 @@ class RocksQueue : public Queue {
     return FromRocks(it->status(), "scan");
   }
 
-  absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no,
+  absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no, uint16_t partition,
                                                     std::string_view after_key) override {
-    const std::string prefix = JobPrefix(job_no);
-    const std::string end = JobEnd(job_no);
+    const std::string prefix = PartitionPrefix(job_no, partition);
+    const std::string end = PartitionEnd(job_no, partition);
     const rocksdb::Slice bound(end);
     auto it = Bounded(&bound);
     SeekAfter(it.get(), prefix, after_key);
@@ -442,7 +484,7 @@ class RocksQueue : public Queue {
       return std::optional<absl::Time>();
     }
     return std::optional<absl::Time>(absl::FromUnixMicros(
-        static_cast<int64_t>(GetBigEndian(it->key().ToStringView().substr(4), 8))));
+        static_cast<int64_t>(GetBigEndian(it->key().ToStringView().substr(6), 8))));
   }
 
   std::unique_ptr<OutcomeBatch> NewOutcomeBatch() override {
@@ -634,8 +676,9 @@ class RocksQueue : public Queue {
   std::mutex record_mu_;
 };
 
-absl::Status RocksIntakeWriter::Add(uint32_t line, std::string_view recipient) {
-  (void)batch_.Put(q_->recipients(), RecipientKey(job_.job_no, job_.first_due, line),
+absl::Status RocksIntakeWriter::Add(uint32_t line, uint16_t partition,
+                                    std::string_view recipient) {
+  (void)batch_.Put(q_->recipients(), RecipientKey(job_.job_no, partition, job_.first_due, line),
                    EncodeRecipientValue(0, recipient));
   if (++in_batch_ >= q_->options().intake_batch) return WriteBatch(/*sync=*/false);
   return absl::OkStatus();
@@ -676,10 +719,20 @@ std::string_view JobStateName(JobState state) {
   return "unknown";
 }
 
-std::string RecipientKey(uint32_t job_no, absl::Time due, uint32_t line) {
+uint16_t PartitionOf(std::string_view name) {
+  uint32_t h = 2166136261u;
+  for (const char c : name) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 16777619u;
+  }
+  return static_cast<uint16_t>(h % kPartitions);
+}
+
+std::string RecipientKey(uint32_t job_no, uint16_t partition, absl::Time due, uint32_t line) {
   std::string k;
   k.reserve(kRecipientKeySize);
   PutBigEndian(&k, job_no, 4);
+  PutBigEndian(&k, partition, 2);
   PutBigEndian(&k, ToMicros(due), 8);
   PutBigEndian(&k, line, 4);
   return k;
@@ -718,9 +771,10 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
   if (!s.ok()) {
     return absl::UnavailableError(absl::StrCat(path, ": cannot open queue: ", s.ToString()));
   }
-  return std::unique_ptr<Queue>(
-      new RocksQueue(std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options,
-                     std::move(disk_errors)));
+  auto queue = std::make_unique<RocksQueue>(std::unique_ptr<rocksdb::DB>(raw),
+                                            std::move(handles), options, std::move(disk_errors));
+  RETURN_IF_ERROR(queue->CheckFormat(path));
+  return std::unique_ptr<Queue>(std::move(queue));
 }
 
 }  // namespace volley::queue

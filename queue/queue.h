@@ -9,10 +9,14 @@
 //   A job's header (and so its message template) is stored once; each recipient
 //   is one key in the "recipients" column family:
 //
-//       job_no (4, big-endian) | due time in microseconds (8, BE) | line (4, BE)
+//       job_no (4, BE) | partition (2, BE) | due time in microseconds (8, BE) | line (4, BE)
 //
-//   so one job's due recipients are one ordered scan from its first key, and a
-//   retry is a delete plus a put at the new due time. Scanning per job (not one
+//   so one job's due recipients of one partition are one ordered scan, and a
+//   retry is a delete plus a put at the new due time. The partition is chosen at
+//   intake from the recipient's destination (PartitionOf); each shard of the
+//   engine scans only the partitions it owns, so a destination's recipients, its
+//   limits and its connections all live on one shard. A job's keys stay one
+//   contiguous range (MarkJobDone drops it with one range delete). Scanning per job (not one
 //   global due-time order) is what lets the scheduler share the line fairly
 //   between a large job and a small one, and keeps a job that is still being
 //   taken in (state kLoading) out of every scan. queue/README.md has the schema.
@@ -125,9 +129,20 @@ struct JobRecord {
   bool paused = false;
 };
 
+// Partitions of the recipient keys. Fixed: it is part of the stored keys. A
+// shard owns the partitions p with p % shards == its index, so up to kPartitions
+// shards can share the work.
+inline constexpr uint16_t kPartitions = 64;
+
+// PartitionOf - `name` (a destination: a domain, or a route's name) hashed into
+// 0..kPartitions-1 with FNV-1a: the same in every build and on every machine,
+// since it is stored in keys.
+uint16_t PartitionOf(std::string_view name);
+
 struct QueuedRecipient {
   std::string key;
   uint32_t job_no = 0;
+  uint16_t partition = 0;
   uint32_t line = 0;
   absl::Time due;
   uint32_t attempts = 0;     // attempts made so far
@@ -151,23 +166,25 @@ class Queue {
   class IntakeWriter {
    public:
     virtual ~IntakeWriter() = default;
-    // Add one recipient (its line number in the job file and its encoding).
-    // Writes a batch every QueueOptions::intake_batch recipients.
-    virtual absl::Status Add(uint32_t line, std::string_view recipient) = 0;
+    // Add one recipient (its line number in the job file, its partition and its
+    // encoding). Writes a batch every QueueOptions::intake_batch recipients.
+    virtual absl::Status Add(uint32_t line, uint16_t partition, std::string_view recipient) = 0;
     // Commit - write what is left and mark the job kReady, synced (see DURABILITY).
     virtual absl::Status Commit(uint64_t recipients) = 0;
   };
   virtual std::unique_ptr<IntakeWriter> NewIntakeWriter(const JobRecord& job) = 0;
 
-  // TakeDue - up to `max` recipients of job `job_no` due at or before `now`, in
-  // due order, starting after `after_key` (empty: from the job's first key).
-  virtual absl::Status TakeDue(uint32_t job_no, std::string_view after_key, absl::Time now,
-                               size_t max, std::vector<QueuedRecipient>* out) = 0;
+  // TakeDue - up to `max` recipients of job `job_no` in `partition` due at or
+  // before `now`, in due order, starting after `after_key` (empty: from the
+  // partition's first key).
+  virtual absl::Status TakeDue(uint32_t job_no, uint16_t partition, std::string_view after_key,
+                               absl::Time now, size_t max, std::vector<QueuedRecipient>* out) = 0;
 
-  // The earliest due time of job `job_no` after `after_key` (empty: from the
-  // job's first key), or nullopt when it has no recipient there. Starting after
-  // a scan's cursor skips the tombstones of what that scan took and finished.
-  virtual absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no,
+  // The earliest due time of job `job_no` in `partition` after `after_key`
+  // (empty: from the partition's first key), or nullopt when it has no recipient
+  // there. Starting after a scan's cursor skips the tombstones of what that scan
+  // took and finished.
+  virtual absl::StatusOr<std::optional<absl::Time>> NextDue(uint32_t job_no, uint16_t partition,
                                                             std::string_view after_key = {}) = 0;
 
   class OutcomeBatch {
@@ -237,7 +254,7 @@ class Queue {
 };
 
 // Key helpers, public for tests and tools.
-std::string RecipientKey(uint32_t job_no, absl::Time due, uint32_t line);
+std::string RecipientKey(uint32_t job_no, uint16_t partition, absl::Time due, uint32_t line);
 
 }  // namespace volley::queue
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <iterator>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
 #include "base/json.h"
@@ -351,7 +352,9 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
         continue;
       }
     }
-    RETURN_IF_ERROR(writer->Add(static_cast<uint32_t>(line_no), EncodeRecipient(*rcpt)));
+    const std::string domain = absl::AsciiStrToLower(base::Sv(DomainOf(rcpt->to)));
+    const uint16_t partition = partitioner_ ? partitioner_(domain) : PartitionOf(domain);
+    RETURN_IF_ERROR(writer->Add(static_cast<uint32_t>(line_no), partition, EncodeRecipient(*rcpt)));
     // A long job stops where the floor is reached, not after the whole file:
     // the job stays kLoading and the next Intake of the file carries on.
     if (++result.accepted % kFreeSpaceCheckEvery == 0) RETURN_IF_ERROR(CheckFreeSpace());

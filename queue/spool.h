@@ -98,6 +98,12 @@ class Spool {
   // ids dropped.
   absl::StatusOr<std::vector<std::string>> ForgetAbandonedIntakes(Queue& queue) const;
 
+  // Partitioner - the queue partition (queue.h) of a recipient, from its domain
+  // (lower case). The default hashes the domain; the engine passes one that
+  // keeps every domain of one static route in one partition.
+  using Partitioner = std::function<uint16_t(std::string_view domain)>;
+  void SetPartitioner(Partitioner partitioner) { partitioner_ = std::move(partitioner); }
+
   // SetFreeSpaceFloor - check free space before and during every Intake.
   void SetFreeSpaceFloor(FreeSpaceFloor floor) { floor_ = std::move(floor); }
 
@@ -114,6 +120,7 @@ class Spool {
   explicit Spool(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;
   FreeSpaceFloor floor_;
+  Partitioner partitioner_;
 };
 
 }  // namespace volley::queue

@@ -1037,6 +1037,18 @@ class Volleyd:
         self.admin_port = free_port()
         if "[admin]" not in extra_config:
             extra_config = '\n[admin]\nlisten = "%s:%d"\n%s' % (LOOPBACK, self.admin_port, extra_config)
+        # VOLLEY_TEST_SHARDS (tests/integration/CMakeLists.txt runs some tests
+        # twice: with one shard and with several) sets [delivery] shards, unless
+        # the test sets it itself.
+        shards = os.environ.get("VOLLEY_TEST_SHARDS")
+        if shards and "shards" not in extra_config:
+            lines = extra_config.split("\n")
+            at = [i for i, line in enumerate(lines) if line.replace(" ", "") == "[delivery]"]
+            if at:
+                lines.insert(at[0] + 1, "shards = %d" % int(shards))
+                extra_config = "\n".join(lines)
+            else:
+                extra_config += "\n[delivery]\nshards = %d\n" % int(shards)
         if star_route and route_port is None:
             raise TestFailure('Volleyd: the "*" route needs route_port')
         # TOML allows a table once: with dns_config the [dns] table is written here.

@@ -212,11 +212,11 @@ def corrupt_entry(h):
         r for r in harness.read_jsonl(d.deliveries_path) if r.get("status") == "deferred"])
         >= len(rcpts), 60, "every recipient deferred once")
     check(d.stop() == 0, "volleyd stops cleanly")
-    # keys: job (4 bytes) . due (8) . line (4); value: attempts (4) . recipient
-    keys = re.findall(r"^0x([0-9A-F]{32}) : 0x([0-9A-F]+)$", ldb(d.queue, "--hex", "scan"), re.M)
+    # keys: job (4 bytes) . partition (2) . due (8) . line (4); value: attempts (4) . recipient
+    keys = re.findall(r"^0x([0-9A-F]{36}) : 0x([0-9A-F]+)$", ldb(d.queue, "--hex", "scan"), re.M)
     check(len(keys) == len(rcpts), "ldb sees the %d queued recipients: %r" % (len(rcpts), keys))
     key, value = keys[2]
-    line = int(key[24:], 16)
+    line = int(key[28:], 16)
     ldb(d.queue, "--key_hex", "--value_hex", "put", "0x" + key, "0x" + value[:8] + "FF0001")
     with open(d.config) as f:
         config = f.read()

@@ -252,7 +252,7 @@ class AdminServerTest : public ::testing::Test {
     ASSERT_TRUE(job.ok()) << job.status();
     auto w = queue_->NewIntakeWriter(*job);
     for (int i = 0; i < recipients; ++i) {
-      ASSERT_TRUE(w->Add(static_cast<uint32_t>(i + 2), "r" + std::to_string(i)).ok());
+      ASSERT_TRUE(w->Add(static_cast<uint32_t>(i + 2), 0, "r" + std::to_string(i)).ok());
     }
     ASSERT_TRUE(w->Commit(static_cast<uint64_t>(recipients)).ok());
   }

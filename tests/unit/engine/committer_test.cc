@@ -37,7 +37,7 @@ class CommitterTest : public ::testing::Test {
     auto job = queue_->BeginJob("j", "{}", "1:2", t0_, t0_);
     ASSERT_TRUE(job.ok()) << job.status();
     auto w = queue_->NewIntakeWriter(*job);
-    for (uint32_t line = 2; line < 5; ++line) ASSERT_TRUE(w->Add(line, "r").ok());
+    for (uint32_t line = 2; line < 5; ++line) ASSERT_TRUE(w->Add(line, 0, "r").ok());
     ASSERT_TRUE(w->Commit(3).ok());
     job_no_ = job->job_no;
   }
@@ -50,7 +50,7 @@ class CommitterTest : public ::testing::Test {
   // A unit delivering the first `n` due recipients, with one log line each.
   Committer::Unit Deliver(size_t n) {
     std::vector<queue::QueuedRecipient> due;
-    EXPECT_TRUE(queue_->TakeDue(job_no_, "", t0_ + absl::Hours(1), n, &due).ok());
+    EXPECT_TRUE(queue_->TakeDue(job_no_, 0, "", t0_ + absl::Hours(1), n, &due).ok());
     Committer::Unit unit;
     unit.batch = queue_->NewOutcomeBatch();
     for (const queue::QueuedRecipient& r : due) {
@@ -69,7 +69,7 @@ class CommitterTest : public ::testing::Test {
 
   size_t Queued() {
     std::vector<queue::QueuedRecipient> due;
-    EXPECT_TRUE(queue_->TakeDue(job_no_, "", t0_ + absl::Hours(1), 100, &due).ok());
+    EXPECT_TRUE(queue_->TakeDue(job_no_, 0, "", t0_ + absl::Hours(1), 100, &due).ok());
     return due.size();
   }
 
@@ -139,6 +139,48 @@ TEST_F(CommitterTest, ALogOnlyUnitLeavesTheQueueAlone) {
   EXPECT_TRUE(unit.status.ok());
   EXPECT_EQ(Queued(), 3u);
   EXPECT_THAT(LogText(), HasSubstr("\"status\":\"cancelled\""));
+}
+
+TEST_F(CommitterTest, LanesAreServedApartAndWaitDoneBlocksForTheirOwnUnit) {
+  Committer committer(queue_.get(), log_.get(), /*lanes=*/2);
+  ASSERT_TRUE(committer.Start().ok());
+  EXPECT_FALSE(committer.WaitDone(0).has_value());  // nothing submitted
+  ASSERT_NE(committer.event_fd(0), committer.event_fd(1));
+  // Lane 1 delivers the first due recipient; lane 0 the other two. Both units
+  // are built before either is written, so they cover different recipients.
+  Committer::Unit one = Deliver(1);
+  std::vector<queue::QueuedRecipient> due;
+  ASSERT_TRUE(queue_->TakeDue(job_no_, 0, "", t0_ + absl::Hours(1), 3, &due).ok());
+  ASSERT_EQ(due.size(), 3u);
+  Committer::Unit two;
+  two.batch = queue_->NewOutcomeBatch();
+  for (size_t i = 1; i < 3; ++i) {
+    two.batch->Remove(due[i], queue::Final::kDelivered);
+    two.keys.emplace_back(job_no_, due[i].key);
+  }
+  committer.Submit(std::move(one), 1);
+  committer.Submit(std::move(two), 0);
+  EXPECT_TRUE(committer.busy(0));
+  EXPECT_TRUE(committer.busy(1));
+  std::optional<Committer::Unit> done0 = committer.WaitDone(0);
+  ASSERT_TRUE(done0.has_value());
+  EXPECT_TRUE(done0->status.ok()) << done0->status;
+  EXPECT_EQ(done0->keys.size(), 2u);
+  EXPECT_FALSE(committer.busy(0));
+  std::optional<Committer::Unit> done1 = committer.WaitDone(1);
+  ASSERT_TRUE(done1.has_value());
+  EXPECT_EQ(done1->keys.size(), 1u);
+  // Each lane's own eventfd was signalled once.
+  for (size_t lane : {0u, 1u}) {
+    pollfd p{committer.event_fd(lane), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 10000), 1) << "lane " << lane << " not signalled";
+    uint64_t n = 0;
+    ASSERT_EQ(::read(committer.event_fd(lane), &n, sizeof n), static_cast<ssize_t>(sizeof n));
+    EXPECT_EQ(n, 1u);
+  }
+  EXPECT_EQ(Queued(), 0u);
+  const std::string text = LogText();
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1);  // lane 1's one line
 }
 
 }  // namespace

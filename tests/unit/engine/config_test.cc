@@ -271,6 +271,18 @@ TEST(ParseConfig, BackoffRules) {
   }
 }
 
+TEST(ParseConfig, Shards) {
+  auto defaults = ParseConfig("", "v.toml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->delivery.shards, 0);  // one per CPU
+  auto c = ParseConfig("[delivery]\nshards = 3\n", "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->delivery.shards, 3);
+  auto bad = ParseConfig("[delivery]\nshards = 65\n", "v.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("v.toml:2: delivery.shards: must be"));
+}
+
 TEST(ParseConfig, MetricsKeys) {
   auto c = ParseConfig("[metrics]\nlisten = \"[::1]:9999\"\ntop_destinations = 5\nmax_jobs = 7\n",
                        "v.toml");

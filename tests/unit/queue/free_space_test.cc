@@ -54,7 +54,9 @@ class FreeSpaceTest : public ::testing::Test {
   }
   size_t Queued(uint32_t job_no) {
     std::vector<QueuedRecipient> got;
-    EXPECT_TRUE(queue_->TakeDue(job_no, "", absl::Now(), 1 << 20, &got).ok());
+    for (uint16_t p = 0; p < kPartitions; ++p) {
+      EXPECT_TRUE(queue_->TakeDue(job_no, p, "", absl::Now(), 1 << 20, &got).ok());
+    }
     return got.size();
   }
   fs::path root_;

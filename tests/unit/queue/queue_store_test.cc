@@ -2,10 +2,13 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "queue/queue.h"
+#include "rocksdb/db.h"
 #include "rocksdb/perf_context.h"
 #include "rocksdb/perf_level.h"
 
@@ -36,7 +39,7 @@ class QueueTest : public ::testing::Test {
     EXPECT_TRUE(job.ok()) << job.status();
     auto w = q_->NewIntakeWriter(*job);
     for (int i = 0; i < recipients; ++i) {
-      EXPECT_TRUE(w->Add(static_cast<uint32_t>(i + 2), "r" + std::to_string(i)).ok());
+      EXPECT_TRUE(w->Add(static_cast<uint32_t>(i + 2), 0, "r" + std::to_string(i)).ok());
     }
     EXPECT_TRUE(w->Commit(static_cast<uint64_t>(recipients)).ok());
     auto found = q_->FindJob(id);
@@ -50,10 +53,94 @@ class QueueTest : public ::testing::Test {
 };
 
 TEST_F(QueueTest, KeysSortByJobThenDueThenLine) {
-  EXPECT_LT(RecipientKey(1, t0_ + absl::Hours(5), 9), RecipientKey(2, t0_, 2));
-  EXPECT_LT(RecipientKey(1, t0_, 900), RecipientKey(1, t0_ + absl::Microseconds(1), 2));
-  EXPECT_LT(RecipientKey(1, t0_, 2), RecipientKey(1, t0_, 3));
-  EXPECT_LT(RecipientKey(1, t0_, 255), RecipientKey(1, t0_, 256));  // big-endian, not text
+  EXPECT_LT(RecipientKey(1, 0, t0_ + absl::Hours(5), 9), RecipientKey(2, 0, t0_, 2));
+  EXPECT_LT(RecipientKey(1, 0, t0_, 900), RecipientKey(1, 0, t0_ + absl::Microseconds(1), 2));
+  EXPECT_LT(RecipientKey(1, 0, t0_, 2), RecipientKey(1, 0, t0_, 3));
+  EXPECT_LT(RecipientKey(1, 0, t0_, 255), RecipientKey(1, 0, t0_, 256));  // big-endian, not text
+}
+
+TEST_F(QueueTest, PartitionsSortWithinAJobAndHashTheSameEverywhere) {
+  // A job's keys stay together (one range for MarkJobDone), partition first.
+  EXPECT_LT(RecipientKey(1, 63, t0_ + absl::Hours(5), 9), RecipientKey(2, 0, t0_, 2));
+  EXPECT_LT(RecipientKey(1, 0, t0_ + absl::Hours(5), 9), RecipientKey(1, 1, t0_, 2));
+  // Stored in keys: these values must never change (FNV-1a 32 mod 64).
+  EXPECT_EQ(PartitionOf(""), 2166136261u % kPartitions);
+  EXPECT_EQ(PartitionOf("a"), 0xe40c292cu % kPartitions);
+  std::set<uint16_t> seen;
+  for (int i = 0; i < 1000; ++i) {
+    const uint16_t p = PartitionOf("d" + std::to_string(i) + ".test");
+    ASSERT_LT(p, kPartitions);
+    seen.insert(p);
+  }
+  EXPECT_EQ(seen.size(), kPartitions);  // 1,000 domains reach every partition
+}
+
+TEST_F(QueueTest, EachPartitionIsScannedOnItsOwnAndAJobIsDroppedWhole) {
+  auto job = q_->BeginJob("p", "{}", "1:2", t0_, t0_);
+  ASSERT_TRUE(job.ok());
+  {
+    auto w = q_->NewIntakeWriter(*job);
+    for (uint32_t line = 2; line < 12; ++line) {
+      ASSERT_TRUE(w->Add(line, static_cast<uint16_t>(line % 3), "x").ok());
+    }
+    ASSERT_TRUE(w->Commit(10).ok());
+  }
+  size_t total = 0;
+  for (uint16_t p = 0; p < 4; ++p) {
+    std::vector<QueuedRecipient> got;
+    ASSERT_TRUE(q_->TakeDue(job->job_no, p, "", t0_, 100, &got).ok());
+    for (const QueuedRecipient& r : got) {
+      EXPECT_EQ(r.partition, p);
+      EXPECT_EQ(r.line % 3, p);
+    }
+    auto next = q_->NextDue(job->job_no, p);
+    ASSERT_TRUE(next.ok());
+    EXPECT_EQ(next->has_value(), !got.empty()) << "partition " << p;
+    // A deferral stays in its partition.
+    if (!got.empty()) {
+      auto batch = q_->NewOutcomeBatch();
+      batch->Reschedule(got[0], t0_ + absl::Minutes(5));
+      ASSERT_TRUE(q_->Apply(*batch).ok());
+      std::vector<QueuedRecipient> later;
+      ASSERT_TRUE(q_->TakeDue(job->job_no, p, "", t0_ + absl::Hours(1), 100, &later).ok());
+      ASSERT_EQ(later.size(), got.size());
+      EXPECT_EQ(later.back().line, got[0].line);
+      EXPECT_EQ(later.back().attempts, 1u);
+    }
+    total += got.size();
+  }
+  EXPECT_EQ(total, 10u);
+  ASSERT_TRUE(q_->MarkJobDone(*job).ok());
+  for (uint16_t p = 0; p < 3; ++p) {
+    auto next = q_->NextDue(job->job_no, p);
+    ASSERT_TRUE(next.ok());
+    EXPECT_FALSE(next->has_value()) << "partition " << p << " survived MarkJobDone";
+  }
+}
+
+TEST_F(QueueTest, AQueueOfTheOldKeyLayoutIsRefusedNotMisread) {
+  q_.reset();
+  std::filesystem::remove_all(dir_);
+  {
+    // What a volleyd before partitions left: 16-byte keys, no format stamp.
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    o.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {"recipients", rocksdb::ColumnFamilyOptions()}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir_.string(), families, &handles, &raw).ok());
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), handles[1], std::string(16, '\1'),
+                         std::string(8, '\0')).ok());
+    for (auto* h : handles) ASSERT_TRUE(raw->DestroyColumnFamilyHandle(h).ok());
+    delete raw;
+  }
+  auto q = Queue::Open(dir_.string(), options_);
+  ASSERT_FALSE(q.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(q.status())) << q.status();
+  EXPECT_NE(q.status().message().find("queue format 1"), std::string::npos) << q.status();
 }
 
 TEST_F(QueueTest, JobRecordRoundTripsAndNumbersAreFresh) {
@@ -77,16 +164,16 @@ TEST_F(QueueTest, JobRecordRoundTripsAndNumbersAreFresh) {
 TEST_F(QueueTest, TakeDueHonoursTimeCursorAndLimit) {
   const JobRecord job = AddJob("j", t0_, 5);
   std::vector<QueuedRecipient> got;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ - absl::Seconds(1), 10, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ - absl::Seconds(1), 10, &got).ok());
   EXPECT_TRUE(got.empty());  // not due yet
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 3, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 3, &got).ok());
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].line, 2u);
   EXPECT_EQ(got[0].recipient, "r0");
   EXPECT_EQ(got[0].attempts, 0u);
   const std::string cursor = got.back().key;
   got.clear();
-  ASSERT_TRUE(q_->TakeDue(job.job_no, cursor, t0_, 10, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, cursor, t0_, 10, &got).ok());
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].line, 5u);
 }
@@ -94,7 +181,7 @@ TEST_F(QueueTest, TakeDueHonoursTimeCursorAndLimit) {
 TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   const JobRecord job = AddJob("j", t0_, 2);
   std::vector<QueuedRecipient> got;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 10, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
   ASSERT_EQ(got.size(), 2u);
   auto batch = q_->NewOutcomeBatch();
   batch->Remove(got[0], Final::kDelivered);
@@ -102,12 +189,12 @@ TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   ASSERT_TRUE(q_->Apply(*batch).ok());
   Reopen();  // outcomes are durable
   std::vector<QueuedRecipient> again;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Minutes(1), 10, &again).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Minutes(1), 10, &again).ok());
   EXPECT_TRUE(again.empty());
-  auto next = q_->NextDue(job.job_no);
+  auto next = q_->NextDue(job.job_no, 0);
   ASSERT_TRUE(next.ok() && next->has_value());
   EXPECT_EQ(**next, t0_ + absl::Minutes(5));
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Minutes(5), 10, &again).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Minutes(5), 10, &again).ok());
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].line, 3u);
   EXPECT_EQ(again[0].attempts, 1u);
@@ -116,8 +203,8 @@ TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   last->Remove(again[0], Final::kBounced);
   ASSERT_TRUE(q_->Apply(*last).ok());
   again.clear();
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Hours(1), 10, &again).ok());
-  auto none = q_->NextDue(job.job_no);
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Hours(1), 10, &again).ok());
+  auto none = q_->NextDue(job.job_no, 0);
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
 }
@@ -125,7 +212,7 @@ TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
 TEST_F(QueueTest, NextDueAfterACursorSkipsWhatWasTaken) {
   const JobRecord job = AddJob("j", t0_, 4);
   std::vector<QueuedRecipient> got;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 10, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
   ASSERT_EQ(got.size(), 4u);
   auto batch = q_->NewOutcomeBatch();
   batch->Remove(got[0], Final::kDelivered);
@@ -133,18 +220,18 @@ TEST_F(QueueTest, NextDueAfterACursorSkipsWhatWasTaken) {
   batch->Reschedule(got[2], t0_ + absl::Minutes(7));
   ASSERT_TRUE(q_->Apply(*batch).ok());
   // got[3] is still queued at t0_ (in flight, say): before the cursor.
-  auto from_start = q_->NextDue(job.job_no);
+  auto from_start = q_->NextDue(job.job_no, 0);
   ASSERT_TRUE(from_start.ok() && from_start->has_value());
   EXPECT_EQ(**from_start, t0_);
-  auto after = q_->NextDue(job.job_no, got[3].key);
+  auto after = q_->NextDue(job.job_no, 0, got[3].key);
   ASSERT_TRUE(after.ok() && after->has_value());
   EXPECT_EQ(**after, t0_ + absl::Minutes(7));
   std::vector<QueuedRecipient> later;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Hours(1), 10, &later).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Hours(1), 10, &later).ok());
   auto last = q_->NewOutcomeBatch();
   for (const auto& r : later) last->Remove(r, Final::kDelivered);
   ASSERT_TRUE(q_->Apply(*last).ok());
-  auto none = q_->NextDue(job.job_no, got[3].key);
+  auto none = q_->NextDue(job.job_no, 0, got[3].key);
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
 }
@@ -155,21 +242,21 @@ TEST_F(QueueTest, ScansStopAtTheirJobsEndWhateverIsDeletedBeyond) {
   const JobRecord first = AddJob("first", t0_, 10);
   const JobRecord second = AddJob("second", t0_, 5000);
   std::vector<QueuedRecipient> got;
-  ASSERT_TRUE(q_->TakeDue(second.job_no, "", t0_, 10000, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(second.job_no, 0, "", t0_, 10000, &got).ok());
   ASSERT_EQ(got.size(), 5000u);
   auto batch = q_->NewOutcomeBatch();
   for (const auto& r : got) batch->Remove(r, Final::kDelivered);
   ASSERT_TRUE(q_->Apply(*batch).ok());  // 5000 tombstones right after "first"
 
   std::vector<QueuedRecipient> mine;
-  ASSERT_TRUE(q_->TakeDue(first.job_no, "", t0_, 100, &mine).ok());
+  ASSERT_TRUE(q_->TakeDue(first.job_no, 0, "", t0_, 100, &mine).ok());
   ASSERT_EQ(mine.size(), 10u);
   rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
   rocksdb::get_perf_context()->Reset();
   std::vector<QueuedRecipient> none;
-  ASSERT_TRUE(q_->TakeDue(first.job_no, mine.back().key, t0_ + absl::Hours(1), 100, &none).ok());
+  ASSERT_TRUE(q_->TakeDue(first.job_no, 0, mine.back().key, t0_ + absl::Hours(1), 100, &none).ok());
   EXPECT_TRUE(none.empty());
-  auto next = q_->NextDue(first.job_no, mine.back().key);
+  auto next = q_->NextDue(first.job_no, 0, mine.back().key);
   ASSERT_TRUE(next.ok());
   EXPECT_FALSE(next->has_value());
   const uint64_t skipped = rocksdb::get_perf_context()->internal_delete_skipped_count;
@@ -184,7 +271,7 @@ TEST_F(QueueTest, RepeatedIntakeOfALoadingJobDoesNotDuplicate) {
   ASSERT_TRUE(job.ok());
   {
     auto w = q_->NewIntakeWriter(*job);
-    for (uint32_t line = 2; line < 100; ++line) ASSERT_TRUE(w->Add(line, "x").ok());
+    for (uint32_t line = 2; line < 100; ++line) ASSERT_TRUE(w->Add(line, 0, "x").ok());
     // no Commit: as if volleyd died during intake
   }
   Reopen();
@@ -192,13 +279,13 @@ TEST_F(QueueTest, RepeatedIntakeOfALoadingJobDoesNotDuplicate) {
   ASSERT_TRUE(found.ok() && found->has_value());
   EXPECT_EQ((*found)->state, JobState::kLoading);
   std::vector<QueuedRecipient> partial;
-  ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 1000, &partial).ok());
+  ASSERT_TRUE(q_->TakeDue(job->job_no, 0, "", t0_, 1000, &partial).ok());
   EXPECT_EQ(partial.size(), 90u);  // nine whole batches reached RocksDB
   auto w = q_->NewIntakeWriter(**found);
-  for (uint32_t line = 2; line < 100; ++line) ASSERT_TRUE(w->Add(line, "x").ok());
+  for (uint32_t line = 2; line < 100; ++line) ASSERT_TRUE(w->Add(line, 0, "x").ok());
   ASSERT_TRUE(w->Commit(98).ok());
   std::vector<QueuedRecipient> got;
-  ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 1000, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(job->job_no, 0, "", t0_, 1000, &got).ok());
   EXPECT_EQ(got.size(), 98u);
   auto progress = q_->ReadProgress(job->job_no);
   ASSERT_TRUE(progress.ok());
@@ -208,7 +295,7 @@ TEST_F(QueueTest, RepeatedIntakeOfALoadingJobDoesNotDuplicate) {
 TEST_F(QueueTest, ProgressCountsOutcomesWithTheQueueChange) {
   const JobRecord job = AddJob("j", t0_, 5);
   std::vector<QueuedRecipient> got;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_, 10, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
   ASSERT_EQ(got.size(), 5u);
   auto batch = q_->NewOutcomeBatch();
   batch->Remove(got[0], Final::kDelivered);
@@ -229,7 +316,7 @@ TEST_F(QueueTest, ProgressCountsOutcomesWithTheQueueChange) {
   // A second deferral of one recipient is another deferral, not another
   // deferred recipient; its final outcome takes it out of "deferred".
   std::vector<QueuedRecipient> retry;
-  ASSERT_TRUE(q_->TakeDue(job.job_no, "", t0_ + absl::Minutes(5), 10, &retry).ok());
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Minutes(5), 10, &retry).ok());
   ASSERT_EQ(retry.size(), 3u);  // line 6 (never tried) and the two deferred
   auto second = q_->NewOutcomeBatch();
   for (const auto& r : retry) {
@@ -299,11 +386,11 @@ TEST_F(QueueTest, MarkJobDoneDropsTheJobsKeysAndNoOtherJobs) {
   const JobRecord a = AddJob("a", t0_, 3);
   const JobRecord b = AddJob("b", t0_, 3);
   ASSERT_TRUE(q_->MarkJobDone(a).ok());
-  auto next = q_->NextDue(a.job_no);
+  auto next = q_->NextDue(a.job_no, 0);
   ASSERT_TRUE(next.ok());
   EXPECT_FALSE(next->has_value());
   std::vector<QueuedRecipient> got;
-  ASSERT_TRUE(q_->TakeDue(b.job_no, "", t0_, 10, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(b.job_no, 0, "", t0_, 10, &got).ok());
   EXPECT_EQ(got.size(), 3u);
   auto found = q_->FindJob("a");
   ASSERT_TRUE(found.ok() && found->has_value());
@@ -315,7 +402,7 @@ TEST_F(QueueTest, ForgetJobRemovesRecordRecipientsAndCounters) {
   ASSERT_TRUE(job.ok());
   {
     auto w = q_->NewIntakeWriter(*job);
-    for (uint32_t line = 2; line < 20; ++line) ASSERT_TRUE(w->Add(line, "x").ok());
+    for (uint32_t line = 2; line < 20; ++line) ASSERT_TRUE(w->Add(line, 0, "x").ok());
   }
   const JobRecord keep = AddJob("k", t0_, 2);
   ASSERT_TRUE(q_->ForgetJob(*job).ok());
@@ -323,9 +410,9 @@ TEST_F(QueueTest, ForgetJobRemovesRecordRecipientsAndCounters) {
   ASSERT_TRUE(found.ok());
   EXPECT_FALSE(found->has_value());
   std::vector<QueuedRecipient> got;
-  ASSERT_TRUE(q_->TakeDue(job->job_no, "", t0_, 100, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(job->job_no, 0, "", t0_, 100, &got).ok());
   EXPECT_TRUE(got.empty());
-  ASSERT_TRUE(q_->TakeDue(keep.job_no, "", t0_, 100, &got).ok());
+  ASSERT_TRUE(q_->TakeDue(keep.job_no, 0, "", t0_, 100, &got).ok());
   EXPECT_EQ(got.size(), 2u);
 }
 

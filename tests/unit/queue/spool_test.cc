@@ -62,7 +62,9 @@ class SpoolTest : public ::testing::Test {
   }
   size_t Queued(uint32_t job_no) {
     std::vector<QueuedRecipient> got;
-      EXPECT_TRUE(queue_->TakeDue(job_no, "", absl::Now(), 1 << 20, &got).ok());
+    for (uint16_t p = 0; p < kPartitions; ++p) {
+      EXPECT_TRUE(queue_->TakeDue(job_no, p, "", absl::Now(), 1 << 20, &got).ok());
+    }
     return got.size();
   }
   fs::path root_;
@@ -210,7 +212,7 @@ TEST_F(SpoolTest, AnInterruptedIntakeResumesOnlyFromItsOwnFile) {
   ASSERT_TRUE(job.ok()) << job.status();
   {
     auto w = queue_->NewIntakeWriter(*job);
-    ASSERT_TRUE(w->Add(2, EncodeRecipient(Recipient{"a@d.test", {}})).ok());
+    ASSERT_TRUE(w->Add(2, PartitionOf("d.test"), EncodeRecipient(Recipient{"a@d.test", {}})).ok());
   }
   // Another file with the same job id must not be mixed into it.
   Drop("other.job", Header("i") + "\n" + R"({"to":"z@d.test"})" "\n");
