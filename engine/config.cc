@@ -1,7 +1,11 @@
 #include "engine/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <functional>
@@ -149,6 +153,73 @@ absl::Status GetBackoffRules(const Source& src, const toml::node& node,
   return absl::OkStatus();
 }
 
+// GetSources - [[source]]: an array of tables {name, address, ehlo_name, weight}.
+absl::Status GetSources(const Source& src, const toml::node& node,
+                        std::vector<EgressSource>* out) {
+  const auto* arr = node.as_array();
+  if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
+    return src.Error(node, "source", "must be an array of tables: write each source as [[source]]");
+  }
+  if (arr->size() > kMaxSources) {
+    return src.Error(node, "source", absl::StrCat(arr->size(), " sources; at most ", kMaxSources));
+  }
+  out->clear();
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::table& t = *arr->get(i)->as_table();
+    const std::string where = absl::StrCat("source[", i + 1, "]");
+    EgressSource e;
+    for (const auto& [key, value] : t) {
+      const std::string full = absl::StrCat(where, ".", base::Sv(key.str()));
+      if (key.str() == "name") {
+        RETURN_IF_ERROR(GetString(src, value, full, &e.name));
+      } else if (key.str() == "address") {
+        RETURN_IF_ERROR(GetString(src, value, full, &e.address));
+        in6_addr unused;
+        if (::inet_pton(AF_INET, e.address.c_str(), &unused) != 1 &&
+            ::inet_pton(AF_INET6, e.address.c_str(), &unused) != 1) {
+          return src.Error(value, full, "must be an IPv4 or IPv6 address literal");
+        }
+      } else if (key.str() == "ehlo_name") {
+        RETURN_IF_ERROR(GetString(src, value, full, &e.ehlo_name));
+        // It goes into EHLO verbatim: CR/LF or spaces there would inject commands.
+        if (absl::Status bad = smtp::ValidateEhloName(e.ehlo_name); !bad.ok()) {
+          return src.Error(value, full, base::StdSv(bad.message()));
+        }
+      } else if (key.str() == "weight") {
+        RETURN_IF_ERROR(GetIntInto(src, value, full, 1, 1000, &e.weight));
+      } else {
+        return src.Error(value, full, "unknown key (a source has name, address, ehlo_name and weight)");
+      }
+    }
+    if (e.name.empty()) return src.Error(t, where, "needs a name");
+    if (e.address.empty()) return src.Error(t, where, "needs an address");
+    for (const EgressSource& seen : *out) {
+      if (seen.name == e.name) return src.Error(t, where, absl::StrCat("name \"", e.name, "\" used twice"));
+    }
+    out->push_back(std::move(e));
+  }
+  return absl::OkStatus();
+}
+
+// ResolveSources - a `sources` list of names into indices of `sources`.
+absl::Status ResolveSources(const Source& src, const toml::node& node, std::string_view key,
+                            const std::vector<std::string>& names,
+                            const std::vector<EgressSource>& sources, std::vector<size_t>* out) {
+  out->clear();
+  for (const std::string& name : names) {
+    size_t i = 0;
+    while (i < sources.size() && sources[i].name != name) ++i;
+    if (i == sources.size()) {
+      return src.Error(node, key, absl::StrCat("no [[source]] is named \"", name, "\""));
+    }
+    if (std::find(out->begin(), out->end(), i) != out->end()) {
+      return src.Error(node, key, absl::StrCat("\"", name, "\" is listed twice"));
+    }
+    out->push_back(i);
+  }
+  return absl::OkStatus();
+}
+
 // GetClassifyRules - [[classify]]: an array of tables, each a metrics::ClassifyRule.
 absl::Status GetClassifyRules(const Source& src, const toml::node& node,
                               std::vector<metrics::ClassifyRule>* out) {
@@ -242,7 +313,8 @@ absl::Status GetRate(const Source& src, const toml::node& node, std::string_view
 }
 
 // PolicyKeys - the keys of [smtp] that a [destination."NAME"] table may override.
-KeyMap PolicyKeys(const Source& src, DestinationPolicy* p) {
+// `sources`: the [[source]] tables, which the `sources` key names.
+KeyMap PolicyKeys(const Source& src, DestinationPolicy* p, const std::vector<EgressSource>& sources) {
   auto duration = [&src](absl::Duration* d) {
     return [&src, d](const toml::node& n, std::string_view k) { return GetDuration(src, n, k, d); };
   };
@@ -270,6 +342,10 @@ KeyMap PolicyKeys(const Source& src, DestinationPolicy* p) {
       {"chunking", [&src, p](auto& n, auto k) { return GetBool(src, n, k, &p->chunking); }},
       {"tls", [&src, p](auto& n, auto k) { return GetTlsMode(src, n, k, &p->tls); }},
       {"tls_match", [&src, p](auto& n, auto k) { return GetStringList(src, n, k, &p->tls_match); }},
+      {"sources", [&src, p, &sources](auto& n, auto k) {
+         std::vector<std::string> names;
+         RETURN_IF_ERROR(GetStringList(src, n, k, &names));
+         return ResolveSources(src, n, k, names, sources, &p->sources); }},
   };
 }
 
@@ -288,10 +364,16 @@ absl::Status Section(const Source& src, const toml::node& node, std::string_view
 }
 
 absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
+  // [[source]] first: [smtp] and [destination] tables name sources.
+  if (const toml::node* sources = root.get("source")) {
+    RETURN_IF_ERROR(GetSources(src, *sources, &c->sources));
+  }
   for (const auto& [section, node] : root) {
     const std::string_view name = section.str();
     absl::Status st;
-    if (name == "paths") {
+    if (name == "source") {
+      continue;  // read above
+    } else if (name == "paths") {
       st = Section(src, node, name, {
           {"spool", [&](auto& n, auto k) { return GetString(src, n, k, &c->spool_dir); }},
           {"queue", [&](auto& n, auto k) { return GetString(src, n, k, &c->queue_dir); }},
@@ -299,7 +381,7 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
       });
     } else if (name == "smtp") {
       auto& sm = c->smtp;
-      KeyMap keys = PolicyKeys(src, &sm.defaults);
+      KeyMap keys = PolicyKeys(src, &sm.defaults, c->sources);
       keys.insert({
           {"port", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 65535, &sm.port); }},
           {"ehlo_name", [&](auto& n, auto k) { return GetString(src, n, k, &sm.ehlo_name); }},
@@ -460,7 +542,7 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
       const std::string key = absl::StrCat("destination.\"", base::Sv(dest_name.str()), "\"");
       if (dest_name.str().empty()) return src.Error(body, key, "name must not be empty");
       DestinationPolicy p = c->smtp.defaults;
-      KeyMap keys = PolicyKeys(src, &p);
+      KeyMap keys = PolicyKeys(src, &p, c->sources);
       keys.insert({
           {"retry_initial", [&](auto& n, auto k) { return GetDuration(src, n, k, &p.retry.initial); }},
           {"retry_max", [&](auto& n, auto k) { return GetDuration(src, n, k, &p.retry.max); }},

@@ -87,6 +87,10 @@ struct DestinationPolicy {
   // "*.example.test" wildcards as OpenSSL matches them). Empty: the MX host name;
   // a route to an address literal has none, so verify needs tls_match there.
   std::vector<std::string> tls_match;
+  // Egress sources (Config::sources, by index) new connections bind to, taken
+  // in weighted round robin (key: sources, by name). Empty: the system picks
+  // the address and [smtp] ehlo_name is sent. Default: empty.
+  std::vector<size_t> sources;
   // [retry]'s values, or the destination's retry_initial, retry_max and
   // retry_max_age (keys of [destination."NAME"] only).
   RetryConfig retry;
@@ -126,6 +130,17 @@ struct SmtpConfig {
   absl::Duration tls_fallback_time = absl::Hours(1);
   DestinationPolicy defaults;
 };
+
+// [[source]]: an address connections leave from, with the name it says in EHLO
+// (what receivers check against its reverse DNS) and its share of the
+// connections among the sources of one destination.
+struct EgressSource {
+  std::string name;
+  std::string address;    // an IPv4 or IPv6 literal, bound with port 0
+  std::string ehlo_name;  // default: [smtp] ehlo_name
+  int weight = 1;         // 1..1000
+};
+inline constexpr size_t kMaxSources = 256;
 
 struct DeliveryConfig {
   // Recipients taken from the queue and not yet finished, at most. Bounds memory.
@@ -172,6 +187,8 @@ struct Config {
   DnsConfig dns;
   RetryConfig retry;
   DeliveryConfig delivery;
+  // [[source]]: egress sources; a destination uses those its `sources` names.
+  std::vector<EgressSource> sources;
   // [metrics] (docs/metrics.md): listen, an IP literal and port, no
   // authentication: keep it on loopback. Default: "127.0.0.1:9464".
   std::string metrics_listen = "127.0.0.1:9464";

@@ -17,6 +17,7 @@
 //   generation (base/slot_table.h).
 #include "engine/engine.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -186,6 +187,7 @@ struct Conn {
   // fresher one meanwhile) and the host of it.
   std::shared_ptr<const dns::Route> route;
   size_t host = 0;
+  int source = -1;  // the egress source bound to (Config::sources), or none
 };
 
 struct Destination {
@@ -217,6 +219,10 @@ struct Destination {
   std::string backoff_reason;  // the reply behind the last step or suspension
   // Its per-destination metrics (volley_destination_deliveries_total).
   metrics::DestinationCounters* counters = nullptr;
+  // Smooth weighted round robin over the policy's egress sources: each pick adds
+  // every source's weight to its credit and takes the largest, which then pays
+  // the total back. Sources are taken in proportion, evenly interleaved.
+  std::vector<int> source_credit;
 };
 
 // At most 1/16 of the connections, and of a configured message rate.
@@ -282,6 +288,20 @@ class Shard {
     for (uint16_t p = 0; p < queue::kPartitions; ++p) {
       if (p % place_.count == place_.index) owned_.push_back(p);
     }
+    for (const EgressSource& e : config_.sources) {
+      // The config checked the literal already.
+      SourceAddress a;
+      auto* v4 = reinterpret_cast<sockaddr_in*>(&a.addr);
+      auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.addr);
+      if (::inet_pton(AF_INET, e.address.c_str(), &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        a.len = sizeof *v4;
+      } else if (::inet_pton(AF_INET6, e.address.c_str(), &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        a.len = sizeof *v6;
+      }
+      source_addresses_.push_back(a);
+    }
   }
 
   absl::Status Run();
@@ -335,6 +355,10 @@ class Shard {
     FlushOutput(c);
     SetDeadline(c, now_);
   }
+  // PickSource - the egress source (index into config_.sources) of d's next
+  // connection to an address of `family`; -1 when d's policy names none, -2
+  // when none of those it names has that family.
+  int PickSource(Destination* d, int family);
   // MarkHostDown - c's host failed before its session got going: pass it over
   // for kHostDownTime.
   void MarkHostDown(Destination* d, const Conn& c);
@@ -411,6 +435,12 @@ class Shard {
   std::optional<tls::Context> tls_context_;  // made in Run(); one per shard
   // config_.destinations by name (looked up for every recipient taken).
   absl::flat_hash_map<std::string, const DestinationPolicy*> policies_;
+  // config_.sources' addresses, parsed once (bound with port 0).
+  struct SourceAddress {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+  };
+  std::vector<SourceAddress> source_addresses_;
   base::SlotTable<Conn> conns_;
   // Declared after conns_ so that it is destroyed first: tearing the ring down
   // cancels the operations still pointing into connections' buffers.
@@ -914,9 +944,38 @@ size_t Shard::ChooseHost(const Destination& d, absl::Time now) {
   return candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)];
 }
 
+int Shard::PickSource(Destination* d, int family) {
+  const std::vector<size_t>& pool = d->policy->sources;
+  if (pool.empty()) return -1;
+  d->source_credit.resize(pool.size(), 0);
+  int total = 0;
+  int best = -1;
+  for (size_t i = 0; i < pool.size(); ++i) {
+    if (source_addresses_[pool[i]].addr.ss_family != family) continue;
+    const int weight = config_.sources[pool[i]].weight;
+    d->source_credit[i] += weight;
+    total += weight;
+    if (best < 0 || d->source_credit[i] > d->source_credit[static_cast<size_t>(best)]) {
+      best = static_cast<int>(i);
+    }
+  }
+  if (best < 0) return -2;
+  d->source_credit[static_cast<size_t>(best)] -= total;
+  return static_cast<int>(pool[static_cast<size_t>(best)]);
+}
+
 void Shard::OpenConnection(Destination* d, absl::Time now) {
   const size_t host = ChooseHost(*d, now);
   const dns::Destination& where = d->route->hosts[host];
+  const int source = PickSource(d, where.addr.ss_family);
+  if (source == -2) {
+    // Sending from an address the operator did not list would spend another
+    // address's reputation: defer instead.
+    FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
+                                   absl::StrCat("no egress source of the address family of ",
+                                                where.host, " among the destination's sources")));
+    return;
+  }
   const int fd = ::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
@@ -925,6 +984,21 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   }
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (source >= 0) {
+    // The port is chosen at connect, per destination address, not at bind: many
+    // connections from one source would run out of ports otherwise.
+    ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    const SourceAddress& from = source_addresses_[static_cast<size_t>(source)];
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&from.addr), from.len) != 0) {
+      const int err = errno;
+      ::close(fd);
+      const EgressSource& e = config_.sources[static_cast<size_t>(source)];
+      FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
+                                     absl::StrCat("bind to source ", e.name, " (", e.address,
+                                                  "): ", std::strerror(err))));
+      return;
+    }
+  }
   const uint32_t slot = conns_.Acquire();
   Conn* c = &conns_.at(slot);
   c->slot = slot;
@@ -932,9 +1006,13 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   c->dest = d;
   c->route = d->route;
   c->host = host;
+  c->source = source;
   const DestinationPolicy& p = *d->policy;
   smtp::ClientOptions opts;
   opts.ehlo_name = config_.smtp.ehlo_name;
+  if (source >= 0 && !config_.sources[static_cast<size_t>(source)].ehlo_name.empty()) {
+    opts.ehlo_name = config_.sources[static_cast<size_t>(source)].ehlo_name;
+  }
   opts.reply.max_line = static_cast<size_t>(config_.smtp.max_reply_line);
   opts.pipelining = p.pipelining;
   opts.chunking = p.chunking;
@@ -1436,6 +1514,7 @@ void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& 
   if (c != nullptr) {
     r.tls_version = c->tls_version;
     r.tls_cipher = c->tls_cipher;
+    if (c->source >= 0) r.source = config_.sources[static_cast<size_t>(c->source)].name;
   }
   metrics::FormatDeliveryRecord(r, &log_buffer_);
 }

@@ -187,6 +187,10 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
     *out += ",\"mx\":";
     base::AppendJsonString(out, r.mx);
   }
+  if (!r.source.empty()) {
+    *out += ",\"source\":";
+    base::AppendJsonString(out, r.source);
+  }
   if (!r.tls_version.empty()) {
     *out += ",\"tls_version\":";
     base::AppendJsonString(out, r.tls_version);

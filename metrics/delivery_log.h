@@ -71,6 +71,7 @@ struct DeliveryRecord {
   std::string_view host;    // remote address; empty when no connection was made
   uint16_t port = 0;
   std::string_view mx;      // the MX host name when routed by DNS; else empty (omitted)
+  std::string_view source;  // the egress source's name ([[source]]); else empty (omitted)
   int backoff = 0;          // the destination's backoff level; 0 omitted
   uint32_t attempt = 0;     // 1 for the first attempt
   // The session's TLS protocol and cipher ("TLSv1.3", "TLS_AES_256_GCM_SHA384");

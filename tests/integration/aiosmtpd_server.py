@@ -18,7 +18,8 @@ fails every handshake (the server allows only TLS 1.0, which OpenSSL 3 refuses),
 server with a broken TLS set-up does.
 
 --record gets one JSON line per accepted message:
-    {"ts": <unix time>, "mail_from": "...", "rcpts": ["..."], "bytes": N, "subject": "..."}
+    {"ts": <unix time>, "mail_from": "...", "rcpts": ["..."], "bytes": N, "subject": "...",
+     "tls": bool, "peer": "<client address>", "helo": "<name the client gave in EHLO>"}
 --rcpt-log gets one JSON line per RCPT command answered:
     {"ts": <unix time>, "rcpt": "...", "code": 451, "reply": "451 4.7.1 Try again later"}
 Each line is written and flushed whole before the reply goes out, so a reader that sees
@@ -109,7 +110,9 @@ class OutcomeHandler:
             n = self.messages
         self.record.write({"ts": time.time(), "mail_from": envelope.mail_from,
                            "rcpts": list(envelope.rcpt_tos), "bytes": len(content),
-                           "subject": subject, "tls": session.ssl is not None})
+                           "subject": subject, "tls": session.ssl is not None,
+                           "peer": session.peer[0] if session.peer else None,
+                           "helo": session.host_name})
         return "250 2.0.0 Ok: queued as m%d" % n
 
 

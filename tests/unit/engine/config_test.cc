@@ -283,6 +283,42 @@ TEST(ParseConfig, Shards) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("v.toml:2: delivery.shards: must be"));
 }
 
+TEST(ParseConfig, EgressSourcesAndWhoUsesThem) {
+  // [smtp] is read before [[source]] in file order, and names it anyway.
+  auto c = ParseConfig(
+      "[smtp]\nsources = [\"b\", \"a\"]\n"
+      "[destination.\"x.test\"]\nsources = [\"b\"]\n"
+      "[[source]]\nname = \"a\"\naddress = \"127.0.0.2\"\nehlo_name = \"a.test\"\nweight = 3\n"
+      "[[source]]\nname = \"b\"\naddress = \"::1\"\n",
+      "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->sources.size(), 2u);
+  EXPECT_EQ(c->sources[0].name, "a");
+  EXPECT_EQ(c->sources[0].ehlo_name, "a.test");
+  EXPECT_EQ(c->sources[0].weight, 3);
+  EXPECT_EQ(c->sources[1].address, "::1");
+  EXPECT_EQ(c->sources[1].weight, 1);
+  EXPECT_TRUE(c->sources[1].ehlo_name.empty());
+  EXPECT_EQ(c->smtp.defaults.sources, (std::vector<size_t>{1, 0}));
+  ASSERT_EQ(c->destinations.size(), 1u);
+  EXPECT_EQ(c->destinations[0].second.sources, (std::vector<size_t>{1}));
+  const std::string a = "[[source]]\nname = \"a\"\naddress = \"127.0.0.2\"\n";
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"[smtp]\nsources = [\"nope\"]\n" + a, "v.toml:2: smtp.sources: no [[source]] is named \"nope\""},
+           {"[smtp]\nsources = [\"a\", \"a\"]\n" + a, "smtp.sources: \"a\" is listed twice"},
+           {a + a, "source[2]: name \"a\" used twice"},
+           {"[[source]]\nname = \"a\"\naddress = \"host.test\"\n",
+            "v.toml:3: source[1].address: must be an IPv4 or IPv6 address literal"},
+           {"[[source]]\nname = \"a\"\n", "source[1]: needs an address"},
+           {a + "weight = 0\n", "v.toml:4: source[1].weight: must be"},
+           {a + "ehlo_name = \"x\\r\\nRSET\"\n", "v.toml:4: source[1].ehlo_name:"},
+           {a + "port = 25\n", "source[1].port: unknown key"}}) {
+    auto bad = ParseConfig(text, "v.toml");
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_THAT(std::string(bad.status().message()), HasSubstr(want)) << text;
+  }
+}
+
 TEST(ParseConfig, MetricsKeys) {
   auto c = ParseConfig("[metrics]\nlisten = \"[::1]:9999\"\ntop_destinations = 5\nmax_jobs = 7\n",
                        "v.toml");
