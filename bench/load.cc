@@ -5,15 +5,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/file.h"
 #include "base/json.h"
 #include "base/status.h"
+#include "base/strings.h"
 #include "simdjson.h"
 
 namespace volley::load {
@@ -266,8 +270,9 @@ absl::StatusOr<LogRecord> ParseLogRecord(std::string_view text) {
   return rec;
 }
 
-DeliveryTally::DeliveryTally(std::string job_id, uint64_t recipients)
-    : job_id_(std::move(job_id)), states_(recipients, Outcome::kNone) {}
+DeliveryTally::DeliveryTally(std::string job_id, uint64_t recipients,
+                             std::optional<absl::Time> drop)
+    : job_id_(std::move(job_id)), states_(recipients, Outcome::kNone), drop_(drop) {}
 
 void DeliveryTally::Feed(std::string_view bytes) {
   while (!bytes.empty()) {
@@ -308,7 +313,12 @@ void DeliveryTally::Line(std::string_view text) {
   }
   Outcome& state = states_[static_cast<size_t>(*rec->line - 2)];
   if (state == Outcome::kNone) ++with_outcome_;
-  state = ParseOutcome(rec->status);
+  const Outcome outcome = ParseOutcome(rec->status);
+  // Only the first delivery counts: a duplicate after a crash is not a second message.
+  if (outcome == Outcome::kDelivered && state != Outcome::kDelivered && drop_ && rec->ts) {
+    latency_.Add(*rec->ts - *drop_);
+  }
+  state = outcome;
   if (rec->ts && (!last_outcome_ || *rec->ts > *last_outcome_)) last_outcome_ = rec->ts;
 }
 
@@ -372,6 +382,487 @@ absl::Status LogFollower::Poll(DeliveryTally* tally) {
   }
   ::close(fd);
   return status;
+}
+
+// ---- LatencyHistogram
+
+size_t LatencyHistogram::BucketOf(uint64_t us) {
+  if (us < kSubBuckets) return static_cast<size_t>(us);
+  const int shift = std::bit_width(us) - 1 - kSubBucketBits;  // 0 for [128, 256)
+  const uint64_t mantissa = us >> shift;                      // kSubBuckets .. 2x - 1
+  return (static_cast<size_t>(shift) + 1) * kSubBuckets +
+         static_cast<size_t>(mantissa - kSubBuckets);
+}
+
+uint64_t LatencyHistogram::BucketTop(size_t bucket) {
+  if (bucket < kSubBuckets) return bucket;
+  const size_t shift = bucket / kSubBuckets - 1;
+  const uint64_t mantissa = kSubBuckets + bucket % kSubBuckets;
+  // For the very last bucket the shift wraps to 0 and the subtraction to UINT64_MAX,
+  // which is that bucket's top.
+  return ((mantissa + 1) << shift) - 1;
+}
+
+void LatencyHistogram::Add(absl::Duration d) {
+  const uint64_t us =
+      d <= absl::ZeroDuration() ? 0 : static_cast<uint64_t>(absl::ToInt64Microseconds(d));
+  ++counts_[BucketOf(us)];
+  ++count_;
+  min_us_ = std::min(min_us_, us);
+  max_us_ = std::max(max_us_, us);
+  sum_us_ += static_cast<long double>(us);
+}
+
+absl::Duration LatencyHistogram::Percentile(double p) const {
+  if (count_ == 0) return absl::ZeroDuration();
+  p = std::clamp(p, 0.0, 100.0);
+  // p x count first, so that 99 of 100 samples is exactly rank 99; the small slack
+  // keeps a product like 29.000000000000004 from rounding up to the next rank.
+  const double exact = p * static_cast<double>(count_) / 100.0;
+  auto rank = static_cast<uint64_t>(std::ceil(exact - 1e-9 * std::max(1.0, exact)));
+  rank = std::clamp<uint64_t>(rank, 1, count_);
+  uint64_t seen = 0;
+  for (size_t b = 0; b < counts_.size(); ++b) {
+    seen += counts_[b];
+    if (seen >= rank) {
+      return absl::Microseconds(static_cast<int64_t>(std::min(BucketTop(b), max_us_)));
+    }
+  }
+  return absl::Microseconds(static_cast<int64_t>(max_us_));
+}
+
+absl::Duration LatencyHistogram::mean() const {
+  if (count_ == 0) return absl::ZeroDuration();
+  return absl::Microseconds(static_cast<double>(sum_us_ / static_cast<long double>(count_)));
+}
+
+// ---- Routes and zone
+
+namespace {
+
+constexpr uint32_t kLoopbackNet = 127;
+constexpr uint32_t kMaxPort = 65535;
+// Negative answers (a mistyped name) are cached this long, whatever the --ttl.
+constexpr uint32_t kNegativeTtl = 60;
+
+std::optional<uint32_t> ParseIPv4(std::string_view s) {
+  uint32_t address = 0;
+  for (int part = 0; part < 4; ++part) {
+    if (part > 0) {
+      if (s.empty() || s.front() != '.') return std::nullopt;
+      s.remove_prefix(1);
+    }
+    size_t n = 0;
+    uint32_t octet = 0;
+    while (n < s.size() && n <= 3 && s[n] >= '0' && s[n] <= '9') {
+      octet = octet * 10 + static_cast<uint32_t>(s[n] - '0');
+      ++n;
+    }
+    // No leading zeros: "127.0.01.1" might be meant as octal by another tool.
+    if (n == 0 || n > 3 || octet > 255 || (n > 1 && s.front() == '0')) return std::nullopt;
+    address = address << 8 | octet;
+    s.remove_prefix(n);
+  }
+  if (!s.empty()) return std::nullopt;
+  return address;
+}
+
+bool IsLoopback(uint32_t address) { return address >> 24 == kLoopbackNet; }
+
+absl::Status CheckRouting(const RoutingOptions& o) {
+  if (o.domains == 0 || o.domains > kMaxDomains) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("domains must be 1 to ", kMaxDomains, ", not ", o.domains));
+  }
+  const AddressRange& r = o.addresses;
+  if (!IsLoopback(r.first) || !IsLoopback(r.last) || r.first > r.last) {
+    return absl::InvalidArgumentError(absl::StrCat("sink addresses ", FormatAddress(r.first),
+                                                   "-", FormatAddress(r.last),
+                                                   " are not a range in 127.0.0.0/8"));
+  }
+  return absl::OkStatus();
+}
+
+// The zone-relative name of domain i: "d0001" for d0001.test.
+std::string ZoneLabel(uint32_t index) {
+  std::string name = DomainName(index);
+  name.resize(name.size() - std::string_view(".test").size());
+  return name;
+}
+
+// ChunkedWriter - text built in a buffer and handed to the sink about every kChunk
+// bytes, so a million domains never sit in memory at once.
+class ChunkedWriter {
+ public:
+  explicit ChunkedWriter(absl::FunctionRef<absl::Status(std::string_view)> sink)
+      : sink_(sink) {
+    buf_.reserve(kChunk + 4096);
+  }
+  std::string* buf() { return &buf_; }
+  absl::Status MaybeFlush() { return buf_.size() >= kChunk ? Flush() : absl::OkStatus(); }
+  absl::Status Flush() {
+    if (buf_.empty()) return absl::OkStatus();
+    absl::Status s = sink_(buf_);
+    buf_.clear();
+    return s;
+  }
+
+ private:
+  absl::FunctionRef<absl::Status(std::string_view)> sink_;
+  std::string buf_;
+};
+
+std::string RangeText(const AddressRange& r) {
+  return r.first == r.last ? FormatAddress(r.first)
+                           : absl::StrCat(FormatAddress(r.first), "-", FormatAddress(r.last));
+}
+
+}  // namespace
+
+std::string FormatAddress(uint32_t a) {
+  return absl::StrFormat("%u.%u.%u.%u", a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff, a & 0xff);
+}
+
+absl::StatusOr<AddressRange> ParseAddressRange(std::string_view text) {
+  const std::string where = absl::StrCat("sink addresses \"", base::Sv(text), "\": ");
+  const size_t dash = text.find('-');
+  const std::string_view first_text = text.substr(0, dash);
+  const std::string_view last_text =
+      dash == std::string_view::npos ? text : text.substr(dash + 1);
+  AddressRange r;
+  for (auto [part, out] : {std::pair{first_text, &r.first}, std::pair{last_text, &r.last}}) {
+    const std::optional<uint32_t> a = ParseIPv4(part);
+    if (!a) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "\"", base::Sv(part),
+          "\" is not an IPv4 address (want A.B.C.D or A.B.C.D-E.F.G.H, in 127.0.0.0/8)"));
+    }
+    if (!IsLoopback(*a)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, base::Sv(part),
+          " is not in 127.0.0.0/8: volley-load only routes to loopback"));
+    }
+    if (*a == kLoopbackNet << 24 || *a == (kLoopbackNet << 24 | 0xffffff)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, base::Sv(part), " is the network or broadcast address of 127.0.0.0/8"));
+    }
+    *out = *a;
+  }
+  if (r.first > r.last) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "the first address ",
+                                                   base::Sv(first_text), " is after the last ",
+                                                   base::Sv(last_text)));
+  }
+  if (r.size() > kMaxSinkAddresses) {
+    return absl::InvalidArgumentError(absl::StrCat(where, r.size(), " addresses, more than the ",
+                                                   kMaxSinkAddresses, " allowed"));
+  }
+  return r;
+}
+
+absl::Status WriteRoutes(const RoutingOptions& o,
+                         absl::FunctionRef<absl::Status(std::string_view)> sink) {
+  RETURN_IF_ERROR(CheckRouting(o));
+  if (o.port == 0 || o.port > kMaxPort) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("port must be 1 to ", kMaxPort, ", not ", o.port));
+  }
+  ChunkedWriter w(sink);
+  absl::StrAppendFormat(w.buf(),
+                        "# volley-load routes: %u domains %s .. %s over %d sink addresses %s\n"
+                        "# (round robin), port %u. Goes into volleyd's config: docs/config.md.\n"
+                        "[routes]\n",
+                        o.domains, DomainName(0), DomainName(o.domains - 1),
+                        o.addresses.size(), RangeText(o.addresses), o.port);
+  for (uint32_t i = 0; i < o.domains; ++i) {
+    absl::StrAppendFormat(w.buf(), "\"%s\" = \"%s:%u\"\n", DomainName(i),
+                          FormatAddress(o.addresses.At(i)), o.port);
+    RETURN_IF_ERROR(w.MaybeFlush());
+  }
+  return w.Flush();
+}
+
+absl::Status WriteZone(const RoutingOptions& o,
+                       absl::FunctionRef<absl::Status(std::string_view)> sink) {
+  RETURN_IF_ERROR(CheckRouting(o));
+  if (o.ttl == 0 || o.ttl > kMaxZoneTtl) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl must be 1 to ", kMaxZoneTtl, ", not ", o.ttl));
+  }
+  ChunkedWriter w(sink);
+  absl::StrAppendFormat(
+      w.buf(),
+      "; volley-load zone: %u domains %s .. %s, each MX mx.<domain>, whose A is one of\n"
+      "; %d sink addresses %s (round robin). Serve it with nsd: docs/volley-load.md.\n"
+      "$ORIGIN test.\n"
+      "$TTL %u\n"
+      "@ IN SOA ns.test. hostmaster.test. %u 3600 600 86400 %u\n"
+      "@ IN NS ns.test.\n"
+      "ns IN A 127.0.0.1\n",
+      o.domains, DomainName(0), DomainName(o.domains - 1), o.addresses.size(),
+      RangeText(o.addresses), o.ttl, o.serial, std::min(o.ttl, kNegativeTtl));
+  for (uint32_t i = 0; i < o.domains; ++i) {
+    const std::string label = ZoneLabel(i);
+    absl::StrAppendFormat(w.buf(), "%s IN MX 10 mx.%s\nmx.%s IN A %s\n", label, label, label,
+                          FormatAddress(o.addresses.At(i)));
+    RETURN_IF_ERROR(w.MaybeFlush());
+  }
+  return w.Flush();
+}
+
+// ---- /proc
+
+namespace {
+
+constexpr size_t kMaxProcFile = 64 * 1024;
+
+absl::StatusOr<std::string> ReadProcFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("cannot open", path);
+  std::string text(kMaxProcFile, '\0');
+  size_t used = 0;
+  absl::Status status;
+  while (used < text.size()) {
+    const ssize_t n = ::read(fd, text.data() + used, text.size() - used);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      status = Errno("cannot read", path);
+      break;
+    }
+    if (n == 0) break;
+    used += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  RETURN_IF_ERROR(status);
+  text.resize(used);
+  return text;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ParseProcStatCpuTicks(std::string_view stat) {
+  // "PID (COMM) STATE PPID ...": the command name may hold ") ", so split after the last.
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string_view::npos) {
+    return absl::InvalidArgumentError("/proc stat: no \")\" after the command name");
+  }
+  std::string_view rest = stat.substr(paren + 1);
+  // Fields after the name start at 3 (state); utime is 14, stime 15.
+  constexpr int kFirst = 3, kUtime = 14, kStime = 15;
+  uint64_t ticks = 0;
+  int field = kFirst - 1;
+  while (field < kStime) {
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    if (rest.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("/proc stat: ends at field ", field, ", before stime (", kStime, ")"));
+    }
+    ++field;
+    const size_t end = std::min(rest.find(' '), rest.size());
+    if (field == kUtime || field == kStime) {
+      uint64_t n = 0;
+      if (!absl::SimpleAtoi(base::Sv(rest.substr(0, end)), &n)) {
+        return absl::InvalidArgumentError(absl::StrCat("/proc stat: field ", field, " \"",
+                                                       base::Sv(rest.substr(0, end)),
+                                                       "\" is not a number"));
+      }
+      ticks += n;
+    }
+    rest.remove_prefix(end);
+  }
+  return ticks;
+}
+
+absl::StatusOr<uint64_t> ParseProcStatusKb(std::string_view status, std::string_view field) {
+  size_t pos = 0;
+  while (pos < status.size()) {
+    const size_t nl = std::min(status.find('\n', pos), status.size());
+    std::string_view line = status.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (line.size() <= field.size() || line.substr(0, field.size()) != field ||
+        line[field.size()] != ':') {
+      continue;
+    }
+    line.remove_prefix(field.size() + 1);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    if (line.size() >= 3 && line.substr(line.size() - 3) == " kB") line.remove_suffix(3);
+    uint64_t kb = 0;
+    if (!absl::SimpleAtoi(base::Sv(line), &kb)) {
+      return absl::InvalidArgumentError(absl::StrCat("/proc status: ", base::Sv(field),
+                                                     ": \"", base::Sv(line),
+                                                     "\" is not a number of kB"));
+    }
+    return kb;
+  }
+  return absl::NotFoundError(absl::StrCat("/proc status: no ", base::Sv(field), " line"));
+}
+
+absl::StatusOr<double> ReadCpuSeconds(pid_t pid) {
+  const std::string path = absl::StrCat("/proc/", pid, "/stat");
+  ASSIGN_OR_RETURN(std::string text, ReadProcFile(path));
+  auto ticks = ParseProcStatCpuTicks(text);
+  if (!ticks.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", ticks.status().message()));
+  }
+  const long per_second = ::sysconf(_SC_CLK_TCK);
+  if (per_second <= 0) return absl::InternalError("sysconf(_SC_CLK_TCK) failed");
+  return static_cast<double>(*ticks) / static_cast<double>(per_second);
+}
+
+absl::StatusOr<uint64_t> ReadPeakRssKb(pid_t pid) {
+  const std::string path = absl::StrCat("/proc/", pid, "/status");
+  ASSIGN_OR_RETURN(std::string text, ReadProcFile(path));
+  auto kb = ParseProcStatusKb(text, "VmHWM");
+  if (!kb.ok()) {
+    return absl::Status(kb.status().code(), absl::StrCat(path, ": ", kb.status().message()));
+  }
+  return *kb;
+}
+
+// ---- Report
+
+double Report::MessagesPerSecond() const {
+  return elapsed_seconds > 0 ? static_cast<double>(counts.delivered) / elapsed_seconds : 0;
+}
+
+double Report::MegabytesPerSecond() const {
+  return elapsed_seconds > 0 ? static_cast<double>(counts.delivered) *
+                                   static_cast<double>(message_bytes) / 1e6 / elapsed_seconds
+                             : 0;
+}
+
+std::optional<double> Report::CpuSecondsPer10k() const {
+  if (!volleyd_cpu_seconds || counts.delivered == 0) return std::nullopt;
+  return *volleyd_cpu_seconds / static_cast<double>(counts.delivered) * 10000;
+}
+
+void FillLatency(const LatencyHistogram& latency, Report* report) {
+  report->latency_samples = latency.count();
+  report->latency_p50_seconds = absl::ToDoubleSeconds(latency.Percentile(50));
+  report->latency_p99_seconds = absl::ToDoubleSeconds(latency.Percentile(99));
+  report->latency_max_seconds = absl::ToDoubleSeconds(latency.max());
+  report->latency_mean_seconds = absl::ToDoubleSeconds(latency.mean());
+}
+
+std::string ReportJson(const Report& r) {
+  std::string out = "{\"job\":";
+  base::AppendJsonString(&out, r.job);
+  // The keys up to timed_out are volley-load's first report: bench scripts read them.
+  absl::StrAppendFormat(
+      &out,
+      ",\"recipients\":%d,\"domains\":%d,\"size\":%d,\"with_outcome\":%d,\"missing\":%d,"
+      "\"delivered\":%d,\"deferred\":%d,\"bounced\":%d,\"expired\":%d,\"other\":%d,"
+      "\"records\":%d,\"malformed_log_lines\":%d,\"elapsed_seconds\":%.3f,"
+      "\"messages_per_second\":%.1f,\"timed_out\":%s",
+      r.recipients, r.domains, r.size, r.with_outcome, r.missing, r.counts.delivered,
+      r.counts.deferred, r.counts.bounced, r.counts.expired, r.counts.other, r.records,
+      r.malformed_log_lines, r.elapsed_seconds, r.MessagesPerSecond(),
+      r.timed_out ? "true" : "false");
+  const bool latency = r.latency_samples > 0;
+  auto seconds = [&](double v) {
+    return latency ? absl::StrFormat("%.3f", v) : std::string("null");
+  };
+  absl::StrAppendFormat(
+      &out,
+      ",\"message_bytes\":%d,\"megabytes_per_second\":%.3f,\"generate_seconds\":%.3f,"
+      "\"latency_samples\":%d,\"latency_p50_seconds\":%s,\"latency_p99_seconds\":%s,"
+      "\"latency_max_seconds\":%s,\"latency_mean_seconds\":%s",
+      r.message_bytes, r.MegabytesPerSecond(), r.generate_seconds, r.latency_samples,
+      seconds(r.latency_p50_seconds), seconds(r.latency_p99_seconds),
+      seconds(r.latency_max_seconds), seconds(r.latency_mean_seconds));
+  const std::optional<double> per_10k = r.CpuSecondsPer10k();
+  absl::StrAppendFormat(
+      &out,
+      ",\"volleyd_pid\":%s,\"volleyd_cpu_seconds\":%s,\"volleyd_cpu_seconds_per_10k\":%s,"
+      "\"volleyd_peak_rss_kb\":%s",
+      r.volleyd_pid ? absl::StrCat(*r.volleyd_pid) : "null",
+      r.volleyd_cpu_seconds ? absl::StrFormat("%.3f", *r.volleyd_cpu_seconds) : "null",
+      per_10k ? absl::StrFormat("%.4f", *per_10k) : "null",
+      r.volleyd_peak_rss_kb ? absl::StrCat(*r.volleyd_peak_rss_kb) : "null");
+  if (!r.refused.empty()) {
+    out += ",\"refused\":";
+    base::AppendJsonString(&out, r.refused);
+  }
+  out += "}\n";
+  return out;
+}
+
+std::string ReportText(const Report& r) {
+  // The first two lines are volley-load's first report, unchanged.
+  std::string out = absl::StrFormat("delivered %d  deferred %d  bounced %d  expired %d",
+                                    r.counts.delivered, r.counts.deferred, r.counts.bounced,
+                                    r.counts.expired);
+  if (r.counts.other != 0) absl::StrAppendFormat(&out, "  other %d", r.counts.other);
+  absl::StrAppendFormat(&out, "  (of %d recipients)\n", r.recipients);
+  absl::StrAppendFormat(&out, "elapsed %.3f s (drop to last outcome), %.1f messages/s\n",
+                        r.elapsed_seconds, r.MessagesPerSecond());
+  absl::StrAppendFormat(&out, "throughput %.1f messages/s, %.2f MB/s of %d-byte messages\n",
+                        r.MessagesPerSecond(), r.MegabytesPerSecond(), r.message_bytes);
+  if (r.latency_samples > 0) {
+    absl::StrAppendFormat(&out,
+                          "latency (drop to delivered): p50 %.3f s, p99 %.3f s, max %.3f s, "
+                          "mean %.3f s over %d messages\n",
+                          r.latency_p50_seconds, r.latency_p99_seconds, r.latency_max_seconds,
+                          r.latency_mean_seconds, r.latency_samples);
+  }
+  if (r.volleyd_pid) {
+    absl::StrAppendFormat(&out, "volleyd (pid %d):", *r.volleyd_pid);
+    if (r.volleyd_cpu_seconds) {
+      absl::StrAppendFormat(&out, " %.2f CPU s", *r.volleyd_cpu_seconds);
+      if (auto per_10k = r.CpuSecondsPer10k()) {
+        absl::StrAppendFormat(&out, ", %.3f CPU s per 10,000 messages", *per_10k);
+      }
+    } else {
+      out += " CPU time unknown";
+    }
+    if (r.volleyd_peak_rss_kb) {
+      absl::StrAppendFormat(&out, ", peak RSS %.1f MiB",
+                            static_cast<double>(*r.volleyd_peak_rss_kb) / 1024);
+    }
+    out += "\n";
+  }
+  if (r.malformed_log_lines != 0) {
+    absl::StrAppendFormat(&out, "warning: %d delivery-log lines did not parse\n",
+                          r.malformed_log_lines);
+  }
+  return out;
+}
+
+namespace {
+
+constexpr int kProgressBarWidth = 16;
+
+std::string Clock(absl::Duration d) {
+  const int64_t s = absl::ToInt64Seconds(d);
+  if (s >= 3600) return absl::StrFormat("%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+  return absl::StrFormat("%d:%02d", s / 60, s % 60);
+}
+
+}  // namespace
+
+std::string ProgressLine(uint64_t with_outcome, uint64_t recipients, uint64_t delivered,
+                         absl::Duration elapsed) {
+  const double done =
+      recipients == 0 ? 1.0 : static_cast<double>(with_outcome) / static_cast<double>(recipients);
+  const int filled = std::clamp(static_cast<int>(done * kProgressBarWidth), 0, kProgressBarWidth);
+  std::string out = "[";
+  out.append(static_cast<size_t>(filled), '#');
+  out.append(static_cast<size_t>(kProgressBarWidth - filled), '.');
+  const double secs = absl::ToDoubleSeconds(elapsed);
+  absl::StrAppendFormat(&out, "] %5.1f%%  delivered %d/%d  %.0f msg/s", done * 100, delivered,
+                        recipients, secs > 0 ? static_cast<double>(delivered) / secs : 0.0);
+  if (with_outcome > delivered) absl::StrAppendFormat(&out, "  other %d", with_outcome - delivered);
+  if (with_outcome >= recipients) {
+    absl::StrAppendFormat(&out, "  done in %s", Clock(elapsed));
+  } else if (with_outcome == 0 || secs <= 0) {
+    out += "  ETA --";
+  } else {
+    // At the pace so far: recipients still without an outcome over outcomes a second.
+    const double left = static_cast<double>(recipients - with_outcome) * secs /
+                        static_cast<double>(with_outcome);
+    absl::StrAppendFormat(&out, "  ETA %s", Clock(absl::Seconds(left)));
+  }
+  return out;
 }
 
 }  // namespace volley::load

@@ -5,7 +5,11 @@
 //                        [--size BYTES] [--personalised] [--from ADDR] [--seed S]
 //   volley-load run --spool DIR --log DIR --recipients N --domains M [--job ID]
 //                   [--size BYTES] [--personalised] [--from ADDR] [--seed S]
-//                   [--timeout SECONDS] [--json]
+//                   [--timeout SECONDS] [--json] [--volleyd-pid PID] [--no-progress]
+//   volley-load routes --domains M --sink-addresses RANGE [--port PORT] --out FILE
+//   volley-load zone --domains M --sink-addresses RANGE [--ttl SECONDS] [--serial N]
+//                    --out FILE
+//   volley-load addresses --sink-addresses RANGE [--port PORT]
 //
 // DESCRIPTION
 //   generate writes a job file (see docs/jobs.md) as it goes, so it handles millions
@@ -13,12 +17,19 @@
 //
 //   run writes the job into <spool>/tmp/, renames it into <spool>/incoming/ (the drop),
 //   then follows <log>/deliveries.jsonl from the size it had before the drop until every
-//   recipient line of the job has at least one outcome record. It shows progress when
-//   stdout is a terminal and prints a summary: recipients by latest status, the seconds
-//   from the drop to the last outcome, and messages delivered per second.
+//   recipient line of the job has at least one outcome record. On a terminal it shows a
+//   progress bar on stderr; at the end it prints a report (or, with --json, one JSON
+//   object): outcome counts, messages/s and MB/s, delivery latency p50/p99 and, with
+//   --volleyd-pid, volleyd's CPU seconds per 10,000 messages and peak RSS.
+//
+//   routes and zone route the generated domains to volley-sink listeners on loopback:
+//   a [routes] table for volleyd's config, or an nsd zone file for "test.". addresses
+//   lists the range one HOST:PORT a line, for volley-sink's --listen.
+//   docs/volley-load.md has every flag, the report's fields and an example.
 //
 // EXIT STATUS
-//   0 every recipient has an outcome; 1 timeout or the job was refused; 2 usage error.
+//   0 every recipient has an outcome (run) or the file was written; 1 timeout, the job
+//   was refused, or an I/O error; 2 usage error (a bad flag or address range).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,6 +39,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -39,8 +51,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "base/json.h"
+#include "base/file.h"
 #include "base/status.h"
+#include "base/strings.h"
 #include "bench/load.h"
 
 namespace volley::load {
@@ -51,7 +64,16 @@ constexpr char kUsage[] =
     "                            [--size BYTES] [--personalised] [--from ADDR] [--seed S]\n"
     "       volley-load run --spool DIR --log DIR --recipients N --domains M [--job ID]\n"
     "                       [--size BYTES] [--personalised] [--from ADDR] [--seed S]\n"
-    "                       [--timeout SECONDS] [--json]\n";
+    "                       [--timeout SECONDS] [--json] [--volleyd-pid PID] [--no-progress]\n"
+    "       volley-load routes --domains M --sink-addresses RANGE [--port PORT] --out FILE\n"
+    "       volley-load zone --domains M --sink-addresses RANGE [--ttl SECONDS] [--serial N]\n"
+    "                        --out FILE\n"
+    "       volley-load addresses --sink-addresses RANGE [--port PORT]\n"
+    "RANGE is A.B.C.D-E.F.G.H or one address, in 127.0.0.0/8. See docs/volley-load.md.\n";
+
+// How often the progress bar is redrawn, and how often the log is polled.
+constexpr absl::Duration kProgressEvery = absl::Milliseconds(250);
+constexpr auto kPollEvery = std::chrono::milliseconds(50);
 
 [[noreturn]] void Usage(std::string_view why) {
   std::fprintf(stderr, "volley-load: %.*s\n%s", static_cast<int>(why.size()), why.data(),
@@ -121,7 +143,9 @@ GenerateOptions JobOptions(const Flags& flags, std::string job_id) {
   o.job_id = std::move(job_id);
   o.recipients = flags.Number("recipients", std::nullopt);
   const uint64_t domains = flags.Number("domains", std::nullopt);
-  if (domains == 0 || domains > 1'000'000) Usage("--domains must be 1 to 1000000");
+  if (domains == 0 || domains > kMaxDomains) {
+    Usage(absl::StrCat("--domains must be 1 to ", kMaxDomains));
+  }
   o.domains = static_cast<uint32_t>(domains);
   o.size = flags.Number("size", 1024);
   o.personalised = flags.Has("personalised");
@@ -185,8 +209,8 @@ std::string ReadSmallFile(const std::string& path) {
 
 int Run(int argc, char** argv) {
   std::vector<std::string_view> valued = kJobFlags;
-  valued.insert(valued.end(), {"spool", "log", "timeout"});
-  Flags flags(argc, argv, valued, {"personalised", "json"});
+  valued.insert(valued.end(), {"spool", "log", "timeout", "volleyd-pid"});
+  Flags flags(argc, argv, valued, {"personalised", "json", "no-progress"});
   const std::string spool = flags.Required("spool");
   const std::string log_dir = flags.Required("log");
   const std::string job_id = flags.String(
@@ -194,7 +218,22 @@ int Run(int argc, char** argv) {
   GenerateOptions o = JobOptions(flags, job_id);
   const uint64_t timeout_s = flags.Number("timeout", 600);
   const bool json = flags.Has("json");
-  const bool tty = ::isatty(STDOUT_FILENO) == 1;
+  // The bar goes to stderr, so it shows with --json too and never mixes with the report.
+  const bool progress = !flags.Has("no-progress") && ::isatty(STDERR_FILENO) == 1;
+  std::optional<pid_t> volleyd_pid;
+  if (flags.Has("volleyd-pid")) {
+    const uint64_t pid = flags.Number("volleyd-pid", std::nullopt);
+    if (pid == 0 || pid > static_cast<uint64_t>(std::numeric_limits<pid_t>::max())) {
+      Usage(absl::StrCat("--volleyd-pid ", pid, " is not a process id"));
+    }
+    volleyd_pid = static_cast<pid_t>(pid);
+    // Find out now, not after writing a million recipients, that the pid is wrong.
+    if (auto cpu = ReadCpuSeconds(*volleyd_pid); !cpu.ok()) {
+      std::fprintf(stderr, "volley-load: --volleyd-pid %d: %s\n", *volleyd_pid,
+                   cpu.status().ToString().c_str());
+      return 2;
+    }
+  }
 
   const std::string log_path = absl::StrCat(log_dir, "/deliveries.jsonl");
   auto start_offset = FileSize(log_path);
@@ -219,6 +258,17 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "volley-load: %s\n", stats.status().ToString().c_str());
     return 1;
   }
+  std::optional<double> cpu_at_drop;
+  if (volleyd_pid) {
+    auto cpu = ReadCpuSeconds(*volleyd_pid);
+    if (!cpu.ok()) {
+      std::fprintf(stderr, "volley-load: volleyd (pid %d) is gone before the drop: %s\n",
+                   *volleyd_pid, cpu.status().ToString().c_str());
+      ::unlink(tmp.c_str());
+      return 1;
+    }
+    cpu_at_drop = *cpu;
+  }
   const absl::Time drop = absl::Now();
   if (::rename(tmp.c_str(), incoming.c_str()) != 0) {
     std::fprintf(stderr, "volley-load: cannot rename %s to %s: %s\n", tmp.c_str(),
@@ -234,7 +284,7 @@ int Run(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  DeliveryTally tally(job_id, o.recipients);
+  DeliveryTally tally(job_id, o.recipients, drop);
   LogFollower follower(log_path, *start_offset);
   const absl::Time deadline = drop + absl::Seconds(static_cast<int64_t>(timeout_s));
   absl::Time last_progress = absl::InfinitePast();
@@ -244,6 +294,7 @@ int Run(int argc, char** argv) {
   bool timed_out = false;
   for (;;) {
     if (absl::Status s = follower.Poll(&tally); !s.ok()) {
+      if (progress) std::fputs("\n", stderr);
       std::fprintf(stderr, "volley-load: %s\n", s.ToString().c_str());
       return 1;
     }
@@ -252,17 +303,12 @@ int Run(int argc, char** argv) {
       last_with_outcome = tally.with_outcome();
       last_seen_change = now;
     }
-    if (tty && !json && (now - last_progress >= absl::Milliseconds(250) || tally.complete())) {
-      const OutcomeCounts c = tally.counts();
-      std::printf("\r  %llu/%llu with an outcome (delivered %llu, deferred %llu, bounced %llu, "
-                  "expired %llu)  %.1f s ",
-                  static_cast<unsigned long long>(tally.with_outcome()),
-                  static_cast<unsigned long long>(tally.recipients()),
-                  static_cast<unsigned long long>(c.delivered),
-                  static_cast<unsigned long long>(c.deferred),
-                  static_cast<unsigned long long>(c.bounced),
-                  static_cast<unsigned long long>(c.expired), absl::ToDoubleSeconds(now - drop));
-      std::fflush(stdout);
+    if (progress && (now - last_progress >= kProgressEvery || tally.complete())) {
+      const std::string line = ProgressLine(tally.with_outcome(), tally.recipients(),
+                                            tally.counts().delivered, now - drop);
+      // \r to the start, the line, then erase what a longer previous line left.
+      std::fprintf(stderr, "\r%s\033[K", line.c_str());
+      std::fflush(stderr);
       last_progress = now;
     }
     if (tally.complete()) break;
@@ -274,48 +320,47 @@ int Run(int argc, char** argv) {
       timed_out = true;
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(kPollEvery);
   }
-  if (tty && !json) std::printf("\n");
+  if (progress) std::fputs("\n", stderr);
 
   const OutcomeCounts c = tally.counts();
   absl::Time last = tally.last_outcome().value_or(last_seen_change);
   if (last < drop) last = last_seen_change;  // clocks disagree: use what we saw
-  const double elapsed = tally.with_outcome() == 0 ? 0 : absl::ToDoubleSeconds(last - drop);
-  const double rate = elapsed > 0 ? static_cast<double>(c.delivered) / elapsed : 0;
 
-  if (json) {
-    std::string out = "{\"job\":";
-    base::AppendJsonString(&out, job_id);
-    absl::StrAppendFormat(
-        &out,
-        ",\"recipients\":%d,\"domains\":%d,\"size\":%d,\"with_outcome\":%d,\"missing\":%d,"
-        "\"delivered\":%d,\"deferred\":%d,\"bounced\":%d,\"expired\":%d,\"other\":%d,"
-        "\"records\":%d,\"malformed_log_lines\":%d,\"elapsed_seconds\":%.3f,"
-        "\"messages_per_second\":%.1f,\"timed_out\":%s",
-        o.recipients, o.domains, o.size, tally.with_outcome(), tally.missing(), c.delivered,
-        c.deferred, c.bounced, c.expired, c.other, tally.records(), tally.malformed(), elapsed,
-        rate, timed_out ? "true" : "false");
-    if (!refused.empty()) {
-      out += ",\"refused\":";
-      base::AppendJsonString(&out, refused);
+  Report r;
+  r.job = job_id;
+  r.recipients = o.recipients;
+  r.domains = o.domains;
+  r.size = o.size;
+  r.message_bytes = MessageTemplate(o).size();
+  r.with_outcome = tally.with_outcome();
+  r.missing = tally.missing();
+  r.counts = c;
+  r.records = tally.records();
+  r.malformed_log_lines = tally.malformed();
+  r.generate_seconds = absl::ToDoubleSeconds(drop - gen_start);
+  r.elapsed_seconds = tally.with_outcome() == 0 ? 0 : absl::ToDoubleSeconds(last - drop);
+  r.timed_out = timed_out;
+  r.refused = refused;
+  FillLatency(tally.latency(), &r);
+  if (volleyd_pid) {
+    r.volleyd_pid = *volleyd_pid;
+    if (auto cpu = ReadCpuSeconds(*volleyd_pid); cpu.ok()) {
+      r.volleyd_cpu_seconds = *cpu - *cpu_at_drop;
+    } else {
+      std::fprintf(stderr, "volley-load: volleyd CPU time unknown: %s\n",
+                   cpu.status().ToString().c_str());
     }
-    out += "}\n";
-    std::fputs(out.c_str(), stdout);
-  } else {
-    std::printf("delivered %llu  deferred %llu  bounced %llu  expired %llu",
-                static_cast<unsigned long long>(c.delivered),
-                static_cast<unsigned long long>(c.deferred),
-                static_cast<unsigned long long>(c.bounced),
-                static_cast<unsigned long long>(c.expired));
-    if (c.other != 0) std::printf("  other %llu", static_cast<unsigned long long>(c.other));
-    std::printf("  (of %llu recipients)\n", static_cast<unsigned long long>(o.recipients));
-    std::printf("elapsed %.3f s (drop to last outcome), %.1f messages/s\n", elapsed, rate);
-    if (tally.malformed() != 0) {
-      std::printf("warning: %llu delivery-log lines did not parse\n",
-                  static_cast<unsigned long long>(tally.malformed()));
+    if (auto hwm = ReadPeakRssKb(*volleyd_pid); hwm.ok()) {
+      r.volleyd_peak_rss_kb = *hwm;
+    } else {
+      std::fprintf(stderr, "volley-load: volleyd peak RSS unknown: %s\n",
+                   hwm.status().ToString().c_str());
     }
   }
+  const std::string report = json ? ReportJson(r) : ReportText(r);
+  std::fputs(report.c_str(), stdout);
   std::fflush(stdout);
   if (!refused.empty()) {
     std::fprintf(stderr, "volley-load: job %s was refused: %s\n", job_id.c_str(), refused.c_str());
@@ -332,6 +377,109 @@ int Run(int argc, char** argv) {
   return 0;
 }
 
+// ---- routes, zone, addresses
+
+AddressRange SinkAddresses(const Flags& flags) {
+  auto range = ParseAddressRange(flags.Required("sink-addresses"));
+  if (!range.ok()) Usage(base::StdSv(range.status().message()));
+  return *range;
+}
+
+uint32_t Port(const Flags& flags) {
+  const uint64_t port = flags.Number("port", 2525);
+  if (port == 0 || port > 65535) Usage(absl::StrCat("--port must be 1 to 65535, not ", port));
+  return static_cast<uint32_t>(port);
+}
+
+uint32_t Domains(const Flags& flags) {
+  const uint64_t domains = flags.Number("domains", std::nullopt);
+  if (domains == 0 || domains > kMaxDomains) {
+    Usage(absl::StrCat("--domains must be 1 to ", kMaxDomains));
+  }
+  return static_cast<uint32_t>(domains);
+}
+
+// WriteOut - what `write` produces into `out`, through a temporary file beside it and a
+// rename, so volleyd or nsd never read half a file.
+int WriteOut(const std::string& out,
+             absl::FunctionRef<absl::Status(absl::FunctionRef<absl::Status(std::string_view)>)>
+                 write) {
+  const std::string tmp = absl::StrCat(out, ".tmp.", ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    std::fprintf(stderr, "volley-load: cannot create %s: %s\n", tmp.c_str(), std::strerror(errno));
+    return 1;
+  }
+  absl::Status status = write([&](std::string_view bytes) -> absl::Status {
+    return base::WriteAll(fd, bytes, tmp);
+  });
+  if (::close(fd) != 0 && status.ok()) {
+    status = absl::ErrnoToStatus(errno, absl::StrCat("cannot close ", tmp));
+  }
+  if (status.ok() && ::rename(tmp.c_str(), out.c_str()) != 0) {
+    status = absl::ErrnoToStatus(errno, absl::StrCat("cannot rename ", tmp, " to ", out));
+  }
+  if (!status.ok()) {
+    ::unlink(tmp.c_str());
+    std::fprintf(stderr, "volley-load: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+std::string RangeText(const AddressRange& r) {
+  return absl::StrCat(FormatAddress(r.first), "-", FormatAddress(r.last));
+}
+
+int Routes(int argc, char** argv) {
+  Flags flags(argc, argv, {"domains", "sink-addresses", "port", "out"}, {});
+  RoutingOptions o;
+  o.domains = Domains(flags);
+  o.addresses = SinkAddresses(flags);
+  o.port = Port(flags);
+  const std::string out = flags.Required("out");
+  using Sink = absl::FunctionRef<absl::Status(std::string_view)>;
+  if (int rc = WriteOut(out, [&](Sink sink) { return WriteRoutes(o, sink); }); rc != 0) return rc;
+  std::fprintf(stderr, "volley-load: wrote %s: [routes] for %u domains over %llu addresses %s, "
+               "port %u\n",
+               out.c_str(), o.domains, static_cast<unsigned long long>(o.addresses.size()),
+               RangeText(o.addresses).c_str(), o.port);
+  return 0;
+}
+
+int Zone(int argc, char** argv) {
+  Flags flags(argc, argv, {"domains", "sink-addresses", "ttl", "serial", "out"}, {});
+  RoutingOptions o;
+  o.domains = Domains(flags);
+  o.addresses = SinkAddresses(flags);
+  const uint64_t ttl = flags.Number("ttl", 3600);
+  if (ttl == 0 || ttl > kMaxZoneTtl) {
+    Usage(absl::StrCat("--ttl must be 1 to ", kMaxZoneTtl, " seconds, not ", ttl));
+  }
+  o.ttl = static_cast<uint32_t>(ttl);
+  const uint64_t serial = flags.Number("serial", 1);
+  if (serial > std::numeric_limits<uint32_t>::max()) Usage("--serial must fit in 32 bits");
+  o.serial = static_cast<uint32_t>(serial);
+  const std::string out = flags.Required("out");
+  using Sink = absl::FunctionRef<absl::Status(std::string_view)>;
+  if (int rc = WriteOut(out, [&](Sink sink) { return WriteZone(o, sink); }); rc != 0) return rc;
+  std::fprintf(stderr, "volley-load: wrote %s: zone test. with %u domains, MX hosts over %llu "
+               "addresses %s\n",
+               out.c_str(), o.domains, static_cast<unsigned long long>(o.addresses.size()),
+               RangeText(o.addresses).c_str());
+  return 0;
+}
+
+int Addresses(int argc, char** argv) {
+  Flags flags(argc, argv, {"sink-addresses", "port"}, {});
+  const AddressRange range = SinkAddresses(flags);
+  const uint32_t port = Port(flags);
+  for (uint64_t i = 0; i < range.size(); ++i) {
+    std::printf("%s:%u\n", FormatAddress(range.At(i)).c_str(), port);
+  }
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
 }  // namespace
 }  // namespace volley::load
 
@@ -340,6 +488,9 @@ int main(int argc, char** argv) {
   const std::string_view command = argv[1];
   if (command == "generate") return volley::load::Generate(argc - 2, argv + 2);
   if (command == "run") return volley::load::Run(argc - 2, argv + 2);
+  if (command == "routes") return volley::load::Routes(argc - 2, argv + 2);
+  if (command == "zone") return volley::load::Zone(argc - 2, argv + 2);
+  if (command == "addresses") return volley::load::Addresses(argc - 2, argv + 2);
   if (command == "-h" || command == "--help" || command == "help") {
     std::fputs(volley::load::kUsage, stdout);
     return 0;

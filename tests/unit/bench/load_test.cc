@@ -1,9 +1,15 @@
+// load_test.cc - volley-load's library: the job generator, the delivery-log tally, the
+// latency histogram, routes and zone output for the sink's addresses, /proc parsing and
+// the run report.
 #include "bench/load.h"
 
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <string>
@@ -12,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "simdjson.h"
 
 namespace volley::load {
 namespace {
@@ -321,6 +328,470 @@ TEST_F(LogFollowerTest, GenerateJobFileWritesTheFile) {
   EXPECT_EQ(*size, s->bytes);
   EXPECT_FALSE(GenerateJobFile(Options(10, 2), job).ok()) << "never overwrites";
   std::remove(job.c_str());
+}
+
+// ---- Latency
+
+TEST(LatencyHistogram, SmallValuesAreExact) {
+  LatencyHistogram h;
+  for (int us = 1; us <= 100; ++us) h.Add(absl::Microseconds(us));
+  EXPECT_EQ(h.count(), 100u);
+  EXPECT_EQ(h.Percentile(50), absl::Microseconds(50));
+  EXPECT_EQ(h.Percentile(99), absl::Microseconds(99));
+  EXPECT_EQ(h.Percentile(100), absl::Microseconds(100));
+  EXPECT_EQ(h.Percentile(1), absl::Microseconds(1));
+  EXPECT_EQ(h.min(), absl::Microseconds(1));
+  EXPECT_EQ(h.max(), absl::Microseconds(100));
+  EXPECT_EQ(h.mean(), absl::Microseconds(50.5));
+}
+
+TEST(LatencyHistogram, LargeValuesWithinOnePart128) {
+  // 1 ms .. 10 s in 1 ms steps: p50 is 5 s, p99 9.9 s.
+  LatencyHistogram h;
+  for (int ms = 1; ms <= 10000; ++ms) h.Add(absl::Milliseconds(ms));
+  const double p50 = absl::ToDoubleSeconds(h.Percentile(50));
+  const double p99 = absl::ToDoubleSeconds(h.Percentile(99));
+  EXPECT_GE(p50, 5.0);
+  EXPECT_LE(p50, 5.0 * (1 + 1.0 / 128));
+  EXPECT_GE(p99, 9.9);
+  EXPECT_LE(p99, 9.9 * (1 + 1.0 / 128));
+  EXPECT_EQ(h.Percentile(100), absl::Seconds(10)) << "never above the largest value";
+  EXPECT_EQ(h.max(), absl::Seconds(10));
+  EXPECT_NEAR(absl::ToDoubleSeconds(h.mean()), 5.0005, 1e-6);
+}
+
+TEST(LatencyHistogram, SkewedInput) {
+  // 990 fast deliveries and 10 slow ones: p99 is still fast, p99.5 slow.
+  LatencyHistogram h;
+  for (int i = 0; i < 990; ++i) h.Add(absl::Milliseconds(20));
+  for (int i = 0; i < 10; ++i) h.Add(absl::Seconds(30));
+  EXPECT_NEAR(absl::ToDoubleSeconds(h.Percentile(50)), 0.020, 0.020 / 128);
+  EXPECT_NEAR(absl::ToDoubleSeconds(h.Percentile(99)), 0.020, 0.020 / 128);
+  EXPECT_EQ(h.Percentile(99.5), absl::Seconds(30));
+}
+
+TEST(LatencyHistogram, EmptyAndNegative) {
+  LatencyHistogram h;
+  EXPECT_EQ(h.Percentile(50), absl::ZeroDuration());
+  EXPECT_EQ(h.mean(), absl::ZeroDuration());
+  EXPECT_EQ(h.min(), absl::ZeroDuration());
+  h.Add(absl::Milliseconds(-3));  // the log's ts is truncated to milliseconds
+  EXPECT_EQ(h.count(), 1u);
+  EXPECT_EQ(h.Percentile(99), absl::ZeroDuration());
+}
+
+TEST(LatencyHistogram, BucketsTileTheRange) {
+  // Every bucket's top is in it and top + 1 starts the next: no gaps, no overlaps.
+  for (size_t b = 0; b + 1 < LatencyHistogram::kBuckets; ++b) {
+    const uint64_t top = LatencyHistogram::BucketTop(b);
+    ASSERT_EQ(LatencyHistogram::BucketOf(top), b) << b;
+    ASSERT_EQ(LatencyHistogram::BucketOf(top + 1), b + 1) << b;
+  }
+  EXPECT_EQ(LatencyHistogram::BucketOf(UINT64_MAX), LatencyHistogram::kBuckets - 1);
+  EXPECT_EQ(LatencyHistogram::BucketTop(LatencyHistogram::kBuckets - 1), UINT64_MAX);
+  // The relative width of a bucket is at most 1/128.
+  for (size_t b = LatencyHistogram::kSubBuckets; b < LatencyHistogram::kBuckets; b += 97) {
+    const uint64_t low = LatencyHistogram::BucketTop(b - 1) + 1;
+    const uint64_t top = LatencyHistogram::BucketTop(b);
+    EXPECT_LE(static_cast<double>(top - low + 1) / static_cast<double>(low), 1.0 / 128) << b;
+  }
+}
+
+TEST(DeliveryTally, LatencyFromTheDropForFirstDeliveries) {
+  const absl::Time drop = *ParseTimestamp("2026-11-28T13:45:00.000Z");
+  DeliveryTally t("j1", 4, drop);
+  t.Feed(Record("j1", 2, "delivered", "2026-11-28T13:45:00.250Z"));
+  t.Feed(Record("j1", 3, "deferred", "2026-11-28T13:45:01.000Z"));  // not a delivery
+  t.Feed(Record("j1", 3, "delivered", "2026-11-28T13:45:05.000Z"));  // after a retry
+  t.Feed(Record("j1", 2, "delivered", "2026-11-28T13:45:09.000Z"));  // a duplicate
+  t.Feed(Record("j1", 4, "bounced", "2026-11-28T13:45:02.000Z"));
+  t.Feed(Record("j1", 5, "delivered", "2026-11-28T13:44:59.999Z"));  // clocks a ms apart
+  const LatencyHistogram& h = t.latency();
+  EXPECT_EQ(h.count(), 3u);
+  EXPECT_EQ(h.max(), absl::Seconds(5));
+  EXPECT_EQ(h.min(), absl::ZeroDuration());
+  EXPECT_NEAR(absl::ToDoubleSeconds(h.Percentile(50)), 0.25, 0.25 / 128);
+
+  DeliveryTally no_drop("j1", 1);
+  no_drop.Feed(Record("j1", 2, "delivered"));
+  EXPECT_EQ(no_drop.latency().count(), 0u) << "no drop time, no latency";
+}
+
+// ---- Sink addresses, routes and zone
+
+TEST(ParseAddressRange, TakesARangeOrOneAddress) {
+  auto r = ParseAddressRange("127.0.1.1-127.0.1.250");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(FormatAddress(r->first), "127.0.1.1");
+  EXPECT_EQ(FormatAddress(r->last), "127.0.1.250");
+  EXPECT_EQ(r->size(), 250u);
+  auto one = ParseAddressRange("127.0.0.1");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->size(), 1u);
+  EXPECT_EQ(FormatAddress(one->At(7)), "127.0.0.1");
+  auto across = ParseAddressRange("127.0.0.255-127.0.1.1");  // crosses an octet
+  ASSERT_TRUE(across.ok()) << across.status();
+  EXPECT_EQ(across->size(), 3u);
+  EXPECT_EQ(FormatAddress(across->At(1)), "127.0.1.0");
+  auto widest = ParseAddressRange("127.1.0.0-127.1.255.255");
+  ASSERT_TRUE(widest.ok()) << widest.status();
+  EXPECT_EQ(widest->size(), kMaxSinkAddresses);
+}
+
+TEST(ParseAddressRange, RefusesWhatIsNotALoopbackRange) {
+  struct Case {
+    const char* text;
+    const char* why;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"10.0.0.1", "10.0.0.1 is not in 127.0.0.0/8"},
+           {"127.0.0.1-192.168.1.1", "192.168.1.1 is not in 127.0.0.0/8"},
+           {"::1", "is not an IPv4 address"},
+           {"127.0.0.9-127.0.0.2", "the first address 127.0.0.9 is after the last 127.0.0.2"},
+           {"127.0.0.0-127.0.0.5", "network or broadcast"},
+           {"127.255.255.255", "network or broadcast"},
+           {"127.0.0.1-127.1.0.1", "65537 addresses, more than the 65536 allowed"},
+           {"127.0.0", "\"127.0.0\" is not an IPv4 address"},
+           {"127.0.0.256", "is not an IPv4 address"},
+           {"127.0.0.01", "is not an IPv4 address"},
+           {"127.0.0.1.", "is not an IPv4 address"},
+           {"127.0.0.1-", "\"\" is not an IPv4 address"},
+           {"127.0.0.1-127.0.0.2-127.0.0.3", "is not an IPv4 address"},
+           {" 127.0.0.1", "is not an IPv4 address"},
+           {"", "is not an IPv4 address"},
+       }) {
+    auto r = ParseAddressRange(c.text);
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    const std::string message(r.status().message());
+    EXPECT_NE(message.find(absl::StrCat("sink addresses \"", c.text, "\"")), std::string::npos)
+        << "names the text: " << message;
+    EXPECT_NE(message.find(c.why), std::string::npos) << c.text << ": " << message;
+  }
+}
+
+std::string Collect(absl::FunctionRef<absl::Status(
+                        absl::FunctionRef<absl::Status(std::string_view)>)> write,
+                    size_t* chunks = nullptr) {
+  std::string out;
+  absl::Status s = write([&](std::string_view b) {
+    out.append(b);
+    if (chunks != nullptr) ++*chunks;
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+RoutingOptions Routing(uint32_t domains, const char* range) {
+  RoutingOptions o;
+  o.domains = domains;
+  auto r = ParseAddressRange(range);
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (r.ok()) o.addresses = *r;
+  return o;
+}
+
+TEST(WriteRoutes, EveryDomainRoundRobinOverTheRange) {
+  RoutingOptions o = Routing(1000, "127.0.1.1-127.0.1.250");
+  o.port = 2526;
+  size_t chunks = 0;
+  const std::string text = Collect([&](auto sink) { return WriteRoutes(o, sink); }, &chunks);
+  std::map<std::string, std::string> routes;
+  bool in_table = false;
+  for (const std::string& line : Lines(text)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line == "[routes]") {
+      EXPECT_FALSE(in_table) << "one table";
+      in_table = true;
+      continue;
+    }
+    ASSERT_TRUE(in_table) << "entries come after [routes]: " << line;
+    std::vector<std::string> kv = absl::StrSplit(line, " = ");
+    ASSERT_EQ(kv.size(), 2u) << line;
+    for (const std::string& quoted : kv) {
+      ASSERT_TRUE(quoted.size() >= 2 && quoted.front() == '"' && quoted.back() == '"') << line;
+    }
+    const std::string domain = kv[0].substr(1, kv[0].size() - 2);
+    EXPECT_TRUE(routes.emplace(domain, kv[1].substr(1, kv[1].size() - 2)).second)
+        << "twice: " << domain;
+  }
+  ASSERT_EQ(routes.size(), 1000u);
+  std::map<std::string, int> per_address;
+  for (uint32_t i = 0; i < 1000; ++i) {
+    const std::string& target = routes[DomainName(i)];
+    // Round robin: d0001 -> .1, d0250 -> .250, d0251 -> .1 again.
+    EXPECT_EQ(target, absl::StrCat("127.0.1.", i % 250 + 1, ":2526")) << DomainName(i);
+    ++per_address[target];
+  }
+  EXPECT_EQ(per_address.size(), 250u);
+  for (const auto& [address, n] : per_address) EXPECT_EQ(n, 4) << address;
+  EXPECT_EQ(chunks, 1u) << "a small table is one write";
+}
+
+TEST(WriteRoutes, StreamsAndChecksItsOptions) {
+  size_t chunks = 0;
+  RoutingOptions o = Routing(100000, "127.0.0.1");
+  const std::string text = Collect([&](auto sink) { return WriteRoutes(o, sink); }, &chunks);
+  EXPECT_GT(chunks, 10u);
+  EXPECT_NE(text.find("\"d100000.test\" = \"127.0.0.1:2525\"\n"), std::string::npos);
+
+  auto fails = [](const RoutingOptions& bad) {
+    return WriteRoutes(bad, [](std::string_view) { return absl::OkStatus(); });
+  };
+  RoutingOptions bad = Routing(10, "127.0.0.1");
+  bad.port = 0;
+  EXPECT_EQ(fails(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad.port = 65536;
+  EXPECT_EQ(fails(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Routing(0, "127.0.0.1");
+  EXPECT_EQ(fails(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Routing(10, "127.0.0.1");
+  bad.addresses.first = bad.addresses.last = 0x0a000001;  // 10.0.0.1, built by hand
+  EXPECT_EQ(fails(bad).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(WriteRoutes(Routing(10, "127.0.0.1"), [](std::string_view) {
+                 return absl::DataLossError("disk full");
+               }).ok());
+}
+
+TEST(WriteZone, AnMxAndAnAddressForEveryDomain) {
+  RoutingOptions o = Routing(300, "127.0.2.10-127.0.2.19");
+  o.ttl = 600;
+  o.serial = 42;
+  const std::string text = Collect([&](auto sink) { return WriteZone(o, sink); });
+  const auto lines = Lines(text);
+  std::map<std::string, std::string> mx, a;
+  bool origin = false, soa = false, ns = false, ttl = false;
+  for (const std::string& line : lines) {
+    if (line.empty() || line[0] == ';') continue;
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f[0] == "$ORIGIN") {
+      origin = f.size() == 2 && f[1] == "test.";
+    } else if (f[0] == "$TTL") {
+      ttl = f.size() == 2 && f[1] == "600";
+    } else if (f.size() >= 4 && f[2] == "SOA") {
+      soa = f[0] == "@" && f.size() == 10 && f[5] == "42";
+    } else if (f.size() >= 3 && f[2] == "NS") {
+      ns = f[0] == "@";
+    } else if (f.size() == 5 && f[2] == "MX") {
+      EXPECT_EQ(f[3], "10") << line;
+      EXPECT_TRUE(mx.emplace(f[0], f[4]).second) << "twice: " << line;
+    } else if (f.size() == 4 && f[2] == "A") {
+      EXPECT_TRUE(a.emplace(f[0], f[3]).second) << "twice: " << line;
+    } else {
+      ADD_FAILURE() << "unexpected line: " << line;
+    }
+  }
+  EXPECT_TRUE(origin && soa && ns && ttl) << text.substr(0, 400);
+  ASSERT_EQ(mx.size(), 300u);
+  for (uint32_t i = 0; i < 300; ++i) {
+    const std::string domain = DomainName(i);
+    ASSERT_TRUE(domain.ends_with(".test")) << domain;
+    const std::string label = domain.substr(0, domain.size() - 5);
+    ASSERT_EQ(mx[label], "mx." + label) << label;
+    EXPECT_EQ(a["mx." + label], absl::StrCat("127.0.2.", 10 + i % 10)) << label;
+  }
+  // 300 MX hosts, plus ns: every A record is on loopback.
+  EXPECT_EQ(a.size(), 301u);
+  for (const auto& [name, address] : a) {
+    EXPECT_EQ(address.rfind("127.", 0), 0u) << name << " " << address;
+  }
+  o.ttl = 0;
+  EXPECT_EQ(WriteZone(o, [](std::string_view) { return absl::OkStatus(); }).code(),
+            absl::StatusCode::kInvalidArgument);
+  o.ttl = kMaxZoneTtl + 1;
+  EXPECT_EQ(WriteZone(o, [](std::string_view) { return absl::OkStatus(); }).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// nsd's own checker, when it is installed (scripts/install-deps puts it there).
+TEST_F(LogFollowerTest, ZoneLoadsInNsdCheckzone) {
+  const char* checker = "/usr/sbin/nsd-checkzone";
+  if (::access(checker, X_OK) != 0) GTEST_SKIP() << "no " << checker;
+  RoutingOptions o = Routing(2000, "127.0.1.1-127.0.1.250");
+  const std::string text = Collect([&](auto sink) { return WriteZone(o, sink); });
+  const std::string zone = dir_ + "/test.zone";
+  Append(text);  // into path_, then renamed: the fixture removes path_ only
+  ASSERT_EQ(::rename(path_.c_str(), zone.c_str()), 0);
+  const std::string command = absl::StrCat(checker, " test ", zone, " >/dev/null 2>&1");
+  const int status = std::system(command.c_str());
+  std::remove(zone.c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << command;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << command;
+}
+
+// ---- /proc
+
+TEST(Proc, ParsesStatPastAnOddCommandName) {
+  // A command name may hold spaces and ")": fields are counted after the last ")".
+  const std::string stat =
+      "4242 (vol) ley d) S 1 4242 4242 0 -1 4194560 1000 0 0 0 1234 567 0 0 20 0 3 0 "
+      "100 200000000 5000 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0\n";
+  auto ticks = ParseProcStatCpuTicks(stat);
+  ASSERT_TRUE(ticks.ok()) << ticks.status();
+  EXPECT_EQ(*ticks, 1234u + 567u);
+  EXPECT_FALSE(ParseProcStatCpuTicks("4242 volleyd S 1").ok()) << "no parentheses";
+  EXPECT_FALSE(ParseProcStatCpuTicks("4242 (volleyd) S 1 2 3").ok()) << "too short";
+  EXPECT_FALSE(ParseProcStatCpuTicks("1 (x) S 1 1 1 0 -1 0 0 0 0 0 x 5 0").ok()) << "utime";
+}
+
+TEST(Proc, ParsesStatusKb) {
+  const std::string status =
+      "Name:\tvolleyd\nVmPeak:\t  900000 kB\nVmHWM:\t   51234 kB\nVmRSS:\t   40000 kB\n";
+  auto hwm = ParseProcStatusKb(status, "VmHWM");
+  ASSERT_TRUE(hwm.ok()) << hwm.status();
+  EXPECT_EQ(*hwm, 51234u);
+  EXPECT_EQ(*ParseProcStatusKb(status, "VmRSS"), 40000u);
+  EXPECT_EQ(ParseProcStatusKb(status, "VmSwap").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ParseProcStatusKb(status, "Vm").status().code(), absl::StatusCode::kNotFound)
+      << "a prefix of a field is not the field";
+  EXPECT_FALSE(ParseProcStatusKb("VmHWM:\tlots kB\n", "VmHWM").ok());
+}
+
+TEST(Proc, ReadsThisProcess) {
+  // Burn a little CPU so there is something to count.
+  volatile uint64_t x = 0;
+  for (uint64_t i = 0; i < 50'000'000; ++i) x = x + i;
+  auto cpu = ReadCpuSeconds(::getpid());
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_GT(*cpu, 0.0);
+  auto hwm = ReadPeakRssKb(::getpid());
+  ASSERT_TRUE(hwm.ok()) << hwm.status();
+  EXPECT_GT(*hwm, 1000u) << "a test binary uses more than 1 MB";
+  EXPECT_FALSE(ReadCpuSeconds(0).ok()) << "/proc/0 does not exist";
+}
+
+// ---- Report
+
+Report SampleReport() {
+  Report r;
+  r.job = "load-\"1\"";
+  r.recipients = 20000;
+  r.domains = 100;
+  r.size = 1024;
+  r.message_bytes = 1000;
+  r.with_outcome = 20000;
+  r.counts.delivered = 19990;
+  r.counts.bounced = 10;
+  r.records = 20005;
+  r.elapsed_seconds = 4.0;
+  r.generate_seconds = 0.125;
+  LatencyHistogram h;
+  for (int ms = 1; ms <= 1000; ++ms) h.Add(absl::Milliseconds(ms));
+  FillLatency(h, &r);
+  return r;
+}
+
+simdjson::dom::element ParseJson(simdjson::dom::parser& parser, const std::string& text) {
+  simdjson::dom::element doc;
+  const auto err = parser.parse(text).get(doc);
+  EXPECT_FALSE(err) << simdjson::error_message(err) << ": " << text;
+  return doc;
+}
+
+double Double(simdjson::dom::element doc, const char* key) {
+  double v = -1;
+  simdjson::dom::element e;
+  EXPECT_FALSE(doc[key].get(e)) << key;
+  if (e.is_int64()) return static_cast<double>(e.get_int64().value());
+  EXPECT_FALSE(e.get_double().get(v)) << key;
+  return v;
+}
+
+TEST(Report, JsonHasTheOldAndTheNewKeys) {
+  const Report r = SampleReport();
+  const std::string text = ReportJson(r);
+  ASSERT_EQ(text.back(), '\n');
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << "one line";
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc = ParseJson(parser, text);
+  std::string_view job;
+  ASSERT_FALSE(doc["job"].get(job));
+  EXPECT_EQ(job, "load-\"1\"");
+  // What bench/intake_bench.sh reads.
+  EXPECT_EQ(Double(doc, "recipients"), 20000);
+  EXPECT_EQ(Double(doc, "delivered"), 19990);
+  EXPECT_EQ(Double(doc, "deferred"), 0);
+  EXPECT_EQ(Double(doc, "bounced"), 10);
+  EXPECT_EQ(Double(doc, "elapsed_seconds"), 4.0);
+  EXPECT_EQ(Double(doc, "messages_per_second"), 4997.5);
+  for (const char* key : {"domains", "size", "with_outcome", "missing", "expired", "other",
+                          "records", "malformed_log_lines", "timed_out"}) {
+    EXPECT_FALSE(doc[key].error()) << "key " << key;
+  }
+  EXPECT_EQ(Double(doc, "message_bytes"), 1000);
+  EXPECT_NEAR(Double(doc, "megabytes_per_second"), 4.9975, 0.001);  // 19990 x 1000 B / 4 s
+  EXPECT_EQ(Double(doc, "generate_seconds"), 0.125);
+  EXPECT_EQ(Double(doc, "latency_samples"), 1000);
+  EXPECT_NEAR(Double(doc, "latency_p50_seconds"), 0.5, 0.5 / 128 + 0.001);
+  EXPECT_NEAR(Double(doc, "latency_p99_seconds"), 0.99, 0.99 / 128 + 0.001);
+  EXPECT_EQ(Double(doc, "latency_max_seconds"), 1.0);
+  EXPECT_NEAR(Double(doc, "latency_mean_seconds"), 0.5005, 0.001);
+  for (const char* key : {"volleyd_pid", "volleyd_cpu_seconds", "volleyd_cpu_seconds_per_10k",
+                          "volleyd_peak_rss_kb"}) {
+    EXPECT_TRUE(doc[key].is_null()) << key << " is null without --volleyd-pid";
+  }
+  EXPECT_TRUE(doc["refused"].error()) << "only when refused";
+  EXPECT_EQ(doc["timed_out"].get_bool().value(), false);
+}
+
+TEST(Report, JsonWithVolleydAndRefusal) {
+  Report r = SampleReport();
+  r.volleyd_pid = 4242;
+  r.volleyd_cpu_seconds = 3.998;
+  r.volleyd_peak_rss_kb = 51234;
+  r.refused = "line 3: to: \"x\" is not an address";
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc = ParseJson(parser, ReportJson(r));
+  EXPECT_EQ(Double(doc, "volleyd_pid"), 4242);
+  EXPECT_EQ(Double(doc, "volleyd_cpu_seconds"), 3.998);
+  EXPECT_EQ(Double(doc, "volleyd_cpu_seconds_per_10k"), 2.0);  // 3.998 s / 19990 x 10^4
+  EXPECT_EQ(Double(doc, "volleyd_peak_rss_kb"), 51234);
+  std::string_view refused;
+  ASSERT_FALSE(doc["refused"].get(refused));
+  EXPECT_EQ(refused, r.refused);
+
+  // No deliveries: rates are zero and per-10k and latencies are null, never NaN.
+  Report none;
+  none.job = "j";
+  none.recipients = 5;
+  none.volleyd_pid = 1;
+  none.volleyd_cpu_seconds = 0.5;
+  const std::string text = ReportJson(none);
+  EXPECT_EQ(text.find("nan"), std::string::npos) << text;
+  EXPECT_EQ(text.find("inf"), std::string::npos) << text;
+  doc = ParseJson(parser, text);
+  EXPECT_EQ(Double(doc, "messages_per_second"), 0);
+  EXPECT_TRUE(doc["volleyd_cpu_seconds_per_10k"].is_null());
+  EXPECT_TRUE(doc["latency_p50_seconds"].is_null());
+  EXPECT_TRUE(doc["volleyd_peak_rss_kb"].is_null());
+}
+
+TEST(Report, TextKeepsTheFirstTwoLines) {
+  Report r = SampleReport();
+  r.volleyd_pid = 4242;
+  r.volleyd_cpu_seconds = 3.998;
+  r.volleyd_peak_rss_kb = 51200;
+  const auto lines = Lines(ReportText(r));
+  ASSERT_GE(lines.size(), 5u);
+  EXPECT_EQ(lines[0], "delivered 19990  deferred 0  bounced 10  expired 0  (of 20000 recipients)");
+  EXPECT_EQ(lines[1], "elapsed 4.000 s (drop to last outcome), 4997.5 messages/s");
+  EXPECT_EQ(lines[2], "throughput 4997.5 messages/s, 5.00 MB/s of 1000-byte messages");
+  EXPECT_EQ(lines[3].rfind("latency (drop to delivered): p50 0.50", 0), 0u) << lines[3];
+  EXPECT_EQ(lines[4], "volleyd (pid 4242): 4.00 CPU s, 2.000 CPU s per 10,000 messages, "
+                      "peak RSS 50.0 MiB");
+}
+
+TEST(Progress, BarRateAndEta) {
+  const std::string half = ProgressLine(500, 1000, 450, absl::Seconds(10));
+  EXPECT_EQ(half, "[########........]  50.0%  delivered 450/1000  45 msg/s  other 50  ETA 0:10")
+      << half;
+  EXPECT_EQ(ProgressLine(0, 1000, 0, absl::Seconds(1)),
+            "[................]   0.0%  delivered 0/1000  0 msg/s  ETA --");
+  EXPECT_EQ(ProgressLine(1000, 1000, 1000, absl::Seconds(3725)),
+            "[################] 100.0%  delivered 1000/1000  0 msg/s  done in 1:02:05");
+  EXPECT_LE(ProgressLine(999999, 1000000, 999999, absl::Seconds(100)).size(), 80u)
+      << "fits a terminal line for a million recipients";
 }
 
 }  // namespace
