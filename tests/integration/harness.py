@@ -353,9 +353,9 @@ class Sink:
         return wait_for(rewritten, timeout, "volley-sink to rewrite %s" % self.stats_path, 0.05)
 
     def listeners(self, stats=None):
-        """{host: {"listen": "H:P", "sessions": n, "peak_connections": n}} from the
-        stats file (or from `stats`); sessions counts accepted connections. volley-sink
-        counts messages only in total, not per listener."""
+        """{host: {"listen", "sessions", "peak_connections", "connections", "messages",
+        "recipients"}} from the stats file (or from `stats`); sessions counts accepted
+        connections, messages and recipients those accepted on connections to it."""
         stats = self.stats() if stats is None else stats
         out = {}
         for entry in stats.get("listeners", []):

@@ -20,6 +20,9 @@ control where one makes sense:
     verify without it), capabilities forgotten after TLS, mail delivered over TLS;
   - the stats (rejects, tls_sessions) and bad --profiles files (exit 2, file:line).
 
+All of it with one thread and again with --threads 2 (a connection may then land on
+either shard: max_connections and greylisting are the server's, not a shard's).
+
 usage: sink_profiles_test.py --bindir BUILD_DIR [--keep]
 """
 import os
@@ -130,14 +133,14 @@ def expect_eof(sock, what, timeout=5):
 
 
 class Setup:
-    def __init__(self, h):
-        self.dir = h.mkdir("profiles")
+    def __init__(self, h, threads):
+        self.dir = h.mkdir("profiles-%d" % threads)
         self.profiles_path = os.path.join(self.dir, "profiles.toml")
         self.cert_path = os.path.join(self.dir, "cert.pem")
         self.addr = {}
         text = PROFILES
         extra = ["--hostname", HOSTNAME, "--profiles", self.profiles_path,
-                 "--tls-cert-out", self.cert_path, "--seed", "7"]
+                 "--tls-cert-out", self.cert_path, "--seed", "7", "--threads", str(threads)]
         for host, profile in LISTENERS:
             port = free_port_on(host)
             self.addr[profile] = (host, port)
@@ -145,7 +148,7 @@ class Setup:
             extra += ["--listen", "%s:%d" % (host, port)]
         with open(self.profiles_path, "w") as f:
             f.write(text)
-        self.sink = h.sink(extra_args=extra)
+        self.sink = h.sink(extra_args=extra, name="sink-%d" % threads)
         self.addr["default"] = (harness.LOOPBACK, self.sink.port)
 
     def smtp(self, profile):
@@ -403,12 +406,21 @@ def test_bad_profiles(h, binary):
 
 
 def test(h):
-    setup = Setup(h)
+    # One shard, then two: max_connections and greylisting must hold across
+    # shards (a connection may land on either), and the counts add up.
+    for threads in (1, 2):
+        run_profiles(h, threads)
+    test_bad_profiles(h, h.binary("tools/sink/volley-sink"))
+    log("ok test_bad_profiles")
+
+
+def run_profiles(h, threads):
+    setup = Setup(h, threads)
     for t in (test_override_rate_one, test_override_match, test_421_closes,
               test_disconnect_after_dot, test_greylisting, test_no_esmtp, test_no_pipelining,
               test_max_connections, test_inject_after_starttls, test_starttls):
         t(setup)
-        log("ok %s" % t.__name__)
+        log("ok %s (threads %d)" % (t.__name__, threads))
     check_eq(setup.sink.stop(), 0, "volley-sink exit status")
     final = setup.sink.stats()
     # Rejects: 2 busy RCPTs, 1 matched RCPT, the 421 to MAIL twice, 3 greylisted RCPTs.
@@ -416,8 +428,6 @@ def test(h):
     # The default and inject listeners' STARTTLS without a handshake don't count.
     check_eq(final.get("tls_sessions"), 1, "stats tls_sessions")
     check_eq(final.get("connections"), 0, "stats connections at exit")
-    test_bad_profiles(h, setup.sink.binary)
-    log("ok test_bad_profiles")
 
 
 if __name__ == "__main__":

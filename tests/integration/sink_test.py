@@ -1,10 +1,20 @@
 #!/usr/bin/python3
-"""sink_test.py - volley-sink end to end: smtplib and raw sockets on 127.0.0.1.
+"""sink_test.py - volley-sink end to end: smtplib and raw sockets on 127.0.0.0/8.
 
 Starts volley-sink on two free ports (port 0, read back from its "listening on"
 lines), sends mail through smtplib, pipelined and chunked raw sessions, an over-long
 line and a few hundred concurrent connections, then stops it with SIGTERM and checks
 the stats file, the JSON on stdout and the record file (each recipient exactly once).
+All of that twice: with one thread, and with --threads 2 (two shards, each with its
+own copy of the listeners, whose counters must add up).
+
+Then shards, ranges and the HTTP endpoint together: --threads 2 on a range of 50
+addresses (127.0.1.1-50, one port), sessions to several addresses at once, /stats
+read over HTTP while they are open (live and per listener), and the final stdout
+stats summed across the shards, exactly, per address. Last, the errors: a range too
+large or backwards, a bad --threads or --http, too low a descriptor limit for every
+listening socket, and a port already in use with several shards; and fault profiles
+named by a whole range or by one address of it.
 
 usage: sink_test.py --bindir BUILD_DIR
 """
@@ -13,6 +23,7 @@ import collections
 import json
 import os
 import re
+import resource
 import select
 import signal
 import smtplib
@@ -21,9 +32,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 HOSTNAME = "sink.test"
 CONCURRENT = 300
+# The stats JSON's keys: a contract (volley-load and the tests read them).
+STATS_KEYS = {"sessions", "messages", "recipients", "bytes", "connections",
+              "peak_connections", "rejects", "tls_sessions", "listeners"}
+LISTENER_KEYS = {"listen", "sessions", "peak_connections", "connections", "messages",
+                 "recipients"}
+# The range test: addresses 127.0.1.1-RANGE, of which USED take CONNS_PER_ADDRESS
+# sessions each, every session sending MESSAGES_PER_SESSION messages.
+RANGE = 50
+USED = [1, 5, 10, 14, 21, 28, 34, 42, 49, 50]
+CONNS_PER_ADDRESS = 3
+MESSAGES_PER_SESSION = 4
 
 
 def fail(msg):
@@ -36,22 +60,28 @@ def check_eq(got, want, what):
 
 
 class Sink:
-    """A running volley-sink and the files it writes."""
+    """A running volley-sink and the files it writes.
 
-    def __init__(self, binary, tmp, listeners=2, extra=()):
+    listen: the --listen arguments; listeners: how many addresses they name (the
+    "listening on" lines to wait for); http: wait for the "stats on" line too."""
+
+    def __init__(self, binary, tmp, listeners=2, extra=(), listen=None, http=False):
         self.stats_path = os.path.join(tmp, "stats.json")
         self.record_path = os.path.join(tmp, "record.jsonl")
+        if listen is None:
+            listen = ["127.0.0.1:0"] * listeners
         args = [binary]
-        for _ in range(listeners):
-            args += ["--listen", "127.0.0.1:0"]
+        for arg in listen:
+            args += ["--listen", arg]
         args += ["--stats", self.stats_path, "--record", self.record_path,
                  "--hostname", HOSTNAME, *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
-        self.addresses = []
+        found = []
+        self.http = None
         deadline = time.monotonic() + 10
         buf = b""
-        while len(self.addresses) < listeners:
+        while len(found) < listeners or (http and self.http is None):
             left = deadline - time.monotonic()
             if left <= 0 or self.proc.poll() is not None:
                 self.proc.kill()
@@ -59,12 +89,15 @@ class Sink:
             ready, _, _ = select.select([self.proc.stderr], [], [], left)
             if not ready:
                 continue
-            chunk = os.read(self.proc.stderr.fileno(), 4096)
+            chunk = os.read(self.proc.stderr.fileno(), 65536)
             buf += chunk
-            self.addresses = re.findall(
-                rb"volley-sink: listening on 127\.0\.0\.1:(\d+)\n", buf)
-        self.ports = [int(p) for p in self.addresses]
-        self.listen_names = [f"127.0.0.1:{p}" for p in self.ports]
+            found = re.findall(rb"volley-sink: listening on ([0-9.]+):(\d+)\n", buf)
+            m = re.search(rb"volley-sink: stats on (http://[0-9.]+:\d+/stats)\n", buf)
+            if m:
+                self.http = m.group(1).decode()
+        self.hosts = [h.decode() for h, _ in found]
+        self.ports = [int(p) for _, p in found]
+        self.listen_names = [f"{h}:{p}" for h, p in zip(self.hosts, self.ports)]
 
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
@@ -266,9 +299,14 @@ def check_results(sink, expect, final):
             fail(f"listener peak too low: {l}")
     # Sessions: 2 smtplib + 1 pipelined + 1 BDAT + CONCURRENT + 1 dropped.
     check_eq(final["sessions"], 5 + CONCURRENT, "sessions")
-    check_eq(set(final), {"sessions", "messages", "recipients", "bytes", "connections",
-                          "peak_connections", "rejects", "tls_sessions", "listeners"},
-             "stats keys")
+    check_eq(set(final), STATS_KEYS, "stats keys")
+    for l in final["listeners"]:
+        check_eq(set(l), LISTENER_KEYS, "listener keys")
+        check_eq(l["connections"], 0, f"{l['listen']}: connections at exit")
+    check_eq(sum(l["messages"] for l in final["listeners"]), want_msgs,
+             "per-listener messages sum")
+    check_eq(sum(l["recipients"] for l in final["listeners"]), want_rcpts,
+             "per-listener recipients sum")
     # test_smtplib's RCPT before MAIL (503) and DATA without RCPT (554).
     check_eq(final["rejects"], 2, "rejects")
     check_eq(final["tls_sessions"], 0, "tls_sessions")
@@ -317,6 +355,247 @@ def test_sigint_and_usage(binary, tmp):
     bad = subprocess.run([binary, "--bogus", "x"], capture_output=True, timeout=10)
     check_eq(bad.returncode, 2, "exit status for an unknown option")
 
+def recv_replies(sock, n, timeout=10):
+    """Read until n complete replies (final lines) have arrived; returns their codes."""
+    sock.settimeout(timeout)
+    data = b""
+    while len(reply_codes(data)) < n or not data.endswith(b"\r\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            fail(f"EOF while waiting for {n} replies; got {data!r}")
+        data += chunk
+    return reply_codes(data)
+
+
+def http_get(url, timeout=5):
+    """(status, content type, body) of a GET; HTTP errors are answers too."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.headers.get("Content-Type"), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()
+
+
+def rcpts_for(host_index):
+    """Recipients per message on address 127.0.1.host_index: 1 to 3, so that the
+    per-listener recipient counts differ from the message counts."""
+    return 1 + host_index % 3
+
+
+def test_range_threads_http(binary, tmp):
+    sink = Sink(binary, tmp, listeners=RANGE, listen=[f"127.0.1.1-{RANGE}:0"], http=True,
+                extra=["--threads", "2", "--http", "127.0.0.1:0"])
+    socks = []
+    try:
+        # One port for the whole range, the addresses in order.
+        check_eq(sink.hosts, [f"127.0.1.{i}" for i in range(1, RANGE + 1)], "range hosts")
+        check_eq(len(set(sink.ports)), 1, "one port for the range")
+        port = sink.ports[0]
+        # Main thread, two shards, the HTTP thread (started right after the
+        # "listening on" lines).
+        deadline = time.monotonic() + 5
+        while len(os.listdir(f"/proc/{sink.proc.pid}/task")) < 4:
+            if time.monotonic() > deadline:
+                tasks = len(os.listdir(f"/proc/{sink.proc.pid}/task"))
+                fail(f"volley-sink --threads 2 --http runs {tasks} threads, want at least 4")
+            time.sleep(0.05)
+
+        # Sessions to several addresses at once: open them all, then interleave
+        # their transactions round by round.
+        for idx in USED:
+            for _ in range(CONNS_PER_ADDRESS):
+                s = socket.create_connection((f"127.0.1.{idx}", port), timeout=10)
+                socks.append((idx, s))
+        for _, s in socks:
+            check_eq(recv_replies(s, 1), ["220"], "greeting")
+            s.sendall(b"EHLO client.test\r\n")
+        for _, s in socks:
+            check_eq(recv_replies(s, 1), ["250"], "EHLO")
+        body = b"Subject: range\r\n\r\nhello\r\n"
+        records = []
+        for m in range(MESSAGES_PER_SESSION):
+            for n, (idx, s) in enumerate(socks):
+                rcpts = [f"r{idx}-{n}-{m}-{k}@range.test" for k in range(rcpts_for(idx))]
+                records.append((idx, rcpts))
+                s.sendall(f"MAIL FROM:<s{idx}@range.test>\r\n".encode() +
+                          b"".join(f"RCPT TO:<{r}>\r\n".encode() for r in rcpts) +
+                          b"DATA\r\n")
+            for idx, s in socks:
+                check_eq(recv_replies(s, 2 + rcpts_for(idx))[-1], "354", "DATA")
+                s.sendall(body + b".\r\n")
+            for _, s in socks:
+                check_eq(recv_replies(s, 1), ["250"], "end of data")
+
+        # Live, over HTTP, while every session is still open. Each 250 above was
+        # sent after the message was counted, so the counts are exact now.
+        total = len(socks) * MESSAGES_PER_SESSION
+        total_rcpts = sum(len(r) for _, r in records)
+        status, ctype, raw = http_get(sink.http)
+        check_eq((status, ctype), (200, "application/json"), "GET /stats")
+        live = json.loads(raw)
+        check_eq(set(live), STATS_KEYS, "live stats keys")
+        check_eq((live["sessions"], live["connections"]), (len(socks), len(socks)),
+                 "live sessions and open connections")
+        check_eq((live["messages"], live["recipients"]), (total, total_rcpts),
+                 "live messages and recipients")
+        check_eq(live["bytes"], total * len(body), "live bytes")
+        check_listeners(live, sink, records, open_now=True)
+        status, _, _ = http_get(sink.http.replace("/stats", "/nope"))
+        check_eq(status, 404, "GET /nope")
+
+        for _, s in socks:
+            s.sendall(b"QUIT\r\n")
+        for _, s in socks:
+            check_eq(recv_replies(s, 1), ["221"], "QUIT")
+            s.close()
+        socks = []
+        http_url = sink.http
+        final = sink.stop()
+    finally:
+        for _, s in socks:
+            s.close()
+        if sink.proc.poll() is None:
+            sink.proc.kill()
+            sink.proc.wait()
+
+    # At exit: every shard's counts, summed, exactly.
+    check_eq(set(final), STATS_KEYS, "final stats keys")
+    check_eq((final["sessions"], final["messages"], final["recipients"], final["bytes"]),
+             (len(USED) * CONNS_PER_ADDRESS, total, total_rcpts, total * len(body)),
+             "final sessions, messages, recipients, bytes")
+    check_eq((final["connections"], final["peak_connections"]), (0, len(USED) * CONNS_PER_ADDRESS),
+             "final connections and peak")
+    check_eq((final["rejects"], final["tls_sessions"]), (0, 0), "final rejects, tls")
+    check_listeners(final, sink, records, open_now=False)
+    check_eq(read_stats(sink.stats_path), final, "stats file vs stdout")
+    with open(sink.record_path) as f:
+        recorded = [json.loads(line) for line in f]
+    check_eq(sorted(r for rec in recorded for r in rec["rcpts"]),
+             sorted(r for _, rcpts in records for r in rcpts), "recorded recipients")
+    # The endpoint went away with the sink.
+    try:
+        urllib.request.urlopen(http_url, timeout=2)
+        fail("the HTTP endpoint still answers after exit")
+    except urllib.error.URLError:
+        pass
+
+
+def check_listeners(stats, sink, records, open_now):
+    """Per-listener counts against what was sent to each address."""
+    check_eq([l["listen"] for l in stats["listeners"]], sink.listen_names, "listeners")
+    want_msgs = collections.Counter(idx for idx, _ in records)
+    want_rcpts = collections.Counter()
+    for idx, rcpts in records:
+        want_rcpts[idx] += len(rcpts)
+    for i, l in enumerate(stats["listeners"]):
+        idx = i + 1
+        used = idx in USED
+        conns = CONNS_PER_ADDRESS if used else 0
+        check_eq(set(l), LISTENER_KEYS, "listener keys")
+        got = (l["sessions"], l["connections"], l["peak_connections"], l["messages"],
+               l["recipients"])
+        want = (conns, conns if open_now else 0, conns, want_msgs[idx], want_rcpts[idx])
+        check_eq(got, want, f"{l['listen']}: sessions, connections, peak, messages, "
+                 "recipients")
+
+
+def test_range_profiles(binary, tmp):
+    """A [listener] entry may name a whole range as written, or one of its addresses
+    (which wins over the range's)."""
+    path = os.path.join(tmp, "profiles.toml")
+    with open(path, "w") as f:
+        f.write('[profile.range]\ngreeting = "220 range.test hello"\n'
+                '[profile.one]\ngreeting = "220 one.test hello"\n'
+                '[profile.plain]\n'
+                '[listener."127.0.2.1-4:0"]\nprofile = "range"\n'
+                '[listener."127.0.2.2:0"]\nprofile = "one"\n'
+                '[listener."127.0.2.3:0"]\nprofile = "default"\n')
+    sink = Sink(binary, tmp, listeners=4, listen=["127.0.2.1-4:0"],
+                extra=["--threads", "2", "--profiles", path])
+    try:
+        got = []
+        for host, port in zip(sink.hosts, sink.ports):
+            with socket.create_connection((host, port), timeout=10) as s:
+                got.append(recv_until(s, rb"^220 ").decode().strip())
+        check_eq(got, ["220 range.test hello", "220 one.test hello",
+                       f"220 {HOSTNAME} ESMTP volley-sink", "220 range.test hello"],
+                 "greetings by profile")
+        sink.stop()
+    finally:
+        if sink.proc.poll() is None:
+            sink.proc.kill()
+            sink.proc.wait()
+
+
+def run_usage(binary, args, want_rc, want_text, limit=None):
+    """Run volley-sink with bad arguments; check its exit status and message."""
+    def lower_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    r = subprocess.run([binary, *args], capture_output=True, timeout=20,
+                       preexec_fn=lower_limit if limit else None)
+    what = " ".join(args)
+    check_eq(r.returncode, want_rc, f"exit status of {what} (stderr {r.stderr!r})")
+    if want_text.encode() not in r.stderr:
+        fail(f"{what}: stderr {r.stderr!r} lacks {want_text!r}")
+
+
+def free_port(host):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def test_errors(binary):
+    run_usage(binary, ["--listen", "127.0.0.0-127.1.0.0:0"], 2,
+              "--listen '127.0.0.0-127.1.0.0:0': 65537 addresses; a range may name at most "
+              "65536")
+    run_usage(binary, ["--listen", "127.0.1.9-3:0"], 2,
+              "--listen '127.0.1.9-3:0': the range ends before it starts")
+    run_usage(binary, ["--listen", "[::1]-5:0"], 2, "--listen '[::1]-5:0'")
+    for bad in ("-1", "x", "257", ""):
+        run_usage(binary, ["--listen", "127.0.0.1:0", "--threads", bad], 2,
+                  "--threads must be 0..256")
+    run_usage(binary, ["--listen", "127.0.0.1:0", "--http", "stats.test:80"], 2,
+              "--http 'stats.test:80': want an IPv4 literal")
+    # 250 addresses need 250 sockets (plus spares): more than a limit of 200.
+    run_usage(binary, ["--listen", "127.0.1.1-250:0"], 1,
+              "250 addresses x 1 threads need 250 listening sockets, but RLIMIT_NOFILE "
+              "allows 200 descriptors", limit=200)
+    run_usage(binary, ["--listen", "127.0.1.1-100:0", "--threads", "2"], 1,
+              "100 addresses x 2 threads need 200 listening sockets", limit=200)
+    # A port in use stays an error with several shards: SO_REUSEPORT must not
+    # join another listener's group, nor one of our own addresses twice.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        for threads in ("1", "2"):
+            run_usage(binary, ["--listen", f"127.0.0.1:{port}", "--threads", threads], 1,
+                      f"--listen '127.0.0.1:{port}': Address already in use")
+    port = free_port("127.0.1.2")
+    run_usage(binary, ["--threads", "2", "--listen", f"127.0.1.1-3:{port}",
+                       "--listen", f"127.0.1.2:{port}"], 1,
+              f"--listen '127.0.1.2:{port}': Address already in use")
+
+
+def run_basic(binary, threads):
+    """The protocol and counting tests on a sink with `threads` shards."""
+    with tempfile.TemporaryDirectory(prefix="sink_test.") as tmp:
+        sink = Sink(binary, tmp, extra=["--threads", str(threads)])
+        expect = Expect()
+        try:
+            for test in (test_smtplib, test_pipelined_and_split, test_bdat,
+                         test_concurrent, test_periodic_flush):
+                test(sink, expect)
+                print(f"ok {test.__name__} (threads {threads})")
+            final = sink.stop()
+            check_results(sink, expect, final)
+            print(f"ok check_results (threads {threads})")
+        finally:
+            if sink.proc.poll() is None:
+                sink.proc.kill()
+                sink.proc.wait()
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -325,24 +604,19 @@ def main():
     binary = os.path.join(args.bindir, "tools", "sink", "volley-sink")
     if not os.access(binary, os.X_OK):
         fail(f"no volley-sink at {binary}")
+    for threads in (1, 2):
+        run_basic(binary, threads)
     with tempfile.TemporaryDirectory(prefix="sink_test.") as tmp:
-        sink = Sink(binary, tmp)
-        expect = Expect()
-        try:
-            for test in (test_smtplib, test_pipelined_and_split, test_bdat,
-                         test_concurrent, test_periodic_flush):
-                test(sink, expect)
-                print(f"ok {test.__name__}")
-            final = sink.stop()
-            check_results(sink, expect, final)
-            print("ok check_results")
-        finally:
-            if sink.proc.poll() is None:
-                sink.proc.kill()
-                sink.proc.wait()
-        with tempfile.TemporaryDirectory(prefix="sink_test.") as tmp2:
-            test_sigint_and_usage(binary, tmp2)
-            print("ok test_sigint_and_usage")
+        test_sigint_and_usage(binary, tmp)
+        print("ok test_sigint_and_usage")
+    with tempfile.TemporaryDirectory(prefix="sink_test.") as tmp:
+        test_range_threads_http(binary, tmp)
+        print("ok test_range_threads_http")
+    with tempfile.TemporaryDirectory(prefix="sink_test.") as tmp:
+        test_range_profiles(binary, tmp)
+        print("ok test_range_profiles")
+    test_errors(binary)
+    print("ok test_errors")
     print("PASS")
 
 

@@ -15,6 +15,7 @@ bool Greylist::Pass(std::string_view sender, std::string_view recipient, absl::D
                     absl::Time now) {
   std::string key = absl::StrCat(base::Sv(sender), absl::string_view("\0", 1), base::Sv(recipient));
   absl::AsciiStrToLower(&key);
+  const std::lock_guard<std::mutex> lock(mu_);
   auto it = first_seen_.find(key);
   if (it != first_seen_.end()) return now - it->second >= delay;
   while (first_seen_.size() >= max_entries_ && !order_.empty()) {
@@ -24,6 +25,11 @@ bool Greylist::Pass(std::string_view sender, std::string_view recipient, absl::D
   first_seen_.emplace(key, now);
   order_.push_back(std::move(key));
   return false;
+}
+
+size_t Greylist::size() const {
+  const std::lock_guard<std::mutex> lock(mu_);
+  return first_seen_.size();
 }
 
 }  // namespace volley::sink

@@ -15,7 +15,9 @@
 //   the caller passes `now` (the server its monotonic clock, tests any time).
 //
 // CONTRACT
-//   Not thread-safe; one table per server, shared by its sessions.
+//   Thread-safe: one table per server, shared by the sessions of every shard
+//   thread. A mutex guards it; greylisting is a fault profile, not the hot path,
+//   so a RCPT under it may wait for another shard's.
 //
 // BOUNDS
 //   At most max_entries pairs (each a copy of both addresses). When full, the
@@ -27,6 +29,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -49,10 +52,12 @@ class Greylist {
   bool Pass(std::string_view sender, std::string_view recipient, absl::Duration delay,
             absl::Time now);
 
-  size_t size() const { return first_seen_.size(); }
+  size_t size() const;
 
  private:
-  size_t max_entries_;
+  const size_t max_entries_;
+  mutable std::mutex mu_;
+  // Guarded by mu_.
   absl::flat_hash_map<std::string, absl::Time> first_seen_;  // key: "sender\0rcpt"
   std::deque<std::string> order_;                            // oldest first
 };

@@ -2,9 +2,10 @@
 //   volley-sink - an SMTP server that accepts and discards mail
 //
 // SYNOPSIS
-//   volley-sink [--listen HOST:PORT ...] [--stats FILE] [--hostname NAME]
-//               [--record FILE] [--max-recipients N] [--profiles FILE]
-//               [--seed N] [--tls-cert-out FILE]
+//   volley-sink [--listen HOST:PORT ...] [--threads N] [--http HOST:PORT]
+//               [--stats FILE] [--hostname NAME] [--record FILE]
+//               [--max-recipients N] [--profiles FILE] [--seed N]
+//               [--tls-cert-out FILE]
 //
 // DESCRIPTION
 //   volley-sink answers SMTP (with PIPELINING and CHUNKING) on each --listen
@@ -12,21 +13,32 @@
 //   benchmarks. With --profiles it misbehaves on purpose, per listener or per
 //   recipient domain, so that an SMTP client can be shown correct against broken
 //   servers (see FAULT PROFILES). Once listening it prints "volley-sink: listening
-//   on ADDR" to stderr for each address (with the real port when PORT is 0). On
-//   SIGTERM or SIGINT it writes its counters as JSON to stdout (and to --stats)
-//   and exits 0.
+//   on ADDR" to stderr for each address (with the real port when PORT is 0), and
+//   "volley-sink: stats on http://ADDR/stats" for --http. On SIGTERM or SIGINT
+//   it writes its counters as JSON to stdout (and to --stats) and exits 0.
 //
 // OPTIONS
 //   --listen HOST:PORT (127.0.0.1:2525)
 //       Address to listen on; repeat for more. HOST is an IPv4 literal, localhost or
-//       a bracketed IPv6 literal.
+//       a bracketed IPv6 literal, or a range of IPv4 addresses on one port:
+//       127.0.1.1-127.0.1.250:2525 or 127.0.1.1-250:2525 (at most 65536; on
+//       Linux all of 127.0.0.0/8 is local). PORT 0 picks a free port, one for
+//       all the addresses of a range.
+//   --threads N (1)
+//       Shards: N threads, each with its own io_uring and its own copy of every
+//       listening socket (SO_REUSEPORT: the kernel spreads connections over
+//       them). 0: one per CPU. At most 256.
+//   --http HOST:PORT (none)
+//       Serve GET /stats there: the --stats JSON, live. HOST is explicit (use a
+//       loopback address: there is no authentication); PORT 0 picks one.
 //   --stats FILE (none)
 //       Rewrite FILE with the counters every second and at exit, through FILE.tmp
 //       and rename: {"sessions","messages","recipients","bytes","connections",
 //       "peak_connections","rejects","tls_sessions","listeners":[{"listen",
-//       "sessions","peak_connections"}]}. rejects counts 4xx and 5xx replies to
-//       MAIL, RCPT, DATA, BDAT and the end of data; tls_sessions, completed TLS
-//       handshakes.
+//       "sessions","peak_connections","connections","messages","recipients"}]}.
+//       rejects counts 4xx and 5xx replies to MAIL, RCPT, DATA, BDAT and the end
+//       of data; tls_sessions, completed TLS handshakes; a listener's messages
+//       and recipients, those accepted on connections to that address.
 //   --hostname NAME (the machine's host name)
 //       Name in the 220 greeting and the EHLO reply, and of the STARTTLS
 //       certificate.
@@ -84,8 +96,9 @@
 //   must be 0..1"; an unknown key is an error.
 //
 // DIAGNOSTICS
-//   Exit status 0 after a signal, 1 on a runtime failure, 2 on bad usage (a bad
-//   option, address or profiles file).
+//   Exit status 0 after a signal, 1 on a runtime failure (an address that can't
+//   be bound, too low a descriptor limit for every listening socket), 2 on bad
+//   usage (a bad option, address, range or profiles file).
 //
 // SEE ALSO
 //   docs/sink.md, tools/sink/sink.h, tools/sink/session.h, tools/sink/profile.h
@@ -104,12 +117,13 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: volley-sink [--listen HOST:PORT ...] [--stats FILE] [--hostname NAME] "
-    "[--record FILE] [--max-recipients N] [--profiles FILE] [--seed N] "
-    "[--tls-cert-out FILE]\n";
+    "usage: volley-sink [--listen HOST:PORT ...] [--threads N] [--http HOST:PORT] "
+    "[--stats FILE] [--hostname NAME] [--record FILE] [--max-recipients N] "
+    "[--profiles FILE] [--seed N] [--tls-cert-out FILE]\n";
 
 // RaiseFileLimit - allow as many descriptors as the hard limit: thousands of
-// connections need more than the usual soft limit of 1024.
+// connections, and a socket per address and thread, need more than the usual
+// soft limit of 1024. The server checks the result against what it binds.
 void RaiseFileLimit() {
   rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -142,6 +156,18 @@ int main(int argc, char** argv) {
     }
     if (name == "--listen") {
       options.listen.push_back(value);
+    } else if (name == "--threads") {
+      char* end = nullptr;
+      const unsigned long n = std::strtoul(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || value[0] == '-' ||
+          n > volley::sink::kMaxThreads) {
+        std::fprintf(stderr, "volley-sink: --threads must be 0..%zu (0: one per CPU), not \"%s\"\n",
+                     volley::sink::kMaxThreads, value.c_str());
+        return 2;
+      }
+      options.threads = n;
+    } else if (name == "--http") {
+      options.http = value;
     } else if (name == "--stats") {
       options.stats_path = value;
     } else if (name == "--hostname") {
@@ -194,6 +220,9 @@ int main(int argc, char** argv) {
   }
   for (const std::string& address : (*server)->listening()) {
     std::fprintf(stderr, "volley-sink: listening on %s\n", address.c_str());
+  }
+  if (const std::string http = (*server)->http_address(); !http.empty()) {
+    std::fprintf(stderr, "volley-sink: stats on http://%s/stats\n", http.c_str());
   }
   std::fflush(stderr);
 

@@ -1,24 +1,33 @@
 // sink.cc - volley-sink's io_uring server; see sink.h.
 #include "tools/sink/sink.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <optional>
+#include <system_error>
+#include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -27,6 +36,8 @@
 #include "base/slot_table.h"
 #include "base/status.h"
 #include "engine/tls/tls.h"
+#include "tools/sink/http.h"
+#include "tools/sink/listen.h"
 
 namespace volley::sink {
 
@@ -46,7 +57,9 @@ std::string StatsJson(const Stats& s) {
     out.append("{\"listen\":");
     base::AppendJsonString(&out, l.listen);
     absl::StrAppend(&out, ",\"sessions\":", l.sessions,
-                    ",\"peak_connections\":", l.peak_connections, "}");
+                    ",\"peak_connections\":", l.peak_connections,
+                    ",\"connections\":", l.connections, ",\"messages\":", l.messages,
+                    ",\"recipients\":", l.recipients, "}");
   }
   out.append("]}");
   return out;
@@ -67,100 +80,7 @@ std::string RecordJson(const AcceptedMessage& m, absl::Time accepted) {
 
 namespace {
 
-// ---------------------------------------------------------------------------
-// Addresses and files
-
 std::string ErrnoText(int err) { return std::strerror(err); }
-
-// Av - Debian 12's absl::string_view is not std::string_view; convert for StrCat.
-absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-struct BoundSocket {
-  int fd = -1;
-  std::string name;  // "127.0.0.1:2525" after bind, with the real port
-};
-
-std::string FormatAddress(const sockaddr_storage& ss) {
-  char host[INET6_ADDRSTRLEN] = {};
-  if (ss.ss_family == AF_INET6) {
-    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-    return absl::StrCat("[", host, "]:", ntohs(a->sin6_port));
-  }
-  const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-  inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-  return absl::StrCat(host, ":", ntohs(a->sin_port));
-}
-
-// ParseListen - "HOST:PORT" into a socket address.
-absl::Status ParseListen(std::string_view text, sockaddr_storage* ss,
-                         socklen_t* len) {
-  const size_t colon = text.rfind(':');
-  if (colon == std::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--listen '", Av(text), "': want HOST:PORT"));
-  }
-  std::string host(text.substr(0, colon));
-  const std::string_view port_text = text.substr(colon + 1);
-  uint32_t port = 0;
-  bool port_ok = !port_text.empty() && port_text.size() <= 5;
-  for (char c : port_text) {
-    if (c < '0' || c > '9') port_ok = false;
-    port = port * 10 + static_cast<uint32_t>(c - '0');
-  }
-  if (!port_ok || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--listen '", Av(text), "': bad port"));
-  }
-  *ss = {};
-  if (host == "localhost") host = "127.0.0.1";
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    auto* a = reinterpret_cast<sockaddr_in6*>(ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(static_cast<uint16_t>(port));
-    if (inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(),
-                  &a->sin6_addr) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--listen '", Av(text), "': bad IPv6 address"));
-    }
-    *len = sizeof(sockaddr_in6);
-    return absl::OkStatus();
-  }
-  auto* a = reinterpret_cast<sockaddr_in*>(ss);
-  a->sin_family = AF_INET;
-  a->sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--listen '", Av(text), "': want an IPv4 literal, localhost or [IPv6]"));
-  }
-  *len = sizeof(sockaddr_in);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<BoundSocket> Listen(std::string_view text) {
-  sockaddr_storage ss;
-  socklen_t len = 0;
-  RETURN_IF_ERROR(ParseListen(text, &ss, &len));
-  BoundSocket b;
-  b.fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (b.fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("--listen '", Av(text), "': socket: ", ErrnoText(errno)));
-  }
-  const int one = 1;
-  setsockopt(b.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(b.fd, reinterpret_cast<sockaddr*>(&ss), len) < 0 ||
-      listen(b.fd, SOMAXCONN) < 0) {
-    const int err = errno;
-    close(b.fd);
-    return absl::UnavailableError(
-        absl::StrCat("--listen '", Av(text), "': ", ErrnoText(err)));
-  }
-  socklen_t got = sizeof(ss);
-  getsockname(b.fd, reinterpret_cast<sockaddr*>(&ss), &got);
-  b.name = FormatAddress(ss);
-  return b;
-}
 
 int64_t MonotonicNanos() {
   timespec ts;
@@ -169,24 +89,124 @@ int64_t MonotonicNanos() {
 }
 
 // Now - the monotonic clock as an absl::Time for the sessions (greylisting):
-// only differences between two readings mean anything.
+// only differences between two readings mean anything. The same clock in every
+// thread, so the shared greylist compares like with like.
 absl::Time Now() { return absl::FromUnixNanos(MonotonicNanos()); }
+
+// Mix - SplitMix64's finaliser: turns a session number into an unrelated seed.
+uint64_t Mix(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Replies bigger than this are not kept as spare capacity after being sent.
+constexpr size_t kKeepOutCapacity = 64 * 1024;
+// Recorded lines are written once this many octets are buffered.
+constexpr size_t kRecordFlushSize = 64 * 1024;
+// Completions handled per batch.
+constexpr unsigned kCqeBatch = 256;
+// Ring sizes: a large completion queue, since every connection may complete at once.
+constexpr unsigned kSqEntries = 4096;
+constexpr unsigned kCqEntries = 16384;
+// The buffer group of a shard's receive buffers.
+constexpr uint16_t kBufferGroup = 0;
+// Descriptors kept free, beyond the listening sockets, when checking
+// RLIMIT_NOFILE: rings, eventfds, signalfd, the stats, record and HTTP sockets.
+constexpr uint64_t kSpareDescriptors = 64;
+
+// ---------------------------------------------------------------------------
+// Counters
+
+// Counter - a count written by one thread (its shard) and read by any. Relaxed
+// atomics: the writer's add is a plain load and store, no locked instruction.
+class Counter {
+ public:
+  void Add(uint64_t n) {
+    value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  uint64_t Get() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+// Gauge - open connections, changed by every shard, with its peak.
+class Gauge {
+ public:
+  // Up - one more; returns how many are open now, this one included.
+  uint64_t Up() {
+    const uint64_t now = now_.fetch_add(1, std::memory_order_relaxed) + 1;
+    uint64_t peak = peak_.load(std::memory_order_relaxed);
+    while (now > peak &&
+           !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+    return now;
+  }
+  void Down() { now_.fetch_sub(1, std::memory_order_relaxed); }
+  uint64_t now() const { return now_.load(std::memory_order_relaxed); }
+  uint64_t peak() const { return peak_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> now_{0};
+  std::atomic<uint64_t> peak_{0};
+};
+
+// A shard's own counters, on their own cache lines.
+struct alignas(64) ShardCounters {
+  Counter sessions;
+  Counter messages;
+  Counter recipients;
+  Counter bytes;
+  Counter rejects;
+  Counter tls_sessions;
+};
+
+// A shard's counters for one listening address.
+struct ListenerCounters {
+  Counter sessions;
+  Counter messages;
+  Counter recipients;
+};
+
+// Address - one listening address; every shard has a socket for it.
+struct Address {
+  std::string name;                 // bound, "127.0.0.1:2525"
+  const Profile* profile = nullptr;
+  alignas(64) Gauge connections;    // open on it, over every shard
+};
+
+// Common - what the shards share: fixed once Create() returns, but for the atomics
+// and the greylist (which locks).
+struct Common {
+  ServerOptions options;  // hostname resolved
+  std::vector<std::unique_ptr<Address>> addresses;
+  alignas(64) Gauge connections;
+  alignas(64) std::atomic<uint64_t> accepted{0};  // session numbers, accept order
+  std::unique_ptr<Greylist> greylist;
+  int record_fd = -1;
+  std::string cert_pem;  // STARTTLS certificate and key; empty: no STARTTLS
+  std::string key_pem;
+};
 
 // ---------------------------------------------------------------------------
 // user_data: a base::SlotTable tag (slot | generation | op). A completion for a
-// connection that is gone is dropped. Accept and signal tags use the slot part
-// for the listener index and do not go through the table.
+// connection that is gone is dropped. Accept tags use the slot part for the
+// listener index and do not go through the table, nor does the wake-up read.
 
-enum Op : uint8_t { kAccept = 1, kRecv = 2, kSend = 3, kSignal = 4, kTimeout = 5 };
+enum Op : uint8_t { kAccept = 1, kRecv = 2, kSend = 3, kWake = 4, kTimeout = 5 };
 
 struct Connection {
-  Connection(const SessionOptions& options, size_t buffer_size)
-      : session(options), buffer(new char[buffer_size]) {}
+  // own_buffer: octets of a receive buffer of its own (kernels without buffer
+  // rings); 0 when receives take one from the shard's ring.
+  Connection(const SessionOptions& options, size_t own_buffer)
+      : session(options), buffer(own_buffer > 0 ? new char[own_buffer] : nullptr) {}
 
   int fd = -1;
   uint32_t listener = 0;
   Session session;
-  std::unique_ptr<char[]> buffer;  // recv buffer
+  std::unique_ptr<char[]> buffer;  // own recv buffer, or nullptr
   std::string out;                 // octets being sent (ciphertext under TLS)
   size_t out_sent = 0;
 
@@ -208,54 +228,46 @@ struct Connection {
 
 using Connections = base::SlotTable<Connection>;
 
+// A shard's socket for one address.
 struct Listener {
-  BoundSocket socket;
-  ListenerStats stats;
-  SessionOptions session;  // with the listener's profile
+  int fd = -1;
   bool armed = false;   // an accept is in flight
-  bool paused = false;  // accept failed for lack of resources; retry at next tick
+  bool paused = false;  // accept failed for lack of resources; retry later
 };
 
-// Mix - SplitMix64's finaliser: turns a session number into an unrelated seed.
-uint64_t Mix(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// Replies bigger than this are not kept as spare capacity after being sent.
-constexpr size_t kKeepOutCapacity = 64 * 1024;
-// Recorded lines are written once this many octets are buffered.
-constexpr size_t kRecordFlushSize = 64 * 1024;
-// Completions handled per batch.
-constexpr unsigned kCqeBatch = 256;
-
-}  // namespace
-
 // ---------------------------------------------------------------------------
-// The server
+// Shard: one thread's ring, listeners and connections.
 
-class Server::Impl {
+class Shard {
  public:
-  explicit Impl(ServerOptions options) : options_(std::move(options)) {}
-  ~Impl();
+  explicit Shard(Common& common) : common_(common), options_(common.options) {}
+  ~Shard();
 
-  absl::Status Init();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  // Init - on the creating thread: the ring (disabled until Run, so that its
+  // single issuer is the shard's thread), buffers, TLS. Takes the sockets.
+  absl::Status Init(std::vector<int> listen_fds);
+  // Run - on the shard's own thread, until Wake().
   absl::Status Run();
-  Stats stats() const;
-  std::vector<std::string> listening() const;
+  // Wake - from any thread: make Run() return.
+  void Wake();
+
+  const ShardCounters& counters() const { return counters_; }
+  const ListenerCounters& listener(size_t i) const { return listener_counters_[i]; }
 
  private:
   io_uring_sqe* GetSqe();
   void ArmAccept(uint32_t index);
-  void ArmSignal();
+  void ArmWake();
   void ArmRecv(uint32_t slot);
   void ArmSend(uint32_t slot);
   void ArmTimeout(uint32_t slot, absl::Duration delay);
+  void RecycleBuffer(uint16_t id);
 
   void OnAccept(uint32_t index, int res, uint32_t flags);
-  void OnRecv(uint32_t slot, int res);
+  void OnRecv(uint32_t slot, int res, uint32_t flags);
   void OnTlsRecv(uint32_t slot, std::string_view ciphertext);
   void OnSend(uint32_t slot, int res);
   void OnTimeout(uint32_t slot);
@@ -263,35 +275,42 @@ class Server::Impl {
   void DrainCiphertext(Connection& c);
   void Pump(uint32_t slot);
   void CloseConnection(uint32_t slot);
+  void Unpause();
 
   absl::Status Tick();
   absl::Status FlushRecord();
 
-  ServerOptions options_;
+  Common& common_;
+  const ServerOptions& options_;
   io_uring ring_{};
   bool ring_ready_ = false;
+  bool ring_disabled_ = false;  // created disabled: enable on the shard's thread
   bool multishot_accept_ = true;
-  int signal_fd_ = -1;
-  sigset_t old_mask_{};
-  bool mask_set_ = false;
-  signalfd_siginfo siginfo_{};
+  int wake_fd_ = -1;
+  uint64_t wake_value_ = 0;
   bool stop_ = false;
 
-  std::vector<Listener> listeners_;
+  // Receive buffers (buffer ring); nullptr when each connection has its own.
+  io_uring_buf_ring* buffer_ring_ = nullptr;
+  char* buffers_ = nullptr;
+  size_t buffer_ring_bytes_ = 0;
+  size_t buffers_bytes_ = 0;
+
+  std::vector<Listener> listeners_;  // by address index
+  size_t paused_ = 0;                // listeners paused
+  std::unique_ptr<ListenerCounters[]> listener_counters_;
   Connections conns_;
   Output output_;  // a session's decisions, reused per recv
-  std::unique_ptr<Greylist> greylist_;
   std::optional<tls::Context> tls_context_;
 
-  int record_fd_ = -1;
   std::string record_buffer_;
   absl::Status record_status_;  // first failure writing the record file
 
-  Stats stats_;
+  ShardCounters counters_;
   uint64_t stale_completions_ = 0;
 };
 
-Server::Impl::~Impl() {
+Shard::~Shard() {
   // The ring goes first: that cancels every operation still pointing at a
   // connection's buffer, so the buffers and descriptors can then go.
   if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -299,106 +318,35 @@ Server::Impl::~Impl() {
     if (c.fd >= 0) close(c.fd);
   });
   for (Listener& l : listeners_) {
-    if (l.socket.fd >= 0) close(l.socket.fd);
+    if (l.fd >= 0) close(l.fd);
   }
-  if (signal_fd_ >= 0) close(signal_fd_);
-  if (mask_set_) pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
-  if (record_fd_ >= 0) close(record_fd_);
+  if (buffer_ring_ != nullptr) munmap(buffer_ring_, buffer_ring_bytes_);
+  if (buffers_ != nullptr) munmap(buffers_, buffers_bytes_);
+  if (wake_fd_ >= 0) close(wake_fd_);
 }
 
-absl::Status Server::Impl::Init() {
-  if (options_.listen.empty()) options_.listen.push_back("127.0.0.1:2525");
-  if (options_.session.hostname.empty()) {
-    char name[256] = {};
-    if (gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0') {
-      options_.session.hostname = name;
-    } else {
-      options_.session.hostname = "localhost";
-    }
-  }
-  options_.session.keep_addresses = !options_.record_path.empty();
-  if (options_.recv_buffer_size == 0) {
-    return absl::InvalidArgumentError("recv_buffer_size must be positive");
-  }
+absl::Status Shard::Init(std::vector<int> listen_fds) {
+  for (int fd : listen_fds) listeners_.push_back(Listener{fd, false, false});
+  listener_counters_ = std::make_unique<ListenerCounters[]>(listeners_.size());
 
-  for (const std::string& text : options_.listen) {
-    ASSIGN_OR_RETURN(BoundSocket b, Listen(text));
-    Listener& l = listeners_.emplace_back();
-    l.socket = b;
-    l.stats.listen = b.name;
-    l.session = options_.session;
-    l.session.profile = &options_.profiles.ForListener(text, b.name);
-    l.session.profiles = &options_.profiles;
-  }
-  // A [listener] entry that matches nothing is a typo, not a profile to ignore.
-  for (const std::string& key : options_.profiles.listener_keys()) {
-    bool found = false;
-    for (size_t i = 0; i < listeners_.size(); ++i) {
-      found = found || key == options_.listen[i] || key == listeners_[i].socket.name;
-    }
-    if (!found) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("profiles: [listener.\"", key, "\"] matches no --listen address"));
-    }
-  }
-  greylist_ = std::make_unique<Greylist>(options_.greylist_max_entries);
-  for (Listener& l : listeners_) l.session.greylist = greylist_.get();
+  wake_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (wake_fd_ < 0) return absl::InternalError(absl::StrCat("eventfd: ", ErrnoText(errno)));
 
-  if (options_.profiles.uses_starttls() || !options_.tls_cert_out.empty()) {
-    auto pem = tls::GenerateSelfSigned({options_.session.hostname});
-    if (!pem.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "STARTTLS certificate for --hostname ", options_.session.hostname, ": ",
-          pem.status().message()));
-    }
-    tls::ServerContextOptions tls_options;
-    tls_options.cert_pem = pem->cert_pem;
-    tls_options.key_pem = pem->key_pem;
-    auto ctx = tls::Context::Server(tls_options);
-    if (!ctx.ok()) {
-      return absl::InternalError(absl::StrCat("TLS: ", ctx.status().message()));
-    }
-    tls_context_.emplace(*std::move(ctx));
-    if (!options_.tls_cert_out.empty()) {
-      RETURN_IF_ERROR(base::WriteFileAtomically(options_.tls_cert_out, pem->cert_pem, 0644));
-    }
-  }
-
-  if (!options_.record_path.empty()) {
-    record_fd_ = open(options_.record_path.c_str(),
-                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (record_fd_ < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--record ", options_.record_path, ": ", ErrnoText(errno)));
-    }
-  }
-
-  // Signals arrive through a signalfd read by the ring, never as handlers.
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  if (pthread_sigmask(SIG_BLOCK, &mask, &old_mask_) != 0) {
-    return absl::InternalError("pthread_sigmask failed");
-  }
-  mask_set_ = true;
-  signal_fd_ = signalfd(-1, &mask, SFD_CLOEXEC);
-  if (signal_fd_ < 0) {
-    return absl::InternalError(absl::StrCat("signalfd: ", ErrnoText(errno)));
-  }
-
-  // A large completion queue: every connection may complete at once. Try the
-  // single-thread flags first; older kernels refuse them with EINVAL.
+  // Single issuer with deferred task work is the cheapest mode, but its issuer
+  // is the task that creates (or enables) the ring: create it disabled and let
+  // the shard's thread enable it. Older kernels refuse these flags with EINVAL;
+  // then any thread may submit and nothing needs enabling.
   io_uring_params params{};
   params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
-                 IORING_SETUP_DEFER_TASKRUN;
-  params.cq_entries = 16384;
-  int ret = io_uring_queue_init_params(4096, &ring_, &params);
+                 IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+  params.cq_entries = kCqEntries;
+  int ret = io_uring_queue_init_params(kSqEntries, &ring_, &params);
+  ring_disabled_ = ret == 0;
   if (ret == -EINVAL) {
     params = {};
     params.flags = IORING_SETUP_CQSIZE;
-    params.cq_entries = 16384;
-    ret = io_uring_queue_init_params(4096, &ring_, &params);
+    params.cq_entries = kCqEntries;
+    ret = io_uring_queue_init_params(kSqEntries, &ring_, &params);
   }
   if (ret < 0) {
     return absl::InternalError(absl::StrCat("io_uring_queue_init: ", ErrnoText(-ret)));
@@ -409,24 +357,62 @@ absl::Status Server::Impl::Init() {
     // them connections; refuse rather than hang connections silently.
     return absl::InternalError("io_uring lacks IORING_FEAT_NODROP (kernel 5.5+)");
   }
+
+  // Receive buffers from a buffer ring (5.19+): an idle connection then holds
+  // none. Without it, each connection gets its own (see Connection).
+  buffer_ring_bytes_ = kRecvBuffers * sizeof(io_uring_buf);
+  buffers_bytes_ = kRecvBuffers * options_.recv_buffer_size;
+  void* ring_mem = mmap(nullptr, buffer_ring_bytes_, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* data = mmap(nullptr, buffers_bytes_, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ring_mem == MAP_FAILED || data == MAP_FAILED) {
+    if (ring_mem != MAP_FAILED) munmap(ring_mem, buffer_ring_bytes_);
+    if (data != MAP_FAILED) munmap(data, buffers_bytes_);
+    return absl::InternalError(absl::StrCat("mmap of receive buffers: ", ErrnoText(errno)));
+  }
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uintptr_t>(ring_mem);
+  reg.ring_entries = kRecvBuffers;
+  reg.bgid = kBufferGroup;
+  if (io_uring_register_buf_ring(&ring_, &reg, 0) == 0) {
+    buffer_ring_ = static_cast<io_uring_buf_ring*>(ring_mem);
+    buffers_ = static_cast<char*>(data);
+    io_uring_buf_ring_init(buffer_ring_);
+    for (size_t i = 0; i < kRecvBuffers; ++i) {
+      io_uring_buf_ring_add(buffer_ring_, buffers_ + i * options_.recv_buffer_size,
+                            static_cast<unsigned>(options_.recv_buffer_size),
+                            static_cast<uint16_t>(i), io_uring_buf_ring_mask(kRecvBuffers),
+                            static_cast<int>(i));
+    }
+    io_uring_buf_ring_advance(buffer_ring_, kRecvBuffers);
+  } else {
+    munmap(ring_mem, buffer_ring_bytes_);
+    munmap(data, buffers_bytes_);
+  }
+
+  if (!common_.cert_pem.empty()) {
+    // tls::Context is single-threaded: one per shard, on the one certificate.
+    tls::ServerContextOptions tls_options;
+    tls_options.cert_pem = common_.cert_pem;
+    tls_options.key_pem = common_.key_pem;
+    auto ctx = tls::Context::Server(tls_options);
+    if (!ctx.ok()) {
+      return absl::InternalError(absl::StrCat("TLS: ", ctx.status().message()));
+    }
+    tls_context_.emplace(*std::move(ctx));
+  }
   return absl::OkStatus();
 }
 
-std::vector<std::string> Server::Impl::listening() const {
-  std::vector<std::string> out;
-  for (const Listener& l : listeners_) out.push_back(l.socket.name);
-  return out;
-}
-
-Stats Server::Impl::stats() const {
-  Stats s = stats_;
-  s.listeners.clear();
-  for (const Listener& l : listeners_) s.listeners.push_back(l.stats);
-  return s;
+void Shard::Wake() {
+  const uint64_t one = 1;
+  while (write(wake_fd_, &one, sizeof(one)) < 0 && errno == EINTR) {
+  }
 }
 
 // GetSqe - a submission entry; submit to make room when the queue is full.
-io_uring_sqe* Server::Impl::GetSqe() {
+io_uring_sqe* Shard::GetSqe() {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) {
     io_uring_submit(&ring_);
@@ -436,32 +422,48 @@ io_uring_sqe* Server::Impl::GetSqe() {
   return sqe;
 }
 
-void Server::Impl::ArmAccept(uint32_t index) {
+void Shard::ArmAccept(uint32_t index) {
   Listener& l = listeners_[index];
   io_uring_sqe* sqe = GetSqe();
   if (multishot_accept_) {
-    io_uring_prep_multishot_accept(sqe, l.socket.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_prep_multishot_accept(sqe, l.fd, nullptr, nullptr, SOCK_CLOEXEC);
   } else {
-    io_uring_prep_accept(sqe, l.socket.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_prep_accept(sqe, l.fd, nullptr, nullptr, SOCK_CLOEXEC);
   }
   io_uring_sqe_set_data64(sqe, Connections::MakeTag(index, 0, kAccept));
   l.armed = true;
 }
 
-void Server::Impl::ArmSignal() {
+void Shard::ArmWake() {
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_read(sqe, signal_fd_, &siginfo_, sizeof(siginfo_), 0);
-  io_uring_sqe_set_data64(sqe, Connections::MakeTag(0, 0, kSignal));
+  io_uring_prep_read(sqe, wake_fd_, &wake_value_, sizeof(wake_value_), 0);
+  io_uring_sqe_set_data64(sqe, Connections::MakeTag(0, 0, kWake));
 }
 
-void Server::Impl::ArmRecv(uint32_t slot) {
+void Shard::ArmRecv(uint32_t slot) {
   Connection& c = conns_.at(slot);
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_recv(sqe, c.fd, c.buffer.get(), options_.recv_buffer_size, 0);
+  if (buffer_ring_ != nullptr) {
+    // The kernel picks the buffer when data is there.
+    io_uring_prep_recv(sqe, c.fd, nullptr, options_.recv_buffer_size, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = kBufferGroup;
+  } else {
+    io_uring_prep_recv(sqe, c.fd, c.buffer.get(), options_.recv_buffer_size, 0);
+  }
   io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kRecv));
 }
 
-void Server::Impl::ArmSend(uint32_t slot) {
+// RecycleBuffer - give a receive buffer back to the ring once its bytes are
+// handled (they are handled before the completion's handler returns).
+void Shard::RecycleBuffer(uint16_t id) {
+  io_uring_buf_ring_add(buffer_ring_, buffers_ + size_t{id} * options_.recv_buffer_size,
+                        static_cast<unsigned>(options_.recv_buffer_size), id,
+                        io_uring_buf_ring_mask(kRecvBuffers), 0);
+  io_uring_buf_ring_advance(buffer_ring_, 1);
+}
+
+void Shard::ArmSend(uint32_t slot) {
   Connection& c = conns_.at(slot);
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_send(sqe, c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent,
@@ -469,7 +471,7 @@ void Server::Impl::ArmSend(uint32_t slot) {
   io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kSend));
 }
 
-void Server::Impl::ArmTimeout(uint32_t slot, absl::Duration delay) {
+void Shard::ArmTimeout(uint32_t slot, absl::Duration delay) {
   Connection& c = conns_.at(slot);
   const int64_t ns = absl::ToInt64Nanoseconds(delay);
   c.timeout.tv_sec = ns / 1000000000;
@@ -479,10 +481,11 @@ void Server::Impl::ArmTimeout(uint32_t slot, absl::Duration delay) {
   io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kTimeout));
 }
 
-void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
+void Shard::OnAccept(uint32_t index, int res, uint32_t flags) {
   Listener& l = listeners_[index];
   if ((flags & IORING_CQE_F_MORE) == 0) l.armed = false;
   if (res < 0) {
+    bool pause = false;
     switch (-res) {
       case EINVAL:
         if (multishot_accept_) {
@@ -490,17 +493,21 @@ void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
           multishot_accept_ = false;
           break;
         }
-        l.paused = true;
+        pause = true;
         break;
       case EMFILE:
       case ENFILE:
       case ENOBUFS:
       case ENOMEM:
         // Out of descriptors or memory: retrying at once would spin.
-        l.paused = true;
+        pause = true;
         break;
       default:
         break;  // ECONNABORTED and the like: the next client is fine
+    }
+    if (pause && !l.paused) {
+      l.paused = true;
+      ++paused_;
     }
     if (!l.armed && !l.paused && !stop_) ArmAccept(index);
     return;
@@ -511,38 +518,50 @@ void Server::Impl::OnAccept(uint32_t index, int res, uint32_t flags) {
   // Replies go out once per input; Nagle would hold one back behind a delayed ACK.
   setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
+  Address& address = *common_.addresses[index];
+  const uint64_t open_here = address.connections.Up();
+  common_.connections.Up();
   // Each session draws its fault decisions from its own seed, so that one
   // session's decisions do not depend on how others interleave.
-  SessionOptions session_options = l.session;
-  session_options.seed = Mix(options_.seed ^ Mix(stats_.sessions));
-  const uint32_t slot = conns_.Acquire(session_options, options_.recv_buffer_size);
+  const uint64_t number = common_.accepted.fetch_add(1, std::memory_order_relaxed);
+  SessionOptions session_options = options_.session;
+  session_options.profile = address.profile;
+  session_options.seed = Mix(options_.seed ^ Mix(number));
+  const uint32_t slot =
+      conns_.Acquire(session_options, buffer_ring_ != nullptr ? 0 : options_.recv_buffer_size);
   Connection& conn = conns_.at(slot);
   conn.fd = res;
   conn.listener = index;
 
-  ++stats_.sessions;
-  ++stats_.connections;
-  stats_.peak_connections = std::max(stats_.peak_connections, stats_.connections);
-  ++l.stats.sessions;
-  ++l.stats.connections;
-  l.stats.peak_connections = std::max(l.stats.peak_connections, l.stats.connections);
+  counters_.sessions.Add(1);
+  listener_counters_[index].sessions.Add(1);
 
   output_.Clear();
-  conn.session.Start(l.stats.connections, &output_);
+  conn.session.Start(open_here, &output_);
   Absorb(conn);
   Pump(slot);
 }
 
 // Absorb - take a session's decisions (in output_) into the connection's queue,
 // and count what they say.
-void Server::Impl::Absorb(Connection& c) {
-  for (const AcceptedMessage& m : output_.accepted) {
-    ++stats_.messages;
-    stats_.recipients += m.recipients;
-    stats_.bytes += m.bytes;
-    if (record_fd_ >= 0) record_buffer_.append(RecordJson(m, absl::Now()));
+void Shard::Absorb(Connection& c) {
+  if (!output_.accepted.empty()) {
+    uint64_t recipients = 0;
+    uint64_t bytes = 0;
+    for (const AcceptedMessage& m : output_.accepted) {
+      recipients += m.recipients;
+      bytes += m.bytes;
+      if (common_.record_fd >= 0) record_buffer_.append(RecordJson(m, absl::Now()));
+    }
+    const uint64_t messages = output_.accepted.size();
+    counters_.messages.Add(messages);
+    counters_.recipients.Add(recipients);
+    counters_.bytes.Add(bytes);
+    ListenerCounters& lc = listener_counters_[c.listener];
+    lc.messages.Add(messages);
+    lc.recipients.Add(recipients);
   }
-  stats_.rejects += output_.rejects;
+  if (output_.rejects > 0) counters_.rejects.Add(output_.rejects);
   if (c.next_step == c.steps.size()) {
     c.steps.clear();
     c.next_step = 0;
@@ -554,7 +573,7 @@ void Server::Impl::Absorb(Connection& c) {
 }
 
 // DrainCiphertext - move what the TLS session wants sent into the send buffer.
-void Server::Impl::DrainCiphertext(Connection& c) {
+void Shard::DrainCiphertext(Connection& c) {
   const std::string_view pending = c.tls->PendingCiphertext();
   if (pending.empty()) return;
   c.out.append(pending.data(), pending.size());
@@ -565,7 +584,7 @@ void Server::Impl::DrainCiphertext(Connection& c) {
 // then each step (its delay as an io_uring timeout, then its bytes), then start
 // TLS or close; with nothing left, read. Invariant: called only when the
 // connection has no operation in flight, and it leaves at most one.
-void Server::Impl::Pump(uint32_t slot) {
+void Shard::Pump(uint32_t slot) {
   Connection& c = conns_.at(slot);
   if (c.out_sent < c.out.size()) {
     ArmSend(slot);
@@ -624,9 +643,11 @@ void Server::Impl::Pump(uint32_t slot) {
   ArmRecv(slot);
 }
 
-void Server::Impl::OnRecv(uint32_t slot, int res) {
+void Shard::OnRecv(uint32_t slot, int res, uint32_t flags) {
   Connection& c = conns_.at(slot);
-  if (res == -EINTR || res == -EAGAIN) {
+  if (res == -EINTR || res == -EAGAIN || res == -ENOBUFS) {
+    // ENOBUFS: every ring buffer held by a completion not yet handled; they
+    // are given back as this batch is handled, before the next submit.
     ArmRecv(slot);
     return;
   }
@@ -634,7 +655,11 @@ void Server::Impl::OnRecv(uint32_t slot, int res) {
     CloseConnection(slot);
     return;
   }
-  const std::string_view input(c.buffer.get(), static_cast<size_t>(res));
+  const char* data = c.buffer.get();
+  if ((flags & IORING_CQE_F_BUFFER) != 0) {
+    data = buffers_ + size_t{flags >> IORING_CQE_BUFFER_SHIFT} * options_.recv_buffer_size;
+  }
+  const std::string_view input(data, static_cast<size_t>(res));
   if (c.tls.has_value()) {
     OnTlsRecv(slot, input);
   } else {
@@ -652,7 +677,7 @@ void Server::Impl::OnRecv(uint32_t slot, int res) {
 // OnTlsRecv - ciphertext arrived: drive the handshake, then feed the plaintext
 // to the SMTP session. What TLS wants sent (handshake flights, alerts) goes into
 // the send buffer ahead of any reply.
-void Server::Impl::OnTlsRecv(uint32_t slot, std::string_view ciphertext) {
+void Shard::OnTlsRecv(uint32_t slot, std::string_view ciphertext) {
   Connection& c = conns_.at(slot);
   c.tls->FeedCiphertext(ciphertext);
   c.out.clear();
@@ -666,7 +691,7 @@ void Server::Impl::OnTlsRecv(uint32_t slot, std::string_view ciphertext) {
     }
     if (*progress == tls::Session::Progress::kWantIo) return;
     c.handshaken = true;
-    ++stats_.tls_sessions;
+    counters_.tls_sessions.Add(1);
   }
   // Whatever plaintext is ready now: the client's EHLO may have come with the
   // handshake's last flight.
@@ -687,7 +712,7 @@ void Server::Impl::OnTlsRecv(uint32_t slot, std::string_view ciphertext) {
   if (c.tls->peer_closed()) c.close = true;
 }
 
-void Server::Impl::OnSend(uint32_t slot, int res) {
+void Shard::OnSend(uint32_t slot, int res) {
   Connection& c = conns_.at(slot);
   if (res == -EINTR || res == -EAGAIN) {
     ArmSend(slot);
@@ -711,7 +736,7 @@ void Server::Impl::OnSend(uint32_t slot, int res) {
   Pump(slot);
 }
 
-void Server::Impl::OnTimeout(uint32_t slot) {
+void Shard::OnTimeout(uint32_t slot) {
   // -ETIME is the timer firing; anything else (a cancel at shutdown) ends the
   // wait as well.
   conns_.at(slot).waited = true;
@@ -720,49 +745,54 @@ void Server::Impl::OnTimeout(uint32_t slot) {
 
 // CloseConnection - close and free a connection. Invariant: it has no operation in
 // flight (each connection has at most one, and it is this completion's).
-void Server::Impl::CloseConnection(uint32_t slot) {
+void Shard::CloseConnection(uint32_t slot) {
   Connection& c = conns_.at(slot);
-  Listener& l = listeners_[c.listener];
   close(c.fd);
+  common_.addresses[c.listener]->connections.Down();
+  common_.connections.Down();
   conns_.Release(slot);
-  --stats_.connections;
-  --l.stats.connections;
   // A descriptor came free: a listener paused for lack of them may go on.
+  if (paused_ > 0) Unpause();
+}
+
+void Shard::Unpause() {
+  if (stop_) return;
   for (uint32_t i = 0; i < listeners_.size(); ++i) {
-    if (listeners_[i].paused && !stop_) {
+    if (listeners_[i].paused) {
       listeners_[i].paused = false;
       if (!listeners_[i].armed) ArmAccept(i);
     }
   }
+  paused_ = 0;
 }
 
-absl::Status Server::Impl::FlushRecord() {
-  if (record_fd_ < 0 || record_buffer_.empty()) return absl::OkStatus();
-  absl::Status st = base::WriteAll(record_fd_, record_buffer_, options_.record_path);
+absl::Status Shard::FlushRecord() {
+  if (common_.record_fd < 0 || record_buffer_.empty()) return absl::OkStatus();
+  // O_APPEND and whole lines per write: shards' lines never interleave.
+  absl::Status st = base::WriteAll(common_.record_fd, record_buffer_, options_.record_path);
   record_buffer_.clear();
   return st;
 }
 
-// Tick - the once-a-second work: record lines, stats file, paused listeners.
-absl::Status Server::Impl::Tick() {
+// Tick - the once-a-second work: record lines, paused listeners.
+absl::Status Shard::Tick() {
   RETURN_IF_ERROR(record_status_);
   RETURN_IF_ERROR(FlushRecord());
-  if (!options_.stats_path.empty()) {
-    RETURN_IF_ERROR(base::WriteFileAtomically(options_.stats_path, StatsJson(stats()), 0644));
-  }
-  for (uint32_t i = 0; i < listeners_.size(); ++i) {
-    if (listeners_[i].paused && !stop_) {
-      listeners_[i].paused = false;
-      if (!listeners_[i].armed) ArmAccept(i);
-    }
-  }
+  if (paused_ > 0) Unpause();
   return absl::OkStatus();
 }
 
-absl::Status Server::Impl::Run() {
+absl::Status Shard::Run() {
+  if (ring_disabled_) {
+    // liburing 2.3 declares io_uring_enable_rings() but does not export it.
+    if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr,
+                0) < 0) {
+      return absl::InternalError(
+          absl::StrCat("io_uring_register(ENABLE_RINGS): ", ErrnoText(errno)));
+    }
+  }
   for (uint32_t i = 0; i < listeners_.size(); ++i) ArmAccept(i);
-  ArmSignal();
-  RETURN_IF_ERROR(Tick());
+  ArmWake();
 
   const int64_t interval =
       std::max<int64_t>(absl::ToInt64Nanoseconds(options_.flush_interval), 1000000);
@@ -801,11 +831,11 @@ absl::Status Server::Impl::Run() {
           case kAccept:
             OnAccept(slot, d.res, d.flags);
             break;
-          case kSignal:
+          case kWake:
             if (d.res == -EINTR || d.res == -EAGAIN) {
-              ArmSignal();
+              ArmWake();
             } else {
-              stop_ = true;  // SIGTERM or SIGINT (or the signalfd broke)
+              stop_ = true;  // Wake() (or the eventfd broke)
             }
             break;
           case kRecv:
@@ -813,14 +843,16 @@ absl::Status Server::Impl::Run() {
           case kTimeout:
             if (conns_.Find(d.data) == nullptr) {
               ++stale_completions_;
-              break;
-            }
-            if (op == kRecv) {
-              OnRecv(slot, d.res);
+            } else if (op == kRecv) {
+              OnRecv(slot, d.res, d.flags);
             } else if (op == kSend) {
               OnSend(slot, d.res);
             } else {
               OnTimeout(slot);
+            }
+            // The data is handled (or dropped with a stale completion).
+            if (op == kRecv && (d.flags & IORING_CQE_F_BUFFER) != 0) {
+              RecycleBuffer(static_cast<uint16_t>(d.flags >> IORING_CQE_BUFFER_SHIFT));
             }
             break;
           default:
@@ -836,6 +868,378 @@ absl::Status Server::Impl::Run() {
   return Tick();
 }
 
+// ---------------------------------------------------------------------------
+// Binding
+
+// ResolveThreads - options.threads, with 0 as the CPUs this process may use.
+size_t ResolveThreads(size_t threads) {
+  if (threads > 0) return threads;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+    return static_cast<size_t>(CPU_COUNT(&set));
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// ListenSocket - a listening socket on ss; with reuseport, one of a group that
+// the kernel spreads connections over.
+absl::StatusOr<int> ListenSocket(const std::string& where, const sockaddr_storage& ss,
+                                 socklen_t len, bool reuseport) {
+  const int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat(where, ": socket: ", ErrnoText(errno)));
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) < 0 ||
+      listen(fd, SOMAXCONN) < 0) {
+    const int err = errno;
+    close(fd);
+    return absl::UnavailableError(absl::StrCat(where, ": ", ErrnoText(err)));
+  }
+  return fd;
+}
+
+// BindCopies - `copies` listening sockets on one address (SO_REUSEPORT when more
+// than one); ss gets the bound port when it asked for 0.
+absl::StatusOr<std::vector<int>> BindCopies(const std::string& where, sockaddr_storage* ss,
+                                            socklen_t len, size_t copies) {
+  const bool reuseport = copies > 1;
+  const bool any_port = reinterpret_cast<const sockaddr_in*>(ss)->sin_port == 0;
+  if (reuseport && !any_port) {
+    // SO_REUSEPORT would let the first socket join another process's group on
+    // the same port (same user) and share its connections; a plain bind first
+    // makes a port in use an error, as it is with one thread. (Port 0: the
+    // kernel never picks a port in use.)
+    ASSIGN_OR_RETURN(const int probe, ListenSocket(where, *ss, len, false));
+    close(probe);
+  }
+  std::vector<int> fds;
+  for (size_t i = 0; i < copies; ++i) {
+    auto fd = ListenSocket(where, *ss, len, reuseport);
+    if (!fd.ok()) {
+      for (int f : fds) close(f);
+      return fd.status();
+    }
+    fds.push_back(*fd);
+    if (i == 0) {
+      socklen_t got = sizeof(*ss);
+      getsockname(*fd, reinterpret_cast<sockaddr*>(ss), &got);
+    }
+  }
+  return fds;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// The server
+
+class Server::Impl {
+ public:
+  explicit Impl(ServerOptions options) { common_.options = std::move(options); }
+  ~Impl();
+
+  absl::Status Init();
+  absl::Status Run();
+  Stats stats() const;
+  std::vector<std::string> listening() const;
+  std::string http_address() const { return http_ ? http_->bound() : std::string(); }
+  size_t threads() const { return shards_.size(); }
+
+ private:
+  absl::Status BindAll(std::vector<std::vector<int>>* per_shard);
+  absl::Status WriteStats() const;
+  void StopThreads(std::vector<std::thread>* threads);
+
+  Common common_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<absl::Status> shard_status_;  // each written by its thread before it ends
+  std::unique_ptr<StatsEndpoint> http_;
+  int signal_fd_ = -1;
+  int done_fd_ = -1;  // eventfd: a shard's Run() returned
+  sigset_t old_mask_{};
+  bool mask_set_ = false;
+};
+
+Server::Impl::~Impl() {
+  http_.reset();
+  shards_.clear();
+  if (signal_fd_ >= 0) close(signal_fd_);
+  if (done_fd_ >= 0) close(done_fd_);
+  if (mask_set_) pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+  if (common_.record_fd >= 0) close(common_.record_fd);
+}
+
+// BindAll - every address's sockets, one per shard; fills common_.addresses.
+absl::Status Server::Impl::BindAll(std::vector<std::vector<int>>* per_shard) {
+  ServerOptions& options = common_.options;
+  std::vector<ListenGroup> groups;
+  size_t total = 0;
+  for (const std::string& arg : options.listen) {
+    ASSIGN_OR_RETURN(ListenGroup g, ExpandListen(arg));
+    total += g.addresses.size();
+    if (total > kMaxListenAddresses) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen '", arg, "': more than ", kMaxListenAddresses, " addresses in all"));
+    }
+    groups.push_back(std::move(g));
+  }
+
+  // Every address needs a socket per shard: check the descriptors are there
+  // before binding hundreds of them.
+  const size_t threads = per_shard->size();
+  const uint64_t sockets = uint64_t{total} * threads;
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      sockets + kSpareDescriptors + 2 * threads > rl.rlim_cur) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "--listen: ", total, " addresses x ", threads, " threads need ", sockets,
+        " listening sockets, but RLIMIT_NOFILE allows ", rl.rlim_cur,
+        " descriptors (", kSpareDescriptors,
+        " kept for the rest); raise the limit (ulimit -n) or listen on fewer"));
+  }
+
+  std::vector<std::string> given;  // per address, the text a profile key may name
+  std::vector<const std::string*> arg_of;
+  for (const ListenGroup& g : groups) {
+    uint16_t range_port = 0;  // a range's addresses share the port the first got
+    for (const std::string& text : g.addresses) {
+      sockaddr_storage ss;
+      socklen_t len = 0;
+      RETURN_IF_ERROR(ParseListenAddress(text, &ss, &len));
+      if (g.range && g.port == 0 && range_port != 0) {
+        reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(range_port);
+      }
+      const std::string where = g.range ? absl::StrCat("--listen '", g.arg, "' (", text, ")")
+                                        : absl::StrCat("--listen '", text, "'");
+      ASSIGN_OR_RETURN(std::vector<int> fds, BindCopies(where, &ss, len, threads));
+      for (size_t s = 0; s < threads; ++s) (*per_shard)[s].push_back(fds[s]);
+      if (g.range && range_port == 0) {
+        range_port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+      }
+      auto address = std::make_unique<Address>();
+      address->name = FormatAddress(ss);
+      common_.addresses.push_back(std::move(address));
+      given.push_back(text);
+      arg_of.push_back(&g.arg);
+    }
+  }
+
+  // Profiles: an entry for the address as given or bound, else for the whole
+  // range as given, else the default.
+  const ProfileSet& profiles = options.profiles;
+  const std::vector<std::string> keys = profiles.listener_keys();
+  const absl::flat_hash_set<std::string> key_set(keys.begin(), keys.end());
+  for (size_t i = 0; i < common_.addresses.size(); ++i) {
+    Address& a = *common_.addresses[i];
+    if (key_set.contains(given[i]) || key_set.contains(a.name)) {
+      a.profile = &profiles.ForListener(given[i], a.name);
+    } else {
+      a.profile = &profiles.ForListener(*arg_of[i], *arg_of[i]);
+    }
+  }
+  // A [listener] entry that matches nothing is a typo, not a profile to ignore.
+  if (!keys.empty()) {
+    absl::flat_hash_set<std::string> names(options.listen.begin(), options.listen.end());
+    names.insert(given.begin(), given.end());
+    for (const auto& a : common_.addresses) names.insert(a->name);
+    for (const std::string& key : keys) {
+      if (!names.contains(key)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("profiles: [listener.\"", key, "\"] matches no --listen address"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Server::Impl::Init() {
+  ServerOptions& options = common_.options;
+  if (options.listen.empty()) options.listen.push_back("127.0.0.1:2525");
+  if (options.session.hostname.empty()) {
+    char name[256] = {};
+    if (gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0') {
+      options.session.hostname = name;
+    } else {
+      options.session.hostname = "localhost";
+    }
+  }
+  options.session.keep_addresses = !options.record_path.empty();
+  if (options.recv_buffer_size == 0 || options.recv_buffer_size > (1u << 24)) {
+    return absl::InvalidArgumentError("recv_buffer_size must be 1..16777216");
+  }
+  if (options.threads > kMaxThreads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--threads ", options.threads, ": at most ", kMaxThreads));
+  }
+  const size_t threads = std::min(ResolveThreads(options.threads), kMaxThreads);
+
+  common_.greylist = std::make_unique<Greylist>(options.greylist_max_entries);
+  options.session.greylist = common_.greylist.get();
+  options.session.profiles = &options.profiles;
+
+  if (options.profiles.uses_starttls() || !options.tls_cert_out.empty()) {
+    auto pem = tls::GenerateSelfSigned({options.session.hostname});
+    if (!pem.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "STARTTLS certificate for --hostname ", options.session.hostname, ": ",
+          pem.status().message()));
+    }
+    common_.cert_pem = pem->cert_pem;
+    common_.key_pem = pem->key_pem;
+    if (!options.tls_cert_out.empty()) {
+      RETURN_IF_ERROR(base::WriteFileAtomically(options.tls_cert_out, pem->cert_pem, 0644));
+    }
+  }
+
+  std::vector<std::vector<int>> per_shard(threads);
+  absl::Status bound = BindAll(&per_shard);
+  if (!bound.ok()) {
+    for (const auto& fds : per_shard) {
+      for (int fd : fds) close(fd);
+    }
+    return bound;
+  }
+  for (size_t s = 0; s < threads; ++s) {
+    shards_.push_back(std::make_unique<Shard>(common_));
+    RETURN_IF_ERROR(shards_.back()->Init(std::move(per_shard[s])));
+  }
+  shard_status_.resize(threads);
+
+  if (!options.record_path.empty()) {
+    common_.record_fd = open(options.record_path.c_str(),
+                             O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (common_.record_fd < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--record ", options.record_path, ": ", ErrnoText(errno)));
+    }
+  }
+
+  if (!options.http.empty()) {
+    ASSIGN_OR_RETURN(http_, StatsEndpoint::Create(options.http,
+                                                  [this] { return StatsJson(stats()); }));
+  }
+
+  // Signals arrive through a signalfd read by Run(), never as handlers; the
+  // threads started later inherit the mask and so never take them.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  if (pthread_sigmask(SIG_BLOCK, &mask, &old_mask_) != 0) {
+    return absl::InternalError("pthread_sigmask failed");
+  }
+  mask_set_ = true;
+  signal_fd_ = signalfd(-1, &mask, SFD_CLOEXEC);
+  if (signal_fd_ < 0) {
+    return absl::InternalError(absl::StrCat("signalfd: ", ErrnoText(errno)));
+  }
+  done_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (done_fd_ < 0) return absl::InternalError(absl::StrCat("eventfd: ", ErrnoText(errno)));
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Server::Impl::listening() const {
+  std::vector<std::string> out;
+  out.reserve(common_.addresses.size());
+  for (const auto& a : common_.addresses) out.push_back(a->name);
+  return out;
+}
+
+Stats Server::Impl::stats() const {
+  Stats s;
+  for (const auto& shard : shards_) {
+    const ShardCounters& c = shard->counters();
+    s.sessions += c.sessions.Get();
+    s.messages += c.messages.Get();
+    s.recipients += c.recipients.Get();
+    s.bytes += c.bytes.Get();
+    s.rejects += c.rejects.Get();
+    s.tls_sessions += c.tls_sessions.Get();
+  }
+  s.connections = common_.connections.now();
+  s.peak_connections = common_.connections.peak();
+  s.listeners.reserve(common_.addresses.size());
+  for (size_t i = 0; i < common_.addresses.size(); ++i) {
+    const Address& a = *common_.addresses[i];
+    ListenerStats& l = s.listeners.emplace_back();
+    l.listen = a.name;
+    l.connections = a.connections.now();
+    l.peak_connections = a.connections.peak();
+    for (const auto& shard : shards_) {
+      const ListenerCounters& c = shard->listener(i);
+      l.sessions += c.sessions.Get();
+      l.messages += c.messages.Get();
+      l.recipients += c.recipients.Get();
+    }
+  }
+  return s;
+}
+
+absl::Status Server::Impl::WriteStats() const {
+  if (common_.options.stats_path.empty()) return absl::OkStatus();
+  return base::WriteFileAtomically(common_.options.stats_path, StatsJson(stats()), 0644);
+}
+
+void Server::Impl::StopThreads(std::vector<std::thread>* threads) {
+  for (auto& shard : shards_) shard->Wake();
+  for (std::thread& t : *threads) t.join();
+  threads->clear();
+  if (http_) http_->Stop();
+}
+
+absl::Status Server::Impl::Run() {
+  RETURN_IF_ERROR(WriteStats());
+  if (http_) RETURN_IF_ERROR(http_->Start());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    try {
+      threads.emplace_back([this, i] {
+        shard_status_[i] = shards_[i]->Run();
+        const uint64_t one = 1;
+        while (write(done_fd_, &one, sizeof(one)) < 0 && errno == EINTR) {
+        }
+      });
+    } catch (const std::system_error& e) {
+      StopThreads(&threads);
+      return absl::InternalError(absl::StrCat("starting shard thread ", i, ": ", e.what()));
+    }
+  }
+
+  // This thread: signals, a shard that gave up, and the stats file.
+  absl::Status status;
+  const int64_t interval =
+      std::max<int64_t>(absl::ToInt64Nanoseconds(common_.options.flush_interval), 1000000);
+  int64_t next_tick = MonotonicNanos() + interval;
+  for (;;) {
+    const int64_t wait_ms = std::max<int64_t>((next_tick - MonotonicNanos()) / 1000000, 1);
+    pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {done_fd_, POLLIN, 0}};
+    const int n = poll(fds, 2, static_cast<int>(std::min<int64_t>(wait_ms, 60000)));
+    if (n < 0 && errno != EINTR) {
+      status = absl::InternalError(absl::StrCat("poll: ", ErrnoText(errno)));
+      break;
+    }
+    if (n > 0 && fds[0].revents != 0) {
+      signalfd_siginfo info;
+      if (read(signal_fd_, &info, sizeof(info)) < 0 && errno == EINTR) continue;
+      break;  // SIGTERM or SIGINT (or the signalfd broke)
+    }
+    if (n > 0 && fds[1].revents != 0) break;  // a shard stopped: its status says why
+    if (MonotonicNanos() >= next_tick) {
+      status = WriteStats();
+      if (!status.ok()) break;
+      next_tick = MonotonicNanos() + interval;
+    }
+  }
+  StopThreads(&threads);
+  for (const absl::Status& st : shard_status_) {
+    if (status.ok()) status = st;
+  }
+  const absl::Status written = WriteStats();
+  return status.ok() ? written : status;
+}
+
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Server::~Server() = default;
 
@@ -847,6 +1251,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(ServerOptions options) {
 
 absl::Status Server::Run() { return impl_->Run(); }
 std::vector<std::string> Server::listening() const { return impl_->listening(); }
+std::string Server::http_address() const { return impl_->http_address(); }
+size_t Server::threads() const { return impl_->threads(); }
 Stats Server::stats() const { return impl_->stats(); }
 
 }  // namespace volley::sink

@@ -1,0 +1,127 @@
+// http_test.cc - volley-sink's stats endpoint: the answer to each kind of
+// request (pure), and one real GET over a loopback socket.
+#include "tools/sink/http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace volley::sink {
+namespace {
+
+std::string Stats() { return R"({"messages":3})"; }
+
+// StatusLine - the first line of a response.
+std::string StatusLine(const std::string& response) {
+  return response.substr(0, response.find("\r\n"));
+}
+
+TEST(HttpAnswer, StatsAndNotFound) {
+  struct Case {
+    const char* head;
+    const char* status;
+  };
+  const Case cases[] = {
+      {"GET /stats HTTP/1.1\r\nHost: x", "HTTP/1.1 200 OK"},
+      {"GET /stats HTTP/1.0", "HTTP/1.1 200 OK"},
+      {"GET /stats?pretty=1 HTTP/1.1", "HTTP/1.1 200 OK"},
+      {"GET /stats HTTP/1.1\nHost: x", "HTTP/1.1 200 OK"},  // bare LF line ends
+      {"GET / HTTP/1.1", "HTTP/1.1 404 Not Found"},
+      {"GET /stats/ HTTP/1.1", "HTTP/1.1 404 Not Found"},
+      {"GET /metrics HTTP/1.1", "HTTP/1.1 404 Not Found"},
+      {"POST /stats HTTP/1.1", "HTTP/1.1 404 Not Found"},
+      {"get /stats HTTP/1.1", "HTTP/1.1 404 Not Found"},
+      {"GET /stats", "HTTP/1.1 400 Bad Request"},
+      {"GET  /stats HTTP/1.1", "HTTP/1.1 400 Bad Request"},
+      {"GET /stats HTTP/2", "HTTP/1.1 400 Bad Request"},
+      {"GET /stats HTTP/1.1 extra", "HTTP/1.1 400 Bad Request"},
+      {"", "HTTP/1.1 400 Bad Request"},
+      {"EHLO x.test", "HTTP/1.1 400 Bad Request"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(StatusLine(HttpAnswer(c.head, true, Stats)), c.status) << c.head;
+  }
+}
+
+TEST(HttpAnswer, TheBodyIsTheCallbacksJson) {
+  const std::string r = HttpAnswer("GET /stats HTTP/1.1", true, Stats);
+  const std::string body = "{\"messages\":3}\n";
+  EXPECT_EQ(r, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                   std::to_string(body.size()) +
+                   "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n" + body);
+}
+
+TEST(HttpAnswer, TooLarge) {
+  const std::string head = "GET /stats HTTP/1.1\r\nX: " + std::string(kMaxHttpRequest, 'a');
+  EXPECT_EQ(StatusLine(HttpAnswer(head.substr(0, kMaxHttpRequest), false, Stats)),
+            "HTTP/1.1 431 Request Header Fields Too Large");
+}
+
+// Get - one request over TCP to port on 127.0.0.1; the whole response.
+std::string Get(uint16_t port, const std::string& request) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size())) {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  return out;
+}
+
+TEST(StatsEndpoint, ServesOverLoopback) {
+  int calls = 0;
+  auto http = StatsEndpoint::Create("127.0.0.1:0", [&calls] {
+    ++calls;
+    return std::string(R"({"n":)") + std::to_string(calls) + "}";
+  });
+  ASSERT_TRUE(http.ok()) << http.status();
+  const std::string bound = (*http)->bound();
+  ASSERT_EQ(bound.rfind("127.0.0.1:", 0), 0u) << bound;
+  const uint16_t port = static_cast<uint16_t>(std::stoi(bound.substr(10)));
+  ASSERT_NE(port, 0);
+  ASSERT_TRUE((*http)->Start().ok());
+
+  std::string r = Get(port, "GET /stats HTTP/1.1\r\nHost: sink.test\r\n\r\n");
+  EXPECT_EQ(StatusLine(r), "HTTP/1.1 200 OK");
+  EXPECT_EQ(r.substr(r.find("\r\n\r\n") + 4), "{\"n\":1}\n");
+  // The head may come in pieces; the callback runs per request.
+  r = Get(port, "GET /stats HTTP/1.0\n\n");
+  EXPECT_EQ(r.substr(r.find("\r\n\r\n") + 4), "{\"n\":2}\n");
+  EXPECT_EQ(StatusLine(Get(port, "GET /nothing HTTP/1.1\r\n\r\n")), "HTTP/1.1 404 Not Found");
+  EXPECT_EQ(StatusLine(Get(port, "GET /stats HTTP/1.1\r\nX: " +
+                                     std::string(2 * kMaxHttpRequest, 'a') + "\r\n\r\n")),
+            "HTTP/1.1 431 Request Header Fields Too Large");
+  EXPECT_EQ(calls, 2);
+  (*http)->Stop();
+  (*http)->Stop();  // twice is fine
+}
+
+TEST(StatsEndpoint, BadAddress) {
+  auto http = StatsEndpoint::Create("stats.test:80", [] { return std::string(); });
+  ASSERT_FALSE(http.ok());
+  EXPECT_EQ(http.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(http.status().message(),
+            "--http 'stats.test:80': want an IPv4 literal, localhost or [IPv6]");
+  http = StatsEndpoint::Create("127.0.0.1", [] { return std::string(); });
+  ASSERT_FALSE(http.ok());
+  EXPECT_EQ(http.status().message(), "--http '127.0.0.1': want HOST:PORT");
+}
+
+}  // namespace
+}  // namespace volley::sink
