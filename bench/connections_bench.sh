@@ -77,7 +77,8 @@ config() {
 outcomes() { cat "$1"/log/deliveries.jsonl 2>/dev/null | wc -l; }
 
 # run_to_idle NAME MAX_CONNECTIONS - deliver the job, wait for it, print
-# "rss_kib connections" with every connection idle and open.
+# "rss_kib connections idle_cpu_ms" with every connection idle and open; idle_cpu_ms
+# is volleyd's CPU time over $idle_seconds seconds of nothing but open connections.
 run_to_idle() {
   local name=$1 max=$2 dir=$work/$1 want=$((domains * per_domain)) i rss conns
   config "$dir" "$max"
@@ -93,20 +94,24 @@ run_to_idle() {
   sleep 3  # the committer's last turns; the sink's stats file (once a second)
   rss=$(status_kb "$volleyd_pid" VmRSS)
   conns=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["connections"])' "$work/sink.json")
+  local ticks=$(cpu_ticks "$volleyd_pid")
+  sleep "$idle_seconds"
+  local idle_ms=$(( ($(cpu_ticks "$volleyd_pid") - ticks) * 1000 / clk_tck ))
   grep -c '"status":"delivered"' "$dir/log/deliveries.jsonl" >"$dir/delivered"
-  echo "$rss $conns"
+  echo "$rss $conns $idle_ms"
   stop "$volleyd_pid" volleyd
   volleyd_pid=""
 }
 
 say "part 1: memory per idle connection ($domains domains x $per_domain recipients, $shards shards)"
-read -r rss_one conns_one < <(run_to_idle one 1)
+idle_seconds=10
+read -r rss_one conns_one idle_one < <(run_to_idle one 1)
 sleep 2
-read -r rss_many conns_many < <(run_to_idle many $per_domain)
+read -r rss_many conns_many idle_many < <(run_to_idle many $per_domain)
 per_conn=$(( (rss_many - rss_one) * 1024 / (conns_many - conns_one) ))
-printf '| run | connections open (sink) | volleyd RSS | delivered |\n| --- | ---: | ---: | ---: |\n'
-printf '| one connection per domain | %d | %d KiB | %d |\n' "$conns_one" "$rss_one" "$(cat "$work/one/delivered")"
-printf '| 100 connections per domain | %d | %d KiB | %d |\n' "$conns_many" "$rss_many" "$(cat "$work/many/delivered")"
+printf '| run | connections open (sink) | volleyd RSS | delivered | volleyd CPU over %d s idle |\n| --- | ---: | ---: | ---: | ---: |\n' "$idle_seconds"
+printf '| one connection per domain | %d | %d KiB | %d | %d ms |\n' "$conns_one" "$rss_one" "$(cat "$work/one/delivered")" "$idle_one"
+printf '| 100 connections per domain | %d | %d KiB | %d | %d ms |\n' "$conns_many" "$rss_many" "$(cat "$work/many/delivered")" "$idle_many"
 printf '\nmemory per idle connection: %d bytes (%.1f KiB)\n' "$per_conn" "$(echo "$per_conn / 1024" | bc -l)"
 
 # syscall_run NAME TRACER... - a fresh volleyd (20 connections per domain) delivers

@@ -54,6 +54,7 @@
 #include "dns/routes.h"
 #include "engine/admin.h"
 #include "engine/committer.h"
+#include "engine/deadlines.h"
 #include "engine/intake.h"
 #include "engine/reactor/ring.h"
 #include "engine/ready_queue.h"
@@ -349,6 +350,11 @@ class Shard {
   void SweepDomains(absl::Time now);
   static const dns::Destination& HostOf(const Conn* c) { return c->route->hosts[c->host]; }
   void SetDeadline(Conn* c, absl::Time now);
+  // SetConnDeadline - c's deadline, in the connection and in deadlines_.
+  void SetConnDeadline(Conn* c, absl::Time at) {
+    c->deadline = at;
+    deadlines_.Set(c->slot, at);
+  }
   // Kick - after acting on a connection outside Drain: send what the client
   // wrote and start the clock on the reply it now waits for.
   void Kick(Conn* c) {
@@ -442,6 +448,8 @@ class Shard {
   };
   std::vector<SourceAddress> source_addresses_;
   base::SlotTable<Conn> conns_;
+  // The open connections' deadlines, by slot (engine/deadlines.h).
+  DeadlineHeap deadlines_;
   // Declared after conns_ so that it is destroyed first: tearing the ring down
   // cancels the operations still pointing into connections' buffers.
   Ring ring_;
@@ -1027,7 +1035,7 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   }
   c->client = std::make_unique<smtp::Client>(opts);
   c->recv_buffer.reset(new char[kRecvBufferSize]);
-  c->deadline = now + p.connect_timeout;
+  SetConnDeadline(c, now + p.connect_timeout);
   ++d->connections;
   ++d->sessions_starting;
   ++open_conns_;
@@ -1072,7 +1080,7 @@ void Shard::OnCompletion(uint64_t tag, int result) {
                                             std::strerror(-result)));
         break;
       }
-      c->deadline = now_ + c->dest->policy->greeting_timeout;
+      SetConnDeadline(c, now_ + c->dest->policy->greeting_timeout);
       ring_.PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, conns_.Tag(c->slot, kOpRecv));
       ++c->pending_ops;
       break;
@@ -1437,21 +1445,21 @@ void Shard::SetDeadline(Conn* c, absl::Time now) {
   if (c->send_in_flight) {
     // The server is not taking what we write: a bound on each write, however long
     // the message (RFC 5321 section 4.5.3.2.5's data block timeout).
-    c->deadline = now + p.data_block_timeout;
+    SetConnDeadline(c, now + p.data_block_timeout);
     return;
   }
   switch (c->client->waiting_for()) {
-    case smtp::Wait::kGreeting: c->deadline = now + p.greeting_timeout; break;
+    case smtp::Wait::kGreeting: SetConnDeadline(c, now + p.greeting_timeout); break;
     case smtp::Wait::kEhlo:
-    case smtp::Wait::kTlsHandshake: c->deadline = now + p.ehlo_timeout; break;
+    case smtp::Wait::kTlsHandshake: SetConnDeadline(c, now + p.ehlo_timeout); break;
     case smtp::Wait::kMail:
-    case smtp::Wait::kRset: c->deadline = now + p.mail_timeout; break;
-    case smtp::Wait::kRcpt: c->deadline = now + p.rcpt_timeout; break;
-    case smtp::Wait::kDataInit: c->deadline = now + p.data_timeout; break;
-    case smtp::Wait::kDataDone: c->deadline = now + p.data_done_timeout; break;
-    case smtp::Wait::kQuit: c->deadline = now + p.quit_timeout; break;
+    case smtp::Wait::kRset: SetConnDeadline(c, now + p.mail_timeout); break;
+    case smtp::Wait::kRcpt: SetConnDeadline(c, now + p.rcpt_timeout); break;
+    case smtp::Wait::kDataInit: SetConnDeadline(c, now + p.data_timeout); break;
+    case smtp::Wait::kDataDone: SetConnDeadline(c, now + p.data_done_timeout); break;
+    case smtp::Wait::kQuit: SetConnDeadline(c, now + p.quit_timeout); break;
     case smtp::Wait::kNone:
-      c->deadline = c->current.empty() ? now + p.idle_timeout : absl::InfiniteFuture();
+      SetConnDeadline(c, c->current.empty() ? now + p.idle_timeout : absl::InfiniteFuture());
       break;
   }
 }
@@ -1459,6 +1467,8 @@ void Shard::SetDeadline(Conn* c, absl::Time now) {
 void Shard::CloseConn(Conn* c) {
   if (c->closing) return;
   c->closing = true;
+  // Shut down, it only waits for its operations' completions: no deadline.
+  deadlines_.Remove(c->slot);
   auto& idle = c->dest->idle;
   idle.erase(std::remove(idle.begin(), idle.end(), c), idle.end());
   // Pending operations complete (with an error or EOF) once the socket is shut
@@ -1831,6 +1841,11 @@ absl::Status Shard::Run() {
     if (std::optional<absl::Duration> dns_due = resolver_->NextTimeout()) {
       wait = std::min(wait, std::max(*dns_due, absl::ZeroDuration()));
     }
+    // The next connection deadline (at least 1ms on: one that passed and was
+    // handled without moving must not spin the loop).
+    if (std::optional<absl::Time> next_deadline = deadlines_.Earliest()) {
+      wait = std::min(wait, std::max(absl::Milliseconds(1), *next_deadline - now_));
+    }
     RETURN_IF_ERROR(ring_.SubmitAndWait(wait, [&](uint64_t tag, int result) {
       // The wait may have lasted a tick: outcomes and deadlines need the time
       // the completions arrived, not the time the wait began.
@@ -1846,10 +1861,10 @@ absl::Status Shard::Run() {
       SweepDomains(now_);
       last_sweep_ = now_;
     }
+    std::vector<uint32_t> late_slots;
+    deadlines_.Due(now_, &late_slots);
     std::vector<Conn*> late;
-    conns_.ForEach([&](uint32_t, Conn& c) {
-      if (!c.closing && now_ >= c.deadline) late.push_back(&c);
-    });
+    for (uint32_t slot : late_slots) late.push_back(&conns_.at(slot));
     for (Conn* c : late) {
       if (c->client->waiting_for() == smtp::Wait::kNone && c->current.empty()) {
         // Idle too long: say goodbye.
