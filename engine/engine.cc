@@ -44,6 +44,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/json.h"
@@ -207,6 +208,10 @@ struct Destination {
   // whether work is waiting for either (counted once per wait in the metrics).
   TokenBucket message_tokens;
   TokenBucket connection_tokens;
+  // Transactions started lately, and (backed off without a configured
+  // max_message_rate) the rate measured when backoff began: what its levels halve.
+  RateMeter messages_started;
+  double backoff_base_rate = 0;
   bool waiting_for_message_token = false;
   bool waiting_for_connection_token = false;
   // Adaptive backoff (docs/config.md): each level halves the connections (and a
@@ -233,9 +238,18 @@ int MaxConnections(const Destination& d) {
   return std::max(1, d.policy->max_connections >> d.backoff_level);
 }
 
+// MessageRate - d's message rate now: the configured one, or under backoff the
+// rate measured when it began; halved per level. 0: no limit.
+double MessageRate(const Destination& d) {
+  if (d.backoff_level == 0) return d.policy->max_message_rate.per_second;
+  const double base = d.policy->max_message_rate.limited() ? d.policy->max_message_rate.per_second
+                                                           : d.backoff_base_rate;
+  return base / static_cast<double>(1 << d.backoff_level);
+}
+
 TokenBucket MessageBucket(const Destination& d) {
-  Rate r = d.policy->max_message_rate;
-  r.per_second /= static_cast<double>(1 << d.backoff_level);
+  Rate r;
+  r.per_second = MessageRate(d);
   return TokenBucket(r);
 }
 
@@ -898,6 +912,7 @@ void Shard::Dispatch(absl::Time now) {
         WaitForToken(d.get(), /*messages=*/true, now);
         break;
       }
+      d->messages_started.Add(now);
       d->waiting_for_message_token = false;
       Conn* c = d->idle.back();
       d->idle.pop_back();
@@ -1287,6 +1302,7 @@ void Shard::PublishDestinationStates(absl::Time now) {
     base::AppendJsonString(&json, key);
     absl::StrAppend(&json, ",\"state\":\"", suspended ? "suspended" : "backoff",
                     "\",\"level\":", d->backoff_level, ",\"max_connections\":", MaxConnections(*d),
+                    ",\"max_message_rate\":", absl::StrFormat("%.3f", MessageRate(*d)),
                     ",\"until\":\"",
                     absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
                                      suspended ? d->suspended_until : d->backoff_step_at,
@@ -1357,6 +1373,7 @@ void Shard::AssignNext(Conn* c) {
       WaitForToken(d, /*messages=*/true, now_);
       return;
     }
+    d->messages_started.Add(now_);
     d->waiting_for_message_token = false;
   }
   c->token_taken = false;
@@ -1569,12 +1586,20 @@ void Shard::StepBackoff(Destination* d, int step, absl::Time now) {
   if (step > 0) d->backoff_raised = now;
   d->backoff_step_at = now + d->backoff_period;
   if (d->backoff_level == before) return;
+  if (before == 0) {
+    // Without a configured rate, the levels halve the rate it was sending at
+    // (at least one message a second, so that it still gets through).
+    d->backoff_base_rate = std::max(1.0, d->messages_started.PerSecond(now));
+  }
   d->message_tokens = MessageBucket(*d);
   if (step > 0) metrics_->backoff_events[0].Add();
-  std::fprintf(stderr, "volleyd: %s: backoff %s to level %d (%d connections at most)%s%s\n",
+  const double rate = MessageRate(*d);
+  std::fprintf(stderr,
+               "volleyd: %s: backoff %s to level %d (%d connections, %s messages/s at most)%s%s\n",
                d->route->name.c_str(), step > 0 ? "raised" : "eased", d->backoff_level,
-               MaxConnections(*d), step > 0 ? " after: " : "",
-               step > 0 ? d->backoff_reason.c_str() : "");
+               MaxConnections(*d),
+               rate > 0 ? absl::StrFormat("%.1f", rate).c_str() : "unlimited",
+               step > 0 ? " after: " : "", step > 0 ? d->backoff_reason.c_str() : "");
 }
 
 // ApplyBackoffRule - a reply at `d` whose class has a [[backoff]] rule; true when

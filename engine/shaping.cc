@@ -78,4 +78,25 @@ absl::Time TokenBucket::NextAt(absl::Time now) {
   return now + absl::Seconds((1 - tokens_) / per_second_);
 }
 
+void RateMeter::Add(absl::Time now) {
+  if (window_start_ == absl::InfinitePast()) window_start_ = now;
+  const absl::Duration elapsed = now - window_start_;
+  if (elapsed >= kWindow) {
+    // A quiet spell longer than a window counts as the low rate it was.
+    const double rate = count_ / absl::ToDoubleSeconds(elapsed);
+    average_ = have_average_ ? (average_ + rate) / 2 : rate;
+    have_average_ = true;
+    window_start_ = now;
+    count_ = 0;
+  }
+  ++count_;
+}
+
+double RateMeter::PerSecond(absl::Time now) const {
+  if (have_average_) return average_;
+  if (window_start_ == absl::InfinitePast()) return 0;
+  return count_ / std::max(absl::ToDoubleSeconds(now - window_start_),
+                           absl::ToDoubleSeconds(kWindow));
+}
+
 }  // namespace volley::engine

@@ -55,6 +55,24 @@ class TokenBucket {
   absl::Time last_ = absl::InfinitePast();
 };
 
+// RateMeter - how many events per second a destination has been taking lately:
+// each whole window of kWindow folds its rate into a moving average (half the
+// old, half the new), so a burst or a lull moves it within a few seconds. What
+// adaptive backoff halves for a destination that has no configured rate.
+class RateMeter {
+ public:
+  static constexpr absl::Duration kWindow = absl::Seconds(1);
+  void Add(absl::Time now);
+  // PerSecond - the average, or the window so far when no window has closed.
+  double PerSecond(absl::Time now) const;
+
+ private:
+  absl::Time window_start_ = absl::InfinitePast();
+  double count_ = 0;
+  double average_ = 0;
+  bool have_average_ = false;
+};
+
 }  // namespace volley::engine
 
 #endif  // VOLLEY_ENGINE_SHAPING_H_

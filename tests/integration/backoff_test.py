@@ -7,12 +7,14 @@ volley-sink answers by recipient domain (fault profiles, docs/sink.md); volleyd'
   slow.test   RCPT to s*@ gets "421 4.7.0 Try again later" half the time
               (class rate_limited -> backoff, period 2 s). The delivery log's records
               carry "backoff": N >= 1, GET /destinations shows the destination backed
-              off, and once those replies stop (a second job to c*@) it
+              off with a message rate derived from what it was sending, and once those replies stop (a second job to c*@) it
               eases back a level per period to none: nothing is in backoff in the
               admin list and the last job's records carry no backoff.
   block.test  RCPT blockme@ gets "450 4.7.1 blocked for policy reasons" (policy ->
               suspend, 3 s): the other recipients waiting are deferred "suspended", and
               after the suspension everyone is delivered.
+  derived.test  RCPT to d*@ gets the 421 30% of the time, and it has no max_message_rate:
+              backed off, it is held to a share of the rate it was sending at.
   full.test   RCPT gets "452 4.2.2 mailbox full" (mailbox_full -> bounce): bounced at
               the first attempt, not deferred.
 """
@@ -33,6 +35,13 @@ match = "<s"
 rate = 0.5
 reply = "421 4.7.0 Try again later, closing connection."
 
+[profile.throttle_some]
+[[profile.throttle_some.reply]]
+command = "RCPT"
+match = "<d"
+rate = 0.3
+reply = "421 4.7.0 Try again later, closing connection."
+
 [profile.block]
 [[profile.block.reply]]
 command = "RCPT"
@@ -46,6 +55,8 @@ reply = "452 4.2.2 mailbox full"
 
 [domain."slow.test"]
 profile = "throttle"
+[domain."derived.test"]
+profile = "throttle_some"
 [domain."block.test"]
 profile = "block"
 [domain."full.test"]
@@ -55,6 +66,9 @@ profile = "full"
 CONFIG = """
 [destination."slow.test"]
 max_connections_per_destination = 8
+max_recipients_per_transaction = 1
+max_message_rate = "100/s"
+[destination."derived.test"]
 max_recipients_per_transaction = 1
 [destination."block.test"]
 max_recipients_per_transaction = 1
@@ -97,6 +111,8 @@ def test(h):
     full = ["f%d@full.test" % i for i in range(5)]
     d.drop("throttled.job", harness.job_text("throttled", slow + full, sender="throttle@volley-src.test"))
     d.drop("blocked.job", harness.job_text("blocked", block))
+    derived = ["d%d@derived.test" % i for i in range(30)]
+    d.drop("derived.job", harness.job_text("derived", derived))
 
     # Backed off while the 421s come: in the log and in the admin view.
     seen_backoff = []
@@ -111,6 +127,11 @@ def test(h):
     log("GET /destinations: %s" % seen_backoff)
     check(any(s["name"].endswith(":%d" % sink.port) and "421" in s["reason"] for s in seen_backoff),
           "the backed-off destination names the sink and the 421: %s" % seen_backoff)
+    # slow.test's configured 100/s halves per level.
+    rates = [s["max_message_rate"] for s in seen_backoff
+             if s["state"] == "backoff" and s["pool"].endswith("|slow.test")]
+    check(rates and all(0 < r <= 50 for r in rates),
+          "slow.test backed off, yet its max_message_rate is %s" % rates)
 
     wait_for(lambda: d.assert_alive() and len(harness.delivered_by_rcpt(d.deliveries("throttled"),
                                                                         "throttled")) >= len(slow),
@@ -141,6 +162,17 @@ def test(h):
     calm = d.deliveries("calm")
     check(all("backoff" not in r for r in calm), "calm records still backed off: %s"
           % [r for r in calm if "backoff" in r][:3])
+
+    # derived.test has no max_message_rate: backed off, it is held to a share of the
+    # rate it was sending at (at least 1/s), and still gets everything through.
+    wait_for(lambda: d.assert_alive() and len(harness.delivered_by_rcpt(d.deliveries("derived"),
+                                                                        "derived")) >= len(derived),
+             90, "every derived.test recipient delivered", interval=0.5)
+    with open(d.output) as f:
+        lines = [l for l in f if "backoff raised to level 1" in l]
+    log("backoff lines: %s" % lines)
+    check(any("messages/s at most" in l and "unlimited" not in l for l in lines),
+          "no backoff without a configured rate derived a message rate: %s" % lines)
 
     # Suspension: blockme's 450 4.7.1 suspends block.test; the others wait it out.
     wait_for(lambda: d.assert_alive() and len(harness.delivered_by_rcpt(d.deliveries("blocked"),
