@@ -225,6 +225,10 @@ struct Destination {
   std::string backoff_reason;  // the reply behind the last step or suspension
   // Its per-destination metrics (volley_destination_deliveries_total).
   metrics::DestinationCounters* counters = nullptr;
+  // Reached by DNS: a site whose domains other shards may have too (SiteShares),
+  // and how many shards share its limits now (its pool takes 1/sharing).
+  bool by_dns = false;
+  int sharing = 1;
   // Smooth weighted round robin over the policy's egress sources: each pick adds
   // every source's weight to its credit and takes the largest, which then pays
   // the total back. Sources are taken in proportion, evenly interleaved.
@@ -235,16 +239,24 @@ struct Destination {
 constexpr int kMaxBackoffLevel = 4;
 
 int MaxConnections(const Destination& d) {
-  return std::max(1, d.policy->max_connections >> d.backoff_level);
+  return std::max(1, (d.policy->max_connections / d.sharing) >> d.backoff_level);
 }
 
 // MessageRate - d's message rate now: the configured one, or under backoff the
 // rate measured when it began; halved per level. 0: no limit.
+// A configured rate is the site's: a shard's pool takes its share. A measured
+// one (backoff_base_rate) is this pool's own already.
 double MessageRate(const Destination& d) {
-  if (d.backoff_level == 0) return d.policy->max_message_rate.per_second;
-  const double base = d.policy->max_message_rate.limited() ? d.policy->max_message_rate.per_second
-                                                           : d.backoff_base_rate;
+  const double configured = d.policy->max_message_rate.per_second / d.sharing;
+  if (d.backoff_level == 0) return configured;
+  const double base = d.policy->max_message_rate.limited() ? configured : d.backoff_base_rate;
   return base / static_cast<double>(1 << d.backoff_level);
+}
+
+TokenBucket ConnectionBucket(const Destination& d) {
+  Rate r;
+  r.per_second = d.policy->max_connection_rate.per_second / d.sharing;
+  return TokenBucket(r);
 }
 
 TokenBucket MessageBucket(const Destination& d) {
@@ -275,12 +287,62 @@ class JobBoard {
   std::map<uint32_t, std::vector<bool>> finished_;
 };
 
+// SiteShares - which shards have a pool for each site reached by DNS. A site's
+// domains hash to partitions of their own (engine.cc's partitioner), so several
+// shards may each open a pool for one site; each of those pools then takes 1/k
+// of the site's limits, k the shards sharing it, so that together they keep
+// them. Joined when a shard makes the pool, reported once a second after that:
+// one lock per shard per second and per new pool, never per message.
+class SiteShares {
+ public:
+  explicit SiteShares(size_t shards) : shards_(shards), reported_(shards) {}
+  // Join - `shard` has a pool for `key` now; the shards sharing it.
+  int Join(const std::string& key, size_t shard) {
+    std::lock_guard<std::mutex> lock(mu_);
+    reported_[shard].insert(key);
+    return Mark(key, shard);
+  }
+  // Report - `active` are the keys of `shard`'s pools with work or connections
+  // now (any it reported before and not now has left); the sharing count of each.
+  std::vector<int> Report(size_t shard, const std::vector<std::string>& active) {
+    std::lock_guard<std::mutex> lock(mu_);
+    absl::flat_hash_set<std::string> now(active.begin(), active.end());
+    for (const std::string& key : reported_[shard]) {
+      if (now.contains(key)) continue;
+      auto it = sharing_.find(key);
+      if (it == sharing_.end()) continue;
+      it->second[shard] = false;
+      if (std::none_of(it->second.begin(), it->second.end(), [](bool b) { return b; })) {
+        sharing_.erase(it);
+      }
+    }
+    std::vector<int> counts;
+    counts.reserve(active.size());
+    for (const std::string& key : active) counts.push_back(Mark(key, shard));
+    reported_[shard] = std::move(now);
+    return counts;
+  }
+
+ private:
+  int Mark(const std::string& key, size_t shard) {
+    std::vector<bool>& who = sharing_[key];
+    if (who.empty()) who.resize(shards_, false);
+    who[shard] = true;
+    return static_cast<int>(std::count(who.begin(), who.end(), true));
+  }
+  const size_t shards_;
+  std::mutex mu_;
+  absl::flat_hash_map<std::string, std::vector<bool>> sharing_;  // by pool key
+  std::vector<absl::flat_hash_set<std::string>> reported_;       // by shard
+};
+
 // ShardPlace - which shard this is, and what it shares with the others.
 struct ShardPlace {
   size_t index = 0;
   size_t count = 1;
   Committer* committer = nullptr;  // one lane per shard
   JobBoard* board = nullptr;
+  SiteShares* sites = nullptr;  // null with one shard
   size_t window = 1;  // this shard's share of [delivery] window
 };
 
@@ -353,7 +415,11 @@ class Shard {
   // Admit - `w`'s retry policy and deadline by its destination, then its ready
   // list; or expired untried when taken past its deadline.
   void Admit(Work* w, std::string_view domain, const std::shared_ptr<const dns::Route>& route,
-             absl::Time now);
+             bool by_dns, absl::Time now);
+  // ReportSites - once a second: this shard's DNS pools with work or connections
+  // to SiteShares, and each pool's share of its site's limits from the answer.
+  void ReportSites();
+  void SetSharing(Destination* d, int sharing);
   // ExpiresUntried - sets w's retry policy and deadline; true when it was taken
   // past the deadline and gets no try (it has been expired).
   bool ExpiresUntried(Work* w, const DestinationPolicy& policy, absl::Time now);
@@ -654,7 +720,8 @@ void Shard::Route(Work* w, absl::Time now) {
   const std::string domain = absl::AsciiStrToLower(base::Sv(queue::DomainOf(w->rcpt.to)));
   if (const dns::Route* route = routes_->Find(domain)) {
     // Static routes live as long as the shard: a shared_ptr that owns nothing.
-    Admit(w, domain, std::shared_ptr<const dns::Route>(std::shared_ptr<void>(), route), now);
+    Admit(w, domain, std::shared_ptr<const dns::Route>(std::shared_ptr<void>(), route),
+          /*by_dns=*/false, now);
     return;
   }
   RouteByDns(w, domain, now);
@@ -664,7 +731,7 @@ void Shard::RouteByDns(Work* w, const std::string& domain, absl::Time now) {
   DomainRoute& known = dns_domains_[domain];
   if (!known.resolving && now < known.valid_until) {
     if (known.route) {
-      Admit(w, domain, known.route, now);
+      Admit(w, domain, known.route, /*by_dns=*/true, now);
       return;
     }
     known.waiting.push_back(w);  // the verdict, applied by OnPlan's way
@@ -721,7 +788,7 @@ void Shard::OnPlan(const std::string& domain) {
       continue;
     }
     if (route) {
-      Admit(w, domain, route, now_);
+      Admit(w, domain, route, /*by_dns=*/true, now_);
       continue;
     }
     std::string policy_name;
@@ -759,15 +826,19 @@ bool Shard::ExpiresUntried(Work* w, const DestinationPolicy& policy, absl::Time 
 }
 
 void Shard::Admit(Work* w, std::string_view domain,
-                  const std::shared_ptr<const dns::Route>& route, absl::Time now) {
+                  const std::shared_ptr<const dns::Route>& route, bool by_dns, absl::Time now) {
   std::string policy_name;
   const DestinationPolicy& policy = PolicyFor(domain, route->name, &policy_name);
-  auto& d = destinations_[absl::StrCat(route->name, "|", policy_name)];
+  std::string key = absl::StrCat(route->name, "|", policy_name);
+  auto& d = destinations_[key];
   if (!d) {
     d = std::make_unique<Destination>();
     d->policy = &policy;
-    d->message_tokens = TokenBucket(policy.max_message_rate);
-    d->connection_tokens = TokenBucket(policy.max_connection_rate);
+    d->by_dns = by_dns;
+    // A static route is whole on this shard (its domains share a partition).
+    if (by_dns && place_.sites != nullptr) d->sharing = place_.sites->Join(key, place_.index);
+    d->message_tokens = MessageBucket(*d);
+    d->connection_tokens = ConnectionBucket(*d);
     // Looked up once: the name (route or site) stays with the destination.
     d->counters = &metrics_->Destination(route->name);
   }
@@ -1314,9 +1385,29 @@ void Shard::PublishDestinationStates(absl::Time now) {
   destination_states_->Publish(std::move(json), place_.index);
 }
 
+void Shard::ReportSites() {
+  std::vector<std::string> keys;
+  std::vector<Destination*> pools;
+  for (auto& [key, d] : destinations_) {
+    if (!d->by_dns || (d->ready.empty() && d->connections == 0)) continue;
+    keys.push_back(key);
+    pools.push_back(d.get());
+  }
+  const std::vector<int> sharing = place_.sites->Report(place_.index, keys);
+  for (size_t i = 0; i < pools.size(); ++i) SetSharing(pools[i], sharing[i]);
+}
+
+void Shard::SetSharing(Destination* d, int sharing) {
+  if (d->sharing == sharing) return;
+  d->sharing = sharing;
+  d->message_tokens = MessageBucket(*d);
+  d->connection_tokens = ConnectionBucket(*d);
+}
+
 void Shard::PublishLoopMetrics(absl::Time turn_started) {
-  if (destination_states_ != nullptr && now_ - last_states_ >= absl::Seconds(1)) {
-    PublishDestinationStates(now_);
+  if (now_ - last_states_ >= absl::Seconds(1)) {
+    if (destination_states_ != nullptr) PublishDestinationStates(now_);
+    if (place_.sites != nullptr) ReportSites();
     last_states_ = now_;
   }
   metrics_->in_flight.Set(static_cast<int64_t>(in_flight_));
@@ -2097,6 +2188,7 @@ absl::Status Engine::Run() {
   Committer committer(queue.get(), log.get(), shard_count);
   RETURN_IF_ERROR(committer.Start());
   JobBoard board(shard_count);
+  SiteShares sites(shard_count);
   ReadyJobs ready_jobs(shard_count);
   std::vector<std::string> configured;
   for (const auto& [name, policy] : config_.destinations) configured.push_back(name);
@@ -2113,6 +2205,7 @@ absl::Status Engine::Run() {
     place.count = shard_count;
     place.committer = &committer;
     place.board = &board;
+    place.sites = shard_count > 1 ? &sites : nullptr;
     // The window is volleyd's: each shard gets its share.
     place.window = std::max<size_t>(1, static_cast<size_t>(config_.delivery.window) / shard_count);
     shards.push_back(std::make_unique<Shard>(config_, place, queue.get(), routes.get(),
