@@ -108,16 +108,26 @@ absl::Status GetIntInto(const Source& src, const toml::node& node, std::string_v
   return absl::OkStatus();
 }
 
+// TablesOf - `node` ([[name]] in the file) as an array of at most `max` tables;
+// `what` names one in the error ("rule", "source").
+absl::StatusOr<const toml::array*> TablesOf(const Source& src, const toml::node& node,
+                                            std::string_view name, std::string_view what,
+                                            size_t max) {
+  const auto* arr = node.as_array();
+  if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
+    return src.Error(node, name, absl::StrCat("must be an array of tables: write each ",
+                                              base::Sv(what), " as [[", base::Sv(name), "]]"));
+  }
+  if (arr->size() > max) {
+    return src.Error(node, name, absl::StrCat(arr->size(), " ", base::Sv(what), "s; at most ", max));
+  }
+  return arr;
+}
+
 // GetBackoffRules - [[backoff]]: an array of tables {class, action, period}.
 absl::Status GetBackoffRules(const Source& src, const toml::node& node,
                              std::vector<BackoffRule>* out) {
-  const auto* arr = node.as_array();
-  if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
-    return src.Error(node, "backoff", "must be an array of tables: write each rule as [[backoff]]");
-  }
-  if (arr->size() > kMaxBackoffRules) {
-    return src.Error(node, "backoff", absl::StrCat(arr->size(), " rules; at most ", kMaxBackoffRules));
-  }
+  ASSIGN_OR_RETURN(const toml::array* arr, TablesOf(src, node, "backoff", "rule", kMaxBackoffRules));
   out->clear();
   for (size_t i = 0; i < arr->size(); ++i) {
     const toml::table& t = *arr->get(i)->as_table();
@@ -156,13 +166,7 @@ absl::Status GetBackoffRules(const Source& src, const toml::node& node,
 // GetSources - [[source]]: an array of tables {name, address, ehlo_name, weight}.
 absl::Status GetSources(const Source& src, const toml::node& node,
                         std::vector<EgressSource>* out) {
-  const auto* arr = node.as_array();
-  if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
-    return src.Error(node, "source", "must be an array of tables: write each source as [[source]]");
-  }
-  if (arr->size() > kMaxSources) {
-    return src.Error(node, "source", absl::StrCat(arr->size(), " sources; at most ", kMaxSources));
-  }
+  ASSIGN_OR_RETURN(const toml::array* arr, TablesOf(src, node, "source", "source", kMaxSources));
   out->clear();
   for (size_t i = 0; i < arr->size(); ++i) {
     const toml::table& t = *arr->get(i)->as_table();
@@ -223,15 +227,8 @@ absl::Status ResolveSources(const Source& src, const toml::node& node, std::stri
 // GetClassifyRules - [[classify]]: an array of tables, each a metrics::ClassifyRule.
 absl::Status GetClassifyRules(const Source& src, const toml::node& node,
                               std::vector<metrics::ClassifyRule>* out) {
-  const auto* arr = node.as_array();
-  if (arr == nullptr || (!arr->empty() && !arr->is_array_of_tables())) {
-    return src.Error(node, "classify",
-                     "must be an array of tables: write each rule as [[classify]]");
-  }
-  if (arr->size() > metrics::kMaxClassifyRules) {
-    return src.Error(node, "classify",
-                     absl::StrCat(arr->size(), " rules; at most ", metrics::kMaxClassifyRules));
-  }
+  ASSIGN_OR_RETURN(const toml::array* arr,
+                   TablesOf(src, node, "classify", "rule", metrics::kMaxClassifyRules));
   out->clear();
   for (size_t i = 0; i < arr->size(); ++i) {
     const toml::table& t = *arr->get(i)->as_table();
