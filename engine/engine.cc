@@ -209,9 +209,11 @@ struct Destination {
   TokenBucket message_tokens;
   TokenBucket connection_tokens;
   // Transactions started lately, and (backed off without a configured
-  // max_message_rate) the rate measured when backoff began: what its levels halve.
+  // max_message_rate) the rate measured when backoff began, or as soon as there
+  // was a measure: what its levels halve. 0: not measured (no rate limit yet).
   RateMeter messages_started;
   double backoff_base_rate = 0;
+  std::string pool;  // its key in destinations_, for volleyd's log
   bool waiting_for_message_token = false;
   bool waiting_for_connection_token = false;
   // Adaptive backoff (docs/config.md): each level halves the connections (and a
@@ -251,6 +253,14 @@ double MessageRate(const Destination& d) {
   if (d.backoff_level == 0) return configured;
   const double base = d.policy->max_message_rate.limited() ? configured : d.backoff_base_rate;
   return base / static_cast<double>(1 << d.backoff_level);
+}
+
+// MeasuredBase - what backoff halves for d when it has no configured rate: the
+// rate it has been sending at (at least one message a second, so that it still
+// gets through), or 0 while there is no measure yet.
+double MeasuredBase(const Destination& d) {
+  const double measured = d.messages_started.PerSecond();
+  return measured > 0 ? std::max(1.0, measured) : 0;
 }
 
 TokenBucket ConnectionBucket(const Destination& d) {
@@ -420,6 +430,9 @@ class Shard {
   // to SiteShares, and each pool's share of its site's limits from the answer.
   void ReportSites();
   void SetSharing(Destination* d, int sharing);
+  // MeasureBackoffRates - once a second: a destination backed off without a
+  // configured rate before its rate was measured gets its limit once it is.
+  void MeasureBackoffRates();
   // ExpiresUntried - sets w's retry policy and deadline; true when it was taken
   // past the deadline and gets no try (it has been expired).
   bool ExpiresUntried(Work* w, const DestinationPolicy& policy, absl::Time now);
@@ -834,6 +847,7 @@ void Shard::Admit(Work* w, std::string_view domain,
   if (!d) {
     d = std::make_unique<Destination>();
     d->policy = &policy;
+    d->pool = policy_name.empty() ? route->name : key;
     d->by_dns = by_dns;
     // A static route is whole on this shard (its domains share a partition).
     if (by_dns && place_.sites != nullptr) d->sharing = place_.sites->Join(key, place_.index);
@@ -1404,8 +1418,24 @@ void Shard::SetSharing(Destination* d, int sharing) {
   d->connection_tokens = ConnectionBucket(*d);
 }
 
+void Shard::MeasureBackoffRates() {
+  for (auto& [key, d] : destinations_) {
+    if (d->backoff_level == 0 || d->backoff_base_rate > 0 ||
+        d->policy->max_message_rate.limited()) {
+      continue;
+    }
+    // Backed off before there was a measure: limit the rate once there is one.
+    d->backoff_base_rate = MeasuredBase(*d);
+    if (d->backoff_base_rate == 0) continue;
+    d->message_tokens = MessageBucket(*d);
+    std::fprintf(stderr, "volleyd: %s: backoff level %d: %.1f messages/s at most (measured)\n",
+                 d->pool.c_str(), d->backoff_level, MessageRate(*d));
+  }
+}
+
 void Shard::PublishLoopMetrics(absl::Time turn_started) {
   if (now_ - last_states_ >= absl::Seconds(1)) {
+    MeasureBackoffRates();
     if (destination_states_ != nullptr) PublishDestinationStates(now_);
     if (place_.sites != nullptr) ReportSites();
     last_states_ = now_;
@@ -1677,17 +1707,13 @@ void Shard::StepBackoff(Destination* d, int step, absl::Time now) {
   if (step > 0) d->backoff_raised = now;
   d->backoff_step_at = now + d->backoff_period;
   if (d->backoff_level == before) return;
-  if (before == 0) {
-    // Without a configured rate, the levels halve the rate it was sending at
-    // (at least one message a second, so that it still gets through).
-    d->backoff_base_rate = std::max(1.0, d->messages_started.PerSecond(now));
-  }
+  if (before == 0) d->backoff_base_rate = MeasuredBase(*d);
   d->message_tokens = MessageBucket(*d);
   if (step > 0) metrics_->backoff_events[0].Add();
   const double rate = MessageRate(*d);
   std::fprintf(stderr,
                "volleyd: %s: backoff %s to level %d (%d connections, %s messages/s at most)%s%s\n",
-               d->route->name.c_str(), step > 0 ? "raised" : "eased", d->backoff_level,
+               d->pool.c_str(), step > 0 ? "raised" : "eased", d->backoff_level,
                MaxConnections(*d),
                rate > 0 ? absl::StrFormat("%.1f", rate).c_str() : "unlimited",
                step > 0 ? " after: " : "", step > 0 ? d->backoff_reason.c_str() : "");

@@ -92,11 +92,4 @@ void RateMeter::Add(absl::Time now) {
   ++count_;
 }
 
-double RateMeter::PerSecond(absl::Time now) const {
-  if (have_average_) return average_;
-  if (window_start_ == absl::InfinitePast()) return 0;
-  return count_ / std::max(absl::ToDoubleSeconds(now - window_start_),
-                           absl::ToDoubleSeconds(kWindow));
-}
-
 }  // namespace volley::engine

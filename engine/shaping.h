@@ -63,8 +63,9 @@ class RateMeter {
  public:
   static constexpr absl::Duration kWindow = absl::Seconds(1);
   void Add(absl::Time now);
-  // PerSecond - the average, or the window so far when no window has closed.
-  double PerSecond(absl::Time now) const;
+  // PerSecond - the average; 0 until a window has closed (no evidence yet: a
+  // few events in a first fraction of a second say nothing of the rate).
+  double PerSecond() const { return have_average_ ? average_ : 0; }
 
  private:
   absl::Time window_start_ = absl::InfinitePast();

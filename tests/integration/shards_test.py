@@ -75,11 +75,17 @@ def test(h):
         check(n == 1, "%s: \"finished\" logged %d times, not once" % (job, n))
 
     # The sink saw every message once, and on every address: the domains' partitions
-    # were spread over the shards and each shard delivered its own.
-    seen = collections.Counter()
-    for rec in sink.records():
-        for rcpt in rec.get("rcpts", []):
-            seen[rcpt] += 1
+    # were spread over the shards and each shard delivered its own. (It writes its
+    # record file at least once a second: wait for the last lines.)
+    def sink_seen():
+        seen = collections.Counter()
+        for rec in sink.records():
+            for rcpt in rec.get("rcpts", []):
+                seen[rcpt] += 1
+        return seen
+    wait_for(lambda: sum(sink_seen().values()) >= N_WIDE + N_NARROW, 10,
+             "the sink's record of every message")
+    seen = sink_seen()
     check(all(seen[r] == 1 for r in wide + narrow),
           "the sink did not get every recipient exactly once (%d of %d, max %d)"
           % (sum(1 for r in wide + narrow if seen[r] >= 1), N_WIDE + N_NARROW,
