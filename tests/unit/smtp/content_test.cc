@@ -1,7 +1,9 @@
 #include "engine/smtp/content.h"
 
+#include <random>
 #include <string>
 
+#include "absl/strings/escaping.h"
 #include "gtest/gtest.h"
 
 namespace volley::smtp {
@@ -35,6 +37,43 @@ TEST(PrepareData, NormalisesStuffsAndTerminates) {
     EXPECT_EQ(PrepareData(c.in, &size), c.want) << "input: " << c.in;
     EXPECT_EQ(size, c.size) << "input: " << c.in;
     EXPECT_EQ(PrepareData(c.in), c.want);
+  }
+}
+
+// The rule PrepareData follows, a byte at a time: the reference the line-at-a-time
+// implementation must match on any input.
+std::string ReferencePrepareData(std::string_view message) {
+  std::string out;
+  bool line_start = true;
+  for (size_t i = 0; i < message.size(); ++i) {
+    const char c = message[i];
+    if (c == '\r' || c == '\n') {
+      if (c == '\r' && i + 1 < message.size() && message[i + 1] == '\n') ++i;
+      out += "\r\n";
+      line_start = true;
+      continue;
+    }
+    if (line_start && c == '.') out += '.';
+    out += c;
+    line_start = false;
+  }
+  if (!line_start) out += "\r\n";
+  return out + ".\r\n";
+}
+
+TEST(PrepareData, MatchesTheByteAtATimeRuleOnRandomInput) {
+  std::mt19937 rng(11);
+  const std::string alphabet = "\r\n.ab\x80";  // endings, dots, text, an 8-bit octet
+  for (int round = 0; round < 5000; ++round) {
+    std::string message(rng() % 40, ' ');
+    for (char& c : message) c = alphabet[rng() % alphabet.size()];
+    uint64_t size = 0;
+    const std::string got = PrepareData(message, &size);
+    ASSERT_EQ(got, ReferencePrepareData(message)) << "input: " << absl::CEscape(message);
+    uint64_t bdat_size = 0;
+    const std::string bdat = PrepareBdat(message, &bdat_size);
+    EXPECT_EQ(bdat_size, bdat.size());
+    EXPECT_EQ(size, bdat.size()) << "the SIZE of both is the unstuffed CRLF message";
   }
 }
 
