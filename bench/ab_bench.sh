@@ -1,0 +1,67 @@
+#!/bin/bash
+# ab_bench.sh - two volleyd binaries side by side on the same campaign, same sink
+#
+# Usage: A=/path/to/volleyd-a B=/path/to/volleyd-b bench/ab_bench.sh
+#
+# One volley-sink (from $build) on 127.0.3.1-127.0.3.50; `volley-load routes` sends
+# DOMAINS domains there. Each round runs a fresh volleyd of A, then of B (empty
+# queue, [delivery] shards = SHARDS), and `volley-load run --json --volleyd-pid`
+# for the campaign; prints one line per run: messages/s, volleyd CPU s per 10,000
+# messages, peak RSS. ROUNDS rounds alternate A and B so that neither always gets
+# the quieter machine: compare the rounds side by side.
+#
+# Environment: A, B (required), ROUNDS (3), RECIPIENTS (5000), DOMAINS (100), SIZE
+# (102400), PERSONALISED (1), SHARDS (2), BENCH_BUILD (build-release: volley-sink and
+# volley-load), BENCH_SKIP_BUILD=1.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BENCH_BUILD:-$root/build-release}
+py=/usr/bin/python3
+. "$root/bench/lib.sh"
+bench_binaries
+bench_tree_info
+: "${A:?set A to the first volleyd binary}" "${B:?set B to the second volleyd binary}"
+rounds=${ROUNDS:-3}
+recipients=${RECIPIENTS:-5000}
+domains=${DOMAINS:-100}
+size=${SIZE:-102400}
+shards=${SHARDS:-2}
+personalised=()
+[ "${PERSONALISED:-1}" = 1 ] && personalised=(--personalised)
+work=$(mktemp -d /tmp/volley-abbench.XXXXXX)
+port=$(free_port)
+range=127.0.3.1-127.0.3.50
+listen=()
+while read -r address; do listen+=(--listen "$address"); done < <("$load" addresses --sink-addresses "$range" --port "$port")
+"$sink" "${listen[@]}" --stats "$work/sink.json" >"$work/sink.out" 2>"$work/sink.err" &
+sink_pid=$!
+for i in $(seq 100); do
+  grep -q 'listening on' "$work/sink.err" 2>/dev/null && break
+  sleep 0.1
+done
+"$load" routes --domains "$domains" --sink-addresses "$range" --port "$port" --out "$work/routes.toml" 2>/dev/null
+for round in $(seq "$rounds"); do
+  for which in A B; do
+    binary=${!which}
+    dir=$work/$which-$round
+    mkdir -p "$dir/spool"
+    {
+      printf '[paths]\nspool = "%s/spool"\nqueue = "%s/queue"\nlog = "%s/log"\n' "$dir" "$dir" "$dir"
+      printf '[delivery]\nshards = %d\n' "$shards"
+      admin_section
+      cat "$work/routes.toml"
+    } >"$dir/volleyd.toml"
+    volleyd=$binary start_volleyd "$dir/volleyd.toml" "$dir/volleyd.err"
+    "$load" run --spool "$dir/spool" --log "$dir/log" --recipients "$recipients" --domains "$domains" \
+      --size "$size" "${personalised[@]}" --json --no-progress --volleyd-pid "$volleyd_pid" >"$dir/report.json"
+    "$py" - "$dir/report.json" "$which" "$round" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("%s round %s: %8.1f messages/s  %6.2f volleyd CPU s per 10,000  peak RSS %d KiB  (%d delivered)"
+      % (sys.argv[2], sys.argv[3], r["messages_per_second"], r["volleyd_cpu_seconds_per_10k"],
+         r["volleyd_peak_rss_kb"], r["delivered"]))
+PY
+    stop "$volleyd_pid" volleyd
+    volleyd_pid=""
+  done
+done
