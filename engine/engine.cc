@@ -288,7 +288,10 @@ class JobBoard {
     if (done.empty()) done.resize(shards_, false);
     if (done[shard]) return false;
     done[shard] = true;
-    return std::all_of(done.begin(), done.end(), [](bool b) { return b; });
+    if (!std::all_of(done.begin(), done.end(), [](bool b) { return b; })) return false;
+    // Done: the job is marked so in the queue next, and no shard loads it again.
+    finished_.erase(job_no);
+    return true;
   }
 
  private:
