@@ -1,6 +1,7 @@
 #include "base/file.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,6 +42,14 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
   if (::close(fd) != 0 && st.ok()) st = ErrnoError(tmp, "close");
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoError(path, "rename");
   return st;
+}
+
+void RaiseFileLimit() {
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
 }
 
 }  // namespace volley::base

@@ -16,6 +16,9 @@
 //
 //   WriteFileAtomically writes <path>.tmp and renames it over <path>, so that a
 //   reader never sees the file half written.
+//
+//   RaiseFileLimit lets the process open as many descriptors as its hard limit
+//   allows: thousands of connections need more than the usual soft limit of 1024.
 #ifndef VOLLEY_BASE_FILE_H_
 #define VOLLEY_BASE_FILE_H_
 
@@ -36,6 +39,8 @@ absl::Status WriteAll(int fd, std::string_view data, std::string_view where,
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
                                  mode_t mode = 0640);
+
+void RaiseFileLimit();
 
 }  // namespace volley::base
 

@@ -31,9 +31,7 @@ personalised=()
 work=$(mktemp -d /tmp/volley-abbench.XXXXXX)
 port=$(free_port)
 range=127.0.3.1-127.0.3.50
-listen=()
-while read -r address; do listen+=(--listen "$address"); done < <("$load" addresses --sink-addresses "$range" --port "$port")
-"$sink" "${listen[@]}" --stats "$work/sink.json" >"$work/sink.out" 2>"$work/sink.err" &
+"$sink" --listen "$range:$port" --stats "$work/sink.json" >"$work/sink.out" 2>"$work/sink.err" &
 sink_pid=$!
 for i in $(seq 100); do
   grep -q 'listening on' "$work/sink.err" 2>/dev/null && break

@@ -34,9 +34,7 @@ work=$(mktemp -d /tmp/volley-connbench.XXXXXX)
 port=$(free_port)
 
 # The sink: one process on 100 addresses (all of 127.0.0.0/8 is local on Linux).
-listen=()
-for i in $(seq 1 $domains); do listen+=(--listen "127.0.2.$i:$port"); done
-"$sink" "${listen[@]}" --stats "$work/sink.json" >"$work/sink.out" 2>"$work/sink.err" &
+"$sink" --listen "127.0.2.1-127.0.2.$domains:$port" --stats "$work/sink.json" >"$work/sink.out" 2>"$work/sink.err" &
 sink_pid=$!
 for i in $(seq 100); do
   [ "$(grep -c 'listening on' "$work/sink.err" 2>/dev/null || true)" -ge $domains ] && break

@@ -7,13 +7,12 @@
 //   Runs in the foreground. Without --config every key has its default
 //   (docs/config.md): spool, queue and log under ./var, and every domain routed
 //   to the local sink at 127.0.0.1:2525. SIGTERM or SIGINT stops it cleanly.
-#include <sys/resource.h>
-
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "base/file.h"
 #include "engine/config.h"
 #include "engine/engine.h"
 
@@ -23,16 +22,6 @@ volley::engine::Engine* g_engine = nullptr;
 
 void OnSignal(int) {
   if (g_engine != nullptr) g_engine->RequestStop();
-}
-
-// RaiseFileLimit - allow as many descriptors as the hard limit: thousands of
-// connections need more than the usual soft limit of 1024.
-void RaiseFileLimit() {
-  rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
 }
 
 int Usage() {
@@ -64,7 +53,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "volleyd: config: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
-  RaiseFileLimit();
+  volley::base::RaiseFileLimit();
   volley::engine::Engine engine(*std::move(config));
   g_engine = &engine;
   struct sigaction sa {};

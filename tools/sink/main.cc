@@ -103,7 +103,6 @@
 // SEE ALSO
 //   docs/sink.md, tools/sink/sink.h, tools/sink/session.h, tools/sink/profile.h
 #include <signal.h>
-#include <sys/resource.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -112,6 +111,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/file.h"
 #include "tools/sink/sink.h"
 
 namespace {
@@ -120,17 +120,6 @@ constexpr char kUsage[] =
     "usage: volley-sink [--listen HOST:PORT ...] [--threads N] [--http HOST:PORT] "
     "[--stats FILE] [--hostname NAME] [--record FILE] [--max-recipients N] "
     "[--profiles FILE] [--seed N] [--tls-cert-out FILE]\n";
-
-// RaiseFileLimit - allow as many descriptors as the hard limit: thousands of
-// connections, and a socket per address and thread, need more than the usual
-// soft limit of 1024. The server checks the result against what it binds.
-void RaiseFileLimit() {
-  rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
 
 }  // namespace
 
@@ -211,7 +200,8 @@ int main(int argc, char** argv) {
   }
 
   signal(SIGPIPE, SIG_IGN);
-  RaiseFileLimit();
+  // The server checks the result against the sockets it binds.
+  volley::base::RaiseFileLimit();
 
   auto server = volley::sink::Server::Create(std::move(options));
   if (!server.ok()) {
