@@ -80,6 +80,19 @@ AddressClass ClassifyV6(const uint8_t* b) {
   return AddressClass::kReserved;
 }
 
+// HasNoAddressRecords - whether the implicit MX's A and AAAA questions were both
+// asked and both said the name has no such records (NODATA, or NXDOMAIN though the
+// MX question found the name). A question not asked (AAAA under kIpv4Only) or a
+// failed one (SERVFAIL, timeout) proves nothing: a bounce feeds suppression lists,
+// so it needs both answers.
+bool HasNoAddressRecords(std::span<const HostAnswers> answers) {
+  if (answers.empty()) return false;
+  auto negative = [](const DnsAnswer* a) {
+    return a != nullptr && (a->kind == AnswerKind::kNoData || a->kind == AnswerKind::kNxDomain);
+  };
+  return negative(answers[0].a) && negative(answers[0].aaaa);
+}
+
 bool Allowed(AddressClass c, const MxOptions& options) {
   switch (c) {
     case AddressClass::kGlobal:
@@ -399,6 +412,16 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
     }
     kept.insert(kept.end(), planned.addresses.begin(), planned.addresses.end());
     plan.hosts.push_back(std::move(planned));
+  }
+  if (plan.hosts.empty() && list.implicit && HasNoAddressRecords(answers)) {
+    // RFC 5321 5.1: no MX and no address records means the domain has no mail
+    // service. That is what the zone says, not a failure to learn it (unlike
+    // SERVFAIL) nor our policy (unlike a refused address): retrying for days would
+    // only delay the bounce, so it comes now, as for NXDOMAIN.
+    plan.verdict = Verdict(true, "5.1.2",
+                           absl::StrCat("no MX, A or AAAA records for ", list.domain,
+                                        ": the domain has no mail service"));
+    return plan;
   }
   if (plan.hosts.empty()) {
     const std::string reasons = absl::StrJoin(plan.refused, "; ");

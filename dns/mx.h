@@ -24,7 +24,8 @@
 //     to the wrong host).
 //   - NODATA (or an empty record list): the implicit MX, the domain itself at
 //     preference 0, resolved by its own A/AAAA. Only then are the domain's own
-//     addresses used: when MX records exist they never are.
+//     addresses used: when MX records exist they never are. When A and AAAA find
+//     nothing either, PlanDelivery bounces (below).
 //   - Null MX: when every MX record names "." (duplicates collapsed), the domain
 //     accepts no mail: bounce 5.1.10 at once, no connection, no retry. RFC 7505 says
 //     preference 0; a lone "." at another preference means the same and is treated
@@ -61,13 +62,20 @@
 //     NAT64) never pass. Each refusal is noted in `refused`
 //     ("mx.a.test: 10.0.0.1 is a private address").
 //   - A host with no usable address is left out (noted in `refused`).
-//   - No host left: when some host's lookup failed (SERVFAIL or timeout) and gave
-//     nothing, defer 4.4.3 (the next try may resolve it); otherwise defer 4.4.4
-//     ("unable to route", RFC 3463) with the reasons, e.g. "no usable address:
+//   - No MX, and the domain's A and AAAA questions both answered NODATA (or one of
+//     them NXDOMAIN): the domain has no mail service (RFC 5321 section 5.1, the
+//     implicit MX has no address): bounce 5.1.2 ("no MX, A or AAAA records for
+//     a.test: the domain has no mail service") at once, as for NXDOMAIN and as
+//     Postfix does. Both questions must have been asked and answered: a SERVFAIL or
+//     timeout on either defers (below), and so does kIpv4Only, which never asks AAAA
+//     (the domain may have IPv6 mail service) and so defers 4.4.4 as below.
+//   - Otherwise no host left: when some host's lookup failed (SERVFAIL or timeout)
+//     and gave nothing, defer 4.4.3 (the next try may resolve it); otherwise defer
+//     4.4.4 ("unable to route", RFC 3463) with the reasons, e.g. "no usable address:
 //     mx.a.test: 10.0.0.1 is a private address". A deferral rather than a bounce:
 //     a zone or our config can be fixed within max_age, and a domain that wants no
-//     mail says so with a Null MX. This covers the implicit MX of a domain without
-//     A/AAAA too.
+//     mail says so with a Null MX or no records at all. This covers MX hosts
+//     without A/AAAA, and an implicit MX whose addresses our policy refuses.
 //
 // LIMITS
 //   kMaxDomainLength (253) and 63 octets a label; MxOptions::max_mx_hosts (10) and
@@ -214,7 +222,8 @@ MxHostList SelectMxHosts(std::string_view domain, const DnsAnswer& mx, const MxO
                          const std::function<uint64_t()>& random);
 
 // HostAnswers - the address answers of one host; nullptr for a question not asked
-// (AAAA under kIpv4Only), which counts as NODATA.
+// (AAAA under kIpv4Only), which gives no addresses, like NODATA, but is no proof
+// that the name has none (an implicit MX is bounced only on answers received).
 struct HostAnswers {
   const DnsAnswer* a = nullptr;
   const DnsAnswer* aaaa = nullptr;
@@ -234,7 +243,7 @@ struct MxPlan {
 };
 
 // PlanDelivery - answers[i] belongs to list.hosts[i]; a host without an entry
-// counts as answered with NODATA. A list that carries a verdict passes it on.
+// gives no addresses, as if not asked. A list that carries a verdict passes it on.
 MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers,
                     const MxOptions& options);
 

@@ -176,7 +176,10 @@ void Resolver::OnResponse(std::unique_ptr<Query> q, int status, const unsigned c
     return;
   }
   std::string why;
-  if (parsed->answer.kind == AnswerKind::kServFail) {
+  if (parsed->referral) {
+    why = absl::StrCat("referral instead of an answer for ", q->name,
+                       " (the server does not recurse)");
+  } else if (parsed->answer.kind == AnswerKind::kServFail) {
     why = absl::StrCat("rcode ", parsed->rcode, " for ", q->name);
   }
   Finish(std::move(q), std::move(parsed->answer), std::move(why));

@@ -19,6 +19,7 @@ constexpr size_t kHeaderSize = 12;
 constexpr size_t kRecordFixedSize = 10;  // TYPE, CLASS, TTL, RDLENGTH after the owner
 constexpr size_t kSoaNumbersSize = 20;   // SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM
 constexpr uint16_t kClassIn = 1;
+constexpr uint16_t kTypeNs = 2;
 constexpr uint16_t kTypeCname = 5;
 constexpr uint16_t kTypeSoa = 6;
 constexpr uint16_t kTypeOpt = 41;
@@ -227,6 +228,18 @@ absl::StatusOr<uint32_t> NegativeTtl(Bytes m, const std::vector<Record>& authori
   return 0u;
 }
 
+// IsReferral - NS records and no SOA in the authority section of a NOERROR
+// response without the records asked for: a delegation, not a negative answer.
+bool IsReferral(const std::vector<Record>& authority) {
+  bool ns = false;
+  for (const Record& r : authority) {
+    if (r.rclass != kClassIn) continue;
+    if (r.type == kTypeSoa) return false;
+    if (r.type == kTypeNs) ns = true;
+  }
+  return ns;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> EncodeQuery(std::string_view name, RrType type, uint16_t id) {
@@ -408,6 +421,13 @@ absl::StatusOr<ParsedResponse> ParseResponse(std::span<const uint8_t> message,
     answer.kind = AnswerKind::kOk;
     answer.ttl = ttl;
     return out;
+  }
+  if (out.cnames.empty() && IsReferral(authority)) {
+    // Not NODATA (RFC 2308 section 2.2): the server sent us elsewhere instead of
+    // recursing, and knows nothing of the name. Taken for NODATA, a resolver that
+    // does not recurse would make every domain look like one without mail service.
+    out.referral = true;
+    return out;  // kServFail
   }
   answer.kind = AnswerKind::kNoData;
   if (!out.cnames.empty()) out.cname_target = current;

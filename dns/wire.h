@@ -40,6 +40,10 @@
 //     CNAMEs followed.
 //   - NOERROR without records: kNoData. When a chain was followed, cname_target is
 //     its last name, which this message says nothing about: the caller asks again.
+//     Without a chain, NS records and no SOA in the authority section make it a
+//     referral (RFC 2308 section 2.2), not NODATA: kServFail with `referral` set, as
+//     from a server that does not recurse (it would otherwise pass every name it is
+//     asked about for one without records, and bounce the mail as having none).
 //   - NXDOMAIN: kNxDomain (it is about the end of the chain, RFC 6604); no records.
 //   For kNoData and kNxDomain, ttl is the negative TTL of RFC 2308 section 5:
 //   min(SOA TTL, SOA MINIMUM) of the first SOA record (class IN) in the authority
@@ -116,6 +120,7 @@ absl::StatusOr<std::string> EncodeQuery(std::string_view name, RrType type, uint
 struct ParsedResponse {
   uint8_t rcode = 0;       // the header's RCODE as received (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN...)
   bool truncated = false;  // TC bit
+  bool referral = false;   // NOERROR with a delegation instead of an answer: kServFail
   DnsAnswer answer;        // see DESCRIPTION
   // Set when the CNAME chain from the question name ends at a name that has no records
   // of the type in this message (and rcode is NOERROR): the caller asks again for that

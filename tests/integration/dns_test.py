@@ -22,9 +22,21 @@ domain must do (the delivery log's host is the address connected to, mx the MX h
   servfail   SERVFAIL: deferred 4.4.3, and retried.
   silent     no answer: deferred 4.4.3 only after about timeout x tries.
   zeroaddr   MX -> A 0.0.0.0: deferred 4.4.4, "unspecified".
+  nomail     the name exists (a TXT record) but has no MX, A or AAAA: under IPv4 only
+             (no AAAA asked, so nothing proves there is no IPv6 mail service)
+             deferred 4.4.4 and retried.
   ttla       TTL 2, the MX host's A changes from .11 to .12 between two jobs.
   ttlmx      TTL 2, the MX changes from a host at .11 to another at .12.
   many       2,000 recipients: one MX query and one A query in all, no AAAA.
+
+A second volleyd ("v6") asks A and AAAA (families ipv4_first) through a proxy of its
+own, for the domains whose answer depends on AAAA:
+
+  nomail     NODATA for MX, A and AAAA: the domain has no mail service (RFC 5321
+             5.1): bounced 5.1.2 at attempt 1, promptly, once, with the reason.
+  halfmail   no MX, A NODATA, AAAA SERVFAIL (the proxy's): deferred 4.4.3 and
+             retried, never bounced: one failed question proves nothing.
+  implicit   A .10 and AAAA NODATA: delivered at .10 as before.
 
 DNS verdicts are logged without a connection: code 0, host "". Every recipient sent
 reaches the sink once it is logged delivered; none of the failed ones does.
@@ -88,6 +100,8 @@ old.ttlmx   {t}  A  {n}11
 new.ttlmx   {t}  A  {n}12
 many        300  MX 10 mx.many
 mx.many     300  A  {n}15
+nomail           TXT "a name without MX, A or AAAA records"
+halfmail         TXT "no MX; A NODATA; AAAA answered SERVFAIL by the proxy"
 """.format(n=NET, t=TTL, ttl_a=ttl_a, ttl_mx=ttl_mx)
 
 
@@ -99,8 +113,11 @@ def fqdn(name):
 ROUTE_JOB = collections.OrderedDict([
     ("order", 10), ("equal", 80), ("deadfirst", 10), ("multi", 10), ("implicit", 5),
     ("aliased", 5), ("cnamemx", 5), ("nullmx", 3), ("nosuch", 3), ("servfail", 3),
-    ("silent", 3), ("zeroaddr", 3),
+    ("silent", 3), ("zeroaddr", 3), ("nomail", 3),
 ])
+# Domain -> recipients of the "v6" job, sent by the volleyd that asks AAAA too.
+V6_JOB = collections.OrderedDict([("nomail", 3), ("halfmail", 3), ("implicit", 3)])
+NO_MAIL_SERVICE = "no MX, A or AAAA records for %s: the domain has no mail service"
 
 
 def rcpts_at(tag, name, n):
@@ -138,14 +155,26 @@ def test(h):
     d = h.volleyd(star_route=False, smtp_config="port = %d\n" % sink.port, dns_config=dns,
                   extra_config=extra, retry_initial="1s", retry_max="2s")
     d.start()
+    # The v6 volleyd: the same zone, through a proxy of its own (so that the first
+    # one's "no AAAA" check stays exact), asking A and AAAA.
+    proxy6 = h.dns_proxy(nsd.port, name="dns-proxy-v6")
+    proxy6.servfail.add((harness.dns_name_key(fqdn("halfmail")), harness.QTYPES["AAAA"]))
+    dns6 = "\n".join(line for line in dns.split("\n") if not line.startswith("families")).replace(
+        "%s:%d" % (harness.LOOPBACK, proxy.port), "%s:%d" % (harness.LOOPBACK, proxy6.port))
+    d6 = h.volleyd(name="volleyd-v6", star_route=False, smtp_config="port = %d\n" % sink.port,
+                   dns_config=dns6, retry_initial="1s", retry_max="2s")
+    d6.start()
 
     route = {name: rcpts_at("route", name, n) for name, n in ROUTE_JOB.items()}
+    v6 = {name: rcpts_at("v6", name, n) for name, n in V6_JOB.items()}
     many = rcpts_at("many", "many", MANY)
     ttl1 = rcpts_at("ttl1", "ttla", 4) + rcpts_at("ttl1", "ttlmx", 4)
     t_drop = time.time()
     d.drop("route.job", harness.job_text("route", [r for rs in route.values() for r in rs]))
     d.drop("many.job", harness.job_text("many", many))
     d.drop("ttl1.job", harness.job_text("ttl1", ttl1))
+    t_drop6 = time.time()
+    d6.drop("v6.job", harness.job_text("v6", [r for rs in v6.values() for r in rs]))
 
     def records(job=None):
         return d.deliveries(job)
@@ -168,7 +197,8 @@ def test(h):
     want_delivered = [a for n in delivered_domains for a in route[n]]
     wait_for(lambda: d.assert_alive() and first_records("route", want_delivered, "delivered"), 60,
              "every recipient of the routable domains delivered")
-    failing = [a for n in ("nullmx", "nosuch", "servfail", "silent", "zeroaddr") for a in route[n]]
+    failing = [a for n in ("nullmx", "nosuch", "servfail", "silent", "zeroaddr", "nomail")
+               for a in route[n]]
     wait_for(lambda: d.assert_alive() and first_records("route", failing), 60,
              "a record for every recipient of the failing domains")
     recs = records("route")
@@ -235,6 +265,12 @@ def test(h):
         r = per[a][0]
         dns_verdict(r, "deferred", "4.4.4")
         check("unspecified" in r["response"], "%s: the response names the reason: %r" % (a, r))
+    # No MX, A NODATA, AAAA not asked (IPv4 only): not proof enough for a bounce.
+    for a in route["nomail"]:
+        r = per[a][0]
+        dns_verdict(r, "deferred", "4.4.4")
+        check("%s: no A record" % fqdn("nomail") in r["response"],
+              "%s: the response names the reason: %r" % (a, r))
     # j. Not answered: the deferral waits out the resolver (c-ares doubles the timeout
     # each round: 1 s + 2 s with one server), never comes at once, and each try was sent.
     waited = min(parse_ts(per[a][0]["ts"]) for a in route["silent"]) - t_drop
@@ -289,11 +325,12 @@ def test(h):
     def retried():
         got = by_rcpt(r for r in records("route") if r["status"] == "deferred")
         return all(len(got.get(a, [])) >= 2
-                   for n in ("servfail", "silent", "zeroaddr") for a in route[n])
+                   for n in ("servfail", "silent", "zeroaddr", "nomail") for a in route[n])
     wait_for(lambda: d.assert_alive() and retried(), 30,
-             "a second deferral for every recipient of servfail, silent and zeroaddr")
+             "a second deferral for every recipient of servfail, silent, zeroaddr and nomail")
     per = by_rcpt(records("route"))
-    for n, enhanced in (("servfail", "4.4.3"), ("silent", "4.4.3"), ("zeroaddr", "4.4.4")):
+    for n, enhanced in (("servfail", "4.4.3"), ("silent", "4.4.3"), ("zeroaddr", "4.4.4"),
+                        ("nomail", "4.4.4")):
         for a in route[n]:
             rs = per[a]
             check(all(r["status"] == "deferred" and r["enhanced"] == enhanced for r in rs),
@@ -304,6 +341,50 @@ def test(h):
     for n in delivered_domains:
         for a in route[n]:
             check(len(per[a]) == 1, "%s: delivered once: %r" % (a, per[a]))
+
+    # --- the v6 volleyd: A and AAAA asked.
+    def v6_records():
+        return by_rcpt(d6.deliveries("v6"))
+
+    v6_all = [a for rs in v6.values() for a in rs]
+    wait_for(lambda: d6.assert_alive() and all(v6_records().get(a) for a in v6_all), 60,
+             "a record for every recipient of the v6 job")
+    # n. No MX, A or AAAA: bounced at once, with the reason, no connection.
+    per6 = v6_records()
+    for a in v6["nomail"]:
+        r = per6[a][0]
+        dns_verdict(r, "bounced", "5.1.2")
+        check(r["response"] == NO_MAIL_SERVICE % fqdn("nomail"),
+              "%s: the response says why: %r" % (a, r))
+        check(r.get("class") == "dns_failure", "%s: class dns_failure: %r" % (a, r))
+    bounced_after = max(parse_ts(per6[a][0]["ts"]) for a in v6["nomail"]) - t_drop6
+    log("nomail.dnstest.test bounced %.2fs after the drop" % bounced_after)
+    check(bounced_after < 10, "no mail service: bounced %.2fs after the drop, not at once"
+          % bounced_after)
+    asked = tuple(proxy6.count(fqdn("nomail"), t) for t in ("MX", "A", "AAAA"))
+    check(all(n >= 1 for n in asked), "nomail: MX, A and AAAA each asked: %r" % (asked,))
+    # o. One failed question of the two: a DNS failure, deferred, never a bounce.
+    for a in v6["halfmail"]:
+        dns_verdict(per6[a][0], "deferred", "4.4.3")
+    # p. The implicit MX with an A record and AAAA NODATA: delivered as before.
+    for a in v6["implicit"]:
+        rs = per6[a]
+        check(len(rs) == 1 and rs[0]["status"] == "delivered" and rs[0]["host"] == NET + "10",
+              "%s: delivered once at %s10: %r" % (a, NET, rs))
+
+    def v6_retried():
+        got = v6_records()
+        return all(len([r for r in got.get(a, []) if r["status"] == "deferred"]) >= 2
+                   for a in v6["halfmail"])
+    wait_for(lambda: d6.assert_alive() and v6_retried(), 30,
+             "a second deferral for every recipient of halfmail")
+    per6 = v6_records()
+    for a in v6["halfmail"]:
+        check(all(r["status"] == "deferred" and r["enhanced"] == "4.4.3" for r in per6[a]),
+              "%s: only deferrals 4.4.3: %r" % (a, per6[a]))
+    for a in v6["nomail"]:
+        check(len(per6[a]) == 1, "%s: a bounce is final, no later record: %r" % (a, per6[a]))
+    d6.stop()
 
     # --- the sink's side: who got sessions, and what it received.
     d.stop()
@@ -321,7 +402,7 @@ def test(h):
     missing = delivered - set(received)
     check(not missing, "%d delivered recipients never reached the sink, e.g. %r" % (
         len(missing), sorted(missing)[:5]))
-    leaked = [a for a in failing if received[a]]
+    leaked = [a for a in failing + v6["nomail"] + v6["halfmail"] if received[a]]
     check(not leaked, "recipients of failing domains reached the sink: %r" % leaked)
     twice = [a for a, n in received.items() if n > 1]
     check(not twice, "recipients received twice: %r" % twice[:5])

@@ -839,8 +839,9 @@ class DnsProxy:
     count(name, qtype): queries seen for that name (any case, final dot or not) and
     type ("MX" or 15), over UDP and TCP, dropped or not. `drop`: names whose queries
     are never answered (a server that does not answer); `servfail`: names answered
-    SERVFAIL by the proxy itself. Both are sets of dns_name_key() names, changed by the
-    test at will. Stopped by Harness.cleanup like the processes."""
+    SERVFAIL by the proxy itself. Both are sets of dns_name_key() names, or of
+    (dns_name_key() name, type number) pairs for one question type only, changed by
+    the test at will. Stopped by Harness.cleanup like the processes."""
 
     UPSTREAM_TIMEOUT = 5.0
     POLL = 0.2          # how often the threads look at the stop flag, in seconds
@@ -895,9 +896,9 @@ class DnsProxy:
         name, qtype = q if q else ("", 0)
         action = "forward"
         with self._lock:
-            if name in self.drop:
+            if name in self.drop or (name, qtype) in self.drop:
                 action = "drop"
-            elif name in self.servfail:
+            elif name in self.servfail or (name, qtype) in self.servfail:
                 action = "servfail"
             self._counts[(name, qtype)] += 1
             self._log.append((time.time(), transport, name, qtype, action))

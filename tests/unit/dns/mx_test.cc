@@ -432,6 +432,76 @@ TEST(PlanDelivery, EveryHostLookupFailedDefersAsDnsFailure) {
   EXPECT_THAT(missing.verdict->reason, HasSubstr("mx1.a.test: no A or AAAA record"));
 }
 
+// RFC 5321 5.1: no MX and no A or AAAA either is a domain without mail service,
+// bounced at once; anything short of two answers saying so defers.
+TEST(PlanDelivery, ImplicitMxWithoutAddressRecordsBouncesOnlyOnTwoAnswers) {
+  const DnsAnswer nodata = Kind(AnswerKind::kNoData);
+  const DnsAnswer nx = Kind(AnswerKind::kNxDomain);
+  const DnsAnswer sf = Kind(AnswerKind::kServFail);
+  const DnsAnswer loopback = Addrs({"127.0.0.7"});
+  const DnsAnswer* kNotAsked = nullptr;
+  struct Case {
+    const char* what;
+    const DnsAnswer* a;
+    const DnsAnswer* aaaa;
+    AddressFamilies families;
+    std::string enhanced;  // "5.1.2": bounced; else deferred with this code
+  };
+  const Case cases[] = {
+      {"NODATA, NODATA", &nodata, &nodata, AddressFamilies::kIpv4First, "5.1.2"},
+      {"NODATA, NODATA, IPv6 first", &nodata, &nodata, AddressFamilies::kIpv6First, "5.1.2"},
+      {"NODATA, NXDOMAIN", &nodata, &nx, AddressFamilies::kIpv4First, "5.1.2"},
+      {"NXDOMAIN, NODATA", &nx, &nodata, AddressFamilies::kIpv4First, "5.1.2"},
+      {"NXDOMAIN, NXDOMAIN", &nx, &nx, AddressFamilies::kIpv4First, "5.1.2"},
+      {"NODATA, SERVFAIL", &nodata, &sf, AddressFamilies::kIpv4First, "4.4.3"},
+      {"SERVFAIL, NODATA", &sf, &nodata, AddressFamilies::kIpv4First, "4.4.3"},
+      {"NXDOMAIN, SERVFAIL", &nx, &sf, AddressFamilies::kIpv4First, "4.4.3"},
+      {"SERVFAIL, SERVFAIL", &sf, &sf, AddressFamilies::kIpv4First, "4.4.3"},
+      // AAAA not asked: the domain may have IPv6 mail service.
+      {"NODATA, not asked", &nodata, kNotAsked, AddressFamilies::kIpv4First, "4.4.4"},
+      {"IPv4 only, NODATA", &nodata, kNotAsked, AddressFamilies::kIpv4Only, "4.4.4"},
+      {"not asked, not asked", kNotAsked, kNotAsked, AddressFamilies::kIpv4First, "4.4.4"},
+      // An address our policy refuses is not the domain's choice: the config may change.
+      {"refused A, NODATA", &loopback, &nodata, AddressFamilies::kIpv4First, "4.4.4"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    MxHostList list = SelectMxHosts("Bare.Test", Kind(AnswerKind::kNoData), MxOptions{}, Seeded(1));
+    ASSERT_TRUE(list.implicit);
+    MxOptions options;  // no loopback: 127.0.0.7 is refused
+    options.families = c.families;
+    const HostAnswers answers[] = {{c.a, c.aaaa}};
+    MxPlan plan = PlanDelivery(list, answers, options);
+    ASSERT_TRUE(plan.verdict);
+    EXPECT_THAT(plan.hosts, IsEmpty());
+    EXPECT_EQ(plan.verdict->enhanced, c.enhanced) << "got " << plan.verdict->reason;
+    EXPECT_EQ(plan.verdict->permanent, c.enhanced == "5.1.2");
+    if (c.enhanced == "5.1.2") {
+      EXPECT_EQ(plan.verdict->reason,
+                "no MX, A or AAAA records for bare.test: the domain has no mail service");
+    }
+  }
+  // No answers passed at all: nothing was asked, so nothing is proved.
+  MxHostList list = SelectMxHosts("bare.test", Mx({}), MxOptions{}, Seeded(1));
+  MxPlan plan = PlanDelivery(list, {}, MxOptions{});
+  ASSERT_TRUE(plan.verdict);
+  EXPECT_FALSE(plan.verdict->permanent);
+  EXPECT_EQ(plan.verdict->enhanced, "4.4.4");
+}
+
+TEST(PlanDelivery, MxHostsWithoutAddressRecordsStillDefer) {
+  // The rule above is about the implicit MX only: MX records say the domain wants
+  // mail, and a host without addresses is a zone error its owner can fix.
+  MxHostList list = SelectMxHosts("a.test", Mx({{10, "mx.a.test"}}), MxOptions{}, Seeded(1));
+  const DnsAnswer nodata = Kind(AnswerKind::kNoData);
+  const HostAnswers answers[] = {{&nodata, &nodata}};
+  MxPlan plan = PlanDelivery(list, answers, MxOptions{});
+  ASSERT_TRUE(plan.verdict);
+  EXPECT_FALSE(plan.verdict->permanent);
+  EXPECT_EQ(plan.verdict->enhanced, "4.4.4");
+  EXPECT_THAT(plan.verdict->reason, HasSubstr("mx.a.test: no A or AAAA record"));
+}
+
 TEST(PlanDelivery, AnAddressIsListedOnce) {
   MxHostList list = SelectMxHosts("a.test", Mx({{10, "mx1.a.test"}, {20, "mx2.a.test"}}),
                                   MxOptions{}, Seeded(1));

@@ -50,6 +50,8 @@ a.mx     30 IN AAAA ::1
 b.mx     IN A   127.0.0.3
 alias    IN CNAME target.other.test.
 loop1    IN CNAME loop2.other.test.
+nomail   IN TXT "a name with no MX, A or AAAA record"
+sub      IN NS  ns.elsewhere.test.
 )";
 
 // A second zone, so that a CNAME crosses zones: nsd answers for one zone at a
@@ -243,6 +245,20 @@ TEST_F(ResolverTest, NegativeAnswersCarryTheSoaMinimum) {
   EXPECT_EQ(nodata.ttl, 120u);
 }
 
+TEST_F(ResolverTest, NameWithoutRecordsOfTheTypeIsNoData) {
+  for (RrType type : {RrType::kMx, RrType::kA, RrType::kAaaa}) {
+    DnsAnswer a = Ask("nomail.r.test", type);
+    EXPECT_EQ(a.kind, AnswerKind::kNoData) << static_cast<int>(type);
+  }
+}
+
+TEST_F(ResolverTest, ReferralIsAFailureNotNoData) {
+  // sub.r.test is delegated: nsd answers NOERROR with the NS records and no SOA.
+  DnsAnswer a = Ask("mail.sub.r.test", RrType::kMx);
+  EXPECT_EQ(a.kind, AnswerKind::kServFail);
+  EXPECT_THAT(resolver_->last_error(), HasSubstr("referral instead of an answer"));
+}
+
 TEST_F(ResolverTest, CnameIntoAnotherZoneIsFollowed) {
   DnsAnswer a = Ask("alias.r.test", RrType::kMx);
   ASSERT_EQ(a.kind, AnswerKind::kOk) << resolver_->last_error();
@@ -404,6 +420,41 @@ TEST_F(RouterTest, VerdictsForMissingDomains) {
   ASSERT_TRUE(p->plan.verdict);
   EXPECT_TRUE(p->plan.verdict->permanent);
   EXPECT_EQ(p->plan.verdict->enhanced, "5.1.2");
+}
+
+// Plan - one plan by `router`, run to its end.
+RoutePlan Plan(Router* router, Loop* loop, Resolver* resolver, std::string_view domain) {
+  std::optional<RoutePlan> p;
+  router->Plan(domain, [&](RoutePlan got) { p = std::move(got); });
+  EXPECT_TRUE(loop->Run(resolver, [&] { return p.has_value(); })) << domain;
+  return p.value_or(RoutePlan{});
+}
+
+TEST_F(RouterTest, NoMxAndNoAddressesBouncesOnlyWhenAaaaWasAsked) {
+  // Both families: MX, A and AAAA all NODATA, the domain has no mail service.
+  RouterOptions both;
+  both.mx.allow_loopback = true;
+  Router router(both, resolver_.get(), [this] { return now_; }, [] { return uint64_t{0}; });
+  RoutePlan p = Plan(&router, &loop_, resolver_.get(), "nomail.r.test");
+  ASSERT_TRUE(p.plan.verdict);
+  EXPECT_TRUE(p.plan.verdict->permanent);
+  EXPECT_EQ(p.plan.verdict->enhanced, "5.1.2");
+  EXPECT_EQ(p.plan.verdict->reason,
+            "no MX, A or AAAA records for nomail.r.test: the domain has no mail service");
+  // Made from negative answers: reused for their TTL, the SOA MINIMUM (120 s).
+  EXPECT_EQ(p.valid_until, now_ + absl::Seconds(120));
+
+  // IPv4 only asks no AAAA question, so it cannot tell: a deferral, as before.
+  RoutePlan v4 = Plan(router_.get(), &loop_, resolver_.get(), "nomail.r.test");
+  ASSERT_TRUE(v4.plan.verdict);
+  EXPECT_FALSE(v4.plan.verdict->permanent);
+  EXPECT_EQ(v4.plan.verdict->enhanced, "4.4.4");
+
+  // A server that refers instead of answering proves nothing: a DNS failure.
+  RoutePlan referred = Plan(&router, &loop_, resolver_.get(), "sub.r.test");
+  ASSERT_TRUE(referred.plan.verdict);
+  EXPECT_FALSE(referred.plan.verdict->permanent);
+  EXPECT_EQ(referred.plan.verdict->enhanced, "4.4.3");
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
 constexpr uint16_t kA = 1;
+constexpr uint16_t kNs = 2;
 constexpr uint16_t kCname = 5;
 constexpr uint16_t kSoa = 6;
 constexpr uint16_t kMx = 15;
@@ -336,6 +337,38 @@ TEST(ParseResponseTest, NoDataWithoutSoaHasZeroTtl) {
   EXPECT_EQ(r->answer.kind, AnswerKind::kNoData);
   EXPECT_EQ(r->answer.ttl, 0u);
   EXPECT_THAT(r->answer.addresses, IsEmpty());
+}
+
+// RFC 2308 section 2.2: NS and no SOA in the authority section is a referral (a
+// server that does not recurse), which says nothing about the name; NS beside an
+// SOA is an ordinary NODATA (type 1).
+TEST(ParseResponseTest, ReferralIsServFailNotNoData) {
+  Msg referral = Msg::Response("a.test", kA, 0x8100, 0, 2);  // QR, RD; RA and AA clear
+  referral.Rr("test", kNs, 172800, [](Msg& m) { m.Name("ns1.test"); });
+  referral.Rr("test", kNs, 172800, [](Msg& m) { m.Name("ns2.test"); });
+  absl::StatusOr<ParsedResponse> r = referral.Parse("a.test", RrType::kA);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rcode, 0);
+  EXPECT_TRUE(r->referral);
+  EXPECT_EQ(r->answer.kind, AnswerKind::kServFail);
+
+  Msg nodata = Msg::Response("a.test", kA, kResponseFlags, 0, 2);
+  nodata.Rr("a.test", kNs, 3600, [](Msg& m) { m.Name("ns1.a.test"); });
+  nodata.Soa("a.test", 3600, 300);
+  r = nodata.Parse("a.test", RrType::kA);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->referral);
+  EXPECT_EQ(r->answer.kind, AnswerKind::kNoData);
+  EXPECT_EQ(r->answer.ttl, 300u);
+
+  // A referral after a CNAME: the caller asks for the target anyway.
+  Msg chain = Msg::Response("www.a.test", kA, kResponseFlags, 1, 1);
+  chain.Cname("@12", 300, "host.b.test");
+  chain.Rr("b.test", kNs, 3600, [](Msg& m) { m.Name("ns.b.test"); });
+  r = chain.Parse("www.a.test", RrType::kA);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->referral);
+  EXPECT_EQ(r->cname_target, "host.b.test");
 }
 
 TEST(ParseResponseTest, NxDomainTtlFromSoa) {
