@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -18,6 +17,7 @@
 #include "base/status.h"
 #include "base/strings.h"
 #include "dns/routes.h"
+#include "engine/host_name.h"
 #include "engine/smtp/client.h"
 #include "toml++/toml.h"
 
@@ -562,12 +562,6 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
   return absl::OkStatus();
 }
 
-std::string HostName() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
-  return name;
-}
-
 }  // namespace
 
 std::string_view TlsModeName(TlsMode mode) {
@@ -649,7 +643,6 @@ std::vector<BackoffRule> DefaultBackoffRules() {
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name) {
   Config c;
-  c.smtp.ehlo_name = HostName();
   toml::table root;
   try {
     root = toml::parse(text, file_name);
@@ -663,6 +656,9 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_
     if (absl::Status st = smtp::ValidateEhloName(c.smtp.ehlo_name); !st.ok()) {
       return Source{file_name}.Error(*name, "smtp.ehlo_name", base::StdSv(st.message()));
     }
+  } else {
+    // Looked up only when needed: a configured name spares the resolver.
+    c.smtp.ehlo_name = DefaultEhloName().name;
   }
   return c;
 }

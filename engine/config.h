@@ -119,7 +119,8 @@ std::vector<BackoffRule> DefaultBackoffRules();
 struct SmtpConfig {
   // Remote port when routing by DNS. Default: 25.
   uint16_t port = 25;
-  // Name sent in EHLO. Default: the machine's host name.
+  // Name sent in EHLO. Default: the machine's fully qualified name
+  // (engine/host_name.h: gethostname(), then its canonical name).
   std::string ehlo_name;
   // Longest reply line accepted (RFC 5321 allows 512). Default: 4096.
   int max_reply_line = 4096;

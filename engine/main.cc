@@ -7,6 +7,10 @@
 //   Runs in the foreground. Without --config every key has its default
 //   (docs/config.md): spool, queue and log under ./var, and every domain routed
 //   to the local sink at 127.0.0.1:2525. SIGTERM or SIGINT stops it cleanly.
+//
+// DIAGNOSTICS
+//   On stderr. A config error stops it at once (exit 2). A warning at start-up when
+//   the EHLO name is not fully qualified (engine/host_name.h); it runs on.
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +19,7 @@
 #include "base/file.h"
 #include "engine/config.h"
 #include "engine/engine.h"
+#include "engine/host_name.h"
 
 namespace {
 
@@ -52,6 +57,12 @@ int main(int argc, char** argv) {
   if (!config.ok()) {
     std::fprintf(stderr, "volleyd: config: %s\n", std::string(config.status().message()).c_str());
     return 2;
+  }
+  // RFC 5321 4.1.1.1 wants a fully qualified name in EHLO. A bare one is legal and
+  // works with many receivers, so volleyd runs on, but says so where it is seen.
+  if (!volley::engine::IsQualifiedEhloName(config->smtp.ehlo_name)) {
+    std::fprintf(stderr, "volleyd: warning: %s\n",
+                 volley::engine::EhloNameWarning(config->smtp.ehlo_name).c_str());
   }
   volley::base::RaiseFileLimit();
   volley::engine::Engine engine(*std::move(config));

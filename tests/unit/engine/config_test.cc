@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "engine/host_name.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -32,7 +34,7 @@ TEST(ParseConfig, EmptyTextGivesTheDocumentedDefaults) {
   EXPECT_TRUE(p.chunking);
   EXPECT_EQ(p.tls, TlsMode::kOpportunistic);
   EXPECT_TRUE(c->destinations.empty());
-  EXPECT_FALSE(c->smtp.ehlo_name.empty());
+  EXPECT_EQ(c->smtp.ehlo_name, DefaultEhloName().name);  // engine/host_name.h
   ASSERT_EQ(c->routes.size(), 1u);
   EXPECT_EQ(c->routes[0].first, "*");
   EXPECT_EQ(c->routes[0].second, "127.0.0.1:2525");
