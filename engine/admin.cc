@@ -299,7 +299,10 @@ std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& 
   absl::StrAppend(&out, ",\"total\":", p.total, ",\"delivered\":", p.delivered,
                   ",\"deferred\":", p.deferred, ",\"bounced\":", p.bounced,
                   ",\"expired\":", p.expired, ",\"cancelled\":", p.cancelled,
-                  ",\"pending\":", p.pending(), ",\"deferrals\":", p.deferrals, "}");
+                  ",\"pending\":", p.pending(), ",\"deferrals\":", p.deferrals,
+                  // Last, as fields are only ever added: the number a VERP or
+                  // unsubscribe token carries (engine/token/token.h).
+                  ",\"job_no\":", job.job_no, "}");
   return out;
 }
 

@@ -20,7 +20,8 @@
 //     POST /jobs/ID/cancel         job, after Queue::CancelJob(ID)
 //
 //   A job object is {"id","state","paused","priority","queued_at","total",
-//   "delivered","deferred","bounced","expired","cancelled","pending","deferrals"}
+//   "delivered","deferred","bounced","expired","cancelled","pending","deferrals",
+//   "job_no"}
 //   (docs/volleyctl.md). After a change the job id is pushed into the shard's
 //   ReadyJobs mailbox: the shard re-reads the job's record for every id it is
 //   handed, which is how it learns that the job is paused, resumed or cancelled.

@@ -1,8 +1,11 @@
 // ctl.cc - volleyctl's logic (see ctl.h)
 #include "tools/volleyctl/ctl.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "base/file.h"
+#include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "dns/routes.h"
@@ -38,6 +43,7 @@ struct Job {
   std::string state;
   bool paused = false;
   std::optional<int64_t> priority;
+  std::optional<uint64_t> job_no;  // volleyd before issue 15 did not send it
   std::string queued_at;
   uint64_t counters[kNumCounters] = {};
   uint64_t Counter(std::string_view name) const {
@@ -66,6 +72,8 @@ absl::StatusOr<Job> ReadJob(dom::element e) {
   }
   int64_t priority = 0;
   if (e["priority"].get_int64().get(priority) == simdjson::SUCCESS) job.priority = priority;
+  uint64_t job_no = 0;
+  if (e["job_no"].get_uint64().get(job_no) == simdjson::SUCCESS) job.job_no = job_no;
   if (e["queued_at"].get_string().get(s) == simdjson::SUCCESS) job.queued_at = std::string(s);
   for (size_t i = 0; i < kNumCounters; ++i) {
     if (e[kCounters[i]].get_uint64().get(job.counters[i]) != simdjson::SUCCESS) {
@@ -116,6 +124,29 @@ absl::Status WaitFor(int fd, short events, absl::Time deadline, std::string_view
     if (n > 0) return absl::OkStatus();
     if (n < 0 && errno != EINTR) return Errno(admin, "poll", errno);
   }
+}
+
+// ParseToml - a config file, or InvalidArgument "FILE:LINE: why".
+absl::StatusOr<toml::table> ParseToml(const std::string& path) {
+  try {
+    return toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ":", e.source().begin.line, ": ", base::Sv(e.description())));
+  }
+}
+
+// GetString - *out = the string at `node` (left alone when there is none).
+absl::Status GetString(const std::string& path, const toml::node* node, std::string_view key,
+                       std::string* out) {
+  if (node == nullptr) return absl::OkStatus();
+  const auto* s = node->as_string();
+  if (s == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", node->source().begin.line, ": ",
+                                                   base::Sv(key), ": must be a string"));
+  }
+  *out = std::string(s->get());
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -280,6 +311,7 @@ absl::StatusOr<std::string> FormatJob(std::string_view body) {
   ASSIGN_OR_RETURN(Job job, ReadJob(doc));
   std::string out = absl::StrCat("id: ", Printable(job.id), "\nstate: ", Printable(job.state),
                                  "\npaused: ", job.paused ? "yes" : "no", "\n");
+  if (job.job_no) absl::StrAppend(&out, "job_no: ", *job.job_no, "\n");
   if (job.priority) absl::StrAppend(&out, "priority: ", *job.priority, "\n");
   if (!job.queued_at.empty()) absl::StrAppend(&out, "queued_at: ", Printable(job.queued_at), "\n");
   for (size_t i = 0; i < kNumCounters; ++i) {
@@ -290,21 +322,368 @@ absl::StatusOr<std::string> FormatJob(std::string_view body) {
 }
 
 absl::StatusOr<std::string> AdminFromConfig(const std::string& path) {
-  toml::table root;
-  try {
-    root = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ":", e.source().begin.line, ": ", base::Sv(e.description())));
+  ASSIGN_OR_RETURN(toml::table root, ParseToml(path));
+  std::string admin = kDefaultAdmin;
+  RETURN_IF_ERROR(GetString(path, root["admin"]["listen"].node(), "admin.listen", &admin));
+  return admin;
+}
+
+absl::StatusOr<CtlConfig> ReadCtlConfig(const std::string& path) {
+  ASSIGN_OR_RETURN(toml::table root, ParseToml(path));
+  CtlConfig c;
+  RETURN_IF_ERROR(GetString(path, root["admin"]["listen"].node(), "admin.listen", &c.admin));
+  RETURN_IF_ERROR(GetString(path, root["paths"]["spool"].node(), "paths.spool", &c.spool));
+  RETURN_IF_ERROR(GetString(path, root["verp"]["domain"].node(), "verp.domain", &c.verp_domain));
+  if (const toml::node* keys = root["token_key"].node()) {
+    const toml::array* arr = keys->as_array();
+    if (arr == nullptr || !arr->is_array_of_tables()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", keys->source().begin.line,
+                       ": token_key: must be an array of tables: write each key as [[token_key]]"));
+    }
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const toml::table& t = *arr->get(i)->as_table();
+      const std::string where = absl::StrCat("token_key[", i + 1, "]");
+      token::KeySpec spec;
+      RETURN_IF_ERROR(GetString(path, t.get("id"), where + ".id", &spec.id));
+      RETURN_IF_ERROR(GetString(path, t.get("secret_file"), where + ".secret_file",
+                                &spec.secret_file));
+      if (spec.id.empty() || spec.secret_file.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", t.source().begin.line, ": ",
+                                                       where, ": needs an id and a secret_file"));
+      }
+      c.token_keys.push_back(std::move(spec));
+    }
   }
-  const toml::node* listen = root["admin"]["listen"].node();
-  if (listen == nullptr) return std::string(kDefaultAdmin);
-  const auto* s = listen->as_string();
-  if (s == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ":", listen->source().begin.line, ": admin.listen: must be a string"));
+  return c;
+}
+
+VerpReport DecodeVerp(const token::Keyring& keys, std::string_view verp_domain,
+                      std::string_view address) {
+  VerpReport r;
+  r.address = std::string(address);
+  r.verp_domain = std::string(verp_domain);
+  // The domain as CheckVerpAddress sees it: spaces and one pair of <> around.
+  std::string_view a = base::StdSv(absl::StripAsciiWhitespace(base::Sv(address)));
+  if (a.size() >= 2 && a.front() == '<' && a.back() == '>') a = a.substr(1, a.size() - 2);
+  if (const size_t at = a.rfind('@'); at != std::string_view::npos) {
+    r.domain = std::string(a.substr(at + 1));
   }
-  return std::string(s->get());
+  r.domain_matches = verp_domain.empty() || base::EqualsIgnoreCase(r.domain, verp_domain);
+  absl::StatusOr<token::Claim> claim = token::CheckVerpAddress(keys, address);
+  if (claim.ok()) {
+    r.verified = true;
+    r.claim = *std::move(claim);
+  } else {
+    r.failure = std::string(claim.status().message());
+  }
+  return r;
+}
+
+absl::StatusOr<std::string> JobIdOfNumber(std::string_view jobs_body, uint32_t job_no) {
+  dom::parser parser;
+  dom::element doc;
+  dom::array jobs;
+  if (parser.parse(jobs_body.data(), jobs_body.size()).get(doc) != simdjson::SUCCESS ||
+      doc["jobs"].get_array().get(jobs) != simdjson::SUCCESS) {
+    return Unexpected("no \"jobs\" array");
+  }
+  bool numbered = false;
+  for (dom::element e : jobs) {
+    uint64_t n = 0;
+    if (e["job_no"].get_uint64().get(n) != simdjson::SUCCESS) continue;
+    numbered = true;
+    std::string_view id;
+    if (n == job_no && e["id"].get_string().get(id) == simdjson::SUCCESS) return std::string(id);
+  }
+  if (!numbered && jobs.size() > 0) {
+    return absl::FailedPreconditionError(
+        "volleyd's job list has no job numbers (volleyd is older than this volleyctl)");
+  }
+  return absl::NotFoundError(absl::StrCat("volleyd's queue has no job number ", job_no));
+}
+
+absl::StatusOr<std::string> ReadJobLine(const std::string& path, uint64_t line, size_t max) {
+  if (line == 0) return absl::InvalidArgumentError("line numbers start at 1");
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return base::ErrnoError(path, "open");
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  std::vector<char> buf(size_t{1} << 16);
+  uint64_t current = 1;  // the line the next byte belongs to
+  std::string out;
+  bool started = false;  // a byte of the wanted line (or its LF) was seen
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return base::ErrnoError(path, "read");
+    if (n == 0) break;
+    const char* p = buf.data();
+    const char* end = p + n;
+    while (p < end) {
+      const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+      if (current < line) {
+        if (nl == nullptr) break;
+        ++current;
+        p = nl + 1;
+        continue;
+      }
+      started = true;
+      const char* stop = nl != nullptr ? nl : end;
+      if (out.size() + static_cast<size_t>(stop - p) > max) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": line ", line, " is longer than ", max, " octets"));
+      }
+      out.append(p, stop);
+      if (nl != nullptr) {
+        if (!out.empty() && out.back() == '\r') out.pop_back();
+        return out;
+      }
+      p = end;
+    }
+  }
+  // A last line without LF counts, as intake counts it; an empty one does not.
+  if (current == line && started && !out.empty()) {
+    if (out.back() == '\r') out.pop_back();
+    return out;
+  }
+  return absl::NotFoundError(absl::StrCat(path, ": has no line ", line));
+}
+
+absl::StatusOr<std::string> RecipientOfLine(std::string_view line) {
+  dom::parser parser;
+  dom::element doc;
+  std::string_view to;
+  if (parser.parse(line.data(), line.size()).get(doc) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError("the line is not JSON");
+  }
+  if (doc["to"].get_string().get(to) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError("the line has no \"to\" (not a recipient line)");
+  }
+  return std::string(to);
+}
+
+absl::StatusOr<std::string> FindAcceptedJobFile(const std::string& spool, std::string_view id) {
+  const std::string dir = spool + "/accepted";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return base::ErrnoError(dir, "open");
+  std::vector<std::string> names;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;
+    names.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  // Files are usually named after their job: read those first, so that a spool
+  // with years of accepted jobs is not read whole.
+  std::stable_partition(names.begin(), names.end(), [&](const std::string& name) {
+    return std::string_view(name).substr(0, id.size()) == id;
+  });
+  dom::parser parser;
+  for (const std::string& name : names) {
+    const std::string path = absl::StrCat(dir, "/", name);
+    absl::StatusOr<std::string> header = ReadJobLine(path, 1, kMaxJobHeaderLine);
+    if (!header.ok()) continue;  // not a job file, or unreadable: not the one
+    dom::element doc;
+    std::string_view job;
+    if (parser.parse(*header).get(doc) == simdjson::SUCCESS &&
+        doc["job"].get_string().get(job) == simdjson::SUCCESS && job == id) {
+      return path;
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no job file in ", dir, " is job \"", base::Sv(id),
+                                          "\" (moved away, or [paths] spool is not ", spool,
+                                          ")"));
+}
+
+void LookUpVerp(std::string_view admin, const std::string& spool, VerpReport* r) {
+  if (!r->verified) return;
+  auto fail_job = [&](std::string_view why) {
+    r->job_id_error = std::string(why);
+    r->recipient_error = "needs the job id";
+  };
+  absl::StatusOr<HttpResponse> jobs = Call(admin, "GET", "/jobs", kCallTimeout);
+  if (!jobs.ok()) return fail_job(base::StdSv(jobs.status().message()));
+  if (jobs->status != 200) return fail_job(absl::StrCat("volleyd: ", ErrorText(jobs->body)));
+  absl::StatusOr<std::string> id = JobIdOfNumber(jobs->body, r->claim.job_no);
+  if (!id.ok()) return fail_job(base::StdSv(id.status().message()));
+  r->job_id = *id;
+  if (r->claim.line < 2) {
+    r->recipient_error = "line 1 of a job file is its header, not a recipient";
+    return;
+  }
+  absl::StatusOr<std::string> file = FindAcceptedJobFile(spool, *id);
+  if (!file.ok()) {
+    r->recipient_error = std::string(file.status().message());
+    return;
+  }
+  r->job_file = *file;
+  absl::StatusOr<std::string> line = ReadJobLine(*file, r->claim.line, kMaxJobRecipientLine);
+  absl::StatusOr<std::string> to =
+      line.ok() ? RecipientOfLine(*line) : absl::StatusOr<std::string>(line.status());
+  if (!to.ok()) {
+    r->recipient_error = line.ok() ? absl::StrCat(*file, ": line ", r->claim.line, ": ",
+                                                  to.status().message())
+                                   : std::string(to.status().message());
+    return;
+  }
+  r->recipient = *std::move(to);
+}
+
+std::string FormatVerpReport(const VerpReport& r, bool json) {
+  if (json) {
+    std::string out = "{\"address\":";
+    base::AppendJsonString(&out, r.address);
+    out += ",\"domain\":";
+    base::AppendJsonString(&out, r.domain);
+    if (!r.verp_domain.empty()) {
+      absl::StrAppend(&out, ",\"verp_domain_matches\":", r.domain_matches ? "true" : "false");
+    }
+    absl::StrAppend(&out, ",\"verified\":", r.verified ? "true" : "false");
+    if (!r.verified) {
+      out += ",\"error\":";
+      base::AppendJsonString(&out, r.failure);
+      return out + "}\n";
+    }
+    out += ",\"key_id\":";
+    base::AppendJsonString(&out, r.claim.key_id);
+    absl::StrAppend(&out, ",\"job_no\":", r.claim.job_no, ",\"line\":", r.claim.line);
+    auto field = [&](std::string_view name, const std::optional<std::string>& value,
+                     const std::string& error) {
+      absl::StrAppend(&out, ",\"", base::Sv(name), "\":");
+      if (value) {
+        base::AppendJsonString(&out, *value);
+      } else {
+        out += "null,\"";
+        absl::StrAppend(&out, base::Sv(name), "_error\":");
+        base::AppendJsonString(&out, error);
+      }
+    };
+    field("job", r.job_id, r.job_id_error);
+    field("recipient", r.recipient, r.recipient_error);
+    if (!r.job_file.empty()) {
+      out += ",\"job_file\":";
+      base::AppendJsonString(&out, r.job_file);
+    }
+    return out + "}\n";
+  }
+  std::string out = absl::StrCat("address: ", Printable(r.address), "\n");
+  absl::StrAppend(&out, "domain: ", Printable(r.domain));
+  if (!r.domain_matches) {
+    absl::StrAppend(&out, " (not the [verp] domain, ", Printable(r.verp_domain), ")");
+  }
+  out += "\n";
+  if (!r.verified) {
+    absl::StrAppend(&out, "mac: does not verify: ", Printable(r.failure), "\n");
+    return out;
+  }
+  absl::StrAppend(&out, "mac: verifies\nkey_id: ", r.claim.key_id, "\njob_no: ", r.claim.job_no,
+                  "\nline: ", r.claim.line, "\n");
+  auto field = [&](std::string_view name, const std::optional<std::string>& value,
+                   const std::string& error) {
+    absl::StrAppend(&out, base::Sv(name), ": ",
+                    value ? Printable(*value) : absl::StrCat("- (", Printable(error), ")"),
+                    "\n");
+  };
+  field("job", r.job_id, r.job_id_error);
+  field("recipient", r.recipient, r.recipient_error);
+  if (!r.job_file.empty()) absl::StrAppend(&out, "job_file: ", Printable(r.job_file), "\n");
+  return out;
+}
+
+absl::StatusOr<dkim::Algorithm> ParseDkimAlgorithm(std::string_view name) {
+  if (name == "rsa" || name == "rsa-sha256") return dkim::Algorithm::kRsaSha256;
+  if (name == "ed25519" || name == "ed25519-sha256") return dkim::Algorithm::kEd25519Sha256;
+  return absl::InvalidArgumentError(absl::StrCat("--algorithm: \"", Printable(name),
+                                                 "\" is neither rsa nor ed25519"));
+}
+
+absl::StatusOr<std::string> CheckDkimName(std::string_view option, std::string_view name) {
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(base::Sv(option), ": \"", Printable(name),
+                                                   "\" ", base::Sv(why)));
+  };
+  std::string_view n = name;
+  if (!n.empty() && n.back() == '.') n.remove_suffix(1);
+  if (n.empty()) return bad("is empty");
+  if (n.size() > 253) return bad("is longer than 253 octets");
+  size_t label = 0;
+  for (char c : n) {
+    if (c == '.') {
+      if (label == 0) return bad("has an empty label");
+      label = 0;
+      continue;
+    }
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+      return bad("may hold only letters, digits, '-', '_' and dots");
+    }
+    if (++label > 63) return bad("has a label longer than 63 octets");
+  }
+  if (label == 0) return bad("has an empty label");
+  return std::string(n);
+}
+
+absl::Status WriteNewKeyFile(const std::string& path, std::string_view pem) {
+  // O_EXCL: refuse a file that exists, even one made a moment ago by someone else;
+  // O_NOFOLLOW: nor write through a symbolic link planted at the path.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(path, ": exists; not overwritten (a key in use would be lost)"));
+    }
+    return base::ErrnoError(path, "create");
+  }
+  auto fail = [&](absl::Status st) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    return st;
+  };
+  // A umask can only take bits away; this makes the mode exactly 0600.
+  if (::fchmod(fd, 0600) != 0) return fail(base::ErrnoError(path, "chmod"));
+  if (absl::Status st = base::WriteAll(fd, pem, path); !st.ok()) return fail(st);
+  if (::fsync(fd) != 0) return fail(base::ErrnoError(path, "fsync"));
+  if (::close(fd) != 0) {
+    ::unlink(path.c_str());
+    return base::ErrnoError(path, "close");
+  }
+  return absl::OkStatus();
+}
+
+DkimKeyInfo DescribeDkimKey(const dkim::PrivateKey& key, std::string_view file,
+                            std::string_view selector, std::string_view domain) {
+  DkimKeyInfo info;
+  info.file = std::string(file);
+  info.algorithm = key.algorithm();
+  info.bits = key.bits();
+  if (!selector.empty() && !domain.empty()) {
+    info.name = absl::StrCat(base::Sv(selector), "._domainkey.", base::Sv(domain), ".");
+  }
+  info.record = key.DnsRecord();
+  return info;
+}
+
+std::string FormatDkimKey(const DkimKeyInfo& info, bool json) {
+  const std::string txt = dkim::DnsTxtStrings(info.record);
+  if (!json) return absl::StrCat(info.name, info.name.empty() ? "" : " IN TXT ", txt, "\n");
+  std::string out = "{\"file\":";
+  base::AppendJsonString(&out, info.file);
+  out += ",\"algorithm\":";
+  base::AppendJsonString(&out, dkim::AlgorithmName(info.algorithm));
+  absl::StrAppend(&out, ",\"bits\":", info.bits, ",\"name\":");
+  if (info.name.empty()) {
+    out += "null";
+  } else {
+    base::AppendJsonString(&out, info.name);
+  }
+  out += ",\"record\":";
+  base::AppendJsonString(&out, info.record);
+  out += ",\"txt\":";
+  base::AppendJsonString(&out, txt);
+  return out + "}\n";
 }
 
 }  // namespace volley::ctl

@@ -1,7 +1,11 @@
-// volleyctl - job control for a running volleyd
+// volleyctl - job control for a running volleyd, and the operator's key tools
 //
 // SYNOPSIS
 //   volleyctl [--admin HOST:PORT | --config FILE] [--json] COMMAND [ID]
+//   volleyctl [--admin HOST:PORT] --config FILE [--json] verp decode ADDRESS
+//   volleyctl [--json] dkim keygen --domain D --selector S --algorithm rsa|ed25519
+//             [--bits N] --out FILE
+//   volleyctl [--json] dkim record FILE [--domain D --selector S]
 //
 // DESCRIPTION
 //   Talks to volleyd's admin API (engine/admin.h), by default at 127.0.0.1:9465;
@@ -14,31 +18,54 @@
 //     resume ID     send it again; prints the job
 //     cancel ID     take its remaining recipients out (logged "cancelled")
 //
-//   --json prints volleyd's JSON answer as it came.
+//   --json prints volleyd's JSON answer as it came (verp and dkim: an object of
+//   their own).
+//
+//   verp decode checks a bounce address's signed token with the [[token_key]]
+//   secrets of volleyd's config, offline, then asks volleyd for the job and reads
+//   the recipient from the spool's accepted job file (what it cannot look up, it
+//   says so). dkim keygen writes a new DKIM private key (mode 0600, never over an
+//   existing file) and prints the TXT record to publish; dkim record prints it
+//   again from the key. The dkim commands need no volleyd.
 //
 // EXIT STATUS
 //   0 done; 1 volleyd refused the request (its error is printed) or could not be
-//   reached; 2 usage error (unknown command or option, missing ID, unreadable
-//   --config). docs/volleyctl.md has the details and the HTTP API.
+//   reached, a VERP address that does not verify, a key that cannot be written or
+//   read; 2 usage error (unknown command or option, missing ID, unreadable
+//   --config or key secret). docs/volleyctl.md has the details and the HTTP API.
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "engine/dkim/dkim.h"
+#include "engine/token/token.h"
 #include "tools/volleyctl/ctl.h"
 
 namespace {
 
 int Usage(FILE* out) {
-  std::fprintf(out,
-               "usage: volleyctl [--admin HOST:PORT | --config FILE] [--json] COMMAND\n"
-               "commands:\n"
-               "  jobs          list every job with its counters\n"
-               "  job ID        show one job\n"
-               "  pause ID      pause a job (it stays queued)\n"
-               "  resume ID     resume a paused job\n"
-               "  cancel ID     cancel a job: its remaining recipients are logged as cancelled\n"
-               "default admin address: %s ([admin] listen in volleyd's config)\n",
-               volley::ctl::kDefaultAdmin);
+  std::fprintf(
+      out,
+      "usage: volleyctl [--admin HOST:PORT | --config FILE] [--json] COMMAND\n"
+      "commands:\n"
+      "  jobs          list every job with its counters\n"
+      "  job ID        show one job\n"
+      "  pause ID      pause a job (it stays queued)\n"
+      "  resume ID     resume a paused job\n"
+      "  cancel ID     cancel a job: its remaining recipients are logged as cancelled\n"
+      "  verp decode ADDRESS\n"
+      "                check a VERP bounce address (needs --config: [[token_key]]);\n"
+      "                print its job, line, recipient and key\n"
+      "  dkim keygen --domain D --selector S --algorithm rsa|ed25519 [--bits N] --out FILE\n"
+      "                write a new DKIM private key (mode 0600) and print its DNS record\n"
+      "  dkim record FILE [--domain D --selector S]\n"
+      "                print the DNS record of a DKIM private key\n"
+      "default admin address: %s ([admin] listen in volleyd's config)\n",
+      volley::ctl::kDefaultAdmin);
   return 2;
 }
 
@@ -47,57 +74,36 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-}  // namespace
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "volleyctl: %s\n", message.c_str());
+  return Usage(stderr);
+}
 
-int main(int argc, char** argv) {
+void Print(const std::string& text) { std::fwrite(text.data(), 1, text.size(), stdout); }
+
+struct Options {
   std::string admin;
   std::string config;
   bool json = false;
+  // dkim's own options; refused with any other command.
+  std::string domain;
+  std::string selector;
+  std::string algorithm;
+  std::string bits;
+  std::string out;
   std::vector<std::string> args;
-  bool options_done = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&](const std::string& name, std::string* out) {
-      if (arg == name && i + 1 < argc) {
-        *out = argv[++i];
-        return true;
-      }
-      if (arg.rfind(name + "=", 0) == 0) {
-        *out = arg.substr(name.size() + 1);
-        return true;
-      }
-      return false;
-    };
-    if (options_done || arg.empty() || arg[0] != '-') {
-      args.push_back(arg);
-    } else if (arg == "--") {
-      options_done = true;
-    } else if (arg == "--json") {
-      json = true;
-    } else if (arg == "--help" || arg == "-h") {
-      Usage(stdout);
-      return 0;
-    } else if (value("--admin", &admin) || value("--config", &config)) {
-    } else {
-      std::fprintf(stderr, "volleyctl: unknown option \"%s\"\n", arg.c_str());
-      return Usage(stderr);
-    }
+};
+
+// JobCommand - jobs, job, pause, resume, cancel: one call to the admin API.
+int JobCommand(const Options& o) {
+  const std::string& command = o.args[0];
+  const bool needs_id = command != "jobs";
+  if (o.args.size() != (needs_id ? 2u : 1u)) {
+    return UsageError(command + (needs_id ? " takes one job ID" : " takes no argument"));
   }
-  if (args.empty()) return Usage(stderr);
-  const std::string& command = args[0];
-  const bool needs_id = command == "job" || command == "pause" || command == "resume" ||
-                        command == "cancel";
-  if (command != "jobs" && !needs_id) {
-    std::fprintf(stderr, "volleyctl: unknown command \"%s\"\n", command.c_str());
-    return Usage(stderr);
-  }
-  if (args.size() != (needs_id ? 2u : 1u)) {
-    std::fprintf(stderr, "volleyctl: %s takes %s\n", command.c_str(),
-                 needs_id ? "one job ID" : "no argument");
-    return Usage(stderr);
-  }
-  if (admin.empty() && !config.empty()) {
-    auto from_config = volley::ctl::AdminFromConfig(config);
+  std::string admin = o.admin;
+  if (admin.empty() && !o.config.empty()) {
+    auto from_config = volley::ctl::AdminFromConfig(o.config);
     if (!from_config.ok()) {
       std::fprintf(stderr, "volleyctl: config: %s\n",
                    std::string(from_config.status().message()).c_str());
@@ -111,7 +117,7 @@ int main(int argc, char** argv) {
   std::string path = "/jobs";
   if (needs_id) {
     method = command == "job" ? "GET" : "POST";
-    path = volley::ctl::JobPath(args[1], command == "job" ? "" : "/" + command);
+    path = volley::ctl::JobPath(o.args[1], command == "job" ? "" : "/" + command);
   }
   auto response = volley::ctl::Call(admin, method, path, volley::ctl::kCallTimeout);
   if (!response.ok()) {
@@ -124,14 +130,174 @@ int main(int argc, char** argv) {
   if (response->status != 200) {
     return Fail("volleyd: " + volley::ctl::ErrorText(response->body));
   }
-  if (json) {
-    std::fwrite(response->body.data(), 1, response->body.size(), stdout);
+  if (o.json) {
+    Print(response->body);
     if (!response->body.empty() && response->body.back() != '\n') std::fputc('\n', stdout);
     return 0;
   }
   auto text = command == "jobs" ? volley::ctl::FormatJobsTable(response->body)
                                 : volley::ctl::FormatJob(response->body);
   if (!text.ok()) return Fail(std::string(text.status().message()));
-  std::fwrite(text->data(), 1, text->size(), stdout);
+  Print(*text);
   return 0;
+}
+
+// VerpCommand - verp decode ADDRESS.
+int VerpCommand(const Options& o) {
+  if (o.args.size() != 3 || o.args[1] != "decode") return UsageError("verp takes: decode ADDRESS");
+  if (o.config.empty()) {
+    return UsageError(
+        "verp decode needs --config FILE: the [[token_key]] secrets are in volleyd's config");
+  }
+  auto config = volley::ctl::ReadCtlConfig(o.config);
+  if (!config.ok()) {
+    std::fprintf(stderr, "volleyctl: config: %s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
+  if (config->token_keys.empty()) {
+    std::fprintf(stderr, "volleyctl: config: %s has no [[token_key]]: nothing to check with\n",
+                 o.config.c_str());
+    return 2;
+  }
+  std::vector<std::string> warnings;
+  auto keys = volley::token::Keyring::Load(config->token_keys, &warnings);
+  for (const std::string& w : warnings) std::fprintf(stderr, "volleyctl: warning: %s\n", w.c_str());
+  if (!keys.ok()) {
+    std::fprintf(stderr, "volleyctl: config: %s\n", std::string(keys.status().message()).c_str());
+    return 2;
+  }
+  volley::ctl::VerpReport report = volley::ctl::DecodeVerp(*keys, config->verp_domain, o.args[2]);
+  volley::ctl::LookUpVerp(o.admin.empty() ? config->admin : o.admin, config->spool, &report);
+  Print(volley::ctl::FormatVerpReport(report, o.json));
+  if (!report.verified) return Fail("the address does not verify: " + report.failure);
+  return 0;
+}
+
+}  // namespace
+
+// DkimCommand - dkim keygen, dkim record FILE.
+int DkimCommand(const Options& o) {
+  using volley::ctl::CheckDkimName;
+  const std::string sub = o.args.size() > 1 ? o.args[1] : "";
+  if (sub != "keygen" && sub != "record") return UsageError("dkim takes: keygen, or record FILE");
+  if (sub == "keygen" ? o.args.size() != 2 : o.args.size() != 3) {
+    return UsageError(sub == "keygen" ? "dkim keygen takes options only (--out names the file)"
+                                      : "dkim record takes one FILE");
+  }
+  std::string domain, selector;
+  if (!o.domain.empty() || !o.selector.empty() || sub == "keygen") {
+    if (o.domain.empty() || o.selector.empty()) {
+      return UsageError(sub == "keygen" ? "dkim keygen needs --domain and --selector"
+                                        : "dkim record takes --domain and --selector together");
+    }
+    auto d = CheckDkimName("--domain", o.domain);
+    auto s = CheckDkimName("--selector", o.selector);
+    if (!d.ok() || !s.ok()) {
+      return UsageError(std::string((d.ok() ? s.status() : d.status()).message()));
+    }
+    domain = *d;
+    selector = *s;
+    if (selector.size() + domain.size() + std::string_view("._domainkey.").size() > 253) {
+      return UsageError("--selector and --domain make a name longer than 253 octets");
+    }
+  }
+
+  if (sub == "record") {
+    if (!o.algorithm.empty() || !o.bits.empty() || !o.out.empty()) {
+      return UsageError("dkim record takes only --domain and --selector");
+    }
+    std::vector<std::string> warnings;
+    auto key = volley::dkim::PrivateKey::LoadFile(o.args[2], &warnings);
+    for (const std::string& w : warnings)
+      std::fprintf(stderr, "volleyctl: warning: %s\n", w.c_str());
+    if (!key.ok()) return Fail(std::string(key.status().message()));
+    Print(volley::ctl::FormatDkimKey(
+        volley::ctl::DescribeDkimKey(*key, o.args[2], selector, domain), o.json));
+    return 0;
+  }
+
+  if (o.algorithm.empty()) return UsageError("dkim keygen needs --algorithm rsa or ed25519");
+  if (o.out.empty()) return UsageError("dkim keygen needs --out FILE");
+  auto algorithm = volley::ctl::ParseDkimAlgorithm(o.algorithm);
+  if (!algorithm.ok()) return UsageError(std::string(algorithm.status().message()));
+  int bits = 2048;
+  if (!o.bits.empty()) {
+    if (*algorithm != volley::dkim::Algorithm::kRsaSha256) {
+      return UsageError("--bits is for rsa keys only (an Ed25519 key has no size to choose)");
+    }
+    if (!absl::SimpleAtoi(o.bits, &bits) || bits < 1024 || bits > 8192) {
+      return UsageError("--bits: \"" + o.bits + "\" is not a number from 1024 to 8192");
+    }
+  }
+  // Before the (slow, for RSA) generation; WriteNewKeyFile checks again, safely.
+  if (::access(o.out.c_str(), F_OK) == 0) {
+    return Fail(o.out + ": exists; not overwritten (a key in use would be lost)");
+  }
+  auto key = volley::dkim::PrivateKey::Generate(*algorithm, bits);
+  if (!key.ok()) return Fail(std::string(key.status().message()));
+  if (absl::Status st = volley::ctl::WriteNewKeyFile(o.out, key->ToPem()); !st.ok()) {
+    return Fail(std::string(st.message()));
+  }
+  if (*algorithm == volley::dkim::Algorithm::kRsaSha256 && bits < 2048) {
+    std::fprintf(stderr, "volleyctl: warning: a %d-bit RSA key: RFC 8301 asks for 2048 or more\n",
+                 bits);
+  }
+  Print(volley::ctl::FormatDkimKey(volley::ctl::DescribeDkimKey(*key, o.out, selector, domain),
+                                   o.json));
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  Options o;
+  bool options_done = false;
+  std::vector<std::string> dkim_options;  // given, to refuse them elsewhere
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](const std::string& name, std::string* out) {
+      if (arg == name && i + 1 < argc) {
+        *out = argv[++i];
+        return true;
+      }
+      if (arg.rfind(name + "=", 0) == 0) {
+        *out = arg.substr(name.size() + 1);
+        return true;
+      }
+      return false;
+    };
+    auto dkim_value = [&](const std::string& name, std::string* out) {
+      if (!value(name, out)) return false;
+      dkim_options.push_back(name);
+      return true;
+    };
+    if (options_done || arg.empty() || arg[0] != '-') {
+      o.args.push_back(arg);
+    } else if (arg == "--") {
+      options_done = true;
+    } else if (arg == "--json") {
+      o.json = true;
+    } else if (arg == "--help" || arg == "-h") {
+      Usage(stdout);
+      return 0;
+    } else if (value("--admin", &o.admin) || value("--config", &o.config) ||
+               dkim_value("--domain", &o.domain) || dkim_value("--selector", &o.selector) ||
+               dkim_value("--algorithm", &o.algorithm) || dkim_value("--bits", &o.bits) ||
+               dkim_value("--out", &o.out)) {
+    } else {
+      std::fprintf(stderr, "volleyctl: unknown option \"%s\"\n", arg.c_str());
+      return Usage(stderr);
+    }
+  }
+  if (o.args.empty()) return Usage(stderr);
+  const std::string& command = o.args[0];
+  if (command != "dkim" && !dkim_options.empty()) {
+    return UsageError(dkim_options[0] + " is an option of the dkim commands only");
+  }
+  if (command == "jobs" || command == "job" || command == "pause" || command == "resume" ||
+      command == "cancel") {
+    return JobCommand(o);
+  }
+  if (command == "verp") return VerpCommand(o);
+  if (command == "dkim") return DkimCommand(o);
+  std::fprintf(stderr, "volleyctl: unknown command \"%s\"\n", command.c_str());
+  return Usage(stderr);
 }

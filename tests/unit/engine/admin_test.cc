@@ -148,6 +148,7 @@ TEST(IsAdminJobIdTest, Charset) {
 TEST(AdminJobJsonTest, FieldsAndEscaping) {
   queue::JobRecord job;
   job.id = "a\"b\\c";  // not a valid id, but whatever the queue holds is escaped
+  job.job_no = 12;
   job.state = queue::JobState::kReady;
   job.paused = true;
   job.queued_at = absl::FromUnixSeconds(1'800'000'000);
@@ -163,7 +164,7 @@ TEST(AdminJobJsonTest, FieldsAndEscaping) {
   EXPECT_EQ(AdminJobJson(job, p),
             R"({"id":"a\"b\\c","state":"ready","paused":true,"priority":7,)"
             R"("queued_at":"2027-01-15T08:00:00Z","total":10,"delivered":4,"deferred":2,)"
-            R"("bounced":1,"expired":1,"cancelled":1,"pending":3,"deferrals":5})");
+            R"("bounced":1,"expired":1,"cancelled":1,"pending":3,"deferrals":5,"job_no":12})");
   job.header_json = R"({"job":"x","message":"M"})";  // no priority: the default, 5
   EXPECT_NE(AdminJobJson(job, p).find(R"("priority":5,)"), std::string::npos);
   job.header_json = "not json";  // unreadable: left out
