@@ -11,14 +11,18 @@
 #include <map>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "dns/routes.h"
+#include "engine/dkim/dkim.h"
 #include "engine/host_name.h"
 #include "engine/smtp/client.h"
+#include "engine/token/token.h"
+#include "queue/job.h"
 #include "toml++/toml.h"
 
 namespace volley::engine {
@@ -360,6 +364,122 @@ absl::Status Section(const Source& src, const toml::node& node, std::string_view
   return absl::OkStatus();
 }
 
+// GetDkimKeys - [[dkim]]: an array of tables {domain, selector, key_file,
+// canonicalization, headers, over_sign, expire_after}. Only names are checked here;
+// the keys are read when volleyd starts (engine/compose.h), so a config can be
+// checked on a machine without them.
+absl::Status GetDkimKeys(const Source& src, const toml::node& node,
+                         std::vector<DkimKeyConfig>* out) {
+  ASSIGN_OR_RETURN(const toml::array* arr, TablesOf(src, node, "dkim", "key", kMaxDkimKeys));
+  out->clear();
+  const auto field_names = [&src](const toml::node& value, std::string_view full,
+                                  std::vector<std::string>* names) -> absl::Status {
+    RETURN_IF_ERROR(GetStringList(src, value, full, names));
+    for (const std::string& n : *names) {
+      if (!queue::IsValidHeaderFieldName(n)) {
+        return src.Error(value, full, absl::StrCat("\"", n, "\" is not a header field name"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::table& t = *arr->get(i)->as_table();
+    const std::string where = absl::StrCat("dkim[", i + 1, "]");
+    DkimKeyConfig k;
+    for (const auto& [key, value] : t) {
+      const std::string full = absl::StrCat(where, ".", base::Sv(key.str()));
+      if (key.str() == "domain") {
+        RETURN_IF_ERROR(GetString(src, value, full, &k.domain));
+        k.domain = absl::AsciiStrToLower(k.domain);
+        if (!queue::IsValidDomainName(k.domain)) {
+          return src.Error(value, full, "must be a domain name such as sender.test");
+        }
+      } else if (key.str() == "selector") {
+        RETURN_IF_ERROR(GetString(src, value, full, &k.selector));
+        // It becomes <selector>._domainkey.<domain>: one or more DNS labels.
+        if (!queue::IsValidDomainName(absl::StrCat(k.selector, ".x.test")) ||
+            k.selector.size() > 63) {
+          return src.Error(value, full, "must be DNS labels (letters, digits, '-', '.')");
+        }
+      } else if (key.str() == "key_file") {
+        RETURN_IF_ERROR(GetString(src, value, full, &k.key_file));
+      } else if (key.str() == "canonicalization") {
+        RETURN_IF_ERROR(GetString(src, value, full, &k.canonicalization));
+        dkim::Canon header = dkim::Canon::kRelaxed;
+        dkim::Canon body = dkim::Canon::kRelaxed;
+        if (absl::Status bad = dkim::ParseCanonicalization(k.canonicalization, &header, &body);
+            !bad.ok()) {
+          return src.Error(value, full, "must be simple or relaxed, or two of them as "
+                                        "\"relaxed/simple\" (header/body)");
+        }
+      } else if (key.str() == "headers") {
+        RETURN_IF_ERROR(field_names(value, full, &k.headers));
+        bool from = false;
+        for (const std::string& n : k.headers) from = from || base::EqualsIgnoreCase(n, "From");
+        if (!from) return src.Error(value, full, "must include From (RFC 6376 5.4)");
+      } else if (key.str() == "over_sign") {
+        std::vector<std::string> names;
+        RETURN_IF_ERROR(field_names(value, full, &names));
+        k.over_sign = std::move(names);
+      } else if (key.str() == "expire_after") {
+        RETURN_IF_ERROR(GetDurationIn(src, value, full, absl::Minutes(1), absl::Hours(24 * 365),
+                                      &k.expire_after));
+      } else {
+        return src.Error(value, full,
+                         "unknown key (a [[dkim]] key has domain, selector, key_file, "
+                         "canonicalization, headers, over_sign and expire_after)");
+      }
+    }
+    if (k.domain.empty()) return src.Error(t, where, "needs a domain");
+    if (k.selector.empty()) return src.Error(t, where, "needs a selector");
+    if (k.key_file.empty()) return src.Error(t, where, "needs a key_file");
+    for (const DkimKeyConfig& seen : *out) {
+      if (seen.domain == k.domain && seen.selector == k.selector) {
+        return src.Error(t, where, absl::StrCat("selector \"", k.selector, "\" of ", k.domain,
+                                                " is configured twice"));
+      }
+    }
+    out->push_back(std::move(k));
+  }
+  return absl::OkStatus();
+}
+
+// GetTokenKeys - [[token_key]]: an array of tables {id, secret_file}.
+absl::Status GetTokenKeys(const Source& src, const toml::node& node,
+                          std::vector<TokenKeyConfig>* out) {
+  ASSIGN_OR_RETURN(const toml::array* arr,
+                   TablesOf(src, node, "token_key", "key", kMaxTokenKeys));
+  out->clear();
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::table& t = *arr->get(i)->as_table();
+    const std::string where = absl::StrCat("token_key[", i + 1, "]");
+    TokenKeyConfig k;
+    for (const auto& [key, value] : t) {
+      const std::string full = absl::StrCat(where, ".", base::Sv(key.str()));
+      if (key.str() == "id") {
+        RETURN_IF_ERROR(GetString(src, value, full, &k.id));
+        bool ok = k.id.size() <= token::kMaxKeyId;
+        for (char ch : k.id) ok = ok && absl::ascii_isalnum(static_cast<unsigned char>(ch));
+        if (!ok) {
+          return src.Error(value, full, absl::StrCat("must match [A-Za-z0-9]{1,",
+                                                     token::kMaxKeyId, "}"));
+        }
+      } else if (key.str() == "secret_file") {
+        RETURN_IF_ERROR(GetString(src, value, full, &k.secret_file));
+      } else {
+        return src.Error(value, full, "unknown key (a [[token_key]] has id and secret_file)");
+      }
+    }
+    if (k.id.empty()) return src.Error(t, where, "needs an id");
+    if (k.secret_file.empty()) return src.Error(t, where, "needs a secret_file");
+    for (const TokenKeyConfig& seen : *out) {
+      if (seen.id == k.id) return src.Error(t, where, absl::StrCat("id \"", k.id, "\" used twice"));
+    }
+    out->push_back(std::move(k));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
   // [[source]] first: [smtp] and [destination] tables name sources.
   if (const toml::node* sources = root.get("source")) {
@@ -505,6 +625,21 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
       });
     } else if (name == "backoff") {
       st = GetBackoffRules(src, node, &c->backoff);
+    } else if (name == "dkim") {
+      st = GetDkimKeys(src, node, &c->dkim);
+    } else if (name == "token_key") {
+      st = GetTokenKeys(src, node, &c->token_keys);
+    } else if (name == "verp") {
+      st = Section(src, node, name, {
+          {"domain", [&](const toml::node& n, std::string_view k) -> absl::Status {
+             RETURN_IF_ERROR(GetString(src, n, k, &c->verp_domain));
+             c->verp_domain = absl::AsciiStrToLower(c->verp_domain);
+             if (!queue::IsValidDomainName(c->verp_domain)) {
+               return src.Error(n, k, "must be a domain name such as bounces.sender.test");
+             }
+             return absl::OkStatus();
+           }},
+      });
     } else if (name == "classify") {
       st = GetClassifyRules(src, node, &c->classify);
     } else if (name == "metrics") {
@@ -528,6 +663,10 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
   if (c->retry.initial <= absl::ZeroDuration() || c->retry.max < c->retry.initial) {
     return absl::InvalidArgumentError(
         absl::StrCat(base::Sv(src.file), ": retry: need 0 < initial <= max"));
+  }
+  if (!c->verp_domain.empty() && c->token_keys.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        base::Sv(src.file), ": verp.domain: signed VERP needs a [[token_key]] to sign with"));
   }
   c->smtp.defaults.retry = c->retry;
   // [destination."NAME"] tables start from [smtp]'s and [retry]'s values, so

@@ -14,6 +14,7 @@
 #define VOLLEY_ENGINE_CONFIG_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -143,6 +144,31 @@ struct EgressSource {
 };
 inline constexpr size_t kMaxSources = 256;
 
+// DkimKeyConfig - one [[dkim]] table: one DKIM-Signature on every message whose
+// From domain is `domain` or a subdomain of it (docs/dkim.md). Several tables for
+// one domain give several signatures (RSA and Ed25519 side by side).
+struct DkimKeyConfig {
+  std::string domain;    // d=, lower case
+  std::string selector;  // s=
+  std::string key_file;  // PEM; the algorithm is the key's (RSA or Ed25519)
+  std::string canonicalization = "relaxed/relaxed";  // header/body, c=
+  // Fields signed when present; empty: dkim::DefaultSignedHeaders().
+  std::vector<std::string> headers;
+  // Fields given one extra h= entry so that no copy can be added after signing;
+  // unset: dkim::DefaultOverSignedHeaders().
+  std::optional<std::vector<std::string>> over_sign;
+  absl::Duration expire_after = absl::ZeroDuration();  // x= after t=; 0 = no x=
+};
+inline constexpr size_t kMaxDkimKeys = 64;
+
+// TokenKeyConfig - one [[token_key]]: a secret that signs (the first) or checks
+// (all) the tokens in VERP addresses and unsubscribe links (engine/token).
+struct TokenKeyConfig {
+  std::string id;           // [A-Za-z0-9]{1,8}; written into every token
+  std::string secret_file;  // at least 32 octets of secret
+};
+inline constexpr size_t kMaxTokenKeys = 16;
+
 struct DeliveryConfig {
   // Recipients taken from the queue and not yet finished, at most. Bounds memory.
   // Default: 20000.
@@ -216,6 +242,11 @@ struct Config {
   std::vector<metrics::ClassifyRule> classify = metrics::DefaultClassifyRules();
   // [[backoff]]: class -> action (above); a config with any replaces the default.
   std::vector<BackoffRule> backoff = DefaultBackoffRules();
+  std::vector<DkimKeyConfig> dkim;
+  std::vector<TokenKeyConfig> token_keys;
+  // [verp] domain: MAIL FROM is b-<token>@verp_domain (a job's return_path wins);
+  // empty = off.
+  std::string verp_domain;
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);

@@ -55,6 +55,7 @@
 #include "dns/routes.h"
 #include "engine/admin.h"
 #include "engine/committer.h"
+#include "engine/compose.h"
 #include "engine/deadlines.h"
 #include "engine/intake.h"
 #include "engine/reactor/ring.h"
@@ -132,6 +133,8 @@ struct Job {
   // The message (and MAIL FROM) is the same for every recipient: recipients of
   // one domain may share a transaction.
   bool shared_message = false;
+  // What Composer worked out for the job: added fields, VERP, DKIM signers.
+  std::unique_ptr<JobPlan> plan;
   size_t in_flight = 0;
   // Keys taken from the queue whose outcome is not yet committed: in a ready
   // list, in a transaction, or finished in the batch not yet written. A scan
@@ -363,7 +366,8 @@ class Shard {
  public:
   Shard(const Config& config, ShardPlace place, queue::Queue* queue,
         const dns::StaticRoutes* routes, ReadyJobs* ready_jobs, const std::atomic<bool>* stop,
-        metrics::ShardMetrics* metrics, const metrics::Classifier* classifier)
+        metrics::ShardMetrics* metrics, const metrics::Classifier* classifier,
+        const Credentials* credentials)
       : config_(config),
         place_(place),
         queue_(queue),
@@ -373,7 +377,8 @@ class Shard {
         stop_(stop),
         metrics_(metrics),
         rng_(std::random_device{}()),
-        committer_(place.committer) {
+        committer_(place.committer),
+        composer_(*credentials) {
     for (const auto& [name, policy] : config_.destinations) policies_.emplace(name, &policy);
     for (uint16_t p = 0; p < queue::kPartitions; ++p) {
       if (p % place_.count == place_.index) owned_.push_back(p);
@@ -585,6 +590,7 @@ class Shard {
   // Writes each turn's outcomes, log then queue, off the loop (engine/committer.h);
   // shared by the shards, a lane each.
   Committer* committer_;
+  Composer composer_;  // renders and signs; this shard's own signers
   std::string log_buffer_;  // this turn's delivery-log records, formatted
   uint64_t commit_counter_ = 0;
   // A commit failed for good (not a full disk): the loop ends with it.
@@ -638,8 +644,10 @@ absl::Status Shard::LoadJob(const queue::JobRecord& record) {
     return absl::DataLossError(absl::StrCat("job \"", record.id, "\": ", tpl.status().message()));
   }
   job->tpl = std::make_unique<queue::Template>(*std::move(tpl));
+  job->plan = composer_.Plan(job->header, *job->tpl, record.job_no);
   job->shared_message = job->tpl->variables().empty() &&
-                        job->header.return_path.find("{{") == std::string::npos;
+                        job->header.return_path.find("{{") == std::string::npos &&
+                        !job->plan->per_recipient();
   job->scans.resize(owned_.size());
   for (size_t i = 0; i < owned_.size(); ++i) job->scans[i].partition = owned_[i];
   jobs_[record.job_no] = std::move(job);
@@ -1508,9 +1516,15 @@ void Shard::AssignNext(Conn* c) {
   // One group shares a job and a domain, and only a job whose message is the
   // same for all recipients has groups larger than one: the first recipient's
   // rendering is everyone's.
-  env.mail_from = queue::RenderReturnPath(first->job->header, first->rcpt);
-  env.content = queue::RenderMessage(first->job->header, *first->job->tpl, first->rcpt);
   for (const Work* w : works) env.rcpts.push_back(w->rcpt.to);
+  Job* job = first->job;
+  composer_.Compose(*job->plan, job->header, *job->tpl, first->rcpt, first->entry.line, now_,
+                    c->client->caps(), &env);
+  if (!job->plan->sign_error.empty() && !job->plan->sign_error_logged) {
+    job->plan->sign_error_logged = true;
+    std::fprintf(stderr, "volleyd: job \"%s\": sent without a DKIM signature: %s\n",
+                 job->record.id.c_str(), job->plan->sign_error.c_str());
+  }
   if (absl::Status st = c->client->StartTransaction(std::move(env)); !st.ok()) {
     // The client refused (e.g. bytes arrived on the idle connection, which ends
     // the session as a protocol error): the work goes back first in line for
@@ -2192,8 +2206,17 @@ queue::Spool::Partitioner Partitioner(const dns::StaticRoutes* routes) {
 
 absl::Status Engine::Run() {
   ASSIGN_OR_RETURN(auto routes, dns::StaticRoutes::Create(config_.routes));
+  // Keys first: a missing or weak key stops volleyd before it takes anything in.
+  std::vector<std::string> key_warnings;
+  ASSIGN_OR_RETURN(const Credentials credentials, Credentials::Load(config_, &key_warnings));
+  for (const std::string& w : key_warnings) {
+    std::fprintf(stderr, "volleyd: warning: %s\n", w.c_str());
+  }
   ASSIGN_OR_RETURN(queue::Spool spool, queue::Spool::Open(config_.spool_dir));
   spool.SetPartitioner(Partitioner(routes.get()));
+  spool.SetJobCheck([&credentials](const queue::JobHeader& h, const queue::Template& t) {
+    return credentials.CheckJob(h, t);
+  });
   queue::QueueOptions qopts;
   qopts.sync_outcomes = config_.sync_outcomes;
   ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
@@ -2239,7 +2262,7 @@ absl::Status Engine::Run() {
     place.window = std::max<size_t>(1, static_cast<size_t>(config_.delivery.window) / shard_count);
     shards.push_back(std::make_unique<Shard>(config_, place, queue.get(), routes.get(),
                                              &ready_jobs, &stop_, shard_metrics.back().get(),
-                                             &classifier));
+                                             &classifier, &credentials));
     shards.back()->SetDestinationStates(&destination_states);
   }
   absl::Status failed;

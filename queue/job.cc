@@ -345,6 +345,117 @@ absl::Status CheckReturnPath(std::string_view text, const JobLimits& limits) {
   return absl::OkStatus();
 }
 
+// CheckUnsubscribeUrl - an https URL template. The scheme and host are literal text,
+// so no recipient value can send the link elsewhere; values are percent-encoded
+// when rendered (RenderUnsubscribeUrl), and the literal text holds nothing that
+// would end the <...> of List-Unsubscribe early.
+absl::Status CheckUnsubscribeUrl(std::string_view text) {
+  constexpr std::string_view kField = "unsubscribe_url";
+  RETURN_IF_ERROR(CheckNoCrLfNul(kField, text));
+  if (absl::Status s = CheckInlineTemplate(text); !s.ok()) {
+    return FieldError(kField, std::string(s.message()));
+  }
+  if (text.size() > kMaxUnsubscribeUrl) {
+    return FieldError(kField, absl::StrCat("longer than ", kMaxUnsubscribeUrl, " octets"));
+  }
+  constexpr std::string_view kScheme = "https://";
+  if (text.size() <= kScheme.size() ||
+      !base::EqualsIgnoreCase(text.substr(0, kScheme.size()), kScheme)) {
+    return FieldError(kField, "must start with https:// (RFC 8058 one-click unsubscribe "
+                              "is an HTTPS POST)");
+  }
+  const std::string_view rest = text.substr(kScheme.size());
+  const size_t host_end = rest.find_first_of("/?#");
+  const std::string_view host = rest.substr(0, host_end);
+  if (host.empty() || host.find("{{") != std::string_view::npos ||
+      host.find('@') != std::string_view::npos) {
+    return FieldError(kField, "the host must be written out (no placeholder, no user@)");
+  }
+  // The literal text only: a placeholder may have blanks inside its braces.
+  std::string literal;
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t open = text.find("{{", pos);
+    literal.append(text.substr(pos, open == std::string_view::npos ? open : open - pos));
+    if (open == std::string_view::npos) break;
+    pos = text.find("}}", open) + 2;  // CheckInlineTemplate proved it closes
+  }
+  for (char c : literal) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f || c == '<' || c == '>' || c == '"' || c == '\\') {
+      return FieldError(kField, "holds a space, a non-ASCII octet or one of < > \" \\ "
+                                "(percent-encode it)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// IsListLabel - the dot-atom of a List-Id (RFC 2919 2): atoms of atext joined by
+// single dots, at least one dot.
+bool IsListLabel(std::string_view s) {
+  if (s.empty() || s.front() == '.' || s.back() == '.' ||
+      s.find("..") != std::string_view::npos || s.find('.') == std::string_view::npos) {
+    return false;
+  }
+  for (char c : s) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+          std::string_view("!#$%&'*+-/=?^_`{|}~.").find(c) != std::string_view::npos)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status CheckListId(std::string_view text) {
+  constexpr std::string_view kField = "list_id";
+  RETURN_IF_ERROR(CheckNoCrLfNul(kField, text));
+  if (text.size() > kMaxListId) {
+    return FieldError(kField, absl::StrCat("longer than ", kMaxListId, " octets"));
+  }
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f) return FieldError(kField, "must be printable ASCII");
+  }
+  const size_t open = text.find('<');
+  std::string_view label = text;
+  if (open != std::string_view::npos) {
+    const size_t close = text.find('>', open);
+    if (close == std::string_view::npos || close + 1 != text.size()) {
+      return FieldError(kField, "must be \"label.domain\" or \"Name <label.domain>\"");
+    }
+    label = text.substr(open + 1, close - open - 1);
+    if (text.substr(0, open).find_first_of("<>") != std::string_view::npos) {
+      return FieldError(kField, "must be \"label.domain\" or \"Name <label.domain>\"");
+    }
+  }
+  if (!IsListLabel(label)) {
+    return FieldError(kField, "the list label must be a dot-atom such as news.sender.test "
+                              "(RFC 2919)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFeedbackId(std::string_view text) {
+  constexpr std::string_view kField = "feedback_id";
+  if (text.size() > kMaxFeedbackId) {
+    return FieldError(kField, absl::StrCat("longer than ", kMaxFeedbackId, " octets"));
+  }
+  RETURN_IF_ERROR(CheckNoCrLfNul(kField, text));
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      return FieldError(kField, "must be printable ASCII without spaces (a:b:c:SenderId)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GetBool(od::value& value, std::string_view field, bool* out) {
+  if (value.get_bool().get(*out) != simdjson::SUCCESS) {
+    return FieldError(field, "must be true or false");
+  }
+  return absl::OkStatus();
+}
+
 // Known header fields, as bits so a repeated key is caught without a set.
 enum HeaderField : uint32_t {
   kJob = 1 << 0,
@@ -355,6 +466,13 @@ enum HeaderField : uint32_t {
   kSendAfter = 1 << 5,
   kExpires = 1 << 6,
   kPriority = 1 << 7,
+  kUnsubscribeUrl = 1 << 8,
+  kUnsubscribeMailto = 1 << 9,
+  kListId = 1 << 10,
+  kFeedbackId = 1 << 11,
+  kAddMessageId = 1 << 12,
+  kAddDate = 1 << 13,
+  kDkim = 1 << 14,
 };
 
 uint32_t HeaderFieldBit(std::string_view key) {
@@ -366,6 +484,13 @@ uint32_t HeaderFieldBit(std::string_view key) {
   if (key == "send_after") return kSendAfter;
   if (key == "expires") return kExpires;
   if (key == "priority") return kPriority;
+  if (key == "unsubscribe_url") return kUnsubscribeUrl;
+  if (key == "unsubscribe_mailto") return kUnsubscribeMailto;
+  if (key == "list_id") return kListId;
+  if (key == "feedback_id") return kFeedbackId;
+  if (key == "add_message_id") return kAddMessageId;
+  if (key == "add_date") return kAddDate;
+  if (key == "dkim") return kDkim;
   return 0;
 }
 
@@ -402,6 +527,37 @@ absl::Status ParseHeaderValue(uint32_t bit, od::value& value, const JobLimits& l
       if (!text.empty()) RETURN_IF_ERROR(CheckReturnPath(text, limits));
       h->return_path = std::string(text);
       return absl::OkStatus();
+    case kUnsubscribeUrl:
+      RETURN_IF_ERROR(GetString(value, "unsubscribe_url", &text));
+      RETURN_IF_ERROR(CheckUnsubscribeUrl(text));
+      h->unsubscribe_url = std::string(text);
+      return absl::OkStatus();
+    case kUnsubscribeMailto:
+      RETURN_IF_ERROR(GetString(value, "unsubscribe_mailto", &text));
+      RETURN_IF_ERROR(CheckNoCrLfNul("unsubscribe_mailto", text));
+      // Written inside <mailto:...>: a plain address, nothing that needs quoting.
+      if (!IsValidAddress(text, limits) || text.front() == '"' ||
+          text.find_first_of("?&%") != std::string_view::npos) {
+        return FieldError("unsubscribe_mailto", "invalid address");
+      }
+      h->unsubscribe_mailto = std::string(text);
+      return absl::OkStatus();
+    case kListId:
+      RETURN_IF_ERROR(GetString(value, "list_id", &text));
+      RETURN_IF_ERROR(CheckListId(text));
+      h->list_id = std::string(text);
+      return absl::OkStatus();
+    case kFeedbackId:
+      RETURN_IF_ERROR(GetString(value, "feedback_id", &text));
+      RETURN_IF_ERROR(CheckFeedbackId(text));
+      h->feedback_id = std::string(text);
+      return absl::OkStatus();
+    case kAddMessageId:
+      return GetBool(value, "add_message_id", &h->add_message_id);
+    case kAddDate:
+      return GetBool(value, "add_date", &h->add_date);
+    case kDkim:
+      return GetBool(value, "dkim", &h->dkim);
     case kSendAfter:
       return ParseTimestamp("send_after", value, &h->send_after);
     case kExpires:
@@ -545,6 +701,8 @@ bool IsValidHeaderFieldName(std::string_view name) {
   return true;
 }
 
+bool IsValidDomainName(std::string_view domain) { return IsLdhDomain(domain); }
+
 bool IsValidAddress(std::string_view address, const JobLimits& limits) {
   if (address.empty() || address.size() > limits.max_address) return false;
   size_t local_len;
@@ -600,6 +758,15 @@ absl::StatusOr<JobHeader> ParseJobHeader(std::string_view line, const JobLimits&
   if (!(seen & kMessage)) return FieldError("message", "missing");
   if (h.send_after && h.expires && *h.expires <= *h.send_after) {
     return FieldError("expires", "must be later than send_after");
+  }
+  if (!h.unsubscribe_mailto.empty() && h.unsubscribe_url.empty()) {
+    return FieldError("unsubscribe_mailto",
+                      "needs unsubscribe_url too (one-click unsubscribe is by HTTPS)");
+  }
+  if (!(seen & kFeedbackId)) {
+    // Gmail's a:b:c:SenderId: the campaign, then the sender (the envelope domain).
+    h.feedback_id = absl::StrCat(h.id, ":", base::Sv(DomainOf(h.from)));
+    if (h.feedback_id.size() > kMaxFeedbackId) h.feedback_id.clear();
   }
   return h;
 }
@@ -700,18 +867,121 @@ absl::StatusOr<Recipient> DecodeRecipient(std::string_view bytes) {
 }
 
 std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r) {
-  size_t size = t.literal_size();
+  return RenderMessage(h, t, r, AddedFields{});
+}
+
+bool RenderUnsubscribeUrl(const JobHeader& h, const Recipient& r, std::string_view token,
+                          std::string* out) {
+  out->clear();
+  Builtins builtins;
+  builtins.unsubscribe_token = token;
+  if (!AppendRenderedInline(h.unsubscribe_url, r, builtins, InlineValues::kPercentEncoded, out)) {
+    return false;
+  }
+  return out->size() <= kMaxUnsubscribeUrl;
+}
+
+std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r,
+                          const AddedFields& added) {
+  size_t size = t.literal_size() + 256 + h.unsubscribe_url.size();
   for (const auto& [name, value] : h.headers) size += name.size() + value.size() + 4;
   std::string out;
   out.reserve(size);
+  const auto field = [&out](std::string_view name, std::string_view value) {
+    out.append(name);
+    out.append(": ");
+    out.append(value);
+    out.append("\r\n");
+  };
+  if (!added.message_id.empty()) {
+    out.append("Message-ID: <");
+    out.append(added.message_id);
+    out.append(">\r\n");
+  }
+  if (!added.date.empty()) field("Date", added.date);
+  if (!h.unsubscribe_url.empty()) {
+    std::string url;
+    // A URL that does not render (too long after encoding) is left out rather than
+    // cut: intake has refused such recipients already (CheckUnsubscribeLength).
+    if (RenderUnsubscribeUrl(h, r, added.unsubscribe_token, &url)) {
+      out.append("List-Unsubscribe: <");
+      out.append(url);
+      out.append(">");
+      if (!h.unsubscribe_mailto.empty()) {
+        // Folded: the URL may take most of a line.
+        out.append(",\r\n <mailto:");
+        out.append(h.unsubscribe_mailto);
+        out.append("?subject=unsubscribe>");
+      }
+      out.append("\r\n");
+      field("List-Unsubscribe-Post", "List-Unsubscribe=One-Click");
+    }
+  }
+  if (!h.list_id.empty()) {
+    if (h.list_id.find('<') == std::string::npos) {
+      out.append("List-Id: <");
+      out.append(h.list_id);
+      out.append(">\r\n");
+    } else {
+      field("List-Id", h.list_id);
+    }
+  }
+  if (!h.feedback_id.empty()) field("Feedback-ID", h.feedback_id);
   for (const auto& [name, value] : h.headers) {
     out.append(name);
     out.append(": ");
     out.append(value);
     out.append("\r\n");
   }
-  t.Render(r, &out);
+  Builtins builtins;
+  builtins.unsubscribe_token = added.unsubscribe_token;
+  t.Render(r, builtins, &out);
   return out;
+}
+
+absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t) {
+  const auto in_headers = [&h](std::string_view name) {
+    for (const auto& [field, unused] : h.headers) {
+      if (base::EqualsIgnoreCase(field, name)) return true;
+    }
+    return false;
+  };
+  if (in_headers("Message-ID")) {
+    return FieldError("headers.Message-ID",
+                      "would be the same in every message; remove it: Volley gives each "
+                      "message a unique Message-ID");
+  }
+  if (const TemplateField* mid = t.FindHeader("message-id");
+      mid != nullptr && !mid->has_placeholders) {
+    return FieldError("message",
+                      "its Message-ID field has no placeholder, so every message would carry "
+                      "the same one; remove it: Volley gives each message a unique Message-ID");
+  }
+  if (!h.unsubscribe_url.empty()) {
+    for (std::string_view name : {"list-unsubscribe", "list-unsubscribe-post"}) {
+      if (t.FindHeader(name) != nullptr || in_headers(name)) {
+        return FieldError("unsubscribe_url",
+                          absl::StrCat("the message has a ", base::Sv(name),
+                                       " field of its own; with unsubscribe_url Volley "
+                                       "writes both List-Unsubscribe fields: remove it"));
+      }
+    }
+  }
+  if (!h.list_id.empty() && (t.FindHeader("list-id") != nullptr || in_headers("List-Id"))) {
+    return FieldError("list_id", "the message has a List-Id field of its own: remove one");
+  }
+  if (!h.feedback_id.empty() &&
+      (t.FindHeader("feedback-id") != nullptr || in_headers("Feedback-ID"))) {
+    return FieldError("feedback_id",
+                      "the message has a Feedback-ID field of its own: remove it or set "
+                      "\"feedback_id\": \"\" in the job header");
+  }
+  return absl::OkStatus();
+}
+
+bool UsesUnsubscribeToken(const JobHeader& h, const Template& t) {
+  return t.uses(kUnsubscribeTokenName) ||
+         InlineTemplateUses(h.unsubscribe_url, kUnsubscribeTokenName);
 }
 
 std::string RenderReturnPath(const JobHeader& h, const Recipient& r) {

@@ -14,14 +14,17 @@
 //   absl::StatusOr<Recipient> DecodeRecipient(std::string_view bytes);
 //
 //   std::string RenderMessage(const JobHeader& h, const Template& t,
-//                             const Recipient& r);
+//                             const Recipient& r, const AddedFields& added);
+//   absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t);
 //   std::string RenderReturnPath(const JobHeader& h, const Recipient& r);
 //
 // DESCRIPTION
 //   A job file is UTF-8 JSON Lines. Line 1 is the header:
 //     {"job": id, "from": address, "message": template, "headers": {name: value},
 //      "return_path": address-template, "send_after": RFC 3339, "expires": RFC 3339,
-//      "priority": 0..9}
+//      "priority": 0..9, "unsubscribe_url": https-template, "unsubscribe_mailto": address,
+//      "list_id": text, "feedback_id": text, "add_message_id": bool, "add_date": bool,
+//      "dkim": bool}
 //   and every further line is one recipient: {"to": address, "vars": {name: value}}.
 //   docs/jobs.md is the user-facing description; this file is the contract.
 //
@@ -116,6 +119,14 @@ struct JobLimits {
   size_t max_header_fields = 50;
 };
 
+// Longest unsubscribe_url, as written and as rendered for a recipient (values are
+// percent-encoded, so a rendering can be longer than the template): it must fit one
+// List-Unsubscribe line with room for the field name and the brackets.
+inline constexpr size_t kMaxUnsubscribeUrl = 900;
+// Longest list_id and feedback_id values.
+inline constexpr size_t kMaxListId = 250;
+inline constexpr size_t kMaxFeedbackId = 250;
+
 struct JobHeader {
   std::string id;
   std::string from;     // envelope sender, a valid address
@@ -126,6 +137,19 @@ struct JobHeader {
   std::optional<absl::Time> send_after;
   std::optional<absl::Time> expires;
   int priority = 5;  // 0..9
+  // RFC 8058 one-click unsubscribe: an https URL template (placeholders are the
+  // recipient's vars, {{to}} and {{unsubscribe_token}}, percent-encoded when
+  // rendered); empty = no List-Unsubscribe fields. unsubscribe_mailto adds a
+  // mailto: alternative for clients that do not POST.
+  std::string unsubscribe_url;
+  std::string unsubscribe_mailto;
+  std::string list_id;      // List-Id: "label.domain" or "Name <label.domain>"; empty = none
+  // Feedback-ID (Gmail's a:b:c:SenderId). Default "<job>:<domain of from>"; an
+  // explicit "" leaves the field out.
+  std::string feedback_id;
+  bool add_message_id = true;  // a unique Message-ID when the message has none
+  bool add_date = true;        // Date: the send time, when the message has none
+  bool dkim = true;            // sign with the [[dkim]] keys of the From domain
 };
 
 struct Recipient {
@@ -151,6 +175,10 @@ absl::StatusOr<Recipient> ParseRecipientLine(std::string_view line,
 // NUL anywhere; an empty quoted local part ("") is refused.
 bool IsValidAddress(std::string_view address, const JobLimits& limits);
 
+// IsValidDomainName - two or more LDH labels as IsValidAddress wants them after '@'
+// (no address literal).
+bool IsValidDomainName(std::string_view domain);
+
 // DomainOf - the part of `address` after its last '@' ("" when it has none).
 inline std::string_view DomainOf(std::string_view address) {
   const size_t at = address.rfind('@');
@@ -173,9 +201,33 @@ std::string EncodeRecipient(const Recipient& r);
 // letting them through could inject headers at render time.
 absl::StatusOr<Recipient> DecodeRecipient(std::string_view bytes);
 
-// RenderMessage - the message for one recipient: each of h.headers as
-// "Name: value\r\n", then t rendered for r.
+// AddedFields - what the sender adds to each message at send time.
+struct AddedFields {
+  std::string_view message_id;  // without the angle brackets; empty = no Message-ID field
+  std::string_view date;        // an RFC 5322 date-time; empty = no Date field
+  std::string_view unsubscribe_token;  // the builtin {{unsubscribe_token}}
+};
+
+// RenderMessage - the message for one recipient: the added fields (Message-ID,
+// Date, List-Unsubscribe and List-Unsubscribe-Post when h.unsubscribe_url is set,
+// List-Id, Feedback-ID), each of h.headers as "Name: value\r\n", then t rendered for r.
+std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r,
+                          const AddedFields& added);
 std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r);
+
+// RenderUnsubscribeUrl - h.unsubscribe_url for r into *out; false when it does not
+// render or renders longer than kMaxUnsubscribeUrl (intake refuses that recipient).
+bool RenderUnsubscribeUrl(const JobHeader& h, const Recipient& r, std::string_view token,
+                          std::string* out);
+
+// CheckMessageHeaders - what intake refuses in a job that parses: a Message-ID that
+// would be the same in every message (no placeholder, or in h.headers), and a field
+// Volley writes itself (List-Unsubscribe, List-Id, Feedback-ID) given twice.
+// InvalidArgument "<field>: <reason>".
+absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t);
+
+// UsesUnsubscribeToken - the message or the unsubscribe URL has {{unsubscribe_token}}.
+bool UsesUnsubscribeToken(const JobHeader& h, const Template& t);
 
 // RenderReturnPath - the MAIL FROM address for one recipient: h.return_path rendered
 // for r, or h.from when return_path is empty. When rendering yields something that

@@ -253,9 +253,23 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   if (!tpl.ok()) {
     return refuse(1, absl::StrCat("message: ", tpl.status().message()));
   }
+  if (absl::Status bad = CheckMessageHeaders(*header, *tpl); !bad.ok()) {
+    return refuse(1, base::StdSv(bad.message()));
+  }
+  if (job_check_) {
+    if (absl::Status bad = job_check_(*header, *tpl); !bad.ok()) {
+      return refuse(1, base::StdSv(bad.message()));
+    }
+  }
   // Without placeholders every recipient gets the same lines, which Compile() has
   // held to 998 octets: nothing is left to check per recipient.
   const bool check_rendered_lines = tpl->has_placeholders();
+  // The token is made at send time: count the longest one a token can be.
+  const std::string longest_token(kMaxUnsubscribeToken, 'x');
+  Builtins longest_builtins;
+  longest_builtins.unsubscribe_token = longest_token;
+  const bool check_unsubscribe_url = header->unsubscribe_url.find("{{") != std::string::npos;
+  std::string unsubscribe_url;
 
   IntakeResult result;
   result.job = header->id;
@@ -347,10 +361,19 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     // RFC 5321 4.5.3.1.6 / RFC 5322 2.1.1: no line over 998 octets leaves Volley.
     // Refused here, where the sender can be told, not at delivery.
     if (check_rendered_lines) {
-      if (absl::Status too_long = tpl->CheckLineLength(*rcpt); !too_long.ok()) {
+      if (absl::Status too_long = tpl->CheckLineLength(*rcpt, longest_builtins);
+          !too_long.ok()) {
         reject(line_no, base::StdSv(too_long.message()), line);
         continue;
       }
+    }
+    if (check_unsubscribe_url &&
+        !RenderUnsubscribeUrl(*header, *rcpt, longest_token, &unsubscribe_url)) {
+      reject(line_no,
+             absl::StrCat("unsubscribe_url: renders longer than ", kMaxUnsubscribeUrl,
+                          " octets for this recipient (values are percent-encoded)"),
+             line);
+      continue;
     }
     const std::string domain = absl::AsciiStrToLower(base::Sv(DomainOf(rcpt->to)));
     const uint16_t partition = partitioner_ ? partitioner_(domain) : PartitionOf(domain);

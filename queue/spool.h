@@ -104,6 +104,12 @@ class Spool {
   using Partitioner = std::function<uint16_t(std::string_view domain)>;
   void SetPartitioner(Partitioner partitioner) { partitioner_ = std::move(partitioner); }
 
+  // JobCheck - a check of a parsed job header against what the daemon can do
+  // (signing keys, token keys), run before anything of the job is queued; an error
+  // refuses the job with its message ("<field>: <reason>").
+  using JobCheck = std::function<absl::Status(const JobHeader&, const Template&)>;
+  void SetJobCheck(JobCheck check) { job_check_ = std::move(check); }
+
   // SetFreeSpaceFloor - check free space before and during every Intake.
   void SetFreeSpaceFloor(FreeSpaceFloor floor) { floor_ = std::move(floor); }
 
@@ -121,6 +127,7 @@ class Spool {
   std::string dir_;
   FreeSpaceFloor floor_;
   Partitioner partitioner_;
+  JobCheck job_check_;
 };
 
 }  // namespace volley::queue

@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/strings.h"
 #include "queue/job.h"
 
 namespace volley::queue {
@@ -43,9 +45,11 @@ const char* ParsePlaceholder(std::string_view text, std::string_view* name,
 }
 
 // LookUp - the value `name` renders to for `rcpt`; vars take precedence over the
-// builtin "to". Names in vars are unique (the parser refuses duplicates); should a
-// hand-built Recipient repeat one, the first wins.
-std::string_view LookUp(std::string_view name, const Recipient& rcpt) {
+// builtin "to", but not over {{unsubscribe_token}}: a recipient line must not be able
+// to choose the token that identifies it. Names in vars are unique (the parser
+// refuses duplicates); should a hand-built Recipient repeat one, the first wins.
+std::string_view LookUp(std::string_view name, const Recipient& rcpt, const Builtins& builtins) {
+  if (name == kUnsubscribeTokenName) return builtins.unsubscribe_token;
   for (const auto& [var, value] : rcpt.vars) {
     if (var == name) return value;
   }
@@ -58,12 +62,13 @@ std::string_view LookUp(std::string_view name, const Recipient& rcpt) {
 // use a handful of variables, so the values usually live on the stack.
 class ResolvedValues {
  public:
-  ResolvedValues(const std::vector<std::string>& names, const Recipient& rcpt) {
+  ResolvedValues(const std::vector<std::string>& names, const Recipient& rcpt,
+                 const Builtins& builtins) {
     if (names.size() > kInline) {
       heap_.resize(names.size());
       values_ = heap_.data();
     }
-    for (size_t i = 0; i < names.size(); ++i) values_[i] = LookUp(names[i], rcpt);
+    for (size_t i = 0; i < names.size(); ++i) values_[i] = LookUp(names[i], rcpt, builtins);
   }
   ResolvedValues(const ResolvedValues&) = delete;
   ResolvedValues& operator=(const ResolvedValues&) = delete;
@@ -109,7 +114,39 @@ absl::Status CheckInlineTemplate(std::string_view text) {
   return absl::OkStatus();
 }
 
+bool InlineTemplateUses(std::string_view text, std::string_view name) {
+  for (size_t pos = text.find(kOpen); pos != std::string_view::npos; pos = text.find(kOpen, pos)) {
+    std::string_view found;
+    size_t length = 0;
+    if (ParsePlaceholder(text.substr(pos), &found, &length) != nullptr) return false;
+    if (found == name) return true;
+    pos += length;
+  }
+  return false;
+}
+
+// AppendPercentEncoded - `value` with every octet outside RFC 3986's unreserved set
+// written as %XX, so that a value cannot end a URL early or add to its query.
+void AppendPercentEncoded(std::string_view value, std::string* out) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    if (absl::ascii_isalnum(u) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out->push_back(c);
+    } else {
+      out->push_back('%');
+      out->push_back(kHex[u >> 4]);
+      out->push_back(kHex[u & 15]);
+    }
+  }
+}
+
 bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, std::string* out) {
+  return AppendRenderedInline(text, rcpt, Builtins{}, InlineValues::kVerbatim, out);
+}
+
+bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, const Builtins& builtins,
+                          InlineValues encoding, std::string* out) {
   size_t pos = 0;
   while (pos < text.size()) {
     const size_t open = text.find(kOpen, pos);
@@ -118,7 +155,12 @@ bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, std::str
     std::string_view name;
     size_t length = 0;
     if (ParsePlaceholder(text.substr(open), &name, &length) != nullptr) return false;
-    out->append(LookUp(name, rcpt));
+    const std::string_view value = LookUp(name, rcpt, builtins);
+    if (encoding == InlineValues::kPercentEncoded) {
+      AppendPercentEncoded(value, out);
+    } else {
+      out->append(value);
+    }
     pos = open + length;
   }
   if (pos < text.size()) out->append(text.substr(pos));
@@ -218,6 +260,7 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
           return LineError(line_no, "invalid header field name");
         }
         saw_field = true;
+        t.header_fields_.push_back(TemplateField{absl::AsciiStrToLower(base::Sv(name)), false});
       }
     }
 
@@ -237,6 +280,11 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
                                        static_cast<uint32_t>(t.line_vars_.size()), 0});
       }
       count_var(add_var(name));
+      if (in_header) {
+        t.header_fields_.back().has_placeholders = true;
+      } else {
+        t.body_has_placeholders_ = true;
+      }
       placeholder_octets += length;
       at = open + length;
     }
@@ -257,7 +305,11 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
 }
 
 void Template::Render(const Recipient& rcpt, std::string* out) const {
-  const ResolvedValues values(variables_, rcpt);
+  Render(rcpt, Builtins{}, out);
+}
+
+void Template::Render(const Recipient& rcpt, const Builtins& builtins, std::string* out) const {
+  const ResolvedValues values(variables_, rcpt, builtins);
 
   size_t total = text_.size();
   for (const Segment& s : segments_) {
@@ -274,10 +326,24 @@ void Template::Render(const Recipient& rcpt, std::string* out) const {
   }
 }
 
-RenderedLine Template::LongestLine(const Recipient& rcpt) const {
+const TemplateField* Template::FindHeader(std::string_view lower_name) const {
+  for (const TemplateField& f : header_fields_) {
+    if (f.name == lower_name) return &f;
+  }
+  return nullptr;
+}
+
+bool Template::uses(std::string_view name) const {
+  for (const std::string& v : variables_) {
+    if (v == name) return true;
+  }
+  return false;
+}
+
+RenderedLine Template::LongestLine(const Recipient& rcpt, const Builtins& builtins) const {
   RenderedLine best{fixed_line_, fixed_length_, {}};
   if (var_lines_.empty()) return best;
-  const ResolvedValues values(variables_, rcpt);
+  const ResolvedValues values(variables_, rcpt, builtins);
   for (const VarLine& vl : var_lines_) {
     size_t length = vl.literal;
     size_t most = 0;
@@ -300,8 +366,8 @@ RenderedLine Template::LongestLine(const Recipient& rcpt) const {
   return best;
 }
 
-absl::Status Template::CheckLineLength(const Recipient& rcpt) const {
-  const RenderedLine longest = LongestLine(rcpt);
+absl::Status Template::CheckLineLength(const Recipient& rcpt, const Builtins& builtins) const {
+  const RenderedLine longest = LongestLine(rcpt, builtins);
   if (longest.length <= kMaxMessageLine) return absl::OkStatus();
   // Only a placeholder can take a line past the bound: Compile() holds literal
   // lines to it, so longest.var is set here.

@@ -26,6 +26,9 @@
 //
 //   Rendering: a variable the recipient does not define renders as empty text. The
 //   builtin {{to}} is the recipient address unless the recipient's vars define "to".
+//   The builtin {{unsubscribe_token}} is Builtins::unsubscribe_token, whatever the
+//   recipient's vars say: the token identifies the recipient to the unsubscribe
+//   endpoint, so recipient data must not choose it.
 //   Values are inserted verbatim and never expanded again, so a value holding "{{x}}"
 //   renders as those five characters.
 //
@@ -89,6 +92,24 @@ inline constexpr size_t kMaxMessageLine = 998;
 // Longest placeholder name; matches JobLimits::max_var_name's default.
 inline constexpr size_t kMaxPlaceholderName = 64;
 
+// The builtin placeholder an unsubscribe link carries (engine/token: a signed token
+// naming the job and the recipient line).
+inline constexpr std::string_view kUnsubscribeTokenName = "unsubscribe_token";
+// Longest text a token renders to; intake counts a token this long when it checks
+// line lengths, since the real token is made only at send time.
+inline constexpr size_t kMaxUnsubscribeToken = 64;
+
+// Builtins - values Volley supplies at send time rather than the job file.
+struct Builtins {
+  std::string_view unsubscribe_token;
+};
+
+// TemplateField - a header field of the template's header section.
+struct TemplateField {
+  std::string name;  // lower case
+  bool has_placeholders = false;  // on any of its lines
+};
+
 // RenderedLine - one line of a rendered message, as Template::LongestLine sees it.
 struct RenderedLine {
   size_t line = 0;    // the template line it comes from, from 1
@@ -106,14 +127,27 @@ class Template {
 
   // Render - append the message for `rcpt` to *out (never clears it).
   void Render(const Recipient& rcpt, std::string* out) const;
+  void Render(const Recipient& rcpt, const Builtins& builtins, std::string* out) const;
 
-  // LongestLine - the longest line Render(rcpt) would produce, found without
-  // rendering (see "Rendered line length" above); the earliest wins a tie.
-  RenderedLine LongestLine(const Recipient& rcpt) const;
+  // LongestLine - the longest line Render(rcpt, builtins) would produce, found
+  // without rendering (see "Rendered line length" above); the earliest wins a tie.
+  RenderedLine LongestLine(const Recipient& rcpt, const Builtins& builtins = {}) const;
 
-  // CheckLineLength - OK when no line Render(rcpt) would produce is longer than
-  // kMaxMessageLine octets; otherwise the error under DIAGNOSTICS.
-  absl::Status CheckLineLength(const Recipient& rcpt) const;
+  // CheckLineLength - OK when no line Render(rcpt, builtins) would produce is longer
+  // than kMaxMessageLine octets; otherwise the error under DIAGNOSTICS.
+  absl::Status CheckLineLength(const Recipient& rcpt, const Builtins& builtins = {}) const;
+
+  // uses - true when a placeholder names `name` (a variable or a builtin).
+  bool uses(std::string_view name) const;
+
+  // header_fields - the template's header fields in order; FindHeader the first
+  // one named `lower_name` (lower case), or null.
+  const std::vector<TemplateField>& header_fields() const { return header_fields_; }
+  const TemplateField* FindHeader(std::string_view lower_name) const;
+
+  // body_has_placeholders - false when the body (after the first empty line) is
+  // the same for every recipient, so that its DKIM body hash is computed once.
+  bool body_has_placeholders() const { return body_has_placeholders_; }
 
   // has_placeholders - false when every recipient gets the same message, so that
   // Compile() has already checked every line and CheckLineLength() cannot fail.
@@ -156,6 +190,8 @@ class Template {
   std::vector<std::string> variables_;
   std::vector<VarLine> var_lines_;
   std::vector<LineVar> line_vars_;
+  std::vector<TemplateField> header_fields_;
+  bool body_has_placeholders_ = false;
   // The longest line without placeholders: the same for every recipient.
   uint32_t fixed_line_ = 0;
   uint32_t fixed_length_ = 0;
@@ -174,6 +210,16 @@ absl::Status CheckInlineTemplate(std::string_view text);
 // job buys nothing). Returns false, leaving *out unspecified past its old size, when
 // `text` is not a valid inline template.
 bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, std::string* out);
+
+// InlineTemplateUses - true when a valid one-line template has a placeholder `name`.
+bool InlineTemplateUses(std::string_view text, std::string_view name);
+
+// InlineValues - how an inline template writes a value: as it is, or percent-encoded
+// (RFC 3986 2.1; every octet but the unreserved ones) for a value placed in a URL,
+// where a '>' or '&' from recipient data would otherwise change the link.
+enum class InlineValues { kVerbatim, kPercentEncoded };
+bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, const Builtins& builtins,
+                          InlineValues encoding, std::string* out);
 
 }  // namespace volley::queue
 

@@ -258,6 +258,8 @@ class Client {
 
   Wait waiting_for() const;
   bool idle() const;
+  // caps - what the server offered in its EHLO reply (empty before SessionReady).
+  const Capabilities& caps() const { return caps_; }
   bool closed() const;
 
   // TakeReplyCounts - replies parsed since the last call, by code class (2xx,

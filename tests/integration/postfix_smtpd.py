@@ -176,7 +176,7 @@ class PostfixSmtpd:
     unoffered."""
 
     def __init__(self, h, addresses, domains=("inbox.test",), name="postfix", tls=True,
-                 user="nobody"):
+                 user="nobody", extra_main_cf=""):
         self.h = h
         self.name = name
         self.addresses = list(addresses)
@@ -186,6 +186,9 @@ class PostfixSmtpd:
             if check_domain not in self.domains:
                 raise TestFailure("test bug: %s is not in %s" % (a, self.domains))
         self.tls = tls
+        # More main.cf lines (they win over the defaults above them), e.g.
+        # "smtpd_discard_ehlo_keywords = chunking, 8bitmime".
+        self.extra_main_cf = extra_main_cf
         pw = pwd.getpwnam(user)
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
         self.root = h.mkdir(name)
@@ -234,6 +237,7 @@ class PostfixSmtpd:
                                    mail=self.mail, etc=self.etc, uid=self.uid, gid=self.gid,
                                    log=self.log_path, root=self.root,
                                    tls_level="may" if self.tls else "none"))
+            f.write(self.extra_main_cf)
         with open(os.path.join(self.etc, "master.cf"), "w") as f:
             f.write(MASTER_CF.format(listen="%s:%d" % (LOOPBACK, self.port)))
 

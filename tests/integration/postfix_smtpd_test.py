@@ -58,7 +58,6 @@ PLAIN_MESSAGE = "\n".join([
     "To: undisclosed-recipients:;",
     "Subject: byte-exact plain",
     "Date: Sat, 28 Nov 2026 12:00:00 +0000",
-    "Message-ID: <pf-plain@volley-src.test>",
     "MIME-Version: 1.0",
     "Content-Type: text/plain; charset=utf-8",
     "Content-Transfer-Encoding: 8bit",
@@ -244,13 +243,19 @@ def test(h):
           "retried)" % (UNKNOWN, len(rejects)))
 
     # ---- every delivered message: bytes, envelope, queue id, TLS
+    # Volley adds a Feedback-ID to both jobs (docs/jobs.md, "Fields Volley adds"), and a
+    # Message-ID to the plain one, whose template has none (the merge template's has a
+    # placeholder, so it is kept); both templates have a Date.
     want_bytes = {}
     for a in PLAIN_RCPTS:
-        want_bytes[a] = (PLAIN_JOB, render(PLAIN_MESSAGE, {}, a), SENDER)
+        want_bytes[a] = (PLAIN_JOB, render(PLAIN_MESSAGE, {}, a,
+                                           {"Feedback-ID": "%s:volley-src.test" % PLAIN_JOB}),
+                         SENDER)
+    merge_headers = dict([("Feedback-ID", "%s:volley-src.test" % MERGE_JOB)] + list(MERGE_HEADERS.items()))
     for a, _, values in MERGE_RCPTS:
         if a != UNKNOWN:
             # "bounce+@volley-src.test" (no id) is still a valid address: used as is.
-            want_bytes[a] = (MERGE_JOB, render(MERGE_MESSAGE, values, a, MERGE_HEADERS),
+            want_bytes[a] = (MERGE_JOB, render(MERGE_MESSAGE, values, a, merge_headers),
                              render(RETURN_PATH, values, a).decode().strip())
     # Sanity of the test itself: the wire form has the edge cases it claims to have.
     plain_wire = want_bytes["ann@inbox.test"][1]
@@ -276,6 +281,14 @@ def test(h):
         check(names == ["return-path", "x-original-to", "delivered-to", "received"],
               "%s: Postfix's trace fields are %s, want Return-Path, X-Original-To, Delivered-To, "
               "Received" % (a, names))
+        if job == PLAIN_JOB:
+            # The one message of the plain job's transaction: its Message-ID names the
+            # job and the first recipient's line, with 48 random bits.
+            mid = re.match(rb"Message-ID: <pf-plain\.[2-4]\.[0-9a-f]{12}@volley-src\.test>\n", body)
+            check(mid, "%s: the stored message does not start with Volley's Message-ID: %r"
+                  % (a, body[:80]))
+            wire = mid.group(0).replace(b"\n", b"\r\n") + wire
+            want_bytes[a] = (job, wire, env_from)
         want = stored_form(wire)
         check(body == want, "%s (%s): stored message differs from the rendered job message: %s"
               % (a, job, first_difference(want, body)))

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "queue/template.h"
 
@@ -536,9 +537,11 @@ TEST(RenderMessageTest, HeadersThenTemplate) {
     std::string want;
   } cases[] = {
       {{"ann@example.com", {{"name", "Ann"}}},
+       "Feedback-ID: spring-2024:example.com\r\n"
        "X-Campaign: s24\r\nList-Unsubscribe: <mailto:u@example.com>\r\n"
        "Subject: Hi Ann\r\n\r\nHello Ann\r\n"},
       {{"bob@example.com", {}},
+       "Feedback-ID: spring-2024:example.com\r\n"
        "X-Campaign: s24\r\nList-Unsubscribe: <mailto:u@example.com>\r\n"
        "Subject: Hi \r\n\r\nHello \r\n"},
   };
@@ -602,6 +605,187 @@ TEST(InjectionTest, EveryEntryPointRefusesLineBreaks) {
                                       : ParseRecipientLine(c.line, kLimits).status();
     EXPECT_EQ(ErrorOf(got), c.want) << "line: " << c.line;
   }
+}
+
+}  // namespace
+}  // namespace volley::queue
+
+namespace volley::queue {
+namespace {
+
+// Issue 15: the job header fields a bulk sender needs, and what intake refuses.
+TEST(BulkSenderFieldsTest, ParsedAndDefaulted) {
+  absl::StatusOr<JobHeader> h = ParseJobHeader(Header(), kLimits);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->feedback_id, "spring-2024:example.com");
+  EXPECT_TRUE(h->add_message_id);
+  EXPECT_TRUE(h->add_date);
+  EXPECT_TRUE(h->dkim);
+  EXPECT_TRUE(h->unsubscribe_url.empty());
+
+  h = ParseJobHeader(
+      Header(R"("unsubscribe_url": "https://u.example.com/x/{{unsubscribe_token}}?n={{name}}", )"
+             R"("unsubscribe_mailto": "unsub@example.com", "list_id": "News <news.example.com>", )"
+             R"("feedback_id": "", "add_message_id": false, "add_date": false, "dkim": false)"),
+      kLimits);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->unsubscribe_url, "https://u.example.com/x/{{unsubscribe_token}}?n={{name}}");
+  EXPECT_EQ(h->unsubscribe_mailto, "unsub@example.com");
+  EXPECT_EQ(h->list_id, "News <news.example.com>");
+  EXPECT_EQ(h->feedback_id, "");
+  EXPECT_FALSE(h->add_message_id);
+  EXPECT_FALSE(h->add_date);
+  EXPECT_FALSE(h->dkim);
+}
+
+TEST(BulkSenderFieldsTest, Errors) {
+  const struct {
+    std::string extra;
+    std::string want;
+  } cases[] = {
+      {R"("unsubscribe_url": "http://u.example.com/x")", "unsubscribe_url: must start with https://"},
+      {R"("unsubscribe_url": "https://{{host}}/x")",
+       "unsubscribe_url: the host must be written out"},
+      {R"("unsubscribe_url": "https://evil@u.example.com/x")",
+       "unsubscribe_url: the host must be written out"},
+      {R"("unsubscribe_url": "https://u.example.com/x y")", "unsubscribe_url: holds a space"},
+      {R"("unsubscribe_url": "https://u.example.com/x>")", "unsubscribe_url: holds a space"},
+      {R"("unsubscribe_url": "https://u.example.com/{{x")", "unsubscribe_url: unclosed {{"},
+      {R"("unsubscribe_url": "https://u.example.com/\r\nBcc: a@b.example")",
+       "unsubscribe_url: contains CR or LF"},
+      {R"("unsubscribe_mailto": "u@example.com")",
+       "unsubscribe_mailto: needs unsubscribe_url too"},
+      {R"("unsubscribe_url": "https://u.example.com/", "unsubscribe_mailto": "u@example.com?cc=x@y.example")",
+       "unsubscribe_mailto: invalid address"},
+      {R"("list_id": "news")", "list_id: the list label must be a dot-atom"},
+      {R"("list_id": "News <news.example.com> x")", "list_id: must be \"label.domain\""},
+      {R"("list_id": "news.example.com\nBcc: a@b.example")", "list_id: contains CR or LF"},
+      {R"("feedback_id": "a b")", "feedback_id: must be printable ASCII without spaces"},
+      {R"("feedback_id": "a\u0000b")", "feedback_id: contains NUL"},
+      {R"("add_date": "no")", "add_date: must be true or false"},
+      {R"("dkim": 0)", "dkim: must be true or false"},
+  };
+  for (const auto& c : cases) {
+    const absl::Status got = ParseJobHeader(Header(c.extra), kLimits).status();
+    EXPECT_THAT(ErrorOf(got), ::testing::StartsWith(c.want)) << c.extra;
+  }
+}
+
+TEST(BulkSenderFieldsTest, RenderAddsFieldsFirst) {
+  const absl::StatusOr<JobHeader> h = ParseJobHeader(
+      Header(R"("unsubscribe_url": "https://u.example.com/x/{{unsubscribe_token}}?n={{name}}", )"
+             R"("unsubscribe_mailto": "unsub@example.com", "list_id": "news.example.com", )"
+             R"("headers": {"X-Campaign": "s24"})"),
+      kLimits);
+  ASSERT_TRUE(h.ok()) << h.status();
+  const absl::StatusOr<Template> t = Template::Compile(h->message);
+  ASSERT_TRUE(t.ok()) << t.status();
+  AddedFields added;
+  added.message_id = "spring-2024.7.abc@example.com";
+  added.date = "Sun, 06 Dec 2026 07:52:29 +0000";
+  added.unsubscribe_token = "tok3n";
+  // A value with URL syntax in it is percent-encoded: it cannot end the <...> early.
+  const Recipient r{"ann@example.com", {{"name", "Ann & <Bo>"}}};
+  EXPECT_EQ(RenderMessage(*h, *t, r, added),
+            "Message-ID: <spring-2024.7.abc@example.com>\r\n"
+            "Date: Sun, 06 Dec 2026 07:52:29 +0000\r\n"
+            "List-Unsubscribe: <https://u.example.com/x/tok3n?n=Ann%20%26%20%3CBo%3E>,\r\n"
+            " <mailto:unsub@example.com?subject=unsubscribe>\r\n"
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            "List-Id: <news.example.com>\r\n"
+            "Feedback-ID: spring-2024:example.com\r\n"
+            "X-Campaign: s24\r\n"
+            "Subject: Hi Ann & <Bo>\r\n\r\nHello Ann & <Bo>\r\n");
+  // Nothing added when nothing is asked for: the template as written.
+  JobHeader bare = *h;
+  bare.unsubscribe_url.clear();
+  bare.unsubscribe_mailto.clear();
+  bare.list_id.clear();
+  bare.feedback_id.clear();
+  bare.headers.clear();
+  EXPECT_EQ(RenderMessage(bare, *t, r, AddedFields{}),
+            "Subject: Hi Ann & <Bo>\r\n\r\nHello Ann & <Bo>\r\n");
+}
+
+TEST(BulkSenderFieldsTest, UnsubscribeUrlLengthIsCheckedAfterEncoding) {
+  const absl::StatusOr<JobHeader> h =
+      ParseJobHeader(Header(R"("unsubscribe_url": "https://u.example.com/?n={{name}}")"), kLimits);
+  ASSERT_TRUE(h.ok()) << h.status();
+  std::string url;
+  EXPECT_TRUE(RenderUnsubscribeUrl(*h, {"a@example.com", {{"name", "x"}}}, "", &url));
+  EXPECT_EQ(url, "https://u.example.com/?n=x");
+  // 300 spaces are 900 octets encoded: over kMaxUnsubscribeUrl with the rest.
+  EXPECT_FALSE(RenderUnsubscribeUrl(*h, {"a@example.com", {{"name", std::string(300, ' ')}}}, "",
+                                    &url));
+}
+
+TEST(CheckMessageHeadersTest, RefusesWhatWouldRepeatOrDouble) {
+  const struct {
+    std::string extra;
+    std::string message;
+    std::string want;  // empty: accepted
+  } cases[] = {
+      {"", "Subject: x\n\nbody\n", ""},
+      {"", "Message-ID: <{{id}}@example.com>\nSubject: x\n\nbody\n", ""},
+      {"", "Message-ID: <same@example.com>\nSubject: x\n\nbody\n",
+       "message: its Message-ID field has no placeholder"},
+      {"", "message-id: <same@example.com>\nSubject: x\n\nbody\n",
+       "message: its Message-ID field has no placeholder"},
+      {R"("headers": {"Message-Id": "<a@example.com>"})", "Subject: x\n\nbody\n",
+       "headers.Message-ID: would be the same in every message"},
+      {R"("unsubscribe_url": "https://u.example.com/")",
+       "List-Unsubscribe: <mailto:x@example.com>\nSubject: x\n\nbody\n",
+       "unsubscribe_url: the message has a list-unsubscribe field of its own"},
+      {R"("list_id": "a.example.com")", "List-Id: <b.example.com>\nSubject: x\n\nbody\n",
+       "list_id: the message has a List-Id field of its own"},
+      {"", "Feedback-ID: a:b\nSubject: x\n\nbody\n",
+       "feedback_id: the message has a Feedback-ID field of its own"},
+      {R"("feedback_id": "")", "Feedback-ID: a:b\nSubject: x\n\nbody\n", ""},
+  };
+  for (const auto& c : cases) {
+    std::string line = R"({"job": "j1", "from": "news@example.com", "message": )";
+    std::string escaped;
+    for (char ch : c.message) {
+      if (ch == '\n') {
+        escaped += "\\n";
+      } else {
+        escaped += ch;
+      }
+    }
+    absl::StrAppend(&line, "\"", escaped, "\"");
+    if (!c.extra.empty()) absl::StrAppend(&line, ", ", c.extra);
+    line += "}";
+    const absl::StatusOr<JobHeader> h = ParseJobHeader(line, kLimits);
+    ASSERT_TRUE(h.ok()) << h.status() << " " << line;
+    const absl::StatusOr<Template> t = Template::Compile(h->message);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const absl::Status got = CheckMessageHeaders(*h, *t);
+    if (c.want.empty()) {
+      EXPECT_TRUE(got.ok()) << got << " " << line;
+    } else {
+      EXPECT_THAT(ErrorOf(got), ::testing::StartsWith(c.want)) << line;
+    }
+  }
+}
+
+TEST(CheckMessageHeadersTest, TokenUse) {
+  const absl::StatusOr<JobHeader> plain = ParseJobHeader(Header(), kLimits);
+  ASSERT_TRUE(plain.ok());
+  const absl::StatusOr<Template> t = Template::Compile(plain->message);
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(UsesUnsubscribeToken(*plain, *t));
+  const absl::StatusOr<JobHeader> in_url = ParseJobHeader(
+      Header(R"("unsubscribe_url": "https://u.example.com/{{ unsubscribe_token }}")"), kLimits);
+  ASSERT_TRUE(in_url.ok());
+  EXPECT_TRUE(UsesUnsubscribeToken(*in_url, *t));
+  // The words alone are not a placeholder.
+  const absl::StatusOr<JobHeader> words = ParseJobHeader(
+      Header(R"("unsubscribe_url": "https://u.example.com/unsubscribe_token")"), kLimits);
+  ASSERT_TRUE(words.ok());
+  EXPECT_FALSE(UsesUnsubscribeToken(*words, *t));
+  const absl::StatusOr<Template> body = Template::Compile("Subject: x\n\nu/{{unsubscribe_token}}\n");
+  ASSERT_TRUE(body.ok());
+  EXPECT_TRUE(UsesUnsubscribeToken(*plain, *body));
 }
 
 }  // namespace

@@ -243,3 +243,48 @@ TEST_F(SpoolTest, OverlongRecipientLineIsRejectedNotStored) {
 
 }  // namespace
 }  // namespace volley::queue
+
+namespace volley::queue {
+namespace {
+
+// Issue 15: what intake refuses before anything is queued, and what it checks per
+// recipient for one-click unsubscribe links.
+TEST_F(SpoolTest, JobCheckAndMessageHeadersRefuseBeforeQueueing) {
+  spool_->SetJobCheck([](const JobHeader& h, const Template&) -> absl::Status {
+    if (!h.unsubscribe_url.empty()) return absl::InvalidArgumentError("unsubscribe_url: no key");
+    return absl::OkStatus();
+  });
+  Drop("a.job",
+       R"({"job":"a","from":"n@sender.test","unsubscribe_url":"https://u.sender.test/x","message":"Subject: hi\n\nx\n"})"
+       "\n{\"to\":\"r@x.test\"}\n");
+  absl::StatusOr<IntakeResult> got = Intake("a.job");
+  ASSERT_FALSE(got.ok());
+  EXPECT_THAT(ReadFile(root_ / "spool" / "failed" / "a.job.error"),
+              HasSubstr("a.job:1: unsubscribe_url: no key"));
+  Drop("b.job",
+       R"({"job":"b","from":"n@sender.test","message":"Message-ID: <x@sender.test>\nSubject: hi\n\nx\n"})"
+       "\n{\"to\":\"r@x.test\"}\n");
+  got = Intake("b.job");
+  ASSERT_FALSE(got.ok());
+  EXPECT_THAT(ReadFile(root_ / "spool" / "failed" / "b.job.error"),
+              HasSubstr("b.job:1: message: its Message-ID field has no placeholder"));
+  // Neither job was queued.
+  EXPECT_FALSE(queue_->FindJob("a")->has_value());
+  EXPECT_FALSE(queue_->FindJob("b")->has_value());
+}
+
+TEST_F(SpoolTest, UnsubscribeUrlTooLongForOneRecipientRejectsThatLine) {
+  Drop("c.job",
+       R"({"job":"c","from":"n@sender.test","unsubscribe_url":"https://u.sender.test/?n={{name}}","message":"Subject: hi\n\nx\n"})"
+       "\n{\"to\":\"ok@x.test\",\"vars\":{\"name\":\"Ann\"}}\n"
+       "{\"to\":\"long@x.test\",\"vars\":{\"name\":\"" + std::string(400, '<') + "\"}}\n");
+  absl::StatusOr<IntakeResult> got = Intake("c.job");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->accepted, 1u);
+  EXPECT_EQ(got->rejected, 1u);
+  EXPECT_THAT(ReadFile(root_ / "spool" / "failed" / "c.rejects.jsonl"),
+              HasSubstr("unsubscribe_url: renders longer than 900 octets"));
+}
+
+}  // namespace
+}  // namespace volley::queue

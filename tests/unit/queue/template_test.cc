@@ -346,3 +346,73 @@ TEST(PlaceholderNameTest, Names) {
 
 }  // namespace
 }  // namespace volley::queue
+
+namespace volley::queue {
+namespace {
+
+TEST(TemplateBuiltinsTest, UnsubscribeTokenIsTheBuiltinsWhateverTheVarsSay) {
+  const absl::StatusOr<Template> t =
+      Template::Compile("Subject: {{to}}\n\nu/{{unsubscribe_token}} {{ unsubscribe_token }}\n");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE(t->uses("unsubscribe_token"));
+  EXPECT_FALSE(t->uses("first"));
+  // A recipient line cannot choose its own token.
+  const Recipient r{"a@example.com", {{"unsubscribe_token", "forged"}}};
+  Builtins b;
+  b.unsubscribe_token = "real";
+  std::string out;
+  t->Render(r, b, &out);
+  EXPECT_EQ(out, "Subject: a@example.com\r\n\r\nu/real real\r\n");
+  out.clear();
+  t->Render(r, &out);  // no token: renders empty, never the var
+  EXPECT_EQ(out, "Subject: a@example.com\r\n\r\nu/ \r\n");
+}
+
+TEST(TemplateBuiltinsTest, LineLengthCountsTheToken) {
+  const std::string literal(998 - 30, 'x');
+  const absl::StatusOr<Template> t =
+      Template::Compile("Subject: s\n\n" + literal + "{{unsubscribe_token}}\n");
+  ASSERT_TRUE(t.ok()) << t.status();
+  const Recipient r{"a@example.com", {}};
+  EXPECT_TRUE(t->CheckLineLength(r).ok());
+  const std::string token(kMaxUnsubscribeToken, 't');
+  Builtins b;
+  b.unsubscribe_token = token;
+  const absl::Status st = t->CheckLineLength(r, b);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(std::string(st.message()).find("unsubscribe_token"), std::string::npos) << st;
+}
+
+TEST(TemplateFieldsTest, HeaderFieldsAndBodyPlaceholders) {
+  const absl::StatusOr<Template> t = Template::Compile(
+      "From: News <n@example.com>\nTo: {{to}}\nSubject: long\n  and {{first}}\nMessage-ID: "
+      "<{{id}}@example.com>\n\nThe same body for all.\n");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->header_fields().size(), 4u);
+  EXPECT_EQ(t->header_fields()[0].name, "from");
+  EXPECT_FALSE(t->header_fields()[0].has_placeholders);
+  EXPECT_TRUE(t->FindHeader("to")->has_placeholders);
+  // A placeholder on a continuation line belongs to its field.
+  EXPECT_TRUE(t->FindHeader("subject")->has_placeholders);
+  EXPECT_TRUE(t->FindHeader("message-id")->has_placeholders);
+  EXPECT_EQ(t->FindHeader("date"), nullptr);
+  EXPECT_FALSE(t->body_has_placeholders());
+
+  const absl::StatusOr<Template> personal = Template::Compile("Subject: s\n\nHi {{first}}\n");
+  ASSERT_TRUE(personal.ok());
+  EXPECT_TRUE(personal->body_has_placeholders());
+  EXPECT_FALSE(personal->FindHeader("subject")->has_placeholders);
+}
+
+TEST(InlineTemplateTest, PercentEncodedValues) {
+  const Recipient r{"a b@example.com", {{"q", "x&y=<z>/~._-"}}};
+  std::string out;
+  ASSERT_TRUE(AppendRenderedInline("https://h.example/{{q}}?to={{to}}&t={{unsubscribe_token}}", r,
+                                   Builtins{"tok"}, InlineValues::kPercentEncoded, &out));
+  EXPECT_EQ(out, "https://h.example/x%26y%3D%3Cz%3E%2F~._-?to=a%20b%40example.com&t=tok");
+  EXPECT_TRUE(InlineTemplateUses("a{{ q }}b", "q"));
+  EXPECT_FALSE(InlineTemplateUses("a{{qq}}b q", "q"));
+}
+
+}  // namespace
+}  // namespace volley::queue

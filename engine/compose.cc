@@ -1,0 +1,258 @@
+#include "engine/compose.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/status.h"
+#include "base/strings.h"
+#include "engine/smtp/content.h"
+
+namespace volley::engine {
+namespace {
+
+bool IsAscii(std::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  }
+  return true;
+}
+
+// IsDotAtomText - RFC 5322 3.2.3, as the left part of a Message-ID must be.
+bool IsDotAtomText(std::string_view s) {
+  if (s.empty() || s.front() == '.' || s.back() == '.' ||
+      s.find("..") != std::string_view::npos) {
+    return false;
+  }
+  for (char c : s) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
+        std::string_view("!#$%&'*+-/=?^_`{|}~.").find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Within(domain, parent) - domain is parent or below it.
+bool Within(std::string_view domain, std::string_view parent) {
+  if (domain.size() == parent.size()) return base::EqualsIgnoreCase(domain, parent);
+  return domain.size() > parent.size() && domain[domain.size() - parent.size() - 1] == '.' &&
+         base::EqualsIgnoreCase(domain.substr(domain.size() - parent.size()), parent);
+}
+
+}  // namespace
+
+std::string FormatRfc5322Date(absl::Time t) {
+  return absl::FormatTime("%a, %d %b %Y %H:%M:%S +0000", t, absl::UTCTimeZone());
+}
+
+absl::StatusOr<Credentials> Credentials::Load(const Config& config,
+                                              std::vector<std::string>* warnings) {
+  Credentials c;
+  for (size_t i = 0; i < config.dkim.size(); ++i) {
+    const DkimKeyConfig& k = config.dkim[i];
+    const std::string where =
+        absl::StrCat("dkim[", i + 1, "] (", k.domain, ", selector ", k.selector, ")");
+    std::vector<std::string> key_warnings;
+    absl::StatusOr<dkim::PrivateKey> key = dkim::PrivateKey::LoadFile(k.key_file, &key_warnings);
+    if (!key.ok()) {
+      return absl::Status(key.status().code(), absl::StrCat(where, ": ", key.status().message()));
+    }
+    for (const std::string& w : key_warnings) warnings->push_back(absl::StrCat(where, ": ", w));
+    DkimKey entry;
+    entry.config = k;
+    entry.options.domain = k.domain;
+    entry.options.selector = k.selector;
+    RETURN_IF_ERROR(dkim::ParseCanonicalization(k.canonicalization, &entry.options.header_canon,
+                                                &entry.options.body_canon));
+    if (!k.headers.empty()) entry.options.headers = k.headers;
+    if (k.over_sign) entry.options.over_sign = *k.over_sign;
+    entry.options.expire_after = k.expire_after;
+    entry.pem = key->ToPem();
+    c.dkim_.push_back(std::move(entry));
+  }
+  if (!config.token_keys.empty()) {
+    std::vector<token::KeySpec> specs;
+    for (const TokenKeyConfig& k : config.token_keys) specs.push_back({k.id, k.secret_file});
+    ASSIGN_OR_RETURN(c.tokens_, token::Keyring::Load(specs, warnings));
+  }
+  c.verp_domain_ = config.verp_domain;
+  return c;
+}
+
+std::string_view Credentials::DkimDomainFor(std::string_view from_domain) const {
+  std::string_view best;
+  for (const DkimKey& k : dkim_) {
+    if (k.config.domain.size() > best.size() && Within(from_domain, k.config.domain)) {
+      best = k.config.domain;
+    }
+  }
+  return best;
+}
+
+absl::Status Credentials::CheckJob(const queue::JobHeader& h, const queue::Template& t) const {
+  if (queue::UsesUnsubscribeToken(h, t) && tokens_.empty()) {
+    const bool in_url = queue::InlineTemplateUses(h.unsubscribe_url, queue::kUnsubscribeTokenName);
+    return absl::InvalidArgumentError(absl::StrCat(
+        in_url ? "unsubscribe_url" : "message",
+        ": {{unsubscribe_token}} needs a [[token_key]] in volleyd's config to sign it"));
+  }
+  if (!h.unsubscribe_url.empty()) {
+    // RFC 8058 3.3: the one-click fields count only under a DKIM signature that
+    // covers them; unsigned, Gmail and Yahoo ignore them (or the message).
+    const std::string from_domain = dkim::FromDomain(h.message);
+    if (from_domain.empty()) {
+      return absl::InvalidArgumentError(
+          "unsubscribe_url: one-click unsubscribe needs a DKIM signature aligned with the "
+          "From domain, and the message has no From field whose domain is written out");
+    }
+    if (!h.dkim) {
+      return absl::InvalidArgumentError(
+          "unsubscribe_url: one-click unsubscribe (RFC 8058) needs a DKIM signature over "
+          "List-Unsubscribe, but the job turns signing off (\"dkim\": false)");
+    }
+    if (DkimDomainFor(from_domain).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unsubscribe_url: one-click unsubscribe (RFC 8058) needs a DKIM signature over "
+          "List-Unsubscribe, but no [[dkim]] key signs for the From domain ",
+          from_domain));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Composer::Composer(const Credentials& credentials)
+    : credentials_(credentials), rng_(std::random_device{}()) {
+  for (const Credentials::DkimKey& k : credentials_.dkim_) {
+    // Load() parsed this PEM already; a second parse cannot fail.
+    absl::StatusOr<dkim::PrivateKey> key = dkim::PrivateKey::FromPem(k.pem);
+    VOLLEY_CHECK(key.ok(), "a DKIM key that parsed at start no longer parses");
+    signers_.emplace_back(k.options, *std::move(key));
+  }
+}
+
+std::vector<size_t> Composer::SignersFor(std::string_view from_domain) const {
+  std::vector<size_t> out;
+  if (from_domain.empty()) return out;
+  const std::string_view domain = credentials_.DkimDomainFor(from_domain);
+  if (domain.empty()) return out;
+  for (size_t i = 0; i < credentials_.dkim_.size(); ++i) {
+    if (credentials_.dkim_[i].config.domain == domain) out.push_back(i);
+  }
+  return out;
+}
+
+std::unique_ptr<JobPlan> Composer::Plan(const queue::JobHeader& h, const queue::Template& t,
+                                        uint32_t job_no) const {
+  auto plan = std::make_unique<JobPlan>();
+  plan->job_no = job_no;
+  plan->message_id_left = IsDotAtomText(h.id) ? h.id : absl::StrCat("j", job_no);
+  const auto in_headers = [&h](std::string_view name) {
+    for (const auto& [field, unused] : h.headers) {
+      if (base::EqualsIgnoreCase(field, name)) return true;
+    }
+    return false;
+  };
+  plan->add_message_id =
+      h.add_message_id && t.FindHeader("message-id") == nullptr && !in_headers("Message-ID");
+  plan->add_date = h.add_date && t.FindHeader("date") == nullptr && !in_headers("Date");
+  plan->verp = !credentials_.verp_domain_.empty() && h.return_path.empty();
+  plan->uses_token = queue::UsesUnsubscribeToken(h, t);
+  const queue::TemplateField* from = t.FindHeader("from");
+  plan->from_fixed = from == nullptr || !from->has_placeholders;
+  std::string from_domain = dkim::FromDomain(h.message);
+  plan->message_id_domain =
+      from_domain.empty() ? absl::AsciiStrToLower(base::Sv(queue::DomainOf(h.from))) : from_domain;
+  if (h.dkim && !signers_.empty()) {
+    if (plan->from_fixed) {
+      plan->signers = SignersFor(from_domain);
+      plan->sign = !plan->signers.empty();
+    } else {
+      plan->sign = true;  // found per message
+    }
+  }
+  plan->shared_body = !t.body_has_placeholders();
+  plan->body_hash.resize(plan->signers.size());
+  return plan;
+}
+
+std::string_view Composer::DateOf(absl::Time now) {
+  const int64_t second = absl::ToUnixSeconds(now);
+  if (second != date_second_) {
+    date_second_ = second;
+    date_ = FormatRfc5322Date(absl::FromUnixSeconds(second));
+  }
+  return date_;
+}
+
+void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Template& t,
+                       const queue::Recipient& r, uint32_t line, absl::Time now,
+                       const smtp::Capabilities& caps, smtp::Envelope* env) {
+  const token::Keyring& keys = credentials_.tokens_;
+  std::string token;
+  if (plan.uses_token && !keys.empty()) {
+    token = token::Issue(keys, token::Purpose::kUnsubscribe, plan.job_no, line);
+  }
+  if (!h.return_path.empty()) {
+    env->mail_from = queue::RenderReturnPath(h, r);
+  } else if (plan.verp) {
+    env->mail_from = token::VerpAddress(keys, credentials_.verp_domain_, plan.job_no, line);
+  } else {
+    env->mail_from = h.from;
+  }
+
+  std::string message_id;
+  if (plan.add_message_id) {
+    // job.line makes it unique within this sender; the random part keeps it unique
+    // when a job id is used again on another volleyd or after the queue is reset.
+    message_id = absl::StrFormat("%s.%u.%012x@%s", plan.message_id_left, line,
+                                 rng_() & 0xffffffffffffULL, plan.message_id_domain);
+  }
+  queue::AddedFields added;
+  added.message_id = message_id;
+  if (plan.add_date) added.date = DateOf(now);
+  added.unsubscribe_token = token;
+  env->content = queue::RenderMessage(h, t, r, added);
+
+  // RFC 6152 3: no 8-bit octet to a server without 8BITMIME; SMTPUTF8 implies it
+  // for a UTF-8 envelope (RFC 6531 3.1). The client makes the same decision and
+  // refuses (5.6.3) what cannot be converted; converted here, it finds 7 bits.
+  bool utf8 = !IsAscii(env->mail_from);
+  for (const std::string& rcpt : env->rcpts) utf8 = utf8 || !IsAscii(rcpt);
+  bool downgraded = false;
+  if (!caps.eight_bit_mime && !(utf8 && caps.smtputf8) && smtp::HasEightBit(env->content)) {
+    absl::StatusOr<std::string> seven_bit = smtp::DowngradeTo7Bit(env->content);
+    if (!seven_bit.ok()) return;  // not sent at all: nothing to sign
+    env->content = *std::move(seven_bit);
+    downgraded = true;
+  }
+
+  if (!plan.sign) return;
+  std::vector<size_t> per_message;
+  const std::vector<size_t>* signers = &plan.signers;
+  if (!plan.from_fixed) {
+    per_message = SignersFor(dkim::FromDomain(env->content));
+    signers = &per_message;
+  }
+  std::string signatures;
+  for (size_t i = 0; i < signers->size(); ++i) {
+    const dkim::Signer& signer = signers_[(*signers)[i]];
+    std::string body_hash;
+    if (plan.from_fixed && plan.shared_body) {
+      std::string& cached = plan.body_hash[i][downgraded ? 1 : 0];
+      if (cached.empty()) cached = signer.BodyHash(env->content);
+      body_hash = cached;
+    }
+    absl::StatusOr<std::string> field = signer.Sign(env->content, now, body_hash);
+    if (!field.ok()) {
+      if (plan.sign_error.empty()) plan.sign_error = std::string(field.status().message());
+      continue;
+    }
+    signatures.append(*field);
+  }
+  if (!signatures.empty()) env->content.insert(0, signatures);
+}
+
+}  // namespace volley::engine

@@ -1,0 +1,160 @@
+// compose.h - the message a recipient is sent: added fields, signed VERP, DKIM
+//
+// SYNOPSIS
+//   #include "engine/compose.h"
+//
+//   ASSIGN_OR_RETURN(Credentials creds, Credentials::Load(config, &warnings));
+//   spool.SetJobCheck([&creds](auto& h, auto& t) { return creds.CheckJob(h, t); });
+//
+//   Composer composer(creds);                          // one per shard
+//   std::unique_ptr<JobPlan> plan = composer.Plan(header, tpl, job_no);
+//   env.rcpts = {...};
+//   composer.Compose(*plan, header, tpl, rcpt, line, now, caps, &env);
+//
+// DESCRIPTION
+//   What turns a rendered template into mail a mailbox provider accepts from a bulk
+//   sender (docs/dkim.md):
+//   - Message-ID <job.line.random@domain> and Date (RFC 5322 3.6), unless the
+//     message has its own or the job turns them off;
+//   - List-Unsubscribe and List-Unsubscribe-Post (RFC 8058), List-Id, Feedback-ID,
+//     from the job header (queue/job.h RenderMessage);
+//   - the envelope sender: the job's return_path, else b-<token>@[verp] domain, else
+//     the job's from;
+//   - the 7-bit downgrade for a server without 8BITMIME, done here rather than by the
+//     SMTP client because a signature must cover the bytes sent: a downgrade after
+//     signing breaks the body hash;
+//   - one DKIM-Signature per [[dkim]] key of the From domain (the longest configured
+//     domain that is the From domain or a parent of it), prepended last.
+//
+//   Credentials holds the keys, read once at start; a key that cannot be read or is
+//   too weak stops volleyd with the file and the reason. Composer is one shard's: its
+//   own dkim::Signer objects (parsed from the PEM again, so shards share no OpenSSL
+//   state) and a Date string cached per second.
+//
+//   The body hash is computed once per job and per signer when the body has no
+//   placeholder (queue::Template::body_has_placeholders), else per message.
+//
+// CONTRACT
+//   Credentials is immutable after Load and safe to share; a Composer and its
+//   JobPlans belong to one thread.
+//
+// DIAGNOSTICS
+//   Load: InvalidArgument/NotFound naming the config table and the file, e.g.
+//   "dkim[1] (sender.test, s1): /etc/volley/s1.pem: RSA key of 512 bits ...".
+//   CheckJob: InvalidArgument "<field>: <reason>" for the job's .error file.
+//   A message that cannot be signed (no From field) goes out unsigned, and the
+//   JobPlan remembers why (sign_error) so the engine logs it once per job.
+//
+// SEE ALSO
+//   engine/dkim/dkim.h, engine/token/token.h, queue/job.h, RFC 6376, RFC 8058,
+//   RFC 8463, docs/dkim.md.
+#ifndef VOLLEY_ENGINE_COMPOSE_H_
+#define VOLLEY_ENGINE_COMPOSE_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/config.h"
+#include "engine/dkim/dkim.h"
+#include "engine/smtp/client.h"
+#include "engine/token/token.h"
+#include "queue/job.h"
+#include "queue/template.h"
+
+namespace volley::engine {
+
+class Credentials {
+ public:
+  // Load - read every [[dkim]] key and [[token_key]] secret the config names.
+  // Warnings (short RSA keys, key files other users can read) are appended to
+  // *warnings for the caller to print.
+  static absl::StatusOr<Credentials> Load(const Config& config,
+                                          std::vector<std::string>* warnings);
+
+  // CheckJob - what intake refuses for want of a key: {{unsubscribe_token}} without
+  // a [[token_key]]; one-click unsubscribe without a DKIM key for the From domain
+  // (RFC 8058 3.3: the signature must cover both List-Unsubscribe fields).
+  absl::Status CheckJob(const queue::JobHeader& h, const queue::Template& t) const;
+
+  const token::Keyring& tokens() const { return tokens_; }
+
+  // DkimDomainFor - the configured [[dkim]] domain that signs mail from `from_domain`
+  // (itself or its closest configured parent), or "" when none does.
+  std::string_view DkimDomainFor(std::string_view from_domain) const;
+
+ private:
+  friend class Composer;
+  struct DkimKey {
+    DkimKeyConfig config;
+    dkim::SignerOptions options;
+    std::string pem;
+  };
+  std::vector<DkimKey> dkim_;
+  token::Keyring tokens_;
+  std::string verp_domain_;
+};
+
+// JobPlan - what Composer works out once per job.
+struct JobPlan {
+  uint32_t job_no = 0;
+  std::string message_id_left;    // the job part of Message-IDs: its id, or "j<job_no>"
+  std::string message_id_domain;  // right of '@'
+  bool add_message_id = false;
+  bool add_date = false;
+  bool verp = false;              // MAIL FROM is a signed VERP address
+  bool uses_token = false;        // {{unsubscribe_token}} somewhere
+  bool sign = false;              // the job may be signed (a key matches, or may per message)
+  // The From field's domain is the same for every recipient: signers found once.
+  bool from_fixed = true;
+  std::vector<size_t> signers;    // indices into the Composer's signers
+  bool shared_body = false;       // body_hash can be reused
+  // Cached body hashes by signer position in `signers` and [downgraded].
+  std::vector<std::array<std::string, 2>> body_hash;
+  std::string sign_error;         // the first signing failure, for one log line
+  bool sign_error_logged = false;
+
+  // per_recipient - some of the envelope or the added fields differ between
+  // recipients (VERP, token): one recipient per transaction.
+  bool per_recipient() const { return verp || uses_token; }
+};
+
+class Composer {
+ public:
+  explicit Composer(const Credentials& credentials);
+
+  std::unique_ptr<JobPlan> Plan(const queue::JobHeader& h, const queue::Template& t,
+                                uint32_t job_no) const;
+
+  // Compose - env->mail_from and env->content for the recipient on `line` of the
+  // job; env->rcpts must be set (their UTF-8 decides whether the server must take
+  // 8-bit data). `caps` are the session's, after EHLO.
+  void Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Template& t,
+               const queue::Recipient& r, uint32_t line, absl::Time now,
+               const smtp::Capabilities& caps, smtp::Envelope* env);
+
+  size_t signer_count() const { return signers_.size(); }
+
+ private:
+  std::vector<size_t> SignersFor(std::string_view from_domain) const;
+  std::string_view DateOf(absl::Time now);
+
+  const Credentials& credentials_;
+  std::vector<dkim::Signer> signers_;  // one per Credentials::dkim_ entry, same order
+  std::mt19937_64 rng_;
+  int64_t date_second_ = -1;
+  std::string date_;
+};
+
+// FormatRfc5322Date - "Sun, 06 Dec 2026 07:52:29 +0000" (RFC 5322 3.3), in UTC.
+std::string FormatRfc5322Date(absl::Time t);
+
+}  // namespace volley::engine
+
+#endif  // VOLLEY_ENGINE_COMPOSE_H_

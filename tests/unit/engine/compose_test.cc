@@ -1,0 +1,419 @@
+// compose_test.cc - [[dkim]], [[token_key]] and [verp] in the config; Credentials
+// (keys read at start, intake's job check); Composer (added fields, signed VERP, the
+// 7-bit downgrade before signing, one body hash per job). The signatures themselves
+// are checked by an independent verifier in tests/integration/dkim_test.py and
+// tests/unit/dkim.
+#include "engine/compose.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "engine/config.h"
+#include "engine/smtp/content.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace volley::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class ComposeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           absl::StrCat("volley-compose-test-", ::getpid(), "-",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string Write(const std::string& name, const std::string& text, mode_t mode = 0600) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << text;
+    ::chmod(path.c_str(), mode);
+    return path;
+  }
+  std::string KeyFile(const std::string& name, dkim::Algorithm a, int bits = 2048) {
+    absl::StatusOr<dkim::PrivateKey> key = dkim::PrivateKey::Generate(a, bits);
+    EXPECT_TRUE(key.ok()) << key.status();
+    return Write(name, key->ToPem());
+  }
+  // A config with two keys for sender.test (RSA and Ed25519), a token key and VERP.
+  Config SigningConfig() {
+    const std::string text = absl::StrCat(
+        "[[dkim]]\ndomain = \"Sender.test\"\nselector = \"s1\"\nkey_file = \"",
+        KeyFile("s1.pem", dkim::Algorithm::kRsaSha256),
+        "\"\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"e1\"\nkey_file = \"",
+        KeyFile("e1.pem", dkim::Algorithm::kEd25519Sha256),
+        "\"\ncanonicalization = \"simple/relaxed\"\n"
+        "[[token_key]]\nid = \"k1\"\nsecret_file = \"",
+        Write("k1.key", std::string(40, 'q')), "\"\n[verp]\ndomain = \"bounces.sender.test\"\n");
+    absl::StatusOr<Config> c = ParseConfig(text, "t.toml");
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *c;
+  }
+  // Credentials::Load of SigningConfig(); empty (and the test failed) on an error.
+  std::optional<Credentials> SigningCredentials() {
+    std::vector<std::string> warnings;
+    absl::StatusOr<Credentials> creds = Credentials::Load(SigningConfig(), &warnings);
+    EXPECT_TRUE(creds.ok()) << creds.status();
+    EXPECT_TRUE(warnings.empty()) << warnings.front();
+    if (!creds.ok()) return std::nullopt;
+    return *std::move(creds);
+  }
+  fs::path dir_;
+};
+
+TEST(DkimConfigTest, ReadsTheTables) {
+  absl::StatusOr<Config> c = ParseConfig(R"(
+[[dkim]]
+domain = "Sender.TEST"
+selector = "s2026r"
+key_file = "/k/r.pem"
+canonicalization = "relaxed/simple"
+headers = ["From", "Subject"]
+over_sign = []
+expire_after = "7d"
+[[dkim]]
+domain = "sender.test"
+selector = "s2026e"
+key_file = "/k/e.pem"
+[[token_key]]
+id = "k2"
+secret_file = "/k/t2"
+[[token_key]]
+id = "k1"
+secret_file = "/k/t1"
+[verp]
+domain = "Bounces.Sender.test"
+)",
+                                         "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->dkim.size(), 2u);
+  EXPECT_EQ(c->dkim[0].domain, "sender.test");
+  EXPECT_EQ(c->dkim[0].canonicalization, "relaxed/simple");
+  EXPECT_THAT(c->dkim[0].headers, ::testing::ElementsAre("From", "Subject"));
+  ASSERT_TRUE(c->dkim[0].over_sign.has_value());
+  EXPECT_TRUE(c->dkim[0].over_sign->empty());
+  EXPECT_EQ(c->dkim[0].expire_after, absl::Hours(24 * 7));
+  EXPECT_EQ(c->dkim[1].canonicalization, "relaxed/relaxed");
+  EXPECT_FALSE(c->dkim[1].over_sign.has_value());
+  ASSERT_EQ(c->token_keys.size(), 2u);
+  EXPECT_EQ(c->token_keys[0].id, "k2");
+  EXPECT_EQ(c->verp_domain, "bounces.sender.test");
+  // Nothing by default.
+  absl::StatusOr<Config> none = ParseConfig("", "t.toml");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->dkim.empty());
+  EXPECT_TRUE(none->token_keys.empty());
+  EXPECT_TRUE(none->verp_domain.empty());
+}
+
+TEST(DkimConfigTest, ErrorsNameTheTableAndKey) {
+  const struct {
+    std::string text;
+    std::string want;
+  } cases[] = {
+      {"[dkim]\ndomain = \"a.test\"\n", "t.toml:1: dkim: must be an array of tables"},
+      {"[[dkim]]\nselector = \"s\"\nkey_file = \"k\"\n", "dkim[1]: needs a domain"},
+      {"[[dkim]]\ndomain = \"a.test\"\nkey_file = \"k\"\n", "dkim[1]: needs a selector"},
+      {"[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\n", "dkim[1]: needs a key_file"},
+      {"[[dkim]]\ndomain = \"a\"\n", "t.toml:2: dkim[1].domain: must be a domain name"},
+      {"[[dkim]]\nselector = \"s 1\"\n", "t.toml:2: dkim[1].selector: must be DNS labels"},
+      {"[[dkim]]\ncanonicalization = \"loose\"\n",
+       "t.toml:2: dkim[1].canonicalization: must be simple or relaxed"},
+      {"[[dkim]]\nheaders = [\"Subject\"]\n", "t.toml:2: dkim[1].headers: must include From"},
+      {"[[dkim]]\nover_sign = [\"Bad Name\"]\n",
+       "dkim[1].over_sign: \"Bad Name\" is not a header field name"},
+      {"[[dkim]]\nalgorithm = \"rsa\"\n", "t.toml:2: dkim[1].algorithm: unknown key"},
+      {"[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nkey_file = \"k\"\n"
+       "[[dkim]]\ndomain = \"A.test\"\nselector = \"s\"\nkey_file = \"k2\"\n",
+       "dkim[2]: selector \"s\" of a.test is configured twice"},
+      {"[[token_key]]\nid = \"toolongid\"\n", "t.toml:2: token_key[1].id: must match [A-Za-z0-9]{1,8}"},
+      {"[[token_key]]\nid = \"k-1\"\n", "token_key[1].id: must match"},
+      {"[[token_key]]\nid = \"k1\"\n", "token_key[1]: needs a secret_file"},
+      {"[[token_key]]\nid = \"k\"\nsecret_file = \"a\"\n[[token_key]]\nid = \"k\"\nsecret_file = \"b\"\n",
+       "token_key[2]: id \"k\" used twice"},
+      {"[verp]\ndomain = \"b\"\n", "t.toml:2: verp.domain: must be a domain name"},
+      {"[verp]\ndomain = \"b.test\"\n", "verp.domain: signed VERP needs a [[token_key]]"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<Config> got = ParseConfig(c.text, "t.toml");
+    ASSERT_FALSE(got.ok()) << c.text;
+    EXPECT_THAT(std::string(got.status().message()), HasSubstr(c.want)) << c.text;
+  }
+}
+
+TEST_F(ComposeTest, LoadStopsOnABadKeyAndWarnsOnAWeakOne) {
+  std::vector<std::string> warnings;
+  Config c;
+  DkimKeyConfig key;
+  key.domain = "sender.test";
+  key.selector = "s1";
+  key.key_file = (dir_ / "missing.pem").string();
+  c.dkim.push_back(key);
+  absl::StatusOr<Credentials> got = Credentials::Load(c, &warnings);
+  ASSERT_FALSE(got.ok());
+  EXPECT_THAT(std::string(got.status().message()),
+              HasSubstr(absl::StrCat("dkim[1] (sender.test, selector s1): ", (dir_ / "missing.pem").string())));
+
+  c.dkim[0].key_file = KeyFile("weak.pem", dkim::Algorithm::kRsaSha256, 1024);
+  ::chmod(c.dkim[0].key_file.c_str(), 0644);
+  got = Credentials::Load(c, &warnings);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_THAT(warnings[0] + warnings[1], HasSubstr("1024"));
+  EXPECT_THAT(warnings[0] + warnings[1], HasSubstr("other users"));
+
+  c.token_keys.push_back({"k1", Write("short.key", "tooshort")});
+  EXPECT_FALSE(Credentials::Load(c, &warnings).ok());
+}
+
+// A job of `message` with extra header members.
+queue::JobHeader Job(const std::string& message, const std::string& extra = "") {
+  std::string line = absl::StrCat(R"({"job": "spring", "from": "news@sender.test", "message": )");
+  std::string escaped;
+  for (char ch : message) {
+    if (ch == '\n') {
+      escaped += "\\n";
+    } else if (ch == '"') {
+      escaped += "\\\"";
+    } else {
+      escaped += ch;
+    }
+  }
+  absl::StrAppend(&line, "\"", escaped, "\"", extra.empty() ? "" : ", ", extra, "}");
+  absl::StatusOr<queue::JobHeader> h = queue::ParseJobHeader(line, queue::JobLimits{});
+  EXPECT_TRUE(h.ok()) << h.status() << " " << line;
+  return *h;
+}
+
+TEST_F(ComposeTest, CheckJobRefusesWhatNoKeyCanBackUp) {
+  const std::optional<Credentials> creds = SigningCredentials();
+  ASSERT_TRUE(creds.has_value());
+  std::vector<std::string> warnings;
+  Credentials no_keys = *Credentials::Load(Config{}, &warnings);
+  const std::string unsub = R"("unsubscribe_url": "https://u.sender.test/{{unsubscribe_token}}")";
+  const struct {
+    const Credentials* creds;
+    std::string message;
+    std::string extra;
+    std::string want;  // empty: accepted
+  } cases[] = {
+      {&*creds, "From: N <n@sender.test>\nSubject: s\n\nx\n", unsub, ""},
+      // A subdomain is signed by its parent's keys.
+      {&*creds, "From: N <n@news.Sender.test>\nSubject: s\n\nx\n", unsub, ""},
+      {&*creds, "From: n@other.test\nSubject: s\n\nx\n", unsub,
+       "unsubscribe_url: one-click unsubscribe (RFC 8058) needs a DKIM signature over "
+       "List-Unsubscribe, but no [[dkim]] key signs for the From domain other.test"},
+      {&*creds, "From: n@notsender.test\nSubject: s\n\nx\n", unsub, "From domain notsender.test"},
+      {&*creds, "Subject: s\n\nx\n", unsub, "the message has no From field"},
+      {&*creds, "From: N <n@sender.test>\nSubject: s\n\nx\n", unsub + R"(, "dkim": false)",
+       "the job turns signing off"},
+      {&no_keys, "From: N <n@sender.test>\nSubject: s\n\nx\n", unsub,
+       "unsubscribe_url: {{unsubscribe_token}} needs a [[token_key]]"},
+      {&no_keys, "From: N <n@sender.test>\nSubject: s\n\n/u/{{unsubscribe_token}}\n", "",
+       "message: {{unsubscribe_token}} needs a [[token_key]]"},
+      {&no_keys, "From: N <n@sender.test>\nSubject: s\n\nx\n", "", ""},
+  };
+  for (const auto& c : cases) {
+    const queue::JobHeader h = Job(c.message, c.extra);
+    const absl::StatusOr<queue::Template> t = queue::Template::Compile(h.message);
+    ASSERT_TRUE(t.ok());
+    const absl::Status got = c.creds->CheckJob(h, *t);
+    if (c.want.empty()) {
+      EXPECT_TRUE(got.ok()) << got << " for " << c.message;
+    } else {
+      EXPECT_THAT(std::string(got.message()), HasSubstr(c.want)) << c.message;
+    }
+  }
+}
+
+// Header fields of a CRLF message: name (as written) -> values, unfolded.
+std::multimap<std::string, std::string> Fields(const std::string& message) {
+  std::multimap<std::string, std::string> out;
+  const std::string head = message.substr(0, message.find("\r\n\r\n"));
+  std::string name;
+  std::string value;
+  for (absl::string_view line : absl::StrSplit(head, "\r\n")) {
+    if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
+      value.append(line.data(), line.size());
+      continue;
+    }
+    if (!name.empty()) out.emplace(name, value);
+    const size_t colon = line.find(':');
+    name = std::string(line.substr(0, colon));
+    value = std::string(line.substr(colon + 1));
+  }
+  if (!name.empty()) out.emplace(name, value);
+  return out;
+}
+
+std::string Tag(const std::string& signature, const std::string& tag) {
+  std::string compact;
+  for (char c : signature) {
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') compact += c;
+  }
+  for (absl::string_view part : absl::StrSplit(compact, ';')) {
+    if (part.substr(0, tag.size() + 1) == tag + "=") return std::string(part.substr(tag.size() + 1));
+  }
+  return "";
+}
+
+TEST_F(ComposeTest, AddsFieldsSignsTwiceAndUsesSignedVerp) {
+  const std::optional<Credentials> creds = SigningCredentials();
+  ASSERT_TRUE(creds.has_value());
+  Composer composer(*creds);
+  EXPECT_EQ(composer.signer_count(), 2u);
+  const queue::JobHeader h = Job(
+      "From: News <news@sender.test>\nTo: {{to}}\nSubject: Hi {{first}}\n\nThe same body.\n",
+      R"("unsubscribe_url": "https://u.sender.test/{{unsubscribe_token}}", "list_id": "news.sender.test")");
+  const absl::StatusOr<queue::Template> t = queue::Template::Compile(h.message);
+  ASSERT_TRUE(t.ok());
+  std::unique_ptr<JobPlan> plan = composer.Plan(h, *t, 7);
+  EXPECT_TRUE(plan->verp);
+  EXPECT_TRUE(plan->uses_token);
+  EXPECT_TRUE(plan->per_recipient());
+  EXPECT_TRUE(plan->shared_body);
+  ASSERT_EQ(plan->signers.size(), 2u);
+
+  smtp::Capabilities caps;
+  caps.eight_bit_mime = true;
+  const absl::Time now = absl::FromUnixSeconds(1796543549);
+  std::vector<std::string> body_hashes;
+  std::vector<std::string> message_ids;
+  for (uint32_t line : {2u, 3u}) {
+    smtp::Envelope env;
+    env.rcpts = {absl::StrCat("r", line, "@x.test")};
+    composer.Compose(*plan, h, *t, {env.rcpts[0], {{"first", "Ann"}}}, line, now, caps, &env);
+    // The envelope sender is a signed VERP address for this job and line.
+    absl::StatusOr<token::Claim> claim = token::CheckVerpAddress(creds->tokens(), env.mail_from);
+    ASSERT_TRUE(claim.ok()) << claim.status() << " " << env.mail_from;
+    EXPECT_EQ(claim->job_no, 7u);
+    EXPECT_EQ(claim->line, line);
+    EXPECT_THAT(env.mail_from, ::testing::EndsWith("@bounces.sender.test"));
+
+    const auto fields = Fields(env.content);
+    ASSERT_EQ(fields.count("DKIM-Signature"), 2u) << env.content;
+    EXPECT_EQ(fields.count("Message-ID"), 1u);
+    EXPECT_EQ(fields.find("Date")->second, " Sun, 06 Dec 2026 07:52:29 +0000");
+    message_ids.push_back(fields.find("Message-ID")->second);
+    EXPECT_THAT(message_ids.back(), ::testing::MatchesRegex(
+                                        absl::StrCat(" <spring\\.", line, "\\.[0-9a-f]{12}@sender\\.test>")));
+    // The token in the link is this recipient's, under the unsubscribe purpose.
+    const std::string link = fields.find("List-Unsubscribe")->second;
+    const std::string token = link.substr(link.rfind('/') + 1, link.find('>') - link.rfind('/') - 1);
+    absl::StatusOr<token::Claim> unsub =
+        token::Check(creds->tokens(), token::Purpose::kUnsubscribe, token);
+    ASSERT_TRUE(unsub.ok()) << unsub.status() << " " << link;
+    EXPECT_EQ(unsub->line, line);
+    EXPECT_FALSE(token::Check(creds->tokens(), token::Purpose::kVerp, token).ok());
+
+    std::vector<std::string> algorithms;
+    for (auto [it, end] = fields.equal_range("DKIM-Signature"); it != end; ++it) {
+      algorithms.push_back(Tag(it->second, "a"));
+      EXPECT_EQ(Tag(it->second, "d"), "sender.test");
+      const std::string signed_fields = Tag(it->second, "h");
+      for (const char* name : {"list-unsubscribe", "list-unsubscribe-post", "from", "date"}) {
+        std::vector<std::string> names = absl::StrSplit(absl::AsciiStrToLower(signed_fields), ':');
+        EXPECT_EQ(std::count(names.begin(), names.end(), name), 2) << name << " in h=" << signed_fields;
+      }
+      EXPECT_EQ(Tag(it->second, "t"), "1796543549");
+      body_hashes.push_back(Tag(it->second, "bh"));
+    }
+    EXPECT_THAT(algorithms, ::testing::UnorderedElementsAre("rsa-sha256", "ed25519-sha256"));
+  }
+  EXPECT_NE(message_ids[0], message_ids[1]);
+  // The body is the same for both recipients: the cached hash is the one computed fresh.
+  EXPECT_EQ(body_hashes[0], body_hashes[2]);
+  EXPECT_EQ(body_hashes[1], body_hashes[3]);
+}
+
+TEST_F(ComposeTest, DowngradesBeforeSigningAndKeepsTheTemplatesOwnFields) {
+  const std::optional<Credentials> creds = SigningCredentials();
+  ASSERT_TRUE(creds.has_value());
+  Composer composer(*creds);
+  const queue::JobHeader h = Job(
+      "From: news@sender.test\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <{{id}}@sender.test>\n"
+      "Subject: s\nContent-Type: text/plain; charset=utf-8\n\nGr\xc3\xbc\xc3\x9f" "e\n",
+      R"("return_path": "bounce-{{id}}@sender.test", "feedback_id": "")");
+  const absl::StatusOr<queue::Template> t = queue::Template::Compile(h.message);
+  ASSERT_TRUE(t.ok());
+  std::unique_ptr<JobPlan> plan = composer.Plan(h, *t, 1);
+  EXPECT_FALSE(plan->add_date);
+  EXPECT_FALSE(plan->add_message_id);
+  EXPECT_FALSE(plan->verp);  // the job's return_path wins
+
+  smtp::Envelope env;
+  env.rcpts = {"a@x.test"};
+  smtp::Capabilities seven_bit;  // no 8BITMIME
+  composer.Compose(*plan, h, *t, {"a@x.test", {{"id", "42"}}}, 2, absl::Now(), seven_bit, &env);
+  EXPECT_EQ(env.mail_from, "bounce-42@sender.test");
+  const auto fields = Fields(env.content);
+  EXPECT_EQ(fields.count("Date"), 1u);
+  EXPECT_EQ(fields.find("Message-ID")->second, " <42@sender.test>");
+  EXPECT_EQ(fields.count("Feedback-ID"), 0u);
+  EXPECT_FALSE(smtp::HasEightBit(env.content)) << env.content;
+  EXPECT_THAT(env.content, HasSubstr("Content-Transfer-Encoding: quoted-printable"));
+  // The signatures cover the converted body: their bh= is its hash (both keys use a
+  // relaxed body).
+  const std::string unsigned_part = env.content.substr(env.content.find("From:"));
+  dkim::SignerOptions o;
+  o.domain = "sender.test";
+  o.selector = "x";
+  o.body_canon = dkim::Canon::kRelaxed;
+  const dkim::Signer check(o, *dkim::PrivateKey::Generate(dkim::Algorithm::kEd25519Sha256));
+  const std::string want_bh = check.BodyHash(unsigned_part);
+  ASSERT_EQ(fields.count("DKIM-Signature"), 2u);
+  for (auto [it, end] = fields.equal_range("DKIM-Signature"); it != end; ++it) {
+    EXPECT_EQ(Tag(it->second, "bh"), want_bh);
+  }
+
+  // With 8BITMIME the body goes as it is.
+  smtp::Envelope eight;
+  eight.rcpts = {"a@x.test"};
+  smtp::Capabilities caps;
+  caps.eight_bit_mime = true;
+  composer.Compose(*plan, h, *t, {"a@x.test", {{"id", "43"}}}, 3, absl::Now(), caps, &eight);
+  EXPECT_TRUE(smtp::HasEightBit(eight.content));
+}
+
+TEST_F(ComposeTest, NoKeyNoSignatureAndTheTemplateFromDecidesPerMessage) {
+  const std::optional<Credentials> creds = SigningCredentials();
+  ASSERT_TRUE(creds.has_value());
+  Composer composer(*creds);
+  const queue::JobHeader h = Job("From: {{sender}}\nSubject: s\n\nx\n");
+  const absl::StatusOr<queue::Template> t = queue::Template::Compile(h.message);
+  ASSERT_TRUE(t.ok());
+  std::unique_ptr<JobPlan> plan = composer.Plan(h, *t, 1);
+  EXPECT_FALSE(plan->from_fixed);
+  smtp::Capabilities caps;
+  caps.eight_bit_mime = true;
+  smtp::Envelope signed_env;
+  signed_env.rcpts = {"a@x.test"};
+  composer.Compose(*plan, h, *t, {"a@x.test", {{"sender", "Ann <ann@sub.sender.test>"}}}, 2,
+                   absl::Now(), caps, &signed_env);
+  EXPECT_EQ(Fields(signed_env.content).count("DKIM-Signature"), 2u);
+  smtp::Envelope unsigned_env;
+  unsigned_env.rcpts = {"a@x.test"};
+  composer.Compose(*plan, h, *t, {"a@x.test", {{"sender", "bob@elsewhere.test"}}}, 3, absl::Now(),
+                   caps, &unsigned_env);
+  EXPECT_EQ(Fields(unsigned_env.content).count("DKIM-Signature"), 0u);
+  // Signed or not, the envelope sender is the signed VERP address.
+  EXPECT_THAT(unsigned_env.mail_from, ::testing::EndsWith("@bounces.sender.test"));
+}
+
+}  // namespace
+}  // namespace volley::engine
