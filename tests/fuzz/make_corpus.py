@@ -5,11 +5,13 @@
 
 Seeds come from the golden transcripts (tests/golden/smtp/*.txt: the server's S:/R:
 lines, and for fuzz_smtp_client the caller's actions too) and from the hand-written
-edge cases below. Each target's input format is described at the top of its .cc file.
+edge cases below (for fuzz_dkim and fuzz_token, all of them). Each target's input format is described at the top of its .cc file.
 The output is deterministic; files are named after their source, so running this again
 after a transcript changes only rewrites what changed. Files in corpus/ that this script
 does not write (crashes added by hand, see README.md) are left alone.
 """
+import base64
+import hashlib
 import pathlib
 import re
 
@@ -211,6 +213,87 @@ CLIENT_CASES = {
     + crlf(*[b"250-x%d" % i for i in range(6)], b"250 end"),
 }
 
+# fuzz_dkim: whole messages, line ends of every kind.
+BULK = (b"Received: from a by b; Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+        b"From: News <news@News.Example>\r\n"
+        b"To: reader@dst.test\r\n"
+        b"Subject: This week's news, with a subject long enough that it folds\r\n"
+        b"\tover the next line\r\n"
+        b"Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+        b"Message-ID: <1@news.example>\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"List-Unsubscribe: <https://news.example/u/1>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        b"X-Mailer: Volley\r\n"
+        b"\r\n"
+        b"Hello,  reader.\r\n"
+        b"\r\n"
+        b".a line that starts with a dot\r\n"
+        b"\tindented \t line with trailing space \r\n"
+        b"\r\n"
+        b"\r\n")
+DKIM_CASES = {
+    "bulk_crlf": BULK,
+    "bulk_lf": BULK.replace(b"\r\n", b"\n"),
+    "bulk_cr": BULK.replace(b"\r\n", b"\r"),
+    "mixed_line_ends": b"From: a@b.test\nTo: c@d.test\r\nSubject: x\r\r\n"
+    b"\n\rbody\r\r\n \t \n\r\n\n",
+    "from_display_quoted": b"From: \"Doe, John @ Home\" <John.Doe@Example.COM>"
+    b" (comment @x.test)\r\nTo: r@x.test\r\n\r\nhi\r\n",
+    "from_folded": b"From:\r\n \"J\\\"D\"\r\n\t<jd@\r\n FOLD.test>\r\n\r\nhi",
+    "from_comments": b"From: (a (nested \\) @c) x@Y.test (trail)\r\n\r\n",
+    "from_group": b"From: Team: a@A.test, b@b.test;\r\nSubject: s\r\n\r\nx\r\n",
+    "from_empty_group": b"From: undisclosed-recipients:;\r\n\r\nx\r\n",
+    "from_domain_literal": b"From: x@[192.0.2.1]\r\n\r\nx\r\n",
+    "from_list": b"From: a, b@First.test, c@second.test\r\n\r\n",
+    "from_space_before_colon": b"FROM \t: A@B.TEST\r\n\r\nx",
+    "no_from": b"To: a@b.test\r\nSubject: no sender\r\n\r\nbody\r\n",
+    "header_only": b"From: a@b.test\r\nSubject: no body",
+    "empty_body_blank_lines": b"From: a@b.test\r\n\r\n\r\n\r\n\r\n",
+    "whitespace_body": b"From: a@b.test\r\n\r\n  \r\n\t\r\na  b\t\tc \r\n \r\n\r\n"
+    b"last line without ending \t",
+    "repeated_fields": b"From: a@b.test\r\nSubject: one\r\nTo: x@y.test\r\n"
+    b"subject:two\r\nTO  :  z@y.test\r\nReply-To: r@b.test\r\nX-Fuzz: 1\r\n"
+    b"from: second@c.test\r\nx-fuzz:\t2\r\n\r\nbody\r\n",
+    "continuation_first": b" leading continuation\r\nFrom: a@b.test\r\n\r\nx\r\n",
+    "colonless_line": b"not a field\r\n continued: yes\r\nFrom: a@b.test\r\n"
+    b"Subject\r\n\r\nx\r\n",
+    "long_lines": b"From: a@b.test\r\nSubject: " + b"w " * 600 + b"\r\n\r\n"
+    + b"x" * 2000 + b"\r\n" + b" \t" * 300 + b"y\r\n",
+    "eight_bit": "From: Jos\u00e9 <jose@b\u00fccher.example>\r\nSubject: caf\u00e9\r\n"
+    "\r\ncaf\u00e9 \u2603\r\n".encode(),
+}
+
+# fuzz_token: token-shaped strings (version 1, key ids that the harness knows, a MAC
+# that verifies for no key) and VERP addresses, valid and subtly not.
+def token(first, key_id, job, line, mac=None):
+    if mac is None:
+        mac = hashlib.sha256(b"fuzz_token seed %d %d" % (job, line)).digest()[:12]
+    raw = bytes([first]) + key_id + job.to_bytes(4, "big") + line.to_bytes(4, "big") + mac
+    return base64.b32encode(raw).decode().rstrip("=").lower().encode()
+
+
+TOKEN_CASES = {
+    "k1": token(0x12, b"k1", 17, 2),
+    "a_upper": token(0x11, b"a", 0, 0).upper(),
+    "long_id": token(0x18, b"ABCdef78", 0xFFFFFFFF, 0xFFFFFFFF),
+    "unknown_id": token(0x12, b"zz", 1, 1),
+    "version_2": token(0x22, b"k1", 1, 1),
+    "id_length_0": token(0x10, b"", 1, 1),
+    "id_length_9": token(0x19, b"k1234567x", 1, 1),
+    "id_not_alnum": token(0x12, b"k-", 1, 1),
+    "one_octet_short": token(0x12, b"k1", 1, 1)[:-2],
+    "unused_bits_set": token(0x12, b"k1", 1, 1)[:-1] + b"7",
+    "bad_character": token(0x12, b"k1", 1, 1)[:10] + b"1" + token(0x12, b"k1", 1, 1)[11:],
+    "too_long": b"a" * 48,
+    "verp": b"b-" + token(0x12, b"k1", 5, 6) + b"@bounces.test",
+    "verp_bracketed": b" \t<B-" + token(0x12, b"k1", 5, 6).upper() + b"@X.TEST>\r\n",
+    "verp_two_at": b"b-" + token(0x11, b"a", 5, 6) + b"@x@bounces.test",
+    "verp_no_domain": b"b-" + token(0x11, b"a", 5, 6) + b"@",
+    "verp_no_prefix": token(0x11, b"a", 5, 6) + b"@bounces.test",
+}
+
 
 def write(target, name, data):
     d = CORPUS / target
@@ -237,6 +320,10 @@ def main():
         write("fuzz_line_reader", name + "_small", bytes([0x04, 0x42]) + data)
     for name, data in CLIENT_CASES.items():
         write("fuzz_smtp_client", name, data)
+    for name, data in DKIM_CASES.items():
+        write("fuzz_dkim", name, data)
+    for name, data in TOKEN_CASES.items():
+        write("fuzz_token", name, data)
     total = sum(f.stat().st_size for f in CORPUS.rglob("*") if f.is_file())
     count = sum(1 for f in CORPUS.rglob("*") if f.is_file())
     print(f"{count} files, {total} bytes under {CORPUS}")
