@@ -237,14 +237,20 @@ void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Te
     signers = &per_message;
   }
   std::string signatures;
+  // Signers with the same body canonicalisation share one body hash per message
+  // (dual signing hashes a 100 KiB body once, not twice), and per job when the body
+  // is the same for every recipient.
+  std::string body_hashes[2];  // by body canonicalisation: simple, relaxed
   for (size_t i = 0; i < signers->size(); ++i) {
     const dkim::Signer& signer = signers_[(*signers)[i]];
-    std::string body_hash;
-    if (plan.from_fixed && plan.shared_body) {
+    const bool relaxed = signer.options().body_canon == dkim::Canon::kRelaxed;
+    std::string& body_hash = body_hashes[relaxed ? 1 : 0];
+    if (body_hash.empty() && plan.from_fixed && plan.shared_body) {
       std::string& cached = plan.body_hash[i][downgraded ? 1 : 0];
       if (cached.empty()) cached = signer.BodyHash(env->content);
       body_hash = cached;
     }
+    if (body_hash.empty()) body_hash = signer.BodyHash(env->content);
     absl::StatusOr<std::string> field = signer.Sign(env->content, now, body_hash);
     if (!field.ok()) {
       if (plan.sign_error.empty()) plan.sign_error = std::string(field.status().message());
