@@ -103,7 +103,7 @@ absl::Status Credentials::CheckJob(const queue::JobHeader& h, const queue::Templ
     // RFC 8058 3.3: the one-click fields count only under a DKIM signature that
     // covers them; unsigned, Gmail and Yahoo ignore them (or the message).
     const std::string from_domain = dkim::FromDomain(h.message);
-    if (from_domain.empty()) {
+    if (!queue::IsValidDomainName(from_domain)) {
       return absl::InvalidArgumentError(
           "unsubscribe_url: one-click unsubscribe needs a DKIM signature aligned with the "
           "From domain, and the message has no From field whose domain is written out");
@@ -162,7 +162,9 @@ std::unique_ptr<JobPlan> Composer::Plan(const queue::JobHeader& h, const queue::
   plan->uses_token = queue::UsesUnsubscribeToken(h, t);
   const queue::TemplateField* from = t.FindHeader("from");
   plan->from_fixed = from == nullptr || !from->has_placeholders;
+  // The template's From domain; a placeholder in it ("{{d}}") is no domain yet.
   std::string from_domain = dkim::FromDomain(h.message);
+  if (!queue::IsValidDomainName(from_domain)) from_domain.clear();
   plan->message_id_domain =
       from_domain.empty() ? absl::AsciiStrToLower(base::Sv(queue::DomainOf(h.from))) : from_domain;
   if (h.dkim && !signers_.empty()) {

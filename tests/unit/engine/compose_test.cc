@@ -220,6 +220,8 @@ TEST_F(ComposeTest, CheckJobRefusesWhatNoKeyCanBackUp) {
        "List-Unsubscribe, but no [[dkim]] key signs for the From domain other.test"},
       {&*creds, "From: n@notsender.test\nSubject: s\n\nx\n", unsub, "From domain notsender.test"},
       {&*creds, "Subject: s\n\nx\n", unsub, "the message has no From field"},
+      {&*creds, "From: N <n@{{domain}}>\nSubject: s\n\nx\n", unsub,
+       "the message has no From field whose domain is written out"},
       {&*creds, "From: N <n@sender.test>\nSubject: s\n\nx\n", unsub + R"(, "dkim": false)",
        "the job turns signing off"},
       {&no_keys, "From: N <n@sender.test>\nSubject: s\n\nx\n", unsub,
@@ -399,6 +401,8 @@ TEST_F(ComposeTest, NoKeyNoSignatureAndTheTemplateFromDecidesPerMessage) {
   ASSERT_TRUE(t.ok());
   std::unique_ptr<JobPlan> plan = composer.Plan(h, *t, 1);
   EXPECT_FALSE(plan->from_fixed);
+  // Not "{{sender}}": the envelope's domain names the Message-IDs.
+  EXPECT_EQ(plan->message_id_domain, "sender.test");
   smtp::Capabilities caps;
   caps.eight_bit_mime = true;
   smtp::Envelope signed_env;
