@@ -764,8 +764,14 @@ absl::StatusOr<JobHeader> ParseJobHeader(std::string_view line, const JobLimits&
                       "needs unsubscribe_url too (one-click unsubscribe is by HTTPS)");
   }
   if (!(seen & kFeedbackId)) {
-    // Gmail's a:b:c:SenderId: the campaign, then the sender (the envelope domain).
-    h.feedback_id = absl::StrCat(h.id, ":", base::Sv(DomainOf(h.from)));
+    // Gmail's a:b:c:SenderId: the campaign, then the sender (the envelope domain);
+    // not when the message or `headers` has a Feedback-ID of its own.
+    const absl::StatusOr<Template> t = Template::Compile(h.message);  // checked above
+    bool own = t.ok() && t->FindHeader("feedback-id") != nullptr;
+    for (const auto& [name, unused] : h.headers) {
+      own = own || base::EqualsIgnoreCase(name, "Feedback-ID");
+    }
+    if (!own) h.feedback_id = absl::StrCat(h.id, ":", base::Sv(DomainOf(h.from)));
     if (h.feedback_id.size() > kMaxFeedbackId) h.feedback_id.clear();
   }
   return h;
@@ -972,9 +978,7 @@ absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t) {
   }
   if (!h.feedback_id.empty() &&
       (t.FindHeader("feedback-id") != nullptr || in_headers("Feedback-ID"))) {
-    return FieldError("feedback_id",
-                      "the message has a Feedback-ID field of its own: remove it or set "
-                      "\"feedback_id\": \"\" in the job header");
+    return FieldError("feedback_id", "the message has a Feedback-ID field of its own: remove one");
   }
   return absl::OkStatus();
 }

@@ -738,7 +738,11 @@ TEST(CheckMessageHeadersTest, RefusesWhatWouldRepeatOrDouble) {
        "unsubscribe_url: the message has a list-unsubscribe field of its own"},
       {R"("list_id": "a.example.com")", "List-Id: <b.example.com>\nSubject: x\n\nbody\n",
        "list_id: the message has a List-Id field of its own"},
-      {"", "Feedback-ID: a:b\nSubject: x\n\nbody\n",
+      // The default Feedback-ID gives way to the message's own; an explicit one
+      // beside it is a mistake.
+      {"", "Feedback-ID: a:b\nSubject: x\n\nbody\n", ""},
+      {R"("headers": {"feedback-id": "a:b"})", "Subject: x\n\nbody\n", ""},
+      {R"("feedback_id": "c:d")", "Feedback-ID: a:b\nSubject: x\n\nbody\n",
        "feedback_id: the message has a Feedback-ID field of its own"},
       {R"("feedback_id": "")", "Feedback-ID: a:b\nSubject: x\n\nbody\n", ""},
   };
