@@ -162,6 +162,8 @@ def replay(h):
     d.start()
     wait_for(lambda: d.assert_alive() and marker in harness.tail(d.output, 400), 60,
              "volleyd says it applied the logged outcomes")
+    # The replay comes before the admin API opens: wait for it, as the other parts do.
+    wait_for(lambda: harness.connectable(d.admin_port), 30, "the admin API")
     wait_for(lambda: d.assert_alive() and
              jobs(d).get(REPLAY_JOB, {}).get("delivered") == REPLAY_N, 30,
              "the counters count every delivery")
