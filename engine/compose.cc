@@ -13,13 +13,6 @@
 namespace volley::engine {
 namespace {
 
-bool IsAscii(std::string_view s) {
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) return false;
-  }
-  return true;
-}
-
 // IsDotAtomText - RFC 5322 3.2.3, as the left part of a Message-ID must be.
 bool IsDotAtomText(std::string_view s) {
   if (s.empty() || s.front() == '.' || s.back() == '.' ||
@@ -33,6 +26,14 @@ bool IsDotAtomText(std::string_view s) {
     }
   }
   return true;
+}
+
+// TemplateFromDomain - the domain of the job template's From field, lower case, or
+// "" when there is none or it is not written out ("n@{{d}}" is no domain yet).
+std::string TemplateFromDomain(const queue::JobHeader& h) {
+  std::string domain = dkim::FromDomain(h.message);
+  if (!queue::IsValidDomainName(domain)) domain.clear();
+  return domain;
 }
 
 // Within(domain, parent) - domain is parent or below it.
@@ -102,8 +103,8 @@ absl::Status Credentials::CheckJob(const queue::JobHeader& h, const queue::Templ
   if (!h.unsubscribe_url.empty()) {
     // RFC 8058 3.3: the one-click fields count only under a DKIM signature that
     // covers them; unsigned, Gmail and Yahoo ignore them (or the message).
-    const std::string from_domain = dkim::FromDomain(h.message);
-    if (!queue::IsValidDomainName(from_domain)) {
+    const std::string from_domain = TemplateFromDomain(h);
+    if (from_domain.empty()) {
       return absl::InvalidArgumentError(
           "unsubscribe_url: one-click unsubscribe needs a DKIM signature aligned with the "
           "From domain, and the message has no From field whose domain is written out");
@@ -149,22 +150,13 @@ std::unique_ptr<JobPlan> Composer::Plan(const queue::JobHeader& h, const queue::
   auto plan = std::make_unique<JobPlan>();
   plan->job_no = job_no;
   plan->message_id_left = IsDotAtomText(h.id) ? h.id : absl::StrCat("j", job_no);
-  const auto in_headers = [&h](std::string_view name) {
-    for (const auto& [field, unused] : h.headers) {
-      if (base::EqualsIgnoreCase(field, name)) return true;
-    }
-    return false;
-  };
-  plan->add_message_id =
-      h.add_message_id && t.FindHeader("message-id") == nullptr && !in_headers("Message-ID");
-  plan->add_date = h.add_date && t.FindHeader("date") == nullptr && !in_headers("Date");
+  plan->add_message_id = h.add_message_id && !queue::HasHeaderField(h, t, "message-id");
+  plan->add_date = h.add_date && !queue::HasHeaderField(h, t, "date");
   plan->verp = !credentials_.verp_domain_.empty() && h.return_path.empty();
   plan->uses_token = queue::UsesUnsubscribeToken(h, t);
   const queue::TemplateField* from = t.FindHeader("from");
   plan->from_fixed = from == nullptr || !from->has_placeholders;
-  // The template's From domain; a placeholder in it ("{{d}}") is no domain yet.
-  std::string from_domain = dkim::FromDomain(h.message);
-  if (!queue::IsValidDomainName(from_domain)) from_domain.clear();
+  const std::string from_domain = TemplateFromDomain(h);
   plan->message_id_domain =
       from_domain.empty() ? absl::AsciiStrToLower(base::Sv(queue::DomainOf(h.from))) : from_domain;
   if (h.dkim && !signers_.empty()) {
@@ -218,13 +210,11 @@ void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Te
   added.unsubscribe_token = token;
   env->content = queue::RenderMessage(h, t, r, added);
 
-  // RFC 6152 3: no 8-bit octet to a server without 8BITMIME; SMTPUTF8 implies it
-  // for a UTF-8 envelope (RFC 6531 3.1). The client makes the same decision and
-  // refuses (5.6.3) what cannot be converted; converted here, it finds 7 bits.
-  bool utf8 = !IsAscii(env->mail_from);
-  for (const std::string& rcpt : env->rcpts) utf8 = utf8 || !IsAscii(rcpt);
+  // The client makes the same decision (smtp::TakesEightBit) and refuses (5.6.3)
+  // what cannot be converted; converted here, before signing, it finds 7 bits.
   bool downgraded = false;
-  if (!caps.eight_bit_mime && !(utf8 && caps.smtputf8) && smtp::HasEightBit(env->content)) {
+  if (!smtp::TakesEightBit(caps, smtp::IsUtf8Envelope(*env)) &&
+      smtp::HasEightBit(env->content)) {
     absl::StatusOr<std::string> seven_bit = smtp::DowngradeTo7Bit(env->content);
     if (!seven_bit.ok()) return;  // not sent at all: nothing to sign
     env->content = *std::move(seven_bit);

@@ -458,9 +458,7 @@ absl::Status GetTokenKeys(const Source& src, const toml::node& node,
       const std::string full = absl::StrCat(where, ".", base::Sv(key.str()));
       if (key.str() == "id") {
         RETURN_IF_ERROR(GetString(src, value, full, &k.id));
-        bool ok = k.id.size() <= token::kMaxKeyId;
-        for (char ch : k.id) ok = ok && absl::ascii_isalnum(static_cast<unsigned char>(ch));
-        if (!ok) {
+        if (!token::IsValidKeyId(k.id)) {
           return src.Error(value, full, absl::StrCat("must match [A-Za-z0-9]{1,",
                                                      token::kMaxKeyId, "}"));
         }

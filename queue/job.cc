@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -494,8 +495,10 @@ uint32_t HeaderFieldBit(std::string_view key) {
   return 0;
 }
 
+// ParseHeaderValue - one member of the header into *h; the message template, once
+// compiled to check it, is kept in *tpl for the checks that look at its fields.
 absl::Status ParseHeaderValue(uint32_t bit, od::value& value, const JobLimits& limits,
-                              JobHeader* h) {
+                              JobHeader* h, std::optional<Template>* tpl) {
   std::string_view text;
   switch (bit) {
     case kJob:
@@ -514,9 +517,9 @@ absl::Status ParseHeaderValue(uint32_t bit, od::value& value, const JobLimits& l
       return absl::OkStatus();
     case kMessage: {
       RETURN_IF_ERROR(GetString(value, "message", &text));
-      if (absl::StatusOr<Template> t = Template::Compile(text); !t.ok()) {
-        return FieldError("message", std::string(t.status().message()));
-      }
+      absl::StatusOr<Template> t = Template::Compile(text);
+      if (!t.ok()) return FieldError("message", std::string(t.status().message()));
+      tpl->emplace(*std::move(t));
       h->message = std::string(text);
       return absl::OkStatus();
     }
@@ -739,6 +742,7 @@ absl::StatusOr<JobHeader> ParseJobHeader(std::string_view line, const JobLimits&
     return RootError(error);
   }
   JobHeader h;
+  std::optional<Template> tpl;  // set with "message", which is required
   uint32_t seen = 0;
   for (auto field_result : object) {
     od::field field;
@@ -750,7 +754,7 @@ absl::StatusOr<JobHeader> ParseJobHeader(std::string_view line, const JobLimits&
     if (seen & bit) return FieldError(key, "duplicate field");
     seen |= bit;
     od::value value = field.value();
-    RETURN_IF_ERROR(ParseHeaderValue(bit, value, limits, &h));
+    RETURN_IF_ERROR(ParseHeaderValue(bit, value, limits, &h, &tpl));
   }
   RETURN_IF_ERROR(CheckDocumentEnd(doc));
   if (!(seen & kJob)) return FieldError("job", "missing");
@@ -766,12 +770,7 @@ absl::StatusOr<JobHeader> ParseJobHeader(std::string_view line, const JobLimits&
   if (!(seen & kFeedbackId)) {
     // Gmail's a:b:c:SenderId: the campaign, then the sender (the envelope domain);
     // not when the message or `headers` has a Feedback-ID of its own.
-    const absl::StatusOr<Template> t = Template::Compile(h.message);  // checked above
-    bool own = t.ok() && t->FindHeader("feedback-id") != nullptr;
-    for (const auto& [name, unused] : h.headers) {
-      own = own || base::EqualsIgnoreCase(name, "Feedback-ID");
-    }
-    if (!own) h.feedback_id = absl::StrCat(h.id, ":", base::Sv(DomainOf(h.from)));
+    if (!HasHeaderField(h, *tpl, "feedback-id")) h.feedback_id = absl::StrCat(h.id, ":", base::Sv(DomainOf(h.from)));
     if (h.feedback_id.size() > kMaxFeedbackId) h.feedback_id.clear();
   }
   return h;
@@ -945,17 +944,21 @@ std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient
   return out;
 }
 
+bool HasHeaderField(const JobHeader& h, const Template& t, std::string_view lower_name) {
+  if (t.FindHeader(lower_name) != nullptr) return true;
+  for (const auto& [field, unused] : h.headers) {
+    if (base::EqualsIgnoreCase(field, lower_name)) return true;
+  }
+  return false;
+}
+
 absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t) {
-  const auto in_headers = [&h](std::string_view name) {
-    for (const auto& [field, unused] : h.headers) {
-      if (base::EqualsIgnoreCase(field, name)) return true;
+  for (const auto& [field, unused] : h.headers) {
+    if (base::EqualsIgnoreCase(field, "message-id")) {
+      return FieldError("headers.Message-ID",
+                        "would be the same in every message; remove it: Volley gives each "
+                        "message a unique Message-ID");
     }
-    return false;
-  };
-  if (in_headers("Message-ID")) {
-    return FieldError("headers.Message-ID",
-                      "would be the same in every message; remove it: Volley gives each "
-                      "message a unique Message-ID");
   }
   if (const TemplateField* mid = t.FindHeader("message-id");
       mid != nullptr && !mid->has_placeholders) {
@@ -965,7 +968,7 @@ absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t) {
   }
   if (!h.unsubscribe_url.empty()) {
     for (std::string_view name : {"list-unsubscribe", "list-unsubscribe-post"}) {
-      if (t.FindHeader(name) != nullptr || in_headers(name)) {
+      if (HasHeaderField(h, t, name)) {
         return FieldError("unsubscribe_url",
                           absl::StrCat("the message has a ", base::Sv(name),
                                        " field of its own; with unsubscribe_url Volley "
@@ -973,11 +976,10 @@ absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t) {
       }
     }
   }
-  if (!h.list_id.empty() && (t.FindHeader("list-id") != nullptr || in_headers("List-Id"))) {
+  if (!h.list_id.empty() && HasHeaderField(h, t, "list-id")) {
     return FieldError("list_id", "the message has a List-Id field of its own: remove one");
   }
-  if (!h.feedback_id.empty() &&
-      (t.FindHeader("feedback-id") != nullptr || in_headers("Feedback-ID"))) {
+  if (!h.feedback_id.empty() && HasHeaderField(h, t, "feedback-id")) {
     return FieldError("feedback_id", "the message has a Feedback-ID field of its own: remove one");
   }
   return absl::OkStatus();

@@ -226,6 +226,10 @@ bool RenderUnsubscribeUrl(const JobHeader& h, const Recipient& r, std::string_vi
 // InvalidArgument "<field>: <reason>".
 absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t);
 
+// HasHeaderField - the message has a field `lower_name` (lower case), in the
+// template or in h.headers.
+bool HasHeaderField(const JobHeader& h, const Template& t, std::string_view lower_name);
+
 // UsesUnsubscribeToken - the message or the unsubscribe URL has {{unsubscribe_token}}.
 bool UsesUnsubscribeToken(const JobHeader& h, const Template& t);
 

@@ -159,6 +159,18 @@ std::string_view StageName(Stage stage) {
   return "unknown";
 }
 
+bool IsUtf8Envelope(const Envelope& env) {
+  if (!IsAscii(env.mail_from)) return true;
+  for (const std::string& r : env.rcpts) {
+    if (!IsAscii(r)) return true;
+  }
+  return false;
+}
+
+bool TakesEightBit(const Capabilities& caps, bool utf8_envelope) {
+  return caps.eight_bit_mime || (utf8_envelope && caps.smtputf8);
+}
+
 absl::Status ValidateEhloName(std::string_view name) {
   if (name.empty() || name.size() > 255 || BadAddress(name) ||
       name.find(' ') != std::string_view::npos) {
@@ -295,8 +307,7 @@ absl::Status Client::StartTransaction(Envelope env) {
   t.final.resize(n);
   t.rcpt_accepted.resize(n, false);
 
-  bool utf8 = !IsAscii(env.mail_from);
-  for (const std::string& r : env.rcpts) utf8 = utf8 || !IsAscii(r);
+  const bool utf8 = IsUtf8Envelope(env);
   if (utf8 && !caps_.smtputf8) {
     // RFC 6531 section 3.2: without SMTPUTF8 the address cannot be sent at all.
     const bool sender = !IsAscii(env.mail_from);
@@ -315,7 +326,7 @@ absl::Status Client::StartTransaction(Envelope env) {
   // RFC 6152 section 3: no 8-bit octet to a server that did not offer 8BITMIME.
   // SMTPUTF8 implies 8BITMIME (RFC 6531 section 3.1), so a UTF-8 envelope goes as is.
   bool eight_bit = HasEightBit(env.content);
-  if (eight_bit && !caps_.eight_bit_mime && !(utf8 && caps_.smtputf8)) {
+  if (eight_bit && !TakesEightBit(caps_, utf8)) {
     absl::StatusOr<std::string> seven_bit = DowngradeTo7Bit(env.content);
     if (seven_bit.ok()) {
       env.content = std::move(*seven_bit);

@@ -204,6 +204,16 @@ struct Envelope {
   std::string content;             // the rendered message; see PrepareData()
 };
 
+// IsUtf8Envelope - the sender or a recipient address is not ASCII, so the
+// transaction needs SMTPUTF8 (RFC 6531 3.2).
+bool IsUtf8Envelope(const Envelope& env);
+
+// TakesEightBit - a server with these capabilities may be sent 8-bit octets in a
+// message: it offered 8BITMIME (RFC 6152 3), or SMTPUTF8 for a UTF-8 envelope, which
+// implies it (RFC 6531 3.1). Otherwise the message is converted to 7 bits first
+// (DowngradeTo7Bit); the client and whoever signs the message decide alike.
+bool TakesEightBit(const Capabilities& caps, bool utf8_envelope);
+
 struct NeedData {};
 struct SessionReady {
   Capabilities caps;

@@ -36,11 +36,6 @@ static_assert(kVerpPrefix.size() + kMaxTokenChars <= 64);
 // The key id length shares an octet with the version.
 static_assert(kMaxKeyId < 16);
 
-bool IsKeyId(std::string_view id) {
-  return !id.empty() && id.size() <= kMaxKeyId && std::all_of(id.begin(), id.end(), [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c));
-  });
-}
 
 // Shown - at most 16 octets of untrusted input for an error message, control
 // and non-ASCII octets as '?'.
@@ -238,6 +233,12 @@ absl::Status DecodeBase32(std::string_view text, uint8_t* out, size_t* n) {
 
 }  // namespace
 
+bool IsValidKeyId(std::string_view id) {
+  return !id.empty() && id.size() <= kMaxKeyId && std::all_of(id.begin(), id.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c));
+  });
+}
+
 struct Keyring::Impl {
   std::vector<Key> keys;  // the signing key first
 };
@@ -265,7 +266,7 @@ absl::StatusOr<Keyring> Keyring::FromSecrets(
   auto impl = std::make_shared<Impl>();
   for (const auto& [id, secret] : id_and_secret) {
     const std::string where = KeyWhere(id);
-    if (!IsKeyId(id)) {
+    if (!IsValidKeyId(id)) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": id must match [A-Za-z0-9]{1,", kMaxKeyId, "}"));
     }
@@ -292,7 +293,7 @@ absl::StatusOr<Keyring> Keyring::Load(const std::vector<KeySpec>& specs,
   for (const KeySpec& spec : specs) {
     const std::string key = KeyWhere(spec.id);
     // Ids first, before any file is read: a typo in an id is the likelier mistake.
-    if (!IsKeyId(spec.id)) {
+    if (!IsValidKeyId(spec.id)) {
       return absl::InvalidArgumentError(
           absl::StrCat(key, ": id must match [A-Za-z0-9]{1,", kMaxKeyId, "}"));
     }
@@ -386,7 +387,7 @@ absl::StatusOr<Claim> Check(const Keyring& keys, Purpose purpose, std::string_vi
                                   prefix_len + kMacBytes));
   }
   const std::string_view id(reinterpret_cast<const char*>(buf + 1), id_len);
-  if (!IsKeyId(id)) return Malformed("key id is not [A-Za-z0-9]");
+  if (!IsValidKeyId(id)) return Malformed("key id is not [A-Za-z0-9]");
   const Key* key = nullptr;
   if (keys.impl_ != nullptr) {
     for (const Key& k : keys.impl_->keys) {

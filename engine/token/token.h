@@ -97,6 +97,7 @@ namespace volley::token {
 
 // Key ids match [A-Za-z0-9]{1,kMaxKeyId}.
 inline constexpr size_t kMaxKeyId = 8;
+bool IsValidKeyId(std::string_view id);
 // Shortest secret accepted, in octets: HMAC-SHA256's output size (RFC 2104
 // section 3 advises no less).
 inline constexpr size_t kMinSecret = 32;
