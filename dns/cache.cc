@@ -16,6 +16,7 @@ DnsCache::Key DnsCache::MakeKey(std::string_view name, RrType type) {
 }
 
 absl::Duration DnsCache::TtlFor(const DnsAnswer& answer) const {
+  if (answer.local) return absl::ZeroDuration();  // never kept
   const absl::Duration ttl = absl::Seconds(answer.ttl);
   switch (answer.kind) {
     case AnswerKind::kOk:
@@ -77,6 +78,7 @@ DnsCache::Completion DnsCache::Complete(std::string_view name, RrType type, DnsA
                                         absl::Time now) {
   Key key = MakeKey(name, type);
   Completion done;
+  const bool local = answer.local;
   const absl::Duration ttl = TtlFor(answer);
   done.answer = std::make_shared<const DnsAnswer>(std::move(answer));
   done.expires = now + ttl;
@@ -85,7 +87,8 @@ DnsCache::Completion DnsCache::Complete(std::string_view name, RrType type, DnsA
     waiters_ -= done.waiters.size();
     in_flight_.erase(it);
   }
-  if (options_.max_entries == 0) return done;
+  // Our own refusal, not the DNS's word: never stored (see cache.h).
+  if (local || options_.max_entries == 0) return done;
   auto [it, inserted] = entries_.try_emplace(key);
   Entry& e = it->second;
   e.answer = done.answer;

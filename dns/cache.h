@@ -36,10 +36,20 @@
 //   make one MX query. A Complete() that nobody waits for (a late answer) is stored
 //   all the same and wakes nobody.
 //
+//   A local answer (DnsAnswer::local: the resolver refused the question, its queue
+//   full) wakes the waiters like any other, with `expires` = now, but is never
+//   stored, and an answer stored before for the question stays: no server said
+//   it, and keeping it for servfail_ttl would turn a moment's overload into
+//   minutes of invented failure. The next Lookup asks again (kQuery).
+//
 // LIMITS
 //   CacheOptions::max_entries answers; max_in_flight questions awaiting an answer and
 //   max_waiters registered waiters in all: past either, Lookup says kOverloaded and
-//   registers nothing (the caller defers and tries later).
+//   registers nothing (the caller defers and tries later, soon: no server was asked;
+//   dns/router.h makes it a local verdict). Each question in flight is one
+//   question of the resolver's, so max_in_flight's default (100000) is about what
+//   the resolver holds by default, in flight and queued (dns/resolver.h,
+//   max_pending + max_queued): the cache refuses about where the resolver would.
 //
 // CONTRACT
 //   Single-threaded (one per shard). Every kQuery must be followed by a Complete()
@@ -76,8 +86,10 @@ struct CacheOptions {
   absl::Duration negative_max_ttl = absl::Hours(1);
   // How long a SERVFAIL or timeout is kept. Default: 30 s.
   absl::Duration servfail_ttl = absl::Seconds(30);
-  // Questions awaiting an answer at once. Default: 1000.
-  size_t max_in_flight = 1000;
+  // Questions awaiting an answer at once: at most about the resolver's
+  // max_pending + max_queued, so that a question let through finds room there
+  // (LIMITS). Default: 100000.
+  size_t max_in_flight = 100000;
   // Waiters registered at once, all questions together. Default: 1000000.
   size_t max_waiters = 1000000;
 };
@@ -105,7 +117,7 @@ class DnsCache {
 
   Completion Complete(std::string_view name, RrType type, DnsAnswer answer, absl::Time now);
 
-  // How long `answer` would be kept (the clamped TTL).
+  // How long `answer` would be kept (the clamped TTL); zero for a local one.
   absl::Duration TtlFor(const DnsAnswer& answer) const;
 
   size_t size() const { return entries_.size(); }

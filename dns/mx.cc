@@ -31,6 +31,14 @@ MxVerdict Verdict(bool permanent, std::string enhanced, std::string reason) {
   return v;
 }
 
+// LocalVerdict - a lookup our resolver refused (its queue full): no server's
+// word, so no SERVFAIL either; retried soon (MxVerdict::local).
+MxVerdict LocalVerdict(const std::string& domain) {
+  MxVerdict v = Verdict(false, "4.4.3", absl::StrCat(domain, ": resolver queue full"));
+  v.local = true;
+  return v;
+}
+
 AddressClass ClassifyV4(const uint8_t* b) {
   if (b[0] == 0) return AddressClass::kUnspecified;
   if (b[0] == 127) return AddressClass::kLoopback;
@@ -259,8 +267,10 @@ MxHostList SelectMxHosts(std::string_view domain, const DnsAnswer& mx, const MxO
       list.verdict = Verdict(true, "5.1.2", absl::StrCat(d, ": no such domain (NXDOMAIN)"));
       return list;
     case AnswerKind::kServFail:
-      list.verdict = Verdict(false, "4.4.3",
-                             absl::StrCat(d, ": MX lookup failed (SERVFAIL or timeout)"));
+      list.verdict = mx.local
+                         ? LocalVerdict(d)
+                         : Verdict(false, "4.4.3",
+                                   absl::StrCat(d, ": MX lookup failed (SERVFAIL or timeout)"));
       return list;
     case AnswerKind::kNoData:
     case AnswerKind::kOk:
@@ -347,6 +357,7 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
   }
   const size_t per_host = std::max<size_t>(options.max_addresses_per_host, 1);
   bool any_servfail = false;
+  bool any_local = false;
   std::vector<IpAddress> kept;  // across hosts: an address is tried once
   for (size_t i = 0; i < list.hosts.size(); ++i) {
     const MxHost& host = list.hosts[i];
@@ -359,13 +370,15 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
     planned.name = host.name;
     planned.preference = host.preference;
     bool servfail = false;
+    bool local = false;
     bool nxdomain = false;
     size_t listed = 0;
     size_t refused = 0;
     std::string first_refusal;
     for (const DnsAnswer* answer : order) {
       if (answer == nullptr) continue;
-      if (answer->kind == AnswerKind::kServFail) servfail = true;
+      if (answer->kind == AnswerKind::kServFail && answer->local) local = true;
+      if (answer->kind == AnswerKind::kServFail && !answer->local) servfail = true;
       if (answer->kind == AnswerKind::kNxDomain) nxdomain = true;
       if (answer->kind != AnswerKind::kOk) continue;
       for (const IpAddress& ip : answer->addresses) {
@@ -396,6 +409,10 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
     if (planned.addresses.empty()) {
       if (refused > 0 || listed > 0) {
         // Refused (noted above), or every address is already some earlier host's.
+      } else if (local) {
+        any_local = true;
+        AddNote(&plan.refused,
+                absl::StrCat(host.name, ": address lookup not made (resolver queue full)"));
       } else if (servfail) {
         any_servfail = true;
         AddNote(&plan.refused,
@@ -421,6 +438,12 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
     plan.verdict = Verdict(true, "5.1.2",
                            absl::StrCat("no MX, A or AAAA records for ", list.domain,
                                         ": the domain has no mail service"));
+    return plan;
+  }
+  if (plan.hosts.empty() && any_local) {
+    // Some host was never looked up: its answer might have given addresses, so
+    // neither 4.4.3 from the servers nor 4.4.4 is known yet.
+    plan.verdict = LocalVerdict(list.domain);
     return plan;
   }
   if (plan.hosts.empty()) {

@@ -22,6 +22,9 @@
 //   - SERVFAIL or timeout: defer 4.4.3. The implicit MX is never tried on a failed
 //     MX lookup (a broken server that answers A but fails MX would send the mail
 //     to the wrong host).
+//   - A local failure (DnsAnswer::local: no server was asked, our resolver's queue
+//     was full): defer 4.4.3 with MxVerdict::local set, "a.test: resolver queue
+//     full". Nothing is known about the domain; the engine retries soon.
 //   - NODATA (or an empty record list): the implicit MX, the domain itself at
 //     preference 0, resolved by its own A/AAAA. Only then are the domain's own
 //     addresses used: when MX records exist they never are. When A and AAAA find
@@ -69,8 +72,12 @@
 //     Postfix does. Both questions must have been asked and answered: a SERVFAIL or
 //     timeout on either defers (below), and so does kIpv4Only, which never asks AAAA
 //     (the domain may have IPv6 mail service) and so defers 4.4.4 as below.
-//   - Otherwise no host left: when some host's lookup failed (SERVFAIL or timeout)
-//     and gave nothing, defer 4.4.3 (the next try may resolve it); otherwise defer
+//   - Otherwise no host left: when some host's lookup was a local failure and
+//     gave nothing, defer 4.4.3 with MxVerdict::local set ("a.test: resolver queue
+//     full"): the plan is incomplete for want of room on our side, whatever the
+//     other hosts' answers said. Otherwise, when some host's lookup failed
+//     (SERVFAIL or timeout) and gave nothing, defer 4.4.3 (the next try may
+//     resolve it); otherwise defer
 //     4.4.4 ("unable to route", RFC 3463) with the reasons, e.g. "no usable address:
 //     mx.a.test: 10.0.0.1 is a private address". A deferral rather than a bounce:
 //     a zone or our config can be fixed within max_age, and a domain that wants no
@@ -166,6 +173,9 @@ struct DnsAnswer {
   // section 5, min(SOA TTL, SOA MINIMUM) (kNoData, kNxDomain); ignored for
   // kServFail. The cache clamps it.
   uint32_t ttl = 0;
+  // No server said this: our own bound (the resolver's queue full) refused the
+  // question, kind is kServFail. Never cached, never a delivery attempt.
+  bool local = false;
 };
 
 enum class AddressFamilies : uint8_t { kIpv4First, kIpv6First, kIpv4Only };
@@ -194,6 +204,10 @@ struct MxVerdict {
   bool permanent = false;  // bounce (true) or defer
   std::string enhanced;    // RFC 3463: "5.1.10", "5.1.2", "5.1.3", "4.4.3", "4.4.4"
   std::string reason;      // for the delivery log's response
+  // No lookup answered: one of our own bounds refused it (the resolver's queue,
+  // the cache's questions in flight, the router's plans); always a 4.4.3
+  // deferral. The engine retries soon and counts no attempt.
+  bool local = false;
 };
 
 struct MxHost {

@@ -44,6 +44,18 @@ DnsAnswer ServFail() {
   return answer;
 }
 
+// QueueFull - the refusal past max_queued: no server was asked, so no server's
+// word to keep (the cache stores none) or count as an attempt.
+DnsAnswer QueueFull() {
+  DnsAnswer answer = ServFail();
+  answer.local = true;
+  return answer;
+}
+
+// Bound on ResolverOptions::max_pending and max_queued: far past what one shard
+// can use, near enough to catch a unit mistake.
+constexpr size_t kMaxResolverBound = 10'000'000;
+
 }  // namespace
 
 Resolver::Resolver(const ResolverOptions& options, Watch watch)
@@ -52,6 +64,15 @@ Resolver::Resolver(const ResolverOptions& options, Watch watch)
 absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const ResolverOptions& options,
                                                            Watch watch) {
   if (options.tries < 1) return absl::InvalidArgumentError("dns tries: must be at least 1");
+  // No place in flight would leave every question queued for ever.
+  if (options.max_pending < 1 || options.max_pending > kMaxResolverBound) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dns max_pending: must be 1..", kMaxResolverBound));
+  }
+  if (options.max_queued > kMaxResolverBound) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dns max_queued: must be at most ", kMaxResolverBound));
+  }
   if (options.timeout < absl::Milliseconds(1)) {
     return absl::InvalidArgumentError("dns timeout: must be at least 1ms");
   }
@@ -67,6 +88,11 @@ absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const ResolverOptions
   std::unique_ptr<Resolver> r(new Resolver(options, std::move(watch)));
   ares_options ao{};
   int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_SOCK_STATE_CB;
+  if (options.receive_buffer > 0) {
+    mask |= ARES_OPT_SOCK_RCVBUF;
+    ao.socket_receive_buffer_size =
+        static_cast<int>(std::min<uint64_t>(options.receive_buffer, INT32_MAX));
+  }
   // Names are asked as given: no search list, no HOSTALIASES.
   ao.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
   ao.timeout = static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(options.timeout), 1,
@@ -92,16 +118,24 @@ absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const ResolverOptions
 }
 
 Resolver::~Resolver() {
+  // ares_destroy closes c-ares's sockets and says so through the socket-state
+  // callback: the owner's Watch must not hear it, the owner is going away too
+  // (a Watch from here made volleyd spin at 100% CPU on shutdown, issue 16).
+  destroying_ = true;
+  watch_ = nullptr;
+  // Never sent: dropped without callbacks, like the answers not yet delivered.
+  queued_.clear();
+  ready_.clear();
   if (channel_ == nullptr) return;
   // ares_destroy ends every open question with ARES_EDESTRUCTION: their queries
   // are freed there, without callbacks (OnAresResponse checks destroying_).
-  destroying_ = true;
   ares_destroy(Channel(channel_));
 }
 
 void Resolver::OnSocketState(void* data, int fd, int readable, int writable) {
   auto* self = static_cast<Resolver*>(data);
-  if (self->watch_) self->watch_(fd, readable != 0, writable != 0);
+  if (self->destroying_ || !self->watch_) return;
+  self->watch_(fd, readable != 0, writable != 0);
 }
 
 void Resolver::Ask(std::string_view name, RrType type, Callback done) {
@@ -111,13 +145,45 @@ void Resolver::Ask(std::string_view name, RrType type, Callback done) {
   q->name = std::string(name);
   q->chain.push_back(q->name);
   q->done = std::move(done);
-  if (pending_ >= options_.max_pending) {
-    last_error_ = "resolver overloaded";
-    ready_.emplace_back(std::move(q->done), ServFail());
+  // Behind those already waiting, even when a place is free: first come, first
+  // sent (SendQueued fills free places before anyone can ask again).
+  if (pending_ < options_.max_pending && queued_.empty()) {
+    ++pending_;
+    Send(std::move(q));
     return;
   }
-  ++pending_;
-  Send(std::move(q));
+  if (queued_.size() >= options_.max_queued) {
+    last_error_ = "resolver queue full";
+    ++refused_;
+    ready_.emplace_back(std::move(q->done), QueueFull());
+    return;
+  }
+  queued_.push_back(std::move(q));
+  peak_queued_ = std::max(peak_queued_, queued_.size());
+}
+
+void Resolver::SendQueued() {
+  // Send can end a question at once (Finish), which calls back here: the outer
+  // loop goes on instead, so the stack stays flat however long the queue.
+  if (in_send_queued_) return;
+  in_send_queued_ = true;
+  while (pending_ < options_.max_pending && !queued_.empty() && !destroying_) {
+    std::unique_ptr<Query> q = std::move(queued_.front());
+    queued_.pop_front();
+    ++pending_;
+    Send(std::move(q));
+  }
+  in_send_queued_ = false;
+}
+
+Resolver::Stats Resolver::stats() const {
+  Stats s;
+  s.sent = sent_;
+  s.refused = refused_;
+  s.in_flight = pending_;
+  s.queued = queued_.size();
+  s.peak_queued = peak_queued_;
+  return s;
 }
 
 void Resolver::Send(std::unique_ptr<Query> q) {
@@ -130,10 +196,13 @@ void Resolver::Send(std::unique_ptr<Query> q) {
   }
   // c-ares may answer at once (no server reachable): the callback is queued
   // then, see Finish, so Ask's caller is never called back from inside Ask.
+  // Sends nest (an answer at once frees a place, SendQueued fills it): restore.
+  const bool outer = in_send_;
+  ++sent_;
   in_send_ = true;
   ares_send(Channel(channel_), reinterpret_cast<const unsigned char*>(packet->data()),
             static_cast<int>(packet->size()), &Resolver::OnAresResponse, q.release());
-  in_send_ = false;
+  in_send_ = outer;
 }
 
 void Resolver::OnAresResponse(void* arg, int status, int /*timeouts*/, unsigned char* abuf,
@@ -188,6 +257,9 @@ void Resolver::OnResponse(std::unique_ptr<Query> q, int status, const unsigned c
 void Resolver::Finish(std::unique_ptr<Query> q, DnsAnswer answer, std::string error) {
   --pending_;
   if (!error.empty()) last_error_ = std::move(error);
+  // The freed place goes to the oldest waiting question before this callback
+  // can ask anew.
+  SendQueued();
   if (in_send_) {
     ready_.emplace_back(std::move(q->done), std::move(answer));
     return;
@@ -202,6 +274,7 @@ void Resolver::OnSocketReady(int fd, bool readable, bool writable) {
 
 void Resolver::OnTimer() {
   if (pending_ > 0) ares_process_fd(Channel(channel_), ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+  SendQueued();  // Finish fills free places; this only if something slipped by
   // Callbacks may ask again (and queue more): take this turn's batch only.
   std::vector<std::pair<Callback, DnsAnswer>> ready = std::exchange(ready_, {});
   for (auto& [done, answer] : ready) done(std::move(answer));
@@ -209,6 +282,7 @@ void Resolver::OnTimer() {
 
 std::optional<absl::Duration> Resolver::NextTimeout() const {
   if (!ready_.empty()) return absl::ZeroDuration();
+  if (!queued_.empty() && pending_ < options_.max_pending) return absl::ZeroDuration();
   if (pending_ == 0) return std::nullopt;
   timeval tv{};
   const timeval* next = ares_timeout(Channel(channel_), nullptr, &tv);

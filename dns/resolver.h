@@ -30,14 +30,25 @@
 //     the least along the chain;
 //   - SERVFAIL, REFUSED, no answer within timeout x tries from any server, a
 //     malformed response, a CNAME loop: kServFail (retry later), with the reason in
-//     `Resolver::last_error()` for the logs.
-//   Callbacks run inside Ask (never), OnSocketReady or OnTimer, never later than the
-//   resolver's destruction; the destructor drops the questions still open without
-//   calling them.
+//     `Resolver::last_error()` for the logs;
+//   - refused by our own bound, the queue being full (LIMITS): kServFail with
+//     `local` set, "resolver queue full". No server said it: the cache does not
+//     keep it and the router makes it a local verdict (retry soon, no attempt).
+//   Callbacks run inside OnSocketReady or OnTimer, never inside Ask and never later
+//   than the resolver's destruction.
+//
+//   Destruction drops every question still open, in flight or queued, without
+//   calling its callback, and never calls Watch: the owner may be half torn down
+//   by then (a Watch from ~Resolver once kept volleyd spinning at shutdown). The
+//   sockets c-ares had asked to be polled are closed; the owner forgets them on
+//   its own.
 //
 // LIMITS
-//   Options::max_pending questions in progress at once (CNAME links count once);
-//   Ask past it answers kServFail at once, "resolver overloaded".
+//   Options::max_pending questions in flight at once (a CNAME link is the same
+//   question, not a new one, and is sent at once). Past it, questions wait in a
+//   FIFO and are sent as in-flight ones end; Options::max_queued of them at most.
+//   Past that too, Ask answers a local kServFail ("resolver queue full"), later,
+//   from OnTimer. stats() counts what was sent, queued and refused.
 //
 // CONTRACT
 //   Single-threaded: one resolver per shard, used from its loop only.
@@ -45,6 +56,7 @@
 #define VOLLEY_DNS_RESOLVER_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -66,41 +78,68 @@ struct ResolverOptions {
   absl::Duration timeout = absl::Seconds(5);
   // Tries per server before a question fails. Default: 2.
   int tries = 2;
-  // Questions in progress at once. Default: 1000.
+  // Questions in flight at once, at least 1; more wait in the queue. Default: 1000.
   size_t max_pending = 1000;
+  // Questions waiting for one of the max_pending places; past it Ask answers a
+  // local failure. 0: none wait. Each costs a few hundred bytes. Default: 100000,
+  // what 10,000 domains with a few MX hosts each ask at once.
+  size_t max_queued = 100000;
+  // SO_RCVBUF asked for the resolver's sockets, in bytes. Answers to hundreds of
+  // questions in flight arrive in a burst; the kernel's default UDP buffer
+  // (net.core.rmem_default, 208 KiB) holds about 200 of them and drops the rest,
+  // each then waiting out `timeout` for a retransmission. The kernel grants at
+  // most net.core.rmem_max. 0: the kernel's default. Default: 4 MiB.
+  uint64_t receive_buffer = uint64_t{4} << 20;
 };
 
 class Resolver {
  public:
   // Watch - poll `fd` for reading and/or writing from now on; both false: stop
-  // polling it (c-ares is about to close it).
+  // polling it (c-ares is about to close it). Never called from ~Resolver.
   using Watch = std::function<void(int fd, bool readable, bool writable)>;
   using Callback = std::function<void(DnsAnswer answer)>;
 
-  // Create - InvalidArgument for a bad server entry, Internal when c-ares cannot
-  // start (its error in the message).
+  // Create - InvalidArgument for a bad server entry or a bound out of range,
+  // Internal when c-ares cannot start (its error in the message).
   static absl::StatusOr<std::unique_ptr<Resolver>> Create(const ResolverOptions& options,
                                                           Watch watch);
   ~Resolver();
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
 
-  // Ask - the answer for (name, type) to `done`, later (never from inside Ask).
+  // Ask - the answer for (name, type) to `done`, later (never from inside Ask):
+  // sent now, or queued behind the questions already waiting (LIMITS).
   void Ask(std::string_view name, RrType type, Callback done);
 
   // OnSocketReady - a watched socket is readable and/or writable (an error or
   // hang-up counts as readable: c-ares finds out reading it).
   void OnSocketReady(int fd, bool readable, bool writable);
 
-  // OnTimer - run c-ares's timeouts and retransmissions that are due, and start
-  // questions Ask deferred. Cheap when nothing is due: call it every loop turn.
+  // OnTimer - run c-ares's timeouts and retransmissions that are due, send queued
+  // questions there is room for, and deliver answers held back (a refusal, an
+  // answer c-ares gave inside ares_send). Cheap when nothing is due: call it every
+  // loop turn.
   void OnTimer();
 
   // NextTimeout - how long until OnTimer has something to do; nullopt when no
   // question is open.
   std::optional<absl::Duration> NextTimeout() const;
 
+  // Questions in flight (sent, not yet answered) and waiting to be sent.
   size_t pending() const { return pending_; }
+  size_t queued() const { return queued_.size(); }
+
+  // For the metrics (docs/metrics.md): counts since the resolver was made, and
+  // the queue now.
+  struct Stats {
+    uint64_t sent = 0;       // queries sent, a CNAME link's too (not c-ares's retries)
+    uint64_t refused = 0;    // answered locally: the queue was full
+    size_t in_flight = 0;    // now: pending()
+    size_t queued = 0;       // now: queued()
+    size_t peak_queued = 0;  // the most ever waiting at once
+  };
+  Stats stats() const;
+
   // Why the last kServFail answer was one ("timeout", "SERVFAIL from the server",
   // "malformed response: ..."), for the logs.
   const std::string& last_error() const { return last_error_; }
@@ -110,6 +149,8 @@ class Resolver {
  private:
   Resolver(const ResolverOptions& options, Watch watch);
   void Send(std::unique_ptr<Query> q);
+  // SendQueued - send waiting questions while there is room; not re-entered.
+  void SendQueued();
   void Finish(std::unique_ptr<Query> q, DnsAnswer answer, std::string error);
   void OnResponse(std::unique_ptr<Query> q, int status, const unsigned char* abuf, int alen);
   static void OnAresResponse(void* arg, int status, int timeouts, unsigned char* abuf, int alen);
@@ -120,10 +161,16 @@ class Resolver {
   void* channel_ = nullptr;  // ares_channel, kept out of this header
   bool destroying_ = false;
   bool in_send_ = false;  // inside ares_send: an answer now is queued, not delivered
+  bool in_send_queued_ = false;
   size_t pending_ = 0;
+  // Questions past max_pending, oldest first; at most options_.max_queued.
+  std::deque<std::unique_ptr<Query>> queued_;
+  uint64_t sent_ = 0;
+  uint64_t refused_ = 0;
+  size_t peak_queued_ = 0;
   uint16_t next_id_ = 1;
   std::string last_error_;
-  // Answers ready for their callbacks (an overload refusal, an answer c-ares gave
+  // Answers ready for their callbacks (a queue-full refusal, an answer c-ares gave
   // inside ares_send): delivered by OnTimer, so no callback runs inside Ask.
   std::vector<std::pair<Callback, DnsAnswer>> ready_;
 };

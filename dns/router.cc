@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace volley::dns {
 
 namespace {
@@ -27,6 +29,7 @@ struct Router::Request {
   std::vector<std::shared_ptr<const DnsAnswer>> a, aaaa;
   size_t outstanding = 0;
   absl::Time valid_until = absl::InfiniteFuture();
+  bool cache_overloaded = false;  // some question refused by the cache, not asked
 };
 
 Router::Router(const RouterOptions& options, Resolver* resolver,
@@ -43,8 +46,9 @@ Router::~Router() = default;
 
 void Router::Plan(std::string_view domain, Done done) {
   if (requests_.size() >= options_.max_plans) {
+    ++stats_.plans_refused;
     RoutePlan p;
-    p.plan.verdict = MxVerdict{false, "4.4.3", "too many DNS lookups under way; will retry"};
+    p.plan.verdict = MxVerdict{false, "4.4.3", "too many DNS plans under way", true};
     p.valid_until = clock_();
     done(std::move(p));
     return;
@@ -70,14 +74,23 @@ void Router::Need(uint64_t id, const std::string& name, RrType type, uint32_t sl
     case DnsCache::Action::kQuery:
       ++stats_.cache_misses;
       resolver_->Ask(name, type, [this, name, type](DnsAnswer answer) {
-        ++stats_.answers[static_cast<size_t>(answer.kind)];
+        if (answer.local) {
+          ++stats_.local_answers;
+        } else {
+          ++stats_.answers[static_cast<size_t>(answer.kind)];
+        }
+        // A local answer wakes the waiters but is not kept (cache.h).
         DnsCache::Completion done = cache_.Complete(name, type, std::move(answer), clock_());
         for (uint64_t waiter : done.waiters) Deliver(waiter, done.answer, done.expires);
       });
       return;
     case DnsCache::Action::kOverloaded: {
-      auto failed = std::make_shared<const DnsAnswer>();  // kServFail
-      Deliver(Waiter(id, slot), failed, clock_());
+      // Never asked, so a local failure, and the plan's verdict says which bound.
+      ++stats_.cache_overloaded;
+      if (auto it = requests_.find(id); it != requests_.end()) it->second->cache_overloaded = true;
+      DnsAnswer refused;  // kServFail
+      refused.local = true;
+      Deliver(Waiter(id, slot), std::make_shared<const DnsAnswer>(std::move(refused)), clock_());
       return;
     }
   }
@@ -129,6 +142,11 @@ void Router::Complete(uint64_t id) {
   std::vector<HostAnswers> answers;
   for (size_t i = 0; i < r->a.size(); ++i) answers.push_back({r->a[i].get(), r->aaaa[i].get()});
   p.plan = PlanDelivery(r->list, answers, options_.mx);
+  if (p.plan.verdict && p.plan.verdict->local && r->cache_overloaded) {
+    // mx.cc blames the resolver's queue for every local answer; here it was the
+    // cache's bound on questions in flight.
+    p.plan.verdict->reason = absl::StrCat(r->list.domain, ": DNS lookups queue full");
+  }
   r->done(std::move(p));
 }
 

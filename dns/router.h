@@ -17,11 +17,17 @@
 //   `done` is called once per Plan: at once, before Plan returns, when the cache
 //   holds every answer; otherwise from the resolver's callbacks.
 //
-//   A question the cache refuses (too many in flight) counts as a SERVFAIL
-//   answer: the plan defers (4.4.3), the recipients are tried again later.
+//   Our own bounds are not the DNS's word. A question the cache refuses (too many
+//   in flight), or the resolver refuses (its queue full: a DnsAnswer with `local`
+//   set, which the cache does not keep), and a Plan past max_plans, give a plan
+//   whose verdict has MxVerdict::local set: 4.4.3, "a.test: DNS lookups queue
+//   full", "a.test: resolver queue full", "too many DNS plans under way". The
+//   engine retries such recipients soon and counts no attempt. Such a plan's
+//   valid_until is the time it was made: not to be reused.
 //
 // LIMITS
-//   RouterOptions::max_plans plans in progress; past it, Plan defers at once.
+//   RouterOptions::max_plans plans in progress; past it, Plan gives a local
+//   verdict at once.
 //   MxOptions::max_mx_hosts is at most kMaxRouterMxHosts.
 //
 // CONTRACT
@@ -51,14 +57,16 @@ inline constexpr size_t kMaxRouterMxHosts = 100;
 struct RouterOptions {
   MxOptions mx;
   CacheOptions cache;
-  // Plans in progress at once. Default: 10000.
-  size_t max_plans = 10000;
+  // Plans in progress at once. The engine makes one per domain waiting for its
+  // route, so its window ([delivery] window recipients, 20,000 by default) bounds
+  // them already; this is a backstop above that. Default: 100000.
+  size_t max_plans = 100000;
 };
 
 struct RoutePlan {
   MxPlan plan;
   // The earliest expiry among the answers the plan was made from: reuse the
-  // plan until then, ask again after.
+  // plan until then, ask again after. A local answer or refusal expires at once.
   absl::Time valid_until = absl::InfinitePast();
 };
 
@@ -78,9 +86,15 @@ class Router {
 
   // Counts since the router was made, for the metrics (docs/metrics.md).
   struct Stats {
-    std::array<uint64_t, 4> answers{};  // questions answered, by AnswerKind
+    // Questions answered by a server (or its silence: a timeout), by AnswerKind;
+    // the resolver's local refusals answer nothing and are counted apart.
+    std::array<uint64_t, 4> answers{};
     uint64_t cache_hits = 0;
-    uint64_t cache_misses = 0;           // waited for a query, its own or one under way
+    uint64_t cache_misses = 0;      // waited for a query, its own or one under way
+    // Our own bounds (issue 16): local verdicts, not DNS failures.
+    uint64_t local_answers = 0;     // questions the resolver refused, its queue full
+    uint64_t cache_overloaded = 0;  // questions the cache refused (kOverloaded)
+    uint64_t plans_refused = 0;     // Plan calls past max_plans
   };
   const Stats& stats() const { return stats_; }
   const DnsCache& cache() const { return cache_; }

@@ -227,6 +227,46 @@ TEST(DnsCache, OverloadedRegistersNothing) {
   EXPECT_EQ(cache.Lookup("c.test", RrType::kMx, kT0, 3).action, Action::kQuery);
 }
 
+DnsAnswer QueueFull() {
+  DnsAnswer a = Answer(AnswerKind::kServFail, 300);
+  a.local = true;
+  return a;
+}
+
+TEST(DnsCache, LocalAnswerWakesWaitersButIsNeverStored) {
+  DnsCache cache;
+  EXPECT_EQ(cache.Lookup("a.test", RrType::kMx, kT0, 1).action, Action::kQuery);
+  EXPECT_EQ(cache.Lookup("a.test", RrType::kMx, kT0, 2).action, Action::kWait);
+  DnsCache::Completion done = cache.Complete("a.test", RrType::kMx, QueueFull(), kT0);
+  EXPECT_THAT(done.waiters, ElementsAre(1u, 2u));
+  ASSERT_NE(done.answer, nullptr);
+  EXPECT_TRUE(done.answer->local);
+  EXPECT_EQ(done.expires, kT0);  // good for no time at all
+  EXPECT_EQ(cache.size(), 0u);
+  EXPECT_EQ(cache.in_flight(), 0u);
+  EXPECT_EQ(cache.waiters(), 0u);
+  EXPECT_EQ(cache.Find("a.test", RrType::kMx, kT0), nullptr);
+  // Asked again at once, not answered from the cache with an invented failure.
+  EXPECT_EQ(cache.Lookup("a.test", RrType::kMx, kT0, 3).action, Action::kQuery);
+  EXPECT_EQ(cache.TtlFor(QueueFull()), absl::ZeroDuration());
+}
+
+TEST(DnsCache, LocalAnswerLeavesAStoredAnswerAlone) {
+  // A late refusal for a question answered meanwhile replaces nothing.
+  DnsCache cache;
+  Store(cache, "a.test", RrType::kMx, Answer(AnswerKind::kOk, 300), kT0);
+  cache.Complete("a.test", RrType::kMx, QueueFull(), kT0 + absl::Seconds(1));
+  DnsCache::Result hit = cache.Lookup("a.test", RrType::kMx, kT0 + absl::Seconds(2), 1);
+  ASSERT_EQ(hit.action, Action::kHit);
+  EXPECT_EQ(hit.answer->kind, AnswerKind::kOk);
+}
+
+TEST(DnsCache, DefaultInFlightBoundIsTheResolversCapacity) {
+  // Each question in flight here is one of the resolver's, in flight or queued:
+  // the default must not refuse far below what the resolver would take.
+  EXPECT_GE(CacheOptions{}.max_in_flight, size_t{100000});
+}
+
 TEST(DnsCache, ZeroEntriesCachesNothingButStillCoalesces) {
   CacheOptions o;
   o.max_entries = 0;

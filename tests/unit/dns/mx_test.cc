@@ -207,6 +207,32 @@ TEST(SelectMxHosts, NxDomainBouncesServFailDefers) {
   EXPECT_THAT(sf.hosts, IsEmpty());  // no implicit MX after a failed MX lookup
 }
 
+DnsAnswer QueueFull() {
+  DnsAnswer a = Kind(AnswerKind::kServFail);
+  a.local = true;
+  return a;
+}
+
+TEST(SelectMxHosts, LocalFailureIsALocalDeferralNotAServFail) {
+  MxHostList list = SelectMxHosts("busy.test", QueueFull(), MxOptions{}, Seeded(1));
+  ASSERT_TRUE(list.verdict);
+  EXPECT_TRUE(list.verdict->local);
+  EXPECT_FALSE(list.verdict->permanent);
+  EXPECT_EQ(list.verdict->enhanced, "4.4.3");
+  EXPECT_EQ(list.verdict->reason, "busy.test: resolver queue full");
+  EXPECT_THAT(list.hosts, IsEmpty());
+  // Carried through PlanDelivery as it is.
+  MxPlan plan = PlanDelivery(list, {}, MxOptions{});
+  ASSERT_TRUE(plan.verdict);
+  EXPECT_TRUE(plan.verdict->local);
+  EXPECT_EQ(plan.verdict->reason, "busy.test: resolver queue full");
+  // A server's failure stays one.
+  MxHostList sf = SelectMxHosts("sick.test", Kind(AnswerKind::kServFail), MxOptions{}, Seeded(1));
+  ASSERT_TRUE(sf.verdict);
+  EXPECT_FALSE(sf.verdict->local);
+  EXPECT_THAT(sf.verdict->reason, HasSubstr("MX lookup failed (SERVFAIL or timeout)"));
+}
+
 TEST(SelectMxHosts, InvalidDomainBounces) {
   MxHostList list = SelectMxHosts("a..test", Mx({{10, "mx.a.test"}}), MxOptions{}, Seeded(1));
   ASSERT_TRUE(list.verdict);
@@ -430,6 +456,55 @@ TEST(PlanDelivery, EveryHostLookupFailedDefersAsDnsFailure) {
   ASSERT_TRUE(missing.verdict);
   EXPECT_EQ(missing.verdict->enhanced, "4.4.4");
   EXPECT_THAT(missing.verdict->reason, HasSubstr("mx1.a.test: no A or AAAA record"));
+}
+
+TEST(PlanDelivery, AnAddressLookupNeverMadeMakesTheVerdictLocal) {
+  MxHostList list = SelectMxHosts("a.test", Mx({{10, "mx1.a.test"}, {20, "mx2.a.test"}}),
+                                  MxOptions{}, Seeded(1));
+  const DnsAnswer full = QueueFull();
+  const DnsAnswer sf = Kind(AnswerKind::kServFail);
+  const DnsAnswer nodata = Kind(AnswerKind::kNoData);
+  const DnsAnswer a2 = Addrs({"127.0.2.1"});
+  // Every host failed, one of them only because we never asked: local, whatever
+  // the server said of the other.
+  const HostAnswers failed[] = {{&full, &full}, {&sf, &sf}};
+  MxPlan plan = PlanDelivery(list, failed, Loopback());
+  ASSERT_TRUE(plan.verdict);
+  EXPECT_TRUE(plan.verdict->local);
+  EXPECT_FALSE(plan.verdict->permanent);
+  EXPECT_EQ(plan.verdict->enhanced, "4.4.3");
+  EXPECT_EQ(plan.verdict->reason, "a.test: resolver queue full");
+  EXPECT_THAT(plan.refused,
+              ElementsAre("mx1.a.test: address lookup not made (resolver queue full)",
+                          HasSubstr("mx2.a.test: address lookup failed")));
+  // One local answer beside a NODATA one: still no proof of anything.
+  const HostAnswers half[] = {{&full, &nodata}, {&nodata, &nodata}};
+  MxPlan unknown = PlanDelivery(list, half, Loopback());
+  ASSERT_TRUE(unknown.verdict);
+  EXPECT_TRUE(unknown.verdict->local);
+  // The servers' failures alone: not local.
+  const HostAnswers servers[] = {{&sf, &sf}, {&sf, &sf}};
+  MxPlan dns = PlanDelivery(list, servers, Loopback());
+  ASSERT_TRUE(dns.verdict);
+  EXPECT_FALSE(dns.verdict->local);
+  EXPECT_EQ(dns.verdict->enhanced, "4.4.3");
+  // Another host usable: the plan goes ahead with it.
+  const HostAnswers partly[] = {{&full, &full}, {&a2, nullptr}};
+  MxPlan some = PlanDelivery(list, partly, Loopback());
+  ASSERT_FALSE(some.verdict);
+  ASSERT_EQ(some.hosts.size(), 1u);
+  EXPECT_EQ(some.hosts[0].name, "mx2.a.test");
+}
+
+TEST(PlanDelivery, ImplicitMxWithALocalFailureIsNeverBounced) {
+  MxHostList list = SelectMxHosts("a.test", Kind(AnswerKind::kNoData), MxOptions{}, Seeded(1));
+  const DnsAnswer full = QueueFull();
+  const DnsAnswer nodata = Kind(AnswerKind::kNoData);
+  const HostAnswers answers[] = {{&nodata, &full}};
+  MxPlan plan = PlanDelivery(list, answers, Loopback());
+  ASSERT_TRUE(plan.verdict);
+  EXPECT_FALSE(plan.verdict->permanent);
+  EXPECT_TRUE(plan.verdict->local);
 }
 
 // RFC 5321 5.1: no MX and no A or AAAA either is a domain without mail service,

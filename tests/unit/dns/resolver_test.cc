@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -52,10 +53,17 @@ alias    IN CNAME target.other.test.
 loop1    IN CNAME loop2.other.test.
 nomail   IN TXT "a name with no MX, A or AAAA record"
 sub      IN NS  ns.elsewhere.test.
+; A CNAME out of nsd's zones: nsd answers with the CNAME alone, the resolver asks
+; for the target in turn (and nsd refuses it).
+away     IN CNAME mx.elsewhere.test.
+; Any number of distinct names with answers, for the queue's tests: n7.q.r.test.
+*.q      IN MX  10 a.mx
+*.q      IN A   127.0.0.5
 )";
 
-// A second zone, so that a CNAME crosses zones: nsd answers for one zone at a
-// time and leaves the resolver to ask for the target.
+// A second zone, so that a CNAME crosses zones. nsd follows a CNAME into another
+// zone it serves and answers with the whole chain; only a target outside its
+// zones (away.r.test) is left to the resolver to ask.
 constexpr char kZoneOther[] = R"($ORIGIN other.test.
 $TTL 300
 @        IN SOA ns.other.test. hostmaster.other.test. 1 3600 600 86400 60
@@ -327,21 +335,79 @@ TEST(ResolverTimeout, AServerThatNeverAnswersIsServFailAfterEveryTry) {
   ::close(hole);
 }
 
-TEST(ResolverLimits, OverloadAnswersLaterNotInsideAsk) {
+// Hole - a bound UDP socket on loopback that nobody reads: a server that never
+// answers, so questions stay in flight.
+class Hole {
+ public:
+  Hole() {
+    fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+  }
+  ~Hole() { ::close(fd_); }
+  std::string server() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+TEST(ResolverLimits, QueueFullAnswersLaterNotInsideAsk) {
+  Hole hole;
   Loop loop;
   ResolverOptions options;
-  options.servers = {"127.0.0.1:9"};  // never asked: max_pending is 0 questions deep
-  options.max_pending = 0;
+  options.servers = {hole.server()};
+  options.max_pending = 1;
+  options.max_queued = 0;  // nothing waits: the second question is refused
   auto r = Resolver::Create(options, loop.watcher());
   ASSERT_TRUE(r.ok()) << r.status();
-  std::optional<DnsAnswer> got;
-  (*r)->Ask("mail.r.test", RrType::kMx, [&](DnsAnswer answer) { got = std::move(answer); });
-  EXPECT_FALSE(got.has_value());  // not from inside Ask
+  std::optional<DnsAnswer> first, second;
+  (*r)->Ask("mail.r.test", RrType::kMx, [&](DnsAnswer answer) { first = std::move(answer); });
+  (*r)->Ask("b.mx.r.test", RrType::kA, [&](DnsAnswer answer) { second = std::move(answer); });
+  EXPECT_FALSE(second.has_value());  // not from inside Ask
+  EXPECT_THAT((*r)->last_error(), HasSubstr("resolver queue full"));
   EXPECT_EQ((*r)->NextTimeout(), absl::ZeroDuration());
   (*r)->OnTimer();
-  ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->kind, AnswerKind::kServFail);
-  EXPECT_THAT((*r)->last_error(), HasSubstr("overloaded"));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->kind, AnswerKind::kServFail);
+  EXPECT_TRUE(second->local);       // our bound, not the server's word
+  EXPECT_FALSE(first.has_value());  // still in flight, the hole never answers
+  EXPECT_EQ((*r)->stats().refused, 1u);
+  EXPECT_EQ((*r)->stats().sent, 1u);
+}
+
+TEST(ResolverLimits, DestructionNeverCallsWatchNorCallbacks) {
+  // ~Resolver once told the owner's Watch that c-ares closed its sockets, while
+  // the owner was being torn down: volleyd spun at shutdown. A question in
+  // flight keeps a socket open (c-ares closes them when idle) so the destructor
+  // has one to close; another waits in the queue.
+  Hole hole;
+  bool destroying = false;
+  int watched = 0;
+  int watched_while_destroying = 0;
+  int called = 0;
+  ResolverOptions options;
+  options.servers = {hole.server()};
+  options.max_pending = 1;
+  auto r = Resolver::Create(options, [&](int, bool, bool) {
+    ++watched;
+    if (destroying) ++watched_while_destroying;
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  (*r)->Ask("mail.r.test", RrType::kMx, [&](DnsAnswer) { ++called; });
+  (*r)->Ask("b.mx.r.test", RrType::kA, [&](DnsAnswer) { ++called; });
+  EXPECT_EQ((*r)->pending(), 1u);
+  EXPECT_EQ((*r)->queued(), 1u);
+  ASSERT_GT(watched, 0) << "c-ares opened no socket: the test proves nothing";
+  destroying = true;
+  r->reset();
+  EXPECT_EQ(watched_while_destroying, 0);
+  EXPECT_EQ(called, 0);
 }
 
 TEST(ResolverOptionsCheck, BadServerIsRefusedByName) {
@@ -350,6 +416,140 @@ TEST(ResolverOptionsCheck, BadServerIsRefusedByName) {
   auto r = Resolver::Create(options, nullptr);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("127.0.0.1"));
+}
+
+TEST(ResolverOptionsCheck, BoundsAreChecked) {
+  ResolverOptions none_in_flight;
+  none_in_flight.max_pending = 0;  // every question would wait for ever
+  auto r = Resolver::Create(none_in_flight, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("max_pending"));
+  ResolverOptions huge_queue;
+  huge_queue.max_queued = size_t{1} << 40;
+  r = Resolver::Create(huge_queue, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("max_queued"));
+}
+
+// The queue (issue 16): past max_pending, questions wait and are answered by the
+// server, not refused with an invented SERVFAIL.
+class ResolverQueueTest : public ResolverTest {
+ protected:
+  std::unique_ptr<Resolver> Make(size_t max_pending, size_t max_queued) {
+    ResolverOptions options;
+    options.servers = {nsd_.server()};
+    options.timeout = absl::Seconds(2);
+    options.max_pending = max_pending;
+    options.max_queued = max_queued;
+    auto r = Resolver::Create(options, loop_.watcher());
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : nullptr;
+  }
+};
+
+TEST_F(ResolverQueueTest, FiftyQuestionsThroughTwoPlacesAllAnswered) {
+  std::unique_ptr<Resolver> r = Make(2, 1000);
+  ASSERT_NE(r, nullptr);
+  constexpr int kQuestions = 50;
+  std::vector<std::optional<DnsAnswer>> got(kQuestions);
+  size_t most_in_flight = 0;
+  for (int i = 0; i < kQuestions; ++i) {
+    r->Ask(absl::StrCat("n", i, ".q.r.test"), RrType::kA, [&, i](DnsAnswer a) {
+      most_in_flight = std::max(most_in_flight, r->stats().in_flight);
+      got[i] = std::move(a);
+    });
+    most_in_flight = std::max(most_in_flight, r->stats().in_flight);
+  }
+  EXPECT_EQ(r->pending(), 2u);
+  EXPECT_EQ(r->queued(), 48u);
+  EXPECT_EQ(r->stats().peak_queued, 48u);
+  EXPECT_EQ(r->stats().sent, 2u);
+  ASSERT_TRUE(loop_.Run(r.get(), [&] {
+    most_in_flight = std::max(most_in_flight, r->stats().in_flight);
+    return std::all_of(got.begin(), got.end(), [](const auto& a) { return a.has_value(); });
+  }));
+  for (int i = 0; i < kQuestions; ++i) {
+    ASSERT_EQ(got[i]->kind, AnswerKind::kOk) << i << ": " << r->last_error();
+    EXPECT_FALSE(got[i]->local);
+    ASSERT_EQ(got[i]->addresses.size(), 1u);
+    EXPECT_EQ(got[i]->addresses[0].ToString(), "127.0.0.5");
+  }
+  EXPECT_LE(most_in_flight, 2u);
+  const Resolver::Stats stats = r->stats();
+  EXPECT_EQ(stats.sent, 50u);
+  EXPECT_EQ(stats.refused, 0u);
+  EXPECT_EQ(stats.in_flight, 0u);
+  EXPECT_EQ(stats.queued, 0u);
+  EXPECT_EQ(stats.peak_queued, 48u);
+}
+
+TEST_F(ResolverQueueTest, QuestionsAreSentInTheOrderAsked) {
+  std::unique_ptr<Resolver> r = Make(1, 1000);
+  ASSERT_NE(r, nullptr);
+  std::vector<int> order;
+  for (int i = 0; i < 10; ++i) {
+    r->Ask(absl::StrCat("n", i, ".q.r.test"), RrType::kA,
+           [&, i](DnsAnswer) { order.push_back(i); });
+  }
+  ASSERT_TRUE(loop_.Run(r.get(), [&] { return order.size() == 10; }));
+  // One in flight at a time: answered in the order asked.
+  EXPECT_THAT(order, ::testing::ElementsAre(0, 1, 2, 3, 4, 5, 6, 7, 8, 9));
+}
+
+TEST_F(ResolverQueueTest, CnameLinkIsNotQueuedBehindOthers) {
+  // away.r.test's CNAME target is asked by the same question, at once, in the
+  // place it already has: with one place and a long queue it still ends first.
+  std::unique_ptr<Resolver> r = Make(1, 1000);
+  ASSERT_NE(r, nullptr);
+  std::vector<std::string> order;
+  r->Ask("away.r.test", RrType::kMx, [&](DnsAnswer a) {
+    EXPECT_EQ(a.kind, AnswerKind::kServFail);  // nsd refuses mx.elsewhere.test
+    EXPECT_FALSE(a.local);
+    order.push_back("away");
+  });
+  for (int i = 0; i < 5; ++i) {
+    r->Ask(absl::StrCat("n", i, ".q.r.test"), RrType::kA,
+           [&, i](DnsAnswer) { order.push_back(absl::StrCat("n", i)); });
+  }
+  ASSERT_TRUE(loop_.Run(r.get(), [&] { return order.size() == 6; }));
+  EXPECT_THAT(order, ::testing::ElementsAre("away", "n0", "n1", "n2", "n3", "n4"));
+  EXPECT_EQ(r->stats().sent, 7u);  // the link too, in the question's own place
+  EXPECT_EQ(r->stats().peak_queued, 5u);
+}
+
+TEST_F(ResolverQueueTest, PastTheQueueAnswersAreLocalAndLaterQuestionsWork) {
+  std::unique_ptr<Resolver> r = Make(1, 2);
+  ASSERT_NE(r, nullptr);
+  std::vector<std::optional<DnsAnswer>> got(5);
+  for (int i = 0; i < 5; ++i) {
+    r->Ask(absl::StrCat("n", i, ".q.r.test"), RrType::kA,
+           [&, i](DnsAnswer a) { got[i] = std::move(a); });
+  }
+  // One in flight, two waiting, two refused.
+  EXPECT_EQ(r->pending(), 1u);
+  EXPECT_EQ(r->queued(), 2u);
+  EXPECT_EQ(r->stats().refused, 2u);
+  EXPECT_THAT(r->last_error(), HasSubstr("resolver queue full"));
+  for (const auto& a : got) EXPECT_FALSE(a.has_value());  // none inside Ask
+  ASSERT_TRUE(loop_.Run(r.get(), [&] {
+    return std::all_of(got.begin(), got.end(), [](const auto& a) { return a.has_value(); });
+  }));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(got[i]->kind, AnswerKind::kOk) << i;
+    EXPECT_FALSE(got[i]->local) << i;
+  }
+  for (int i = 3; i < 5; ++i) {
+    EXPECT_EQ(got[i]->kind, AnswerKind::kServFail) << i;
+    EXPECT_TRUE(got[i]->local) << i;
+  }
+  // The queue drained: the refused names are answered when asked again.
+  std::optional<DnsAnswer> again;
+  r->Ask("n4.q.r.test", RrType::kA, [&](DnsAnswer a) { again = std::move(a); });
+  ASSERT_TRUE(loop_.Run(r.get(), [&] { return again.has_value(); }));
+  EXPECT_EQ(again->kind, AnswerKind::kOk);
+  EXPECT_FALSE(again->local);
+  EXPECT_EQ(r->stats().sent, 4u);
+  EXPECT_EQ(r->stats().refused, 2u);
 }
 
 class RouterTest : public ResolverTest {
@@ -455,6 +655,143 @@ TEST_F(RouterTest, NoMxAndNoAddressesBouncesOnlyWhenAaaaWasAsked) {
   ASSERT_TRUE(referred.plan.verdict);
   EXPECT_FALSE(referred.plan.verdict->permanent);
   EXPECT_EQ(referred.plan.verdict->enhanced, "4.4.3");
+}
+
+// Issue 16: our own bounds give local verdicts (retry soon, no attempt), never
+// a SERVFAIL the cache would keep.
+class RouterBoundsTest : public ResolverTest {
+ protected:
+  std::unique_ptr<Resolver> MakeResolver(size_t max_pending, size_t max_queued) {
+    ResolverOptions options;
+    options.servers = {nsd_.server()};
+    options.timeout = absl::Seconds(2);
+    options.max_pending = max_pending;
+    options.max_queued = max_queued;
+    auto r = Resolver::Create(options, loop_.watcher());
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : nullptr;
+  }
+
+  RouterOptions Ipv4Only() const {
+    RouterOptions options;
+    options.mx.allow_loopback = true;
+    options.mx.families = AddressFamilies::kIpv4Only;
+    return options;
+  }
+
+  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
+};
+
+TEST_F(RouterBoundsTest, ManyDomainsThroughFewPlacesAllPlanned) {
+  // The issue's shape, scaled down: far more domains than places in flight.
+  std::unique_ptr<Resolver> resolver = MakeResolver(10, 100000);
+  ASSERT_NE(resolver, nullptr);
+  Router router(Ipv4Only(), resolver.get(), [this] { return now_; }, [] { return uint64_t{0}; });
+  constexpr int kDomains = 300;
+  int planned = 0;
+  int verdicts = 0;
+  for (int i = 0; i < kDomains; ++i) {
+    router.Plan(absl::StrCat("d", i, ".q.r.test"), [&](RoutePlan p) {
+      ++planned;
+      if (p.plan.verdict) {
+        ++verdicts;
+        ADD_FAILURE() << p.plan.verdict->reason;
+      }
+    });
+  }
+  ASSERT_TRUE(loop_.Run(resolver.get(), [&] { return planned == kDomains; }));
+  EXPECT_EQ(verdicts, 0);
+  EXPECT_LE(resolver->stats().peak_queued, size_t{kDomains});
+  EXPECT_GT(resolver->stats().peak_queued, 0u);
+  EXPECT_EQ(resolver->stats().refused, 0u);
+  EXPECT_EQ(router.stats().local_answers, 0u);
+  EXPECT_EQ(router.stats().answers[static_cast<size_t>(AnswerKind::kServFail)], 0u);
+}
+
+TEST_F(RouterBoundsTest, ResolverQueueFullGivesLocalVerdictsNeverCached) {
+  std::unique_ptr<Resolver> resolver = MakeResolver(1, 1);
+  ASSERT_NE(resolver, nullptr);
+  Router router(Ipv4Only(), resolver.get(), [this] { return now_; }, [] { return uint64_t{0}; });
+  std::vector<std::optional<RoutePlan>> got(5);
+  for (int i = 0; i < 5; ++i) {
+    router.Plan(absl::StrCat("d", i, ".q.r.test"), [&, i](RoutePlan p) { got[i] = std::move(p); });
+  }
+  ASSERT_TRUE(loop_.Run(resolver.get(), [&] {
+    return std::all_of(got.begin(), got.end(), [](const auto& p) { return p.has_value(); });
+  }));
+  // d0's MX question in flight, d1's queued, the rest refused by the resolver.
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_FALSE(got[i]->plan.verdict) << i << ": " << got[i]->plan.verdict->reason;
+  }
+  for (int i = 2; i < 5; ++i) {
+    const std::string domain = absl::StrCat("d", i, ".q.r.test");
+    ASSERT_TRUE(got[i]->plan.verdict) << i;
+    const MxVerdict& v = *got[i]->plan.verdict;
+    EXPECT_TRUE(v.local) << i;
+    EXPECT_FALSE(v.permanent);
+    EXPECT_EQ(v.enhanced, "4.4.3");
+    EXPECT_EQ(v.reason, absl::StrCat(domain, ": resolver queue full"));
+    EXPECT_EQ(got[i]->valid_until, now_);  // not to be reused
+  }
+  EXPECT_EQ(router.stats().local_answers, 3u);
+  EXPECT_EQ(router.stats().answers[static_cast<size_t>(AnswerKind::kServFail)], 0u);
+  // The cache kept the servers' answers only: d0's and d1's MX, a.mx's A.
+  EXPECT_EQ(router.cache().size(), 3u);
+  // With room again, the same domain is asked again (no cached failure) and
+  // planned from the server's answers.
+  const uint64_t sent = resolver->stats().sent;
+  std::optional<RoutePlan> again;
+  router.Plan("d4.q.r.test", [&](RoutePlan p) { again = std::move(p); });
+  ASSERT_TRUE(loop_.Run(resolver.get(), [&] { return again.has_value(); }));
+  EXPECT_FALSE(again->plan.verdict) << again->plan.verdict->reason;
+  EXPECT_EQ(resolver->stats().sent, sent + 1);  // d4's MX; a.mx's A from the cache
+}
+
+TEST_F(RouterBoundsTest, CacheOverloadGivesALocalVerdictAtOnce) {
+  RouterOptions options = Ipv4Only();
+  options.cache.max_in_flight = 1;
+  Router router(options, resolver_.get(), [this] { return now_; }, [] { return uint64_t{0}; });
+  std::optional<RoutePlan> first, second;
+  router.Plan("d0.q.r.test", [&](RoutePlan p) { first = std::move(p); });
+  router.Plan("d1.q.r.test", [&](RoutePlan p) { second = std::move(p); });
+  ASSERT_TRUE(second.has_value());  // refused before anything was asked
+  ASSERT_TRUE(second->plan.verdict);
+  EXPECT_TRUE(second->plan.verdict->local);
+  EXPECT_FALSE(second->plan.verdict->permanent);
+  EXPECT_EQ(second->plan.verdict->enhanced, "4.4.3");
+  EXPECT_EQ(second->plan.verdict->reason, "d1.q.r.test: DNS lookups queue full");
+  EXPECT_EQ(second->valid_until, now_);
+  EXPECT_EQ(router.stats().cache_overloaded, 1u);
+  ASSERT_TRUE(loop_.Run(resolver_.get(), [&] { return first.has_value(); }));
+  EXPECT_FALSE(first->plan.verdict) << first->plan.verdict->reason;
+  EXPECT_EQ(router.cache().size(), 2u);  // d0's MX, a.mx's A: nothing for d1
+}
+
+TEST_F(RouterBoundsTest, TooManyPlansGivesALocalVerdictAtOnce) {
+  RouterOptions options = Ipv4Only();
+  options.max_plans = 1;
+  Router router(options, resolver_.get(), [this] { return now_; }, [] { return uint64_t{0}; });
+  std::optional<RoutePlan> first, second;
+  router.Plan("d0.q.r.test", [&](RoutePlan p) { first = std::move(p); });
+  router.Plan("d1.q.r.test", [&](RoutePlan p) { second = std::move(p); });
+  ASSERT_TRUE(second.has_value());
+  ASSERT_TRUE(second->plan.verdict);
+  EXPECT_TRUE(second->plan.verdict->local);
+  EXPECT_EQ(second->plan.verdict->enhanced, "4.4.3");
+  EXPECT_EQ(second->plan.verdict->reason, "too many DNS plans under way");
+  EXPECT_EQ(second->valid_until, now_);
+  EXPECT_EQ(router.stats().plans_refused, 1u);
+  ASSERT_TRUE(loop_.Run(resolver_.get(), [&] { return first.has_value(); }));
+  EXPECT_FALSE(first->plan.verdict);
+}
+
+TEST_F(RouterBoundsTest, ARealFailureIsNotLocal) {
+  Router router(Ipv4Only(), resolver_.get(), [this] { return now_; }, [] { return uint64_t{0}; });
+  RoutePlan p = Plan(&router, &loop_, resolver_.get(), "mail.sub.r.test");  // a referral
+  ASSERT_TRUE(p.plan.verdict);
+  EXPECT_FALSE(p.plan.verdict->local);
+  EXPECT_EQ(p.plan.verdict->enhanced, "4.4.3");
+  EXPECT_THAT(p.plan.verdict->reason, HasSubstr("SERVFAIL or timeout"));
 }
 
 }  // namespace
