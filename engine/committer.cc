@@ -8,8 +8,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace volley::engine {
 
@@ -119,43 +122,78 @@ void Committer::Loop() {
 }
 
 void Committer::CommitNow(Unit* unit) {
-  // Log first: see the invariants at the top of engine.cc.
+  // Log first: see the invariants at the top of engine.cc. The bytes move to
+  // the log's buffer once; a retried flush writes what is left of them.
   log_->AppendFormatted(unit->log_bytes);
   unit->log_bytes.clear();
-  if (absl::Status st = log_->Flush(); !st.ok()) {
-    unit->status = st;
-    return;
+  unit->status = WriteUntilDone("delivery log", /*recover_queue=*/false,
+                                [&] { return log_->Flush(); });
+  if (!unit->status.ok()) return;
+  if (unit->batch != nullptr && unit->batch->size() > 0) {
+    unit->batch->SetLogPosition(log_->position());
+    // A refused write applied nothing: the same batch is applied again.
+    unit->status = WriteUntilDone("queue", /*recover_queue=*/true,
+                                  [&] { return queue_->Apply(*unit->batch); });
+    if (!unit->status.ok()) return;
   }
-  if (unit->batch == nullptr || unit->batch->size() == 0) return;
-  unit->batch->SetLogPosition(log_->position());
-  absl::Status st = queue_->Apply(*unit->batch);
-  while (absl::IsResourceExhausted(st)) {
-    // The disk is full or RocksDB stopped writes. A refused write applied
-    // nothing, so the same batch is tried again; the shard takes no new work
-    // meanwhile (stalled()), which bounds what piles up behind it.
-    if (!stalled_.exchange(true)) {
-      std::fprintf(stderr,
-                   "volleyd: outcomes not recorded in the queue yet: %s (retrying; no new "
-                   "work is taken meanwhile)\n",
-                   std::string(st.message()).c_str());
-    }
-    (void)queue_->Recover();
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, absl::ToChronoMilliseconds(kStallRetry),
-                       [&] { return stop_ || give_up_; })) {
-        // Stopping: one last try, then the caller reports what stayed unrecorded.
-        lock.unlock();
-        st = queue_->Apply(*unit->batch);
-        break;
+  StallEnds();
+}
+
+template <typename Write>
+absl::Status Committer::WriteUntilDone(const char* what, bool recover_queue, Write write) {
+  absl::Status st = write();
+  absl::Duration wait = kRetryFirst;
+  while (!st.ok() && !absl::IsDataLoss(st)) {
+    ++failed_tries_;
+    StallBegins(what, st);
+    if (recover_queue) {
+      // RocksDB refuses every write after a failed one until it resumes.
+      const absl::Status recovered = queue_->Recover();
+      if (absl::IsDataLoss(recovered)) return recovered;
+      if (absl::IsUnavailable(recovered) && !restart_noted_) {
+        restart_noted_ = true;
+        std::fprintf(stderr, "volleyd: %s (outcomes stay unwritten; still retrying)\n",
+                     std::string(recovered.message()).c_str());
       }
     }
-    st = queue_->Apply(*unit->batch);
+    bool stopping = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      stopping = cv_.wait_for(lock, absl::ToChronoMilliseconds(wait),
+                              [&] { return stop_ || give_up_; });
+    }
+    st = write();
+    if (stopping) {
+      // One last try, then the caller reports what stayed unwritten.
+      if (!st.ok() && !absl::IsDataLoss(st)) {
+        ++failed_tries_;
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "not written to the ", what, " (stopping): ", st.message()));
+      }
+      break;
+    }
+    wait = std::min(wait * 2, kRetryMax);
   }
-  if (st.ok() && stalled_.exchange(false)) {
-    std::fprintf(stderr, "volleyd: outcomes recorded in the queue again\n");
-  }
-  unit->status = st;
+  return st;
+}
+
+void Committer::StallBegins(const char* what, const absl::Status& st) {
+  if (stalled_.exchange(true)) return;
+  stalled_since_ = absl::Now();
+  std::fprintf(stderr,
+               "volleyd: outcome writes stalled: the %s refused a write: %s (retrying, "
+               "%s to %s apart; the shards take no new work meanwhile)\n",
+               what, std::string(st.message()).c_str(),
+               absl::FormatDuration(kRetryFirst).c_str(), absl::FormatDuration(kRetryMax).c_str());
+}
+
+void Committer::StallEnds() {
+  const uint64_t tries = std::exchange(failed_tries_, 0);
+  restart_noted_ = false;
+  if (!stalled_.exchange(false)) return;
+  std::fprintf(stderr, "volleyd: outcome writes resumed after %.1fs (%llu failed tries)\n",
+               absl::ToDoubleSeconds(absl::Now() - stalled_since_),
+               static_cast<unsigned long long>(tries));
 }
 
 }  // namespace volley::engine

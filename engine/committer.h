@@ -25,14 +25,29 @@
 //   of several logs). The hand-over is one mutex-guarded move per loop turn per
 //   shard, never per message.
 //
-//   A queue that refuses the write for lack of room (ResourceExhausted) is asked
-//   to recover and tried again every kStallRetry, the unit held, until it goes
-//   through or the committer stops; stalled() says so meanwhile (the shard takes
-//   no new work). Any other failure ends the unit with its status.
+// WRITE ERRORS
+//   A write that fails for any reason but corruption (a full disk, no
+//   descriptor left, EIO: issue 16) holds the unit and is tried again, first
+//   after kRetryFirst, the wait doubling up to kRetryMax, until it goes through
+//   or the committer stops. Before each try of the queue's write the queue is
+//   asked to recover (Queue::Recover: RocksDB refuses every write after a
+//   failed one until it resumes). stalled() says so meanwhile: the shards take
+//   no new work, which bounds what piles up behind. One line in volleyd's log
+//   when a stall begins, naming the write and its error, and one when it ends.
+//   Nothing accepted is lost and nothing is written twice: RocksDB applies a
+//   batch whole or not at all, so the same batch is applied again; what a failed
+//   delivery-log flush did not write stays in the log's buffer, and the next
+//   flush writes that rest and no more (metrics/delivery_log.h). Corruption
+//   (DataLoss, from the write or from Recover) ends the unit with that status at
+//   once: the shard stops volleyd with it, since a queue that cannot be trusted
+//   must not go on sending. When Recover says RocksDB cannot resume in this
+//   process (Unavailable: a fatal error, queue.h), the committer says so once
+//   and goes on trying: a restart of volleyd clears it, and loses nothing.
 //
 // LIMITS
 //   One unit per lane at a time: Submit only when !busy(lane). A shard's window
-//   bounds a unit, so memory is bounded by two turns of outcomes per shard.
+//   bounds a unit, so memory is bounded by two turns of outcomes per shard. A
+//   retried write waits at most kRetryMax between tries.
 //
 // CONTRACT
 //   Submit, TakeDone, WaitDone, busy of a lane: that lane's shard thread only.
@@ -60,7 +75,12 @@ namespace volley::engine {
 
 class Committer {
  public:
-  static constexpr absl::Duration kStallRetry = absl::Milliseconds(100);
+  // A failed write is tried again after kRetryFirst, then after twice as long
+  // each time, never more than kRetryMax apart: soon after a brief shortage
+  // of descriptors, and without a try (and a RocksDB recovery) every 100 ms for
+  // an hour of a full disk.
+  static constexpr absl::Duration kRetryFirst = absl::Milliseconds(100);
+  static constexpr absl::Duration kRetryMax = absl::Seconds(5);
 
   struct Unit {
     std::string log_bytes;  // whole delivery-log records
@@ -78,13 +98,16 @@ class Committer {
   // Stop - wait for the units under way (a stalled one gives up,
   // ResourceExhausted) and end the thread; TakeDone then returns them.
   void Stop();
-  // GiveUpWhenStalled - from now on a unit the queue refuses for lack of room is
-  // tried once more and then returned ResourceExhausted instead of retried: a
-  // shard that is stopping must not wait for the disk forever. Any thread.
+  // GiveUpWhenStalled - from now on a unit whose write fails is tried once more
+  // and then returned ResourceExhausted (whatever the error, but DataLoss)
+  // instead of retried: a shard that is stopping must not wait for the disk
+  // forever, and counts those outcomes as not recorded. Any thread.
   void GiveUpWhenStalled();
 
   int event_fd(size_t lane = 0) const { return lanes_[lane].event_fd; }
   bool busy(size_t lane = 0) const { return lanes_[lane].busy; }
+  // stalled - a write of the delivery log or the queue failed and is being
+  // retried now (WRITE ERRORS). Any thread: the shards and the metrics read it.
   bool stalled() const { return stalled_.load(std::memory_order_relaxed); }
 
   void Submit(Unit unit, size_t lane = 0);
@@ -93,7 +116,10 @@ class Committer {
   // WaitDone - TakeDone, blocking until the lane's unit is finished; nullopt
   // when nothing was submitted. For stopping, not for the loop.
   std::optional<Unit> WaitDone(size_t lane = 0);
-  // CommitNow - the same work on the caller's thread (no thread running).
+  // CommitNow - the same work on the caller's thread (no thread running). A
+  // failed write is retried as WRITE ERRORS says; after Stop (or
+  // GiveUpWhenStalled) it is tried once more and the unit comes back
+  // ResourceExhausted.
   void CommitNow(Unit* unit);
 
  private:
@@ -103,11 +129,23 @@ class Committer {
     std::optional<Unit> todo, done;  // guarded by mu_
   };
   void Loop();
+  // WriteUntilDone - `write` (the log's flush, or the queue's apply), tried
+  // again as WRITE ERRORS says until it succeeds, fails with DataLoss, or the
+  // committer stops or gives up (then ResourceExhausted).
+  template <typename Write>
+  absl::Status WriteUntilDone(const char* what, bool recover_queue, Write write);
+  void StallBegins(const char* what, const absl::Status& st);
+  void StallEnds();
 
   queue::Queue* queue_;
   metrics::DeliveryLog* log_;
   std::vector<Lane> lanes_;
   std::atomic<bool> stalled_{false};
+  // The stall under way: when it began and the tries that failed. Committer
+  // thread only (or CommitNow's caller).
+  absl::Time stalled_since_;
+  uint64_t failed_tries_ = 0;
+  bool restart_noted_ = false;  // Recover said only a restart helps: said once
   std::mutex mu_;
   std::condition_variable cv_;       // to the thread: work, or stop
   std::condition_variable done_cv_;  // to WaitDone: a unit finished

@@ -305,7 +305,13 @@ absl::StatusOr<std::vector<std::string>> DeliveryLog::LinesAfter(std::string_vie
 
 DeliveryLog::~DeliveryLog() {
   if (fd_ < 0) return;
-  (void)Flush();
+  if (const absl::Status st = Flush(); !st.ok()) {
+    // Their outcomes were not applied to the queue either (the committer
+    // applies only after a flush that succeeded): those recipients are sent
+    // again after the restart, a possible duplicate, never a loss.
+    std::fprintf(stderr, "volleyd: delivery log: %zu bytes of records not written at exit: %s\n",
+                 buffer_.size(), std::string(st.message()).c_str());
+  }
   ::close(fd_);
 }
 
@@ -323,11 +329,17 @@ absl::Status DeliveryLog::Flush() {
     if (size_ == 0) started_ = now;
     size_t written = 0;
     const absl::Status st = base::WriteAll(fd_, buffer_, path_, &written);
+    // What reached the file, also when the write then failed part-way (a short
+    // write, then the error): counted in the position, and dropped from the
+    // buffer so that it is never written twice. The rest stays for the next
+    // flush, which writes it first: nothing is lost either.
     size_ += written;
     if (written > 0) at_boundary_ = written == buffer_.size();
-    // Keep what was not written: the next flush tries again.
     buffer_.erase(0, written);
-    RETURN_IF_ERROR(st);
+    if (!st.ok()) {
+      write_errors_.fetch_add(1, std::memory_order_relaxed);
+      return st;
+    }
   }
   // By size after the write, so that a file ends at max_size or just past it.
   if (RotationDue(now)) Rotate(now);

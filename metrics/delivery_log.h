@@ -39,11 +39,23 @@
 //   directory is read-only) is reported on stderr once and tried again a minute
 //   later; records go on into the current file meanwhile.
 //
+//   A failed write (ENOSPC, EIO, EFBIG, ...) loses nothing and duplicates
+//   nothing: write(2) may have taken the first part of the buffer before it
+//   failed (a short write, then the error), so Flush drops from the buffer
+//   exactly the bytes the kernel took, counts them in position(), and keeps the
+//   rest, which the next Flush writes first. Retrying Flush is therefore the
+//   way to retry a write; appending the same records again would log them
+//   twice. The file may end part-way through a record meanwhile; rotation waits
+//   until it is whole again, and position() is only stored by the caller after
+//   a Flush that succeeded, which always ends at a record boundary.
+//
 // CONTRACT
-//   Not thread-safe: owned by one shard.
+//   Not thread-safe: owned by one thread (the committer's); write_errors() may
+//   be read from any.
 #ifndef VOLLEY_METRICS_DELIVERY_LOG_H_
 #define VOLLEY_METRICS_DELIVERY_LOG_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -109,10 +121,16 @@ class DeliveryLog {
   // the shard hands them to the thread that writes them (engine/committer.h).
   void AppendFormatted(std::string_view records) { buffer_.append(records); }
   // Flush - write what Append buffered (one write(2)), rotating first or after
-  // when it is due. An error is the write's; what was not written stays
-  // buffered and goes out with the next Flush.
+  // when it is due. An error is the write's (ResourceExhausted for a full disk,
+  // Unavailable otherwise); what was not written stays buffered and goes out
+  // with the next Flush.
   absl::Status Flush();
   const std::string& path() const { return path_; }
+  // buffered - bytes appended and not yet written (all of them once Flush
+  // succeeds).
+  size_t buffered() const { return buffer_.size(); }
+  // write_errors - Flushes that failed, since Open. Any thread (the metrics).
+  uint64_t write_errors() const { return write_errors_.load(std::memory_order_relaxed); }
 
   // The end of what Flush wrote, as "dev:inode:offset".
   std::string position() const;
@@ -155,6 +173,7 @@ class DeliveryLog {
   absl::Time retry_rotation_at_ = absl::InfinitePast();
   bool rotation_failing_ = false;
   std::string buffer_;
+  std::atomic<uint64_t> write_errors_{0};
 };
 
 }  // namespace volley::metrics

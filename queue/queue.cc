@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -14,6 +15,7 @@
 #include "rocksdb/merge_operator.h"
 #include "rocksdb/options.h"
 #include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
 #include "rocksdb/sst_file_manager.h"
 #include "rocksdb/listener.h"
 #include "rocksdb/table.h"
@@ -224,31 +226,194 @@ absl::StatusOr<QueuedRecipient> DecodeEntry(uint32_t job_no, std::string_view ke
   return r;
 }
 
+// FromRocks - RocksDB's status as ours (queue.h, ERRORS). Only corruption, or
+// an error RocksDB itself calls unrecoverable, is DataLoss: everything else is
+// worth retrying, and callers do.
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
   const std::string msg = absl::StrCat("queue: ", base::Sv(what), ": ", s.ToString());
+  if (s.IsCorruption() || s.severity() >= rocksdb::Status::kUnrecoverableError) {
+    return absl::DataLossError(msg);
+  }
   if (s.IsNoSpace() || s.IsIncomplete() || s.IsBusy() || s.IsTryAgain()) {
     return absl::ResourceExhaustedError(msg);
   }
-  if (s.IsCorruption()) return absl::DataLossError(msg);
   return absl::UnavailableError(msg);
 }
 
+// Retryable - `s`, marked retryable when it is a plain I/O error: EMFILE,
+// ENFILE, EIO, EROFS... (RocksDB's POSIX layer gives those no subcode). Not a
+// full disk (subcode kNoSpace: RocksDB's SstFileManager handles it, see Open),
+// not a missing file (kPathNotFound: RocksDB probes for files that need not
+// exist and tests for exactly that), nor anything already marked as data loss.
+// Marked, RocksDB 7.8 makes a failed write a hard error and resumes by itself
+// (ErrorHandler::SetBGError, "retryable IO error"); unmarked, the same EMFILE on
+// a new write-ahead log is a fatal error no DB::Resume clears (issue 16).
+rocksdb::IOStatus Retryable(rocksdb::IOStatus s) {
+  if (s.IsIOError() && s.subcode() == rocksdb::Status::kNone && !s.GetDataLoss()) {
+    s.SetRetryable(true);
+  }
+  return s;
+}
+
+// RetryableWritableFile - a file RocksDB writes (log, table, MANIFEST), its
+// write and sync errors marked by Retryable.
+class RetryableWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
+ public:
+  using FSWritableFileOwnerWrapper::FSWritableFileOwnerWrapper;
+  using IOOptions = rocksdb::IOOptions;
+  using IODebugContext = rocksdb::IODebugContext;
+  rocksdb::IOStatus Append(const rocksdb::Slice& data, const IOOptions& o,
+                           IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::Append(data, o, dbg));
+  }
+  rocksdb::IOStatus Append(const rocksdb::Slice& data, const IOOptions& o,
+                           const rocksdb::DataVerificationInfo& info,
+                           IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::Append(data, o, info, dbg));
+  }
+  rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t offset,
+                                     const IOOptions& o, IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::PositionedAppend(data, offset, o, dbg));
+  }
+  rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t offset,
+                                     const IOOptions& o,
+                                     const rocksdb::DataVerificationInfo& info,
+                                     IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::PositionedAppend(data, offset, o, info, dbg));
+  }
+  rocksdb::IOStatus Truncate(uint64_t size, const IOOptions& o, IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::Truncate(size, o, dbg));
+  }
+  rocksdb::IOStatus Close(const IOOptions& o, IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::Close(o, dbg));
+  }
+  rocksdb::IOStatus Flush(const IOOptions& o, IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::Flush(o, dbg));
+  }
+  rocksdb::IOStatus Sync(const IOOptions& o, IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::Sync(o, dbg));
+  }
+  rocksdb::IOStatus Fsync(const IOOptions& o, IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::Fsync(o, dbg));
+  }
+  rocksdb::IOStatus RangeSync(uint64_t offset, uint64_t nbytes, const IOOptions& o,
+                              IODebugContext* dbg) override {
+    return Retryable(FSWritableFileOwnerWrapper::RangeSync(offset, nbytes, o, dbg));
+  }
+};
+
+// RetryableDirectory - the queue's folder, synced after a file is created or
+// renamed in it.
+class RetryableDirectory : public rocksdb::FSDirectoryWrapper {
+ public:
+  using FSDirectoryWrapper::FSDirectoryWrapper;
+  rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
+    return Retryable(FSDirectoryWrapper::Fsync(o, dbg));
+  }
+  rocksdb::IOStatus FsyncWithDirOptions(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg,
+                                        const rocksdb::DirFsyncOptions& d) override {
+    return Retryable(FSDirectoryWrapper::FsyncWithDirOptions(o, dbg, d));
+  }
+  rocksdb::IOStatus Close(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
+    return Retryable(FSDirectoryWrapper::Close(o, dbg));
+  }
+};
+
+// RetryableFileSystem - the POSIX file system, with the errors of opening,
+// writing and syncing files marked by Retryable. Reads of open files are left
+// as they are: a read error in a scan is the caller's to retry, and one in a
+// compaction is a soft error that stops no write.
+class RetryableFileSystem : public rocksdb::FileSystemWrapper {
+ public:
+  using FileSystemWrapper::FileSystemWrapper;
+  using FileOptions = rocksdb::FileOptions;
+  using IODebugContext = rocksdb::IODebugContext;
+  const char* Name() const override { return "VolleyRetryableFileSystem"; }
+
+  rocksdb::IOStatus NewWritableFile(const std::string& f, const FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                    IODebugContext* dbg) override {
+    return Wrap(target()->NewWritableFile(f, o, r, dbg), r);
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& f, const FileOptions& o,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                       IODebugContext* dbg) override {
+    return Wrap(target()->ReopenWritableFile(f, o, r, dbg), r);
+  }
+  rocksdb::IOStatus ReuseWritableFile(const std::string& f, const std::string& old,
+                                      const FileOptions& o,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                      IODebugContext* dbg) override {
+    return Wrap(target()->ReuseWritableFile(f, old, o, r, dbg), r);
+  }
+  rocksdb::IOStatus NewSequentialFile(const std::string& f, const FileOptions& o,
+                                      std::unique_ptr<rocksdb::FSSequentialFile>* r,
+                                      IODebugContext* dbg) override {
+    return Retryable(target()->NewSequentialFile(f, o, r, dbg));
+  }
+  rocksdb::IOStatus NewRandomAccessFile(const std::string& f, const FileOptions& o,
+                                        std::unique_ptr<rocksdb::FSRandomAccessFile>* r,
+                                        IODebugContext* dbg) override {
+    return Retryable(target()->NewRandomAccessFile(f, o, r, dbg));
+  }
+  rocksdb::IOStatus NewRandomRWFile(const std::string& f, const FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSRandomRWFile>* r,
+                                    IODebugContext* dbg) override {
+    return Retryable(target()->NewRandomRWFile(f, o, r, dbg));
+  }
+  rocksdb::IOStatus NewDirectory(const std::string& name, const rocksdb::IOOptions& io,
+                                 std::unique_ptr<rocksdb::FSDirectory>* r,
+                                 IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewDirectory(name, io, r, dbg);
+    if (s.ok() && *r != nullptr) *r = std::make_unique<RetryableDirectory>(std::move(*r));
+    return Retryable(std::move(s));
+  }
+  rocksdb::IOStatus RenameFile(const std::string& from, const std::string& to,
+                               const rocksdb::IOOptions& io, IODebugContext* dbg) override {
+    return Retryable(target()->RenameFile(from, to, io, dbg));
+  }
+  rocksdb::IOStatus GetChildren(const std::string& dir, const rocksdb::IOOptions& io,
+                                std::vector<std::string>* r, IODebugContext* dbg) override {
+    return Retryable(target()->GetChildren(dir, io, r, dbg));
+  }
+
+ private:
+  static rocksdb::IOStatus Wrap(rocksdb::IOStatus s, std::unique_ptr<rocksdb::FSWritableFile>* r) {
+    if (s.ok() && *r != nullptr) *r = std::make_unique<RetryableWritableFile>(std::move(*r));
+    return Retryable(std::move(s));
+  }
+};
+
 // DiskErrorLog - puts in volleyd's log (stderr) what makes RocksDB stop writes
-// and when they go again: intake pauses on these (engine/intake.h) and the
-// operator must be able to see why. Slowdowns (WriteStallCondition::kDelayed)
-// are routine under a heavy intake and are not logged; stops are.
+// and when they go again: intake pauses on these (engine/intake.h), the
+// committer stalls (engine/committer.h), and the operator must be able to see
+// why. Once per episode: while RocksDB retries by itself (every
+// kResumeRetryInterval) each failed try is a background error of its own, and
+// a line a second for an hour says nothing the first did not. Slowdowns
+// (WriteStallCondition::kDelayed) are routine under a heavy intake and are not
+// logged; stops are.
 class DiskErrorLog : public rocksdb::EventListener {
  public:
   void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
     if (error == nullptr || error->ok()) return;
+    if (failing_.exchange(true, std::memory_order_relaxed)) {
+      repeats_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     std::fprintf(stderr, "volleyd: queue: writes stopped after a %s error: %s\n",
                  ReasonName(reason), error->ToString().c_str());
   }
   void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+    // RocksDB 7.8 reports the end of an automatic recovery twice, the second
+    // time with no error on either side: nothing happened then.
+    if (info.old_bg_error.ok() && info.new_bg_error.ok()) return;
     if (info.new_bg_error.ok()) {
-      std::fprintf(stderr, "volleyd: queue: writes resumed after: %s\n",
-                   info.old_bg_error.ToString().c_str());
+      failing_.store(false, std::memory_order_relaxed);
+      const uint64_t repeats = repeats_.exchange(0, std::memory_order_relaxed);
+      std::fprintf(stderr, "volleyd: queue: writes resumed after: %s%s\n",
+                   info.old_bg_error.ToString().c_str(),
+                   repeats == 0 ? "" : absl::StrCat(" (", repeats, " more failed tries)").c_str());
     } else {
       std::fprintf(stderr, "volleyd: queue: recovery failed: %s\n",
                    info.new_bg_error.ToString().c_str());
@@ -287,6 +452,10 @@ class DiskErrorLog : public rocksdb::EventListener {
  private:
   // Written by RocksDB's background threads, read by the metrics exporter.
   std::atomic<uint64_t> stalls_{0};
+  // Between a background error and the recovery that clears it; the failed
+  // tries meanwhile, logged as one number when it clears.
+  std::atomic<bool> failing_{false};
+  std::atomic<uint64_t> repeats_{0};
 };
 
 class RocksQueue;
@@ -330,6 +499,12 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
     ++d[kDeferrals];
     ++size_;
   }
+  void Postpone(const QueuedRecipient& r, absl::Time due) override {
+    (void)batch_.Delete(recipients_, r.key);
+    (void)batch_.Put(recipients_, RecipientKey(r.job_no, r.partition, due, r.line),
+                     EncodeRecipientValue(r.attempts, r.recipient));
+    ++size_;
+  }
   void SetLogPosition(std::string_view position) override {
     (void)batch_.Put(meta_, kLogPositionKey, rocksdb::Slice(position.data(), position.size()));
   }
@@ -354,9 +529,11 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
 
 class RocksQueue : public Queue {
  public:
-  RocksQueue(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> cfs,
-             QueueOptions options, std::shared_ptr<DiskErrorLog> disk_errors)
-      : db_(std::move(db)),
+  RocksQueue(std::unique_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db,
+             std::vector<rocksdb::ColumnFamilyHandle*> cfs, QueueOptions options,
+             std::shared_ptr<DiskErrorLog> disk_errors)
+      : env_(std::move(env)),
+        db_(std::move(db)),
         cfs_(std::move(cfs)),
         options_(options),
         disk_errors_(std::move(disk_errors)) {}
@@ -381,9 +558,9 @@ class RocksQueue : public Queue {
           path, ": queue format 1 (recipient keys without a partition) holds recipients: "
                 "run the volleyd that wrote it until it drains, or move the folder away"));
     }
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    return FromRocks(db_->Put(wo, meta(), kFormatKey, kFormatVersion), "write queue format");
+    rocksdb::WriteBatch batch;
+    (void)batch.Put(meta(), kFormatKey, kFormatVersion);
+    return Write(SyncedWrite(), &batch, "write queue format");
   }
 
   ~RocksQueue() override {
@@ -444,7 +621,7 @@ class RocksQueue : public Queue {
     rocksdb::WriteBatch batch;
     (void)batch.Put(meta(), kNextJobNoKey, next_value);
     (void)batch.Put(meta(), JobKey(id), EncodeJob(job));
-    RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "begin job"));
+    RETURN_IF_ERROR(Write(rocksdb::WriteOptions(), &batch, "begin job"));
     return job;
   }
 
@@ -495,7 +672,9 @@ class RocksQueue : public Queue {
     auto& rb = static_cast<RocksOutcomeBatch&>(batch);
     rocksdb::WriteOptions wo;
     wo.sync = options_.sync_outcomes;
-    return FromRocks(db_->Write(wo, &rb.Finish()), "record outcomes");
+    // Finish adds the counters' merges once: a batch refused and applied again
+    // (engine/committer.h) counts its outcomes once.
+    return Write(wo, &rb.Finish(), "record outcomes");
   }
 
   absl::Status MarkJobDone(const JobRecord& job) override {
@@ -510,7 +689,7 @@ class RocksQueue : public Queue {
     // One range tombstone over the job's keys: compaction then drops the point
     // tombstones its recipients left (and anything under them) wholesale.
     (void)batch.DeleteRange(recipients(), JobPrefix(job.job_no), JobEnd(job.job_no));
-    return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "mark job done");
+    return Write(rocksdb::WriteOptions(), &batch, "mark job done");
   }
 
   absl::StatusOr<std::string> ReadLogPosition() override {
@@ -565,8 +744,9 @@ class RocksQueue : public Queue {
     ASSIGN_OR_RETURN(JobRecord job, FindLiveJob(id, paused ? "paused" : "resumed"));
     if (job.paused == paused) return job;
     job.paused = paused;
-    RETURN_IF_ERROR(FromRocks(db_->Put(SyncedWrite(), meta(), JobKey(id), EncodeJob(job)),
-                              paused ? "pause job" : "resume job"));
+    rocksdb::WriteBatch batch;
+    (void)batch.Put(meta(), JobKey(id), EncodeJob(job));
+    RETURN_IF_ERROR(Write(SyncedWrite(), &batch, paused ? "pause job" : "resume job"));
     return job;
   }
 
@@ -576,8 +756,9 @@ class RocksQueue : public Queue {
     if (job.state == JobState::kCancelled) return job;
     job.state = JobState::kCancelled;
     job.paused = false;
-    RETURN_IF_ERROR(
-        FromRocks(db_->Put(SyncedWrite(), meta(), JobKey(id), EncodeJob(job)), "cancel job"));
+    rocksdb::WriteBatch batch;
+    (void)batch.Put(meta(), JobKey(id), EncodeJob(job));
+    RETURN_IF_ERROR(Write(SyncedWrite(), &batch, "cancel job"));
     return job;
   }
 
@@ -587,7 +768,16 @@ class RocksQueue : public Queue {
     (void)batch.DeleteRange(recipients(), JobPrefix(job.job_no), JobEnd(job.job_no));
     (void)batch.Delete(meta(), ProgressKey(job.job_no));
     (void)batch.Delete(meta(), JobKey(job.id));
-    return FromRocks(db_->Write(SyncedWrite(), &batch), "forget job");
+    return Write(SyncedWrite(), &batch, "forget job");
+  }
+
+  // Write - every write of the queue: RocksDB's status as ours, and a refused
+  // one counted (StoreStats::write_errors).
+  absl::Status Write(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
+                     std::string_view what) {
+    const rocksdb::Status s = db_->Write(wo, batch);
+    if (!s.ok()) write_errors_.fetch_add(1, std::memory_order_relaxed);
+    return FromRocks(s, what);
   }
 
   // Intake's commit changes the record too (kLoading to kReady) while control
@@ -599,16 +789,27 @@ class RocksQueue : public Queue {
   rocksdb::ColumnFamilyHandle* recipients() { return cfs_[1]; }
   const QueueOptions& options() const { return options_; }
 
-  // Disk errors (queue/README.md, "Backpressure and disk errors"). Resume()
-  // returns OK at once when no background error stopped writes, and Busy while
-  // RocksDB's own recovery (its SstFileManager polling for room) is under way.
+  // Write errors (queue.h, ERRORS; queue/README.md, "Write errors"). Resume()
+  // returns OK at once when no background error holds writes, and Busy while
+  // RocksDB's own recovery is under way: its SstFileManager polling for room
+  // after a full disk, or its retries after a retryable error. Otherwise it
+  // tries itself (it flushes the memtables to a new log) and returns what that
+  // did: the error again while its cause lasts, or, for a fatal or an
+  // unrecoverable error (severity above kHardError), that error at once: 7.8
+  // resumes from neither.
   absl::Status Recover() override {
     const rocksdb::Status s = db_->Resume();
+    if (s.ok()) return absl::OkStatus();
     if (s.IsBusy()) {
       return absl::ResourceExhaustedError(
-          "queue: writes stopped by a disk error; RocksDB is retrying as room comes back");
+          "queue: writes stopped by a write error; RocksDB is retrying by itself");
     }
-    return FromRocks(s, "resume writes after a disk error");
+    if (!s.IsCorruption() && s.severity() == rocksdb::Status::kFatalError) {
+      return absl::UnavailableError(absl::StrCat(
+          "queue: RocksDB cannot resume writes after a fatal error (", s.ToString(),
+          "): only a restart of volleyd clears it"));
+    }
+    return FromRocks(s, "resume writes after a write error");
   }
 
   StoreStats Stats() override {
@@ -623,6 +824,7 @@ class RocksQueue : public Queue {
     uint64_t stopped = 0;
     s.write_stopped = db_->GetIntProperty("rocksdb.is-write-stopped", &stopped) && stopped != 0;
     s.write_stalls = disk_errors_->stalls();
+    s.write_errors = write_errors_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -669,10 +871,14 @@ class RocksQueue : public Queue {
     return *std::move(job);
   }
 
+  // The file system RocksDB works through (RetryableFileSystem): declared
+  // first, so that it outlives the database.
+  std::unique_ptr<rocksdb::Env> env_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   QueueOptions options_;
   std::shared_ptr<DiskErrorLog> disk_errors_;  // also counts write stalls
+  std::atomic<uint64_t> write_errors_{0};
   std::mutex record_mu_;
 };
 
@@ -687,7 +893,7 @@ absl::Status RocksIntakeWriter::Add(uint32_t line, uint16_t partition,
 absl::Status RocksIntakeWriter::WriteBatch(bool sync) {
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  RETURN_IF_ERROR(FromRocks(q_->db()->Write(wo, &batch_), "intake"));
+  RETURN_IF_ERROR(q_->Write(wo, &batch_, "intake"));
   batch_.Clear();
   in_batch_ = 0;
   return absl::OkStatus();
@@ -741,6 +947,11 @@ std::string RecipientKey(uint32_t job_no, uint16_t partition, absl::Time due, ui
 
 absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
                                                     const QueueOptions& options) {
+  if (options.max_open_files <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": queue max_open_files = ", options.max_open_files,
+        ": must be at least 1 (RocksDB's -1, every table file open, cannot be budgeted)"));
+  }
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
@@ -763,6 +974,17 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
   // recovery depends on it, so it is made here, on purpose). Recover() asks
   // for the same sooner.
   db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(rocksdb::Env::Default()));
+  // Every other write error is marked retryable (see Retryable): RocksDB then
+  // resumes by itself once the cause is gone, trying every
+  // kResumeRetryInterval (and as many times as it takes: the default count is
+  // INT_MAX), and Recover() works for it too.
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(
+      std::make_shared<RetryableFileSystem>(rocksdb::FileSystem::Default()));
+  db_options.env = env.get();
+  db_options.bgerror_resume_retry_interval =
+      static_cast<uint64_t>(absl::ToInt64Microseconds(kResumeRetryInterval));
+  // Bounded, so that volleyd's descriptors can be counted (QueueOptions).
+  db_options.max_open_files = options.max_open_files;
   auto disk_errors = std::make_shared<DiskErrorLog>();
   db_options.listeners.push_back(disk_errors);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -771,7 +993,7 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
   if (!s.ok()) {
     return absl::UnavailableError(absl::StrCat(path, ": cannot open queue: ", s.ToString()));
   }
-  auto queue = std::make_unique<RocksQueue>(std::unique_ptr<rocksdb::DB>(raw),
+  auto queue = std::make_unique<RocksQueue>(std::move(env), std::unique_ptr<rocksdb::DB>(raw),
                                             std::move(handles), options, std::move(disk_errors));
   RETURN_IF_ERROR(queue->CheckFormat(path));
   return std::unique_ptr<Queue>(std::move(queue));

@@ -33,6 +33,21 @@
 //   and no accepted recipient can be lost. Outcomes are not synced by default:
 //   losing one on power failure means a retry (a possible duplicate), never a loss.
 //
+// ERRORS
+//   Every failed write refuses the whole write: a RocksDB write batch is applied
+//   whole or not at all, so the caller retries the same batch (the committer,
+//   engine/committer.h) or the same job file (intake). Errors come back as:
+//   DataLoss for corruption, never retried; ResourceExhausted for a full disk
+//   or a write RocksDB holds back; Unavailable for the rest (no descriptor left,
+//   EIO), which clears too. A failed file open, write or sync other than a full
+//   disk (EMFILE, ENFILE, EIO, ...) is handed to RocksDB marked "retryable": it
+//   then holds writes (a hard error, not a fatal one) and tries to resume by
+//   itself every kResumeRetryInterval; RocksDB 7.8 treats the same error
+//   unmarked as fatal, which no DB::Resume clears (a failed new write-ahead log
+//   after EMFILE, issue 16). A full disk keeps RocksDB's own handling: its
+//   SstFileManager polls for room. queue/README.md, "Write errors", has the
+//   details and the limits.
+//
 // CONTRACT
 //   Thread-safe as RocksDB is; BeginJob is called from one thread (intake) only,
 //   because it allocates job numbers by read-modify-write.
@@ -78,6 +93,17 @@ struct QueueOptions {
   // back (the small metadata family would otherwise pin every log file), so the
   // log, and the replay after a restart, stay this small. Default: 128 MiB.
   size_t max_wal_bytes = 128u << 20;
+
+  // Table (SST) files RocksDB keeps open at once, each a file descriptor; past
+  // it the least recently used one is closed before another is opened. RocksDB's
+  // own default (-1) keeps every table file open as long as it exists, a number
+  // that grows with the queue and that no descriptor budget can count (issue
+  // 16). Besides these RocksDB holds a few descriptors of its own (the
+  // write-ahead log, MANIFEST, LOCK, its LOG) and one more for each file it is
+  // writing (a new log, a flush's or a compaction's output). RocksDB raises a
+  // value under 20 to 20 (it keeps 10 of them for its own files); Open refuses 0
+  // or less. Default: 256 ([queue] max_open_files).
+  int max_open_files = 256;
 };
 
 // A job's life: kLoading while intake writes it, kReady while it has recipients
@@ -133,6 +159,10 @@ struct JobRecord {
 // shard owns the partitions p with p % shards == its index, so up to kPartitions
 // shards can share the work.
 inline constexpr uint16_t kPartitions = 64;
+
+// After a retryable write error (ERRORS above) RocksDB tries to resume writes by
+// itself this often, for as long as it takes; Queue::Recover asks at once.
+inline constexpr absl::Duration kResumeRetryInterval = absl::Seconds(1);
 
 // PartitionOf - `name` (a destination: a domain, or a route's name) hashed into
 // 0..kPartitions-1 with FNV-1a: the same in every build and on every machine,
@@ -194,6 +224,10 @@ class Queue {
     virtual void Remove(const QueuedRecipient& r, Final how) = 0;
     // The recipient was deferred: it moves to `due`, with attempts + 1.
     virtual void Reschedule(const QueuedRecipient& r, absl::Time due) = 0;
+    // The recipient was not tried (volleyd's own bound stopped it, not the
+    // destination): it moves to `due`, its attempts and its job's progress as
+    // they were.
+    virtual void Postpone(const QueuedRecipient& r, absl::Time due) = 0;
     // SetLogPosition - record, in the same write, where the delivery log ended
     // after these outcomes were logged (metrics::DeliveryLog::position).
     virtual void SetLogPosition(std::string_view position) = 0;
@@ -234,13 +268,15 @@ class Queue {
   // incoming/): its recipients and its record.
   virtual absl::Status ForgetJob(const JobRecord& job) = 0;
 
-  // Recover - a write error (a full disk, typically) makes RocksDB refuse every
-  // write until it is cleared; RocksDB retries by itself as free space comes
-  // back, and this asks it to resume now. OK when writes work (nothing was
-  // wrong, or resumed); ResourceExhausted while the cause lasts or RocksDB's own
-  // recovery is under way; Unavailable or DataLoss when only a restart or an
-  // operator can help. Cheap when nothing is wrong: a paused intake calls it
-  // before each retry (queue/README.md, "Backpressure and disk errors").
+  // Recover - a failed write (a full disk, no descriptor left, an I/O error)
+  // makes RocksDB refuse every write until the error is cleared (a "background
+  // error"); this asks RocksDB to clear it now (DB::Resume). OK when writes work
+  // (nothing was wrong, or they resumed); ResourceExhausted while RocksDB's own
+  // recovery is under way (it retries by itself, see ERRORS below) or the cause
+  // lasts; Unavailable when RocksDB cannot resume in this process (a fatal
+  // error: only a restart clears it); DataLoss for corruption, which only an
+  // operator can mend. Cheap when nothing is wrong: the committer and a paused
+  // intake call it before each retry (queue/README.md, "Write errors").
   virtual absl::Status Recover() = 0;
 
   // Stats - RocksDB's health for the metrics (docs/metrics.md); any thread.
@@ -249,6 +285,9 @@ class Queue {
     uint64_t pending_compaction_bytes = 0;  // rocksdb.estimate-pending-compaction-bytes
     uint64_t write_stalls = 0;              // times writes began to be delayed or stopped
     bool write_stopped = false;             // rocksdb.is-write-stopped
+    // Writes RocksDB refused (outcomes, intake, job records; each try counted):
+    // a failed file open or write, or a background error holding writes.
+    uint64_t write_errors = 0;
   };
   virtual StoreStats Stats() = 0;
 };

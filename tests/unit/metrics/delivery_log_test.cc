@@ -1,8 +1,11 @@
 // Tests of the delivery log's file handling: positions, reading back after a
 // position (also across rotations), a torn last record, rotation by size and by
-// time (an injected clock), the rotated files' names and how many are kept.
+// time (an injected clock), the rotated files' names and how many are kept, and
+// a write that fails part-way (a real one: RLIMIT_FSIZE).
 #include "metrics/delivery_log.h"
 
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -297,6 +300,70 @@ TEST_F(DeliveryLogTest, LinesAfterReadsOnThroughEveryRotatedFile) {
   // The mark's file deleted (keep, or an operator): not found, not misread.
   ASSERT_TRUE(std::filesystem::remove(dir_ / "deliveries-20270115T080000Z.jsonl"));
   EXPECT_TRUE(absl::IsNotFound(again->LinesAfter(mark).status()));
+}
+
+// FileSizeLimit - while it lives, no file of the process may grow past `bytes`
+// (RLIMIT_FSIZE): a write across it stops short there, the next one fails with
+// EFBIG (SIGXFSZ, which would kill the process, ignored meanwhile). A real
+// partial write, as a disk filling up mid-write gives.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(uint64_t bytes) {
+    EXPECT_EQ(::getrlimit(RLIMIT_FSIZE, &saved_), 0);
+    old_ = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit low = saved_;
+    low.rlim_cur = static_cast<rlim_t>(bytes);
+    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &low), 0);
+  }
+  ~FileSizeLimit() { Restore(); }
+  void Restore() {
+    if (done_) return;
+    done_ = true;
+    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &saved_), 0);
+    ::signal(SIGXFSZ, old_);
+  }
+
+ private:
+  rlimit saved_{};
+  sighandler_t old_ = SIG_DFL;
+  bool done_ = false;
+};
+
+TEST_F(DeliveryLogTest, AFailedFlushKeepsTheRestAndWritesEveryRecordOnce) {
+  std::string records;
+  for (uint32_t line = 2; line < 5; ++line) {
+    FormatDeliveryRecord(Record(line, "delivered"), &records);
+  }
+  // max_size 1: due for rotation after every write, so that a rotation in the
+  // middle of a record would show.
+  auto log = Open(Clocked(1, absl::ZeroDuration()));
+  ASSERT_NE(log, nullptr);
+  const std::string start = log->position();
+  log->AppendFormatted(records);
+  {
+    FileSizeLimit limit(100);
+    const absl::Status st = log->Flush();
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("write"), std::string::npos) << st;
+    // The first 100 bytes reached the file (part of the first record); they are
+    // counted and no longer buffered, the rest is.
+    EXPECT_EQ(Contents(), records.substr(0, 100));
+    EXPECT_EQ(log->buffered(), records.size() - 100);
+    EXPECT_EQ(log->position(), start.substr(0, start.rfind(':') + 1) + "100");
+    // Tried again while the cause lasts: nothing written, nothing dropped.
+    EXPECT_FALSE(log->Flush().ok());
+    EXPECT_EQ(log->buffered(), records.size() - 100);
+    EXPECT_EQ(log->write_errors(), 2u);
+    EXPECT_TRUE(Others().empty()) << "rotated in the middle of a record";
+  }
+  ASSERT_TRUE(log->Flush().ok());
+  EXPECT_EQ(log->buffered(), 0u);
+  // The whole records, each once, in the file that was then rotated (the write
+  // ended at a record boundary and past max_size).
+  const std::vector<std::string> rotated = Others();
+  ASSERT_EQ(rotated.size(), 1u);
+  EXPECT_EQ(Contents(rotated[0]), records);
+  EXPECT_EQ(Contents(), "");
 }
 
 }  // namespace

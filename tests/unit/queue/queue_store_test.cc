@@ -209,6 +209,29 @@ TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   EXPECT_FALSE(none->has_value());
 }
 
+TEST_F(QueueTest, PostponeMovesWithoutCountingAnAttempt) {
+  const JobRecord job = AddJob("j", t0_, 2);
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 2u);
+  auto batch = q_->NewOutcomeBatch();
+  batch->Postpone(got[0], t0_ + absl::Seconds(30));
+  batch->Reschedule(got[1], t0_ + absl::Seconds(30));
+  ASSERT_TRUE(q_->Apply(*batch).ok());
+  Reopen();
+  std::vector<QueuedRecipient> again;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Seconds(29), 10, &again).ok());
+  EXPECT_TRUE(again.empty());  // moved, not left where it was
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Seconds(30), 10, &again).ok());
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].recipient, "r0");
+  EXPECT_EQ(again[0].attempts, 0u);  // postponed: no attempt
+  EXPECT_EQ(again[1].attempts, 1u);  // deferred: one
+  auto progress = q_->ReadProgress(job.job_no);
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->deferred, 1u);  // only the deferred one counts as deferred
+}
+
 TEST_F(QueueTest, NextDueAfterACursorSkipsWhatWasTaken) {
   const JobRecord job = AddJob("j", t0_, 4);
   std::vector<QueuedRecipient> got;
