@@ -332,6 +332,8 @@ KeyMap PolicyKeys(const Source& src, DestinationPolicy* p, const std::vector<Egr
       {"idle_timeout", duration(&p->idle_timeout)},
       {"max_connections_per_destination", [&src, p](auto& n, auto k) {
          return GetIntInto(src, n, k, 1, 10000, &p->max_connections); }},
+      {"max_connections_opening", [&src, p](auto& n, auto k) {
+         return GetIntInto(src, n, k, 1, 10000, &p->max_connections_opening); }},
       {"max_message_rate", [&src, p](auto& n, auto k) { return GetRate(src, n, k, &p->max_message_rate); }},
       {"max_connection_rate", [&src, p](auto& n, auto k) {
          return GetRate(src, n, k, &p->max_connection_rate); }},
@@ -555,6 +557,9 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
           {"tries", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 10, &res.tries); }},
           {"max_pending", [&](auto& n, auto k) {
              return GetIntInto(src, n, k, 1, 1000000, &res.max_pending); }},
+          {"max_queued", [&](auto& n, auto k) {
+             return GetIntInto(src, n, k, 1, 1000000, &res.max_queued); }},
+          {"receive_buffer", [&](auto& n, auto k) { return GetSize(src, n, k, &res.receive_buffer); }},
           {"allow_loopback", [&](auto& n, auto k) { return GetBool(src, n, k, &mx.allow_loopback); }},
           {"allow_private", [&](auto& n, auto k) { return GetBool(src, n, k, &mx.allow_private); }},
           {"families", [&](const toml::node& n, std::string_view k) -> absl::Status {
@@ -598,11 +603,13 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
       st = Section(src, node, name, {
           {"window", [&](auto& n, auto k) { return GetIntInto(src, n, k, 1, 10000000, &c->delivery.window); }},
           {"shards", [&](auto& n, auto k) { return GetIntInto(src, n, k, 0, 64, &c->delivery.shards); }},
+          {"max_connections", [&](auto& n, auto k) { return GetIntInto(src, n, k, 0, 10000000, &c->delivery.max_connections); }},
       });
     } else if (name == "queue") {
       st = Section(src, node, name, {
           {"sync_outcomes", [&](auto& n, auto k) { return GetBool(src, n, k, &c->sync_outcomes); }},
           {"min_free_space", [&](auto& n, auto k) { return GetSize(src, n, k, &c->min_free_space); }},
+          {"max_open_files", [&](auto& n, auto k) { return GetIntInto(src, n, k, 20, 1000000, &c->queue_max_open_files); }},
       });
     } else if (name == "admin") {
       st = Section(src, node, name, {

@@ -68,6 +68,13 @@ struct DestinationPolicy {
   // Connections open at once to the destination (key:
   // max_connections_per_destination). Default: 20.
   int max_connections = 20;
+  // Connections being opened to the destination at once (connected, greeted,
+  // EHLO and STARTTLS not yet done). More open as sessions get going and work is
+  // still waiting: a destination with 20 messages waiting opens two, which
+  // usually take all 20 before a third would be ready, instead of 20
+  // connections of one message each (a TLS handshake apiece, on both sides).
+  // Like Postfix's initial_destination_concurrency. Default: 2.
+  int max_connections_opening = 2;
   // Messages (transactions) started per second, minute or hour ("3000/min"), and
   // new connections opened ("10/s"), each a token bucket (engine/shaping.h).
   // Default: "0", no limit.
@@ -177,6 +184,10 @@ struct DeliveryConfig {
   // of the queue's partitions (queue.h). 0: one per CPU. At most
   // queue::kPartitions. Default: 0.
   int shards = 0;
+  // SMTP connections open at once, all shards together, at most; 0: as many as
+  // the file descriptor limit allows after volleyd's reserve (engine/fd_budget.h).
+  // Default: 0.
+  int max_connections = 0;
 };
 
 // [dns]: the resolver (servers, timeout, tries), the planner's address policy and
@@ -235,6 +246,10 @@ struct Config {
   // QueueOptions::max_wal_bytes (128 MiB), a flush of every memtable (32 MiB)
   // and delivery's outcomes meanwhile. 0 turns the check off.
   uint64_t min_free_space = uint64_t{256} << 20;
+  // [queue] max_open_files: RocksDB's table files kept open at once (its default
+  // keeps all, which no descriptor budget can count). Reserved from the
+  // descriptor limit before connections get theirs. Default: 256.
+  int queue_max_open_files = 256;
   DeliveryLogConfig delivery_log;
   // [[classify]]: the rules that name why a recipient bounced or was deferred,
   // first match wins (metrics/classify.h). A config with any [[classify]] table

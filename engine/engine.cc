@@ -30,6 +30,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -57,6 +58,7 @@
 #include "engine/committer.h"
 #include "engine/compose.h"
 #include "engine/deadlines.h"
+#include "engine/fd_budget.h"
 #include "engine/intake.h"
 #include "engine/reactor/ring.h"
 #include "engine/ready_queue.h"
@@ -107,6 +109,19 @@ constexpr absl::Duration kHostDownTime = absl::Minutes(1);
 // Refills of the window from the queue are at least this far apart: each costs
 // a RocksDB seek per job.
 constexpr absl::Duration kRefillInterval = absl::Milliseconds(10);
+// After socket() ran out of descriptors, how long no connection opens beyond
+// those open then (unless some close): long enough not to retry per turn.
+constexpr absl::Duration kFdShortTime = absl::Seconds(1);
+// How long a recipient stopped by volleyd's own bound (the resolver's queue
+// full) waits before it is taken again: long enough for the queue to drain.
+constexpr absl::Duration kPostponeDelay = absl::Seconds(15);
+// Another connection opens only while more transactions than this per
+// connection (open or opening) are waiting: a new session costs a handshake of
+// four or five round trips (TCP, greeting, EHLO, STARTTLS, EHLO), so fewer than
+// that are taken as soon by the sessions there are.
+constexpr size_t kWaitingPerConnection = 4;
+// The longest wait between refills while the queue keeps failing them.
+constexpr absl::Duration kRefillRetryMax = absl::Seconds(5);
 // How often domains whose DNS plan expired are forgotten.
 constexpr absl::Duration kDomainSweepInterval = absl::Seconds(10);
 
@@ -219,6 +234,9 @@ struct Destination {
   std::string pool;  // its key in destinations_, for volleyd's log
   bool waiting_for_message_token = false;
   bool waiting_for_connection_token = false;
+  // In Shard::budget_waiters_: it may open another connection, but the shard's
+  // connection budget is spent.
+  bool waiting_for_budget = false;
   // Adaptive backoff (docs/config.md): each level halves the connections (and a
   // configured message rate); a level is undone per period without another such
   // reply. A suspension defers everything until it ends.
@@ -360,6 +378,10 @@ struct ShardPlace {
   JobBoard* board = nullptr;
   SiteShares* sites = nullptr;  // null with one shard
   size_t window = 1;  // this shard's share of [delivery] window
+  // This shard's share of the connection budget (engine/fd_budget.h).
+  size_t connection_budget = 1;
+  // Set by a second SIGTERM or SIGINT: stop at once, without the grace period.
+  const std::atomic<bool>* stop_now = nullptr;
 };
 
 class Shard {
@@ -408,12 +430,36 @@ class Shard {
   // those in a transaction already under way finish it.
   void WithdrawReady(Job* job);
   absl::Status Refill(absl::Time now);
+  // RefillOrBackOff - Refill; a failure other than corruption is logged (once
+  // per episode) and retried later with backoff instead of stopping the shard.
+  absl::Status RefillOrBackOff();
   absl::StatusOr<size_t> TakeFromJob(Job* job, PartitionScan* scan, size_t want, absl::Time now);
   // ScanIdle - nothing was taken from `scan` and nothing of it is under way:
   // find when it is due next, or that it is empty.
   absl::Status ScanIdle(Job* job, PartitionScan* scan);
   void Dispatch(absl::Time now);
-  void OpenConnection(Destination* d, absl::Time now);
+  // The connection budget (engine/fd_budget.h): how many connections the shard
+  // may have open now; lowered for a while after socket() ran out of
+  // descriptors all the same.
+  size_t ConnectionBudgetNow() const {
+    return now_ < fd_short_until_ ? std::min(place_.connection_budget, fd_short_cap_)
+                                  : place_.connection_budget;
+  }
+  bool BudgetSpent() const { return open_conns_ >= ConnectionBudgetNow(); }
+  // WantsConnection - d has transactions nobody is about to take, room under
+  // its connection limit, and nothing holding it back.
+  bool WantsConnection(const Destination& d, absl::Time now) const;
+  // WaitForBudget - d may open another connection but the budget is spent: it
+  // waits its turn (first come, first served, one connection per turn).
+  // again: it was served and still wants more (not counted as a new wait).
+  void WaitForBudget(Destination* d, bool again = false);
+  // ServeBudgetWaiters - the budget freed since the last turn goes to the
+  // destinations waiting for it, in order.
+  void ServeBudgetWaiters(absl::Time now);
+  // OpenConnection - kNoDescriptor: socket() ran out of file descriptors; d
+  // waits for the budget, nothing is deferred.
+  enum class Opened : uint8_t { kYes, kFailed, kNoDescriptor };
+  Opened OpenConnection(Destination* d, absl::Time now);
   size_t ChooseHost(const Destination& d, absl::Time now);
   void OnCompletion(uint64_t tag, int result);
   void Drain(Conn* c);
@@ -504,6 +550,10 @@ class Shard {
   void Defer(Work* w, const smtp::Outcome& o, const Destination* d, const Conn* c = nullptr);
   // Expire - taken from the queue past its deadline, without an attempt.
   void Expire(Work* w);
+  // Postpone - not tried because one of volleyd's own bounds stopped it (the
+  // resolver's queue full): back to the queue for kPostponeDelay, logged as
+  // deferred with the reason, and no attempt counted.
+  void Postpone(Work* w, const smtp::Outcome& why);
   // Cancel - its job was cancelled before it was sent.
   void Cancel(Work* w);
   // Commit - hand this turn's outcomes to the committer (when it is free).
@@ -530,8 +580,15 @@ class Shard {
   std::mt19937_64 rng_;
   // The router's counts already added to metrics_ (they are copied as deltas).
   dns::Router::Stats dns_counted_;
+  dns::Resolver::Stats resolver_counted_;
 
   std::map<uint32_t, std::unique_ptr<Job>> jobs_;  // by job number
+  // Jobs this shard finished last, to be marked done in the queue.
+  std::deque<queue::JobRecord> jobs_to_mark_done_;
+  // A refill failed (a queue read or write: no descriptor, EIO): the next one
+  // waits until then, the wait doubling per failure up to kRefillRetryMax.
+  absl::Time refill_retry_at_ = absl::InfinitePast();
+  absl::Duration refill_retry_wait_ = absl::ZeroDuration();
   uint32_t refill_from_ = 0;  // the job number the next refill starts at
   // The last refill stopped with recipients possibly still due (the window
   // filled, or a scan hit its batch size): refill again soon, not at the tick.
@@ -584,6 +641,19 @@ class Shard {
   absl::Time last_states_ = absl::InfinitePast();
   size_t in_flight_ = 0;
   size_t open_conns_ = 0;
+  // Destinations waiting for the connection budget, in the order they came
+  // (each once: Destination::waiting_for_budget). Destinations live as long as
+  // the shard, so the pointers stay valid.
+  std::deque<Destination*> budget_waiters_;
+  // While destinations wait for the budget, a destination keeps at most this
+  // many connections (the budget over the destinations with work): a big
+  // destination gives connections back as its transactions end, so small ones
+  // are not starved by it.
+  size_t fair_share_ = SIZE_MAX;
+  // After socket() failed with EMFILE or ENFILE: until then the budget is the
+  // connections open at that moment.
+  absl::Time fd_short_until_ = absl::InfinitePast();
+  size_t fd_short_cap_ = 0;
   std::unique_ptr<queue::Queue::OutcomeBatch> batch_;
   uint64_t intake_counter_ = 0;
   bool stopping_ = false;
@@ -772,8 +842,11 @@ void Shard::RouteByDns(Work* w, const std::string& domain, absl::Time now) {
     DomainRoute& d = it->second;
     d.resolving = false;
     // A plan is reused until its answers expire, and for a second at least, so
-    // that an overloaded resolver cannot be asked again for every recipient.
-    d.valid_until = std::max(plan.valid_until, now_ + absl::Seconds(1));
+    // that a failing server is not asked again for every recipient. A local
+    // verdict is not a plan (nothing was learnt about the domain): never reused.
+    const bool local = plan.plan.verdict && plan.plan.verdict->local;
+    d.valid_until =
+        local ? absl::InfinitePast() : std::max(plan.valid_until, now_ + absl::Seconds(1));
     d.verdict = plan.plan.verdict;
     d.route.reset();
     if (!d.verdict) {
@@ -822,7 +895,9 @@ void Shard::OnPlan(const std::string& domain) {
     smtp::Outcome why = MakeOutcome(
         verdict->permanent ? smtp::Outcome::Kind::kPermanent : smtp::Outcome::Kind::kTransient,
         0, verdict->enhanced, verdict->reason);
-    if (verdict->permanent) {
+    if (verdict->local) {
+      Postpone(w, why);
+    } else if (verdict->permanent) {
       Finish(w, queue::Final::kBounced, why, nullptr);
     } else {
       Defer(w, why, nullptr);
@@ -883,6 +958,27 @@ void Shard::Admit(Work* w, std::string_view domain,
   }
   if (ExpiresUntried(w, policy, now)) return;
   PushReady(d.get(), w, /*front=*/false);
+}
+
+absl::Status Shard::RefillOrBackOff() {
+  const absl::Status st = Refill(now_);
+  if (st.ok()) {
+    if (refill_retry_wait_ > absl::ZeroDuration()) {
+      std::fprintf(stderr, "volleyd: shard %zu: queue reads work again\n", place_.index);
+      refill_retry_wait_ = absl::ZeroDuration();
+    }
+    return st;
+  }
+  // Corruption is for an operator; anything else (EMFILE, EIO, RocksDB holding
+  // writes) clears, and what is under way goes on meanwhile.
+  if (absl::IsDataLoss(st)) return st;
+  if (refill_retry_wait_ == absl::ZeroDuration()) {
+    std::fprintf(stderr, "volleyd: shard %zu: taking work from the queue failed: %s (retrying)\n",
+                 place_.index, std::string(st.message()).c_str());
+  }
+  refill_retry_wait_ = std::clamp(refill_retry_wait_ * 2, kRefillInterval, kRefillRetryMax);
+  refill_retry_at_ = now_ + refill_retry_wait_;
+  return absl::OkStatus();
 }
 
 absl::Status Shard::Refill(absl::Time now) {
@@ -952,13 +1048,18 @@ absl::Status Shard::Refill(absl::Time now) {
     // The shard that finishes last marks the job done: its keys are dropped
     // only when no shard has any left.
     if (place_.board->ShardFinished(job_no, place_.index)) {
-      RETURN_IF_ERROR(queue_->MarkJobDone(it->second->record));
-      std::fprintf(stderr, "volleyd: job \"%s\" %s\n", it->second->record.id.c_str(),
-                   it->second->record.state == queue::JobState::kCancelled
-                       ? "cancelled: finished"
-                       : "finished");
+      jobs_to_mark_done_.push_back(std::move(it->second->record));
     }
     jobs_.erase(it);
+  }
+  // Kept until written: a failed write is tried again at the next refill.
+  while (!jobs_to_mark_done_.empty()) {
+    const queue::JobRecord& record = jobs_to_mark_done_.front();
+    RETURN_IF_ERROR(queue_->MarkJobDone(record));
+    std::fprintf(stderr, "volleyd: job \"%s\" %s\n", record.id.c_str(),
+                 record.state == queue::JobState::kCancelled ? "cancelled: finished"
+                                                             : "finished");
+    jobs_to_mark_done_.pop_front();
   }
   return absl::OkStatus();
 }
@@ -988,7 +1089,10 @@ absl::Status Shard::ScanIdle(Job* job, PartitionScan* scan) {
 
 void Shard::Dispatch(absl::Time now) {
   shaping_wake_ = absl::InfiniteFuture();
+  ServeBudgetWaiters(now);
+  size_t with_work = 0;  // destinations with work or connections, for fair_share_
   for (auto& [name, d] : destinations_) {
+    if (!d->ready.empty() || d->connections > 0) ++with_work;
     if (d->backoff_level > 0 && now >= d->backoff_step_at) StepBackoff(d.get(), -1, now);
     if (now < d->suspended_until) {
       // Nothing goes out while suspended: what waits is deferred with the reason.
@@ -1020,16 +1124,69 @@ void Shard::Dispatch(absl::Time now) {
       Drain(c);
       MaybeFree(c);
     }
+    if (!budget_waiters_.empty() && d->ready.empty() && !d->idle.empty()) {
+      // Others wait for connections this destination has no use for now.
+      const std::vector<Conn*> idle = std::exchange(d->idle, {});
+      for (Conn* c : idle) {
+        c->client->Quit();
+        Kick(c);
+      }
+    }
     // Open more connections while there are transactions nobody is about to take.
-    while (!stopping_ && static_cast<size_t>(d->sessions_starting) < d->ready.transactions() &&
-           d->connections < MaxConnections(*d)) {
+    while (!d->waiting_for_budget && WantsConnection(*d, now)) {
+      if (BudgetSpent() || !budget_waiters_.empty()) {
+        // Behind those already waiting, whatever the budget says now.
+        WaitForBudget(d.get());
+        break;
+      }
       if (!d->connection_tokens.TryTake(now)) {
         WaitForToken(d.get(), /*messages=*/false, now);
         break;
       }
       d->waiting_for_connection_token = false;
-      OpenConnection(d.get(), now);
+      if (OpenConnection(d.get(), now) == Opened::kNoDescriptor) {
+        WaitForBudget(d.get());
+        break;
+      }
     }
+  }
+  fair_share_ = budget_waiters_.empty()
+                    ? SIZE_MAX
+                    : std::max<size_t>(1, place_.connection_budget / std::max<size_t>(1, with_work));
+  metrics_->budget_waiting.Set(static_cast<int64_t>(budget_waiters_.size()));
+}
+
+bool Shard::WantsConnection(const Destination& d, absl::Time now) const {
+  return !stopping_ && now >= d.suspended_until &&
+         static_cast<size_t>(d.sessions_starting) < d.ready.transactions() &&
+         d.ready.transactions() > kWaitingPerConnection * static_cast<size_t>(d.connections) &&
+         d.sessions_starting < d.policy->max_connections_opening &&
+         d.connections < MaxConnections(d);
+}
+
+void Shard::WaitForBudget(Destination* d, bool again) {
+  if (d->waiting_for_budget) return;
+  d->waiting_for_budget = true;
+  budget_waiters_.push_back(d);
+  if (!again) metrics_->budget_waits.Add();
+}
+
+void Shard::ServeBudgetWaiters(absl::Time now) {
+  // Each waiter gets one connection per turn and goes to the back while it
+  // wants more: the budget is shared round robin, not taken by the first.
+  for (size_t turns = budget_waiters_.size(); turns > 0 && !budget_waiters_.empty(); --turns) {
+    if (BudgetSpent()) return;
+    Destination* d = budget_waiters_.front();
+    budget_waiters_.pop_front();
+    d->waiting_for_budget = false;
+    if (!WantsConnection(*d, now)) continue;  // its work went elsewhere meanwhile
+    if (!d->connection_tokens.TryTake(now)) {
+      WaitForToken(d, /*messages=*/false, now);
+      continue;
+    }
+    d->waiting_for_connection_token = false;
+    OpenConnection(d, now);
+    if (WantsConnection(*d, now)) WaitForBudget(d, /*again=*/true);
   }
 }
 
@@ -1083,7 +1240,7 @@ int Shard::PickSource(Destination* d, int family) {
   return static_cast<int>(pool[static_cast<size_t>(best)]);
 }
 
-void Shard::OpenConnection(Destination* d, absl::Time now) {
+Shard::Opened Shard::OpenConnection(Destination* d, absl::Time now) {
   const size_t host = ChooseHost(*d, now);
   const dns::Destination& where = d->route->hosts[host];
   const int source = PickSource(d, where.addr.ss_family);
@@ -1093,13 +1250,31 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
     FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
                                    absl::StrCat("no egress source of the address family of ",
                                                 where.host, " among the destination's sources")));
-    return;
+    return Opened::kFailed;
   }
   const int fd = ::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
+    const int err = errno;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+      // Out of descriptors (or socket memory) whatever the budget said: a limit
+      // lowered under volleyd, another process, a reserve too small. Nothing
+      // about the destination failed, so nothing is deferred: no connection
+      // opens beyond those open now for a while, and d waits for one.
+      if (now >= fd_short_until_) {
+        std::fprintf(stderr,
+                     "volleyd: socket: %s with %zu connections open; new connections wait "
+                     "for one to close (for %s at least)\n",
+                     std::strerror(err), open_conns_,
+                     absl::FormatDuration(kFdShortTime).c_str());
+      }
+      fd_short_until_ = now + kFdShortTime;
+      fd_short_cap_ = open_conns_;
+      metrics_->fd_exhausted.Add();
+      return Opened::kNoDescriptor;
+    }
     FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
-                                   absl::StrCat("socket: ", std::strerror(errno))));
-    return;
+                                   absl::StrCat("socket: ", std::strerror(err))));
+    return Opened::kFailed;
   }
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -1115,7 +1290,7 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
       FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
                                      absl::StrCat("bind to source ", e.name, " (", e.address,
                                                   "): ", std::strerror(err))));
-      return;
+      return Opened::kFailed;
     }
   }
   const uint32_t slot = conns_.Acquire();
@@ -1155,6 +1330,7 @@ void Shard::OpenConnection(Destination* d, absl::Time now) {
   ring_.PrepConnect(fd, reinterpret_cast<const sockaddr*>(&where.addr), where.addr_len,
                     conns_.Tag(slot, kOpConnect));
   ++c->pending_ops;
+  return Opened::kYes;
 }
 
 void Shard::OnCompletion(uint64_t tag, int result) {
@@ -1463,6 +1639,12 @@ void Shard::PublishLoopMetrics(absl::Time turn_started) {
   metrics_->dns_cache_hits.Add(dns.cache_hits - dns_counted_.cache_hits);
   metrics_->dns_cache_misses.Add(dns.cache_misses - dns_counted_.cache_misses);
   dns_counted_ = dns;
+  const dns::Resolver::Stats asked = resolver_->stats();
+  metrics_->dns_sent.Add(asked.sent - resolver_counted_.sent);
+  metrics_->dns_queue_full.Add(asked.refused - resolver_counted_.refused);
+  metrics_->dns_queued.Set(static_cast<int64_t>(asked.queued));
+  metrics_->dns_in_flight.Set(static_cast<int64_t>(asked.in_flight));
+  resolver_counted_ = asked;
 }
 
 void Shard::WaitForToken(Destination* d, bool messages, absl::Time now) {
@@ -1489,8 +1671,12 @@ void Shard::AssignNext(Conn* c) {
   // is already saying goodbye takes no new work.
   if (!c->client->idle()) return;
   if (stopping_ || c->messages >= d->policy->max_messages_per_connection ||
-      d->connections > MaxConnections(*d) || now_ < d->suspended_until) {
-    // Also: backed off below the connections open, or suspended: this one goes.
+      d->connections > MaxConnections(*d) || now_ < d->suspended_until ||
+      (!budget_waiters_.empty() &&
+       (d->ready.empty() || static_cast<size_t>(d->connections) > fair_share_))) {
+    // Also: backed off below the connections open, or suspended, or others wait
+    // for the connection budget while this destination has no work for the
+    // connection or more than its share: this one goes.
     c->client->Quit();
     return;
   }
@@ -1799,6 +1985,15 @@ void Shard::Expire(Work* w) {
   Release(w);
 }
 
+void Shard::Postpone(Work* w, const smtp::Outcome& why) {
+  // The record carries the number of the last attempt, as Expire's does: none
+  // was made now.
+  Record(w, "deferred", why, nullptr, w->entry.attempts);
+  std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
+  batch_->Postpone(w->entry, now_ + kPostponeDelay * jitter(rng_));
+  Release(w);
+}
+
 void Shard::Cancel(Work* w) {
   // Like Expire: no attempt now, so the record carries the number of the last.
   Record(w, "cancelled",
@@ -1977,11 +2172,15 @@ absl::Status Shard::Run() {
         }
       }
     }
-    if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline)) break;
+    if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline ||
+                      (place_.stop_now != nullptr &&
+                       place_.stop_now->load(std::memory_order_relaxed)))) {
+      break;
+    }
     if (!fatal_.ok()) return fatal_;
     if (!stopping_ && !committer_->stalled() && (now_ - last_refill >= kRefillInterval) &&
-        in_flight_ < place_.window) {
-      RETURN_IF_ERROR(Refill(now_));
+        now_ >= refill_retry_at_ && in_flight_ < place_.window) {
+      RETURN_IF_ERROR(RefillOrBackOff());
       last_refill = now_;
     }
     Dispatch(now_);
@@ -2053,6 +2252,13 @@ absl::Status Shard::Run() {
     c.current.clear();
     ::close(c.fd);
   });
+  // The resolver goes now, while everything its callbacks could reach is still
+  // there (the router first: it holds the resolver). Left to the destructor,
+  // c-ares closing its sockets called back into a half-destroyed shard and
+  // volleyd spun there instead of exiting (issue 16).
+  router_.reset();
+  resolver_.reset();
+  dns_watches_.clear();  // their sockets are closed; the ring's teardown ends the polls
   return CommitLast();
 }
 
@@ -2177,11 +2383,23 @@ metrics::StoreSnapshot ReadStoreSnapshot(queue::Queue& q, const Config& config) 
   s.pending_compaction_bytes = stats.pending_compaction_bytes;
   s.write_stalls = stats.write_stalls;
   s.write_stopped = stats.write_stopped;
+  s.queue_write_errors = stats.write_errors;
   s.queue_free_bytes = queue::FreeBytes(config.queue_dir).value_or(uint64_t{0});
   s.spool_free_bytes = queue::FreeBytes(config.spool_dir).value_or(uint64_t{0});
   s.free_floor_bytes = config.min_free_space;
   s.ok = true;
   return s;
+}
+
+// ReadUint64File - the number a /proc/sys file holds, or nullopt.
+std::optional<uint64_t> ReadUint64File(const char* path) {
+  FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return std::nullopt;
+  unsigned long long v = 0;
+  const bool read = std::fscanf(f, "%llu", &v) == 1;
+  std::fclose(f);
+  if (!read) return std::nullopt;
+  return static_cast<uint64_t>(v);
 }
 
 // ShardCount - [delivery] shards, 0 meaning one per CPU; never more than the
@@ -2219,6 +2437,7 @@ absl::Status Engine::Run() {
   });
   queue::QueueOptions qopts;
   qopts.sync_outcomes = config_.sync_outcomes;
+  qopts.max_open_files = config_.queue_max_open_files;
   ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
   metrics::DeliveryLogOptions log_options;
   log_options.max_size = config_.delivery_log.max_size;
@@ -2237,6 +2456,23 @@ absl::Status Engine::Run() {
   }
   RETURN_IF_ERROR(ReplayUnappliedOutcomes(queue.get(), log.get(), config_.retry));
   const size_t shard_count = ShardCount(config_);
+  const FdReserve reserve = DefaultFdReserve(static_cast<size_t>(config_.queue_max_open_files),
+                                             config_.dns.resolver.servers.size());
+  ASSIGN_OR_RETURN(const ConnectionBudget budget,
+                   PlanConnectionBudget(CurrentFileLimit(), shard_count, reserve,
+                                        static_cast<size_t>(config_.delivery.max_connections)));
+  std::fprintf(stderr, "volleyd: %s\n", DescribeBudget(budget, reserve, shard_count).c_str());
+  if (std::optional<uint64_t> granted = ReadUint64File("/proc/sys/net/core/rmem_max");
+      granted.has_value() && *granted < config_.dns.resolver.receive_buffer) {
+    std::fprintf(stderr,
+                 "volleyd: warning: net.core.rmem_max is %llu bytes, below [dns] receive_buffer "
+                 "(%llu): answers to many DNS lookups at once may be dropped, each then waiting "
+                 "[dns] timeout; raise it (sysctl net.core.rmem_max=%llu) or lower [dns] "
+                 "max_pending\n",
+                 static_cast<unsigned long long>(*granted),
+                 static_cast<unsigned long long>(config_.dns.resolver.receive_buffer),
+                 static_cast<unsigned long long>(config_.dns.resolver.receive_buffer));
+  }
   Committer committer(queue.get(), log.get(), shard_count);
   RETURN_IF_ERROR(committer.Start());
   JobBoard board(shard_count);
@@ -2260,10 +2496,13 @@ absl::Status Engine::Run() {
     place.sites = shard_count > 1 ? &sites : nullptr;
     // The window is volleyd's: each shard gets its share.
     place.window = std::max<size_t>(1, static_cast<size_t>(config_.delivery.window) / shard_count);
+    place.connection_budget = budget.per_shard[i];
+    place.stop_now = &stop_now_;
     shards.push_back(std::make_unique<Shard>(config_, place, queue.get(), routes.get(),
                                              &ready_jobs, &stop_, shard_metrics.back().get(),
                                              &classifier, &credentials));
     shards.back()->SetDestinationStates(&destination_states);
+    shard_metrics.back()->connection_budget.Set(static_cast<int64_t>(budget.per_shard[i]));
   }
   absl::Status failed;
   {
@@ -2278,7 +2517,13 @@ absl::Status Engine::Run() {
     metrics::ExporterSources sources;
     for (const auto& m : shard_metrics) sources.shards.push_back(m.get());
     sources.intake = &intake_metrics;
-    sources.store = [this, q = queue.get()] { return ReadStoreSnapshot(*q, config_); };
+    sources.store = [this, q = queue.get(), &committer, l = log.get()] {
+      metrics::StoreSnapshot s = ReadStoreSnapshot(*q, config_);
+      s.writes_stalled = committer.stalled();
+      s.log_write_errors = l->write_errors();
+      if (!s.ok) s.queue_write_errors = q->Stats().write_errors;
+      return s;
+    };
     sources.max_jobs = static_cast<size_t>(config_.metrics_max_jobs);
     ASSIGN_OR_RETURN(auto exporter,
                      metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));

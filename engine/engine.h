@@ -4,6 +4,7 @@
 //   Engine engine(config);
 //   absl::Status st = engine.Run();   // blocks until RequestStop()
 //   engine.RequestStop();             // async-signal-safe; any thread
+//   engine.RequestStop();             // again: stop now, no grace period
 //
 // DESCRIPTION
 //   Run opens the queue and the delivery log, starts the intake thread (which
@@ -17,7 +18,14 @@
 //   own mailbox, outcomes leave through its own lane of the committer.
 //
 //   Stopping: no new transactions start; transactions under way finish (up to
-//   a grace period), connections QUIT, and everything not finished stays queued.
+//   a grace period, kStopGrace in engine.cc), connections QUIT, and everything
+//   not finished stays queued. A second RequestStop ends the grace period at
+//   once: transactions under way are cut off, their recipients stay queued (a
+//   message the server had accepted may be sent again, never lost), and what
+//   was already decided is recorded before Run returns.
+//
+//   The connection budget (engine/fd_budget.h) is worked out at the start of
+//   Run from RLIMIT_NOFILE (the caller raises it first) and logged.
 //
 // BOUNDS
 //   delivery.window recipients in flight at most, split between the shards;
@@ -36,11 +44,16 @@ class Engine {
  public:
   explicit Engine(Config config) : config_(std::move(config)) {}
   absl::Status Run();
-  void RequestStop() { stop_.store(true, std::memory_order_relaxed); }
+  void RequestStop() {
+    if (stop_.exchange(true, std::memory_order_relaxed)) {
+      stop_now_.store(true, std::memory_order_relaxed);
+    }
+  }
 
  private:
   Config config_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_now_{false};
 };
 
 }  // namespace volley::engine

@@ -6,7 +6,9 @@
 // DESCRIPTION
 //   Runs in the foreground. Without --config every key has its default
 //   (docs/config.md): spool, queue and log under ./var, and every domain routed
-//   to the local sink at 127.0.0.1:2525. SIGTERM or SIGINT stops it cleanly.
+//   to the local sink at 127.0.0.1:2525. SIGTERM or SIGINT stops it cleanly:
+//   transactions under way get up to 10 s to finish. A second SIGTERM or SIGINT
+//   stops it at once, after recording what was decided (engine/engine.h).
 //
 // DIAGNOSTICS
 //   On stderr. A config error stops it at once (exit 2). A warning at start-up when

@@ -186,6 +186,29 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
                                MetricType::Counter);
   Add(&opened, {}, sum([](const ShardMetrics& s) { return s.connections_opened.value(); }));
   out->push_back(std::move(opened));
+  MetricFamily budget = Family("volley_connection_budget",
+                               "Connections volleyd may have open at once (file descriptor "
+                               "limit less its reserve, or [delivery] max_connections).",
+                               MetricType::Gauge);
+  Add(&budget, {}, sum([](const ShardMetrics& s) { return s.connection_budget.value(); }));
+  out->push_back(std::move(budget));
+  MetricFamily budget_waiting = Family("volley_connection_budget_waiting",
+                                       "Destinations waiting for the connection budget now.",
+                                       MetricType::Gauge);
+  Add(&budget_waiting, {},
+      sum([](const ShardMetrics& s) { return s.budget_waiting.value(); }));
+  out->push_back(std::move(budget_waiting));
+  MetricFamily budget_waits = Family("volley_connection_budget_waits_total",
+                                     "Times a destination began to wait for the connection budget.",
+                                     MetricType::Counter);
+  Add(&budget_waits, {}, sum([](const ShardMetrics& s) { return s.budget_waits.value(); }));
+  out->push_back(std::move(budget_waits));
+  MetricFamily fd_out = Family("volley_fd_exhausted_total",
+                               "Times socket() failed for lack of file descriptors (EMFILE, "
+                               "ENFILE) or socket memory; connections waited.",
+                               MetricType::Counter);
+  Add(&fd_out, {}, sum([](const ShardMetrics& s) { return s.fd_exhausted.value(); }));
+  out->push_back(std::move(fd_out));
   MetricFamily failed = Family("volley_connections_failed_total",
                                "Connections that ended before their session was ready, by reason.",
                                MetricType::Counter);
@@ -216,6 +239,27 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
   Add(&cache, {{"result", "miss"}},
       sum([](const ShardMetrics& s) { return s.dns_cache_misses.value(); }));
   out->push_back(std::move(cache));
+  MetricFamily sent = Family("volley_dns_lookups_sent_total",
+                             "DNS questions sent to servers (CNAME follow-ups included).",
+                             MetricType::Counter);
+  Add(&sent, {}, sum([](const ShardMetrics& s) { return s.dns_sent.value(); }));
+  out->push_back(std::move(sent));
+  MetricFamily dns_queued = Family("volley_dns_lookups_queued",
+                                   "DNS questions waiting for their turn ([dns] max_pending "
+                                   "are in flight).",
+                                   MetricType::Gauge);
+  Add(&dns_queued, {}, sum([](const ShardMetrics& s) { return s.dns_queued.value(); }));
+  out->push_back(std::move(dns_queued));
+  MetricFamily dns_flying = Family("volley_dns_lookups_in_flight",
+                                   "DNS questions sent and not yet answered.", MetricType::Gauge);
+  Add(&dns_flying, {}, sum([](const ShardMetrics& s) { return s.dns_in_flight.value(); }));
+  out->push_back(std::move(dns_flying));
+  MetricFamily dns_full = Family("volley_dns_queue_full_total",
+                                 "DNS questions refused because the wait queue was full "
+                                 "([dns] max_queued); their recipients were deferred.",
+                                 MetricType::Counter);
+  Add(&dns_full, {}, sum([](const ShardMetrics& s) { return s.dns_queue_full.value(); }));
+  out->push_back(std::move(dns_full));
 
   MetricFamily waits = Family("volley_rate_limit_waits_total",
                               "Times a destination's work began to wait for its rate limit.",
@@ -250,6 +294,23 @@ void Exporter::Collector::CollectStore(std::vector<MetricFamily>* out) const {
     return n;
   }();
   StoreSnapshot store = sources_.store ? sources_.store() : StoreSnapshot{};
+  // Before the `ok` check: these matter most when the queue misbehaves.
+  MetricFamily stalled = Family("volley_queue_writes_stalled",
+                                "1 while outcome writes (delivery log or queue) fail and are "
+                                "retried.",
+                                MetricType::Gauge);
+  Add(&stalled, {}, store.writes_stalled ? 1.0 : 0.0);
+  out->push_back(std::move(stalled));
+  MetricFamily queue_errors = Family("volley_queue_write_errors_total",
+                                     "Writes the queue (RocksDB) refused, each try counted.",
+                                     MetricType::Counter);
+  Add(&queue_errors, {}, static_cast<double>(store.queue_write_errors));
+  out->push_back(std::move(queue_errors));
+  MetricFamily log_errors = Family("volley_delivery_log_write_errors_total",
+                                   "Delivery-log writes that failed, each try counted.",
+                                   MetricType::Counter);
+  Add(&log_errors, {}, static_cast<double>(store.log_write_errors));
+  out->push_back(std::move(log_errors));
   MetricFamily recipients = Family("volley_recipients",
                                    "Recipients by state: queued (no final outcome yet), "
                                    "in_flight (taken by a shard), deferred (last attempt deferred).",

@@ -61,6 +61,12 @@ struct StoreSnapshot {
   uint64_t queue_free_bytes = 0;
   uint64_t spool_free_bytes = 0;
   uint64_t free_floor_bytes = 0;
+  // Filled in even when ok is false (the queue failing is when they matter):
+  // outcome writes failing and retried now (engine/committer.h), and the
+  // writes refused so far, each try counted.
+  bool writes_stalled = false;
+  uint64_t queue_write_errors = 0;
+  uint64_t log_write_errors = 0;
 };
 
 struct ExporterSources {

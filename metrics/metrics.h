@@ -125,11 +125,24 @@ class ShardMetrics {
   Histogram queue_seconds{QueueTimeBuckets()};
   Gauge connections_open;
   Counter connections_opened;
+  // The connection budget (engine/fd_budget.h): the shard's share, the
+  // destinations waiting for it now, the times one began to wait, and the times
+  // socket() ran out of descriptors all the same.
+  Gauge connection_budget;
+  Gauge budget_waiting;
+  Counter budget_waits;
+  Counter fd_exhausted;
   std::array<Counter, kConnFailures> connections_failed;
   std::array<Counter, kTlsVersions.size()> tls_sessions;
   std::array<Counter, kDnsResults.size()> dns_queries;  // by AnswerKind order
   Counter dns_cache_hits;
   Counter dns_cache_misses;
+  // The resolver (dns/resolver.h): questions sent to servers, waiting for their
+  // turn now, in flight now, and refused because the wait queue was full.
+  Counter dns_sent;
+  Gauge dns_queued;
+  Gauge dns_in_flight;
+  Counter dns_queue_full;
   Gauge in_flight;
   Counter busy_nanos;
   // Times a destination's work began to wait for a token: [0] its message rate,

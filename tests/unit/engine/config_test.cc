@@ -285,6 +285,31 @@ TEST(ParseConfig, Shards) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("v.toml:2: delivery.shards: must be"));
 }
 
+TEST(ParseConfig, ConnectionBudgetKeys) {
+  auto defaults = ParseConfig("", "v.toml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->delivery.max_connections, 0);  // the budget decides
+  EXPECT_EQ(defaults->queue_max_open_files, 256);
+  auto c = ParseConfig("[delivery]\nmax_connections = 500\n[queue]\nmax_open_files = 64\n",
+                       "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->delivery.max_connections, 500);
+  EXPECT_EQ(c->queue_max_open_files, 64);
+  auto negative = ParseConfig("[delivery]\nmax_connections = -1\n", "v.toml");
+  ASSERT_FALSE(negative.ok());
+  EXPECT_THAT(std::string(negative.status().message()),
+              HasSubstr("v.toml:2: delivery.max_connections: must be"));
+  EXPECT_EQ(defaults->smtp.defaults.max_connections_opening, 2);
+  auto opening = ParseConfig("[smtp]\nmax_connections_opening = 5\n", "v.toml");
+  ASSERT_TRUE(opening.ok()) << opening.status();
+  EXPECT_EQ(opening->smtp.defaults.max_connections_opening, 5);
+  EXPECT_FALSE(ParseConfig("[smtp]\nmax_connections_opening = 0\n", "v.toml").ok());
+  // RocksDB needs a few table files open to work at all.
+  auto few = ParseConfig("[queue]\nmax_open_files = 2\n", "v.toml");
+  ASSERT_FALSE(few.ok());
+  EXPECT_THAT(std::string(few.status().message()), HasSubstr("queue.max_open_files"));
+}
+
 TEST(ParseConfig, EgressSourcesAndWhoUsesThem) {
   // [smtp] is read before [[source]] in file order, and names it anyway.
   auto c = ParseConfig(
