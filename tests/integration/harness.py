@@ -23,6 +23,13 @@ authoritative for the zones given, h.dns_proxy(nsd.port) a forwarder in front of
 counts queries and can leave some unanswered, and h.sink(listen_hosts=[...]) one
 volley-sink standing for several mail hosts (one port, several addresses).
 
+For many domains and few descriptors: harness.domains_zone(n, hosts) is the zone "test"
+giving d0001.test ... an MX host each (h.nsd({"test": ...})), harness.address_range()
+the loopback addresses to put a sink on, d.start_with_nofile(512) volleyd under `ulimit
+-n 512`, harness.FdSampler(pid) its peak descriptor count, sink.restart() the sink again on
+its port (other options, e.g. without its fault profiles), and
+proxy.set_receive_buffer(8 << 20) a DnsProxy that takes a burst of hundreds of queries.
+
 For metrics: harness.scrape(d.metrics_port) reads volleyd's /metrics once (a Metrics:
 get, select, total), and h.prometheus(["127.0.0.1:%d" % d.metrics_port],
 rule_files=[...]) is a real Prometheus scraping it every second, queried through its
@@ -308,11 +315,12 @@ class Sink:
         self.proc = None
         self.port = None
 
-    def start(self, attempts=3):
+    def start(self, attempts=3, port=None):
+        """Listen on a free port, or on `port` (restart(): where a client already sends)."""
         for _ in range(attempts):
             # free_port() probes 127.0.0.1 only: another address may still have the
             # port taken, in which case volley-sink exits and the next port is tried.
-            self.port = free_port()
+            self.port = port or free_port()
             argv = [self.binary]
             for host in self.listen_hosts:
                 argv += ["--listen", "%s:%d" % (host, self.port)]
@@ -373,6 +381,15 @@ class Sink:
 
     def stop(self):
         return self.proc.stop(15) if self.proc else None
+
+    def restart(self, extra_args=None):
+        """Stop this sink and start it again on the same addresses and port (the one
+        volleyd sends to), with extra_args instead of the old ones when given (e.g. []
+        to drop a --profiles). The stats and record files are kept and appended to."""
+        self.stop()
+        if extra_args is not None:
+            self.extra_args = list(extra_args)
+        return self.start(port=self.port)
 
 
 class PostfixSink:
@@ -992,6 +1009,17 @@ class DnsProxy:
         with self._lock:
             return self._counts[(dns_name_key(name), _qtype(qtype))]
 
+    def set_receive_buffer(self, nbytes):
+        """Let the UDP socket hold nbytes of queries not yet read (SO_RCVBUFFORCE as
+        root, else SO_RCVBUF up to net.core.rmem_max): the default (about 200 KiB, some
+        270 queries) drops a burst of hundreds of lookups, which a client then retries
+        only after its timeout. Returns the size the kernel reports."""
+        try:
+            self._udp.setsockopt(socket.SOL_SOCKET, 33, nbytes)  # SO_RCVBUFFORCE
+        except OSError:
+            self._udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, nbytes)
+        return self._udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
     def queries(self):
         """[(unix time, "udp"/"tcp", name, qtype, action), ...] in arrival order."""
         with self._lock:
@@ -1135,6 +1163,104 @@ class Volleyd:
     def deliveries(self, job=None):
         recs = read_jsonl(self.deliveries_path)
         return [r for r in recs if job is None or r.get("job") == job]
+
+    def start_with_nofile(self, nofile):
+        """start(), with volleyd's RLIMIT_NOFILE (soft and hard) set to nofile, as
+        `ulimit -n NOFILE` would: prlimit(1) sets it and execs volleyd (same pid).
+        Checked in /proc/PID/limits."""
+        prlimit = tool_binary("prlimit", "util-linux")
+        self.proc = Proc(self.h, self.name, [prlimit, "--nofile=%d:%d" % (nofile, nofile), "--",
+                                             self.binary, "--config", self.config],
+                         cwd=self.dir, output=self.output)
+        self.starts += 1
+        time.sleep(0.2)
+        if not self.proc.alive():
+            raise TestFailure("volleyd (ulimit -n %d) exited at once with status %s:\n%s"
+                              % (nofile, self.proc.popen.returncode, tail(self.output)))
+        got = nofile_limit(self.proc.pid)
+        check(got == (nofile, nofile), "volleyd pid %d runs with RLIMIT_NOFILE %r, not %d"
+              % (self.proc.pid, got, nofile))
+        log("volleyd pid %d started with ulimit -n %d (start #%d)" % (self.proc.pid, nofile, self.starts))
+        return self
+
+    def fd_count(self):
+        """Descriptors volleyd has open now (None when it is not running)."""
+        return fd_count(self.proc.pid) if self.alive() else None
+
+
+# ---------------------------------------------------------------- many domains, descriptors
+
+def address_range(first, count):
+    """count consecutive IPv4 addresses from `first` ("127.0.61.1"), across octets;
+    all must be in 127.0.0.0/8 (the harness sends nowhere else)."""
+    base = struct.unpack("!I", socket.inet_aton(first))[0]
+    out = [socket.inet_ntoa(struct.pack("!I", base + i)) for i in range(count)]
+    if not all(a.startswith("127.") for a in out) or out[-1].endswith(".255"):
+        raise TestFailure("address_range(%s, %d) leaves 127.0.0.0/8 or takes a .255" % (first, count))
+    return out
+
+
+def domains_zone(n, hosts):
+    """Records of the zone "test" (for h.nsd({"test": ...})) routing domain(0) ..
+    domain(n-1) (d0001.test ...) by DNS, each by an MX of its own, mx.dNNNN.test, whose
+    A record is hosts[i % len(hosts)]: every domain is a destination (a site) of its
+    own in volleyd, however few the addresses. One zone and one file whatever n is, as
+    `volley-load zone`."""
+    lines = []
+    for i in range(n):
+        label = domain(i)[:-len(".test")]
+        lines.append("%s MX 10 mx.%s\nmx.%s A %s" % (label, label, label, hosts[i % len(hosts)]))
+    return "\n".join(lines) + "\n"
+
+
+def fd_count(pid):
+    """Open descriptors of a process (entries of /proc/PID/fd); None when it is gone."""
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return None
+
+
+def nofile_limit(pid):
+    """(soft, hard) RLIMIT_NOFILE of a process from /proc/PID/limits, or None."""
+    try:
+        with open("/proc/%d/limits" % pid) as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    fields = line.split()
+                    return int(fields[3]), int(fields[4])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class FdSampler:
+    """A thread sampling a process's descriptor count every `interval` seconds until
+    stop(): peak, last and samples taken (for a run's "descriptors at peak")."""
+
+    def __init__(self, pid, interval=0.1):
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self.last = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            n = fd_count(self.pid)
+            if n is not None:
+                self.last = n
+                self.peak = max(self.peak, n)
+                self.samples += 1
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
 
 
 def delivered_by_rcpt(records, job):
