@@ -119,7 +119,10 @@ constexpr absl::Duration kPostponeDelay = absl::Seconds(15);
 // connection (open or opening) are waiting: a new session costs a handshake of
 // four or five round trips (TCP, greeting, EHLO, STARTTLS, EHLO), so fewer than
 // that are taken as soon by the sessions there are.
-constexpr size_t kWaitingPerConnection = 4;
+constexpr size_t kWaitingPerConnection = 8;
+// While destinations wait for the connection budget, idle connections of
+// destinations without work are looked for at most this often.
+constexpr absl::Duration kIdleReclaimInterval = absl::Milliseconds(100);
 // The longest wait between refills while the queue keeps failing them.
 constexpr absl::Duration kRefillRetryMax = absl::Seconds(5);
 // How often domains whose DNS plan expired are forgotten.
@@ -237,6 +240,7 @@ struct Destination {
   // In Shard::budget_waiters_: it may open another connection, but the shard's
   // connection budget is spent.
   bool waiting_for_budget = false;
+  bool active = false;  // in Shard::active_
   // Adaptive backoff (docs/config.md): each level halves the connections (and a
   // configured message rate); a level is undone per period without another such
   // reply. A suspension defers everything until it ends.
@@ -437,7 +441,20 @@ class Shard {
   // ScanIdle - nothing was taken from `scan` and nothing of it is under way:
   // find when it is due next, or that it is empty.
   absl::Status ScanIdle(Job* job, PartitionScan* scan);
+  // Dispatch - every active destination (active_): start transactions on idle
+  // connections, open connections, step backoff down.
   void Dispatch(absl::Time now);
+  void DispatchOne(Destination* d, absl::Time now);
+  // Activate - d has work waiting or a backoff to step down: Dispatch visits it
+  // until it has neither.
+  void Activate(Destination* d) {
+    if (d->active) return;
+    d->active = true;
+    active_.push_back(d);
+  }
+  // ReclaimIdleConnections - destinations wait for the budget: idle connections
+  // of destinations without work close.
+  void ReclaimIdleConnections();
   // The connection budget (engine/fd_budget.h): how many connections the shard
   // may have open now; lowered for a while after socket() ran out of
   // descriptors all the same.
@@ -645,6 +662,10 @@ class Shard {
   // (each once: Destination::waiting_for_budget). Destinations live as long as
   // the shard, so the pointers stay valid.
   std::deque<Destination*> budget_waiters_;
+  // Destinations Dispatch visits (Destination::active): those with work waiting
+  // or a backoff level to step down.
+  std::vector<Destination*> active_;
+  absl::Time last_idle_reclaim_ = absl::InfinitePast();
   // While destinations wait for the budget, a destination keeps at most this
   // many connections (the budget over the destinations with work): a big
   // destination gives connections back as its transactions end, so small ones
@@ -1090,70 +1111,92 @@ absl::Status Shard::ScanIdle(Job* job, PartitionScan* scan) {
 void Shard::Dispatch(absl::Time now) {
   shaping_wake_ = absl::InfiniteFuture();
   ServeBudgetWaiters(now);
-  size_t with_work = 0;  // destinations with work or connections, for fair_share_
-  for (auto& [name, d] : destinations_) {
-    if (!d->ready.empty() || d->connections > 0) ++with_work;
-    if (d->backoff_level > 0 && now >= d->backoff_step_at) StepBackoff(d.get(), -1, now);
-    if (now < d->suspended_until) {
-      // Nothing goes out while suspended: what waits is deferred with the reason.
-      if (!d->ready.empty()) {
-        FailDestination(d.get(), MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.7.0",
-                                             absl::StrCat("not sent: ", d->route->name,
-                                                          " is suspended until ",
-                                                          absl::FormatTime("%H:%M:%SZ",
-                                                              d->suspended_until,
-                                                              absl::UTCTimeZone()),
-                                                          " after: ", d->backoff_reason)));
-      }
-      continue;
-    }
-    while (!d->ready.empty() && !d->idle.empty()) {
-      if (!d->message_tokens.TryTake(now)) {
-        WaitForToken(d.get(), /*messages=*/true, now);
-        break;
-      }
-      d->messages_started.Add(now);
-      d->waiting_for_message_token = false;
-      Conn* c = d->idle.back();
-      d->idle.pop_back();
-      c->token_taken = true;
-      AssignNext(c);
-      // The client may already have decided the transaction without sending a
-      // byte (over the server's SIZE, no SMTPUTF8): collect that now, or the
-      // connection would wait for a reply nobody is going to send.
-      Drain(c);
-      MaybeFree(c);
-    }
-    if (!budget_waiters_.empty() && d->ready.empty() && !d->idle.empty()) {
-      // Others wait for connections this destination has no use for now.
-      const std::vector<Conn*> idle = std::exchange(d->idle, {});
-      for (Conn* c : idle) {
-        c->client->Quit();
-        Kick(c);
-      }
-    }
-    // Open more connections while there are transactions nobody is about to take.
-    while (!d->waiting_for_budget && WantsConnection(*d, now)) {
-      if (BudgetSpent() || !budget_waiters_.empty()) {
-        // Behind those already waiting, whatever the budget says now.
-        WaitForBudget(d.get());
-        break;
-      }
-      if (!d->connection_tokens.TryTake(now)) {
-        WaitForToken(d.get(), /*messages=*/false, now);
-        break;
-      }
-      d->waiting_for_connection_token = false;
-      if (OpenConnection(d.get(), now) == Opened::kNoDescriptor) {
-        WaitForBudget(d.get());
-        break;
-      }
+  if (!budget_waiters_.empty() && now - last_idle_reclaim_ >= kIdleReclaimInterval) {
+    ReclaimIdleConnections();
+    last_idle_reclaim_ = now;
+  }
+  // Only destinations with something to do: at 10,000 destinations a walk over
+  // all of them every loop turn was most of the loop (bench/RESULTS.md).
+  for (size_t i = 0; i < active_.size();) {
+    Destination* d = active_[i];
+    DispatchOne(d, now);
+    if (d->ready.empty() && d->backoff_level == 0) {
+      d->active = false;
+      active_[i] = active_.back();
+      active_.pop_back();
+    } else {
+      ++i;
     }
   }
   fair_share_ = budget_waiters_.empty()
                     ? SIZE_MAX
-                    : std::max<size_t>(1, place_.connection_budget / std::max<size_t>(1, with_work));
+                    : std::max<size_t>(1, place_.connection_budget /
+                                              std::max<size_t>(1, active_.size()));
   metrics_->budget_waiting.Set(static_cast<int64_t>(budget_waiters_.size()));
+}
+
+void Shard::DispatchOne(Destination* d, absl::Time now) {
+  if (d->backoff_level > 0 && now >= d->backoff_step_at) StepBackoff(d, -1, now);
+  if (now < d->suspended_until) {
+    // Nothing goes out while suspended: what waits is deferred with the reason.
+    if (!d->ready.empty()) {
+      FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.7.0",
+                                     absl::StrCat("not sent: ", d->route->name,
+                                                  " is suspended until ",
+                                                  absl::FormatTime("%H:%M:%SZ",
+                                                                   d->suspended_until,
+                                                                   absl::UTCTimeZone()),
+                                                  " after: ", d->backoff_reason)));
+    }
+    return;
+  }
+  while (!d->ready.empty() && !d->idle.empty()) {
+    if (!d->message_tokens.TryTake(now)) {
+      WaitForToken(d, /*messages=*/true, now);
+      break;
+    }
+    d->messages_started.Add(now);
+    d->waiting_for_message_token = false;
+    Conn* c = d->idle.back();
+    d->idle.pop_back();
+    c->token_taken = true;
+    AssignNext(c);
+    // The client may already have decided the transaction without sending a
+    // byte (over the server's SIZE, no SMTPUTF8): collect that now, or the
+    // connection would wait for a reply nobody is going to send.
+    Drain(c);
+    MaybeFree(c);
+  }
+  // Open more connections while there are transactions nobody is about to take.
+  while (!d->waiting_for_budget && WantsConnection(*d, now)) {
+    if (BudgetSpent() || !budget_waiters_.empty()) {
+      // Behind those already waiting, whatever the budget says now.
+      WaitForBudget(d);
+      break;
+    }
+    if (!d->connection_tokens.TryTake(now)) {
+      WaitForToken(d, /*messages=*/false, now);
+      break;
+    }
+    d->waiting_for_connection_token = false;
+    if (OpenConnection(d, now) == Opened::kNoDescriptor) {
+      WaitForBudget(d);
+      break;
+    }
+  }
+}
+
+void Shard::ReclaimIdleConnections() {
+  // Connections that went idle before anyone waited for the budget; from now
+  // on AssignNext closes them as they go idle.
+  for (auto& [name, d] : destinations_) {
+    if (!d->ready.empty() || d->idle.empty()) continue;
+    const std::vector<Conn*> idle = std::exchange(d->idle, {});
+    for (Conn* c : idle) {
+      c->client->Quit();
+      Kick(c);
+    }
+  }
 }
 
 bool Shard::WantsConnection(const Destination& d, absl::Time now) const {
@@ -1738,6 +1781,7 @@ const DestinationPolicy& Shard::PolicyFor(std::string_view domain, std::string_v
 }
 
 void Shard::PushReady(Destination* d, Work* w, bool front) {
+  Activate(d);
   std::string group = absl::StrCat(w->job->record.job_no);
   size_t limit = 1;
   if (w->job->shared_message) {
@@ -1905,6 +1949,7 @@ const BackoffRule* Shard::BackoffRuleFor(const smtp::Outcome& o) const {
 }
 
 void Shard::StepBackoff(Destination* d, int step, absl::Time now) {
+  Activate(d);  // its steps down are taken in Dispatch
   const int before = d->backoff_level;
   d->backoff_level = std::clamp(d->backoff_level + step, 0, kMaxBackoffLevel);
   if (step > 0) d->backoff_raised = now;
