@@ -33,8 +33,9 @@ MxVerdict Verdict(bool permanent, std::string enhanced, std::string reason) {
 
 // LocalVerdict - a lookup our resolver refused (its queue full): no server's
 // word, so no SERVFAIL either; retried soon (MxVerdict::local).
-MxVerdict LocalVerdict(const std::string& domain) {
-  MxVerdict v = Verdict(false, "4.4.3", absl::StrCat(domain, ": resolver queue full"));
+MxVerdict LocalVerdict(const std::string& domain, std::string_view why) {
+  MxVerdict v = Verdict(false, "4.4.3",
+                        absl::StrCat(domain, ": ", base::Sv(why.empty() ? "resolver queue full" : why)));
   v.local = true;
   return v;
 }
@@ -268,7 +269,7 @@ MxHostList SelectMxHosts(std::string_view domain, const DnsAnswer& mx, const MxO
       return list;
     case AnswerKind::kServFail:
       list.verdict = mx.local
-                         ? LocalVerdict(d)
+                         ? LocalVerdict(d, mx.local_why)
                          : Verdict(false, "4.4.3",
                                    absl::StrCat(d, ": MX lookup failed (SERVFAIL or timeout)"));
       return list;
@@ -358,6 +359,7 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
   const size_t per_host = std::max<size_t>(options.max_addresses_per_host, 1);
   bool any_servfail = false;
   bool any_local = false;
+  std::string_view local_why;  // of the first local answer
   std::vector<IpAddress> kept;  // across hosts: an address is tried once
   for (size_t i = 0; i < list.hosts.size(); ++i) {
     const MxHost& host = list.hosts[i];
@@ -377,7 +379,10 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
     std::string first_refusal;
     for (const DnsAnswer* answer : order) {
       if (answer == nullptr) continue;
-      if (answer->kind == AnswerKind::kServFail && answer->local) local = true;
+      if (answer->kind == AnswerKind::kServFail && answer->local) {
+        local = true;
+        if (local_why.empty()) local_why = answer->local_why;
+      }
       if (answer->kind == AnswerKind::kServFail && !answer->local) servfail = true;
       if (answer->kind == AnswerKind::kNxDomain) nxdomain = true;
       if (answer->kind != AnswerKind::kOk) continue;
@@ -412,7 +417,8 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
       } else if (local) {
         any_local = true;
         AddNote(&plan.refused,
-                absl::StrCat(host.name, ": address lookup not made (resolver queue full)"));
+                absl::StrCat(host.name, ": address lookup not made (",
+                             base::Sv(local_why.empty() ? "resolver queue full" : local_why), ")"));
       } else if (servfail) {
         any_servfail = true;
         AddNote(&plan.refused,
@@ -443,7 +449,7 @@ MxPlan PlanDelivery(const MxHostList& list, std::span<const HostAnswers> answers
   if (plan.hosts.empty() && any_local) {
     // Some host was never looked up: its answer might have given addresses, so
     // neither 4.4.3 from the servers nor 4.4.4 is known yet.
-    plan.verdict = LocalVerdict(list.domain);
+    plan.verdict = LocalVerdict(list.domain, local_why);
     return plan;
   }
   if (plan.hosts.empty()) {

@@ -173,9 +173,12 @@ struct DnsAnswer {
   // section 5, min(SOA TTL, SOA MINIMUM) (kNoData, kNxDomain); ignored for
   // kServFail. The cache clamps it.
   uint32_t ttl = 0;
-  // No server said this: our own bound (the resolver's queue full) refused the
-  // question, kind is kServFail. Never cached, never a delivery attempt.
+  // No server said this: our own bound (the resolver's queue full, or no file
+  // descriptor for a socket) refused the question, kind is kServFail. Never
+  // cached, never a delivery attempt. local_why says which, for the logs (a
+  // static string).
   bool local = false;
+  std::string_view local_why;
 };
 
 enum class AddressFamilies : uint8_t { kIpv4First, kIpv6First, kIpv4Only };

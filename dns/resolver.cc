@@ -2,9 +2,13 @@
 #include "dns/resolver.h"
 
 #include <ares.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <mutex>
 #include <span>
 #include <utility>
@@ -18,6 +22,9 @@ namespace volley::dns {
 
 struct Resolver::Query {
   Resolver* resolver = nullptr;
+  // Resolver::no_descriptor_ when it was sent: more by its failure means c-ares
+  // could not open a socket for it, a failure of ours, not the server's.
+  uint64_t no_descriptor_at_send = 0;
   RrType type = RrType::kA;
   std::string name;                // asked now: the question's, or a CNAME target
   std::vector<std::string> chain;  // every name asked for this question, in order
@@ -49,14 +56,56 @@ DnsAnswer ServFail() {
 DnsAnswer QueueFull() {
   DnsAnswer answer = ServFail();
   answer.local = true;
+  answer.local_why = "resolver queue full";
   return answer;
 }
+
+// NoDescriptor - c-ares could not open a socket to ask: like QueueFull, our
+// own limit, so the engine waits instead of counting the domain as failing.
+DnsAnswer NoDescriptor() {
+  DnsAnswer answer = ServFail();
+  answer.local = true;
+  answer.local_why = "no file descriptor for a DNS socket";
+  return answer;
+}
+
+
 
 // Bound on ResolverOptions::max_pending and max_queued: far past what one shard
 // can use, near enough to catch a unit mistake.
 constexpr size_t kMaxResolverBound = 10'000'000;
 
 }  // namespace
+
+// c-ares's socket calls, plain except that socket() failing for want of
+// descriptors is counted (Resolver::no_descriptor_): c-ares itself reports it
+// as an unreachable server, which would be the domain's failure.
+struct ResolverSocketCalls {
+  static ares_socket_t Open(int domain, int type, int protocol, void* data) {
+    const int fd = ::socket(domain, type, protocol);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+      const int err = errno;
+      ++static_cast<Resolver*>(data)->no_descriptor_;
+      errno = err;
+    }
+    return fd;
+  }
+  static int Close(ares_socket_t fd, void*) { return ::close(fd); }
+  static int Connect(ares_socket_t fd, const sockaddr* to, ares_socklen_t len, void*) {
+    return ::connect(fd, to, len);
+  }
+  static ares_ssize_t RecvFrom(ares_socket_t fd, void* buf, size_t len, int flags, sockaddr* from,
+                               ares_socklen_t* from_len, void*) {
+    return ::recvfrom(fd, buf, len, flags, from, from_len);
+  }
+  static ares_ssize_t SendV(ares_socket_t fd, const iovec* vec, int count, void*) {
+    return ::writev(fd, vec, count);
+  }
+};
+
+const ares_socket_functions kResolverSocketCalls = {&ResolverSocketCalls::Open, &ResolverSocketCalls::Close,
+                                                &ResolverSocketCalls::Connect, &ResolverSocketCalls::RecvFrom,
+                                                &ResolverSocketCalls::SendV};
 
 Resolver::Resolver(const ResolverOptions& options, Watch watch)
     : options_(options), watch_(std::move(watch)) {}
@@ -107,6 +156,7 @@ absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const ResolverOptions
     return absl::InternalError(absl::StrCat("c-ares init: ", ares_strerror(st)));
   }
   r->channel_ = channel;
+  ares_set_socket_functions(channel, &kResolverSocketCalls, r.get());
   if (!servers.empty()) {
     const std::string csv = absl::StrJoin(servers, ",");
     if (int st = ares_set_servers_ports_csv(channel, csv.c_str()); st != ARES_SUCCESS) {
@@ -183,6 +233,7 @@ Resolver::Stats Resolver::stats() const {
   s.in_flight = pending_;
   s.queued = queued_.size();
   s.peak_queued = peak_queued_;
+  s.no_descriptor = no_descriptor_;
   return s;
 }
 
@@ -199,6 +250,7 @@ void Resolver::Send(std::unique_ptr<Query> q) {
   // Sends nest (an answer at once frees a place, SendQueued fills it): restore.
   const bool outer = in_send_;
   ++sent_;
+  q->no_descriptor_at_send = no_descriptor_;
   in_send_ = true;
   ares_send(Channel(channel_), reinterpret_cast<const unsigned char*>(packet->data()),
             static_cast<int>(packet->size()), &Resolver::OnAresResponse, q.release());
@@ -214,6 +266,10 @@ void Resolver::OnAresResponse(void* arg, int status, int /*timeouts*/, unsigned 
 
 void Resolver::OnResponse(std::unique_ptr<Query> q, int status, const unsigned char* abuf,
                           int alen) {
+  if (status != ARES_SUCCESS && no_descriptor_ > q->no_descriptor_at_send) {
+    Finish(std::move(q), NoDescriptor(), "no file descriptor for a DNS socket");
+    return;
+  }
   if (status != ARES_SUCCESS) {
     std::string why = status == ARES_ETIMEOUT ? "no answer (timeout)"
                       : status == ARES_ESERVFAIL ? "SERVFAIL from the server"

@@ -32,7 +32,9 @@
 //     malformed response, a CNAME loop: kServFail (retry later), with the reason in
 //     `Resolver::last_error()` for the logs;
 //   - refused by our own bound, the queue being full (LIMITS): kServFail with
-//     `local` set, "resolver queue full". No server said it: the cache does not
+//     `local` set, "resolver queue full"; or c-ares could not open a socket to
+//     ask (EMFILE, ENFILE: its socket calls go through resolver.cc, which counts
+//     those): `local`, "no file descriptor for a DNS socket". No server said it: the cache does not
 //     keep it and the router makes it a local verdict (retry soon, no attempt).
 //   Callbacks run inside OnSocketReady or OnTimer, never inside Ask and never later
 //   than the resolver's destruction.
@@ -92,6 +94,8 @@ struct ResolverOptions {
   uint64_t receive_buffer = uint64_t{4} << 20;
 };
 
+struct ResolverSocketCalls;
+
 class Resolver {
  public:
   // Watch - poll `fd` for reading and/or writing from now on; both false: stop
@@ -137,6 +141,9 @@ class Resolver {
     size_t in_flight = 0;    // now: pending()
     size_t queued = 0;       // now: queued()
     size_t peak_queued = 0;  // the most ever waiting at once
+    // socket() failed for want of a descriptor (EMFILE, ENFILE) or memory: the
+    // questions that needed that socket were answered local, not SERVFAIL.
+    uint64_t no_descriptor = 0;
   };
   Stats stats() const;
 
@@ -145,6 +152,7 @@ class Resolver {
   const std::string& last_error() const { return last_error_; }
 
   struct Query;  // one question in flight (resolver.cc)
+  friend struct ResolverSocketCalls;  // counts no_descriptor_ (resolver.cc)
 
  private:
   Resolver(const ResolverOptions& options, Watch watch);
@@ -167,6 +175,7 @@ class Resolver {
   std::deque<std::unique_ptr<Query>> queued_;
   uint64_t sent_ = 0;
   uint64_t refused_ = 0;
+  uint64_t no_descriptor_ = 0;  // socket() failures for want of descriptors
   size_t peak_queued_ = 0;
   uint16_t next_id_ = 1;
   std::string last_error_;

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -550,6 +551,48 @@ TEST_F(ResolverQueueTest, PastTheQueueAnswersAreLocalAndLaterQuestionsWork) {
   EXPECT_FALSE(again->local);
   EXPECT_EQ(r->stats().sent, 4u);
   EXPECT_EQ(r->stats().refused, 2u);
+}
+
+// LowestFreeDescriptor - the number the next open() would get.
+int LowestFreeDescriptor() {
+  const int fd = ::dup(0);
+  if (fd >= 0) ::close(fd);
+  return fd;
+}
+
+TEST_F(ResolverQueueTest, NoDescriptorForASocketIsLocalNotTheServersFailure) {
+  // Everything the failing path touches runs once first, with descriptors to
+  // spare: the sanitizers' runtime may need one on first use.
+  {
+    std::unique_ptr<Resolver> warm = Make(4, 4);
+    ASSERT_NE(warm, nullptr);
+    std::optional<DnsAnswer> a;
+    warm->Ask("n0.q.r.test", RrType::kA, [&](DnsAnswer got) { a = std::move(got); });
+    ASSERT_TRUE(loop_.Run(warm.get(), [&] { return a.has_value(); }));
+  }
+  std::unique_ptr<Resolver> r = Make(4, 4);  // no socket yet: c-ares opens it on first use
+  ASSERT_NE(r, nullptr);
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit none = saved;
+  none.rlim_cur = static_cast<rlim_t>(LowestFreeDescriptor());
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &none), 0);
+  std::optional<DnsAnswer> refused;
+  r->Ask("n1.q.r.test", RrType::kA, [&](DnsAnswer got) { refused = std::move(got); });
+  const bool answered = loop_.Run(r.get(), [&] { return refused.has_value(); });
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(refused->kind, AnswerKind::kServFail);
+  EXPECT_TRUE(refused->local);  // not the server's SERVFAIL: never cached, no attempt
+  EXPECT_EQ(refused->local_why, "no file descriptor for a DNS socket");
+  EXPECT_GE(r->stats().no_descriptor, 1u);
+  EXPECT_THAT(r->last_error(), HasSubstr("no file descriptor"));
+  // With descriptors back, the same resolver asks and gets the server's answer.
+  std::optional<DnsAnswer> again;
+  r->Ask("n1.q.r.test", RrType::kA, [&](DnsAnswer got) { again = std::move(got); });
+  ASSERT_TRUE(loop_.Run(r.get(), [&] { return again.has_value(); }));
+  EXPECT_EQ(again->kind, AnswerKind::kOk);
+  EXPECT_FALSE(again->local);
 }
 
 class RouterTest : public ResolverTest {
