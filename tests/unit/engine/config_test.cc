@@ -516,6 +516,15 @@ TEST(LoadConfigFile, TheShippedExampleIsValid) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->smtp.defaults.max_connections, 20);
   EXPECT_EQ(c->smtp.defaults.tls, TlsMode::kOpportunistic);
+  // Issue 16's keys, at their defaults.
+  const auto defaults = ParseConfig("", "(defaults)");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(c->smtp.defaults.max_connections_opening,
+            defaults->smtp.defaults.max_connections_opening);
+  EXPECT_EQ(c->dns.resolver.max_queued, defaults->dns.resolver.max_queued);
+  EXPECT_EQ(c->dns.resolver.receive_buffer, defaults->dns.resolver.receive_buffer);
+  EXPECT_EQ(c->delivery.max_connections, defaults->delivery.max_connections);
+  EXPECT_EQ(c->queue_max_open_files, defaults->queue_max_open_files);
 }
 
 TEST(LoadConfigFile, MissingFileIsAnError) {
