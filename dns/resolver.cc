@@ -2,6 +2,8 @@
 #include "dns/resolver.h"
 
 #include <ares.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -79,14 +81,29 @@ constexpr size_t kMaxResolverBound = 10'000'000;
 
 // c-ares's socket calls, plain except that socket() failing for want of
 // descriptors is counted (Resolver::no_descriptor_): c-ares itself reports it
-// as an unreachable server, which would be the domain's failure.
+// as an unreachable server, which would be the domain's failure. c-ares leaves
+// sockets made this way as they come ("user-managed"): no O_NONBLOCK, no
+// SO_RCVBUF. So Open sets them, or a read would block the shard's loop.
 struct ResolverSocketCalls {
   static ares_socket_t Open(int domain, int type, int protocol, void* data) {
-    const int fd = ::socket(domain, type, protocol);
-    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+    auto* self = static_cast<Resolver*>(data);
+    const int fd = ::socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    if (fd < 0) {
       const int err = errno;
-      ++static_cast<Resolver*>(data)->no_descriptor_;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        ++self->no_descriptor_;
+      }
       errno = err;
+      return ARES_SOCKET_BAD;
+    }
+    if (self->options_.receive_buffer > 0) {
+      const int size =
+          static_cast<int>(std::min<uint64_t>(self->options_.receive_buffer, INT32_MAX));
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    }
+    if (type == SOCK_STREAM) {
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     return fd;
   }
@@ -137,11 +154,6 @@ absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const ResolverOptions
   std::unique_ptr<Resolver> r(new Resolver(options, std::move(watch)));
   ares_options ao{};
   int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_SOCK_STATE_CB;
-  if (options.receive_buffer > 0) {
-    mask |= ARES_OPT_SOCK_RCVBUF;
-    ao.socket_receive_buffer_size =
-        static_cast<int>(std::min<uint64_t>(options.receive_buffer, INT32_MAX));
-  }
   // Names are asked as given: no search list, no HOSTALIASES.
   ao.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
   ao.timeout = static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(options.timeout), 1,

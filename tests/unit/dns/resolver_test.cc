@@ -5,6 +5,7 @@
 // same Watch / OnSocketReady / OnTimer interface the shard drives through its
 // ring (the io_uring side is covered end to end by tests/integration/dns_test.py).
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -593,6 +594,45 @@ TEST_F(ResolverQueueTest, NoDescriptorForASocketIsLocalNotTheServersFailure) {
   ASSERT_TRUE(loop_.Run(r.get(), [&] { return again.has_value(); }));
   EXPECT_EQ(again->kind, AnswerKind::kOk);
   EXPECT_FALSE(again->local);
+}
+
+TEST_F(ResolverQueueTest, SocketsAreNonBlockingWithTheReceiveBufferAsked) {
+  // The resolver makes c-ares's sockets itself (to count EMFILE), and c-ares
+  // then sets nothing on them: a blocking one would stall the shard's loop.
+  // Looked at when c-ares asks for the socket to be watched: it closes its
+  // sockets once no question is left.
+  struct Seen {
+    int fd, flags, fd_flags, rcvbuf;
+  };
+  std::vector<Seen> seen;
+  ResolverOptions options;
+  options.servers = {nsd_.server()};
+  options.receive_buffer = 1 << 20;
+  Resolver::Watch inner = loop_.watcher();
+  auto r = Resolver::Create(options, [&](int fd, bool readable, bool writable) {
+    if (readable || writable) {
+      Seen s{fd, ::fcntl(fd, F_GETFL), ::fcntl(fd, F_GETFD), 0};
+      socklen_t len = sizeof s.rcvbuf;
+      if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &s.rcvbuf, &len) != 0) s.rcvbuf = -1;
+      seen.push_back(s);
+    }
+    inner(fd, readable, writable);
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::optional<DnsAnswer> a;
+  (*r)->Ask("n0.q.r.test", RrType::kA, [&](DnsAnswer got) { a = std::move(got); });
+  ASSERT_TRUE(loop_.Run(r->get(), [&] { return a.has_value(); }));
+  EXPECT_EQ(a->kind, AnswerKind::kOk);
+  ASSERT_FALSE(seen.empty());
+  int max_rcvbuf = 0;
+  std::ifstream("/proc/sys/net/core/rmem_max") >> max_rcvbuf;
+  for (const Seen& s : seen) {
+    ASSERT_GE(s.flags, 0) << "fd " << s.fd;
+    EXPECT_NE(s.flags & O_NONBLOCK, 0) << "fd " << s.fd << " blocks";
+    EXPECT_NE(s.fd_flags & FD_CLOEXEC, 0) << "fd " << s.fd;
+    // The kernel doubles what it grants, and grants at most rmem_max.
+    EXPECT_GE(s.rcvbuf, 2 * std::min(1 << 20, max_rcvbuf)) << "fd " << s.fd;
+  }
 }
 
 class RouterTest : public ResolverTest {
