@@ -71,8 +71,6 @@ DnsAnswer NoDescriptor() {
   return answer;
 }
 
-
-
 // Bound on ResolverOptions::max_pending and max_queued: far past what one shard
 // can use, near enough to catch a unit mistake.
 constexpr size_t kMaxResolverBound = 10'000'000;
