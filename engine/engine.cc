@@ -455,6 +455,8 @@ class Shard {
   // ReclaimIdleConnections - destinations wait for the budget: idle connections
   // of destinations without work close.
   void ReclaimIdleConnections();
+  // QuitIdle - d's idle connections say goodbye (QUIT) and close.
+  void QuitIdle(Destination* d);
   // The connection budget (engine/fd_budget.h): how many connections the shard
   // may have open now; lowered for a while after socket() ran out of
   // descriptors all the same.
@@ -1190,18 +1192,22 @@ void Shard::ReclaimIdleConnections() {
   // Connections that went idle before anyone waited for the budget; from now
   // on AssignNext closes them as they go idle.
   for (auto& [name, d] : destinations_) {
-    if (!d->ready.empty() || d->idle.empty()) continue;
-    const std::vector<Conn*> idle = std::exchange(d->idle, {});
-    for (Conn* c : idle) {
-      c->client->Quit();
-      Kick(c);
-    }
+    if (d->ready.empty()) QuitIdle(d.get());
+  }
+}
+
+void Shard::QuitIdle(Destination* d) {
+  const std::vector<Conn*> idle = std::exchange(d->idle, {});
+  for (Conn* c : idle) {
+    c->client->Quit();
+    Kick(c);
   }
 }
 
 bool Shard::WantsConnection(const Destination& d, absl::Time now) const {
+  // The waiting transactions per connection imply more waiting than sessions
+  // starting (sessions_starting <= connections).
   return !stopping_ && now >= d.suspended_until &&
-         static_cast<size_t>(d.sessions_starting) < d.ready.transactions() &&
          d.ready.transactions() > kWaitingPerConnection * static_cast<size_t>(d.connections) &&
          d.sessions_starting < d.policy->max_connections_opening &&
          d.connections < MaxConnections(d);
@@ -2210,13 +2216,7 @@ absl::Status Shard::Run() {
       stopping_ = true;
       stop_deadline = now_ + kStopGrace;
       std::fprintf(stderr, "volleyd: stopping: finishing transactions under way\n");
-      for (auto& [name, d] : destinations_) {
-        const std::vector<Conn*> idle = std::exchange(d->idle, {});
-        for (Conn* c : idle) {
-          c->client->Quit();
-          Kick(c);
-        }
-      }
+      for (auto& [name, d] : destinations_) QuitIdle(d.get());
     }
     if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline ||
                       (place_.stop_now != nullptr &&

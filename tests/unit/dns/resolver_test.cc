@@ -212,6 +212,18 @@ class ResolverTest : public ::testing::Test {
     resolver_ = *std::move(r);
   }
 
+  // MakeResolver - another resolver on the same server, with these bounds.
+  std::unique_ptr<Resolver> MakeResolver(size_t max_pending, size_t max_queued) {
+    ResolverOptions options;
+    options.servers = {nsd_.server()};
+    options.timeout = absl::Seconds(2);
+    options.max_pending = max_pending;
+    options.max_queued = max_queued;
+    auto r = Resolver::Create(options, loop_.watcher());
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : nullptr;
+  }
+
   // Ask - one question, run to its answer.
   DnsAnswer Ask(std::string_view name, RrType type) {
     std::optional<DnsAnswer> got;
@@ -435,22 +447,10 @@ TEST(ResolverOptionsCheck, BoundsAreChecked) {
 
 // The queue (issue 16): past max_pending, questions wait and are answered by the
 // server, not refused with an invented SERVFAIL.
-class ResolverQueueTest : public ResolverTest {
- protected:
-  std::unique_ptr<Resolver> Make(size_t max_pending, size_t max_queued) {
-    ResolverOptions options;
-    options.servers = {nsd_.server()};
-    options.timeout = absl::Seconds(2);
-    options.max_pending = max_pending;
-    options.max_queued = max_queued;
-    auto r = Resolver::Create(options, loop_.watcher());
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *std::move(r) : nullptr;
-  }
-};
+using ResolverQueueTest = ResolverTest;
 
 TEST_F(ResolverQueueTest, FiftyQuestionsThroughTwoPlacesAllAnswered) {
-  std::unique_ptr<Resolver> r = Make(2, 1000);
+  std::unique_ptr<Resolver> r = MakeResolver(2, 1000);
   ASSERT_NE(r, nullptr);
   constexpr int kQuestions = 50;
   std::vector<std::optional<DnsAnswer>> got(kQuestions);
@@ -486,7 +486,7 @@ TEST_F(ResolverQueueTest, FiftyQuestionsThroughTwoPlacesAllAnswered) {
 }
 
 TEST_F(ResolverQueueTest, QuestionsAreSentInTheOrderAsked) {
-  std::unique_ptr<Resolver> r = Make(1, 1000);
+  std::unique_ptr<Resolver> r = MakeResolver(1, 1000);
   ASSERT_NE(r, nullptr);
   std::vector<int> order;
   for (int i = 0; i < 10; ++i) {
@@ -501,7 +501,7 @@ TEST_F(ResolverQueueTest, QuestionsAreSentInTheOrderAsked) {
 TEST_F(ResolverQueueTest, CnameLinkIsNotQueuedBehindOthers) {
   // away.r.test's CNAME target is asked by the same question, at once, in the
   // place it already has: with one place and a long queue it still ends first.
-  std::unique_ptr<Resolver> r = Make(1, 1000);
+  std::unique_ptr<Resolver> r = MakeResolver(1, 1000);
   ASSERT_NE(r, nullptr);
   std::vector<std::string> order;
   r->Ask("away.r.test", RrType::kMx, [&](DnsAnswer a) {
@@ -520,7 +520,7 @@ TEST_F(ResolverQueueTest, CnameLinkIsNotQueuedBehindOthers) {
 }
 
 TEST_F(ResolverQueueTest, PastTheQueueAnswersAreLocalAndLaterQuestionsWork) {
-  std::unique_ptr<Resolver> r = Make(1, 2);
+  std::unique_ptr<Resolver> r = MakeResolver(1, 2);
   ASSERT_NE(r, nullptr);
   std::vector<std::optional<DnsAnswer>> got(5);
   for (int i = 0; i < 5; ++i) {
@@ -565,13 +565,13 @@ TEST_F(ResolverQueueTest, NoDescriptorForASocketIsLocalNotTheServersFailure) {
   // Everything the failing path touches runs once first, with descriptors to
   // spare: the sanitizers' runtime may need one on first use.
   {
-    std::unique_ptr<Resolver> warm = Make(4, 4);
+    std::unique_ptr<Resolver> warm = MakeResolver(4, 4);
     ASSERT_NE(warm, nullptr);
     std::optional<DnsAnswer> a;
     warm->Ask("n0.q.r.test", RrType::kA, [&](DnsAnswer got) { a = std::move(got); });
     ASSERT_TRUE(loop_.Run(warm.get(), [&] { return a.has_value(); }));
   }
-  std::unique_ptr<Resolver> r = Make(4, 4);  // no socket yet: c-ares opens it on first use
+  std::unique_ptr<Resolver> r = MakeResolver(4, 4);  // no socket yet: c-ares opens it on first use
   ASSERT_NE(r, nullptr);
   rlimit saved{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
@@ -744,16 +744,6 @@ TEST_F(RouterTest, NoMxAndNoAddressesBouncesOnlyWhenAaaaWasAsked) {
 // a SERVFAIL the cache would keep.
 class RouterBoundsTest : public ResolverTest {
  protected:
-  std::unique_ptr<Resolver> MakeResolver(size_t max_pending, size_t max_queued) {
-    ResolverOptions options;
-    options.servers = {nsd_.server()};
-    options.timeout = absl::Seconds(2);
-    options.max_pending = max_pending;
-    options.max_queued = max_queued;
-    auto r = Resolver::Create(options, loop_.watcher());
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *std::move(r) : nullptr;
-  }
 
   RouterOptions Ipv4Only() const {
     RouterOptions options;
