@@ -122,7 +122,7 @@ void Committer::Loop() {
 }
 
 void Committer::CommitNow(Unit* unit) {
-  // Log first: see the invariants at the top of engine.cc. The bytes move to
+  // Log first: see the invariants in engine/shard.h. The bytes move to
   // the log's buffer once; a retried flush writes what is left of them.
   log_->AppendFormatted(unit->log_bytes);
   unit->log_bytes.clear();

@@ -13,7 +13,7 @@
 //   batch that removes or reschedules their recipients. The thread writes the
 //   lines to the delivery log (one write, rotating when due), stores the log's
 //   position in the batch and applies the batch to the queue: log first, then
-//   queue, the order crash recovery relies on (engine.cc's invariants). Neither
+//   queue, the order crash recovery relies on (engine/shard.h, invariants). Neither
 //   write can stall a shard's loop: a slow disk, an fsync (sync_outcomes) or a
 //   RocksDB write stall holds only this thread while the shards go on with their
 //   connections.

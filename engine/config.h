@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "dns/router.h"
 #include "engine/shaping.h"
+#include "engine/smtp/client.h"
 #include "metrics/classify.h"
 
 namespace volley::engine {
@@ -102,6 +103,10 @@ struct DestinationPolicy {
   // [retry]'s values, or the destination's retry_initial, retry_max and
   // retry_max_age (keys of [destination."NAME"] only).
   RetryConfig retry;
+
+  // TimeoutFor - how long a reply the client waits for may take: the wait-to-
+  // timeout map (kNone: the idle timeout between transactions).
+  absl::Duration TimeoutFor(smtp::Wait wait) const;
 };
 
 // What a deferral of a given class (metrics/classify.h: rate_limited, policy, ...)

@@ -18,7 +18,7 @@
 //   own mailbox, outcomes leave through its own lane of the committer.
 //
 //   Stopping: no new transactions start; transactions under way finish (up to
-//   a grace period, kStopGrace in engine.cc), connections QUIT, and everything
+//   a grace period, kStopGrace in engine/shard.h), connections QUIT, and everything
 //   not finished stays queued. A second RequestStop ends the grace period at
 //   once: transactions under way are cut off, their recipients stay queued (a
 //   message the server had accepted may be sent again, never lost), and what

@@ -27,7 +27,7 @@
 //   A budget is a promise kept by the shards, not by the kernel: when socket()
 //   fails with EMFILE or ENFILE all the same (another process, a limit lowered
 //   while volleyd runs), the shard treats it as a spent budget for a while (see
-//   engine.cc), never as a failed delivery.
+//   engine/dispatch.cc), never as a failed delivery.
 //
 // DIAGNOSTICS
 //   FailedPrecondition when the limit leaves fewer than kMinConnectionsPerShard

@@ -22,7 +22,7 @@
 //   shard stores it in the queue with the outcomes it just logged; after a crash
 //   between the two writes, LinesAfter(the stored position) gives back exactly
 //   the records the queue never saw, and the shard applies them instead of
-//   sending those recipients again (engine.cc, ReplayUnappliedOutcomes).
+//   sending those recipients again (engine/recovery.h, ReplayUnappliedOutcomes).
 //
 //   Open appends a newline when the file does not end in one (a record torn by
 //   power loss), so that the next record starts a line of its own.

@@ -17,8 +17,8 @@ time with the same config and directories:
 The points come from random.Random(seed); the seed is printed and --seed replays it.
 [delivery] window = 200, so that "what was in flight" is a tight bound.
 
-What is asserted, and why (engine/engine.cc, the invariants at its top, Shard::Commit
-and ReplayUnappliedOutcomes; queue/README.md, "Durability and its cost"): a shard
+What is asserted, and why (engine/shard.h, its invariants; engine/outcomes.h, Commit;
+engine/recovery.h, ReplayUnappliedOutcomes; queue/README.md, "Durability and its cost"): a shard
 appends outcomes to the delivery log in memory, and once per loop turn writes them with
 one write(2), then applies the same outcomes to the queue (RocksDB, WAL in the page
 cache, which survives kill -9) together with the log position they end at. A kill before

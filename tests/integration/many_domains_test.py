@@ -26,7 +26,7 @@ domains, with [smtp] max_connections_per_destination at its default, 20. Parts
          queries of half the domains are never answered (harness DnsProxy `drop`),
          the other half's addresses are sink listeners that delay their greeting by a
          minute; SIGTERM once IN_FLIGHT (200) of each are under way. volleyd exits by
-         itself, status 0, within its stop grace (kStopGrace in engine/engine.cc,
+         itself, status 0, within its stop grace (kStopGrace in engine/shard.h,
          10 s) plus STOP_MARGIN (10 s); then, DNS answering and the sink restarted
          without the delay, a restarted volleyd delivers every recipient (nothing
          lost, none logged delivered twice) and every one reaches the sink.
@@ -63,7 +63,7 @@ FDS_MAX_PENDING = 64
 
 DOMAINS_STOP = 600          # half unanswered in DNS, half behind a slow greeting
 RCPTS_PER_STOP_DOMAIN = 2
-STOP_GRACE = 10.0           # kStopGrace, engine/engine.cc
+STOP_GRACE = 10.0           # kStopGrace, engine/shard.h
 STOP_MARGIN = 10.0          # RocksDB's close, ASan's exit, a loaded machine
 GREETING_DELAY = "60s"
 IN_FLIGHT = 200            # lookups, and connections, in flight at the SIGTERM

@@ -12,7 +12,7 @@ new, small file with the same job id is accepted and delivered, every one of its
 recipients once, and nothing of the first file.
 
 2. Outcomes in the delivery log that never reached the queue. volleyd writes the log,
-then the queue (engine.cc, Commit); a crash between the two leaves recipients logged as
+then the queue (engine/outcomes.h, Commit); a crash between the two leaves recipients logged as
 delivered but still queued. The window is microseconds, so the test builds that state
 instead: volleyd is stopped part-way through a job, its queue folder copied, then it
 finishes the job and stops, and the old queue folder is put back under the longer log.

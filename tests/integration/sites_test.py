@@ -9,7 +9,11 @@ makes its own pool for the site; together they must not open more than 2. The si
 answers slowly (RCPT and the end of data 60 ms late) so that every pool wants all
 the connections it may have, and its live counters (GET /stats) are read every 100 ms.
 The shards learn that they share the site when the second pool is made and once a
-second after that, so the first 1.5 s are not held to the limit.
+second after that; a pool over its new share gives a connection back when its
+transaction under way ends (a slow one here), so the first SETTLE seconds are not
+held to the limit. Under a loaded machine and the sanitizer build that takes more than
+the report interval: 1.5 s failed there with the code before and after the engine's
+split alike (the third connection closed at 1.8-1.9 s).
 """
 import json
 import os
@@ -25,6 +29,7 @@ PARTITIONS = 64           # queue::kPartitions
 SITE_HOST = "127.0.54.2"
 LIMIT = 2
 PER_DOMAIN = 80
+SETTLE = 2.5              # s: the once-a-second report, a transaction, QUIT
 
 
 def partition_of(name):
@@ -80,13 +85,13 @@ def test(h):
         if time.monotonic() - t0 > 120:
             raise harness.TestFailure("not every recipient delivered in 120 s")
         status, body = harness.http_get("http://127.0.0.1:%d/stats" % http_port)
-        if status == 200 and time.monotonic() - t0 > 1.5:
+        if status == 200 and time.monotonic() - t0 > SETTLE:
             open_now = sum(l.get("connections", 0) for l in json.loads(body)["listeners"])
             peak_after_settling = max(peak_after_settling, open_now)
             samples += 1
         time.sleep(0.1)
-    log("delivered %d in %.1f s; most connections open at once after 1.5 s: %d (%d samples)"
-        % (len(rcpts), time.monotonic() - t0, peak_after_settling, samples))
+    log("delivered %d in %.1f s; most connections open at once after %.1f s: %d (%d samples)"
+        % (len(rcpts), time.monotonic() - t0, SETTLE, peak_after_settling, samples))
     check(samples >= 10, "too few samples of the sink's connections: %d" % samples)
     check(0 < peak_after_settling <= LIMIT,
           "the site's limit is %d connections, the shards together had %d open"

@@ -1,0 +1,194 @@
+// connection.h - a shard's SMTP connections: sockets, TLS and the byte pump
+//
+// SYNOPSIS
+//   Connections conns(config, &ring, metrics);
+//   RETURN_IF_ERROR(conns.Init());                      // the TLS client context
+//   absl::StatusOr<Conn*> c = conns.Open(request, now);  // socket, bind, connect
+//   conns.OnIo(c, op, result, now);                      // a completion of c's
+//   conns.Kick(c, now);                                  // send, restart the clock
+//
+// DESCRIPTION
+//   A Conn is one SMTP session: its socket, its smtp::Client (the pure protocol
+//   machine, engine/smtp/client.h), its TLS session after STARTTLS, and the
+//   transaction under way. This file moves bytes between the socket (through
+//   the ring) and the client, through TLS when there is a session, and keeps
+//   each connection's deadline: the wait the client is in decides it
+//   (DestinationPolicy::TimeoutFor), a send in flight is bounded by
+//   data_block_timeout. What the client's events mean (a session ready, a
+//   transaction done) is the shard's (engine/shard.h).
+//
+//   A connection is freed only when no io_uring operation on it is pending
+//   (Closed and pending_ops == 0); completions for a reused slot are dropped by
+//   generation (base/slot_table.h).
+//
+// BOUNDS
+//   kRecvBufferSize per receive; the send buffer holds what the client has
+//   ready (one transaction's pipelined commands and message at most).
+#ifndef VOLLEY_ENGINE_CONNECTION_H_
+#define VOLLEY_ENGINE_CONNECTION_H_
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "base/slot_table.h"
+#include "dns/routes.h"
+#include "engine/config.h"
+#include "engine/deadlines.h"
+#include "engine/reactor/ring.h"
+#include "engine/smtp/client.h"
+#include "engine/tls/tls.h"
+#include "engine/work.h"
+#include "metrics/metrics.h"
+
+namespace volley::engine {
+
+// The operation in a completion's tag (base/slot_table.h): a connection's, or
+// one of the shard's own.
+enum Op : uint8_t {
+  kOpConnect = 1,
+  kOpSend,
+  kOpRecv,
+  kOpIntakeEvent,
+  kOpDnsPoll,        // a resolver socket is ready: slot = its fd
+  kOpDnsPollRemove,  // a cancelled DNS poll's own completion (nothing to do)
+  kOpCommitDone,     // the committer finished a unit (its eventfd)
+};
+
+// What one read of a connection takes in. Servers' replies are short (a long
+// EHLO reply is under 1 KiB) and a longer input just takes more reads, so this
+// is small: it is most of what an idle connection costs (bench/RESULTS.md).
+inline constexpr size_t kRecvBufferSize = 4 << 10;
+
+struct Destination;  // engine/shard.h: the pool a connection belongs to
+
+struct Conn {
+  uint32_t slot = 0;
+  int fd = -1;
+  Destination* dest = nullptr;
+  const DestinationPolicy* policy = nullptr;  // dest's
+  std::unique_ptr<smtp::Client> client;
+  std::unique_ptr<char[]> recv_buffer;
+  std::string send_buffer;  // bytes handed to the kernel, owned until the send completes
+  size_t send_offset = 0;
+  int pending_ops = 0;
+  bool send_in_flight = false;
+  bool session_ready = false;
+  bool closing = false;        // shut down; freed when pending_ops reaches 0
+  std::vector<Work*> current;  // the transaction under way, one per recipient
+  int messages = 0;
+  absl::Time deadline = absl::InfiniteFuture();
+  absl::Time transaction_started;  // for the transaction duration histogram
+  // A message token was taken for the transaction the shard starts next.
+  bool token_taken = false;
+  // After STARTTLS: every byte goes through the TLS session; `plaintext` is the
+  // scratch buffer for what it decrypts.
+  std::unique_ptr<tls::Session> tls;
+  std::string plaintext;
+  std::string tls_version;  // for the delivery log, once the handshake is done
+  std::string tls_cipher;
+  // The handshake failed under tls = "opportunistic": the destination is retried in
+  // plaintext at once, so its waiting work is not deferred for this session's end.
+  bool tls_fell_back = false;
+  // The route the connection was opened on (a DNS route may be replaced by a
+  // fresher one meanwhile) and the host of it.
+  std::shared_ptr<const dns::Route> route;
+  size_t host = 0;
+  int source = -1;  // the egress source bound to (Config::sources), or none
+
+  const dns::Destination& Host() const { return route->hosts[host]; }
+};
+
+// A socket address to bind a connection to (an egress source, port 0).
+struct SourceAddress {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+};
+
+// OpenRequest - everything a new connection needs.
+struct OpenRequest {
+  Destination* dest = nullptr;
+  const DestinationPolicy* policy = nullptr;
+  std::shared_ptr<const dns::Route> route;
+  size_t host = 0;  // in route->hosts
+  int source = -1;  // Config::sources index, or -1
+  bool plaintext_only = false;  // STARTTLS not tried (an opportunistic fallback)
+};
+
+class Connections {
+ public:
+  using Table = base::SlotTable<Conn>;
+
+  Connections(const Config& config, Ring* ring, metrics::ShardMetrics* metrics);
+
+  // Init - the TLS client context ([smtp] tls_ca_file).
+  absl::Status Init();
+
+  // Open - a socket to the request's host, bound to its source, connecting.
+  // ResourceExhausted: out of descriptors (or socket memory), nothing about the
+  // destination failed; Unavailable: socket() or bind() failed otherwise, the
+  // message says which and why.
+  absl::StatusOr<Conn*> Open(const OpenRequest& request, absl::Time now);
+
+  // OnIo - a completion of c's connect, receive or send: fed to its client.
+  void OnIo(Conn* c, Op op, int result, absl::Time now);
+  // StartTls - the client asked for a TLS session (after 220 to STARTTLS).
+  void StartTls(Conn* c);
+  // Kick - after acting on a connection: send what the client wrote and start
+  // the clock on the reply it now waits for.
+  void Kick(Conn* c, absl::Time now) {
+    FlushOutput(c);
+    SetDeadline(c, now);
+  }
+  // Close - shut the socket down; c is freed once its operations complete.
+  void Close(Conn* c);
+  // Freeable - closed, and nothing pending on it.
+  static bool Freeable(const Conn& c) { return c.closing && c.pending_ops == 0; }
+  // Free - close its descriptor and give its slot back; c is gone.
+  void Free(Conn* c);
+
+  Conn* Find(uint64_t tag) { return conns_.Find(tag); }
+  Conn& at(uint32_t slot) { return conns_.at(slot); }
+  template <typename F>
+  void ForEach(F&& f) {
+    conns_.ForEach(std::forward<F>(f));
+  }
+  const std::vector<SourceAddress>& source_addresses() const { return source_addresses_; }
+  std::optional<absl::Time> EarliestDeadline() const { return deadlines_.Earliest(); }
+  // DueNow - the connections at or past their deadline.
+  std::vector<Conn*> DueNow(absl::Time now);
+
+ private:
+  void OnReceived(Conn* c, std::string_view bytes);
+  void ContinueHandshake(Conn* c);
+  void FlushOutput(Conn* c);
+  void SetDeadline(Conn* c, absl::Time now);
+  void SetConnDeadline(Conn* c, absl::Time at) {
+    c->deadline = at;
+    deadlines_.Set(c->slot, at);
+  }
+  void PostRecv(Conn* c);
+
+  const Config& config_;
+  Ring* ring_;
+  metrics::ShardMetrics* metrics_;
+  std::optional<tls::Context> tls_context_;
+  // config_.sources' addresses, parsed once.
+  std::vector<SourceAddress> source_addresses_;
+  Table conns_;
+  // The open connections' deadlines, by slot (engine/deadlines.h).
+  DeadlineHeap deadlines_;
+};
+
+}  // namespace volley::engine
+
+#endif  // VOLLEY_ENGINE_CONNECTION_H_

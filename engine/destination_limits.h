@@ -1,0 +1,189 @@
+// destination_limits.h - one destination's limits: connections, rates, backoff, hosts, sources
+//
+// SYNOPSIS
+//   DestinationLimits limits(&policy, "mx.example.test:25|bulk", /*sharing=*/1);
+//   limits.SetRoute(route);
+//   if (limits.MayOpen(waiting, connections, opening, now) && limits.TakeConnectionToken(now))
+//     Connect(limits.route().hosts[limits.ChooseHost(now, rng)]);
+//   if (limits.TakeMessageToken(now)) StartTransaction();
+//   switch (limits.OnReply(rule, outcome, now)) { ... }   // a [[backoff]] rule matched
+//
+// DESCRIPTION
+//   Everything that decides how much a destination (the domains sharing a route
+//   and a [destination] policy) may take, and nothing that does it: no socket,
+//   no connection, no clock of its own. The shard (engine/shard.h) asks and
+//   acts. A new per-destination limit goes here, with a test in
+//   tests/unit/engine/destination_limits_test.cc.
+//
+//   Connections: the policy's max_connections, shared between the shards that
+//   have a pool for the same site (SetSharing: each takes 1/sharing), halved per
+//   backoff level. A connection opens only while more transactions than
+//   kWaitingPerConnection per connection wait, fewer than
+//   max_connections_opening are starting, and the destination is not suspended.
+//
+//   Rates: max_message_rate and max_connection_rate are token buckets
+//   (engine/shaping.h), the site's rate over `sharing`. Under backoff the
+//   message rate halves per level too: the configured rate, or without one the
+//   rate measured when backoff began (MeasureBase, once a second, until there
+//   is a measure).
+//
+//   Adaptive backoff (docs/config.md, [[backoff]]): a reply whose class has a
+//   rule raises the level by one per burst (not again within a tenth of the
+//   rule's period), suspends the destination, or bounces the recipient; a level
+//   is undone per period without another such reply (StepDownIfDue).
+//
+//   Hosts: the most preferred host of the route that is not marked down, one at
+//   random among MX hosts of equal preference (RFC 5321 section 5.1); a host
+//   that failed before its session got going is passed over for kHostDownTime.
+//   Sources: smooth weighted round robin over the policy's egress sources.
+//
+// CONTRACT
+//   Single-threaded (one shard). `now` and the random source are the caller's.
+//   The policy outlives the limits.
+//
+// BOUNDS
+//   Backoff level 0..kMaxBackoffLevel (1/16 of the connections and rate).
+#ifndef VOLLEY_ENGINE_DESTINATION_LIMITS_H_
+#define VOLLEY_ENGINE_DESTINATION_LIMITS_H_
+
+#include <cstddef>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "dns/routes.h"
+#include "engine/config.h"
+#include "engine/shaping.h"
+#include "engine/smtp/client.h"
+
+namespace volley::engine {
+
+// At most 1/16 of the connections, and of the message rate.
+inline constexpr int kMaxBackoffLevel = 4;
+// How long a host that failed before its session got going is passed over while
+// the route has another: long enough not to hammer it, short enough that the
+// preferred host takes the traffic back soon after it recovers.
+inline constexpr absl::Duration kHostDownTime = absl::Minutes(1);
+// Another connection opens only while more transactions than this per
+// connection (open or opening) are waiting: a new session costs a handshake of
+// four or five round trips (TCP, greeting, EHLO, STARTTLS, EHLO), so fewer than
+// that are taken as soon by the sessions there are.
+inline constexpr size_t kWaitingPerConnection = 8;
+
+// An egress source as host choice needs it: its address family and weight.
+struct SourceChoice {
+  int family = 0;  // AF_INET, AF_INET6
+  int weight = 1;
+};
+
+class DestinationLimits {
+ public:
+  // name: the pool's key as volleyd's log names it.
+  DestinationLimits(const DestinationPolicy* policy, std::string name, int sharing);
+
+  const DestinationPolicy& policy() const { return *policy_; }
+  const std::string& name() const { return name_; }
+
+  // SetRoute - new, or the site's addresses were looked up again: a host keeps
+  // its down mark across the change, by address.
+  void SetRoute(std::shared_ptr<const dns::Route> route);
+  const std::shared_ptr<const dns::Route>& route() const { return route_; }
+  // ChooseHost - the index in route().hosts a new connection goes to; when
+  // every host is down, the one whose mark ends first (it may be back).
+  size_t ChooseHost(absl::Time now, std::mt19937_64& rng) const;
+  // MarkHostDown - the host of that name (HOST:PORT) failed before its session
+  // got going: passed over for kHostDownTime.
+  void MarkHostDown(std::string_view host_name, absl::Time now);
+  bool AnyHostUp(absl::Time now) const;
+
+  // PickSource - the index into `sources` of the next connection's egress
+  // source for an address of `family`: -1 when the policy names none, -2 when
+  // none of those it names has that family.
+  int PickSource(int family, const std::vector<SourceChoice>& sources);
+
+  // MaxConnections - now: the policy's share, halved per backoff level, at least 1.
+  int MaxConnections() const;
+  // MayOpen - another connection is worth opening: transactions nobody is about
+  // to take, room under the limits, not suspended.
+  bool MayOpen(size_t waiting_transactions, int connections, int opening, absl::Time now) const;
+  // KeepsConnection - a connection whose transaction just ended may take
+  // another: under max_messages_per_connection, not above MaxConnections (it
+  // was lowered meanwhile), not suspended.
+  bool KeepsConnection(int messages_sent, int connections, absl::Time now) const;
+
+  // MessageRate - messages a second now: the configured one, or under backoff
+  // the rate measured when it began; halved per level. 0: no limit.
+  double MessageRate() const;
+  // TakeMessageToken - a transaction may start now (and is counted as started).
+  bool TakeMessageToken(absl::Time now);
+  bool TakeConnectionToken(absl::Time now) { return connection_tokens_.TryTake(now); }
+  absl::Time NextMessageTokenAt(absl::Time now) { return message_tokens_.NextAt(now); }
+  absl::Time NextConnectionTokenAt(absl::Time now) { return connection_tokens_.NextAt(now); }
+
+  // SetSharing - `sharing` shards have a pool for this site now.
+  void SetSharing(int sharing);
+  int sharing() const { return sharing_; }
+
+  // STARTTLS is not tried until then (a handshake failed under "opportunistic").
+  void FallBackToPlaintext(absl::Time until) { plaintext_until_ = until; }
+  bool PlaintextOnly(absl::Time now) const { return now < plaintext_until_; }
+
+  // What a reply with a [[backoff]] rule did.
+  enum class ReplyEffect {
+    kNone,            // nothing changed (the level was raised within this burst)
+    kBackoffRaised,   // one level down in connections and rate
+    kSuspended,       // nothing goes out until suspended_until()
+    kBounce,          // the rule bounces the recipient
+  };
+  // OnReply - `rule` matched the class of `reply`, a server's own reply here.
+  ReplyEffect OnReply(const BackoffRule& rule, const smtp::Outcome& reply, absl::Time now);
+  // StepDownIfDue - a period passed without another such reply: one level up.
+  void StepDownIfDue(absl::Time now);
+  // MeasureBase - once a second: backed off without a configured rate before
+  // there was a measure, it gets its limit as soon as there is one; true then.
+  bool MeasureBase();
+
+  int backoff_level() const { return backoff_level_; }
+  bool suspended(absl::Time now) const { return now < suspended_until_; }
+  absl::Time suspended_until() const { return suspended_until_; }
+  absl::Time backoff_step_at() const { return backoff_step_at_; }
+  const std::string& backoff_reason() const { return backoff_reason_; }
+
+ private:
+  void Step(int step, absl::Time now);
+  TokenBucket ConnectionBucket() const;
+  TokenBucket MessageBucket() const;
+  double MeasuredRate() const;
+
+  const DestinationPolicy* policy_;
+  std::string name_;
+  int sharing_ = 1;
+  std::shared_ptr<const dns::Route> route_;
+  // Per host of the route: passed over until then.
+  std::vector<absl::Time> host_down_until_;
+  absl::Time plaintext_until_ = absl::InfinitePast();
+  TokenBucket message_tokens_;
+  TokenBucket connection_tokens_;
+  // Transactions started lately, and (backed off without a configured
+  // max_message_rate) the rate measured when backoff began, or as soon as there
+  // was a measure: what its levels halve. 0: not measured (no rate limit yet).
+  RateMeter messages_started_;
+  double backoff_base_rate_ = 0;
+  int backoff_level_ = 0;
+  absl::Duration backoff_period_;
+  absl::Time backoff_step_at_ = absl::InfinitePast();  // the next step up
+  absl::Time backoff_raised_ = absl::InfinitePast();
+  absl::Time suspended_until_ = absl::InfinitePast();
+  std::string backoff_reason_;  // the reply behind the last step or suspension
+  // Smooth weighted round robin: each pick adds every source's weight to its
+  // credit and takes the largest, which then pays the total back. Sources are
+  // taken in proportion, evenly interleaved.
+  std::vector<int> source_credit_;
+};
+
+}  // namespace volley::engine
+
+#endif  // VOLLEY_ENGINE_DESTINATION_LIMITS_H_

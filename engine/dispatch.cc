@@ -1,0 +1,187 @@
+// dispatch.cc - Shard's "send" step: active destinations, the connection budget,
+// new connections. The limits themselves are DestinationLimits'.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "base/log.h"
+#include "base/strings.h"
+#include "engine/shard.h"
+
+namespace volley::engine {
+
+void Shard::Dispatch() {
+  shaping_wake_ = absl::InfiniteFuture();
+  ServeBudgetWaiters();
+  if (!budget_waiters_.empty() && now_ - last_idle_reclaim_ >= kIdleReclaimInterval) {
+    ReclaimIdleConnections();
+    last_idle_reclaim_ = now_;
+  }
+  // Only destinations with something to do (active_), not a walk over all.
+  for (size_t i = 0; i < active_.size();) {
+    Destination* d = active_[i];
+    DispatchOne(d);
+    if (d->ready.empty() && d->limits.backoff_level() == 0) {
+      d->active = false;
+      active_[i] = active_.back();
+      active_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  fair_share_ = budget_waiters_.empty()
+                    ? SIZE_MAX
+                    : std::max<size_t>(1, place_.connection_budget /
+                                              std::max<size_t>(1, active_.size()));
+  metrics_->budget_waiting.Set(static_cast<int64_t>(budget_waiters_.size()));
+}
+
+void Shard::DispatchOne(Destination* d) {
+  d->limits.StepDownIfDue(now_);
+  if (d->limits.suspended(now_)) {
+    // Nothing goes out while suspended: what waits is deferred with the reason.
+    if (!d->ready.empty()) {
+      FailDestination(
+          d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.7.0",
+                         absl::StrCat("not sent: ", d->limits.route()->name,
+                                      " is suspended until ",
+                                      absl::FormatTime("%H:%M:%SZ", d->limits.suspended_until(),
+                                                       absl::UTCTimeZone()),
+                                      " after: ", d->limits.backoff_reason())));
+    }
+    return;
+  }
+  while (!d->ready.empty() && !d->idle.empty()) {
+    if (!d->limits.TakeMessageToken(now_)) {
+      WaitForToken(d, /*messages=*/true);
+      break;
+    }
+    d->waiting_for_message_token = false;
+    Conn* c = d->idle.back();
+    d->idle.pop_back();
+    c->token_taken = true;
+    AssignNext(c);
+    // The client may already have decided the transaction without sending a
+    // byte (over the server's SIZE, no SMTPUTF8): collect that now, or the
+    // connection would wait for a reply nobody is going to send.
+    Drain(c);
+    MaybeFree(c);
+  }
+  // Open more connections while there are transactions nobody is about to take.
+  while (!d->waiting_for_budget && WantsConnection(*d)) {
+    if (BudgetSpent() || !budget_waiters_.empty()) {
+      // Behind those already waiting, whatever the budget says now.
+      WaitForBudget(d);
+      break;
+    }
+    if (!d->limits.TakeConnectionToken(now_)) {
+      WaitForToken(d, /*messages=*/false);
+      break;
+    }
+    d->waiting_for_connection_token = false;
+    if (OpenConnection(d) == Opened::kNoDescriptor) {
+      WaitForBudget(d);
+      break;
+    }
+  }
+}
+
+void Shard::ReclaimIdleConnections() {
+  // Connections that went idle before anyone waited for the budget; from now
+  // on AssignNext closes them as they go idle.
+  for (auto& [key, d] : destinations_) {
+    if (d->ready.empty()) QuitIdle(d.get());
+  }
+}
+
+void Shard::QuitIdle(Destination* d) {
+  const std::vector<Conn*> idle = std::exchange(d->idle, {});
+  for (Conn* c : idle) {
+    c->client->Quit();
+    connections_.Kick(c, now_);
+  }
+}
+
+void Shard::WaitForBudget(Destination* d, bool again) {
+  if (d->waiting_for_budget) return;
+  d->waiting_for_budget = true;
+  budget_waiters_.push_back(d);
+  if (!again) metrics_->budget_waits.Add();
+}
+
+void Shard::ServeBudgetWaiters() {
+  for (size_t turns = budget_waiters_.size(); turns > 0 && !budget_waiters_.empty(); --turns) {
+    if (BudgetSpent()) return;
+    Destination* d = budget_waiters_.front();
+    budget_waiters_.pop_front();
+    d->waiting_for_budget = false;
+    if (!WantsConnection(*d)) continue;  // its work went elsewhere meanwhile
+    if (!d->limits.TakeConnectionToken(now_)) {
+      WaitForToken(d, /*messages=*/false);
+      continue;
+    }
+    d->waiting_for_connection_token = false;
+    OpenConnection(d);
+    if (WantsConnection(*d)) WaitForBudget(d, /*again=*/true);
+  }
+}
+
+void Shard::WaitForToken(Destination* d, bool messages) {
+  bool& waiting = messages ? d->waiting_for_message_token : d->waiting_for_connection_token;
+  if (!waiting) {
+    metrics_->rate_limit_waits[messages ? 0 : 1].Add();
+    waiting = true;
+  }
+  const absl::Time next = messages ? d->limits.NextMessageTokenAt(now_)
+                                   : d->limits.NextConnectionTokenAt(now_);
+  shaping_wake_ = std::min(shaping_wake_, next);
+}
+
+Shard::Opened Shard::OpenConnection(Destination* d) {
+  OpenRequest request;
+  request.dest = d;
+  request.policy = &d->limits.policy();
+  request.route = d->limits.route();
+  request.host = d->limits.ChooseHost(now_, rng_);
+  const dns::Destination& where = request.route->hosts[request.host];
+  request.source = d->limits.PickSource(where.addr.ss_family, source_choices_);
+  if (request.source == -2) {
+    // Sending from an address the operator did not list would spend another
+    // address's reputation: defer instead.
+    FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
+                                   absl::StrCat("no egress source of the address family of ",
+                                                where.host, " among the destination's sources")));
+    return Opened::kFailed;
+  }
+  request.plaintext_only = d->limits.PlaintextOnly(now_);
+  absl::StatusOr<Conn*> opened = connections_.Open(request, now_);
+  if (absl::IsResourceExhausted(opened.status())) {
+    // Out of descriptors (or socket memory) whatever the budget said: a limit
+    // lowered under volleyd, another process, a reserve too small. Nothing
+    // about the destination failed, so nothing is deferred: no connection
+    // opens beyond those open now for a while, and d waits for one.
+    if (now_ >= fd_short_until_) {
+      base::LogInfo("socket: %s with %zu connections open; new connections wait for one to "
+                    "close (for %s at least)",
+                    base::StdSv(opened.status().message()), open_conns_,
+                    absl::FormatDuration(kFdShortTime));
+    }
+    fd_short_until_ = now_ + kFdShortTime;
+    fd_short_cap_ = open_conns_;
+    metrics_->fd_exhausted.Add();
+    return Opened::kNoDescriptor;
+  }
+  if (!opened.ok()) {
+    FailDestination(d, MakeOutcome(smtp::Outcome::Kind::kTransient, 0, "4.4.0",
+                                   std::string(opened.status().message())));
+    return Opened::kFailed;
+  }
+  ++d->connections;
+  ++d->sessions_starting;
+  ++open_conns_;
+  metrics_->connections_opened.Add();
+  metrics_->connections_open.Set(static_cast<int64_t>(open_conns_));
+  return Opened::kYes;
+}
+
+}  // namespace volley::engine

@@ -1,0 +1,583 @@
+#include "engine/shard.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/log.h"
+#include "base/slot_table.h"
+#include "base/status.h"
+#include "base/strings.h"
+#include "engine/committer.h"
+#include "queue/job.h"
+
+namespace volley::engine {
+namespace {
+
+using Tags = base::SlotTable<Conn>;
+
+// FailureOf - why a session ended before it was ready, as the metrics name it.
+metrics::ConnFailure FailureOf(const smtp::Outcome& why) {
+  using F = metrics::ConnFailure;
+  if (why.stage == smtp::Stage::kStartTls || absl::StartsWith(why.enhanced, "4.7.5") ||
+      absl::StartsWith(why.enhanced, "4.7.10")) {
+    return F::kTls;
+  }
+  if (absl::StrContains(why.text, "timed out")) return F::kTimeout;
+  if (why.stage == smtp::Stage::kConnect) return F::kConnect;
+  if (absl::StrContains(why.text, "protocol error")) return F::kProtocol;
+  if (absl::StrContains(why.text, "connection lost")) return F::kClosed;
+  if (why.stage == smtp::Stage::kGreeting) return F::kGreeting;
+  if (why.stage == smtp::Stage::kEhlo || why.stage == smtp::Stage::kHelo) return F::kEhlo;
+  return F::kClosed;
+}
+
+}  // namespace
+
+Shard::Shard(const Config& config, ShardPlace place, queue::Queue* queue,
+             const dns::StaticRoutes* routes, ReadyJobs* ready_jobs,
+             const std::atomic<bool>* stop, metrics::ShardMetrics* metrics,
+             const metrics::Classifier* classifier, const Credentials* credentials)
+    : config_(config),
+      place_(place),
+      queue_(queue),
+      classifier_(classifier),
+      ready_jobs_(ready_jobs),
+      stop_(stop),
+      metrics_(metrics),
+      rng_(std::random_device{}()),
+      now_(absl::Now()),
+      composer_(*credentials),
+      window_(place, queue, &composer_),
+      outcomes_(config, place, queue, classifier, metrics, &window_, &rng_, &now_),
+      connections_(config, &ring_, metrics),
+      routing_(config, routes, &ring_, &rng_, &now_,
+               Routing::Callbacks{
+                   [this](Work* w, std::string_view domain,
+                          const std::shared_ptr<const dns::Route>& route,
+                          bool by_dns) { Admit(w, domain, route, by_dns); },
+                   [this](Work* w, std::string_view domain, const dns::MxVerdict& verdict) {
+                     OnVerdict(w, domain, verdict);
+                   }}) {
+  for (const auto& [name, policy] : config_.destinations) policies_.emplace(name, &policy);
+  for (size_t i = 0; i < config_.sources.size(); ++i) {
+    source_choices_.push_back(SourceChoice{
+        connections_.source_addresses()[i].addr.ss_family, config_.sources[i].weight});
+  }
+}
+
+Shard::~Shard() = default;
+
+// --- take
+
+void Shard::TakeReadyJobs() {
+  for (const std::string& id : ready_jobs_->TakeAll(place_.index)) {
+    auto record = queue_->FindJob(id);
+    absl::Status st = record.ok() ? absl::OkStatus() : record.status();
+    if (st.ok() && record->has_value()) {
+      absl::StatusOr<Job*> changed = window_.Load(**record);
+      st = changed.status();
+      if (changed.ok() && *changed != nullptr) Withdraw(*changed);
+    }
+    if (!st.ok()) base::LogInfo("%s", base::StdSv(st.message()));
+  }
+}
+
+void Shard::Withdraw(Job* job) {
+  for (auto& [key, d] : destinations_) {
+    for (Work* w : d->ready.TakeAll()) {
+      if (w->job != job) {
+        PushReady(d.get(), w, /*front=*/false);
+      } else if (job->cancelled()) {
+        outcomes_.Cancel(w);
+      } else {
+        outcomes_.Release(w);  // still queued, at its key: taken again after the resume
+      }
+    }
+  }
+}
+
+void Shard::OnTaken(Work* w, const absl::Status& decoded) {
+  if (!decoded.ok()) {
+    // Its address cannot be trusted, so nothing is sent: the entry is bounced
+    // (the log names its job and line, which point into accepted/) instead of
+    // being scanned again forever and holding its job open.
+    base::LogInfo("job \"%s\" line %u: corrupt queue entry (%s); bounced", w->job->record.id,
+                  w->entry.line, base::StdSv(decoded.message()));
+    outcomes_.Finish(w, queue::Final::kBounced,
+                     MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.3.0",
+                                 absl::StrCat("queue entry corrupt: ", decoded.message(),
+                                              "; see line ", w->entry.line, " of the job file")),
+                     AttemptPlace{});
+    return;
+  }
+  if (w->job->cancelled()) {
+    outcomes_.Cancel(w);
+    return;
+  }
+  routing_.Route(w);
+}
+
+// --- route and admit
+
+void Shard::Admit(Work* w, std::string_view domain,
+                  const std::shared_ptr<const dns::Route>& route, bool by_dns) {
+  // Paused or cancelled while its domain was being looked up.
+  if (w->job->cancelled()) {
+    outcomes_.Cancel(w);
+    return;
+  }
+  if (w->job->record.paused) {
+    outcomes_.Release(w);
+    return;
+  }
+  Destination* d = DestinationFor(domain, route, by_dns);
+  if (ExpiresUntried(w, d->limits.policy())) return;
+  PushReady(d, w, /*front=*/false);
+}
+
+Destination* Shard::DestinationFor(std::string_view domain,
+                                   const std::shared_ptr<const dns::Route>& route, bool by_dns) {
+  std::string policy_name;
+  const DestinationPolicy& policy = PolicyFor(domain, route->name, &policy_name);
+  std::string key = absl::StrCat(route->name, "|", policy_name);
+  std::unique_ptr<Destination>& d = destinations_[key];
+  if (!d) {
+    // A static route is whole on this shard (its domains share a partition).
+    const int sharing =
+        by_dns && place_.sites != nullptr ? place_.sites->Join(key, place_.index) : 1;
+    d = std::make_unique<Destination>(
+        DestinationLimits(&policy, policy_name.empty() ? route->name : key, sharing), key);
+    d->by_dns = by_dns;
+    // Looked up once: the name (route or site) stays with the destination.
+    d->counters = &metrics_->Destination(route->name);
+  }
+  d->limits.SetRoute(route);
+  return d.get();
+}
+
+void Shard::OnVerdict(Work* w, std::string_view domain, const dns::MxVerdict& verdict) {
+  if (w->job->cancelled()) {
+    outcomes_.Cancel(w);
+    return;
+  }
+  if (w->job->record.paused) {
+    outcomes_.Release(w);
+    return;
+  }
+  std::string policy_name;
+  if (ExpiresUntried(w, PolicyFor(domain, "", &policy_name))) return;
+  // No connection was made: no reply code, the verdict's enhanced code (RFC
+  // 3463) and reason. A permanent verdict (Null MX, NXDOMAIN) bounces at once.
+  const smtp::Outcome why = MakeOutcome(
+      verdict.permanent ? smtp::Outcome::Kind::kPermanent : smtp::Outcome::Kind::kTransient, 0,
+      verdict.enhanced, verdict.reason);
+  if (verdict.local) {
+    outcomes_.Postpone(w, why);
+  } else if (verdict.permanent) {
+    outcomes_.Finish(w, queue::Final::kBounced, why, AttemptPlace{});
+  } else {
+    outcomes_.Defer(w, why, AttemptPlace{});
+  }
+}
+
+bool Shard::ExpiresUntried(Work* w, const DestinationPolicy& policy) {
+  w->retry = &policy.retry;
+  w->deadline = ExpiryOf(*w->job, policy.retry);
+  // A retry is scheduled at the deadline at the latest (NextAttemptAt) and
+  // gets that last try, and so does one that was due before the deadline but
+  // is taken just after it (the loop was busy, or it fell due within a tick of
+  // the deadline). Anything else taken past the deadline (volleyd was down, or
+  // the job's expires had passed) expires untried. Keys hold microseconds, the
+  // deadline may not.
+  const bool last_try =
+      w->entry.attempts > 0 && (w->entry.due >= w->deadline - absl::Microseconds(1) ||
+                                now_ - w->entry.due < kLateRetryGrace);
+  if (now_ >= w->deadline && !last_try) {
+    outcomes_.Expire(w);
+    return true;
+  }
+  return false;
+}
+
+// PolicyFor - the [destination] entry for the recipient's domain, else for the
+// route, else [smtp]'s defaults; *name is the entry's name ("" for the defaults).
+const DestinationPolicy& Shard::PolicyFor(std::string_view domain, std::string_view route_name,
+                                          std::string* name) const {
+  for (std::string key : {absl::AsciiStrToLower(base::Sv(domain)), std::string(route_name)}) {
+    if (key.empty()) continue;
+    if (auto it = policies_.find(key); it != policies_.end()) {
+      *name = std::move(key);
+      return *it->second;
+    }
+  }
+  name->clear();
+  return config_.smtp.defaults;
+}
+
+void Shard::PushReady(Destination* d, Work* w, bool front) {
+  Activate(d);
+  std::string group = absl::StrCat(w->job->record.job_no);
+  size_t limit = 1;
+  if (w->job->shared_message) {
+    absl::StrAppend(&group, "/", absl::AsciiStrToLower(base::Sv(queue::DomainOf(w->rcpt.to))));
+    limit = static_cast<size_t>(d->limits.policy().max_recipients_per_transaction);
+  }
+  if (front) {
+    d->ready.PushFront(group, limit, w, w->job->header.priority);
+  } else {
+    d->ready.Push(group, limit, w, w->job->header.priority);
+  }
+}
+
+// --- the connections' events
+
+void Shard::OnCompletion(uint64_t tag, int result) {
+  const auto op = static_cast<Op>(Tags::OpOf(tag));
+  switch (op) {
+    case kOpDnsPoll: routing_.OnPoll(tag, result); return;
+    case kOpDnsPollRemove: return;
+    case kOpCommitDone:
+      outcomes_.OnCommitDone();
+      PostCommitRead();
+      return;
+    case kOpIntakeEvent:
+      TakeReadyJobs();
+      if (result < 0 && result != -EINTR && result != -EAGAIN) {
+        // Reading the eventfd failed: do not spin on it. Refill looks in the
+        // mailbox every turn anyway; this read only makes new jobs start sooner.
+        base::LogInfo("intake wake-up read failed: %s; polling instead", std::strerror(-result));
+        return;
+      }
+      PostIntakeRead();
+      return;
+    default: break;
+  }
+  Conn* c = connections_.Find(tag);
+  if (c == nullptr) return;  // stale: its connection is gone
+  connections_.OnIo(c, op, result, now_);
+  if (!c->closing) Drain(c);
+  MaybeFree(c);
+}
+
+void Shard::Drain(Conn* c) {
+  for (;;) {
+    smtp::Event ev = c->client->Next();
+    if (std::holds_alternative<smtp::NeedData>(ev)) break;
+    if (std::holds_alternative<smtp::StartTls>(ev)) {
+      connections_.StartTls(c);
+    } else if (std::holds_alternative<smtp::SessionReady>(ev)) {
+      c->session_ready = true;
+      --c->dest->sessions_starting;
+      AssignNext(c);
+    } else if (auto* done = std::get_if<smtp::TransactionDone>(&ev)) {
+      OnTransactionDone(c, *done);
+    } else if (auto* closed = std::get_if<smtp::SessionClosed>(&ev)) {
+      OnSessionClosed(c, *closed);
+      return;
+    }
+  }
+  CountReplies(c);
+  connections_.Kick(c, now_);
+}
+
+void Shard::OnTransactionDone(Conn* c, const smtp::TransactionDone& done) {
+  metrics_->transaction_seconds.Observe(absl::ToDoubleSeconds(now_ - c->transaction_started));
+  std::vector<Work*> works = std::exchange(c->current, {});
+  VOLLEY_CHECK(!works.empty() && done.rcpt_outcomes.size() == works.size(),
+               "a transaction result that does not match its recipients");
+  const bool any_accepted =
+      std::any_of(done.rcpt_outcomes.begin(), done.rcpt_outcomes.end(),
+                  [](const smtp::Outcome& o) { return o.kind == smtp::Outcome::Kind::kAccepted; });
+  std::vector<Work*> next_transaction;
+  for (size_t i = 0; i < works.size(); ++i) {
+    Work* w = works[i];
+    const smtp::Outcome& o = done.rcpt_outcomes[i];
+    switch (FateOf(o, any_accepted)) {
+      case RcptFate::kDelivered:
+        outcomes_.Finish(w, queue::Final::kDelivered, o, PlaceOf(c->dest, c));
+        break;
+      case RcptFate::kBounced:
+        outcomes_.Finish(w, queue::Final::kBounced, o, PlaceOf(c->dest, c));
+        break;
+      case RcptFate::kDeferred: Defer(w, o, c->dest, c); break;
+      case RcptFate::kNextTransaction: next_transaction.push_back(w); break;
+    }
+  }
+  // Pushed to the front in reverse, so they keep their order.
+  for (auto it = next_transaction.rbegin(); it != next_transaction.rend(); ++it) {
+    PushReady(c->dest, *it, /*front=*/true);
+  }
+  ++c->messages;
+  AssignNext(c);
+}
+
+void Shard::OnSessionClosed(Conn* c, const smtp::SessionClosed& closed) {
+  Destination* d = c->dest;
+  if (c->tls && !c->tls->established() && d->limits.policy().tls == TlsMode::kOpportunistic) {
+    // The handshake failed (an error, the server hanging up, a timeout). RFC
+    // 3207 section 4.1 lets the client carry on without TLS; a server whose
+    // handshake fails would fail the next one too, so plaintext for a while.
+    d->limits.FallBackToPlaintext(now_ + config_.smtp.tls_fallback_time);
+    c->tls_fell_back = true;
+  }
+  if (!c->session_ready) {
+    --d->sessions_starting;
+    const bool failed = closed.reason.kind != smtp::Outcome::Kind::kAccepted;
+    if (failed) metrics_->connections_failed[static_cast<size_t>(FailureOf(closed.reason))].Add();
+    if (failed && !c->tls_fell_back) {
+      // The host could not be reached or refused the session (a 421 or 554
+      // greeting, EHLO refused, TLS it must have missing): the next host is
+      // tried, as for MX hosts (RFC 5321 section 5.1). When none is left, what
+      // waits would meet the same fate, so it is deferred now rather than left
+      // to spin.
+      d->limits.MarkHostDown(c->Host().name, now_);
+      if (!d->limits.AnyHostUp(now_)) FailDestination(d, closed.reason, c);
+    }
+  }
+  CountReplies(c);
+  CloseConn(c);
+}
+
+void Shard::AssignNext(Conn* c) {
+  Destination* d = c->dest;
+  // A session that just ended (TransactionDone comes before SessionClosed) or
+  // is already saying goodbye takes no new work.
+  if (!c->client->idle()) return;
+  if (stopping_ || !d->limits.KeepsConnection(c->messages, d->connections, now_) ||
+      (!budget_waiters_.empty() &&
+       (d->ready.empty() || static_cast<size_t>(d->connections) > fair_share_))) {
+    // Also: others wait for the connection budget while this destination has
+    // no work for the connection or more than its share: this one goes.
+    c->client->Quit();
+    return;
+  }
+  if (d->ready.empty()) {
+    d->idle.push_back(c);
+    return;
+  }
+  if (!c->token_taken) {
+    if (!d->limits.TakeMessageToken(now_)) {
+      // Over the destination's message rate: wait idle for the next token.
+      d->idle.push_back(c);
+      WaitForToken(d, /*messages=*/true);
+      return;
+    }
+    d->waiting_for_message_token = false;
+  }
+  c->token_taken = false;
+  std::vector<Work*> works = d->ready.Take();
+  const Work* first = works.front();
+  smtp::Envelope env;
+  env.id = first->entry.line;
+  // One group shares a job and a domain, and only a job whose message is the
+  // same for all recipients has groups larger than one: the first recipient's
+  // rendering is everyone's.
+  for (const Work* w : works) env.rcpts.push_back(w->rcpt.to);
+  Job* job = first->job;
+  composer_.Compose(*job->plan, job->header, *job->tpl, first->rcpt, first->entry.line, now_,
+                    c->client->caps(), &env);
+  if (!job->plan->sign_error.empty() && !job->plan->sign_error_logged) {
+    job->plan->sign_error_logged = true;
+    base::LogInfo("job \"%s\": sent without a DKIM signature: %s", job->record.id,
+                  job->plan->sign_error);
+  }
+  if (absl::Status st = c->client->StartTransaction(std::move(env)); !st.ok()) {
+    // The client refused (e.g. bytes arrived on the idle connection, which ends
+    // the session as a protocol error): the work goes back first in line for
+    // another connection, untouched.
+    for (auto it = works.rbegin(); it != works.rend(); ++it) PushReady(d, *it, /*front=*/true);
+    return;
+  }
+  c->current = std::move(works);
+  c->transaction_started = now_;
+}
+
+void Shard::OnDeadline(Conn* c) {
+  if (c->client->waiting_for() == smtp::Wait::kNone && c->current.empty()) {
+    // Idle too long: say goodbye.
+    auto& idle = c->dest->idle;
+    idle.erase(std::remove(idle.begin(), idle.end(), c), idle.end());
+    c->client->Quit();
+    connections_.Kick(c, now_);
+    return;
+  }
+  c->client->FeedTimeout();
+  Drain(c);
+  MaybeFree(c);
+}
+
+void Shard::CloseConn(Conn* c) {
+  if (c->closing) return;
+  auto& idle = c->dest->idle;
+  idle.erase(std::remove(idle.begin(), idle.end(), c), idle.end());
+  connections_.Close(c);
+}
+
+void Shard::MaybeFree(Conn* c) {
+  if (!Connections::Freeable(*c)) return;
+  Destination* d = c->dest;
+  connections_.Free(c);  // c is gone from here on
+  --d->connections;
+  --open_conns_;
+  metrics_->connections_open.Set(static_cast<int64_t>(open_conns_));
+}
+
+// --- record
+
+AttemptPlace Shard::PlaceOf(const Destination* d, const Conn* c) const {
+  AttemptPlace where;
+  if (d == nullptr) return where;
+  where.counters = d->counters;
+  where.host = c != nullptr ? &c->Host() : &d->limits.route()->hosts.front();
+  where.backoff_level = d->limits.backoff_level();
+  if (c != nullptr) {
+    where.tls_version = c->tls_version;
+    where.tls_cipher = c->tls_cipher;
+    if (c->source >= 0) where.source = config_.sources[static_cast<size_t>(c->source)].name;
+  }
+  return where;
+}
+
+void Shard::Defer(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c) {
+  // Only a server's own reply on a connection moves the destination's backoff:
+  // not the deferrals a suspension or a failed route makes.
+  if (c != nullptr && c->dest == d && ApplyBackoffRule(w, o, d, c)) return;
+  outcomes_.Defer(w, o, PlaceOf(d, c));
+}
+
+void Shard::FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c) {
+  for (Work* w : d->ready.TakeAll()) Defer(w, why, d, c);
+}
+
+bool Shard::ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c) {
+  const std::string_view klass = classifier_->Classify("deferred", o.code, o.enhanced, o.text);
+  const BackoffRule* rule = nullptr;
+  for (const BackoffRule& r : config_.backoff) {
+    if (r.klass == klass) {
+      rule = &r;
+      break;
+    }
+  }
+  if (rule == nullptr) return false;
+  switch (d->limits.OnReply(*rule, o, now_)) {
+    case DestinationLimits::ReplyEffect::kNone: break;
+    case DestinationLimits::ReplyEffect::kBackoffRaised: metrics_->backoff_events[0].Add(); break;
+    case DestinationLimits::ReplyEffect::kSuspended: metrics_->backoff_events[1].Add(); break;
+    case DestinationLimits::ReplyEffect::kBounce: {
+      smtp::Outcome bounced = o;
+      bounced.kind = smtp::Outcome::Kind::kPermanent;
+      bounced.text =
+          absl::StrCat("bounced by the [[backoff]] rule for \"", rule->klass, "\": ", o.text);
+      outcomes_.Finish(w, queue::Final::kBounced, bounced, PlaceOf(d, c));
+      return true;
+    }
+  }
+  if (rule->action == BackoffAction::kBackoff) Activate(d);  // its steps down are Dispatch's
+  return false;
+}
+
+// --- the loop
+
+void Shard::PostCommitRead() {
+  ring_.PrepRead(place_.committer->event_fd(place_.index), &commit_counter_,
+                 sizeof commit_counter_, Tags::MakeTag(0, 0, kOpCommitDone));
+}
+
+void Shard::PostIntakeRead() {
+  ring_.PrepRead(ready_jobs_->event_fd(place_.index), &intake_counter_, sizeof intake_counter_,
+                 Tags::MakeTag(0, 0, kOpIntakeEvent));
+}
+
+// NextWait - until a completion or the tick, but no longer than the next
+// refill when more is due (an idle pool must not wait a whole tick for work
+// that is already due), a rate token, c-ares's next timeout, or the next
+// connection deadline (at least 1 ms on: one that passed and was handled
+// without moving must not spin the loop).
+absl::Duration Shard::NextWait() const {
+  absl::Duration wait = kTick;
+  const auto at_least_1ms = [&](absl::Time t) { return std::max(absl::Milliseconds(1), t - now_); };
+  if (absl::Time refill = window_.NextRefillSoon(); refill != absl::InfiniteFuture()) {
+    wait = at_least_1ms(refill);
+  }
+  if (shaping_wake_ != absl::InfiniteFuture()) wait = std::min(wait, at_least_1ms(shaping_wake_));
+  if (std::optional<absl::Duration> dns_due = routing_.NextTimeout()) {
+    wait = std::min(wait, std::max(*dns_due, absl::ZeroDuration()));
+  }
+  if (std::optional<absl::Time> deadline = connections_.EarliestDeadline()) {
+    wait = std::min(wait, at_least_1ms(*deadline));
+  }
+  return wait;
+}
+
+absl::Status Shard::Run() {
+  RETURN_IF_ERROR(ring_.Init(4096));
+  RETURN_IF_ERROR(connections_.Init());
+  now_ = absl::Now();
+  RETURN_IF_ERROR(routing_.Start());
+  PostCommitRead();
+  ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
+  for (const auto& j : jobs) RETURN_IF_ERROR(window_.Load(j).status());
+  PostIntakeRead();
+  absl::Time stop_deadline = absl::InfiniteFuture();
+  const DeliveryWindow::OnTaken on_taken = [this](Work* w, const absl::Status& decoded) {
+    OnTaken(w, decoded);
+  };
+  for (;;) {
+    now_ = absl::Now();
+    const absl::Time turn_started = now_;
+    if (!stopping_ && stop_->load(std::memory_order_relaxed)) {
+      stopping_ = true;
+      stop_deadline = now_ + kStopGrace;
+      base::LogInfo("stopping: finishing transactions under way");
+      for (auto& [key, d] : destinations_) QuitIdle(d.get());
+    }
+    if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline ||
+                      (place_.stop_now != nullptr &&
+                       place_.stop_now->load(std::memory_order_relaxed)))) {
+      break;
+    }
+    RETURN_IF_ERROR(outcomes_.fatal());
+    if (!stopping_ && !place_.committer->stalled() && window_.RefillDue(now_)) {
+      TakeReadyJobs();
+      RETURN_IF_ERROR(window_.Refill(now_, on_taken));
+    }
+    Dispatch();
+    bool clock_read = false;
+    RETURN_IF_ERROR(ring_.SubmitAndWait(NextWait(), [&](uint64_t tag, int result) {
+      // The wait may have lasted a tick: outcomes and deadlines need the time
+      // the completions arrived, not the time the wait began.
+      if (!clock_read) {
+        now_ = absl::Now();
+        clock_read = true;
+      }
+      OnCompletion(tag, result);
+    }));
+    now_ = absl::Now();
+    routing_.OnTimer();
+    for (Conn* c : connections_.DueNow(now_)) OnDeadline(c);
+    outcomes_.Commit();
+    PublishLoopMetrics(turn_started);
+  }
+  // Work never started stays in the queue as it is; just let go of it.
+  for (auto& [key, d] : destinations_) {
+    for (Work* w : d->ready.TakeAll()) delete w;
+  }
+  connections_.ForEach([](uint32_t, Conn& c) {
+    for (Work* w : c.current) delete w;
+    c.current.clear();
+    ::close(c.fd);
+  });
+  // The resolver goes now, while everything its callbacks could reach is still
+  // there (issue 16).
+  for (Work* w : routing_.Stop()) delete w;
+  return outcomes_.CommitLast();
+}
+
+}  // namespace volley::engine

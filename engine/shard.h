@@ -1,0 +1,277 @@
+// shard.h - one delivery shard: take, route, admit, send, record
+//
+// SYNOPSIS
+//   Shard shard(config, place, queue, routes, &ready_jobs, &stop, metrics, &classifier,
+//               &credentials);
+//   shard.SetDestinationStates(&states);   // for the admin API
+//   absl::Status st = shard.Run();          // on its own thread, until stop
+//
+// DESCRIPTION
+//   A shard owns a share of the queue's partitions and runs one io_uring loop
+//   (engine/reactor/ring.h) on its thread. One recipient's path through it:
+//
+//     take    DeliveryWindow::Refill (engine/window.h) takes due recipients of
+//             the shard's jobs from the queue, within the window;
+//     route   Routing::Route (engine/routing.h): a static route, or the
+//             domain's MX plan by DNS, or a verdict (bounce, defer);
+//     admit   Shard::Admit: its destination (route + [destination] policy),
+//             its retry policy and deadline, the destination's ready list;
+//     send    Shard::Dispatch: for each active destination, within its limits
+//             (engine/destination_limits.h) and the shard's connection budget,
+//             start transactions on idle connections and open new ones
+//             (engine/connection.h moves the bytes); Shard::Drain reads what
+//             the SMTP client decided;
+//     record  Outcomes (engine/outcomes.h): the delivery-log record and the
+//             queue change, handed to the committer once per loop turn.
+//
+//   Invariants ("prepare for disaster"):
+//   - A recipient's queue entry is removed or rescheduled only after its outcome
+//     line reached the delivery log (the committer writes log, then queue). A
+//     crash between the two repeats the outcome on restart; it never loses one.
+//     A key stays taken until its unit is written, so it is never taken twice.
+//   - A recipient taken is in exactly one place: waiting for its domain's plan,
+//     a destination's ready list, a connection's transaction, or finished. The
+//     window counts them; nothing is taken beyond it.
+//   - A connection is freed (MaybeFree) only when no io_uring operation on it is
+//     pending, and only at the end of handling a completion or a timeout.
+//
+//   Stopping: no new transactions; those under way finish (up to kStopGrace, or
+//   at once on a second stop), idle connections QUIT; what was not finished
+//   stays queued, and what was decided is committed before Run returns.
+//
+// BOUNDS
+//   place.window recipients; place.connection_budget connections.
+#ifndef VOLLEY_ENGINE_SHARD_H_
+#define VOLLEY_ENGINE_SHARD_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "dns/resolver.h"
+#include "dns/router.h"
+#include "dns/routes.h"
+#include "engine/admin.h"
+#include "engine/boards.h"
+#include "engine/compose.h"
+#include "engine/config.h"
+#include "engine/connection.h"
+#include "engine/destination_limits.h"
+#include "engine/intake.h"
+#include "engine/outcomes.h"
+#include "engine/reactor/ring.h"
+#include "engine/ready_queue.h"
+#include "engine/routing.h"
+#include "engine/window.h"
+#include "engine/work.h"
+#include "metrics/classify.h"
+#include "metrics/metrics.h"
+#include "queue/queue.h"
+
+namespace volley::engine {
+
+// How long stopping waits for transactions under way before closing anyway.
+inline constexpr absl::Duration kStopGrace = absl::Seconds(10);
+inline constexpr absl::Duration kTick = absl::Milliseconds(100);
+// A retry due before its recipient's deadline and taken less than this after
+// its due time still gets its try when the deadline has passed meanwhile.
+inline constexpr absl::Duration kLateRetryGrace = absl::Minutes(1);
+// After socket() ran out of descriptors, how long no connection opens beyond
+// those open then (unless some close): long enough not to retry per turn.
+inline constexpr absl::Duration kFdShortTime = absl::Seconds(1);
+// While destinations wait for the connection budget, idle connections of
+// destinations without work are looked for at most this often.
+inline constexpr absl::Duration kIdleReclaimInterval = absl::Milliseconds(100);
+
+// Destination - the domains that share a route and a [destination] policy: one
+// pool of connections and one set of limits. Lives as long as the shard.
+struct Destination {
+  Destination(DestinationLimits l, std::string k) : limits(std::move(l)), key(std::move(k)) {}
+  DestinationLimits limits;
+  std::string key;  // "ROUTE|POLICY" in Shard::destinations_
+  ReadyQueue<Work*> ready;
+  std::vector<Conn*> idle;
+  int connections = 0;        // open or opening
+  int sessions_starting = 0;  // not yet through EHLO
+  // Waiting for a message (or connection) token: counted once per wait.
+  bool waiting_for_message_token = false;
+  bool waiting_for_connection_token = false;
+  // In Shard::budget_waiters_: it may open another connection, but the shard's
+  // connection budget is spent.
+  bool waiting_for_budget = false;
+  bool active = false;  // in Shard::active_
+  // Reached by DNS: a site whose domains other shards may have too (SiteShares).
+  bool by_dns = false;
+  // Its per-destination metrics (volley_destination_deliveries_total).
+  metrics::DestinationCounters* counters = nullptr;
+};
+
+class Shard {
+ public:
+  Shard(const Config& config, ShardPlace place, queue::Queue* queue,
+        const dns::StaticRoutes* routes, ReadyJobs* ready_jobs, const std::atomic<bool>* stop,
+        metrics::ShardMetrics* metrics, const metrics::Classifier* classifier,
+        const Credentials* credentials);
+  ~Shard();
+
+  void SetDestinationStates(DestinationStates* states) { destination_states_ = states; }
+  absl::Status Run();
+
+ private:
+  // --- take (shard.cc)
+  void TakeReadyJobs();
+  // Withdraw - a paused or cancelled job's recipients waiting in ready lists go
+  // back to the queue untouched (paused) or out of it (cancelled); those in a
+  // transaction already under way finish it.
+  void Withdraw(Job* job);
+  void OnTaken(Work* w, const absl::Status& decoded);
+  // --- route and admit (shard.cc)
+  void Admit(Work* w, std::string_view domain, const std::shared_ptr<const dns::Route>& route,
+             bool by_dns);
+  void OnVerdict(Work* w, std::string_view domain, const dns::MxVerdict& verdict);
+  // ExpiresUntried - sets w's retry policy and deadline; true when it was taken
+  // past the deadline and gets no try (it has been expired).
+  bool ExpiresUntried(Work* w, const DestinationPolicy& policy);
+  const DestinationPolicy& PolicyFor(std::string_view domain, std::string_view route_name,
+                                     std::string* name) const;
+  Destination* DestinationFor(std::string_view domain,
+                              const std::shared_ptr<const dns::Route>& route, bool by_dns);
+  void PushReady(Destination* d, Work* w, bool front);
+  // Activate - d has work waiting or a backoff to step down: Dispatch visits it
+  // until it has neither.
+  void Activate(Destination* d) {
+    if (d->active) return;
+    d->active = true;
+    active_.push_back(d);
+  }
+  // --- send (dispatch.cc)
+  void Dispatch();
+  void DispatchOne(Destination* d);
+  size_t ConnectionBudgetNow() const {
+    return now_ < fd_short_until_ ? std::min(place_.connection_budget, fd_short_cap_)
+                                  : place_.connection_budget;
+  }
+  bool BudgetSpent() const { return open_conns_ >= ConnectionBudgetNow(); }
+  bool WantsConnection(const Destination& d) const {
+    return !stopping_ && d.limits.MayOpen(d.ready.transactions(), d.connections,
+                                          d.sessions_starting, now_);
+  }
+  // WaitForBudget - d may open another connection but the budget is spent: it
+  // waits its turn. again: it was served and still wants more (not a new wait).
+  void WaitForBudget(Destination* d, bool again = false);
+  // ServeBudgetWaiters - the budget freed since the last turn goes to the
+  // destinations waiting for it, one connection each per turn, round robin.
+  void ServeBudgetWaiters();
+  // ReclaimIdleConnections - destinations wait for the budget: idle connections
+  // of destinations without work close.
+  void ReclaimIdleConnections();
+  // QuitIdle - d's idle connections say goodbye (QUIT) and close.
+  void QuitIdle(Destination* d);
+  // OpenConnection - kNoDescriptor: socket() ran out of file descriptors; d
+  // waits for the budget, nothing is deferred.
+  enum class Opened : uint8_t { kYes, kFailed, kNoDescriptor };
+  Opened OpenConnection(Destination* d);
+  // WaitForToken - d has work but no token under its message (or connection)
+  // rate: the loop wakes when the next one is there.
+  void WaitForToken(Destination* d, bool messages);
+  // --- the connections' events (shard.cc)
+  void OnCompletion(uint64_t tag, int result);
+  // Drain - act on what c's client decided (session ready, transaction done,
+  // session closed), then send what it wrote.
+  void Drain(Conn* c);
+  void OnTransactionDone(Conn* c, const smtp::TransactionDone& done);
+  void OnSessionClosed(Conn* c, const smtp::SessionClosed& closed);
+  // AssignNext - c is idle: its next transaction, or idle, or goodbye.
+  void AssignNext(Conn* c);
+  void OnDeadline(Conn* c);
+  void CloseConn(Conn* c);
+  void MaybeFree(Conn* c);
+  // --- record (shard.cc): what the destination learns from a reply first
+  AttemptPlace PlaceOf(const Destination* d, const Conn* c) const;
+  void Defer(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c);
+  // FailDestination - defer everything waiting for `d`; `c` the connection whose
+  // failure it was, when there was one.
+  void FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c = nullptr);
+  // ApplyBackoffRule - a server's reply at `d` whose class has a [[backoff]]
+  // rule; true when the recipient was dealt with (bounced).
+  bool ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c);
+  // --- metrics and the admin API's view (shard_metrics.cc)
+  void CountReplies(Conn* c);
+  // PublishLoopMetrics - at the end of a loop turn: gauges, busy time, DNS counts,
+  // and once a second the destinations' states, backoff rates and site shares.
+  void PublishLoopMetrics(absl::Time turn_started);
+  void PublishDestinationStates();
+  void ReportSites();
+  void MeasureBackoffRates();
+  // --- the loop (shard.cc)
+  absl::Duration NextWait() const;
+  void PostCommitRead();
+  void PostIntakeRead();
+
+  const Config& config_;
+  const ShardPlace place_;
+  queue::Queue* queue_;
+  const metrics::Classifier* classifier_;
+  ReadyJobs* ready_jobs_;
+  const std::atomic<bool>* stop_;
+  metrics::ShardMetrics* metrics_;
+  std::mt19937_64 rng_;
+  absl::Time now_;
+  Composer composer_;  // renders and signs; this shard's own signers
+  DeliveryWindow window_;
+  Outcomes outcomes_;
+  // Keyed by the route's name and the policy's ("ROUTE|POLICY"): domains that
+  // share a route and a policy share a pool.
+  absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
+  // config_.destinations by name (looked up for every recipient taken).
+  absl::flat_hash_map<std::string, const DestinationPolicy*> policies_;
+  std::vector<SourceChoice> source_choices_;  // config_.sources, for PickSource
+  // Declared before the ring, so that the ring is destroyed first: tearing it
+  // down cancels the operations still pointing into connections' buffers.
+  Connections connections_;
+  Ring ring_;
+  // After the ring (destroyed before it, closing the resolver's sockets while
+  // the ring still holds their polls).
+  Routing routing_;
+  // The router's and resolver's counts already added to metrics_ (deltas).
+  dns::Router::Stats dns_counted_;
+  dns::Resolver::Stats resolver_counted_;
+  // The earliest time a destination waiting for a rate token gets one.
+  absl::Time shaping_wake_ = absl::InfiniteFuture();
+  DestinationStates* destination_states_ = nullptr;
+  absl::Time last_states_ = absl::InfinitePast();
+  size_t open_conns_ = 0;
+  // Destinations waiting for the connection budget, in the order they came
+  // (each once: Destination::waiting_for_budget).
+  std::deque<Destination*> budget_waiters_;
+  // Destinations Dispatch visits (Destination::active): those with work waiting
+  // or a backoff level to step down. At 10,000 destinations a walk over all of
+  // them every loop turn was most of the loop (bench/RESULTS.md).
+  std::vector<Destination*> active_;
+  absl::Time last_idle_reclaim_ = absl::InfinitePast();
+  // While destinations wait for the budget, a destination keeps at most this
+  // many connections (the budget over the destinations with work): a big
+  // destination gives connections back as its transactions end, so small ones
+  // are not starved by it.
+  size_t fair_share_ = SIZE_MAX;
+  // After socket() failed with EMFILE or ENFILE: until then the budget is the
+  // connections open at that moment.
+  absl::Time fd_short_until_ = absl::InfinitePast();
+  size_t fd_short_cap_ = 0;
+  uint64_t intake_counter_ = 0;
+  uint64_t commit_counter_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace volley::engine
+
+#endif  // VOLLEY_ENGINE_SHARD_H_

@@ -1,0 +1,91 @@
+// shard_metrics.cc - what a shard shows: metrics, the admin API's destination
+// states, and its DNS pools' shares of their sites (SiteShares).
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "base/json.h"
+#include "engine/shard.h"
+
+namespace volley::engine {
+
+void Shard::CountReplies(Conn* c) {
+  const std::array<uint32_t, 4> counts = c->client->TakeReplyCounts();
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] != 0) metrics_->replies[i].Add(counts[i]);
+  }
+}
+
+void Shard::PublishDestinationStates() {
+  std::string json;
+  bool first = true;
+  for (const auto& [key, d] : destinations_) {
+    const DestinationLimits& l = d->limits;
+    const bool suspended = l.suspended(now_);
+    if (l.backoff_level() == 0 && !suspended) continue;
+    if (!first) json += ",";
+    first = false;
+    json += "{\"name\":";
+    base::AppendJsonString(&json, l.route()->name);
+    // The pool: the route or site and the [destination] table it goes by.
+    json += ",\"pool\":";
+    base::AppendJsonString(&json, key);
+    absl::StrAppend(&json, ",\"state\":\"", suspended ? "suspended" : "backoff",
+                    "\",\"level\":", l.backoff_level(),
+                    ",\"max_connections\":", l.MaxConnections(),
+                    ",\"max_message_rate\":", absl::StrFormat("%.3f", l.MessageRate()),
+                    ",\"until\":\"",
+                    absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                                     suspended ? l.suspended_until() : l.backoff_step_at(),
+                                     absl::UTCTimeZone()),
+                    "\",\"reason\":");
+    base::AppendJsonString(&json, l.backoff_reason());
+    json += "}";
+  }
+  destination_states_->Publish(std::move(json), place_.index);
+}
+
+void Shard::ReportSites() {
+  std::vector<std::string> keys;
+  std::vector<Destination*> pools;
+  for (auto& [key, d] : destinations_) {
+    if (!d->by_dns || (d->ready.empty() && d->connections == 0)) continue;
+    keys.push_back(key);
+    pools.push_back(d.get());
+  }
+  const std::vector<int> sharing = place_.sites->Report(place_.index, keys);
+  for (size_t i = 0; i < pools.size(); ++i) pools[i]->limits.SetSharing(sharing[i]);
+}
+
+void Shard::MeasureBackoffRates() {
+  for (auto& [key, d] : destinations_) d->limits.MeasureBase();
+}
+
+void Shard::PublishLoopMetrics(absl::Time turn_started) {
+  if (now_ - last_states_ >= absl::Seconds(1)) {
+    MeasureBackoffRates();
+    if (destination_states_ != nullptr) PublishDestinationStates();
+    if (place_.sites != nullptr) ReportSites();
+    last_states_ = now_;
+  }
+  metrics_->in_flight.Set(static_cast<int64_t>(window_.in_flight()));
+  const absl::Duration busy = absl::Now() - turn_started - ring_.last_wait();
+  if (busy > absl::ZeroDuration()) {
+    metrics_->busy_nanos.Add(static_cast<uint64_t>(absl::ToInt64Nanoseconds(busy)));
+  }
+  const dns::Router::Stats& dns = routing_.router_stats();
+  for (size_t i = 0; i < dns.answers.size(); ++i) {
+    metrics_->dns_queries[i].Add(dns.answers[i] - dns_counted_.answers[i]);
+  }
+  metrics_->dns_cache_hits.Add(dns.cache_hits - dns_counted_.cache_hits);
+  metrics_->dns_cache_misses.Add(dns.cache_misses - dns_counted_.cache_misses);
+  dns_counted_ = dns;
+  const dns::Resolver::Stats asked = routing_.resolver_stats();
+  metrics_->dns_sent.Add(asked.sent - resolver_counted_.sent);
+  metrics_->dns_queue_full.Add(asked.refused - resolver_counted_.refused);
+  metrics_->fd_exhausted.Add(asked.no_descriptor - resolver_counted_.no_descriptor);
+  metrics_->dns_queued.Set(static_cast<int64_t>(asked.queued));
+  metrics_->dns_in_flight.Set(static_cast<int64_t>(asked.in_flight));
+  resolver_counted_ = asked;
+}
+
+}  // namespace volley::engine
