@@ -74,7 +74,6 @@
 #include "queue/queue.h"
 #include "queue/spool.h"
 #include "queue/template.h"
-#include "simdjson.h"
 
 namespace volley::engine {
 namespace {
@@ -558,7 +557,7 @@ class Shard {
   // failure it was, when there was one.
   void FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c = nullptr);
   // `c` is the connection the attempt was made on, when there was one.
-  void Record(const Work* w, std::string_view status, const smtp::Outcome& o,
+  void Record(const Work* w, metrics::DeliveryStatus status, const smtp::Outcome& o,
               const Destination* d, uint32_t attempt, const Conn* c = nullptr);
   void Release(Work* w);
   // Finish - a final outcome (delivered, bounced, expired) of the attempt just made.
@@ -1883,16 +1882,16 @@ void Shard::FailDestination(Destination* d, const smtp::Outcome& why, const Conn
   for (Work* w : d->ready.TakeAll()) Defer(w, why, d, c);
 }
 
-void Shard::Record(const Work* w, std::string_view status, const smtp::Outcome& o,
+void Shard::Record(const Work* w, metrics::DeliveryStatus status, const smtp::Outcome& o,
                    const Destination* d, uint32_t attempt, const Conn* c) {
-  const metrics::Result result = metrics::ResultOf(status);
-  metrics_->deliveries[static_cast<size_t>(result)].Add();
+  const size_t result = static_cast<size_t>(status);
+  metrics_->deliveries[result].Add();
   // Outcomes decided without a destination (a DNS verdict, expired untried,
   // cancelled) count as "other".
   metrics::DestinationCounters* counters = d != nullptr ? d->counters : other_counters_;
   if (counters == nullptr) counters = other_counters_ = &metrics_->Destination("other");
-  counters->deliveries[static_cast<size_t>(result)].Add();
-  if (result == metrics::Result::kDelivered) {
+  counters->deliveries[result].Add();
+  if (status == metrics::DeliveryStatus::kDelivered) {
     metrics_->queue_seconds.Observe(absl::ToDoubleSeconds(now_ - w->job->record.queued_at));
   }
   metrics::DeliveryRecord r;
@@ -1930,25 +1929,25 @@ void Shard::Release(Work* w) {
   delete w;
 }
 
-std::string_view StatusName(queue::Final how) {
+metrics::DeliveryStatus StatusOf(queue::Final how) {
   switch (how) {
-    case queue::Final::kDelivered: return "delivered";
-    case queue::Final::kBounced: return "bounced";
-    case queue::Final::kExpired: return "expired";
-    case queue::Final::kCancelled: return "cancelled";
+    case queue::Final::kDelivered: return metrics::DeliveryStatus::kDelivered;
+    case queue::Final::kBounced: return metrics::DeliveryStatus::kBounced;
+    case queue::Final::kExpired: return metrics::DeliveryStatus::kExpired;
+    case queue::Final::kCancelled: return metrics::DeliveryStatus::kCancelled;
   }
-  return "bounced";
+  return metrics::DeliveryStatus::kBounced;
 }
 
 void Shard::Finish(Work* w, queue::Final how, const smtp::Outcome& o, const Destination* d,
                    const Conn* c) {
-  Record(w, StatusName(how), o, d, w->entry.attempts + 1, c);
+  Record(w, StatusOf(how), o, d, w->entry.attempts + 1, c);
   batch_->Remove(w->entry, how);
   Release(w);
 }
 
 const BackoffRule* Shard::BackoffRuleFor(const smtp::Outcome& o) const {
-  const std::string_view klass = classifier_->Classify("deferred", o.code, o.enhanced, o.text);
+  const std::string_view klass = classifier_->Classify(metrics::DeliveryStatus::kDeferred, o.code, o.enhanced, o.text);
   for (const BackoffRule& rule : config_.backoff) {
     if (rule.klass == klass) return &rule;
   }
@@ -2020,7 +2019,7 @@ void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d, const C
     Finish(w, queue::Final::kExpired, expired, d, c);
     return;
   }
-  Record(w, "deferred", o, d, w->entry.attempts + 1, c);
+  Record(w, metrics::DeliveryStatus::kDeferred, o, d, w->entry.attempts + 1, c);
   std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
   batch_->Reschedule(w->entry, NextAttemptAt(*w->retry, w->entry.attempts + 1, jitter(rng_),
                                              now_, w->deadline));
@@ -2029,7 +2028,7 @@ void Shard::Defer(Work* w, const smtp::Outcome& o, const Destination* d, const C
 
 void Shard::Expire(Work* w) {
   // No attempt is made now: the record carries the number of the last one.
-  Record(w, "expired",
+  Record(w, metrics::DeliveryStatus::kExpired,
          MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.7",
                      absl::StrCat("message expired after ", w->entry.attempts, " attempts")),
          nullptr, w->entry.attempts);
@@ -2040,7 +2039,7 @@ void Shard::Expire(Work* w) {
 void Shard::Postpone(Work* w, const smtp::Outcome& why) {
   // The record carries the number of the last attempt, as Expire's does: none
   // was made now.
-  Record(w, "deferred", why, nullptr, w->entry.attempts);
+  Record(w, metrics::DeliveryStatus::kDeferred, why, nullptr, w->entry.attempts);
   std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
   batch_->Postpone(w->entry, now_ + kPostponeDelay * jitter(rng_));
   Release(w);
@@ -2048,7 +2047,7 @@ void Shard::Postpone(Work* w, const smtp::Outcome& why) {
 
 void Shard::Cancel(Work* w) {
   // Like Expire: no attempt now, so the record carries the number of the last.
-  Record(w, "cancelled",
+  Record(w, metrics::DeliveryStatus::kCancelled,
          MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "",
                      "job cancelled before this recipient was sent"),
          nullptr, w->entry.attempts);
@@ -2329,27 +2328,20 @@ absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* 
   RETURN_IF_ERROR(lines.status());
   if (lines->empty()) return absl::OkStatus();
   struct Logged {
-    std::string status;
+    metrics::DeliveryStatus status;
     uint32_t attempt = 0;
   };
   // job id -> line -> the outcomes logged for it, in log order (one, unless
   // commits kept failing before the crash and several turns piled up).
   std::map<std::string, std::map<uint32_t, std::vector<Logged>>> by_job;
-  simdjson::ondemand::parser parser;
   size_t unreadable = 0;
   for (const std::string& text : *lines) {
-    simdjson::padded_string padded(text);
-    std::string_view job, status;
-    uint64_t line = 0, attempt = 0;
-    auto doc = parser.iterate(padded);
-    if (doc.error() || doc["job"].get_string().get(job) || doc["line"].get_uint64().get(line) ||
-        doc["status"].get_string().get(status) || doc["attempt"].get_uint64().get(attempt) ||
-        line > UINT32_MAX || attempt > UINT32_MAX) {
+    absl::StatusOr<metrics::OwnedDeliveryRecord> r = metrics::ParseDeliveryRecord(text);
+    if (!r.ok()) {
       ++unreadable;
       continue;
     }
-    by_job[std::string(job)][static_cast<uint32_t>(line)].push_back(
-        Logged{std::string(status), static_cast<uint32_t>(attempt)});
+    by_job[r->job][r->line].push_back(Logged{r->status, r->attempt});
   }
   size_t applied = 0;
   for (const auto& [id, logged] : by_job) {
@@ -2363,20 +2355,21 @@ absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* 
       // Each outcome in turn, as Commit would have applied it: a deferral
       // moves the entry (the next outcome applies to where it went).
       for (const Logged& l : logged.at(r.line)) {
-        const bool untried = l.status == "expired" || l.status == "cancelled";
+        const bool untried = l.status == metrics::DeliveryStatus::kExpired ||
+                             l.status == metrics::DeliveryStatus::kCancelled;
         // Only the attempt the entry is at: anything else was applied already.
         if (l.attempt != r.attempts + 1 && !(untried && l.attempt == r.attempts)) continue;
         std::optional<queue::Final> final;
         for (queue::Final f : {queue::Final::kDelivered, queue::Final::kBounced,
                                queue::Final::kExpired, queue::Final::kCancelled}) {
-          if (l.status == StatusName(f)) final = f;
+          if (l.status == StatusOf(f)) final = f;
         }
         if (final.has_value()) {
           batch->Remove(r, *final);
           ++applied;
           break;
         }
-        if (l.status != "deferred") continue;
+        if (l.status != metrics::DeliveryStatus::kDeferred) continue;
         // The retry time is not in the log: the default policy's interval for
         // this attempt, from now.
         const absl::Time due = now + RetryDelay(retry, l.attempt, 1.0);
