@@ -1947,7 +1947,8 @@ void Shard::Finish(Work* w, queue::Final how, const smtp::Outcome& o, const Dest
 }
 
 const BackoffRule* Shard::BackoffRuleFor(const smtp::Outcome& o) const {
-  const std::string_view klass = classifier_->Classify(metrics::DeliveryStatus::kDeferred, o.code, o.enhanced, o.text);
+  const std::string_view klass =
+      classifier_->Classify(metrics::DeliveryStatus::kDeferred, o.code, o.enhanced, o.text);
   for (const BackoffRule& rule : config_.backoff) {
     if (rule.klass == klass) return &rule;
   }
