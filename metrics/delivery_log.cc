@@ -239,8 +239,9 @@ enum RecordField : uint32_t {
   kAttempt, kBackoff, kMx, kSource, kTlsVersion, kTlsCipher, kRecordFields
 };
 constexpr std::string_view kRecordFieldNames[kRecordFields] = {
-    "ts",   "job",  "line",    "rcpt",    "status", "class",       "code",      "enhanced",
-    "response", "host", "port", "attempt", "backoff", "mx", "source", "tls_version", "tls_cipher"};
+    "ts",   "job",  "line",    "rcpt",    "status", "class",  "code",        "enhanced",
+    "response", "host", "port", "attempt", "backoff", "mx", "source", "tls_version",
+    "tls_cipher"};
 constexpr uint32_t Bit(RecordField f) { return uint32_t{1} << f; }
 // Every record has these; the others are left out when empty or 0.
 constexpr uint32_t kRequiredFields = Bit(kTs) | Bit(kJob) | Bit(kLine) | Bit(kRcpt) |
