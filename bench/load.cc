@@ -18,7 +18,7 @@
 #include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
-#include "simdjson.h"
+#include "metrics/delivery_log.h"
 
 namespace volley::load {
 namespace {
@@ -206,26 +206,6 @@ absl::StatusOr<GenerateStats> GenerateJobFile(const GenerateOptions& options,
   return result;
 }
 
-std::string_view OutcomeName(Outcome outcome) {
-  switch (outcome) {
-    case Outcome::kNone: return "none";
-    case Outcome::kDelivered: return "delivered";
-    case Outcome::kDeferred: return "deferred";
-    case Outcome::kBounced: return "bounced";
-    case Outcome::kExpired: return "expired";
-    case Outcome::kOther: return "other";
-  }
-  return "other";
-}
-
-Outcome ParseOutcome(std::string_view status) {
-  if (status == "delivered") return Outcome::kDelivered;
-  if (status == "deferred") return Outcome::kDeferred;
-  if (status == "bounced") return Outcome::kBounced;
-  if (status == "expired") return Outcome::kExpired;
-  return Outcome::kOther;
-}
-
 std::optional<absl::Time> ParseTimestamp(std::string_view text) {
   absl::Time t;
   std::string err;
@@ -233,46 +213,9 @@ std::optional<absl::Time> ParseTimestamp(std::string_view text) {
   return std::nullopt;
 }
 
-absl::StatusOr<LogRecord> ParseLogRecord(std::string_view text) {
-  // The DOM parser validates the whole line, so a record torn by a crash and glued to
-  // the next one is refused rather than half read. One parser per thread.
-  thread_local simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  if (auto err = parser.parse(text.data(), text.size()).get(doc); err) {
-    return absl::InvalidArgumentError(simdjson::error_message(err));
-  }
-  simdjson::dom::object obj;
-  if (doc.get_object().get(obj)) return absl::InvalidArgumentError("not a JSON object");
-  LogRecord rec;
-  bool has_job = false;
-  bool has_status = false;
-  for (auto [key, value] : obj) {
-    std::string_view s;
-    if (key == "job") {
-      if (value.get_string().get(s)) return absl::InvalidArgumentError("job is not a string");
-      rec.job = std::string(s);
-      has_job = true;
-    } else if (key == "status") {
-      if (value.get_string().get(s)) return absl::InvalidArgumentError("status is not a string");
-      rec.status = std::string(s);
-      has_status = true;
-    } else if (key == "rcpt") {
-      if (!value.get_string().get(s)) rec.rcpt = std::string(s);
-    } else if (key == "ts") {
-      if (!value.get_string().get(s)) rec.ts = ParseTimestamp(s);
-    } else if (key == "line") {
-      int64_t n = 0;
-      if (value.get_int64().get(n)) return absl::InvalidArgumentError("line is not an integer");
-      rec.line = n;
-    }
-  }
-  if (!has_job || !has_status) return absl::InvalidArgumentError("no job or status");
-  return rec;
-}
-
 DeliveryTally::DeliveryTally(std::string job_id, uint64_t recipients,
                              std::optional<absl::Time> drop)
-    : job_id_(std::move(job_id)), states_(recipients, Outcome::kNone), drop_(drop) {}
+    : job_id_(std::move(job_id)), states_(recipients), drop_(drop) {}
 
 void DeliveryTally::Feed(std::string_view bytes) {
   while (!bytes.empty()) {
@@ -299,46 +242,46 @@ void DeliveryTally::Line(std::string_view text) {
   std::string quoted;
   base::AppendJsonString(&quoted, job_id_);
   if (text.find(quoted) == std::string_view::npos) return;
-  auto rec = ParseLogRecord(text);
+  absl::StatusOr<metrics::OwnedDeliveryRecord> rec = metrics::ParseDeliveryRecord(text);
   if (!rec.ok()) {
     ++malformed_;
     return;
   }
   if (rec->job != job_id_) return;
   ++records_;
-  if (!rec->line || *rec->line < 2 ||
-      static_cast<uint64_t>(*rec->line - 2) >= states_.size()) {
+  if (rec->line < 2 || uint64_t{rec->line} - 2 >= states_.size()) {
     ++out_of_range_;
     return;
   }
-  Outcome& state = states_[static_cast<size_t>(*rec->line - 2)];
-  if (state == Outcome::kNone) ++with_outcome_;
-  const Outcome outcome = ParseOutcome(rec->status);
+  std::optional<metrics::DeliveryStatus>& state = states_[rec->line - 2];
+  if (!state.has_value()) ++with_outcome_;
   // Only the first delivery counts: a duplicate after a crash is not a second message.
-  if (outcome == Outcome::kDelivered && state != Outcome::kDelivered && drop_ && rec->ts) {
-    latency_.Add(*rec->ts - *drop_);
+  constexpr auto kDelivered = metrics::DeliveryStatus::kDelivered;
+  if (rec->status == kDelivered && state != kDelivered && drop_) {
+    latency_.Add(rec->ts - *drop_);
   }
-  state = outcome;
-  if (rec->ts && (!last_outcome_ || *rec->ts > *last_outcome_)) last_outcome_ = rec->ts;
+  state = rec->status;
+  if (!last_outcome_ || rec->ts > *last_outcome_) last_outcome_ = rec->ts;
 }
 
 OutcomeCounts DeliveryTally::counts() const {
   OutcomeCounts c;
-  for (Outcome o : states_) {
-    switch (o) {
-      case Outcome::kNone: break;
-      case Outcome::kDelivered: ++c.delivered; break;
-      case Outcome::kDeferred: ++c.deferred; break;
-      case Outcome::kBounced: ++c.bounced; break;
-      case Outcome::kExpired: ++c.expired; break;
-      case Outcome::kOther: ++c.other; break;
+  for (const std::optional<metrics::DeliveryStatus>& s : states_) {
+    if (!s.has_value()) continue;
+    switch (*s) {
+      case metrics::DeliveryStatus::kDelivered: ++c.delivered; break;
+      case metrics::DeliveryStatus::kDeferred: ++c.deferred; break;
+      case metrics::DeliveryStatus::kBounced: ++c.bounced; break;
+      case metrics::DeliveryStatus::kExpired: ++c.expired; break;
+      case metrics::DeliveryStatus::kCancelled:
+      case metrics::DeliveryStatus::kSuppressed: ++c.other; break;
     }
   }
   return c;
 }
 
-Outcome DeliveryTally::latest(int64_t line) const {
-  if (line < 2 || static_cast<uint64_t>(line - 2) >= states_.size()) return Outcome::kNone;
+std::optional<metrics::DeliveryStatus> DeliveryTally::latest(int64_t line) const {
+  if (line < 2 || static_cast<uint64_t>(line - 2) >= states_.size()) return std::nullopt;
   return states_[static_cast<size_t>(line - 2)];
 }
 

@@ -24,7 +24,8 @@
 //   the same bytes.
 //
 //   DeliveryTally reads delivery-log records (JSON Lines, <log>/deliveries.jsonl) for
-//   one job and keeps, per recipient line, the latest status in log order. It takes
+//   one job with the log's own reader (metrics::ParseDeliveryRecord) and keeps, per
+//   recipient line, the latest status in log order. It takes
 //   bytes in any chunking and keeps an unterminated last line until the rest arrives.
 //   Given the drop time it also keeps a histogram of delivery latency (a delivered
 //   record's `ts` minus the drop). LogFollower reads a growing log file from an offset
@@ -54,6 +55,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "metrics/delivery_status.h"
 
 namespace volley::load {
 
@@ -106,30 +108,6 @@ absl::StatusOr<GenerateStats> GenerateJob(
 absl::StatusOr<GenerateStats> GenerateJobFile(const GenerateOptions& options,
                                               const std::string& path);
 
-enum class Outcome : uint8_t {
-  kNone = 0,
-  kDelivered,
-  kDeferred,
-  kBounced,
-  kExpired,
-  kOther,  // cancelled, suppressed, anything newer
-};
-
-std::string_view OutcomeName(Outcome outcome);
-Outcome ParseOutcome(std::string_view status);
-
-// One delivery-log record, the fields volley-load needs.
-struct LogRecord {
-  std::string job;
-  std::optional<int64_t> line;
-  std::string rcpt;
-  std::string status;
-  std::optional<absl::Time> ts;
-};
-
-// ParseLogRecord - parse one delivery-log line (without its newline).
-absl::StatusOr<LogRecord> ParseLogRecord(std::string_view text);
-
 // ParseTimestamp - "2026-11-28T13:45:01.123Z" (RFC 3339).
 std::optional<absl::Time> ParseTimestamp(std::string_view text);
 
@@ -180,7 +158,7 @@ class LatencyHistogram {
 class DeliveryTally {
  public:
   // Recipient lines of the job are 2 .. recipients + 1. With `drop`, each recipient's
-  // first `delivered` record with a `ts` adds ts - drop to latency().
+  // first `delivered` record adds its ts - drop to latency().
   DeliveryTally(std::string job_id, uint64_t recipients,
                 std::optional<absl::Time> drop = std::nullopt);
 
@@ -194,13 +172,16 @@ class DeliveryTally {
   bool complete() const { return with_outcome_ == states_.size(); }
   // Counts by each recipient's latest status (recipients without one are not counted).
   OutcomeCounts counts() const;
-  Outcome latest(int64_t line) const;
+  // latest - the status of line `line`'s latest record; nullopt when it has none yet
+  // (or is not one of the job's recipient lines).
+  std::optional<metrics::DeliveryStatus> latest(int64_t line) const;
 
   uint64_t records() const { return records_; }        // records of this job
-  uint64_t malformed() const { return malformed_; }    // lines that did not parse
+  // Lines that mention the job but are not a record (metrics::ParseDeliveryRecord).
+  uint64_t malformed() const { return malformed_; }
   uint64_t out_of_range() const { return out_of_range_; }  // this job, bad `line`
   uint64_t pending_bytes() const { return partial_.size(); }
-  // Time of the newest outcome record of this job (its `ts`), if any had one.
+  // Time of the newest outcome record of this job (its `ts`), if any.
   std::optional<absl::Time> last_outcome() const { return last_outcome_; }
   const LatencyHistogram& latency() const { return latency_; }
 
@@ -208,7 +189,7 @@ class DeliveryTally {
   void Line(std::string_view text);
 
   std::string job_id_;
-  std::vector<Outcome> states_;
+  std::vector<std::optional<metrics::DeliveryStatus>> states_;  // index: line - 2
   uint64_t with_outcome_ = 0;
   uint64_t records_ = 0;
   uint64_t malformed_ = 0;

@@ -31,14 +31,14 @@ RcptFate FateOf(const smtp::Outcome& reply, bool any_accepted) {
   return RcptFate::kDeferred;
 }
 
-std::string_view StatusName(queue::Final how) {
+metrics::DeliveryStatus StatusOf(queue::Final how) {
   switch (how) {
-    case queue::Final::kDelivered: return "delivered";
-    case queue::Final::kBounced: return "bounced";
-    case queue::Final::kExpired: return "expired";
-    case queue::Final::kCancelled: return "cancelled";
+    case queue::Final::kDelivered: return metrics::DeliveryStatus::kDelivered;
+    case queue::Final::kBounced: return metrics::DeliveryStatus::kBounced;
+    case queue::Final::kExpired: return metrics::DeliveryStatus::kExpired;
+    case queue::Final::kCancelled: return metrics::DeliveryStatus::kCancelled;
   }
-  return "bounced";
+  return metrics::DeliveryStatus::kBounced;
 }
 
 Outcomes::Outcomes(const Config& config, const ShardPlace& place, queue::Queue* queue,
@@ -59,11 +59,10 @@ double Outcomes::Jitter() {
   return std::uniform_real_distribution<double>(kMinJitter, kMaxJitter)(*rng_);
 }
 
-void Outcomes::Record(const Work* w, std::string_view status, const smtp::Outcome& o,
+void Outcomes::Record(const Work* w, metrics::DeliveryStatus status, const smtp::Outcome& o,
                       const AttemptPlace& where, uint32_t attempt) {
   const absl::Time now = *now_;
-  const metrics::Result result = metrics::ResultOf(status);
-  metrics_->deliveries[static_cast<size_t>(result)].Add();
+  metrics_->deliveries[static_cast<size_t>(status)].Add();
   // Outcomes decided without a destination (a DNS verdict, expired untried,
   // cancelled) count as "other".
   metrics::DestinationCounters* counters = where.counters;
@@ -71,8 +70,8 @@ void Outcomes::Record(const Work* w, std::string_view status, const smtp::Outcom
     if (other_counters_ == nullptr) other_counters_ = &metrics_->Destination("other");
     counters = other_counters_;
   }
-  counters->deliveries[static_cast<size_t>(result)].Add();
-  if (result == metrics::Result::kDelivered) {
+  counters->deliveries[static_cast<size_t>(status)].Add();
+  if (status == metrics::DeliveryStatus::kDelivered) {
     metrics_->queue_seconds.Observe(absl::ToDoubleSeconds(now - w->job->record.queued_at));
   }
   metrics::DeliveryRecord r;
@@ -102,7 +101,7 @@ void Outcomes::Release(Work* w) { uncommitted_.push_back(window_->Release(w)); }
 
 void Outcomes::Finish(Work* w, queue::Final how, const smtp::Outcome& o,
                       const AttemptPlace& where) {
-  Record(w, StatusName(how), o, where, w->entry.attempts + 1);
+  Record(w, StatusOf(how), o, where, w->entry.attempts + 1);
   batch_->Remove(w->entry, how);
   Release(w);
 }
@@ -119,7 +118,7 @@ void Outcomes::Defer(Work* w, const smtp::Outcome& o, const AttemptPlace& where)
     Finish(w, queue::Final::kExpired, expired, where);
     return;
   }
-  Record(w, "deferred", o, where, w->entry.attempts + 1);
+  Record(w, metrics::DeliveryStatus::kDeferred, o, where, w->entry.attempts + 1);
   batch_->Reschedule(w->entry,
                      NextAttemptAt(*w->retry, w->entry.attempts + 1, Jitter(), now, w->deadline));
   Release(w);
@@ -127,7 +126,7 @@ void Outcomes::Defer(Work* w, const smtp::Outcome& o, const AttemptPlace& where)
 
 void Outcomes::Expire(Work* w) {
   // No attempt is made now: the record carries the number of the last one.
-  Record(w, "expired",
+  Record(w, metrics::DeliveryStatus::kExpired,
          MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.7",
                      absl::StrCat("message expired after ", w->entry.attempts, " attempts")),
          AttemptPlace{}, w->entry.attempts);
@@ -138,14 +137,14 @@ void Outcomes::Expire(Work* w) {
 void Outcomes::Postpone(Work* w, const smtp::Outcome& why) {
   // The record carries the number of the last attempt, as Expire's does: none
   // was made now.
-  Record(w, "deferred", why, AttemptPlace{}, w->entry.attempts);
+  Record(w, metrics::DeliveryStatus::kDeferred, why, AttemptPlace{}, w->entry.attempts);
   batch_->Postpone(w->entry, *now_ + kPostponeDelay * Jitter());
   Release(w);
 }
 
 void Outcomes::Cancel(Work* w) {
   // Like Expire: no attempt now, so the record carries the number of the last.
-  Record(w, "cancelled",
+  Record(w, metrics::DeliveryStatus::kCancelled,
          MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "",
                      "job cancelled before this recipient was sent"),
          AttemptPlace{}, w->entry.attempts);

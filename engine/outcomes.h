@@ -43,6 +43,7 @@
 #include "engine/window.h"
 #include "engine/work.h"
 #include "metrics/classify.h"
+#include "metrics/delivery_status.h"
 #include "metrics/metrics.h"
 #include "queue/queue.h"
 
@@ -74,8 +75,8 @@ struct AttemptPlace {
 enum class RcptFate { kDelivered, kBounced, kDeferred, kNextTransaction };
 RcptFate FateOf(const smtp::Outcome& reply, bool any_accepted);
 
-// StatusName - the delivery log's status of a final outcome.
-std::string_view StatusName(queue::Final how);
+// StatusOf - the delivery log's status of a final outcome.
+metrics::DeliveryStatus StatusOf(queue::Final how);
 
 class Outcomes {
  public:
@@ -110,7 +111,7 @@ class Outcomes {
   const absl::Status& fatal() const { return fatal_; }
 
  private:
-  void Record(const Work* w, std::string_view status, const smtp::Outcome& o,
+  void Record(const Work* w, metrics::DeliveryStatus status, const smtp::Outcome& o,
               const AttemptPlace& where, uint32_t attempt);
   double Jitter();
 

@@ -10,7 +10,8 @@
 #include "base/strings.h"
 #include "engine/outcomes.h"
 #include "engine/retry.h"
-#include "simdjson.h"
+#include "metrics/delivery_log.h"
+#include "metrics/delivery_status.h"
 
 namespace volley::engine {
 
@@ -30,27 +31,20 @@ absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* 
   RETURN_IF_ERROR(lines.status());
   if (lines->empty()) return absl::OkStatus();
   struct Logged {
-    std::string status;
+    metrics::DeliveryStatus status;
     uint32_t attempt = 0;
   };
   // job id -> line -> the outcomes logged for it, in log order (one, unless
   // commits kept failing before the crash and several turns piled up).
   std::map<std::string, std::map<uint32_t, std::vector<Logged>>> by_job;
-  simdjson::ondemand::parser parser;
   size_t unreadable = 0;
   for (const std::string& text : *lines) {
-    simdjson::padded_string padded(text);
-    std::string_view job, status;
-    uint64_t line = 0, attempt = 0;
-    auto doc = parser.iterate(padded);
-    if (doc.error() || doc["job"].get_string().get(job) || doc["line"].get_uint64().get(line) ||
-        doc["status"].get_string().get(status) || doc["attempt"].get_uint64().get(attempt) ||
-        line > UINT32_MAX || attempt > UINT32_MAX) {
+    absl::StatusOr<metrics::OwnedDeliveryRecord> r = metrics::ParseDeliveryRecord(text);
+    if (!r.ok()) {
       ++unreadable;
       continue;
     }
-    by_job[std::string(job)][static_cast<uint32_t>(line)].push_back(
-        Logged{std::string(status), static_cast<uint32_t>(attempt)});
+    by_job[r->job][r->line].push_back(Logged{r->status, r->attempt});
   }
   size_t applied = 0;
   for (const auto& [id, logged] : by_job) {
@@ -64,20 +58,21 @@ absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* 
       // Each outcome in turn, as Commit would have applied it: a deferral
       // moves the entry (the next outcome applies to where it went).
       for (const Logged& l : logged.at(r.line)) {
-        const bool untried = l.status == "expired" || l.status == "cancelled";
+        const bool untried = l.status == metrics::DeliveryStatus::kExpired ||
+                             l.status == metrics::DeliveryStatus::kCancelled;
         // Only the attempt the entry is at: anything else was applied already.
         if (l.attempt != r.attempts + 1 && !(untried && l.attempt == r.attempts)) continue;
         std::optional<queue::Final> final;
         for (queue::Final f : {queue::Final::kDelivered, queue::Final::kBounced,
                                queue::Final::kExpired, queue::Final::kCancelled}) {
-          if (l.status == StatusName(f)) final = f;
+          if (l.status == StatusOf(f)) final = f;
         }
         if (final.has_value()) {
           batch->Remove(r, *final);
           ++applied;
           break;
         }
-        if (l.status != "deferred") continue;
+        if (l.status != metrics::DeliveryStatus::kDeferred) continue;
         // The retry time is not in the log: the default policy's interval for
         // this attempt, from now.
         const absl::Time due = now + RetryDelay(retry, l.attempt, 1.0);

@@ -457,7 +457,8 @@ void Shard::FailDestination(Destination* d, const smtp::Outcome& why, const Conn
 }
 
 bool Shard::ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c) {
-  const std::string_view klass = classifier_->Classify("deferred", o.code, o.enhanced, o.text);
+  const std::string_view klass =
+      classifier_->Classify(metrics::DeliveryStatus::kDeferred, o.code, o.enhanced, o.text);
   const BackoffRule* rule = nullptr;
   for (const BackoffRule& r : config_.backoff) {
     if (r.klass == klass) {

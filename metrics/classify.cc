@@ -195,10 +195,16 @@ absl::StatusOr<Classifier> Classifier::Create(const std::vector<ClassifyRule>& r
   return Classifier(std::move(compiled));
 }
 
-std::string_view Classifier::Classify(std::string_view status, int code,
+std::string_view Classifier::Classify(DeliveryStatus status, int code,
                                       std::string_view enhanced, std::string_view text) const {
-  if (status == "expired") return kExpiredClass;
-  if (status != "bounced" && status != "deferred") return {};
+  switch (status) {
+    case DeliveryStatus::kExpired: return kExpiredClass;
+    case DeliveryStatus::kBounced:
+    case DeliveryStatus::kDeferred: break;
+    case DeliveryStatus::kDelivered:
+    case DeliveryStatus::kCancelled:
+    case DeliveryStatus::kSuppressed: return {};
+  }
   // The code as the digits a matcher is a prefix of; "0" for no reply.
   char digits[4] = {'0', '\0', '\0', '\0'};
   size_t ndigits = 1;

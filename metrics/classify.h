@@ -41,6 +41,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "metrics/delivery_status.h"
 
 namespace re2 {
 class RE2;
@@ -90,7 +91,7 @@ class Classifier {
   // Classify - the class of a record with this status and reply; "" when the
   // status is not bounced, deferred or expired. The view stays valid as long as
   // the Classifier.
-  std::string_view Classify(std::string_view status, int code, std::string_view enhanced,
+  std::string_view Classify(DeliveryStatus status, int code, std::string_view enhanced,
                             std::string_view text) const;
 
   // Classes - every class Classify can return but "", each once, in rule order,

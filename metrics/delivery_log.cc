@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <iterator>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -20,9 +23,12 @@
 #include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
+#include "simdjson.h"
 
 namespace volley::metrics {
 namespace {
+
+namespace od = simdjson::ondemand;
 
 constexpr std::string_view kCurrentName = "deliveries.jsonl";
 constexpr std::string_view kRotatedPrefix = "deliveries-";
@@ -31,6 +37,9 @@ constexpr std::string_view kStampFormat = "%Y%m%dT%H%M%SZ";  // 20261128T134501Z
 constexpr size_t kStampLength = 16;
 // The first record's "ts" is within this many bytes of the start of a file.
 constexpr size_t kFirstRecordPeek = 64;
+// How "ts" is read back: RFC 3339 in UTC, with any number of fractional digits
+// (FormatDeliveryRecord writes three).
+constexpr char kTsParseFormat[] = "%Y-%m-%dT%H:%M:%E*SZ";
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -151,7 +160,7 @@ absl::Time FirstRecordTime(const OpenedFile& f) {
     absl::Time t;
     std::string err;
     if (text.starts_with(kLead) && end != std::string_view::npos &&
-        absl::ParseTime("%Y-%m-%dT%H:%M:%E*SZ",
+        absl::ParseTime(kTsParseFormat,
                         base::Sv(text.substr(kLead.size(), end - kLead.size())),
                         absl::UTCTimeZone(), &t, &err)) {
       return t;
@@ -170,7 +179,7 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   absl::StrAppend(out, ",\"line\":", r.line, ",\"rcpt\":");
   base::AppendJsonString(out, r.rcpt);
   out->append(",\"status\":");
-  base::AppendJsonString(out, r.status);
+  base::AppendJsonString(out, DeliveryStatusName(r.status));
   if (!r.klass.empty()) {
     out->append(",\"class\":");
     base::AppendJsonString(out, r.klass);
@@ -198,6 +207,168 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
     base::AppendJsonString(out, r.tls_cipher);
   }
   *out += "}\n";
+}
+
+DeliveryRecord ViewOf(const OwnedDeliveryRecord& r) {
+  DeliveryRecord v;
+  v.ts = r.ts;
+  v.job = r.job;
+  v.line = r.line;
+  v.rcpt = r.rcpt;
+  v.status = r.status;
+  v.klass = r.klass;
+  v.code = r.code;
+  v.enhanced = r.enhanced;
+  v.response = r.response;
+  v.host = r.host;
+  v.port = r.port;
+  v.mx = r.mx;
+  v.source = r.source;
+  v.backoff = r.backoff;
+  v.attempt = r.attempt;
+  v.tls_version = r.tls_version;
+  v.tls_cipher = r.tls_cipher;
+  return v;
+}
+
+namespace {
+
+// The keys of a record, as FormatDeliveryRecord writes them (docs/delivery-log.md).
+enum RecordField : uint32_t {
+  kTs, kJob, kLine, kRcpt, kStatus, kClass, kCode, kEnhanced, kResponse, kHost, kPort,
+  kAttempt, kBackoff, kMx, kSource, kTlsVersion, kTlsCipher, kRecordFields
+};
+constexpr std::string_view kRecordFieldNames[kRecordFields] = {
+    "ts",   "job",  "line",    "rcpt",    "status", "class",  "code",        "enhanced",
+    "response", "host", "port", "attempt", "backoff", "mx", "source", "tls_version",
+    "tls_cipher"};
+constexpr uint32_t Bit(RecordField f) { return uint32_t{1} << f; }
+// Every record has these; the others are left out when empty or 0.
+constexpr uint32_t kRequiredFields = Bit(kTs) | Bit(kJob) | Bit(kLine) | Bit(kRcpt) |
+                                     Bit(kStatus) | Bit(kCode) | Bit(kEnhanced) |
+                                     Bit(kResponse) | Bit(kHost) | Bit(kPort) | Bit(kAttempt);
+// The highest reply code; 0 stands for "no reply".
+constexpr uint64_t kMaxReplyCode = 999;
+
+absl::Status RecordError(std::string_view field, std::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("delivery record: \"", base::Sv(field), "\": ", base::Sv(what)));
+}
+
+absl::Status NotOneObject(std::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("delivery record: not one JSON object: ", base::Sv(what)));
+}
+
+absl::Status ReadString(od::value& value, std::string_view field, std::string* out) {
+  od::json_type type;
+  if (auto error = value.type().get(type)) return NotOneObject(simdjson::error_message(error));
+  if (type != od::json_type::string) return RecordError(field, "not a string");
+  std::string_view s;
+  if (auto error = value.get_string().get(s)) {
+    return RecordError(field, simdjson::error_message(error));
+  }
+  out->assign(s);
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status ReadUnsigned(od::value& value, std::string_view field, uint64_t max, T* out) {
+  uint64_t n = 0;
+  if (auto error = value.get_uint64().get(n)) {
+    return error == simdjson::INCORRECT_TYPE || error == simdjson::NUMBER_ERROR
+               ? RecordError(field, "not an unsigned integer")
+               : NotOneObject(simdjson::error_message(error));
+  }
+  if (n > max) return RecordError(field, absl::StrCat(n, " is over ", max));
+  *out = static_cast<T>(n);
+  return absl::OkStatus();
+}
+
+absl::Status ReadField(RecordField f, od::value& value, OwnedDeliveryRecord* r) {
+  const std::string_view name = kRecordFieldNames[f];
+  switch (f) {
+    case kTs: {
+      std::string text;
+      RETURN_IF_ERROR(ReadString(value, name, &text));
+      std::string err;
+      if (!absl::ParseTime(kTsParseFormat, text, absl::UTCTimeZone(), &r->ts, &err)) {
+        return RecordError(name, absl::StrCat("\"", text, "\" is not an RFC 3339 UTC time (",
+                                              err, ")"));
+      }
+      return absl::OkStatus();
+    }
+    case kStatus: {
+      std::string text;
+      RETURN_IF_ERROR(ReadString(value, name, &text));
+      absl::StatusOr<DeliveryStatus> status = ParseDeliveryStatus(text);
+      if (!status.ok()) return RecordError(name, base::StdSv(status.status().message()));
+      r->status = *status;
+      return absl::OkStatus();
+    }
+    case kJob: return ReadString(value, name, &r->job);
+    case kRcpt: return ReadString(value, name, &r->rcpt);
+    case kClass: return ReadString(value, name, &r->klass);
+    case kEnhanced: return ReadString(value, name, &r->enhanced);
+    case kResponse: return ReadString(value, name, &r->response);
+    case kHost: return ReadString(value, name, &r->host);
+    case kMx: return ReadString(value, name, &r->mx);
+    case kSource: return ReadString(value, name, &r->source);
+    case kTlsVersion: return ReadString(value, name, &r->tls_version);
+    case kTlsCipher: return ReadString(value, name, &r->tls_cipher);
+    case kLine: return ReadUnsigned(value, name, UINT32_MAX, &r->line);
+    case kAttempt: return ReadUnsigned(value, name, UINT32_MAX, &r->attempt);
+    case kPort: return ReadUnsigned(value, name, UINT16_MAX, &r->port);
+    case kCode: return ReadUnsigned(value, name, kMaxReplyCode, &r->code);
+    case kBackoff: return ReadUnsigned(value, name, INT32_MAX, &r->backoff);
+    case kRecordFields: break;
+  }
+  return absl::InternalError("delivery record: a field without a reader");
+}
+
+}  // namespace
+
+absl::StatusOr<OwnedDeliveryRecord> ParseDeliveryRecord(std::string_view line) {
+  // One parser per thread: it keeps its buffers from one line to the next.
+  thread_local od::parser parser;
+  const simdjson::padded_string padded(line);
+  od::document doc;
+  if (auto error = parser.iterate(padded).get(doc)) {
+    return NotOneObject(simdjson::error_message(error));
+  }
+  od::object object;
+  if (auto error = doc.get_object().get(object)) {
+    return NotOneObject(simdjson::error_message(error));
+  }
+  OwnedDeliveryRecord r;
+  uint32_t seen = 0;
+  for (auto field_result : object) {
+    od::field field;
+    if (auto error = std::move(field_result).get(field)) {
+      return NotOneObject(simdjson::error_message(error));
+    }
+    std::string_view key;
+    if (auto error = field.unescaped_key().get(key)) {
+      return NotOneObject(simdjson::error_message(error));
+    }
+    const auto* known = std::find(std::begin(kRecordFieldNames), std::end(kRecordFieldNames), key);
+    if (known == std::end(kRecordFieldNames)) continue;  // a field of a later volleyd
+    const auto f = static_cast<RecordField>(known - std::begin(kRecordFieldNames));
+    if (seen & Bit(f)) return RecordError(key, "appears twice");
+    seen |= Bit(f);
+    od::value value = field.value();
+    RETURN_IF_ERROR(ReadField(f, value, &r));
+  }
+  // The parser stops at the closing brace: anything after it ("{...}}", or a
+  // record torn by a crash with the next one glued on) is not one record.
+  const char* rest = nullptr;
+  if (doc.current_location().get(rest) == simdjson::SUCCESS) {
+    return NotOneObject("more after the closing brace");
+  }
+  if (const uint32_t missing = kRequiredFields & ~seen; missing != 0) {
+    return RecordError(kRecordFieldNames[std::countr_zero(missing)], "missing");
+  }
+  return r;
 }
 
 DeliveryLog::DeliveryLog(std::string dir, DeliveryLogOptions options)

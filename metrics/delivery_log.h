@@ -5,6 +5,8 @@
 //   log->Append(record);     // buffers in memory
 //   RETURN_IF_ERROR(log->Flush());   // one write(2) of everything buffered
 //
+//   ASSIGN_OR_RETURN(OwnedDeliveryRecord r, ParseDeliveryRecord(line));  // a reader
+//
 // DESCRIPTION
 //   Writes <dir>/deliveries.jsonl, opened O_APPEND, so an outside reader (or
 //   volley-load) may tail it while volleyd runs. A record is only ever written
@@ -15,8 +17,16 @@
 //
 //   Fields (docs/delivery-log.md): ts, job, line, rcpt, status, code, enhanced,
 //   response, host, port, attempt; class for bounced, deferred and expired
-//   records (metrics/classify.h); mx when routed by DNS; tls_version and
-//   tls_cipher after STARTTLS.
+//   records (metrics/classify.h); backoff when the destination was backed off;
+//   mx when routed by DNS; source when bound to an egress source; tls_version
+//   and tls_cipher after STARTTLS. status is a DeliveryStatus
+//   (metrics/delivery_status.h), written by its name.
+//
+//   FormatDeliveryRecord writes a record and ParseDeliveryRecord reads one
+//   back: the one writer and the one reader of the format, which every program
+//   that reads the log uses (crash replay, volley-load), so that they cannot
+//   disagree on it. A string round-trips exactly when it is valid UTF-8 (the
+//   writer escapes an invalid byte as \u00XX, which reads back as U+00XX).
 //
 //   position() names the end of what was written ("dev:inode:offset"). The
 //   shard stores it in the queue with the outcomes it just logged; after a crash
@@ -50,8 +60,10 @@
 //   a Flush that succeeded, which always ends at a record boundary.
 //
 // CONTRACT
-//   Not thread-safe: owned by one thread (the committer's); write_errors() may
-//   be read from any.
+//   DeliveryLog is not thread-safe: owned by one thread (the committer's);
+//   write_errors() may be read from any. FormatDeliveryRecord and
+//   ParseDeliveryRecord may be called from any thread (the parser keeps a
+//   buffer per thread).
 #ifndef VOLLEY_METRICS_DELIVERY_LOG_H_
 #define VOLLEY_METRICS_DELIVERY_LOG_H_
 
@@ -65,35 +77,61 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "metrics/delivery_status.h"
 
 namespace volley::metrics {
 
-struct DeliveryRecord {
+// DeliveryRecordOf - one record's fields, over a string type: DeliveryRecord
+// (views, what the shard formats from data it holds anyway) and
+// OwnedDeliveryRecord (strings, what ParseDeliveryRecord gives back). One list
+// of fields for both, so the writer and the reader cannot drift apart.
+template <typename String>
+struct DeliveryRecordOf {
   absl::Time ts;
-  std::string_view job;
+  String job;
   uint32_t line = 0;        // the recipient's line in the job file
-  std::string_view rcpt;
-  std::string_view status;  // delivered, deferred, bounced, expired, cancelled, suppressed
+  String rcpt;
+  DeliveryStatus status = DeliveryStatus::kDelivered;
   // Why it failed (metrics/classify.h): "invalid_recipient", ...; empty (and left
   // out of the record) for records that are not failures.
-  std::string_view klass;
+  String klass;
   int code = 0;             // SMTP reply code; 0 when no reply was received
-  std::string_view enhanced;
-  std::string_view response;
-  std::string_view host;    // remote address; empty when no connection was made
+  String enhanced;
+  String response;
+  String host;              // remote address; empty when no connection was made
   uint16_t port = 0;
-  std::string_view mx;      // the MX host name when routed by DNS; else empty (omitted)
-  std::string_view source;  // the egress source's name ([[source]]); else empty (omitted)
+  String mx;                // the MX host name when routed by DNS; else empty (omitted)
+  String source;            // the egress source's name ([[source]]); else empty (omitted)
   int backoff = 0;          // the destination's backoff level; 0 omitted
   uint32_t attempt = 0;     // 1 for the first attempt
   // The session's TLS protocol and cipher ("TLSv1.3", "TLS_AES_256_GCM_SHA384");
   // empty (and left out of the record) when the session was in plaintext.
-  std::string_view tls_version;
-  std::string_view tls_cipher;
+  String tls_version;
+  String tls_cipher;
+
+  bool operator==(const DeliveryRecordOf&) const = default;
 };
+using DeliveryRecord = DeliveryRecordOf<std::string_view>;
+using OwnedDeliveryRecord = DeliveryRecordOf<std::string>;
 
 // FormatDeliveryRecord - append one JSON line (with its '\n') to out.
 void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out);
+
+// ViewOf - the DeliveryRecord of `r`, valid while `r` lives and is not changed.
+DeliveryRecord ViewOf(const OwnedDeliveryRecord& r);
+
+// ParseDeliveryRecord - one line of the log (with or without its '\n'), the
+// inverse of FormatDeliveryRecord: Format then Parse gives the same record
+// (ts to the millisecond, which is what the log keeps). Keys may come in any
+// order; keys it does not know are skipped, so that a reader keeps working on
+// a log with a field added later. InvalidArgument naming the field and what
+// is wrong ("delivery record: \"line\": not an unsigned integer", "... no
+// \"status\"", "... \"status\": unknown delivery status \"lost\" ..."),
+// or saying that the line is not one JSON object (a record torn by a crash,
+// or two glued together). The optional fields (class, backoff, mx, source,
+// tls_version and tls_cipher) are empty or 0 when absent; all others must be
+// there.
+absl::StatusOr<OwnedDeliveryRecord> ParseDeliveryRecord(std::string_view line);
 
 struct DeliveryLogOptions {
   // Rotate once the file holds this many bytes; 0: never by size.

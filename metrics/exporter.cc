@@ -120,8 +120,8 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
   MetricFamily deliveries = Family("volley_deliveries_total",
                                    "Outcomes recorded in the delivery log, by result.",
                                    MetricType::Counter);
-  for (size_t r = 0; r < kResults; ++r) {
-    Add(&deliveries, {{"result", std::string(ResultName(static_cast<Result>(r)))}},
+  for (size_t r = 0; r < kDeliveryStatuses; ++r) {
+    Add(&deliveries, {{"result", std::string(kDeliveryStatusNames[r])}},
         sum([&](const ShardMetrics& s) { return s.deliveries[r].value(); }));
   }
   out->push_back(std::move(deliveries));
@@ -131,24 +131,24 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
                                  "Outcomes by destination (configured, the first "
                                  "max_destinations seen, else other) and result.",
                                  MetricType::Counter);
-  std::vector<std::pair<std::string, std::array<double, kResults>>> dests;
+  std::vector<std::pair<std::string, std::array<double, kDeliveryStatuses>>> dests;
   for (const ShardMetrics* s : shards) {
     for (const DestinationCounters* d : s->Destinations()) {
       auto it = std::find_if(dests.begin(), dests.end(),
                              [&](const auto& e) { return e.first == d->name; });
       if (it == dests.end()) {
-        dests.emplace_back(d->name, std::array<double, kResults>{});
+        dests.emplace_back(d->name, std::array<double, kDeliveryStatuses>{});
         it = dests.end() - 1;
       }
-      for (size_t r = 0; r < kResults; ++r) {
+      for (size_t r = 0; r < kDeliveryStatuses; ++r) {
         it->second[r] += static_cast<double>(d->deliveries[r].value());
       }
     }
   }
   for (const auto& [name, counts] : dests) {
-    for (size_t r = 0; r < kResults; ++r) {
+    for (size_t r = 0; r < kDeliveryStatuses; ++r) {
       Add(&per_dest,
-          {{"destination", name}, {"result", std::string(ResultName(static_cast<Result>(r)))}},
+          {{"destination", name}, {"result", std::string(kDeliveryStatusNames[r])}},
           counts[r]);
     }
   }

@@ -52,25 +52,6 @@ Histogram::Snapshot Histogram::snapshot() const {
   return s;
 }
 
-std::string_view ResultName(Result r) {
-  switch (r) {
-    case Result::kDelivered: return "delivered";
-    case Result::kDeferred: return "deferred";
-    case Result::kBounced: return "bounced";
-    case Result::kExpired: return "expired";
-    case Result::kCancelled: return "cancelled";
-    case Result::kSuppressed: return "suppressed";
-  }
-  return "bounced";
-}
-
-Result ResultOf(std::string_view status) {
-  for (size_t i = 0; i < kResults; ++i) {
-    if (ResultName(static_cast<Result>(i)) == status) return static_cast<Result>(i);
-  }
-  return Result::kBounced;
-}
-
 std::string_view ConnFailureName(ConnFailure f) {
   switch (f) {
     case ConnFailure::kConnect: return "connect";

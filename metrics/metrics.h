@@ -2,11 +2,12 @@
 //
 // SYNOPSIS
 //   ShardMetrics m(options);                 // owned by the shard
-//   m.deliveries[Result::kDelivered].Add();  // on the hot path: no lock, no RMW
+//   const size_t i = static_cast<size_t>(DeliveryStatus::kDelivered);
+//   m.deliveries[i].Add();                   // on the hot path: no lock, no RMW
 //   m.transaction_seconds.Observe(0.012);
-//   m.Destination("gmail-mx.test").deliveries[...].Add();
+//   m.Destination("gmail-mx.test").deliveries[i].Add();
 //   // the exporter (metrics/exporter.h), on its own thread at scrape time:
-//   uint64_t n = m.deliveries[Result::kDelivered].value();
+//   uint64_t n = m.deliveries[i].value();
 //
 // DESCRIPTION
 //   Each counter has one writer: the shard (or the intake thread) that owns it.
@@ -37,6 +38,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "metrics/delivery_status.h"
 
 namespace volley::metrics {
 
@@ -85,13 +87,8 @@ class Histogram {
 std::span<const double> TransactionBuckets();
 std::span<const double> QueueTimeBuckets();
 
-// The label values of docs/metrics.md, as indexes.
-enum class Result : uint8_t { kDelivered, kDeferred, kBounced, kExpired, kCancelled, kSuppressed };
-inline constexpr size_t kResults = 6;
-std::string_view ResultName(Result r);
-// ResultOf - "delivered" -> kDelivered ...; kBounced for anything else.
-Result ResultOf(std::string_view status);
-
+// The label values of docs/metrics.md, as indexes. volley_deliveries_total's
+// "result" is a DeliveryStatus (metrics/delivery_status.h).
 enum class ConnFailure : uint8_t { kConnect, kTimeout, kGreeting, kEhlo, kTls, kProtocol, kClosed };
 inline constexpr size_t kConnFailures = 7;
 std::string_view ConnFailureName(ConnFailure f);
@@ -106,7 +103,7 @@ inline constexpr std::array<std::string_view, 4> kDnsResults = {"ok", "nodata", 
 
 struct DestinationCounters {
   std::string name;  // written before the entry is published, never after
-  std::array<Counter, kResults> deliveries;
+  std::array<Counter, kDeliveryStatuses> deliveries;  // by DeliveryStatus
 };
 
 struct MetricsOptions {
@@ -119,7 +116,7 @@ class ShardMetrics {
   // configured: names that always get their own series ([destination] tables).
   ShardMetrics(const MetricsOptions& options, const std::vector<std::string>& configured);
 
-  std::array<Counter, kResults> deliveries;
+  std::array<Counter, kDeliveryStatuses> deliveries;  // by DeliveryStatus
   std::array<Counter, 4> replies;  // 2xx, 3xx, 4xx, 5xx
   Histogram transaction_seconds{TransactionBuckets()};
   Histogram queue_seconds{QueueTimeBuckets()};

@@ -25,6 +25,7 @@
 #include "base/status.h"
 #include "base/strings.h"
 #include "dns/routes.h"
+#include "metrics/delivery_status.h"
 #include "simdjson.h"
 #include "toml++/toml.h"
 
@@ -33,10 +34,22 @@ namespace {
 
 namespace dom = simdjson::dom;
 
-// The counters of a job object, in the order volleyctl shows them.
-constexpr const char* kCounters[] = {"total",   "delivered", "deferred", "bounced",
-                                     "expired", "cancelled", "pending",  "deferrals"};
+// The counters of a job object, in the order volleyctl shows them. Those of
+// recipients by outcome are named after the delivery statuses (engine/admin.h).
+using metrics::DeliveryStatus;
+using metrics::DeliveryStatusName;
+constexpr std::string_view kCounters[] = {"total",
+                                          DeliveryStatusName(DeliveryStatus::kDelivered),
+                                          DeliveryStatusName(DeliveryStatus::kDeferred),
+                                          DeliveryStatusName(DeliveryStatus::kBounced),
+                                          DeliveryStatusName(DeliveryStatus::kExpired),
+                                          DeliveryStatusName(DeliveryStatus::kCancelled),
+                                          "pending",
+                                          "deferrals"};
 constexpr size_t kNumCounters = sizeof kCounters / sizeof kCounters[0];
+// The jobs table shows the counters before "deferrals", which counts attempts, not
+// recipients (volleyctl job shows it).
+constexpr size_t kTableCounters = kNumCounters - 1;
 
 struct Job {
   std::string id;
@@ -77,7 +90,7 @@ absl::StatusOr<Job> ReadJob(dom::element e) {
   if (e["queued_at"].get_string().get(s) == simdjson::SUCCESS) job.queued_at = std::string(s);
   for (size_t i = 0; i < kNumCounters; ++i) {
     if (e[kCounters[i]].get_uint64().get(job.counters[i]) != simdjson::SUCCESS) {
-      return Unexpected(absl::StrCat("a job without \"", kCounters[i], "\""));
+      return Unexpected(absl::StrCat("a job without \"", base::Sv(kCounters[i]), "\""));
     }
   }
   return job;
@@ -271,16 +284,17 @@ absl::StatusOr<std::string> FormatJobsTable(std::string_view body) {
     return Unexpected("no \"jobs\" array");
   }
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"ID", "STATE", "PAUSED", "TOTAL", "DELIVERED", "DEFERRED", "BOUNCED", "EXPIRED",
-                  "CANCELLED", "PENDING", "DONE%"});
+  std::vector<std::string> header = {"ID", "STATE", "PAUSED"};
+  for (size_t i = 0; i < kTableCounters; ++i) {
+    header.push_back(absl::AsciiStrToUpper(base::Sv(kCounters[i])));
+  }
+  header.push_back("DONE%");
+  rows.push_back(std::move(header));
   for (dom::element e : jobs) {
     ASSIGN_OR_RETURN(Job job, ReadJob(e));
     std::vector<std::string> row = {Printable(job.id), Printable(job.state),
                                     job.paused ? "yes" : "no"};
-    for (const char* name : {"total", "delivered", "deferred", "bounced", "expired", "cancelled",
-                             "pending"}) {
-      row.push_back(absl::StrCat(job.Counter(name)));
-    }
+    for (size_t i = 0; i < kTableCounters; ++i) row.push_back(absl::StrCat(job.counters[i]));
     row.push_back(PercentDone(job));
     rows.push_back(std::move(row));
   }
@@ -315,7 +329,7 @@ absl::StatusOr<std::string> FormatJob(std::string_view body) {
   if (job.priority) absl::StrAppend(&out, "priority: ", *job.priority, "\n");
   if (!job.queued_at.empty()) absl::StrAppend(&out, "queued_at: ", Printable(job.queued_at), "\n");
   for (size_t i = 0; i < kNumCounters; ++i) {
-    absl::StrAppend(&out, kCounters[i], ": ", job.counters[i], "\n");
+    absl::StrAppend(&out, base::Sv(kCounters[i]), ": ", job.counters[i], "\n");
   }
   absl::StrAppend(&out, "done: ", PercentDone(job), "%\n");
   return out;

@@ -197,22 +197,6 @@ std::string Record(const std::string& job, int line, const std::string& status,
                       "\"host\":\"127.0.0.1\",\"port\":2525,\"attempt\":1}\n");
 }
 
-TEST(ParseLogRecord, ReadsTheFieldsInAnyOrder) {
-  auto r = ParseLogRecord(
-      R"({"status":"deferred","line":7,"job":"j\"1","rcpt":"a@b.test","ts":"2026-11-28T13:45:01.5Z","code":451})");
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->job, "j\"1");
-  EXPECT_EQ(r->line, 7);
-  EXPECT_EQ(r->status, "deferred");
-  EXPECT_EQ(r->rcpt, "a@b.test");
-  ASSERT_TRUE(r->ts.has_value());
-  EXPECT_EQ(*r->ts, absl::FromUnixMillis(1795873501500));
-  EXPECT_FALSE(ParseLogRecord(R"({"job":"j1","status":"delivered","line":2)").ok());
-  EXPECT_FALSE(ParseLogRecord(R"({"job":"j1","status":"deliv{"job":"j1","status":"delivered"})").ok());
-  EXPECT_FALSE(ParseLogRecord(R"({"job":"j1","status":"delivered"}{"job":"j1"})").ok());
-  EXPECT_FALSE(ParseLogRecord(R"([1,2])").ok());
-}
-
 TEST(DeliveryTally, CountsLatestStatusPerRecipient) {
   DeliveryTally t("j1", 4);  // lines 2..5
   t.Feed(Record("j1", 2, "deferred"));
@@ -234,7 +218,7 @@ TEST(DeliveryTally, CountsLatestStatusPerRecipient) {
   EXPECT_EQ(c.bounced, 1u);
   EXPECT_EQ(c.expired, 1u);
   EXPECT_EQ(t.records(), 6u);
-  EXPECT_EQ(t.latest(2), Outcome::kDelivered);
+  EXPECT_EQ(t.latest(2), metrics::DeliveryStatus::kDelivered);
 }
 
 TEST(DeliveryTally, JoinsPartialLines) {
@@ -272,7 +256,23 @@ TEST(DeliveryTally, SkipsMalformedAndOutOfRangeLines) {
   EXPECT_EQ(t.malformed(), 2u);
   EXPECT_EQ(t.out_of_range(), 2u);
   EXPECT_EQ(t.with_outcome(), 1u);
-  EXPECT_EQ(t.latest(2), Outcome::kDelivered);
+  EXPECT_EQ(t.latest(2), metrics::DeliveryStatus::kDelivered);
+  EXPECT_EQ(t.latest(3), std::nullopt);
+  EXPECT_EQ(t.latest(9), std::nullopt);
+}
+
+TEST(DeliveryTally, CancelledAndSuppressedAreOtherAndAnUnknownStatusIsNoOutcome) {
+  DeliveryTally t("j1", 3);
+  t.Feed(Record("j1", 2, "cancelled"));
+  t.Feed(Record("j1", 3, "suppressed"));
+  // A status this build does not know is not taken for one it does.
+  t.Feed(Record("j1", 4, "lost"));
+  EXPECT_EQ(t.counts().other, 2u);
+  EXPECT_EQ(t.counts().bounced, 0u);
+  EXPECT_EQ(t.with_outcome(), 2u);
+  EXPECT_EQ(t.malformed(), 1u);
+  EXPECT_EQ(t.latest(2), metrics::DeliveryStatus::kCancelled);
+  EXPECT_EQ(t.latest(4), std::nullopt);
 }
 
 class LogFollowerTest : public ::testing::Test {

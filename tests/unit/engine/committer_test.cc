@@ -127,7 +127,7 @@ class CommitterTest : public ::testing::Test {
       rec.job = "j";
       rec.line = r.line;
       rec.rcpt = "r@a.test";
-      rec.status = "delivered";
+      rec.status = metrics::DeliveryStatus::kDelivered;
       metrics::FormatDeliveryRecord(rec, &unit.log_bytes);
       unit.keys.emplace_back(job_no_, r.key);
     }
@@ -229,7 +229,7 @@ TEST_F(CommitterTest, ALogOnlyUnitLeavesTheQueueAlone) {
   metrics::DeliveryRecord rec;
   rec.ts = t0_;
   rec.job = "j";
-  rec.status = "cancelled";
+  rec.status = metrics::DeliveryStatus::kCancelled;
   metrics::FormatDeliveryRecord(rec, &unit.log_bytes);
   committer.CommitNow(&unit);  // without Start: the start-up path
   EXPECT_TRUE(unit.status.ok());

@@ -464,10 +464,11 @@ code = "0"
   EXPECT_EQ(c->classify[2].code, "0");
   auto classifier = metrics::Classifier::Create(c->classify);
   ASSERT_TRUE(classifier.ok()) << classifier.status();
-  EXPECT_EQ(classifier->Classify("deferred", 452, "4.2.2", "Mailbox quota exceeded"),
+  constexpr auto kDeferred = metrics::DeliveryStatus::kDeferred;
+  EXPECT_EQ(classifier->Classify(kDeferred, 452, "4.2.2", "Mailbox quota exceeded"),
             "mailbox_full");
   // Rules of its own: the defaults are gone.
-  EXPECT_EQ(classifier->Classify("deferred", 421, "4.7.0", "Try again later"), "other");
+  EXPECT_EQ(classifier->Classify(kDeferred, 421, "4.7.0", "Try again later"), "other");
   auto none = ParseConfig("classify = []\n", "v.toml");
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_TRUE(none->classify.empty());

@@ -33,7 +33,7 @@ class DeliveryLogTest : public ::testing::Test {
     EXPECT_TRUE(log.ok()) << log.status();
     return log.ok() ? *std::move(log) : nullptr;
   }
-  static DeliveryRecord Record(uint32_t line, std::string_view status) {
+  static DeliveryRecord Record(uint32_t line, DeliveryStatus status) {
     DeliveryRecord r;
     r.ts = absl::FromUnixSeconds(1'800'000'000);
     r.job = "j";
@@ -74,11 +74,11 @@ class DeliveryLogTest : public ::testing::Test {
 TEST_F(DeliveryLogTest, LinesAfterAPositionAreWhatWasWrittenSince) {
   auto log = Open();
   ASSERT_NE(log, nullptr);
-  log->Append(Record(2, "delivered"));
+  log->Append(Record(2, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   const std::string mark = log->position();
-  log->Append(Record(3, "deferred"));
-  log->Append(Record(4, "bounced"));
+  log->Append(Record(3, DeliveryStatus::kDeferred));
+  log->Append(Record(4, DeliveryStatus::kBounced));
   ASSERT_TRUE(log->Flush().ok());
   auto lines = log->LinesAfter(mark);
   ASSERT_TRUE(lines.ok()) << lines.status();
@@ -101,7 +101,7 @@ TEST_F(DeliveryLogTest, LinesAfterAPositionAreWhatWasWrittenSince) {
 TEST_F(DeliveryLogTest, APositionInAnotherFileOrPastTheEndIsNotFound) {
   auto log = Open();
   ASSERT_NE(log, nullptr);
-  log->Append(Record(2, "delivered"));
+  log->Append(Record(2, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   const std::string mark = log->position();
   // The file is replaced (rotated) while volleyd is down.
@@ -125,7 +125,7 @@ TEST_F(DeliveryLogTest, ATornLastRecordIsEndedAndNotReadBack) {
   auto log = Open();
   ASSERT_NE(log, nullptr);
   const std::string mark = log->position();
-  log->Append(Record(5, "delivered"));
+  log->Append(Record(5, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   // The next record starts a line of its own, so the torn one cannot swallow it.
   const std::string text = Contents();
@@ -139,24 +139,24 @@ TEST_F(DeliveryLogTest, ATornLastRecordIsEndedAndNotReadBack) {
 TEST_F(DeliveryLogTest, RotatesBySizeAfterTheWriteThatReachesIt) {
   const size_t one = [] {
     std::string s;
-    FormatDeliveryRecord(Record(2, "delivered"), &s);
+    FormatDeliveryRecord(Record(2, DeliveryStatus::kDelivered), &s);
     return s.size();
   }();
   auto log = Open(Clocked(3 * one, absl::ZeroDuration()));
   ASSERT_NE(log, nullptr);
-  log->Append(Record(2, "delivered"));
-  log->Append(Record(3, "delivered"));
+  log->Append(Record(2, DeliveryStatus::kDelivered));
+  log->Append(Record(3, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   EXPECT_TRUE(Others().empty());
   // This flush takes the file past max_size: it is written whole, then rotated.
-  log->Append(Record(4, "delivered"));
-  log->Append(Record(5, "delivered"));
+  log->Append(Record(4, DeliveryStatus::kDelivered));
+  log->Append(Record(5, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   ASSERT_EQ(Others(), std::vector<std::string>{"deliveries-20270115T080000Z.jsonl"});
   EXPECT_EQ(Lines(Contents("deliveries-20270115T080000Z.jsonl")), 4u);
   EXPECT_EQ(Contents(), "");
   EXPECT_EQ(log->position().substr(log->position().rfind(':')), ":0");
-  log->Append(Record(6, "delivered"));
+  log->Append(Record(6, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   EXPECT_EQ(Lines(Contents()), 1u);
 }
@@ -168,14 +168,14 @@ TEST_F(DeliveryLogTest, RotatesByAgeBeforeTheWriteSoAFileSpansAtMostMaxAge) {
   now_ += absl::Hours(5);
   ASSERT_TRUE(log->Flush().ok());
   EXPECT_TRUE(Others().empty());
-  log->Append(Record(2, "delivered"));
+  log->Append(Record(2, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());  // the file's first record: its age counts from now
   now_ += absl::Minutes(59);
-  log->Append(Record(3, "delivered"));
+  log->Append(Record(3, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   EXPECT_TRUE(Others().empty());
   now_ += absl::Minutes(2);
-  log->Append(Record(4, "delivered"));
+  log->Append(Record(4, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   ASSERT_EQ(Others(), std::vector<std::string>{"deliveries-20270115T140100Z.jsonl"});
   EXPECT_EQ(Lines(Contents("deliveries-20270115T140100Z.jsonl")), 2u);
@@ -187,7 +187,7 @@ TEST_F(DeliveryLogTest, AgeCountsFromTheFirstRecordAcrossARestart) {
   {
     auto log = Open(Clocked(0, absl::Hours(1)));
     ASSERT_NE(log, nullptr);
-    DeliveryRecord r = Record(2, "delivered");
+    DeliveryRecord r = Record(2, DeliveryStatus::kDelivered);
     r.ts = now_;
     log->Append(r);
     ASSERT_TRUE(log->Flush().ok());
@@ -196,14 +196,14 @@ TEST_F(DeliveryLogTest, AgeCountsFromTheFirstRecordAcrossARestart) {
   {
     auto log = Open(Clocked(0, absl::Hours(1)));
     ASSERT_NE(log, nullptr);
-    log->Append(Record(3, "delivered"));
+    log->Append(Record(3, DeliveryStatus::kDelivered));
     ASSERT_TRUE(log->Flush().ok());
     EXPECT_TRUE(Others().empty());
   }
   now_ += absl::Minutes(31);  // 61 minutes after the first record
   auto log = Open(Clocked(0, absl::Hours(1)));
   ASSERT_NE(log, nullptr);
-  log->Append(Record(4, "delivered"));
+  log->Append(Record(4, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   ASSERT_EQ(Others().size(), 1u);
   EXPECT_EQ(Lines(Contents(Others()[0])), 2u);
@@ -214,7 +214,7 @@ TEST_F(DeliveryLogTest, RotatedNamesSortInRotationOrderEvenWhenTheClockStepsBack
   auto log = Open(Clocked(1, absl::ZeroDuration()));  // every flush rotates
   ASSERT_NE(log, nullptr);
   const auto rotate = [&](uint32_t line) {
-    log->Append(Record(line, "delivered"));
+    log->Append(Record(line, DeliveryStatus::kDelivered));
     ASSERT_TRUE(log->Flush().ok());
   };
   rotate(2);
@@ -247,7 +247,7 @@ TEST_F(DeliveryLogTest, KeepsTheNewestRotatedFilesOnly) {
   ASSERT_NE(log, nullptr);
   std::ofstream(dir_ / "deliveries-old.jsonl.gz") << "x";  // not ours: left alone
   for (uint32_t line = 2; line < 7; ++line) {
-    log->Append(Record(line, "delivered"));
+    log->Append(Record(line, DeliveryStatus::kDelivered));
     ASSERT_TRUE(log->Flush().ok());
     now_ += absl::Seconds(1);
   }
@@ -262,19 +262,19 @@ TEST_F(DeliveryLogTest, KeepsTheNewestRotatedFilesOnly) {
 TEST_F(DeliveryLogTest, LinesAfterReadsOnThroughEveryRotatedFile) {
   const size_t one = [] {
     std::string s;
-    FormatDeliveryRecord(Record(2, "delivered"), &s);
+    FormatDeliveryRecord(Record(2, DeliveryStatus::kDelivered), &s);
     return s.size();
   }();
   auto log = Open(Clocked(2 * one, absl::ZeroDuration()));
   ASSERT_NE(log, nullptr);
-  log->Append(Record(2, "delivered"));
+  log->Append(Record(2, DeliveryStatus::kDelivered));
   ASSERT_TRUE(log->Flush().ok());
   const std::string mark = log->position();  // the queue's last commit
   // Then, before the next commit, enough turns to rotate twice (a deferred
   // record is a byte shorter: three to a file).
   uint32_t line = 3;
   for (int turn = 0; turn < 6; ++turn) {
-    log->Append(Record(line++, "deferred"));
+    log->Append(Record(line++, DeliveryStatus::kDeferred));
     ASSERT_TRUE(log->Flush().ok());
   }
   ASSERT_EQ(Others().size(), 2u) << "the mark's file and one more rotated";
@@ -332,7 +332,7 @@ class FileSizeLimit {
 TEST_F(DeliveryLogTest, AFailedFlushKeepsTheRestAndWritesEveryRecordOnce) {
   std::string records;
   for (uint32_t line = 2; line < 5; ++line) {
-    FormatDeliveryRecord(Record(line, "delivered"), &records);
+    FormatDeliveryRecord(Record(line, DeliveryStatus::kDelivered), &records);
   }
   // max_size 1: due for rotation after every write, so that a rotation in the
   // middle of a record would show.

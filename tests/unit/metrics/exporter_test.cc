@@ -72,9 +72,7 @@ TEST(ShardMetrics, DestinationsBeyondTheLimitCountAsOther) {
   EXPECT_EQ(m.Destination("a.test").deliveries[0].value(), 2u);
 }
 
-TEST(ShardMetrics, NamesOfResultsFailuresAndTlsVersions) {
-  EXPECT_EQ(ResultOf("expired"), Result::kExpired);
-  EXPECT_EQ(ResultName(ResultOf("cancelled")), "cancelled");
+TEST(ShardMetrics, NamesOfFailuresAndTlsVersions) {
   EXPECT_EQ(ConnFailureName(ConnFailure::kGreeting), "greeting");
   EXPECT_EQ(kTlsVersions[TlsVersionIndex("TLSv1.3")], "TLSv1.3");
   EXPECT_EQ(kTlsVersions[TlsVersionIndex("SSLv3")], "other");
@@ -122,10 +120,10 @@ class ExporterTest : public ::testing::Test {
 TEST_F(ExporterTest, ScrapeSumsShardsOverHttp) {
   auto exporter = Exporter::Start("127.0.0.1:0", Sources());
   ASSERT_TRUE(exporter.ok()) << exporter.status();
-  shard_a_.deliveries[static_cast<size_t>(Result::kDelivered)].Add(3);
-  shard_b_.deliveries[static_cast<size_t>(Result::kDelivered)].Add(4);
-  shard_a_.Destination("mx.p.test").deliveries[static_cast<size_t>(Result::kBounced)].Add();
-  shard_b_.Destination("mx.p.test").deliveries[static_cast<size_t>(Result::kBounced)].Add();
+  shard_a_.deliveries[static_cast<size_t>(DeliveryStatus::kDelivered)].Add(3);
+  shard_b_.deliveries[static_cast<size_t>(DeliveryStatus::kDelivered)].Add(4);
+  shard_a_.Destination("mx.p.test").deliveries[static_cast<size_t>(DeliveryStatus::kBounced)].Add();
+  shard_b_.Destination("mx.p.test").deliveries[static_cast<size_t>(DeliveryStatus::kBounced)].Add();
   shard_a_.CountReply(250);
   shard_b_.CountReply(550);
   shard_a_.transaction_seconds.Observe(0.003);

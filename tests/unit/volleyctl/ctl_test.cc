@@ -69,6 +69,26 @@ TEST(FormatTest, JobShowsItsNumberWhenVolleydSendsIt) {
   EXPECT_EQ(old->find("job_no"), std::string::npos);
 }
 
+TEST(FormatTest, JobsTableAsDocumented) {
+  // docs/volleyctl.md's example.
+  const std::string body =
+      R"({"jobs":[{"id":"newsletter-48","state":"cancelled","paused":false,"total":300,)"
+      R"("delivered":72,"deferred":0,"bounced":0,"expired":0,"cancelled":228,"pending":0,)"
+      R"("deferrals":3},)"
+      R"({"id":"spring-sale","state":"ready","paused":true,"total":400,"delivered":30,)"
+      R"("deferred":0,"bounced":0,"expired":0,"cancelled":0,"pending":370,"deferrals":0}]})";
+  auto table = FormatJobsTable(body);
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(*table,
+            "ID             STATE      PAUSED  TOTAL  DELIVERED  DEFERRED  BOUNCED  EXPIRED  "
+            "CANCELLED  PENDING  DONE%\n"
+            "newsletter-48  cancelled  no        300         72         0        0        0  "
+            "      228        0  100.0\n"
+            "spring-sale    ready      yes       400         30         0        0        0  "
+            "        0      370    7.5\n");
+  EXPECT_FALSE(FormatJobsTable(R"({"jobs":[{"id":"j","state":"ready","paused":false}]})").ok());
+}
+
 TEST(JobIdOfNumberTest, FindsTheJob) {
   const std::string jobs = R"({"jobs":[{"id":"a","job_no":1},{"id":"b","job_no":7}]})";
   auto id = JobIdOfNumber(jobs, 7);
