@@ -13,7 +13,7 @@
 namespace volley::reactor {
 
 absl::StatusOr<EventFd> EventFd::Create() {
-  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const int fd = ::eventfd(0, EFD_CLOEXEC);
   if (fd < 0) return absl::ResourceExhaustedError(absl::StrCat("eventfd: ", std::strerror(errno)));
   return EventFd(fd);
 }
@@ -32,7 +32,7 @@ EventFd::~EventFd() {
 
 void EventFd::Notify() const {
   const uint64_t one = 1;
-  // EAGAIN means the counter is at its maximum: readable already, nothing lost.
+  // Only a counter at its maximum (2^64 - 2 unread notifications) could block.
   while (::write(fd_, &one, sizeof one) < 0 && errno == EINTR) {
   }
 }

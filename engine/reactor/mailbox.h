@@ -26,8 +26,11 @@
 //   the counter larger. A wake-up may find the box empty (items taken by an
 //   earlier TakeAll that raced the write): harmless.
 //
-//   The eventfd is non-blocking (EFD_NONBLOCK): a plain read() of it never
-//   stalls a reactor thread; an io_uring read of it still waits for a write.
+//   The eventfd is blocking: the consumer reads it through io_uring, which
+//   waits for it without a thread of ours, while on a kernel where io_uring
+//   honours O_NONBLOCK a non-blocking one would come back at once with -EAGAIN
+//   and make the reader spin. (Never read it with a plain read() unless poll
+//   says it is readable.)
 //
 // CONTRACT
 //   Push from any thread; TakeAll and the eventfd's reads from one consumer
@@ -50,7 +53,7 @@
 
 namespace volley::reactor {
 
-// EventFd - a non-blocking, close-on-exec eventfd; Notify adds one.
+// EventFd - a blocking, close-on-exec eventfd; Notify adds one.
 class EventFd {
  public:
   static absl::StatusOr<EventFd> Create();

@@ -44,8 +44,8 @@ TEST(Mailbox, ReadOfAnEmptyBoxWaitsForAPush) {
     result = c.result;
   });
   ring.PrepRead((*box)->event_fd(), &counter, sizeof counter, MakeTag(0, 0, kOpWake));
-  // Non-blocking eventfd, and still the ring's read waits instead of failing
-  // with -EAGAIN (which would make a shard spin on it).
+  // The ring's read waits for a push instead of coming back with -EAGAIN
+  // (which would make a shard spin on it).
   ASSERT_TRUE(ring.SubmitAndDispatch(absl::Milliseconds(20)).ok());
   EXPECT_EQ(wakes, 0);
   ASSERT_TRUE((*box)->Push(7));
