@@ -1,9 +1,6 @@
 // committer.cc - see committer.h
 #include "engine/committer.h"
 
-#include <sys/eventfd.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -19,21 +16,16 @@ namespace volley::engine {
 Committer::Committer(queue::Queue* queue, metrics::DeliveryLog* log, size_t lanes)
     : queue_(queue), log_(log), lanes_(std::max<size_t>(lanes, 1)) {}
 
-Committer::~Committer() {
-  Stop();
-  for (Lane& lane : lanes_) {
-    if (lane.event_fd >= 0) ::close(lane.event_fd);
-  }
-}
+Committer::~Committer() { Stop(); }
 
 absl::Status Committer::Start() {
   for (Lane& lane : lanes_) {
-    // Blocking: the shard reads it through io_uring, which waits for it without
-    // a thread of ours (a non-blocking one could come back at once with EAGAIN).
-    lane.event_fd = ::eventfd(0, EFD_CLOEXEC);
-    if (lane.event_fd < 0) {
-      return absl::InternalError(absl::StrCat("committer: eventfd: ", std::strerror(errno)));
+    // Blocking (mailbox.h): the shard reads it through io_uring.
+    absl::StatusOr<reactor::EventFd> event = reactor::EventFd::Create();
+    if (!event.ok()) {
+      return absl::InternalError(absl::StrCat("committer: ", event.status().message()));
     }
+    lane.event = *std::move(event);
   }
   thread_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
@@ -114,9 +106,7 @@ void Committer::Loop() {
       std::lock_guard<std::mutex> lock(mu_);
       lanes_[lane].done = std::move(unit);
     }
-    const uint64_t one = 1;
-    // Only an overflow of the counter could make this fail, after 2^64 units.
-    (void)!::write(lanes_[lane].event_fd, &one, sizeof one);
+    lanes_[lane].event->Notify();
     done_cv_.notify_all();
   }
 }

@@ -68,6 +68,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "engine/reactor/mailbox.h"
 #include "metrics/delivery_log.h"
 #include "queue/queue.h"
 
@@ -104,7 +105,9 @@ class Committer {
   // forever, and counts those outcomes as not recorded. Any thread.
   void GiveUpWhenStalled();
 
-  int event_fd(size_t lane = 0) const { return lanes_[lane].event_fd; }
+  int event_fd(size_t lane = 0) const {
+    return lanes_[lane].event ? lanes_[lane].event->fd() : -1;
+  }
   bool busy(size_t lane = 0) const { return lanes_[lane].busy; }
   // stalled - a write of the delivery log or the queue failed and is being
   // retried now (WRITE ERRORS). Any thread: the shards and the metrics read it.
@@ -123,8 +126,10 @@ class Committer {
   void CommitNow(Unit* unit);
 
  private:
+  // A lane is a one-unit mailbox of its own rather than a reactor::Mailbox:
+  // its shard's busy flag and WaitDone's condition variable go with it.
   struct Lane {
-    int event_fd = -1;
+    std::optional<reactor::EventFd> event;  // set by Start
     bool busy = false;  // its shard's view: submitted and not yet taken back
     std::optional<Unit> todo, done;  // guarded by mu_
   };

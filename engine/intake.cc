@@ -1,41 +1,35 @@
 #include "engine/intake.h"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 
 #include "absl/time/clock.h"
+#include "base/log.h"
 #include "base/status.h"
 
 namespace volley::engine {
 
-ReadyJobs::ReadyJobs(size_t shards) : boxes_(std::max<size_t>(shards, 1)) {
-  for (Box& box : boxes_) {
-    box.event_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    VOLLEY_CHECK(box.event_fd >= 0, "eventfd");
+ReadyJobs::ReadyJobs(size_t shards) {
+  for (size_t i = 0; i < std::max<size_t>(shards, 1); ++i) {
+    auto box = reactor::Mailbox<std::string>::Create(kMaxWaitingJobs);
+    VOLLEY_CHECK(box.ok(), "eventfd for a shard's ready-jobs mailbox");
+    boxes_.push_back(*std::move(box));
   }
-}
-
-ReadyJobs::~ReadyJobs() {
-  for (Box& box : boxes_) ::close(box.event_fd);
 }
 
 void ReadyJobs::Push(const std::string& job_id) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (Box& box : boxes_) box.jobs.push_back(job_id);
+  for (size_t shard = 0; shard < boxes_.size(); ++shard) {
+    if (!boxes_[shard]->Push(job_id)) {
+      base::LogError("job %s: shard %d is not taking new jobs (%d ids waiting); it loads "
+                     "this one when volleyd starts",
+                     job_id, shard, kMaxWaitingJobs);
+    }
   }
-  const uint64_t one = 1;
-  for (Box& box : boxes_) (void)!::write(box.event_fd, &one, sizeof one);
-}
-
-std::vector<std::string> ReadyJobs::TakeAll(size_t shard) {
-  std::lock_guard<std::mutex> lock(mu_);
-  return std::exchange(boxes_[shard].jobs, {});
 }
 
 IntakeThread::IntakeThread(queue::Spool spool, queue::Queue* queue, queue::JobLimits limits,

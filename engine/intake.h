@@ -4,8 +4,8 @@
 //   Runs beside the shard so that taking in a million-line job never stalls
 //   delivery. It scans incoming/ at start and on every inotify event (and once
 //   a second, in case an event was missed), takes each file in (queue/spool.h),
-//   and hands the id of each job that became ready to the shard through a
-//   mailbox whose eventfd the shard's ring reads.
+//   and hands the id of each job that became ready to the shards through
+//   mailboxes (engine/reactor/mailbox.h) whose eventfds the shards' rings read.
 //
 //   A queue or disk error (disk full, a RocksDB write error) pauses intake: the
 //   file stays in incoming/, the reason is logged once (and again every
@@ -20,13 +20,14 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "engine/reactor/mailbox.h"
 #include "metrics/metrics.h"
 #include "queue/job.h"
 #include "queue/queue.h"
@@ -35,25 +36,27 @@
 namespace volley::engine {
 
 // ReadyJobs - the mailboxes from the intake thread (and the admin API) to the
-// shards: a job id pushed reaches every shard, each through its own eventfd,
-// since every shard owns a share of every job's partitions.
+// shards: a job id pushed reaches every shard, each through its own mailbox
+// and eventfd, since every shard owns a share of every job's partitions.
 class ReadyJobs {
  public:
+  // Job ids waiting for one shard at most. A shard takes all of its ids every
+  // loop turn, so only a shard that stopped taking them fills its box; an id
+  // pushed to a full box is dropped with an error line naming the job: the
+  // job is in the queue already, and that shard loads it when volleyd starts.
+  static constexpr size_t kMaxWaitingJobs = 65536;
+
   explicit ReadyJobs(size_t shards = 1);
-  ~ReadyJobs();
   ReadyJobs(const ReadyJobs&) = delete;
   ReadyJobs& operator=(const ReadyJobs&) = delete;
-  int event_fd(size_t shard = 0) const { return boxes_[shard].event_fd; }
+  int event_fd(size_t shard = 0) const { return boxes_[shard]->event_fd(); }
+  // Push - any thread.
   void Push(const std::string& job_id);
-  std::vector<std::string> TakeAll(size_t shard = 0);
+  // TakeAll - shard `shard`'s thread.
+  std::vector<std::string> TakeAll(size_t shard = 0) { return boxes_[shard]->TakeAll(); }
 
  private:
-  struct Box {
-    int event_fd = -1;
-    std::vector<std::string> jobs;  // guarded by mu_
-  };
-  std::mutex mu_;
-  std::vector<Box> boxes_;
+  std::vector<std::unique_ptr<reactor::Mailbox<std::string>>> boxes_;
 };
 
 class IntakeThread {

@@ -555,6 +555,8 @@ def test_errors(binary):
     for bad in ("-1", "x", "257", ""):
         run_usage(binary, ["--listen", "127.0.0.1:0", "--threads", bad], 2,
                   "--threads must be 0..256")
+    run_usage(binary, ["--listen", "127.0.0.1:0", "--buffer-ring", "maybe"], 2,
+              '--buffer-ring must be on or off, not "maybe"')
     run_usage(binary, ["--listen", "127.0.0.1:0", "--http", "stats.test:80"], 2,
               "--http 'stats.test:80': want an IPv4 literal")
     # 250 addresses need 250 sockets (plus spares): more than a limit of 200.
@@ -578,10 +580,10 @@ def test_errors(binary):
               f"--listen '127.0.1.2:{port}': Address already in use")
 
 
-def run_basic(binary, threads):
+def run_basic(binary, threads, extra=()):
     """The protocol and counting tests on a sink with `threads` shards."""
     with tempfile.TemporaryDirectory(prefix="sink_test.") as tmp:
-        sink = Sink(binary, tmp, extra=["--threads", str(threads)])
+        sink = Sink(binary, tmp, extra=["--threads", str(threads), *extra])
         expect = Expect()
         try:
             for test in (test_smtplib, test_pipelined_and_split, test_bdat,
@@ -606,6 +608,10 @@ def main():
         fail(f"no volley-sink at {binary}")
     for threads in (1, 2):
         run_basic(binary, threads)
+    # Each connection with a receive buffer of its own: the reactor's fallback
+    # for kernels that refuse buffer rings.
+    run_basic(binary, 1, extra=["--buffer-ring", "off"])
+    print("ok --buffer-ring off")
     with tempfile.TemporaryDirectory(prefix="sink_test.") as tmp:
         test_sigint_and_usage(binary, tmp)
         print("ok test_sigint_and_usage")

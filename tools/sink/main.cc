@@ -5,7 +5,7 @@
 //   volley-sink [--listen HOST:PORT ...] [--threads N] [--http HOST:PORT]
 //               [--stats FILE] [--hostname NAME] [--record FILE]
 //               [--max-recipients N] [--profiles FILE] [--seed N]
-//               [--tls-cert-out FILE]
+//               [--tls-cert-out FILE] [--buffer-ring on|off]
 //
 // DESCRIPTION
 //   volley-sink answers SMTP (with PIPELINING and CHUNKING) on each --listen
@@ -56,6 +56,10 @@
 //   --tls-cert-out FILE (none)
 //       Write the STARTTLS certificate (PEM, self-signed, generated at start-up
 //       for --hostname; also a CA, so a client can trust it) to FILE.
+//   --buffer-ring on|off (on)
+//       Receive into the buffers of each shard's io_uring buffer ring; off gives
+//       each connection a receive buffer of its own, as on kernels without
+//       buffer rings (before 5.19), so that tests can cover that fallback.
 //
 // FAULT PROFILES
 //   A TOML file of [profile.NAME] tables, [listener."HOST:PORT"] and
@@ -119,7 +123,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: volley-sink [--listen HOST:PORT ...] [--threads N] [--http HOST:PORT] "
     "[--stats FILE] [--hostname NAME] [--record FILE] [--max-recipients N] "
-    "[--profiles FILE] [--seed N] [--tls-cert-out FILE]\n";
+    "[--profiles FILE] [--seed N] [--tls-cert-out FILE] [--buffer-ring on|off]\n";
 
 }  // namespace
 
@@ -192,6 +196,13 @@ int main(int argc, char** argv) {
       options.seed = n;
     } else if (name == "--tls-cert-out") {
       options.tls_cert_out = value;
+    } else if (name == "--buffer-ring") {
+      if (value != "on" && value != "off") {
+        std::fprintf(stderr, "volley-sink: --buffer-ring must be on or off, not \"%s\"\n",
+                     value.c_str());
+        return 2;
+      }
+      options.buffer_ring = value == "on";
     } else {
       std::fprintf(stderr, "volley-sink: unknown option %.*s\n%s",
                    static_cast<int>(name.size()), name.data(), kUsage);

@@ -2,18 +2,15 @@
 #include "tools/sink/sink.h"
 
 #include <fcntl.h>
-#include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,8 +30,9 @@
 #include "absl/time/clock.h"
 #include "base/file.h"
 #include "base/json.h"
-#include "base/slot_table.h"
 #include "base/status.h"
+#include "engine/reactor/ring.h"
+#include "engine/reactor/slot_table.h"
 #include "engine/tls/tls.h"
 #include "tools/sink/http.h"
 #include "tools/sink/listen.h"
@@ -105,13 +103,9 @@ uint64_t Mix(uint64_t z) {
 constexpr size_t kKeepOutCapacity = 64 * 1024;
 // Recorded lines are written once this many octets are buffered.
 constexpr size_t kRecordFlushSize = 64 * 1024;
-// Completions handled per batch.
-constexpr unsigned kCqeBatch = 256;
 // Ring sizes: a large completion queue, since every connection may complete at once.
 constexpr unsigned kSqEntries = 4096;
 constexpr unsigned kCqEntries = 16384;
-// The buffer group of a shard's receive buffers.
-constexpr uint16_t kBufferGroup = 0;
 // Descriptors kept free, beyond the listening sockets, when checking
 // RLIMIT_NOFILE: rings, eventfds, signalfd, the stats, record and HTTP sockets.
 constexpr uint64_t kSpareDescriptors = 64;
@@ -191,9 +185,10 @@ struct Common {
 };
 
 // ---------------------------------------------------------------------------
-// user_data: a base::SlotTable tag (slot | generation | op). A completion for a
-// connection that is gone is dropped. Accept tags use the slot part for the
-// listener index and do not go through the table, nor does the wake-up read.
+// Tags: the reactor's codec (engine/reactor/tag.h: slot | generation | op). A
+// completion for a connection that is gone is dropped. Accept tags use the slot
+// part for the listener index and do not go through the table, nor does the
+// wake-up read.
 
 enum Op : uint8_t { kAccept = 1, kRecv = 2, kSend = 3, kWake = 4, kTimeout = 5 };
 
@@ -217,7 +212,7 @@ struct Connection {
   bool waited = false;
   bool start_tls = false;
   bool close = false;
-  __kernel_timespec timeout{};  // read by the kernel when the timeout is submitted
+  reactor::Timespec timeout;  // read by the kernel when the timeout is submitted
 
   // After STARTTLS: the TLS session, and whether its handshake is done.
   std::optional<tls::Session> tls;
@@ -226,7 +221,7 @@ struct Connection {
   std::string plain;          // decrypted input, reused
 };
 
-using Connections = base::SlotTable<Connection>;
+using Connections = reactor::SlotTable<Connection>;
 
 // A shard's socket for one address.
 struct Listener {
@@ -258,16 +253,17 @@ class Shard {
   const ListenerCounters& listener(size_t i) const { return listener_counters_[i]; }
 
  private:
-  io_uring_sqe* GetSqe();
   void ArmAccept(uint32_t index);
   void ArmWake();
   void ArmRecv(uint32_t slot);
   void ArmSend(uint32_t slot);
   void ArmTimeout(uint32_t slot, absl::Duration delay);
-  void RecycleBuffer(uint16_t id);
 
-  void OnAccept(uint32_t index, int res, uint32_t flags);
-  void OnRecv(uint32_t slot, int res, uint32_t flags);
+  void OnAccept(const reactor::Completion& done);
+  void OnWake(const reactor::Completion& done);
+  // OnConnection - a completion for a connection: dropped when it is stale.
+  void OnConnection(const reactor::Completion& done);
+  void OnRecv(uint32_t slot, const reactor::Completion& done);
   void OnTlsRecv(uint32_t slot, std::string_view ciphertext);
   void OnSend(uint32_t slot, int res);
   void OnTimeout(uint32_t slot);
@@ -282,19 +278,9 @@ class Shard {
 
   Common& common_;
   const ServerOptions& options_;
-  io_uring ring_{};
-  bool ring_ready_ = false;
-  bool ring_disabled_ = false;  // created disabled: enable on the shard's thread
-  bool multishot_accept_ = true;
   int wake_fd_ = -1;
   uint64_t wake_value_ = 0;
   bool stop_ = false;
-
-  // Receive buffers (buffer ring); nullptr when each connection has its own.
-  io_uring_buf_ring* buffer_ring_ = nullptr;
-  char* buffers_ = nullptr;
-  size_t buffer_ring_bytes_ = 0;
-  size_t buffers_bytes_ = 0;
 
   std::vector<Listener> listeners_;  // by address index
   size_t paused_ = 0;                // listeners paused
@@ -308,20 +294,19 @@ class Shard {
 
   ShardCounters counters_;
   uint64_t stale_completions_ = 0;
+
+  // Declared last, so destroyed first: that cancels every operation still
+  // pointing at a connection's buffer or timeout before the connections go.
+  reactor::Ring ring_;
 };
 
 Shard::~Shard() {
-  // The ring goes first: that cancels every operation still pointing at a
-  // connection's buffer, so the buffers and descriptors can then go.
-  if (ring_ready_) io_uring_queue_exit(&ring_);
   conns_.ForEach([](uint32_t, Connection& c) {
     if (c.fd >= 0) close(c.fd);
   });
   for (Listener& l : listeners_) {
     if (l.fd >= 0) close(l.fd);
   }
-  if (buffer_ring_ != nullptr) munmap(buffer_ring_, buffer_ring_bytes_);
-  if (buffers_ != nullptr) munmap(buffers_, buffers_bytes_);
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
@@ -332,63 +317,24 @@ absl::Status Shard::Init(std::vector<int> listen_fds) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
   if (wake_fd_ < 0) return absl::InternalError(absl::StrCat("eventfd: ", ErrnoText(errno)));
 
-  // Single issuer with deferred task work is the cheapest mode, but its issuer
-  // is the task that creates (or enables) the ring: create it disabled and let
-  // the shard's thread enable it. Older kernels refuse these flags with EINVAL;
-  // then any thread may submit and nothing needs enabling.
-  io_uring_params params{};
-  params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
-                 IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
-  params.cq_entries = kCqEntries;
-  int ret = io_uring_queue_init_params(kSqEntries, &ring_, &params);
-  ring_disabled_ = ret == 0;
-  if (ret == -EINVAL) {
-    params = {};
-    params.flags = IORING_SETUP_CQSIZE;
-    params.cq_entries = kCqEntries;
-    ret = io_uring_queue_init_params(kSqEntries, &ring_, &params);
+  // The ring is created disabled and enabled by the shard's thread in Run(),
+  // so that its single issuer is that thread. Receive buffers come from a
+  // buffer ring (5.19+), so that an idle connection holds none; without it,
+  // each connection gets its own (see Connection).
+  reactor::RingOptions ring_options;
+  ring_options.sq_entries = kSqEntries;
+  ring_options.cq_entries = kCqEntries;
+  ring_options.enable_later = true;
+  ring_options.recv_buffers = kRecvBuffers;
+  ring_options.recv_buffer_size = options_.recv_buffer_size;
+  ring_options.buffer_ring = options_.buffer_ring;
+  if (absl::Status st = ring_.Init(ring_options); !st.ok()) {
+    return absl::InternalError(st.message());
   }
-  if (ret < 0) {
-    return absl::InternalError(absl::StrCat("io_uring_queue_init: ", ErrnoText(-ret)));
-  }
-  ring_ready_ = true;
-  if ((params.features & IORING_FEAT_NODROP) == 0) {
-    // Without NODROP an overflowing completion queue loses completions and with
-    // them connections; refuse rather than hang connections silently.
-    return absl::InternalError("io_uring lacks IORING_FEAT_NODROP (kernel 5.5+)");
-  }
-
-  // Receive buffers from a buffer ring (5.19+): an idle connection then holds
-  // none. Without it, each connection gets its own (see Connection).
-  buffer_ring_bytes_ = kRecvBuffers * sizeof(io_uring_buf);
-  buffers_bytes_ = kRecvBuffers * options_.recv_buffer_size;
-  void* ring_mem = mmap(nullptr, buffer_ring_bytes_, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  void* data = mmap(nullptr, buffers_bytes_, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (ring_mem == MAP_FAILED || data == MAP_FAILED) {
-    if (ring_mem != MAP_FAILED) munmap(ring_mem, buffer_ring_bytes_);
-    if (data != MAP_FAILED) munmap(data, buffers_bytes_);
-    return absl::InternalError(absl::StrCat("mmap of receive buffers: ", ErrnoText(errno)));
-  }
-  io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<uintptr_t>(ring_mem);
-  reg.ring_entries = kRecvBuffers;
-  reg.bgid = kBufferGroup;
-  if (io_uring_register_buf_ring(&ring_, &reg, 0) == 0) {
-    buffer_ring_ = static_cast<io_uring_buf_ring*>(ring_mem);
-    buffers_ = static_cast<char*>(data);
-    io_uring_buf_ring_init(buffer_ring_);
-    for (size_t i = 0; i < kRecvBuffers; ++i) {
-      io_uring_buf_ring_add(buffer_ring_, buffers_ + i * options_.recv_buffer_size,
-                            static_cast<unsigned>(options_.recv_buffer_size),
-                            static_cast<uint16_t>(i), io_uring_buf_ring_mask(kRecvBuffers),
-                            static_cast<int>(i));
-    }
-    io_uring_buf_ring_advance(buffer_ring_, kRecvBuffers);
-  } else {
-    munmap(ring_mem, buffer_ring_bytes_);
-    munmap(data, buffers_bytes_);
+  ring_.Handle(kAccept, [this](const reactor::Completion& done) { OnAccept(done); });
+  ring_.Handle(kWake, [this](const reactor::Completion& done) { OnWake(done); });
+  for (Op op : {kRecv, kSend, kTimeout}) {
+    ring_.Handle(op, [this](const reactor::Completion& done) { OnConnection(done); });
   }
 
   if (!common_.cert_pem.empty()) {
@@ -411,86 +357,48 @@ void Shard::Wake() {
   }
 }
 
-// GetSqe - a submission entry; submit to make room when the queue is full.
-io_uring_sqe* Shard::GetSqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  if (sqe == nullptr) {
-    io_uring_submit(&ring_);
-    sqe = io_uring_get_sqe(&ring_);
-  }
-  VOLLEY_CHECK(sqe != nullptr, "no submission entry after submit");
-  return sqe;
-}
-
 void Shard::ArmAccept(uint32_t index) {
   Listener& l = listeners_[index];
-  io_uring_sqe* sqe = GetSqe();
-  if (multishot_accept_) {
-    io_uring_prep_multishot_accept(sqe, l.fd, nullptr, nullptr, SOCK_CLOEXEC);
-  } else {
-    io_uring_prep_accept(sqe, l.fd, nullptr, nullptr, SOCK_CLOEXEC);
-  }
-  io_uring_sqe_set_data64(sqe, Connections::MakeTag(index, 0, kAccept));
+  ring_.PrepAccept(l.fd, reactor::MakeTag(index, 0, kAccept));
   l.armed = true;
 }
 
 void Shard::ArmWake() {
-  io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_read(sqe, wake_fd_, &wake_value_, sizeof(wake_value_), 0);
-  io_uring_sqe_set_data64(sqe, Connections::MakeTag(0, 0, kWake));
+  ring_.PrepRead(wake_fd_, &wake_value_, sizeof(wake_value_), reactor::MakeTag(0, 0, kWake));
 }
 
 void Shard::ArmRecv(uint32_t slot) {
   Connection& c = conns_.at(slot);
-  io_uring_sqe* sqe = GetSqe();
-  if (buffer_ring_ != nullptr) {
-    // The kernel picks the buffer when data is there.
-    io_uring_prep_recv(sqe, c.fd, nullptr, options_.recv_buffer_size, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = kBufferGroup;
+  if (ring_.has_buffer_ring()) {
+    ring_.PrepRecvFromRing(c.fd, conns_.Tag(slot, kRecv));
   } else {
-    io_uring_prep_recv(sqe, c.fd, c.buffer.get(), options_.recv_buffer_size, 0);
+    ring_.PrepRecv(c.fd, c.buffer.get(), options_.recv_buffer_size, conns_.Tag(slot, kRecv));
   }
-  io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kRecv));
-}
-
-// RecycleBuffer - give a receive buffer back to the ring once its bytes are
-// handled (they are handled before the completion's handler returns).
-void Shard::RecycleBuffer(uint16_t id) {
-  io_uring_buf_ring_add(buffer_ring_, buffers_ + size_t{id} * options_.recv_buffer_size,
-                        static_cast<unsigned>(options_.recv_buffer_size), id,
-                        io_uring_buf_ring_mask(kRecvBuffers), 0);
-  io_uring_buf_ring_advance(buffer_ring_, 1);
 }
 
 void Shard::ArmSend(uint32_t slot) {
   Connection& c = conns_.at(slot);
-  io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_send(sqe, c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent,
-                     MSG_NOSIGNAL);
-  io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kSend));
+  ring_.PrepSend(c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent,
+                 conns_.Tag(slot, kSend));
 }
 
 void Shard::ArmTimeout(uint32_t slot, absl::Duration delay) {
   Connection& c = conns_.at(slot);
-  const int64_t ns = absl::ToInt64Nanoseconds(delay);
-  c.timeout.tv_sec = ns / 1000000000;
-  c.timeout.tv_nsec = ns % 1000000000;
-  io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_timeout(sqe, &c.timeout, 0, 0);
-  io_uring_sqe_set_data64(sqe, conns_.Tag(slot, kTimeout));
+  ring_.PrepTimeout(&c.timeout, delay, conns_.Tag(slot, kTimeout));
 }
 
-void Shard::OnAccept(uint32_t index, int res, uint32_t flags) {
+void Shard::OnAccept(const reactor::Completion& done) {
+  const uint32_t index = reactor::SlotOf(done.tag);
+  const int res = done.result;
   Listener& l = listeners_[index];
-  if ((flags & IORING_CQE_F_MORE) == 0) l.armed = false;
+  if (!done.more()) l.armed = false;
   if (res < 0) {
     bool pause = false;
     switch (-res) {
       case EINVAL:
-        if (multishot_accept_) {
+        if (ring_.multishot_accept()) {
           // The kernel predates multishot accept (5.19): fall back to one-shot.
-          multishot_accept_ = false;
+          ring_.FallBackToOneShotAccept();
           break;
         }
         pause = true;
@@ -528,7 +436,7 @@ void Shard::OnAccept(uint32_t index, int res, uint32_t flags) {
   session_options.profile = address.profile;
   session_options.seed = Mix(options_.seed ^ Mix(number));
   const uint32_t slot =
-      conns_.Acquire(session_options, buffer_ring_ != nullptr ? 0 : options_.recv_buffer_size);
+      conns_.Acquire(session_options, ring_.has_buffer_ring() ? 0 : options_.recv_buffer_size);
   Connection& conn = conns_.at(slot);
   conn.fd = res;
   conn.listener = index;
@@ -643,8 +551,38 @@ void Shard::Pump(uint32_t slot) {
   ArmRecv(slot);
 }
 
-void Shard::OnRecv(uint32_t slot, int res, uint32_t flags) {
+void Shard::OnWake(const reactor::Completion& done) {
+  if (done.result == -EINTR || done.result == -EAGAIN) {
+    ArmWake();
+  } else {
+    stop_ = true;  // Wake() (or the eventfd broke)
+  }
+}
+
+void Shard::OnConnection(const reactor::Completion& done) {
+  const uint32_t slot = reactor::SlotOf(done.tag);
+  if (conns_.Find(done.tag) == nullptr) {
+    ++stale_completions_;
+  } else {
+    switch (reactor::OpOf(done.tag)) {
+      case kRecv:
+        OnRecv(slot, done);
+        break;
+      case kSend:
+        OnSend(slot, done.result);
+        break;
+      default:
+        OnTimeout(slot);
+        break;
+    }
+  }
+  // The data is handled (or dropped with a stale completion).
+  ring_.ReturnBuffer(done);
+}
+
+void Shard::OnRecv(uint32_t slot, const reactor::Completion& done) {
   Connection& c = conns_.at(slot);
+  const int res = done.result;
   if (res == -EINTR || res == -EAGAIN || res == -ENOBUFS) {
     // ENOBUFS: every ring buffer held by a completion not yet handled; they
     // are given back as this batch is handled, before the next submit.
@@ -655,11 +593,9 @@ void Shard::OnRecv(uint32_t slot, int res, uint32_t flags) {
     CloseConnection(slot);
     return;
   }
-  const char* data = c.buffer.get();
-  if ((flags & IORING_CQE_F_BUFFER) != 0) {
-    data = buffers_ + size_t{flags >> IORING_CQE_BUFFER_SHIFT} * options_.recv_buffer_size;
-  }
-  const std::string_view input(data, static_cast<size_t>(res));
+  const std::string_view input = done.has_buffer()
+                                     ? ring_.Received(done)
+                                     : std::string_view(c.buffer.get(), static_cast<size_t>(res));
   if (c.tls.has_value()) {
     OnTlsRecv(slot, input);
   } else {
@@ -783,82 +719,17 @@ absl::Status Shard::Tick() {
 }
 
 absl::Status Shard::Run() {
-  if (ring_disabled_) {
-    // liburing 2.3 declares io_uring_enable_rings() but does not export it.
-    if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr,
-                0) < 0) {
-      return absl::InternalError(
-          absl::StrCat("io_uring_register(ENABLE_RINGS): ", ErrnoText(errno)));
-    }
-  }
+  if (absl::Status st = ring_.Enable(); !st.ok()) return absl::InternalError(st.message());
   for (uint32_t i = 0; i < listeners_.size(); ++i) ArmAccept(i);
   ArmWake();
 
   const int64_t interval =
       std::max<int64_t>(absl::ToInt64Nanoseconds(options_.flush_interval), 1000000);
   int64_t next_tick = MonotonicNanos() + interval;
-  io_uring_cqe* cqes[kCqeBatch];
   while (!stop_) {
     const int64_t wait = std::max<int64_t>(next_tick - MonotonicNanos(), 1000000);
-    __kernel_timespec ts{};
-    ts.tv_sec = wait / 1000000000;
-    ts.tv_nsec = wait % 1000000000;
-    io_uring_cqe* first = nullptr;
-    const int ret = io_uring_submit_and_wait_timeout(&ring_, &first, 1, &ts, nullptr);
-    if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN &&
-        ret != -EBUSY) {
-      return absl::InternalError(
-          absl::StrCat("io_uring_submit_and_wait_timeout: ", ErrnoText(-ret)));
-    }
-    // Copy each batch out of the ring before handling it: handlers submit.
-    for (;;) {
-      const unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, kCqeBatch);
-      if (n == 0) break;
-      struct Done {
-        uint64_t data;
-        int res;
-        uint32_t flags;
-      } done[kCqeBatch];
-      for (unsigned i = 0; i < n; ++i) {
-        done[i] = {cqes[i]->user_data, cqes[i]->res, cqes[i]->flags};
-      }
-      io_uring_cq_advance(&ring_, n);
-      for (unsigned i = 0; i < n; ++i) {
-        const Done& d = done[i];
-        const auto op = static_cast<Op>(Connections::OpOf(d.data));
-        const uint32_t slot = Connections::SlotOf(d.data);
-        switch (op) {
-          case kAccept:
-            OnAccept(slot, d.res, d.flags);
-            break;
-          case kWake:
-            if (d.res == -EINTR || d.res == -EAGAIN) {
-              ArmWake();
-            } else {
-              stop_ = true;  // Wake() (or the eventfd broke)
-            }
-            break;
-          case kRecv:
-          case kSend:
-          case kTimeout:
-            if (conns_.Find(d.data) == nullptr) {
-              ++stale_completions_;
-            } else if (op == kRecv) {
-              OnRecv(slot, d.res, d.flags);
-            } else if (op == kSend) {
-              OnSend(slot, d.res);
-            } else {
-              OnTimeout(slot);
-            }
-            // The data is handled (or dropped with a stale completion).
-            if (op == kRecv && (d.flags & IORING_CQE_F_BUFFER) != 0) {
-              RecycleBuffer(static_cast<uint16_t>(d.flags >> IORING_CQE_BUFFER_SHIFT));
-            }
-            break;
-          default:
-            VOLLEY_CHECK(false, "bad user_data in completion");
-        }
-      }
+    if (absl::Status st = ring_.SubmitAndDispatch(absl::Nanoseconds(wait)); !st.ok()) {
+      return absl::InternalError(st.message());
     }
     if (MonotonicNanos() >= next_tick) {
       RETURN_IF_ERROR(Tick());

@@ -42,8 +42,9 @@
 //   connection's state may be freed as soon as its one completion is handled.
 //   Accepts are multishot where the kernel allows it. Receives pick a buffer
 //   from the shard's io_uring buffer ring (kernel 5.19+) when the data arrives,
-//   so an idle connection holds no receive buffer; on older kernels each
-//   connection has its own.
+//   so an idle connection holds no receive buffer; on older kernels (or with
+//   buffer_ring false) each connection has its own. The rings are the reactor
+//   library's (engine/reactor/ring.h), shared with volleyd.
 //
 //   STARTTLS: when some profile offers it (or tls_cert_out is set), Create()
 //   generates a self-signed certificate for the session host name in memory
@@ -162,6 +163,11 @@ struct ServerOptions {
   // connection's own buffer). Default: 16384.
   size_t recv_buffer_size = 16384;
 
+  // Receive into the buffers of each shard's io_uring buffer ring; false
+  // gives each connection a buffer of its own, as on kernels without buffer
+  // rings (which tests of that fallback use). Default: true.
+  bool buffer_ring = true;
+
   // How often the stats file is rewritten and recorded lines are written.
   // Default: 1 second.
   absl::Duration flush_interval = absl::Seconds(1);
@@ -236,7 +242,7 @@ class Server {
   Stats stats() const;
 
  private:
-  class Impl;  // in sink.cc, the only file that includes <liburing.h>
+  class Impl;  // in sink.cc, on the reactor library (engine/reactor/ring.h)
 
   explicit Server(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -1,10 +1,10 @@
-#include "base/slot_table.h"
+#include "engine/reactor/slot_table.h"
 
 #include <string>
 
 #include "gtest/gtest.h"
 
-namespace volley::base {
+namespace volley::reactor {
 namespace {
 
 TEST(SlotTable, ReusedSlotMakesOldTagsStale) {
@@ -42,4 +42,4 @@ TEST(SlotTable, TagsOutOfRangeAndCounts) {
 }
 
 }  // namespace
-}  // namespace volley::base
+}  // namespace volley::reactor
