@@ -173,7 +173,7 @@ Client::Client(ClientOptions opts) : opts_(std::move(opts)), parser_(opts_.reply
 }
 
 // The commands, and everything the client needs to know about each one, in one
-// table indexed by Cmd: the Cmd enumerators and the rows must stay in the same order.
+// table indexed by Cmd (Client::Info).
 // kBody (the message after DATA's 354) and kDot (the empty message that ends a DATA
 // nobody can receive) are not command lines, but each has a reply of its own.
 enum class Client::Cmd : uint8_t {
@@ -210,6 +210,7 @@ enum class Group : uint8_t {
 }  // namespace
 
 struct Client::CommandInfo {
+  Cmd cmd;                // the row's own index, checked below
   std::string_view word;  // the verb; empty for the message itself
   Stage stage;            // what an outcome from its reply names (Postfix's xfer_states)
   Wait wait;              // the timeout class of its reply (Postfix's xfer_timeouts)
@@ -222,19 +223,30 @@ const Client::CommandInfo& Client::Info(Cmd cmd) {
   // in flight. EHLO, HELO and STARTTLS wait for the greeting or each other's reply,
   // and QUIT is the last word.
   static constexpr CommandInfo kCommands[] = {
-      {"EHLO", Stage::kEhlo, Wait::kEhlo, Expect::kCompletion, Group::kAlone},
-      {"HELO", Stage::kHelo, Wait::kEhlo, Expect::kCompletion, Group::kAlone},
-      {"STARTTLS", Stage::kStartTls, Wait::kEhlo, Expect::kCompletion, Group::kAlone},
-      {"RSET", Stage::kRset, Wait::kRset, Expect::kCompletion, Group::kAlone},
-      {"MAIL", Stage::kMail, Wait::kMail, Expect::kCompletion, Group::kGoesOn},
-      {"RCPT", Stage::kRcpt, Wait::kRcpt, Expect::kCompletion, Group::kGoesOn},
-      {"DATA", Stage::kData, Wait::kDataInit, Expect::kGoAhead, Group::kEnds},
-      {"", Stage::kDataDone, Wait::kDataDone, Expect::kCompletion, Group::kAlone},
-      {".", Stage::kDataDone, Wait::kDataDone, Expect::kAnything, Group::kAlone},
-      {"BDAT", Stage::kDataDone, Wait::kDataDone, Expect::kCompletion, Group::kEnds},
-      {"QUIT", Stage::kQuit, Wait::kQuit, Expect::kCompletion, Group::kAlone},
+      {Cmd::kEhlo, "EHLO", Stage::kEhlo, Wait::kEhlo, Expect::kCompletion, Group::kAlone},
+      {Cmd::kHelo, "HELO", Stage::kHelo, Wait::kEhlo, Expect::kCompletion, Group::kAlone},
+      {Cmd::kStartTls, "STARTTLS", Stage::kStartTls, Wait::kEhlo, Expect::kCompletion,
+       Group::kAlone},
+      {Cmd::kRset, "RSET", Stage::kRset, Wait::kRset, Expect::kCompletion, Group::kAlone},
+      {Cmd::kMail, "MAIL", Stage::kMail, Wait::kMail, Expect::kCompletion, Group::kGoesOn},
+      {Cmd::kRcpt, "RCPT", Stage::kRcpt, Wait::kRcpt, Expect::kCompletion, Group::kGoesOn},
+      {Cmd::kData, "DATA", Stage::kData, Wait::kDataInit, Expect::kGoAhead, Group::kEnds},
+      {Cmd::kBody, "", Stage::kDataDone, Wait::kDataDone, Expect::kCompletion,
+       Group::kAlone},
+      {Cmd::kDot, ".", Stage::kDataDone, Wait::kDataDone, Expect::kAnything, Group::kAlone},
+      {Cmd::kBdat, "BDAT", Stage::kDataDone, Wait::kDataDone, Expect::kCompletion,
+       Group::kEnds},
+      {Cmd::kQuit, "QUIT", Stage::kQuit, Wait::kQuit, Expect::kCompletion, Group::kAlone},
   };
   static_assert(std::size(kCommands) == static_cast<size_t>(Cmd::kQuit) + 1);
+  static_assert(
+      [] {
+        for (size_t i = 0; i < std::size(kCommands); ++i) {
+          if (static_cast<size_t>(kCommands[i].cmd) != i) return false;
+        }
+        return true;
+      }(),
+      "kCommands rows must be in Cmd order");
   return kCommands[static_cast<size_t>(cmd)];
 }
 
