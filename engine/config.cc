@@ -708,22 +708,6 @@ absl::Status Apply(const Source& src, const toml::table& root, Config* c) {
 
 }  // namespace
 
-absl::Duration DestinationPolicy::TimeoutFor(smtp::Wait wait) const {
-  switch (wait) {
-    case smtp::Wait::kGreeting: return greeting_timeout;
-    case smtp::Wait::kEhlo:
-    case smtp::Wait::kTlsHandshake: return ehlo_timeout;
-    case smtp::Wait::kMail:
-    case smtp::Wait::kRset: return mail_timeout;
-    case smtp::Wait::kRcpt: return rcpt_timeout;
-    case smtp::Wait::kDataInit: return data_timeout;
-    case smtp::Wait::kDataDone: return data_done_timeout;
-    case smtp::Wait::kQuit: return quit_timeout;
-    case smtp::Wait::kNone: return idle_timeout;
-  }
-  return idle_timeout;
-}
-
 std::string_view TlsModeName(TlsMode mode) {
   switch (mode) {
     case TlsMode::kOff:
@@ -736,6 +720,30 @@ std::string_view TlsModeName(TlsMode mode) {
       return "verify";
   }
   return "?";
+}
+
+absl::Duration DestinationPolicy::TimeoutFor(smtp::Wait wait) const {
+  switch (wait) {
+    case smtp::Wait::kNone:
+      return idle_timeout;
+    case smtp::Wait::kGreeting:
+      return greeting_timeout;
+    case smtp::Wait::kEhlo:
+    case smtp::Wait::kTlsHandshake:
+      return ehlo_timeout;
+    case smtp::Wait::kMail:
+    case smtp::Wait::kRset:
+      return mail_timeout;
+    case smtp::Wait::kRcpt:
+      return rcpt_timeout;
+    case smtp::Wait::kDataInit:
+      return data_timeout;
+    case smtp::Wait::kDataDone:
+      return data_done_timeout;
+    case smtp::Wait::kQuit:
+      return quit_timeout;
+  }
+  return idle_timeout;
 }
 
 absl::StatusOr<absl::Duration> ParseDuration(std::string_view text) {

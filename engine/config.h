@@ -104,8 +104,14 @@ struct DestinationPolicy {
   // retry_max_age (keys of [destination."NAME"] only).
   RetryConfig retry;
 
-  // TimeoutFor - how long a reply the client waits for may take: the wait-to-
-  // timeout map (kNone: the idle timeout between transactions).
+  // TimeoutFor - how long a connection may wait for what the SMTP client awaits
+  // (Postfix's xfer_timeouts[]): greeting_timeout for kGreeting, ehlo_timeout for
+  // kEhlo (EHLO, HELO, STARTTLS) and kTlsHandshake, mail_timeout for kMail and kRset,
+  // rcpt_timeout, data_timeout for kDataInit (the 354), data_done_timeout for
+  // kDataDone (after the final dot or BDAT), quit_timeout, and idle_timeout for
+  // kNone. The caller decides whether a kNone connection is idle at all (one with
+  // work in hand waits on something else), and data_block_timeout, which bounds
+  // writes rather than replies, is not a Wait.
   absl::Duration TimeoutFor(smtp::Wait wait) const;
 };
 

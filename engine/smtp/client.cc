@@ -10,6 +10,7 @@
 //      TransactionDone is emitted exactly once, before any SessionClosed.
 #include "engine/smtp/client.h"
 
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -132,31 +133,14 @@ Capabilities ParseEhlo(std::string_view text) {
 }  // namespace
 
 std::string_view StageName(Stage stage) {
-  switch (stage) {
-    case Stage::kConnect:
-      return "connect";
-    case Stage::kGreeting:
-      return "greeting";
-    case Stage::kEhlo:
-      return "ehlo";
-    case Stage::kHelo:
-      return "helo";
-    case Stage::kMail:
-      return "mail";
-    case Stage::kRcpt:
-      return "rcpt";
-    case Stage::kData:
-      return "data";
-    case Stage::kDataDone:
-      return "data-done";
-    case Stage::kRset:
-      return "rset";
-    case Stage::kQuit:
-      return "quit";
-    case Stage::kStartTls:
-      return "starttls";
-  }
-  return "unknown";
+  // Indexed by Stage, in its order.
+  static constexpr std::string_view kNames[] = {
+      "connect", "greeting", "ehlo", "helo",      "mail",     "rcpt",
+      "data",    "data-done", "rset", "quit",     "starttls",
+  };
+  static_assert(std::size(kNames) == static_cast<size_t>(Stage::kStartTls) + 1);
+  const auto i = static_cast<size_t>(stage);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
 }
 
 bool IsUtf8Envelope(const Envelope& env) {
@@ -188,32 +172,89 @@ Client::Client(ClientOptions opts) : opts_(std::move(opts)), parser_(opts_.reply
                "ClientOptions::ehlo_name fails ValidateEhloName");
 }
 
-// StageOf - the stage an outcome names when it comes from this command's reply.
-Stage Client::StageOf(Cmd cmd) {
-  switch (cmd) {
-    case Cmd::kEhlo:
-      return Stage::kEhlo;
-    case Cmd::kHelo:
-      return Stage::kHelo;
-    case Cmd::kStartTls:
-      return Stage::kStartTls;
-    case Cmd::kRset:
-      return Stage::kRset;
-    case Cmd::kMail:
-      return Stage::kMail;
-    case Cmd::kRcpt:
-      return Stage::kRcpt;
-    case Cmd::kData:
-      return Stage::kData;
-    case Cmd::kBody:
-      return Stage::kDataDone;
-    case Cmd::kDot:
-    case Cmd::kBdat:
-      return Stage::kDataDone;
-    case Cmd::kQuit:
-      return Stage::kQuit;
-  }
-  return Stage::kConnect;
+// The commands, and everything the client needs to know about each one, in one
+// table indexed by Cmd (Client::Info).
+// kBody (the message after DATA's 354) and kDot (the empty message that ends a DATA
+// nobody can receive) are not command lines, but each has a reply of its own.
+enum class Client::Cmd : uint8_t {
+  kEhlo,
+  kHelo,
+  kStartTls,
+  kRset,
+  kMail,
+  kRcpt,
+  kData,
+  kBody,
+  kDot,
+  kBdat,
+  kQuit
+};
+
+namespace {
+
+// Expect - the reply class a command wants, besides 4xx and 5xx. Getting the other
+// one means the two sides disagree on where they are: a protocol error.
+enum class Expect : uint8_t {
+  kCompletion,  // 2xx; 3xx is wrong
+  kGoAhead,     // 3xx (DATA's 354); 2xx is wrong
+  kAnything,    // the lone dot's reply concerns nobody and is ignored
+};
+
+// Group - a command's place in a pipelined group (RFC 2920 section 3.1).
+enum class Group : uint8_t {
+  kAlone,    // written only when no reply is outstanding, and nothing follows it
+  kGoesOn,   // may be written behind MAIL or RCPT, and be followed (MAIL, RCPT)
+  kEnds,     // may be written behind MAIL or RCPT, and ends the group (DATA, BDAT)
+};
+
+}  // namespace
+
+struct Client::CommandInfo {
+  Cmd cmd;                // the row's own index, checked below
+  std::string_view word;  // the verb; empty for the message itself
+  Stage stage;            // what an outcome from its reply names (Postfix's xfer_states)
+  Wait wait;              // the timeout class of its reply (Postfix's xfer_timeouts)
+  Expect expect;
+  Group group;
+};
+
+const Client::CommandInfo& Client::Info(Cmd cmd) {
+  // RSET goes alone so that a failure cannot leave a pipelined MAIL, RCPT or DATA
+  // in flight. EHLO, HELO and STARTTLS wait for the greeting or each other's reply,
+  // and QUIT is the last word.
+  static constexpr CommandInfo kCommands[] = {
+      {Cmd::kEhlo, "EHLO", Stage::kEhlo, Wait::kEhlo, Expect::kCompletion, Group::kAlone},
+      {Cmd::kHelo, "HELO", Stage::kHelo, Wait::kEhlo, Expect::kCompletion, Group::kAlone},
+      {Cmd::kStartTls, "STARTTLS", Stage::kStartTls, Wait::kEhlo, Expect::kCompletion,
+       Group::kAlone},
+      {Cmd::kRset, "RSET", Stage::kRset, Wait::kRset, Expect::kCompletion, Group::kAlone},
+      {Cmd::kMail, "MAIL", Stage::kMail, Wait::kMail, Expect::kCompletion, Group::kGoesOn},
+      {Cmd::kRcpt, "RCPT", Stage::kRcpt, Wait::kRcpt, Expect::kCompletion, Group::kGoesOn},
+      {Cmd::kData, "DATA", Stage::kData, Wait::kDataInit, Expect::kGoAhead, Group::kEnds},
+      {Cmd::kBody, "", Stage::kDataDone, Wait::kDataDone, Expect::kCompletion,
+       Group::kAlone},
+      {Cmd::kDot, ".", Stage::kDataDone, Wait::kDataDone, Expect::kAnything, Group::kAlone},
+      {Cmd::kBdat, "BDAT", Stage::kDataDone, Wait::kDataDone, Expect::kCompletion,
+       Group::kEnds},
+      {Cmd::kQuit, "QUIT", Stage::kQuit, Wait::kQuit, Expect::kCompletion, Group::kAlone},
+  };
+  static_assert(std::size(kCommands) == static_cast<size_t>(Cmd::kQuit) + 1);
+  static_assert(
+      [] {
+        for (size_t i = 0; i < std::size(kCommands); ++i) {
+          if (static_cast<size_t>(kCommands[i].cmd) != i) return false;
+        }
+        return true;
+      }(),
+      "kCommands rows must be in Cmd order");
+  return kCommands[static_cast<size_t>(cmd)];
+}
+
+// Line - the command line for `cmd`: its word, then a space and `arg` if any, CRLF.
+std::string Client::Line(Cmd cmd, std::string_view arg) {
+  const std::string_view word = Info(cmd).word;
+  return arg.empty() ? absl::StrCat(Av(word), "\r\n")
+                     : absl::StrCat(Av(word), " ", Av(arg), "\r\n");
 }
 
 void Client::Feed(std::string_view bytes) {
@@ -361,25 +402,25 @@ absl::Status Client::StartTransaction(Envelope env) {
   bool any_to_send = false;
   for (const auto& f : t.final) any_to_send = any_to_send || !f.has_value();
   if (any_to_send) {
-    if (need_rset_) t.commands.push_back({"RSET\r\n", Cmd::kRset, 0});
-    std::string mail = absl::StrCat("MAIL FROM:<", env.mail_from, ">");
-    if (eight_bit && caps_.eight_bit_mime) absl::StrAppend(&mail, " BODY=8BITMIME");
-    if (caps_.size) absl::StrAppend(&mail, " SIZE=", size);
-    if (utf8 && caps_.smtputf8) absl::StrAppend(&mail, " SMTPUTF8");
-    absl::StrAppend(&mail, "\r\n");
-    t.commands.push_back({std::move(mail), Cmd::kMail, 0});
+    if (need_rset_) t.commands.push_back({Line(Cmd::kRset), Cmd::kRset, 0});
+    std::string from = absl::StrCat("FROM:<", env.mail_from, ">");
+    if (eight_bit && caps_.eight_bit_mime) absl::StrAppend(&from, " BODY=8BITMIME");
+    if (caps_.size) absl::StrAppend(&from, " SIZE=", size);
+    if (utf8 && caps_.smtputf8) absl::StrAppend(&from, " SMTPUTF8");
+    t.commands.push_back({Line(Cmd::kMail, from), Cmd::kMail, 0});
     for (size_t i = 0; i < n; ++i) {
       if (t.final[i]) continue;
       t.commands.push_back(
-          {absl::StrCat("RCPT TO:<", env.rcpts[i], ">\r\n"), Cmd::kRcpt, i});
+          {Line(Cmd::kRcpt, absl::StrCat("TO:<", env.rcpts[i], ">")), Cmd::kRcpt, i});
       ++t.rcpt_replies_due;
     }
     if (bdat) {
       // One chunk: the message is already in memory, and one BDAT LAST saves the 354
       // round trip that DATA costs (the point of CHUNKING for a bulk sender).
-      t.commands.push_back({absl::StrCat("BDAT ", t.data.size(), " LAST\r\n"), Cmd::kBdat, 0});
+      t.commands.push_back(
+          {Line(Cmd::kBdat, absl::StrCat(t.data.size(), " LAST")), Cmd::kBdat, 0});
     } else {
-      t.commands.push_back({"DATA\r\n", Cmd::kData, 0});
+      t.commands.push_back({Line(Cmd::kData), Cmd::kData, 0});
     }
   }
   t.env = std::move(env);
@@ -418,27 +459,7 @@ Wait Client::waiting_for() const {
   if (phase_ == Phase::kGreeting) return Wait::kGreeting;
   if (phase_ == Phase::kTlsHandshake) return Wait::kTlsHandshake;
   if (sent_.empty()) return Wait::kNone;
-  switch (sent_.front().cmd) {
-    case Cmd::kEhlo:
-    case Cmd::kHelo:
-    case Cmd::kStartTls:
-      return Wait::kEhlo;
-    case Cmd::kRset:
-      return Wait::kRset;
-    case Cmd::kMail:
-      return Wait::kMail;
-    case Cmd::kRcpt:
-      return Wait::kRcpt;
-    case Cmd::kData:
-      return Wait::kDataInit;
-    case Cmd::kBody:
-    case Cmd::kDot:
-    case Cmd::kBdat:
-      return Wait::kDataDone;
-    case Cmd::kQuit:
-      return Wait::kQuit;
-  }
-  return Wait::kNone;
+  return Info(sent_.front().cmd).wait;
 }
 
 bool Client::idle() const { return phase_ == Phase::kIdle && !quit_requested_; }
@@ -458,16 +479,14 @@ void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_by
 }
 
 // MaySend - whether `command` may be written now. Without PIPELINING one command is
-// outstanding at a time. With it, MAIL and RCPT may be followed by more commands, but
-// RSET (sent alone, so that a failure cannot leave pipelined MAIL/RCPT/DATA in flight)
-// and DATA (RFC 2920: it must end a group) wait for their reply; and the group stops
-// growing at max_pipeline_bytes, since a server that does not read while its replies
-// back up would deadlock us.
+// outstanding at a time. With it, the command's Group decides: MAIL and RCPT may be
+// followed by more commands, RSET goes alone and DATA or BDAT ends the group (RFC
+// 2920); and the group stops growing at max_pipeline_bytes, since a server that does
+// not read while its replies back up would deadlock us.
 bool Client::MaySend(const Command& command) const {
   if (sent_.empty()) return true;
-  if (!UsePipelining() || command.cmd == Cmd::kRset) return false;
-  Cmd last = sent_.back().cmd;
-  if (last != Cmd::kMail && last != Cmd::kRcpt) return false;
+  if (!UsePipelining() || Info(command.cmd).group == Group::kAlone) return false;
+  if (Info(sent_.back().cmd).group != Group::kGoesOn) return false;
   return unacked_bytes_ + command.text.size() <= opts_.max_pipeline_bytes;
 }
 
@@ -528,7 +547,7 @@ void Client::CallerQuit() {
   quit_reason_ =
       Made(Kind::kAccepted, 221, "2.0.0", "connection closed after QUIT", Stage::kQuit);
   phase_ = Phase::kQuit;
-  Send("QUIT\r\n", Cmd::kQuit, 0, 6);
+  Send(Line(Cmd::kQuit), Cmd::kQuit, 0, 6);
 }
 
 void Client::QuitWith(Outcome reason) {
@@ -536,7 +555,7 @@ void Client::QuitWith(Outcome reason) {
   caller_quit_ = false;
   quit_reason_ = std::move(reason);
   phase_ = Phase::kQuit;
-  Send("QUIT\r\n", Cmd::kQuit, 0, 6);
+  Send(Line(Cmd::kQuit), Cmd::kQuit, 0, 6);
 }
 
 void Client::Close(Outcome reason) {
@@ -585,7 +604,7 @@ std::string Client::Where(Stage stage) const {
 }
 
 Stage Client::CurrentStage() const {
-  if (!sent_.empty()) return StageOf(sent_.front().cmd);
+  if (!sent_.empty()) return Info(sent_.front().cmd).stage;
   if (phase_ == Phase::kGreeting) return Stage::kGreeting;
   if (phase_ == Phase::kTlsHandshake) return Stage::kStartTls;
   return Stage::kConnect;
@@ -661,7 +680,7 @@ void Client::DispatchReply(const Reply& reply) {
   if (phase_ == Phase::kGreeting) {
     if (cls == 2) {
       phase_ = Phase::kHello;
-      Send(absl::StrCat("EHLO ", opts_.ehlo_name, "\r\n"), Cmd::kEhlo, 0, 0);
+      Send(Line(Cmd::kEhlo, opts_.ehlo_name), Cmd::kEhlo, 0, 0);
     } else if (reply.code == 421) {
       Abort(FromReply(reply, Stage::kGreeting));
     } else if (cls == 3) {
@@ -685,7 +704,7 @@ void Client::DispatchReply(const Reply& reply) {
   const Sent sent = sent_.front();
   sent_.pop_front();
   unacked_bytes_ -= sent.bytes;
-  const Stage stage = StageOf(sent.cmd);
+  const Stage stage = Info(sent.cmd).stage;
 
   if (sent.cmd == Cmd::kQuit) {
     Outcome reason = std::move(*quit_reason_);
@@ -700,11 +719,12 @@ void Client::DispatchReply(const Reply& reply) {
     Abort(FromReply(reply, stage));
     return;
   }
-  // Only DATA expects 3xx, and only DATA may not get 2xx (the lone dot's reply is
-  // ignored whatever it is). A reply of the wrong class means the two sides disagree
-  // on where they are.
-  const bool wrong_class = sent.cmd == Cmd::kData ? cls == 2 : cls == 3;
-  if (sent.cmd != Cmd::kDot && wrong_class) {
+  // A reply of the wrong class (Expect) means the two sides disagree on where they
+  // are.
+  const Expect expect = Info(sent.cmd).expect;
+  const bool wrong_class = (expect == Expect::kCompletion && cls == 3) ||
+                           (expect == Expect::kGoAhead && cls == 2);
+  if (wrong_class) {
     ProtocolError(stage, absl::StrCat("unexpected reply ", reply.code, " to ",
                                       Av(StageName(stage))));
     return;
@@ -724,23 +744,23 @@ void Client::HandleHelloReply(const Sent& sent, const Reply& reply) {
     caps_ = sent.cmd == Cmd::kEhlo ? ParseEhlo(reply.text) : Capabilities();
     if (!tls_ && opts_.tls != TlsPolicy::kOff) {
       if (caps_.starttls) {
-        Send("STARTTLS\r\n", Cmd::kStartTls, 0, 0);
+        Send(Line(Cmd::kStartTls), Cmd::kStartTls, 0, 0);
         return;
       }
       if (opts_.tls == TlsPolicy::kRequired) {
         QuitWith(Made(Kind::kTransient, 451, "4.7.10",
                       "TLS is required for this destination, but the server does not "
                       "offer STARTTLS",
-                      StageOf(sent.cmd)));
+                      Info(sent.cmd).stage));
         return;
       }
     }
     SessionIsReady();
   } else if (sent.cmd == Cmd::kEhlo && cls == 5) {
     // An old or minimal server (RFC 5321 section 4.1.4 allows HELO-only servers).
-    Send(absl::StrCat("HELO ", opts_.ehlo_name, "\r\n"), Cmd::kHelo, 0, 0);
+    Send(Line(Cmd::kHelo, opts_.ehlo_name), Cmd::kHelo, 0, 0);
   } else {
-    QuitWith(FromReply(reply, StageOf(sent.cmd)));
+    QuitWith(FromReply(reply, Info(sent.cmd).stage));
   }
 }
 
@@ -783,7 +803,7 @@ void Client::TlsEstablished() {
   tls_ = true;
   caps_ = Capabilities();
   phase_ = Phase::kHello;
-  Send(absl::StrCat("EHLO ", opts_.ehlo_name, "\r\n"), Cmd::kEhlo, 0, 0);
+  Send(Line(Cmd::kEhlo, opts_.ehlo_name), Cmd::kEhlo, 0, 0);
 }
 
 void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
@@ -850,7 +870,7 @@ void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
         } else {
           // Pipelined DATA was accepted though nobody can receive the message: end it
           // with an empty one, whose reply is ignored (RFC 2920 section 3.1).
-          Send(".\r\n", Cmd::kDot, 0, 0);
+          Send(Line(Cmd::kDot), Cmd::kDot, 0, 0);
         }
       } else {
         t.failed = true;

@@ -278,19 +278,12 @@ class Client {
 
  private:
   enum class Phase { kGreeting, kHello, kTlsHandshake, kIdle, kTransaction, kQuit, kClosed };
-  enum class Cmd {
-    kEhlo,
-    kHelo,
-    kStartTls,
-    kRset,
-    kMail,
-    kRcpt,
-    kData,
-    kBody,
-    kDot,
-    kBdat,
-    kQuit
-  };
+  // The commands the client sends, and what each one means (its word, stage, wait,
+  // expected reply class, place in a pipelined group), live in one table in client.cc.
+  enum class Cmd : uint8_t;
+  struct CommandInfo;
+  static const CommandInfo& Info(Cmd cmd);
+  static std::string Line(Cmd cmd, std::string_view arg = {});
   struct Command {
     std::string text;
     Cmd cmd;
@@ -317,7 +310,6 @@ class Client {
   };
   enum class Loss { kEof, kTimeout, kIoError };
 
-  static Stage StageOf(Cmd cmd);
   void Process(bool until_event);
   void Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_bytes);
   void Pump();

@@ -14,6 +14,15 @@
 //   Feed() too). buffered() must count exactly the octets fed and not yet returned.
 //   Every view Next() returns must keep its bytes until the next Feed(), however many
 //   Next() calls come between.
+//
+//   The same bytes, in the same chunks, then go to a BadLine::kReport reader the way a
+//   server feeds one (FeedLine(), then NextLine() until kNone). Its results must be
+//   exactly the LF-separated lines of the whole input, each a kTooLong when it has
+//   more than max_line + 2 octets with its LF, else a kBareLf when no CR comes before
+//   the LF, else its text without the CRLF; FeedLine() must take no byte past the
+//   first LF; and no more than max_line + 1 octets of an unfinished line may stay
+//   buffered once NextLine() says kNone.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -52,6 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
     size_t end;  // offset past its CRLF
   };
   std::vector<Line> want;
+  using volley::smtp::LineReader;
   bool want_error = false;
   for (size_t pos = 0;;) {
     size_t eol = data.find("\r\n", pos);
@@ -69,7 +79,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
     pos = eol + 2;
   }
 
-  volley::smtp::LineReader r(max_line);
+  const uint32_t first_seed = seed;
+  LineReader r(max_line);
   size_t fed = 0;
   size_t got = 0;
   bool failed = false;
@@ -114,5 +125,55 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   }
   EXPECT(got == want.size());
   EXPECT(failed == want_error);
+
+  // kReport: the reference, then the reader fed like a server.
+  std::vector<std::string> report_want;
+  for (size_t pos = 0;;) {
+    const size_t lf = data.find('\n', pos);
+    if (lf == std::string_view::npos) break;
+    const std::string_view line = data.substr(pos, lf - pos);
+    if (line.size() + 1 > max_line + 2) {
+      report_want.emplace_back("<too long>");
+    } else if (line.empty() || line.back() != '\r') {
+      report_want.emplace_back("<bare LF>");
+    } else {
+      report_want.emplace_back(line.substr(0, line.size() - 1));
+    }
+    pos = lf + 1;
+  }
+  std::vector<std::string> report_got;
+  LineReader server(max_line, volley::smtp::BadLine::kReport);
+  seed = first_seed;
+  for (size_t at = 0; at < data.size();) {
+    seed = seed * 1103515245u + 12345u;
+    const size_t n = std::min(size_t{(seed >> 16) % (max_chunk * 8)} + 1, data.size() - at);
+    std::string_view chunk = data.substr(at, n);
+    at += n;
+    while (!chunk.empty()) {
+      const size_t used = server.FeedLine(chunk);
+      EXPECT(used > 0 && used <= chunk.size());
+      EXPECT(chunk.substr(0, used).find('\n') == std::string_view::npos ||
+             chunk.substr(0, used).find('\n') == used - 1);
+      chunk.remove_prefix(used);
+      for (;;) {
+        const volley::smtp::Line line = server.NextLine();
+        if (line.kind == volley::smtp::Line::Kind::kNone) break;
+        switch (line.kind) {
+          case volley::smtp::Line::Kind::kText:
+            report_got.emplace_back(line.text);
+            break;
+          case volley::smtp::Line::Kind::kBareLf:
+            report_got.emplace_back("<bare LF>");
+            break;
+          default:
+            report_got.emplace_back("<too long>");
+            break;
+        }
+      }
+      EXPECT(server.buffered() <= max_line + 1);
+      EXPECT(!server.in_error());
+    }
+  }
+  EXPECT(report_got == report_want);
   return 0;
 }

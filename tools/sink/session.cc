@@ -125,7 +125,10 @@ std::string Output::Bytes() const {
 Session::Session(SessionOptions options)
     : options_(std::move(options)),
       profile_(options_.profile != nullptr ? *options_.profile : BuiltInProfile()),
-      rng_(options_.seed) {}
+      rng_(options_.seed),
+      // max_line_length counts the CRLF; the reader's bound does not.
+      lines_(options_.max_line_length >= 2 ? options_.max_line_length - 2 : 0,
+             smtp::BadLine::kReport) {}
 
 void Session::Start(uint64_t connections, Output* out) {
   if (profile_.max_connections > 0 && connections > profile_.max_connections) {
@@ -177,44 +180,22 @@ void Session::Feed(std::string_view input, absl::Time now, Output* out) {
 
 // FeedCommand - take at most one command line from input; return octets used.
 size_t Session::FeedCommand(std::string_view input, Output* out) {
-  const size_t lf = input.find('\n');
-  if (lf == std::string_view::npos) {
-    // No line end yet. Keep the partial line only while it can still fit: a line
-    // of max_line_length octets needs room for its LF too.
-    if (!discarding_ && line_.size() + input.size() + 1 > options_.max_line_length) {
-      line_.clear();
-      line_.shrink_to_fit();
-      discarding_ = true;
-    }
-    if (!discarding_) line_.append(input);
-    return input.size();
+  const size_t used = lines_.FeedLine(input);
+  const smtp::Line line = lines_.NextLine();
+  switch (line.kind) {
+    case smtp::Line::Kind::kNone:
+      break;
+    case smtp::Line::Kind::kTooLong:
+      Emit(Command::kOther, kLineTooLong, absl::ZeroDuration(), out);
+      break;
+    case smtp::Line::Kind::kBareLf:
+      Emit(Command::kOther, kBareLf, absl::ZeroDuration(), out);
+      break;
+    case smtp::Line::Kind::kText:
+      HandleLine(line.text, out);
+      break;
   }
-  const std::string_view part = input.substr(0, lf);
-  if (discarding_ || line_.size() + part.size() + 1 > options_.max_line_length) {
-    discarding_ = false;
-    line_.clear();
-    Emit(Command::kOther, kLineTooLong, absl::ZeroDuration(), out);
-    return lf + 1;
-  }
-  // Only CRLF ends a command line; the CR may have come in an earlier input.
-  const bool crlf = part.empty() ? (!line_.empty() && line_.back() == '\r')
-                                 : part.back() == '\r';
-  if (!crlf) {
-    line_.clear();
-    Emit(Command::kOther, kBareLf, absl::ZeroDuration(), out);
-    return lf + 1;
-  }
-  if (line_.empty()) {
-    // The common case: the whole line is in this input; no copy.
-    HandleLine(part.substr(0, part.size() - 1), out);
-  } else {
-    line_.append(part);
-    std::string line = std::move(line_);
-    line_.clear();
-    line.pop_back();  // the CR
-    HandleLine(line, out);
-  }
-  return lf + 1;
+  return used;
 }
 
 // FeedData - count DATA content up to CRLF "." CRLF; return octets used.
@@ -583,8 +564,7 @@ void Session::StartTls(std::string_view arg, Output* out) {
   greeted_ = false;
   esmtp_ = false;
   ResetTransaction();
-  line_.clear();
-  discarding_ = false;
+  lines_.Reset();
   stop_feed_ = true;
   out->start_tls = true;
 }
@@ -668,7 +648,8 @@ void Session::Emit(Command c, std::string_view reply, absl::Duration delay, Outp
 void Session::Close(Output* out) {
   state_ = State::kClosed;
   out->close = true;
-  line_.clear();
+  // The reader keeps its buffer: the line being handled may still be in use, and a
+  // closed session reads nothing more.
   stop_feed_ = true;
 }
 

@@ -41,6 +41,8 @@
 //
 //   Command lines end in CRLF only. A line ended by a bare LF is discarded and
 //   answered 500 5.5.2 (RFC 5321 2.3.8; accepting it invites SMTP smuggling).
+//   Lines are split by smtp::LineReader (engine/smtp/line_reader.h) under its
+//   BadLine::kReport rules, the client's reply reader under kFail.
 //   In DATA content a bare LF is content, never part of the terminator.
 //
 //   After STARTTLS is answered 220, the session forgets EHLO and any transaction
@@ -99,6 +101,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "engine/smtp/line_reader.h"
 #include "tools/sink/greylist.h"
 #include "tools/sink/profile.h"
 
@@ -190,7 +193,7 @@ class Session {
   bool closed() const { return state_ == State::kClosed; }
   bool tls() const { return tls_; }
   // Octets of a partial command line held, for tests of the bound.
-  size_t buffered() const { return line_.size(); }
+  size_t buffered() const { return lines_.buffered(); }
 
  private:
   // Where the scanner is in DATA content relative to a line start.
@@ -244,10 +247,10 @@ class Session {
   State state_ = State::kCommand;
   uint64_t rng_;
 
-  // Command line assembly. line_ never exceeds options_.max_line_length octets;
-  // while discarding_ is set the rest of an over-long line is dropped.
-  std::string line_;
-  bool discarding_ = false;
+  // Command lines: the SMTP library's reader under server rules (a bare LF and an
+  // over-long line are reported, never stored). It is fed one line at a time, so
+  // what follows DATA, BDAT or STARTTLS in the same input never enters it.
+  smtp::LineReader lines_;
   // Set when the rest of the current Feed() input must be dropped (STARTTLS).
   bool stop_feed_ = false;
   absl::Time now_;

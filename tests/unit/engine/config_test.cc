@@ -44,6 +44,35 @@ TEST(ParseConfig, EmptyTextGivesTheDocumentedDefaults) {
   EXPECT_EQ(c->metrics_listen, "127.0.0.1:9464");
 }
 
+// Every Wait maps to its own key: with each timeout set to a different value, a Wait
+// mapped to the wrong key shows up as the wrong number of seconds.
+TEST(DestinationPolicy, TimeoutForEachWait) {
+  DestinationPolicy p;
+  p.idle_timeout = absl::Seconds(1);
+  p.greeting_timeout = absl::Seconds(2);
+  p.ehlo_timeout = absl::Seconds(3);
+  p.mail_timeout = absl::Seconds(4);
+  p.rcpt_timeout = absl::Seconds(5);
+  p.data_timeout = absl::Seconds(6);
+  p.data_done_timeout = absl::Seconds(7);
+  p.quit_timeout = absl::Seconds(8);
+  p.data_block_timeout = absl::Seconds(9);  // bounds writes: no Wait maps to it
+  p.connect_timeout = absl::Seconds(10);    // the reactor's, before the client exists
+  const struct {
+    smtp::Wait wait;
+    absl::Duration want;
+  } cases[] = {
+      {smtp::Wait::kNone, absl::Seconds(1)},     {smtp::Wait::kGreeting, absl::Seconds(2)},
+      {smtp::Wait::kEhlo, absl::Seconds(3)},     {smtp::Wait::kTlsHandshake, absl::Seconds(3)},
+      {smtp::Wait::kMail, absl::Seconds(4)},     {smtp::Wait::kRset, absl::Seconds(4)},
+      {smtp::Wait::kRcpt, absl::Seconds(5)},     {smtp::Wait::kDataInit, absl::Seconds(6)},
+      {smtp::Wait::kDataDone, absl::Seconds(7)}, {smtp::Wait::kQuit, absl::Seconds(8)},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(p.TimeoutFor(c.wait), c.want) << "wait " << static_cast<int>(c.wait);
+  }
+}
+
 TEST(ParseConfig, ReadsEveryDocumentedKey) {
   auto c = ParseConfig(R"(
 [paths]

@@ -1,5 +1,6 @@
 #include "engine/smtp/line_reader.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -104,6 +105,94 @@ TEST(LineReader, BufferedCountsUnreturnedBytes) {
   EXPECT_EQ(r.buffered(), 6u);
   ASSERT_TRUE(r.Next()->has_value());
   EXPECT_EQ(r.buffered(), 2u);
+}
+
+// ReadReport - what a BadLine::kReport reader gives for `input`, fed the way a
+// server does (FeedLine, then NextLine until it needs more) in pieces of `step`
+// bytes (0 = all at once): each line's text, or "<bare LF>" or "<too long>".
+std::vector<std::string> ReadReport(std::string_view input, size_t max_line, size_t step,
+                                    size_t* most_buffered = nullptr) {
+  LineReader r(max_line, BadLine::kReport);
+  std::vector<std::string> got;
+  if (step == 0) step = input.size() + 1;
+  for (size_t i = 0; i < input.size(); i += step) {
+    std::string_view piece = input.substr(i, step);
+    while (!piece.empty()) {
+      const size_t used = r.FeedLine(piece);
+      EXPECT_GT(used, 0u);
+      // FeedLine takes no byte past the first LF: the rest is the caller's.
+      EXPECT_EQ(piece.substr(0, used).find('\n'), piece.find('\n') < used
+                                                      ? piece.find('\n')
+                                                      : std::string_view::npos);
+      piece.remove_prefix(used);
+      for (Line line = r.NextLine(); line.kind != Line::Kind::kNone; line = r.NextLine()) {
+        switch (line.kind) {
+          case Line::Kind::kText:
+            got.emplace_back(line.text);
+            break;
+          case Line::Kind::kBareLf:
+            got.emplace_back("<bare LF>");
+            break;
+          case Line::Kind::kTooLong:
+            got.emplace_back("<too long>");
+            break;
+          case Line::Kind::kNone:
+            break;
+        }
+      }
+      if (most_buffered != nullptr) *most_buffered = std::max(*most_buffered, r.buffered());
+    }
+  }
+  return got;
+}
+
+TEST(LineReader, ReportRulesForAServer) {
+  struct Case {
+    std::string in;
+    std::vector<std::string> want;
+  };
+  // max_line 4: at most 4 octets before CRLF, 6 with it, 5 before a bare LF.
+  const Case cases[] = {
+      {"a\r\nb\r\n", {"a", "b"}},
+      {"a\nb\r\n", {"<bare LF>", "b"}},  // a bare LF ends the line, refused
+      {"\n\r\n", {"<bare LF>", ""}},
+      {"a\rb\r\n", {"a\rb"}},           // a bare CR is a byte of the line
+      {"a\r\r\n", {"a\r"}},
+      {"abcd\r\n", {"abcd"}},
+      {"abcde\r\nok\r\n", {"<too long>", "ok"}},  // reading goes on
+      {"abcde\nok\r\n", {"<bare LF>", "ok"}},      // 6 octets with its LF: fits
+      {"abcdef\nok\r\n", {"<too long>", "ok"}},    // too long is said first
+      {std::string(100, 'x') + "\r\nok\r\n", {"<too long>", "ok"}},
+      {"no end", {}},
+      {"x\r", {}},
+  };
+  for (const auto& c : cases) {
+    for (size_t step : {0, 1, 2, 3}) {
+      EXPECT_EQ(ReadReport(c.in, 4, step), c.want) << "input: " << c.in << " step " << step;
+    }
+  }
+}
+
+TEST(LineReader, ReportNeverStoresAnOverLongLine) {
+  const std::string megabyte(1 << 20, 'A');
+  size_t most = 0;
+  EXPECT_EQ(ReadReport(megabyte + "\r\nQUIT\r\n", 4094, 1000, &most),
+            (std::vector<std::string>{"<too long>", "QUIT"}));
+  EXPECT_LE(most, 4096u);
+}
+
+TEST(LineReader, ResetForgetsBufferedBytesAndADroppedLine) {
+  LineReader r(4, BadLine::kReport);
+  r.Feed("abcdefgh");
+  EXPECT_EQ(r.NextLine().kind, Line::Kind::kNone);  // now dropping that line
+  r.Reset();
+  r.Feed("ok\r\n");
+  const Line line = r.NextLine();
+  EXPECT_EQ(line.kind, Line::Kind::kText);
+  EXPECT_EQ(line.text, "ok");
+  r.Feed("par");
+  r.Reset();
+  EXPECT_EQ(r.buffered(), 0u);
 }
 
 }  // namespace
