@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/host_port.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "base/toml_reader.h"
@@ -91,8 +92,14 @@ absl::Status GetTlsMode(const TomlFile& file, const toml::node& node, std::strin
 absl::Status GetListenAddress(const TomlFile& file, const toml::node& node, std::string_view key,
                               std::string* out) {
   RETURN_IF_ERROR(GetString(file, node, key, out));
-  if (auto where = dns::ParseHostPort(*out); !where.ok()) {
-    return file.Error(node, key, base::StdSv(where.status().message()));
+  auto where = base::ParseHostPort(*out);
+  if (!where.ok()) {
+    return file.Error(node, key, absl::StrCat("\"", *out, "\": ", where.status().message()));
+  }
+  sockaddr_storage addr;
+  socklen_t addr_len = 0;
+  if (!base::IpLiteralAddress(*where, &addr, &addr_len)) {
+    return file.Error(node, key, absl::StrCat("\"", *out, "\": host must be an IP address literal"));
   }
   return absl::OkStatus();
 }
