@@ -98,7 +98,10 @@
 // DIAGNOSTICS
 //   Exit status 0 after a signal, 1 on a runtime failure (an address that can't
 //   be bound, too low a descriptor limit for every listening socket), 2 on bad
-//   usage (a bad option, address, range or profiles file).
+//   usage (a bad option, address, range or profiles file). Options are parsed by
+//   CLI11 (base/cli.h): --name VALUE or --name=VALUE, --help lists them (exit 0);
+//   a malformed option is named on stderr with the usage line. Log lines go
+//   through base/log.h ("volley-sink: listening on ...", "volley-sink: fatal: ...").
 //
 // SEE ALSO
 //   docs/sink.md, tools/sink/sink.h, tools/sink/session.h, tools/sink/profile.h

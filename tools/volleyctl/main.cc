@@ -33,6 +33,8 @@
 //   reached, a VERP address that does not verify, a key that cannot be written or
 //   read; 2 usage error (unknown command or option, missing ID, unreadable
 //   --config or key secret). docs/volleyctl.md has the details and the HTTP API.
+//   Options are parsed by CLI11: --name VALUE or --name=VALUE, anywhere on the
+//   line; "--" ends them; --help prints the usage above and exits 0.
 #include <unistd.h>
 
 #include <cstdio>
