@@ -20,6 +20,10 @@
 //
 //   Header-only, like CLI11 itself: the volley_cli target only adds the include
 //   path, so base/'s libraries do not depend on it.
+//
+// BOUNDS
+//   None of its own: argv is as long as the kernel allowed; a program that takes
+//   a list (volley-sink's --listen) bounds it where the list is used.
 #ifndef VOLLEY_BASE_CLI_H_
 #define VOLLEY_BASE_CLI_H_
 
