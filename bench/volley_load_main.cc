@@ -46,6 +46,7 @@
 #include <thread>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -81,33 +82,33 @@ constexpr auto kPollEvery = std::chrono::milliseconds(50);
   std::exit(2);
 }
 
-// Flags - --name VALUE, --name=VALUE and bare boolean --name.
+// Flags - one command's flags, parsed by CLI11: --name VALUE, --name=VALUE and
+// bare boolean --name; the last of a repeated flag wins. A usage error exits 2
+// naming the flag; --help prints the usage and exits 0.
 class Flags {
  public:
   Flags(int argc, char** argv, const std::vector<std::string_view>& valued,
         const std::vector<std::string_view>& booleans) {
-    for (int i = 0; i < argc; ++i) {
-      std::string_view arg = argv[i];
-      if (arg.substr(0, 2) != "--") Usage(absl::StrCat("unexpected argument: ", std::string(arg)));
-      arg.remove_prefix(2);
-      std::optional<std::string> value;
-      if (const size_t eq = arg.find('='); eq != std::string_view::npos) {
-        value = std::string(arg.substr(eq + 1));
-        arg = arg.substr(0, eq);
-      }
-      const bool is_valued = std::find(valued.begin(), valued.end(), arg) != valued.end();
-      const bool is_bool = std::find(booleans.begin(), booleans.end(), arg) != booleans.end();
-      if (is_bool && !value) {
-        values_.insert_or_assign(std::string(arg), std::string(1, '1'));
-      } else if (is_valued) {
-        if (!value) {
-          if (i + 1 >= argc) Usage(absl::StrCat("--", std::string(arg), " needs a value"));
-          value = argv[++i];
-        }
-        values_.insert_or_assign(std::string(arg), *std::move(value));
-      } else {
-        Usage(absl::StrCat("unknown option --", std::string(arg)));
-      }
+    CLI::App app{"", "volley-load"};
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    for (std::string_view name : valued) {
+      app.add_option(absl::StrCat("--", base::Sv(name)), values_[std::string(name)]);
+    }
+    for (std::string_view name : booleans) app.add_flag(absl::StrCat("--", base::Sv(name)));
+    // argv - 1 is the command, which CLI11 takes for the program's name.
+    try {
+      app.parse(argc + 1, argv - 1);
+    } catch (const CLI::CallForHelp&) {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } catch (const CLI::ParseError& e) {
+      Usage(e.what());
+    }
+    for (std::string_view name : valued) {
+      if (app.count(absl::StrCat("--", base::Sv(name))) == 0) values_.erase(std::string(name));
+    }
+    for (std::string_view name : booleans) {
+      if (app.count(absl::StrCat("--", base::Sv(name))) > 0) values_[std::string(name)] = "1";
     }
   }
   bool Has(const std::string& name) const { return values_.contains(name); }

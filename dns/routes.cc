@@ -1,65 +1,32 @@
 #include "dns/routes.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
+#include <utility>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/host_port.h"
 #include "base/status.h"
 #include "base/strings.h"
 
 namespace volley::dns {
 
 absl::StatusOr<Destination> ParseHostPort(std::string_view text) {
-  std::string_view host;
-  std::string_view port_text;
-  if (!text.empty() && text.front() == '[') {
-    const size_t close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return absl::InvalidArgumentError(
-          absl::StrCat("\"", base::Sv(text), "\": expected [IPv6]:PORT"));
-    }
-    host = text.substr(1, close - 1);
-    port_text = text.substr(close + 2);
-  } else {
-    const size_t colon = text.rfind(':');
-    if (colon == std::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("\"", base::Sv(text), "\": expected HOST:PORT"));
-    }
-    host = text.substr(0, colon);
-    port_text = text.substr(colon + 1);
-  }
-  uint32_t port = 0;
-  if (!absl::SimpleAtoi(base::Sv(port_text), &port) || port == 0 || port > 65535) {
+  auto where = base::ParseHostPort(text);
+  if (!where.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("\"", base::Sv(text), "\": port must be 1..65535"));
+        absl::StrCat("\"", base::Sv(text), "\": ", where.status().message()));
   }
   Destination d;
-  d.host = std::string(host);
-  d.port = static_cast<uint16_t>(port);
-  sockaddr_in v4{};
-  sockaddr_in6 v6{};
-  if (inet_pton(AF_INET, d.host.c_str(), &v4.sin_addr) == 1) {
-    v4.sin_family = AF_INET;
-    v4.sin_port = htons(d.port);
-    std::memcpy(&d.addr, &v4, sizeof v4);
-    d.addr_len = sizeof v4;
-    d.name = absl::StrCat(d.host, ":", d.port);
-  } else if (inet_pton(AF_INET6, d.host.c_str(), &v6.sin6_addr) == 1) {
-    v6.sin6_family = AF_INET6;
-    v6.sin6_port = htons(d.port);
-    std::memcpy(&d.addr, &v6, sizeof v6);
-    d.addr_len = sizeof v6;
-    d.name = absl::StrCat("[", d.host, "]:", d.port);
-  } else {
+  if (!base::IpLiteralAddress(*where, &d.addr, &d.addr_len)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "\"", base::Sv(text), "\": host must be an IP address literal (names need DNS routing)"));
   }
+  d.host = std::move(where->host);
+  d.port = where->port;
+  d.name = base::FormatHostPort(d.host, d.port);
   return d;
 }
 

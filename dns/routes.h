@@ -51,7 +51,8 @@ struct Destination {
   uint16_t preference = 0;
 };
 
-// ParseHostPort - "1.2.3.4:25" or "[::1]:25" into a Destination.
+// ParseHostPort - "1.2.3.4:25" or "[::1]:25" into a Destination (base/host_port.h
+// checks the syntax; here HOST must also be an IP literal).
 absl::StatusOr<Destination> ParseHostPort(std::string_view text);
 
 // Route - the hosts that take a domain's mail, most preferred first. `name` joins

@@ -278,6 +278,12 @@ struct Config {
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 
+// AcceptedConfigKeys - every key ParseConfig takes, as "SECTION.KEY", sorted:
+// "smtp.port", "dkim.domain" for a key of [[dkim]] tables, "destination.tls" for
+// a key of every [destination."NAME"] table. [routes] is left out: its keys are
+// domains. tests/unit/engine/config_keys_test.cc checks docs/config.md against it.
+std::vector<std::string> AcceptedConfigKeys();
+
 // ParseDuration - "500ms", "30s", "5m", "4h", "3d" (a number and a unit).
 absl::StatusOr<absl::Duration> ParseDuration(std::string_view text);
 

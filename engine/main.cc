@@ -10,14 +10,20 @@
 //   transactions under way get up to 10 s to finish. A second SIGTERM or SIGINT
 //   stops it at once, after recording what was decided (engine/engine.h).
 //
+// OPTIONS
+//   --config FILE   the TOML config (docs/config.md); --config=FILE too
+//   --help, -h      print the options and exit 0
+//
 // DIAGNOSTICS
-//   On stderr. A config error stops it at once (exit 2). A warning at start-up when
-//   the EHLO name is not fully qualified (engine/host_name.h); it runs on.
+//   On stderr, as base/log.h writes them. A usage error (exit 2) names the bad
+//   argument. A config error stops it at once (exit 2): "volleyd: config: FILE:
+//   LINE: KEY: REASON". A warning at start-up when the EHLO name is not fully
+//   qualified (engine/host_name.h); it runs on.
 #include <csignal>
-#include <cstdio>
-#include <cstring>
+#include <optional>
 #include <string>
 
+#include "base/cli.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "engine/config.h"
@@ -32,41 +38,33 @@ void OnSignal(int) {
   if (g_engine != nullptr) g_engine->RequestStop();
 }
 
-int Usage() {
-  std::fprintf(stderr, "usage: volleyd [--config FILE]\n");
-  return 2;
-}
+constexpr char kUsage[] = "usage: volleyd [--config FILE]\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
   volley::base::SetLogProgram("volleyd");
   std::string config_path;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--config" && i + 1 < argc) {
-      config_path = argv[++i];
-    } else if (arg.rfind("--config=", 0) == 0) {
-      config_path = arg.substr(9);
-    } else if (arg == "--help" || arg == "-h") {
-      Usage();
-      return 0;
-    } else {
-      std::fprintf(stderr, "volleyd: unknown argument \"%s\"\n", arg.c_str());
-      return Usage();
-    }
+  CLI::App app{"volleyd: the Volley daemon; runs in the foreground until SIGTERM or SIGINT",
+               "volleyd"};
+  app.add_option("--config", config_path,
+                 "TOML config file (docs/config.md); without it every key has its default")
+      ->type_name("FILE")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  if (std::optional<int> done = volley::base::ParseCommandLine(app, argc, argv, kUsage)) {
+    return *done;
   }
   auto config = config_path.empty() ? volley::engine::ParseConfig("", "(defaults)")
                                     : volley::engine::LoadConfigFile(config_path);
   if (!config.ok()) {
-    std::fprintf(stderr, "volleyd: config: %s\n", std::string(config.status().message()).c_str());
+    // The text docs/config.md shows: "volleyd: config: FILE:LINE: KEY: REASON".
+    volley::base::LogInfo("config: %s", config.status().message());
     return 2;
   }
   // RFC 5321 4.1.1.1 wants a fully qualified name in EHLO. A bare one is legal and
   // works with many receivers, so volleyd runs on, but says so where it is seen.
   if (!volley::engine::IsQualifiedEhloName(config->smtp.ehlo_name)) {
-    std::fprintf(stderr, "volleyd: warning: %s\n",
-                 volley::engine::EhloNameWarning(config->smtp.ehlo_name).c_str());
+    volley::base::LogWarning("%s", volley::engine::EhloNameWarning(config->smtp.ehlo_name));
   }
   volley::base::RaiseFileLimit();
   volley::engine::Engine engine(*std::move(config));
@@ -80,7 +78,7 @@ int main(int argc, char** argv) {
   const absl::Status st = engine.Run();
   g_engine = nullptr;
   if (!st.ok()) {
-    std::fprintf(stderr, "volleyd: fatal: %s\n", std::string(st.message()).c_str());
+    volley::base::LogFatal("%s", st.message());
     return 1;
   }
   return 0;

@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/host_port.h"
+#include "base/strings.h"
 
 namespace volley::sink {
 namespace {
@@ -16,20 +18,13 @@ absl::Status Bad(std::string_view arg, std::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("--listen '", Av(arg), "': ", Av(why)));
 }
 
-// SplitPort - "HOST:PORT" into HOST and the port number.
-absl::Status SplitPort(std::string_view text, std::string_view* host, uint16_t* port) {
-  const size_t colon = text.rfind(':');
-  if (colon == std::string_view::npos) return Bad(text, "want HOST:PORT");
-  const std::string_view digits = text.substr(colon + 1);
-  uint32_t n = 0;
-  bool ok = !digits.empty() && digits.size() <= 5;
-  for (char c : digits) {
-    if (c < '0' || c > '9') ok = false;
-    n = n * 10 + static_cast<uint32_t>(c - '0');
-  }
-  if (!ok || n > 65535) return Bad(text, "bad port");
-  *host = text.substr(0, colon);
-  *port = static_cast<uint16_t>(n);
+// SplitPort - "HOST:PORT" into HOST (brackets kept, so that a range can tell an
+// IPv6 literal) and the port number; port 0 binds a free one.
+absl::Status SplitPort(std::string_view text, std::string* host, uint16_t* port) {
+  auto where = base::ParseHostPort(text, base::PortZero::kAllow);
+  if (!where.ok()) return Bad(text, base::StdSv(where.status().message()));
+  *host = where->bracketed ? absl::StrCat("[", where->host, "]") : where->host;
+  *port = where->port;
   return absl::OkStatus();
 }
 
@@ -52,10 +47,9 @@ std::string Ipv4Text(uint32_t host_order) {
 }  // namespace
 
 absl::Status ParseListenAddress(std::string_view text, sockaddr_storage* ss, socklen_t* len) {
-  std::string_view host_view;
+  std::string host;
   uint16_t port = 0;
-  if (absl::Status st = SplitPort(text, &host_view, &port); !st.ok()) return st;
-  std::string host(host_view);
+  if (absl::Status st = SplitPort(text, &host, &port); !st.ok()) return st;
   *ss = {};
   if (host == "localhost") host = "127.0.0.1";
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
@@ -93,8 +87,9 @@ std::string FormatAddress(const sockaddr_storage& ss) {
 absl::StatusOr<ListenGroup> ExpandListen(std::string_view arg) {
   ListenGroup g;
   g.arg = std::string(arg);
-  std::string_view host;
-  if (absl::Status st = SplitPort(arg, &host, &g.port); !st.ok()) return st;
+  std::string host_text;
+  if (absl::Status st = SplitPort(arg, &host_text, &g.port); !st.ok()) return st;
+  const std::string_view host = host_text;
   const size_t dash = host.find('-');
   if (dash == std::string_view::npos || host.front() == '[') {
     // One address (an IPv6 literal never holds a '-').

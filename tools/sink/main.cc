@@ -102,7 +102,10 @@
 // DIAGNOSTICS
 //   Exit status 0 after a signal, 1 on a runtime failure (an address that can't
 //   be bound, too low a descriptor limit for every listening socket), 2 on bad
-//   usage (a bad option, address, range or profiles file).
+//   usage (a bad option, address, range or profiles file). Options are parsed by
+//   CLI11 (base/cli.h): --name VALUE or --name=VALUE, --help lists them (exit 0);
+//   a malformed option is named on stderr with the usage line. Log lines go
+//   through base/log.h ("volley-sink: listening on ...", "volley-sink: fatal: ...").
 //
 // SEE ALSO
 //   docs/sink.md, tools/sink/sink.h, tools/sink/session.h, tools/sink/profile.h
@@ -112,10 +115,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
-#include <string_view>
 
+#include "base/cli.h"
 #include "base/file.h"
+#include "base/log.h"
 #include "tools/sink/sink.h"
 
 namespace {
@@ -128,86 +133,86 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
+  volley::base::SetLogProgram("volley-sink");
   volley::sink::ServerOptions options;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    std::string_view name = arg;
-    std::string value;
-    const size_t eq = arg.find('=');
-    if (arg.substr(0, 2) == "--" && eq != std::string_view::npos) {
-      name = arg.substr(0, eq);
-      value = std::string(arg.substr(eq + 1));
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      std::fprintf(stderr, "volley-sink: %s needs a value\n%s", argv[i], kUsage);
+  // Numbers are taken as text and checked below, so that a bad one gets the
+  // same message whatever CLI11 would say about it.
+  std::string threads, max_recipients, profiles, seed, buffer_ring;
+  CLI::App app{"volley-sink: an SMTP server that accepts and discards mail (docs/sink.md)",
+               "volley-sink"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--listen", options.listen,
+                 "address to listen on, repeat for more; an IPv4 range A-B:PORT too "
+                 "(default 127.0.0.1:2525)")
+      ->type_name("HOST:PORT")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--threads", threads, "shards, each with its own io_uring; 0: one per CPU (1)")
+      ->type_name("N");
+  app.add_option("--http", options.http, "serve GET /stats there")->type_name("HOST:PORT");
+  app.add_option("--stats", options.stats_path, "rewrite FILE with the counters every second")
+      ->type_name("FILE");
+  app.add_option("--hostname", options.session.hostname, "name in the greeting and EHLO reply")
+      ->type_name("NAME");
+  app.add_option("--record", options.record_path, "append a JSON line per accepted message")
+      ->type_name("FILE");
+  app.add_option("--max-recipients", max_recipients, "recipients per transaction, 1..100000 (1000)")
+      ->type_name("N");
+  app.add_option("--profiles", profiles, "fault profiles (TOML, docs/sink.md)")->type_name("FILE");
+  app.add_option("--seed", seed, "seed for the profiles' rates (1)")->type_name("N");
+  app.add_option("--tls-cert-out", options.tls_cert_out, "write the STARTTLS certificate (PEM)")
+      ->type_name("FILE");
+  app.add_option("--buffer-ring", buffer_ring,
+                 "receive through the io_uring buffer ring (on) or per-connection buffers")
+      ->type_name("on|off");
+  if (std::optional<int> done = volley::base::ParseCommandLine(app, argc, argv, kUsage)) {
+    return *done;
+  }
+  if (app.count("--buffer-ring") > 0) {
+    if (buffer_ring != "on" && buffer_ring != "off") {
+      std::fprintf(stderr, "volley-sink: --buffer-ring must be on or off, not \"%s\"\n",
+                   buffer_ring.c_str());
       return 2;
     }
-    if (name == "--listen") {
-      options.listen.push_back(value);
-    } else if (name == "--threads") {
-      char* end = nullptr;
-      const unsigned long n = std::strtoul(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || value[0] == '-' ||
-          n > volley::sink::kMaxThreads) {
-        std::fprintf(stderr, "volley-sink: --threads must be 0..%zu (0: one per CPU), not \"%s\"\n",
-                     volley::sink::kMaxThreads, value.c_str());
-        return 2;
-      }
-      options.threads = n;
-    } else if (name == "--http") {
-      options.http = value;
-    } else if (name == "--stats") {
-      options.stats_path = value;
-    } else if (name == "--hostname") {
-      options.session.hostname = value;
-    } else if (name == "--record") {
-      options.record_path = value;
-    } else if (name == "--max-recipients") {
-      char* end = nullptr;
-      const unsigned long n = std::strtoul(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || n < 1 || n > 100000) {
-        std::fprintf(stderr, "volley-sink: --max-recipients must be 1..100000, not \"%s\"\n",
-                     value.c_str());
-        return 2;
-      }
-      options.session.max_recipients = n;
-    } else if (name == "--profiles") {
-      auto profiles = volley::sink::LoadProfiles(value);
-      if (!profiles.ok()) {
-        std::fprintf(stderr, "volley-sink: --profiles: %s\n",
-                     std::string(profiles.status().message()).c_str());
-        return 2;
-      }
-      options.profiles = *std::move(profiles);
-    } else if (name == "--seed") {
-      char* end = nullptr;
-      errno = 0;
-      const unsigned long long n = std::strtoull(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || errno != 0 || value[0] == '-') {
-        std::fprintf(stderr, "volley-sink: --seed must be a number, not \"%s\"\n",
-                     value.c_str());
-        return 2;
-      }
-      options.seed = n;
-    } else if (name == "--tls-cert-out") {
-      options.tls_cert_out = value;
-    } else if (name == "--buffer-ring") {
-      if (value != "on" && value != "off") {
-        std::fprintf(stderr, "volley-sink: --buffer-ring must be on or off, not \"%s\"\n",
-                     value.c_str());
-        return 2;
-      }
-      options.buffer_ring = value == "on";
-    } else {
-      std::fprintf(stderr, "volley-sink: unknown option %.*s\n%s",
-                   static_cast<int>(name.size()), name.data(), kUsage);
+    options.buffer_ring = buffer_ring == "on";
+  }
+  if (app.count("--threads") > 0) {
+    char* end = nullptr;
+    const unsigned long n = std::strtoul(threads.c_str(), &end, 10);
+    if (threads.empty() || *end != '\0' || threads[0] == '-' || n > volley::sink::kMaxThreads) {
+      std::fprintf(stderr, "volley-sink: --threads must be 0..%zu (0: one per CPU), not \"%s\"\n",
+                   volley::sink::kMaxThreads, threads.c_str());
       return 2;
     }
+    options.threads = n;
+  }
+  if (app.count("--max-recipients") > 0) {
+    char* end = nullptr;
+    const unsigned long n = std::strtoul(max_recipients.c_str(), &end, 10);
+    if (max_recipients.empty() || *end != '\0' || n < 1 || n > 100000) {
+      std::fprintf(stderr, "volley-sink: --max-recipients must be 1..100000, not \"%s\"\n",
+                   max_recipients.c_str());
+      return 2;
+    }
+    options.session.max_recipients = n;
+  }
+  if (app.count("--seed") > 0) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long n = std::strtoull(seed.c_str(), &end, 10);
+    if (seed.empty() || *end != '\0' || errno != 0 || seed[0] == '-') {
+      std::fprintf(stderr, "volley-sink: --seed must be a number, not \"%s\"\n", seed.c_str());
+      return 2;
+    }
+    options.seed = n;
+  }
+  if (app.count("--profiles") > 0) {
+    auto loaded = volley::sink::LoadProfiles(profiles);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "volley-sink: --profiles: %s\n",
+                   std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    options.profiles = *std::move(loaded);
   }
 
   signal(SIGPIPE, SIG_IGN);
@@ -216,22 +221,21 @@ int main(int argc, char** argv) {
 
   auto server = volley::sink::Server::Create(std::move(options));
   if (!server.ok()) {
-    std::fprintf(stderr, "volley-sink: %s\n", server.status().ToString().c_str());
+    volley::base::LogFatal("%s", server.status().ToString());
     return server.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   for (const std::string& address : (*server)->listening()) {
-    std::fprintf(stderr, "volley-sink: listening on %s\n", address.c_str());
+    volley::base::LogInfo("listening on %s", address);
   }
   if (const std::string http = (*server)->http_address(); !http.empty()) {
-    std::fprintf(stderr, "volley-sink: stats on http://%s/stats\n", http.c_str());
+    volley::base::LogInfo("stats on http://%s/stats", http);
   }
-  std::fflush(stderr);
 
   const absl::Status status = (*server)->Run();
   std::printf("%s\n", volley::sink::StatsJson((*server)->stats()).c_str());
   std::fflush(stdout);
   if (!status.ok()) {
-    std::fprintf(stderr, "volley-sink: %s\n", status.ToString().c_str());
+    volley::base::LogFatal("%s", status.ToString());
     return 1;
   }
   return 0;

@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/strings.h"
-#include "toml++/toml.h"
+#include "base/toml_reader.h"
 
 namespace volley::sink {
 namespace {
@@ -34,46 +34,14 @@ constexpr CommandEntry kCommands[] = {
     {"QUIT", Command::kQuit},       {"STARTTLS", Command::kStartTls},
 };
 
-// Where each error points: "FILE:LINE: KEY: REASON".
-struct Source {
-  std::string_view file;
-  absl::Status Error(const toml::node& node, std::string_view key, std::string_view why) const {
-    return absl::InvalidArgumentError(absl::StrCat(Sv(file), ":", node.source().begin.line, ": ",
-                                                   Sv(key), ": ", Sv(why)));
-  }
-};
+using base::GetBool;
+using base::GetInt;
+using base::GetString;
+using base::ReadTable;
+using base::StringLimits;
+using base::TomlFile;  // where each error points: "FILE:LINE: KEY: REASON"
 
-absl::Status GetString(const Source& src, const toml::node& node, std::string_view key,
-                       size_t max, bool allow_empty, std::string* out) {
-  const auto* v = node.as_string();
-  if (v == nullptr) return src.Error(node, key, "must be a string");
-  if (!allow_empty && v->get().empty()) return src.Error(node, key, "must not be empty");
-  if (v->get().size() > max) {
-    return src.Error(node, key, absl::StrCat("longer than ", max, " octets"));
-  }
-  *out = v->get();
-  return absl::OkStatus();
-}
-
-absl::Status GetBool(const Source& src, const toml::node& node, std::string_view key, bool* out) {
-  const auto* v = node.as_boolean();
-  if (v == nullptr) return src.Error(node, key, "must be true or false");
-  *out = v->get();
-  return absl::OkStatus();
-}
-
-absl::Status GetInt(const Source& src, const toml::node& node, std::string_view key, int64_t lo,
-                    int64_t hi, int64_t* out) {
-  const auto* v = node.as_integer();
-  if (v == nullptr) return src.Error(node, key, "must be an integer");
-  if (v->get() < lo || v->get() > hi) {
-    return src.Error(node, key, absl::StrCat("must be ", lo, "..", hi));
-  }
-  *out = v->get();
-  return absl::OkStatus();
-}
-
-absl::Status GetRate(const Source& src, const toml::node& node, std::string_view key,
+absl::Status GetRate(const TomlFile& src, const toml::node& node, std::string_view key,
                      double* out) {
   double v = 0;
   if (const auto* f = node.as_floating_point()) {
@@ -88,20 +56,15 @@ absl::Status GetRate(const Source& src, const toml::node& node, std::string_view
   return absl::OkStatus();
 }
 
-absl::Status GetDelay(const Source& src, const toml::node& node, std::string_view key,
+absl::Status GetDelay(const TomlFile& src, const toml::node& node, std::string_view key,
                       absl::Duration* out) {
-  const auto* v = node.as_string();
-  if (v == nullptr) return src.Error(node, key, "must be a duration string such as \"250ms\"");
-  auto d = ParseDelay(v->get());
-  if (!d.ok()) return src.Error(node, key, base::StdSv(d.status().message()));
-  *out = *d;
-  return absl::OkStatus();
+  return base::GetParsed(src, node, key, &ParseDelay, "a duration string such as \"250ms\"", out);
 }
 
-absl::Status GetReply(const Source& src, const toml::node& node, std::string_view key,
+absl::Status GetReply(const TomlFile& src, const toml::node& node, std::string_view key,
                       bool raw, Reply* out) {
   std::string text;
-  RETURN_IF_ERROR(GetString(src, node, key, kMaxReplyLength - 2, /*allow_empty=*/false, &text));
+  RETURN_IF_ERROR(GetString(src, node, key, &text, StringLimits{kMaxReplyLength - 2, false}));
   if (raw) {
     out->bytes = text;
     out->code = 0;
@@ -120,10 +83,10 @@ absl::Status GetReply(const Source& src, const toml::node& node, std::string_vie
   return absl::OkStatus();
 }
 
-absl::Status GetCommand(const Source& src, const toml::node& node, std::string_view key,
+absl::Status GetCommand(const TomlFile& src, const toml::node& node, std::string_view key,
                         bool allow_connect, Command* out) {
   std::string text;
-  RETURN_IF_ERROR(GetString(src, node, key, 16, false, &text));
+  RETURN_IF_ERROR(GetString(src, node, key, &text, StringLimits{16, false}));
   for (const CommandEntry& e : kCommands) {
     if (base::EqualsIgnoreCase(text, e.name)) {
       if (e.command == Command::kConnect && !allow_connect) break;
@@ -138,27 +101,10 @@ absl::Status GetCommand(const Source& src, const toml::node& node, std::string_v
                                    "QUIT STARTTLS");
 }
 
-absl::Status GetMatch(const Source& src, const toml::node& node, std::string_view key,
+absl::Status GetMatch(const TomlFile& src, const toml::node& node, std::string_view key,
                       std::string* out) {
-  RETURN_IF_ERROR(GetString(src, node, key, kMaxMatchLength, false, out));
+  RETURN_IF_ERROR(GetString(src, node, key, out, StringLimits{kMaxMatchLength, false}));
   absl::AsciiStrToLower(out);
-  return absl::OkStatus();
-}
-
-using KeyHandler = std::function<absl::Status(const toml::node&, std::string_view key)>;
-using Keys = std::map<std::string, KeyHandler, std::less<>>;
-
-// Section - apply a handler per known key of a table; any other key is an error.
-absl::Status Section(const Source& src, const toml::node& node, std::string_view name,
-                     const Keys& keys) {
-  const auto* table = node.as_table();
-  if (table == nullptr) return src.Error(node, name, "must be a table");
-  for (const auto& [k, v] : *table) {
-    const std::string full = absl::StrCat(Sv(name), ".", Sv(k.str()));
-    auto it = keys.find(k.str());
-    if (it == keys.end()) return src.Error(v, full, "unknown key");
-    RETURN_IF_ERROR(it->second(v, full));
-  }
   return absl::OkStatus();
 }
 
@@ -167,13 +113,13 @@ bool TakesNoMatch(Command c) {
   return c == Command::kConnect || c == Command::kDot || c == Command::kData;
 }
 
-absl::Status ParseReplyRule(const Source& src, const toml::node& node, std::string_view name,
+absl::Status ParseReplyRule(const TomlFile& src, const toml::node& node, std::string_view name,
                             ReplyRule* rule) {
   bool have_command = false;
   bool raw = false;
   const toml::node* reply_node = nullptr;
   const toml::node* match_node = nullptr;
-  const absl::Status parsed = Section(src, node, name, {
+  const absl::Status parsed = ReadTable(src, node, name, {
       {"command", [&](auto& n, auto k) {
          have_command = true;
          return GetCommand(src, n, k, /*allow_connect=*/false, &rule->command); }},
@@ -208,11 +154,11 @@ absl::Status ParseReplyRule(const Source& src, const toml::node& node, std::stri
   return absl::OkStatus();
 }
 
-absl::Status ParseDisconnectRule(const Source& src, const toml::node& node,
+absl::Status ParseDisconnectRule(const TomlFile& src, const toml::node& node,
                                  std::string_view name, DisconnectRule* rule) {
   bool have_after = false;
   const toml::node* match_node = nullptr;
-  const absl::Status parsed = Section(src, node, name, {
+  const absl::Status parsed = ReadTable(src, node, name, {
       {"after", [&](auto& n, auto k) {
          have_after = true;
          return GetCommand(src, n, k, /*allow_connect=*/true, &rule->after); }},
@@ -236,29 +182,23 @@ absl::Status ParseDisconnectRule(const Source& src, const toml::node& node,
 }
 
 // ForEachTable - call f(table node, "name[i]") for each table of an array of tables.
-absl::Status ForEachTable(const Source& src, const toml::node& node, std::string_view name,
+absl::Status ForEachTable(const TomlFile& src, const toml::node& node, std::string_view name,
                           const std::function<absl::Status(const toml::node&,
                                                            const std::string&)>& f) {
-  const auto* arr = node.as_array();
-  if (arr == nullptr) {
-    return src.Error(node, name, absl::StrCat("must be an array of tables ([[", Sv(name), "]])"));
-  }
-  if (arr->size() > kMaxRules) {
-    return src.Error(node, name, absl::StrCat("more than ", kMaxRules, " rules"));
-  }
+  ASSIGN_OR_RETURN(const toml::array* arr, base::TablesOf(src, node, name, "rule", kMaxRules));
   for (size_t i = 0; i < arr->size(); ++i) {
     RETURN_IF_ERROR(f((*arr)[i], absl::StrCat(Sv(name), "[", i + 1, "]")));
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseProfile(const Source& src, const toml::node& node, std::string_view name,
+absl::Status ParseProfile(const TomlFile& src, const toml::node& node, std::string_view name,
                           Profile* p) {
   const toml::node* inject_node = nullptr;
-  const absl::Status parsed = Section(src, node, name, {
+  const absl::Status parsed = ReadTable(src, node, name, {
       {"ehlo", [&](const toml::node& n, std::string_view k) -> absl::Status {
          std::string v;
-         RETURN_IF_ERROR(GetString(src, n, k, 16, false, &v));
+         RETURN_IF_ERROR(GetString(src, n, k, &v, StringLimits{16, false}));
          if (v == "esmtp") {
            p->esmtp = true;
          } else if (v == "no-esmtp") {
@@ -293,8 +233,8 @@ absl::Status ParseProfile(const Source& src, const toml::node& node, std::string
          return absl::OkStatus(); }},
       {"inject_after_starttls", [&](auto& n, auto k) {
          inject_node = &n;
-         return GetString(src, n, k, kMaxInjectLength, /*allow_empty=*/true,
-                          &p->inject_after_starttls); }},
+         return GetString(src, n, k, &p->inject_after_starttls,
+                          StringLimits{kMaxInjectLength, /*allow_empty=*/true}); }},
       {"reply", [&](const toml::node& n, std::string_view k) {
          return ForEachTable(src, n, k, [&](const toml::node& t, const std::string& key) {
            ReplyRule& r = p->replies.emplace_back();
@@ -322,15 +262,15 @@ bool ValidProfileName(std::string_view name) {
 }
 
 // A table {profile = "NAME"} for [listener."ADDR"] or [domain."NAME"]; the index.
-absl::Status ParseMapping(const Source& src, const toml::node& node, std::string_view key,
+absl::Status ParseMapping(const TomlFile& src, const toml::node& node, std::string_view key,
                           const std::map<std::string, uint32_t, std::less<>>& by_name,
                           uint32_t* index) {
   std::string name;
   const toml::node* name_node = nullptr;
-  const absl::Status parsed = Section(src, node, key, {
+  const absl::Status parsed = ReadTable(src, node, key, {
       {"profile", [&](auto& n, auto k) {
          name_node = &n;
-         return GetString(src, n, k, kMaxNameLength, false, &name); }},
+         return GetString(src, n, k, &name, StringLimits{kMaxNameLength, false}); }},
   });
   if (!parsed.ok()) return parsed;
   if (name_node == nullptr) return src.Error(node, key, "needs profile = \"NAME\"");
@@ -468,14 +408,8 @@ bool ProfileSet::uses_starttls() const {
 }
 
 absl::StatusOr<ProfileSet> ParseProfiles(std::string_view text, std::string_view file_name) {
-  const Source src{file_name};
-  toml::table root;
-  try {
-    root = toml::parse(text, file_name);
-  } catch (const toml::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(Sv(file_name), ":", e.source().begin.line,
-                                                   ": ", Sv(e.description())));
-  }
+  const TomlFile src{file_name};
+  ASSIGN_OR_RETURN(toml::table root, base::ParseToml(text, file_name));
   ProfileSet set;
   // Profile name to index; a std::map, as GCC 12 -O3 sees null dereferences in
   // an inlined flat_hash_map here. At most kMaxProfiles entries.

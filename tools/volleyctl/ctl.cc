@@ -21,10 +21,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "base/file.h"
+#include "base/host_port.h"
 #include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
-#include "dns/routes.h"
 #include "metrics/delivery_status.h"
 #include "simdjson.h"
 #include "toml++/toml.h"
@@ -195,19 +195,26 @@ absl::StatusOr<HttpResponse> ParseHttpResponse(std::string_view raw) {
 
 absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view method,
                                   std::string_view path, absl::Duration timeout) {
-  auto where = dns::ParseHostPort(admin);
+  auto where = base::ParseHostPort(admin);
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
   if (!where.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("admin address ", where.status().message()));
+        absl::StrCat("admin address \"", base::Sv(admin), "\": ", where.status().message()));
+  }
+  if (!base::IpLiteralAddress(*where, &addr, &addr_len)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "admin address \"", base::Sv(admin),
+        "\": host must be an IP address literal (names need DNS routing)"));
   }
   const absl::Time deadline = absl::Now() + timeout;
-  const int fd = ::socket(where->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Errno(admin, "open a socket to", errno);
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&where->addr), where->addr_len) != 0) {
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), addr_len) != 0) {
     if (errno != EINPROGRESS) return Errno(admin, "connect to", errno);
     RETURN_IF_ERROR(WaitFor(fd, POLLOUT, deadline, admin));
     int err = 0;
@@ -216,7 +223,7 @@ absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view metho
     if (err != 0) return Errno(admin, "connect to", err);
   }
   const std::string request =
-      absl::StrCat(base::Sv(method), " ", base::Sv(path), " HTTP/1.1\r\nHost: ", where->name,
+      absl::StrCat(base::Sv(method), " ", base::Sv(path), " HTTP/1.1\r\nHost: ", base::FormatHostPort(*where),
                    "\r\nUser-Agent: volleyctl\r\nAccept: application/json\r\n",
                    method == "POST" ? "Content-Length: 0\r\n" : "", "Connection: close\r\n\r\n");
   for (size_t sent = 0; sent < request.size();) {

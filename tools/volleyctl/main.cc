@@ -33,6 +33,8 @@
 //   reached, a VERP address that does not verify, a key that cannot be written or
 //   read; 2 usage error (unknown command or option, missing ID, unreadable
 //   --config or key secret). docs/volleyctl.md has the details and the HTTP API.
+//   Options are parsed by CLI11: --name VALUE or --name=VALUE, anywhere on the
+//   line; "--" ends them; --help prints the usage above and exits 0.
 #include <unistd.h>
 
 #include <cstdio>
@@ -40,6 +42,7 @@
 #include <string_view>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "engine/dkim/dkim.h"
 #include "engine/token/token.h"
@@ -249,48 +252,44 @@ int DkimCommand(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  bool options_done = false;
-  std::vector<std::string> dkim_options;  // given, to refuse them elsewhere
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&](const std::string& name, std::string* out) {
-      if (arg == name && i + 1 < argc) {
-        *out = argv[++i];
-        return true;
-      }
-      if (arg.rfind(name + "=", 0) == 0) {
-        *out = arg.substr(name.size() + 1);
-        return true;
-      }
-      return false;
-    };
-    auto dkim_value = [&](const std::string& name, std::string* out) {
-      if (!value(name, out)) return false;
-      dkim_options.push_back(name);
-      return true;
-    };
-    if (options_done || arg.empty() || arg[0] != '-') {
-      o.args.push_back(arg);
-    } else if (arg == "--") {
-      options_done = true;
-    } else if (arg == "--json") {
-      o.json = true;
-    } else if (arg == "--help" || arg == "-h") {
-      Usage(stdout);
-      return 0;
-    } else if (value("--admin", &o.admin) || value("--config", &o.config) ||
-               dkim_value("--domain", &o.domain) || dkim_value("--selector", &o.selector) ||
-               dkim_value("--algorithm", &o.algorithm) || dkim_value("--bits", &o.bits) ||
-               dkim_value("--out", &o.out)) {
-    } else {
-      std::fprintf(stderr, "volleyctl: unknown option \"%s\"\n", arg.c_str());
-      return Usage(stderr);
-    }
+  // Options and arguments in any order, as before: the command and its
+  // arguments are positional, and every option belongs to the whole program
+  // (the dkim ones are refused below for other commands).
+  CLI::App app{"volleyctl: job control for a running volleyd, and the operator's key tools "
+               "(docs/volleyctl.md)",
+               "volleyctl"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--admin", o.admin, "volleyd's admin API (wins over --config)")
+      ->type_name("HOST:PORT");
+  app.add_option("--config", o.config, "volleyd's config: [admin] listen, [[token_key]], paths")
+      ->type_name("FILE");
+  app.add_flag("--json", o.json, "print JSON as it came (verp, dkim: an object of their own)");
+  // dkim's own options, given with a dkim command only.
+  const char* const kDkimOptions[] = {"--domain", "--selector", "--algorithm", "--bits", "--out"};
+  app.add_option("--domain", o.domain, "dkim: d=, the signing domain")->type_name("D");
+  app.add_option("--selector", o.selector, "dkim: s=, the selector")->type_name("S");
+  app.add_option("--algorithm", o.algorithm, "dkim keygen: rsa or ed25519")->type_name("ALG");
+  app.add_option("--bits", o.bits, "dkim keygen: RSA key size, 1024..8192 (2048)")->type_name("N");
+  app.add_option("--out", o.out, "dkim keygen: the new key's file")->type_name("FILE");
+  app.add_option("command", o.args, "jobs | job ID | pause ID | resume ID | cancel ID | "
+                                    "verp decode ADDRESS | dkim keygen | dkim record FILE")
+      ->type_name("COMMAND [ARG...]");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    Usage(stdout);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    return UsageError(e.what());
   }
   if (o.args.empty()) return Usage(stderr);
   const std::string& command = o.args[0];
-  if (command != "dkim" && !dkim_options.empty()) {
-    return UsageError(dkim_options[0] + " is an option of the dkim commands only");
+  if (command != "dkim") {
+    for (const char* name : kDkimOptions) {
+      if (app.count(name) > 0) {
+        return UsageError(std::string(name) + " is an option of the dkim commands only");
+      }
+    }
   }
   if (command == "jobs" || command == "job" || command == "pause" || command == "resume" ||
       command == "cancel") {

@@ -120,7 +120,7 @@ TEST(StatsEndpoint, BadAddress) {
             "--http 'stats.test:80': want an IPv4 literal, localhost or [IPv6]");
   http = StatsEndpoint::Create("127.0.0.1", [] { return std::string(); });
   ASSERT_FALSE(http.ok());
-  EXPECT_EQ(http.status().message(), "--http '127.0.0.1': want HOST:PORT");
+  EXPECT_EQ(http.status().message(), "--http '127.0.0.1': expected HOST:PORT");
 }
 
 }  // namespace

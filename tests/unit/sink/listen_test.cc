@@ -82,10 +82,10 @@ TEST(ExpandListen, Errors) {
     const char* message;
   };
   const Case cases[] = {
-      {"127.0.0.1", "--listen '127.0.0.1': want HOST:PORT"},
-      {"127.0.0.1:", "--listen '127.0.0.1:': bad port"},
-      {"127.0.0.1:65536", "--listen '127.0.0.1:65536': bad port"},
-      {"127.0.0.1:25x", "--listen '127.0.0.1:25x': bad port"},
+      {"127.0.0.1", "--listen '127.0.0.1': expected HOST:PORT"},
+      {"127.0.0.1:", "--listen '127.0.0.1:': port must be 0..65535"},
+      {"127.0.0.1:65536", "--listen '127.0.0.1:65536': port must be 0..65535"},
+      {"127.0.0.1:25x", "--listen '127.0.0.1:25x': port must be 0..65535"},
       {"mx.test:25", "--listen 'mx.test:25': want an IPv4 literal, localhost or [IPv6]"},
       {"[::zz]:25", "--listen '[::zz]:25': bad IPv6 address"},
       {"127.0.1.9-3:25", "--listen '127.0.1.9-3:25': the range ends before it starts"},
@@ -108,7 +108,7 @@ TEST(ExpandListen, Errors) {
       {"-5:25",
        "--listen '-5:25': a range is IPv4 only: want A-B:PORT or A-LASTOCTET:PORT, A an "
        "IPv4 literal"},
-      {"127.0.1.1-250:99999", "--listen '127.0.1.1-250:99999': bad port"},
+      {"127.0.1.1-250:99999", "--listen '127.0.1.1-250:99999': port must be 0..65535"},
   };
   for (const Case& c : cases) {
     auto g = ExpandListen(c.arg);

@@ -166,7 +166,7 @@ TEST(ProfileSet, Errors) {
       {"[[profile.a.reply]]\ncommand = \"RCPT\"\nraw = true\n",
        "t.toml:1: profile.a.reply[1]: raw = true needs a reply"},
       {"[profile.a]\nreply = 1\n",
-       "t.toml:2: profile.a.reply: must be an array of tables ([[profile.a.reply]])"},
+       "t.toml:2: profile.a.reply: must be an array of tables: write each rule as [[profile.a.reply]]"},
       {"[[profile.a.disconnect]]\nrate = 1\n",
        "t.toml:1: profile.a.disconnect[1]: needs after = \"...\""},
       {"[[profile.a.disconnect]]\nafter = \"CONNECT\"\nmatch = \"x\"\n",
@@ -202,7 +202,7 @@ TEST(ProfileSet, Bounds) {
   }
   auto r = ParseProfiles(many, "t.toml");
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(std::string(r.status().message()).find("more than 64 rules"), std::string::npos)
+  EXPECT_NE(std::string(r.status().message()).find("65 rules; at most 64"), std::string::npos)
       << r.status();
   std::string profiles;
   for (size_t i = 0; i <= kMaxProfiles; ++i) profiles += "[profile.p" + std::to_string(i) + "]\n";
