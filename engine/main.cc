@@ -19,6 +19,7 @@
 #include <string>
 
 #include "base/file.h"
+#include "base/log.h"
 #include "engine/config.h"
 #include "engine/engine.h"
 #include "engine/host_name.h"
@@ -39,6 +40,7 @@ int Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  volley::base::SetLogProgram("volleyd");
   std::string config_path;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
