@@ -8,6 +8,8 @@
 #include "http/server.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -164,7 +166,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const sockaddr_storage& a
   error.text_buffer_size = sizeof error_text;
   std::string logged;
   start_log = &logged;
+  // civetweb's threads start here and inherit this thread's signal mask: with
+  // every process signal blocked they never take one, so SIGTERM reaches the
+  // program's own handling (volley-sink waits for it on its main thread).
+  sigset_t all, saved;
+  sigfillset(&all);
+  for (int sync : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, sync);
+  pthread_sigmask(SIG_BLOCK, &all, &saved);
   server->ctx_ = mg_start2(&init, &error);
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   start_log = nullptr;
   if (server->ctx_ == nullptr) {
     return absl::UnavailableError(absl::StrCat(server->options_.name, ": cannot listen on ",

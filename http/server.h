@@ -46,9 +46,10 @@
 //   standard library does (bad_alloc), the request gets a 500. Stop() (or the
 //   destructor) returns once every thread has ended; calling it twice is fine.
 //
-//   civetweb sets SIGPIPE to be ignored, process-wide, when it starts (it
-//   writes with send()); that was already so in volleyd, whose /metrics runs
-//   on it.
+//   civetweb's threads are started with every process signal blocked, so that
+//   SIGTERM and SIGINT reach the program's own threads. civetweb sets SIGPIPE
+//   to be ignored, process-wide, when it starts; that was already so in
+//   volleyd, whose /metrics runs on it.
 //
 // DIAGNOSTICS
 //   Create: InvalidArgument for an IPv6 address (Debian 12's civetweb is built
