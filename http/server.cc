@@ -125,9 +125,15 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(const sockaddr_storage& address,
                                                        ServerOptions options) {
   if (address.ss_family != AF_INET) {
+    char v6[INET6_ADDRSTRLEN] = "?";
+    if (address.ss_family == AF_INET6) {
+      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(address).sin6_addr, v6,
+                  sizeof v6);
+    }
     return absl::InvalidArgumentError(absl::StrCat(
-        options.name, ": only IPv4 addresses can be listened on (Debian 12's civetweb is built "
-                      "without IPv6); use 127.0.0.1"));
+        options.name, ": cannot listen on ", v6,
+        ": IPv6 is not supported (Debian 12's civetweb is built without it); use an IPv4 "
+        "address such as 127.0.0.1"));
   }
   const auto& v4 = reinterpret_cast<const sockaddr_in&>(address);
   char host[INET_ADDRSTRLEN] = {};

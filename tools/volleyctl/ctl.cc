@@ -176,8 +176,9 @@ absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view metho
   // An answer without Content-Length is bounded here, as it comes.
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
   curl_easy_setopt(
-      c, CURLOPT_WRITEFUNCTION, +[](char* data, size_t, size_t n, void* to) -> size_t {
+      c, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* to) -> size_t {
         auto* a = static_cast<Answer*>(to);
+        const size_t n = size * count;  // size is 1, as curl documents
         if (a->body.size() + n > kMaxResponse) {
           a->too_long = true;
           return 0;  // curl stops with CURLE_WRITE_ERROR

@@ -208,10 +208,12 @@ TEST(ServerCreateTest, ErrorsNameTheAddress) {
             absl::StrCat("admin API: cannot bind on 127.0.0.1:", port, ": Address already in use"));
 
   sockaddr_storage v6{};
-  v6.ss_family = AF_INET6;
+  reinterpret_cast<sockaddr_in6&>(v6).sin6_family = AF_INET6;
+  reinterpret_cast<sockaddr_in6&>(v6).sin6_addr = in6addr_loopback;
   auto ipv6 = Server::Create(v6, options);
   ASSERT_FALSE(ipv6.ok());
   EXPECT_EQ(ipv6.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ipv6.status().message().substr(0, 34), "admin API: cannot listen on ::1: I");
 }
 
 }  // namespace
