@@ -8,15 +8,18 @@
 #include "http/server.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -190,8 +193,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const sockaddr_storage& a
 
   mg_server_port ports[1] = {};
   server->address_ = where;
+  server->bound_ = address;
   if (mg_get_server_ports(server->ctx_, 1, ports) == 1) {
     server->address_ = absl::StrCat(host, ":", ports[0].port);
+    reinterpret_cast<sockaddr_in&>(server->bound_).sin_port =
+        htons(static_cast<uint16_t>(ports[0].port));
   }
   return server;
 }
@@ -214,10 +220,27 @@ void Server::Stop() {
     state_ = State::kStopped;
     started_cv_.notify_all();
   }
-  if (ctx_ != nullptr) {
-    mg_stop(ctx_);  // joins every civetweb thread
-    ctx_ = nullptr;
-  }
+  if (ctx_ == nullptr) return;
+  // XXX(civetweb 1.15): its accepting thread looks at the stop flag only
+  // between polls of the listener, which wait up to 2 s (SOCKET_TIMEOUT_QUANTUM),
+  // and mg_stop joins it: a SIGTERM would take 2 s per server. A connection to
+  // our own listener ends the wait; one made before the flag is set is served
+  // as a client that sent nothing, hence a few, until mg_stop returns.
+  std::atomic<bool> stopped{false};
+  std::thread waker([this, &stopped] {
+    while (!stopped.load()) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd >= 0) {
+        (void)::connect(fd, reinterpret_cast<const sockaddr*>(&bound_), sizeof(sockaddr_in));
+        ::close(fd);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  mg_stop(ctx_);  // joins every civetweb thread
+  stopped.store(true);
+  waker.join();
+  ctx_ = nullptr;
 }
 
 bool Server::AwaitStart() {

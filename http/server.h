@@ -172,6 +172,7 @@ class Server {
   ServerOptions options_;
   std::vector<std::pair<std::string, Handler>> routes_;
   std::string address_;
+  sockaddr_storage bound_{};  // address_, for Stop to wake civetweb with
   mg_context* ctx_ = nullptr;
   std::mutex mu_;
   std::condition_variable started_cv_;
