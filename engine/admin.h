@@ -2,10 +2,11 @@
 //
 // SYNOPSIS
 //   ASSIGN_OR_RETURN(auto admin, AdminServer::Create("127.0.0.1:9465", queue, &ready_jobs));
-//   admin->Start();                  // one thread; serves until Stop() or destruction
+//   admin->SetDestinationStates(&states);
+//   admin->Start();                  // answers from now on, on http::Server's threads
 //   admin->Stop();                   // any thread; joins
 //
-//   ASSIGN_OR_RETURN(AdminRequest r, ParseAdminRequest(head));   // pure, for tests
+//   ASSIGN_OR_RETURN(AdminRequest r, ParseAdminRequest(request));   // pure, for tests
 //
 // DESCRIPTION
 //   The endpoints (all answers are JSON; an error is {"error": "..."}):
@@ -30,53 +31,61 @@
 //   every job. That is why the default address is loopback and a config must
 //   name another address explicitly (docs/config.md, [admin] listen).
 //
+//   The HTTP is http/server.h's (civetweb): it reads and bounds the request
+//   head; this file only routes what it parsed and answers.
+//
 // CONTRACT
-//   One thread serves every connection with poll(2); the queue calls it makes
-//   are short RocksDB reads and writes, made from this thread beside the
-//   shard's and intake's (Queue is thread-safe). The server never blocks on a
-//   client: sockets are non-blocking and each connection has a deadline.
+//   Requests are served on http::Server's worker threads, up to
+//   kAdminMaxConnections at once; the queue calls they make are short RocksDB
+//   reads and writes, beside the shard's and intake's (Queue is thread-safe).
+//   A request that arrives between Create and Start waits for Start.
 //
 // BOUNDS
-//   kAdminMaxHead (8 KiB) of request line and headers, else 431 and close;
-//   kAdminMaxConnections (16) open at once, others wait in the listen backlog;
-//   kAdminTimeout (5 s) to send the request and to take the answer, else the
-//   connection is closed. A request body is never read (refused with 400).
-//   Connection: close after every answer.
+//   kAdminMaxHead (8 KiB) of request line and headers, else 400 and close;
+//   kAdminMaxConnections (16) served at once and kAdminMaxQueued (8) accepted
+//   and waiting, others wait in the listen backlog; kAdminTimeout (5 s) to send
+//   the request head, and again to take the answer, else the connection is
+//   closed. A request body is never read (refused with 400). Connection: close
+//   after every answer.
 //
 // ERRORS
 //   Create fails (Unavailable, naming the address) when the address cannot be
-//   bound. HTTP status of a failed request: 400 malformed request or job id,
-//   404 unknown path or job, 405 wrong method for the path, 409 the job's state
-//   does not allow the change, 431 head too large, 500 queue error.
+//   bound, InvalidArgument for an IPv6 address (Debian 12's civetweb has no
+//   IPv6). HTTP status of a failed request: 400 malformed request, head too
+//   large or bad job id, 404 unknown path or job, 405 wrong method for the
+//   path, 409 the job's state does not allow the change, 500 queue error.
 //
 // SEE ALSO
-//   docs/volleyctl.md, tools/volleyctl/, queue/queue.h (job control)
+//   docs/volleyctl.md, tools/volleyctl/, queue/queue.h (job control), http/server.h
 #ifndef VOLLEY_ENGINE_ADMIN_H_
 #define VOLLEY_ENGINE_ADMIN_H_
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/intake.h"
+#include "http/server.h"
 #include "queue/queue.h"
 
 namespace volley::engine {
 
 // Request line and headers of one request, at most. Default: 8 KiB.
 inline constexpr size_t kAdminMaxHead = 8192;
-// Connections served at once; more wait in the listen backlog. Default: 16.
+// Connections served at once (worker threads); a client that sends nothing
+// holds one for kAdminTimeout. Default: 16.
 inline constexpr int kAdminMaxConnections = 16;
-// Time a client has to send its request, and then to take the answer.
+// Accepted connections waiting for a worker; more wait in the listen backlog.
+// Default: 8.
+inline constexpr int kAdminMaxQueued = 8;
+// Time a client has to send its request head, and then to take the answer.
 inline constexpr absl::Duration kAdminTimeout = absl::Seconds(5);
 // Longest job id: queue::JobLimits::max_job_id's default.
 inline constexpr size_t kAdminMaxJobId = 128;
@@ -88,24 +97,26 @@ struct AdminRequest {
   std::string job_id;  // for kShowJob, kPause, kResume, kCancel
 };
 
-// ParseAdminRequest - parse a request head (the request line and the header
-// lines, each ending in CRLF, up to and including the empty line) into an
-// AdminRequest. Pure: no I/O. Errors, as AdminHttpStatus maps them:
-//   InvalidArgument (400): malformed request line or header, not HTTP/1.x, a
-//     request target that is not a plain path (query, '%', absolute form), a
-//     body announced (Content-Length other than 0, Transfer-Encoding), a job id
-//     that is not [A-Za-z0-9._-]{1,128};
+// ParseAdminRequest - what a request (as http::Server parsed it) asks for.
+// Pure: no I/O. Errors, as AdminHttpStatus maps them:
+//   InvalidArgument (400): a request target that is not a plain path (query,
+//     '#', '%', absolute form, bytes outside printable ASCII), a body announced
+//     (Content-Length other than 0, Transfer-Encoding), a job id that is not
+//     [A-Za-z0-9._-]{1,128};
 //   NotFound (404): no such endpoint;
-//   Unimplemented (405): the endpoint exists but not with that method;
-//   ResourceExhausted (431): the head is longer than kAdminMaxHead.
-absl::StatusOr<AdminRequest> ParseAdminRequest(std::string_view head);
+//   Unimplemented (405): the endpoint exists but not with that method; the
+//     Allow value is the status's payload (AdminAllow).
+absl::StatusOr<AdminRequest> ParseAdminRequest(const http::Request& request);
+
+// AdminAllow - the Allow header value a 405 status carries ("" for others).
+std::string AdminAllow(const absl::Status& status);
 
 // IsAdminJobId - true when `id` matches [A-Za-z0-9._-]{1,kAdminMaxJobId}.
 bool IsAdminJobId(std::string_view id);
 
 // AdminHttpStatus - the HTTP status for a failed request's Status:
 // InvalidArgument 400, NotFound 404, Unimplemented 405, FailedPrecondition 409,
-// ResourceExhausted 431, anything else 500.
+// ResourceExhausted 431 (no longer made here: kept for callers), anything else 500.
 int AdminHttpStatus(const absl::Status& status);
 
 // AdminJobJson - the JSON object for one job (see DESCRIPTION).
@@ -142,8 +153,8 @@ class DestinationStates {
 
 class AdminServer {
  public:
-  // Create - bind and listen on `listen` ("HOST:PORT", an IP literal); nothing
-  // is served before Start. `queue` and `ready` must outlive the server.
+  // Create - bind and listen on `listen` ("HOST:PORT", an IPv4 literal);
+  // requests wait for Start. `queue` and `ready` must outlive the server.
   static absl::StatusOr<std::unique_ptr<AdminServer>> Create(std::string_view listen,
                                                              queue::Queue* queue,
                                                              ReadyJobs* ready);
@@ -156,31 +167,20 @@ class AdminServer {
   void Start();
   void Stop();
   // The address bound, "127.0.0.1:9465" (the real port when 0 was asked for).
-  const std::string& address() const { return address_; }
+  const std::string& address() const { return http_->address(); }
 
-  // Handle - the answer to one request head: HTTP status and JSON body. Public
-  // so that a test could drive it without sockets.
-  struct Answer {
-    int status = 200;
-    std::string body;
-    std::string allow;  // a 405's Allow header value
-  };
-  Answer Handle(std::string_view head);
+  // Handle - the answer to one request. Public so that a test could drive it
+  // without sockets.
+  http::Response Handle(const http::Request& request);
 
  private:
-  AdminServer(int listen_fd, int stop_fd, std::string address, queue::Queue* queue,
-              ReadyJobs* ready);
-  void Loop();
+  AdminServer(std::unique_ptr<http::Server> http, queue::Queue* queue, ReadyJobs* ready);
   absl::StatusOr<std::string> JobJson(std::string_view id);
 
-  int listen_fd_;
-  int stop_fd_;  // an eventfd: Stop() writes it to wake poll()
-  std::string address_;
+  std::unique_ptr<http::Server> http_;
   queue::Queue* queue_;
   ReadyJobs* ready_;
   const DestinationStates* destinations_ = nullptr;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
 };
 
 }  // namespace volley::engine

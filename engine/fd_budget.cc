@@ -37,7 +37,10 @@ FdReserve DefaultFdReserve(size_t queue_max_open_files, size_t dns_servers) {
   r.queue = queue_max_open_files + kRocksDbOwnFiles;
   const size_t servers = dns_servers == 0 ? kSystemDnsServers : dns_servers;
   r.per_shard = kShardOwnFiles + 2 * servers;  // a UDP and a TCP socket each
-  r.endpoints = static_cast<size_t>(kAdminMaxConnections) + 1 + kMetricsEndpointFiles;
+  // The admin API: its workers' connections, those queued for them, the one its
+  // accepting thread holds while the queue is full, and the listener.
+  r.endpoints = static_cast<size_t>(kAdminMaxConnections + kAdminMaxQueued) + 2 +
+                kMetricsEndpointFiles;
   r.fixed = kFixedFiles;
   return r;
 }

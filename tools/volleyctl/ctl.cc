@@ -1,10 +1,9 @@
 // ctl.cc - volleyctl's logic (see ctl.h)
 #include "tools/volleyctl/ctl.h"
 
+#include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -19,7 +20,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
 #include "base/file.h"
 #include "base/host_port.h"
 #include "base/json.h"
@@ -117,28 +117,6 @@ std::string Printable(std::string_view s) {
   return out;
 }
 
-absl::Status Errno(std::string_view admin, std::string_view what, int err) {
-  return absl::UnavailableError(absl::StrCat("cannot ", base::Sv(what), " volleyd's admin API at ",
-                                              base::Sv(admin), ": ", std::strerror(err),
-                                              " (is volleyd running?)"));
-}
-
-// WaitFor - poll one fd for `events` until `deadline`.
-absl::Status WaitFor(int fd, short events, absl::Time deadline, std::string_view admin) {
-  for (;;) {
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "volleyd's admin API at ", base::Sv(admin), " did not answer within ",
-          absl::FormatDuration(kCallTimeout)));
-    }
-    pollfd p{fd, events, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
-    if (n > 0) return absl::OkStatus();
-    if (n < 0 && errno != EINTR) return Errno(admin, "poll", errno);
-  }
-}
-
 // ParseToml - a config file, or InvalidArgument "FILE:LINE: why".
 absl::StatusOr<toml::table> ParseToml(const std::string& path) {
   try {
@@ -164,35 +142,6 @@ absl::Status GetString(const std::string& path, const toml::node* node, std::str
 
 }  // namespace
 
-absl::StatusOr<HttpResponse> ParseHttpResponse(std::string_view raw) {
-  const size_t head_end = raw.find("\r\n\r\n");
-  if (head_end == std::string_view::npos) return Unexpected("no complete HTTP answer");
-  const std::string_view head = raw.substr(0, head_end + 2);
-  HttpResponse r;
-  // "HTTP/1.1 200 OK"
-  if (head.size() < 12 || head.substr(0, 5) != "HTTP/" || head[8] != ' ' ||
-      !absl::SimpleAtoi(base::Sv(head.substr(9, 3)), &r.status) || r.status < 100 ||
-      r.status > 599) {
-    return Unexpected("not an HTTP status line");
-  }
-  r.body = std::string(raw.substr(head_end + 4));
-  for (size_t pos = head.find("\r\n") + 2; pos < head.size();) {
-    const size_t eol = head.find("\r\n", pos);
-    const std::string_view line = head.substr(pos, eol - pos);
-    pos = eol + 2;
-    const size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    if (base::EqualsIgnoreCase(line.substr(0, colon), "Content-Length")) {
-      uint64_t length = 0;
-      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(base::Sv(line.substr(colon + 1))), &length) ||
-          length != r.body.size()) {
-        return Unexpected(absl::StrCat("answer cut short (", r.body.size(), " bytes of body)"));
-      }
-    }
-  }
-  return r;
-}
-
 absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view method,
                                   std::string_view path, absl::Duration timeout) {
   auto where = base::ParseHostPort(admin);
@@ -207,54 +156,87 @@ absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view metho
         "admin address \"", base::Sv(admin),
         "\": host must be an IP address literal (names need DNS routing)"));
   }
-  const absl::Time deadline = absl::Now() + timeout;
-  const int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Errno(admin, "open a socket to", errno);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), addr_len) != 0) {
-    if (errno != EINPROGRESS) return Errno(admin, "connect to", errno);
-    RETURN_IF_ERROR(WaitFor(fd, POLLOUT, deadline, admin));
-    int err = 0;
-    socklen_t len = sizeof err;
-    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) return Errno(admin, "connect to", err);
+  static std::once_flag curl_init;
+  std::call_once(curl_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (curl == nullptr) return absl::InternalError("cannot start libcurl");
+  struct Answer {
+    std::string body;
+    bool too_long = false;
+  } answer;
+  // Headers curl would add that the admin API has no use for; Accept it reads.
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers(nullptr,
+                                                                      curl_slist_free_all);
+  for (const char* h : {"Accept: application/json", "Content-Type:", "Expect:"}) {
+    headers.reset(curl_slist_append(headers.release(), h));
   }
-  const std::string request =
-      absl::StrCat(base::Sv(method), " ", base::Sv(path), " HTTP/1.1\r\nHost: ", base::FormatHostPort(*where),
-                   "\r\nUser-Agent: volleyctl\r\nAccept: application/json\r\n",
-                   method == "POST" ? "Content-Length: 0\r\n" : "", "Connection: close\r\n\r\n");
-  for (size_t sent = 0; sent < request.size();) {
-    const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<size_t>(n);
-    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      RETURN_IF_ERROR(WaitFor(fd, POLLOUT, deadline, admin));
-    } else {
-      return Errno(admin, "send to", errno);
-    }
+  char error[CURL_ERROR_SIZE] = {};
+  const std::string url = absl::StrCat("http://", base::FormatHostPort(*where), base::Sv(path));
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
+  // Plain HTTP to the address given: no other scheme, no redirect, and no
+  // proxy from the environment (http_proxy would send job control elsewhere).
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+  curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(absl::ToInt64Milliseconds(timeout)));
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "volleyctl");
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(kMaxResponse));
+  if (method == "POST") {
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+  } else if (method != "GET") {
+    const std::string m(method);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, m.c_str());
   }
-  std::string raw;
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n > 0) {
-      if (raw.size() + static_cast<size_t>(n) > kMaxResponse) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "volleyd's answer is longer than ", kMaxResponse >> 20, " MiB"));
-      }
-      raw.append(buf, static_cast<size_t>(n));
-    } else if (n == 0) {
+  // An answer without Content-Length is bounded here, as it comes.
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
+  curl_easy_setopt(
+      c, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* to) -> size_t {
+        auto* a = static_cast<Answer*>(to);
+        const size_t n = size * count;  // size is 1, as curl documents
+        if (a->body.size() + n > kMaxResponse) {
+          a->too_long = true;
+          return 0;  // curl stops with CURLE_WRITE_ERROR
+        }
+        a->body.append(data, n);
+        return n;
+      });
+  const CURLcode rc = curl_easy_perform(c);
+  const std::string why = error[0] != '\0' ? error : curl_easy_strerror(rc);
+  if (answer.too_long || rc == CURLE_FILESIZE_EXCEEDED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("volleyd's answer is longer than ", kMaxResponse >> 20, " MiB"));
+  }
+  switch (rc) {
+    case CURLE_OK:
       break;
-    } else if (errno == EAGAIN || errno == EINTR) {
-      RETURN_IF_ERROR(WaitFor(fd, POLLIN, deadline, admin));
-    } else {
-      return Errno(admin, "read from", errno);
+    case CURLE_COULDNT_CONNECT: {
+      long err = 0;
+      curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &err);
+      return absl::UnavailableError(absl::StrCat(
+          "cannot connect to volleyd's admin API at ", base::Sv(admin), ": ",
+          err != 0 ? std::strerror(static_cast<int>(err)) : why, " (is volleyd running?)"));
     }
+    case CURLE_OPERATION_TIMEDOUT:
+      return absl::DeadlineExceededError(absl::StrCat("volleyd's admin API at ", base::Sv(admin),
+                                                      " did not answer within ",
+                                                      absl::FormatDuration(timeout)));
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_BAD_CONTENT_ENCODING:
+      return Unexpected(why);
+    default:
+      return absl::UnavailableError(
+          absl::StrCat("volleyd's admin API at ", base::Sv(admin), ": ", why));
   }
-  return ParseHttpResponse(raw);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  return HttpResponse{static_cast<int>(status), std::move(answer.body)};
 }
 
 std::string JobPath(std::string_view id, std::string_view suffix) {

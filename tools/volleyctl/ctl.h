@@ -18,7 +18,8 @@
 //
 // DESCRIPTION
 //   volleyctl is a thin client of the HTTP/1.1 admin API that volleyd serves on
-//   loopback (engine/admin.h, docs/volleyctl.md). Everything here but Call,
+//   loopback (engine/admin.h, docs/volleyctl.md); the HTTP is libcurl's, never
+//   through a proxy, never following a redirect. Everything here but Call,
 //   LookUpVerp and the file readers and writer is pure, so tests reach it
 //   without a daemon. It does not link the engine: the few config keys it needs
 //   are read with toml++ directly (AdminFromConfig, ReadCtlConfig), and the
@@ -47,9 +48,10 @@
 //   the files whose name starts with the job id.
 //
 // ERRORS
-//   Call: Unavailable "cannot connect to volleyd's admin API at ADDR: REASON (is
-//   volleyd running?)", DeadlineExceeded, ResourceExhausted, DataLoss (not an
-//   HTTP answer). Format*: DataLoss naming what is missing from the answer.
+//   Call: InvalidArgument for a bad address, Unavailable "cannot connect to
+//   volleyd's admin API at ADDR: REASON (is volleyd running?)" and "volleyd's
+//   admin API at ADDR: REASON" (the connection broke), DeadlineExceeded,
+//   ResourceExhausted (answer over kMaxResponse), DataLoss (not an HTTP answer). Format*: DataLoss naming what is missing from the answer.
 //   ReadCtlConfig: InvalidArgument "FILE:LINE: key: why". JobIdOfNumber:
 //   NotFound when no job has the number, FailedPrecondition when volleyd's
 //   answer has no job numbers (a volleyd older than this volleyctl).
@@ -86,13 +88,10 @@ struct HttpResponse {
   std::string body;
 };
 
-// Call - one request (no body) to the admin API at `admin` ("HOST:PORT").
+// Call - one request (no body) to the admin API at `admin` ("HOST:PORT"), with
+// libcurl. Any status is an answer: the caller shows a non-2xx's ErrorText.
 absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view method,
                                   std::string_view path, absl::Duration timeout);
-
-// ParseHttpResponse - a whole answer (read until the server closed) into status
-// and body; a Content-Length, when given, must match the body.
-absl::StatusOr<HttpResponse> ParseHttpResponse(std::string_view raw);
 
 // JobPath - "/jobs/ID" plus `suffix` ("/pause"), with every byte of ID that is
 // not safe in a request line percent-encoded (volleyd then refuses it, 400).

@@ -2,19 +2,26 @@
 // job files
 #include "tools/volleyctl/ctl.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "base/strings.h"
 #include "engine/dkim/dkim.h"
 #include "engine/token/token.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "http/server.h"
 
 namespace volley::ctl {
 namespace {
@@ -40,14 +47,83 @@ class TempDir : public ::testing::Test {
   std::string dir_;
 };
 
-TEST(HttpTest, ParseHttpResponse) {
-  auto r = ParseHttpResponse("HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n{}\n");
+// CallTest - Call against a real HTTP server on loopback (http::Server, the
+// one volleyd's admin API runs on).
+class CallTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sockaddr_storage ss{};
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    auto s = http::Server::Create(ss, http::ServerOptions{});
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = *std::move(s);
+    server_->Route("/jobs", [](const http::Request& r) {
+      return http::Response{200, "application/json",
+                            absl::StrCat("{\"method\":\"", base::Sv(r.method), "\",\"length\":",
+                                         r.content_length, "}\n"),
+                            {}};
+    });
+    server_->Route("/jobs/", [](const http::Request&) {
+      return http::Response{404, "application/json", "{\"error\":\"no such job: x\"}\n", {}};
+    });
+    server_->Route("/big", [](const http::Request&) {
+      return http::Response{200, "application/json", std::string(kMaxResponse + 1, ' '), {}};
+    });
+    server_->Route("/slow", [this](const http::Request&) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return released_; });
+      return http::Response{200, "application/json", "{}\n", {}};
+    });
+    server_->Start();
+  }
+  void TearDown() override {
+    Release();
+    server_.reset();
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  std::unique_ptr<http::Server> server_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+};
+
+TEST_F(CallTest, AnswersAndErrors) {
+  const std::string admin = server_->address();
+  auto r = Call(admin, "GET", "/jobs", kCallTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "{\"method\":\"GET\",\"length\":-1}\n");
+  r = Call(admin, "POST", "/jobs", kCallTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->body, "{\"method\":\"POST\",\"length\":0}\n");
+  // A non-2xx is an answer: its error text is the caller's to show.
+  r = Call(admin, "GET", "/jobs/x", kCallTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, 404);
-  EXPECT_EQ(r->body, "{}\n");
-  EXPECT_EQ(ParseHttpResponse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").status().code(),
-            absl::StatusCode::kDataLoss);
-  EXPECT_FALSE(ParseHttpResponse("garbage").ok());
+  EXPECT_EQ(ErrorText(r->body), "no such job: x");
+  r = Call(admin, "GET", "/big", kCallTimeout);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  r = Call(admin, "GET", "/slow", absl::Milliseconds(50));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("admin API at " + admin + " did not answer"));
+  Release();
+  EXPECT_EQ(Call("nowhere:1", "GET", "/jobs", kCallTimeout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CallRefusedTest, NamesTheAddress) {
+  // Nothing listens on port 1.
+  auto r = Call("127.0.0.1:1", "GET", "/jobs", kCallTimeout);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(r.status().message(),
+            "cannot connect to volleyd's admin API at 127.0.0.1:1: Connection refused "
+            "(is volleyd running?)");
 }
 
 TEST(HttpTest, JobPathEscapes) {
