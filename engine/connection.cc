@@ -15,7 +15,8 @@
 
 namespace volley::engine {
 
-Connections::Connections(const Config& config, Ring* ring, metrics::ShardMetrics* metrics)
+Connections::Connections(const Config& config, reactor::Ring* ring,
+                         metrics::ShardMetrics* metrics)
     : config_(config), ring_(ring), metrics_(metrics) {
   for (const EgressSource& e : config_.sources) {
     // The config checked the literal already.
@@ -94,7 +95,6 @@ absl::StatusOr<Conn*> Connections::Open(const OpenRequest& request, absl::Time n
     case TlsMode::kVerify: opts.tls = smtp::TlsPolicy::kRequired; break;
   }
   c->client = std::make_unique<smtp::Client>(opts);
-  c->recv_buffer.reset(new char[kRecvBufferSize]);
   SetConnDeadline(c, now + p.connect_timeout);
   ring_->PrepConnect(fd, reinterpret_cast<const sockaddr*>(&where.addr), where.addr_len,
                      conns_.Tag(slot, kOpConnect));
@@ -102,14 +102,20 @@ absl::StatusOr<Conn*> Connections::Open(const OpenRequest& request, absl::Time n
   return c;
 }
 
-void Connections::PostRecv(Conn* c) {
-  ring_->PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, conns_.Tag(c->slot, kOpRecv));
+void Connections::PostRecv(Conn* c, bool own_buffer) {
+  if (ring_->has_buffer_ring() && !own_buffer) {
+    ring_->PrepRecvFromRing(c->fd, conns_.Tag(c->slot, kOpRecv));
+  } else {
+    if (!c->recv_buffer) c->recv_buffer.reset(new char[kRecvBufferSize]);
+    ring_->PrepRecv(c->fd, c->recv_buffer.get(), kRecvBufferSize, conns_.Tag(c->slot, kOpRecv));
+  }
   ++c->pending_ops;
 }
 
-void Connections::OnIo(Conn* c, Op op, int result, absl::Time now) {
+void Connections::OnIo(Conn* c, const reactor::Completion& done, absl::Time now) {
   --c->pending_ops;
-  switch (op) {
+  const int result = done.result;
+  switch (static_cast<Op>(reactor::OpOf(done.tag))) {
     case kOpConnect:
       if (result < 0) {
         c->client->FeedIoError(
@@ -119,8 +125,21 @@ void Connections::OnIo(Conn* c, Op op, int result, absl::Time now) {
       SetConnDeadline(c, now + c->policy->greeting_timeout);
       PostRecv(c);
       break;
-    case kOpRecv:
+    case kOpRecv: {
+      // Whatever happens, the ring buffer goes back once its bytes are fed
+      // (the client and the TLS session copy what they keep).
+      const struct GiveBack {
+        reactor::Ring* ring;
+        const reactor::Completion& done;
+        ~GiveBack() { ring->ReturnBuffer(done); }
+      } give_back{ring_, done};
       if (c->closing) break;
+      if (result == -ENOBUFS) {
+        // Every ring buffer is out with other connections' replies: this one
+        // receive goes to a buffer of the connection's own.
+        PostRecv(c, /*own_buffer=*/true);
+        break;
+      }
       if (result <= 0) {
         if (result == 0) {
           c->client->FeedEof();
@@ -129,9 +148,12 @@ void Connections::OnIo(Conn* c, Op op, int result, absl::Time now) {
         }
         break;
       }
-      OnReceived(c, std::string_view(c->recv_buffer.get(), static_cast<size_t>(result)));
+      OnReceived(c, done.has_buffer()
+                        ? ring_->Received(done)
+                        : std::string_view(c->recv_buffer.get(), static_cast<size_t>(result)));
       PostRecv(c);
       break;
+    }
     case kOpSend:
       c->send_in_flight = false;
       if (c->closing) break;

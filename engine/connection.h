@@ -17,13 +17,18 @@
 //   data_block_timeout. What the client's events mean (a session ready, a
 //   transaction done) is the shard's (engine/shard.h).
 //
+//   Receives go through the shard's provided buffer ring when the kernel has
+//   one (engine/reactor/ring.h): an idle connection holds no receive buffer of
+//   its own, only while the ring is out of buffers (-ENOBUFS) does it get one.
+//
 //   A connection is freed only when no io_uring operation on it is pending
 //   (Closed and pending_ops == 0); completions for a reused slot are dropped by
-//   generation (base/slot_table.h).
+//   generation (engine/reactor/slot_table.h).
 //
 // BOUNDS
-//   kRecvBufferSize per receive; the send buffer holds what the client has
-//   ready (one transaction's pipelined commands and message at most).
+//   kRecvBufferSize per receive (a ring buffer, or the connection's own in the
+//   fallback); the send buffer holds what the client has ready (one
+//   transaction's pipelined commands and message at most).
 #ifndef VOLLEY_ENGINE_CONNECTION_H_
 #define VOLLEY_ENGINE_CONNECTION_H_
 
@@ -40,11 +45,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "base/slot_table.h"
 #include "dns/routes.h"
 #include "engine/config.h"
 #include "engine/deadlines.h"
 #include "engine/reactor/ring.h"
+#include "engine/reactor/slot_table.h"
 #include "engine/smtp/client.h"
 #include "engine/tls/tls.h"
 #include "engine/work.h"
@@ -52,7 +57,7 @@
 
 namespace volley::engine {
 
-// The operation in a completion's tag (base/slot_table.h): a connection's, or
+// The operation in a completion's tag (engine/reactor/tag.h): a connection's, or
 // one of the shard's own.
 enum Op : uint8_t {
   kOpConnect = 1,
@@ -65,9 +70,12 @@ enum Op : uint8_t {
 };
 
 // What one read of a connection takes in. Servers' replies are short (a long
-// EHLO reply is under 1 KiB) and a longer input just takes more reads, so this
-// is small: it is most of what an idle connection costs (bench/RESULTS.md).
+// EHLO reply is under 1 KiB) and a longer input just takes more reads.
 inline constexpr size_t kRecvBufferSize = 4 << 10;
+// Receive buffers in each shard's buffer ring: shared by its connections, and
+// only a connection whose reply is arriving holds one, briefly. Past them a
+// receive falls back to a buffer of the connection's own (ENOBUFS).
+inline constexpr unsigned kRingRecvBuffers = 1024;
 
 struct Destination;  // engine/shard.h: the pool a connection belongs to
 
@@ -77,6 +85,7 @@ struct Conn {
   Destination* dest = nullptr;
   const DestinationPolicy* policy = nullptr;  // dest's
   std::unique_ptr<smtp::Client> client;
+  // Only when the buffer ring was out of buffers (or the kernel has none).
   std::unique_ptr<char[]> recv_buffer;
   std::string send_buffer;  // bytes handed to the kernel, owned until the send completes
   size_t send_offset = 0;
@@ -126,9 +135,9 @@ struct OpenRequest {
 
 class Connections {
  public:
-  using Table = base::SlotTable<Conn>;
+  using Table = reactor::SlotTable<Conn>;
 
-  Connections(const Config& config, Ring* ring, metrics::ShardMetrics* metrics);
+  Connections(const Config& config, reactor::Ring* ring, metrics::ShardMetrics* metrics);
 
   // Init - the TLS client context ([smtp] tls_ca_file).
   absl::Status Init();
@@ -140,7 +149,8 @@ class Connections {
   absl::StatusOr<Conn*> Open(const OpenRequest& request, absl::Time now);
 
   // OnIo - a completion of c's connect, receive or send: fed to its client.
-  void OnIo(Conn* c, Op op, int result, absl::Time now);
+  // A receive's ring buffer is given back here.
+  void OnIo(Conn* c, const reactor::Completion& done, absl::Time now);
   // StartTls - the client asked for a TLS session (after 220 to STARTTLS).
   void StartTls(Conn* c);
   // Kick - after acting on a connection: send what the client wrote and start
@@ -176,10 +186,12 @@ class Connections {
     c->deadline = at;
     deadlines_.Set(c->slot, at);
   }
-  void PostRecv(Conn* c);
+  // PostRecv - the next receive: from the buffer ring, unless it ran out
+  // (own_buffer) or there is none.
+  void PostRecv(Conn* c, bool own_buffer = false);
 
   const Config& config_;
-  Ring* ring_;
+  reactor::Ring* ring_;
   metrics::ShardMetrics* metrics_;
   std::optional<tls::Context> tls_context_;
   // config_.sources' addresses, parsed once.

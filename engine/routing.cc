@@ -3,20 +3,15 @@
 #include <poll.h>
 
 #include "absl/strings/ascii.h"
-#include "base/slot_table.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "engine/connection.h"
+#include "engine/reactor/tag.h"
 #include "queue/job.h"
 
 namespace volley::engine {
-namespace {
 
-using Tags = base::SlotTable<Conn>;
-
-}  // namespace
-
-Routing::Routing(const Config& config, const dns::StaticRoutes* routes, Ring* ring,
+Routing::Routing(const Config& config, const dns::StaticRoutes* routes, reactor::Ring* ring,
                  std::mt19937_64* rng, const absl::Time* now, Callbacks callbacks)
     : config_(config),
       routes_(routes),
@@ -132,9 +127,8 @@ void Routing::WatchSocket(int fd, bool readable, bool writable) {
     // Interest changed, or the socket is about to close: the old poll goes.
     // Its completion (-ECANCELED, or events) carries the old generation and is
     // dropped, even if a new socket gets the same fd meanwhile.
-    ring_->PrepPollRemove(Tags::MakeTag(static_cast<uint32_t>(fd), it->second.generation,
-                                        kOpDnsPoll),
-                          Tags::MakeTag(0, 0, kOpDnsPollRemove));
+    ring_->PrepPollRemove(reactor::MakeTag(static_cast<uint32_t>(fd), it->second.generation, kOpDnsPoll),
+                          reactor::MakeTag(0, 0, kOpDnsPollRemove));
     it->second.armed = false;
   }
   if (events == 0) {
@@ -147,13 +141,13 @@ void Routing::WatchSocket(int fd, bool readable, bool writable) {
   w.generation = ++generation_;
   w.armed = true;
   ring_->PrepPollAdd(fd, events,
-                     Tags::MakeTag(static_cast<uint32_t>(fd), w.generation, kOpDnsPoll));
+                     reactor::MakeTag(static_cast<uint32_t>(fd), w.generation, kOpDnsPoll));
 }
 
 void Routing::OnPoll(uint64_t tag, int result) {
-  const int fd = static_cast<int>(Tags::SlotOf(tag));
+  const int fd = static_cast<int>(reactor::SlotOf(tag));
   auto it = watches_.find(fd);
-  if (it == watches_.end() || it->second.generation != Tags::GenerationOf(tag)) {
+  if (it == watches_.end() || it->second.generation != reactor::GenerationOf(tag)) {
     return;  // a poll removed since, or a socket closed since
   }
   it->second.armed = false;

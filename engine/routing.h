@@ -62,7 +62,7 @@ class Routing {
     std::function<void(Work* w, std::string_view domain, const dns::MxVerdict& verdict)> decided;
   };
 
-  Routing(const Config& config, const dns::StaticRoutes* routes, Ring* ring,
+  Routing(const Config& config, const dns::StaticRoutes* routes, reactor::Ring* ring,
           std::mt19937_64* rng, const absl::Time* now, Callbacks callbacks);
   ~Routing();
 
@@ -90,7 +90,7 @@ class Routing {
 
   const Config& config_;
   const dns::StaticRoutes* routes_;
-  Ring* ring_;
+  reactor::Ring* ring_;
   std::mt19937_64* rng_;
   const absl::Time* now_;
   Callbacks callbacks_;

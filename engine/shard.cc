@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 
@@ -11,16 +12,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
-#include "base/slot_table.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "engine/committer.h"
+#include "engine/reactor/tag.h"
 #include "queue/job.h"
 
 namespace volley::engine {
 namespace {
-
-using Tags = base::SlotTable<Conn>;
 
 // FailureOf - why a session ended before it was ready, as the metrics name it.
 metrics::ConnFailure FailureOf(const smtp::Outcome& why) {
@@ -238,30 +237,46 @@ void Shard::PushReady(Destination* d, Work* w, bool front) {
 
 // --- the connections' events
 
-void Shard::OnCompletion(uint64_t tag, int result) {
-  const auto op = static_cast<Op>(Tags::OpOf(tag));
-  switch (op) {
-    case kOpDnsPoll: routing_.OnPoll(tag, result); return;
-    case kOpDnsPollRemove: return;
-    case kOpCommitDone:
-      outcomes_.OnCommitDone();
-      PostCommitRead();
+void Shard::HandleCompletions() {
+  // Every operation the shard submits has its handler: a completion of any
+  // other is the reactor's to report (engine/reactor/ring.h).
+  ring_.Handle(kOpDnsPoll, [this](const reactor::Completion& done) {
+    Arrived();
+    routing_.OnPoll(done.tag, done.result);
+  });
+  ring_.Handle(kOpDnsPollRemove, [](const reactor::Completion&) {});
+  ring_.Handle(kOpCommitDone, [this](const reactor::Completion&) {
+    Arrived();
+    outcomes_.OnCommitDone();
+    PostCommitRead();
+  });
+  ring_.Handle(kOpIntakeEvent, [this](const reactor::Completion& done) {
+    Arrived();
+    TakeReadyJobs();
+    if (done.result < 0 && done.result != -EINTR && done.result != -EAGAIN) {
+      // Reading the eventfd failed: do not spin on it. Refill looks in the
+      // mailbox every turn anyway; this read only makes new jobs start sooner.
+      base::LogInfo("intake wake-up read failed: %s; polling instead",
+                    std::strerror(-done.result));
       return;
-    case kOpIntakeEvent:
-      TakeReadyJobs();
-      if (result < 0 && result != -EINTR && result != -EAGAIN) {
-        // Reading the eventfd failed: do not spin on it. Refill looks in the
-        // mailbox every turn anyway; this read only makes new jobs start sooner.
-        base::LogInfo("intake wake-up read failed: %s; polling instead", std::strerror(-result));
-        return;
-      }
-      PostIntakeRead();
-      return;
-    default: break;
+    }
+    PostIntakeRead();
+  });
+  for (const Op op : {kOpConnect, kOpSend, kOpRecv}) {
+    ring_.Handle(op, [this](const reactor::Completion& done) {
+      Arrived();
+      OnConnectionIo(done);
+    });
   }
-  Conn* c = connections_.Find(tag);
-  if (c == nullptr) return;  // stale: its connection is gone
-  connections_.OnIo(c, op, result, now_);
+}
+
+void Shard::OnConnectionIo(const reactor::Completion& done) {
+  Conn* c = connections_.Find(done.tag);
+  if (c == nullptr) {  // stale: its connection is gone
+    ring_.ReturnBuffer(done);
+    return;
+  }
+  connections_.OnIo(c, done, now_);
   if (!c->closing) Drain(c);
   MaybeFree(c);
 }
@@ -488,12 +503,12 @@ bool Shard::ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, co
 
 void Shard::PostCommitRead() {
   ring_.PrepRead(place_.committer->event_fd(place_.index), &commit_counter_,
-                 sizeof commit_counter_, Tags::MakeTag(0, 0, kOpCommitDone));
+                 sizeof commit_counter_, reactor::MakeTag(0, 0, kOpCommitDone));
 }
 
 void Shard::PostIntakeRead() {
   ring_.PrepRead(ready_jobs_->event_fd(place_.index), &intake_counter_, sizeof intake_counter_,
-                 Tags::MakeTag(0, 0, kOpIntakeEvent));
+                 reactor::MakeTag(0, 0, kOpIntakeEvent));
 }
 
 // NextWait - until a completion or the tick, but no longer than the next
@@ -518,7 +533,15 @@ absl::Duration Shard::NextWait() const {
 }
 
 absl::Status Shard::Run() {
-  RETURN_IF_ERROR(ring_.Init(4096));
+  reactor::RingOptions ring_options;
+  // Each connection has a receive and a send in flight at most: room for all
+  // of them completing at once, and the resolver's polls and the eventfds.
+  ring_options.cq_entries = std::clamp<unsigned>(
+      std::bit_ceil(static_cast<unsigned>(2 * place_.connection_budget + 256)), 8192, 65536);
+  ring_options.recv_buffers = kRingRecvBuffers;
+  ring_options.recv_buffer_size = kRecvBufferSize;
+  RETURN_IF_ERROR(ring_.Init(ring_options));
+  HandleCompletions();
   RETURN_IF_ERROR(connections_.Init());
   now_ = absl::Now();
   RETURN_IF_ERROR(routing_.Start());
@@ -550,16 +573,8 @@ absl::Status Shard::Run() {
       RETURN_IF_ERROR(window_.Refill(now_, on_taken));
     }
     Dispatch();
-    bool clock_read = false;
-    RETURN_IF_ERROR(ring_.SubmitAndWait(NextWait(), [&](uint64_t tag, int result) {
-      // The wait may have lasted a tick: outcomes and deadlines need the time
-      // the completions arrived, not the time the wait began.
-      if (!clock_read) {
-        now_ = absl::Now();
-        clock_read = true;
-      }
-      OnCompletion(tag, result);
-    }));
+    clock_read_ = false;
+    RETURN_IF_ERROR(ring_.SubmitAndDispatch(NextWait()));
     now_ = absl::Now();
     routing_.OnTimer();
     for (Conn* c : connections_.DueNow(now_)) OnDeadline(c);

@@ -56,6 +56,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "dns/resolver.h"
 #include "dns/router.h"
@@ -184,7 +185,16 @@ class Shard {
   // rate: the loop wakes when the next one is there.
   void WaitForToken(Destination* d, bool messages);
   // --- the connections' events (shard.cc)
-  void OnCompletion(uint64_t tag, int result);
+  // HandleCompletions - each operation's handler, registered with the ring.
+  void HandleCompletions();
+  void OnConnectionIo(const reactor::Completion& done);
+  // Arrived - a completion is handled: the wait may have lasted a tick, and
+  // outcomes and deadlines need the time it arrived, not when the wait began.
+  void Arrived() {
+    if (clock_read_) return;
+    now_ = absl::Now();
+    clock_read_ = true;
+  }
   // Drain - act on what c's client decided (session ready, transaction done,
   // session closed), then send what it wrote.
   void Drain(Conn* c);
@@ -238,7 +248,7 @@ class Shard {
   // Declared before the ring, so that the ring is destroyed first: tearing it
   // down cancels the operations still pointing into connections' buffers.
   Connections connections_;
-  Ring ring_;
+  reactor::Ring ring_;
   // After the ring (destroyed before it, closing the resolver's sockets while
   // the ring still holds their polls).
   Routing routing_;
@@ -270,6 +280,7 @@ class Shard {
   uint64_t intake_counter_ = 0;
   uint64_t commit_counter_ = 0;
   bool stopping_ = false;
+  bool clock_read_ = false;  // this turn's completions read the clock
 };
 
 }  // namespace volley::engine

@@ -284,11 +284,4 @@ class Ring {
 };
 
 }  // namespace volley::reactor
-
-namespace volley::engine {
-// XXX(issue 17): volleyd names the ring engine::Ring; the alias goes once the
-// shard's split spells reactor::Ring.
-using Ring = reactor::Ring;
-}  // namespace volley::engine
-
 #endif  // VOLLEY_ENGINE_REACTOR_RING_H_
