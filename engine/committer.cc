@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "base/log.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -142,8 +143,8 @@ absl::Status Committer::WriteUntilDone(const char* what, bool recover_queue, Wri
       if (absl::IsDataLoss(recovered)) return recovered;
       if (absl::IsUnavailable(recovered) && !restart_noted_) {
         restart_noted_ = true;
-        std::fprintf(stderr, "volleyd: %s (outcomes stay unwritten; still retrying)\n",
-                     std::string(recovered.message()).c_str());
+        base::LogInfo("%s (outcomes stay unwritten; still retrying)",
+                      std::string(recovered.message()));
       }
     }
     bool stopping = false;
@@ -170,20 +171,18 @@ absl::Status Committer::WriteUntilDone(const char* what, bool recover_queue, Wri
 void Committer::StallBegins(const char* what, const absl::Status& st) {
   if (stalled_.exchange(true)) return;
   stalled_since_ = absl::Now();
-  std::fprintf(stderr,
-               "volleyd: outcome writes stalled: the %s refused a write: %s (retrying, "
-               "%s to %s apart; the shards take no new work meanwhile)\n",
-               what, std::string(st.message()).c_str(),
-               absl::FormatDuration(kRetryFirst).c_str(), absl::FormatDuration(kRetryMax).c_str());
+  base::LogInfo("outcome writes stalled: the %s refused a write: %s (retrying, %s to %s apart; "
+                "the shards take no new work meanwhile)", what, std::string(st.message()),
+                absl::FormatDuration(kRetryFirst), absl::FormatDuration(kRetryMax));
 }
 
 void Committer::StallEnds() {
   const uint64_t tries = std::exchange(failed_tries_, 0);
   restart_noted_ = false;
   if (!stalled_.exchange(false)) return;
-  std::fprintf(stderr, "volleyd: outcome writes resumed after %.1fs (%llu failed tries)\n",
-               absl::ToDoubleSeconds(absl::Now() - stalled_since_),
-               static_cast<unsigned long long>(tries));
+  base::LogInfo("outcome writes resumed after %.1fs (%llu failed tries)",
+                absl::ToDoubleSeconds(absl::Now() - stalled_since_),
+                static_cast<unsigned long long>(tries));
 }
 
 }  // namespace volley::engine

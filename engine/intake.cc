@@ -25,9 +25,8 @@ ReadyJobs::ReadyJobs(size_t shards) {
 void ReadyJobs::Push(const std::string& job_id) {
   for (size_t shard = 0; shard < boxes_.size(); ++shard) {
     if (!boxes_[shard]->Push(job_id)) {
-      base::LogError("job %s: shard %d is not taking new jobs (%d ids waiting); it loads "
-                     "this one when volleyd starts",
-                     job_id, shard, kMaxWaitingJobs);
+      base::LogError("job %s: shard %d is not taking new jobs (%d ids waiting); it loads this one "
+                     "when volleyd starts", job_id, shard, kMaxWaitingJobs);
     }
   }
 }
@@ -52,21 +51,20 @@ void IntakeThread::Pause(const absl::Status& why, const std::string& name) {
   if (!paused_) {
     paused_ = true;
     paused_since_ = last_reminder_ = now;
-    std::fprintf(stderr,
-                 "volleyd: intake paused: %s (incoming/%s stays; retrying every %ds)\n",
-                 reason.c_str(), name.c_str(), kPausedRetryMs / 1000);
+    base::LogInfo("intake paused: %s (incoming/%s stays; retrying every %ds)", reason, name,
+                  kPausedRetryMs / 1000);
   } else if (now - last_reminder_ >= kPauseReminder) {
     last_reminder_ = now;
-    std::fprintf(stderr, "volleyd: intake still paused after %.0fs: %s (incoming/%s stays)\n",
-                 absl::ToDoubleSeconds(now - paused_since_), reason.c_str(), name.c_str());
+    base::LogInfo("intake still paused after %.0fs: %s (incoming/%s stays)",
+                  absl::ToDoubleSeconds(now - paused_since_), reason, name);
   }
 }
 
 void IntakeThread::Resumed() {
   if (!paused_) return;
   paused_ = false;
-  std::fprintf(stderr, "volleyd: intake resumed after %.0fs paused\n",
-               absl::ToDoubleSeconds(absl::Now() - paused_since_));
+  base::LogInfo("intake resumed after %.0fs paused",
+                absl::ToDoubleSeconds(absl::Now() - paused_since_));
 }
 
 void IntakeThread::ScanOnce() {
@@ -86,17 +84,14 @@ void IntakeThread::ScanOnce() {
     auto result = spool_.Intake(name, *queue_, limits_, start);
     if (result.ok()) {
       Resumed();
-      std::fprintf(stderr,
-                   "volleyd: intake: incoming/%s: job \"%s\" accepted: %llu recipients, "
-                   "%llu rejected%s (%.3fs)\n",
-                   name.c_str(), result->job.c_str(),
-                   static_cast<unsigned long long>(result->accepted),
-                   static_cast<unsigned long long>(result->rejected),
-                   result->resumed ? ", resuming an interrupted intake" : "",
-                   absl::ToDoubleSeconds(absl::Now() - start));
+      base::LogInfo("intake: incoming/%s: job \"%s\" accepted: %llu recipients, %llu rejected%s "
+                    "(%.3fs)", name, result->job,
+                    static_cast<unsigned long long>(result->accepted),
+                    static_cast<unsigned long long>(result->rejected),
+                    result->resumed ? ", resuming an interrupted intake" : "",
+                    absl::ToDoubleSeconds(absl::Now() - start));
       if (!result->warning.empty()) {
-        std::fprintf(stderr, "volleyd: intake: job \"%s\" is queued, but: %s\n",
-                     result->job.c_str(), result->warning.c_str());
+        base::LogInfo("intake: job \"%s\" is queued, but: %s", result->job, result->warning);
       }
       ready_->Push(result->job);
       if (metrics_ != nullptr) {
@@ -107,8 +102,7 @@ void IntakeThread::ScanOnce() {
     } else if (absl::IsInvalidArgument(result.status())) {
       Resumed();  // the job was refused, but the disk took its .error
       if (metrics_ != nullptr) metrics_->jobs_failed.Add();
-      std::fprintf(stderr, "volleyd: intake: refused: %s\n",
-                   std::string(result.status().message()).c_str());
+      base::LogInfo("intake: refused: %s", std::string(result.status().message()));
     } else {
       // The queue or the disk failed, or free space is below the floor: leave
       // the file where it is and pause. Later files wait too: they would need
@@ -124,8 +118,7 @@ void IntakeThread::Loop() {
   if (ino >= 0) {
     const std::string dir = spool_.incoming();
     if (::inotify_add_watch(ino, dir.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
-      std::fprintf(stderr, "volleyd: intake: cannot watch %s; scanning every second\n",
-                   dir.c_str());
+      base::LogInfo("intake: cannot watch %s; scanning every second", dir);
     }
   }
   while (!stop_.load()) {

@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/log.h"
 #include "base/file.h"
 #include "base/json.h"
 #include "base/status.h"
@@ -480,8 +481,8 @@ DeliveryLog::~DeliveryLog() {
     // Their outcomes were not applied to the queue either (the committer
     // applies only after a flush that succeeded): those recipients are sent
     // again after the restart, a possible duplicate, never a loss.
-    std::fprintf(stderr, "volleyd: delivery log: %zu bytes of records not written at exit: %s\n",
-                 buffer_.size(), std::string(st.message()).c_str());
+    base::LogInfo("delivery log: %zu bytes of records not written at exit: %s", buffer_.size(),
+                  std::string(st.message()));
   }
   ::close(fd_);
 }
@@ -522,18 +523,16 @@ void DeliveryLog::Rotate(absl::Time now) {
   const absl::Status st = RenameAndReopen(now, &rotated);
   if (!st.ok()) {
     if (!rotation_failing_) {
-      std::fprintf(stderr,
-                   "volleyd: delivery log: cannot rotate %s: %s; records go on into it "
-                   "(tried again every %s)\n",
-                   path_.c_str(), std::string(st.message()).c_str(),
-                   absl::FormatDuration(kRotateRetryInterval).c_str());
+      base::LogInfo("delivery log: cannot rotate %s: %s; records go on into it (tried again every "
+                    "%s)", path_, std::string(st.message()),
+                    absl::FormatDuration(kRotateRetryInterval));
     }
     rotation_failing_ = true;
     retry_rotation_at_ = now + kRotateRetryInterval;
     return;
   }
   if (rotation_failing_) {
-    std::fprintf(stderr, "volleyd: delivery log: rotated again, to %s\n", rotated.c_str());
+    base::LogInfo("delivery log: rotated again, to %s", rotated);
   }
   rotation_failing_ = false;
   retry_rotation_at_ = absl::InfinitePast();
@@ -579,8 +578,8 @@ void DeliveryLog::DeleteOldRotated() const {
   for (size_t i = 0; i + keep < rotated.size(); ++i) {
     const std::string p = absl::StrCat(dir_, "/", rotated[i].name);
     if (::unlink(p.c_str()) != 0 && errno != ENOENT) {
-      std::fprintf(stderr, "volleyd: delivery log: cannot delete %s (past keep = %d): %s\n",
-                   p.c_str(), options_.keep, std::strerror(errno));
+      base::LogInfo("delivery log: cannot delete %s (past keep = %d): %s", p, options_.keep,
+                    std::strerror(errno));
     }
   }
 }
