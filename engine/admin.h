@@ -31,7 +31,7 @@
 //   every job. That is why the default address is loopback and a config must
 //   name another address explicitly (docs/config.md, [admin] listen).
 //
-//   The HTTP is http/server.h's (civetweb): it reads and bounds the request
+//   The HTTP is engine/http/server.h's (civetweb): it reads and bounds the request
 //   head; this file only routes what it parsed and answers.
 //
 // CONTRACT
@@ -56,7 +56,7 @@
 //   path, 409 the job's state does not allow the change, 500 queue error.
 //
 // SEE ALSO
-//   docs/volleyctl.md, tools/volleyctl/, queue/queue.h (job control), http/server.h
+//   docs/volleyctl.md, tools/volleyctl/, queue/queue.h (job control), engine/http/server.h
 #ifndef VOLLEY_ENGINE_ADMIN_H_
 #define VOLLEY_ENGINE_ADMIN_H_
 
@@ -72,7 +72,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/intake.h"
-#include "http/server.h"
+#include "engine/http/server.h"
 #include "queue/queue.h"
 
 namespace volley::engine {

@@ -16,7 +16,7 @@
 //   answers 200 with the body the callback returns, as application/json; any
 //   other method or path gets 404, a request that is not HTTP/1.x 400 (as does
 //   a request head over kMaxHttpRequest octets). One request per connection
-//   (the answer says Connection: close). The HTTP is http/server.h's
+//   (the answer says Connection: close). The HTTP is engine/http/server.h's
 //   (civetweb); StatsAnswer is the whole of what this endpoint decides, pure,
 //   for tests.
 //
@@ -27,7 +27,7 @@
 //
 // DIAGNOSTICS
 //   Create: InvalidArgument for a bad address (same forms as --listen, one
-//   address only; IPv6 is refused, see http/server.h), Unavailable when it
+//   address only; IPv6 is refused, see engine/http/server.h), Unavailable when it
 //   can't be bound. Errors on a client connection close it.
 //
 // BOUNDS
@@ -45,7 +45,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "http/server.h"
+#include "engine/http/server.h"
 
 namespace volley::sink {
 

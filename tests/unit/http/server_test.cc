@@ -1,6 +1,6 @@
 // server_test.cc - http::Server on real loopback sockets: routing, what is
 // written, civetweb's refusals in our format, the bounds, start and bind.
-#include "http/server.h"
+#include "engine/http/server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -21,7 +21,7 @@
 #include "engine/token/token.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "http/server.h"
+#include "engine/http/server.h"
 
 namespace volley::ctl {
 namespace {

@@ -5,7 +5,7 @@
 // max_request_size and request_timeout_ms, then calls Dispatch. Everything the
 // answer holds is written here in one piece (WriteResponse), so that the
 // header fields are the same on every path, including civetweb's own errors.
-#include "http/server.h"
+#include "engine/http/server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

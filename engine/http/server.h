@@ -66,8 +66,8 @@
 //   kernel's listen backlog. A request body is read only up to max_body
 //   (default 0: not read at all; the handler sees content_length and decides);
 //   a longer one gets 413. No keep-alive: a connection carries one request.
-#ifndef VOLLEY_HTTP_SERVER_H_
-#define VOLLEY_HTTP_SERVER_H_
+#ifndef VOLLEY_ENGINE_HTTP_SERVER_H_
+#define VOLLEY_ENGINE_HTTP_SERVER_H_
 
 #include <sys/socket.h>
 
@@ -189,4 +189,4 @@ std::string_view ReasonPhrase(int status);
 
 }  // namespace volley::http
 
-#endif  // VOLLEY_HTTP_SERVER_H_
+#endif  // VOLLEY_ENGINE_HTTP_SERVER_H_
