@@ -5,8 +5,11 @@
 # Usage: bench/connections_bench.sh            (about 2 minutes; Release build)
 #
 # Part 1, memory. volley-sink listens on 100 addresses (127.0.2.1-100, one port); 100
-# domains are routed one to each. A personalised job of 100 recipients per domain is
-# sent twice, side by side in one run, by two fresh volleyd:
+# domains are routed one to each. A personalised job of 1,000 recipients per domain is
+# sent twice, side by side in one run, by two fresh volleyd (1,000, and up to 100
+# connections opening at once per destination: a destination opens another
+# connection only while more than 8 transactions per connection wait, and only
+# max_connections_opening at a time, so 100 recipients per domain opened about 12):
 #   "one"   max_connections_per_destination = 1:   100 connections in all
 #   "many"  max_connections_per_destination = 100: up to 10,000 connections
 # with idle_timeout long enough that every connection stays open once its messages
@@ -29,7 +32,7 @@ bench_tree_info
 command -v strace >/dev/null || die "strace is needed (apt-get install strace)"
 shards=${BENCH_SHARDS:-2}
 domains=100
-per_domain=100
+per_domain=1000
 work=$(mktemp -d /tmp/volley-connbench.XXXXXX)
 port=$(free_port)
 
@@ -64,7 +67,8 @@ config() {
   mkdir -p "$dir/spool/tmp" "$dir/spool/incoming"
   {
     printf '[paths]\nspool = "%s/spool"\nqueue = "%s/queue"\nlog = "%s/log"\n\n' "$dir" "$dir" "$dir"
-    printf '[smtp]\nmax_connections_per_destination = %d\nidle_timeout = "10m"\n\n' "$max"
+    printf '[smtp]\nmax_connections_per_destination = %d\nmax_connections_opening = %d\n' "$max" "$max"
+    printf 'max_messages_per_connection = 100000\nidle_timeout = "10m"\n\n'
     printf '[delivery]\nshards = %d\nwindow = 40000\n\n[routes]\n' "$shards"
     for i in $(seq 1 $domains); do printf '"d%04d.test" = "127.0.2.%d:%d"\n' "$i" "$i" "$port"; done
     admin_section
@@ -105,7 +109,7 @@ say "part 1: memory per idle connection ($domains domains x $per_domain recipien
 idle_seconds=10
 read -r rss_one conns_one idle_one < <(run_to_idle one 1)
 sleep 2
-read -r rss_many conns_many idle_many < <(run_to_idle many $per_domain)
+read -r rss_many conns_many idle_many < <(run_to_idle many 100)
 per_conn=$(( (rss_many - rss_one) * 1024 / (conns_many - conns_one) ))
 printf '| run | connections open (sink) | volleyd RSS | delivered | volleyd CPU over %d s idle |\n| --- | ---: | ---: | ---: | ---: |\n' "$idle_seconds"
 printf '| one connection per domain | %d | %d KiB | %d | %d ms |\n' "$conns_one" "$rss_one" "$(cat "$work/one/delivered")" "$idle_one"
