@@ -91,15 +91,22 @@ void Shard::TakeReadyJobs() {
 void Shard::Withdraw(Job* job) {
   for (auto& [key, d] : destinations_) {
     for (Work* w : d->ready.TakeAll()) {
-      if (w->job != job) {
-        PushReady(d.get(), w, /*front=*/false);
-      } else if (job->cancelled()) {
-        outcomes_.Cancel(w);
-      } else {
-        outcomes_.Release(w);  // still queued, at its key: taken again after the resume
-      }
+      if (w->job == job && LetGoIfStopped(w)) continue;
+      PushReady(d.get(), w, /*front=*/false);
     }
   }
+}
+
+bool Shard::LetGoIfStopped(Work* w) {
+  if (w->job->cancelled()) {
+    outcomes_.Cancel(w);
+    return true;
+  }
+  if (w->job->record.paused) {
+    outcomes_.Release(w);  // still queued, at its key: taken again after the resume
+    return true;
+  }
+  return false;
 }
 
 void Shard::OnTaken(Work* w, const absl::Status& decoded) {
@@ -127,15 +134,7 @@ void Shard::OnTaken(Work* w, const absl::Status& decoded) {
 
 void Shard::Admit(Work* w, std::string_view domain,
                   const std::shared_ptr<const dns::Route>& route, bool by_dns) {
-  // Paused or cancelled while its domain was being looked up.
-  if (w->job->cancelled()) {
-    outcomes_.Cancel(w);
-    return;
-  }
-  if (w->job->record.paused) {
-    outcomes_.Release(w);
-    return;
-  }
+  if (LetGoIfStopped(w)) return;  // paused or cancelled while its domain was looked up
   Destination* d = DestinationFor(domain, route, by_dns);
   if (ExpiresUntried(w, d->limits.policy())) return;
   PushReady(d, w, /*front=*/false);
@@ -162,14 +161,7 @@ Destination* Shard::DestinationFor(std::string_view domain,
 }
 
 void Shard::OnVerdict(Work* w, std::string_view domain, const dns::MxVerdict& verdict) {
-  if (w->job->cancelled()) {
-    outcomes_.Cancel(w);
-    return;
-  }
-  if (w->job->record.paused) {
-    outcomes_.Release(w);
-    return;
-  }
+  if (LetGoIfStopped(w)) return;
   std::string policy_name;
   if (ExpiresUntried(w, PolicyFor(domain, "", &policy_name))) return;
   // No connection was made: no reply code, the verdict's enhanced code (RFC
@@ -205,14 +197,15 @@ bool Shard::ExpiresUntried(Work* w, const DestinationPolicy& policy) {
   return false;
 }
 
-// PolicyFor - the [destination] entry for the recipient's domain, else for the
-// route, else [smtp]'s defaults; *name is the entry's name ("" for the defaults).
+// PolicyFor - the [destination] entry for the recipient's domain (lower case,
+// as Routing hands it on), else for the route, else [smtp]'s defaults; *name is
+// the entry's name ("" for the defaults).
 const DestinationPolicy& Shard::PolicyFor(std::string_view domain, std::string_view route_name,
                                           std::string* name) const {
-  for (std::string key : {absl::AsciiStrToLower(base::Sv(domain)), std::string(route_name)}) {
+  for (const std::string_view key : {domain, route_name}) {
     if (key.empty()) continue;
-    if (auto it = policies_.find(key); it != policies_.end()) {
-      *name = std::move(key);
+    if (auto it = policies_.find(base::Sv(key)); it != policies_.end()) {
+      *name = std::string(key);
       return *it->second;
     }
   }

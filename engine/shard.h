@@ -135,6 +135,9 @@ class Shard {
   // transaction already under way finish it.
   void Withdraw(Job* job);
   void OnTaken(Work* w, const absl::Status& decoded);
+  // LetGoIfStopped - w's job is cancelled (w is cancelled) or paused (w goes
+  // back to the queue untouched): true when w was let go of.
+  bool LetGoIfStopped(Work* w);
   // --- route and admit (shard.cc)
   void Admit(Work* w, std::string_view domain, const std::shared_ptr<const dns::Route>& route,
              bool by_dns);
