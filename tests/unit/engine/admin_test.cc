@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/config.h"
 #include "gtest/gtest.h"
+#include "tests/unit/http/loopback_client.h"
 
 namespace volley::engine {
 namespace {
@@ -197,31 +198,8 @@ uint16_t FreePort() {
   return ntohs(a.sin_port);
 }
 
-int Connect(uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  return fd;
-}
-
-// Exchange - send `request`, read until the server closes.
-std::string Exchange(uint16_t port, std::string_view request) {
-  const int fd = Connect(port);
-  size_t off = 0;
-  while (off < request.size()) {
-    const ssize_t n = ::send(fd, request.data() + off, request.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
-}
+using ::volley::testing::ConnectLoopback;
+using ::volley::testing::Exchange;
 
 class AdminServerTest : public ::testing::Test {
  protected:
@@ -316,10 +294,10 @@ TEST_F(AdminServerTest, HeadAtTheBoundIsAccepted) {
 TEST_F(AdminServerTest, SilentClientsDoNotBlockOthers) {
   // Every slot but one held by clients that say nothing: the last one is served.
   std::vector<int> silent;
-  for (int i = 0; i < kAdminMaxConnections - 1; ++i) silent.push_back(Connect(port_));
+  for (int i = 0; i < kAdminMaxConnections - 1; ++i) silent.push_back(ConnectLoopback(port_));
   EXPECT_NE(Exchange(port_, Get("/health")).find("{\"ok\":true}"), std::string::npos);
   // A client that sends half a request and stops does not block a full one.
-  const int half = Connect(port_);
+  const int half = ConnectLoopback(port_);
   ASSERT_GT(::send(half, "GET /hea", 8, MSG_NOSIGNAL), 0);
   for (int fd : silent) ::close(fd);
   EXPECT_NE(Exchange(port_, Get("/health")).find("{\"ok\":true}"), std::string::npos);

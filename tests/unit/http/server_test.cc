@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/strings.h"
 #include "gtest/gtest.h"
+#include "tests/unit/http/loopback_client.h"
 
 namespace volley::http {
 namespace {
@@ -31,27 +32,8 @@ uint16_t PortOf(const std::string& address) {
   return static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
 }
 
-int Connect(uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const sockaddr_storage ss = Loopback(port);
-  EXPECT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&ss), sizeof(sockaddr_in)), 0);
-  return fd;
-}
-
-// Exchange - send `request`, read until the server closes.
-std::string Exchange(uint16_t port, std::string_view request) {
-  const int fd = Connect(port);
-  for (size_t off = 0; off < request.size();) {
-    const ssize_t n = ::send(fd, request.data() + off, request.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
-}
+using ::volley::testing::ConnectLoopback;
+using ::volley::testing::Exchange;
 
 std::string StatusLine(const std::string& r) { return r.substr(0, r.find("\r\n")); }
 std::string Body(const std::string& r) {
@@ -157,8 +139,8 @@ TEST_F(ServerTest, SilentClientsDoNotBlockOthers) {
   // Every worker but one held by a client that says nothing, one that sends
   // half a head: the last worker still serves.
   std::vector<int> silent;
-  silent.push_back(Connect(port_));
-  const int half = Connect(port_);
+  silent.push_back(ConnectLoopback(port_));
+  const int half = ConnectLoopback(port_);
   ASSERT_GT(::send(half, "GET /ec", 7, MSG_NOSIGNAL), 0);
   EXPECT_EQ(StatusLine(Exchange(port_, "GET /echo HTTP/1.1\r\n\r\n")), "HTTP/1.1 200 OK");
   for (int fd : silent) ::close(fd);
