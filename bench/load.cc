@@ -248,6 +248,8 @@ void DeliveryTally::Line(std::string_view text) {
     return;
   }
   if (rec->job != job_id_) return;
+  // Feedback events come after a recipient's terminal record and do not change it.
+  if (metrics::IsFeedbackEvent(rec->status)) return;
   ++records_;
   if (rec->line < 2 || uint64_t{rec->line} - 2 >= states_.size()) {
     ++out_of_range_;
@@ -275,6 +277,7 @@ OutcomeCounts DeliveryTally::counts() const {
       case metrics::DeliveryStatus::kExpired: ++c.expired; break;
       case metrics::DeliveryStatus::kCancelled:
       case metrics::DeliveryStatus::kSuppressed: ++c.other; break;
+      default: break;  // feedback events are never kept here
     }
   }
   return c;

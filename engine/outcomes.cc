@@ -37,6 +37,7 @@ metrics::DeliveryStatus StatusOf(queue::Final how) {
     case queue::Final::kBounced: return metrics::DeliveryStatus::kBounced;
     case queue::Final::kExpired: return metrics::DeliveryStatus::kExpired;
     case queue::Final::kCancelled: return metrics::DeliveryStatus::kCancelled;
+    case queue::Final::kSuppressed: return metrics::DeliveryStatus::kSuppressed;
   }
   return metrics::DeliveryStatus::kBounced;
 }

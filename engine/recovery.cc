@@ -59,12 +59,14 @@ absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* 
       // moves the entry (the next outcome applies to where it went).
       for (const Logged& l : logged.at(r.line)) {
         const bool untried = l.status == metrics::DeliveryStatus::kExpired ||
-                             l.status == metrics::DeliveryStatus::kCancelled;
+                             l.status == metrics::DeliveryStatus::kCancelled ||
+                             l.status == metrics::DeliveryStatus::kSuppressed;
         // Only the attempt the entry is at: anything else was applied already.
         if (l.attempt != r.attempts + 1 && !(untried && l.attempt == r.attempts)) continue;
         std::optional<queue::Final> final;
         for (queue::Final f : {queue::Final::kDelivered, queue::Final::kBounced,
-                               queue::Final::kExpired, queue::Final::kCancelled}) {
+                               queue::Final::kExpired, queue::Final::kCancelled,
+                               queue::Final::kSuppressed}) {
           if (l.status == StatusOf(f)) final = f;
         }
         if (final.has_value()) {

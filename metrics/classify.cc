@@ -200,10 +200,15 @@ std::string_view Classifier::Classify(DeliveryStatus status, int code,
   switch (status) {
     case DeliveryStatus::kExpired: return kExpiredClass;
     case DeliveryStatus::kBounced:
-    case DeliveryStatus::kDeferred: break;
+    case DeliveryStatus::kDeferred:
+    case DeliveryStatus::kBouncedAsync:  // a DSN's status and diagnostic, as a reply's
+    case DeliveryStatus::kDelayedAsync: break;
     case DeliveryStatus::kDelivered:
     case DeliveryStatus::kCancelled:
-    case DeliveryStatus::kSuppressed: return {};
+    case DeliveryStatus::kSuppressed:
+    case DeliveryStatus::kComplained:
+    case DeliveryStatus::kUnsubscribed:
+    case DeliveryStatus::kUnmatched: return {};
   }
   // The code as the digits a matcher is a prefix of; "0" for no reply.
   char digits[4] = {'0', '\0', '\0', '\0'};

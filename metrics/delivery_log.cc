@@ -207,6 +207,17 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
     *out += ",\"tls_cipher\":";
     base::AppendJsonString(out, r.tls_cipher);
   }
+  const std::pair<std::string_view, std::string_view> feedback[] = {
+      {",\"via\":", r.via},
+      {",\"matched_by\":", r.matched_by},
+      {",\"feedback_type\":", r.feedback_type},
+      {",\"reporting_mta\":", r.reporting_mta},
+      {",\"remote_mta\":", r.remote_mta}};
+  for (const auto& [key, value] : feedback) {
+    if (value.empty()) continue;
+    *out += key;
+    base::AppendJsonString(out, value);
+  }
   *out += "}\n";
 }
 
@@ -229,6 +240,11 @@ DeliveryRecord ViewOf(const OwnedDeliveryRecord& r) {
   v.attempt = r.attempt;
   v.tls_version = r.tls_version;
   v.tls_cipher = r.tls_cipher;
+  v.via = r.via;
+  v.matched_by = r.matched_by;
+  v.feedback_type = r.feedback_type;
+  v.reporting_mta = r.reporting_mta;
+  v.remote_mta = r.remote_mta;
   return v;
 }
 
@@ -237,12 +253,13 @@ namespace {
 // The keys of a record, as FormatDeliveryRecord writes them (docs/delivery-log.md).
 enum RecordField : uint32_t {
   kTs, kJob, kLine, kRcpt, kStatus, kClass, kCode, kEnhanced, kResponse, kHost, kPort,
-  kAttempt, kBackoff, kMx, kSource, kTlsVersion, kTlsCipher, kRecordFields
+  kAttempt, kBackoff, kMx, kSource, kTlsVersion, kTlsCipher, kVia, kMatchedBy,
+  kFeedbackType, kReportingMta, kRemoteMta, kRecordFields
 };
 constexpr std::string_view kRecordFieldNames[kRecordFields] = {
     "ts",   "job",  "line",    "rcpt",    "status", "class",  "code",        "enhanced",
     "response", "host", "port", "attempt", "backoff", "mx", "source", "tls_version",
-    "tls_cipher"};
+    "tls_cipher", "via", "matched_by", "feedback_type", "reporting_mta", "remote_mta"};
 constexpr uint32_t Bit(RecordField f) { return uint32_t{1} << f; }
 // Every record has these; the others are left out when empty or 0.
 constexpr uint32_t kRequiredFields = Bit(kTs) | Bit(kJob) | Bit(kLine) | Bit(kRcpt) |
@@ -317,6 +334,11 @@ absl::Status ReadField(RecordField f, od::value& value, OwnedDeliveryRecord* r) 
     case kSource: return ReadString(value, name, &r->source);
     case kTlsVersion: return ReadString(value, name, &r->tls_version);
     case kTlsCipher: return ReadString(value, name, &r->tls_cipher);
+    case kVia: return ReadString(value, name, &r->via);
+    case kMatchedBy: return ReadString(value, name, &r->matched_by);
+    case kFeedbackType: return ReadString(value, name, &r->feedback_type);
+    case kReportingMta: return ReadString(value, name, &r->reporting_mta);
+    case kRemoteMta: return ReadString(value, name, &r->remote_mta);
     case kLine: return ReadUnsigned(value, name, UINT32_MAX, &r->line);
     case kAttempt: return ReadUnsigned(value, name, UINT32_MAX, &r->attempt);
     case kPort: return ReadUnsigned(value, name, UINT16_MAX, &r->port);

@@ -19,7 +19,8 @@
 //   response, host, port, attempt; class for bounced, deferred and expired
 //   records (metrics/classify.h); backoff when the destination was backed off;
 //   mx when routed by DNS; source when bound to an egress source; tls_version
-//   and tls_cipher after STARTTLS. status is a DeliveryStatus
+//   and tls_cipher after STARTTLS; via, matched_by, feedback_type,
+//   reporting_mta and remote_mta on feedback events. status is a DeliveryStatus
 //   (metrics/delivery_status.h), written by its name.
 //
 //   FormatDeliveryRecord writes a record and ParseDeliveryRecord reads one
@@ -108,6 +109,16 @@ struct DeliveryRecordOf {
   // empty (and left out of the record) when the session was in plaintext.
   String tls_version;
   String tls_cipher;
+  // Feedback events only (IsFeedbackEvent; docs/feedback.md), each left out when
+  // empty. via: what brought it ("dsn", "arf", "bounce_text", "one_click");
+  // matched_by: what tied it to the job and line ("verp", "trace",
+  // "message_id"); feedback_type: an ARF report's Feedback-Type ("abuse");
+  // reporting_mta and remote_mta: a DSN's Reporting-MTA and Remote-MTA.
+  String via;
+  String matched_by;
+  String feedback_type;
+  String reporting_mta;
+  String remote_mta;
 
   bool operator==(const DeliveryRecordOf&) const = default;
 };
@@ -129,7 +140,7 @@ DeliveryRecord ViewOf(const OwnedDeliveryRecord& r);
 // \"status\"", "... \"status\": unknown delivery status \"lost\" ..."),
 // or saying that the line is not one JSON object (a record torn by a crash,
 // or two glued together). The optional fields (class, backoff, mx, source,
-// tls_version and tls_cipher) are empty or 0 when absent; all others must be
+// tls_version, tls_cipher and the feedback fields) are empty or 0 when absent; all others must be
 // there.
 absl::StatusOr<OwnedDeliveryRecord> ParseDeliveryRecord(std::string_view line);
 

@@ -15,8 +15,18 @@
 //   replay, volley-load) turns the name back with ParseDeliveryStatus; nothing
 //   passes a status around as a string.
 //
-//   The enumerators are dense from 0 in the order of the metrics' labels, so
-//   a status indexes an array of kDeliveryStatuses counters.
+//   Two kinds of status. The first kDeliveryOutcomes are outcomes: what an
+//   attempt (or volleyd's own decision) made of a recipient; each recipient
+//   gets exactly one terminal outcome (delivered, bounced, expired, cancelled,
+//   suppressed) after any number of deferrals. The rest are feedback events
+//   (IsFeedbackEvent): what came back later, from a bounce report, a feedback
+//   loop or the unsubscribe endpoint (docs/feedback.md). An event never
+//   replaces the terminal record: a delivered recipient that bounces later has
+//   a "delivered" record and then a "bounced_async" one. Crash replay and every
+//   count of outcomes skip events.
+//
+//   The outcomes are dense from 0 in the order of the metrics' labels, so an
+//   outcome indexes an array of kDeliveryOutcomes counters.
 //
 //   queue::Final (queue/queue.h) is the queue's own, smaller list of how a
 //   recipient leaves the queue; the queue knows nothing of this one (it does
@@ -45,13 +55,28 @@ enum class DeliveryStatus : uint8_t {
   kBounced,     // failed for good
   kExpired,     // still failing (or untried) at its deadline
   kCancelled,   // its job was cancelled before it was sent
-  kSuppressed,  // not sent: on a suppression list (reserved; nothing records it yet)
+  kSuppressed,  // not sent: on the suppression list (at intake or before an attempt)
+  // Feedback events (after the terminal record, or for no recipient at all).
+  kBouncedAsync,  // a bounce report (DSN, Action: failed) came back for it
+  kDelayedAsync,  // a DSN said Action: delayed (a relay is still trying): recorded only
+  kComplained,    // a feedback report (ARF) named it: a spam complaint
+  kUnsubscribed,  // it asked to be unsubscribed (one-click, RFC 8058)
+  kUnmatched,     // a report that names no job of ours (or a forged one): logged, nothing else
 };
-inline constexpr size_t kDeliveryStatuses = 6;
+// Outcomes: the first kDeliveryOutcomes enumerators.
+inline constexpr size_t kDeliveryOutcomes = 6;
+inline constexpr size_t kDeliveryStatuses = 11;
 
 // Indexed by the enumerator.
 inline constexpr std::array<std::string_view, kDeliveryStatuses> kDeliveryStatusNames = {
-    "delivered", "deferred", "bounced", "expired", "cancelled", "suppressed"};
+    "delivered",     "deferred",      "bounced",    "expired",
+    "cancelled",     "suppressed",    "bounced_async", "delayed_async",
+    "complained",    "unsubscribed",  "unmatched"};
+
+// IsFeedbackEvent - s is an event, not an outcome (see DESCRIPTION).
+constexpr bool IsFeedbackEvent(DeliveryStatus s) {
+  return static_cast<size_t>(s) >= kDeliveryOutcomes;
+}
 
 constexpr std::string_view DeliveryStatusName(DeliveryStatus s) {
   return kDeliveryStatusNames[static_cast<size_t>(s)];

@@ -104,6 +104,7 @@ class Exporter::Collector : public prometheus::Collectable {
  private:
   void CollectShards(std::vector<MetricFamily>* out) const;
   void CollectStore(std::vector<MetricFamily>* out) const;
+  static void CollectFeedback(const FeedbackMetrics& f, std::vector<MetricFamily>* out);
 
   ExporterSources sources_;
   absl::Time started_;
@@ -120,7 +121,7 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
   MetricFamily deliveries = Family("volley_deliveries_total",
                                    "Outcomes recorded in the delivery log, by result.",
                                    MetricType::Counter);
-  for (size_t r = 0; r < kDeliveryStatuses; ++r) {
+  for (size_t r = 0; r < kDeliveryOutcomes; ++r) {
     Add(&deliveries, {{"result", std::string(kDeliveryStatusNames[r])}},
         sum([&](const ShardMetrics& s) { return s.deliveries[r].value(); }));
   }
@@ -131,22 +132,22 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
                                  "Outcomes by destination (configured, the first "
                                  "max_destinations seen, else other) and result.",
                                  MetricType::Counter);
-  std::vector<std::pair<std::string, std::array<double, kDeliveryStatuses>>> dests;
+  std::vector<std::pair<std::string, std::array<double, kDeliveryOutcomes>>> dests;
   for (const ShardMetrics* s : shards) {
     for (const DestinationCounters* d : s->Destinations()) {
       auto it = std::find_if(dests.begin(), dests.end(),
                              [&](const auto& e) { return e.first == d->name; });
       if (it == dests.end()) {
-        dests.emplace_back(d->name, std::array<double, kDeliveryStatuses>{});
+        dests.emplace_back(d->name, std::array<double, kDeliveryOutcomes>{});
         it = dests.end() - 1;
       }
-      for (size_t r = 0; r < kDeliveryStatuses; ++r) {
+      for (size_t r = 0; r < kDeliveryOutcomes; ++r) {
         it->second[r] += static_cast<double>(d->deliveries[r].value());
       }
     }
   }
   for (const auto& [name, counts] : dests) {
-    for (size_t r = 0; r < kDeliveryStatuses; ++r) {
+    for (size_t r = 0; r < kDeliveryOutcomes; ++r) {
       Add(&per_dest,
           {{"destination", name}, {"result", std::string(kDeliveryStatusNames[r])}},
           counts[r]);
@@ -365,6 +366,33 @@ void Exporter::Collector::CollectStore(std::vector<MetricFamily>* out) const {
   }
   out->push_back(std::move(progress));
 
+  // Feedback per job, finished jobs included (complaints arrive for days after
+  // the last message went out); the newest max_jobs, like the progress above.
+  std::sort(store.feedback.begin(), store.feedback.end(),
+            [](const JobFeedback& a, const JobFeedback& b) { return a.queued_at > b.queued_at; });
+  if (store.feedback.size() > sources_.max_jobs) store.feedback.resize(sources_.max_jobs);
+  MetricFamily job_feedback = Family(
+      "volley_job_feedback", "What came back for each job, and its suppressed recipients, by event.",
+      MetricType::Gauge);
+  MetricFamily complaint_rate = Family(
+      "volley_job_complaint_rate",
+      "Complaints per delivered recipient of each job (0 before the first delivery).",
+      MetricType::Gauge);
+  for (const JobFeedback& j : store.feedback) {
+    const std::pair<const char*, uint64_t> counts[] = {{"bounced_async", j.bounced_async},
+                                                       {"complained", j.complained},
+                                                       {"unsubscribed", j.unsubscribed},
+                                                       {"suppressed", j.suppressed}};
+    for (const auto& [event, n] : counts) {
+      Add(&job_feedback, {{"job_id", j.id}, {"event", event}}, static_cast<double>(n));
+    }
+    Add(&complaint_rate, {{"job_id", j.id}},
+        j.delivered == 0 ? 0.0
+                         : static_cast<double>(j.complained) / static_cast<double>(j.delivered));
+  }
+  out->push_back(std::move(job_feedback));
+  out->push_back(std::move(complaint_rate));
+
   auto gauge = [&](const char* name, const char* help, double v) {
     MetricFamily f = Family(name, help, MetricType::Gauge);
     Add(&f, {}, v);
@@ -392,6 +420,46 @@ void Exporter::Collector::CollectStore(std::vector<MetricFamily>* out) const {
         static_cast<double>(store.free_floor_bytes));
 }
 
+void Exporter::Collector::CollectFeedback(const FeedbackMetrics& f,
+                                          std::vector<MetricFamily>* out) {
+  MetricFamily reports = Family("volley_feedback_reports_total",
+                                "Messages to the inbound listener and unsubscribe requests, by "
+                                "what they were.",
+                                MetricType::Counter);
+  for (size_t k = 0; k < kReportKinds.size(); ++k) {
+    Add(&reports, {{"kind", std::string(kReportKinds[k])}},
+        static_cast<double>(f.reports[k].value()));
+  }
+  out->push_back(std::move(reports));
+  MetricFamily events = Family("volley_feedback_events_total",
+                               "Feedback events written to the delivery log, by event and "
+                               "destination (the first max_destinations seen, else other).",
+                               MetricType::Counter);
+  for (const FeedbackMetrics::PerDestination& d : f.Destinations()) {
+    for (size_t e = 0; e < kFeedbackEvents; ++e) {
+      Add(&events,
+          {{"event", std::string(kDeliveryStatusNames[kDeliveryOutcomes + e])},
+           {"destination", d.name}},
+          static_cast<double>(d.events[e]));
+    }
+  }
+  out->push_back(std::move(events));
+  MetricFamily added = Family("volley_suppressions_added_total",
+                              "Entries the feedback loop added to the suppression list, by "
+                              "reason.",
+                              MetricType::Counter);
+  for (size_t r = 0; r < kSuppressionReasons.size(); ++r) {
+    Add(&added, {{"reason", std::string(kSuppressionReasons[r])}},
+        static_cast<double>(f.suppressions_added[r].value()));
+  }
+  out->push_back(std::move(added));
+  MetricFamily paused = Family("volley_jobs_paused_for_complaints_total",
+                               "Jobs paused by [inbound] pause_on_complaint_rate.",
+                               MetricType::Counter);
+  Add(&paused, {}, static_cast<double>(f.jobs_paused.value()));
+  out->push_back(std::move(paused));
+}
+
 std::vector<MetricFamily> Exporter::Collector::Collect() const {
   std::vector<MetricFamily> out;
   CollectShards(&out);
@@ -407,8 +475,11 @@ std::vector<MetricFamily> Exporter::Collector::Collect() const {
                                 "Recipient lines of accepted jobs, by result.", MetricType::Counter);
     Add(&rcpts, {{"result", "accepted"}}, static_cast<double>(in.recipients_accepted.value()));
     Add(&rcpts, {{"result", "rejected"}}, static_cast<double>(in.recipients_rejected.value()));
+    Add(&rcpts, {{"result", "suppressed"}},
+        static_cast<double>(in.recipients_suppressed.value()));
     out.push_back(std::move(rcpts));
   }
+  if (sources_.feedback != nullptr) CollectFeedback(*sources_.feedback, &out);
   const ProcessStats p = ReadProcessStats();
   MetricFamily cpu = Family("process_cpu_seconds_total", "User and system CPU time of volleyd.",
                             MetricType::Counter);

@@ -49,11 +49,19 @@ struct JobSnapshot {
            pending = 0;
 };
 
+// JobFeedback - what came back for one job (queue::JobProgress), finished or not.
+struct JobFeedback {
+  std::string id;
+  absl::Time queued_at;
+  uint64_t delivered = 0, suppressed = 0, bounced_async = 0, complained = 0, unsubscribed = 0;
+};
+
 // StoreSnapshot - what the queue and the disk say at scrape time. `ok` false:
 // reading failed, the store families are left out of this scrape.
 struct StoreSnapshot {
   bool ok = false;
   std::vector<JobSnapshot> jobs;  // unfinished jobs
+  std::vector<JobFeedback> feedback;  // every job that is not loading
   uint64_t sst_bytes = 0;
   uint64_t pending_compaction_bytes = 0;
   uint64_t write_stalls = 0;
@@ -72,6 +80,7 @@ struct StoreSnapshot {
 struct ExporterSources {
   std::vector<const ShardMetrics*> shards;
   const IntakeMetrics* intake = nullptr;
+  const FeedbackMetrics* feedback = nullptr;
   std::function<StoreSnapshot()> store;  // called on the exporter's thread
   size_t max_jobs = 100;
 };

@@ -100,4 +100,28 @@ std::vector<const DestinationCounters*> ShardMetrics::Destinations() const {
   return out;
 }
 
+void FeedbackMetrics::CountEvent(DeliveryStatus event, std::string_view domain) {
+  if (!IsFeedbackEvent(event)) return;
+  const size_t e = static_cast<size_t>(event) - kDeliveryOutcomes;
+  events[e].Add();
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = std::find_if(destinations_.begin(), destinations_.end(),
+                         [&](const PerDestination& d) { return d.name == domain; });
+  if (it == destinations_.end()) {
+    const std::string_view name = destinations_.size() < max_destinations_ ? domain : "other";
+    it = std::find_if(destinations_.begin(), destinations_.end(),
+                      [&](const PerDestination& d) { return d.name == name; });
+    if (it == destinations_.end()) {
+      destinations_.push_back(PerDestination{std::string(name), {}});
+      it = destinations_.end() - 1;
+    }
+  }
+  ++it->events[e];
+}
+
+std::vector<FeedbackMetrics::PerDestination> FeedbackMetrics::Destinations() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return destinations_;
+}
+
 }  // namespace volley::metrics

@@ -32,6 +32,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -103,7 +104,7 @@ inline constexpr std::array<std::string_view, 4> kDnsResults = {"ok", "nodata", 
 
 struct DestinationCounters {
   std::string name;  // written before the entry is published, never after
-  std::array<Counter, kDeliveryStatuses> deliveries;  // by DeliveryStatus
+  std::array<Counter, kDeliveryOutcomes> deliveries;  // by DeliveryStatus
 };
 
 struct MetricsOptions {
@@ -116,7 +117,7 @@ class ShardMetrics {
   // configured: names that always get their own series ([destination] tables).
   ShardMetrics(const MetricsOptions& options, const std::vector<std::string>& configured);
 
-  std::array<Counter, kDeliveryStatuses> deliveries;  // by DeliveryStatus
+  std::array<Counter, kDeliveryOutcomes> deliveries;  // by DeliveryStatus
   std::array<Counter, 4> replies;  // 2xx, 3xx, 4xx, 5xx
   Histogram transaction_seconds{TransactionBuckets()};
   Histogram queue_seconds{QueueTimeBuckets()};
@@ -171,6 +172,37 @@ struct IntakeMetrics {
   Counter jobs_failed;
   Counter recipients_accepted;
   Counter recipients_rejected;
+  Counter recipients_suppressed;  // on the suppression list: not queued
+};
+
+// What the feedback loop counts (engine/feedback.h, docs/feedback.md). Written
+// by whoever holds the feedback processor's lock (one writer at a time).
+inline constexpr std::array<std::string_view, 7> kReportKinds = {
+    "dsn", "arf", "bounce_text", "auto_reply", "other", "unreadable", "unsubscribe"};
+// The feedback events, in DeliveryStatus order from kBouncedAsync.
+inline constexpr size_t kFeedbackEvents = kDeliveryStatuses - kDeliveryOutcomes;
+inline constexpr std::array<std::string_view, 5> kSuppressionReasons = {
+    "hard_bounce", "soft_bounce", "complaint", "unsubscribe", "manual"};
+
+struct FeedbackMetrics {
+  explicit FeedbackMetrics(size_t max_destinations = 20) : max_destinations_(max_destinations) {}
+  std::array<Counter, kReportKinds.size()> reports;  // messages and requests, by kind
+  std::array<Counter, kFeedbackEvents> events;       // by event
+  std::array<Counter, kSuppressionReasons.size()> suppressions_added;  // by reason
+  Counter jobs_paused;  // by pause_on_complaint_rate
+  // Events by destination (the recipient's domain): the first max_destinations
+  // seen get their own, the rest count as "other".
+  struct PerDestination {
+    std::string name;
+    std::array<uint64_t, kFeedbackEvents> events{};
+  };
+  void CountEvent(DeliveryStatus event, std::string_view domain);
+  std::vector<PerDestination> Destinations() const;
+
+ private:
+  const size_t max_destinations_;
+  mutable std::mutex mu_;
+  std::vector<PerDestination> destinations_;  // guarded by mu_
 };
 
 }  // namespace volley::metrics

@@ -17,8 +17,9 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(DeliveryStatus, EveryStatusHasOneNameAndBack) {
-  const std::vector<std::string_view> want = {"delivered", "deferred",  "bounced",
-                                              "expired",   "cancelled", "suppressed"};
+  const std::vector<std::string_view> want = {
+      "delivered",     "deferred",      "bounced",    "expired",      "cancelled", "suppressed",
+      "bounced_async", "delayed_async", "complained", "unsubscribed", "unmatched"};
   ASSERT_EQ(want.size(), kDeliveryStatuses);
   for (size_t i = 0; i < kDeliveryStatuses; ++i) {
     const auto s = static_cast<DeliveryStatus>(i);
@@ -27,6 +28,14 @@ TEST(DeliveryStatus, EveryStatusHasOneNameAndBack) {
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_EQ(*back, s);
   }
+}
+
+TEST(DeliveryStatus, OutcomesComeFirstAndEventsAreNotOutcomes) {
+  for (size_t i = 0; i < kDeliveryStatuses; ++i) {
+    EXPECT_EQ(IsFeedbackEvent(static_cast<DeliveryStatus>(i)), i >= kDeliveryOutcomes) << i;
+  }
+  EXPECT_FALSE(IsFeedbackEvent(DeliveryStatus::kSuppressed));
+  EXPECT_TRUE(IsFeedbackEvent(DeliveryStatus::kBouncedAsync));
 }
 
 TEST(DeliveryStatus, AnUnknownNameIsAnErrorNotABounce) {
@@ -94,6 +103,27 @@ std::vector<OwnedDeliveryRecord> RoundTripCases() {
     r.status = static_cast<DeliveryStatus>(i);
     cases.push_back(r);
   }
+  // A feedback event with every field of its own.
+  OwnedDeliveryRecord event = DocExample();
+  event.status = DeliveryStatus::kBouncedAsync;
+  event.klass = "invalid_recipient";
+  event.code = 550;
+  event.enhanced = "5.1.1";
+  event.response = "smtp; 550 5.1.1 <ann@d0001.test>: Recipient address rejected";
+  event.host = "";
+  event.port = 0;
+  event.attempt = 0;
+  event.via = "dsn";
+  event.matched_by = "verp";
+  event.reporting_mta = "mx.d0001.test";
+  event.remote_mta = "mx2.d0001.test";
+  cases.push_back(event);
+  OwnedDeliveryRecord complaint = event;
+  complaint.status = DeliveryStatus::kComplained;
+  complaint.via = "arf";
+  complaint.feedback_type = "abuse";
+  complaint.matched_by = "trace";
+  cases.push_back(complaint);
   // Nothing tried: code 0, no host, attempt 0, empty strings.
   OwnedDeliveryRecord untried = DocExample();
   untried.status = DeliveryStatus::kCancelled;
