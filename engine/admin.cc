@@ -195,7 +195,9 @@ std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& 
                   ",\"pending\":", p.pending(), ",\"deferrals\":", p.deferrals,
                   // Last, as fields are only ever added: the number a VERP or
                   // unsubscribe token carries (engine/token/token.h).
-                  ",\"job_no\":", job.job_no, "}");
+                  ",\"job_no\":", job.job_no, ",\"suppressed\":", p.suppressed,
+                  ",\"bounced_async\":", p.bounced_async, ",\"complained\":", p.complained,
+                  ",\"unsubscribed\":", p.unsubscribed, "}");
   return out;
 }
 

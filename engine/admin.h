@@ -22,7 +22,7 @@
 //
 //   A job object is {"id","state","paused","priority","queued_at","total",
 //   "delivered","deferred","bounced","expired","cancelled","pending","deferrals",
-//   "job_no"}
+//   "job_no","suppressed","bounced_async","complained","unsubscribed"}
 //   (docs/volleyctl.md). After a change the job id is pushed into the shard's
 //   ReadyJobs mailbox: the shard re-reads the job's record for every id it is
 //   handed, which is how it learns that the job is paused, resumed or cancelled.

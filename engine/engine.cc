@@ -42,11 +42,15 @@ metrics::StoreSnapshot ReadStoreSnapshot(queue::Queue& q, const Config& config) 
   absl::StatusOr<std::vector<queue::JobRecord>> jobs = q.ListJobs();
   if (!jobs.ok()) return s;
   for (const queue::JobRecord& record : *jobs) {
-    if (record.state != queue::JobState::kReady && record.state != queue::JobState::kCancelled) {
-      continue;  // loading, or finished
-    }
+    if (record.state == queue::JobState::kLoading) continue;
     absl::StatusOr<queue::JobProgress> p = q.ReadProgress(record.job_no);
     if (!p.ok()) return s;
+    s.feedback.push_back(metrics::JobFeedback{record.id, record.queued_at, p->delivered,
+                                              p->suppressed, p->bounced_async, p->complained,
+                                              p->unsubscribed});
+    if (record.state != queue::JobState::kReady && record.state != queue::JobState::kCancelled) {
+      continue;  // finished
+    }
     metrics::JobSnapshot j;
     j.id = record.id;
     j.state = record.state == queue::JobState::kCancelled ? "cancelling"

@@ -904,6 +904,7 @@ std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient
     out.append(">\r\n");
   }
   if (!added.date.empty()) field("Date", added.date);
+  if (!added.trace.empty()) field(kTraceField, added.trace);
   if (!h.unsubscribe_url.empty()) {
     std::string url;
     // A URL that does not render (too long after encoding) is left out rather than

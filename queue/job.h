@@ -206,10 +206,18 @@ struct AddedFields {
   std::string_view message_id;  // without the angle brackets; empty = no Message-ID field
   std::string_view date;        // an RFC 5322 date-time; empty = no Date field
   std::string_view unsubscribe_token;  // the builtin {{unsubscribe_token}}
+  // A signed token naming the job and the recipient (engine/token, Purpose::kTrace),
+  // written as a kTraceField field; empty = none.
+  std::string_view trace;
 };
 
+// The field that carries AddedFields::trace. A feedback report (RFC 5965) returns
+// the message or its headers, often with the recipient's address removed; this
+// field still names the recipient, and only the keyholder can make one.
+inline constexpr std::string_view kTraceField = "Volley-Trace";
+
 // RenderMessage - the message for one recipient: the added fields (Message-ID,
-// Date, List-Unsubscribe and List-Unsubscribe-Post when h.unsubscribe_url is set,
+// Date, Volley-Trace, List-Unsubscribe and List-Unsubscribe-Post when h.unsubscribe_url is set,
 // List-Id, Feedback-ID), each of h.headers as "Name: value\r\n", then t rendered for r.
 std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r,
                           const AddedFields& added);

@@ -144,11 +144,17 @@ absl::StatusOr<JobRecord> DecodeJob(std::string_view id, std::string_view v) {
 // Progress value: the JobProgress counters as signed 64-bit little-endian
 // numbers, in this order. A counter is changed by a merge operand of the same
 // shape holding deltas, so recording an outcome never reads the counters.
+// Fields are only ever added at the end: a value written before a field
+// existed is shorter, and reads as zero for it (kSuppressed and the feedback
+// counters came with the feedback loop, issue 18).
 enum ProgressField : size_t {
-  kTotal, kDelivered, kBounced, kExpired, kCancelled, kDeferred, kDeferrals, kProgressFields
+  kTotal, kDelivered, kBounced, kExpired, kCancelled, kDeferred, kDeferrals, kSuppressed,
+  kBouncedAsync, kComplained, kUnsubscribed, kProgressFields
 };
 using ProgressDelta = std::array<int64_t, kProgressFields>;
 constexpr size_t kProgressValueSize = kProgressFields * 8;
+// The shortest value ever written: the seven fields before kSuppressed.
+constexpr size_t kOldestProgressValueSize = 7 * 8;
 
 std::string EncodeProgress(const ProgressDelta& d) {
   std::string v(kProgressValueSize, '\0');
@@ -160,8 +166,11 @@ std::string EncodeProgress(const ProgressDelta& d) {
 }
 
 bool DecodeProgress(std::string_view v, ProgressDelta* d) {
-  if (v.size() != kProgressValueSize) return false;
-  for (size_t i = 0; i < kProgressFields; ++i) {
+  if (v.size() % 8 != 0 || v.size() < kOldestProgressValueSize || v.size() > kProgressValueSize) {
+    return false;
+  }
+  d->fill(0);
+  for (size_t i = 0; i < v.size() / 8; ++i) {
     uint64_t u = 0;
     for (size_t b = 0; b < 8; ++b) {
       u |= static_cast<uint64_t>(static_cast<unsigned char>(v[i * 8 + b])) << (8 * b);
@@ -463,7 +472,7 @@ class RocksIntakeWriter : public Queue::IntakeWriter {
  public:
   RocksIntakeWriter(RocksQueue* q, JobRecord job) : q_(q), job_(std::move(job)) {}
   absl::Status Add(uint32_t line, uint16_t partition, std::string_view recipient) override;
-  absl::Status Commit(uint64_t recipients) override;
+  absl::Status Commit(uint64_t recipients, uint64_t suppressed) override;
 
  private:
   absl::Status WriteBatch(bool sync);
@@ -485,6 +494,7 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
       case Final::kBounced: ++d[kBounced]; break;
       case Final::kExpired: ++d[kExpired]; break;
       case Final::kCancelled: ++d[kCancelled]; break;
+      case Final::kSuppressed: ++d[kSuppressed]; break;
     }
     if (r.attempts > 0) --d[kDeferred];
     ++size_;
@@ -502,6 +512,16 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
     (void)batch_.Delete(recipients_, r.key);
     (void)batch_.Put(recipients_, RecipientKey(r.job_no, r.partition, due, r.line),
                      EncodeRecipientValue(r.attempts, r.recipient));
+    ++size_;
+  }
+  void Count(uint32_t job_no, Counted what, uint64_t n) override {
+    ProgressDelta& d = progress_[job_no];
+    const auto add = static_cast<int64_t>(n);
+    switch (what) {
+      case Counted::kBouncedAsync: d[kBouncedAsync] += add; break;
+      case Counted::kComplained: d[kComplained] += add; break;
+      case Counted::kUnsubscribed: d[kUnsubscribed] += add; break;
+    }
     ++size_;
   }
   void SetLogPosition(std::string_view position) override {
@@ -735,6 +755,10 @@ class RocksQueue : public Queue {
     p.cancelled = count(kCancelled);
     p.deferred = count(kDeferred);
     p.deferrals = count(kDeferrals);
+    p.suppressed = count(kSuppressed);
+    p.bounced_async = count(kBouncedAsync);
+    p.complained = count(kComplained);
+    p.unsubscribed = count(kUnsubscribed);
     return p;
   }
 
@@ -898,7 +922,7 @@ absl::Status RocksIntakeWriter::WriteBatch(bool sync) {
   return absl::OkStatus();
 }
 
-absl::Status RocksIntakeWriter::Commit(uint64_t recipients) {
+absl::Status RocksIntakeWriter::Commit(uint64_t recipients, uint64_t suppressed) {
   std::lock_guard<std::mutex> lock(q_->record_mu());
   job_.state = JobState::kReady;
   job_.recipients = recipients;
@@ -907,7 +931,10 @@ absl::Status RocksIntakeWriter::Commit(uint64_t recipients) {
   // an intake resumed after a crash commits only if this never happened.
   (void)batch_.Put(q_->meta(), JobKey(job_.id), EncodeJob(job_));
   ProgressDelta total{};
-  total[kTotal] = static_cast<int64_t>(recipients);
+  // Suppressed at intake: accepted lines, never queued, each with its
+  // terminal record already (counted here, once, like the total).
+  total[kTotal] = static_cast<int64_t>(recipients + suppressed);
+  total[kSuppressed] = static_cast<int64_t>(suppressed);
   (void)batch_.Merge(q_->meta(), ProgressKey(job_.job_no), EncodeProgress(total));
   return WriteBatch(q_->options().sync_intake_commit);
 }

@@ -116,7 +116,11 @@ enum class JobState : uint8_t { kLoading = 1, kReady = 2, kDone = 3, kCancelled 
 std::string_view JobStateName(JobState state);
 
 // How a recipient left the queue (OutcomeBatch::Remove).
-enum class Final : uint8_t { kDelivered, kBounced, kExpired, kCancelled };
+// kSuppressed: on the suppression list when its turn came (never sent).
+enum class Final : uint8_t { kDelivered, kBounced, kExpired, kCancelled, kSuppressed };
+
+// Counted - feedback events a job's progress counts (OutcomeBatch::Count).
+enum class Counted : uint8_t { kBouncedAsync, kComplained, kUnsubscribed };
 
 // JobProgress - a job's counters, kept in the queue and changed in the same
 // atomic write as the outcomes they count: they cannot drift from the queue
@@ -127,6 +131,14 @@ struct JobProgress {
   uint64_t bounced = 0;
   uint64_t expired = 0;
   uint64_t cancelled = 0;
+  // Not sent because the suppression list named them: at intake (counted in
+  // total too, never queued) or when their turn came.
+  uint64_t suppressed = 0;
+  // Feedback that came back later (docs/feedback.md); not outcomes: a delivered
+  // recipient that bounces later stays counted as delivered too.
+  uint64_t bounced_async = 0;
+  uint64_t complained = 0;
+  uint64_t unsubscribed = 0;
   // Recipients still queued that have been deferred at least once (waiting for
   // a retry, or being retried now).
   uint64_t deferred = 0;
@@ -134,7 +146,7 @@ struct JobProgress {
   uint64_t deferrals = 0;
   // Still queued: not yet delivered, bounced, expired or cancelled.
   uint64_t pending() const {
-    const uint64_t done = delivered + bounced + expired + cancelled;
+    const uint64_t done = delivered + bounced + expired + cancelled + suppressed;
     return total > done ? total - done : 0;
   }
 };
@@ -200,7 +212,10 @@ class Queue {
     // encoding). Writes a batch every QueueOptions::intake_batch recipients.
     virtual absl::Status Add(uint32_t line, uint16_t partition, std::string_view recipient) = 0;
     // Commit - write what is left and mark the job kReady, synced (see DURABILITY).
-    virtual absl::Status Commit(uint64_t recipients) = 0;
+    // `suppressed`: recipient lines intake did not queue because the suppression
+    // list named them; counted in the job's progress (total and suppressed) in
+    // the same write, so a resumed intake counts them once.
+    virtual absl::Status Commit(uint64_t recipients, uint64_t suppressed = 0) = 0;
   };
   virtual std::unique_ptr<IntakeWriter> NewIntakeWriter(const JobRecord& job) = 0;
 
@@ -228,6 +243,10 @@ class Queue {
     // destination): it moves to `due`, its attempts and its job's progress as
     // they were.
     virtual void Postpone(const QueuedRecipient& r, absl::Time due) = 0;
+    // Count - add feedback that came back for job `job_no` to its progress
+    // (JobProgress::bounced_async and the like), in the same write as the
+    // records that log it.
+    virtual void Count(uint32_t job_no, Counted what, uint64_t n = 1) = 0;
     // SetLogPosition - record, in the same write, where the delivery log ended
     // after these outcomes were logged (metrics::DeliveryLog::position).
     virtual void SetLogPosition(std::string_view position) = 0;

@@ -159,10 +159,15 @@ TEST(AdminJobJsonTest, FieldsAndEscaping) {
   p.cancelled = 1;
   p.deferred = 2;
   p.deferrals = 5;
+  p.suppressed = 1;
+  p.bounced_async = 2;
+  p.complained = 3;
+  p.unsubscribed = 4;
   EXPECT_EQ(AdminJobJson(job, p),
             R"({"id":"a\"b\\c","state":"ready","paused":true,"priority":7,)"
             R"("queued_at":"2027-01-15T08:00:00Z","total":10,"delivered":4,"deferred":2,)"
-            R"("bounced":1,"expired":1,"cancelled":1,"pending":3,"deferrals":5,"job_no":12})");
+            R"("bounced":1,"expired":1,"cancelled":1,"pending":2,"deferrals":5,"job_no":12,)"
+            R"("suppressed":1,"bounced_async":2,"complained":3,"unsubscribed":4})");
   job.header_json = R"({"job":"x","message":"M"})";  // no priority: the default, 5
   EXPECT_NE(AdminJobJson(job, p).find(R"("priority":5,)"), std::string::npos);
   job.header_json = "not json";  // unreadable: left out

@@ -364,6 +364,75 @@ TEST_F(QueueTest, ProgressCountsOutcomesWithTheQueueChange) {
   EXPECT_EQ(none->total, 0u);
 }
 
+TEST_F(QueueTest, SuppressedAndFeedbackAreCountedAndIntakeSuppressedOnce) {
+  auto job = q_->BeginJob("s", "{}", "1:2", t0_, t0_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto w = q_->NewIntakeWriter(*job);
+  for (uint32_t line = 2; line <= 4; ++line) ASSERT_TRUE(w->Add(line, 0, "r").ok());
+  // Lines 5 and 6 were on the suppression list: never queued, counted.
+  ASSERT_TRUE(w->Commit(3, /*suppressed=*/2).ok());
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job->job_no, 0, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 3u);
+  auto batch = q_->NewOutcomeBatch();
+  batch->Remove(got[0], Final::kDelivered);
+  batch->Remove(got[1], Final::kSuppressed);  // added to the list meanwhile
+  batch->Count(job->job_no, Counted::kComplained);
+  batch->Count(job->job_no, Counted::kBouncedAsync, 2);
+  batch->Count(job->job_no, Counted::kUnsubscribed);
+  ASSERT_TRUE(q_->Apply(*batch).ok());
+  Reopen();
+  auto p = q_->ReadProgress(job->job_no);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->total, 5u);
+  EXPECT_EQ(p->delivered, 1u);
+  EXPECT_EQ(p->suppressed, 3u);
+  EXPECT_EQ(p->complained, 1u);
+  EXPECT_EQ(p->bounced_async, 2u);
+  EXPECT_EQ(p->unsubscribed, 1u);
+  EXPECT_EQ(p->pending(), 1u);
+}
+
+TEST_F(QueueTest, ProgressWrittenBeforeTheFeedbackCountersReadsOnAsZero) {
+  const JobRecord job = AddJob("old", t0_, 4);
+  q_.reset();
+  {
+    // What a volleyd before the feedback counters wrote: seven 8-byte fields
+    // (total 4, delivered 1), with no merge operands after it.
+    rocksdb::Options o;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {"recipients", rocksdb::ColumnFamilyOptions()}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir_.string(), families, &handles, &raw).ok());
+    std::string key(1, 'P');
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      key.push_back(static_cast<char>((job.job_no >> shift) & 0xff));
+    }
+    std::string value(7 * 8, '\0');
+    value[0] = 4;  // total, little-endian
+    value[8] = 1;  // delivered
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), handles[0], key, value).ok());
+    for (auto* h : handles) ASSERT_TRUE(raw->DestroyColumnFamilyHandle(h).ok());
+    delete raw;
+  }
+  Reopen();
+  auto before = q_->ReadProgress(job.job_no);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->total, 4u);
+  EXPECT_EQ(before->delivered, 1u);
+  EXPECT_EQ(before->complained, 0u);
+  auto batch = q_->NewOutcomeBatch();
+  batch->Count(job.job_no, Counted::kComplained);
+  ASSERT_TRUE(q_->Apply(*batch).ok());
+  auto after = q_->ReadProgress(job.job_no);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->total, 4u);
+  EXPECT_EQ(after->delivered, 1u);
+  EXPECT_EQ(after->complained, 1u);
+}
+
 TEST_F(QueueTest, PauseResumeAndCancelAreDurableAndChecked) {
   const JobRecord job = AddJob("j", t0_, 2);
   auto paused = q_->SetPaused("j", true);
