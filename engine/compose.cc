@@ -204,8 +204,15 @@ void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Te
     message_id = absl::StrFormat("%s.%u.%012x@%s", plan.message_id_left, line,
                                  rng_() & 0xffffffffffffULL, plan.message_id_domain);
   }
+  // Only when the message is one recipient's: a shared message has no one
+  // recipient to name.
+  std::string trace;
+  if (plan.per_recipient() && !keys.empty()) {
+    trace = token::Issue(keys, token::Purpose::kTrace, plan.job_no, line);
+  }
   queue::AddedFields added;
   added.message_id = message_id;
+  added.trace = trace;
   if (plan.add_date) added.date = DateOf(now);
   added.unsubscribe_token = token;
   env->content = queue::RenderMessage(h, t, r, added);

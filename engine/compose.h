@@ -18,6 +18,10 @@
 //     message has its own or the job turns them off;
 //   - List-Unsubscribe and List-Unsubscribe-Post (RFC 8058), List-Id, Feedback-ID,
 //     from the job header (queue/job.h RenderMessage);
+//   - Volley-Trace: a signed token naming the job and the recipient, when the
+//     message is one recipient's (VERP or {{unsubscribe_token}}) and a [[token_key]]
+//     exists, so that a complaint that comes back with the recipient's address
+//     removed still names them (docs/feedback.md);
 //   - the envelope sender: the job's return_path, else b-<token>@[verp] domain, else
 //     the job's from;
 //   - the 7-bit downgrade for a server without 8BITMIME, done here rather than by the

@@ -119,7 +119,9 @@ struct KeySpec {
 // Purpose - what a token is for; part of the MAC input, so that a token made for
 // one purpose does not verify for another. The values are part of every token
 // issued: never renumber.
-enum class Purpose : uint8_t { kVerp = 1, kUnsubscribe = 2 };
+// kTrace: the Volley-Trace field of each message (engine/compose.h), which a
+// feedback report returns with the message's headers.
+enum class Purpose : uint8_t { kVerp = 1, kUnsubscribe = 2, kTrace = 3 };
 
 // Claim - what a token that verified says.
 struct Claim {

@@ -322,6 +322,16 @@ TEST_F(ComposeTest, AddsFieldsSignsTwiceAndUsesSignedVerp) {
     ASSERT_TRUE(unsub.ok()) << unsub.status() << " " << link;
     EXPECT_EQ(unsub->line, line);
     EXPECT_FALSE(token::Check(creds->tokens(), token::Purpose::kVerp, token).ok());
+    // Volley-Trace names this recipient too, under a purpose of its own, so that
+    // a complaint returning only the headers still names them.
+    ASSERT_EQ(fields.count("Volley-Trace"), 1u) << env.content;
+    const std::string trace = fields.find("Volley-Trace")->second.substr(1);
+    absl::StatusOr<token::Claim> traced =
+        token::Check(creds->tokens(), token::Purpose::kTrace, trace);
+    ASSERT_TRUE(traced.ok()) << traced.status() << " " << trace;
+    EXPECT_EQ(traced->job_no, 7u);
+    EXPECT_EQ(traced->line, line);
+    EXPECT_FALSE(token::Check(creds->tokens(), token::Purpose::kUnsubscribe, trace).ok());
 
     std::vector<std::string> algorithms;
     for (auto [it, end] = fields.equal_range("DKIM-Signature"); it != end; ++it) {
@@ -367,6 +377,9 @@ TEST_F(ComposeTest, DowngradesBeforeSigningAndKeepsTheTemplatesOwnFields) {
   EXPECT_EQ(fields.count("Date"), 1u);
   EXPECT_EQ(fields.find("Message-ID")->second, " <42@sender.test>");
   EXPECT_EQ(fields.count("Feedback-ID"), 0u);
+  // Not one recipient's message (no VERP, no token): no Volley-Trace to name one.
+  EXPECT_FALSE(plan->per_recipient());
+  EXPECT_EQ(fields.count("Volley-Trace"), 0u);
   EXPECT_FALSE(smtp::HasEightBit(env.content)) << env.content;
   EXPECT_THAT(env.content, HasSubstr("Content-Transfer-Encoding: quoted-printable"));
   // The signatures cover the converted body: their bh= is its hash (both keys use a
