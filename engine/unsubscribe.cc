@@ -188,6 +188,7 @@ absl::StatusOr<std::unique_ptr<UnsubscribeServer>> UnsubscribeServer::Create(
   if (keys.empty()) {
     return absl::InvalidArgumentError("unsubscribe: no [[token_key]] to check tokens with");
   }
+  if (!handler) return absl::InvalidArgumentError("unsubscribe: no handler");
   absl::StatusOr<base::HostPort> where = base::ParseHostPort(options.listen, base::PortZero::kAllow);
   sockaddr_storage addr{};
   socklen_t addr_len = 0;

@@ -329,6 +329,8 @@ TEST(UnsubscribeCreateTest, RefusesWhatCannotWork) {
   auto no_keys = UnsubscribeServer::Create(options, token::Keyring(), handler);
   EXPECT_EQ(no_keys.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(no_keys.status().message().find("[[token_key]]"), std::string_view::npos);
+  EXPECT_EQ(UnsubscribeServer::Create(options, Keys(), nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
   options.listen = "localhost:0";
   EXPECT_EQ(UnsubscribeServer::Create(options, Keys(), handler).status().code(),
             absl::StatusCode::kInvalidArgument);
