@@ -557,6 +557,39 @@ TomlKeys VerpKeys(const TomlFile& file, Config* c) {
   };
 }
 
+TomlKeys UnsubscribeKeys(const TomlFile& file, Config* c) {
+  auto& u = c->unsubscribe;
+  return {
+      {"listen", [&file, &u](auto& n, auto k) { return GetListenAddress(file, n, k, &u.listen); }},
+      {"max_request_bytes", [&file, &u](const toml::node& n, std::string_view k) -> absl::Status {
+         uint64_t bytes = 0;
+         RETURN_IF_ERROR(GetSize(file, n, k, &bytes));
+         if (bytes < 1024 || bytes > (uint64_t{1} << 20)) return file.Error(n, k, "must be 1KiB..1MiB");
+         u.max_request_bytes = static_cast<size_t>(bytes);
+         return absl::OkStatus(); }},
+      {"rate_per_minute", [&file, &u](auto& n, auto k) {
+         return GetIntInto(file, n, k, 0, 1000000, &u.rate_per_minute); }},
+      {"max_clients", [&file, &u](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 10000000, &u.max_clients); }},
+      {"threads", [&file, &u](auto& n, auto k) { return GetIntInto(file, n, k, 1, 64, &u.threads); }},
+      {"request_timeout", [&file, &u](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Seconds(1), absl::Minutes(5), &u.request_timeout); }},
+      {"trusted_proxies", [&file, &u](const toml::node& n, std::string_view k) -> absl::Status {
+         RETURN_IF_ERROR(GetStringList(file, n, k, &u.trusted_proxies));
+         if (u.trusted_proxies.size() > kMaxTrustedProxies) {
+           return file.Error(n, k, absl::StrCat("at most ", kMaxTrustedProxies, " addresses"));
+         }
+         for (const std::string& p : u.trusted_proxies) {
+           in6_addr unused;
+           if (::inet_pton(AF_INET, p.c_str(), &unused) != 1 &&
+               ::inet_pton(AF_INET6, p.c_str(), &unused) != 1) {
+             return file.Error(n, k, absl::StrCat("\"", p, "\" is not an IP address literal"));
+           }
+         }
+         return absl::OkStatus(); }},
+  };
+}
+
 TomlKeys MetricsKeys(const TomlFile& file, Config* c) {
   return {
       {"listen", [&file, c](auto& n, auto k) { return GetListenAddress(file, n, k, &c->metrics_listen); }},
@@ -574,7 +607,7 @@ struct PlainSection {
 constexpr PlainSection kPlainSections[] = {
     {"paths", PathsKeys}, {"smtp", SmtpKeys},   {"dns", DnsKeys},     {"retry", RetryKeys},
     {"delivery", DeliveryKeys}, {"queue", QueueKeys}, {"log", LogKeys}, {"verp", VerpKeys},
-    {"metrics", MetricsKeys},   {"admin", AdminKeys},
+    {"metrics", MetricsKeys},   {"admin", AdminKeys}, {"unsubscribe", UnsubscribeKeys},
 };
 
 // [routes]: domain or "*" to HOST:PORT, or an array of them.
@@ -668,6 +701,11 @@ absl::Status Apply(const TomlFile& file, const toml::table& root, Config* c) {
   if (!c->verp_domain.empty() && c->token_keys.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         base::Sv(file.name), ": verp.domain: signed VERP needs a [[token_key]] to sign with"));
+  }
+  if (!c->unsubscribe.listen.empty() && c->token_keys.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        base::Sv(file.name),
+        ": unsubscribe.listen: the unsubscribe endpoint needs a [[token_key]] to check tokens with"));
   }
   c->smtp.defaults.retry = c->retry;
   if (const toml::node* dests = root.get("destination")) {

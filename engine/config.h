@@ -25,6 +25,7 @@
 #include "dns/router.h"
 #include "engine/shaping.h"
 #include "engine/smtp/client.h"
+#include "engine/unsubscribe.h"
 #include "metrics/classify.h"
 
 namespace volley::engine {
@@ -273,6 +274,9 @@ struct Config {
   // [verp] domain: MAIL FROM is b-<token>@verp_domain (a job's return_path wins);
   // empty = off.
   std::string verp_domain;
+  // [unsubscribe]: the one-click unsubscribe endpoint (engine/unsubscribe.h,
+  // docs/feedback.md); listen empty = off. Needs a [[token_key]].
+  UnsubscribeOptions unsubscribe;
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);

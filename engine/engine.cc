@@ -25,6 +25,7 @@
 #include "engine/intake.h"
 #include "engine/recovery.h"
 #include "engine/shard.h"
+#include "engine/unsubscribe.h"
 #include "metrics/classify.h"
 #include "metrics/delivery_log.h"
 #include "metrics/exporter.h"
@@ -210,8 +211,24 @@ absl::Status Engine::Run() {
     sources.max_jobs = static_cast<size_t>(config_.metrics_max_jobs);
     ASSIGN_OR_RETURN(auto exporter,
                      metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));
+    std::unique_ptr<UnsubscribeServer> unsubscribe;
+    if (!config_.unsubscribe.listen.empty()) {
+      // XXX(issue 18): the handler is to suppress the address and log
+      // `unsubscribed`; until the suppression store is wired in, the verified
+      // claim is only logged, and the recipient is NOT suppressed.
+      ASSIGN_OR_RETURN(unsubscribe,
+                       UnsubscribeServer::Create(
+                           config_.unsubscribe, credentials.tokens(),
+                           [](const token::Claim& c, std::string_view client) {
+                             base::LogInfo("unsubscribe: job %d line %d from %s: one-click "
+                                           "request verified; not suppressed (no store yet)",
+                                           c.job_no, c.line, client);
+                             return absl::OkStatus();
+                           }));
+    }
     admin->SetDestinationStates(&destination_states);
     admin->Start();
+    if (unsubscribe) unsubscribe->Start();
     base::LogInfo("running: %zu shard%s, spool %s, queue %s, log %s", shard_count,
                   shard_count == 1 ? "" : "s", config_.spool_dir, config_.queue_dir, log->path());
     // One thread per shard; a shard that fails stops the others (the first
@@ -236,6 +253,7 @@ absl::Status Engine::Run() {
     }
     run_shard(shards[0].get(), 0);
     for (std::thread& t : threads) t.join();
+    if (unsubscribe) unsubscribe->Stop();
     admin->Stop();
   }
   committer.Stop();

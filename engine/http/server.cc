@@ -21,6 +21,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/strings.h"
@@ -74,6 +75,39 @@ absl::Status ProbeBind(const sockaddr_storage& address, std::string_view name,
 // Set only around mg_start2, which runs on the caller's thread.
 thread_local std::string* start_log = nullptr;
 
+// IsFormType - whether a Content-Type names one of the two form encodings
+// civetweb's form parser reads (parameters such as charset aside).
+bool IsFormType(std::string_view content_type) {
+  const std::string_view media = base::StdSv(
+      absl::StripAsciiWhitespace(base::Sv(content_type.substr(0, content_type.find(';')))));
+  return base::EqualsIgnoreCase(media, "application/x-www-form-urlencoded") ||
+         base::EqualsIgnoreCase(media, "multipart/form-data");
+}
+
+// FormCollector - mg_handle_form_request's callbacks: every field is taken
+// (never stored to a file), up to kMaxFormFields. Values arrive in one or more
+// pieces; they come out of a body of at most max_body octets, and decoding
+// only shortens them, so they are bounded by it.
+struct FormCollector {
+  std::vector<FormField>* fields;
+  bool too_many = false;
+
+  static int Found(const char* key, const char*, char*, size_t, void* self) {
+    auto* c = static_cast<FormCollector*>(self);
+    if (c->fields->size() >= kMaxFormFields) {
+      c->too_many = true;
+      return MG_FORM_FIELD_STORAGE_ABORT;
+    }
+    c->fields->push_back(FormField{key != nullptr ? key : "", ""});
+    return MG_FORM_FIELD_STORAGE_GET;
+  }
+  static int Get(const char*, const char* value, size_t length, void* self) {
+    auto* c = static_cast<FormCollector*>(self);
+    if (!c->fields->empty() && value != nullptr) c->fields->back().value.append(value, length);
+    return MG_FORM_FIELD_HANDLE_GET;  // the next piece of this field, if any
+  }
+};
+
 int LogMessage(const mg_connection*, const char* message) {
   // After start, civetweb logs what a client did wrong (timeouts, bad heads):
   // not worth an operator's attention, and the client's to choose.
@@ -90,6 +124,18 @@ std::optional<std::string_view> Request::Find(std::string_view name) const {
   return std::nullopt;
 }
 
+std::optional<std::string> Request::QueryParameter(std::string_view name) const {
+  if (!query.has_value()) return std::nullopt;
+  // Decoding only shortens: a buffer the query's size always holds the value.
+  std::string value(query->size() + 1, '\0');
+  const std::string var(name);
+  const int n = mg_get_var2(query->data(), query->size(), var.c_str(), value.data(),
+                            value.size(), 0);
+  if (n < 0) return std::nullopt;
+  value.resize(static_cast<size_t>(n));
+  return value;
+}
+
 std::string_view ReasonPhrase(int status) {
   switch (status) {
     case 200: return "OK";
@@ -98,6 +144,7 @@ std::string_view ReasonPhrase(int status) {
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
+    case 429: return "Too Many Requests";
     case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
@@ -272,11 +319,33 @@ Response Server::Answer(mg_connection* conn) {
   if (info->query_string != nullptr) req.query = info->query_string;
   req.version = info->http_version != nullptr ? info->http_version : "";
   req.content_length = info->content_length;
+  req.remote_address = info->remote_addr;
   for (int i = 0; i < info->num_headers; ++i) {
     req.headers.push_back({info->http_headers[i].name, info->http_headers[i].value});
   }
   const Handler* handler = Find(req.target);
   if (handler == nullptr) return options_.error_response(404, "no such endpoint");
+  if (options_.parse_forms && IsFormType(req.Find("Content-Type").value_or(""))) {
+    if (req.content_length < 0 && req.Find("Transfer-Encoding")) {
+      // Without a length civetweb's parser reads until the body ends, past
+      // any bound this layer could set.
+      return options_.error_response(411, "a form body needs a Content-Length");
+    }
+    if (req.content_length > static_cast<int64_t>(options_.max_body)) {
+      return options_.error_response(413, "request body too large");
+    }
+    if (req.content_length > 0) {
+      FormCollector collector{&req.form};
+      mg_form_data_handler fdh{};
+      fdh.field_found = &FormCollector::Found;
+      fdh.field_get = &FormCollector::Get;
+      fdh.user_data = &collector;
+      const int parsed = mg_handle_form_request(conn, &fdh);
+      if (collector.too_many) return options_.error_response(400, "too many form fields");
+      if (parsed < 0) return options_.error_response(400, "malformed form body");
+    }
+    return (*handler)(req);
+  }
   if (options_.max_body > 0 && (req.content_length > 0 || req.Find("Transfer-Encoding"))) {
     if (req.content_length > static_cast<int64_t>(options_.max_body)) {
       return options_.error_response(413, "request body too large");

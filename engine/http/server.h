@@ -66,6 +66,15 @@
 //   kernel's listen backlog. A request body is read only up to max_body
 //   (default 0: not read at all; the handler sees content_length and decides);
 //   a longer one gets 413. No keep-alive: a connection carries one request.
+//   With parse_forms, a form body (application/x-www-form-urlencoded or
+//   multipart/form-data) is parsed by civetweb (mg_handle_form_request) into
+//   Request::form instead: it must carry a Content-Length (411 if not) of at
+//   most max_body (413 if over), civetweb reads no byte past it, and at most
+//   kMaxFormFields fields are kept (more: 400), so the fields hold at most
+//   max_body octets. A body civetweb cannot parse as the form it says it is
+//   gets 400. No file is ever stored (uploads are read as any other field).
+//   XXX(civetweb 1.15): a very short multipart boundary ("BB") is refused as
+//   malformed; four characters pass, and browsers and curl use 30 or more.
 #ifndef VOLLEY_ENGINE_HTTP_SERVER_H_
 #define VOLLEY_ENGINE_HTTP_SERVER_H_
 
@@ -96,6 +105,15 @@ struct Header {
   std::string_view value;
 };
 
+// FormField - one field of a form body, name and value decoded by civetweb.
+struct FormField {
+  std::string name;
+  std::string value;
+};
+
+// Fields of one form body kept at most; a body with more gets 400.
+inline constexpr size_t kMaxFormFields = 64;
+
 // Request - one request, valid for the handler's call only.
 struct Request {
   std::string_view method;             // "GET", as sent (civetweb knows the methods)
@@ -105,9 +123,18 @@ struct Request {
   std::vector<Header> headers;
   int64_t content_length = -1;         // -1: none given (chunked, or no body)
   std::string body;                    // read only when options.max_body > 0
+  // The fields of a form body, in order, when options.parse_forms (body is
+  // then empty).
+  std::vector<FormField> form;
+  // The peer's IP address as text ("192.0.2.1"): the connection's, not what
+  // any header says.
+  std::string_view remote_address;
 
   // Find - the value of header `name` (any case), or nullopt.
   std::optional<std::string_view> Find(std::string_view name) const;
+  // QueryParameter - the first value of `name` in the query, percent-decoded
+  // ('+' is a space) by civetweb; nullopt when the query has no such name.
+  std::optional<std::string> QueryParameter(std::string_view name) const;
 };
 
 struct Response {
@@ -136,8 +163,12 @@ struct ServerOptions {
   // Longest request body read into Request::body; 0: bodies are not read.
   // Default: 0.
   size_t max_body = 0;
+  // Parse form bodies into Request::form (see BOUNDS); a body of any other
+  // type is read into Request::body as before. Default: false.
+  bool parse_forms = false;
   // The answer to a request refused before (or without) a handler: no route
-  // (404), a malformed head (400), a body over max_body (413), a stop (503).
+  // (404), a malformed head (400), a body over max_body (413), a form body
+  // without Content-Length (411) or malformed (400), a stop (503).
   // Default: text/plain "Error STATUS: REASON".
   std::function<Response(int status, std::string_view reason)> error_response;
 };

@@ -387,6 +387,42 @@ TEST(ParseConfig, MetricsKeys) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("v.toml:2: metrics.listen: "));
 }
 
+TEST(ParseConfig, UnsubscribeKeys) {
+  auto off = ParseConfig("", "v.toml");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->unsubscribe.listen, "");
+  EXPECT_EQ(off->unsubscribe.max_request_bytes, 8192u);
+  EXPECT_EQ(off->unsubscribe.rate_per_minute, 60);
+  EXPECT_EQ(off->unsubscribe.max_clients, 10000u);
+  EXPECT_EQ(off->unsubscribe.threads, 4);
+  const std::string key = "[[token_key]]\nid = \"k1\"\nsecret_file = \"/k1.key\"\n";
+  auto c = ParseConfig(key + "[unsubscribe]\nlisten = \"127.0.0.1:8080\"\n"
+                             "max_request_bytes = \"16KiB\"\nrate_per_minute = 0\n"
+                             "max_clients = 5\nthreads = 2\nrequest_timeout = \"3s\"\n"
+                             "trusted_proxies = [\"127.0.0.1\", \"::1\"]\n",
+                       "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->unsubscribe.listen, "127.0.0.1:8080");
+  EXPECT_EQ(c->unsubscribe.max_request_bytes, 16384u);
+  EXPECT_EQ(c->unsubscribe.rate_per_minute, 0);
+  EXPECT_EQ(c->unsubscribe.max_clients, 5u);
+  EXPECT_EQ(c->unsubscribe.threads, 2);
+  EXPECT_EQ(c->unsubscribe.request_timeout, absl::Seconds(3));
+  EXPECT_EQ(c->unsubscribe.trusted_proxies, (std::vector<std::string>{"127.0.0.1", "::1"}));
+  // Tokens cannot be checked without a key: refused, not started and 400 for all.
+  auto keyless = ParseConfig("[unsubscribe]\nlisten = \"127.0.0.1:8080\"\n", "v.toml");
+  ASSERT_FALSE(keyless.ok());
+  EXPECT_THAT(std::string(keyless.status().message()),
+              HasSubstr("v.toml: unsubscribe.listen: the unsubscribe endpoint needs a [[token_key]]"));
+  auto proxy = ParseConfig(key + "[unsubscribe]\ntrusted_proxies = [\"proxy.test\"]\n", "v.toml");
+  ASSERT_FALSE(proxy.ok());
+  EXPECT_THAT(std::string(proxy.status().message()),
+              HasSubstr("v.toml:5: unsubscribe.trusted_proxies: \"proxy.test\" is not an IP"));
+  auto small = ParseConfig(key + "[unsubscribe]\nmax_request_bytes = 100\n", "v.toml");
+  ASSERT_FALSE(small.ok());
+  EXPECT_THAT(std::string(small.status().message()), HasSubstr("must be 1KiB..1MiB"));
+}
+
 TEST(ParseConfig, RetryOverridesPerDestination) {
   auto c = ParseConfig(
       "[destination.\"slow.test\"]\nretry_initial = \"15m\"\nretry_max_age = \"1d\"\n"

@@ -177,6 +177,53 @@ TEST(ServerStartTest, BodiesUpToTheBound) {
             "HTTP/1.1 413 Content Too Large");
 }
 
+// Forms are civetweb's to parse: both encodings, decoded, bounded; other
+// bodies are read as before. The handler prints what it was given.
+TEST(ServerFormTest, FormBodiesAreParsedByCivetweb) {
+  ServerOptions options;
+  options.max_body = 512;
+  options.parse_forms = true;
+  auto s = Server::Create(Loopback(0), options);
+  ASSERT_TRUE(s.ok()) << s.status();
+  (*s)->Route("/", [](const Request& r) {
+    std::string out = absl::StrCat("peer=", base::Sv(r.remote_address), " q=",
+                                   base::Sv(r.QueryParameter("q").value_or("(none)")),
+                                   " body=", r.body);
+    for (const FormField& f : r.form) absl::StrAppend(&out, " [", f.name, "]=[", f.value, "]");
+    return Response{200, "text/plain", out, {}};
+  });
+  (*s)->Start();
+  const uint16_t port = PortOf((*s)->address());
+  const auto post = [port](std::string_view type, std::string_view body) {
+    return Exchange(port, absl::StrCat("POST /p?a=1&q=x%20y+z HTTP/1.1\r\nContent-Type: ",
+                                       base::Sv(type), "\r\nContent-Length: ", body.size(),
+                                       "\r\n\r\n", base::Sv(body)));
+  };
+  EXPECT_EQ(Body(post("application/x-www-form-urlencoded", "a=1&b=%3Cx%3E+y")),
+            "peer=127.0.0.1 q=x y z body= [a]=[1] [b]=[<x> y]");
+  EXPECT_EQ(Body(post("Application/X-WWW-Form-Urlencoded; charset=utf-8", "k=v")),
+            "peer=127.0.0.1 q=x y z body= [k]=[v]");
+  EXPECT_EQ(Body(post("multipart/form-data; boundary=BBBB",
+                      "--BBBB\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\nv 1\r\n"
+                      "--BBBB\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.txt\"\r\n"
+                      "\r\nfile\r\n--BBBB--\r\n")),
+            "peer=127.0.0.1 q=x y z body= [k]=[v 1] [f]=[file]");
+  EXPECT_EQ(Body(post("text/plain", "k=v")), "peer=127.0.0.1 q=x y z body=k=v");
+  EXPECT_EQ(StatusLine(post("multipart/form-data; boundary=BBBB", "not multipart")),
+            "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(StatusLine(post("application/x-www-form-urlencoded", std::string(513, 'a'))),
+            "HTTP/1.1 413 Content Too Large");
+  std::string many;
+  for (size_t i = 0; i <= kMaxFormFields; ++i) absl::StrAppend(&many, "f=", i % 10, "&");
+  EXPECT_EQ(StatusLine(post("application/x-www-form-urlencoded", many)),
+            "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(StatusLine(Exchange(port, "POST / HTTP/1.1\r\nContent-Type: "
+                                      "application/x-www-form-urlencoded\r\nTransfer-Encoding: "
+                                      "chunked\r\n\r\n3\r\nk=v\r\n0\r\n\r\n")),
+            "HTTP/1.1 411 Length Required");
+  EXPECT_EQ(Body(Exchange(port, "GET /?qq=1 HTTP/1.1\r\n\r\n")), "peer=127.0.0.1 q=(none) body=");
+}
+
 TEST(ServerCreateTest, ErrorsNameTheAddress) {
   auto first = Server::Create(Loopback(0), ServerOptions{});
   ASSERT_TRUE(first.ok()) << first.status();
