@@ -365,6 +365,7 @@ std::string AddressOf(Context& ctx, std::string_view value) {
   RE2::Replace(&v, P().type_prefix, "");
   std::string_view rest = Trim(v);
   if (rest.empty()) return "";
+  if (rest.size() > ctx.limits.max_field_bytes * 4) ctx.report.truncated = true;
   std::string copy(rest.substr(0, ctx.limits.max_field_bytes * 4));
   GPtr<InternetAddressList> list(internet_address_list_parse(ctx.options.get(), copy.c_str()));
   if (list) {
@@ -799,7 +800,10 @@ void ReadBounceText(Context& ctx, std::string_view text, bool delayed,
       if (RE2::FullMatch(Rp(lines[j]), P().line_address, &a2, &r2)) break;
       paragraph += " ";
       paragraph += lines[j];
-      if (paragraph.size() > ctx.limits.max_field_bytes * 2) break;
+      if (paragraph.size() > ctx.limits.max_field_bytes * 2) {
+        ctx.report.truncated = true;  // the rest of the paragraph is not searched
+        break;
+      }
     }
     std::string_view p = Trim(paragraph);
     while (!p.empty() && (p.front() == ':' || p.front() == ' ')) p.remove_prefix(1);
@@ -915,11 +919,17 @@ absl::StatusOr<Report> Parse(std::string_view message, std::optional<std::string
 
   std::string text = found.text ? std::move(*found.text)
                                 : found.other_text ? std::move(*found.other_text) : "";
-  bool text_cut = false;
+  bool text_cut = false, scan_cut = false;
   report.text = Clean(text, limits.max_text_bytes, true, &text_cut);
-  // A DSN's text/plain part counts as cut only if it was long: that is its job.
+  // Cutting Report::text is routine (it is for classification rules, a sample is
+  // enough): noted, but not `truncated`. Cutting what is searched is not.
   if (text_cut) AddNote(report, absl::StrCat("text cut to ", limits.max_text_bytes, " octets"));
-  std::string scanned = Clean(text, limits.max_scan_bytes, true);
+  std::string scanned = Clean(text, limits.max_scan_bytes, true, &scan_cut);
+  if (scan_cut) {
+    report.truncated = true;
+    AddNote(report, absl::StrCat("only the first ", limits.max_scan_bytes,
+                                 " octets of the text searched"));
+  }
 
   // The signs (report.h, "kind").
   bool explicit_auto = false, auto_submitted = false;

@@ -36,9 +36,11 @@
 //     postmaster sender (From or the envelope hint), a "Mail Delivery System"
 //     display name, a bounce subject ("Undelivered Mail Returned to Sender",
 //     "Delivery Status Notification (Failure)", "Mail delivery failed", "failure
-//     notice", "Undeliverable:", ...), qmail's "This is the qmail-send program", a
-//     multipart/report that promised a delivery-status part, or a null envelope
-//     sender with bounce wording in the text. Recipients are read from the text:
+//     notice", "Undeliverable:", ...), qmail's "This is the qmail-send program",
+//     Exim's X-Failed-Recipients (then the list of recipients), Exchange's
+//     X-MS-Exchange-Message-Is-Ndr, a multipart/report that promised a
+//     delivery-status part, or a null envelope sender with bounce wording in the
+//     text. Recipients are read from the text:
 //     addresses at the start of a line in the part before the returned copy
 //     (qmail's "<addr>:", Postfix's "<addr>: host ... said:", Exim's indented
 //     address, Sendmail's "<addr>", Exchange's "addr on <date>"), each with the
