@@ -205,14 +205,15 @@ Prescan ScanStructure(std::string_view m, const ParseLimits& limits) {
   const size_t max_dash_lines = limits.max_parts * 10;
   const size_t max_field = limits.max_field_bytes * 16;
   size_t dash_lines = 0, field_lines = 0;
-  std::optional<size_t> field_start;  // of the field that continuation lines extend
+  constexpr size_t kNoField = std::string_view::npos;
+  size_t field_start = kNoField;  // of the field that continuation lines extend
   size_t pos = 0;
   while (pos < m.size()) {
     size_t nl = m.find('\n', pos);
     size_t next = nl == std::string_view::npos ? m.size() : nl + 1;
     std::string_view line = m.substr(pos, next - pos);
     if (line.size() >= 2 && line[0] == '-' && line[1] == '-') {
-      field_start.reset();
+      field_start = kNoField;
       if (++dash_lines > max_dash_lines) {
         return {pos, absl::StrCat("message cut at line starting \"--\" number ", dash_lines,
                                   " (more than 10 * max_parts)")};
@@ -226,10 +227,10 @@ Prescan ScanStructure(std::string_view m, const ParseLimits& limits) {
                                   " (max_header_fields ", limits.max_header_fields, ")")};
       }
     } else {
-      field_start.reset();
+      field_start = kNoField;
     }
-    if (field_start && next - *field_start > max_field) {
-      return {*field_start, absl::StrCat("message cut at a header field longer than ",
+    if (field_start != kNoField && next - field_start > max_field) {
+      return {field_start, absl::StrCat("message cut at a header field longer than ",
                                          max_field, " octets")};
     }
     pos = next;

@@ -389,6 +389,109 @@ TEST(CorpusTest, EveryFileParsesWithoutNotesOfTruncation) {
 }
 
 // ---------------------------------------------------------------------------
+// Kinds: the signs, one at a time
+
+TEST(KindTest, SignsDecide) {
+  struct Case {
+    const char* name;
+    std::string message;
+    std::optional<std::string> envelope;
+    ReportKind want;
+  };
+  const std::string body = "\r\nHello.\r\n";
+  const std::string failed_body = "\r\nYour message could not be delivered to a@example.test.\r\n";
+  std::vector<Case> cases = {
+      {"plain mail", "From: pat@example.test\r\nSubject: hi\r\n" + body, std::nullopt,
+       ReportKind::kOther},
+      {"plain mail, person's envelope", "From: pat@example.test\r\nSubject: hi\r\n" + body,
+       "pat@example.test", ReportKind::kOther},
+      {"null sender alone: machine, not a bounce",
+       "From: pat@example.test\r\nSubject: hi\r\n" + body, "", ReportKind::kAutoReply},
+      {"null sender and bounce wording", "From: pat@example.test\r\nSubject: hi\r\n" + failed_body,
+       "<>", ReportKind::kBounceText},
+      {"bounce wording without null sender: a person may write it",
+       "From: pat@example.test\r\nSubject: hi\r\n" + failed_body, std::nullopt,
+       ReportKind::kOther},
+      {"MAILER-DAEMON envelope", "From: x@example.test\r\nSubject: hi\r\n" + body,
+       "MAILER-DAEMON@mx.example.test", ReportKind::kBounceText},
+      {"postmaster From", "From: Postmaster <postmaster@example.test>\r\nSubject: hi\r\n" + body,
+       std::nullopt, ReportKind::kBounceText},
+      {"Mail Delivery System name",
+       "From: Mail Delivery System <noreply@example.test>\r\nSubject: hi\r\n" + body, std::nullopt,
+       ReportKind::kBounceText},
+      {"bounce subject", "From: x@example.test\r\nSubject: failure notice\r\n" + body,
+       std::nullopt, ReportKind::kBounceText},
+      {"bounce subject in a person's reply",
+       "From: x@example.test\r\nSubject: Re: Undeliverable: hi\r\n" + body, std::nullopt,
+       ReportKind::kOther},
+      {"Auto-Submitted: no", "From: x@example.test\r\nAuto-Submitted: no\r\nSubject: hi\r\n" + body,
+       std::nullopt, ReportKind::kOther},
+      {"Auto-Submitted: auto-generated",
+       "From: x@example.test\r\nAuto-Submitted: auto-generated\r\nSubject: hi\r\n" + body,
+       std::nullopt, ReportKind::kAutoReply},
+      {"Auto-Submitted and a bounce subject (Exim)",
+       "From: x@example.test\r\nAuto-Submitted: auto-replied\r\nSubject: Mail delivery failed: "
+       "returning message to sender\r\n" +
+           body,
+       std::nullopt, ReportKind::kBounceText},
+      {"X-Autoreply beats a MAILER-DAEMON sender",
+       "From: MAILER-DAEMON@example.test\r\nX-Autoreply: yes\r\nSubject: hi\r\n" + body, "",
+       ReportKind::kAutoReply},
+      {"Precedence: auto_reply",
+       "From: x@example.test\r\nPrecedence: auto_reply\r\nSubject: hi\r\n" + body, std::nullopt,
+       ReportKind::kAutoReply},
+      {"Precedence: bulk is not an auto-reply",
+       "From: x@example.test\r\nPrecedence: bulk\r\nSubject: hi\r\n" + body, std::nullopt,
+       ReportKind::kOther},
+      {"Auto: subject", "From: x@example.test\r\nSubject: Auto: hi\r\n" + body, std::nullopt,
+       ReportKind::kAutoReply},
+      {"report-type=delivery-status without the part",
+       "From: x@example.test\r\nContent-Type: multipart/report; report-type=delivery-status; "
+       "boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n<a@example.test>: 550 5.1.1 "
+       "unknown\r\n--b--\r\n",
+       std::nullopt, ReportKind::kBounceText},
+      {"delivery-status part outside multipart/report",
+       "From: x@example.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+       "Content-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; a@example.test\r\n"
+       "Action: failed\r\n--b--\r\n",
+       std::nullopt, ReportKind::kDeliveryStatus},
+      {"a DSN forwarded by a person stays the person's",
+       "From: x@example.test\r\nSubject: Fwd: look\r\nContent-Type: multipart/mixed; "
+       "boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee this\r\n--b\r\n"
+       "Content-Type: message/rfc822\r\n\r\nFrom: MAILER-DAEMON@example.test\r\n"
+       "Content-Type: multipart/report; report-type=delivery-status; boundary=c\r\n\r\n--c\r\n"
+       "Content-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; a@example.test\r\n"
+       "Action: failed\r\n--c--\r\n--b--\r\n",
+       std::nullopt, ReportKind::kOther},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<Report> r =
+        c.envelope ? ParseReport(c.message, *c.envelope) : ParseReport(c.message);
+    ASSERT_TRUE(r.ok()) << c.name << ": " << r.status();
+    EXPECT_EQ(ReportKindName(r->kind), ReportKindName(c.want)) << c.name << "\n" << Describe(*r);
+  }
+}
+
+TEST(KindTest, DsnPartOutsideReportIsNoted) {
+  absl::StatusOr<Report> r = ParseReport(
+      "From: x@example.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+      "Content-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; a@example.test\r\n"
+      "Action: failed\r\n--b--\r\n");
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->recipients.size(), 1u);
+  EXPECT_EQ(r->recipients[0].final_recipient, "a@example.test");
+  EXPECT_THAT(r->notes, ::testing::Contains("delivery-status part outside a multipart/report"));
+}
+
+TEST(KindTest, MboxFromLineSkipped) {
+  std::string m = "From MAILER-DAEMON Sun Dec  6 10:00:05 2026\n" + ReadCorpus("qmail.eml");
+  absl::StatusOr<Report> r = ParseReport(m);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->kind, ReportKind::kBounceText);
+  EXPECT_EQ(r->recipients.size(), 2u);
+}
+
+// ---------------------------------------------------------------------------
 // Names
 
 TEST(NamesTest, KindsAndActions) {
