@@ -64,6 +64,17 @@ struct Context {
   bool traces_cut_noted = false;
 };
 
+// Ordinal - "1st", "2nd", "3rd", "4th", "11th", "1000th".
+std::string Ordinal(size_t n) {
+  const char* suffix = "th";
+  if (n % 100 < 11 || n % 100 > 13) {
+    if (n % 10 == 1) suffix = "st";
+    if (n % 10 == 2) suffix = "nd";
+    if (n % 10 == 3) suffix = "rd";
+  }
+  return absl::StrCat(n, suffix);
+}
+
 void AddNote(Report& r, std::string note) {
   if (r.notes.size() + 1 < kMaxNotes) {
     r.notes.push_back(std::move(note));
@@ -160,20 +171,20 @@ std::string Field(Context& ctx, std::string_view s) {
     ctx.report.truncated = true;
     if (!ctx.field_cut_noted) {
       ctx.field_cut_noted = true;
-      AddNote(ctx.report, absl::StrCat("a field was cut to ", ctx.limits.max_field_bytes,
-                                       " octets"));
+      AddNote(ctx.report,
+              absl::StrCat("a field was cut to ", ctx.limits.max_field_bytes, " octets"));
     }
   }
   return out;
 }
 
 std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' ||
-                        s.front() == '\n')) {
+  while (!s.empty() &&
+         (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n')) {
     s.remove_prefix(1);
   }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' ||
-                        s.back() == '\n')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
   return s;
@@ -187,7 +198,7 @@ bool IEquals(std::string_view a, std::string_view b) { return base::EqualsIgnore
 // The pre-scan: bound what GMime builds (see BOUNDS in report.h)
 
 struct Prescan {
-  size_t end = 0;  // parse message[0, end)
+  size_t end = 0;   // parse message[0, end)
   std::string why;  // non-empty when the message was cut
 };
 
@@ -230,8 +241,8 @@ Prescan ScanStructure(std::string_view m, const ParseLimits& limits) {
       field_start = kNoField;
     }
     if (field_start != kNoField && next - field_start > max_field) {
-      return {field_start, absl::StrCat("message cut at a header field longer than ",
-                                         max_field, " octets")};
+      return {field_start,
+              absl::StrCat("message cut at a header field longer than ", max_field, " octets")};
     }
     pos = next;
   }
@@ -296,36 +307,63 @@ std::string TextOf(GMimeObject* object) {
 
 // The patterns, compiled once. RE2: linear time whatever the input.
 struct Patterns {
+  // An RFC 3463 code not inside a longer dotted number (an IP address, a version).
   RE2 enhanced{R"((?:^|[^0-9.])([245])\.(\d{1,3})\.(\d{1,3})(?:[^0-9.]|$))"};
+  // A 4xx/5xx SMTP reply where a transcript or a bounce quotes one.
   RE2 reply{R"((?i)(?:^|\n|said:|returned '|reason:|<<<|error:|\)|\s)\s*([45]\d\d)[ -])"};
   RE2 word{R"(([A-Za-z][A-Za-z0-9-]*))"};
-  RE2 type_prefix{R"(^\s*[A-Za-z0-9-]+\s*;\s*)"};
+  RE2 type_prefix{R"(^\s*[A-Za-z0-9-]+\s*;\s*)"};  // "rfc822;", "dns;"
   RE2 host{R"(^\s*(?:[A-Za-z0-9-]+\s*;)?\s*([^\s();]+))"};
   RE2 bounce_subject{
-      R"((?i)^\s*(?:fwd?:\s*)?(?:undeliver|returned mail|return(?:ed)? to sender|delivery status notification|delivery (?:failure|failed|has failed|notification|report|problem|delayed)|mail delivery (?:failed|failure|system|subsystem|problem|delayed)|failure notice|failed delivery|non[- ]?deliver|nondeliverable|message not delivered|could not send|mail system error|permanent error|warning: could not send|delayed mail|message delivery (?:failure|delayed)|mail could not be delivered))"};
+      R"((?i)^\s*(?:fwd?:\s*)?(?:undeliver|returned mail|return(?:ed)? to sender|)"
+      R"(delivery status notification|)"
+      R"(delivery (?:failure|failed|has failed|notification|report|problem|delayed)|)"
+      R"(mail delivery (?:failed|failure|system|subsystem|problem|delayed)|failure notice|)"
+      R"(failed delivery|non[- ]?deliver|nondeliverable|message not delivered|could not send|)"
+      R"(mail system error|permanent error|warning: could not send|delayed mail|)"
+      R"(message delivery (?:failure|delayed)|mail could not be delivered))"};
   RE2 auto_subject{
-      R"((?i)^\s*(?:out of (?:the )?office|automatic reply|auto(?:matic)?[- ]?(?:reply|response|responder|antwort)|auto:|autoreply|away from (?:the |my )?office|on vacation|vacation(?: reply| notice)?:|abwesenheit|r[ée]ponse automatique|respuesta autom[aá]tica))"};
-  RE2 daemon_local{
-      R"((?i)^(?:mailer[-_]?daemon|mail[-_]?daemon|postmaster|mail[-_]?delivery[-_]?(?:system|subsystem)?)$)"};
+      R"((?i)^\s*(?:out of (?:the )?office|automatic reply|)"
+      R"(auto(?:matic)?[- ]?(?:reply|response|responder|antwort)|auto:|autoreply|)"
+      R"(away from (?:the |my )?office|on vacation|vacation(?: reply| notice)?:|abwesenheit|)"
+      R"(r[ée]ponse automatique|respuesta autom[aá]tica))"};
+  RE2 daemon_local{R"((?i)^(?:mailer[-_]?daemon|mail[-_]?daemon|postmaster|)"
+                   R"(mail[-_]?delivery[-_]?(?:system|subsystem)?)$)"};
   RE2 daemon_name{R"((?i)mail delivery (?:system|subsystem|service)|mailer[-_]?daemon)"};
-  RE2 qmail{R"((?i)this is the qmail-send program|i'm afraid i wasn't able to deliver your message)"};
+  RE2 qmail{
+      R"((?i)this is the qmail-send program|i'm afraid i wasn't able to deliver your message)"};
+  // Bounce wording: a sign only together with a null envelope sender.
   RE2 bounce_words{
-      R"((?i)could not be delivered|couldn't be delivered|undeliverable|delivery (?:has )?failed|user unknown|unknown user|no such user|does not exist|mailbox (?:is )?unavailable|recipient address rejected|permanent (?:fatal )?error|returned to sender|not delivered|delivery to the following recipient)"};
+      R"((?i)could not be delivered|couldn't be delivered|undeliverable|)"
+      R"(delivery (?:has )?failed|user unknown|unknown user|no such user|does not exist|)"
+      R"(mailbox (?:is )?unavailable|recipient address rejected|permanent (?:fatal )?error|)"
+      R"(returned to sender|not delivered|delivery to the following recipient)"};
   RE2 delay_subject{R"((?i)delay|warning)"};
-  RE2 delay_words{
-      R"((?i)still being retried|will (?:continue to )?(?:be )?retr(?:y|ied)|has not yet been delivered|not yet been delivered|(?:message|delivery) (?:is |has been )?delayed|delivery delayed)"};
+  RE2 delay_words{R"((?i)still being retried|will (?:continue to )?(?:be )?retr(?:y|ied)|)"
+                  R"(has not yet been delivered|not yet been delivered|)"
+                  R"((?:message|delivery) (?:is |has been )?delayed|delivery delayed)"};
+  // The line after which a text bounce quotes the returned message.
   RE2 copy_marker{
-      R"((?im)^(.*(?:below this line is a copy of the message|this is a copy of the message|original message follows|message headers? follows?|returned message follows|original message headers|headers of the original message|undelivered message headers|returned mail follows|text of returned message|original message ---).*)$)"};
+      R"((?im)^(.*(?:below this line is a copy of the message|this is a copy of the message|)"
+      R"(original message follows|message headers? follows?|returned message follows|)"
+      R"(original message headers|headers of the original message|undelivered message headers|)"
+      R"(returned mail follows|text of returned message|original message ---).*)$)"};
+  // Where quoted header lines start: any field after a marker; without one, only a
+  // field that prose does not begin with.
   RE2 quoted_header_start_strong{
       R"((?im)^((?:return-path|received|message-id|volley-trace|dkim-signature)[ \t]*:))"};
   RE2 quoted_header_start{R"((?m)^([A-Za-z][A-Za-z0-9-]*[ \t]*:))"};
-  RE2 line_address{
-      R"(^[ \t]*<?([^\s<>()\[\]@,;:"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+)>?(.*)$)"};
-  RE2 dsn_text_recipient{R"((?i)^[ \t]*(?:final|original)-recipient[ \t]*:[ \t]*(?:rfc822[ \t]*;)?[ \t]*<?([^\s<>]+@[^\s<>]+?)>?[ \t]*$)"};
+  // An address at the start of a line (a bounce's list of recipients), and the rest.
+  RE2 line_address{R"(^[ \t]*<?([^\s<>()\[\]@,;:"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)"
+                   R"((?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+)>?(.*)$)"};
+  RE2 dsn_text_recipient{
+      R"((?i)^[ \t]*(?:final|original)-recipient[ \t]*:[ \t]*(?:rfc822[ \t]*;)?[ \t]*)"
+      R"(<?([^\s<>]+@[^\s<>]+?)>?[ \t]*$)"};
   RE2 rcpt_to{R"((?i)rcpt to:[ \t]*<([^\s<>]+@[^\s<>]+)>)"};
-  RE2 remote_returned{R"((?i)remote server returned '([^'\n]*)')"};
-  RE2 text_mta{
-      R"((?i)(?:this is the mail system at host|this is the qmail-send program at|generating server:|reporting-mta:[ \t]*dns;)[ \t]*([A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]))"};
+  RE2 remote_returned{R"((?i)remote server returned '([^'\n]*)')"};  // Exchange
+  RE2 text_mta{R"((?i)(?:this is the mail system at host|this is the qmail-send program at|)"
+               R"(generating server:|reporting-mta:[ \t]*dns;)[ \t]*)"
+               R"(([A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]))"};
 };
 
 const Patterns& P() {
@@ -402,7 +440,8 @@ std::string AddressesOf(Context& ctx, InternetAddressList* list) {
         if (!out.empty()) out += ", ";
         out += addr;
       } else if (INTERNET_ADDRESS_IS_GROUP(a)) {
-        InternetAddressList* members = internet_address_group_get_members(INTERNET_ADDRESS_GROUP(a));
+        InternetAddressList* members =
+            internet_address_group_get_members(INTERNET_ADDRESS_GROUP(a));
         if (members != nullptr && todo.size() < 8) todo.push_back(members);
       }
     }
@@ -431,7 +470,8 @@ void AddTrace(Context& ctx, std::string_view value) {
     ctx.report.truncated = true;
     if (!ctx.traces_cut_noted) {
       ctx.traces_cut_noted = true;
-      AddNote(ctx.report, absl::StrCat("Volley-Trace values after the ", kMaxTraces, "th dropped"));
+      AddNote(ctx.report,
+              absl::StrCat("Volley-Trace values after the ", Ordinal(kMaxTraces), " dropped"));
     }
     return;
   }
@@ -469,10 +509,10 @@ void ReadReturnedHeaders(Context& ctx, std::string_view block) {
 struct Found {
   std::optional<std::string> delivery_status;  // decoded content
   std::optional<std::string> feedback_report;
-  bool returned = false;  // a returned message or headers part was read
-  std::optional<std::string> text;             // first text/plain outside returned messages
-  std::optional<std::string> other_text;       // first other text/*
-  std::string report_type;                     // of the first multipart/report, lower-cased
+  bool returned = false;                  // a returned message or headers part was read
+  std::optional<std::string> text;        // first text/plain outside returned messages
+  std::optional<std::string> other_text;  // first other text/*
+  std::string report_type;                // of the first multipart/report, lower-cased
   bool delivery_status_outside_report = false;
 };
 
@@ -494,8 +534,8 @@ void Walk(Context& ctx, GMimeObject* root, Found& found) {
     stack.pop_back();
     if (++parts > ctx.limits.max_parts) {
       ctx.report.truncated = true;
-      AddNote(ctx.report, absl::StrCat("parts after the ", ctx.limits.max_parts,
-                                       "th not looked at"));
+      AddNote(ctx.report,
+              absl::StrCat("parts after the ", Ordinal(ctx.limits.max_parts), " not looked at"));
       return;
     }
     GMimeObject* o = item.object;
@@ -520,8 +560,8 @@ void Walk(Context& ctx, GMimeObject* root, Found& found) {
       // Children in order: push the first last. No more than can still be looked at.
       int limit = static_cast<int>(std::min<size_t>(n, ctx.limits.max_parts + 1));
       for (int i = limit - 1; i >= 0; --i) {
-        stack.push_back({g_mime_multipart_get_part(mp, i), item.depth + 1,
-                         item.in_report || is_report});
+        stack.push_back(
+            {g_mime_multipart_get_part(mp, i), item.depth + 1, item.in_report || is_report});
       }
       continue;
     }
@@ -656,8 +696,8 @@ void ReadDeliveryStatus(Context& ctx, std::string_view content) {
   }
   if (dropped > 0) {
     r.truncated = true;
-    AddNote(r, absl::StrCat("recipients after the ", ctx.limits.max_recipients, "th dropped (",
-                            dropped, " more)"));
+    AddNote(r, absl::StrCat("recipients after the ", Ordinal(ctx.limits.max_recipients),
+                            " dropped (", dropped, " more)"));
   }
   for (DsnRecipient& d : r.recipients) {
     if (d.final_recipient.empty()) d.final_recipient = d.original_recipient;
@@ -672,7 +712,8 @@ void ReadFeedbackReport(Context& ctx, std::string_view content) {
     const std::string& n = f.name;
     if (IEquals(n, "Feedback-Type")) {
       std::string word;
-      if (RE2::PartialMatch(Rp(f.value), P().word, &word)) fb.feedback_type = Field(ctx, Lower(word));
+      if (RE2::PartialMatch(Rp(f.value), P().word, &word))
+        fb.feedback_type = Field(ctx, Lower(word));
     } else if (IEquals(n, "User-Agent")) {
       fb.user_agent = Field(ctx, f.value);
     } else if (IEquals(n, "Original-Mail-From")) {
@@ -695,8 +736,8 @@ void ReadFeedbackReport(Context& ctx, std::string_view content) {
   }
   if (dropped > 0) {
     r.truncated = true;
-    AddNote(r, absl::StrCat("Original-Rcpt-To after the ", ctx.limits.max_recipients,
-                            "th dropped (", dropped, " more)"));
+    AddNote(r, absl::StrCat("Original-Rcpt-To after the ", Ordinal(ctx.limits.max_recipients),
+                            " dropped (", dropped, " more)"));
   }
 }
 
@@ -740,8 +781,8 @@ void ReadBounceText(Context& ctx, std::string_view text, bool delayed,
   if (r.original.message_id.empty() && r.original.traces.empty()) {
     std::string_view after = text.substr(region.size());
     re2::StringPiece start;
-    const RE2& start_re = region.size() < text.size() ? P().quoted_header_start
-                                                      : P().quoted_header_start_strong;
+    const RE2& start_re =
+        region.size() < text.size() ? P().quoted_header_start : P().quoted_header_start_strong;
     std::string_view search = region.size() < text.size() ? after : text;
     if (RE2::PartialMatch(Rp(search), start_re, &start)) {
       std::string_view block = search.substr(static_cast<size_t>(start.data() - search.data()));
@@ -860,8 +901,8 @@ void ReadBounceText(Context& ctx, std::string_view text, bool delayed,
   }
   if (dropped > 0) {
     r.truncated = true;
-    AddNote(r, absl::StrCat("recipients after the ", ctx.limits.max_recipients, "th dropped (",
-                            dropped, " more)"));
+    AddNote(r, absl::StrCat("recipients after the ", Ordinal(ctx.limits.max_recipients),
+                            " dropped (", dropped, " more)"));
   }
   if (r.recipients.empty()) AddNote(r, "no recipient found in the text");
 }
@@ -877,9 +918,8 @@ std::string LocalPart(std::string_view address) {
 absl::StatusOr<Report> Parse(std::string_view message, std::optional<std::string_view> envelope,
                              const ParseLimits& limits) {
   if (message.size() > limits.max_message_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("report of ", message.size(),
-                                                   " octets is over the limit of ",
-                                                   limits.max_message_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "report of ", message.size(), " octets is over the limit of ", limits.max_message_bytes));
   }
   InitGMimeOnce();
   Report report;
@@ -918,8 +958,9 @@ absl::StatusOr<Report> Parse(std::string_view message, std::optional<std::string
   GMimeObject* body = g_mime_message_get_mime_part(parsed.get());
   if (body != nullptr) Walk(ctx, body, found);
 
-  std::string text = found.text ? std::move(*found.text)
-                                : found.other_text ? std::move(*found.other_text) : "";
+  std::string text = found.text         ? std::move(*found.text)
+                     : found.other_text ? std::move(*found.other_text)
+                                        : "";
   bool text_cut = false, scan_cut = false;
   report.text = Clean(text, limits.max_text_bytes, true, &text_cut);
   // Cutting Report::text is routine (it is for classification rules, a sample is
@@ -928,8 +969,8 @@ absl::StatusOr<Report> Parse(std::string_view message, std::optional<std::string
   std::string scanned = Clean(text, limits.max_scan_bytes, true, &scan_cut);
   if (scan_cut) {
     report.truncated = true;
-    AddNote(report, absl::StrCat("only the first ", limits.max_scan_bytes,
-                                 " octets of the text searched"));
+    AddNote(report,
+            absl::StrCat("only the first ", limits.max_scan_bytes, " octets of the text searched"));
   }
 
   // The signs (report.h, "kind").
@@ -947,13 +988,14 @@ absl::StatusOr<Report> Parse(std::string_view message, std::optional<std::string
       RE2::PartialMatch(Rp(v), P().word, &word);
       if (!word.empty() && word != "no") auto_submitted = true;
     } else if (IEquals(f.name, "X-Failed-Recipients")) {
-      GPtr<InternetAddressList> list(
-          internet_address_list_parse(ctx.options.get(), std::string(f.value.substr(0, 65536)).c_str()));
+      GPtr<InternetAddressList> list(internet_address_list_parse(
+          ctx.options.get(), std::string(f.value.substr(0, 65536)).c_str()));
       std::string all = AddressesOf(ctx, list.get());
       size_t pos = 0;
       while (pos < all.size()) {
         size_t comma = all.find(", ", pos);
-        std::string one = all.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        std::string one =
+            all.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
         if (!one.empty()) failed_header.push_back(one);
         if (comma == std::string::npos) break;
         pos = comma + 2;

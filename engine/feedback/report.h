@@ -82,7 +82,8 @@
 //   max_depth and max_parts. At most max_recipients recipients and 16 trace values
 //   are kept, and each string field at most max_field_bytes octets; non-standard
 //   bounce text is searched only in its first max_scan_bytes. Hitting any bound sets
-//   `truncated` and adds a note saying which.
+//   `truncated` and adds a note saying which; but Report::text is a sample for
+//   classification rules, and cutting it to max_text_bytes is only noted.
 //
 // DIAGNOSTICS
 //   InvalidArgument only when the input is not a message at all ("not a message: no
@@ -160,9 +161,9 @@ struct Report {
   // message; else the first text/* part), decoded to UTF-8, its first max_text_bytes:
   // for the caller's classification rules.
   std::string text;
-  std::string subject;  // of the report itself
-  std::string from;     // of the report itself, address only
-  bool truncated = false;  // a bound was hit
+  std::string subject;             // of the report itself
+  std::string from;                // of the report itself, address only
+  bool truncated = false;          // a bound was hit
   std::vector<std::string> notes;  // what was odd: "recipients after the 1000th dropped"
 };
 

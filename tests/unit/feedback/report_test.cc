@@ -145,8 +145,9 @@ TEST(CorpusTest, EximPlainText) {
   EXPECT_EQ(r.recipients[0].final_recipient, "nouser@example.test");
   EXPECT_EQ(r.recipients[0].action, DsnAction::kFailed);
   EXPECT_EQ(r.recipients[0].status, "5.1.1");
-  EXPECT_THAT(r.recipients[0].diagnostic_code,
-              HasSubstr("550 5.1.1 <nouser@example.test>: Recipient address rejected: User unknown"));
+  EXPECT_THAT(
+      r.recipients[0].diagnostic_code,
+      HasSubstr("550 5.1.1 <nouser@example.test>: Recipient address rejected: User unknown"));
   EXPECT_EQ(r.recipients[1].final_recipient, "gone@example.test");
   EXPECT_EQ(r.recipients[1].status, "5.0.0");  // "550 No such user here": the reply's class
   EXPECT_THAT(r.recipients[1].diagnostic_code, HasSubstr("550 No such user here"));
@@ -178,7 +179,9 @@ TEST(CorpusTest, SendmailDsn) {
   EXPECT_EQ(r.recipients[0].remote_mta, "mx.example.test");
   EXPECT_EQ(r.recipients[0].diagnostic_code,
             "SMTP; 550 5.1.1 <nouser@example.test>... User unknown");
-  EXPECT_EQ(r.original.subject, "D\xC3\xA9" "cembre news");  // RFC 2047 decoded
+  EXPECT_EQ(r.original.subject,
+            "D\xC3\xA9"
+            "cembre news");  // RFC 2047 decoded
   EXPECT_EQ(r.original.from, "news@sender.test");
   EXPECT_THAT(r.original.traces, ElementsAre("v1.sendmailtrace"));
   // The first part has no Content-Type: text/plain by default.
@@ -193,7 +196,8 @@ TEST(CorpusTest, SendmailPlainText) {
   EXPECT_EQ(r.recipients[0].final_recipient, "olduser@old.example.test");
   EXPECT_EQ(r.recipients[0].action, DsnAction::kFailed);
   EXPECT_EQ(r.recipients[0].status, "5.0.0");
-  EXPECT_THAT(r.recipients[0].diagnostic_code, HasSubstr("550 <olduser@old.example.test>... User unknown"));
+  EXPECT_THAT(r.recipients[0].diagnostic_code,
+              HasSubstr("550 <olduser@old.example.test>... User unknown"));
   EXPECT_EQ(r.original.message_id, "job7.14@sender.test");
   EXPECT_THAT(r.original.traces, ElementsAre("v1.oldsendmailtrace"));
 }
@@ -212,8 +216,9 @@ TEST(CorpusTest, ExchangeOffice365) {
   EXPECT_EQ(r.original.message_id, "job7.5.1733479200@sender.test");
   EXPECT_THAT(r.original.traces, ElementsAre("v1.o365trace"));
   // text/plain, not the HTML alternative; quoted-printable undone.
-  EXPECT_THAT(r.text, HasSubstr("Remote Server returned '550 5.1.10 RESOLVER.ADR.RecipientNotFound; "
-                                "Recipient not found by SMTP address lookup'"));
+  EXPECT_THAT(r.text,
+              HasSubstr("Remote Server returned '550 5.1.10 RESOLVER.ADR.RecipientNotFound; "
+                        "Recipient not found by SMTP address lookup'"));
 }
 
 TEST(CorpusTest, ExchangePlainText) {
@@ -277,8 +282,8 @@ TEST(CorpusTest, SeveralRecipients) {
   EXPECT_EQ(r.reporting_mta, "relay.example.test");  // comment and "DNS;" gone
   ASSERT_EQ(r.recipients.size(), 6u);
   EXPECT_EQ(r.recipients[0].final_recipient, "Ann@Example.test");
-  EXPECT_EQ(r.recipients[0].action, DsnAction::kFailed);     // "ACTION: Failed"
-  EXPECT_EQ(r.recipients[0].status, "5.2.2");                // comment gone
+  EXPECT_EQ(r.recipients[0].action, DsnAction::kFailed);                       // "ACTION: Failed"
+  EXPECT_EQ(r.recipients[0].status, "5.2.2");                                  // comment gone
   EXPECT_EQ(r.recipients[0].diagnostic_code, "smtp; 552 5.2.2 Mailbox full");  // unfolded
   EXPECT_EQ(r.recipients[0].remote_mta, "mx.example.test");
   EXPECT_EQ(r.recipients[1].final_recipient, "bob@example.test");
@@ -303,7 +308,9 @@ TEST(CorpusTest, GlobalDsn) {
   SCOPED_TRACE(Describe(r));
   EXPECT_EQ(r.kind, ReportKind::kDeliveryStatus);
   ASSERT_EQ(r.recipients.size(), 1u);
-  EXPECT_EQ(r.recipients[0].final_recipient, "j\xC3\xBCrgen@b\xC3\xBC" "cher.example.test");
+  EXPECT_EQ(r.recipients[0].final_recipient,
+            "j\xC3\xBCrgen@b\xC3\xBC"
+            "cher.example.test");
   EXPECT_EQ(r.recipients[0].status, "5.1.1");
   EXPECT_EQ(r.original.message_id, "job7.10@sender.test");
   EXPECT_THAT(r.original.traces, ElementsAre("v1.globaltrace"));
@@ -410,8 +417,7 @@ TEST(KindTest, SignsDecide) {
       {"null sender and bounce wording", "From: pat@example.test\r\nSubject: hi\r\n" + failed_body,
        "<>", ReportKind::kBounceText},
       {"bounce wording without null sender: a person may write it",
-       "From: pat@example.test\r\nSubject: hi\r\n" + failed_body, std::nullopt,
-       ReportKind::kOther},
+       "From: pat@example.test\r\nSubject: hi\r\n" + failed_body, std::nullopt, ReportKind::kOther},
       {"MAILER-DAEMON envelope", "From: x@example.test\r\nSubject: hi\r\n" + body,
        "MAILER-DAEMON@mx.example.test", ReportKind::kBounceText},
       {"postmaster From", "From: Postmaster <postmaster@example.test>\r\nSubject: hi\r\n" + body,
@@ -419,8 +425,8 @@ TEST(KindTest, SignsDecide) {
       {"Mail Delivery System name",
        "From: Mail Delivery System <noreply@example.test>\r\nSubject: hi\r\n" + body, std::nullopt,
        ReportKind::kBounceText},
-      {"bounce subject", "From: x@example.test\r\nSubject: failure notice\r\n" + body,
-       std::nullopt, ReportKind::kBounceText},
+      {"bounce subject", "From: x@example.test\r\nSubject: failure notice\r\n" + body, std::nullopt,
+       ReportKind::kBounceText},
       {"bounce subject in a person's reply",
        "From: x@example.test\r\nSubject: Re: Undeliverable: hi\r\n" + body, std::nullopt,
        ReportKind::kOther},
@@ -547,8 +553,9 @@ TEST(HostileTest, FiftyMegabytesRefusedBySize) {
 }
 
 TEST(HostileTest, TenThousandRecipients) {
-  std::string m = DsnHead() + "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
-                              "Reporting-MTA: dns; mx.example.test\r\n\r\n";
+  std::string m = DsnHead() +
+                  "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+                  "Reporting-MTA: dns; mx.example.test\r\n\r\n";
   for (int i = 0; i < 10000; ++i) {
     m += "Final-Recipient: rfc822; user" + std::to_string(i) +
          "@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n";
@@ -567,10 +574,12 @@ TEST(HostileTest, TenThousandRecipients) {
 }
 
 TEST(HostileTest, RecipientBoundIsTheOptions) {
-  std::string m = DsnHead() + "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
-                              "Reporting-MTA: dns; mx.example.test\r\n\r\n";
+  std::string m = DsnHead() +
+                  "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+                  "Reporting-MTA: dns; mx.example.test\r\n\r\n";
   for (int i = 0; i < 5; ++i) {
-    m += "Final-Recipient: rfc822; u" + std::to_string(i) + "@example.test\r\nAction: failed\r\n\r\n";
+    m += "Final-Recipient: rfc822; u" + std::to_string(i) +
+         "@example.test\r\nAction: failed\r\n\r\n";
   }
   ParseLimits limits;
   limits.max_recipients = 3;
@@ -578,7 +587,7 @@ TEST(HostileTest, RecipientBoundIsTheOptions) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->recipients.size(), 3u);
   EXPECT_TRUE(r->truncated);
-  EXPECT_THAT(r->notes, ::testing::Contains("recipients after the 3th dropped (2 more)"));
+  EXPECT_THAT(r->notes, ::testing::Contains("recipients after the 3rd dropped (2 more)"));
 }
 
 TEST(HostileTest, DeepNestingIsBounded) {
@@ -634,10 +643,11 @@ TEST(HostileTest, VeryLongHeaderLines) {
     EXPECT_THAT(r->notes.front(), HasSubstr("header field longer than"));
   }
   // A long but acceptable Diagnostic-Code is kept, cut to max_field_bytes.
-  std::string m = DsnHead() + "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
-                              "Reporting-MTA: dns; mx.example.test\r\n\r\n"
-                              "Final-Recipient: rfc822; a@example.test\r\nAction: failed\r\n"
-                              "Diagnostic-Code: smtp; 550 " +
+  std::string m = DsnHead() +
+                  "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+                  "Reporting-MTA: dns; mx.example.test\r\n\r\n"
+                  "Final-Recipient: rfc822; a@example.test\r\nAction: failed\r\n"
+                  "Diagnostic-Code: smtp; 550 " +
                   std::string(10000, 'z') + "\r\n\r\n--b--\r\n";
   absl::StatusOr<Report> r = ParseReport(m);
   ASSERT_TRUE(r.ok());
@@ -660,17 +670,21 @@ TEST(HostileTest, MalformedMime) {
   std::vector<std::string> inputs = {
       // Missing boundary parameter, and boundaries never closed.
       DsnHead("") + "--\r\nContent-Type: message/delivery-status\r\n\r\nAction: failed\r\n",
-      DsnHead() + "--b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; "
-                  "a@example.test\r\nAction: failed\r\n",
+      DsnHead() +
+          "--b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; "
+          "a@example.test\r\nAction: failed\r\n",
       // Bad base64.
-      DsnHead() + "--b\r\nContent-Type: message/delivery-status\r\nContent-Transfer-Encoding: "
-                  "base64\r\n\r\n!!!!****====\x01\x02\r\n--b--\r\n",
+      DsnHead() +
+          "--b\r\nContent-Type: message/delivery-status\r\nContent-Transfer-Encoding: "
+          "base64\r\n\r\n!!!!****====\x01\x02\r\n--b--\r\n",
       // NULs and 8-bit junk everywhere.
-      std::string("From: MAILER-DAEMON@x.test\r\nSubject: fail\0ure \xff\xfe\r\n\r\n\0\0<a@b.test>:\r\n"
-                  "550 5.1.1 \x80\x81 no\r\n",
-                  80),
-      DsnHead() + "--b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; "
-                  "a\0b@example.test\r\nDiagnostic-Code: smtp; 550 \x1b[31mred\xc3\r\n--b--\r\n",
+      std::string(
+          "From: MAILER-DAEMON@x.test\r\nSubject: fail\0ure \xff\xfe\r\n\r\n\0\0<a@b.test>:\r\n"
+          "550 5.1.1 \x80\x81 no\r\n",
+          80),
+      DsnHead() +
+          "--b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; "
+          "a\0b@example.test\r\nDiagnostic-Code: smtp; 550 \x1b[31mred\xc3\r\n--b--\r\n",
       // Headers only, no body, no final CRLF.
       "From: a@b.test",
       "Content-Type: multipart/report; boundary=x\r\n\r\n--x\r\n--x\r\n--x--",
