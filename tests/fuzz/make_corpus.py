@@ -17,6 +17,8 @@ import re
 
 HERE = pathlib.Path(__file__).resolve().parent
 GOLDEN = HERE.parent / "golden" / "smtp"
+# fuzz_report: the report parser's unit-test corpus, with CRLF line ends as over SMTP.
+REPORTS = HERE.parent / "unit" / "feedback" / "corpus"
 CORPUS = HERE / "corpus"
 
 # fuzz_smtp_client markers: 0xFF then an op byte (fuzz_smtp_client.cc, INPUT).
@@ -295,6 +297,56 @@ TOKEN_CASES = {
 }
 
 
+# fuzz_report: shapes the unit corpus does not have (report_test.cc builds the big
+# ones; these stay small, within scripts/fuzz's -max_len).
+def _lines(*lines):
+    return b"".join(l.encode() + b"\r\n" for l in lines)
+
+
+_DSN_HEAD = _lines(
+    "From: MAILER-DAEMON@mx.example.test",
+    "Subject: Undelivered Mail Returned to Sender",
+    "Content-Type: multipart/report; report-type=delivery-status; boundary=b",
+    "",
+)
+REPORT_CASES = {
+    "nested_multiparts": _lines("From: a@example.test")
+    + b"".join(
+        _lines(f'Content-Type: multipart/mixed; boundary="b{i}"', "", f"--b{i}") for i in range(40)
+    )
+    + _lines("Content-Type: message/delivery-status", "", "Final-Recipient: rfc822; x@y.test",
+           "Action: failed", ""),
+    "nested_messages": _lines("From: a@example.test")
+    + b"".join(_lines("Content-Type: message/rfc822", "") for _ in range(40))
+    + _lines("Volley-Trace: deep", "Message-ID: <deep@example.test>", "", "body"),
+    "dsn_unclosed": _DSN_HEAD
+    + _lines("--b", "Content-Type: message/delivery-status", "", "Reporting-MTA: dns; mx.example.test",
+           "", "Final-Recipient: rfc822; a@example.test", "Action: failed", "Status: 5.1.1"),
+    "dsn_base64_bad": _DSN_HEAD
+    + _lines("--b", "Content-Type: message/delivery-status", "Content-Transfer-Encoding: base64", "",
+           "RmluYWwtUmVjaXBpZW50OiByZmM4MjI7IGFAYi50ZXN0CkFjdGlvbjogZmFpbGVkCg==!!**", "--b--"),
+    "dsn_no_blank_lines": _DSN_HEAD
+    + _lines("--b", "Content-Type: message/delivery-status", "",
+           "Reporting-MTA: dns; mx.example.test", "Final-Recipient: rfc822; a@example.test",
+           "Action: failed", "Final-Recipient: rfc822; b@example.test", "Action: delayed",
+           "Status: 4.4.1", "--b--"),
+    "bounce_nul_8bit": b"From: MAILER-DAEMON@x.test\r\nSubject: failure notice\r\n\r\n"
+    + b"<a@b.test>:\r\n550 5.1.1 \x00\xff\xfe no such user\r\n\r\n"
+    + b"--- Below this line is a copy of the message.\r\n\r\nVolley-Trace: t\x80\r\n",
+    "arf_many_rcpts": _lines(
+        "From: fbl@example.test",
+        "Content-Type: multipart/report; report-type=feedback-report; boundary=f",
+        "",
+        "--f",
+        "Content-Type: message/feedback-report",
+        "",
+        "Feedback-Type: Fraud (phishing)",
+    )
+    + b"".join(_lines(f"Original-Rcpt-To: <u{i}@example.test>") for i in range(5))
+    + _lines("", "--f--"),
+}
+
+
 def write(target, name, data):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -324,6 +376,10 @@ def main():
         write("fuzz_dkim", name, data)
     for name, data in TOKEN_CASES.items():
         write("fuzz_token", name, data)
+    for path in sorted(REPORTS.glob("*.eml")):
+        write("fuzz_report", path.stem, path.read_bytes().replace(b"\n", b"\r\n"))
+    for name, data in REPORT_CASES.items():
+        write("fuzz_report", name, data)
     total = sum(f.stat().st_size for f in CORPUS.rglob("*") if f.is_file())
     count = sum(1 for f in CORPUS.rglob("*") if f.is_file())
     print(f"{count} files, {total} bytes under {CORPUS}")
