@@ -10,6 +10,7 @@ Against volleyd with [inbound] on loopback, with Python's smtplib as the client:
 - a message over max_message_size gets 552 (MAIL SIZE= and content) and nothing is stored;
 - STARTTLS with the configured certificate (made here with openssl, trusted by the client),
   then a message, stored with "tls": true;
+- with more than max_pending files waiting in feedback/new/, a message gets 452 4.3.1;
 - connections over max_connections_per_ip and over max_connections get 421 at connect;
 - an idle connection gets 421 4.4.2 after [inbound] timeout and is closed;
 - a tls_cert_file that does not exist stops volleyd at start with an error naming it.
@@ -46,7 +47,7 @@ def make_certificate(h):
 def inbound_config(port, cert, key, timeout="3s"):
     return ('[inbound]\nlisten = ["127.0.0.1:%d"]\ndomains = ["%s"]\nmax_message_size = "100KiB"\n'
             'max_connections = 4\nmax_connections_per_ip = 2\nmax_recipients = 5\n'
-            'timeout = "%s"\ntls_cert_file = "%s"\ntls_key_file = "%s"\nmax_pending = 100\n'
+            'timeout = "%s"\ntls_cert_file = "%s"\ntls_key_file = "%s"\nmax_pending = 1\n'
             % (port, DOMAIN, timeout, cert, key))
 
 
@@ -147,6 +148,19 @@ def test_starttls(d, port, cert):
     log("STARTTLS with the configured certificate: stored with tls true")
 
 
+def test_max_pending(d, port):
+    # max_pending 1: two files wait in new/ (nothing processes them here).
+    before = stored(d)
+    check(len(before) == 2, "expected the two stored messages, found %r" % before)
+    s = client(port)
+    r = send(s, ["b-5@%s" % DOMAIN], b"Subject: one too many\r\n\r\nx\r\n")
+    s.quit()
+    code, text = r["data"]
+    check(code == 452 and text.startswith(b"4.3.1"), "over max_pending: %d %r" % (code, text))
+    check(stored(d) == before, "stored over max_pending: %r" % stored(d))
+    log("over max_pending: 452 4.3.1, nothing stored")
+
+
 def greeting(sock):
     sock.settimeout(30)
     data = b""
@@ -240,6 +254,7 @@ def test(h):
     test_accept_and_store(d, port)
     test_refusals(d, port)
     test_starttls(d, port, cert)
+    test_max_pending(d, port)
     test_connection_bounds(port)
     test_idle_timeout(port)
     d.assert_alive()
