@@ -9,7 +9,7 @@
 //
 // DESCRIPTION
 //   volleyd's config (engine/config.cc) and volley-sink's fault profiles
-//   (tools/sink/profile.cc) read TOML the same strict way: every value has a
+//   (engine/smtpd/profile.cc) read TOML the same strict way: every value has a
 //   type and a range, and a key nobody reads is an error, since a typo must
 //   never silently leave a default in place. This is that one way. It knows
 //   nothing of mail; callers add their own checks and report them through

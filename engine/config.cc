@@ -599,6 +599,50 @@ TomlKeys MetricsKeys(const TomlFile& file, Config* c) {
   };
 }
 
+TomlKeys InboundKeys(const TomlFile& file, Config* c) {
+  InboundConfig* in = &c->inbound;
+  return {
+      {"listen", [&file, in](const toml::node& n, std::string_view k) -> absl::Status {
+         RETURN_IF_ERROR(GetStringList(file, n, k, &in->listen));
+         for (const std::string& address : in->listen) {
+           auto where = base::ParseHostPort(address);
+           sockaddr_storage addr;
+           socklen_t addr_len = 0;
+           if (!where.ok() || !base::IpLiteralAddress(*where, &addr, &addr_len)) {
+             return file.Error(n, k, absl::StrCat("\"", address, "\": must be IP:PORT (an IP address literal)"));
+           }
+         }
+         return absl::OkStatus(); }},
+      {"domains", [&file, in](const toml::node& n, std::string_view k) -> absl::Status {
+         RETURN_IF_ERROR(GetStringList(file, n, k, &in->domains));
+         for (std::string& d : in->domains) {
+           d = absl::AsciiStrToLower(d);
+           if (!queue::IsValidDomainName(d)) {
+             return file.Error(n, k, absl::StrCat("\"", d, "\" is not a domain name"));
+           }
+         }
+         return absl::OkStatus(); }},
+      {"max_message_size", [&file, in](const toml::node& n, std::string_view k) -> absl::Status {
+         RETURN_IF_ERROR(GetSize(file, n, k, &in->max_message_size));
+         if (in->max_message_size < 1024 || in->max_message_size > (uint64_t{1} << 30)) {
+           return file.Error(n, k, "must be 1KiB..1GiB");
+         }
+         return absl::OkStatus(); }},
+      {"max_connections", [&file, in](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 100000, &in->max_connections); }},
+      {"max_connections_per_ip", [&file, in](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 100000, &in->max_connections_per_ip); }},
+      {"max_recipients", [&file, in](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 10000, &in->max_recipients); }},
+      {"timeout", [&file, in](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Seconds(1), absl::Hours(1), &in->timeout); }},
+      {"tls_cert_file", [&file, in](auto& n, auto k) { return GetString(file, n, k, &in->tls_cert_file); }},
+      {"tls_key_file", [&file, in](auto& n, auto k) { return GetString(file, n, k, &in->tls_key_file); }},
+      {"max_pending", [&file, in](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 10000000, &in->max_pending); }},
+  };
+}
+
 // The sections that are one plain table of keys, in the order the docs list them.
 struct PlainSection {
   std::string_view name;
@@ -608,6 +652,7 @@ constexpr PlainSection kPlainSections[] = {
     {"paths", PathsKeys}, {"smtp", SmtpKeys},   {"dns", DnsKeys},     {"retry", RetryKeys},
     {"delivery", DeliveryKeys}, {"queue", QueueKeys}, {"log", LogKeys}, {"verp", VerpKeys},
     {"metrics", MetricsKeys},   {"admin", AdminKeys}, {"unsubscribe", UnsubscribeKeys},
+    {"inbound", InboundKeys},
 };
 
 // [routes]: domain or "*" to HOST:PORT, or an array of them.
@@ -706,6 +751,14 @@ absl::Status Apply(const TomlFile& file, const toml::table& root, Config* c) {
     return absl::InvalidArgumentError(absl::StrCat(
         base::Sv(file.name),
         ": unsubscribe.listen: the unsubscribe endpoint needs a [[token_key]] to check tokens with"));
+  }
+  if (!c->inbound.listen.empty() && c->inbound.domains.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        base::Sv(file.name), ": inbound.domains: required when inbound.listen is set"));
+  }
+  if (c->inbound.tls_cert_file.empty() != c->inbound.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        base::Sv(file.name), ": inbound: tls_cert_file and tls_key_file go together"));
   }
   c->smtp.defaults.retry = c->retry;
   if (const toml::node* dests = root.get("destination")) {

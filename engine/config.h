@@ -222,6 +222,24 @@ struct DeliveryLogConfig {
   int keep = 14;
 };
 
+// [inbound] (docs/feedback.md): the SMTP listener for bounces and feedback
+// reports (engine/inbound.h). Off while listen is empty.
+struct InboundConfig {
+  // Addresses to listen on, "IP:PORT" each. Default: none (off).
+  std::vector<std::string> listen;
+  // Recipient domains taken (any case); required with listen.
+  std::vector<std::string> domains;
+  uint64_t max_message_size = uint64_t{10} << 20;  // 10 MiB; SIZE advertises it
+  int max_connections = 100;
+  int max_connections_per_ip = 10;
+  int max_recipients = 100;                         // per message
+  absl::Duration timeout = absl::Minutes(5);        // idle client (RFC 5321 4.5.3.2)
+  // STARTTLS certificate chain and key (PEM); offered when both are set.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  int max_pending = 10000;                          // files waiting in feedback/new/
+};
+
 struct Config {
   std::string spool_dir = "var/spool";
   std::string queue_dir = "var/queue";
@@ -277,6 +295,7 @@ struct Config {
   // [unsubscribe]: the one-click unsubscribe endpoint (engine/unsubscribe.h,
   // docs/feedback.md); listen empty = off. Needs a [[token_key]].
   UnsubscribeOptions unsubscribe;
+  InboundConfig inbound;
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);

@@ -18,6 +18,7 @@
 #include "base/status.h"
 #include "dns/routes.h"
 #include "engine/admin.h"
+#include "engine/inbound.h"
 #include "engine/boards.h"
 #include "engine/committer.h"
 #include "engine/compose.h"
@@ -229,6 +230,16 @@ absl::Status Engine::Run() {
     admin->SetDestinationStates(&destination_states);
     admin->Start();
     if (unsubscribe) unsubscribe->Start();
+    // [inbound]: bounces and feedback reports come in here (engine/inbound.h).
+    std::unique_ptr<InboundListener> inbound;
+    if (!config_.inbound.listen.empty()) {
+      ASSIGN_OR_RETURN(inbound, InboundListener::Create(config_.inbound, config_.spool_dir,
+                                                        config_.smtp.ehlo_name));
+      RETURN_IF_ERROR(inbound->Start());
+      for (const std::string& address : inbound->listening()) {
+        base::LogInfo("inbound: listening on %s", address);
+      }
+    }
     base::LogInfo("running: %zu shard%s, spool %s, queue %s, log %s", shard_count,
                   shard_count == 1 ? "" : "s", config_.spool_dir, config_.queue_dir, log->path());
     // One thread per shard; a shard that fails stops the others (the first
@@ -255,6 +266,9 @@ absl::Status Engine::Run() {
     for (std::thread& t : threads) t.join();
     if (unsubscribe) unsubscribe->Stop();
     admin->Stop();
+    if (inbound != nullptr) {
+      if (absl::Status st = inbound->Stop(); !st.ok() && failed.ok()) failed = std::move(st);
+    }
   }
   committer.Stop();
   if (!failed.ok()) return failed;

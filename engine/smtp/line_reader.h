@@ -37,7 +37,7 @@
 //   moves bytes.
 //
 //   Shared by the SMTP client's reply parser (reply.h) and volley-sink's command
-//   reader (tools/sink/session.h).
+//   reader (engine/smtpd/session.h).
 //
 // DIAGNOSTICS
 //   kFail: a line longer than max_line octets (CRLF not counted) is an
@@ -54,7 +54,7 @@
 //   caller bounds its reads.
 //
 // SEE ALSO
-//   reply.h, the SMTP reply parser built on this reader; tools/sink/session.h.
+//   reply.h, the SMTP reply parser built on this reader; engine/smtpd/session.h.
 #ifndef VOLLEY_ENGINE_SMTP_LINE_READER_H_
 #define VOLLEY_ENGINE_SMTP_LINE_READER_H_
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "base/strings.h"
-#include "tools/sink/listen.h"
+#include "engine/smtpd/listen.h"
 
 namespace volley::sink {
 namespace {
@@ -40,7 +40,7 @@ absl::StatusOr<std::unique_ptr<StatsEndpoint>> StatsEndpoint::Create(
   const std::string where = absl::StrCat("--http '", base::Sv(address), "'");
   sockaddr_storage ss;
   socklen_t len = 0;
-  if (absl::Status st = ParseListenAddress(address, &ss, &len); !st.ok()) {
+  if (absl::Status st = smtpd::ParseListenAddress(address, &ss, &len); !st.ok()) {
     // The parser names --listen; this is --http.
     std::string message(st.message());
     const size_t colon = message.find("': ");

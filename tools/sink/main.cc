@@ -108,7 +108,7 @@
 //   through base/log.h ("volley-sink: listening on ...", "volley-sink: fatal: ...").
 //
 // SEE ALSO
-//   docs/sink.md, tools/sink/sink.h, tools/sink/session.h, tools/sink/profile.h
+//   docs/sink.md, tools/sink/sink.h, engine/smtpd/session.h, engine/smtpd/profile.h
 #include <signal.h>
 
 #include <cerrno>

@@ -1,5 +1,5 @@
 // profile.cc - volley-sink's fault profiles from TOML; see profile.h.
-#include "tools/sink/profile.h"
+#include "engine/smtpd/profile.h"
 
 #include <algorithm>
 #include <fstream>
@@ -15,7 +15,7 @@
 #include "base/strings.h"
 #include "base/toml_reader.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 namespace {
 
 using base::Sv;
@@ -494,4 +494,4 @@ absl::StatusOr<ProfileSet> LoadProfiles(const std::string& path) {
   return ParseProfiles(text, path);
 }
 
-}  // namespace volley::sink
+}  // namespace volley::smtpd

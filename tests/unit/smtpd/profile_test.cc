@@ -1,13 +1,13 @@
 // profile_test.cc - volley-sink's fault profiles file: what it accepts, and the
 // "file:line: key: reason" it gives for what it does not.
-#include "tools/sink/profile.h"
+#include "engine/smtpd/profile.h"
 
 #include <string>
 
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 namespace {
 
 constexpr char kFull[] = R"(# every key
@@ -246,4 +246,4 @@ TEST(ProfileSet, LoadMissingFile) {
 }
 
 }  // namespace
-}  // namespace volley::sink
+}  // namespace volley::smtpd

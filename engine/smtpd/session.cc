@@ -1,5 +1,5 @@
 // session.cc - the server side of one SMTP session; see session.h.
-#include "tools/sink/session.h"
+#include "engine/smtpd/session.h"
 
 #include <algorithm>
 #include <cstring>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/strings.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 namespace {
 
 constexpr std::string_view kNotRecognized = "500 5.5.2 Error: command not recognized\r\n";
@@ -28,8 +28,16 @@ constexpr std::string_view kGreylisted =
     "451 4.7.1 Greylisted, please try again later\r\n";
 constexpr std::string_view kTooManyConnections =
     "421 4.7.0 Error: too many connections, try again later\r\n";
+constexpr std::string_view kTooManyFromClient =
+    "421 4.7.0 Error: too many connections from your address, try again later\r\n";
+constexpr std::string_view kTooManyMessages =
+    "421 4.7.0 Error: too many messages on this connection, try again later\r\n";
+constexpr std::string_view kRelayDenied = "550 5.7.1 Error: relay access denied\r\n";
 constexpr std::string_view kNoService = "503 5.5.1 Error: no service\r\n";
 constexpr std::string_view kReadyTls = "220 2.0.0 Ready to start TLS\r\n";
+
+// Content capacity kept between messages; a bigger buffer is freed.
+constexpr size_t kKeepContentCapacity = 64 * 1024;
 
 bool StartsWithIgnoreCase(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && base::EqualsIgnoreCase(s.substr(0, prefix.size()), prefix);
@@ -150,9 +158,23 @@ void Session::Start(uint64_t connections, Output* out) {
     return;
   }
   AddStep(profile_.greeting_delay,
-          absl::StrCat("220 ", options_.hostname,
-                       profile_.esmtp ? " ESMTP volley-sink\r\n" : " volley-sink\r\n"),
+          absl::StrCat("220 ", options_.hostname, profile_.esmtp ? " ESMTP " : " ",
+                       options_.software, "\r\n"),
           out);
+}
+
+void Session::Refuse(bool per_client, Output* out) {
+  AddStep(absl::ZeroDuration(), per_client ? kTooManyFromClient : kTooManyConnections, out);
+  Close(out);
+}
+
+void Session::Timeout(Output* out) {
+  if (closed()) return;
+  ResetTransaction();
+  // Straight out, no tarpit: the client has used up its time already.
+  AddStep(absl::ZeroDuration(),
+          absl::StrCat("421 4.4.2 ", options_.hostname, " Error: timeout exceeded\r\n"), out);
+  Close(out);
 }
 
 void Session::Feed(std::string_view input, absl::Time now, Output* out) {
@@ -213,11 +235,11 @@ size_t Session::FeedData(std::string_view input, Output* out) {
         // Skip to the next CR in one step: this is where bulk content goes.
         const void* cr = std::memchr(p + i, '\r', n - i);
         if (cr == nullptr) {
-          message_bytes_ += n - i;
+          Content(p + i, n - i);
           return n;
         }
         const size_t at = static_cast<const char*>(cr) - p;
-        message_bytes_ += at - i + 1;
+        Content(p + i, at - i + 1);
         i = at + 1;
         scan_ = DataScan::kCr;
         break;
@@ -227,14 +249,14 @@ size_t Session::FeedData(std::string_view input, Output* out) {
         if (c == '.') {
           scan_ = DataScan::kDot;
         } else {
-          ++message_bytes_;
+          Content(&p[i - 1], 1);
           scan_ = c == '\r' ? DataScan::kCr : DataScan::kMid;
         }
         break;
       }
       case DataScan::kCr: {
         const char c = p[i++];
-        ++message_bytes_;
+        Content(&p[i - 1], 1);
         scan_ = c == '\n' ? DataScan::kLineStart
                           : (c == '\r' ? DataScan::kCr : DataScan::kMid);
         break;
@@ -254,7 +276,7 @@ size_t Session::FeedData(std::string_view input, Output* out) {
           EndData(out);
           return i;
         }
-        ++message_bytes_;  // ".\r" then something else: the CR is content
+        Content("\r", 1);  // ".\r" then something else: the CR is content
         scan_ = DataScan::kCr;  // rescan this octet after that CR
         break;
     }
@@ -267,6 +289,8 @@ size_t Session::FeedChunk(std::string_view input, Output* out) {
   const size_t used =
       input.size() < chunk_left_ ? input.size() : static_cast<size_t>(chunk_left_);
   chunk_left_ -= used;
+  // Bdat() counted the chunk's octets and checked them against the limit.
+  if (chunk_error_.empty() && options_.handler != nullptr) content_.append(input.data(), used);
   if (chunk_left_ == 0) EndChunk(out);
   return used;
 }
@@ -352,6 +376,7 @@ void Session::Ehlo(std::string_view arg, bool extended, Output* out) {
   ResetTransaction();
   greeted_ = true;
   esmtp_ = extended;
+  helo_.assign(arg);
 }
 
 void Session::Mail(std::string_view arg, Output* out) {
@@ -361,6 +386,9 @@ void Session::Mail(std::string_view arg, Output* out) {
   };
   if (!greeted_) return fail(kNeedHelo);
   if (in_transaction_) return fail("503 5.5.1 Error: nested MAIL command\r\n");
+  if (options_.max_messages > 0 && messages_ >= options_.max_messages) {
+    return fail(kTooManyMessages);
+  }
   std::string_view path = arg;
   std::string_view address, params;
   if (!StripPrefixIgnoreCase(&path, "FROM:") || !ParsePath(path, &address, &params)) {
@@ -412,6 +440,15 @@ void Session::Rcpt(std::string_view arg, Output* out) {
   if (recipients_ >= options_.max_recipients) {
     return fail("452 4.5.3 Error: too many recipients\r\n");
   }
+  if (!options_.accepted_domains.empty()) {
+    const size_t at = address.rfind('@');
+    const std::string_view domain =
+        at == std::string_view::npos ? std::string_view() : address.substr(at + 1);
+    const bool ours = std::any_of(
+        options_.accepted_domains.begin(), options_.accepted_domains.end(),
+        [domain](const std::string& d) { return base::EqualsIgnoreCase(domain, d); });
+    if (!ours) return fail(kRelayDenied);
+  }
   const Profile* domain_profile = nullptr;
   if (options_.profiles != nullptr && options_.profiles->has_domains()) {
     const size_t at = address.rfind('@');
@@ -430,7 +467,7 @@ void Session::Rcpt(std::string_view arg, Output* out) {
   if (!Respond(c, "250 2.1.5 Ok\r\n", d, out)) return;
   if (recipients_ == 0) transaction_profile_ = domain_profile;
   ++recipients_;
-  if (options_.keep_addresses) rcpts_.emplace_back(address);
+  if (options_.keep_addresses || options_.handler != nullptr) rcpts_.emplace_back(address);
 }
 
 void Session::Data(std::string_view arg, Output* out) {
@@ -450,6 +487,8 @@ void Session::Data(std::string_view arg, Output* out) {
     state_ = State::kData;
     scan_ = DataScan::kLineStart;
     message_bytes_ = 0;
+    content_.clear();
+    content_over_ = false;
   }
 }
 
@@ -467,8 +506,9 @@ void Session::EndData(Output* out) {
     ResetTransaction();
     return Close(out);
   }
-  if (Respond(Command::kDot, absl::StrCat("250 2.0.0 Ok: ", message_bytes_, " octets, discarded\r\n"),
-              d, out)) {
+  const std::string normal = d.reply != nullptr ? std::string() : Deliver();
+  // The handler may refuse the message (451, 452...): then it is not accepted.
+  if (Respond(Command::kDot, normal, d, out) && (d.reply != nullptr || normal[0] == '2')) {
     Accept(out);
   } else {
     ResetTransaction();
@@ -531,9 +571,10 @@ void Session::EndChunk(Output* out) {
     return Close(out);
   }
   const std::string normal =
-      chunk_last_ ? absl::StrCat("250 2.0.0 Ok: ", message_bytes_, " octets, discarded\r\n")
+      chunk_last_ ? (d.reply != nullptr ? std::string() : Deliver())
                   : absl::StrCat("250 2.0.0 Ok: ", message_bytes_, " octets received\r\n");
-  if (!Respond(Command::kBdat, normal, d, out)) {
+  if (!Respond(Command::kBdat, normal, d, out) ||
+      (chunk_last_ && d.reply == nullptr && normal[0] != '2')) {
     ResetTransaction();
     return;
   }
@@ -569,8 +610,40 @@ void Session::StartTls(std::string_view arg, Output* out) {
   out->start_tls = true;
 }
 
+// Content - DATA content octets: counted, and kept with a handler until they pass
+// the size limit (then the message gets 552 at its end and nothing is kept).
+void Session::Content(const char* p, size_t n) {
+  message_bytes_ += n;
+  if (options_.handler == nullptr || content_over_) return;
+  const uint64_t limit = SizeLimit();
+  if (limit > 0 && message_bytes_ > limit) {
+    content_over_ = true;
+    std::string().swap(content_);
+    return;
+  }
+  content_.append(p, n);
+}
+
+// Deliver - the reply to a complete message: the handler's (it stores the
+// message, or says why not), or volley-sink's "discarded".
+std::string Session::Deliver() {
+  if (options_.handler == nullptr) {
+    return absl::StrCat("250 2.0.0 Ok: ", message_bytes_, " octets, discarded\r\n");
+  }
+  Envelope envelope;
+  envelope.helo = helo_;
+  envelope.mail_from = from_;
+  envelope.rcpt_to = rcpts_;
+  envelope.peer = options_.peer;
+  envelope.tls = tls_;
+  std::string reply = (*options_.handler)(envelope, content_);
+  if (reply.size() < 2 || reply.compare(reply.size() - 2, 2, "\r\n") != 0) reply.append("\r\n");
+  return reply;
+}
+
 // Accept - count the transaction's message and reset the transaction.
 void Session::Accept(Output* out) {
+  ++messages_;
   AcceptedMessage& m = out->accepted.emplace_back();
   if (options_.keep_addresses) m.from = std::move(from_);
   m.rcpts = std::move(rcpts_);
@@ -587,6 +660,13 @@ void Session::ResetTransaction() {
   recipients_ = 0;
   message_bytes_ = 0;
   transaction_profile_ = nullptr;
+  // A message's content may be megabytes: do not keep the capacity idle.
+  if (content_.capacity() > kKeepContentCapacity) {
+    std::string().swap(content_);
+  } else {
+    content_.clear();
+  }
+  content_over_ = false;
 }
 
 Session::Decision Session::Decide(const Profile& p, Command c, std::string_view arg) {
@@ -670,4 +750,4 @@ double Session::NextRandom() {
   return static_cast<double>(z >> 11) * 0x1.0p-53;
 }
 
-}  // namespace volley::sink
+}  // namespace volley::smtpd

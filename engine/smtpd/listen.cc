@@ -1,5 +1,5 @@
 // listen.cc - volley-sink's listening addresses; see listen.h.
-#include "tools/sink/listen.h"
+#include "engine/smtpd/listen.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -8,7 +8,7 @@
 #include "base/host_port.h"
 #include "base/strings.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 namespace {
 
 // Av - Debian 12's absl::string_view is not std::string_view; convert for StrCat.
@@ -134,4 +134,4 @@ absl::StatusOr<ListenGroup> ExpandListen(std::string_view arg) {
   return g;
 }
 
-}  // namespace volley::sink
+}  // namespace volley::smtpd

@@ -1,6 +1,6 @@
 // session_test.cc - the volley-sink SMTP state machine, fed whole, split and byte
 // by byte.
-#include "tools/sink/session.h"
+#include "engine/smtpd/session.h"
 
 #include <algorithm>
 #include <string>
@@ -9,7 +9,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 namespace {
 
 struct Result {
@@ -833,4 +833,4 @@ reply = "454 4.7.0 TLS not available"
 }
 
 }  // namespace
-}  // namespace volley::sink
+}  // namespace volley::smtpd

@@ -1,5 +1,5 @@
 // greylist.cc - volley-sink's greylisting table; see greylist.h.
-#include "tools/sink/greylist.h"
+#include "engine/smtpd/greylist.h"
 
 #include <utility>
 
@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/strings.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 
 Greylist::Greylist(size_t max_entries) : max_entries_(max_entries == 0 ? 1 : max_entries) {}
 
@@ -32,4 +32,4 @@ size_t Greylist::size() const {
   return first_seen_.size();
 }
 
-}  // namespace volley::sink
+}  // namespace volley::smtpd

@@ -3,7 +3,7 @@
 //   domain misbehaves, read from a TOML file
 //
 // SYNOPSIS
-//   #include "tools/sink/profile.h"
+//   #include "engine/smtpd/profile.h"
 //
 //   ASSIGN_OR_RETURN(ProfileSet set, LoadProfiles("faults.toml"));
 //   const Profile& p = set.ForListener("127.0.0.2:2525", "127.0.0.2:2525");
@@ -15,7 +15,7 @@
 //   a delay or a dropped connection, and at what rate. A ProfileSet holds the
 //   profiles of one file and which listener and which recipient domain uses
 //   which. The file format is in docs/sink.md; the Session (session.h) applies a
-//   profile, the server (sink.h) only executes its decisions.
+//   profile, the server (server.h) only executes its decisions.
 //
 //   Without a file, ProfileSet() holds one built-in "default" profile that
 //   behaves as volley-sink always did: ESMTP with PIPELINING, SIZE, 8BITMIME,
@@ -35,9 +35,9 @@
 //   kMaxFileSize octets. Going past one is a load error.
 //
 // SEE ALSO
-//   docs/sink.md, session.h, sink.h, main.cc.
-#ifndef VOLLEY_TOOLS_SINK_PROFILE_H_
-#define VOLLEY_TOOLS_SINK_PROFILE_H_
+//   docs/sink.md, session.h, server.h, tools/sink/main.cc.
+#ifndef VOLLEY_ENGINE_SMTPD_PROFILE_H_
+#define VOLLEY_ENGINE_SMTPD_PROFILE_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -50,7 +50,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 
 inline constexpr size_t kMaxProfiles = 64;
 inline constexpr size_t kMaxRules = 64;
@@ -198,6 +198,6 @@ absl::StatusOr<absl::Duration> ParseDelay(std::string_view text);
 // but the last) and return it with CRLF line ends. why says what is wrong.
 std::optional<Reply> NormalizeReply(std::string_view text, std::string* why);
 
-}  // namespace volley::sink
+}  // namespace volley::smtpd
 
-#endif  // VOLLEY_TOOLS_SINK_PROFILE_H_
+#endif  // VOLLEY_ENGINE_SMTPD_PROFILE_H_

@@ -2,7 +2,7 @@
 //   listen.h - volley-sink's listening addresses: "HOST:PORT" and IPv4 ranges
 //
 // SYNOPSIS
-//   #include "tools/sink/listen.h"
+//   #include "engine/smtpd/listen.h"
 //
 //   ASSIGN_OR_RETURN(ListenGroup g, ExpandListen("127.0.1.1-250:2525"));
 //   for (const std::string& a : g.addresses) ...;        // "127.0.1.1:2525", ...
@@ -28,8 +28,8 @@
 //
 // BOUNDS
 //   A range names at most kMaxRangeAddresses addresses.
-#ifndef VOLLEY_TOOLS_SINK_LISTEN_H_
-#define VOLLEY_TOOLS_SINK_LISTEN_H_
+#ifndef VOLLEY_ENGINE_SMTPD_LISTEN_H_
+#define VOLLEY_ENGINE_SMTPD_LISTEN_H_
 
 #include <sys/socket.h>
 
@@ -42,7 +42,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 
 // Addresses one range may name: a /16's worth, far more than the listening sockets
 // a usual RLIMIT_NOFILE allows.
@@ -65,6 +65,6 @@ absl::Status ParseListenAddress(std::string_view text, sockaddr_storage* ss, soc
 // FormatAddress - "127.0.0.1:2525" or "[::1]:2525".
 std::string FormatAddress(const sockaddr_storage& ss);
 
-}  // namespace volley::sink
+}  // namespace volley::smtpd
 
-#endif  // VOLLEY_TOOLS_SINK_LISTEN_H_
+#endif  // VOLLEY_ENGINE_SMTPD_LISTEN_H_

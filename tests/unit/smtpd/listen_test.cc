@@ -1,6 +1,6 @@
 // listen_test.cc - volley-sink's --listen arguments: single addresses, IPv4
 // ranges (last octet or whole address), and the errors that name the argument.
-#include "tools/sink/listen.h"
+#include "engine/smtpd/listen.h"
 
 #include <netinet/in.h>
 
@@ -9,7 +9,7 @@
 
 #include "gtest/gtest.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 namespace {
 
 TEST(ExpandListen, SingleAddresses) {
@@ -136,4 +136,4 @@ TEST(ParseListenAddress, FamiliesAndPorts) {
 }
 
 }  // namespace
-}  // namespace volley::sink
+}  // namespace volley::smtpd

@@ -3,7 +3,7 @@
 //   recipient) pair are refused until a delay has passed
 //
 // SYNOPSIS
-//   #include "tools/sink/greylist.h"
+//   #include "engine/smtpd/greylist.h"
 //
 //   Greylist g(Greylist::kDefaultMaxEntries);
 //   if (!g.Pass(sender, recipient, absl::Seconds(2), now)) ...;  // 451 4.7.1
@@ -24,8 +24,8 @@
 //   oldest pair goes first, so a pair evicted while it waits is greylisted again
 //   from the start: with more pairs in flight than max_entries, greylisting
 //   never lets them through.
-#ifndef VOLLEY_TOOLS_SINK_GREYLIST_H_
-#define VOLLEY_TOOLS_SINK_GREYLIST_H_
+#ifndef VOLLEY_ENGINE_SMTPD_GREYLIST_H_
+#define VOLLEY_ENGINE_SMTPD_GREYLIST_H_
 
 #include <cstddef>
 #include <deque>
@@ -36,7 +36,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 
 class Greylist {
  public:
@@ -62,6 +62,6 @@ class Greylist {
   std::deque<std::string> order_;                            // oldest first
 };
 
-}  // namespace volley::sink
+}  // namespace volley::smtpd
 
-#endif  // VOLLEY_TOOLS_SINK_GREYLIST_H_
+#endif  // VOLLEY_ENGINE_SMTPD_GREYLIST_H_

@@ -1,6 +1,6 @@
 // greylist_test.cc - volley-sink's greylist shared by shard threads: each pair is
 // first seen exactly once, however the threads interleave.
-#include "tools/sink/greylist.h"
+#include "engine/smtpd/greylist.h"
 
 #include <atomic>
 #include <string>
@@ -11,7 +11,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
 namespace {
 
 TEST(Greylist, SharedByThreads) {
@@ -40,4 +40,4 @@ TEST(Greylist, SharedByThreads) {
 }
 
 }  // namespace
-}  // namespace volley::sink
+}  // namespace volley::smtpd

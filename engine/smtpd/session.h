@@ -2,10 +2,10 @@
 //   session.h - the server side of one SMTP session, as a pure state machine
 //
 // SYNOPSIS
-//   #include "tools/sink/session.h"
+//   #include "engine/smtpd/session.h"
 //
-//   volley::sink::Session s(opts);          // opts: hostname, profile, ...
-//   volley::sink::Output out;
+//   volley::smtpd::Session s(opts);          // opts: hostname, profile, ...
+//   volley::smtpd::Output out;
 //   s.Start(open_connections, &out);        // the greeting (or a refusal)
 //   s.Feed(bytes, now, &out);               // replies to the commands in bytes
 //   for (const Step& step : out.steps) ...; // wait step.delay, send step.bytes
@@ -13,10 +13,14 @@
 //   if (out.close) ...;                     // then close the connection
 //
 // DESCRIPTION
-//   Session parses what an SMTP client sends and decides what volley-sink does
+//   Session parses what an SMTP client sends and decides what the server does
 //   about it: which replies, after which delays, and whether the connection then
-//   closes or switches to TLS. It accepts every well-formed transaction and
-//   discards the mail, unless its fault profile (profile.h) says otherwise. It
+//   closes or switches to TLS. It is volley-sink's and volleyd's inbound
+//   listener's. By default (volley-sink) it accepts every well-formed
+//   transaction and discards the mail, unless its fault profile (profile.h) says
+//   otherwise. A receiving server sets accepted_domains (RCPT elsewhere: 550
+//   5.7.1, nothing is relayed) and a handler, which gets each message's
+//   envelope and content and decides the reply to its end of data. It
 //   does no I/O and reads no clock: the caller executes the decisions in Output,
 //   passes the time in (only greylisting uses it), and unit tests can feed input
 //   split at any byte.
@@ -76,40 +80,67 @@
 //   501 5.5.4 bad arguments (for BDAT without a readable size the connection is
 //   then closed: the chunk's length is unknown); 502 5.5.1 EHLO under no-esmtp,
 //   STARTTLS not offered; 503 5.5.1 command out of sequence; 554 5.5.1 DATA
-//   without recipients; 452 4.5.3 too many recipients; 552 5.3.4 message too
-//   big; 555 5.5.4 unsupported MAIL parameter; 451 4.7.1 greylisted; 421 4.7.0
-//   too many connections. Any reply with code 421 closes the connection.
+//   without recipients; 452 4.5.3 too many recipients; 550 5.7.1 relaying
+//   denied (a recipient outside accepted_domains); 552 5.3.4 message too big;
+//   555 5.5.4 unsupported MAIL parameter; 451 4.7.1 greylisted; 421 4.7.0 too
+//   many connections (from the client's address) or messages; 421 4.4.2
+//   timeout; the handler's reply at the end of data. Any reply with code 421
+//   closes the connection.
 //
 // BOUNDS
 //   A command line longer than max_line_length octets (CRLF included) is
-//   discarded, not stored, and answered with 500 5.5.6. Message content is never
-//   buffered. The sender of the open transaction is kept, and its recipients
-//   only when keep_addresses is set (at most max_recipients of them). Rule
-//   counters: one per rule of the profile set.
+//   discarded, not stored, and answered with 500 5.5.6. Without a handler,
+//   message content is never buffered; with one, at most the size limit
+//   (max_message_size, or the profile's size_limit) of it is. The sender of the
+//   open transaction is kept, and its recipients only when keep_addresses is
+//   set or there is a handler (at most max_recipients of them). Rule counters:
+//   one per rule of the profile set.
 //
 // SEE ALSO
-//   profile.h, the fault profiles; greylist.h; sink.h, the io_uring server that
+//   profile.h, the fault profiles; greylist.h; server.h, the io_uring server that
 //   drives one Session per connection. RFC 5321 (SMTP), RFC 2920 (PIPELINING),
 //   RFC 3030 (CHUNKING), RFC 1870 (SIZE), RFC 3207 (STARTTLS).
-#ifndef VOLLEY_TOOLS_SINK_SESSION_H_
-#define VOLLEY_TOOLS_SINK_SESSION_H_
+#ifndef VOLLEY_ENGINE_SMTPD_SESSION_H_
+#define VOLLEY_ENGINE_SMTPD_SESSION_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/time/time.h"
 #include "engine/smtp/line_reader.h"
-#include "tools/sink/greylist.h"
-#include "tools/sink/profile.h"
+#include "engine/smtpd/greylist.h"
+#include "engine/smtpd/profile.h"
 
-namespace volley::sink {
+namespace volley::smtpd {
+
+// The envelope of a message, as the message handler gets it.
+struct Envelope {
+  std::string helo;                  // the EHLO or HELO argument
+  std::string mail_from;             // reverse-path without <>; "" for the null sender
+  std::vector<std::string> rcpt_to;  // accepted forward-paths without <>, in order
+  std::string peer;                  // SessionOptions::peer, "ip:port"
+  bool tls = false;                  // the message came over STARTTLS
+};
+
+// MessageHandler - takes a message at its end of data (DATA's final dot, BDAT
+// LAST) and returns the complete reply to send, such as "250 2.0.0 Ok: queued
+// as X" or "451 4.3.0 Error: could not store the message" (CRLF appended when
+// missing). Runs on the thread that feeds the session (a shard's): what it
+// blocks on, the shard waits for. A 2xx reply counts the message as accepted.
+using MessageHandler =
+    std::function<std::string(const Envelope& envelope, std::string_view content)>;
 
 struct SessionOptions {
   // Name in the greeting and the EHLO reply. Default: "localhost".
   std::string hostname = "localhost";
+
+  // Software named in the greeting, "220 HOSTNAME ESMTP SOFTWARE". Default:
+  // "volley-sink".
+  std::string software = "volley-sink";
 
   // Longest command line accepted, CRLF included; longer lines are discarded and
   // answered 500 5.5.6. RFC 5321 4.5.3.1.4 requires at least 512. Default: 4096.
@@ -135,6 +166,26 @@ struct SessionOptions {
   Greylist* greylist = nullptr;
   // Seed of this session's PRNG (rule rates). Default: 1.
   uint64_t seed = 1;
+
+  // Recipient domains accepted (lower case; compared in any case); RCPT to any
+  // other domain gets 550 5.7.1 (relaying denied). Empty: every domain, as
+  // volley-sink. Looked through in order: meant for a handful. Default: {}.
+  std::vector<std::string> accepted_domains;
+
+  // Called at each end of data with the envelope and the content (see
+  // MessageHandler); nullptr: the content is counted and dropped, and the
+  // reply is "250 2.0.0 Ok: N octets, discarded". With a handler the content
+  // is kept (dot-unstuffed, chunks joined) up to the size limit, which must not
+  // be 0; past it nothing more is kept and the message gets 552 5.3.4. The
+  // handler must outlive the session. Default: nullptr.
+  const MessageHandler* handler = nullptr;
+
+  // Messages per connection: a MAIL after this many accepted messages gets
+  // 421 4.7.0 and the connection closes. 0: no limit. Default: 0.
+  uint64_t max_messages = 0;
+
+  // The client's address, "ip:port", for the handler's Envelope. Default: "".
+  std::string peer;
 };
 
 // A message the session accepted (answered 2xx at end of data or BDAT LAST).
@@ -186,8 +237,16 @@ class Session {
   // or a silent close (a CONNECT disconnect rule).
   void Start(uint64_t connections, Output* out);
 
+  // Refuse - the opening of a connection over a server bound: 421 4.7.0 and
+  // close; per_client says the bound was the client address's.
+  void Refuse(bool per_client, Output* out);
+
   // Feed - consume input received at `now`; append decisions to out.
   void Feed(std::string_view input, absl::Time now, Output* out);
+
+  // Timeout - the client stayed silent past the server's idle timeout (RFC
+  // 5321 4.5.3.2): 421 4.4.2 and close. A transaction in progress is dropped.
+  void Timeout(Output* out);
 
   State state() const { return state_; }
   bool closed() const { return state_ == State::kClosed; }
@@ -227,6 +286,10 @@ class Session {
   void EndChunk(Output* out);
   void Accept(Output* out);
   void ResetTransaction();
+  // Content - n octets of message content: counted, and kept when capturing.
+  void Content(const char* p, size_t n);
+  // Deliver - the reply for a complete message: the handler's, or "discarded".
+  std::string Deliver();
 
   // Decide - apply profile p's rules to command c with argument arg.
   Decision Decide(const Profile& p, Command c, std::string_view arg);
@@ -266,6 +329,12 @@ class Session {
   std::vector<std::string> rcpts_;
   uint64_t recipients_ = 0;
   uint64_t message_bytes_ = 0;
+  uint64_t messages_ = 0;        // accepted on this connection
+  std::string helo_;             // the last accepted EHLO or HELO argument
+  // Message content, kept only with a handler; cleared (and content_over_
+  // set) once it passes the size limit.
+  std::string content_;
+  bool content_over_ = false;
   const Profile* transaction_profile_ = nullptr;  // first recipient's domain
 
   // Per rule: how many commands it matched in this session (ReplyRule::id).
@@ -283,6 +352,6 @@ class Session {
   std::string chunk_error_;
 };
 
-}  // namespace volley::sink
+}  // namespace volley::smtpd
 
-#endif  // VOLLEY_TOOLS_SINK_SESSION_H_
+#endif  // VOLLEY_ENGINE_SMTPD_SESSION_H_
