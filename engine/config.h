@@ -26,6 +26,7 @@
 #include "engine/shaping.h"
 #include "engine/smtp/client.h"
 #include "metrics/classify.h"
+#include "queue/suppression.h"
 
 namespace volley::engine {
 
@@ -221,6 +222,15 @@ struct DeliveryLogConfig {
   int keep = 14;
 };
 
+// [suppression]: the suppression list (queue/suppression.h, docs/feedback.md).
+struct SuppressionConfig {
+  // Its own RocksDB folder, apart from the queue's. Default: "var/suppression".
+  std::string path = "var/suppression";
+  // block_cache, soft_bounce_limit, soft_bounce_window, soft_bounce_expiry,
+  // scope; the defaults are SuppressionOptions'.
+  queue::SuppressionOptions options;
+};
+
 struct Config {
   std::string spool_dir = "var/spool";
   std::string queue_dir = "var/queue";
@@ -273,6 +283,7 @@ struct Config {
   // [verp] domain: MAIL FROM is b-<token>@verp_domain (a job's return_path wins);
   // empty = off.
   std::string verp_domain;
+  SuppressionConfig suppression;
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);

@@ -31,6 +31,7 @@
 #include "metrics/metrics.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
+#include "queue/suppression.h"
 
 namespace volley::engine {
 namespace {
@@ -123,6 +124,17 @@ absl::Status Engine::Run() {
   qopts.sync_outcomes = config_.sync_outcomes;
   qopts.max_open_files = config_.queue_max_open_files;
   ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
+  // The suppression list (queue/suppression.h): a database of its own. A path
+  // that cannot be opened stops volleyd here: sending without the list would
+  // mail addresses that complained or unsubscribed. `suppression` outlives the
+  // shards, the intake and the admin API, which all use it.
+  absl::StatusOr<std::unique_ptr<queue::SuppressionList>> opened =
+      queue::SuppressionList::Open(config_.suppression.path, config_.suppression.options);
+  if (!opened.ok()) {
+    return absl::Status(opened.status().code(),
+                        absl::StrCat("[suppression] path: ", opened.status().message()));
+  }
+  const std::unique_ptr<queue::SuppressionList> suppression = *std::move(opened);
   metrics::DeliveryLogOptions log_options;
   log_options.max_size = config_.delivery_log.max_size;
   log_options.max_age = config_.delivery_log.max_age;
@@ -207,9 +219,13 @@ absl::Status Engine::Run() {
     ASSIGN_OR_RETURN(auto exporter,
                      metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));
     admin->SetDestinationStates(&destination_states);
+    admin->SetSuppressionList(suppression.get());
     admin->Start();
     base::LogInfo("running: %zu shard%s, spool %s, queue %s, log %s", shard_count,
                   shard_count == 1 ? "" : "s", config_.spool_dir, config_.queue_dir, log->path());
+    base::LogInfo("suppression list %s: about %llu entries, scope %s", suppression->path(),
+                  static_cast<unsigned long long>(suppression->ApproximateCount()),
+                  queue::SuppressionScopeName(suppression->options().scope));
     // One thread per shard; a shard that fails stops the others (the first
     // failure is what volleyd reports).
     std::mutex failed_mu;
