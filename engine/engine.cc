@@ -150,8 +150,12 @@ absl::Status Engine::Run() {
   }
   RETURN_IF_ERROR(ReplayUnappliedOutcomes(queue.get(), log.get(), config_.retry));
   const size_t shard_count = ShardCount(config_);
-  const FdReserve reserve = DefaultFdReserve(static_cast<size_t>(config_.queue_max_open_files),
-                                             config_.dns.resolver.servers.size());
+  FdReserve reserve = DefaultFdReserve(static_cast<size_t>(config_.queue_max_open_files),
+                                       config_.dns.resolver.servers.size());
+  // The suppression list is a second RocksDB: its table files and its own
+  // (the same 16 as the queue's: logs, MANIFEST, LOCK, LOG, a flush and a
+  // compaction writing), counted with the queue's.
+  reserve.queue += static_cast<size_t>(config_.suppression.options.max_open_files) + 16;
   ASSIGN_OR_RETURN(const ConnectionBudget budget,
                    PlanConnectionBudget(CurrentFileLimit(), shard_count, reserve,
                                         static_cast<size_t>(config_.delivery.max_connections)));

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <mutex>
 #include <utility>
@@ -288,6 +289,13 @@ absl::StatusOr<std::unique_ptr<SuppressionList>> SuppressionList::Open(
   }
   if (options.max_open_files <= 0) {
     return absl::InvalidArgumentError("suppression list: max_open_files must be at least 1");
+  }
+  // RocksDB creates the last folder only; a fresh install has no var/ yet.
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat(path, ": cannot open the suppression list: cannot create: ", ec.message()));
   }
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
