@@ -60,6 +60,19 @@ absl::StatusOr<AdminRequest> Route(std::string_view method, std::string_view pat
     req.action = AdminRequest::Action::kDestinations;
   } else if (parts.size() == 1 && parts[0] == "jobs") {
     req.action = AdminRequest::Action::kListJobs;
+  } else if (parts[0] == "suppressions" && parts.size() == 1) {
+    if (method == "GET") {
+      req.action = AdminRequest::Action::kListSuppressions;
+    } else if (method == "POST") {
+      req.action = AdminRequest::Action::kAddSuppressions;
+    } else if (method == "DELETE") {
+      req.action = AdminRequest::Action::kRemoveSuppression;
+    } else {
+      return MethodNotAllowed(method, path, "GET, POST, DELETE");
+    }
+    return req;
+  } else if (parts[0] == "suppressions" && parts.size() == 2 && parts[1] == "check") {
+    req.action = AdminRequest::Action::kCheckSuppression;
   } else if ((parts.size() == 2 || parts.size() == 3) && parts[0] == "jobs") {
     // The id is checked before anything else about the path, so that no
     // malformed id can reach the queue whatever follows it.
@@ -133,7 +146,11 @@ bool IsAdminJobId(std::string_view id) {
 absl::StatusOr<AdminRequest> ParseAdminRequest(const http::Request& request) {
   const std::string_view target = request.target;
   if (target.empty() || target.front() != '/') return BadRequest("request target must be a path");
-  if (request.query) {
+  // Only the suppression list's endpoints take a query, and only a POST to
+  // /suppressions a body.
+  const bool takes_query = target == "/suppressions" || target == "/suppressions/check";
+  const bool takes_body = target == "/suppressions" && request.method == "POST";
+  if (request.query && !takes_query) {
     return BadRequest("request target must be a plain path (no query, no escapes)");
   }
   for (char c : target) {
@@ -143,16 +160,48 @@ absl::StatusOr<AdminRequest> ParseAdminRequest(const http::Request& request) {
       return BadRequest("request target must be a plain path (no query, no escapes)");
     }
   }
-  if (request.Find("Transfer-Encoding")) return BadRequest("request body not accepted");
+  if (request.Find("Transfer-Encoding") && !takes_body) {
+    return BadRequest("request body not accepted");
+  }
   if (const std::optional<std::string_view> length = request.Find("Content-Length")) {
     // civetweb has read it as a number already; this refuses what it let by
     // ("-0", "+1") along with every non-zero length.
     if (length->empty() || !std::all_of(length->begin(), length->end(), absl::ascii_isdigit)) {
       return BadRequest("malformed Content-Length");
     }
-    if (request.content_length != 0) return BadRequest("request body not accepted");
+    if (request.content_length != 0 && !takes_body) {
+      return BadRequest("request body not accepted");
+    }
   }
-  return Route(request.method, target);
+  ASSIGN_OR_RETURN(AdminRequest req, Route(request.method, target));
+  if (!takes_query) return req;
+  if (request.query) {
+    ASSIGN_OR_RETURN(req.params, ParseAdminQuery(*request.query));
+  }
+  // A name the endpoint does not know is refused, not ignored: a misspelt
+  // "scope" must not make a DELETE remove the global entry.
+  std::vector<std::string_view> known;
+  switch (req.action) {
+    case AdminRequest::Action::kListSuppressions:
+      known = {"after", "after_scope", "limit"};
+      break;
+    case AdminRequest::Action::kCheckSuppression:
+      known = {"address", "from_domain"};
+      break;
+    case AdminRequest::Action::kRemoveSuppression:
+      known = {"address", "scope"};
+      break;
+    default:
+      break;
+  }
+  for (const auto& [name, value] : req.params) {
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      std::string shown;
+      base::AppendJsonString(&shown, name.substr(0, 64));
+      return BadRequest(absl::StrCat("unknown query parameter ", shown));
+    }
+  }
+  return req;
 }
 
 std::string AdminAllow(const absl::Status& status) {
@@ -215,6 +264,7 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Create(std::string_vie
   options.max_queued = kAdminMaxQueued;
   options.max_request_head = kAdminMaxHead;
   options.request_timeout = kAdminTimeout;
+  options.max_body = kAdminMaxBody;
   options.error_response = [](int status, std::string_view reason) {
     return http::Response{status, "application/json", ErrorBody(reason), {}};
   };
@@ -305,6 +355,11 @@ http::Response AdminServer::Handle(const http::Request& request) {
     case Action::kCancel:
       changed = queue_->CancelJob(req->job_id);
       break;
+    case Action::kListSuppressions:
+    case Action::kCheckSuppression:
+    case Action::kAddSuppressions:
+    case Action::kRemoveSuppression:
+      return HandleSuppressions(*req, request.body);
   }
   if (!changed.ok()) return error(changed.status());
   // The shard re-reads the record of every job id it is handed: that is how a

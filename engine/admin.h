@@ -1,8 +1,9 @@
-// admin.h - volleyd's admin API: job control over HTTP/1.1 on loopback
+// admin.h - volleyd's admin API: job control and the suppression list over HTTP on loopback
 //
 // SYNOPSIS
 //   ASSIGN_OR_RETURN(auto admin, AdminServer::Create("127.0.0.1:9465", queue, &ready_jobs));
 //   admin->SetDestinationStates(&states);
+//   admin->SetSuppressionList(list.get());   // /suppressions
 //   admin->Start();                  // answers from now on, on http::Server's threads
 //   admin->Stop();                   // any thread; joins
 //
@@ -19,6 +20,32 @@
 //     POST /jobs/ID/pause          job, after Queue::SetPaused(ID, true)
 //     POST /jobs/ID/resume         job, after Queue::SetPaused(ID, false)
 //     POST /jobs/ID/cancel         job, after Queue::CancelJob(ID)
+//
+//   The suppression list (queue/suppression.h, docs/feedback.md); these take
+//   a query (percent-decoded; '+' is a plus, not a space) and POST a body:
+//
+//     GET    /suppressions?after=A&after_scope=S&limit=N
+//                                  {"entries":[entry, ...],"next":{"after","after_scope"}
+//                                  or null,"approximate_count":N}: a page in key order
+//                                  (by address, then scope), from the start when no
+//                                  `after`; limit 1..kAdminMaxSuppressionPage (1000)
+//     GET    /suppressions/check?address=A&from_domain=D
+//                                  {"suppressed":true,"entry":entry} or {"suppressed":false}
+//     POST   /suppressions         body: one entry {"address", "scope", "reason",
+//                                  "source", "expires", "added"} (only address is
+//                                  required; reason "manual", source "admin API",
+//                                  added now, expires never), or {"entries":[...]};
+//                                  answers {"added":N,"skipped":M,"errors":[{"index",
+//                                  "error"}]}: a batch adds its good entries in one
+//                                  write and names each bad one by index; a single
+//                                  bad entry is a 400
+//     DELETE /suppressions?address=A&scope=S
+//                                  {"removed":true}, or 404 when there was no entry
+//
+//   An entry is {"address","scope","reason","source","added","expires"}; times
+//   are RFC 3339 UTC ("2026-12-06T17:00:00Z"), expires null for never. In a
+//   POST, "expires" may also be a duration from now ("30d"), and "added" an
+//   RFC 3339 time (an import keeps the time an export wrote).
 //
 //   A job object is {"id","state","paused","priority","queued_at","total",
 //   "delivered","deferred","bounced","expired","cancelled","pending","deferrals",
@@ -45,8 +72,11 @@
 //   kAdminMaxConnections (16) served at once and kAdminMaxQueued (8) accepted
 //   and waiting, others wait in the listen backlog; kAdminTimeout (5 s) to send
 //   the request head, and again to take the answer, else the connection is
-//   closed. A request body is never read (refused with 400). Connection: close
-//   after every answer.
+//   closed. A request body is read up to kAdminMaxBody (4 MiB, else 413) and
+//   accepted only by POST /suppressions (others: 400), whose batch holds at
+//   most kAdminMaxSuppressionBatch (5000) entries; a query only by
+//   /suppressions, at most kAdminMaxQueryParams (8) parameters. Connection:
+//   close after every answer.
 //
 // ERRORS
 //   Create fails (Unavailable, naming the address) when the address cannot be
@@ -54,6 +84,9 @@
 //   IPv6). HTTP status of a failed request: 400 malformed request, head too
 //   large or bad job id, 404 unknown path or job, 405 wrong method for the
 //   path, 409 the job's state does not allow the change, 500 queue error.
+//   Suppressions: 400 naming the field ("address: empty", "limit: must be
+//   1..10000", "unknown query parameter \"x\""), 404 no entry to delete, 413 a
+//   body over kAdminMaxBody, 500 a list error or no list (SetSuppressionList).
 //
 // SEE ALSO
 //   docs/volleyctl.md, tools/volleyctl/, queue/queue.h (job control), engine/http/server.h
@@ -64,8 +97,10 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -74,6 +109,7 @@
 #include "engine/intake.h"
 #include "engine/http/server.h"
 #include "queue/queue.h"
+#include "queue/suppression.h"
 
 namespace volley::engine {
 
@@ -89,12 +125,35 @@ inline constexpr int kAdminMaxQueued = 8;
 inline constexpr absl::Duration kAdminTimeout = absl::Seconds(5);
 // Longest job id: queue::JobLimits::max_job_id's default.
 inline constexpr size_t kAdminMaxJobId = 128;
+// Longest request body (POST /suppressions only): a batch of
+// kAdminMaxSuppressionBatch entries of several hundred octets each.
+inline constexpr size_t kAdminMaxBody = size_t{4} << 20;
+// Entries in one POST /suppressions, and in one page of GET /suppressions
+// (kAdminDefaultSuppressionPage when no limit is given).
+inline constexpr size_t kAdminMaxSuppressionBatch = 5000;
+inline constexpr size_t kAdminMaxSuppressionPage = 10000;
+inline constexpr size_t kAdminDefaultSuppressionPage = 1000;
+// Query parameters one request may carry.
+inline constexpr size_t kAdminMaxQueryParams = 8;
 
 // AdminRequest - what a request asks for, after ParseAdminRequest.
 struct AdminRequest {
-  enum class Action { kHealth, kDestinations, kListJobs, kShowJob, kPause, kResume, kCancel };
+  enum class Action {
+    kHealth, kDestinations, kListJobs, kShowJob, kPause, kResume, kCancel,
+    kListSuppressions, kCheckSuppression, kAddSuppressions, kRemoveSuppression,
+  };
   Action action = Action::kHealth;
   std::string job_id;  // for kShowJob, kPause, kResume, kCancel
+  // The query of a suppressions request, percent-decoded, each name one the
+  // action takes and given at most once.
+  std::vector<std::pair<std::string, std::string>> params;
+  // Param - the value of `name`, or nullopt.
+  std::optional<std::string_view> Param(std::string_view name) const {
+    for (const auto& [n, v] : params) {
+      if (n == name) return v;
+    }
+    return std::nullopt;
+  }
 };
 
 // ParseAdminRequest - what a request (as http::Server parsed it) asks for.
@@ -121,6 +180,31 @@ int AdminHttpStatus(const absl::Status& status);
 
 // AdminJobJson - the JSON object for one job (see DESCRIPTION).
 std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& progress);
+
+// AdminSuppressionJson - the JSON object for one suppression entry.
+std::string AdminSuppressionJson(const queue::Suppression& entry);
+
+// ParseAdminQuery - "a=1&b=x%40y" as name/value pairs, percent-decoded ('+'
+// stays a plus). InvalidArgument for a malformed escape, an empty name, more
+// than kAdminMaxQueryParams, or a name given twice.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseAdminQuery(
+    std::string_view query);
+
+// AdminSuppressionBatch - what a POST /suppressions body holds: the entries
+// that could be read (not yet normalised: the list does that), and the index
+// and reason of each that could not; `batch` is false for a single entry.
+struct AdminSuppressionBatch {
+  bool batch = false;
+  std::vector<queue::Suppression> entries;
+  std::vector<size_t> entry_index;  // entries[i] is the body's entry_index[i]
+  std::vector<std::pair<size_t, std::string>> errors;
+};
+
+// ParseAdminSuppressions - a POST /suppressions body (DESCRIPTION), at `now`.
+// InvalidArgument when the body is not JSON, not an object, or a batch of
+// more than kAdminMaxSuppressionBatch; a bad entry is listed in errors.
+absl::StatusOr<AdminSuppressionBatch> ParseAdminSuppressions(std::string_view body,
+                                                             absl::Time now);
 
 // DestinationStates - what GET /destinations answers: each shard publishes its
 // destinations' entries (JSON objects joined by commas; at most once a second),
@@ -164,6 +248,9 @@ class AdminServer {
 
   // Before Start: where GET /destinations reads (none: an empty list).
   void SetDestinationStates(const DestinationStates* states) { destinations_ = states; }
+  // Before Start: the list /suppressions reads and writes (none: those
+  // requests get 500 "no suppression list"). Must outlive the server.
+  void SetSuppressionList(queue::SuppressionList* list) { suppressions_ = list; }
   void Start();
   void Stop();
   // The address bound, "127.0.0.1:9465" (the real port when 0 was asked for).
@@ -176,11 +263,14 @@ class AdminServer {
  private:
   AdminServer(std::unique_ptr<http::Server> http, queue::Queue* queue, ReadyJobs* ready);
   absl::StatusOr<std::string> JobJson(std::string_view id);
+  // HandleSuppressions - the /suppressions endpoints (admin_suppressions.cc).
+  http::Response HandleSuppressions(const AdminRequest& req, std::string_view body);
 
   std::unique_ptr<http::Server> http_;
   queue::Queue* queue_;
   ReadyJobs* ready_;
   const DestinationStates* destinations_ = nullptr;
+  queue::SuppressionList* suppressions_ = nullptr;
 };
 
 }  // namespace volley::engine

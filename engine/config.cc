@@ -640,6 +640,49 @@ TomlKeys InboundKeys(const TomlFile& file, Config* c) {
       {"tls_key_file", [&file, in](auto& n, auto k) { return GetString(file, n, k, &in->tls_key_file); }},
       {"max_pending", [&file, in](auto& n, auto k) {
          return GetIntInto(file, n, k, 1, 10000000, &in->max_pending); }},
+      {"pause_on_complaint_rate", [&file, in](const toml::node& n, std::string_view k) -> absl::Status {
+         const auto* v = n.as_floating_point();
+         const auto* i = n.as_integer();
+         const double rate = v != nullptr ? v->get() : i != nullptr ? static_cast<double>(i->get()) : -1;
+         if (rate < 0 || rate > 1) return file.Error(n, k, "must be a number in 0..1 (0.003 is 0.3%)");
+         in->pause_on_complaint_rate = rate;
+         return absl::OkStatus(); }},
+      {"min_delivered_for_rate", [&file, in](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 1000000000, &in->min_delivered_for_rate); }},
+  };
+}
+
+TomlKeys SuppressionKeys(const TomlFile& file, Config* c) {
+  auto& sc = c->suppression;
+  auto& o = sc.options;
+  return {
+      {"path", [&file, &sc](auto& n, auto k) { return GetString(file, n, k, &sc.path); }},
+      {"block_cache", [&file, &o](const toml::node& n, std::string_view k) -> absl::Status {
+         uint64_t bytes = 0;
+         RETURN_IF_ERROR(GetSize(file, n, k, &bytes));
+         if (bytes < (uint64_t{1} << 20) || bytes > (uint64_t{1} << 40)) {
+           return file.Error(n, k, "must be 1MiB..1TiB");
+         }
+         o.block_cache_bytes = static_cast<size_t>(bytes);
+         return absl::OkStatus(); }},
+      {"soft_bounce_limit", [&file, &o](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 1000, &o.soft_bounce_limit); }},
+      {"soft_bounce_window", [&file, &o](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Minutes(1), absl::Hours(24 * 3650),
+                              &o.soft_bounce_window); }},
+      {"soft_bounce_expiry", [&file, &o](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Minutes(1), absl::Hours(24 * 3650),
+                              &o.soft_bounce_expiry); }},
+      {"scope", [&file, &o](const toml::node& n, std::string_view k) -> absl::Status {
+         const auto* v = n.as_string();
+         for (queue::SuppressionScope mode : {queue::SuppressionScope::kGlobal,
+                                            queue::SuppressionScope::kFromDomain}) {
+           if (v != nullptr && v->get() == queue::SuppressionScopeName(mode)) {
+             o.scope = mode;
+             return absl::OkStatus();
+           }
+         }
+         return file.Error(n, k, "must be \"global\" or \"from_domain\""); }},
   };
 }
 
@@ -652,7 +695,7 @@ constexpr PlainSection kPlainSections[] = {
     {"paths", PathsKeys}, {"smtp", SmtpKeys},   {"dns", DnsKeys},     {"retry", RetryKeys},
     {"delivery", DeliveryKeys}, {"queue", QueueKeys}, {"log", LogKeys}, {"verp", VerpKeys},
     {"metrics", MetricsKeys},   {"admin", AdminKeys}, {"unsubscribe", UnsubscribeKeys},
-    {"inbound", InboundKeys},
+    {"inbound", InboundKeys},   {"suppression", SuppressionKeys},
 };
 
 // [routes]: domain or "*" to HOST:PORT, or an array of them.

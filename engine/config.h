@@ -27,6 +27,7 @@
 #include "engine/smtp/client.h"
 #include "engine/unsubscribe.h"
 #include "metrics/classify.h"
+#include "queue/suppression.h"
 
 namespace volley::engine {
 
@@ -238,6 +239,20 @@ struct InboundConfig {
   std::string tls_cert_file;
   std::string tls_key_file;
   int max_pending = 10000;                          // files waiting in feedback/new/
+  // Pause a job when its complaints reach this share of its delivered
+  // recipients (0.003 = 0.3%), once min_delivered_for_rate were delivered;
+  // 0 = never (engine/feedback.h).
+  double pause_on_complaint_rate = 0;
+  int min_delivered_for_rate = 1000;
+};
+
+// [suppression]: the suppression list (queue/suppression.h, docs/feedback.md).
+struct SuppressionConfig {
+  // Its own RocksDB folder, apart from the queue's. Default: "var/suppression".
+  std::string path = "var/suppression";
+  // block_cache, soft_bounce_limit, soft_bounce_window, soft_bounce_expiry,
+  // scope; the defaults are SuppressionOptions'.
+  queue::SuppressionOptions options;
 };
 
 struct Config {
@@ -296,6 +311,7 @@ struct Config {
   // docs/feedback.md); listen empty = off. Needs a [[token_key]].
   UnsubscribeOptions unsubscribe;
   InboundConfig inbound;
+  SuppressionConfig suppression;
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);

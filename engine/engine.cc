@@ -33,6 +33,7 @@
 #include "metrics/metrics.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
+#include "queue/suppression.h"
 
 namespace volley::engine {
 namespace {
@@ -129,6 +130,17 @@ absl::Status Engine::Run() {
   qopts.sync_outcomes = config_.sync_outcomes;
   qopts.max_open_files = config_.queue_max_open_files;
   ASSIGN_OR_RETURN(auto queue, queue::Queue::Open(config_.queue_dir, qopts));
+  // The suppression list (queue/suppression.h): a database of its own. A path
+  // that cannot be opened stops volleyd here: sending without the list would
+  // mail addresses that complained or unsubscribed. `suppression` outlives the
+  // shards, the intake and the admin API, which all use it.
+  absl::StatusOr<std::unique_ptr<queue::SuppressionList>> opened =
+      queue::SuppressionList::Open(config_.suppression.path, config_.suppression.options);
+  if (!opened.ok()) {
+    return absl::Status(opened.status().code(),
+                        absl::StrCat("[suppression] path: ", opened.status().message()));
+  }
+  const std::unique_ptr<queue::SuppressionList> suppression = *std::move(opened);
   metrics::DeliveryLogOptions log_options;
   log_options.max_size = config_.delivery_log.max_size;
   log_options.max_age = config_.delivery_log.max_age;
@@ -144,8 +156,12 @@ absl::Status Engine::Run() {
   }
   RETURN_IF_ERROR(ReplayUnappliedOutcomes(queue.get(), log.get(), config_.retry));
   const size_t shard_count = ShardCount(config_);
-  const FdReserve reserve = DefaultFdReserve(static_cast<size_t>(config_.queue_max_open_files),
-                                             config_.dns.resolver.servers.size());
+  FdReserve reserve = DefaultFdReserve(static_cast<size_t>(config_.queue_max_open_files),
+                                       config_.dns.resolver.servers.size());
+  // The suppression list is a second RocksDB: its table files and its own
+  // (the same 16 as the queue's: logs, MANIFEST, LOCK, LOG, a flush and a
+  // compaction writing), counted with the queue's.
+  reserve.queue += static_cast<size_t>(config_.suppression.options.max_open_files) + 16;
   ASSIGN_OR_RETURN(const ConnectionBudget budget,
                    PlanConnectionBudget(CurrentFileLimit(), shard_count, reserve,
                                         static_cast<size_t>(config_.delivery.max_connections)));
@@ -228,6 +244,7 @@ absl::Status Engine::Run() {
                            }));
     }
     admin->SetDestinationStates(&destination_states);
+    admin->SetSuppressionList(suppression.get());
     admin->Start();
     if (unsubscribe) unsubscribe->Start();
     // [inbound]: bounces and feedback reports come in here (engine/inbound.h).
@@ -242,6 +259,9 @@ absl::Status Engine::Run() {
     }
     base::LogInfo("running: %zu shard%s, spool %s, queue %s, log %s", shard_count,
                   shard_count == 1 ? "" : "s", config_.spool_dir, config_.queue_dir, log->path());
+    base::LogInfo("suppression list %s: about %llu entries, scope %s", suppression->path(),
+                  static_cast<unsigned long long>(suppression->ApproximateCount()),
+                  queue::SuppressionScopeName(suppression->options().scope));
     // One thread per shard; a shard that fails stops the others (the first
     // failure is what volleyd reports).
     std::mutex failed_mu;

@@ -84,10 +84,15 @@ void IntakeThread::ScanOnce() {
     auto result = spool_.Intake(name, *queue_, limits_, start);
     if (result.ok()) {
       Resumed();
-      base::LogInfo("intake: incoming/%s: job \"%s\" accepted: %llu recipients, %llu rejected%s "
+      // ", N suppressed" only when some were: the line reads as before otherwise.
+      const std::string suppressed =
+          result->suppressed > 0
+              ? ", " + std::to_string(result->suppressed) + " suppressed"
+              : std::string();
+      base::LogInfo("intake: incoming/%s: job \"%s\" accepted: %llu recipients, %llu rejected%s%s "
                     "(%.3fs)", name, result->job,
                     static_cast<unsigned long long>(result->accepted),
-                    static_cast<unsigned long long>(result->rejected),
+                    static_cast<unsigned long long>(result->rejected), suppressed,
                     result->resumed ? ", resuming an interrupted intake" : "",
                     absl::ToDoubleSeconds(absl::Now() - start));
       if (!result->warning.empty()) {

@@ -128,6 +128,15 @@ std::string HumanBytes(uint64_t n) {
   return buf;
 }
 
+// KeepInIncoming - a failure of the suppression list or of its caller's hooks
+// as Intake reports it: never InvalidArgument, which would say the job itself
+// was refused (and the file moved to failed/), but a failure that leaves the
+// file in incoming/ to be taken in again.
+absl::Status KeepInIncoming(absl::Status st) {
+  if (st.ok() || !absl::IsInvalidArgument(st)) return st;
+  return absl::UnavailableError(absl::StrCat("suppression: ", st.message()));
+}
+
 }  // namespace
 
 absl::StatusOr<uint64_t> FreeBytes(const std::string& path) {
@@ -337,6 +346,8 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     ++result.rejected;
   };
 
+  // The scope suppression entries are looked up in: the From domain.
+  const std::string from_domain = absl::AsciiStrToLower(base::Sv(DomainOf(header->from)));
   auto writer = queue.NewIntakeWriter(job);
   for (;;) {
     const auto r = reader.Next(limits.max_recipient_line, &line);
@@ -375,6 +386,23 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
              line);
       continue;
     }
+    if (suppression_.list != nullptr) {
+      absl::StatusOr<std::optional<Suppression>> entry =
+          suppression_.list->Check(rcpt->to, from_domain, now);
+      // An address the list cannot hold (job.h accepts some it refuses, such
+      // as one over kMaxSuppressionAddress) cannot be on it: not suppressed.
+      if (!entry.ok() && !absl::IsInvalidArgument(entry.status())) {
+        return KeepInIncoming(entry.status());
+      }
+      if (entry.ok() && entry->has_value()) {
+        if (suppression_.on_suppressed) {
+          RETURN_IF_ERROR(KeepInIncoming(suppression_.on_suppressed(
+              job, static_cast<uint32_t>(line_no), rcpt->to, **entry)));
+        }
+        ++result.suppressed;
+        continue;
+      }
+    }
     const std::string domain = absl::AsciiStrToLower(base::Sv(DomainOf(rcpt->to)));
     const uint16_t partition = partitioner_ ? partitioner_(domain) : PartitionOf(domain);
     RETURN_IF_ERROR(writer->Add(static_cast<uint32_t>(line_no), partition, EncodeRecipient(*rcpt)));
@@ -386,6 +414,9 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     RETURN_IF_ERROR(flush_rejects());
   } else {
     ::unlink(rejects_path.c_str());
+  }
+  if (result.suppressed > 0 && suppression_.before_commit) {
+    RETURN_IF_ERROR(KeepInIncoming(suppression_.before_commit(job, result.suppressed)));
   }
   RETURN_IF_ERROR(writer->Commit(result.accepted));
   // From the commit on the job is queued, whatever happens to the file: a

@@ -21,6 +21,21 @@
 //   Intake of the file rewrites the same keys (see queue.h) and carries on: no
 //   recipient is queued twice.
 //
+// SUPPRESSION
+//   With a suppression check set (SetSuppression), each recipient that passed
+//   every other check is looked up in the suppression list for the job's From
+//   domain (queue/suppression.h) before it is queued; a suppressed one is not
+//   queued, and on_suppressed gets its line, address and the entry that
+//   suppressed it. Once the last line is read, before_commit runs, before the
+//   job's commit: the caller makes what it was handed durable there (volleyd
+//   writes a `suppressed` delivery-log record for each), so that a job is never
+//   ready while the record of a recipient left out of it could still be lost.
+//   A recipient suppressed is neither accepted nor rejected: IntakeResult
+//   counts it apart. An intake resumed after a crash hands the suppressed
+//   recipients it had handed before over again (as it rewrites the queued
+//   ones): a record may be written twice, never lost. Without a check, intake
+//   queues every valid recipient, as before.
+//
 // FREE SPACE
 //   Like Postfix's queue_minfree: with a FreeSpaceFloor set (SetFreeSpaceFloor),
 //   Intake takes nothing in while a filesystem holding the spool or one of the
@@ -47,6 +62,7 @@
 #include "absl/time/time.h"
 #include "queue/job.h"
 #include "queue/queue.h"
+#include "queue/suppression.h"
 
 namespace volley::queue {
 
@@ -55,6 +71,7 @@ struct IntakeResult {
   uint32_t job_no = 0;
   uint64_t accepted = 0;   // recipients queued
   uint64_t rejected = 0;   // recipient lines skipped (see <job>.rejects.jsonl)
+  uint64_t suppressed = 0; // recipients left out by the suppression list (SUPPRESSION)
   bool resumed = false;    // a crash had interrupted an earlier intake of this job
   // Set when the job was queued but the file could not be moved to accepted/.
   std::string warning;
@@ -69,6 +86,23 @@ struct FreeSpaceFloor {
   // Bytes free on the filesystem holding `path`, for an unprivileged writer.
   // Empty: statvfs(3) (FreeBytes). Tests put a fake here.
   std::function<absl::StatusOr<uint64_t>(const std::string& path)> free_bytes;
+};
+
+// IntakeSuppression - the suppression list's check at intake (SUPPRESSION).
+struct IntakeSuppression {
+  // The list the recipients are looked up in; null: no check. Must outlive
+  // the Spool's intakes.
+  const SuppressionList* list = nullptr;
+  // For each recipient not queued (`line` in the job file, `address` as the
+  // job wrote it, `entry` as the list answered). An error stops the intake
+  // as a queue error does: the file stays in incoming/ and is taken in again.
+  std::function<absl::Status(const JobRecord& job, uint32_t line, std::string_view address,
+                             const Suppression& entry)>
+      on_suppressed;
+  // After the last recipient, before the job's commit, when at least one was
+  // suppressed: make what on_suppressed was handed durable. An error stops
+  // the intake as above.
+  std::function<absl::Status(const JobRecord& job, uint64_t suppressed)> before_commit;
 };
 
 // FreeBytes - statvfs(3) f_bavail * f_frsize: what a non-root writer may still
@@ -110,6 +144,9 @@ class Spool {
   using JobCheck = std::function<absl::Status(const JobHeader&, const Template&)>;
   void SetJobCheck(JobCheck check) { job_check_ = std::move(check); }
 
+  // SetSuppression - look every recipient up in a suppression list (SUPPRESSION).
+  void SetSuppression(IntakeSuppression suppression) { suppression_ = std::move(suppression); }
+
   // SetFreeSpaceFloor - check free space before and during every Intake.
   void SetFreeSpaceFloor(FreeSpaceFloor floor) { floor_ = std::move(floor); }
 
@@ -128,6 +165,7 @@ class Spool {
   FreeSpaceFloor floor_;
   Partitioner partitioner_;
   JobCheck job_check_;
+  IntakeSuppression suppression_;
 };
 
 }  // namespace volley::queue

@@ -143,7 +143,8 @@ absl::Status GetString(const std::string& path, const toml::node* node, std::str
 }  // namespace
 
 absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view method,
-                                  std::string_view path, absl::Duration timeout) {
+                                  std::string_view path, absl::Duration timeout,
+                                  std::string_view body) {
   auto where = base::ParseHostPort(admin);
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
@@ -167,7 +168,9 @@ absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view metho
   // Headers curl would add that the admin API has no use for; Accept it reads.
   std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers(nullptr,
                                                                       curl_slist_free_all);
-  for (const char* h : {"Accept: application/json", "Content-Type:", "Expect:"}) {
+  for (const char* h : {"Accept: application/json",
+                        body.empty() ? "Content-Type:" : "Content-Type: application/json",
+                        "Expect:"}) {
     headers.reset(curl_slist_append(headers.release(), h));
   }
   char error[CURL_ERROR_SIZE] = {};
@@ -187,8 +190,8 @@ absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view metho
   curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(kMaxResponse));
   if (method == "POST") {
     curl_easy_setopt(c, CURLOPT_POST, 1L);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.empty() ? "" : body.data());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
   } else if (method != "GET") {
     const std::string m(method);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, m.c_str());

@@ -88,10 +88,12 @@ struct HttpResponse {
   std::string body;
 };
 
-// Call - one request (no body) to the admin API at `admin` ("HOST:PORT"), with
-// libcurl. Any status is an answer: the caller shows a non-2xx's ErrorText.
+// Call - one request to the admin API at `admin` ("HOST:PORT"), with libcurl;
+// `body` (JSON) only with POST. Any status is an answer: the caller shows a
+// non-2xx's ErrorText.
 absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view method,
-                                  std::string_view path, absl::Duration timeout);
+                                  std::string_view path, absl::Duration timeout,
+                                  std::string_view body = {});
 
 // JobPath - "/jobs/ID" plus `suffix` ("/pause"), with every byte of ID that is
 // not safe in a request line percent-encoded (volleyd then refuses it, 400).

@@ -38,6 +38,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +49,7 @@
 #include "engine/dkim/dkim.h"
 #include "engine/token/token.h"
 #include "tools/volleyctl/ctl.h"
+#include "tools/volleyctl/suppress.h"
 
 namespace {
 
@@ -67,6 +70,12 @@ int Usage(FILE* out) {
       "                write a new DKIM private key (mode 0600) and print its DNS record\n"
       "  dkim record FILE [--domain D --selector S]\n"
       "                print the DNS record of a DKIM private key\n"
+      "  suppress add ADDR [--reason R] [--scope DOMAIN] [--expires 30d] [--source TEXT]\n"
+      "  suppress remove ADDR [--scope DOMAIN]\n"
+      "  suppress check ADDR [--from-domain DOMAIN]   exit 0 suppressed, 1 not, >1 error\n"
+      "  suppress list | suppress export               a table | CSV on stdout\n"
+      "  suppress import FILE [--reason R] [--scope D] [--expires 30d]\n"
+      "                CSV (as export writes) or one address a line; \"-\" is stdin\n"
       "default admin address: %s ([admin] listen in volleyd's config)\n",
       volley::ctl::kDefaultAdmin);
   return 2;
@@ -94,8 +103,28 @@ struct Options {
   std::string algorithm;
   std::string bits;
   std::string out;
+  // suppress's own options; refused with any other command.
+  std::string reason;
+  std::string scope;
+  std::string expires;
+  std::string source;
+  std::string from_domain;
   std::vector<std::string> args;
 };
+
+// AdminAddress - --admin, else [admin] listen from --config, else the
+// default; nullopt (the error printed) when --config cannot be read.
+std::optional<std::string> AdminAddress(const Options& o) {
+  if (!o.admin.empty()) return o.admin;
+  if (o.config.empty()) return std::string(volley::ctl::kDefaultAdmin);
+  auto from_config = volley::ctl::AdminFromConfig(o.config);
+  if (!from_config.ok()) {
+    std::fprintf(stderr, "volleyctl: config: %s\n",
+                 std::string(from_config.status().message()).c_str());
+    return std::nullopt;
+  }
+  return *from_config;
+}
 
 // JobCommand - jobs, job, pause, resume, cancel: one call to the admin API.
 int JobCommand(const Options& o) {
@@ -174,6 +203,216 @@ int VerpCommand(const Options& o) {
   Print(volley::ctl::FormatVerpReport(report, o.json));
   if (!report.verified) return Fail("the address does not verify: " + report.failure);
   return 0;
+}
+
+// SuppressCommand - suppress add|remove|check|list|export|import, over the
+// admin API's /suppressions. check exits 0 suppressed, 1 not, 2 usage, 3 any
+// other error; the others 0 done, 1 failed (import: a line was skipped), 2 usage.
+int SuppressCommand(const Options& o) {
+  namespace ctl = volley::ctl;
+  const std::string sub = o.args.size() > 1 ? o.args[1] : "";
+  const bool takes_arg = sub == "add" || sub == "remove" || sub == "check" || sub == "import";
+  if (!takes_arg && sub != "list" && sub != "export") {
+    return UsageError("suppress takes: add ADDR, remove ADDR, check ADDR, list, export, import FILE");
+  }
+  if (o.args.size() != (takes_arg ? 3u : 2u)) {
+    return UsageError("suppress " + sub + (takes_arg ? " takes one argument" : " takes none"));
+  }
+  // Each subcommand's options; any other given is a usage error.
+  const std::vector<std::pair<const char*, bool>> allowed = {
+      {"--reason", sub == "add" || sub == "import"},
+      {"--scope", sub == "add" || sub == "remove" || sub == "import"},
+      {"--expires", sub == "add" || sub == "import"},
+      {"--source", sub == "add"},
+      {"--from-domain", sub == "check"},
+  };
+  for (const auto& [name, ok] : allowed) {
+    const bool given = (std::string_view(name) == "--reason" && !o.reason.empty()) ||
+                       (std::string_view(name) == "--scope" && !o.scope.empty()) ||
+                       (std::string_view(name) == "--expires" && !o.expires.empty()) ||
+                       (std::string_view(name) == "--source" && !o.source.empty()) ||
+                       (std::string_view(name) == "--from-domain" && !o.from_domain.empty());
+    if (given && !ok) return UsageError(std::string(name) + " is not an option of suppress " + sub);
+  }
+  const int kError = sub == "check" ? 3 : 1;
+  std::optional<std::string> admin = AdminAddress(o);
+  if (!admin) return 2;
+  // call - one request; nullopt (the error printed) unless volleyd answered.
+  auto call = [&](const std::string& method, const std::string& path,
+                  std::string_view body = {}) -> std::optional<ctl::HttpResponse> {
+    auto r = ctl::Call(*admin, method, path, ctl::kCallTimeout, body);
+    if (!r.ok()) {
+      std::fprintf(stderr, "volleyctl: %s\n", std::string(r.status().message()).c_str());
+      return std::nullopt;
+    }
+    return *std::move(r);
+  };
+  auto refused = [&](const ctl::HttpResponse& r) {
+    std::fprintf(stderr, "volleyctl: volleyd: %s\n", ctl::ErrorText(r.body).c_str());
+    return kError;
+  };
+  auto print_json = [](const std::string& body) {
+    Print(body);
+    if (!body.empty() && body.back() != '\n') std::fputc('\n', stdout);
+  };
+
+  if (sub == "add") {
+    ctl::SuppressionRow row;
+    row.address = o.args[2];
+    row.scope = o.scope;
+    row.reason = o.reason;
+    row.source = o.source.empty() ? "volleyctl" : o.source;
+    row.expires = o.expires;
+    auto r = call("POST", "/suppressions", ctl::SuppressionEntryJson(row));
+    if (!r) return kError;
+    if (r->status != 200) return refused(*r);
+    if (o.json) {
+      print_json(r->body);
+    } else {
+      Print("added " + o.args[2] + (o.scope.empty() ? "" : " (scope " + o.scope + ")") + "\n");
+    }
+    return 0;
+  }
+  if (sub == "remove") {
+    auto r = call("DELETE", "/suppressions?address=" + ctl::QueryEscape(o.args[2]) +
+                                "&scope=" + ctl::QueryEscape(o.scope));
+    if (!r) return kError;
+    if (r->status != 200) return refused(*r);
+    if (o.json) {
+      print_json(r->body);
+    } else {
+      Print("removed " + o.args[2] + (o.scope.empty() ? "" : " (scope " + o.scope + ")") + "\n");
+    }
+    return 0;
+  }
+  if (sub == "check") {
+    auto r = call("GET", "/suppressions/check?address=" + ctl::QueryEscape(o.args[2]) +
+                             "&from_domain=" + ctl::QueryEscape(o.from_domain));
+    if (!r) return kError;
+    if (r->status != 200) return refused(*r);
+    auto row = ctl::ParseCheckAnswer(r->body);
+    if (!row.ok()) {
+      std::fprintf(stderr, "volleyctl: %s\n", std::string(row.status().message()).c_str());
+      return kError;
+    }
+    if (o.json) {
+      print_json(r->body);
+      return row->has_value() ? 0 : 1;
+    }
+    if (!row->has_value()) {
+      Print(o.args[2] + ": not suppressed\n");
+      return 1;
+    }
+    Print(ctl::FormatSuppression(**row));
+    return 0;
+  }
+  if (sub == "list" || sub == "export") {
+    if (sub == "export") Print(ctl::SuppressionCsvHeader());
+    std::string after, after_scope;
+    bool first = true;
+    for (bool more = true; more;) {
+      std::string path = "/suppressions?limit=" + std::to_string(ctl::kExportPage);
+      if (!first) {
+        path += "&after=" + ctl::QueryEscape(after) + "&after_scope=" + ctl::QueryEscape(after_scope);
+      }
+      auto r = call("GET", path);
+      if (!r) return kError;
+      if (r->status != 200) return refused(*r);
+      auto page = ctl::ParseSuppressionPage(r->body);
+      if (!page.ok()) {
+        std::fprintf(stderr, "volleyctl: %s\n", std::string(page.status().message()).c_str());
+        return kError;
+      }
+      if (sub == "export") {
+        for (const auto& row : page->rows) Print(ctl::SuppressionCsvRow(row));
+      } else if (o.json) {
+        print_json(r->body);
+      } else {
+        Print(ctl::FormatSuppressionTable(page->rows, first));
+      }
+      first = false;
+      more = page->more;
+      after = page->after;
+      after_scope = page->after_scope;
+    }
+    return 0;
+  }
+
+  // import FILE
+  const std::string& file = o.args[2];
+  FILE* in = file == "-" ? stdin : std::fopen(file.c_str(), "re");
+  if (in == nullptr) {
+    std::fprintf(stderr, "volleyctl: %s: %s\n", file.c_str(), std::strerror(errno));
+    return 1;
+  }
+  ctl::ImportDefaults defaults;
+  defaults.scope = o.scope;
+  if (!o.reason.empty()) defaults.reason = o.reason;
+  defaults.expires = o.expires;
+  ctl::ImportReader reader(file == "-" ? "stdin" : file, defaults);
+  uint64_t added = 0, skipped = 0;
+  std::vector<uint64_t> lines;  // the file's line of each entry in the batch
+  std::string batch;
+  bool failed = false;
+  auto send = [&]() {
+    if (lines.empty()) return true;
+    batch += "]}";
+    auto r = call("POST", "/suppressions", batch);
+    if (!r) return false;
+    if (r->status != 200) {
+      refused(*r);
+      return false;
+    }
+    auto answer = ctl::ParseImportAnswer(r->body);
+    if (!answer.ok()) {
+      std::fprintf(stderr, "volleyctl: %s\n", std::string(answer.status().message()).c_str());
+      return false;
+    }
+    added += answer->added;
+    for (const auto& [index, why] : answer->errors) {
+      const uint64_t line = index < lines.size() ? lines[index] : 0;
+      std::fprintf(stderr, "%s:%llu: %s\n", file.c_str(), static_cast<unsigned long long>(line),
+                   why.c_str());
+      ++skipped;
+    }
+    lines.clear();
+    batch.clear();
+    return true;
+  };
+  char buf[ctl::kMaxImportLine + 2];
+  while (!failed && std::fgets(buf, sizeof buf, in) != nullptr) {
+    size_t n = std::strlen(buf);
+    const bool whole = n > 0 && buf[n - 1] == '\n';
+    if (!whole && !std::feof(in)) {
+      // Over the bound: the rest of the line is read and dropped, never kept.
+      int c;
+      while ((c = std::fgetc(in)) != EOF && c != '\n') {
+      }
+      std::fprintf(stderr, "%s\n", std::string(reader.SkipTooLong().message()).c_str());
+      ++skipped;
+      continue;
+    }
+    if (whole) --n;
+    auto line = reader.Next(std::string_view(buf, n));
+    if (!line.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(line.status().message()).c_str());
+      ++skipped;
+      continue;
+    }
+    if (line->skip) continue;
+    batch += lines.empty() ? "{\"entries\":[" : ",";
+    batch += ctl::SuppressionEntryJson(line->entry);
+    lines.push_back(line->number);
+    if (lines.size() == ctl::kImportBatch && !send()) failed = true;
+  }
+  const bool read_error = std::ferror(in) != 0;
+  if (in != stdin) std::fclose(in);
+  if (!failed && !send()) failed = true;
+  if (read_error) std::fprintf(stderr, "volleyctl: %s: read error\n", file.c_str());
+  std::printf("%s: %llu added, %llu skipped%s\n", file.c_str(),
+              static_cast<unsigned long long>(added), static_cast<unsigned long long>(skipped),
+              failed || read_error ? " (stopped early: the rest was not read)" : "");
+  return failed || read_error || skipped > 0 ? 1 : 0;
 }
 
 }  // namespace
@@ -271,8 +510,23 @@ int main(int argc, char** argv) {
   app.add_option("--algorithm", o.algorithm, "dkim keygen: rsa or ed25519")->type_name("ALG");
   app.add_option("--bits", o.bits, "dkim keygen: RSA key size, 1024..8192 (2048)")->type_name("N");
   app.add_option("--out", o.out, "dkim keygen: the new key's file")->type_name("FILE");
+  // suppress's own options, given with a suppress command only.
+  const char* const kSuppressOptions[] = {"--reason", "--scope", "--expires", "--source",
+                                          "--from-domain"};
+  app.add_option("--reason", o.reason,
+                 "suppress add/import: hard_bounce, soft_bounce, complaint, unsubscribe, manual")
+      ->type_name("R");
+  app.add_option("--scope", o.scope, "suppress: the From domain an entry is for (global if none)")
+      ->type_name("DOMAIN");
+  app.add_option("--expires", o.expires, "suppress add/import: \"30d\" or an RFC 3339 time")
+      ->type_name("WHEN");
+  app.add_option("--source", o.source, "suppress add: where the entry comes from (volleyctl)")
+      ->type_name("TEXT");
+  app.add_option("--from-domain", o.from_domain, "suppress check: the From domain of the mail")
+      ->type_name("DOMAIN");
   app.add_option("command", o.args, "jobs | job ID | pause ID | resume ID | cancel ID | "
-                                    "verp decode ADDRESS | dkim keygen | dkim record FILE")
+                                    "verp decode ADDRESS | dkim keygen | dkim record FILE | "
+                                    "suppress add|remove|check|list|export|import")
       ->type_name("COMMAND [ARG...]");
   try {
     app.parse(argc, argv);
@@ -291,12 +545,20 @@ int main(int argc, char** argv) {
       }
     }
   }
+  if (command != "suppress") {
+    for (const char* name : kSuppressOptions) {
+      if (app.count(name) > 0) {
+        return UsageError(std::string(name) + " is an option of the suppress commands only");
+      }
+    }
+  }
   if (command == "jobs" || command == "job" || command == "pause" || command == "resume" ||
       command == "cancel") {
     return JobCommand(o);
   }
   if (command == "verp") return VerpCommand(o);
   if (command == "dkim") return DkimCommand(o);
+  if (command == "suppress") return SuppressCommand(o);
   std::fprintf(stderr, "volleyctl: unknown command \"%s\"\n", command.c_str());
   return Usage(stderr);
 }

@@ -216,14 +216,20 @@ class AdminServerTest : public ::testing::Test {
     auto q = queue::Queue::Open(dir_.string(), queue::QueueOptions{});
     ASSERT_TRUE(q.ok()) << q.status();
     queue_ = *std::move(q);
+    auto list = queue::SuppressionList::Open((dir_ / "suppression").string(),
+                                             queue::SuppressionOptions{});
+    ASSERT_TRUE(list.ok()) << list.status();
+    list_ = *std::move(list);
     port_ = FreePort();
     auto s = AdminServer::Create(absl::StrCat("127.0.0.1:", port_), queue_.get(), &ready_);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);
+    server_->SetSuppressionList(list_.get());
     server_->Start();
   }
   void TearDown() override {
     server_.reset();
+    list_.reset();
     queue_.reset();
     std::filesystem::remove_all(dir_);
   }
@@ -239,6 +245,7 @@ class AdminServerTest : public ::testing::Test {
   }
   std::filesystem::path dir_;
   std::unique_ptr<queue::Queue> queue_;
+  std::unique_ptr<queue::SuppressionList> list_;
   ReadyJobs ready_;
   uint16_t port_ = 0;
   std::unique_ptr<AdminServer> server_;
@@ -348,6 +355,178 @@ TEST_F(AdminServerTest, JobControl) {
   got = Exchange(port_, Post("/jobs/j1/pause"));
   EXPECT_EQ(got.rfind("HTTP/1.1 409 ", 0), 0u) << got;
   EXPECT_TRUE(ready_.TakeAll().empty());
+}
+
+// ---- The suppression list's endpoints.
+
+TEST(ParseAdminRequestTest, SuppressionsTakeAQueryAndABody) {
+  const std::vector<ParseCase> cases = {
+      {"GET", "/suppressions", 200, Action::kListSuppressions},
+      {"GET", "/suppressions", 200, Action::kListSuppressions, "", {}, -1, "limit=5&after=a%40b.test"},
+      {"GET", "/suppressions/check", 200, Action::kCheckSuppression, "", {}, -1,
+       "address=a%2Bx%40b.test&from_domain=brand.test"},
+      {"POST", "/suppressions", 200, Action::kAddSuppressions, "", {{"Content-Length", "20"}}, 20},
+      {"POST", "/suppressions", 200, Action::kAddSuppressions, "", {{"Transfer-Encoding", "chunked"}}},
+      {"DELETE", "/suppressions", 200, Action::kRemoveSuppression, "", {}, -1, "address=a%40b.test&scope="},
+      // A misspelt parameter is refused, never ignored.
+      {"DELETE", "/suppressions", 400, Action::kRemoveSuppression, "", {}, -1, "address=a%40b.test&scpoe=x"},
+      {"GET", "/suppressions/check", 400, Action::kCheckSuppression, "", {}, -1, "address=a&address=b"},
+      {"GET", "/suppressions", 400, Action::kListSuppressions, "", {}, -1, "after=%zz"},
+      {"GET", "/suppressions", 400, Action::kListSuppressions, "", {}, -1, "=x"},
+      // A body only for POST /suppressions.
+      {"GET", "/suppressions", 400, Action::kListSuppressions, "", {{"Content-Length", "2"}}, 2},
+      {"DELETE", "/suppressions", 400, Action::kRemoveSuppression, "", {{"Content-Length", "2"}}, 2},
+      {"POST", "/suppressions", 400, Action::kAddSuppressions, "", {{"Content-Length", "+1"}}, 1},
+      // Other endpoints still take neither.
+      {"GET", "/jobs", 400, Action::kListJobs, "", {}, -1, "limit=5"},
+      {"PUT", "/suppressions", 405},
+      {"POST", "/suppressions/check", 405},
+      {"GET", "/suppressions/other", 404},
+      {"GET", "/suppressions/check/x", 404},
+  };
+  for (const ParseCase& c : cases) {
+    http::Request req;
+    req.method = c.method;
+    req.target = c.target;
+    req.version = "1.1";
+    if (c.query) req.query = *c.query;
+    for (const auto& [name, value] : c.headers) req.headers.push_back({name, value});
+    req.content_length = c.content_length;
+    const std::string what = absl::CEscape(absl::StrCat(c.method, " ", c.target, "?",
+                                                        c.query.value_or("")));
+    absl::StatusOr<AdminRequest> got = ParseAdminRequest(req);
+    const int status = got.ok() ? 200 : AdminHttpStatus(got.status());
+    EXPECT_EQ(status, c.want_status) << what << "\n got: "
+                                     << (got.ok() ? "ok" : got.status().ToString());
+    if (got.ok() && c.want_status == 200) {
+      EXPECT_EQ(got->action, c.want_action) << what;
+    }
+  }
+  http::Request req;
+  req.method = "PUT";
+  req.target = "/suppressions";
+  EXPECT_EQ(AdminAllow(ParseAdminRequest(req).status()), "GET, POST, DELETE");
+}
+
+TEST(ParseAdminQueryTest, DecodesAndBounds) {
+  auto q = ParseAdminQuery("address=Ann%2Bnews%40Example.test&scope=&&x");
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_EQ(q->size(), 3u);
+  EXPECT_EQ((*q)[0], (std::pair<std::string, std::string>{"address", "Ann+news@Example.test"}));
+  EXPECT_EQ((*q)[1], (std::pair<std::string, std::string>{"scope", ""}));
+  EXPECT_EQ((*q)[2], (std::pair<std::string, std::string>{"x", ""}));
+  // '+' is a plus (an address holds them), not a space.
+  q = ParseAdminQuery("address=a+b@c.test");
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ((*q)[0].second, "a+b@c.test");
+  EXPECT_FALSE(ParseAdminQuery("a=%4").ok());
+  EXPECT_FALSE(ParseAdminQuery("a=%g0").ok());
+  EXPECT_FALSE(ParseAdminQuery("a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9").ok());
+}
+
+TEST(ParseAdminSuppressionsTest, OneEntryOrABatch) {
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  auto one = ParseAdminSuppressions(
+      R"({"address":"Ann@Example.test","reason":"complaint","source":"fbl","expires":"30d"})", now);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_FALSE(one->batch);
+  ASSERT_EQ(one->entries.size(), 1u);
+  EXPECT_EQ(one->entries[0].address, "ann@example.test");
+  EXPECT_EQ(one->entries[0].reason, queue::SuppressionReason::kComplaint);
+  EXPECT_EQ(one->entries[0].expires, now + absl::Hours(24 * 30));
+  EXPECT_EQ(one->entries[0].added, now);
+
+  auto batch = ParseAdminSuppressions(
+      R"({"entries":[{"address":"a@x.test","added":"2026-01-02T03:04:05Z","expires":null},)"
+      R"({"address":"bad"},{"address":"b@x.test","reason":"nope"},)"
+      R"({"address":"c@x.test","colour":"red"},{"address":"d@x.test","expires":"tomorrow"},)"
+      R"({"address":"@x.test","scope":"Brand.test","expires":"2030-01-01T00:00:00Z"}]})",
+      now);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_TRUE(batch->batch);
+  ASSERT_EQ(batch->entries.size(), 2u);
+  EXPECT_EQ(batch->entry_index, (std::vector<size_t>{0, 5}));
+  EXPECT_EQ(batch->entries[0].added, absl::FromUnixSeconds(1767323045));
+  EXPECT_EQ(batch->entries[0].expires, absl::InfiniteFuture());
+  EXPECT_EQ(batch->entries[1].scope, "brand.test");
+  ASSERT_EQ(batch->errors.size(), 4u);
+  EXPECT_EQ(batch->errors[0].first, 1u);
+  EXPECT_NE(batch->errors[0].second.find("not an address"), std::string::npos);
+  EXPECT_NE(batch->errors[1].second.find("reason: unknown \"nope\""), std::string::npos);
+  EXPECT_NE(batch->errors[2].second.find("unknown field \"colour\""), std::string::npos);
+  EXPECT_NE(batch->errors[3].second.find("expires: not an RFC 3339 time"), std::string::npos);
+
+  EXPECT_FALSE(ParseAdminSuppressions("not json", now).ok());
+  EXPECT_FALSE(ParseAdminSuppressions("[1]", now).ok());
+  EXPECT_FALSE(ParseAdminSuppressions(R"({"address":"x"})", now).ok());
+  EXPECT_FALSE(ParseAdminSuppressions(R"({"scope":"a.test"})", now).ok());
+  EXPECT_FALSE(ParseAdminSuppressions(R"({"entries":{}})", now).ok());
+  std::string big = R"({"entries":[)";
+  for (size_t i = 0; i <= kAdminMaxSuppressionBatch; ++i) {
+    big += (i > 0 ? "," : "");
+    big += R"({"address":"a@x.test"})";
+  }
+  big += "]}";
+  auto too_many = ParseAdminSuppressions(big, now);
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_NE(too_many.status().message().find("more than 5000"), std::string::npos);
+}
+
+std::string Send(const std::string& method, const std::string& target, const std::string& body) {
+  return method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+TEST_F(AdminServerTest, Suppressions) {
+  std::string got = Exchange(port_, Send("POST", "/suppressions",
+                                         R"({"address":"Ann@Example.test","reason":"unsubscribe"})"));
+  EXPECT_EQ(got.rfind("HTTP/1.1 200 ", 0), 0u) << got;
+  EXPECT_NE(got.find(R"({"added":1,"skipped":0,"errors":[]})"), std::string::npos) << got;
+
+  got = Exchange(port_, Get("/suppressions/check?address=ANN%40example.test&from_domain=b.test"));
+  EXPECT_NE(got.find(R"("suppressed":true)"), std::string::npos) << got;
+  EXPECT_NE(got.find(R"("address":"ann@example.test","scope":"","reason":"unsubscribe",)"
+                     R"("source":"admin API")"),
+            std::string::npos)
+      << got;
+  EXPECT_NE(got.find(R"("expires":null)"), std::string::npos) << got;
+  got = Exchange(port_, Get("/suppressions/check?address=bob%40example.test"));
+  EXPECT_NE(got.find(R"({"suppressed":false})"), std::string::npos) << got;
+
+  got = Exchange(port_, Send("POST", "/suppressions",
+                             R"({"entries":[{"address":"b@x.test"},{"address":""},)"
+                             R"({"address":"@x.test","scope":"brand.test"}]})"));
+  EXPECT_NE(got.find(R"({"added":2,"skipped":1,"errors":[{"index":1,"error":"address: empty"}]})"),
+            std::string::npos)
+      << got;
+
+  // Paging: two pages of two, then the rest.
+  got = Exchange(port_, Get("/suppressions?limit=2"));
+  EXPECT_NE(got.find(R"("next":{"after":"ann@example.test","after_scope":""})"), std::string::npos)
+      << got;
+  got = Exchange(port_, Get("/suppressions?limit=2&after=ann%40example.test&after_scope="));
+  EXPECT_NE(got.find(R"("address":"b@x.test")"), std::string::npos) << got;
+  EXPECT_NE(got.find(R"("next":null)"), std::string::npos) << got;
+  got = Exchange(port_, Get("/suppressions?limit=0"));
+  EXPECT_EQ(got.rfind("HTTP/1.1 400 ", 0), 0u) << got;
+  EXPECT_NE(got.find("limit: must be 1..10000"), std::string::npos) << got;
+
+  got = Exchange(port_, Send("DELETE", "/suppressions?address=%40x.test&scope=brand.test", ""));
+  EXPECT_NE(got.find(R"({"removed":true})"), std::string::npos) << got;
+  got = Exchange(port_, Send("DELETE", "/suppressions?address=%40x.test&scope=brand.test", ""));
+  EXPECT_EQ(got.rfind("HTTP/1.1 404 ", 0), 0u) << got;
+  EXPECT_TRUE(*list_->Check("b@x.test", "", absl::Now()));
+
+  // Bad input: a clear 400, nothing written.
+  got = Exchange(port_, Send("POST", "/suppressions", R"({"address":"a\r\nb@x.test"})"));
+  EXPECT_EQ(got.rfind("HTTP/1.1 400 ", 0), 0u) << got;
+  EXPECT_NE(got.find("address: CR, LF"), std::string::npos) << got;
+  got = Exchange(port_, Send("POST", "/suppressions", "{"));
+  EXPECT_EQ(got.rfind("HTTP/1.1 400 ", 0), 0u) << got;
+  // A body over the bound: 413, before the handler.
+  got = Exchange(port_, "POST /suppressions HTTP/1.1\r\nContent-Length: " +
+                            std::to_string(kAdminMaxBody + 1) + "\r\n\r\n");
+  EXPECT_EQ(got.rfind("HTTP/1.1 413 ", 0), 0u) << got;
 }
 
 }  // namespace

@@ -610,3 +610,44 @@ TEST(ParseDuration, UnitsAndRejects) {
 
 }  // namespace
 }  // namespace volley::engine
+
+namespace volley::engine {
+namespace {
+
+TEST(ParseConfig, SuppressionKeys) {
+  auto c = ParseConfig("", "(defaults)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->suppression.path, "var/suppression");
+  EXPECT_EQ(c->suppression.options.block_cache_bytes, size_t{32} << 20);
+  EXPECT_EQ(c->suppression.options.soft_bounce_limit, 3);
+  EXPECT_EQ(c->suppression.options.soft_bounce_window, absl::Hours(24 * 7));
+  EXPECT_EQ(c->suppression.options.soft_bounce_expiry, absl::Hours(24 * 30));
+  EXPECT_EQ(c->suppression.options.scope, queue::SuppressionScope::kGlobal);
+
+  c = ParseConfig(
+      "[suppression]\npath = \"/srv/volley/suppression\"\nblock_cache = \"64MiB\"\n"
+      "soft_bounce_limit = 5\nsoft_bounce_window = \"3d\"\nsoft_bounce_expiry = \"14d\"\n"
+      "scope = \"from_domain\"\n",
+      "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->suppression.path, "/srv/volley/suppression");
+  EXPECT_EQ(c->suppression.options.block_cache_bytes, size_t{64} << 20);
+  EXPECT_EQ(c->suppression.options.soft_bounce_limit, 5);
+  EXPECT_EQ(c->suppression.options.soft_bounce_window, absl::Hours(24 * 3));
+  EXPECT_EQ(c->suppression.options.soft_bounce_expiry, absl::Hours(24 * 14));
+  EXPECT_EQ(c->suppression.options.scope, queue::SuppressionScope::kFromDomain);
+
+  for (const char* bad : {"[suppression]\nscope = \"brand\"\n",
+                          "[suppression]\nsoft_bounce_limit = 0\n",
+                          "[suppression]\nblock_cache = \"1KiB\"\n",
+                          "[suppression]\nsoft_bounce_window = \"0s\"\n",
+                          "[suppression]\npaht = \"x\"\n"}) {
+    auto r = ParseConfig(bad, "v.toml");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("v.toml:2: suppression."), std::string::npos)
+        << r.status();
+  }
+}
+
+}  // namespace
+}  // namespace volley::engine

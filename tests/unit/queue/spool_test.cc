@@ -288,3 +288,144 @@ TEST_F(SpoolTest, UnsubscribeUrlTooLongForOneRecipientRejectsThatLine) {
 
 }  // namespace
 }  // namespace volley::queue
+
+namespace volley::queue {
+namespace {
+
+// Intake with the suppression list's check (spool.h, SUPPRESSION): a real list
+// in the test's folder.
+class SpoolSuppressionTest : public SpoolTest {
+ protected:
+  void SetUp() override {
+    SpoolTest::SetUp();
+    auto list = SuppressionList::Open((root_ / "suppression").string(), SuppressionOptions{});
+    ASSERT_TRUE(list.ok()) << list.status();
+    list_ = *std::move(list);
+  }
+  void TearDown() override {
+    list_.reset();
+    SpoolTest::TearDown();
+  }
+  void Suppress(std::string address, std::string scope = "") {
+    Suppression e;
+    e.address = std::move(address);
+    e.scope = std::move(scope);
+    e.reason = SuppressionReason::kComplaint;
+    e.source = "test";
+    e.added = absl::Now();
+    ASSERT_TRUE(list_->Add(e).ok());
+  }
+  struct Handed {
+    std::string job;
+    uint32_t line;
+    std::string address;
+    std::string entry;
+  };
+  // Hooks that record what they are handed, in order, with the commit.
+  void SetHooks() {
+    IntakeSuppression s;
+    s.list = list_.get();
+    s.on_suppressed = [this](const JobRecord& job, uint32_t line, std::string_view address,
+                             const Suppression& entry) {
+      handed_.push_back({job.id, line, std::string(address), entry.address});
+      events_.push_back("suppressed");
+      return on_suppressed_status_;
+    };
+    s.before_commit = [this](const JobRecord& job, uint64_t n) {
+      // The job is not ready yet: a crash here leaves it to be taken in again.
+      auto record = queue_->FindJob(job.id);
+      EXPECT_TRUE(record.ok() && record->has_value());
+      if (record.ok() && record->has_value()) {
+        EXPECT_EQ((*record)->state, JobState::kLoading);
+      }
+      events_.push_back("before_commit " + std::to_string(n));
+      return absl::OkStatus();
+    };
+    spool_->SetSuppression(std::move(s));
+  }
+  std::unique_ptr<SuppressionList> list_;
+  std::vector<Handed> handed_;
+  std::vector<std::string> events_;
+  absl::Status on_suppressed_status_;
+};
+
+TEST_F(SpoolSuppressionTest, SuppressedRecipientsAreNotQueuedAndAreHandedToTheCallback) {
+  Suppress("Complained@d1.test");
+  Suppress("@blocked.test");
+  Suppress("brand-only@d1.test", "other-brand.test");  // another From domain: not this job
+  Suppress("scoped@d1.test", "sender.test");           // the job's From domain
+  SetHooks();
+  Drop("s.job", Header("s") + "\n" +
+                    R"({"to":"ok1@d1.test"})" "\n"
+                    R"({"to":"complained@D1.test"})" "\n"
+                    R"({"to":"anyone@blocked.test"})" "\n"
+                    R"({"to":"brand-only@d1.test"})" "\n"
+                    R"({"to":"scoped@d1.test"})" "\n"
+                    "{broken\n");
+  auto r = Intake("s.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 2u);
+  EXPECT_EQ(r->suppressed, 3u);
+  EXPECT_EQ(r->rejected, 1u);
+  EXPECT_EQ(Queued(r->job_no), 2u);
+  ASSERT_EQ(handed_.size(), 3u);
+  EXPECT_EQ(handed_[0].job, "s");
+  EXPECT_EQ(handed_[0].line, 3u);
+  EXPECT_EQ(handed_[0].address, "complained@D1.test");  // as the job wrote it
+  EXPECT_EQ(handed_[0].entry, "complained@d1.test");
+  EXPECT_EQ(handed_[1].line, 4u);
+  EXPECT_EQ(handed_[1].entry, "@blocked.test");
+  EXPECT_EQ(handed_[2].line, 6u);
+  EXPECT_EQ(handed_[2].entry, "scoped@d1.test");
+  EXPECT_THAT(events_, ::testing::ElementsAre("suppressed", "suppressed", "suppressed",
+                                              "before_commit 3"));
+  auto job = queue_->FindJob("s");
+  ASSERT_TRUE(job.ok() && job->has_value());
+  EXPECT_EQ((*job)->state, JobState::kReady);
+  EXPECT_EQ((*job)->recipients, 2u);
+}
+
+TEST_F(SpoolSuppressionTest, NoHookQueuesEveryRecipientAsBefore) {
+  Suppress("complained@d1.test");
+  Drop("n.job", Header("n") + "\n" + R"({"to":"complained@d1.test"})" "\n");
+  auto r = Intake("n.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_EQ(r->suppressed, 0u);
+}
+
+TEST_F(SpoolSuppressionTest, NothingSuppressedMeansNoBeforeCommit) {
+  SetHooks();
+  Drop("c.job", Header("c") + "\n" + R"({"to":"fine@d1.test"})" "\n");
+  auto r = Intake("c.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_TRUE(events_.empty());
+}
+
+TEST_F(SpoolSuppressionTest, AFailingCallbackLeavesTheFileToBeTakenInAgain) {
+  Suppress("complained@d1.test");
+  SetHooks();
+  // Even InvalidArgument from the caller must not read as "job refused".
+  on_suppressed_status_ = absl::InvalidArgumentError("committer refused");
+  Drop("f.job", Header("f") + "\n" + R"({"to":"ok@d1.test"})" "\n" +
+                    R"({"to":"complained@d1.test"})" "\n");
+  auto r = Intake("f.job");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+  EXPECT_TRUE(fs::exists(root_ / "spool/incoming/f.job"));
+  EXPECT_FALSE(fs::exists(root_ / "spool/failed/f.job"));
+  // Taken in again once the caller works: the same recipient is handed over again.
+  on_suppressed_status_ = absl::OkStatus();
+  handed_.clear();
+  r = Intake("f.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->resumed);
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_EQ(r->suppressed, 1u);
+  ASSERT_EQ(handed_.size(), 1u);
+  EXPECT_EQ(handed_[0].line, 3u);
+}
+
+}  // namespace
+}  // namespace volley::queue

@@ -1,0 +1,524 @@
+// suppression.cc - the suppression list on RocksDB (see suppression.h)
+#include "queue/suppression.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "base/strings.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/compaction_filter.h"
+#include "rocksdb/db.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/options.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
+
+namespace volley::queue {
+namespace {
+
+constexpr char kSoftBouncesFamily[] = "soft_bounces";
+// Entry value layout, version 1: version (1) | reason (1) | added µs (8, BE,
+// two's complement) | expires µs (8; INT64_MAX: never) | source (the rest).
+constexpr uint8_t kEntryVersion = 1;
+constexpr size_t kEntryHeader = 1 + 1 + 8 + 8;
+constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+
+int64_t ToMicros(absl::Time t) {
+  if (t == absl::InfiniteFuture()) return kNever;
+  if (t == absl::InfinitePast()) return std::numeric_limits<int64_t>::min();
+  return absl::ToUnixMicros(t);
+}
+
+absl::Time FromMicros(int64_t us) {
+  if (us == kNever) return absl::InfiniteFuture();
+  return absl::FromUnixMicros(us);
+}
+
+void PutInt64(std::string* out, int64_t v) {
+  const auto u = static_cast<uint64_t>(v);
+  for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>(u >> shift));
+}
+
+int64_t GetInt64(const char* p) {
+  uint64_t u = 0;
+  for (int i = 0; i < 8; ++i) u = (u << 8) | static_cast<unsigned char>(p[i]);
+  return static_cast<int64_t>(u);
+}
+
+std::string EntryKey(std::string_view address, std::string_view scope) {
+  std::string key;
+  key.reserve(address.size() + 1 + scope.size());
+  key.append(address);
+  key.push_back('\0');
+  key.append(scope);
+  return key;
+}
+
+std::string EncodeEntry(const Suppression& e) {
+  std::string v;
+  v.reserve(kEntryHeader + e.source.size());
+  v.push_back(static_cast<char>(kEntryVersion));
+  v.push_back(static_cast<char>(e.reason));
+  PutInt64(&v, ToMicros(e.added));
+  PutInt64(&v, ToMicros(e.expires));
+  v.append(e.source);
+  return v;
+}
+
+bool IsKnownReason(uint8_t r) {
+  return r >= static_cast<uint8_t>(SuppressionReason::kHardBounce) &&
+         r <= static_cast<uint8_t>(SuppressionReason::kManual);
+}
+
+absl::StatusOr<Suppression> DecodeEntry(std::string_view key, std::string_view value) {
+  const size_t nul = key.find('\0');
+  if (nul == std::string_view::npos || value.size() < kEntryHeader ||
+      static_cast<uint8_t>(value[0]) != kEntryVersion || !IsKnownReason(static_cast<uint8_t>(value[1]))) {
+    return absl::DataLossError("suppression list: malformed entry");
+  }
+  Suppression e;
+  e.address = std::string(key.substr(0, nul));
+  e.scope = std::string(key.substr(nul + 1));
+  e.reason = static_cast<SuppressionReason>(value[1]);
+  e.added = FromMicros(GetInt64(value.data() + 2));
+  e.expires = FromMicros(GetInt64(value.data() + 10));
+  e.source = std::string(value.substr(kEntryHeader));
+  return e;
+}
+
+// The expiry of an entry value, without decoding the rest (the compaction filter).
+std::optional<int64_t> ExpiryOf(std::string_view value) {
+  if (value.size() < kEntryHeader || static_cast<uint8_t>(value[0]) != kEntryVersion) {
+    return std::nullopt;
+  }
+  return GetInt64(value.data() + 10);
+}
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  const std::string msg = absl::StrCat("suppression list: ", base::Sv(what), ": ", s.ToString());
+  if (s.IsCorruption() || s.severity() >= rocksdb::Status::kUnrecoverableError) {
+    return absl::DataLossError(msg);
+  }
+  if (s.IsNoSpace() || s.IsIncomplete() || s.IsBusy() || s.IsTryAgain()) {
+    return absl::ResourceExhaustedError(msg);
+  }
+  return absl::UnavailableError(msg);
+}
+
+// HasControl - a byte that must not reach a log line, a CSV field or a header:
+// C0 controls (CR, LF, NUL, TAB...) and DEL.
+bool HasControl(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+// ForgetStale - drops, at compaction, entries that have expired and soft-bounce
+// counters whose newest bounce is older than the window: neither can count any
+// more (Check skips an expired entry; RecordSoftBounce drops old times), so
+// keeping them would only let both grow without bound. "Now" is the clock at
+// compaction time: dropping late is harmless, and nothing is dropped early.
+class ForgetStale : public rocksdb::CompactionFilter {
+ public:
+  ForgetStale(bool counters, absl::Duration window) : counters_(counters), window_(window) {}
+  bool Filter(int /*level*/, const rocksdb::Slice& /*key*/, const rocksdb::Slice& value,
+              std::string* /*new_value*/, bool* /*value_changed*/) const override {
+    const int64_t now = absl::ToUnixMicros(absl::Now());
+    const std::string_view v(value.data(), value.size());
+    if (counters_) {
+      if (v.size() < 8 || v.size() % 8 != 0) return false;
+      const int64_t newest = GetInt64(v.data() + v.size() - 8);
+      return newest < now - absl::ToInt64Microseconds(window_);
+    }
+    const std::optional<int64_t> expires = ExpiryOf(v);
+    return expires.has_value() && *expires != kNever && *expires <= now;
+  }
+  const char* Name() const override {
+    return counters_ ? "volley.SoftBounceWindow" : "volley.SuppressionExpiry";
+  }
+
+ private:
+  bool counters_;
+  absl::Duration window_;
+};
+
+}  // namespace
+
+std::string_view SuppressionReasonName(SuppressionReason reason) {
+  switch (reason) {
+    case SuppressionReason::kHardBounce: return "hard_bounce";
+    case SuppressionReason::kSoftBounce: return "soft_bounce";
+    case SuppressionReason::kComplaint: return "complaint";
+    case SuppressionReason::kUnsubscribe: return "unsubscribe";
+    case SuppressionReason::kManual: return "manual";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<SuppressionReason> ParseSuppressionReason(std::string_view name) {
+  for (SuppressionReason r :
+       {SuppressionReason::kHardBounce, SuppressionReason::kSoftBounce,
+        SuppressionReason::kComplaint, SuppressionReason::kUnsubscribe,
+        SuppressionReason::kManual}) {
+    if (name == SuppressionReasonName(r)) return r;
+  }
+  std::string shown(name.substr(0, 64));
+  for (char& c : shown) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "reason: unknown \"", shown,
+      "\" (hard_bounce, soft_bounce, complaint, unsubscribe or manual)"));
+}
+
+std::string_view SuppressionScopeName(SuppressionScope scope) {
+  return scope == SuppressionScope::kFromDomain ? "from_domain" : "global";
+}
+
+absl::StatusOr<std::string> NormalizeSuppressionAddress(std::string_view address) {
+  if (address.empty()) return absl::InvalidArgumentError("address: empty");
+  if (HasControl(address)) {
+    return absl::InvalidArgumentError(
+        "address: CR, LF or another control character not allowed");
+  }
+  if (address.size() > kMaxSuppressionAddress) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address: longer than ", kMaxSuppressionAddress, " octets"));
+  }
+  const size_t at = address.rfind('@');
+  if (at == std::string_view::npos || at + 1 == address.size()) {
+    return absl::InvalidArgumentError(
+        "address: not an address (no '@' with text on both sides, nor \"@domain\")");
+  }
+  const std::string_view domain = address.substr(at + 1);
+  if (domain.find(' ') != std::string_view::npos) {
+    return absl::InvalidArgumentError("address: not an address (space in the domain)");
+  }
+  return absl::AsciiStrToLower(base::Sv(address));
+}
+
+absl::StatusOr<std::string> NormalizeSuppressionScope(std::string_view scope) {
+  if (scope.empty()) return std::string();
+  if (scope.size() > kMaxSuppressionScope || HasControl(scope) ||
+      scope.find_first_of("@ ") != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scope: not a domain (\"\" for global, else a From domain of at most ",
+        kMaxSuppressionScope, " octets)"));
+  }
+  return absl::AsciiStrToLower(base::Sv(scope));
+}
+
+absl::Status NormalizeSuppression(Suppression* entry) {
+  ASSIGN_OR_RETURN(entry->address, NormalizeSuppressionAddress(entry->address));
+  ASSIGN_OR_RETURN(entry->scope, NormalizeSuppressionScope(entry->scope));
+  if (HasControl(entry->source)) {
+    return absl::InvalidArgumentError("source: CR, LF or another control character not allowed");
+  }
+  if (entry->source.size() > kMaxSuppressionSource) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("source: longer than ", kMaxSuppressionSource, " octets"));
+  }
+  if (!IsKnownReason(static_cast<uint8_t>(entry->reason))) {
+    return absl::InvalidArgumentError("reason: not a known reason");
+  }
+  return absl::OkStatus();
+}
+
+class SuppressionList::Impl {
+ public:
+  Impl(std::string path, SuppressionOptions options, std::unique_ptr<rocksdb::DB> db,
+       std::vector<rocksdb::ColumnFamilyHandle*> handles)
+      : path_(std::move(path)), options_(std::move(options)), db_(std::move(db)),
+        handles_(std::move(handles)) {
+    write_options_.sync = options_.sync_writes;
+  }
+  ~Impl() {
+    for (rocksdb::ColumnFamilyHandle* h : handles_) (void)db_->DestroyColumnFamilyHandle(h);
+    (void)db_->Close();
+  }
+
+  rocksdb::ColumnFamilyHandle* entries() const { return handles_[0]; }
+  rocksdb::ColumnFamilyHandle* counters() const { return handles_[1]; }
+
+  // Find - the entry at (address, scope) if any, expired or not.
+  absl::StatusOr<std::optional<Suppression>> Find(std::string_view address,
+                                                  std::string_view scope) const {
+    const std::string key = EntryKey(address, scope);
+    rocksdb::PinnableSlice value;
+    const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), entries(), key, &value);
+    if (s.IsNotFound()) return std::optional<Suppression>();
+    RETURN_IF_ERROR(FromRocks(s, "read"));
+    ASSIGN_OR_RETURN(Suppression e, DecodeEntry(key, std::string_view(value.data(), value.size())));
+    return std::optional<Suppression>(std::move(e));
+  }
+
+  absl::Status Write(rocksdb::WriteBatch& batch, std::string_view what) {
+    return FromRocks(db_->Write(write_options_, &batch), what);
+  }
+
+  std::string path_;
+  SuppressionOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::WriteOptions write_options_;
+  // Serialises RecordSoftBounce's read-modify-write of a counter (and its
+  // look at the entry it may replace).
+  std::mutex soft_bounce_mu_;
+  // The counters' compaction filter (RocksDB keeps a raw pointer to it).
+  std::unique_ptr<ForgetStale> counters_filter_;
+};
+
+absl::StatusOr<std::unique_ptr<SuppressionList>> SuppressionList::Open(
+    const std::string& path, const SuppressionOptions& options) {
+  if (options.soft_bounce_limit < 1) {
+    return absl::InvalidArgumentError("suppression list: soft_bounce_limit must be at least 1");
+  }
+  if (options.soft_bounce_window <= absl::ZeroDuration() ||
+      options.soft_bounce_expiry <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "suppression list: soft_bounce_window and soft_bounce_expiry must be positive");
+  }
+  if (options.max_open_files <= 0) {
+    return absl::InvalidArgumentError("suppression list: max_open_files must be at least 1");
+  }
+  // RocksDB creates the last folder only; a fresh install has no var/ yet.
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat(path, ": cannot open the suppression list: cannot create: ", ec.message()));
+  }
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.max_open_files = options.max_open_files;
+  db_options.db_write_buffer_size = options.write_buffer_bytes;
+  db_options.max_total_wal_size = 4 * options.write_buffer_bytes;
+  db_options.keep_log_file_num = 4;
+
+  rocksdb::BlockBasedTableOptions table;
+  // Half the cache kept for index and filter blocks (high priority), so that a
+  // scan of data blocks (an export) cannot push them out.
+  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes, /*num_shard_bits=*/-1,
+                                           /*strict_capacity_limit=*/false,
+                                           /*high_pri_pool_ratio=*/0.5);
+  table.cache_index_and_filter_blocks = true;
+  table.cache_index_and_filter_blocks_with_high_priority = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  // Partitioned index and filters: only their top levels must stay resident,
+  // the partitions come and go through the cache like data blocks, so memory
+  // stays bounded by block_cache_bytes at any list size.
+  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+  table.partition_filters = true;
+  table.metadata_block_size = 4096;
+  // Whole-key bloom filters: most lookups are misses (a recipient not on the
+  // list), which the filter answers without reading a data block.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.whole_key_filtering = true;
+  table.optimize_filters_for_memory = true;
+  table.format_version = 5;
+
+  auto family = [&]() {
+    rocksdb::ColumnFamilyOptions cf;
+    cf.write_buffer_size = std::max<size_t>(options.write_buffer_bytes / 4, 1u << 20);
+    cf.max_write_buffer_number = 2;
+    cf.level_compaction_dynamic_level_bytes = true;
+    cf.memtable_whole_key_filtering = true;
+    cf.memtable_prefix_bloom_size_ratio = 0.02;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    return cf;
+  };
+  rocksdb::ColumnFamilyOptions entries_cf = family();
+  rocksdb::ColumnFamilyOptions counters_cf = family();
+  // Stateless and thread-safe: one of each serves every compaction. They live
+  // as long as the process (RocksDB keeps a raw pointer in the options).
+  static const ForgetStale* const kExpiry = new ForgetStale(false, absl::ZeroDuration());
+  entries_cf.compaction_filter = kExpiry;
+  auto counters_filter = std::make_unique<ForgetStale>(true, options.soft_bounce_window);
+  counters_cf.compaction_filter = counters_filter.get();
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, entries_cf},
+      {kSoftBouncesFamily, counters_cf},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  const rocksdb::Status s = rocksdb::DB::Open(db_options, path, families, &handles, &raw);
+  if (!s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat(path, ": cannot open the suppression list: ", s.ToString()));
+  }
+  auto impl = std::make_unique<Impl>(path, options, std::unique_ptr<rocksdb::DB>(raw),
+                                     std::move(handles));
+  impl->counters_filter_ = std::move(counters_filter);
+  return std::unique_ptr<SuppressionList>(new SuppressionList(std::move(impl)));
+}
+
+SuppressionList::SuppressionList(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SuppressionList::~SuppressionList() = default;
+
+const SuppressionOptions& SuppressionList::options() const { return impl_->options_; }
+const std::string& SuppressionList::path() const { return impl_->path_; }
+
+absl::Status SuppressionList::Add(const Suppression& entry) {
+  return AddBatch(std::vector<Suppression>{entry});
+}
+
+absl::Status SuppressionList::AddBatch(const std::vector<Suppression>& entries) {
+  rocksdb::WriteBatch batch;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Suppression e = entries[i];
+    if (absl::Status st = NormalizeSuppression(&e); !st.ok()) {
+      if (entries.size() == 1) return st;
+      return absl::InvalidArgumentError(absl::StrCat("entry ", i, ": ", st.message()));
+    }
+    RETURN_IF_ERROR(FromRocks(batch.Put(impl_->entries(), EntryKey(e.address, e.scope),
+                                        EncodeEntry(e)),
+                              "batch"));
+  }
+  if (batch.Count() == 0) return absl::OkStatus();
+  return impl_->Write(batch, "add");
+}
+
+absl::StatusOr<bool> SuppressionList::Remove(std::string_view address, std::string_view scope) {
+  ASSIGN_OR_RETURN(const std::string a, NormalizeSuppressionAddress(address));
+  ASSIGN_OR_RETURN(const std::string s, NormalizeSuppressionScope(scope));
+  ASSIGN_OR_RETURN(std::optional<Suppression> found, impl_->Find(a, s));
+  if (!found) return false;
+  rocksdb::WriteBatch batch;
+  RETURN_IF_ERROR(FromRocks(batch.Delete(impl_->entries(), EntryKey(a, s)), "batch"));
+  // The count starts again: removed by hand means "try this address again".
+  RETURN_IF_ERROR(FromRocks(batch.Delete(impl_->counters(), EntryKey(a, s)), "batch"));
+  RETURN_IF_ERROR(impl_->Write(batch, "remove"));
+  return true;
+}
+
+absl::StatusOr<std::optional<Suppression>> SuppressionList::Check(std::string_view rcpt,
+                                                                  std::string_view from_domain,
+                                                                  absl::Time now) const {
+  ASSIGN_OR_RETURN(const std::string address, NormalizeSuppressionAddress(rcpt));
+  ASSIGN_OR_RETURN(const std::string scope, NormalizeSuppressionScope(from_domain));
+  const std::string domain = address.substr(address.rfind('@'));  // "@example.test"
+  // Most specific first: the address, then its domain; each in the From
+  // domain's scope, then globally.
+  std::pair<std::string_view, std::string_view> keys[4];
+  size_t n = 0;
+  for (std::string_view a : {std::string_view(address), std::string_view(domain)}) {
+    if (n > 0 && a == keys[0].first) break;  // rcpt was "@domain" itself
+    if (!scope.empty()) keys[n++] = {a, scope};
+    keys[n++] = {a, ""};
+  }
+  // One MultiGet for all of them: one pass through RocksDB's read path (one
+  // superversion, the bloom filters probed together) instead of up to four.
+  std::string key_bytes[4];
+  rocksdb::Slice key_slices[4];
+  for (size_t i = 0; i < n; ++i) {
+    key_bytes[i] = EntryKey(keys[i].first, keys[i].second);
+    key_slices[i] = key_bytes[i];
+  }
+  rocksdb::PinnableSlice values[4];
+  rocksdb::Status statuses[4];
+  impl_->db_->MultiGet(rocksdb::ReadOptions(), impl_->entries(), n, key_slices, values, statuses,
+                       /*sorted_input=*/false);
+  for (size_t i = 0; i < n; ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    RETURN_IF_ERROR(FromRocks(statuses[i], "read"));
+    ASSIGN_OR_RETURN(Suppression e, DecodeEntry(key_bytes[i], std::string_view(values[i].data(),
+                                                                               values[i].size())));
+    if (e.expires > now) return std::optional<Suppression>(std::move(e));
+  }
+  return std::optional<Suppression>();
+}
+
+absl::StatusOr<bool> SuppressionList::RecordSoftBounce(std::string_view rcpt,
+                                                       std::string_view from_domain,
+                                                       absl::Time now, std::string_view source) {
+  ASSIGN_OR_RETURN(const std::string address, NormalizeSuppressionAddress(rcpt));
+  ASSIGN_OR_RETURN(const std::string scope, NormalizeSuppressionScope(ScopeFor(from_domain)));
+  const std::string key = EntryKey(address, scope);
+  const SuppressionOptions& o = impl_->options_;
+  std::lock_guard<std::mutex> lock(impl_->soft_bounce_mu_);
+  ASSIGN_OR_RETURN(std::optional<Suppression> existing, impl_->Find(address, scope));
+  if (existing && existing->expires > now) return false;  // suppressed already
+
+  std::string value;
+  const rocksdb::Status s = impl_->db_->Get(rocksdb::ReadOptions(), impl_->counters(), key, &value);
+  if (!s.IsNotFound()) RETURN_IF_ERROR(FromRocks(s, "read soft bounces"));
+  // The times within the window, oldest first; a time after `now` (a clock set
+  // back) is kept: it is recent.
+  const int64_t since = ToMicros(now - o.soft_bounce_window);
+  std::vector<int64_t> times;
+  for (size_t off = 0; off + 8 <= value.size(); off += 8) {
+    const int64_t t = GetInt64(value.data() + off);
+    if (t > since) times.push_back(t);
+  }
+  times.push_back(ToMicros(now));
+  rocksdb::WriteBatch batch;
+  if (times.size() >= static_cast<size_t>(o.soft_bounce_limit)) {
+    Suppression e;
+    e.address = address;
+    e.scope = scope;
+    e.reason = SuppressionReason::kSoftBounce;
+    e.source = std::string(source.substr(0, kMaxSuppressionSource));
+    for (char& c : e.source) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
+    e.added = now;
+    e.expires = now + o.soft_bounce_expiry;
+    RETURN_IF_ERROR(FromRocks(batch.Put(impl_->entries(), key, EncodeEntry(e)), "batch"));
+    RETURN_IF_ERROR(FromRocks(batch.Delete(impl_->counters(), key), "batch"));
+    RETURN_IF_ERROR(impl_->Write(batch, "record soft bounce"));
+    return true;
+  }
+  std::string encoded;
+  for (int64_t t : times) PutInt64(&encoded, t);
+  RETURN_IF_ERROR(FromRocks(batch.Put(impl_->counters(), key, encoded), "batch"));
+  RETURN_IF_ERROR(impl_->Write(batch, "record soft bounce"));
+  return false;
+}
+
+absl::Status SuppressionList::List(std::string_view after_address, std::string_view after_scope,
+                                   size_t limit, std::vector<Suppression>* out) const {
+  std::string start;
+  if (!after_address.empty()) {
+    ASSIGN_OR_RETURN(const std::string a, NormalizeSuppressionAddress(after_address));
+    ASSIGN_OR_RETURN(const std::string s, NormalizeSuppressionScope(after_scope));
+    start = EntryKey(a, s);
+  }
+  rocksdb::ReadOptions read;
+  // An export reads every entry once: keep its blocks out of the cache that
+  // Check's lookups depend on.
+  read.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db_->NewIterator(read, impl_->entries()));
+  it->Seek(start);
+  if (!start.empty() && it->Valid() && it->key() == rocksdb::Slice(start)) it->Next();
+  for (size_t n = 0; n < limit && it->Valid(); ++n, it->Next()) {
+    ASSIGN_OR_RETURN(Suppression e, DecodeEntry(std::string_view(it->key().data(), it->key().size()),
+                                                std::string_view(it->value().data(), it->value().size())));
+    out->push_back(std::move(e));
+  }
+  return FromRocks(it->status(), "list");
+}
+
+uint64_t SuppressionList::ApproximateCount() const {
+  uint64_t n = 0;
+  if (!impl_->db_->GetIntProperty(impl_->entries(), "rocksdb.estimate-num-keys", &n)) return 0;
+  return n;
+}
+
+std::string SuppressionList::ScopeFor(std::string_view from_domain) const {
+  if (impl_->options_.scope == SuppressionScope::kGlobal) return "";
+  return absl::AsciiStrToLower(base::Sv(from_domain));
+}
+
+}  // namespace volley::queue
