@@ -418,24 +418,9 @@ absl::StatusOr<std::optional<Suppression>> SuppressionList::Check(std::string_vi
     if (!scope.empty()) keys[n++] = {a, scope};
     keys[n++] = {a, ""};
   }
-  // One MultiGet for all of them: one pass through RocksDB's read path (one
-  // superversion, the bloom filters probed together) instead of up to four.
-  std::string key_bytes[4];
-  rocksdb::Slice key_slices[4];
   for (size_t i = 0; i < n; ++i) {
-    key_bytes[i] = EntryKey(keys[i].first, keys[i].second);
-    key_slices[i] = key_bytes[i];
-  }
-  rocksdb::PinnableSlice values[4];
-  rocksdb::Status statuses[4];
-  impl_->db_->MultiGet(rocksdb::ReadOptions(), impl_->entries(), n, key_slices, values, statuses,
-                       /*sorted_input=*/false);
-  for (size_t i = 0; i < n; ++i) {
-    if (statuses[i].IsNotFound()) continue;
-    RETURN_IF_ERROR(FromRocks(statuses[i], "read"));
-    ASSIGN_OR_RETURN(Suppression e, DecodeEntry(key_bytes[i], std::string_view(values[i].data(),
-                                                                               values[i].size())));
-    if (e.expires > now) return std::optional<Suppression>(std::move(e));
+    ASSIGN_OR_RETURN(std::optional<Suppression> e, impl_->Find(keys[i].first, keys[i].second));
+    if (e && e->expires > now) return e;
   }
   return std::optional<Suppression>();
 }
