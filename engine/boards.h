@@ -27,6 +27,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "queue/suppression.h"
 
 namespace volley::engine {
 
@@ -73,6 +74,9 @@ struct ShardPlace {
   size_t connection_budget = 1;
   // Set by a second SIGTERM or SIGINT: stop at once, without the grace period.
   const std::atomic<bool>* stop_now = nullptr;
+  // Looked up before each attempt (null: no list), so that an entry added while
+  // a campaign runs takes effect at once (docs/feedback.md).
+  const queue::SuppressionList* suppressions = nullptr;
 };
 
 }  // namespace volley::engine

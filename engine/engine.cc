@@ -18,6 +18,7 @@
 #include "base/status.h"
 #include "dns/routes.h"
 #include "engine/admin.h"
+#include "engine/feedback.h"
 #include "engine/inbound.h"
 #include "engine/boards.h"
 #include "engine/committer.h"
@@ -174,8 +175,11 @@ absl::Status Engine::Run() {
         "net.core.rmem_max=%d) or lower [dns] max_pending",
         *granted, config_.dns.resolver.receive_buffer, config_.dns.resolver.receive_buffer);
   }
-  Committer committer(queue.get(), log.get(), shard_count);
+  // A lane per shard, and one more for the threads that are not shards: the
+  // feedback loop's events and intake's `suppressed` records (engine/feedback.h).
+  Committer committer(queue.get(), log.get(), shard_count + 1);
   RETURN_IF_ERROR(committer.Start());
+  FeedbackRecorder recorder(&committer, shard_count);
   JobBoard board(shard_count);
   SiteShares sites(shard_count);
   ReadyJobs ready_jobs(shard_count);
@@ -199,12 +203,25 @@ absl::Status Engine::Run() {
     place.window = std::max<size_t>(1, static_cast<size_t>(config_.delivery.window) / shard_count);
     place.connection_budget = budget.per_shard[i];
     place.stop_now = &stop_now_;
+    place.suppressions = suppression.get();
     shards.push_back(std::make_unique<Shard>(config_, place, queue.get(), routes.get(),
                                              &ready_jobs, &stop_, shard_metrics.back().get(),
                                              &classifier, &credentials));
     shards.back()->SetDestinationStates(&destination_states);
     shard_metrics.back()->connection_budget.Set(static_cast<int64_t>(budget.per_shard[i]));
   }
+  metrics::FeedbackMetrics feedback_metrics(metrics_options.max_destinations);
+  FeedbackOptions feedback_options;
+  feedback_options.spool = config_.spool_dir;
+  feedback_options.inbound_domains = config_.inbound.domains;
+  feedback_options.policy.pause_on_complaint_rate = config_.inbound.pause_on_complaint_rate;
+  feedback_options.policy.min_delivered_for_rate =
+      static_cast<uint64_t>(config_.inbound.min_delivered_for_rate);
+  feedback_options.parse_limits.max_message_bytes = config_.inbound.max_message_size;
+  FeedbackProcessor feedback(std::move(feedback_options), credentials.tokens(), queue.get(),
+                             suppression.get(), &classifier, &recorder, &feedback_metrics,
+                             &ready_jobs);
+  spool.SetSuppression(SuppressedAtIntake(suppression.get(), &recorder, &intake_metrics));
   absl::Status failed;
   {
     IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs,
@@ -218,6 +235,7 @@ absl::Status Engine::Run() {
     metrics::ExporterSources sources;
     for (const auto& m : shard_metrics) sources.shards.push_back(m.get());
     sources.intake = &intake_metrics;
+    sources.feedback = &feedback_metrics;
     sources.store = [this, q = queue.get(), &committer, l = log.get()] {
       metrics::StoreSnapshot s = ReadStoreSnapshot(*q, config_);
       s.writes_stalled = committer.stalled();
@@ -230,17 +248,13 @@ absl::Status Engine::Run() {
                      metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));
     std::unique_ptr<UnsubscribeServer> unsubscribe;
     if (!config_.unsubscribe.listen.empty()) {
-      // XXX(issue 18): the handler is to suppress the address and log
-      // `unsubscribed`; until the suppression store is wired in, the verified
-      // claim is only logged, and the recipient is NOT suppressed.
+      // A verified click suppresses the address and logs `unsubscribed`; an
+      // error answers 503, so that the provider tries again.
       ASSIGN_OR_RETURN(unsubscribe,
                        UnsubscribeServer::Create(
                            config_.unsubscribe, credentials.tokens(),
-                           [](const token::Claim& c, std::string_view client) {
-                             base::LogInfo("unsubscribe: job %d line %d from %s: one-click "
-                                           "request verified; not suppressed (no store yet)",
-                                           c.job_no, c.line, client);
-                             return absl::OkStatus();
+                           [&feedback](const token::Claim& c, std::string_view client) {
+                             return feedback.Unsubscribe(c, client);
                            }));
     }
     admin->SetDestinationStates(&destination_states);
@@ -257,6 +271,11 @@ absl::Status Engine::Run() {
         base::LogInfo("inbound: listening on %s", address);
       }
     }
+    // What the listener stored is read, matched and recorded here; files left
+    // from before a restart too.
+    FeedbackThread feedback_thread(config_.spool_dir, config_.inbound.max_message_size,
+                                   &feedback);
+    if (inbound != nullptr) feedback_thread.Start();
     base::LogInfo("running: %zu shard%s, spool %s, queue %s, log %s", shard_count,
                   shard_count == 1 ? "" : "s", config_.spool_dir, config_.queue_dir, log->path());
     base::LogInfo("suppression list %s: about %llu entries, scope %s", suppression->path(),
@@ -289,6 +308,7 @@ absl::Status Engine::Run() {
     if (inbound != nullptr) {
       if (absl::Status st = inbound->Stop(); !st.ok() && failed.ok()) failed = std::move(st);
     }
+    feedback_thread.Stop();  // before the committer: it writes through it
   }
   committer.Stop();
   if (!failed.ok()) return failed;

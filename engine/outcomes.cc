@@ -143,6 +143,15 @@ void Outcomes::Postpone(Work* w, const smtp::Outcome& why) {
   Release(w);
 }
 
+void Outcomes::Suppress(Work* w, std::string why) {
+  // Not tried now: the record carries the number of the last attempt, as Cancel's.
+  Record(w, metrics::DeliveryStatus::kSuppressed,
+         MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.7.1", std::move(why)), AttemptPlace{},
+         w->entry.attempts);
+  batch_->Remove(w->entry, queue::Final::kSuppressed);
+  Release(w);
+}
+
 void Outcomes::Cancel(Work* w) {
   // Like Expire: no attempt now, so the record carries the number of the last.
   Record(w, metrics::DeliveryStatus::kCancelled,

@@ -95,6 +95,9 @@ class Outcomes {
   // the queue for kPostponeDelay, logged as deferred, no attempt counted.
   void Postpone(Work* w, const smtp::Outcome& why);
   // Cancel - its job was cancelled before it was sent.
+  // Suppress - w's recipient is on the suppression list: finished unsent,
+  // `why` naming the entry.
+  void Suppress(Work* w, std::string why);
   void Cancel(Work* w);
   // Release - back to the queue untouched (its job paused): nothing recorded.
   void Release(Work* w);

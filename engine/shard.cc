@@ -127,7 +127,32 @@ void Shard::OnTaken(Work* w, const absl::Status& decoded) {
     outcomes_.Cancel(w);
     return;
   }
+  if (LetGoIfSuppressed(w)) return;
   routing_.Route(w);
+}
+
+bool Shard::LetGoIfSuppressed(Work* w) {
+  if (place_.suppressions == nullptr) return false;
+  absl::StatusOr<std::optional<queue::Suppression>> hit =
+      place_.suppressions->Check(w->rcpt.to, w->job->from_domain, now_);
+  if (!hit.ok()) {
+    // The list could not be read: sending is what volleyd did before the
+    // entry existed, and the intake check caught what was listed then. Said
+    // once per burst, not per recipient.
+    if (!suppression_error_logged_) {
+      base::LogWarning("suppression list: %s (recipients are sent without the check until "
+                       "it reads again)",
+                       base::StdSv(hit.status().message()));
+      suppression_error_logged_ = true;
+    }
+    return false;
+  }
+  suppression_error_logged_ = false;
+  if (!hit->has_value()) return false;
+  const queue::Suppression& entry = **hit;
+  outcomes_.Suppress(w, absl::StrCat("suppressed: ", base::Sv(queue::SuppressionReasonName(entry.reason)),
+                                     " (", entry.source, ")"));
+  return true;
 }
 
 // --- route and admit

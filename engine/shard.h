@@ -138,6 +138,9 @@ class Shard {
   // LetGoIfStopped - w's job is cancelled (w is cancelled) or paused (w goes
   // back to the queue untouched): true when w was let go of.
   bool LetGoIfStopped(Work* w);
+  // LetGoIfSuppressed - the suppression list names w's recipient (for its
+  // job's From domain): w is finished as suppressed, never sent.
+  bool LetGoIfSuppressed(Work* w);
   // --- route and admit (shard.cc)
   void Admit(Work* w, std::string_view domain, const std::shared_ptr<const dns::Route>& route,
              bool by_dns);
@@ -284,6 +287,7 @@ class Shard {
   uint64_t commit_counter_ = 0;
   bool stopping_ = false;
   bool clock_read_ = false;  // this turn's completions read the clock
+  bool suppression_error_logged_ = false;  // the list failed to read: said once
 };
 
 }  // namespace volley::engine

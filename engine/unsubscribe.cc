@@ -94,6 +94,12 @@ http::Response Confirm() {
               "value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>");
 }
 
+http::Response Gone() {
+  return Page(410, "Unsubscribe",
+              "<p>This unsubscribe link is no longer known to the sender, so it could not "
+              "unsubscribe you. Please reply to the message, or contact the sender.</p>");
+}
+
 http::Response Done() {
   return Page(200, "Unsubscribed", "<p>You have been unsubscribed.</p>");
 }
@@ -291,6 +297,14 @@ http::Response UnsubscribeServer::Handle(const http::Request& request) {
                 "List-Unsubscribe=One-Click.</p>");
   }
   if (absl::Status st = handler_(*claim, client); !st.ok()) {
+    if (absl::IsNotFound(st)) {
+      // A genuine link whose recipient Volley no longer knows (the job file
+      // was removed from accepted/, or the queue was reset): a retry cannot
+      // help, and claiming success would be a lie.
+      base::LogWarning("unsubscribe: 410 for job %d line %d from %s: %s", claim->job_no,
+                       claim->line, client, base::StdSv(st.message()));
+      return Gone();
+    }
     base::LogWarning("unsubscribe: handler failed for job %d line %d: %s", claim->job_no,
                      claim->line, base::StdSv(st.message()));
     return ErrorPage(503);

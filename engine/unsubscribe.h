@@ -27,7 +27,9 @@
 //
 //     POST, body List-Unsubscribe=One-Click (x-www-form-urlencoded or
 //       multipart/form-data, parsed by civetweb), token verifies: the handler
-//       is called once; OK -> 200 "You have been unsubscribed."; an error ->
+//       is called once; OK -> 200 "You have been unsubscribed."; NotFound
+//       (the link is genuine but its recipient is no longer known: the job
+//       file was removed) -> 410, a page that says so; any other error ->
 //       503 with Retry-After, so that the provider tries again. Never a
 //       redirect (RFC 8058 section 3.2).
 //     POST without that field -> 400; any method with a token that does not

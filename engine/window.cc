@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "base/status.h"
@@ -55,6 +56,7 @@ absl::StatusOr<Job*> DeliveryWindow::Load(const queue::JobRecord& record) {
                                             header.status().message()));
   }
   job->header = *std::move(header);
+  job->from_domain = absl::AsciiStrToLower(base::Sv(queue::DomainOf(job->header.from)));
   auto tpl = queue::Template::Compile(job->header.message);
   if (!tpl.ok()) {
     return absl::DataLossError(absl::StrCat("job \"", record.id, "\": ", tpl.status().message()));

@@ -44,6 +44,8 @@ struct PartitionScan {
 struct Job {
   queue::JobRecord record;
   queue::JobHeader header;
+  // The domain of header.from, lower case: the suppression list's scope.
+  std::string from_domain;
   std::unique_ptr<queue::Template> tpl;
   // The partitions this shard owns, scanned in turn (next_scan first) so that,
   // when the window is short, destinations of one job share it.

@@ -418,7 +418,7 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   if (result.suppressed > 0 && suppression_.before_commit) {
     RETURN_IF_ERROR(KeepInIncoming(suppression_.before_commit(job, result.suppressed)));
   }
-  RETURN_IF_ERROR(writer->Commit(result.accepted));
+  RETURN_IF_ERROR(writer->Commit(result.accepted, result.suppressed));
   // From the commit on the job is queued, whatever happens to the file: a
   // failed move is reported, not returned as a failed intake (the file, if it
   // is still in incoming/, is recognised as this job's next time).

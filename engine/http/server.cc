@@ -144,6 +144,7 @@ std::string_view ReasonPhrase(int status) {
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
+    case 410: return "Gone";
     case 429: return "Too Many Requests";
     case 411: return "Length Required";
     case 413: return "Content Too Large";

@@ -110,6 +110,7 @@ class UnsubscribeTest : public ::testing::Test {
         options, keys_, [this](const token::Claim& c, std::string_view client) {
           std::lock_guard<std::mutex> lock(mu_);
           calls_.push_back({c, std::string(client)});
+          if (gone_) return absl::NotFoundError("job 7 is not in the queue");
           return fail_ ? absl::UnavailableError("suppression store busy") : absl::OkStatus();
         });
     ASSERT_TRUE(s.ok()) << s.status();
@@ -133,6 +134,7 @@ class UnsubscribeTest : public ::testing::Test {
   std::mutex mu_;
   std::vector<Call> calls_;
   bool fail_ = false;
+  bool gone_ = false;
   std::unique_ptr<UnsubscribeServer> server_;
   std::string base_;
 };
@@ -320,6 +322,17 @@ TEST_F(UnsubscribeTest, HandlerFailureIs503SoTheProviderRetries) {
   fail_ = false;
   EXPECT_EQ(Send(url, OneClick()).status, 200);
   EXPECT_EQ(Calls(), 2u);
+}
+
+TEST_F(UnsubscribeTest, ALinkWhoseRecipientIsGoneIs410NotARetry) {
+  gone_ = true;
+  const Reply r = Send(absl::StrCat(base_, "/u/", Token()), OneClick());
+  EXPECT_EQ(r.status, 410);
+  ExpectCommon(r);
+  EXPECT_FALSE(r.Has("Retry-After")) << r.headers;
+  EXPECT_EQ(r.body.find("You have been unsubscribed."), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("no longer known"), std::string::npos) << r.body;
+  EXPECT_EQ(Calls(), 1u);
 }
 
 TEST(UnsubscribeCreateTest, RefusesWhatCannotWork) {
