@@ -61,6 +61,14 @@ void Note(std::vector<std::string>* notes, std::string note) {
   if (notes->size() < kMaxNotes) notes->push_back(std::move(note));
 }
 
+// ReportSummary - "abuse report from abuse@isp.test (SomeGenerator/1.0)".
+std::string ReportSummary(const feedback::Report& report) {
+  const std::string& ua = report.feedback.user_agent;
+  return absl::StrCat(report.feedback.feedback_type, " report from ",
+                      report.from.empty() ? "?" : report.from, ua.empty() ? "" : " (", ua,
+                      ua.empty() ? "" : ")");
+}
+
 size_t KindIndex(feedback::ReportKind kind) {
   switch (kind) {
     case feedback::ReportKind::kDeliveryStatus: return 0;
@@ -338,10 +346,11 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
     r.response = response;
     r.host = IpOf(envelope.peer);
     metrics::FormatDeliveryRecord(r, &log);
-    metrics_->CountEvent(DeliveryStatus::kUnmatched, "");
     base::LogWarning("feedback: a message %s is unreadable (%s); logged as unmatched", from_peer,
                      base::StdSv(parsed.status().message()));
-    return recorder_->Write(std::move(log), nullptr);
+    RETURN_IF_ERROR(recorder_->Write(std::move(log), nullptr));
+    metrics_->CountEvent(DeliveryStatus::kUnmatched, "");
+    return absl::OkStatus();
   }
   const feedback::Report& report = *parsed;
   metrics_->reports[KindIndex(report.kind)].Add();
@@ -367,6 +376,8 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
                                                                                : "bounce_text";
   std::vector<std::string> said;  // for the log line
   bool attributed = false;        // the target got its event
+  // Events to count once written (a failed write is tried again: no double count).
+  std::vector<std::pair<DeliveryStatus, std::string>> counted;
   auto unmatched = [&](std::string_view rcpt, std::string response,
                        std::string_view feedback_type = {}) {
     metrics::DeliveryRecord r = EventOf(DeliveryStatus::kUnmatched, nullptr, now);
@@ -378,7 +389,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
     r.reporting_mta = report.reporting_mta;
     r.host = IpOf(envelope.peer);
     metrics::FormatDeliveryRecord(r, &log);
-    metrics_->CountEvent(DeliveryStatus::kUnmatched, DomainPart(rcpt));
+    counted.emplace_back(DeliveryStatus::kUnmatched, std::string(DomainPart(rcpt)));
   };
 
   if (report.kind == feedback::ReportKind::kFeedback) {
@@ -388,16 +399,14 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       r.via = via;
       r.feedback_type = type;
       r.reporting_mta = report.reporting_mta;
-      const std::string response = Clip(
-          absl::StrCat(type, " report from ", report.from.empty() ? "?" : report.from,
-                       report.feedback.user_agent.empty() ? "" : " (",
-                       report.feedback.user_agent, report.feedback.user_agent.empty() ? "" : ")"),
-          kMaxResponse);
+      const std::string response = Clip(ReportSummary(report), kMaxResponse);
       r.response = response;
       metrics::FormatDeliveryRecord(r, &log);
-      metrics_->CountEvent(DeliveryStatus::kComplained, DomainPart(target->rcpt));
-      batch->Count(target->job.record.job_no, queue::Counted::kComplained);
+      counted.emplace_back(DeliveryStatus::kComplained, std::string(DomainPart(target->rcpt)));
       if (Contains(options_.policy.complaint_types, type)) {
+        // Only a complaint counts toward the complaint rate: a "not-spam" or
+        // "auth-failure" report is recorded, not held against the job.
+        batch->Count(target->job.record.job_no, queue::Counted::kComplained);
         RETURN_IF_ERROR(Suppress(*target, queue::SuppressionReason::kComplaint, now,
                                  absl::StrCat("complaint: ", type)));
         said.push_back(absl::StrCat(target->rcpt, " complained (", type, "), suppressed"));
@@ -409,11 +418,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       const std::string rcpt = report.feedback.original_rcpt_to.empty()
                                    ? std::string()
                                    : report.feedback.original_rcpt_to.front();
-      unmatched(rcpt, absl::StrCat(type, " report from ", report.from.empty() ? "?" : report.from,
-                                   report.feedback.user_agent.empty() ? "" : " (",
-                                   report.feedback.user_agent,
-                                   report.feedback.user_agent.empty() ? "" : ")"),
-                type);
+      unmatched(rcpt, ReportSummary(report), type);
       said.push_back(absl::StrCat("feedback report (", type, ") matching no job"));
     }
   } else {
@@ -467,7 +472,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       r.reporting_mta = report.reporting_mta;
       r.remote_mta = dr.remote_mta;
       metrics::FormatDeliveryRecord(r, &log);
-      metrics_->CountEvent(status, DomainPart(target->rcpt));
+      counted.emplace_back(status, std::string(DomainPart(target->rcpt)));
       if (delayed) {
         said.push_back(absl::StrCat(target->rcpt, " delayed (", dr.status, ")"));
         continue;
@@ -499,6 +504,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
   }
   for (const std::string& n : report.notes) Note(&notes, n);
   RETURN_IF_ERROR(recorder_->Write(std::move(log), std::move(batch)));
+  for (const auto& [event, domain] : counted) metrics_->CountEvent(event, domain);
   base::LogInfo("feedback: %s %s: %s%s%s", kind, from_peer,
                 said.empty() ? std::string("matched no job") : absl::StrJoin(said, "; "),
                 notes.empty() ? "" : "; ", absl::StrJoin(notes, "; "));
@@ -528,8 +534,8 @@ absl::Status FeedbackProcessor::Unsubscribe(const token::Claim& claim, std::stri
     r.host = peer;
     std::string log;
     metrics::FormatDeliveryRecord(r, &log);
-    metrics_->CountEvent(DeliveryStatus::kUnmatched, "");
     RETURN_IF_ERROR(recorder_->Write(std::move(log), nullptr));
+    metrics_->CountEvent(DeliveryStatus::kUnmatched, "");
     return absl::NotFoundError(why);
   }
   target->matched_by = "token";
@@ -539,10 +545,10 @@ absl::Status FeedbackProcessor::Unsubscribe(const token::Claim& claim, std::stri
   r.host = peer;
   std::string log;
   metrics::FormatDeliveryRecord(r, &log);
-  metrics_->CountEvent(DeliveryStatus::kUnsubscribed, DomainPart(target->rcpt));
   std::unique_ptr<queue::Queue::OutcomeBatch> batch = queue_->NewOutcomeBatch();
   batch->Count(target->job.record.job_no, queue::Counted::kUnsubscribed);
   RETURN_IF_ERROR(recorder_->Write(std::move(log), std::move(batch)));
+  metrics_->CountEvent(DeliveryStatus::kUnsubscribed, DomainPart(target->rcpt));
   base::LogInfo("feedback: %s unsubscribed (job \"%s\" line %u, one-click from %s)", target->rcpt,
                 target->job.record.id, target->line, Clip(peer, 64));
   return absl::OkStatus();

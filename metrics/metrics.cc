@@ -104,11 +104,15 @@ void FeedbackMetrics::CountEvent(DeliveryStatus event, std::string_view domain) 
   if (!IsFeedbackEvent(event)) return;
   const size_t e = static_cast<size_t>(event) - kDeliveryOutcomes;
   events[e].Add();
+  // A report that names no address has no destination: "other" (an empty label
+  // value would read as no label at all).
+  if (domain.empty()) domain = "other";
   std::lock_guard<std::mutex> lock(mu_);
   auto it = std::find_if(destinations_.begin(), destinations_.end(),
                          [&](const PerDestination& d) { return d.name == domain; });
   if (it == destinations_.end()) {
-    const std::string_view name = destinations_.size() < max_destinations_ ? domain : "other";
+    // destinations_[0] is "other": the named ones are the rest.
+    const std::string_view name = destinations_.size() - 1 < max_destinations_ ? domain : "other";
     it = std::find_if(destinations_.begin(), destinations_.end(),
                       [&](const PerDestination& d) { return d.name == name; });
     if (it == destinations_.end()) {

@@ -185,13 +185,16 @@ inline constexpr std::array<std::string_view, 5> kSuppressionReasons = {
     "hard_bounce", "soft_bounce", "complaint", "unsubscribe", "manual"};
 
 struct FeedbackMetrics {
-  explicit FeedbackMetrics(size_t max_destinations = 20) : max_destinations_(max_destinations) {}
+  // "other" exists from the start, so that every event has a series (an alert
+  // on increase() sees the first one).
+  explicit FeedbackMetrics(size_t max_destinations = 20)
+      : max_destinations_(max_destinations), destinations_{PerDestination{"other", {}}} {}
   std::array<Counter, kReportKinds.size()> reports;  // messages and requests, by kind
   std::array<Counter, kFeedbackEvents> events;       // by event
   std::array<Counter, kSuppressionReasons.size()> suppressions_added;  // by reason
   Counter jobs_paused;  // by pause_on_complaint_rate
   // Events by destination (the recipient's domain): the first max_destinations
-  // seen get their own, the rest count as "other".
+  // seen get their own, the rest count as "other" (listed first).
   struct PerDestination {
     std::string name;
     std::array<uint64_t, kFeedbackEvents> events{};

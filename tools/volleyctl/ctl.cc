@@ -323,6 +323,23 @@ absl::StatusOr<std::string> FormatJob(std::string_view body) {
   for (size_t i = 0; i < kNumCounters; ++i) {
     absl::StrAppend(&out, base::Sv(kCounters[i]), ": ", job.counters[i], "\n");
   }
+  // What the feedback loop counts (docs/feedback.md), from a volleyd that sends it.
+  uint64_t complained = 0;
+  bool has_feedback = false;
+  for (std::string_view name : {"suppressed", "bounced_async", "complained", "unsubscribed"}) {
+    uint64_t n = 0;
+    if (doc[name].get_uint64().get(n) != simdjson::SUCCESS) continue;
+    has_feedback = true;
+    if (name == "complained") complained = n;
+    absl::StrAppend(&out, base::Sv(name), ": ", n, "\n");
+  }
+  const uint64_t delivered = job.Counter("delivered");
+  if (has_feedback && delivered > 0) {
+    absl::StrAppend(&out, "complaint_rate: ",
+                    absl::StrFormat("%.3f", 100.0 * static_cast<double>(complained) /
+                                                static_cast<double>(delivered)),
+                    "%\n");
+  }
   absl::StrAppend(&out, "done: ", PercentDone(job), "%\n");
   return out;
 }

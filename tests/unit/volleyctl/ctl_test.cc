@@ -145,6 +145,23 @@ TEST(FormatTest, JobShowsItsNumberWhenVolleydSendsIt) {
   EXPECT_EQ(old->find("job_no"), std::string::npos);
 }
 
+TEST(FormatTest, JobShowsWhatCameBackAndTheComplaintRate) {
+  const std::string body =
+      R"({"id":"j","state":"done","paused":false,"total":2000,"delivered":1990,)"
+      R"("deferred":0,"bounced":4,"expired":0,"cancelled":0,"pending":0,"deferrals":0,)"
+      R"("job_no":7,"suppressed":6,"bounced_async":3,"complained":4,"unsubscribed":9})";
+  auto text = FormatJob(body);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr("\nsuppressed: 6\nbounced_async: 3\ncomplained: 4\n"
+                               "unsubscribed: 9\ncomplaint_rate: 0.201%\n"));
+  // A volleyd before the feedback loop sends none of them: none is shown.
+  auto old = FormatJob(R"({"id":"j","state":"ready","paused":false,"total":1,"delivered":1,)"
+                       R"("deferred":0,"bounced":0,"expired":0,"cancelled":0,"pending":0,)"
+                       R"("deferrals":0})");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->find("complain"), std::string::npos) << *old;
+}
+
 TEST(FormatTest, JobsTableAsDocumented) {
   // docs/volleyctl.md's example.
   const std::string body =
