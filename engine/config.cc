@@ -640,6 +640,9 @@ TomlKeys InboundKeys(const TomlFile& file, Config* c) {
       {"tls_key_file", [&file, in](auto& n, auto k) { return GetString(file, n, k, &in->tls_key_file); }},
       {"max_pending", [&file, in](auto& n, auto k) {
          return GetIntInto(file, n, k, 1, 10000000, &in->max_pending); }},
+      {"max_messages_per_minute", [&file, in](auto& n, auto k) {
+         return GetIntInto(file, n, k, 0, 1000000, &in->max_messages_per_minute); }},
+      {"process", [&file, in](auto& n, auto k) { return GetBool(file, n, k, &in->process); }},
       {"pause_on_complaint_rate", [&file, in](const toml::node& n, std::string_view k) -> absl::Status {
          const auto* v = n.as_floating_point();
          const auto* i = n.as_integer();

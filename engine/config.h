@@ -239,6 +239,11 @@ struct InboundConfig {
   std::string tls_cert_file;
   std::string tls_key_file;
   int max_pending = 10000;                          // files waiting in feedback/new/
+  // Messages one client address may send a minute; past it 450 4.7.1. 0: no limit.
+  int max_messages_per_minute = 120;
+  // Read, match and record what is stored (engine/feedback.h); false: only
+  // store it, for a processor of the operator's own that reads feedback/new/.
+  bool process = true;
   // Pause a job when its complaints reach this share of its delivered
   // recipients (0.003 = 0.3%), once min_delivered_for_rate were delivered;
   // 0 = never (engine/feedback.h).

@@ -275,7 +275,7 @@ absl::Status Engine::Run() {
     // from before a restart too.
     FeedbackThread feedback_thread(config_.spool_dir, config_.inbound.max_message_size,
                                    &feedback);
-    if (inbound != nullptr) feedback_thread.Start();
+    if (inbound != nullptr && config_.inbound.process) feedback_thread.Start();
     base::LogInfo("running: %zu shard%s, spool %s, queue %s, log %s", shard_count,
                   shard_count == 1 ? "" : "s", config_.spool_dir, config_.queue_dir, log->path());
     base::LogInfo("suppression list %s: about %llu entries, scope %s", suppression->path(),

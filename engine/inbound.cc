@@ -29,6 +29,7 @@ absl::StatusOr<std::unique_ptr<InboundListener>> InboundListener::Create(
   auto spool = FeedbackSpool::Open(spool_dir, static_cast<size_t>(config.max_pending));
   if (!spool.ok()) return Prefixed(spool.status());
   inbound->spool_ = std::make_unique<FeedbackSpool>(*std::move(spool));
+  inbound->rate_ = std::make_unique<ClientRate>(config.max_messages_per_minute, kInboundMaxClients);
   InboundListener* const self = inbound.get();
   inbound->handler_ = [self](const smtpd::Envelope& envelope, std::string_view content) {
     return self->Store(envelope, content);
@@ -79,6 +80,19 @@ std::vector<std::string> InboundListener::listening() const { return server_->li
 smtpd::Stats InboundListener::stats() const { return server_->stats(); }
 
 std::string InboundListener::Store(const smtpd::Envelope& envelope, std::string_view content) {
+  // The client's address without the port: its rate is the address's.
+  const std::string_view peer = envelope.peer;
+  const size_t colon = peer.rfind(':');
+  const std::string_view client = colon == std::string_view::npos ? peer : peer.substr(0, colon);
+  const ClientRate::Verdict verdict = rate_->Admit(client, absl::Now());
+  if (!verdict.admitted) {
+    if (verdict.first_refusal) {
+      base::LogWarning("inbound: %s sends more than [inbound] max_messages_per_minute; its "
+                       "messages get 450 until it slows down",
+                       client);
+    }
+    return absl::StrCat("450 4.7.1 Error: too much mail from ", base::Sv(client), ", try again later");
+  }
   if (spool_->OverPending()) {
     return "452 4.3.1 Error: too many messages waiting to be processed, try again later";
   }

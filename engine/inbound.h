@@ -58,12 +58,16 @@
 #include "engine/feedback_spool.h"
 #include "engine/smtpd/server.h"
 #include "engine/smtpd/session.h"
+#include "engine/unsubscribe.h"  // ClientRate
 
 namespace volley::engine {
 
 // Messages one connection may send before it is told 421 4.7.0 (like Postfix's
 // smtpd_client_message_rate_limit, per connection): a bounce source sends few.
 inline constexpr uint64_t kInboundMaxMessagesPerConnection = 1000;
+// Client addresses whose message rate is remembered ([inbound]
+// max_messages_per_minute); the least recently seen is forgotten first.
+inline constexpr size_t kInboundMaxClients = 10000;
 
 class InboundListener {
  public:
@@ -94,6 +98,7 @@ class InboundListener {
   std::string Store(const smtpd::Envelope& envelope, std::string_view content);
 
   std::unique_ptr<FeedbackSpool> spool_;
+  std::unique_ptr<ClientRate> rate_;  // messages per client address
   // Declared before server_, so that it outlives the shard threads using it.
   smtpd::MessageHandler handler_;
   std::unique_ptr<smtpd::Server> server_;

@@ -13,6 +13,7 @@ Against volleyd with [inbound] on loopback, with Python's smtplib as the client:
 - with more than max_pending files waiting in feedback/new/, a message gets 452 4.3.1;
 - connections over max_connections_per_ip and over max_connections get 421 at connect;
 - an idle connection gets 421 4.4.2 after [inbound] timeout and is closed;
+- a client over max_messages_per_minute gets 450 4.7.1 for the message past it;
 - a tls_cert_file that does not exist stops volleyd at start with an error naming it.
 """
 import json
@@ -48,6 +49,9 @@ def inbound_config(port, cert, key, timeout="3s"):
     return ('[inbound]\nlisten = ["127.0.0.1:%d"]\ndomains = ["%s"]\nmax_message_size = "100KiB"\n'
             'max_connections = 4\nmax_connections_per_ip = 2\nmax_recipients = 5\n'
             'timeout = "%s"\ntls_cert_file = "%s"\ntls_key_file = "%s"\nmax_pending = 1\n'
+            # The listener alone: what it stores stays in feedback/new/ to be read
+            # here (feedback_test.py covers the processing).
+            'process = false\nmax_messages_per_minute = 0\n'
             % (port, DOMAIN, timeout, cert, key))
 
 
@@ -244,6 +248,32 @@ def test_bad_certificate(h):
     log("a missing tls_cert_file stops volleyd, naming the file")
 
 
+def test_message_rate(h, cert, key):
+    # max_messages_per_minute 2 (and max_pending high): the third message of a
+    # client within the minute gets 450 4.7.1 and is not stored; logged once.
+    port = harness.free_port()
+    config = inbound_config(port, cert, key).replace("max_pending = 1\n", "max_pending = 100\n")
+    config = config.replace("max_messages_per_minute = 0", "max_messages_per_minute = 2")
+    d = h.volleyd(route_port=harness.free_port(), name="volleyd-rate", extra_config=config)
+    d.start()
+    wait_for(lambda: harness.connectable(port), 30, "the rate-limited listener")
+    s = client(port)
+    codes = []
+    for i in range(3):
+        r = send(s, ["b-%d@%s" % (i, DOMAIN)], b"Subject: %d\r\n\r\nx\r\n" % i)
+        codes.append(r["data"])
+        s.rset()
+    s.quit()
+    check([c for c, _ in codes] == [250, 250, 450] and codes[2][1].startswith(b"4.7.1"),
+          "replies over the rate: %r" % codes)
+    check(len(stored(d)) == 2, "stored over the rate: %r" % stored(d))
+    with open(d.output, errors="replace") as f:
+        check(f.read().count("sends more than [inbound] max_messages_per_minute") == 1,
+              "the refusal is not logged once:\n" + harness.tail(d.output))
+    d.stop()
+    log("over max_messages_per_minute: 450 4.7.1, not stored, logged once")
+
+
 def test(h):
     cert, key = make_certificate(h)
     port = harness.free_port()
@@ -259,6 +289,7 @@ def test(h):
     test_idle_timeout(port)
     d.assert_alive()
     d.stop()
+    test_message_rate(h, cert, key)
     test_bad_certificate(h)
 
 
