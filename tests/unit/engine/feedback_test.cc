@@ -646,6 +646,48 @@ TEST_F(FeedbackTest, SuppressedAtIntakeRecordsEachBeforeTheCommit) {
   EXPECT_EQ(intake_metrics.recipients_suppressed.value(), 2u);
 }
 
+TEST_F(FeedbackTest, SuppressedAtIntakeRecordsEachOnceWhenAnIntakeResumes) {
+  queue::Suppression s;
+  s.address = "gone@inbox.test";
+  s.reason = queue::SuppressionReason::kHardBounce;
+  s.source = "test";
+  s.added = absl::Now();
+  ASSERT_TRUE(list_->Add(s).ok());
+  metrics::IntakeMetrics intake_metrics;
+  spool_->SetSuppression(SuppressedAtIntake(list_.get(), recorder_.get(), &intake_metrics));
+  // The disk "fills" at intake's first check after the start: the job stops
+  // half-way, kLoading, after its suppressed line was handed over (not yet
+  // written: that waits for the commit).
+  int checks = 0;
+  queue::FreeSpaceFloor floor;
+  floor.min_free = 1;
+  floor.free_bytes = [&](const std::string&) -> absl::StatusOr<uint64_t> {
+    return ++checks == 1 ? uint64_t{1} << 30 : uint64_t{0};
+  };
+  spool_->SetFreeSpaceFloor(floor);
+  std::vector<std::string> rcpts = {"gone@inbox.test"};
+  for (uint64_t i = 0; i < queue::kFreeSpaceCheckEvery + 1; ++i) {
+    rcpts.push_back(absl::StrCat("r", i, "@inbox.test"));
+  }
+  const std::string text = JobText("big", rcpts);
+  auto first = TakeIn("big.job", text);
+  ASSERT_TRUE(absl::IsResourceExhausted(first.status())) << first.status();
+  EXPECT_THAT(Records(), IsEmpty());
+
+  // Room again: the next intake of the same file resumes the job from its
+  // first line, and the suppressed line is handed over a second time.
+  spool_->SetFreeSpaceFloor(queue::FreeSpaceFloor{});
+  auto second = spool_->Intake("big.job", *queue_, queue::JobLimits{}, absl::Now());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(second->resumed);
+  const std::vector<OwnedDeliveryRecord> records = Records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].status, DeliveryStatus::kSuppressed);
+  EXPECT_EQ(records[0].line, 2u);
+  EXPECT_EQ(Progress(second->job_no).suppressed, 1u);
+  EXPECT_EQ(intake_metrics.recipients_suppressed.value(), 1u);
+}
+
 TEST_F(FeedbackTest, TheFeedbackThreadHandlesAndDeletesFiles) {
   auto fspool = FeedbackSpool::Open(spool_dir(), 100);
   ASSERT_TRUE(fspool.ok()) << fspool.status();
