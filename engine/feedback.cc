@@ -427,6 +427,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       r.final_recipient = target->rcpt;
       r.action = feedback::DsnAction::kFailed;
       r.diagnostic_code = Clip(report.text, kMaxResponse);
+      r.status = feedback::StatusInText(report.text);  // for the classification
       recipients.push_back(std::move(r));
     }
     for (const feedback::DsnRecipient& dr : recipients) {

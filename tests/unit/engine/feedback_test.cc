@@ -329,6 +329,48 @@ TEST_F(FeedbackTest, SoftBouncesSuppressOnlyAtTheLimit) {
   EXPECT_EQ(metrics_.suppressions_added[1].value(), 1u);  // soft_bounce, once
 }
 
+// A bounce in words (qmail's), no delivery-status part: the VERP address says
+// whose it is; the text's paragraph gives the reply.
+TEST_F(FeedbackTest, ABounceInWordsToTheVerpAddressIsRecorded) {
+  const std::string qmail = absl::StrCat(
+      "From: MAILER-DAEMON@mx.isp.test\r\nTo: ", Verp(kBob), "\r\nSubject: failure notice\r\n\r\n"
+      "Hi. This is the qmail-send program at mx.isp.test.\r\n"
+      "I'm afraid I wasn't able to deliver your message to the following addresses.\r\n"
+      "This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n"
+      "<bob@inbox.test>:\r\n192.0.2.10 does not like recipient.\r\n"
+      "Remote host said: 550 5.1.1 <bob@inbox.test>: Recipient address rejected: User unknown\r\n"
+      "Giving up on 192.0.2.10.\r\n\r\n");
+  ASSERT_TRUE(processor_->Handle(EnvelopeTo(Verp(kBob)), qmail).ok());
+  const std::vector<OwnedDeliveryRecord> records = Records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].status, DeliveryStatus::kBouncedAsync);
+  EXPECT_EQ(records[0].via, "bounce_text");
+  EXPECT_EQ(records[0].matched_by, "verp");
+  EXPECT_EQ(records[0].line, kBob);
+  EXPECT_EQ(records[0].klass, "invalid_recipient");
+  EXPECT_TRUE(Suppressed("bob@inbox.test").has_value());
+  EXPECT_EQ(Progress().bounced_async, 1u);
+}
+
+TEST_F(FeedbackTest, ABounceInWordsNamingNoAddressIsTheVerpRecipients) {
+  const std::string text = absl::StrCat(
+      "From: Mail Delivery System <MAILER-DAEMON@mx.isp.test>\r\nTo: ", Verp(kCy),
+      "\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\n"
+      "Your message could not be delivered.\r\n"
+      "Remote host said: 550 5.1.1 User unknown\r\n");
+  ASSERT_TRUE(processor_->Handle(EnvelopeTo(Verp(kCy)), text).ok());
+  const std::vector<OwnedDeliveryRecord> records = Records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].status, DeliveryStatus::kBouncedAsync);
+  EXPECT_EQ(records[0].via, "bounce_text");
+  EXPECT_EQ(records[0].rcpt, "cy@inbox.test");
+  EXPECT_EQ(records[0].line, kCy);
+  // The text's reply classifies it: a hard bounce, suppressed.
+  EXPECT_EQ(records[0].enhanced, "5.1.1");
+  EXPECT_EQ(records[0].klass, "invalid_recipient");
+  EXPECT_TRUE(Suppressed("cy@inbox.test").has_value());
+}
+
 TEST_F(FeedbackTest, APolicyBounceIsRecordedButDoesNotSuppress) {
   ASSERT_TRUE(processor_
                   ->Handle(EnvelopeTo(Verp(kAnn)),
