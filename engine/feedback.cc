@@ -432,6 +432,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       r.final_recipient = target->rcpt;
       r.action = feedback::DsnAction::kFailed;
       r.diagnostic_code = Clip(report.text, kMaxResponse);
+      r.status = feedback::StatusInText(report.text);  // for the classification
       recipients.push_back(std::move(r));
     }
     for (const feedback::DsnRecipient& dr : recipients) {
@@ -558,10 +559,13 @@ queue::IntakeSuppression SuppressedAtIntake(const queue::SuppressionList* list,
                                             FeedbackRecorder* recorder,
                                             metrics::IntakeMetrics* metrics) {
   // The records of the job being taken in, not yet written. A job whose intake
-  // stopped half-way hands its records over again when it is taken in again,
-  // so what a stopped intake left here is dropped when another job begins.
+  // stopped half-way hands its records over again, from its first line, when
+  // it is taken in again, so what a stopped intake left here is dropped when
+  // another job begins or the same job's lines start over.
   struct Pending {
     uint32_t job_no = 0;
+    uint32_t last_line = 0;  // of this pass over the file
+    uint32_t furthest = 0;   // of every pass: lines up to it were counted
     std::string log;
   };
   static constexpr size_t kChunk = 1 << 20;
@@ -571,10 +575,12 @@ queue::IntakeSuppression SuppressedAtIntake(const queue::SuppressionList* list,
   hook.on_suppressed = [pending, recorder, metrics](const queue::JobRecord& job, uint32_t line,
                                                      std::string_view address,
                                                      const queue::Suppression& entry) {
-    if (pending->job_no != job.job_no) {
+    if (pending->job_no != job.job_no || line <= pending->last_line) {
+      if (pending->job_no != job.job_no) pending->furthest = 0;
       pending->job_no = job.job_no;
       pending->log.clear();
     }
+    pending->last_line = line;
     metrics::DeliveryRecord r;
     r.ts = absl::Now();
     r.job = job.id;
@@ -586,7 +592,8 @@ queue::IntakeSuppression SuppressedAtIntake(const queue::SuppressionList* list,
         "suppressed: ", base::Sv(queue::SuppressionReasonName(entry.reason)), " (", entry.source, ")");
     r.response = why;
     metrics::FormatDeliveryRecord(r, &pending->log);
-    if (metrics != nullptr) metrics->recipients_suppressed.Add();
+    if (metrics != nullptr && line > pending->furthest) metrics->recipients_suppressed.Add();
+    pending->furthest = std::max(pending->furthest, line);
     if (pending->log.size() < kChunk) return absl::OkStatus();
     return recorder->Write(std::exchange(pending->log, std::string()), nullptr);
   };

@@ -1098,6 +1098,8 @@ std::string_view ReportKindName(ReportKind kind) {
   return "other";
 }
 
+std::string StatusInText(std::string_view text) { return StatusFromText(text); }
+
 std::string_view DsnActionName(DsnAction action) {
   switch (action) {
     case DsnAction::kFailed:

@@ -216,6 +216,11 @@ absl::StatusOr<Report> ParseReport(std::string_view message, std::string_view en
 std::string_view ReportKindName(ReportKind kind);
 std::string_view DsnActionName(DsnAction action);
 
+// StatusInText - the first enhanced status code in `text` ("5.1.1"), else the
+// class of its first 4xx/5xx reply ("5.0.0"), else "": what a recipient found in
+// a bounce's words gets, for the caller of a bounce that names none.
+std::string StatusInText(std::string_view text);
+
 }  // namespace volley::feedback
 
 #endif  // VOLLEY_ENGINE_FEEDBACK_REPORT_H_
