@@ -109,7 +109,7 @@ for round in $(seq "$rounds"); do
     } >"$dir/volleyd.toml"
     t0=$(date +%s.%N)
     start_volleyd "$dir/volleyd.toml" "$dir/volleyd.err"
-    start_s=$(echo "$(date +%s.%N) - $t0" | bc)
+    start_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
     "$load" run --spool "$dir/spool" --log "$dir/log" --recipients "$recipients" --domains "$domains" \
       --size "$size" "${personalised[@]}" --json --no-progress --volleyd-pid "$volleyd_pid" >"$dir/report.json"
     "$py" - "$dir/report.json" "$variant" "$round" "$start_s" >>"$work/runs.tsv" <<'PY'
