@@ -3,6 +3,9 @@
 // SYNOPSIS
 //   suppression-bench load   --dir DIR [--entries 10000000] [--batch 5000]
 //   suppression-bench lookup --dir DIR [--entries 10000000] [--lookups 1000000] [--threads 2]
+//                            [--filter-bits 10]
+//   suppression-bench add    --dir DIR --file FILE
+//   suppression-bench compact --dir DIR
 //
 // DESCRIPTION
 //   load adds --entries entries to a new list at DIR ("user<i>@d<i % 1000>.test",
@@ -18,6 +21,16 @@
 //   the median, p99 and p99.9 latency of hits and misses, single-thread and
 //   multi-thread lookups per second, and VmRSS and VmHWM at the end.
 //
+//   --filter-bits sets SuppressionOptions::filter_bits_per_key (0: no filter, every
+//   Check from RocksDB, as before the filter). lookup also prints the time Open
+//   took (it builds the filter from the whole list), the filter's size and the
+//   RocksDB reads per miss.
+//
+//   add adds the addresses of FILE (one a line, global, manual) in one batch: the
+//   few recipients of a benchmark job that must come out suppressed.
+//   compact compacts the list's RocksDB fully, so that a process that opens it
+//   next (a benchmark's volleyd) does no compaction of the load's files meanwhile.
+//
 //   Output is "key value" lines on stdout, for bench/suppression_bench.sh.
 #include <algorithm>
 #include <atomic>
@@ -32,6 +45,7 @@
 
 #include "absl/time/clock.h"
 #include "queue/suppression.h"
+#include "rocksdb/db.h"
 
 namespace {
 
@@ -72,6 +86,8 @@ struct Args {
   uint64_t batch = 5000;
   uint64_t lookups = 1'000'000;
   int threads = 2;
+  int filter_bits = 10;
+  std::string file;
 };
 
 int Load(const Args& a) {
@@ -125,13 +141,21 @@ Percentiles Of(std::vector<double>& ns) {
 
 int Lookup(const Args& a) {
   PrintMemory("before_open");
-  auto opened = SuppressionList::Open(a.dir, SuppressionOptions{});
+  SuppressionOptions options;
+  options.filter_bits_per_key = a.filter_bits;
+  const auto open_start = std::chrono::steady_clock::now();
+  auto opened = SuppressionList::Open(a.dir, options);
+  std::printf("open_s %.2f\n", Seconds(std::chrono::steady_clock::now() - open_start));
   if (!opened.ok()) {
     std::fprintf(stderr, "%s\n", std::string(opened.status().message()).c_str());
     return 1;
   }
   const SuppressionList& list = **opened;
   PrintMemory("open");
+  const volley::queue::SuppressionFilterStats filter = list.FilterStats();
+  std::printf("filter_bits_per_key %d\nfilter_bytes %llu\nfilter_design_keys %llu\n",
+              a.filter_bits, static_cast<unsigned long long>(filter.bytes),
+              static_cast<unsigned long long>(filter.design_keys));
   std::mt19937_64 rng(42);
   // The probes: entry indices, half on the list (hits), half past its end
   // (misses), shuffled. Indices, not strings, and freed before the last memory
@@ -159,6 +183,7 @@ int Lookup(const Args& a) {
     (hit ? hit_ns : miss_ns).push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
   }
   const double single_s = Seconds(std::chrono::steady_clock::now() - start);
+  const uint64_t reads = list.FilterStats().store_reads - filter.store_reads;
   if (wrong > 0) {
     std::fprintf(stderr, "suppression-bench: %llu lookups answered wrong\n",
                  static_cast<unsigned long long>(wrong));
@@ -172,6 +197,10 @@ int Lookup(const Args& a) {
               hit.p99 / 1000, hit.p999 / 1000);
   std::printf("miss_p50_us %.2f\nmiss_p99_us %.2f\nmiss_p999_us %.2f\n", miss.p50 / 1000,
               miss.p99 / 1000, miss.p999 / 1000);
+  // A hit reads 1-2 entries (the scoped key first, then the global one);
+  // the rest of the reads are the misses'.
+  std::printf("store_reads_per_lookup %.3f\n",
+              static_cast<double>(reads) / static_cast<double>(probes.size()));
   std::printf("single_thread_lookups_per_s %.0f\n", static_cast<double>(probes.size()) / single_s);
 
   std::atomic<uint64_t> done{0};
@@ -196,12 +225,66 @@ int Lookup(const Args& a) {
   return 0;
 }
 
+int AddFile(const Args& a) {
+  auto list = SuppressionList::Open(a.dir, SuppressionOptions{});
+  if (!list.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(list.status().message()).c_str());
+    return 1;
+  }
+  std::ifstream in(a.file);
+  if (!in) {
+    std::fprintf(stderr, "suppression-bench: cannot read %s\n", a.file.c_str());
+    return 1;
+  }
+  std::vector<Suppression> batch;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    Suppression e;
+    e.address = line;
+    e.reason = SuppressionReason::kManual;
+    e.source = "bench";
+    e.added = absl::Now();
+    batch.push_back(std::move(e));
+  }
+  if (absl::Status st = (*list)->AddBatch(batch); !st.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  std::printf("added %zu\n", batch.size());
+  return 0;
+}
+
+int Compact(const Args& a) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {"soft_bounces", rocksdb::ColumnFamilyOptions()},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(rocksdb::DBOptions(), a.dir, families, &handles, &db);
+  if (!s.ok()) {
+    std::fprintf(stderr, "suppression-bench: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  for (rocksdb::ColumnFamilyHandle* h : handles) {
+    if (s.ok()) s = db->CompactRange(rocksdb::CompactRangeOptions(), h, nullptr, nullptr);
+  }
+  for (rocksdb::ColumnFamilyHandle* h : handles) (void)db->DestroyColumnFamilyHandle(h);
+  (void)db->Close();
+  delete db;
+  if (!s.ok()) {
+    std::fprintf(stderr, "suppression-bench: compact: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Args a;
   if (argc < 2) {
-    std::fprintf(stderr, "usage: suppression-bench load|lookup --dir DIR [--entries N] "
+    std::fprintf(stderr, "usage: suppression-bench load|lookup|add|compact --dir DIR [--entries N] "
                          "[--batch N] [--lookups N] [--threads N]\n");
     return 2;
   }
@@ -219,6 +302,10 @@ int main(int argc, char** argv) {
       a.lookups = std::strtoull(v, nullptr, 10);
     } else if (k == "--threads") {
       a.threads = std::atoi(v);
+    } else if (k == "--filter-bits") {
+      a.filter_bits = std::atoi(v);
+    } else if (k == "--file") {
+      a.file = v;
     } else {
       std::fprintf(stderr, "suppression-bench: unknown option %s\n", k.c_str());
       return 2;
@@ -230,6 +317,8 @@ int main(int argc, char** argv) {
   }
   if (a.mode == "load") return Load(a);
   if (a.mode == "lookup") return Lookup(a);
+  if (a.mode == "add") return AddFile(a);
+  if (a.mode == "compact") return Compact(a);
   std::fprintf(stderr, "suppression-bench: mode must be load or lookup\n");
   return 2;
 }

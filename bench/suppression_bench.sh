@@ -19,7 +19,13 @@
 #        four point lookups), timed one by one: median, p99, p99.9 of hits and misses,
 #        lookups per second on one thread and on SUPP_THREADS (2), VmRSS and VmHWM
 #        after open and at the end.
-#   Prints the "key value" lines of both runs on stdout; bench/RESULTS.md has a run.
+#     4. step 3 once for each of SUPP_FILTER_BITS ("0 10"): [suppression]
+#        filter_bits_per_key, 0 being no filter (every Check from RocksDB) and 10 the
+#        default; each run also prints Open's time (it builds the filter), the filter's
+#        size and RocksDB reads per lookup. Before them the list is compacted
+#        (suppression-bench compact), so that neither run pays for the load's
+#        compactions.
+#   Prints the "key value" lines of every run on stdout; bench/RESULTS.md has a run.
 #   SUPP_KEEP=1 keeps the folder.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,5 +55,10 @@ say "loading $entries entries into $list"
 "$bin" load --dir "$list" --entries "$entries" --batch "$batch"
 echo "disk_apparent $(du -sh --apparent-size "$list" | cut -f1)"
 echo "disk_allocated $(du -sh "$list" | cut -f1)"
-say "looking up $lookups hits and $lookups misses in a fresh process"
-"$bin" lookup --dir "$list" --entries "$entries" --lookups "$lookups" --threads "$threads"
+say "compacting $list"
+"$bin" compact --dir "$list"
+for bits in ${SUPP_FILTER_BITS:-0 10}; do
+  say "looking up $lookups hits and $lookups misses in a fresh process, filter_bits_per_key $bits"
+  "$bin" lookup --dir "$list" --entries "$entries" --lookups "$lookups" --threads "$threads" \
+    --filter-bits "$bits"
+done

@@ -670,6 +670,8 @@ TomlKeys SuppressionKeys(const TomlFile& file, Config* c) {
          return absl::OkStatus(); }},
       {"soft_bounce_limit", [&file, &o](auto& n, auto k) {
          return GetIntInto(file, n, k, 1, 1000, &o.soft_bounce_limit); }},
+      {"filter_bits_per_key", [&file, &o](auto& n, auto k) {
+         return GetIntInto(file, n, k, 0, queue::kMaxFilterBitsPerKey, &o.filter_bits_per_key); }},
       {"soft_bounce_window", [&file, &o](auto& n, auto k) {
          return GetDurationIn(file, n, k, absl::Minutes(1), absl::Hours(24 * 3650),
                               &o.soft_bounce_window); }},

@@ -1,15 +1,24 @@
 // suppression.cc - the suppression list on RocksDB (see suppression.h)
 #include "queue/suppression.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <new>
+#include <thread>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "rocksdb/cache.h"
@@ -151,6 +160,127 @@ class ForgetStale : public rocksdb::CompactionFilter {
   absl::Duration window_;
 };
 
+
+// KeyHash - a 64-bit hash of a normalised address for the filter. Only in
+// memory (the filter is rebuilt at Open), so it need not be stable across
+// versions; it must spread short, similar strings ("user1@d1.test",
+// "user2@d1.test") over all 64 bits.
+uint64_t Mix(uint64_t h) {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+uint64_t KeyHash(std::string_view s) {
+  constexpr uint64_t kMul = 0x9e3779b97f4a7c15ULL;
+  uint64_t h = kMul ^ s.size();
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t chunk;
+    std::memcpy(&chunk, s.data() + i, 8);
+    h = (h ^ Mix(chunk)) * kMul;
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, s.data() + i, s.size() - i);
+  h = (h ^ Mix(tail ^ (uint64_t{0xff} << 56))) * kMul;
+  return Mix(h);
+}
+
+// AddressOfKey - the address part of an entry key (address NUL scope).
+std::string_view AddressOfKey(std::string_view key) {
+  return key.substr(0, key.find('\0'));
+}
+
+// KeyFilter - a blocked Bloom filter over addresses: each key sets its bits in
+// one 64-byte block (one cache line), so a probe costs one memory access
+// whatever the list's size. Bits are only ever set (relaxed atomic or), so a
+// reader needs no lock and can never see a key half-removed: there is no
+// removal. One allocation, sized at construction for design_keys.
+class KeyFilter {
+ public:
+  KeyFilter(uint64_t design_keys, int bits_per_key)
+      : design_keys_(design_keys),
+        blocks_(std::max<uint64_t>(1, (design_keys * static_cast<uint64_t>(bits_per_key) + 511) / 512)),
+        probes_(std::clamp(static_cast<int>(std::lround(bits_per_key * 0.69)), 1, 12)),
+        bits_(AllocateBlocks(blocks_)) {}
+
+  void Insert(uint64_t hash) {
+    Block& b = bits_[BlockOf(hash)];
+    uint64_t x = Mix(hash ^ kSecondSeed);
+    for (int i = 0; i < probes_; ++i) {
+      if (i == 7) x = Mix(x);  // 7 probes of 9 bits use 63 of the 64
+      const unsigned bit = static_cast<unsigned>(x & 511);
+      x >>= 9;
+      b.words[bit >> 6].fetch_or(uint64_t{1} << (bit & 63), std::memory_order_relaxed);
+    }
+  }
+
+  bool MayContain(uint64_t hash) const {
+    const Block& b = bits_[BlockOf(hash)];
+    uint64_t x = Mix(hash ^ kSecondSeed);
+    for (int i = 0; i < probes_; ++i) {
+      if (i == 7) x = Mix(x);
+      const unsigned bit = static_cast<unsigned>(x & 511);
+      x >>= 9;
+      if ((b.words[bit >> 6].load(std::memory_order_relaxed) & (uint64_t{1} << (bit & 63))) == 0) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  uint64_t design_keys() const { return design_keys_; }
+  uint64_t bytes() const { return blocks_ * sizeof(Block); }
+
+  // Checks reading this filter right now (SuppressionList::Impl::AcquireFilter):
+  // a replaced filter is freed only when it drops to zero.
+  std::atomic<int64_t> readers{0};
+
+ private:
+  static constexpr uint64_t kSecondSeed = 0x5bd1e9955bd1e995ULL;
+  struct alignas(64) Block {
+    std::atomic<uint64_t> words[8];
+  };
+  static_assert(std::is_trivially_destructible_v<Block>);
+  struct FreeBlocks {
+    void operator()(Block* p) const { std::free(p); }
+  };
+
+  // AllocateBlocks - the zeroed blocks, in 2 MiB pages where the kernel gives
+  // them (transparent huge pages, "madvise" mode): the probes land anywhere
+  // in megabytes, and with 4 KiB pages each would also miss the TLB.
+  static Block* AllocateBlocks(uint64_t blocks) {
+    constexpr size_t kHugePage = size_t{2} << 20;
+    const size_t bytes = static_cast<size_t>(blocks) * sizeof(Block);
+    const size_t align = bytes >= kHugePage ? kHugePage : alignof(Block);
+    const size_t rounded = (bytes + align - 1) / align * align;
+    void* p = std::aligned_alloc(align, rounded);
+    if (p == nullptr) throw std::bad_alloc();
+    if (align == kHugePage) (void)::madvise(p, rounded, MADV_HUGEPAGE);
+    Block* b = static_cast<Block*>(p);
+    // Value-initialised: every bit clear, nothing in the filter yet.
+    for (uint64_t i = 0; i < blocks; ++i) new (&b[i]) Block();
+    return b;
+  }
+  size_t BlockOf(uint64_t hash) const {
+    // Lemire's multiply-shift: the high 32 bits scaled to [0, blocks_).
+    return static_cast<size_t>(((hash >> 32) * blocks_) >> 32);
+  }
+
+  uint64_t design_keys_;
+  uint64_t blocks_;
+  int probes_;
+  std::unique_ptr<Block[], FreeBlocks> bits_;
+};
+
+// A filter is rebuilt larger once it holds this many times its design count
+// (its false-positive rate has then risen from about 1% to about 4% at 10
+// bits per key); the new one is designed for what it then holds.
+constexpr double kFilterGrowth = 1.5;
+
 }  // namespace
 
 std::string_view SuppressionReasonName(SuppressionReason reason) {
@@ -242,8 +372,130 @@ class SuppressionList::Impl {
     write_options_.sync = options_.sync_writes;
   }
   ~Impl() {
+    {
+      std::lock_guard<std::mutex> lock(filter_mu_);
+      stopping_ = true;
+      stopping_flag_ = true;
+    }
+    if (rebuild_thread_.joinable()) rebuild_thread_.join();
+    delete filter_.load();
     for (rocksdb::ColumnFamilyHandle* h : handles_) (void)db_->DestroyColumnFamilyHandle(h);
     (void)db_->Close();
+  }
+
+  // The filter (FILTER in suppression.h). Readers (Check) take no lock: they
+  // count themselves in the filter's `readers` so that a rebuild frees the
+  // filter it replaces only when no Check still reads it. Writers insert
+  // under filter_mu_, after their RocksDB write: a Check running meanwhile may
+  // miss an entry whose Add has not returned, which is the same as a Check
+  // that ran just before it; once Add returns, every Check finds it.
+  KeyFilter* AcquireFilter() const {
+    for (;;) {
+      KeyFilter* f = filter_.load(std::memory_order_seq_cst);
+      if (f == nullptr) return nullptr;
+      f->readers.fetch_add(1, std::memory_order_seq_cst);
+      if (filter_.load(std::memory_order_seq_cst) == f) return f;
+      f->readers.fetch_sub(1, std::memory_order_seq_cst);  // replaced meanwhile: again
+    }
+  }
+  static void ReleaseFilter(KeyFilter* f) {
+    if (f != nullptr) f->readers.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  // Remember - put the addresses just written into the filter (and into the
+  // one a rebuild is filling), and start a rebuild when the filter holds
+  // kFilterGrowth times its design count.
+  void Remember(const std::vector<std::string_view>& addresses) {
+    std::lock_guard<std::mutex> lock(filter_mu_);
+    KeyFilter* f = filter_.load();
+    if (f == nullptr) return;
+    for (std::string_view a : addresses) {
+      const uint64_t h = KeyHash(a);
+      f->Insert(h);
+      if (pending_ != nullptr) pending_->Insert(h);
+    }
+    filter_keys_ += addresses.size();
+    if (pending_ != nullptr) pending_keys_ += addresses.size();
+    if (!rebuilding_ && !stopping_ &&
+        static_cast<double>(filter_keys_) > kFilterGrowth * static_cast<double>(f->design_keys())) {
+      rebuilding_ = true;
+      if (rebuild_thread_.joinable()) rebuild_thread_.join();  // the last one, finished
+      rebuild_thread_ = std::thread([this] { Rebuild(); });
+    }
+  }
+
+  // Fill - every address stored into `f`, from a consistent view (an
+  // iterator's implicit snapshot); the count, or nullopt when stopping.
+  std::optional<uint64_t> Fill(KeyFilter* f) const {
+    rocksdb::ReadOptions read;
+    read.fill_cache = false;  // one pass over everything: keep Check's blocks
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read, entries()));
+    uint64_t n = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      f->Insert(KeyHash(AddressOfKey(std::string_view(it->key().data(), it->key().size()))));
+      ++n;
+      if ((n & 0xffff) == 0 && stopping_flag_.load(std::memory_order_relaxed)) return std::nullopt;
+    }
+    if (!it->status().ok()) return std::nullopt;
+    return n;
+  }
+
+  // BuildFirstFilter - at Open, before any Check: sized from RocksDB's estimate
+  // of the count, built again at once if the estimate was far too low.
+  void BuildFirstFilter() {
+    const int bits = options_.filter_bits_per_key;
+    if (bits <= 0) return;
+    uint64_t estimate = 0;
+    (void)db_->GetIntProperty(entries(), "rocksdb.estimate-num-keys", &estimate);
+    uint64_t design = std::max<uint64_t>(estimate, options_.filter_min_keys);
+    for (;;) {
+      auto f = std::make_unique<KeyFilter>(design, bits);
+      const std::optional<uint64_t> n = Fill(f.get());
+      if (!n.has_value()) {
+        // The scan failed (a read error): no filter rather than a partial one,
+        // which could answer "not on the list" for an entry it never saw.
+        base::LogWarning("suppression list: cannot read the list to build its filter; "
+                         "every lookup goes to RocksDB");
+        return;
+      }
+      if (static_cast<double>(*n) <= kFilterGrowth * static_cast<double>(design)) {
+        filter_keys_ = *n;
+        filter_.store(f.release());
+        return;
+      }
+      design = *n;
+    }
+  }
+
+  // Rebuild - on rebuild_thread_: a filter designed for what the current one
+  // holds, filled from a scan while writers insert into both, then swapped in.
+  // An entry written before the scan's snapshot is in the scan; one written
+  // after it is Remembered after pending_ was published, so into both.
+  void Rebuild() {
+    KeyFilter* pending = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(filter_mu_);
+      pending_ = new KeyFilter(std::max<uint64_t>(filter_keys_, options_.filter_min_keys),
+                               options_.filter_bits_per_key);
+      pending_keys_ = 0;
+      pending = pending_;
+    }
+    const std::optional<uint64_t> n = Fill(pending);
+    KeyFilter* old = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(filter_mu_);
+      if (n.has_value() && !stopping_) {
+        old = filter_.exchange(pending, std::memory_order_seq_cst);
+        filter_keys_ = *n + pending_keys_;
+        rebuilds_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        old = pending;  // stopping, or the scan failed: keep the current filter
+      }
+      pending_ = nullptr;
+      rebuilding_ = false;
+    }
+    while (old->readers.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    delete old;
   }
 
   rocksdb::ColumnFamilyHandle* entries() const { return handles_[0]; }
@@ -254,6 +506,7 @@ class SuppressionList::Impl {
                                                   std::string_view scope) const {
     const std::string key = EntryKey(address, scope);
     rocksdb::PinnableSlice value;
+    store_reads_.fetch_add(1, std::memory_order_relaxed);
     const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), entries(), key, &value);
     if (s.IsNotFound()) return std::optional<Suppression>();
     RETURN_IF_ERROR(FromRocks(s, "read"));
@@ -275,6 +528,24 @@ class SuppressionList::Impl {
   std::mutex soft_bounce_mu_;
   // The counters' compaction filter (RocksDB keeps a raw pointer to it).
   std::unique_ptr<ForgetStale> counters_filter_;
+
+  // The filter (null when filter_bits_per_key is 0 or it could not be built).
+  // Replaced only under filter_mu_; read by Check without it.
+  std::atomic<KeyFilter*> filter_{nullptr};
+  mutable std::atomic<uint64_t> store_reads_{0};
+  std::atomic<uint64_t> rebuilds_{0};
+  std::mutex filter_mu_;
+  // Guarded by filter_mu_: addresses put into filter_ (the scan's plus those
+  // Remembered; replaced entries count twice, which only rebuilds sooner),
+  // the filter a rebuild is filling and what was Remembered into it.
+  uint64_t filter_keys_ = 0;
+  KeyFilter* pending_ = nullptr;
+  uint64_t pending_keys_ = 0;
+  bool rebuilding_ = false;
+  bool stopping_ = false;
+  // stopping_ for the scan, which reads it without the lock.
+  std::atomic<bool> stopping_flag_{false};
+  std::thread rebuild_thread_;
 };
 
 absl::StatusOr<std::unique_ptr<SuppressionList>> SuppressionList::Open(
@@ -289,6 +560,10 @@ absl::StatusOr<std::unique_ptr<SuppressionList>> SuppressionList::Open(
   }
   if (options.max_open_files <= 0) {
     return absl::InvalidArgumentError("suppression list: max_open_files must be at least 1");
+  }
+  if (options.filter_bits_per_key < 0 || options.filter_bits_per_key > kMaxFilterBitsPerKey) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "suppression list: filter_bits_per_key must be 0..", kMaxFilterBitsPerKey));
   }
   // RocksDB creates the last folder only; a fresh install has no var/ yet.
   std::error_code ec;
@@ -361,6 +636,7 @@ absl::StatusOr<std::unique_ptr<SuppressionList>> SuppressionList::Open(
   auto impl = std::make_unique<Impl>(path, options, std::unique_ptr<rocksdb::DB>(raw),
                                      std::move(handles));
   impl->counters_filter_ = std::move(counters_filter);
+  impl->BuildFirstFilter();
   return std::unique_ptr<SuppressionList>(new SuppressionList(std::move(impl)));
 }
 
@@ -376,6 +652,8 @@ absl::Status SuppressionList::Add(const Suppression& entry) {
 
 absl::Status SuppressionList::AddBatch(const std::vector<Suppression>& entries) {
   rocksdb::WriteBatch batch;
+  std::vector<std::string> addresses;
+  addresses.reserve(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     Suppression e = entries[i];
     if (absl::Status st = NormalizeSuppression(&e); !st.ok()) {
@@ -385,9 +663,12 @@ absl::Status SuppressionList::AddBatch(const std::vector<Suppression>& entries) 
     RETURN_IF_ERROR(FromRocks(batch.Put(impl_->entries(), EntryKey(e.address, e.scope),
                                         EncodeEntry(e)),
                               "batch"));
+    addresses.push_back(std::move(e.address));
   }
   if (batch.Count() == 0) return absl::OkStatus();
-  return impl_->Write(batch, "add");
+  RETURN_IF_ERROR(impl_->Write(batch, "add"));
+  impl_->Remember(std::vector<std::string_view>(addresses.begin(), addresses.end()));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> SuppressionList::Remove(std::string_view address, std::string_view scope) {
@@ -418,11 +699,34 @@ absl::StatusOr<std::optional<Suppression>> SuppressionList::Check(std::string_vi
     if (!scope.empty()) keys[n++] = {a, scope};
     keys[n++] = {a, ""};
   }
+  // The filter first: almost every recipient of a campaign is on no list, and
+  // the filter says so without RocksDB. It holds addresses whatever their
+  // scope, so one probe covers both scopes of a key.
+  bool address_maybe = true, domain_maybe = true;
+  if (KeyFilter* f = impl_->AcquireFilter(); f != nullptr) {
+    address_maybe = f->MayContain(KeyHash(address));
+    domain_maybe = f->MayContain(KeyHash(domain));
+    Impl::ReleaseFilter(f);
+  }
   for (size_t i = 0; i < n; ++i) {
+    if (!(keys[i].first == domain ? domain_maybe : address_maybe)) continue;
     ASSIGN_OR_RETURN(std::optional<Suppression> e, impl_->Find(keys[i].first, keys[i].second));
     if (e && e->expires > now) return e;
   }
   return std::optional<Suppression>();
+}
+
+SuppressionFilterStats SuppressionList::FilterStats() const {
+  SuppressionFilterStats stats;
+  stats.store_reads = impl_->store_reads_.load(std::memory_order_relaxed);
+  stats.rebuilds = impl_->rebuilds_.load(std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(impl_->filter_mu_);
+  if (const KeyFilter* f = impl_->filter_.load(); f != nullptr) {
+    stats.bytes = f->bytes();
+    stats.design_keys = f->design_keys();
+    stats.keys = impl_->filter_keys_;
+  }
+  return stats;
 }
 
 absl::StatusOr<bool> SuppressionList::RecordSoftBounce(std::string_view rcpt,
@@ -463,6 +767,7 @@ absl::StatusOr<bool> SuppressionList::RecordSoftBounce(std::string_view rcpt,
     RETURN_IF_ERROR(FromRocks(batch.Put(impl_->entries(), key, EncodeEntry(e)), "batch"));
     RETURN_IF_ERROR(FromRocks(batch.Delete(impl_->counters(), key), "batch"));
     RETURN_IF_ERROR(impl_->Write(batch, "record soft bounce"));
+    impl_->Remember({std::string_view(address)});
     return true;
   }
   std::string encoded;

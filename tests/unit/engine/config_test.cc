@@ -623,11 +623,12 @@ TEST(ParseConfig, SuppressionKeys) {
   EXPECT_EQ(c->suppression.options.soft_bounce_window, absl::Hours(24 * 7));
   EXPECT_EQ(c->suppression.options.soft_bounce_expiry, absl::Hours(24 * 30));
   EXPECT_EQ(c->suppression.options.scope, queue::SuppressionScope::kGlobal);
+  EXPECT_EQ(c->suppression.options.filter_bits_per_key, 10);
 
   c = ParseConfig(
       "[suppression]\npath = \"/srv/volley/suppression\"\nblock_cache = \"64MiB\"\n"
       "soft_bounce_limit = 5\nsoft_bounce_window = \"3d\"\nsoft_bounce_expiry = \"14d\"\n"
-      "scope = \"from_domain\"\n",
+      "scope = \"from_domain\"\nfilter_bits_per_key = 0\n",
       "v.toml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->suppression.path, "/srv/volley/suppression");
@@ -636,9 +637,11 @@ TEST(ParseConfig, SuppressionKeys) {
   EXPECT_EQ(c->suppression.options.soft_bounce_window, absl::Hours(24 * 3));
   EXPECT_EQ(c->suppression.options.soft_bounce_expiry, absl::Hours(24 * 14));
   EXPECT_EQ(c->suppression.options.scope, queue::SuppressionScope::kFromDomain);
+  EXPECT_EQ(c->suppression.options.filter_bits_per_key, 0);
 
   for (const char* bad : {"[suppression]\nscope = \"brand\"\n",
                           "[suppression]\nsoft_bounce_limit = 0\n",
+                          "[suppression]\nfilter_bits_per_key = 33\n",
                           "[suppression]\nblock_cache = \"1KiB\"\n",
                           "[suppression]\nsoft_bounce_window = \"0s\"\n",
                           "[suppression]\npaht = \"x\"\n"}) {
