@@ -18,11 +18,11 @@
 #include "base/status.h"
 #include "dns/routes.h"
 #include "engine/admin.h"
-#include "engine/feedback.h"
-#include "engine/inbound.h"
 #include "engine/boards.h"
 #include "engine/committer.h"
 #include "engine/compose.h"
+#include "engine/feedback.h"
+#include "engine/inbound.h"
 #include "engine/fd_budget.h"
 #include "engine/intake.h"
 #include "engine/recovery.h"
@@ -248,8 +248,9 @@ absl::Status Engine::Run() {
                      metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));
     std::unique_ptr<UnsubscribeServer> unsubscribe;
     if (!config_.unsubscribe.listen.empty()) {
-      // A verified click suppresses the address and logs `unsubscribed`; an
-      // error answers 503, so that the provider tries again.
+      // A verified click suppresses the address and logs `unsubscribed`; a
+      // recipient no longer known answers 410, any other error 503 (the
+      // provider tries again).
       ASSIGN_OR_RETURN(unsubscribe,
                        UnsubscribeServer::Create(
                            config_.unsubscribe, credentials.tokens(),
