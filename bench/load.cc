@@ -734,20 +734,23 @@ std::string ReportJson(const Report& r) {
 }
 
 std::string ReportText(const Report& r) {
-  // The first two lines are volley-load's first report, unchanged.
+  // Every rate is per recipient: the delivery log has a record per recipient,
+  // and a message shared by several recipients is one transaction at the
+  // server (the sink's "messages"), so calling these "messages" would count one
+  // thing under the other's name.
   std::string out = absl::StrFormat("delivered %d  deferred %d  bounced %d  expired %d",
                                     r.counts.delivered, r.counts.deferred, r.counts.bounced,
                                     r.counts.expired);
   if (r.counts.other != 0) absl::StrAppendFormat(&out, "  other %d", r.counts.other);
   absl::StrAppendFormat(&out, "  (of %d recipients)\n", r.recipients);
-  absl::StrAppendFormat(&out, "elapsed %.3f s (drop to last outcome), %.1f messages/s\n",
+  absl::StrAppendFormat(&out, "elapsed %.3f s (drop to last outcome), %.1f recipients/s\n",
                         r.elapsed_seconds, r.MessagesPerSecond());
-  absl::StrAppendFormat(&out, "throughput %.1f messages/s, %.2f MB/s of %d-byte messages\n",
+  absl::StrAppendFormat(&out, "throughput %.1f recipients/s, %.2f MB/s at %d bytes per recipient\n",
                         r.MessagesPerSecond(), r.MegabytesPerSecond(), r.message_bytes);
   if (r.latency_samples > 0) {
     absl::StrAppendFormat(&out,
                           "latency (drop to delivered): p50 %.3f s, p99 %.3f s, max %.3f s, "
-                          "mean %.3f s over %d messages\n",
+                          "mean %.3f s over %d recipients\n",
                           r.latency_p50_seconds, r.latency_p99_seconds, r.latency_max_seconds,
                           r.latency_mean_seconds, r.latency_samples);
   }
@@ -756,7 +759,7 @@ std::string ReportText(const Report& r) {
     if (r.volleyd_cpu_seconds) {
       absl::StrAppendFormat(&out, " %.2f CPU s", *r.volleyd_cpu_seconds);
       if (auto per_10k = r.CpuSecondsPer10k()) {
-        absl::StrAppendFormat(&out, ", %.3f CPU s per 10,000 messages", *per_10k);
+        absl::StrAppendFormat(&out, ", %.3f CPU s per 10,000 recipients", *per_10k);
       }
     } else {
       out += " CPU time unknown";
@@ -795,7 +798,7 @@ std::string ProgressLine(uint64_t with_outcome, uint64_t recipients, uint64_t de
   out.append(static_cast<size_t>(filled), '#');
   out.append(static_cast<size_t>(kProgressBarWidth - filled), '.');
   const double secs = absl::ToDoubleSeconds(elapsed);
-  absl::StrAppendFormat(&out, "] %5.1f%%  delivered %d/%d  %.0f msg/s", done * 100, delivered,
+  absl::StrAppendFormat(&out, "] %5.1f%%  delivered %d/%d  %.0f rcpt/s", done * 100, delivered,
                         recipients, secs > 0 ? static_cast<double>(delivered) / secs : 0.0);
   if (with_outcome > delivered) absl::StrAppendFormat(&out, "  other %d", with_outcome - delivered);
   if (with_outcome >= recipients) {

@@ -767,7 +767,7 @@ TEST(Report, JsonWithVolleydAndRefusal) {
   EXPECT_TRUE(doc["volleyd_peak_rss_kb"].is_null());
 }
 
-TEST(Report, TextKeepsTheFirstTwoLines) {
+TEST(Report, TextCountsRecipientsUnderTheirName) {
   Report r = SampleReport();
   r.volleyd_pid = 4242;
   r.volleyd_cpu_seconds = 3.998;
@@ -775,21 +775,21 @@ TEST(Report, TextKeepsTheFirstTwoLines) {
   const auto lines = Lines(ReportText(r));
   ASSERT_GE(lines.size(), 5u);
   EXPECT_EQ(lines[0], "delivered 19990  deferred 0  bounced 10  expired 0  (of 20000 recipients)");
-  EXPECT_EQ(lines[1], "elapsed 4.000 s (drop to last outcome), 4997.5 messages/s");
-  EXPECT_EQ(lines[2], "throughput 4997.5 messages/s, 5.00 MB/s of 1000-byte messages");
+  EXPECT_EQ(lines[1], "elapsed 4.000 s (drop to last outcome), 4997.5 recipients/s");
+  EXPECT_EQ(lines[2], "throughput 4997.5 recipients/s, 5.00 MB/s at 1000 bytes per recipient");
   EXPECT_EQ(lines[3].rfind("latency (drop to delivered): p50 0.50", 0), 0u) << lines[3];
-  EXPECT_EQ(lines[4], "volleyd (pid 4242): 4.00 CPU s, 2.000 CPU s per 10,000 messages, "
+  EXPECT_EQ(lines[4], "volleyd (pid 4242): 4.00 CPU s, 2.000 CPU s per 10,000 recipients, "
                       "peak RSS 50.0 MiB");
 }
 
 TEST(Progress, BarRateAndEta) {
   const std::string half = ProgressLine(500, 1000, 450, absl::Seconds(10));
-  EXPECT_EQ(half, "[########........]  50.0%  delivered 450/1000  45 msg/s  other 50  ETA 0:10")
+  EXPECT_EQ(half, "[########........]  50.0%  delivered 450/1000  45 rcpt/s  other 50  ETA 0:10")
       << half;
   EXPECT_EQ(ProgressLine(0, 1000, 0, absl::Seconds(1)),
-            "[................]   0.0%  delivered 0/1000  0 msg/s  ETA --");
+            "[................]   0.0%  delivered 0/1000  0 rcpt/s  ETA --");
   EXPECT_EQ(ProgressLine(1000, 1000, 1000, absl::Seconds(3725)),
-            "[################] 100.0%  delivered 1000/1000  0 msg/s  done in 1:02:05");
+            "[################] 100.0%  delivered 1000/1000  0 rcpt/s  done in 1:02:05");
   EXPECT_LE(ProgressLine(999999, 1000000, 999999, absl::Seconds(100)).size(), 80u)
       << "fits a terminal line for a million recipients";
 }
