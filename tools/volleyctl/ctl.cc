@@ -106,17 +106,6 @@ std::string PercentDone(const Job& job) {
   return absl::StrFormat("%d.%d", tenths / 10, tenths % 10);
 }
 
-// Printable - a string from volleyd as it may be shown on a terminal: control
-// bytes become '?', so that no answer can send escape sequences to it.
-std::string Printable(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) c = '?';
-  }
-  return out;
-}
-
 // ParseToml - a config file, or InvalidArgument "FILE:LINE: why".
 absl::StatusOr<toml::table> ParseToml(const std::string& path) {
   try {
@@ -141,6 +130,15 @@ absl::Status GetString(const std::string& path, const toml::node* node, std::str
 }
 
 }  // namespace
+
+std::string Printable(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) c = '?';
+  }
+  return out;
+}
 
 absl::StatusOr<HttpResponse> Call(std::string_view admin, std::string_view method,
                                   std::string_view path, absl::Duration timeout,

@@ -105,6 +105,10 @@ std::string ErrorText(std::string_view body);
 // FormatJobsTable - {"jobs":[...]} as a table: a header line, then one line per job.
 absl::StatusOr<std::string> FormatJobsTable(std::string_view body);
 
+// Printable - a string from volleyd as it may be shown on a terminal: control
+// bytes become '?', so that no answer can send escape sequences to it.
+std::string Printable(std::string_view s);
+
 // FormatJob - one job object as "key: value" lines.
 absl::StatusOr<std::string> FormatJob(std::string_view body);
 

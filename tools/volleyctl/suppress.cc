@@ -11,6 +11,7 @@
 #include "base/json.h"
 #include "base/strings.h"
 #include "simdjson.h"
+#include "tools/volleyctl/ctl.h"
 
 namespace volley::ctl {
 namespace {
@@ -39,15 +40,6 @@ absl::StatusOr<SuppressionRow> ReadRow(dom::element e) {
     *fields[i] = std::string(s);
   }
   return row;
-}
-
-std::string Printable(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) c = '?';
-  }
-  return out;
 }
 
 }  // namespace
