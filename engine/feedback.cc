@@ -37,24 +37,8 @@ std::string Clip(std::string_view s, size_t max) {
   return out;
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return base::EqualsIgnoreCase(a, b);
-}
-
 bool Contains(const std::vector<std::string>& names, std::string_view name) {
   return std::find(names.begin(), names.end(), name) != names.end();
-}
-
-// IpOf - "192.0.2.7:4711" -> "192.0.2.7": a record's host is an address, no port.
-std::string_view IpOf(std::string_view peer) {
-  const size_t colon = peer.rfind(':');
-  if (colon == std::string_view::npos || peer.find(':') != colon) return peer;  // IPv6 as is
-  return peer.substr(0, colon);
-}
-
-std::string_view DomainPart(std::string_view address) {
-  const size_t at = address.rfind('@');
-  return at == std::string_view::npos ? std::string_view() : address.substr(at + 1);
 }
 
 void Note(std::vector<std::string>* notes, std::string note) {
@@ -187,11 +171,11 @@ std::optional<FeedbackProcessor::Match> FeedbackProcessor::MatchOf(
     const FeedbackEnvelope& envelope, const feedback::Report& report,
     std::vector<std::string>* notes) const {
   for (const std::string& rcpt : envelope.rcpt_to) {
-    const std::string domain = absl::AsciiStrToLower(base::Sv(DomainPart(rcpt)));
+    const std::string domain = absl::AsciiStrToLower(base::Sv(queue::DomainOf(rcpt)));
     if (!Contains(options_.inbound_domains, domain)) continue;
     const std::string_view local = std::string_view(rcpt).substr(0, rcpt.size() - domain.size() - 1);
     if (local.size() < token::kVerpPrefix.size() ||
-        !EqualsIgnoreCase(local.substr(0, token::kVerpPrefix.size()), token::kVerpPrefix)) {
+        !base::EqualsIgnoreCase(local.substr(0, token::kVerpPrefix.size()), token::kVerpPrefix)) {
       continue;
     }
     absl::StatusOr<token::Claim> claim = token::CheckVerpAddress(keys_, rcpt);
@@ -244,7 +228,7 @@ absl::StatusOr<std::optional<FeedbackProcessor::Target>> FeedbackProcessor::Reso
       named.push_back(base::StdSv(a));
     }
     if (std::none_of(named.begin(), named.end(),
-                     [&](std::string_view a) { return EqualsIgnoreCase(a, *rcpt); })) {
+                     [&](std::string_view a) { return base::EqualsIgnoreCase(a, *rcpt); })) {
       Note(notes, absl::StrCat("Message-ID names job \"", job->record.id, "\" line ", m.line,
                                ", but the report does not name that recipient's address"));
       return std::nullopt;
@@ -344,7 +328,8 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
     const std::string response = Clip(absl::StrCat("unreadable: ", parsed.status().message()),
                                       kMaxResponse);
     r.response = response;
-    r.host = IpOf(envelope.peer);
+    const std::string client = PeerAddress(envelope.peer);
+    r.host = client;
     metrics::FormatDeliveryRecord(r, &log);
     base::LogWarning("feedback: a message %s is unreadable (%s); logged as unmatched", from_peer,
                      base::StdSv(parsed.status().message()));
@@ -374,6 +359,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
   const std::string via = report.kind == feedback::ReportKind::kDeliveryStatus ? "dsn"
                           : report.kind == feedback::ReportKind::kFeedback     ? "arf"
                                                                                : "bounce_text";
+  const std::string client = PeerAddress(envelope.peer);
   std::vector<std::string> said;  // for the log line
   bool attributed = false;        // the target got its event
   // Events to count once written (a failed write is tried again: no double count).
@@ -387,9 +373,9 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
     r.via = via;
     r.feedback_type = feedback_type;
     r.reporting_mta = report.reporting_mta;
-    r.host = IpOf(envelope.peer);
+    r.host = client;
     metrics::FormatDeliveryRecord(r, &log);
-    counted.emplace_back(DeliveryStatus::kUnmatched, std::string(DomainPart(rcpt)));
+    counted.emplace_back(DeliveryStatus::kUnmatched, std::string(queue::DomainOf(rcpt)));
   };
 
   if (report.kind == feedback::ReportKind::kFeedback) {
@@ -402,7 +388,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       const std::string response = Clip(ReportSummary(report), kMaxResponse);
       r.response = response;
       metrics::FormatDeliveryRecord(r, &log);
-      counted.emplace_back(DeliveryStatus::kComplained, std::string(DomainPart(target->rcpt)));
+      counted.emplace_back(DeliveryStatus::kComplained, std::string(queue::DomainOf(target->rcpt)));
       if (Contains(options_.policy.complaint_types, type)) {
         // Only a complaint counts toward the complaint rate: a "not-spam" or
         // "auth-failure" report is recorded, not held against the job.
@@ -473,7 +459,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       r.reporting_mta = report.reporting_mta;
       r.remote_mta = dr.remote_mta;
       metrics::FormatDeliveryRecord(r, &log);
-      counted.emplace_back(status, std::string(DomainPart(target->rcpt)));
+      counted.emplace_back(status, std::string(queue::DomainOf(target->rcpt)));
       if (delayed) {
         said.push_back(absl::StrCat(target->rcpt, " delayed (", dr.status, ")"));
         continue;
@@ -549,7 +535,7 @@ absl::Status FeedbackProcessor::Unsubscribe(const token::Claim& claim, std::stri
   std::unique_ptr<queue::Queue::OutcomeBatch> batch = queue_->NewOutcomeBatch();
   batch->Count(target->job.record.job_no, queue::Counted::kUnsubscribed);
   RETURN_IF_ERROR(recorder_->Write(std::move(log), std::move(batch)));
-  metrics_->CountEvent(DeliveryStatus::kUnsubscribed, DomainPart(target->rcpt));
+  metrics_->CountEvent(DeliveryStatus::kUnsubscribed, queue::DomainOf(target->rcpt));
   base::LogInfo("feedback: %s unsubscribed (job \"%s\" line %u, one-click from %s)", target->rcpt,
                 target->job.record.id, target->line, Clip(peer, 64));
   return absl::OkStatus();

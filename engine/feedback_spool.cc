@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/file.h"
+#include "base/host_port.h"
 #include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
@@ -222,6 +223,11 @@ absl::StatusOr<FeedbackMessage> ReadFeedback(const std::string& path, uint64_t m
   if (object["tls"].get(e.tls) != simdjson::SUCCESS) return field_error("tls", "true or false");
   m.content = data.substr(newline + 1);
   return m;
+}
+
+std::string PeerAddress(std::string_view peer) {
+  absl::StatusOr<base::HostPort> hp = base::ParseHostPort(peer);
+  return hp.ok() ? hp->host : std::string(peer);
 }
 
 }  // namespace volley::engine

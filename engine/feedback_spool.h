@@ -116,6 +116,11 @@ class FeedbackSpool {
   std::shared_ptr<std::atomic<uint64_t>> sequence_;
 };
 
+// PeerAddress - the client's address of an envelope's peer ("192.0.2.7:4711"
+// -> "192.0.2.7", "[2001:db8::1]:25" -> "2001:db8::1"); the peer as it is when
+// it is not HOST:PORT. What a rate is kept per, and a record's host.
+std::string PeerAddress(std::string_view peer);
+
 // EnvelopeJson - the envelope line of a stored message, without its "\n".
 std::string EnvelopeJson(const smtpd::Envelope& envelope, absl::Time received_at);
 

@@ -81,9 +81,7 @@ smtpd::Stats InboundListener::stats() const { return server_->stats(); }
 
 std::string InboundListener::Store(const smtpd::Envelope& envelope, std::string_view content) {
   // The client's address without the port: its rate is the address's.
-  const std::string_view peer = envelope.peer;
-  const size_t colon = peer.rfind(':');
-  const std::string_view client = colon == std::string_view::npos ? peer : peer.substr(0, colon);
+  const std::string client = PeerAddress(envelope.peer);
   const ClientRate::Verdict verdict = rate_->Admit(client, absl::Now());
   if (!verdict.admitted) {
     if (verdict.first_refusal) {
@@ -91,7 +89,7 @@ std::string InboundListener::Store(const smtpd::Envelope& envelope, std::string_
                        "messages get 450 until it slows down",
                        client);
     }
-    return absl::StrCat("450 4.7.1 Error: too much mail from ", base::Sv(client), ", try again later");
+    return absl::StrCat("450 4.7.1 Error: too much mail from ", client, ", try again later");
   }
   if (spool_->OverPending()) {
     return "452 4.3.1 Error: too many messages waiting to be processed, try again later";

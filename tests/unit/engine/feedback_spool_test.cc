@@ -41,6 +41,13 @@ smtpd::Envelope SampleEnvelope() {
   return e;
 }
 
+TEST(PeerAddressTest, TheAddressWithoutThePort) {
+  EXPECT_EQ(PeerAddress("192.0.2.7:4711"), "192.0.2.7");
+  EXPECT_EQ(PeerAddress("[2001:db8::1]:25"), "2001:db8::1");
+  EXPECT_EQ(PeerAddress("not a peer"), "not a peer");
+  EXPECT_EQ(PeerAddress(""), "");
+}
+
 TEST_F(FeedbackSpoolTest, WriteListReadRoundTrip) {
   auto spool = FeedbackSpool::Open(dir_, 10);
   ASSERT_TRUE(spool.ok()) << spool.status();
