@@ -15,7 +15,8 @@
 //   keeps the programs' contract on top of it (docs/*.md): --help or -h prints
 //   the help to stdout and exits 0; any usage error prints
 //   "PROGRAM: WHAT" (CLI11 names the flag and the value) and the usage line to
-//   stderr and exits 2. Checks of a value's meaning (ranges, addresses) stay in
+//   stderr and exits 2; --version prints "PROGRAM VERSION" (VersionLine) to
+//   stdout and exits 0. Checks of a value's meaning (ranges, addresses) stay in
 //   each program, with their own wording.
 //
 //   Header-only, like CLI11 itself: the volley_cli target only adds the include
@@ -33,15 +34,35 @@
 
 #include "CLI/CLI.hpp"
 
+// The project's version (CMakeLists.txt's project()), set on volley_cli.
+#ifndef VOLLEY_VERSION
+#error "VOLLEY_VERSION is defined by the volley_cli target"
+#endif
+
 namespace volley::base {
+
+// VersionLine - what --version prints: "volleyd 0.1.0".
+inline std::string VersionLine(const std::string& program) {
+  return program + " " VOLLEY_VERSION;
+}
+
+// AddVersionFlag - --version on `app`; a program that parses with app.parse
+// itself catches CLI::CallForVersion and prints e.what().
+inline void AddVersionFlag(CLI::App& app) {
+  app.set_version_flag("--version", VersionLine(app.get_name()), "print the version and exit");
+}
 
 // ParseCommandLine - parse argv into `app`; nullopt to go on, else the exit
 // status after --help (0) or a usage error (2), reported as above. `usage` is
 // the short usage text printed after an error (ends with a newline).
 inline std::optional<int> ParseCommandLine(CLI::App& app, int argc, const char* const* argv,
                                            const std::string& usage) {
+  AddVersionFlag(app);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForVersion& e) {
+    std::printf("%s\n", e.what());
+    return 0;
   } catch (const CLI::CallForHelp&) {
     std::fputs(app.help().c_str(), stdout);
     return 0;

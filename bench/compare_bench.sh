@@ -493,11 +493,11 @@ if [ "$callgrind" = 1 ]; then
     "$volleyd" --config "$dir/volley.toml" 2>>"$dir/volleyd.err" >/dev/null &
   volleyd_pid=$!
   for i in $(seq 1200); do  # 120 s: valgrind starts slowly
-    grep -q 'volleyd: running' "$dir/volleyd.err" 2>/dev/null && break
+    grep -q 'volleyd: info: running' "$dir/volleyd.err" 2>/dev/null && break
     kill -0 "$volleyd_pid" 2>/dev/null || die "volleyd under valgrind exited: $(tail -5 "$dir/volleyd.err")"
     sleep 0.1
   done
-  grep -q 'volleyd: running' "$dir/volleyd.err" || die "volleyd under valgrind did not start"
+  grep -q 'volleyd: info: running' "$dir/volleyd.err" || die "volleyd under valgrind did not start"
   # Under valgrind start-up work (the TLS client context reading the CA store, RocksDB)
   # lags behind "running": zero the counters once volleyd has been idle (under 0.05
   # CPU s) for a second, so that none of it counts as delivery.

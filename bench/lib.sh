@@ -119,7 +119,7 @@ start_volleyd() {
   "$volleyd" --config "$config" 2>>"$err" >/dev/null &
   volleyd_pid=$!
   for i in $(seq 1200); do
-    c=$(grep -c 'volleyd: running' "$err" 2>/dev/null || true)
+    c=$(grep -c 'volleyd: info: running' "$err" 2>/dev/null || true)
     [ "${c:-0}" -gt "${3:-0}" ] && return 0
     kill -0 "$volleyd_pid" 2>/dev/null || die "volleyd exited: $(tail -5 "$err")"
     sleep 0.1

@@ -603,7 +603,7 @@ lines = open(sys.argv[5], errors="replace").read().splitlines()
 r["stderr_lines"] = len(lines)
 r["stderr_emfile"] = sum(1 for l in lines if "Too many open files" in l or "EMFILE" in l)
 r["stderr_tail"] = [l[:200] for l in lines if not any(w in l for w in (
-    "intake", "warning: EHLO name", "admin API on", "volleyd: running"))][-6:]
+    "intake", "warning: EHLO name", "admin API on", "volleyd: info: running"))][-6:]
 print(json.dumps(r))
 EOF
   "$py" - "$(tail -1 "$results")" <<'EOF' >&2

@@ -46,12 +46,12 @@
 #include <thread>
 #include <vector>
 
-#include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/cli.h"
 #include "base/file.h"
 #include "base/status.h"
 #include "base/strings.h"
@@ -70,6 +70,7 @@ constexpr char kUsage[] =
     "       volley-load zone --domains M --sink-addresses RANGE [--ttl SECONDS] [--serial N]\n"
     "                        --out FILE\n"
     "       volley-load addresses --sink-addresses RANGE [--port PORT]\n"
+    "       volley-load --version\n"
     "RANGE is A.B.C.D-E.F.G.H or one address, in 127.0.0.0/8. See docs/volley-load.md.\n";
 
 // How often the progress bar is redrawn, and how often the log is polled.
@@ -492,6 +493,10 @@ int main(int argc, char** argv) {
   if (command == "routes") return volley::load::Routes(argc - 2, argv + 2);
   if (command == "zone") return volley::load::Zone(argc - 2, argv + 2);
   if (command == "addresses") return volley::load::Addresses(argc - 2, argv + 2);
+  if (command == "--version") {
+    std::printf("%s\n", volley::base::VersionLine("volley-load").c_str());
+    return 0;
+  }
   if (command == "-h" || command == "--help" || command == "help") {
     std::fputs(volley::load::kUsage, stdout);
     return 0;

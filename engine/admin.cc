@@ -362,6 +362,10 @@ http::Response AdminServer::Handle(const http::Request& request) {
       return HandleSuppressions(*req, request.body);
   }
   if (!changed.ok()) return error(changed.status());
+  base::LogInfo("job \"%s\" %s (admin API)", changed->id,
+                req->action == Action::kPause    ? "paused"
+                : req->action == Action::kResume ? "resumed"
+                                                 : "cancelled: its queued recipients are being removed");
   // The shard re-reads the record of every job id it is handed: that is how a
   // pause, resume or cancel reaches the recipients it has in hand.
   ready_->Push(req->job_id);

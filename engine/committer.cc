@@ -143,7 +143,7 @@ absl::Status Committer::WriteUntilDone(const char* what, bool recover_queue, Wri
       if (absl::IsDataLoss(recovered)) return recovered;
       if (absl::IsUnavailable(recovered) && !restart_noted_) {
         restart_noted_ = true;
-        base::LogInfo("%s (outcomes stay unwritten; still retrying)",
+        base::LogWarning("%s (outcomes stay unwritten; still retrying)",
                       std::string(recovered.message()));
       }
     }
@@ -171,7 +171,7 @@ absl::Status Committer::WriteUntilDone(const char* what, bool recover_queue, Wri
 void Committer::StallBegins(const char* what, const absl::Status& st) {
   if (stalled_.exchange(true)) return;
   stalled_since_ = absl::Now();
-  base::LogInfo("outcome writes stalled: the %s refused a write: %s (retrying, %s to %s apart; "
+  base::LogError("outcome writes stalled: the %s refused a write: %s (retrying, %s to %s apart; "
                 "the shards take no new work meanwhile)", what, std::string(st.message()),
                 absl::FormatDuration(kRetryFirst), absl::FormatDuration(kRetryMax));
 }

@@ -51,11 +51,11 @@ void IntakeThread::Pause(const absl::Status& why, const std::string& name) {
   if (!paused_) {
     paused_ = true;
     paused_since_ = last_reminder_ = now;
-    base::LogInfo("intake paused: %s (incoming/%s stays; retrying every %ds)", reason, name,
+    base::LogWarning("intake paused: %s (incoming/%s stays; retrying every %ds)", reason, name,
                   kPausedRetryMs / 1000);
   } else if (now - last_reminder_ >= kPauseReminder) {
     last_reminder_ = now;
-    base::LogInfo("intake still paused after %.0fs: %s (incoming/%s stays)",
+    base::LogWarning("intake still paused after %.0fs: %s (incoming/%s stays)",
                   absl::ToDoubleSeconds(now - paused_since_), reason, name);
   }
 }

@@ -13,12 +13,14 @@
 // OPTIONS
 //   --config FILE   the TOML config (docs/config.md); --config=FILE too
 //   --help, -h      print the options and exit 0
+//   --version       print "volleyd VERSION" and exit 0
 //
 // DIAGNOSTICS
-//   On stderr, as base/log.h writes them. A usage error (exit 2) names the bad
-//   argument. A config error stops it at once (exit 2): "volleyd: config: FILE:
-//   LINE: KEY: REASON". A warning at start-up when the EHLO name is not fully
-//   qualified (engine/host_name.h); it runs on.
+//   On stderr, as base/log.h writes a daemon's lines (a time and a severity on
+//   each). A usage error (exit 2) names the bad argument. A config error stops
+//   it at once (exit 2): "volleyd: fatal: config: FILE:LINE: KEY: REASON". A
+//   warning at start-up when the EHLO name is not fully qualified
+//   (engine/host_name.h); it runs on.
 #include <csignal>
 #include <optional>
 #include <string>
@@ -43,7 +45,7 @@ constexpr char kUsage[] = "usage: volleyd [--config FILE]\n";
 }  // namespace
 
 int main(int argc, char** argv) {
-  volley::base::SetLogProgram("volleyd");
+  volley::base::SetLogProgram("volleyd", volley::base::LogStyle::kDaemon);
   std::string config_path;
   CLI::App app{"volleyd: the Volley daemon; runs in the foreground until SIGTERM or SIGINT",
                "volleyd"};
@@ -57,8 +59,8 @@ int main(int argc, char** argv) {
   auto config = config_path.empty() ? volley::engine::ParseConfig("", "(defaults)")
                                     : volley::engine::LoadConfigFile(config_path);
   if (!config.ok()) {
-    // The text docs/config.md shows: "volleyd: config: FILE:LINE: KEY: REASON".
-    volley::base::LogInfo("config: %s", config.status().message());
+    // The text docs/config.md shows: "volleyd: fatal: config: FILE:LINE: KEY: REASON".
+    volley::base::LogFatal("config: %s", config.status().message());
     return 2;
   }
   // RFC 5321 4.1.1.1 wants a fully qualified name in EHLO. A bare one is legal and

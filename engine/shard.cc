@@ -577,7 +577,8 @@ absl::Status Shard::Run() {
     if (!stopping_ && stop_->load(std::memory_order_relaxed)) {
       stopping_ = true;
       stop_deadline = now_ + kStopGrace;
-      base::LogInfo("stopping: finishing transactions under way");
+      // Every shard sees the same stop: one line says it.
+      if (place_.index == 0) base::LogInfo("stopping: finishing transactions under way");
       for (auto& [key, d] : destinations_) QuitIdle(d.get());
     }
     if (stopping_ && (open_conns_ == 0 || now_ >= stop_deadline ||

@@ -23,16 +23,14 @@ DeliveryWindow::~DeliveryWindow() = default;
 absl::StatusOr<Job*> DeliveryWindow::Load(const queue::JobRecord& record) {
   if (auto it = jobs_.find(record.job_no); it != jobs_.end()) {
     // Known already: a control command (pause, resume, cancel) changed it.
+    // Logged once where the change was made (the admin API, the feedback
+    // loop), not here by every shard.
     Job* job = it->second.get();
-    const char* change = nullptr;
-    if (record.state == queue::JobState::kCancelled && !job->cancelled()) {
-      change = "cancelled: its queued recipients are being removed";
-    } else if (record.paused != job->record.paused) {
-      change = record.paused ? "paused" : "resumed";
-    }
+    const bool changed = (record.state == queue::JobState::kCancelled && !job->cancelled()) ||
+                         record.paused != job->record.paused;
     // A resumed or cancelled job is scanned from its start again: what was
     // passed over meanwhile may be due.
-    if (change != nullptr) {
+    if (changed) {
       for (PartitionScan& scan : job->scans) {
         scan.cursor.clear();
         scan.idle_until = absl::InfinitePast();
@@ -40,8 +38,7 @@ absl::StatusOr<Job*> DeliveryWindow::Load(const queue::JobRecord& record) {
     }
     job->record.paused = record.paused;
     job->record.state = record.state;
-    if (change == nullptr) return nullptr;
-    base::LogInfo("job \"%s\" %s", record.id, change);
+    if (!changed) return nullptr;
     return record.paused || job->cancelled() ? job : nullptr;
   }
   if (record.state != queue::JobState::kReady && record.state != queue::JobState::kCancelled) {

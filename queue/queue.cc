@@ -410,9 +410,7 @@ class DiskErrorLog : public rocksdb::EventListener {
       repeats_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    // XXX(tests match this text): an error, but written without the severity
-    // word that tests/integration/write_errors_test.py would not expect.
-    base::LogInfo("queue: writes stopped after a %s error: %s", ReasonName(reason),
+    base::LogError("queue: writes stopped after a %s error: %s", ReasonName(reason),
                   error->ToString());
   }
   void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {

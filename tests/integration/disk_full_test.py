@@ -145,7 +145,7 @@ def run(h, d, sink, mnt):
     os.rename(tmp, os.path.join(d.spool, "incoming", JOB2 + ".job"))
     log("dropped %s with %d bytes free" % (JOB2, free_bytes(mnt)))
 
-    pause_re = re.compile(r"volleyd: intake paused: free space: (\S+): (\d+) bytes free "
+    pause_re = re.compile(r"volleyd: warning: intake paused: free space: (\S+): (\d+) bytes free "
                           r"\([^)]*\), below min_free_space (\d+) .*incoming/%s\.job stays"
                           % re.escape(JOB2))
     m = wait_for(lambda: d.assert_alive() and pause_re.search(volleyd_log(d)), 60,
@@ -177,7 +177,7 @@ def run(h, d, sink, mnt):
                  "job 2 accepted once the room came back")
     check(int(m.group(1)) == N2, "job 2 accepted with %s recipients, not %d" % (m.group(1), N2))
     check(d.exists("accepted", JOB2 + ".job"), "job 2's file is not in accepted/")
-    check(re.search(r"volleyd: intake resumed after \d+s paused", volleyd_log(d)),
+    check(re.search(r"volleyd: info: intake resumed after \d+s paused", volleyd_log(d)),
           "no 'intake resumed' line")
 
     wait_for(lambda: d.assert_alive() and delivered(JOB1) >= N1 and delivered(JOB2) >= N2, 240,
@@ -186,7 +186,7 @@ def run(h, d, sink, mnt):
     sink.stop()
 
     text = volleyd_log(d)
-    check("volleyd: queue: writes stopped" not in text,
+    check("queue: writes stopped" not in text,
           "RocksDB ran out of space although the floor should have kept room:\n%s"
           % harness.tail(d.output))
     records = reader.poll()

@@ -122,7 +122,7 @@ def test(h):
         wait_for(lambda: d.assert_alive() and ctl.run("jobs").returncode == 0, 60,
                  "volleyd's admin API to answer")
         with open(d.output, errors="replace") as f:
-            check("volleyd: admin API on %s" % ctl.admin in f.read(),
+            check("volleyd: info: admin API on %s" % ctl.admin in f.read(),
                   "volleyd did not log its admin address")
 
     start()

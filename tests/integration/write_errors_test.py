@@ -151,9 +151,9 @@ def test(h):
     log("RLIMIT_NOFILE lowered to %d:%d (%d descriptors open); job 1 at %d delivered"
         % (low, hard, len(open_fds(pid)), delivered(JOB1)))
 
-    stopped_re = re.compile(r"volleyd: queue: writes stopped after a \S+ error: "
+    stopped_re = re.compile(r"volleyd: error: queue: writes stopped after a \S+ error: "
                             r".*Too many open files")
-    stalled_re = re.compile(r"volleyd: outcome writes stalled: the queue refused a write: .*"
+    stalled_re = re.compile(r"volleyd: error: outcome writes stalled: the queue refused a write: .*"
                             r"Too many open files")
 
     def stalled():
@@ -186,7 +186,7 @@ def test(h):
             set_nofile(pid, soft, hard)
             log("RLIMIT_NOFILE restored to %d:%d" % (soft, hard))
 
-    resumed_re = re.compile(r"volleyd: outcome writes resumed after [\d.]+s \((\d+) failed tries\)")
+    resumed_re = re.compile(r"volleyd: info: outcome writes resumed after [\d.]+s \((\d+) failed tries\)")
     m = wait_for(lambda: d.assert_alive() and resumed_re.search(volleyd_log(d)), 60,
                  "the log line saying outcome writes resumed")
     log("volleyd said: %s" % m.group(0))
@@ -195,8 +195,8 @@ def test(h):
           "'outcome writes resumed' came before 'outcome writes stalled'")
     check(len(stalled_re.findall(text)) == 1, "'outcome writes stalled' logged %d times, not once"
           % len(stalled_re.findall(text)))
-    check(re.search(r"volleyd: queue: writes resumed after: .*Too many open files", text),
-          "RocksDB's recovery was not logged ('volleyd: queue: writes resumed after: ...')")
+    check(re.search(r"volleyd: info: queue: writes resumed after: .*Too many open files", text),
+          "RocksDB's recovery was not logged ('volleyd: info: queue: writes resumed after: ...')")
 
     accepted_re = re.compile(r'job "%s" accepted: (\d+) recipients' % JOB2)
     m = wait_for(lambda: d.assert_alive() and accepted_re.search(volleyd_log(d)), 120,

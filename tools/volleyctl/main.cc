@@ -44,8 +44,8 @@
 #include <string_view>
 #include <vector>
 
-#include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
+#include "base/cli.h"
 #include "engine/dkim/dkim.h"
 #include "engine/token/token.h"
 #include "tools/volleyctl/ctl.h"
@@ -528,8 +528,12 @@ int main(int argc, char** argv) {
                                     "verp decode ADDRESS | dkim keygen | dkim record FILE | "
                                     "suppress add|remove|check|list|export|import")
       ->type_name("COMMAND [ARG...]");
+  volley::base::AddVersionFlag(app);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForVersion& e) {
+    std::printf("%s\n", e.what());
+    return 0;
   } catch (const CLI::CallForHelp&) {
     Usage(stdout);
     return 0;

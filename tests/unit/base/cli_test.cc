@@ -72,5 +72,13 @@ TEST(ParseCommandLine, HelpGoesToStdout) {
   EXPECT_NE(testing::internal::GetCapturedStdout().find("the config file"), std::string::npos);
 }
 
+TEST(ParseCommandLine, VersionGoesToStdoutAndExitsZero) {
+  CLI::App app{"test program", "prog"};
+  const char* args[] = {"prog", "--version"};
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(ParseCommandLine(app, 2, args, "usage: prog\n"), 0);
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), "prog " VOLLEY_VERSION "\n");
+}
+
 }  // namespace
 }  // namespace volley::base
