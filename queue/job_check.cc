@@ -237,7 +237,7 @@ std::string_view ClosestName(std::string_view name, const std::vector<std::strin
 
 absl::StatusOr<JobFileReport> CheckJobFile(
     const std::string& path, std::string_view shown_as, const JobLimits& limits, absl::Time now,
-    const std::function<void(const RejectedLine&)>& on_rejected) {
+    const std::function<void(const RejectedLine&)>& on_rejected, const HeaderCheck& header_check) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return base::ErrnoError(path, "open");
   struct Closer {
@@ -262,6 +262,11 @@ absl::StatusOr<JobFileReport> CheckJobFile(
   }
   absl::StatusOr<JobFileCheck> check = JobFileCheck::Start(line, limits);
   if (!check.ok()) return refused(1, base::StdSv(check.status().message()));
+  if (header_check) {
+    if (absl::Status bad = header_check(check->header(), check->tpl()); !bad.ok()) {
+      return refused(1, base::StdSv(bad.message()));
+    }
+  }
   if (absl::Status bad = check->CheckTimes(now); !bad.ok()) return refused(1, base::StdSv(bad.message()));
   JobFileReport report;
   report.job = check->header().id;

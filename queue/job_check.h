@@ -166,11 +166,14 @@ struct JobFileReport {
 // CheckJobFile - every check intake makes, on a file, without a queue: what
 // `volleyctl check` runs. Reads the file as intake does (queue/job_reader.h);
 // each rejected line goes to on_rejected as it is found. `shown_as` is the file's
-// name in messages. The suppression list and volleyd's key checks are not run
-// (they need volleyd's config and database).
+// name in messages. `header_check`, when set, is run where intake runs
+// Spool::SetJobCheck's (volleyd's key checks). The suppression list is not
+// looked at (it needs volleyd's database).
+using HeaderCheck = std::function<absl::Status(const JobHeader&, const Template&)>;
 absl::StatusOr<JobFileReport> CheckJobFile(
     const std::string& path, std::string_view shown_as, const JobLimits& limits, absl::Time now,
-    const std::function<void(const RejectedLine&)>& on_rejected);
+    const std::function<void(const RejectedLine&)>& on_rejected,
+    const HeaderCheck& header_check = nullptr);
 
 }  // namespace volley::queue
 

@@ -182,6 +182,12 @@ bool InlineTemplateUses(std::string_view text, std::string_view name) {
   return false;
 }
 
+size_t PlaceholderLength(std::string_view text) {
+  Placeholder p;
+  if (text.substr(0, kOpen.size()) != kOpen || ParsePlaceholder(text, &p) != nullptr) return 0;
+  return p.length;
+}
+
 std::vector<InlineVariable> InlineTemplateVariables(std::string_view text) {
   std::vector<InlineVariable> found;
   for (size_t pos = text.find(kOpen); pos != std::string_view::npos; pos = text.find(kOpen, pos)) {

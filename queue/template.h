@@ -251,6 +251,11 @@ absl::Status CheckInlineTemplate(std::string_view text);
 // `text` is not a valid inline template.
 bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, std::string* out);
 
+// PlaceholderLength - the octets of the placeholder `text` starts with, from "{{"
+// through the "}}" that closes it (a default's escaped braces skipped); 0 when
+// `text` does not start with a valid placeholder.
+size_t PlaceholderLength(std::string_view text);
+
 // InlineTemplateUses - true when a valid one-line template has a placeholder `name`.
 bool InlineTemplateUses(std::string_view text, std::string_view name);
 

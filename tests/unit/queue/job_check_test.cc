@@ -184,3 +184,18 @@ TEST(CheckJobFileTest, ReportsRejectedLinesAndRefusals) {
 
 }  // namespace
 }  // namespace volley::queue
+
+namespace volley::queue {
+namespace {
+
+TEST(ReturnPathDefaultTest, ADefaultStandsForAMissingValue) {
+  auto h = ParseJobHeader(
+      R"({"job":"j","from":"a@b.test","message":"S: x\n\nx","return_path":"b-{{id|none}}@x.test"})",
+      JobLimits{});
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(RenderReturnPath(*h, Recipient{"r@d.test", {}}), "b-none@x.test");
+  EXPECT_EQ(RenderReturnPath(*h, Recipient{"r@d.test", {{"id", "7"}}}), "b-7@x.test");
+}
+
+}  // namespace
+}  // namespace volley::queue

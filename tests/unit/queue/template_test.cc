@@ -516,6 +516,15 @@ TEST(TemplateDefaultTest, LineLengthCountsTheDefaultForAnEmptyValue) {
             "vars.n: renders message line 3 at 1001 octets, over 998");
 }
 
+TEST(TemplateDefaultTest, PlaceholderLengthSkipsEscapedBraces) {
+  EXPECT_EQ(PlaceholderLength("{{a}}x"), 5u);
+  EXPECT_EQ(PlaceholderLength("{{a|x\\}\\}}}@"), 11u);  // {{a|x\}\}}}
+  EXPECT_EQ(PlaceholderLength("{{a|x"), 0u);
+  EXPECT_EQ(PlaceholderLength("x{{a}}"), 0u);
+  // return_path's check probes the literal parts around each placeholder.
+  EXPECT_TRUE(CheckInlineTemplate("b-{{id|\\}\\}}}@x.test").ok());
+}
+
 TEST(TemplateDefaultTest, InlineTemplatesTakeDefaults) {
   EXPECT_TRUE(CheckInlineTemplate("b-{{tag|none}}@x.test").ok());
   EXPECT_EQ(std::string(CheckInlineTemplate("{{tag|x").message()), "unclosed {{");
