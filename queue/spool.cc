@@ -328,7 +328,10 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   }
   // Known only now that every line was read: a placeholder no recipient defines.
   // The job is still kLoading (never ready, nothing of it sent): drop what was
-  // written of it, then refuse it like any other.
+  // written of it, then refuse it like any other. before_commit is not called,
+  // so the suppressed recipients handed over are never recorded: the job they
+  // were left out of does not exist. XXX(two passes would cost every job a second
+  // parse): on_suppressed has run for them, so a counter it keeps counts them.
   if (absl::Status bad = check->Finish(); !bad.ok()) {
     writer.reset();
     RETURN_IF_ERROR(queue.ForgetJob(job));
