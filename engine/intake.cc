@@ -89,12 +89,18 @@ void IntakeThread::ScanOnce() {
           result->suppressed > 0
               ? ", " + std::to_string(result->suppressed) + " suppressed"
               : std::string();
+      // Recipients without a value for a variable the message uses get its
+      // default or nothing: said here, once per job, so a missing column shows.
+      const std::string lacking =
+          result->lacking.empty()
+              ? std::string()
+              : "; lacking variables: " + queue::FormatLacking(result->lacking, kMaxLackingLogged);
       base::LogInfo("intake: incoming/%s: job \"%s\" accepted: %llu recipients, %llu rejected%s%s "
-                    "(%.3fs)", name, result->job,
+                    "(%.3fs)%s", name, result->job,
                     static_cast<unsigned long long>(result->accepted),
                     static_cast<unsigned long long>(result->rejected), suppressed,
                     result->resumed ? ", resuming an interrupted intake" : "",
-                    absl::ToDoubleSeconds(absl::Now() - start));
+                    absl::ToDoubleSeconds(absl::Now() - start), lacking);
       if (!result->warning.empty()) {
         base::LogInfo("intake: job \"%s\" is queued, but: %s", result->job, result->warning);
       }

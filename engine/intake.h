@@ -74,6 +74,9 @@ class IntakeThread {
   // still paused (a stuck intake must not look like an idle one).
   static constexpr int kPausedRetryMs = 5000;
   static constexpr absl::Duration kPauseReminder = absl::Minutes(5);
+  // Variables named in an accept line's "lacking variables" (the most lacked);
+  // the rest are counted as "and N more".
+  static constexpr size_t kMaxLackingLogged = 8;
 
  private:
   void Loop();

@@ -339,7 +339,7 @@ absl::Status CheckReturnPath(std::string_view text, const JobLimits& limits) {
     if (open == std::string_view::npos) break;
     probe.append(text.substr(pos, open - pos));
     probe.push_back('x');
-    pos = text.find("}}", open + 2) + 2;  // CheckInlineTemplate proved it closes
+    pos = open + PlaceholderLength(text.substr(open));  // CheckInlineTemplate proved it valid
   }
   if (pos < text.size()) probe.append(text.substr(pos));
   if (!IsValidAddress(probe, limits)) return FieldError("return_path", "invalid address");
@@ -378,7 +378,7 @@ absl::Status CheckUnsubscribeUrl(std::string_view text) {
     const size_t open = text.find("{{", pos);
     literal.append(text.substr(pos, open == std::string_view::npos ? open : open - pos));
     if (open == std::string_view::npos) break;
-    pos = text.find("}}", open) + 2;  // CheckInlineTemplate proved it closes
+    pos = open + PlaceholderLength(text.substr(open));  // CheckInlineTemplate proved it valid
   }
   for (char c : literal) {
     const auto u = static_cast<unsigned char>(c);

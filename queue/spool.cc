@@ -19,75 +19,12 @@
 #include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
+#include "queue/job_check.h"
+#include "queue/job_reader.h"
 #include "queue/template.h"
 
 namespace volley::queue {
 namespace {
-
-// LineReader - reads a file line by line through a fixed buffer. A line longer
-// than the caller's bound is reported as too long and skipped, never stored.
-class LineReader {
- public:
-  explicit LineReader(int fd) : fd_(fd), buffer_(kChunk) {}
-
-  enum class Result { kLine, kTooLong, kEnd, kError };
-
-  // Next line (without its LF, and without a CR before the LF) in *line, valid
-  // until the next call.
-  Result Next(size_t max_line, std::string* line) {
-    line->clear();
-    bool too_long = false;
-    for (;;) {
-      const char* begin = buffer_.data() + start_;
-      const char* nl = static_cast<const char*>(std::memchr(begin, '\n', end_ - start_));
-      const size_t avail = nl ? static_cast<size_t>(nl - begin) : end_ - start_;
-      if (!too_long) {
-        if (line->size() + avail > max_line) {
-          too_long = true;
-          line->clear();
-        } else {
-          line->append(begin, avail);
-        }
-      }
-      if (nl) {
-        start_ += avail + 1;
-        ++line_no_;
-        if (too_long) return Result::kTooLong;
-        if (!line->empty() && line->back() == '\r') line->pop_back();
-        return Result::kLine;
-      }
-      start_ = end_ = 0;
-      const ssize_t n = ::read(fd_, buffer_.data(), buffer_.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        error_ = errno;
-        return Result::kError;
-      }
-      if (n == 0) {
-        if (eof_ || (line->empty() && !too_long)) return Result::kEnd;
-        eof_ = true;  // a last line without LF still counts
-        ++line_no_;
-        if (too_long) return Result::kTooLong;
-        if (!line->empty() && line->back() == '\r') line->pop_back();
-        return Result::kLine;
-      }
-      end_ = static_cast<size_t>(n);
-    }
-  }
-
-  uint64_t line_no() const { return line_no_; }
-  int error() const { return error_; }
-
- private:
-  static constexpr size_t kChunk = 1 << 20;
-  int fd_;
-  std::vector<char> buffer_;
-  size_t start_ = 0;
-  size_t end_ = 0;
-  uint64_t line_no_ = 0;
-  bool eof_ = false;
-  int error_ = 0;
-};
 
 absl::Status SyncDir(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -247,38 +184,24 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     case LineReader::Result::kLine:
       break;
     case LineReader::Result::kTooLong:
-      return refuse(1, absl::StrCat("header: longer than ", limits.max_header_line, " bytes"));
+      return refuse(1, HeaderTooLongReason(limits));
     case LineReader::Result::kEnd:
-      return refuse(1, "header: empty file");
+      return refuse(1, kEmptyJobFileReason);
     case LineReader::Result::kError:
       errno = reader.error();
       return base::ErrnoError(path, "read");
   }
-  auto header = ParseJobHeader(line, limits);
-  if (!header.ok()) return refuse(1, base::StdSv(header.status().message()));
-  // Compiled once per job to check how long each recipient's lines render.
-  // ParseJobHeader has compiled it already, so this cannot fail.
-  auto tpl = Template::Compile(header->message);
-  if (!tpl.ok()) {
-    return refuse(1, absl::StrCat("message: ", tpl.status().message()));
-  }
-  if (absl::Status bad = CheckMessageHeaders(*header, *tpl); !bad.ok()) {
-    return refuse(1, base::StdSv(bad.message()));
-  }
+  // The checks `volleyctl check` makes too (queue/job_check.h): the same code, so
+  // the same messages.
+  auto check = JobFileCheck::Start(line, limits);
+  if (!check.ok()) return refuse(1, base::StdSv(check.status().message()));
+  const JobHeader* header = &check->header();
+  const Template* tpl = &check->tpl();
   if (job_check_) {
     if (absl::Status bad = job_check_(*header, *tpl); !bad.ok()) {
       return refuse(1, base::StdSv(bad.message()));
     }
   }
-  // Without placeholders every recipient gets the same lines, which Compile() has
-  // held to 998 octets: nothing is left to check per recipient.
-  const bool check_rendered_lines = tpl->has_placeholders();
-  // The token is made at send time: count the longest one a token can be.
-  const std::string longest_token(kMaxUnsubscribeToken, 'x');
-  Builtins longest_builtins;
-  longest_builtins.unsubscribe_token = longest_token;
-  const bool check_unsubscribe_url = header->unsubscribe_url.find("{{") != std::string::npos;
-  std::string unsubscribe_url;
 
   IntakeResult result;
   result.job = header->id;
@@ -310,6 +233,11 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     job = *std::move(existing);  // resume an intake a crash interrupted
     result.resumed = true;
   } else {
+    // A new job only: one whose intake a crash interrupted was checked when it
+    // began, and is finished whatever the clock says now.
+    if (absl::Status bad = check->CheckTimes(now); !bad.ok()) {
+      return refuse(1, base::StdSv(bad.message()));
+    }
     const absl::Time first_due = header->send_after ? std::max(*header->send_after, now) : now;
     ASSIGN_OR_RETURN(job, queue.BeginJob(header->id, line, source, now, first_due));
   }
@@ -357,33 +285,16 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
       return base::ErrnoError(path, "read");
     }
     const uint64_t line_no = reader.line_no();
-    if (line_no > UINT32_MAX) return refuse(line_no, "job: too many lines");
+    if (line_no > UINT32_MAX) return refuse(line_no, kTooManyLinesReason);
     if (rejects.size() >= kRejectsBuffer) RETURN_IF_ERROR(flush_rejects());
     if (r == LineReader::Result::kTooLong) {
-      reject(line_no, absl::StrCat("line: longer than ", limits.max_recipient_line, " bytes"), "");
+      reject(line_no, check->TooLongReason(), "");
       continue;
     }
     if (line.empty()) continue;  // a blank line (often the last) carries nothing
-    auto rcpt = ParseRecipientLine(line, limits);
+    auto rcpt = check->CheckRecipient(line);
     if (!rcpt.ok()) {
       reject(line_no, base::StdSv(rcpt.status().message()), line);
-      continue;
-    }
-    // RFC 5321 4.5.3.1.6 / RFC 5322 2.1.1: no line over 998 octets leaves Volley.
-    // Refused here, where the sender can be told, not at delivery.
-    if (check_rendered_lines) {
-      if (absl::Status too_long = tpl->CheckLineLength(*rcpt, longest_builtins);
-          !too_long.ok()) {
-        reject(line_no, base::StdSv(too_long.message()), line);
-        continue;
-      }
-    }
-    if (check_unsubscribe_url &&
-        !RenderUnsubscribeUrl(*header, *rcpt, longest_token, &unsubscribe_url)) {
-      reject(line_no,
-             absl::StrCat("unsubscribe_url: renders longer than ", kMaxUnsubscribeUrl,
-                          " octets for this recipient (values are percent-encoded)"),
-             line);
       continue;
     }
     if (suppression_.list != nullptr) {
@@ -415,6 +326,18 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   } else {
     ::unlink(rejects_path.c_str());
   }
+  // Known only now that every line was read: a placeholder no recipient defines.
+  // The job is still kLoading (never ready, nothing of it sent): drop what was
+  // written of it, then refuse it like any other. before_commit is not called,
+  // so the suppressed recipients handed over are never recorded: the job they
+  // were left out of does not exist. XXX(two passes would cost every job a second
+  // parse): on_suppressed has run for them, so a counter it keeps counts them.
+  if (absl::Status bad = check->Finish(); !bad.ok()) {
+    writer.reset();
+    RETURN_IF_ERROR(queue.ForgetJob(job));
+    return refuse(1, base::StdSv(bad.message()));
+  }
+  result.lacking = check->Lacking();
   if (result.suppressed > 0 && suppression_.before_commit) {
     RETURN_IF_ERROR(KeepInIncoming(suppression_.before_commit(job, result.suppressed)));
   }

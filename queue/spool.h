@@ -12,10 +12,13 @@
 //                      <job>.rejects.jsonl lists the recipient lines skipped
 //   <spool>/tmp/       a place on the same filesystem to write a job before the rename
 //
-//   Intake streams the file (bounded memory whatever its length), validates
-//   each line (queue/job.h), rejects a recipient for whom a message line would
-//   render longer than 998 octets (Template::CheckLineLength, queue/template.h)
-//   and writes recipients in batches. The file moves to accepted/ only after the
+//   Intake streams the file (bounded memory whatever its length), checks it as
+//   queue/job_check.h says (the checks `volleyctl check` makes: each line
+//   validated, a recipient for whom a message line would render longer than 998
+//   octets rejected, an `expires` already past refused) and writes recipients in
+//   batches. A placeholder no recipient defines is known only after the last
+//   line: the job is then refused before its commit, and what was written of it
+//   is dropped (Queue::ForgetJob), so it was never ready and nothing of it sent. The file moves to accepted/ only after the
 //   queue commit is synced, so from then on a crash loses nothing. A crash before
 //   that leaves the file in incoming/ and the job in state kLoading; the next
 //   Intake of the file rewrites the same keys (see queue.h) and carries on: no
@@ -61,6 +64,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "queue/job.h"
+#include "queue/job_check.h"
 #include "queue/queue.h"
 #include "queue/suppression.h"
 
@@ -73,6 +77,8 @@ struct IntakeResult {
   uint64_t rejected = 0;   // recipient lines skipped (see <job>.rejects.jsonl)
   uint64_t suppressed = 0; // recipients left out by the suppression list (SUPPRESSION)
   bool resumed = false;    // a crash had interrupted an earlier intake of this job
+  // Variables some accepted recipients lack (queue/job_check.h), most first.
+  std::vector<LackingVariable> lacking;
   // Set when the job was queued but the file could not be moved to accepted/.
   std::string warning;
 };

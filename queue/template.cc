@@ -16,6 +16,9 @@ namespace {
 
 constexpr std::string_view kOpen = "{{";
 constexpr std::string_view kClose = "}}";
+// ParsePlaceholder's reasons are literals; this one names its bound.
+constexpr const char kDefaultTooLong[] = "default longer than 256 octets";
+static_assert(kMaxPlaceholderDefault == 256, "kDefaultTooLong names the bound");
 
 bool IsNameChar(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -28,20 +31,76 @@ std::string_view TrimBlanks(std::string_view s) {
   return s;
 }
 
-// ParsePlaceholder - `text` starts with "{{". On success sets *name and *length (the
-// octets from "{{" through "}}") and returns nullptr; otherwise returns the reason.
-// A placeholder must close on its own line: callers pass one line at a time.
-const char* ParsePlaceholder(std::string_view text, std::string_view* name,
-                             size_t* length) {
-  const size_t close = text.find(kClose, kOpen.size());
-  if (close == std::string_view::npos) return "unclosed {{";
-  const std::string_view inner =
-      TrimBlanks(text.substr(kOpen.size(), close - kOpen.size()));
-  if (inner.empty()) return "empty placeholder";
-  if (!IsPlaceholderName(inner)) return "invalid placeholder name";
-  *name = inner;
-  *length = close + kClose.size();
+// Placeholder - one parsed "{{ name | default }}".
+struct Placeholder {
+  std::string_view name;
+  // The default as written (escapes not yet undone); see AppendDefault.
+  std::string_view raw_default;
+  bool has_default = false;
+  size_t length = 0;  // octets from "{{" through "}}"
+};
+
+// ParsePlaceholder - `text` starts with "{{". On success fills *p and returns
+// nullptr; otherwise returns the reason. A placeholder must close on its own line:
+// callers pass one line at a time. The name ends at the first '|' or "}}"; after a
+// '|', a backslash takes the next octet literally, so "\}" and "\\" let a default
+// hold what would otherwise close the placeholder. Without '|' this is the grammar
+// as it always was: the first "}}" closes.
+const char* ParsePlaceholder(std::string_view text, Placeholder* p) {
+  size_t at = kOpen.size();
+  while (at < text.size() && text[at] != '|' && text.substr(at, kClose.size()) != kClose) ++at;
+  if (at >= text.size()) return "unclosed {{";
+  const std::string_view name = TrimBlanks(text.substr(kOpen.size(), at - kOpen.size()));
+  Placeholder parsed;
+  if (text[at] == '|') {
+    parsed.has_default = true;
+    const size_t start = ++at;
+    for (;;) {
+      if (at >= text.size()) return "unclosed {{";
+      if (text[at] == '\\') {
+        if (at + 1 >= text.size()) return "unclosed {{";
+        at += 2;
+        continue;
+      }
+      if (text.substr(at, kClose.size()) == kClose) break;
+      // A "{{" in a default reads as a second placeholder to anyone checking the
+      // template; "\{" says it is meant.
+      if (text.substr(at, kOpen.size()) == kOpen) return "\"{{\" inside a default (write \\{)";
+      ++at;
+    }
+    parsed.raw_default = text.substr(start, at - start);
+    if (parsed.raw_default.size() > kMaxPlaceholderDefault) return kDefaultTooLong;
+  }
+  if (name.empty()) return "empty placeholder";
+  if (!IsPlaceholderName(name)) return "invalid placeholder name";
+  parsed.name = name;
+  parsed.length = at + kClose.size();
+  *p = parsed;
   return nullptr;
+}
+
+// AppendDefault - a default as it renders: escapes undone, and blanks around it
+// dropped as they are around the name (an escaped blank is kept).
+void AppendDefault(std::string_view raw, std::string* out) {
+  const size_t base = out->size();
+  size_t keep = base;  // out's size up to the last octet that is not a plain blank
+  bool leading = true;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    char c = raw[i];
+    bool escaped = false;
+    if (c == '\\' && i + 1 < raw.size()) {
+      c = raw[++i];
+      escaped = true;
+    }
+    const bool blank = !escaped && (c == ' ' || c == '\t');
+    if (blank && leading) continue;
+    out->push_back(c);
+    if (!blank) {
+      leading = false;
+      keep = out->size();
+    }
+  }
+  out->resize(keep);
 }
 
 // LookUp - the value `name` renders to for `rcpt`; vars take precedence over the
@@ -104,25 +163,40 @@ absl::Status CheckInlineTemplate(std::string_view text) {
   }
   for (size_t pos = text.find(kOpen); pos != std::string_view::npos;
        pos = text.find(kOpen, pos)) {
-    std::string_view name;
-    size_t length = 0;
-    if (const char* why = ParsePlaceholder(text.substr(pos), &name, &length)) {
+    Placeholder p;
+    if (const char* why = ParsePlaceholder(text.substr(pos), &p)) {
       return absl::InvalidArgumentError(why);
     }
-    pos += length;
+    pos += p.length;
   }
   return absl::OkStatus();
 }
 
 bool InlineTemplateUses(std::string_view text, std::string_view name) {
   for (size_t pos = text.find(kOpen); pos != std::string_view::npos; pos = text.find(kOpen, pos)) {
-    std::string_view found;
-    size_t length = 0;
-    if (ParsePlaceholder(text.substr(pos), &found, &length) != nullptr) return false;
-    if (found == name) return true;
-    pos += length;
+    Placeholder p;
+    if (ParsePlaceholder(text.substr(pos), &p) != nullptr) return false;
+    if (p.name == name) return true;
+    pos += p.length;
   }
   return false;
+}
+
+size_t PlaceholderLength(std::string_view text) {
+  Placeholder p;
+  if (text.substr(0, kOpen.size()) != kOpen || ParsePlaceholder(text, &p) != nullptr) return 0;
+  return p.length;
+}
+
+std::vector<InlineVariable> InlineTemplateVariables(std::string_view text) {
+  std::vector<InlineVariable> found;
+  for (size_t pos = text.find(kOpen); pos != std::string_view::npos; pos = text.find(kOpen, pos)) {
+    Placeholder p;
+    if (ParsePlaceholder(text.substr(pos), &p) != nullptr) return found;
+    found.push_back(InlineVariable{std::string(p.name), p.has_default});
+    pos += p.length;
+  }
+  return found;
 }
 
 // AppendPercentEncoded - `value` with every octet outside RFC 3986's unreserved set
@@ -152,16 +226,20 @@ bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, const Bu
     const size_t open = text.find(kOpen, pos);
     if (open == std::string_view::npos) break;
     out->append(text.substr(pos, open - pos));
-    std::string_view name;
-    size_t length = 0;
-    if (ParsePlaceholder(text.substr(open), &name, &length) != nullptr) return false;
-    const std::string_view value = LookUp(name, rcpt, builtins);
+    Placeholder p;
+    if (ParsePlaceholder(text.substr(open), &p) != nullptr) return false;
+    std::string_view value = LookUp(p.name, rcpt, builtins);
+    std::string fallback;
+    if (value.empty() && p.has_default) {
+      AppendDefault(p.raw_default, &fallback);
+      value = fallback;
+    }
     if (encoding == InlineValues::kPercentEncoded) {
       AppendPercentEncoded(value, out);
     } else {
       out->append(value);
     }
-    pos = open + length;
+    pos = open + p.length;
   }
   if (pos < text.size()) out->append(text.substr(pos));
   return true;
@@ -187,24 +265,36 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
     }
     t.text_.append(s);
   };
-  auto add_var = [&t](std::string_view name) {
+  auto add_var = [&t](const Placeholder& p, size_t line_no) {
     uint32_t index = 0;
-    while (index < t.variables_.size() && t.variables_[index] != name) ++index;
-    if (index == t.variables_.size()) t.variables_.emplace_back(name);
-    t.segments_.push_back(Segment{0, 0, index});
+    while (index < t.variables_.size() && t.variables_[index] != p.name) ++index;
+    if (index == t.variables_.size()) {
+      t.variables_.emplace_back(p.name);
+      t.uses_.push_back(VariableUse{static_cast<uint32_t>(line_no), 0});
+    }
+    if (!p.has_default && t.uses_[index].line_without_default == 0) {
+      t.uses_[index].line_without_default = static_cast<uint32_t>(line_no);
+    }
+    Segment s{0, 0, index, static_cast<uint32_t>(t.defaults_.size()), 0};
+    if (p.has_default) {
+      AppendDefault(p.raw_default, &t.defaults_);
+      s.default_length = static_cast<uint32_t>(t.defaults_.size() - s.default_offset);
+    }
+    t.segments_.push_back(s);
     return index;
   };
   // Count one placeholder for variable `var` on the line that var_lines_.back()
-  // describes.
-  auto count_var = [&t](uint32_t var) {
+  // describes, with `default_octets` of default text.
+  auto count_var = [&t](uint32_t var, uint32_t default_octets) {
     VarLine& vl = t.var_lines_.back();
     for (uint32_t i = vl.first; i < vl.first + vl.count; ++i) {
       if (t.line_vars_[i].var == var) {
         ++t.line_vars_[i].times;
+        t.line_vars_[i].default_octets += default_octets;
         return;
       }
     }
-    t.line_vars_.push_back(LineVar{var, 1});
+    t.line_vars_.push_back(LineVar{var, 1, default_octets});
     ++vl.count;
   };
 
@@ -270,16 +360,17 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
       const size_t open = line.find(kOpen, at);
       if (open == std::string_view::npos) break;
       add_literal(line.substr(at, open - at));
-      std::string_view name;
-      size_t length = 0;
-      if (const char* why = ParsePlaceholder(line.substr(open), &name, &length)) {
+      Placeholder p;
+      if (const char* why = ParsePlaceholder(line.substr(open), &p)) {
         return LineError(line_no, why);
       }
+      const size_t length = p.length;
       if (placeholder_octets == 0) {
         t.var_lines_.push_back(VarLine{static_cast<uint32_t>(line_no), 0,
                                        static_cast<uint32_t>(t.line_vars_.size()), 0});
       }
-      count_var(add_var(name));
+      const uint32_t var = add_var(p, line_no);
+      count_var(var, t.segments_.back().default_length);
       if (in_header) {
         t.header_fields_.back().has_placeholders = true;
       } else {
@@ -301,6 +392,7 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
     return LineError(1, "header section must start with a 'Name: value' field");
   }
   t.text_.shrink_to_fit();
+  t.defaults_.shrink_to_fit();
   return t;
 }
 
@@ -311,17 +403,24 @@ void Template::Render(const Recipient& rcpt, std::string* out) const {
 void Template::Render(const Recipient& rcpt, const Builtins& builtins, std::string* out) const {
   const ResolvedValues values(variables_, rcpt, builtins);
 
+  // An empty value takes the placeholder's default (empty when it has none, which
+  // renders as it always did).
   size_t total = text_.size();
   for (const Segment& s : segments_) {
-    if (s.var != kLiteral) total += values[s.var].size();
+    if (s.var != kLiteral) {
+      const size_t n = values[s.var].size();
+      total += n > 0 ? n : s.default_length;
+    }
   }
   out->reserve(out->size() + total);
   const char* base = text_.data();
   for (const Segment& s : segments_) {
     if (s.var == kLiteral) {
       out->append(base + s.offset, s.length);
+    } else if (const std::string_view value = values[s.var]; !value.empty()) {
+      out->append(value);
     } else {
-      out->append(values[s.var]);
+      out->append(defaults_.data() + s.default_offset, s.default_length);
     }
   }
 }
@@ -331,6 +430,15 @@ const TemplateField* Template::FindHeader(std::string_view lower_name) const {
     if (f.name == lower_name) return &f;
   }
   return nullptr;
+}
+
+std::vector<Template::Use> Template::variable_uses() const {
+  std::vector<Use> uses;
+  uses.reserve(variables_.size());
+  for (size_t i = 0; i < variables_.size(); ++i) {
+    uses.push_back(Use{variables_[i], uses_[i].first_line, uses_[i].line_without_default});
+  }
+  return uses;
 }
 
 bool Template::uses(std::string_view name) const {
@@ -350,7 +458,8 @@ RenderedLine Template::LongestLine(const Recipient& rcpt, const Builtins& builti
     std::string_view most_var;
     for (uint32_t i = vl.first; i < vl.first + vl.count; ++i) {
       const LineVar& lv = line_vars_[i];
-      const size_t adds = values[lv.var].size() * lv.times;
+      const size_t value = values[lv.var].size();
+      const size_t adds = value > 0 ? value * lv.times : lv.default_octets;
       length += adds;
       if (most_var.empty() || adds > most) {
         most = adds;

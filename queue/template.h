@@ -8,6 +8,7 @@
 //   RenderedLine Template::LongestLine(const Recipient& rcpt) const;
 //   absl::Status Template::CheckLineLength(const Recipient& rcpt) const;
 //   const std::vector<std::string>& Template::variables() const;
+//   std::vector<Template::Use> Template::variable_uses() const;
 //
 //   bool AppendRenderedInline(std::string_view text, const Recipient& rcpt,
 //                             std::string* out);
@@ -20,11 +21,23 @@
 //   buffer, with no per-segment allocation.
 //
 //   Placeholder syntax: "{{", optional spaces or tabs, a name of 1..64 characters
-//   from [A-Za-z0-9_.-], optional spaces or tabs, "}}". A placeholder never spans
-//   lines. There is no escape: every "{{" starts a placeholder. A lone "}}" is
-//   literal text.
+//   from [A-Za-z0-9_.-], optional spaces or tabs, optionally "|" and a default,
+//   "}}". A placeholder never spans lines. Outside a default there is no escape:
+//   every "{{" starts a placeholder, and a lone "}}" is literal text.
 //
-//   Rendering: a variable the recipient does not define renders as empty text. The
+//   Defaults: {{name|there}} renders "there" for a recipient whose `name` is
+//   missing or empty. The default runs from the first '|' to the first "}}" not
+//   escaped; inside it a backslash takes the next octet as it is ("\}\}" is a
+//   literal "}}", "\\" a backslash; a second '|' needs no escape), a "{{" must be
+//   written "\{{", and blanks around it are dropped as they are around
+//   the name ("\ " keeps one). It is at most kMaxPlaceholderDefault octets as
+//   written, lives on one line of the template (so it holds no CR, LF or NUL, and
+//   Compile's 998-octet line check counts it), and like a value it is inserted
+//   verbatim, never expanded. {{name|}} is an explicit empty default. Templates
+//   without '|' in a placeholder parse and render exactly as before defaults.
+//
+//   Rendering: a variable the recipient does not define renders as its default, or
+//   as empty text when the placeholder has none. The
 //   builtin {{to}} is the recipient address unless the recipient's vars define "to".
 //   The builtin {{unsubscribe_token}} is Builtins::unsubscribe_token, whatever the
 //   recipient's vars say: the token identifies the recipient to the unsubscribe
@@ -44,7 +57,7 @@
 //   variable per such line. Values never hold CR or LF (ParseRecipientLine and
 //   DecodeRecipient refuse them: header injection), so a value never splits a line;
 //   should a hand-built Recipient carry one anyway, it is counted whole, and the
-//   result can only overestimate.
+//   result can only overestimate. An empty value counts its placeholders' defaults.
 //
 // CONTRACT
 //   A compiled Template is immutable; Render() is const and safe to call from any
@@ -54,7 +67,8 @@
 //   Compile() returns absl::InvalidArgumentError whose message starts with the
 //   template line, 1-based: "line 3: unclosed {{", "line 3: empty placeholder",
 //   "line 3: invalid placeholder name", "line 2: bare CR", "line 1: contains NUL",
-//   "line 7 is 1203 octets, over 998", "line 1: header section must start with a
+//   "line 7 is 1203 octets, over 998", "line 3: default longer than 256 octets",
+//   "line 3: \"{{\" inside a default (write \{)", "line 1: header section must start with a
 //   'Name: value' field", "line 2: placeholder in header field name".
 //
 //   CheckLineLength() returns absl::InvalidArgumentError "<field>: renders message
@@ -91,6 +105,9 @@ namespace volley::queue {
 inline constexpr size_t kMaxMessageLine = 998;
 // Longest placeholder name; matches JobLimits::max_var_name's default.
 inline constexpr size_t kMaxPlaceholderName = 64;
+// Longest default of one placeholder ({{name|default}}), in octets as written:
+// a greeting or a fallback word, not a second template.
+inline constexpr size_t kMaxPlaceholderDefault = 256;
 
 // The builtin placeholder an unsubscribe link carries (engine/token: a signed token
 // naming the job and the recipient line).
@@ -137,6 +154,17 @@ class Template {
   // than kMaxMessageLine octets; otherwise the error under DIAGNOSTICS.
   absl::Status CheckLineLength(const Recipient& rcpt, const Builtins& builtins = {}) const;
 
+  // Use - where the template uses one variable, for the checks a job gets before
+  // anything is queued (queue/job_check.h).
+  struct Use {
+    std::string_view name;          // points into variables()
+    size_t first_line = 0;          // template line of its first placeholder
+    size_t line_without_default = 0;  // first line with a placeholder for it that has
+                                      // no default; 0 when each one has a default
+  };
+  // variable_uses - one Use per variables() entry, in the same order.
+  std::vector<Use> variable_uses() const;
+
   // uses - true when a placeholder names `name` (a variable or a builtin).
   bool uses(std::string_view name) const;
 
@@ -161,13 +189,16 @@ class Template {
 
  private:
   // A segment is either literal text_[offset, offset+length) or, when var is not
-  // kLiteral, the value of variables_[var]. Offsets (not string_views) keep the
-  // Template safely copyable and movable.
+  // kLiteral, the value of variables_[var], or when that is empty the default
+  // defaults_[default_offset, +default_length). Offsets (not string_views) keep
+  // the Template safely copyable and movable.
   static constexpr uint32_t kLiteral = UINT32_MAX;
   struct Segment {
     uint32_t offset = 0;
     uint32_t length = 0;
     uint32_t var = kLiteral;
+    uint32_t default_offset = 0;
+    uint32_t default_length = 0;
   };
 
   // A template line holding placeholders: its number, its literal octets (without
@@ -175,6 +206,7 @@ class Template {
   struct LineVar {
     uint32_t var = 0;    // index into variables_
     uint32_t times = 0;  // placeholders for it on the line
+    uint32_t default_octets = 0;  // what they render to when the value is empty
   };
   struct VarLine {
     uint32_t line = 0;
@@ -188,6 +220,13 @@ class Template {
   std::string text_;  // the literal parts, CRLF-normalised, concatenated
   std::vector<Segment> segments_;
   std::vector<std::string> variables_;
+  // Per variables_ entry: its first line, and its first line without a default.
+  struct VariableUse {
+    uint32_t first_line = 0;
+    uint32_t line_without_default = 0;
+  };
+  std::vector<VariableUse> uses_;
+  std::string defaults_;  // every placeholder's default, escapes undone, concatenated
   std::vector<VarLine> var_lines_;
   std::vector<LineVar> line_vars_;
   std::vector<TemplateField> header_fields_;
@@ -201,8 +240,9 @@ class Template {
 bool IsPlaceholderName(std::string_view name, size_t max_len = kMaxPlaceholderName);
 
 // CheckInlineTemplate - validate a one-line template such as a job's return_path:
-// placeholders well formed, no CR, LF or NUL. Errors as for Compile() without the
-// line number ("unclosed {{", "empty placeholder", "invalid placeholder name").
+// placeholders well formed (defaults as in a message), no CR, LF or NUL. Errors as
+// for Compile() without the line number ("unclosed {{", "empty placeholder",
+// "invalid placeholder name").
 absl::Status CheckInlineTemplate(std::string_view text);
 
 // AppendRenderedInline - render a one-line template for `rcpt` onto *out, scanning
@@ -211,8 +251,21 @@ absl::Status CheckInlineTemplate(std::string_view text);
 // `text` is not a valid inline template.
 bool AppendRenderedInline(std::string_view text, const Recipient& rcpt, std::string* out);
 
+// PlaceholderLength - the octets of the placeholder `text` starts with, from "{{"
+// through the "}}" that closes it (a default's escaped braces skipped); 0 when
+// `text` does not start with a valid placeholder.
+size_t PlaceholderLength(std::string_view text);
+
 // InlineTemplateUses - true when a valid one-line template has a placeholder `name`.
 bool InlineTemplateUses(std::string_view text, std::string_view name);
+
+// InlineTemplateVariables - the placeholders of a valid one-line template, in order
+// (a name once per placeholder), each with whether it has a default.
+struct InlineVariable {
+  std::string name;
+  bool has_default = false;
+};
+std::vector<InlineVariable> InlineTemplateVariables(std::string_view text);
 
 // InlineValues - how an inline template writes a value: as it is, or percent-encoded
 // (RFC 3986 2.1; every octet but the unreserved ones) for a value placed in a URL,

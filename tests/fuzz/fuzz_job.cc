@@ -31,6 +31,11 @@
 //
 //   A record DecodeRecipient accepts holds no CR, LF or NUL, and encodes back to a
 //   record that decodes to the same recipient.
+//
+//   The rendered message has CR and LF only as CRLF pairs, defaults ({{name|x}})
+//   included. The whole-job checks (queue/job_check.h, JobFileCheck) fail only
+//   with a printable InvalidArgument, count no more recipients than parse, and
+//   list no variable as lacking by more recipients than were accepted.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -42,6 +47,7 @@
 
 #include "absl/status/statusor.h"
 #include "queue/job.h"
+#include "queue/job_check.h"
 #include "queue/template.h"
 
 namespace {
@@ -148,7 +154,11 @@ void RoundTrip(const Recipient& r) {
 void Render(const JobHeader& h, const Template& t, const Recipient& r) {
   (void)t.CheckLineLength(r);
   (void)volley::queue::CheckMessageHeaders(h, t);
-  (void)volley::queue::RenderMessage(h, t, r);
+  const std::string message = volley::queue::RenderMessage(h, t, r);
+  for (size_t i = 0; i < message.size(); ++i) {
+    if (message[i] == '\r') EXPECT(i + 1 < message.size() && message[i + 1] == '\n');
+    if (message[i] == '\n') EXPECT(i > 0 && message[i - 1] == '\r');
+  }
   const std::string return_path = volley::queue::RenderReturnPath(h, r);
   EXPECT(volley::queue::IsValidAddress(return_path, JobLimits()));
   std::string url;
@@ -201,12 +211,46 @@ void ParseFile(std::string_view file, const JobLimits& limits) {
   }
 }
 
+// CheckWholeFile - the checks intake makes before anything is queued.
+void CheckWholeFile(std::string_view file, const JobLimits& limits) {
+  const size_t lf = file.find('\n');
+  absl::StatusOr<volley::queue::JobFileCheck> check =
+      volley::queue::JobFileCheck::Start(file.substr(0, lf), limits);
+  if (!check.ok()) {
+    CheckParseError(check.status());
+    return;
+  }
+  uint64_t parsed = 0;
+  file = lf == std::string_view::npos ? std::string_view() : file.substr(lf + 1);
+  while (!file.empty()) {
+    const size_t end = file.find('\n');
+    const std::string_view line = file.substr(0, end);
+    file = end == std::string_view::npos ? std::string_view() : file.substr(end + 1);
+    if (line.empty()) continue;
+    absl::StatusOr<Recipient> r = check->CheckRecipient(line);
+    if (r.ok()) {
+      ++parsed;
+    } else {
+      EXPECT(r.status().code() == absl::StatusCode::kInvalidArgument);
+      EXPECT(Printable(Message(r.status())));
+    }
+  }
+  EXPECT(check->accepted() == parsed);
+  const absl::Status verdict = check->Finish();
+  if (!verdict.ok()) CheckParseError(verdict);
+  for (const volley::queue::LackingVariable& v : check->Lacking()) {
+    EXPECT(v.recipients > 0 && v.recipients <= parsed);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   ParseFile(input, kDefault);
   ParseFile(input, kSmall);
+  CheckWholeFile(input, kDefault);
+  CheckWholeFile(input, kSmall);
   DecodeRaw(input);
   return 0;
 }

@@ -21,9 +21,10 @@
 //   loopback (engine/admin.h, docs/volleyctl.md); the HTTP is libcurl's, never
 //   through a proxy, never following a redirect. Everything here but Call,
 //   LookUpVerp and the file readers and writer is pure, so tests reach it
-//   without a daemon. It does not link the engine: the few config keys it needs
-//   are read with toml++ directly (AdminFromConfig, ReadCtlConfig), and the
-//   engine would bring RocksDB and io_uring into a small CLI for nothing. It
+//   without a daemon. This library does not link the engine: the few config
+//   keys it needs are read with toml++ directly (AdminFromConfig, ReadCtlConfig);
+//   only check and render (job_file.h, a library of their own) do, since they
+//   must check and compose with volleyd's own code. It
 //   links engine/token and engine/dkim, the two small libraries that do what
 //   verp decode and dkim need (and so OpenSSL, which their headers hide).
 //

@@ -6,6 +6,8 @@
 //   volleyctl [--json] dkim keygen --domain D --selector S --algorithm rsa|ed25519
 //             [--bits N] --out FILE
 //   volleyctl [--json] dkim record FILE [--domain D --selector S]
+//   volleyctl [--config FILE] check JOBFILE
+//   volleyctl [--config FILE] render JOBFILE LINE
 //
 // DESCRIPTION
 //   Talks to volleyd's admin API (engine/admin.h), by default at 127.0.0.1:9465;
@@ -28,7 +30,15 @@
 //   existing file) and prints the TXT record to publish; dkim record prints it
 //   again from the key. The dkim commands need no volleyd.
 //
+//   check and render need no volleyd either (tools/volleyctl/job_file.h): check
+//   runs intake's checks on a job file and prints what intake would say; render
+//   prints the message the recipient on LINE would receive, with the fields and
+//   DKIM signatures volleyd adds (--config: volleyd's config, for its keys).
+//
 // EXIT STATUS
+//   check: 0 the job would be accepted, 1 refused (the reasons on stderr), 2
+//   usage or an unreadable file or config. render: 0 printed, 1 the line or the
+//   job would be refused, 2 usage or an unreadable file or config. Otherwise:
 //   0 done; 1 volleyd refused the request (its error is printed) or could not be
 //   reached, a VERP address that does not verify, a key that cannot be written or
 //   read; 2 usage error (unknown command or option, missing ID, unreadable
@@ -48,7 +58,10 @@
 #include "base/cli.h"
 #include "engine/dkim/dkim.h"
 #include "engine/token/token.h"
+#include "absl/time/clock.h"
+#include "engine/config.h"
 #include "tools/volleyctl/ctl.h"
+#include "tools/volleyctl/job_file.h"
 #include "tools/volleyctl/suppress.h"
 
 namespace {
@@ -76,6 +89,11 @@ int Usage(FILE* out) {
       "  suppress list | suppress export               a table | CSV on stdout\n"
       "  suppress import FILE [--reason R] [--scope D] [--expires 30d]\n"
       "                CSV (as export writes) or one address a line; \"-\" is stdin\n"
+      "  check JOBFILE  check a job file as intake would, without submitting it\n"
+      "                (with --config: volleyd's key checks too); exit 0 if accepted\n"
+      "  render JOBFILE LINE\n"
+      "                print the message the recipient on LINE would receive, with the\n"
+      "                fields and DKIM signatures volleyd adds (--config: its keys)\n"
       "default admin address: %s ([admin] listen in volleyd's config)\n",
       volley::ctl::kDefaultAdmin);
   return 2;
@@ -415,6 +433,60 @@ int SuppressCommand(const Options& o) {
   return failed || read_error || skipped > 0 ? 1 : 0;
 }
 
+// JobConfig - volleyd's config from --config, or its defaults (no keys); nullopt
+// (the error printed) when the file cannot be read or parsed.
+std::optional<volley::engine::Config> JobConfig(const Options& o) {
+  absl::StatusOr<volley::engine::Config> config =
+      o.config.empty() ? volley::engine::ParseConfig("", "(defaults)")
+                       : volley::engine::LoadConfigFile(o.config);
+  if (!config.ok()) {
+    std::fprintf(stderr, "volleyctl: config: %s\n", std::string(config.status().message()).c_str());
+    return std::nullopt;
+  }
+  return *std::move(config);
+}
+
+// CheckCommand - check JOBFILE: 0 accepted, 1 refused, 2 usage or unreadable.
+int CheckCommand(const Options& o) {
+  if (o.args.size() != 2) return UsageError("check takes one JOBFILE");
+  const std::string& path = o.args[1];
+  std::optional<volley::engine::Config> config;
+  if (!o.config.empty()) {
+    config = JobConfig(o);
+    if (!config) return 2;
+  }
+  auto report = volley::ctl::CheckFile(path, config ? &*config : nullptr, absl::Now(),
+                                       [](const std::string& line) {
+                                         Print(line + "\n");
+                                       });
+  if (!report.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(report.status().message()).c_str());
+    return absl::IsInvalidArgument(report.status()) ? 1 : 2;
+  }
+  Print(volley::ctl::FormatCheckReport(path, *report));
+  return 0;
+}
+
+// RenderCommand - render JOBFILE LINE.
+int RenderCommand(const Options& o) {
+  if (o.args.size() != 3) return UsageError("render takes JOBFILE LINE");
+  uint64_t line = 0;
+  if (!absl::SimpleAtoi(o.args[2], &line) || line == 0) {
+    return UsageError("render: LINE \"" + o.args[2] + "\" is not a line number (from 1)");
+  }
+  std::optional<volley::engine::Config> config = JobConfig(o);
+  if (!config) return 2;
+  auto rendered = volley::ctl::RenderLine(o.args[1], line, *config, absl::Now());
+  if (!rendered.ok()) {
+    std::fprintf(stderr, "volleyctl: %s\n", std::string(rendered.status().message()).c_str());
+    return absl::IsInvalidArgument(rendered.status()) ? 1 : 2;
+  }
+  std::fprintf(stderr, "volleyctl: envelope: MAIL FROM:<%s> RCPT TO:<%s>\n",
+               rendered->mail_from.c_str(), rendered->rcpt.c_str());
+  Print(rendered->message);
+  return 0;
+}
+
 }  // namespace
 
 // DkimCommand - dkim keygen, dkim record FILE.
@@ -526,7 +598,8 @@ int main(int argc, char** argv) {
       ->type_name("DOMAIN");
   app.add_option("command", o.args, "jobs | job ID | pause ID | resume ID | cancel ID | "
                                     "verp decode ADDRESS | dkim keygen | dkim record FILE | "
-                                    "suppress add|remove|check|list|export|import")
+                                    "suppress add|remove|check|list|export|import | "
+                                    "check JOBFILE | render JOBFILE LINE")
       ->type_name("COMMAND [ARG...]");
   volley::base::AddVersionFlag(app);
   try {
@@ -563,6 +636,8 @@ int main(int argc, char** argv) {
   if (command == "verp") return VerpCommand(o);
   if (command == "dkim") return DkimCommand(o);
   if (command == "suppress") return SuppressCommand(o);
+  if (command == "check") return CheckCommand(o);
+  if (command == "render") return RenderCommand(o);
   std::fprintf(stderr, "volleyctl: unknown command \"%s\"\n", command.c_str());
   return Usage(stderr);
 }

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 constexpr char kHeader[] =
-    R"({"job":"JOBID","from":"news@sender.test","message":"Subject: hi\r\n\r\nHello {{name}}\r\n"})";
+    R"({"job":"JOBID","from":"news@sender.test","message":"Subject: hi\r\n\r\nHello {{name|friend}}\r\n"})";
 
 std::string Header(const std::string& id) {
   std::string h = kHeader;
@@ -143,7 +143,7 @@ TEST_F(SpoolTest, BadRecipientLinesAreRejectedAndTheRestProceeds) {
 }
 
 TEST_F(SpoolTest, ARecipientWhoseValuesRenderALineOver998OctetsIsRejected) {
-  // kHeader's line 3 is "Hello {{name}}": 6 literal octets.
+  // kHeader's line 3 is "Hello {{name|friend}}": 6 literal octets.
   const std::string long_line = R"({"to":"long@d.test","vars":{"name":")";
   Drop("w.job", Header("w") + "\n" +
                     R"({"to":"ok1@d.test","vars":{"name":")" + std::string(992, 'n') + "\"}}\n" +
@@ -425,6 +425,65 @@ TEST_F(SpoolSuppressionTest, AFailingCallbackLeavesTheFileToBeTakenInAgain) {
   EXPECT_EQ(r->suppressed, 1u);
   ASSERT_EQ(handed_.size(), 1u);
   EXPECT_EQ(handed_[0].line, 3u);
+}
+
+}  // namespace
+}  // namespace volley::queue
+
+namespace volley::queue {
+namespace {
+
+// An undefined placeholder is known at the end of the file, after recipients
+// were written: the job is refused before its commit and nothing stays queued.
+TEST_F(SpoolTest, AnUndefinedPlaceholderRefusesTheJobAndLeavesNothingQueued) {
+  std::string lines;
+  // More than one intake batch, so that some were written before the end.
+  for (int i = 0; i < 2500; ++i) {
+    lines += R"({"to":"r)" + std::to_string(i) + R"(@d.test","vars":{"first":"F"}})" "\n";
+  }
+  Drop("t.job", R"({"job":"t","from":"a@b.test","message":"Subject: x\r\n\r\nHello {{frist}}\r\n"})"
+                "\n" + lines);
+  auto r = Intake("t.job");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  const std::string want =
+      "incoming/t.job:1: message: line 3: {{frist}}: no recipient defines \"frist\" and the "
+      "placeholder has no default; did you mean \"first\"?";
+  EXPECT_EQ(std::string(r.status().message()), want);
+  EXPECT_EQ(ReadFile(root_ / "spool/failed/t.job.error"), want + "\n");
+  EXPECT_TRUE(fs::exists(root_ / "spool/failed/t.job"));
+  auto job = queue_->FindJob("t");
+  ASSERT_TRUE(job.ok());
+  EXPECT_FALSE(job->has_value());
+  auto jobs = queue_->ListJobs();
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_TRUE(jobs->empty());
+  // Nothing of it under any job number either.
+  for (uint32_t job_no = 0; job_no < 4; ++job_no) EXPECT_EQ(Queued(job_no), 0u);
+
+  // Fixed and dropped again under the same id: taken in.
+  Drop("t2.job", R"({"job":"t","from":"a@b.test","message":"Subject: x\r\n\r\nHello {{first|there}}\r\n"})"
+                 "\n" R"({"to":"a@d.test"})" "\n" R"({"to":"b@d.test","vars":{"first":"B"}})" "\n");
+  auto again = Intake("t2.job");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->accepted, 2u);
+  ASSERT_EQ(again->lacking.size(), 1u);
+  EXPECT_EQ(again->lacking[0].name, "first");
+  EXPECT_EQ(again->lacking[0].recipients, 1u);
+}
+
+TEST_F(SpoolTest, AnExpiresInThePastIsRefused) {
+  Drop("e.job", R"({"job":"e","from":"a@b.test","message":"Subject: x\r\n\r\nHi\r\n","expires":"2020-01-01T00:00:00Z"})"
+                "\n" R"({"to":"a@d.test"})" "\n");
+  auto r = Intake("e.job");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.status().message())
+                .find("incoming/e.job:1: expires: 2020-01-01T00:00:00Z is in the past"),
+            std::string::npos)
+      << r.status();
+  auto job = queue_->FindJob("e");
+  ASSERT_TRUE(job.ok());
+  EXPECT_FALSE(job->has_value());
 }
 
 }  // namespace

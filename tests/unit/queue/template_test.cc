@@ -416,3 +416,132 @@ TEST(InlineTemplateTest, PercentEncodedValues) {
 
 }  // namespace
 }  // namespace volley::queue
+
+namespace volley::queue {
+namespace {
+
+// Defaults ({{name|default}}): grammar, escapes, bounds, rendering, line lengths.
+TEST(TemplateDefaultTest, CompileErrors) {
+  const struct {
+    std::string text;
+    std::string want;
+  } cases[] = {
+      {"Subject: x\n\nHi {{name|there\n", "line 3: unclosed {{"},
+      {"Subject: x\n\nHi {{name|there\\}}\n", "line 3: unclosed {{"},
+      {"Subject: x\n\nHi {{name|\\", "line 3: unclosed {{"},
+      {"Subject: x\n\nHi {{|there}}\n", "line 3: empty placeholder"},
+      {"Subject: x\n\nHi {{first name|there}}\n", "line 3: invalid placeholder name"},
+      {"Subject: x\n\nHi {{name|a {{b}} c}}\n", "line 3: \"{{\" inside a default (write \\{)"},
+      {"Subject: x\n\nHi {{name|" + std::string(257, 'd') + "}}\n",
+       "line 3: default longer than 256 octets"},
+  };
+  for (const auto& c : cases) {
+    const absl::StatusOr<Template> got = Template::Compile(c.text);
+    ASSERT_FALSE(got.ok()) << "text: " << c.text.substr(0, 60);
+    EXPECT_EQ(std::string(got.status().message()), c.want) << "text: " << c.text.substr(0, 60);
+  }
+  EXPECT_TRUE(Template::Compile("Subject: x\n\n{{n|" + std::string(256, 'd') + "}}\n").ok());
+}
+
+TEST(TemplateDefaultTest, Render) {
+  const Recipient ann{"ann@example.com", {{"first", "Ann"}, {"empty", ""}}};
+  const Recipient bob{"bob@example.com", {}};
+  const struct {
+    std::string text;
+    Recipient rcpt;
+    std::string want;
+  } cases[] = {
+      {"S: x\n\nHello {{first|there}},\n", ann, "S: x\r\n\r\nHello Ann,\r\n"},
+      {"S: x\n\nHello {{first|there}},\n", bob, "S: x\r\n\r\nHello there,\r\n"},
+      {"S: x\n\nHello {{ first | there }},\n", bob, "S: x\r\n\r\nHello there,\r\n"},
+      // An empty value takes the default too: both would render "Hello ,".
+      {"S: x\n\nHello {{empty|you}}\n", ann, "S: x\r\n\r\nHello you\r\n"},
+      {"S: x\n\nHello {{first|}}!\n", bob, "S: x\r\n\r\nHello !\r\n"},
+      // Escapes: a backslash takes the next octet; a second '|' is plain text.
+      {"S: x\n\n{{first|a\\}\\}b}}\n", bob, "S: x\r\n\r\na}}b\r\n"},
+      {"S: x\n\n{{first|a|b}}\n", bob, "S: x\r\n\r\na|b\r\n"},
+      {"S: x\n\n{{first|c:\\\\dir}}\n", bob, "S: x\r\n\r\nc:\\dir\r\n"},
+      {"S: x\n\n{{first|\\{{x}}}}\n", bob, "S: x\r\n\r\n{{x}}\r\n"},
+      {"S: x\n\n[{{first|\\ two words\\ }}]\n", bob, "S: x\r\n\r\n[ two words ]\r\n"},
+      // Placeholders for one variable keep their own defaults.
+      {"S: {{first|Sir}}\n\n{{first|friend}} {{first}}.\n", bob, "S: Sir\r\n\r\nfriend .\r\n"},
+      // {{to}} always has a value: its default never shows.
+      {"S: x\n\n{{to|nobody}}\n", bob, "S: x\r\n\r\nbob@example.com\r\n"},
+      // A default is never expanded again.
+      {"S: x\n\n{{first|\\{{to\\}\\}}}\n", bob, "S: x\r\n\r\n{{to}}\r\n"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<Template> t = Template::Compile(c.text);
+    ASSERT_TRUE(t.ok()) << c.text << ": " << t.status();
+    std::string got;
+    t->Render(c.rcpt, &got);
+    EXPECT_EQ(got, c.want) << "text: " << c.text;
+  }
+}
+
+TEST(TemplateDefaultTest, UsesSayWhichLinesLackADefault) {
+  absl::StatusOr<Template> t =
+      Template::Compile("S: {{a|x}}\n\n{{b}} {{a}}\n{{c|y}} {{c|z}}\n{{b|w}}\n");
+  ASSERT_TRUE(t.ok()) << t.status();
+  const std::vector<Template::Use> uses = t->variable_uses();
+  ASSERT_EQ(uses.size(), 3u);
+  EXPECT_EQ(uses[0].name, "a");
+  EXPECT_EQ(uses[0].first_line, 1u);
+  EXPECT_EQ(uses[0].line_without_default, 3u);
+  EXPECT_EQ(uses[1].name, "b");
+  EXPECT_EQ(uses[1].line_without_default, 3u);
+  EXPECT_EQ(uses[2].name, "c");
+  EXPECT_EQ(uses[2].first_line, 4u);
+  EXPECT_EQ(uses[2].line_without_default, 0u);
+}
+
+TEST(TemplateDefaultTest, LineLengthCountsTheDefaultForAnEmptyValue) {
+  // Line 3 is "12345678" and three {{n|<250 octets>}}: with no value for n it
+  // renders 758 octets (the defaults counted); a value of 330 renders 998, 331
+  // renders 1001.
+  const std::string placeholder = "{{n|" + std::string(250, 'd') + "}}";
+  const std::string text = "S: x\n\n12345678" + placeholder + placeholder + placeholder + "\n";
+  absl::StatusOr<Template> t = Template::Compile(text);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const Recipient none{"a@b.test", {}};
+  EXPECT_EQ(t->LongestLine(none).length, 758u);
+  EXPECT_TRUE(t->CheckLineLength(none).ok());
+  std::string rendered;
+  t->Render(none, &rendered);
+  EXPECT_EQ(rendered.size(), std::string("S: x\r\n\r\n").size() + 758 + 2);
+  EXPECT_TRUE(t->CheckLineLength(Recipient{"a@b.test", {{"n", std::string(330, 'v')}}}).ok());
+  const Recipient long_value{"a@b.test", {{"n", std::string(331, 'v')}}};
+  EXPECT_EQ(t->LongestLine(long_value).length, 1001u);
+  EXPECT_EQ(std::string(t->CheckLineLength(long_value).message()),
+            "vars.n: renders message line 3 at 1001 octets, over 998");
+}
+
+TEST(TemplateDefaultTest, PlaceholderLengthSkipsEscapedBraces) {
+  EXPECT_EQ(PlaceholderLength("{{a}}x"), 5u);
+  EXPECT_EQ(PlaceholderLength("{{a|x\\}\\}}}@"), 11u);  // {{a|x\}\}}}
+  EXPECT_EQ(PlaceholderLength("{{a|x"), 0u);
+  EXPECT_EQ(PlaceholderLength("x{{a}}"), 0u);
+  // return_path's check probes the literal parts around each placeholder.
+  EXPECT_TRUE(CheckInlineTemplate("b-{{id|\\}\\}}}@x.test").ok());
+}
+
+TEST(TemplateDefaultTest, InlineTemplatesTakeDefaults) {
+  EXPECT_TRUE(CheckInlineTemplate("b-{{tag|none}}@x.test").ok());
+  EXPECT_EQ(std::string(CheckInlineTemplate("{{tag|x").message()), "unclosed {{");
+  std::string out;
+  ASSERT_TRUE(AppendRenderedInline("b-{{tag|none}}@x.test", Recipient{"a@b.test", {}}, &out));
+  EXPECT_EQ(out, "b-none@x.test");
+  out.clear();
+  ASSERT_TRUE(AppendRenderedInline("https://u.test/?l={{list|a b}}", Recipient{"a@b.test", {}},
+                                   Builtins{}, InlineValues::kPercentEncoded, &out));
+  EXPECT_EQ(out, "https://u.test/?l=a%20b");
+  const std::vector<InlineVariable> vars = InlineTemplateVariables("{{a}}-{{b|x}}");
+  ASSERT_EQ(vars.size(), 2u);
+  EXPECT_EQ(vars[0].name, "a");
+  EXPECT_FALSE(vars[0].has_default);
+  EXPECT_EQ(vars[1].name, "b");
+  EXPECT_TRUE(vars[1].has_default);
+}
+
+}  // namespace
+}  // namespace volley::queue
