@@ -2,22 +2,21 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <signal.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <utility>
-#include <cstring>
-#include <cstdio>
-#include <filesystem>
-#include <iterator>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -137,7 +136,8 @@ absl::Status SyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-// Taken - a NameTaken for a real folder.
+// TakenIn - a NameTaken for a real folder: anything there, or a name it cannot
+// tell about, is taken.
 NameTaken TakenIn(const std::string& dir) {
   return [dir](const std::string& name) {
     struct stat st {};
@@ -185,7 +185,7 @@ std::optional<bool> OpenForWriting(int fd, std::string* why) {
   return std::nullopt;
 }
 
-// Signature - what must not change while a file is read (WRITERS).
+// SameFile - nothing that a writer changes differs between the two stats (WRITERS).
 bool SameFile(const struct stat& a, const struct stat& b) {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
          a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
