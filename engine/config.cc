@@ -530,6 +530,14 @@ TomlKeys QueueKeys(const TomlFile& file, Config* c) {
   };
 }
 
+TomlKeys IntakeKeys(const TomlFile& file, Config* c) {
+  return {
+      {"settle_time", [&file, c](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::ZeroDuration(), absl::Hours(1),
+                              &c->intake.settle_time); }},
+  };
+}
+
 TomlKeys AdminKeys(const TomlFile& file, Config* c) {
   return {
       {"listen", [&file, c](auto& n, auto k) { return GetListenAddress(file, n, k, &c->admin_listen); }},
@@ -701,6 +709,7 @@ constexpr PlainSection kPlainSections[] = {
     {"delivery", DeliveryKeys}, {"queue", QueueKeys}, {"log", LogKeys}, {"verp", VerpKeys},
     {"metrics", MetricsKeys},   {"admin", AdminKeys}, {"unsubscribe", UnsubscribeKeys},
     {"inbound", InboundKeys},   {"suppression", SuppressionKeys},
+    {"intake", IntakeKeys},
 };
 
 // [routes]: domain or "*" to HOST:PORT, or an array of them.

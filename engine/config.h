@@ -223,6 +223,14 @@ struct DeliveryLogConfig {
   int keep = 14;
 };
 
+// [intake] (docs/jobs.md, "What volleyd waits for"): the spool's intake.
+struct IntakeConfig {
+  // A file in incoming/ modified more recently than this is not taken in yet:
+  // it may still be being written (queue/spool.h, WRITERS). 0 turns this check
+  // off (files must then be renamed in). Default: 1s (queue::kDefaultSettleTime).
+  absl::Duration settle_time = absl::Seconds(1);
+};
+
 // [inbound] (docs/feedback.md): the SMTP listener for bounces and feedback
 // reports (engine/inbound.h). Off while listen is empty.
 struct InboundConfig {
@@ -317,6 +325,7 @@ struct Config {
   UnsubscribeOptions unsubscribe;
   InboundConfig inbound;
   SuppressionConfig suppression;
+  IntakeConfig intake;
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);

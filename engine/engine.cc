@@ -6,14 +6,17 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/dir_lock.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "dns/routes.h"
@@ -115,6 +118,16 @@ queue::Spool::Partitioner Partitioner(const dns::StaticRoutes* routes) {
 }  // namespace
 
 absl::Status Engine::Run() {
+  // One volleyd per spool and per delivery log (base/dir_lock.h), before any
+  // file is read or written: two would take the same job files and mail every
+  // recipient twice, or mix their outcomes in one log that recovery replays.
+  // The queue's and the suppression list's RocksDB lock their own folders.
+  ASSIGN_OR_RETURN(const base::DirLock spool_lock,
+                   base::DirLock::Acquire(config_.spool_dir, "spool", "volleyd"));
+  std::optional<base::DirLock> log_lock;
+  if (std::error_code ec; !std::filesystem::equivalent(config_.spool_dir, config_.log_dir, ec)) {
+    ASSIGN_OR_RETURN(log_lock, base::DirLock::Acquire(config_.log_dir, "log folder", "volleyd"));
+  }
   ASSIGN_OR_RETURN(auto routes, dns::StaticRoutes::Create(config_.routes));
   // Keys first: a missing or weak key stops volleyd before it takes anything in.
   std::vector<std::string> key_warnings;
@@ -124,6 +137,7 @@ absl::Status Engine::Run() {
   }
   ASSIGN_OR_RETURN(queue::Spool spool, queue::Spool::Open(config_.spool_dir));
   spool.SetPartitioner(Partitioner(routes.get()));
+  spool.SetSettleTime(config_.intake.settle_time);
   spool.SetJobCheck([&credentials](const queue::JobHeader& h, const queue::Template& t) {
     return credentials.CheckJob(h, t);
   });

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cstdio>
 #include <utility>
 
@@ -28,6 +29,36 @@ void ReadyJobs::Push(const std::string& job_id) {
       base::LogError("job %s: shard %d is not taking new jobs (%d ids waiting); it loads this one "
                      "when volleyd starts", job_id, shard, kMaxWaitingJobs);
     }
+  }
+}
+
+bool IncomingNotices::First(Said& said, int bit) {
+  const uint32_t mask = uint32_t{1} << bit;
+  if (said.reasons & mask) return false;
+  said.reasons |= mask;
+  return true;
+}
+
+bool IncomingNotices::Ignored(const std::string& name, queue::Ignored kind) {
+  return First(said_[name], static_cast<int>(kind));
+}
+
+bool IncomingNotices::Waiting(const std::string& name, const queue::IntakeWait& wait) {
+  static_assert(queue::kIgnoredKinds + queue::kWaitReasons <= 32);
+  Said& said = said_[name];
+  if (wait.reason == queue::WaitReason::kRecentlyModified) {
+    if (said.first_settles_at == absl::InfinitePast()) said.first_settles_at = wait.settles_at;
+    if (said.first_settles_at == wait.settles_at) return false;
+  }
+  return First(said, queue::kIgnoredKinds + static_cast<int>(wait.reason));
+}
+
+void IncomingNotices::Retain(const std::vector<std::string>& present) {
+  std::vector<std::string> sorted = present;
+  std::sort(sorted.begin(), sorted.end());
+  for (auto it = said_.begin(); it != said_.end();) {
+    it = std::binary_search(sorted.begin(), sorted.end(), it->first) ? std::next(it)
+                                                                      : said_.erase(it);
   }
 }
 
@@ -67,21 +98,51 @@ void IntakeThread::Resumed() {
                 absl::ToDoubleSeconds(absl::Now() - paused_since_));
 }
 
-void IntakeThread::ScanOnce() {
-  const std::vector<std::string> names = spool_.ListIncoming();
-  if (names.empty()) return;
+absl::Time IntakeThread::ScanOnce() {
+  const queue::IncomingScan scan = spool_.ScanIncoming();
+  std::vector<std::string> present = scan.files;
+  for (const auto& [name, kind] : scan.ignored) present.push_back(name);
+  notices_.Retain(present);
+  for (const auto& [name, kind] : scan.ignored) {
+    if (notices_.Ignored(name, kind)) {
+      base::LogInfo("intake: incoming/%s: ignored: %s", name, queue::IgnoredText(kind));
+    }
+  }
+  absl::Time next_settled = absl::InfiniteFuture();
+  const std::vector<std::string>& names = scan.files;
+  if (names.empty()) return next_settled;
   if (paused_) {
     // A disk that filled up may have stopped the queue's writes (a RocksDB
     // background error) even after room came back: ask it to carry on first.
     if (absl::Status st = queue_->Recover(); !st.ok()) {
       Pause(st, names.front());
-      return;
+      return next_settled;
     }
   }
   for (const std::string& name : names) {
-    if (stop_.load()) return;
+    if (stop_.load()) return next_settled;
     const absl::Time start = absl::Now();
     auto result = spool_.Intake(name, *queue_, limits_, start);
+    if (result.ok() && !result->lease_unavailable.empty() && !lease_warned_) {
+      lease_warned_ = true;
+      base::LogWarning("intake: cannot tell whether incoming/%s is open for writing (%s): a "
+                       "writer that keeps a file open and pauses longer than [intake] "
+                       "settle_time is not noticed here; write job files elsewhere and rename "
+                       "them in (docs/jobs.md)", name, result->lease_unavailable);
+    }
+    if (result.ok() && result->waiting.has_value()) {
+      // Not complete yet: the next file is not held up by it.
+      const queue::IntakeWait& wait = *result->waiting;
+      if (wait.reason == queue::WaitReason::kRecentlyModified) {
+        next_settled = std::min(next_settled, wait.settles_at);
+      }
+      if (wait.reason != queue::WaitReason::kGone && notices_.Waiting(name, wait)) {
+        base::LogInfo("intake: incoming/%s: waiting: %s (%s)", name,
+                      queue::WaitReasonText(wait.reason), wait.detail);
+      }
+      continue;
+    }
+    notices_.Forget(name);
     if (result.ok()) {
       Resumed();
       // ", N suppressed" only when some were: the line reads as before otherwise.
@@ -119,9 +180,10 @@ void IntakeThread::ScanOnce() {
       // the file where it is and pause. Later files wait too: they would need
       // the same room.
       Pause(result.status(), name);
-      return;
+      return next_settled;
     }
   }
+  return next_settled;
 }
 
 void IntakeThread::Loop() {
@@ -133,19 +195,24 @@ void IntakeThread::Loop() {
     }
   }
   while (!stop_.load()) {
-    ScanOnce();
-    // Sleep until a file arrives (or a while, to rescan: missed events, and
-    // retrying after a paused intake).
+    const absl::Time settled = ScanOnce();
+    // Sleep until a file arrives (or a while, to rescan: missed events, a
+    // file waiting out the settle time, and retrying after a paused intake).
     pollfd pfd{ino, POLLIN, 0};
-    const int wait_ms = paused_ ? kPausedRetryMs : 1000;
+    int wait_ms = paused_ ? kPausedRetryMs : 1000;
+    if (!paused_ && settled != absl::InfiniteFuture()) {
+      const int64_t until_settled = absl::ToInt64Milliseconds(settled - absl::Now()) + 10;
+      wait_ms = static_cast<int>(std::clamp<int64_t>(until_settled, 10, wait_ms));
+    }
     for (int waited = 0; waited < wait_ms && !stop_.load(); waited += 100) {
-      if (ino >= 0 && ::poll(&pfd, 1, 100) > 0) {
+      const int step = std::min(100, wait_ms - waited);
+      if (ino >= 0 && ::poll(&pfd, 1, step) > 0) {
         char buf[4096];
         while (::read(ino, buf, sizeof buf) > 0) {
         }
         if (!paused_) break;
       } else if (ino < 0) {
-        ::usleep(100 * 1000);
+        ::usleep(static_cast<useconds_t>(step) * 1000);
       }
     }
   }

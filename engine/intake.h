@@ -15,11 +15,25 @@
 //   so that delivery's outcome writes keep the room left. Before each retry it
 //   asks the queue to recover from a stopped state (Queue::Recover). Delivery of
 //   what is queued goes on meanwhile: nothing here blocks the shard.
+//
+//   A file that may still be being written (queue/spool.h, WRITERS) is left
+//   in incoming/ and the scan goes on to the next: one that never settles
+//   blocks nothing. Each such wait is logged once per file and reason
+//   ("intake: incoming/a.job: waiting: no LF at end (...)"), and so is each
+//   entry that is ignored ("intake: incoming/sub: ignored: a directory"). A
+//   file waiting out the settle time is logged only if it is modified again
+//   meanwhile: a file renamed in waits that long every time, and is not being
+//   written. A scan comes when the earliest waiting file has settled.
+//
+// BOUNDS
+//   What has been said is kept per name in incoming/ only while the name is
+//   there (IncomingNotices::Retain, every scan).
 #ifndef VOLLEY_ENGINE_INTAKE_H_
 #define VOLLEY_ENGINE_INTAKE_H_
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -59,6 +73,32 @@ class ReadyJobs {
   std::vector<std::unique_ptr<reactor::Mailbox<std::string>>> boxes_;
 };
 
+// IncomingNotices - what intake has logged about each name in incoming/, so
+// that a wait or an ignored entry is logged once per name and reason, not once
+// per scan. Pure; the intake thread's memory.
+class IncomingNotices {
+ public:
+  // Ignored - true the first time `name` is ignored as `kind`.
+  bool Ignored(const std::string& name, queue::Ignored kind);
+  // Waiting - true the first time `name` waits for `wait.reason`; for
+  // kRecentlyModified only once it was modified again while it waited (a
+  // settles_at other than the first seen).
+  bool Waiting(const std::string& name, const queue::IntakeWait& wait);
+  // Forget - `name` left incoming/: a file dropped again under it is new.
+  void Forget(const std::string& name) { said_.erase(name); }
+  // Retain - forget every name not in `present`.
+  void Retain(const std::vector<std::string>& present);
+  size_t size() const { return said_.size(); }
+
+ private:
+  struct Said {
+    uint32_t reasons = 0;  // one bit per Ignored kind, then per WaitReason
+    absl::Time first_settles_at = absl::InfinitePast();
+  };
+  bool First(Said& said, int bit);
+  std::map<std::string, Said> said_;
+};
+
 class IntakeThread {
  public:
   // floor: the free space intake leaves alone, on the spool's filesystem and
@@ -80,7 +120,9 @@ class IntakeThread {
 
  private:
   void Loop();
-  void ScanOnce();
+  // ScanOnce - returns when the earliest file waiting out the settle time
+  // will have settled (InfiniteFuture when none is).
+  absl::Time ScanOnce();
   // Pause - intake cannot go on: log why, once, then every kPauseReminder.
   void Pause(const absl::Status& why, const std::string& name);
   void Resumed();
@@ -91,6 +133,8 @@ class IntakeThread {
   metrics::IntakeMetrics* metrics_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  IncomingNotices notices_;
+  bool lease_warned_ = false;
   bool paused_ = false;
   absl::Time paused_since_;
   absl::Time last_reminder_;

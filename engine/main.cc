@@ -20,7 +20,10 @@
 //   each). A usage error (exit 2) names the bad argument. A config error stops
 //   it at once (exit 2): "volleyd: fatal: config: FILE:LINE: KEY: REASON". A
 //   warning at start-up when the EHLO name is not fully qualified
-//   (engine/host_name.h); it runs on.
+//   (engine/host_name.h); it runs on. A spool or log folder that another
+//   volleyd holds stops it before it touches any file (exit 1): "volleyd:
+//   fatal: spool var/spool is in use by volleyd pid 1234 on host X (lock
+//   var/spool/volleyd.lock, ...)" (base/dir_lock.h, docs/jobs.md).
 #include <csignal>
 #include <optional>
 #include <string>

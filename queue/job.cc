@@ -503,10 +503,7 @@ absl::Status ParseHeaderValue(uint32_t bit, od::value& value, const JobLimits& l
   switch (bit) {
     case kJob:
       RETURN_IF_ERROR(GetString(value, "job", &text));
-      if (!IsJobId(text, limits.max_job_id)) {
-        return FieldError("job",
-                          absl::StrCat("must match [A-Za-z0-9._-]{1,", limits.max_job_id, "}"));
-      }
+      RETURN_IF_ERROR(CheckJobId(text, limits));
       h->id = std::string(text);
       return absl::OkStatus();
     case kFrom:
@@ -694,6 +691,22 @@ bool ReadString(std::string_view* in, std::string* out) {
 constexpr char kRecipientVersion = 0x01;
 
 }  // namespace
+
+absl::Status CheckJobId(std::string_view id, const JobLimits& limits) {
+  if (!IsJobId(id, limits.max_job_id)) {
+    return FieldError("job", absl::StrCat("must match [A-Za-z0-9._-]{1,", limits.max_job_id, "}"));
+  }
+  // The grammar lets these through, but the id becomes part of file names.
+  if (id.front() == '.') {
+    return FieldError("job", "must not start with '.': the id names files in the spool (\".\" "
+                             "and \"..\" are folders, \".x\" a hidden file)");
+  }
+  if (id.front() == '-') {
+    return FieldError("job", "must not start with '-': the id names files in the spool, and a "
+                             "leading '-' reads as an option to rm, ls and the rest");
+  }
+  return absl::OkStatus();
+}
 
 bool IsValidHeaderFieldName(std::string_view name) {
   if (name.empty() || name.size() > 76) return false;

@@ -110,7 +110,8 @@ struct JobLimits {
   // Default: 4096
   size_t max_var_value = 4096;
 
-  // Longest job id. Ids match [A-Za-z0-9._-] and are used in file names.
+  // Longest job id. Ids match [A-Za-z0-9._-] and are used in file names
+  // (CheckJobId).
   // Default: 128
   size_t max_job_id = 128;
 
@@ -227,6 +228,12 @@ std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient
 // render or renders longer than kMaxUnsubscribeUrl (intake refuses that recipient).
 bool RenderUnsubscribeUrl(const JobHeader& h, const Recipient& r, std::string_view token,
                           std::string* out);
+
+// CheckJobId - a job id must match [A-Za-z0-9._-]{1,limits.max_job_id} and, since
+// it names files (failed/<job>.rejects.jsonl), must not start with '.' ("." and
+// ".." are folders, ".x" a hidden file) or '-' (read as an option by rm, ls and
+// the rest). InvalidArgument "job: <reason>" otherwise.
+absl::Status CheckJobId(std::string_view id, const JobLimits& limits);
 
 // CheckMessageHeaders - what intake refuses in a job that parses: a Message-ID that
 // would be the same in every message (no placeholder, or in h.headers), and a field

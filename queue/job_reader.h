@@ -83,10 +83,13 @@ class LineReader {
         return Result::kLine;
       }
       end_ = static_cast<size_t>(n);
+      bytes_read_ += static_cast<uint64_t>(n);
     }
   }
 
   uint64_t line_no() const { return line_no_; }
+  // Bytes read from the file so far (more than it held when stat'd: it grew).
+  uint64_t bytes_read() const { return bytes_read_; }
   int error() const { return error_; }
 
  private:
@@ -96,6 +99,7 @@ class LineReader {
   size_t start_ = 0;
   size_t end_ = 0;
   uint64_t line_no_ = 0;
+  uint64_t bytes_read_ = 0;
   bool eof_ = false;
   int error_ = 0;
 };

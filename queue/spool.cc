@@ -2,16 +2,21 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
+#include <climits>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iterator>
+#include <mutex>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -26,6 +31,35 @@
 namespace volley::queue {
 namespace {
 
+// What a name in a folder may be (NAME_MAX): room is left for the ".N" a taken
+// name gets and for ".error".
+constexpr size_t kMaxFileName = NAME_MAX;
+constexpr std::string_view kErrorSuffix = ".error";
+constexpr std::string_view kRejectsSuffix = ".rejects.jsonl";
+// ".4294967295": the longest counter suffix.
+constexpr size_t kMaxCounterSuffix = 11;
+
+// CutName - `name` cut to at most `max` bytes, not inside a UTF-8 sequence.
+std::string CutName(std::string_view name, size_t max) {
+  if (name.size() <= max) return std::string(name);
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(name[n]) & 0xC0) == 0x80) --n;
+  return std::string(name.substr(0, n));
+}
+
+// UniqueName - base, base.1, base.2, ...: the first that `free` takes.
+std::string UniqueName(const std::string& base, const std::function<bool(const std::string&)>& free) {
+  if (free(base)) return base;
+  for (uint64_t n = 1;; ++n) {
+    std::string candidate = absl::StrCat(base, ".", n);
+    if (free(candidate)) return candidate;
+  }
+}
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
 absl::Status SyncDir(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return base::ErrnoError(dir, "open");
@@ -35,16 +69,70 @@ absl::Status SyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-// MoveInto - rename `from` into folder `dir`, under a new name if its own is taken.
-absl::StatusOr<std::string> MoveInto(const std::string& from, const std::string& dir,
-                                     const std::string& name) {
-  std::string to = absl::StrCat(dir, "/", name);
-  for (int n = 1; ::access(to.c_str(), F_OK) == 0; ++n) {
-    to = absl::StrCat(dir, "/", name, ".", n);
+// TakenIn - a NameTaken for a real folder: anything there, or a name it cannot
+// tell about, is taken.
+NameTaken TakenIn(const std::string& dir) {
+  return [dir](const std::string& name) {
+    struct stat st {};
+    return ::lstat(absl::StrCat(dir, "/", name).c_str(), &st) == 0 || errno != ENOENT;
+  };
+}
+
+// MoveTo - rename `from` to dir/name and make the rename durable.
+absl::Status MoveTo(const std::string& from, const std::string& dir, const std::string& name) {
+  if (::rename(from.c_str(), absl::StrCat(dir, "/", name).c_str()) != 0) {
+    return base::ErrnoError(from, "rename");
   }
-  if (::rename(from.c_str(), to.c_str()) != 0) return base::ErrnoError(from, "rename");
-  RETURN_IF_ERROR(SyncDir(dir));
-  return to;
+  return SyncDir(dir);
+}
+
+// EnsureSigioIgnored - a read lease held by this process is broken when another
+// opens the file for writing, and the kernel then signals the holder with
+// SIGIO, whose default action ends the process. Intake holds its lease for a
+// moment only, but a writer can open the file in that moment: SIGIO is set to
+// ignored if nothing handles it already.
+void EnsureSigioIgnored() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (::sigaction(SIGIO, nullptr, &current) == 0 && current.sa_handler == SIG_DFL &&
+        (current.sa_flags & SA_SIGINFO) == 0) {
+      struct sigaction ignore {};
+      ignore.sa_handler = SIG_IGN;
+      sigemptyset(&ignore.sa_mask);
+      ::sigaction(SIGIO, &ignore, nullptr);
+    }
+  });
+}
+
+// OpenForWriting - whether another process has fd's file open for writing:
+// true, false, or nullopt with *why set when no lease can be taken here.
+std::optional<bool> OpenForWriting(int fd, std::string* why) {
+  EnsureSigioIgnored();
+  if (::fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+    ::fcntl(fd, F_SETLEASE, F_UNLCK);
+    return false;
+  }
+  if (errno == EAGAIN) return true;
+  *why = absl::StrCat("fcntl F_SETLEASE: ", std::strerror(errno));
+  return std::nullopt;
+}
+
+// SameFile - nothing that a writer changes differs between the two stats (WRITERS).
+bool SameFile(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+absl::Time MtimeOf(const struct stat& st) {
+  return absl::TimeFromTimespec(st.st_mtim);
+}
+
+std::string Seconds(absl::Duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fs", absl::ToDoubleSeconds(d));
+  return buf;
 }
 
 // The first bytes of a rejected line, for the rejects file: enough to find it.
@@ -75,6 +163,57 @@ absl::Status KeepInIncoming(absl::Status st) {
 }
 
 }  // namespace
+
+std::string_view WaitReasonText(WaitReason reason) {
+  switch (reason) {
+    case WaitReason::kEmpty:
+      return "empty file";
+    case WaitReason::kNoFinalLf:
+      return "no LF at end";
+    case WaitReason::kRecentlyModified:
+    case WaitReason::kOpenForWriting:
+      return "still being written";
+    case WaitReason::kChangedWhileRead:
+      return "changed while it was read";
+    case WaitReason::kGone:
+      return "gone";
+  }
+  return "?";
+}
+
+std::string_view IgnoredText(Ignored kind) {
+  switch (kind) {
+    case Ignored::kDotFile:
+      return "a dot file (still being written, by convention: rename it without the dot)";
+    case Ignored::kDirectory:
+      return "a directory";
+    case Ignored::kSymlink:
+      return "a symlink (never followed: rename the file itself in)";
+    case Ignored::kFifo:
+      return "a FIFO";
+    case Ignored::kSocket:
+      return "a socket";
+    case Ignored::kDevice:
+      return "a device file";
+    case Ignored::kOther:
+      return "not a regular file";
+  }
+  return "?";
+}
+
+std::string FailedFileName(std::string_view name, const NameTaken& taken) {
+  const std::string base =
+      CutName(name, kMaxFileName - kErrorSuffix.size() - kMaxCounterSuffix);
+  return UniqueName(base, [&taken](const std::string& candidate) {
+    return !EndsWith(candidate, kRejectsSuffix) && !taken(candidate) &&
+           !taken(absl::StrCat(candidate, base::Sv(kErrorSuffix)));
+  });
+}
+
+std::string AcceptedFileName(std::string_view name, const NameTaken& taken) {
+  const std::string base = CutName(name, kMaxFileName - kMaxCounterSuffix);
+  return UniqueName(base, [&taken](const std::string& candidate) { return !taken(candidate); });
+}
 
 absl::StatusOr<uint64_t> FreeBytes(const std::string& path) {
   struct statvfs vfs {};
@@ -136,19 +275,62 @@ absl::StatusOr<std::vector<std::string>> Spool::ForgetAbandonedIntakes(Queue& qu
   return forgotten;
 }
 
-std::vector<std::string> Spool::ListIncoming() const {
-  std::vector<std::string> names;
+std::vector<std::string> Spool::ListIncoming() const { return ScanIncoming().files; }
+
+IncomingScan Spool::ScanIncoming() const {
+  IncomingScan scan;
   const std::string dir = incoming();
   DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return names;
+  if (d == nullptr) return scan;
   while (const dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;
-    names.emplace_back(e->d_name);
+    const std::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    unsigned char type = e->d_type;
+    if (type == DT_UNKNOWN) {  // some filesystems leave it to lstat
+      struct stat st {};
+      if (::lstat(absl::StrCat(dir, "/", base::Sv(name)).c_str(), &st) != 0) continue;
+      type = S_ISREG(st.st_mode)    ? DT_REG
+             : S_ISDIR(st.st_mode)  ? DT_DIR
+             : S_ISLNK(st.st_mode)  ? DT_LNK
+             : S_ISFIFO(st.st_mode) ? DT_FIFO
+             : S_ISSOCK(st.st_mode) ? DT_SOCK
+             : S_ISCHR(st.st_mode)  ? DT_CHR
+             : S_ISBLK(st.st_mode)  ? DT_BLK
+                                    : DT_UNKNOWN;
+    }
+    if (name.front() == '.') {
+      scan.ignored.emplace_back(name, Ignored::kDotFile);
+      continue;
+    }
+    switch (type) {
+      case DT_REG:
+        scan.files.emplace_back(name);
+        break;
+      case DT_DIR:
+        scan.ignored.emplace_back(name, Ignored::kDirectory);
+        break;
+      case DT_LNK:
+        scan.ignored.emplace_back(name, Ignored::kSymlink);
+        break;
+      case DT_FIFO:
+        scan.ignored.emplace_back(name, Ignored::kFifo);
+        break;
+      case DT_SOCK:
+        scan.ignored.emplace_back(name, Ignored::kSocket);
+        break;
+      case DT_CHR:
+      case DT_BLK:
+        scan.ignored.emplace_back(name, Ignored::kDevice);
+        break;
+      default:
+        scan.ignored.emplace_back(name, Ignored::kOther);
+        break;
+    }
   }
   ::closedir(d);
-  std::sort(names.begin(), names.end());
-  return names;
+  std::sort(scan.files.begin(), scan.files.end());
+  std::sort(scan.ignored.begin(), scan.ignored.end());
+  return scan;
 }
 
 absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue,
@@ -158,24 +340,61 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   // Before anything is written, even a refused job's .error.
   RETURN_IF_ERROR(CheckFreeSpace());
 
-  // Refuse the whole job: the file goes to failed/ with the reason beside it.
+  // Refuse the whole job: the file goes to failed/ with the reason beside it,
+  // both under a name of their own (a file refused before keeps its .error).
   auto refuse = [&](uint64_t line, std::string_view why) -> absl::Status {
     const std::string reason = absl::StrCat(where, ":", line, ": ", base::Sv(why));
-    RETURN_IF_ERROR(base::WriteFileAtomically(absl::StrCat(failed(), "/", name, ".error"),
-                                   absl::StrCat(reason, "\n")));
-    auto moved = MoveInto(path, failed(), name);
-    if (!moved.ok()) return moved.status();
+    const std::string failed_name = FailedFileName(name, TakenIn(failed()));
+    RETURN_IF_ERROR(base::WriteFileAtomically(absl::StrCat(failed(), "/", failed_name, ".error"),
+                                              absl::StrCat(reason, "\n")));
+    RETURN_IF_ERROR(MoveTo(path, failed(), failed_name));
     return absl::InvalidArgumentError(reason);
   };
+  std::string lease_unavailable;
+  // Leave the file alone for now (WRITERS).
+  auto wait = [&lease_unavailable](WaitReason reason, std::string detail,
+                                   absl::Time settles_at = absl::InfinitePast()) {
+    IntakeResult waiting;
+    waiting.waiting = IntakeWait{reason, std::move(detail), settles_at};
+    waiting.lease_unavailable = lease_unavailable;
+    return waiting;
+  };
 
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return base::ErrnoError(path, "open");
+  // O_NONBLOCK: a FIFO put here after the scan must not block the open.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    // Removed since the scan, or a symlink put in its place: the next scan
+    // says what it is.
+    if (errno == ENOENT || errno == ELOOP) return wait(WaitReason::kGone, "");
+    return base::ErrnoError(path, "open");
+  }
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) return base::ErrnoError(path, "stat");
+  if (!S_ISREG(st.st_mode)) return wait(WaitReason::kGone, "not a regular file");
+  if (st.st_size == 0) return wait(WaitReason::kEmpty, "nothing written yet");
+  const absl::Duration age = now - MtimeOf(st);
+  if (age < settle_time_) {
+    return wait(WaitReason::kRecentlyModified,
+                age < absl::ZeroDuration()
+                    ? absl::StrCat("modified ", Seconds(-age),
+                                   " in the future (clock skew?), settle_time ",
+                                   Seconds(settle_time_))
+                    : absl::StrCat("modified ", Seconds(age), " ago, settle_time ",
+                                   Seconds(settle_time_)),
+                MtimeOf(st) + settle_time_);
+  }
+  if (OpenForWriting(fd, &lease_unavailable).value_or(false)) {
+    return wait(WaitReason::kOpenForWriting, "open for writing by another process");
+  }
+  char last = 0;
+  if (::pread(fd, &last, 1, st.st_size - 1) != 1) return base::ErrnoError(path, "read");
+  if (last != '\n') {
+    return wait(WaitReason::kNoFinalLf, "its last line does not end in LF yet");
+  }
   const std::string source = SourceOf(st);
   LineReader reader(fd);
   std::string line;
@@ -204,6 +423,7 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   }
 
   IntakeResult result;
+  result.lease_unavailable = lease_unavailable;
   result.job = header->id;
   ASSIGN_OR_RETURN(std::optional<JobRecord> existing, queue.FindJob(header->id));
   JobRecord job;
@@ -212,8 +432,7 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     // came between the commit and the move, or during the intake itself.
     const bool same_file = existing->source == source && existing->header_json == line;
     if (existing->state != JobState::kLoading && same_file) {
-      auto moved = MoveInto(path, accepted(), name);
-      if (!moved.ok()) return moved.status();
+      RETURN_IF_ERROR(MoveTo(path, accepted(), AcceptedFileName(name, TakenIn(accepted()))));
       result.job_no = existing->job_no;
       result.accepted = existing->recipients;
       result.resumed = true;
@@ -321,6 +540,29 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
     // the job stays kLoading and the next Intake of the file carries on.
     if (++result.accepted % kFreeSpaceCheckEvery == 0) RETURN_IF_ERROR(CheckFreeSpace());
   }
+  // WRITERS: the file must be the one stat'd before reading, byte for byte.
+  std::string changed;
+  struct stat end {};
+  if (::fstat(fd, &end) != 0) return base::ErrnoError(path, "stat");
+  if (reader.bytes_read() != static_cast<uint64_t>(st.st_size)) {
+    changed = absl::StrCat("read ", reader.bytes_read(), " bytes of a file of ", st.st_size);
+  } else if (!SameFile(st, end)) {
+    changed = absl::StrCat("size ", st.st_size, " -> ", end.st_size, ", modified during the intake");
+  } else if (OpenForWriting(fd, &lease_unavailable).value_or(false)) {
+    changed = "opened for writing during the intake";
+  }
+  if (!changed.empty()) {
+    // Dropped, not left to resume: a file rewritten shorter would otherwise
+    // keep recipients whose lines are gone.
+    if (rejects_fd >= 0) {
+      ::close(std::exchange(rejects_fd, -1));
+      ::unlink(rejects_path.c_str());
+    }
+    writer.reset();
+    RETURN_IF_ERROR(queue.ForgetJob(job));
+    return wait(WaitReason::kChangedWhileRead,
+                absl::StrCat(changed, "; what was queued of it is dropped until it settles"));
+  }
   if (result.rejected > 0) {
     RETURN_IF_ERROR(flush_rejects());
   } else {
@@ -345,8 +587,9 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   // From the commit on the job is queued, whatever happens to the file: a
   // failed move is reported, not returned as a failed intake (the file, if it
   // is still in incoming/, is recognised as this job's next time).
-  if (auto moved = MoveInto(path, accepted(), name); !moved.ok()) {
-    result.warning = std::string(moved.status().message());
+  if (absl::Status moved = MoveTo(path, accepted(), AcceptedFileName(name, TakenIn(accepted())));
+      !moved.ok()) {
+    result.warning = std::string(moved.message());
   }
   return result;
 }

@@ -8,9 +8,35 @@
 //   <spool>/incoming/  jobs dropped by renaming them in (names starting with '.'
 //                      are ignored: they are still being written)
 //   <spool>/accepted/  a job whose every recipient is durably queued
-//   <spool>/failed/    a job refused whole, with <file>.error saying where and why;
+//   <spool>/failed/    a job refused whole, with <file>.error saying where and why
+//                      (a name already taken there, by the file or by its .error,
+//                      gets .1, .2, ... for both: FailedFileName);
 //                      <job>.rejects.jsonl lists the recipient lines skipped
 //   <spool>/tmp/       a place on the same filesystem to write a job before the rename
+//
+//   One process at a time: volleyd holds base::DirLock on the spool (lock file
+//   <spool>/volleyd.lock) before it takes any file; nothing here takes it.
+//
+// WRITERS
+//   A file written in place in incoming/ must never be taken as complete
+//   while it is still being written. Intake leaves a file alone (IntakeResult::
+//   waiting says why; nothing of it is queued, it stays in incoming/) while:
+//     - it is empty, or its last byte is not LF (a line is still being written);
+//     - it was modified less than settle_time ago (SetSettleTime), by the
+//       file's mtime and the `now` Intake is given;
+//     - another process has it open for writing: a read lease (fcntl
+//       F_SETLEASE F_RDLCK) fails with EAGAIN then; it is released at once. A
+//       lease needs the file's owner or CAP_LEASE and a local filesystem;
+//       where it cannot be taken (IntakeResult::lease_unavailable says why)
+//       the other checks stand alone, and a writer that keeps the file open
+//       and pauses longer than settle_time is not noticed;
+//     - it changed while it was read: size, mtime or ctime differ between the
+//       stat before reading and the one before the commit, or more bytes were
+//       read than it held, or the lease fails then. What was written of the
+//       job is dropped (Queue::ForgetJob, and its rejects file), not resumed:
+//       a file rewritten shorter would otherwise keep lines that are gone.
+//   Symlinks are never followed (O_NOFOLLOW), and anything but a regular file
+//   is left alone (ScanIncoming lists what is ignored, and why).
 //
 //   Intake streams the file (bounded memory whatever its length), checks it as
 //   queue/job_check.h says (the checks `volleyctl check` makes: each line
@@ -18,7 +44,8 @@
 //   octets rejected, an `expires` already past refused) and writes recipients in
 //   batches. A placeholder no recipient defines is known only after the last
 //   line: the job is then refused before its commit, and what was written of it
-//   is dropped (Queue::ForgetJob), so it was never ready and nothing of it sent. The file moves to accepted/ only after the
+//   is dropped (Queue::ForgetJob), so it was never ready and nothing of it
+//   sent. The file moves to accepted/ only after the
 //   queue commit is synced, so from then on a crash loses nothing. A crash before
 //   that leaves the file in incoming/ and the job in state kLoading; the next
 //   Intake of the file rewrites the same keys (see queue.h) and carries on: no
@@ -49,6 +76,8 @@
 //   in incoming/, and the next Intake of the file carries on (see above).
 //
 // ERRORS
+//   A file left alone (WRITERS) is not an error: Intake returns OK with
+//   IntakeResult::waiting set.
 //   Intake returns InvalidArgument when the job was refused (the file is already
 //   in failed/ with its .error), and ResourceExhausted or Unavailable when the
 //   queue or the disk failed, or free space is below the floor: the file then
@@ -58,7 +87,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -70,7 +102,33 @@
 
 namespace volley::queue {
 
+// WaitReason - why a file was left in incoming/ untouched (WRITERS).
+enum class WaitReason {
+  kEmpty,              // no byte yet
+  kNoFinalLf,          // the last line does not end in LF yet
+  kRecentlyModified,   // modified less than settle_time ago
+  kOpenForWriting,     // another process has it open for writing (lease)
+  kChangedWhileRead,   // it changed during the intake
+  kGone,               // removed, or no longer a regular file, since it was listed
+};
+inline constexpr int kWaitReasons = 6;
+
+// WaitReasonText - "still being written", "no LF at end", ... for the log.
+std::string_view WaitReasonText(WaitReason reason);
+
+struct IntakeWait {
+  WaitReason reason = WaitReason::kEmpty;
+  std::string detail;  // "modified 0.2s ago, settle_time 1s"
+  // kRecentlyModified: when the settle time will have passed; InfinitePast else.
+  absl::Time settles_at = absl::InfinitePast();
+};
+
 struct IntakeResult {
+  // Set when the file was not taken in (WRITERS): the rest of the result is empty.
+  std::optional<IntakeWait> waiting;
+  // Why the open-for-writing check could not be made (the errno text of
+  // F_SETLEASE); empty when it was made.
+  std::string lease_unavailable;
   std::string job;
   uint32_t job_no = 0;
   uint64_t accepted = 0;   // recipients queued
@@ -119,6 +177,36 @@ absl::StatusOr<uint64_t> FreeBytes(const std::string& path);
 // intake batch (QueueOptions::intake_batch), nothing beside writing the batch.
 inline constexpr uint64_t kFreeSpaceCheckEvery = 10000;
 
+// Ignored - what in incoming/ is not a job file, and is never opened.
+enum class Ignored { kDotFile, kDirectory, kSymlink, kFifo, kSocket, kDevice, kOther };
+inline constexpr int kIgnoredKinds = 7;
+
+// IgnoredText - "a directory", "a symlink (never followed)", ... for the log.
+std::string_view IgnoredText(Ignored kind);
+
+struct IncomingScan {
+  std::vector<std::string> files;                         // oldest name first
+  std::vector<std::pair<std::string, Ignored>> ignored;   // in name order
+};
+
+// A name in a folder that is in use (by a file or anything else).
+using NameTaken = std::function<bool(const std::string& name)>;
+
+// FailedFileName - the name a refused file goes to failed/ under: `name`, or
+// `name.1`, `name.2`, ... the first for which neither it nor `<it>.error` is
+// taken, so that every refused file keeps its own .error; never a name ending
+// in ".rejects.jsonl" (those are <job>.rejects.jsonl's); and cut (at a UTF-8
+// boundary) so that `<it>.error` fits NAME_MAX. Pure: `taken` answers for failed/.
+std::string FailedFileName(std::string_view name, const NameTaken& taken);
+
+// AcceptedFileName - `name`, or `name.1`, `name.2`, ... the first not taken in
+// accepted/, cut to fit NAME_MAX as above.
+std::string AcceptedFileName(std::string_view name, const NameTaken& taken);
+
+// kDefaultSettleTime - a file modified more recently is not taken in yet
+// (WRITERS); the config's [intake] settle_time. Default: 1s.
+inline constexpr absl::Duration kDefaultSettleTime = absl::Seconds(1);
+
 class Spool {
  public:
   // Open - create the four folders when missing.
@@ -126,6 +214,14 @@ class Spool {
 
   // Files waiting in incoming/, oldest name first.
   std::vector<std::string> ListIncoming() const;
+
+  // ScanIncoming - ListIncoming, and what is ignored there and why (dot files,
+  // folders, symlinks, FIFOs, sockets, devices), from one readdir.
+  IncomingScan ScanIncoming() const;
+
+  // SetSettleTime - how long a file must go unmodified before intake takes it
+  // (WRITERS); zero turns that check off (the others stay).
+  void SetSettleTime(absl::Duration settle) { settle_time_ = settle; }
 
   absl::StatusOr<IntakeResult> Intake(const std::string& name, Queue& queue,
                                       const JobLimits& limits, absl::Time now) const;
@@ -168,6 +264,7 @@ class Spool {
  private:
   explicit Spool(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;
+  absl::Duration settle_time_ = kDefaultSettleTime;
   FreeSpaceFloor floor_;
   Partitioner partitioner_;
   JobCheck job_check_;

@@ -448,6 +448,23 @@ TEST(ParseConfig, RetryOverridesPerDestination) {
   EXPECT_THAT(std::string(misplaced.status().message()), HasSubstr("smtp.retry_initial: unknown key"));
 }
 
+TEST(ParseConfig, IntakeSettleTime) {
+  EXPECT_EQ(Config{}.intake.settle_time, absl::Seconds(1));
+  for (const auto& [value, want] : {std::pair<std::string, absl::Duration>{"\"0s\"", absl::ZeroDuration()},
+                                    {"\"2500ms\"", absl::Milliseconds(2500)},
+                                    {"\"1h\"", absl::Hours(1)}}) {
+    auto c = ParseConfig("[intake]\nsettle_time = " + value + "\n", "v.toml");
+    ASSERT_TRUE(c.ok()) << value << ": " << c.status();
+    EXPECT_EQ(c->intake.settle_time, want) << value;
+  }
+  for (const char* value : {"\"2h\"", "1", "\"soon\""}) {
+    auto c = ParseConfig(std::string("[intake]\nsettle_time = ") + value + "\n", "v.toml");
+    ASSERT_FALSE(c.ok()) << value;
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr("v.toml:2: intake.settle_time: "))
+        << value;
+  }
+}
+
 TEST(ParseConfig, MinFreeSpaceTakesBytesOrUnits) {
   EXPECT_EQ(Config{}.min_free_space, uint64_t{256} << 20);
   const std::pair<std::string, uint64_t> good[] = {

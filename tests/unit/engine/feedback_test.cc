@@ -138,6 +138,8 @@ class FeedbackTest : public ::testing::Test {
     auto spool = queue::Spool::Open(spool_dir());
     ASSERT_TRUE(spool.ok()) << spool.status();
     spool_.emplace(*std::move(spool));
+    // Files are dropped and taken in at once (spool.h, WRITERS).
+    spool_->SetSettleTime(absl::ZeroDuration());
     auto q = queue::Queue::Open((dir_ / "queue").string(), queue::QueueOptions{});
     ASSERT_TRUE(q.ok()) << q.status();
     queue_ = *std::move(q);

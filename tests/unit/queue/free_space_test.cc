@@ -30,6 +30,8 @@ class FreeSpaceTest : public ::testing::Test {
     auto spool = Spool::Open((root_ / "spool").string());
     ASSERT_TRUE(spool.ok()) << spool.status();
     spool_.emplace(*std::move(spool));
+    // Files are dropped and taken in at once (spool.h, WRITERS).
+    spool_->SetSettleTime(absl::ZeroDuration());
     auto q = Queue::Open(queue_dir(), QueueOptions{});
     ASSERT_TRUE(q.ok()) << q.status();
     queue_ = *std::move(q);

@@ -30,6 +30,15 @@ std::string Header(const std::string& extra = "") {
 
 std::string ErrorOf(const absl::Status& s) { return std::string(s.message()); }
 
+TEST(CheckJobIdTest, DotsAndDashesInsideAnIdAreFine) {
+  for (const char* id : {"spring-2024", "spring.2024", "a..b", "a-", "a.", "_x", "0"}) {
+    EXPECT_TRUE(CheckJobId(id, kLimits).ok()) << id << ": " << CheckJobId(id, kLimits);
+  }
+  for (const char* id : {".", "..", "...", ".a", "-", "-a", "a/b", "a\tb", ""}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(CheckJobId(id, kLimits))) << id;
+  }
+}
+
 TEST(ParseJobHeaderTest, Errors) {
   const struct {
     std::string line;
@@ -63,6 +72,23 @@ TEST(ParseJobHeaderTest, Errors) {
       {R"({"job": "a b", "from": "a@example.com", "message": "S: x"})",
        "job: must match [A-Za-z0-9._-]{1,128}"},
       {R"({"job": ")" + std::string(129, 'j') + R"(", "from": "a@example.com", "message": "S: x"})",
+       "job: must match [A-Za-z0-9._-]{1,128}"},
+      // The id names files (failed/<job>.rejects.jsonl): no folder, hidden file or option.
+      {R"({"job": ".", "from": "a@example.com", "message": "S: x"})",
+       "job: must not start with '.': the id names files in the spool (\".\" and \"..\" are "
+       "folders, \".x\" a hidden file)"},
+      {R"({"job": "..", "from": "a@example.com", "message": "S: x"})",
+       "job: must not start with '.': the id names files in the spool (\".\" and \"..\" are "
+       "folders, \".x\" a hidden file)"},
+      {R"({"job": ".spring", "from": "a@example.com", "message": "S: x"})",
+       "job: must not start with '.': the id names files in the spool (\".\" and \"..\" are "
+       "folders, \".x\" a hidden file)"},
+      {R"({"job": "-rf", "from": "a@example.com", "message": "S: x"})",
+       "job: must not start with '-': the id names files in the spool, and a leading '-' reads "
+       "as an option to rm, ls and the rest"},
+      {R"({"job": "a\u0000b", "from": "a@example.com", "message": "S: x"})",
+       "job: must match [A-Za-z0-9._-]{1,128}"},
+      {R"({"job": "a\u001fb", "from": "a@example.com", "message": "S: x"})",
        "job: must match [A-Za-z0-9._-]{1,128}"},
       {R"({"job": 7, "from": "a@example.com", "message": "S: x"})", "job: must be a string"},
       // from

@@ -2,8 +2,10 @@
 #include "queue/spool.h"
 
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -44,6 +46,9 @@ class SpoolTest : public ::testing::Test {
     auto spool = Spool::Open((root_ / "spool").string());
     ASSERT_TRUE(spool.ok()) << spool.status();
     spool_.emplace(*std::move(spool));
+    // The tests drop a file and take it in at once; WritersTest puts the settle
+    // time back.
+    spool_->SetSettleTime(absl::ZeroDuration());
     auto q = Queue::Open((root_ / "queue").string(), QueueOptions{});
     ASSERT_TRUE(q.ok()) << q.status();
     queue_ = *std::move(q);
@@ -94,12 +99,189 @@ TEST_F(SpoolTest, IgnoresDotFiles) {
   EXPECT_TRUE(spool_->ListIncoming().empty());
 }
 
+TEST_F(SpoolTest, ScanIncomingSaysWhatItIgnoresAndWhy) {
+  const fs::path in = root_ / "spool/incoming";
+  std::ofstream(in / ".partial") << "x";
+  fs::create_directory(in / "folder");
+  std::ofstream(root_ / "elsewhere.job") << Header("e") << "\n";
+  fs::create_symlink(root_ / "elsewhere.job", in / "link.job");
+  ASSERT_EQ(::mkfifo((in / "pipe.job").c_str(), 0600), 0);
+  Drop("real.job", Header("real") + "\n");
+  const IncomingScan scan = spool_->ScanIncoming();
+  EXPECT_THAT(scan.files, ::testing::ElementsAre("real.job"));
+  using P = std::pair<std::string, Ignored>;
+  EXPECT_THAT(scan.ignored, ::testing::ElementsAre(P{".partial", Ignored::kDotFile},
+                                                   P{"folder", Ignored::kDirectory},
+                                                   P{"link.job", Ignored::kSymlink},
+                                                   P{"pipe.job", Ignored::kFifo}));
+  // A symlink named as a file is never followed, even when asked for by name.
+  auto r = Intake("link.job");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->waiting.has_value());
+  EXPECT_EQ(r->waiting->reason, WaitReason::kGone);
+  EXPECT_TRUE(fs::is_symlink(in / "link.job"));
+}
+
+TEST(FailedFileNameTest, EveryRefusedFileKeepsItsOwnError) {
+  struct Case {
+    std::string name;
+    std::vector<std::string> taken;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"a.job", {}, "a.job"},
+      {"a.job", {"a.job", "a.job.error"}, "a.job.1"},
+      {"a.job", {"a.job", "a.job.error", "a.job.1", "a.job.1.error"}, "a.job.2"},
+      // A .error left without its file (a crash between the two) is not reused.
+      {"a.job", {"a.job.error"}, "a.job.1"},
+      {"a.job", {"a.job"}, "a.job.1"},
+      // The rejects files' names stay theirs.
+      {"spring.rejects.jsonl", {}, "spring.rejects.jsonl.1"},
+      // "<name>.error" must fit NAME_MAX (255).
+      {std::string(300, 'x'), {}, std::string(255 - 6 - 11, 'x')},
+  };
+  for (const Case& c : cases) {
+    const std::string got = FailedFileName(c.name, [&c](const std::string& n) {
+      return std::find(c.taken.begin(), c.taken.end(), n) != c.taken.end();
+    });
+    EXPECT_EQ(got, c.want) << c.name;
+  }
+  // Cut at a UTF-8 boundary: 119 two-octet characters fit, half of one does not.
+  std::string long_utf8;
+  for (int i = 0; i < 200; ++i) long_utf8 += "\xc3\xa9";
+  EXPECT_EQ(FailedFileName(long_utf8, [](const std::string&) { return false; }).size(), 238u);
+}
+
+TEST(AcceptedFileNameTest, ATakenNameGetsACounter) {
+  auto taken = [](const std::string& n) { return n == "a.job" || n == "a.job.1"; };
+  EXPECT_EQ(AcceptedFileName("a.job", taken), "a.job.2");
+  EXPECT_EQ(AcceptedFileName("b.job", taken), "b.job");
+}
+
+TEST_F(SpoolTest, TheSameBadFileDroppedTwiceLeavesTwoErrors) {
+  Drop("bad.job", "{not json\n");
+  ASSERT_TRUE(absl::IsInvalidArgument(Intake("bad.job").status()));
+  Drop("bad.job", R"({"job":"n","from":"a@b.test"})" "\n");
+  ASSERT_TRUE(absl::IsInvalidArgument(Intake("bad.job").status()));
+  EXPECT_THAT(ReadFile(root_ / "spool/failed/bad.job.error"), HasSubstr("incoming/bad.job:1: json: "));
+  EXPECT_THAT(ReadFile(root_ / "spool/failed/bad.job.1.error"),
+              HasSubstr("incoming/bad.job:1: message: missing"));
+  EXPECT_EQ(ReadFile(root_ / "spool/failed/bad.job"), "{not json\n");
+  EXPECT_EQ(ReadFile(root_ / "spool/failed/bad.job.1"), R"({"job":"n","from":"a@b.test"})" "\n");
+}
+
+TEST_F(SpoolTest, JobIdsThatAreNotFileNamesAreRefused) {
+  for (const char* id : {".", ".."}) {
+    const std::string name = std::string(id == std::string(".") ? "dot" : "dotdot") + ".job";
+    Drop(name, Header(id) + "\n" + R"({"to":"a@d.test"})" "\n");
+    auto r = Intake(name);
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+    EXPECT_THAT(ReadFile(root_ / "spool/failed" / (name + ".error")),
+                HasSubstr("incoming/" + name + ":1: job: must not start with '.'"));
+  }
+  EXPECT_FALSE(fs::exists(root_ / "spool/failed/..rejects.jsonl"));
+  EXPECT_FALSE(fs::exists(root_ / "spool/failed/.rejects.jsonl"));
+}
+
+// WRITERS (spool.h): a file still being written is left alone, whatever it holds.
+class WritersTest : public SpoolTest {
+ protected:
+  void SetUp() override {
+    SpoolTest::SetUp();
+    spool_->SetSettleTime(absl::Seconds(1));
+  }
+  // Intake as if `later` had passed since the file was last written.
+  absl::StatusOr<IntakeResult> IntakeAfter(const std::string& name, absl::Duration later) {
+    return spool_->Intake(name, *queue_, JobLimits{}, absl::Now() + later);
+  }
+  std::optional<WaitReason> WaitOf(const absl::StatusOr<IntakeResult>& r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok() || !r->waiting.has_value()) return std::nullopt;
+    return r->waiting->reason;
+  }
+  const std::string two_ = Header("w") + "\n" + R"({"to":"a@d.test"})" "\n" +
+                           R"({"to":"b@d.test"})" "\n";
+};
+
+TEST_F(WritersTest, AFileModifiedWithinTheSettleTimeWaits) {
+  Drop("w.job", two_);
+  auto r = IntakeAfter("w.job", absl::ZeroDuration());
+  EXPECT_EQ(WaitOf(r), WaitReason::kRecentlyModified);
+  EXPECT_THAT(r->waiting->detail, HasSubstr("settle_time 1.0s"));
+  EXPECT_GT(r->waiting->settles_at, absl::Now());
+  EXPECT_TRUE(fs::exists(root_ / "spool/incoming/w.job"));
+  EXPECT_FALSE(queue_->FindJob("w")->has_value());
+  auto later = IntakeAfter("w.job", absl::Seconds(2));
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_FALSE(later->waiting.has_value());
+  EXPECT_EQ(later->accepted, 2u);
+}
+
+TEST_F(WritersTest, AnEmptyFileAndALastLineWithoutLfWait) {
+  Drop("e.job", "");
+  EXPECT_EQ(WaitOf(IntakeAfter("e.job", absl::Seconds(2))), WaitReason::kEmpty);
+  Drop("n.job", Header("n") + "\n" + R"({"to":"a@d.test"})" "\n" + R"({"to":"b@d)");
+  EXPECT_EQ(WaitOf(IntakeAfter("n.job", absl::Seconds(2))), WaitReason::kNoFinalLf);
+  EXPECT_TRUE(fs::exists(root_ / "spool/incoming/n.job"));
+  EXPECT_FALSE(queue_->FindJob("n")->has_value());
+  // The writer finishes the line: the whole file is taken.
+  std::ofstream(root_ / "spool/incoming/n.job", std::ios::app) << R"(.test"})" "\n";
+  auto r = IntakeAfter("n.job", absl::Seconds(2));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->waiting.has_value());
+  EXPECT_EQ(r->accepted, 2u);
+}
+
+TEST_F(WritersTest, AFileOpenForWritingWaitsWhereALeaseCanBeTaken) {
+  Drop("o.job", two_);
+  {
+    std::ofstream writer(root_ / "spool/incoming/o.job", std::ios::app);
+    ASSERT_TRUE(writer.is_open());
+    auto r = IntakeAfter("o.job", absl::Seconds(2));
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (!r->lease_unavailable.empty()) {
+      GTEST_SKIP() << "no lease on this filesystem: " << r->lease_unavailable;
+    }
+    EXPECT_EQ(WaitOf(r), WaitReason::kOpenForWriting);
+    EXPECT_FALSE(queue_->FindJob("w")->has_value());
+  }
+  auto r = IntakeAfter("o.job", absl::Seconds(2));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->waiting.has_value());
+  EXPECT_EQ(r->accepted, 2u);
+}
+
+TEST_F(WritersTest, AFileThatGrowsDuringItsIntakeIsDroppedAndTakenAgainWhole) {
+  Drop("g.job", two_);
+  const fs::path path = root_ / "spool/incoming/g.job";
+  int checks = 0;
+  // The job check runs after the header is read and before any recipient:
+  // the writer appends then, as a slow writer would.
+  spool_->SetJobCheck([&](const JobHeader&, const Template&) {
+    if (checks++ == 0) std::ofstream(path, std::ios::app) << R"({"to":"c@d.test"})" "\n";
+    return absl::OkStatus();
+  });
+  auto r = IntakeAfter("g.job", absl::Seconds(2));
+  EXPECT_EQ(WaitOf(r), WaitReason::kChangedWhileRead);
+  EXPECT_FALSE(queue_->FindJob("w")->has_value()) << "what was queued of it is dropped";
+  EXPECT_TRUE(fs::exists(path));
+  auto again = IntakeAfter("g.job", absl::Seconds(2));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->waiting.has_value());
+  EXPECT_FALSE(again->resumed);
+  EXPECT_EQ(again->accepted, 3u);
+  std::vector<QueuedRecipient> queued;
+  for (uint16_t p = 0; p < kPartitions; ++p) {
+    ASSERT_TRUE(queue_->TakeDue(again->job_no, p, "", absl::Now() + absl::Seconds(3), 100, &queued).ok());
+  }
+  EXPECT_EQ(queued.size(), 3u) << "every recipient once";
+}
+
 TEST_F(SpoolTest, StructuralErrorsMoveTheFileToFailedWithTheReason) {
   struct Case {
     std::string name, text, want;
   };
   const Case cases[] = {
-      {"empty.job", "", "incoming/empty.job:1: header: empty file"},
       {"json.job", "{not json\n", "incoming/json.job:1: "},
       {"nofrom.job", R"({"job":"n","message":"Subject: x\r\n\r\nb"})" "\n", "incoming/nofrom.job:1: from: "},
       {"nomsg.job", R"({"job":"n","from":"a@b.test"})" "\n", "incoming/nomsg.job:1: message: "},
