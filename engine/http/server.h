@@ -45,11 +45,13 @@
 //   Content-Length, and has no body for HEAD. A request this layer refuses
 //   (an unknown or lower-case method, a control character or space in the
 //   target, a header name that is not a token, a version other than HTTP/1.0
-//   and 1.1 (505 for HTTP/2 and later), a body over max_body (413)) is
-//   answered with options.error_response(status, reason). MHD refuses a few
-//   malformed heads itself, in its own words and with text/html: a head over
-//   max_request_head (431, or 414 when the request line alone is too long), a
-//   header line without a colon (400).
+//   and 1.1 (505 for HTTP/2 and later), a head over max_request_head (431), a
+//   body over max_body (413)) is answered with options.error_response(status,
+//   reason). MHD refuses a few heads itself, in its own words and with
+//   text/html: a request line without a version and a header line without a
+//   colon (400), and a head that passes max_request_head + kPoolSlack (1 KiB)
+//   before it ends (431, or 414 when the request line alone is that long); a
+//   head cut short between the two bounds waits for request_timeout.
 //
 // CONTRACT
 //   Create binds (so a taken port fails there, naming the address) and starts
@@ -74,12 +76,14 @@
 //
 // BOUNDS
 //   max_request_head (8 KiB) of request line and headers (MHD's per-connection
-//   memory pool is sized from it); request_timeout (5 s) to send the whole
+//   memory pool is that and 1 KiB for its parsed entries, allocated as the
+//   connection is accepted: about 9 KiB per held connection, and a head of
+//   very many short fields may fill it below the bound); request_timeout (5 s) to send the whole
 //   head, again to send the body, and as the inactivity timeout while the
 //   answer is written; max_connections (1024) held at once, past which the
 //   oldest connection that has not sent its head is shut down (MHD's own hard
-//   limit, kHardLimitFactor times that plus kHardLimitSlack, is never
-//   reached by that policy, so MHD never refuses a connection for it).
+//   limit, kHardLimitSlack above it, is not reached by silent connections:
+//   they are evicted first, so MHD does not leave a real client waiting).
 //   threads (1) event loops. A request body is read only up to max_body
 //   (default 0: not read at all; the handler sees content_length and
 //   decides); a longer one gets 413. No keep-alive: a connection carries one
@@ -191,11 +195,20 @@ struct ServerOptions {
   std::function<Response(int status, std::string_view reason)> error_response;
 };
 
-// MHD's own connection limit is this many times max_connections, plus
-// kHardLimitSlack: room for the connections being evicted (shutdown, not yet
-// cleaned up) and for the unequal share of each event loop.
-inline constexpr int kHardLimitFactor = 2;
+// MHD's own connection limit is max_connections plus this: room for the
+// connections just shut down (evicted, not yet cleaned up) and for those over
+// the cap that ConnectionGuard could not evict (all had sent their heads).
+// With several event loops MHD splits the limit between them; a loop at its
+// share stops accepting and the others take the connections.
 inline constexpr int kHardLimitSlack = 64;
+
+// DescriptorsAtMost - descriptors a server with these options can hold: MHD's
+// connection limit, the listener, and each event loop's epoll descriptor and
+// eventfd (engine/fd_budget.h reserves them).
+inline size_t DescriptorsAtMost(int max_connections, int threads) {
+  return static_cast<size_t>(max_connections > 0 ? max_connections : 1) + kHardLimitSlack + 1 +
+         2 * static_cast<size_t>(threads > 0 ? threads : 1) + 2;
+}
 
 // ServerStats - what the guard did, for tests and logs.
 struct ServerStats {
