@@ -161,8 +161,20 @@ absl::Status Engine::Run() {
   const size_t shard_count = ShardCount(config_);
   FdReserve reserve = DefaultFdReserve(static_cast<size_t>(config_.queue_max_open_files),
                                        config_.dns.resolver.servers.size());
+  // The endpoints' caps, lowered under a small descriptor limit so that
+  // delivery keeps its share (docs/config.md, [metrics] max_connections).
+  const auto endpoint_cap = [](const char* table, int configured) {
+    const int cap = EndpointCap(CurrentFileLimit(), configured);
+    if (cap < configured) {
+      base::LogWarning("[%s] max_connections %d lowered to %d for the file descriptor limit %d",
+                       table, configured, cap, CurrentFileLimit());
+    }
+    return cap;
+  };
+  const int admin_cap = endpoint_cap("admin", config_.admin_max_connections);
+  const int metrics_cap = endpoint_cap("metrics", config_.metrics_max_connections);
   reserve.endpoints =
-      EndpointFiles(config_.admin_max_connections, config_.metrics_max_connections) +
+      EndpointFiles(admin_cap, metrics_cap) +
       (config_.unsubscribe.listen.empty()
            ? 0
            : http::DescriptorsAtMost(kUnsubscribeMaxConnections, config_.unsubscribe.threads));
@@ -239,8 +251,7 @@ absl::Status Engine::Run() {
     // volleyd here with the address in the error.
     ASSIGN_OR_RETURN(auto admin,
                      AdminServer::Create(config_.admin_listen, queue.get(), &ready_jobs,
-                                         config_.admin_max_connections,
-                                         config_.admin_request_timeout));
+                                         admin_cap, config_.admin_request_timeout));
     metrics::ExporterSources sources;
     for (const auto& m : shard_metrics) sources.shards.push_back(m.get());
     sources.intake = &intake_metrics;
@@ -256,8 +267,7 @@ absl::Status Engine::Run() {
     // /metrics on engine/http's server, where idle connections cannot starve
     // a scrape (engine/metrics_endpoint.h).
     ASSIGN_OR_RETURN(auto exporter,
-                     MetricsEndpoint::Create({config_.metrics_listen,
-                                              config_.metrics_max_connections,
+                     MetricsEndpoint::Create({config_.metrics_listen, metrics_cap,
                                               config_.metrics_request_timeout},
                                              std::move(sources)));
     exporter->Start();

@@ -36,6 +36,11 @@ size_t EndpointFiles(int admin_max_connections, int metrics_max_connections) {
          http::DescriptorsAtMost(metrics_max_connections, 1);
 }
 
+int EndpointCap(uint64_t file_limit, int configured) {
+  const uint64_t share = std::max<uint64_t>(8, file_limit / 32);
+  return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(std::max(1, configured)), share));
+}
+
 FdReserve DefaultFdReserve(size_t queue_max_open_files, size_t dns_servers) {
   FdReserve r;
   r.queue = queue_max_open_files + kRocksDbOwnFiles;

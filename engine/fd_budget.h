@@ -66,6 +66,12 @@ FdReserve DefaultFdReserve(size_t queue_max_open_files, size_t dns_servers);
 // server's slack, listener and event loops: engine/http/server.h).
 size_t EndpointFiles(int admin_max_connections, int metrics_max_connections);
 
+// EndpointCap - an endpoint's max_connections under descriptor limit
+// `file_limit`: `configured`, lowered to a 32nd of the limit (at least 8) so
+// that a small limit (ulimit -n 512) still leaves room for delivery. 20000
+// leaves the default 256 as it is.
+int EndpointCap(uint64_t file_limit, int configured);
+
 struct ConnectionBudget {
   uint64_t file_limit = 0;  // RLIMIT_NOFILE's soft limit it was made from
   size_t reserved = 0;      // FdReserve::Total

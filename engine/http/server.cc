@@ -311,8 +311,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const sockaddr_storage& a
   std::unique_ptr<Server> server(new Server(std::move(options)));
   server->address_ = named(bound);
   const ServerOptions& o = server->options_;
-  const unsigned int hard_limit =
-      static_cast<unsigned int>(std::max(1, o.max_connections) + kHardLimitSlack);
+  const int cap = std::max(1, o.max_connections);
+  const auto hard_limit = static_cast<unsigned int>(cap + HardLimitSlack(cap));
   // MHD's inactivity timeout, in whole seconds, at least one.
   const unsigned int idle_seconds = static_cast<unsigned int>(
       std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(o.request_timeout, absl::Seconds(1)))));

@@ -82,7 +82,7 @@
 //   head, again to send the body, and as the inactivity timeout while the
 //   answer is written; max_connections (1024) held at once, past which the
 //   oldest connection that has not sent its head is shut down (MHD's own hard
-//   limit, kHardLimitSlack above it, is not reached by silent connections:
+//   limit, HardLimitSlack above it, is not reached by silent connections:
 //   they are evicted first, so MHD does not leave a real client waiting).
 //   threads (1) event loops. A request body is read only up to max_body
 //   (default 0: not read at all; the handler sees content_length and
@@ -195,18 +195,22 @@ struct ServerOptions {
   std::function<Response(int status, std::string_view reason)> error_response;
 };
 
-// MHD's own connection limit is max_connections plus this: room for the
-// connections just shut down (evicted, not yet cleaned up) and for those over
-// the cap that ConnectionGuard could not evict (all had sent their heads).
-// With several event loops MHD splits the limit between them; a loop at its
-// share stops accepting and the others take the connections.
-inline constexpr int kHardLimitSlack = 64;
+// HardLimitSlack - MHD's own connection limit is max_connections plus this
+// (a quarter of it, at least 8): room for the connections just shut down
+// (evicted, not yet cleaned up) and for those over the cap that
+// ConnectionGuard could not evict (all had sent their heads). With several
+// event loops MHD splits the limit between them; a loop at its share stops
+// accepting and the others take the connections.
+inline int HardLimitSlack(int max_connections) {
+  return max_connections / 4 > 8 ? max_connections / 4 : 8;
+}
 
 // DescriptorsAtMost - descriptors a server with these options can hold: MHD's
 // connection limit, the listener, and each event loop's epoll descriptor and
 // eventfd (engine/fd_budget.h reserves them).
 inline size_t DescriptorsAtMost(int max_connections, int threads) {
-  return static_cast<size_t>(max_connections > 0 ? max_connections : 1) + kHardLimitSlack + 1 +
+  const int cap = max_connections > 0 ? max_connections : 1;
+  return static_cast<size_t>(cap + HardLimitSlack(cap)) + 1 +
          2 * static_cast<size_t>(threads > 0 ? threads : 1) + 2;
 }
 
