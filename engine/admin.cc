@@ -1,6 +1,6 @@
 // admin.cc - volleyd's admin API (see admin.h)
 //
-// http::Server (civetweb) reads the request and writes the answer; this file
+// http::Server (libmicrohttpd) reads the request and writes the answer; this file
 // routes and answers. Everything a client sends is still distrusted: the target
 // must be a plain path, every path component is checked before the queue is
 // touched, and every string written back is JSON-escaped.
@@ -164,7 +164,7 @@ absl::StatusOr<AdminRequest> ParseAdminRequest(const http::Request& request) {
     return BadRequest("request body not accepted");
   }
   if (const std::optional<std::string_view> length = request.Find("Content-Length")) {
-    // civetweb has read it as a number already; this refuses what it let by
+    // The HTTP layer has read it as digits already; this refuses what it let by
     // ("-0", "+1") along with every non-zero length.
     if (length->empty() || !std::all_of(length->begin(), length->end(), absl::ascii_isdigit)) {
       return BadRequest("malformed Content-Length");
@@ -250,9 +250,9 @@ std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& 
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Create(std::string_view listen,
-                                                                 queue::Queue* queue,
-                                                                 ReadyJobs* ready) {
+absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Create(
+    std::string_view listen, queue::Queue* queue, ReadyJobs* ready, int max_connections,
+    absl::Duration request_timeout) {
   auto where = dns::ParseHostPort(listen);
   if (!where.ok()) {
     return absl::InvalidArgumentError(
@@ -260,10 +260,10 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Create(std::string_vie
   }
   http::ServerOptions options;
   options.name = "admin API";
-  options.max_connections = kAdminMaxConnections;
-  options.max_queued = kAdminMaxQueued;
+  options.max_connections = max_connections;
+  options.threads = kAdminThreads;
   options.max_request_head = kAdminMaxHead;
-  options.request_timeout = kAdminTimeout;
+  options.request_timeout = request_timeout;
   options.max_body = kAdminMaxBody;
   options.error_response = [](int status, std::string_view reason) {
     return http::Response{status, "application/json", ErrorBody(reason), {}};

@@ -58,21 +58,22 @@
 //   every job. That is why the default address is loopback and a config must
 //   name another address explicitly (docs/config.md, [admin] listen).
 //
-//   The HTTP is engine/http/server.h's (civetweb): it reads and bounds the request
-//   head; this file only routes what it parsed and answers.
+//   The HTTP is engine/http/server.h's (libmicrohttpd): it reads and bounds the
+//   request head; this file only routes what it parsed and answers.
 //
 // CONTRACT
-//   Requests are served on http::Server's worker threads, up to
-//   kAdminMaxConnections at once; the queue calls they make are short RocksDB
+//   Requests are served on http::Server's kAdminThreads event loops; the
+//   queue calls they make are short RocksDB
 //   reads and writes, beside the shard's and intake's (Queue is thread-safe).
 //   A request that arrives between Create and Start waits for Start.
 //
 // BOUNDS
-//   kAdminMaxHead (8 KiB) of request line and headers, else 400 and close;
-//   kAdminMaxConnections (16) served at once and kAdminMaxQueued (8) accepted
-//   and waiting, others wait in the listen backlog; kAdminTimeout (5 s) to send
-//   the request head, and again to take the answer, else the connection is
-//   closed. A request body is read up to kAdminMaxBody (4 MiB, else 413) and
+//   kAdminMaxHead (8 KiB) of request line and headers, else 431 and close;
+//   kAdminMaxConnections (256, [admin] max_connections) held at once, past
+//   which the oldest connection that has not sent its head is closed;
+//   kAdminTimeout (5 s, [admin] request_timeout) to send the request head,
+//   again for the body, and without progress while taking the answer, else
+//   the connection is closed. A request body is read up to kAdminMaxBody (4 MiB, else 413) and
 //   accepted only by POST /suppressions (others: 400), whose batch holds at
 //   most kAdminMaxSuppressionBatch (5000) entries; a query only by
 //   /suppressions, at most kAdminMaxQueryParams (8) parameters. Connection:
@@ -80,9 +81,8 @@
 //
 // ERRORS
 //   Create fails (Unavailable, naming the address) when the address cannot be
-//   bound, InvalidArgument for an IPv6 address (Debian 12's civetweb has no
-//   IPv6). HTTP status of a failed request: 400 malformed request, head too
-//   large or bad job id, 404 unknown path or job, 405 wrong method for the
+//   bound. HTTP status of a failed request: 400 malformed request or bad job
+//   id, 431 head too large, 404 unknown path or job, 405 wrong method for the
 //   path, 409 the job's state does not allow the change, 500 queue error.
 //   Suppressions: 400 naming the field ("address: empty", "limit: must be
 //   1..10000", "unknown query parameter \"x\""), 404 no entry to delete, 413 a
@@ -115,13 +115,15 @@ namespace volley::engine {
 
 // Request line and headers of one request, at most. Default: 8 KiB.
 inline constexpr size_t kAdminMaxHead = 8192;
-// Connections served at once (worker threads); a client that sends nothing
-// holds one for kAdminTimeout. Default: 16.
-inline constexpr int kAdminMaxConnections = 16;
-// Accepted connections waiting for a worker; more wait in the listen backlog.
-// Default: 8.
-inline constexpr int kAdminMaxQueued = 8;
-// Time a client has to send its request head, and then to take the answer.
+// Connections held at once ([admin] max_connections); one more closes the
+// oldest that has not sent its request head (engine/http/server.h), so idle
+// connections never keep volleyctl out. Default: 256.
+inline constexpr int kAdminMaxConnections = 256;
+// Event loops serving them; handlers (short RocksDB reads and writes) run on
+// them. Default: 2.
+inline constexpr int kAdminThreads = 2;
+// Time a client has to send its request head, then its body, and the
+// inactivity timeout while it takes the answer ([admin] request_timeout).
 inline constexpr absl::Duration kAdminTimeout = absl::Seconds(5);
 // Longest job id: queue::JobLimits::max_job_id's default.
 inline constexpr size_t kAdminMaxJobId = 128;
@@ -237,11 +239,11 @@ class DestinationStates {
 
 class AdminServer {
  public:
-  // Create - bind and listen on `listen` ("HOST:PORT", an IPv4 literal);
+  // Create - bind and listen on `listen` ("HOST:PORT", an IP literal);
   // requests wait for Start. `queue` and `ready` must outlive the server.
-  static absl::StatusOr<std::unique_ptr<AdminServer>> Create(std::string_view listen,
-                                                             queue::Queue* queue,
-                                                             ReadyJobs* ready);
+  static absl::StatusOr<std::unique_ptr<AdminServer>> Create(
+      std::string_view listen, queue::Queue* queue, ReadyJobs* ready,
+      int max_connections = kAdminMaxConnections, absl::Duration request_timeout = kAdminTimeout);
   ~AdminServer();  // stops and joins
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;

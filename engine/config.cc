@@ -541,6 +541,10 @@ TomlKeys IntakeKeys(const TomlFile& file, Config* c) {
 TomlKeys AdminKeys(const TomlFile& file, Config* c) {
   return {
       {"listen", [&file, c](auto& n, auto k) { return GetListenAddress(file, n, k, &c->admin_listen); }},
+      {"max_connections", [&file, c](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 100000, &c->admin_max_connections); }},
+      {"request_timeout", [&file, c](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Seconds(1), absl::Minutes(5), &c->admin_request_timeout); }},
   };
 }
 
@@ -604,6 +608,10 @@ TomlKeys MetricsKeys(const TomlFile& file, Config* c) {
       {"top_destinations", [&file, c](auto& n, auto k) {
          return GetIntInto(file, n, k, 0, 1000, &c->metrics_top_destinations); }},
       {"max_jobs", [&file, c](auto& n, auto k) { return GetIntInto(file, n, k, 0, 10000, &c->metrics_max_jobs); }},
+      {"max_connections", [&file, c](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 100000, &c->metrics_max_connections); }},
+      {"request_timeout", [&file, c](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Seconds(1), absl::Minutes(5), &c->metrics_request_timeout); }},
   };
 }
 

@@ -296,6 +296,17 @@ struct Config {
   // literal and port. It has no authentication: keep it on loopback.
   // Default: "127.0.0.1:9465".
   std::string admin_listen = "127.0.0.1:9465";
+  // [admin] max_connections: connections held at once; one more closes the
+  // oldest that has not sent its request head (engine/http/server.h).
+  // Default: 256.
+  int admin_max_connections = 256;
+  // [admin] request_timeout: to send the request head, again the body.
+  // Default: 5s.
+  absl::Duration admin_request_timeout = absl::Seconds(5);
+  // [metrics] max_connections and request_timeout, as [admin]'s.
+  // Defaults: 256, 5s.
+  int metrics_max_connections = 256;
+  absl::Duration metrics_request_timeout = absl::Seconds(5);
   // [queue]
   bool sync_outcomes = false;
   // [queue] min_free_space: intake takes no job in while the queue's or the

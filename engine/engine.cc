@@ -27,7 +27,9 @@
 #include "engine/feedback.h"
 #include "engine/inbound.h"
 #include "engine/fd_budget.h"
+#include "engine/http/server.h"
 #include "engine/intake.h"
+#include "engine/metrics_endpoint.h"
 #include "engine/recovery.h"
 #include "engine/shard.h"
 #include "engine/unsubscribe.h"
@@ -173,6 +175,23 @@ absl::Status Engine::Run() {
   const size_t shard_count = ShardCount(config_);
   FdReserve reserve = DefaultFdReserve(static_cast<size_t>(config_.queue_max_open_files),
                                        config_.dns.resolver.servers.size());
+  // The endpoints' caps, lowered under a small descriptor limit so that
+  // delivery keeps its share (docs/config.md, [metrics] max_connections).
+  const auto endpoint_cap = [](const char* table, int configured) {
+    const int cap = EndpointCap(CurrentFileLimit(), configured);
+    if (cap < configured) {
+      base::LogWarning("[%s] max_connections %d lowered to %d for the file descriptor limit %d",
+                       table, configured, cap, CurrentFileLimit());
+    }
+    return cap;
+  };
+  const int admin_cap = endpoint_cap("admin", config_.admin_max_connections);
+  const int metrics_cap = endpoint_cap("metrics", config_.metrics_max_connections);
+  reserve.endpoints =
+      EndpointFiles(admin_cap, metrics_cap) +
+      (config_.unsubscribe.listen.empty()
+           ? 0
+           : http::DescriptorsAtMost(kUnsubscribeMaxConnections, config_.unsubscribe.threads));
   // The suppression list is a second RocksDB: its table files and its own
   // (the same 16 as the queue's: logs, MANIFEST, LOCK, LOG, a flush and a
   // compaction writing), counted with the queue's.
@@ -245,7 +264,8 @@ absl::Status Engine::Run() {
     // volleyctl's way in (engine/admin.h); an address that cannot be bound stops
     // volleyd here with the address in the error.
     ASSIGN_OR_RETURN(auto admin,
-                     AdminServer::Create(config_.admin_listen, queue.get(), &ready_jobs));
+                     AdminServer::Create(config_.admin_listen, queue.get(), &ready_jobs,
+                                         admin_cap, config_.admin_request_timeout));
     metrics::ExporterSources sources;
     for (const auto& m : shard_metrics) sources.shards.push_back(m.get());
     sources.intake = &intake_metrics;
@@ -258,8 +278,13 @@ absl::Status Engine::Run() {
       return s;
     };
     sources.max_jobs = static_cast<size_t>(config_.metrics_max_jobs);
+    // /metrics on engine/http's server, where idle connections cannot starve
+    // a scrape (engine/metrics_endpoint.h).
     ASSIGN_OR_RETURN(auto exporter,
-                     metrics::Exporter::Start(config_.metrics_listen, std::move(sources)));
+                     MetricsEndpoint::Create({config_.metrics_listen, metrics_cap,
+                                              config_.metrics_request_timeout},
+                                             std::move(sources)));
+    exporter->Start();
     std::unique_ptr<UnsubscribeServer> unsubscribe;
     if (!config_.unsubscribe.listen.empty()) {
       // A verified click suppresses the address and logs `unsubscribed`; a

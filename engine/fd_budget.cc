@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/admin.h"
+#include "engine/http/server.h"
+#include "engine/metrics_endpoint.h"
 
 namespace volley::engine {
 namespace {
@@ -22,9 +24,6 @@ constexpr size_t kShardOwnFiles = 4;
 // When no servers are configured, c-ares reads /etc/resolv.conf, which names at
 // most three.
 constexpr size_t kSystemDnsServers = 3;
-// The metrics endpoint (prometheus-cpp's civetweb): its listener and the
-// connections it queues for its one worker thread.
-constexpr size_t kMetricsEndpointFiles = 24;
 // stdin/out/err, the delivery log and the file rotation opens next, the spool's
 // inotify and directory, the job file being read, the files read at start (keys,
 // CA bundle) and slack for the libraries' own (getaddrinfo at start, /proc reads).
@@ -32,15 +31,22 @@ constexpr size_t kFixedFiles = 32;
 
 }  // namespace
 
+size_t EndpointFiles(int admin_max_connections, int metrics_max_connections) {
+  return http::DescriptorsAtMost(admin_max_connections, kAdminThreads) +
+         http::DescriptorsAtMost(metrics_max_connections, 1);
+}
+
+int EndpointCap(uint64_t file_limit, int configured) {
+  const uint64_t share = std::max<uint64_t>(8, file_limit / 32);
+  return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(std::max(1, configured)), share));
+}
+
 FdReserve DefaultFdReserve(size_t queue_max_open_files, size_t dns_servers) {
   FdReserve r;
   r.queue = queue_max_open_files + kRocksDbOwnFiles;
   const size_t servers = dns_servers == 0 ? kSystemDnsServers : dns_servers;
   r.per_shard = kShardOwnFiles + 2 * servers;  // a UDP and a TCP socket each
-  // The admin API: its workers' connections, those queued for them, the one its
-  // accepting thread holds while the queue is full, and the listener.
-  r.endpoints = static_cast<size_t>(kAdminMaxConnections + kAdminMaxQueued) + 2 +
-                kMetricsEndpointFiles;
+  r.endpoints = EndpointFiles(kAdminMaxConnections, MetricsEndpointOptions{}.max_connections);
   r.fixed = kFixedFiles;
   return r;
 }

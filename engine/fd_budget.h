@@ -51,7 +51,7 @@ inline constexpr size_t kMinConnectionsPerShard = 4;
 struct FdReserve {
   size_t queue = 0;      // RocksDB
   size_t per_shard = 0;  // each shard's ring, eventfds and resolver sockets
-  size_t endpoints = 0;  // admin API and metrics connections, listeners included
+  size_t endpoints = 0;  // admin API, metrics and unsubscribe connections, listeners included
   size_t fixed = 0;      // stdio, delivery log, spool, files read at start
   size_t Total(size_t shards) const { return queue + per_shard * shards + endpoints + fixed; }
 };
@@ -60,6 +60,17 @@ struct FdReserve {
 // `queue_max_open_files` table files open, and `dns_servers` DNS servers per
 // shard (0: the system's, counted as three, resolv.conf's most).
 FdReserve DefaultFdReserve(size_t queue_max_open_files, size_t dns_servers);
+
+// EndpointFiles - descriptors the admin API and the metrics endpoint hold at
+// most with these [admin] and [metrics] max_connections (each a cap, plus the
+// server's slack, listener and event loops: engine/http/server.h).
+size_t EndpointFiles(int admin_max_connections, int metrics_max_connections);
+
+// EndpointCap - an endpoint's max_connections under descriptor limit
+// `file_limit`: `configured`, lowered to a 32nd of the limit (at least 8) so
+// that a small limit (ulimit -n 512) still leaves room for delivery. 20000
+// leaves the default 256 as it is.
+int EndpointCap(uint64_t file_limit, int configured);
 
 struct ConnectionBudget {
   uint64_t file_limit = 0;  // RLIMIT_NOFILE's soft limit it was made from

@@ -1,6 +1,6 @@
 // unsubscribe.cc - the RFC 8058 one-click unsubscribe endpoint (see unsubscribe.h)
 //
-// http::Server (civetweb) reads the request, bounds it and parses the form
+// http::Server (libmicrohttpd) reads the request, bounds it and parses the form
 // body; this file decides the answer. The order of the checks is the contract:
 // rate first (a refused client costs a map lookup), then the method, then the
 // token (the handler never sees a claim whose MAC failed), then the field.
@@ -218,8 +218,8 @@ absl::StatusOr<std::unique_ptr<UnsubscribeServer>> UnsubscribeServer::Create(
   }
   http::ServerOptions http_options;
   http_options.name = "unsubscribe endpoint";
-  http_options.max_connections = std::max(1, options.threads);
-  http_options.max_queued = std::max(16, 4 * options.threads);
+  http_options.threads = std::max(1, options.threads);
+  http_options.max_connections = kUnsubscribeMaxConnections;
   http_options.max_request_head = options.max_request_bytes;
   http_options.max_body = options.max_request_bytes;
   http_options.parse_forms = true;

@@ -26,7 +26,7 @@
 //   under any path (the proxy in front decides which paths reach here).
 //
 //     POST, body List-Unsubscribe=One-Click (x-www-form-urlencoded or
-//       multipart/form-data, parsed by civetweb), token verifies: the handler
+//       multipart/form-data, parsed by libmicrohttpd), token verifies: the handler
 //       is called once; OK -> 200 "You have been unsubscribed."; NotFound
 //       (the link is genuine but its recipient is no longer known: the job
 //       file was removed) -> 410, a page that says so; any other error ->
@@ -78,7 +78,8 @@
 //
 // BOUNDS
 //   max_request_bytes (8 KiB) for the request head and again for the body;
-//   threads (4) requests served at once and 16 or 4 per thread waiting;
+//   threads (4) event loops and kUnsubscribeMaxConnections (256) connections
+//   held, past which the oldest that has not sent its head is closed;
 //   request_timeout (10 s) to send the head, and again to take the answer;
 //   rate_per_minute (60) requests per client, a token bucket of a minute's
 //   worth; max_clients (10,000) clients remembered, the least recently seen
@@ -117,6 +118,9 @@ struct Response;
 namespace volley::engine {
 
 inline constexpr size_t kMaxTrustedProxies = 16;
+// Connections held at once; one more closes the oldest that has not sent its
+// request head (engine/http/server.h).
+inline constexpr int kUnsubscribeMaxConnections = 256;
 
 // UnsubscribeOptions - [unsubscribe] of volleyd's config, key for key.
 struct UnsubscribeOptions {
@@ -131,7 +135,7 @@ struct UnsubscribeOptions {
   // Clients whose rate is remembered; the least recently seen is forgotten
   // first. Default: 10000.
   size_t max_clients = 10000;
-  // Requests served at once, each on its own thread. Default: 4.
+  // Event loops (threads) serving requests; the handler runs on them. Default: 4.
   int threads = 4;
   // Time to send the request head, and again to take the answer. Default: 10s.
   absl::Duration request_timeout = absl::Seconds(10);

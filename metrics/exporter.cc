@@ -13,7 +13,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "prometheus/collectable.h"
-#include "prometheus/exposer.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/text_serializer.h"
 
@@ -489,6 +488,27 @@ std::vector<MetricFamily> Exporter::Collector::Collect() const {
                             MetricType::Gauge);
   Add(&rss, {}, p.rss_bytes);
   out.push_back(std::move(rss));
+  if (sources_.endpoint) {
+    // Under the names and help texts prometheus-cpp's Exposer used, so that
+    // dashboards built on them keep working.
+    const EndpointStats e = sources_.endpoint();
+    MetricFamily bytes = Family("exposer_transferred_bytes_total",
+                                "Transferred bytes to metrics services", MetricType::Counter);
+    Add(&bytes, {}, static_cast<double>(e.transferred_bytes));
+    out.push_back(std::move(bytes));
+    MetricFamily scrapes = Family("exposer_scrapes_total",
+                                  "Number of times metrics were scraped", MetricType::Counter);
+    Add(&scrapes, {}, static_cast<double>(e.scrapes));
+    out.push_back(std::move(scrapes));
+    MetricFamily latencies = Family("exposer_request_latencies",
+                                    "Latencies of serving scrape requests, in microseconds",
+                                    MetricType::Summary);
+    ClientMetric m;
+    m.summary.sample_count = e.scrapes;
+    m.summary.sample_sum = e.latency_microseconds_sum;
+    latencies.metric.push_back(std::move(m));
+    out.push_back(std::move(latencies));
+  }
   MetricFamily start = Family("process_start_time_seconds",
                               "When volleyd started, seconds since the epoch.", MetricType::Gauge);
   Add(&start, {}, absl::ToDoubleSeconds(started_ - absl::UnixEpoch()));
@@ -496,27 +516,13 @@ std::vector<MetricFamily> Exporter::Collector::Collect() const {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Exporter>> Exporter::Start(const std::string& listen,
-                                                          ExporterSources sources) {
+std::unique_ptr<Exporter> Exporter::Create(ExporterSources sources) {
   std::unique_ptr<Exporter> e(new Exporter());
   e->collector_ = std::make_shared<Collector>(std::move(sources));
-  try {
-    // One thread answers scrapes: Prometheus scrapes one at a time.
-    e->exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
-  } catch (const std::exception& ex) {
-    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", listen, ": ",
-                                               ex.what(), " (is the port taken? [metrics] listen)"));
-  }
-  e->exposer_->RegisterCollectable(e->collector_);
   return e;
 }
 
 Exporter::~Exporter() = default;
-
-int Exporter::port() const {
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
 
 std::string Exporter::Render() const {
   return prometheus::TextSerializer().Serialize(collector_->Collect());

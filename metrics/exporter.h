@@ -1,16 +1,20 @@
-// exporter.h - the Prometheus endpoint: shards' counters summed at scrape time
+// exporter.h - the Prometheus exposition: shards' counters summed at scrape time
 //
 // SYNOPSIS
 //   ExporterSources sources;
 //   sources.shards = {&shard_metrics};
 //   sources.intake = &intake_metrics;
 //   sources.store = [&] { return ReadStoreSnapshot(); };   // queue, RocksDB, disk
-//   ASSIGN_OR_RETURN(auto exporter, Exporter::Start("127.0.0.1:9464", sources));
-//   // GET http://127.0.0.1:9464/metrics until the exporter is destroyed
+//   std::unique_ptr<Exporter> exporter = Exporter::Create(sources);
+//   std::string text = exporter->Render();   // the body of GET /metrics
 //
 // DESCRIPTION
-//   prometheus-cpp's Exposer serves /metrics on its own threads; on each scrape
-//   the exporter reads the counters (metrics/metrics.h) of every shard and of
+//   The exporter renders the text a scrape returns (content type
+//   kExpositionContentType); it does not listen. volleyd serves it on
+//   [metrics] listen with its own HTTP server (engine/metrics_endpoint.h):
+//   metrics/ stays below engine/, and /metrics shares the admin API's server,
+//   which idle connections cannot starve. On each Render the exporter reads
+//   the counters (metrics/metrics.h) of every shard and of
 //   intake, sums them, asks `store` for what only the queue knows (jobs and their
 //   durable progress, RocksDB's properties, free disk space), reads the process's
 //   CPU time and RSS from /proc, and renders the families of docs/metrics.md.
@@ -19,9 +23,13 @@
 // LIMITS
 //   ExporterSources::max_jobs jobs get volley_job_recipients series (the newest).
 //
+// CONTRACT
+//   Render is called from the HTTP server's threads, one scrape at a time or
+//   several: it reads counters (relaxed atomics) and calls `store` and
+//   `endpoint`, which must be thread-safe.
+//
 // ERRORS
-//   Start: InvalidArgument for a listen address that is not HOST:PORT, Unavailable
-//   naming the address when it cannot be bound.
+//   None: a store that cannot be read leaves its families out (StoreSnapshot).
 #ifndef VOLLEY_METRICS_EXPORTER_H_
 #define VOLLEY_METRICS_EXPORTER_H_
 
@@ -31,13 +39,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "metrics/metrics.h"
-
-namespace prometheus {
-class Exposer;
-}  // namespace prometheus
 
 namespace volley::metrics {
 
@@ -77,32 +80,42 @@ struct StoreSnapshot {
   uint64_t log_write_errors = 0;
 };
 
+// The content type of Render's text: Prometheus's text format 0.0.4.
+inline constexpr const char* kExpositionContentType = "text/plain; version=0.0.4";
+
+// EndpointStats - what the endpoint serving /metrics counted, rendered under
+// the names prometheus-cpp's Exposer gave them before volleyd served /metrics
+// itself (exposer_scrapes_total, exposer_transferred_bytes_total,
+// exposer_request_latencies).
+struct EndpointStats {
+  uint64_t scrapes = 0;
+  uint64_t transferred_bytes = 0;
+  double latency_microseconds_sum = 0;
+};
+
 struct ExporterSources {
   std::vector<const ShardMetrics*> shards;
   const IntakeMetrics* intake = nullptr;
   const FeedbackMetrics* feedback = nullptr;
   std::function<StoreSnapshot()> store;  // called on the exporter's thread
   size_t max_jobs = 100;
+  std::function<EndpointStats()> endpoint;  // none: the exposer_ families are left out
 };
 
 class Exporter {
  public:
-  static absl::StatusOr<std::unique_ptr<Exporter>> Start(const std::string& listen,
-                                                         ExporterSources sources);
+  static std::unique_ptr<Exporter> Create(ExporterSources sources);
   ~Exporter();
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;
 
-  // The text a scrape returns now.
+  // The text a scrape returns now (kExpositionContentType).
   std::string Render() const;
-  // The port bound (useful with port 0).
-  int port() const;
 
  private:
   class Collector;
   Exporter() = default;
   std::shared_ptr<Collector> collector_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
 };
 
 }  // namespace volley::metrics

@@ -50,7 +50,6 @@ absl::StatusOr<std::unique_ptr<StatsEndpoint>> StatsEndpoint::Create(
   http::ServerOptions options;
   options.name = where;
   options.max_connections = kHttpMaxConnections;
-  options.max_queued = 4;
   options.max_request_head = kMaxHttpRequest;
   options.request_timeout = kHttpTimeout;
   options.error_response = ErrorAnswer;

@@ -14,25 +14,26 @@
 // DESCRIPTION
 //   For watching a sink during a run: `GET /stats` (a query string is ignored)
 //   answers 200 with the body the callback returns, as application/json; any
-//   other method or path gets 404, a request that is not HTTP/1.x 400 (as does
-//   a request head over kMaxHttpRequest octets). One request per connection
+//   other method or path gets 404, a request that is not HTTP/1.x 400 (a
+//   request head over kMaxHttpRequest octets 431). One request per connection
 //   (the answer says Connection: close). The HTTP is engine/http/server.h's
-//   (civetweb); StatsAnswer is the whole of what this endpoint decides, pure,
+//   (libmicrohttpd); StatsAnswer is the whole of what this endpoint decides, pure,
 //   for tests.
 //
 // CONTRACT
-//   The callback runs on the server's worker threads (kHttpMaxConnections of
-//   them) and must be safe to call from them while the sink runs. Stop() (or
-//   the destructor) returns once those threads have exited.
+//   The callback runs on the server's one event-loop thread and must be safe
+//   to call from it while the sink runs. Stop() (or the destructor) returns
+//   once that thread has exited.
 //
 // DIAGNOSTICS
 //   Create: InvalidArgument for a bad address (same forms as --listen, one
-//   address only; IPv6 is refused, see engine/http/server.h), Unavailable when it
+//   address only), Unavailable when it
 //   can't be bound. Errors on a client connection close it.
 //
 // BOUNDS
 //   A request head of at most kMaxHttpRequest octets; kHttpTimeout to send it
-//   and to take the answer; kHttpMaxConnections served at once.
+//   and to take the answer; kHttpMaxConnections held at once, past which the
+//   oldest that has sent nothing is closed.
 #ifndef VOLLEY_TOOLS_SINK_HTTP_H_
 #define VOLLEY_TOOLS_SINK_HTTP_H_
 
@@ -53,8 +54,8 @@ namespace volley::sink {
 inline constexpr size_t kMaxHttpRequest = 8192;
 // How long a client may take to send its request head, and to take the answer.
 inline constexpr absl::Duration kHttpTimeout = absl::Seconds(2);
-// Requests served at once; it is for watching a run, not for load.
-inline constexpr int kHttpMaxConnections = 2;
+// Connections held at once; it is for watching a run, not for load.
+inline constexpr int kHttpMaxConnections = 16;
 
 // StatsAnswer - the answer to a request for `target` with `method`.
 http::Response StatsAnswer(std::string_view method, std::string_view target,

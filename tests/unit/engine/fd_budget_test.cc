@@ -33,6 +33,17 @@ TEST(FdBudgetTest, DefaultReserveHoldsQueueFilesAndResolverSockets) {
   EXPECT_EQ(DefaultFdReserve(1000, 2).queue - two_servers.queue, 744u);
 }
 
+TEST(FdBudgetTest, EndpointCapsShrinkUnderASmallLimit) {
+  EXPECT_EQ(EndpointCap(20000, 256), 256);    // the test machine's limit: as configured
+  EXPECT_EQ(EndpointCap(1024, 256), 32);
+  EXPECT_EQ(EndpointCap(512, 256), 16);
+  EXPECT_EQ(EndpointCap(64, 256), 8);         // never below 8
+  EXPECT_EQ(EndpointCap(512, 4), 4);          // a smaller configured cap stays
+  // Under ulimit -n 512 (many_domains_test) the endpoints leave room for delivery.
+  EXPECT_LT(EndpointFiles(EndpointCap(512, 256), EndpointCap(512, 256)), 64u);
+  EXPECT_EQ(EndpointFiles(256, 256), 652u);    // docs/config.md's example
+}
+
 TEST(FdBudgetTest, LimitLessReserveSplitEvenly) {
   absl::StatusOr<ConnectionBudget> b = PlanConnectionBudget(1000, 3, SmallReserve(), 0);
   ASSERT_TRUE(b.ok()) << b.status();
