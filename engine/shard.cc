@@ -174,12 +174,11 @@ Destination* Shard::DestinationFor(std::string_view domain,
   std::unique_ptr<Destination>& d = destinations_[key];
   if (!d) {
     // A static route is whole on this shard (its domains share a partition).
-    const int sharing = (by_dns || routes_changed_) && place_.sites != nullptr
-                            ? place_.sites->Join(key, place_.index)
-                            : 1;
+    const bool shared = (by_dns || routes_changed_) && place_.sites != nullptr;
+    const int sharing = shared ? place_.sites->Join(key, place_.index) : 1;
     d = std::make_unique<Destination>(
         DestinationLimits(&policy, policy_name.empty() ? route->name : key, sharing), key);
-    d->by_dns = by_dns;
+    d->shared = shared;
     // Looked up once: the name (route or site) stays with the destination.
     d->counters = &metrics_->Destination(route->name);
   }
@@ -571,6 +570,10 @@ void Shard::ApplyConfig(std::shared_ptr<const LiveConfig> live) {
       d->idle.pop_back();
       c->client->Quit();
       connections_.Kick(c, now_);
+    }
+    if (routes_changed_ && !d->shared && place_.sites != nullptr) {
+      d->shared = true;
+      d->limits.SetSharing(place_.sites->Join(key, place_.index));
     }
     Activate(d.get());  // a raised limit or rate may let more go out now
   }

@@ -111,8 +111,11 @@ struct Destination {
   // connection budget is spent.
   bool waiting_for_budget = false;
   bool active = false;  // in Shard::active_
-  // Reached by DNS: a site whose domains other shards may have too (SiteShares).
-  bool by_dns = false;
+  // Its limits are split with other shards' pools for the same key (SiteShares):
+  // a site reached by DNS, whose domains other shards may have too, or a static
+  // route after a reload changed [routes] (queued recipients keep the partitions
+  // the old routes gave them).
+  bool shared = false;
   // Its per-destination metrics (volley_destination_deliveries_total).
   metrics::DestinationCounters* counters = nullptr;
 };
