@@ -18,7 +18,11 @@ transaction, starts at max_message_rate = "40/s" and max_connections_per_destina
      no connection failed, and the sink took each recipient once: nothing lost or
      doubled. volley_config_reloads_total counts one ok and one failed.
 
-Then a second volleyd gets SIGHUP during start-up, after main blocked it (SigBlk in
+Then [routes]: moved.test goes to one sink; a reload sends it to another, and the
+next job's recipients arrive there (intake's partitions follow the new route, and the
+shards route by it), each once.
+
+Then a third volleyd gets SIGHUP during start-up, after main blocked it (SigBlk in
 /proc/PID/status) and before it is running: it must not die of it, and it reloads
 once running.
 """
@@ -190,6 +194,38 @@ def campaign(h):
           "the last reload's time is %s, the SIGHUP was at %.0f" % (last, reloaded_at))
 
 
+def routes_change(h):
+    first = h.sink(record=True, name="first-sink")
+    second = h.sink(record=True, name="second-sink")
+    d = h.volleyd(route_port=first.port, name="volleyd-routes",
+                  routes={"moved.test": first.port})
+    d.start()
+    before = ["b%d@moved.test" % i for i in range(20)]
+    d.drop("before.job", harness.job_text("before", before))
+    wait_for(lambda: d.assert_alive() and len(harness.delivered_by_rcpt(
+        d.deliveries("before"), "before")) == len(before), 60, "the first job delivered")
+    with open(d.config) as f:
+        text = f.read()
+    old = '"moved.test" = "127.0.0.1:%d"' % first.port
+    check(old in text, "no moved.test route in the config")
+    rewrite(d.config, text.replace(old, '"moved.test" = "127.0.0.1:%d"' % second.port))
+    os.kill(d.proc.pid, signal.SIGHUP)
+    wait_for(lambda: 'routes."moved.test"' in output(d), 10, "the routes reload logged")
+    after = ["a%d@moved.test" % i for i in range(20)]
+    d.drop("after.job", harness.job_text("after", after))
+    wait_for(lambda: d.assert_alive() and len(harness.delivered_by_rcpt(
+        d.deliveries("after"), "after")) == len(after), 60, "the second job delivered")
+    check(d.stop() == 0, "volleyd did not stop cleanly")
+    first.stop()
+    second.stop()
+    got_first = sorted(a for r in first.records() for a in r["rcpts"])
+    got_second = sorted(a for r in second.records() for a in r["rcpts"])
+    check(got_first == sorted(before), "the first sink took %r" % got_first[:5])
+    check(got_second == sorted(after), "the second sink took %d recipients (%r...), want the "
+          "second job's %d" % (len(got_second), got_second[:3], len(after)))
+    log("routes: the first job went to the first sink, the second job to the second")
+
+
 def during_startup(h):
     sink = h.sink(record=False, name="startup-sink")
     d = h.volleyd(route_port=sink.port, name="volleyd-startup")
@@ -211,6 +247,7 @@ def during_startup(h):
 
 def test(h):
     campaign(h)
+    routes_change(h)
     during_startup(h)
 
 
