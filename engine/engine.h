@@ -25,6 +25,11 @@
 //   message the server had accepted may be sent again, never lost), and what
 //   was already decided is recorded before Run returns.
 //
+//   Reloading: Run starts a thread that reads SIGHUP (blocked by main before
+//   any thread exists) and reloads the file given to SetConfigSource
+//   (engine/reload.h); each shard takes the new config from its mailbox at a
+//   loop turn. Nothing under way is cut.
+//
 //   The connection budget (engine/fd_budget.h) is worked out at the start of
 //   Run from RLIMIT_NOFILE (the caller raises it first) and logged.
 //
