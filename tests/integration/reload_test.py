@@ -10,7 +10,8 @@ transaction, starts at max_message_rate = "40/s" and max_connections_per_destina
      FILE (2 changes: ...)" and "log.keep changed: restart volleyd to apply"; the
      sink then sees 10 messages a second (within 10%) and never more than 2
      connections from volleyd once the connections over the new limit have finished
-     their transaction (idle ones QUIT at once, busy ones after it).
+     their transaction (idle ones QUIT at once, busy ones after it): the sink's
+     sessions_without_quit stays 0.
   2. SIGHUP with a broken file (a bad rate on line N): volleyd logs the error with
      file, line and key, keeps running, and the sink still sees 10 a second.
   3. At the end: every recipient has exactly one terminal record (delivered), none
@@ -149,9 +150,13 @@ def campaign(h):
     log("after the reload: at most %d connections at once (%d samples)" % (max(samples), len(samples)))
     wait_for(lambda: delivered() >= N, 60, "every recipient delivered")
     m = harness.scrape(d.metrics_port)
-    sink.stop()
-    rc = d.stop()
+    rc = d.stop()  # first: its idle connections say QUIT
     check(rc == 0, "volleyd exited %s after SIGTERM" % rc)
+    sink.stop()
+    dropped = sink.stats().get("sessions_without_quit")
+    log("sink: %s sessions, %s ended without QUIT" % (sink.stats().get("sessions"), dropped))
+    check(dropped == 0, "%s of volleyd's connections ended without QUIT: dropped, not closed"
+          % dropped)
 
     # The rates, from the sink's own records.
     times = sorted(r["ts"] for r in sink.records() for a in r["rcpts"] if a.endswith("@rated.test"))
