@@ -173,7 +173,8 @@ Destination* Shard::DestinationFor(std::string_view domain,
   std::string key = absl::StrCat(route->name, "|", policy_name);
   std::unique_ptr<Destination>& d = destinations_[key];
   if (!d) {
-    // A static route is whole on this shard (its domains share a partition).
+    // A static route is whole on this shard (its domains share a partition)
+    // until a reload changes [routes].
     const bool shared = (by_dns || routes_changed_) && place_.sites != nullptr;
     const int sharing = shared ? place_.sites->Join(key, place_.index) : 1;
     d = std::make_unique<Destination>(
