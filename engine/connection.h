@@ -67,6 +67,7 @@ enum Op : uint8_t {
   kOpDnsPoll,        // a resolver socket is ready: slot = its fd
   kOpDnsPollRemove,  // a cancelled DNS poll's own completion (nothing to do)
   kOpCommitDone,     // the committer finished a unit (its eventfd)
+  kOpConfigReload,   // a reloaded config waits in the shard's mailbox (its eventfd)
 };
 
 // What one read of a connection takes in. Servers' replies are short (a long

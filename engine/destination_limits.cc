@@ -1,6 +1,7 @@
 #include "engine/destination_limits.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -13,6 +14,17 @@ DestinationLimits::DestinationLimits(const DestinationPolicy* policy, std::strin
     : policy_(policy), name_(std::move(name)), sharing_(std::max(1, sharing)) {
   message_tokens_ = MessageBucket();
   connection_tokens_ = ConnectionBucket();
+}
+
+void DestinationLimits::SetPolicy(const DestinationPolicy* policy) {
+  const DestinationPolicy* old = std::exchange(policy_, policy);
+  if (old->max_message_rate.per_second != policy->max_message_rate.per_second) {
+    message_tokens_ = MessageBucket();
+  }
+  if (old->max_connection_rate.per_second != policy->max_connection_rate.per_second) {
+    connection_tokens_ = ConnectionBucket();
+  }
+  if (old->sources != policy->sources) source_credit_.clear();
 }
 
 void DestinationLimits::SetRoute(std::shared_ptr<const dns::Route> route) {

@@ -39,7 +39,7 @@
 //
 // CONTRACT
 //   Single-threaded (one shard). `now` and the random source are the caller's.
-//   The policy outlives the limits.
+//   The policy outlives the limits (or until SetPolicy replaces it).
 //
 // BOUNDS
 //   Backoff level 0..kMaxBackoffLevel (1/16 of the connections and rate).
@@ -85,6 +85,10 @@ class DestinationLimits {
   DestinationLimits(const DestinationPolicy* policy, std::string name, int sharing);
 
   const DestinationPolicy& policy() const { return *policy_; }
+  // SetPolicy - a reload (engine/reload.h) changed the policy: limits apply from
+  // the next decision, a changed rate from the next token taken (its bucket
+  // starts again, full); backoff, host and TLS fallback state are kept.
+  void SetPolicy(const DestinationPolicy* policy);
   const std::string& name() const { return name_; }
 
   // SetRoute - new, or the site's addresses were looked up again: a host keeps

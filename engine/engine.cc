@@ -31,6 +31,7 @@
 #include "engine/intake.h"
 #include "engine/metrics_endpoint.h"
 #include "engine/recovery.h"
+#include "engine/reload.h"
 #include "engine/shard.h"
 #include "engine/unsubscribe.h"
 #include "metrics/classify.h"
@@ -110,9 +111,11 @@ size_t ShardCount(const Config& config) {
 // Partitioner - the queue partition of a recipient's domain: a statically
 // routed domain goes by its route, so that every domain sharing the route's
 // connection pool and limits lands on one shard; any other domain by itself.
-queue::Spool::Partitioner Partitioner(const dns::StaticRoutes* routes) {
+// `routes` follows reloads (engine/reload.h keeps every generation alive).
+queue::Spool::Partitioner Partitioner(const std::atomic<const dns::StaticRoutes*>* routes) {
   return [routes](std::string_view domain) {
-    if (const dns::Route* route = routes->Find(domain)) return queue::PartitionOf(route->name);
+    const dns::StaticRoutes* now = routes->load(std::memory_order_acquire);
+    if (const dns::Route* route = now->Find(domain)) return queue::PartitionOf(route->name);
     return queue::PartitionOf(domain);
   };
 }
@@ -131,6 +134,7 @@ absl::Status Engine::Run() {
     ASSIGN_OR_RETURN(log_lock, base::DirLock::Acquire(config_.log_dir, "log folder", "volleyd"));
   }
   ASSIGN_OR_RETURN(auto routes, dns::StaticRoutes::Create(config_.routes));
+  std::atomic<const dns::StaticRoutes*> current_routes{routes.get()};
   // Keys first: a missing or weak key stops volleyd before it takes anything in.
   std::vector<std::string> key_warnings;
   ASSIGN_OR_RETURN(const Credentials credentials, Credentials::Load(config_, &key_warnings));
@@ -138,7 +142,7 @@ absl::Status Engine::Run() {
     base::LogWarning("%s", w);
   }
   ASSIGN_OR_RETURN(queue::Spool spool, queue::Spool::Open(config_.spool_dir));
-  spool.SetPartitioner(Partitioner(routes.get()));
+  spool.SetPartitioner(Partitioner(&current_routes));
   spool.SetSettleTime(config_.intake.settle_time);
   spool.SetJobCheck([&credentials](const queue::JobHeader& h, const queue::Template& t) {
     return credentials.CheckJob(h, t);
@@ -222,6 +226,27 @@ absl::Status Engine::Run() {
   metrics_options.max_destinations = static_cast<size_t>(config_.metrics_top_destinations);
   metrics::IntakeMetrics intake_metrics;
   DestinationStates destination_states(shard_count);
+  // SIGHUP (engine/reload.h): each checked generation goes to every shard's
+  // mailbox, and intake's partitioner follows its routes.
+  std::vector<std::unique_ptr<ConfigMailbox>> reload_boxes;
+  for (size_t i = 0; i < shard_count; ++i) {
+    ASSIGN_OR_RETURN(auto box, ConfigMailbox::Create(kReloadMailboxCapacity));
+    reload_boxes.push_back(std::move(box));
+  }
+  metrics::ReloadMetrics reload_metrics;
+  ConfigReloader reloader(
+      config_path_, config_text_, config_,
+      [&reload_boxes, &current_routes](const std::shared_ptr<const LiveConfig>& live) {
+        current_routes.store(live->routes.get(), std::memory_order_release);
+        for (size_t i = 0; i < reload_boxes.size(); ++i) {
+          // Full only when a shard has not run a loop turn through
+          // kReloadMailboxCapacity reloads: that shard is stuck anyway.
+          if (!reload_boxes[i]->Push(live)) {
+            base::LogError("shard %zu: reload mailbox full; the shard keeps its config", i);
+          }
+        }
+      },
+      &reload_metrics);
   std::vector<std::unique_ptr<metrics::ShardMetrics>> shard_metrics;
   std::vector<std::unique_ptr<Shard>> shards;
   for (size_t i = 0; i < shard_count; ++i) {
@@ -241,6 +266,7 @@ absl::Status Engine::Run() {
                                              &ready_jobs, &stop_, shard_metrics.back().get(),
                                              &classifier, &credentials));
     shards.back()->SetDestinationStates(&destination_states);
+    shards.back()->SetReloads(reload_boxes[i].get());
     shard_metrics.back()->connection_budget.Set(static_cast<int64_t>(budget.per_shard[i]));
   }
   metrics::FeedbackMetrics feedback_metrics(metrics_options.max_destinations);
@@ -270,6 +296,7 @@ absl::Status Engine::Run() {
     for (const auto& m : shard_metrics) sources.shards.push_back(m.get());
     sources.intake = &intake_metrics;
     sources.feedback = &feedback_metrics;
+    sources.reloads = &reload_metrics;
     sources.store = [this, q = queue.get(), &committer, l = log.get()] {
       metrics::StoreSnapshot s = ReadStoreSnapshot(*q, config_);
       s.writes_stalled = committer.stalled();
@@ -337,12 +364,15 @@ absl::Status Engine::Run() {
         stop_.store(true, std::memory_order_relaxed);
       }
     };
+    ReloadThread reload_thread(&reloader);
+    RETURN_IF_ERROR(reload_thread.Start());
     std::vector<std::thread> threads;
     for (size_t i = 1; i < shard_count; ++i) {
       threads.emplace_back(run_shard, shards[i].get(), i);
     }
     run_shard(shards[0].get(), 0);
     for (std::thread& t : threads) t.join();
+    reload_thread.Stop();
     if (unsubscribe) unsubscribe->Stop();
     admin->Stop();
     if (inbound != nullptr) {

@@ -2,6 +2,7 @@
 //
 // SYNOPSIS
 //   Engine engine(config);
+//   engine.SetConfigSource(path, text);  // what SIGHUP reloads (engine/reload.h)
 //   absl::Status st = engine.Run();   // blocks until RequestStop()
 //   engine.RequestStop();             // async-signal-safe; any thread
 //   engine.RequestStop();             // again: stop now, no grace period
@@ -24,6 +25,11 @@
 //   message the server had accepted may be sent again, never lost), and what
 //   was already decided is recorded before Run returns.
 //
+//   Reloading: Run starts a thread that reads SIGHUP (blocked by main before
+//   any thread exists) and reloads the file given to SetConfigSource
+//   (engine/reload.h); each shard takes the new config from its mailbox at a
+//   loop turn. Nothing under way is cut.
+//
 //   The connection budget (engine/fd_budget.h) is worked out at the start of
 //   Run from RLIMIT_NOFILE (the caller raises it first) and logged.
 //
@@ -34,6 +40,8 @@
 #define VOLLEY_ENGINE_ENGINE_H_
 
 #include <atomic>
+#include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "engine/config.h"
@@ -43,6 +51,13 @@ namespace volley::engine {
 class Engine {
  public:
   explicit Engine(Config config) : config_(std::move(config)) {}
+  // SetConfigSource - the file `config` came from and its text as read then:
+  // SIGHUP reads the file again (engine/reload.h). Without it, SIGHUP logs that
+  // there is nothing to reload.
+  void SetConfigSource(std::string path, std::string text) {
+    config_path_ = std::move(path);
+    config_text_ = std::move(text);
+  }
   absl::Status Run();
   void RequestStop() {
     if (stop_.exchange(true, std::memory_order_relaxed)) {
@@ -52,6 +67,8 @@ class Engine {
 
  private:
   Config config_;
+  std::string config_path_;
+  std::string config_text_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> stop_now_{false};
 };

@@ -9,6 +9,11 @@
 //   to the local sink at 127.0.0.1:2525. SIGTERM or SIGINT stops it cleanly:
 //   transactions under way get up to 10 s to finish. A second SIGTERM or SIGINT
 //   stops it at once, after recording what was decided (engine/engine.h).
+//   SIGHUP reads the --config file again and applies what can change while
+//   running (engine/reload.h, docs/config.md "Reload"); a broken file is
+//   refused with the error a start would give, and volleyd runs on. SIGHUP is
+//   blocked before anything else, so one that comes during start-up waits for
+//   the reload thread instead of killing volleyd.
 //
 // OPTIONS
 //   --config FILE   the TOML config (docs/config.md); --config=FILE too
@@ -34,6 +39,7 @@
 #include "engine/config.h"
 #include "engine/engine.h"
 #include "engine/host_name.h"
+#include "engine/reload.h"
 
 namespace {
 
@@ -48,6 +54,9 @@ constexpr char kUsage[] = "usage: volleyd [--config FILE]\n";
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: every thread made from here on (ours, libmicrohttpd's, RocksDB's)
+  // inherits the mask, so none can take SIGHUP and die of it.
+  volley::engine::BlockReloadSignal();
   volley::base::SetLogProgram("volleyd", volley::base::LogStyle::kDaemon);
   std::string config_path;
   CLI::App app{"volleyd: the Volley daemon; runs in the foreground until SIGTERM or SIGINT",
@@ -59,8 +68,12 @@ int main(int argc, char** argv) {
   if (std::optional<int> done = volley::base::ParseCommandLine(app, argc, argv, kUsage)) {
     return *done;
   }
-  auto config = config_path.empty() ? volley::engine::ParseConfig("", "(defaults)")
-                                    : volley::engine::LoadConfigFile(config_path);
+  // Read once, parsed from the text: a reload diffs the file against this text.
+  absl::StatusOr<std::string> text = std::string();
+  if (!config_path.empty()) text = volley::engine::ReadConfigText(config_path);
+  auto config = !text.ok()             ? absl::StatusOr<volley::engine::Config>(text.status())
+                : config_path.empty() ? volley::engine::ParseConfig("", "(defaults)")
+                                      : volley::engine::ParseConfig(*text, config_path);
   if (!config.ok()) {
     // The text docs/config.md shows: "volleyd: fatal: config: FILE:LINE: KEY: REASON".
     volley::base::LogFatal("config: %s", config.status().message());
@@ -73,6 +86,7 @@ int main(int argc, char** argv) {
   }
   volley::base::RaiseFileLimit();
   volley::engine::Engine engine(*std::move(config));
+  if (!config_path.empty()) engine.SetConfigSource(config_path, *std::move(text));
   g_engine = &engine;
   struct sigaction sa {};
   sa.sa_handler = OnSignal;

@@ -112,6 +112,9 @@ class Outcomes {
   // in the queue: sent again after a restart, a possible duplicate, never a loss.
   absl::Status CommitLast();
   const absl::Status& fatal() const { return fatal_; }
+  // SetClassifier - a reload's [[classify]] rules (engine/reload.h), for the
+  // records made from now on.
+  void SetClassifier(const metrics::Classifier* classifier) { classifier_ = classifier; }
 
  private:
   void Record(const Work* w, metrics::DeliveryStatus status, const smtp::Outcome& o,

@@ -73,6 +73,9 @@ class Routing {
   std::vector<Work*> Stop();
 
   void Route(Work* w);
+  // SetRoutes - a reload's routes (engine/reload.h), for recipients routed from
+  // now on; the old ones must outlive the destinations that point into them.
+  void SetRoutes(const dns::StaticRoutes* routes) { routes_ = routes; }
   // OnPoll - a completion tagged kOpDnsPoll.
   void OnPoll(uint64_t tag, int result);
   // NextTimeout - when c-ares wants OnTimer at the latest.

@@ -44,6 +44,7 @@ Shard::Shard(const Config& config, ShardPlace place, queue::Queue* queue,
              const std::atomic<bool>* stop, metrics::ShardMetrics* metrics,
              const metrics::Classifier* classifier, const Credentials* credentials)
     : config_(config),
+      live_(&config),
       place_(place),
       queue_(queue),
       classifier_(classifier),
@@ -172,12 +173,13 @@ Destination* Shard::DestinationFor(std::string_view domain,
   std::string key = absl::StrCat(route->name, "|", policy_name);
   std::unique_ptr<Destination>& d = destinations_[key];
   if (!d) {
-    // A static route is whole on this shard (its domains share a partition).
-    const int sharing =
-        by_dns && place_.sites != nullptr ? place_.sites->Join(key, place_.index) : 1;
+    // A static route is whole on this shard (its domains share a partition)
+    // until a reload changes [routes].
+    const bool shared = (by_dns || routes_changed_) && place_.sites != nullptr;
+    const int sharing = shared ? place_.sites->Join(key, place_.index) : 1;
     d = std::make_unique<Destination>(
         DestinationLimits(&policy, policy_name.empty() ? route->name : key, sharing), key);
-    d->by_dns = by_dns;
+    d->shared = shared;
     // Looked up once: the name (route or site) stays with the destination.
     d->counters = &metrics_->Destination(route->name);
   }
@@ -235,7 +237,7 @@ const DestinationPolicy& Shard::PolicyFor(std::string_view domain, std::string_v
     }
   }
   name->clear();
-  return config_.smtp.defaults;
+  return live_->smtp.defaults;
 }
 
 void Shard::PushReady(Destination* d, Work* w, bool front) {
@@ -279,6 +281,19 @@ void Shard::HandleCompletions() {
       return;
     }
     PostIntakeRead();
+  });
+  ring_.Handle(kOpConfigReload, [this](const reactor::Completion& done) {
+    Arrived();
+    // Only the newest matters: each is whole, not a change to the one before.
+    std::vector<std::shared_ptr<const LiveConfig>> waiting = reloads_->TakeAll();
+    if (!waiting.empty()) ApplyConfig(std::move(waiting.back()));
+    if (done.result < 0 && done.result != -EINTR && done.result != -EAGAIN) {
+      base::LogError("shard %zu: reload wake-up read failed: %s; reloads reach this shard no "
+                     "more until restart",
+                     place_.index, std::strerror(-done.result));
+      return;
+    }
+    PostReloadRead();
   });
   for (const Op op : {kOpConnect, kOpSend, kOpRecv}) {
     ring_.Handle(op, [this](const reactor::Completion& done) {
@@ -357,7 +372,7 @@ void Shard::OnSessionClosed(Conn* c, const smtp::SessionClosed& closed) {
     // The handshake failed (an error, the server hanging up, a timeout). RFC
     // 3207 section 4.1 lets the client carry on without TLS; a server whose
     // handshake fails would fail the next one too, so plaintext for a while.
-    d->limits.FallBackToPlaintext(now_ + config_.smtp.tls_fallback_time);
+    d->limits.FallBackToPlaintext(now_ + live_->smtp.tls_fallback_time);
     c->tls_fell_back = true;
   }
   if (!c->session_ready) {
@@ -493,7 +508,7 @@ bool Shard::ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, co
   const std::string_view klass =
       classifier_->Classify(metrics::DeliveryStatus::kDeferred, o.code, o.enhanced, o.text);
   const BackoffRule* rule = nullptr;
-  for (const BackoffRule& r : config_.backoff) {
+  for (const BackoffRule& r : live_->backoff) {
     if (r.klass == klass) {
       rule = &r;
       break;
@@ -527,6 +542,43 @@ void Shard::PostCommitRead() {
 void Shard::PostIntakeRead() {
   ring_.PrepRead(ready_jobs_->event_fd(place_.index), &intake_counter_, sizeof intake_counter_,
                  reactor::MakeTag(0, 0, kOpIntakeEvent));
+}
+
+void Shard::PostReloadRead() {
+  ring_.PrepRead(reloads_->event_fd(), &reload_counter_, sizeof reload_counter_,
+                 reactor::MakeTag(0, 0, kOpConfigReload));
+}
+
+void Shard::ApplyConfig(std::shared_ptr<const LiveConfig> live) {
+  live_ = &live->config;
+  routes_changed_ = routes_changed_ || live->routes_changed;
+  policies_.clear();
+  for (const auto& [name, policy] : live_->destinations) policies_.emplace(name, &policy);
+  routing_.SetRoutes(live->routes.get());
+  classifier_ = live->classifier.get();
+  outcomes_.SetClassifier(classifier_);
+  for (auto& [key, d] : destinations_) {
+    // The key is "ROUTE|POLICY": a policy the new file no longer names gives
+    // way to the defaults, as it would for a recipient routed now.
+    const std::string policy_name = key.substr(key.rfind('|') + 1);
+    auto it = policy_name.empty() ? policies_.end() : policies_.find(policy_name);
+    d->limits.SetPolicy(it != policies_.end() ? it->second : &live_->smtp.defaults);
+    // Connections over a lowered limit: idle ones say goodbye now, busy ones
+    // after their transaction (KeepsConnection).
+    const int surplus = d->connections - d->limits.MaxConnections();
+    for (int i = 0; i < surplus && !d->idle.empty(); ++i) {
+      Conn* c = d->idle.back();
+      d->idle.pop_back();
+      c->client->Quit();
+      connections_.Kick(c, now_);
+    }
+    if (routes_changed_ && !d->shared && place_.sites != nullptr) {
+      d->shared = true;
+      d->limits.SetSharing(place_.sites->Join(key, place_.index));
+    }
+    Activate(d.get());  // a raised limit or rate may let more go out now
+  }
+  generations_.push_back(std::move(live));
 }
 
 // NextWait - until a completion or the tick, but no longer than the next
@@ -567,6 +619,7 @@ absl::Status Shard::Run() {
   ASSIGN_OR_RETURN(auto jobs, queue_->ListJobs());
   for (const auto& j : jobs) RETURN_IF_ERROR(window_.Load(j).status());
   PostIntakeRead();
+  if (reloads_ != nullptr) PostReloadRead();
   absl::Time stop_deadline = absl::InfiniteFuture();
   const DeliveryWindow::OnTaken on_taken = [this](Work* w, const absl::Status& decoded) {
     OnTaken(w, decoded);

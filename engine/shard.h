@@ -71,6 +71,7 @@
 #include "engine/outcomes.h"
 #include "engine/reactor/ring.h"
 #include "engine/ready_queue.h"
+#include "engine/reload.h"
 #include "engine/routing.h"
 #include "engine/window.h"
 #include "engine/work.h"
@@ -110,8 +111,11 @@ struct Destination {
   // connection budget is spent.
   bool waiting_for_budget = false;
   bool active = false;  // in Shard::active_
-  // Reached by DNS: a site whose domains other shards may have too (SiteShares).
-  bool by_dns = false;
+  // Its limits are split with other shards' pools for the same key (SiteShares):
+  // a site reached by DNS, whose domains other shards may have too, or a static
+  // route after a reload changed [routes] (queued recipients keep the partitions
+  // the old routes gave them).
+  bool shared = false;
   // Its per-destination metrics (volley_destination_deliveries_total).
   metrics::DestinationCounters* counters = nullptr;
 };
@@ -125,6 +129,8 @@ class Shard {
   ~Shard();
 
   void SetDestinationStates(DestinationStates* states) { destination_states_ = states; }
+  // SetReloads - where reloaded configs arrive (engine/reload.h); before Run.
+  void SetReloads(ConfigMailbox* reloads) { reloads_ = reloads; }
   absl::Status Run();
 
  private:
@@ -232,8 +238,24 @@ class Shard {
   absl::Duration NextWait() const;
   void PostCommitRead();
   void PostIntakeRead();
+  void PostReloadRead();
+  // ApplyConfig - a reload's generation, at a loop turn: the [destination]
+  // policies, routes, [[backoff]] and [[classify]] rules from now on. Nothing
+  // under way is cut: a recipient already routed keeps its destination and
+  // retry rule, a connection over a lowered max_connections closes when idle
+  // (QUIT) or after its transaction, a new rate applies to the next token.
+  void ApplyConfig(std::shared_ptr<const LiveConfig> live);
 
   const Config& config_;
+  // What a reload changes is read through live_: config_ until the first
+  // reload, then the newest generation. Every generation applied is kept
+  // (generations_): recipients and connections made under one point into it.
+  const Config* live_;
+  std::vector<std::shared_ptr<const LiveConfig>> generations_;
+  ConfigMailbox* reloads_ = nullptr;
+  uint64_t reload_counter_ = 0;
+  // A reload changed [routes]: static routes' pools are shared like DNS sites'.
+  bool routes_changed_ = false;
   const ShardPlace place_;
   queue::Queue* queue_;
   const metrics::Classifier* classifier_;

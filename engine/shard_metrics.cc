@@ -48,7 +48,7 @@ void Shard::ReportSites() {
   std::vector<std::string> keys;
   std::vector<Destination*> pools;
   for (auto& [key, d] : destinations_) {
-    if (!d->by_dns || (d->ready.empty() && d->connections == 0)) continue;
+    if (!d->shared || (d->ready.empty() && d->connections == 0)) continue;
     keys.push_back(key);
     pools.push_back(d.get());
   }

@@ -479,6 +479,20 @@ std::vector<MetricFamily> Exporter::Collector::Collect() const {
     out.push_back(std::move(rcpts));
   }
   if (sources_.feedback != nullptr) CollectFeedback(*sources_.feedback, &out);
+  if (sources_.reloads != nullptr) {
+    const ReloadMetrics& r = *sources_.reloads;
+    MetricFamily reloads = Family("volley_config_reloads_total",
+                                  "Config reloads (SIGHUP), by result.", MetricType::Counter);
+    Add(&reloads, {{"result", "ok"}}, static_cast<double>(r.ok.value()));
+    Add(&reloads, {{"result", "failed"}}, static_cast<double>(r.failed.value()));
+    out.push_back(std::move(reloads));
+    MetricFamily last = Family("volley_config_last_reload_success_timestamp_seconds",
+                               "When the config was last reloaded, seconds since the epoch; 0: "
+                               "never since start.",
+                               MetricType::Gauge);
+    Add(&last, {}, static_cast<double>(r.last_success_seconds.value()));
+    out.push_back(std::move(last));
+  }
   const ProcessStats p = ReadProcessStats();
   MetricFamily cpu = Family("process_cpu_seconds_total", "User and system CPU time of volleyd.",
                             MetricType::Counter);

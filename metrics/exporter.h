@@ -97,6 +97,7 @@ struct ExporterSources {
   std::vector<const ShardMetrics*> shards;
   const IntakeMetrics* intake = nullptr;
   const FeedbackMetrics* feedback = nullptr;
+  const ReloadMetrics* reloads = nullptr;
   std::function<StoreSnapshot()> store;  // called on the exporter's thread
   size_t max_jobs = 100;
   std::function<EndpointStats()> endpoint;  // none: the exposer_ families are left out

@@ -175,6 +175,13 @@ struct IntakeMetrics {
   Counter recipients_suppressed;  // on the suppression list: not queued
 };
 
+// What SIGHUP reloads count (engine/reload.h); one writer, the reload thread.
+struct ReloadMetrics {
+  Counter ok;
+  Counter failed;                // refused: the running config was kept
+  Gauge last_success_seconds;    // Unix time of the last reload applied; 0: none
+};
+
 // What the feedback loop counts (engine/feedback.h, docs/feedback.md). Written
 // by whoever holds the feedback processor's lock (one writer at a time).
 inline constexpr std::array<std::string_view, 7> kReportKinds = {

@@ -49,7 +49,8 @@ std::string StatsJson(const Stats& s) {
       ",\"recipients\":", s.recipients, ",\"bytes\":", s.bytes,
       ",\"connections\":", s.connections,
       ",\"peak_connections\":", s.peak_connections, ",\"rejects\":", s.rejects,
-      ",\"tls_sessions\":", s.tls_sessions, ",\"listeners\":[");
+      ",\"tls_sessions\":", s.tls_sessions,
+      ",\"sessions_without_quit\":", s.sessions_without_quit, ",\"listeners\":[");
   for (size_t i = 0; i < s.listeners.size(); ++i) {
     const ListenerStats& l = s.listeners[i];
     if (i > 0) out.push_back(',');
@@ -158,6 +159,7 @@ struct alignas(64) ShardCounters {
   Counter bytes;
   Counter rejects;
   Counter tls_sessions;
+  Counter sessions_without_quit;
 };
 
 // A shard's counters for one listening address.
@@ -764,6 +766,7 @@ void Shard::OnTimeout(uint32_t slot) {
 // flight (each connection has at most one, and it is this completion's).
 void Shard::CloseConnection(uint32_t slot) {
   Connection& c = conns_.at(slot);
+  if (!c.session.quit_received()) counters_.sessions_without_quit.Add(1);
   close(c.fd);
   common_.addresses[c.listener]->connections.Down();
   common_.connections.Down();
@@ -1142,6 +1145,7 @@ Stats Server::Impl::stats() const {
     s.bytes += c.bytes.Get();
     s.rejects += c.rejects.Get();
     s.tls_sessions += c.tls_sessions.Get();
+    s.sessions_without_quit += c.sessions_without_quit.Get();
   }
   s.connections = common_.connections.now();
   s.peak_connections = common_.connections.peak();

@@ -240,6 +240,9 @@ struct Stats {
   uint64_t peak_connections = 0;
   uint64_t rejects = 0;         // 4xx/5xx replies to MAIL, RCPT, DATA, BDAT, end of data
   uint64_t tls_sessions = 0;    // TLS handshakes completed
+  // Connections closed before the client sent QUIT: it hung up (or was cut
+  // off), or the server closed it (421, a disconnect rule, a timeout, a stop).
+  uint64_t sessions_without_quit = 0;
   std::vector<ListenerStats> listeners;
 };
 

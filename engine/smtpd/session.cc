@@ -309,6 +309,7 @@ void Session::HandleLine(std::string_view line, Output* out) {
     // A refusing greeting was sent: wait for QUIT, answer 503 to the rest
     // (RFC 5321 3.1).
     if (is("QUIT")) {
+      quit_received_ = true;
       Emit(Command::kQuit, "221 2.0.0 Bye\r\n", absl::ZeroDuration(), out);
       Close(out);
     } else {
@@ -332,6 +333,7 @@ void Session::HandleLine(std::string_view line, Output* out) {
     StartTls(arg, out);
   } else if (is("RSET") || is("NOOP") || is("QUIT")) {
     const Command c = is("RSET") ? Command::kRset : is("NOOP") ? Command::kNoop : Command::kQuit;
+    if (c == Command::kQuit) quit_received_ = true;
     const Decision d = Decide(profile_, c, arg);
     if (d.disconnect) return Close(out);
     if (!Respond(c, c == Command::kQuit ? "221 2.0.0 Bye\r\n" : kOk, d, out)) return;

@@ -250,6 +250,9 @@ class Session {
 
   State state() const { return state_; }
   bool closed() const { return state_ == State::kClosed; }
+  // The client sent QUIT (however it was answered): it ended the session
+  // politely, where a connection closed without it was dropped.
+  bool quit_received() const { return quit_received_; }
   bool tls() const { return tls_; }
   // Octets of a partial command line held, for tests of the bound.
   size_t buffered() const { return lines_.buffered(); }
@@ -320,6 +323,7 @@ class Session {
 
   // Session and transaction state.
   bool refused_ = false;        // the greeting was 4xx/5xx: only QUIT works
+  bool quit_received_ = false;  // quit_received()
   bool greeted_ = false;        // EHLO or HELO accepted
   bool esmtp_ = false;          // ... and it was EHLO: extensions were advertised
   bool tls_ = false;            // STARTTLS was answered 220

@@ -39,7 +39,8 @@ HOSTNAME = "sink.test"
 CONCURRENT = 300
 # The stats JSON's keys: a contract (volley-load and the tests read them).
 STATS_KEYS = {"sessions", "messages", "recipients", "bytes", "connections",
-              "peak_connections", "rejects", "tls_sessions", "listeners"}
+              "peak_connections", "rejects", "tls_sessions", "sessions_without_quit",
+              "listeners"}
 LISTENER_KEYS = {"listen", "sessions", "peak_connections", "connections", "messages",
                  "recipients"}
 # The range test: addresses 127.0.1.1-RANGE, of which USED take CONNS_PER_ADDRESS
@@ -300,6 +301,9 @@ def check_results(sink, expect, final):
     # Sessions: 2 smtplib + 1 pipelined + 1 BDAT + CONCURRENT + 1 dropped.
     check_eq(final["sessions"], 5 + CONCURRENT, "sessions")
     check_eq(set(final), STATS_KEYS, "stats keys")
+    # The dropped session, at least, ended without QUIT; the smtplib ones did not.
+    if not 1 <= final["sessions_without_quit"] <= final["sessions"] - 2:
+        fail(f"sessions_without_quit {final['sessions_without_quit']} of {final['sessions']}")
     for l in final["listeners"]:
         check_eq(set(l), LISTENER_KEYS, "listener keys")
         check_eq(l["connections"], 0, f"{l['listen']}: connections at exit")

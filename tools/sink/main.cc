@@ -34,10 +34,12 @@
 //   --stats FILE (none)
 //       Rewrite FILE with the counters every second and at exit, through FILE.tmp
 //       and rename: {"sessions","messages","recipients","bytes","connections",
-//       "peak_connections","rejects","tls_sessions","listeners":[{"listen",
-//       "sessions","peak_connections","connections","messages","recipients"}]}.
+//       "peak_connections","rejects","tls_sessions","sessions_without_quit",
+//       "listeners":[{"listen","sessions","peak_connections","connections",
+//       "messages","recipients"}]}.
 //       rejects counts 4xx and 5xx replies to MAIL, RCPT, DATA, BDAT and the end
-//       of data; tls_sessions, completed TLS handshakes; a listener's messages
+//       of data; tls_sessions, completed TLS handshakes; sessions_without_quit,
+//       connections closed before the client sent QUIT; a listener's messages
 //       and recipients, those accepted on connections to that address.
 //   --hostname NAME (the machine's host name)
 //       Name in the 220 greeting and the EHLO reply, and of the STARTTLS

@@ -312,6 +312,20 @@ TEST(Session, BadSequenceAndUnknown) {
   EXPECT_EQ(lines.back().substr(0, 9), "554 5.5.1");
 }
 
+TEST(Session, QuitReceivedOnlyAfterQuit) {
+  const absl::Time t = absl::UnixEpoch();
+  Session polite{SessionOptions{}};
+  Output out;
+  polite.Feed("ehlo c\r\nnoop\r\n", t, &out);
+  EXPECT_FALSE(polite.quit_received());
+  polite.Feed("quit\r\n", t, &out);
+  EXPECT_TRUE(polite.quit_received());
+  EXPECT_TRUE(polite.closed());
+  Session dropped{SessionOptions{}};
+  dropped.Feed("ehlo c\r\nmail from:<a@x>\r\nrset\r\n", t, &out);
+  EXPECT_FALSE(dropped.quit_received());  // then the client hangs up
+}
+
 TEST(Session, RecipientCap) {
   std::string input = "EHLO c\r\nMAIL FROM:<a@x>\r\n";
   for (int i = 0; i < 1001; ++i) input += "RCPT TO:<r" + std::to_string(i) + "@y>\r\n";

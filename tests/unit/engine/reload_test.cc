@@ -1,0 +1,265 @@
+#include "engine/reload.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/destination_limits.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace volley::engine {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Keys -> "key" or "key (restart)", for one readable comparison per case.
+std::vector<std::string> Described(const std::vector<ConfigChange>& changes) {
+  std::vector<std::string> out;
+  for (const ConfigChange& c : changes) {
+    out.push_back(c.needs_restart ? c.key + " (restart)" : c.key);
+  }
+  return out;
+}
+
+struct DiffCase {
+  const char* name;
+  const char* running;
+  const char* next;
+  std::vector<std::string> want;
+};
+
+TEST(DiffConfigText, NamesEachChangedKeyAndWhetherItNeedsARestart) {
+  const DiffCase cases[] = {
+      {"same text", "[smtp]\nport = 25\n", "[smtp]\nport = 25\n", {}},
+      {"comments and order do not count", "[smtp]\nport = 25\nmax_message_rate = \"10/s\"\n",
+       "# hi\n[smtp]\nmax_message_rate = \"10/s\" # rate\nport = 25\n", {}},
+      {"a rate", "[smtp]\nmax_message_rate = \"10/s\"\n", "[smtp]\nmax_message_rate = \"5/s\"\n",
+       {"smtp.max_message_rate"}},
+      {"a port is the program's, not a destination's", "[smtp]\nport = 25\n",
+       "[smtp]\nport = 2525\n", {"smtp.port (restart)"}},
+      {"ehlo_name", "", "[smtp]\nehlo_name = \"mx.sender.test\"\n", {"smtp.ehlo_name (restart)"}},
+      {"tls_fallback_time", "", "[smtp]\ntls_fallback_time = \"5m\"\n",
+       {"smtp.tls_fallback_time"}},
+      {"a destination's key",
+       "[destination.\"b.test\"]\nmax_connections_per_destination = 4\ntls = \"off\"\n",
+       "[destination.\"b.test\"]\nmax_connections_per_destination = 2\ntls = \"off\"\n",
+       {"destination.\"b.test\".max_connections_per_destination"}},
+      {"a destination added", "", "[destination.\"b.test\"]\nmax_message_rate = \"1/s\"\n",
+       {"destination.\"b.test\""}},
+      {"a destination removed", "[destination.\"b.test\"]\ntls = \"off\"\n", "",
+       {"destination.\"b.test\""}},
+      {"a route", "[routes]\n\"*\" = \"127.0.0.1:2525\"\n",
+       "[routes]\n\"*\" = \"127.0.0.1:2526\"\n\"a.test\" = \"127.0.0.1:2527\"\n",
+       {"routes.\"*\"", "routes.\"a.test\""}},
+      {"retry", "[retry]\ninitial = \"5m\"\n", "[retry]\ninitial = \"1m\"\n", {"retry.initial"}},
+      {"backoff and classify are one key each", "",
+       "[[backoff]]\nclass = \"policy\"\naction = \"suspend\"\nperiod = \"1m\"\n"
+       "[[classify]]\nclass = \"x\"\ntext = \"x\"\n",
+       {"backoff", "classify"}},
+      {"paths, delivery, metrics and admin need a restart (sorted, as toml++ keeps keys)",
+       "[paths]\nspool = \"a\"\n[delivery]\nshards = 2\n",
+       "[paths]\nspool = \"b\"\n[delivery]\nshards = 1\n[metrics]\nlisten = \"127.0.0.1:1\"\n"
+       "[admin]\nlisten = \"127.0.0.1:2\"\n",
+       {"delivery.shards (restart)", "paths.spool (restart)", "admin.listen (restart)",
+        "metrics.listen (restart)"}},
+      {"dkim and sources need a restart", "",
+       "[[source]]\nname = \"a\"\naddress = \"127.0.0.1\"\n", {"source (restart)"}},
+      {"a value's type changes", "[delivery]\nwindow = 100\n", "[delivery]\nwindow = \"100\"\n",
+       {"delivery.window (restart)"}},
+  };
+  for (const DiffCase& c : cases) {
+    absl::StatusOr<std::vector<ConfigChange>> got = DiffConfigText(c.running, c.next, "v.toml");
+    ASSERT_TRUE(got.ok()) << c.name << ": " << got.status();
+    EXPECT_EQ(Described(*got), c.want) << c.name;
+  }
+}
+
+TEST(DiffConfigText, ASyntaxErrorNamesFileAndLine) {
+  absl::StatusOr<std::vector<ConfigChange>> got =
+      DiffConfigText("", "[smtp]\nport = = 2\n", "v.toml");
+  ASSERT_FALSE(got.ok());
+  EXPECT_THAT(got.status().message(), HasSubstr("v.toml:2"));
+}
+
+TEST(IsReloadable, PolicyKeysOfSmtpAndWholeSections) {
+  for (const char* key : {"smtp.max_message_rate", "smtp.max_connections_per_destination",
+                          "smtp.tls", "smtp.idle_timeout", "routes", "routes.\"*\"",
+                          "destination.\"a.test\".tls", "retry.max", "backoff", "classify"}) {
+    EXPECT_TRUE(IsReloadable(key)) << key;
+  }
+  for (const char* key : {"smtp.port", "smtp.ehlo_name", "smtp.tls_ca_file", "paths.queue",
+                          "delivery.window", "dns.servers", "dkim", "source", "token_key",
+                          "retryx", "routesx.y", "inbound.listen", "suppression.path"}) {
+    EXPECT_FALSE(IsReloadable(key)) << key;
+  }
+}
+
+TEST(MergeReloadable, TakesReloadableKeysAndKeepsTheRest) {
+  absl::StatusOr<Config> running = ParseConfig(
+      "[paths]\nspool = \"old\"\n[smtp]\nport = 25\nmax_message_rate = \"10/s\"\n", "a.toml");
+  absl::StatusOr<Config> next = ParseConfig(
+      "[paths]\nspool = \"new\"\n[smtp]\nport = 2525\nmax_message_rate = \"2/s\"\n"
+      "[retry]\ninitial = \"1m\"\n[destination.\"b.test\"]\nmax_connections_per_destination = 3\n"
+      "[routes]\n\"b.test\" = \"127.0.0.1:2600\"\n",
+      "a.toml");
+  ASSERT_TRUE(running.ok() && next.ok());
+  const Config merged = MergeReloadable(*running, *next);
+  EXPECT_EQ(merged.spool_dir, "old");
+  EXPECT_EQ(merged.smtp.port, 25);
+  EXPECT_EQ(merged.smtp.defaults.max_message_rate.text, "2/s");
+  EXPECT_EQ(merged.retry.initial, absl::Minutes(1));
+  EXPECT_EQ(merged.smtp.defaults.retry.initial, absl::Minutes(1));
+  ASSERT_EQ(merged.destinations.size(), 1u);
+  EXPECT_EQ(merged.destinations[0].second.max_connections, 3);
+  ASSERT_EQ(merged.routes.size(), 1u);
+  EXPECT_EQ(merged.routes[0].first, "b.test");
+}
+
+// A real file, a real reloader: what it publishes, what it refuses.
+class ConfigReloaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "reload_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/volley.toml";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void Write(const std::string& text) { std::ofstream(path_, std::ios::trunc) << text; }
+
+  std::unique_ptr<ConfigReloader> Start(const std::string& text) {
+    Write(text);
+    absl::StatusOr<Config> c = ParseConfig(text, path_);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return std::make_unique<ConfigReloader>(
+        path_, text, *c,
+        [this](const std::shared_ptr<const LiveConfig>& live) { published_.push_back(live); },
+        &metrics_);
+  }
+
+  std::string dir_;
+  std::string path_;
+  std::vector<std::shared_ptr<const LiveConfig>> published_;
+  metrics::ReloadMetrics metrics_;
+};
+
+const char kStart[] =
+    "[paths]\nspool = \"var/spool\"\n"
+    "[smtp]\nehlo_name = \"mx.sender.test\"\n"
+    "[destination.\"b.test\"]\nmax_message_rate = \"20/s\"\nmax_connections_per_destination = 4\n";
+
+TEST_F(ConfigReloaderTest, AGoodFileIsPublishedWithTheRestartKeysKept) {
+  auto reloader = Start(kStart);
+  Write(
+      "[paths]\nspool = \"elsewhere\"\n"
+      "[smtp]\nehlo_name = \"mx.sender.test\"\n"
+      "[destination.\"b.test\"]\nmax_message_rate = \"5/s\"\nmax_connections_per_destination = 2\n");
+  ASSERT_TRUE(reloader->Reload().ok());
+  ASSERT_EQ(published_.size(), 1u);
+  const LiveConfig& live = *published_[0];
+  EXPECT_EQ(live.generation, 1u);
+  EXPECT_EQ(live.config.spool_dir, "var/spool");  // restart-only: the running value
+  ASSERT_EQ(live.config.destinations.size(), 1u);
+  EXPECT_EQ(live.config.destinations[0].second.max_message_rate.text, "5/s");
+  EXPECT_EQ(live.config.destinations[0].second.max_connections, 2);
+  ASSERT_NE(live.routes, nullptr);
+  EXPECT_NE(live.routes->Find("b.test"), nullptr);
+  EXPECT_FALSE(live.routes_changed);
+  EXPECT_EQ(metrics_.ok.value(), 1u);
+  EXPECT_EQ(metrics_.failed.value(), 0u);
+  EXPECT_GT(metrics_.last_success_seconds.value(), 0);
+}
+
+TEST_F(ConfigReloaderTest, ABrokenFileIsRefusedWithFileAndLine) {
+  auto reloader = Start(kStart);
+  Write("[smtp]\nehlo_name = \"mx.sender.test\"\n[destination.\"b.test\"]\n"
+        "max_message_rate = \"fast\"\n");
+  absl::Status st = reloader->Reload();
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.message(), HasSubstr(path_ + ":4"));
+  EXPECT_THAT(st.message(), HasSubstr("max_message_rate"));
+  EXPECT_TRUE(published_.empty());
+  EXPECT_EQ(metrics_.failed.value(), 1u);
+  EXPECT_EQ(metrics_.last_success_seconds.value(), 0);
+}
+
+TEST_F(ConfigReloaderTest, AnUnreadableDkimKeyIsRefused) {
+  auto reloader = Start(kStart);
+  Write(std::string(kStart) + "[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nkey_file = \"" +
+        dir_ + "/missing.pem\"\n");
+  absl::Status st = reloader->Reload();
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.message(), HasSubstr("missing.pem"));
+  EXPECT_TRUE(published_.empty());
+}
+
+TEST_F(ConfigReloaderTest, ChangedSourcesAreRefused) {
+  auto reloader = Start(kStart);
+  Write(std::string(kStart) + "[[source]]\nname = \"a\"\naddress = \"127.0.0.1\"\n");
+  absl::Status st = reloader->Reload();
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.message(), HasSubstr("source"));
+  EXPECT_TRUE(published_.empty());
+}
+
+TEST_F(ConfigReloaderTest, AMissingFileIsRefusedAndAnotherReloadWorksAfter) {
+  auto reloader = Start(kStart);
+  std::filesystem::remove(path_);
+  EXPECT_FALSE(reloader->Reload().ok());
+  Write(kStart);
+  EXPECT_TRUE(reloader->Reload().ok());
+  EXPECT_EQ(metrics_.failed.value(), 1u);
+  EXPECT_EQ(metrics_.ok.value(), 1u);
+}
+
+TEST_F(ConfigReloaderTest, ChangedRoutesAreMarked) {
+  auto reloader = Start(kStart);
+  Write(std::string(kStart) + "[routes]\n\"b.test\" = \"127.0.0.1:2600\"\n");
+  ASSERT_TRUE(reloader->Reload().ok());
+  ASSERT_EQ(published_.size(), 1u);
+  EXPECT_TRUE(published_[0]->routes_changed);
+  const dns::Route* route = published_[0]->routes->Find("b.test");
+  ASSERT_NE(route, nullptr);
+  EXPECT_EQ(route->name, "127.0.0.1:2600");
+}
+
+TEST(ConfigReloaderNoFile, NothingToReload) {
+  metrics::ReloadMetrics metrics;
+  int published = 0;
+  ConfigReloader reloader("", "", Config{},
+                          [&published](const std::shared_ptr<const LiveConfig>&) { ++published; },
+                          &metrics);
+  EXPECT_FALSE(reloader.Reload().ok());
+  EXPECT_EQ(published, 0);
+  EXPECT_EQ(metrics.failed.value(), 0u);  // not a refused file
+}
+
+TEST(DestinationLimitsSetPolicy, LowerLimitsApplyAtOnce) {
+  DestinationPolicy before;
+  before.max_connections = 4;
+  DestinationPolicy after = before;
+  after.max_connections = 2;
+  after.max_message_rate = *ParseRate("1/s");
+  DestinationLimits limits(&before, "b.test", 1);
+  const absl::Time now = absl::UnixEpoch() + absl::Hours(1);
+  EXPECT_TRUE(limits.KeepsConnection(0, 3, now));
+  EXPECT_TRUE(limits.TakeMessageToken(now));
+  EXPECT_TRUE(limits.TakeMessageToken(now));  // no rate: always
+  limits.SetPolicy(&after);
+  EXPECT_EQ(limits.MaxConnections(), 2);
+  EXPECT_FALSE(limits.KeepsConnection(0, 3, now));  // the surplus goes after its transaction
+  EXPECT_FALSE(limits.MayOpen(100, 2, 0, now));
+  EXPECT_TRUE(limits.TakeMessageToken(now));   // the new bucket's one token
+  EXPECT_FALSE(limits.TakeMessageToken(now));  // then one a second
+  EXPECT_TRUE(limits.TakeMessageToken(now + absl::Seconds(1)));
+}
+
+}  // namespace
+}  // namespace volley::engine
