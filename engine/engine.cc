@@ -312,6 +312,7 @@ absl::Status Engine::Run() {
                                               config_.metrics_request_timeout},
                                              std::move(sources)));
     exporter->Start();
+    base::LogInfo("metrics on http://%s/metrics", exporter->address());
     std::unique_ptr<UnsubscribeServer> unsubscribe;
     if (!config_.unsubscribe.listen.empty()) {
       // A verified click suppresses the address and logs `unsubscribed`; a

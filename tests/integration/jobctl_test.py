@@ -24,6 +24,7 @@ import collections
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -122,8 +123,18 @@ def test(h):
         wait_for(lambda: d.assert_alive() and ctl.run("jobs").returncode == 0, 60,
                  "volleyd's admin API to answer")
         with open(d.output, errors="replace") as f:
-            check("volleyd: info: admin API on %s" % ctl.admin in f.read(),
-                  "volleyd did not log its admin address")
+            text = f.read()
+        check("volleyd: info: admin API on %s" % ctl.admin in text,
+              "volleyd did not log its admin address")
+        check("volleyd: info: metrics on http://%s:%d/metrics" % (harness.LOOPBACK, d.metrics_port)
+              in text, "volleyd did not log its metrics address")
+        # Every line of volleyd's own says when, and how bad.
+        line_re = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z volleyd: "
+                             r"(info|warning|error|fatal): ")
+        own = [l for l in text.splitlines() if "volleyd: " in l]
+        check(own and all(line_re.match(l) for l in own),
+              "volleyd lines without a time and severity: %r"
+              % [l for l in own if not line_re.match(l)][:3])
 
     start()
     reader = harness.JsonlReader(d.deliveries_path)
