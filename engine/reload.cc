@@ -220,7 +220,7 @@ absl::Status ConfigReloader::Reload() {
         absl::StrCat(path_, ": ", live.status().message())));
   }
   for (const ConfigChange& c : *since_start) {
-    if (c.needs_restart) base::LogInfo("%s changed: restart volleyd to apply", c.key);
+    if (c.needs_restart) base::LogWarning("%s changed: restart volleyd to apply", c.key);
   }
   std::vector<std::string> applied;
   for (const ConfigChange& c : *since_applied) {
