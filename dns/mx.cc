@@ -172,8 +172,8 @@ std::string IpAddress::ToString() const {
   return buf;
 }
 
-Destination MakeDestination(const IpAddress& ip, uint16_t port) {
-  Destination d;
+Endpoint MakeEndpoint(const IpAddress& ip, uint16_t port) {
+  Endpoint d;
   d.host = ip.ToString();
   d.port = port;
   if (ip.family == AF_INET6) {

@@ -9,7 +9,7 @@
 //   MxPlan plan = PlanDelivery(list, answers, options);
 //   if (plan.verdict) Fail(*plan.verdict);
 //   for (const PlannedHost& h : plan.hosts)           // most preferred first
-//     for (const IpAddress& ip : h.addresses) Try(MakeDestination(ip, 25));
+//     for (const IpAddress& ip : h.addresses) Try(MakeEndpoint(ip, 25));
 //   Pool(plan.site);                                  // "mx1.p.test,mx2.p.test"
 //
 // DESCRIPTION
@@ -132,9 +132,9 @@ struct IpAddress {
   friend bool operator==(const IpAddress&, const IpAddress&) = default;
 };
 
-// MakeDestination - the address and port as routes.h's Destination (name
+// MakeEndpoint - the address and port as routes.h's Endpoint (name
 // "192.0.2.1:25" or "[2001:db8::1]:25"), ready for connect().
-Destination MakeDestination(const IpAddress& ip, uint16_t port);
+Endpoint MakeEndpoint(const IpAddress& ip, uint16_t port);
 
 enum class AddressClass : uint8_t {
   kGlobal,       // globally routable unicast: always usable

@@ -142,7 +142,7 @@ absl::StatusOr<std::unique_ptr<Resolver>> Resolver::Create(const ResolverOptions
   }
   std::vector<std::string> servers;
   for (const std::string& s : options.servers) {
-    ASSIGN_OR_RETURN(Destination where, ParseHostPort(s));
+    ASSIGN_OR_RETURN(Endpoint where, ParseHostPort(s));
     // c-ares's own notation: brackets around an IPv6 address, always with the port.
     servers.push_back(where.addr.ss_family == AF_INET6
                           ? absl::StrCat("[", where.host, "]:", where.port)

@@ -13,13 +13,13 @@
 
 namespace volley::dns {
 
-absl::StatusOr<Destination> ParseHostPort(std::string_view text) {
+absl::StatusOr<Endpoint> ParseHostPort(std::string_view text) {
   auto where = base::ParseHostPort(text);
   if (!where.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("\"", base::Sv(text), "\": ", where.status().message()));
   }
-  Destination d;
+  Endpoint d;
   if (!base::IpLiteralAddress(*where, &d.addr, &d.addr_len)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "\"", base::Sv(text), "\": host must be an IP address literal (names need DNS routing)"));
@@ -33,7 +33,7 @@ absl::StatusOr<Destination> ParseHostPort(std::string_view text) {
 absl::StatusOr<Route> ParseRoute(std::string_view text) {
   Route route;
   for (absl::string_view part : absl::StrSplit(base::Sv(text), ',')) {
-    ASSIGN_OR_RETURN(Destination host, ParseHostPort(base::StdSv(absl::StripAsciiWhitespace(part))));
+    ASSIGN_OR_RETURN(Endpoint host, ParseHostPort(base::StdSv(absl::StripAsciiWhitespace(part))));
     if (!route.name.empty()) route.name += ",";
     route.name += host.name;
     host.preference = static_cast<uint16_t>(std::min<size_t>(route.hosts.size(), UINT16_MAX));

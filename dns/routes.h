@@ -4,7 +4,7 @@
 //   auto routes = StaticRoutes::Create({{"example.test", "127.0.0.1:2525"},
 //                                       {"*", "127.0.0.1:2526"}});
 //   const Route* r = routes->Find("user@example.test" domain part);
-//   for (const Destination& host : r->hosts) ...   // in order of preference
+//   for (const Endpoint& host : r->hosts) ...   // in order of preference
 //
 // DESCRIPTION
 //   The [routes] table of the config: a domain (case-insensitive, exact match)
@@ -36,9 +36,10 @@
 
 namespace volley::dns {
 
-// Where to connect: one address and port. `name` ("127.0.0.1:2525") keys the
-// connection pool and is what the delivery log shows.
-struct Destination {
+// Endpoint - where to connect: one address and port. `name` ("127.0.0.1:2525")
+// keys the connection pool and is what the delivery log shows. (Not a
+// "destination": in the engine that is the pool of one route, with its limits.)
+struct Endpoint {
   std::string name;
   std::string host;  // the address literal, without brackets
   uint16_t port = 0;
@@ -51,15 +52,15 @@ struct Destination {
   uint16_t preference = 0;
 };
 
-// ParseHostPort - "1.2.3.4:25" or "[::1]:25" into a Destination (base/host_port.h
+// ParseHostPort - "1.2.3.4:25" or "[::1]:25" into an Endpoint (base/host_port.h
 // checks the syntax; here HOST must also be an IP literal).
-absl::StatusOr<Destination> ParseHostPort(std::string_view text);
+absl::StatusOr<Endpoint> ParseHostPort(std::string_view text);
 
 // Route - the hosts that take a domain's mail, most preferred first. `name` joins
 // the hosts' names with ","; it keys the connection pool.
 struct Route {
   std::string name;
-  std::vector<Destination> hosts;  // never empty
+  std::vector<Endpoint> hosts;  // never empty
 };
 
 // ParseRoute - "HOST:PORT[,HOST:PORT...]" (spaces around commas allowed).

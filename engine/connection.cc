@@ -43,7 +43,7 @@ absl::Status Connections::Init() {
 }
 
 absl::StatusOr<Conn*> Connections::Open(const OpenRequest& request, absl::Time now) {
-  const dns::Destination& where = request.route->hosts[request.host];
+  const dns::Endpoint& where = request.route->hosts[request.host];
   const int fd = ::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     const int err = errno;

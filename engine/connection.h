@@ -115,7 +115,7 @@ struct Conn {
   size_t host = 0;
   int source = -1;  // the egress source bound to (Config::sources), or none
 
-  const dns::Destination& Host() const { return route->hosts[host]; }
+  const dns::Endpoint& Host() const { return route->hosts[host]; }
 };
 
 // A socket address to bind a connection to (an egress source, port 0).

@@ -42,7 +42,7 @@ void DestinationLimits::SetRoute(std::shared_ptr<const dns::Route> route) {
 }
 
 size_t DestinationLimits::ChooseHost(absl::Time now, std::mt19937_64& rng) const {
-  const std::vector<dns::Destination>& hosts = route_->hosts;
+  const std::vector<dns::Endpoint>& hosts = route_->hosts;
   size_t first_up = hosts.size();
   size_t soonest = 0;
   for (size_t i = 0; i < hosts.size(); ++i) {

@@ -143,7 +143,7 @@ Shard::Opened Shard::OpenConnection(Destination* d) {
   request.policy = &d->limits.policy();
   request.route = d->limits.route();
   request.host = d->limits.ChooseHost(now_, rng_);
-  const dns::Destination& where = request.route->hosts[request.host];
+  const dns::Endpoint& where = request.route->hosts[request.host];
   request.source = d->limits.PickSource(where.addr.ss_family, source_choices_);
   if (request.source == -2) {
     // Sending from an address the operator did not list would spend another

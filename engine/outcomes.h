@@ -61,7 +61,7 @@ smtp::Outcome MakeOutcome(smtp::Outcome::Kind kind, int code, std::string enhanc
 // was made (a DNS verdict, expired untried, cancelled).
 struct AttemptPlace {
   metrics::DestinationCounters* counters = nullptr;  // null: "other"'s
-  const dns::Destination* host = nullptr;
+  const dns::Endpoint* host = nullptr;
   int backoff_level = 0;
   std::string_view tls_version;
   std::string_view tls_cipher;

@@ -91,7 +91,7 @@ void Routing::RouteByDns(Work* w, const std::string& domain) {
       route->name = plan.plan.site;
       for (const dns::PlannedHost& host : plan.plan.hosts) {
         for (const dns::IpAddress& ip : host.addresses) {
-          dns::Destination where = dns::MakeDestination(ip, config_.smtp.port);
+          dns::Endpoint where = dns::MakeEndpoint(ip, config_.smtp.port);
           where.mx = host.name;
           where.preference = host.preference;
           route->hosts.push_back(std::move(where));

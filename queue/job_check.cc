@@ -248,18 +248,9 @@ absl::StatusOr<JobFileReport> CheckJobFile(
     return absl::InvalidArgumentError(absl::StrCat(base::Sv(shown_as), ":", line, ": ", base::Sv(why)));
   };
   LineReader reader(fd);
-  std::string line;
-  switch (reader.Next(limits.max_header_line, &line)) {
-    case LineReader::Result::kLine:
-      break;
-    case LineReader::Result::kTooLong:
-      return refused(1, HeaderTooLongReason(limits));
-    case LineReader::Result::kEnd:
-      return refused(1, kEmptyJobFileReason);
-    case LineReader::Result::kError:
-      errno = reader.error();
-      return base::ErrnoError(path, "read");
-  }
+  ASSIGN_OR_RETURN(HeaderLine header_line, ReadHeaderLine(reader, limits, path));
+  if (!header_line.refusal.empty()) return refused(1, header_line.refusal);
+  std::string line = std::move(header_line.line);
   absl::StatusOr<JobFileCheck> check = JobFileCheck::Start(line, limits);
   if (!check.ok()) return refused(1, base::StdSv(check.status().message()));
   if (header_check) {
@@ -300,6 +291,25 @@ absl::StatusOr<JobFileReport> CheckJobFile(
 
 std::string HeaderTooLongReason(const JobLimits& limits) {
   return absl::StrCat("header: longer than ", limits.max_header_line, " bytes");
+}
+
+absl::StatusOr<HeaderLine> ReadHeaderLine(LineReader& reader, const JobLimits& limits,
+                                          std::string_view path) {
+  HeaderLine got;
+  switch (reader.Next(limits.max_header_line, &got.line)) {
+    case LineReader::Result::kLine:
+      break;
+    case LineReader::Result::kTooLong:
+      got.refusal = HeaderTooLongReason(limits);
+      break;
+    case LineReader::Result::kEnd:
+      got.refusal = std::string(kEmptyJobFileReason);
+      break;
+    case LineReader::Result::kError:
+      errno = reader.error();
+      return base::ErrnoError(path, "read");
+  }
+  return got;
 }
 
 }  // namespace volley::queue

@@ -78,6 +78,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "queue/job.h"
+#include "queue/job_reader.h"
 #include "queue/template.h"
 
 namespace volley::queue {
@@ -147,6 +148,18 @@ std::string_view ClosestName(std::string_view name, const std::vector<std::strin
 inline constexpr std::string_view kEmptyJobFileReason = "header: empty file";
 inline constexpr std::string_view kTooManyLinesReason = "job: too many lines";
 std::string HeaderTooLongReason(const JobLimits& limits);
+
+// HeaderLine - line 1 of a job file as ReadHeaderLine found it: the line, or,
+// when `refusal` is not empty, why the file is refused at line 1.
+struct HeaderLine {
+  std::string line;
+  std::string refusal;
+};
+
+// ReadHeaderLine - line 1 through `reader` (intake and `volleyctl check` read
+// it alike); an error only when the read itself fails (`path` names it).
+absl::StatusOr<HeaderLine> ReadHeaderLine(LineReader& reader, const JobLimits& limits,
+                                          std::string_view path);
 
 // RejectedLine - a recipient line a check (or intake) skips.
 struct RejectedLine {

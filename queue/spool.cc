@@ -397,19 +397,9 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   }
   const std::string source = SourceOf(st);
   LineReader reader(fd);
-  std::string line;
-
-  switch (reader.Next(limits.max_header_line, &line)) {
-    case LineReader::Result::kLine:
-      break;
-    case LineReader::Result::kTooLong:
-      return refuse(1, HeaderTooLongReason(limits));
-    case LineReader::Result::kEnd:
-      return refuse(1, kEmptyJobFileReason);
-    case LineReader::Result::kError:
-      errno = reader.error();
-      return base::ErrnoError(path, "read");
-  }
+  ASSIGN_OR_RETURN(HeaderLine header_line, ReadHeaderLine(reader, limits, path));
+  if (!header_line.refusal.empty()) return refuse(1, header_line.refusal);
+  std::string line = std::move(header_line.line);
   // The checks `volleyctl check` makes too (queue/job_check.h): the same code, so
   // the same messages.
   auto check = JobFileCheck::Start(line, limits);

@@ -7,8 +7,8 @@ gives up after 3 days, except at shortlived.test, whose [destination] table sets
 retry_max_age = "3s". Four jobs:
 
   later      send_after 4 s ahead: no recipient is sent before that time.
-  gone       expires already passed at intake: every recipient expires untried
-             (attempt 0, 5.4.7), nothing reaches the sink.
+  gone       expires already passed at intake: the job is refused (its .error names
+             expires), nothing of it is queued, logged or sent.
   expiring   expires 3 s ahead, recipients at defer.test: deferred, retried, and
              expired at the deadline with the last reply quoted.
   perdomain  recipients at defer.test and at shortlived.test: the shortlived.test ones
@@ -88,14 +88,13 @@ def test(h):
     def terminal(recs, job_id):
         return [r for r in recs if r.get("job") == job_id and r.get("status") in TERMINAL]
 
-    # gone: every recipient expires untried, at once.
-    wait_for(lambda: d.assert_alive() and len(terminal(records(), "gone")) >= len(gone), 60,
-             "every recipient of \"gone\" expired")
-    recs = terminal(records(), "gone")
-    check(sorted(r["rcpt"] for r in recs) == sorted(gone), "gone: one record per recipient: %r" % recs)
-    for r in recs:
-        check(r["status"] == "expired" and r["attempt"] == 0 and r["enhanced"] == "5.4.7",
-              "gone: expired untried: %r" % r)
+    # gone: refused at intake, as a job that would expire every recipient at once.
+    wait_for(lambda: d.assert_alive() and d.exists("failed", "gone.job.error"), 60,
+             "\"gone\" refused into failed/")
+    with open(d.path("failed", "gone.job.error")) as f:
+        why = f.read()
+    check("incoming/gone.job:1: expires: " in why and "is in the past" in why,
+          "gone: the refusal names expires: %r" % why)
 
     # perdomain: the shortlived.test recipients expire after their 3 s; the defer.test
     # ones of the same job are still being retried.
@@ -151,6 +150,8 @@ def test(h):
     # The sink writes its record a moment after it replies.
     wait_for(sink_has_later, 30, "every recipient of \"later\" in the sink's record")
     check(not (got & set(gone)), "no recipient of \"gone\" reached the sink")
+    check(not [r for r in records() if r.get("job") == "gone"],
+          "gone: records in the delivery log of a refused job")
     log("send_after, expires and per-destination max_age honoured")
     check(d.stop() == 0, "volleyd exits 0")
 

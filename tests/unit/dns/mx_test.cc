@@ -608,14 +608,14 @@ TEST(PlanDelivery, KeepsAtMostMaxAddressesPerHost) {
   EXPECT_EQ(plan.hosts[0].addresses.back().ToString(), "127.0.0.8");
 }
 
-TEST(MakeDestination, BothFamilies) {
-  Destination v4 = MakeDestination(*IpAddress::Parse("127.0.0.2"), 2525);
+TEST(MakeEndpoint, BothFamilies) {
+  Endpoint v4 = MakeEndpoint(*IpAddress::Parse("127.0.0.2"), 2525);
   EXPECT_EQ(v4.name, "127.0.0.2:2525");
   EXPECT_EQ(v4.host, "127.0.0.2");
   EXPECT_EQ(v4.addr.ss_family, AF_INET);
   EXPECT_EQ(v4.addr_len, sizeof(sockaddr_in));
   EXPECT_EQ(ntohs(reinterpret_cast<const sockaddr_in*>(&v4.addr)->sin_port), 2525);
-  Destination v6 = MakeDestination(*IpAddress::Parse("::1"), 25);
+  Endpoint v6 = MakeEndpoint(*IpAddress::Parse("::1"), 25);
   EXPECT_EQ(v6.name, "[::1]:25");
   EXPECT_EQ(v6.addr.ss_family, AF_INET6);
   EXPECT_EQ(v6.addr_len, sizeof(sockaddr_in6));
