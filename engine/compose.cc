@@ -83,6 +83,18 @@ absl::StatusOr<Credentials> Credentials::Load(const Config& config,
   return c;
 }
 
+Credentials Credentials::ForReload(Credentials next, const Credentials& running) {
+  next.tokens_ = running.tokens_;
+  next.verp_domain_ = running.verp_domain_;
+  return next;
+}
+
+std::vector<std::string> Credentials::DkimSelectors() const {
+  std::vector<std::string> out;
+  for (const DkimKey& k : dkim_) out.push_back(absl::StrCat(k.config.domain, "/", k.config.selector));
+  return out;
+}
+
 std::string_view Credentials::DkimDomainFor(std::string_view from_domain) const {
   std::string_view best;
   for (const DkimKey& k : dkim_) {
@@ -125,22 +137,34 @@ absl::Status Credentials::CheckJob(const queue::JobHeader& h, const queue::Templ
 }
 
 Composer::Composer(const Credentials& credentials)
-    : credentials_(credentials), rng_(std::random_device{}()) {
-  for (const Credentials::DkimKey& k : credentials_.dkim_) {
+    : credentials_(&credentials), rng_(std::random_device{}()) {
+  LoadSigners();
+}
+
+void Composer::LoadSigners() {
+  signers_.clear();
+  for (const Credentials::DkimKey& k : credentials_->dkim_) {
     // Load() parsed this PEM already; a second parse cannot fail.
     absl::StatusOr<dkim::PrivateKey> key = dkim::PrivateKey::FromPem(k.pem);
-    VOLLEY_CHECK(key.ok(), "a DKIM key that parsed at start no longer parses");
+    VOLLEY_CHECK(key.ok(), "a DKIM key that parsed at load no longer parses");
     signers_.emplace_back(k.options, *std::move(key));
   }
+}
+
+void Composer::SetCredentials(const Credentials& credentials) {
+  credentials_ = &credentials;
+  LoadSigners();
+  // Every plan's indices now point into a set that is gone.
+  ++keys_generation_;
 }
 
 std::vector<size_t> Composer::SignersFor(std::string_view from_domain) const {
   std::vector<size_t> out;
   if (from_domain.empty()) return out;
-  const std::string_view domain = credentials_.DkimDomainFor(from_domain);
+  const std::string_view domain = credentials_->DkimDomainFor(from_domain);
   if (domain.empty()) return out;
-  for (size_t i = 0; i < credentials_.dkim_.size(); ++i) {
-    if (credentials_.dkim_[i].config.domain == domain) out.push_back(i);
+  for (size_t i = 0; i < credentials_->dkim_.size(); ++i) {
+    if (credentials_->dkim_[i].config.domain == domain) out.push_back(i);
   }
   return out;
 }
@@ -152,24 +176,32 @@ std::unique_ptr<JobPlan> Composer::Plan(const queue::JobHeader& h, const queue::
   plan->message_id_left = IsDotAtomText(h.id) ? h.id : absl::StrCat("j", job_no);
   plan->add_message_id = h.add_message_id && !queue::HasHeaderField(h, t, "message-id");
   plan->add_date = h.add_date && !queue::HasHeaderField(h, t, "date");
-  plan->verp = !credentials_.verp_domain_.empty() && h.return_path.empty();
+  plan->verp = !credentials_->verp_domain_.empty() && h.return_path.empty();
   plan->uses_token = queue::UsesUnsubscribeToken(h, t);
   const queue::TemplateField* from = t.FindHeader("from");
   plan->from_fixed = from == nullptr || !from->has_placeholders;
   const std::string from_domain = TemplateFromDomain(h);
   plan->message_id_domain =
       from_domain.empty() ? absl::AsciiStrToLower(base::Sv(queue::DomainOf(h.from))) : from_domain;
+  plan->shared_body = !t.body_has_placeholders();
+  PlanSigners(*plan, h);
+  return plan;
+}
+
+void Composer::PlanSigners(JobPlan& plan, const queue::JobHeader& h) const {
+  plan.signers.clear();
+  plan.sign = false;
   if (h.dkim && !signers_.empty()) {
-    if (plan->from_fixed) {
-      plan->signers = SignersFor(from_domain);
-      plan->sign = !plan->signers.empty();
+    if (plan.from_fixed) {
+      plan.signers = SignersFor(TemplateFromDomain(h));
+      plan.sign = !plan.signers.empty();
     } else {
-      plan->sign = true;  // found per message
+      plan.sign = true;  // found per message
     }
   }
-  plan->shared_body = !t.body_has_placeholders();
-  plan->body_hash.resize(plan->signers.size());
-  return plan;
+  // Cached body hashes belong to the signers they were made for.
+  plan.body_hash.assign(plan.signers.size(), {});
+  plan.keys_generation = keys_generation_;
 }
 
 std::string_view Composer::DateOf(absl::Time now) {
@@ -184,7 +216,10 @@ std::string_view Composer::DateOf(absl::Time now) {
 void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Template& t,
                        const queue::Recipient& r, uint32_t line, absl::Time now,
                        const smtp::Capabilities& caps, smtp::Envelope* env) {
-  const token::Keyring& keys = credentials_.tokens_;
+  // Planned with a signer set SetCredentials has replaced: its indices would name
+  // other keys, or none.
+  if (plan.keys_generation != keys_generation_) PlanSigners(plan, h);
+  const token::Keyring& keys = credentials_->tokens_;
   std::string token;
   if (plan.uses_token && !keys.empty()) {
     token = token::Issue(keys, token::Purpose::kUnsubscribe, plan.job_no, line);
@@ -192,7 +227,7 @@ void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Te
   if (!h.return_path.empty()) {
     env->mail_from = queue::RenderReturnPath(h, r);
   } else if (plan.verp) {
-    env->mail_from = token::VerpAddress(keys, credentials_.verp_domain_, plan.job_no, line);
+    env->mail_from = token::VerpAddress(keys, credentials_->verp_domain_, plan.job_no, line);
   } else {
     env->mail_from = h.from;
   }

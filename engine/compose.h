@@ -11,6 +11,10 @@
 //   env.rcpts = {...};
 //   composer.Compose(*plan, header, tpl, rcpt, line, now, caps, &env);
 //
+//   // SIGHUP (engine/reload.h): new [[dkim]] keys, the running token keys
+//   Credentials next = Credentials::ForReload(*Credentials::Load(new_config, &w), creds);
+//   composer.SetCredentials(next);                     // on the shard's thread
+//
 // DESCRIPTION
 //   What turns a rendered template into mail a mailbox provider accepts from a bulk
 //   sender (docs/dkim.md):
@@ -30,17 +34,27 @@
 //   - one DKIM-Signature per [[dkim]] key of the From domain (the longest configured
 //     domain that is the From domain or a parent of it), prepended last.
 //
-//   Credentials holds the keys, read once at start; a key that cannot be read or is
-//   too weak stops volleyd with the file and the reason. Composer is one shard's: its
+//   Credentials holds the keys, read at start; a key that cannot be read or is
+//   too weak stops volleyd with the file and the reason. A reload reads the
+//   [[dkim]] keys again (a key that cannot be read refuses the reload) and keeps
+//   the token keys volleyd started with (ForReload). Composer is one shard's: its
 //   own dkim::Signer objects (parsed from the PEM again, so shards share no OpenSSL
 //   state) and a Date string cached per second.
+//
+//   SetCredentials swaps a Composer's signers. A JobPlan names signers by index
+//   into one set, so each plan remembers the set it was made with
+//   (keys_generation); Compose finds the signers again for a plan made with an
+//   older set before it signs. A message composed before the swap keeps the
+//   signature it was given: the signature is part of its bytes.
 //
 //   The body hash is computed once per job and per signer when the body has no
 //   placeholder (queue::Template::body_has_placeholders), else per message.
 //
 // CONTRACT
 //   Credentials is immutable after Load and safe to share; a Composer and its
-//   JobPlans belong to one thread.
+//   JobPlans belong to one thread. The Credentials a Composer was made with or
+//   last given (SetCredentials) must outlive its use: volleyd keeps every
+//   reload's (engine/reload.h, CONTRACT).
 //
 // DIAGNOSTICS
 //   Load: InvalidArgument/NotFound naming the config table and the file, e.g.
@@ -87,7 +101,16 @@ class Credentials {
   // (RFC 8058 3.3: the signature must cover both List-Unsubscribe fields).
   absl::Status CheckJob(const queue::JobHeader& h, const queue::Template& t) const;
 
+  // ForReload - what a reload hands the shards: `next`'s [[dkim]] keys with the
+  // token keys and VERP domain of `running`. Token keys are restart-only: the
+  // feedback loop and the unsubscribe endpoint check tokens with the keys volleyd
+  // started with, so mail must go on carrying tokens made with those.
+  static Credentials ForReload(Credentials next, const Credentials& running);
+
   const token::Keyring& tokens() const { return tokens_; }
+
+  // DkimSelectors - "domain/selector" of each [[dkim]] key, in config order (logs, tests).
+  std::vector<std::string> DkimSelectors() const;
 
   // DkimDomainFor - the configured [[dkim]] domain that signs mail from `from_domain`
   // (itself or its closest configured parent), or "" when none does.
@@ -118,6 +141,7 @@ struct JobPlan {
   // The From field's domain is the same for every recipient: signers found once.
   bool from_fixed = true;
   std::vector<size_t> signers;    // indices into the Composer's signers
+  uint64_t keys_generation = 0;   // the Composer's signer set `signers` index into
   bool shared_body = false;       // body_hash can be reused
   // Cached body hashes by signer position in `signers` and [downgraded].
   std::vector<std::array<std::string, 2>> body_hash;
@@ -143,14 +167,24 @@ class Composer {
                const queue::Recipient& r, uint32_t line, absl::Time now,
                const smtp::Capabilities& caps, smtp::Envelope* env);
 
+  // SetCredentials - sign with `credentials`' [[dkim]] keys from the next Compose
+  // on; plans made before are re-planned there. `credentials` must outlive the
+  // Composer's use of it (see CONTRACT).
+  void SetCredentials(const Credentials& credentials);
+
   size_t signer_count() const { return signers_.size(); }
+  uint64_t keys_generation() const { return keys_generation_; }
 
  private:
+  void LoadSigners();
+  // PlanSigners - plan's signers (and sign, body_hash) for the current signer set.
+  void PlanSigners(JobPlan& plan, const queue::JobHeader& h) const;
   std::vector<size_t> SignersFor(std::string_view from_domain) const;
   std::string_view DateOf(absl::Time now);
 
-  const Credentials& credentials_;
+  const Credentials* credentials_;
   std::vector<dkim::Signer> signers_;  // one per Credentials::dkim_ entry, same order
+  uint64_t keys_generation_ = 1;       // bumped by SetCredentials
   std::mt19937_64 rng_;
   int64_t date_second_ = -1;
   std::string date_;

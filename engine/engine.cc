@@ -144,8 +144,11 @@ absl::Status Engine::Run() {
   ASSIGN_OR_RETURN(queue::Spool spool, queue::Spool::Open(config_.spool_dir));
   spool.SetPartitioner(Partitioner(&current_routes));
   spool.SetSettleTime(config_.intake.settle_time);
-  spool.SetJobCheck([&credentials](const queue::JobHeader& h, const queue::Template& t) {
-    return credentials.CheckJob(h, t);
+  // A reload's [[dkim]] keys decide intake's check too (one-click unsubscribe
+  // needs a key for the From domain); the reloader keeps each one alive.
+  std::atomic<const Credentials*> current_credentials{&credentials};
+  spool.SetJobCheck([&current_credentials](const queue::JobHeader& h, const queue::Template& t) {
+    return current_credentials.load(std::memory_order_acquire)->CheckJob(h, t);
   });
   queue::QueueOptions qopts;
   qopts.sync_outcomes = config_.sync_outcomes;
@@ -235,9 +238,13 @@ absl::Status Engine::Run() {
   }
   metrics::ReloadMetrics reload_metrics;
   ConfigReloader reloader(
-      config_path_, config_text_, config_,
-      [&reload_boxes, &current_routes](const std::shared_ptr<const LiveConfig>& live) {
+      config_path_, config_text_, config_, credentials,
+      [&reload_boxes, &current_routes,
+       &current_credentials](const std::shared_ptr<const LiveConfig>& live) {
         current_routes.store(live->routes.get(), std::memory_order_release);
+        if (live->credentials != nullptr) {
+          current_credentials.store(live->credentials.get(), std::memory_order_release);
+        }
         for (size_t i = 0; i < reload_boxes.size(); ++i) {
           // Full only when a shard has not run a loop turn through
           // kReloadMailboxCapacity reloads: that shard is stuck anyway.

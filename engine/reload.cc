@@ -91,7 +91,8 @@ absl::StatusOr<std::string> ReadConfigText(const std::string& path) {
 }
 
 bool IsReloadable(std::string_view key) {
-  for (std::string_view section : {"routes", "destination", "retry", "backoff", "classify"}) {
+  for (std::string_view section :
+       {"routes", "destination", "retry", "backoff", "classify", "dkim"}) {
     if (key == section || (key.size() > section.size() &&
                            key.substr(0, section.size()) == section &&
                            key[section.size()] == '.')) {
@@ -142,12 +143,13 @@ Config MergeReloadable(const Config& running, const Config& next) {
   merged.retry = next.retry;
   merged.backoff = next.backoff;
   merged.classify = next.classify;
+  merged.dkim = next.dkim;
   return merged;
 }
 
-absl::StatusOr<std::shared_ptr<const LiveConfig>> MakeLiveConfig(Config config,
-                                                                 uint64_t generation,
-                                                                 bool routes_changed) {
+absl::StatusOr<std::shared_ptr<const LiveConfig>> MakeLiveConfig(
+    Config config, uint64_t generation, bool routes_changed,
+    std::shared_ptr<const Credentials> credentials) {
   auto live = std::make_shared<LiveConfig>();
   ASSIGN_OR_RETURN(auto routes, dns::StaticRoutes::Create(config.routes));
   ASSIGN_OR_RETURN(metrics::Classifier classifier, metrics::Classifier::Create(config.classify));
@@ -156,6 +158,7 @@ absl::StatusOr<std::shared_ptr<const LiveConfig>> MakeLiveConfig(Config config,
   live->config = std::move(config);
   live->generation = generation;
   live->routes_changed = routes_changed;
+  live->credentials = std::move(credentials);
   return std::shared_ptr<const LiveConfig>(std::move(live));
 }
 
@@ -167,13 +170,17 @@ void BlockReloadSignal() {
 }
 
 ConfigReloader::ConfigReloader(std::string path, std::string text, const Config& running,
-                               Publish publish, metrics::ReloadMetrics* metrics)
+                               const Credentials& running_credentials, Publish publish,
+                               metrics::ReloadMetrics* metrics)
     : path_(std::move(path)),
       start_text_(text),
       applied_text_(std::move(text)),
       start_(running),
+      start_credentials_(std::make_unique<const Credentials>(running_credentials)),
       publish_(std::move(publish)),
       metrics_(metrics) {}
+
+ConfigReloader::~ConfigReloader() = default;
 
 absl::Status ConfigReloader::Reload() {
   if (path_.empty()) {
@@ -193,11 +200,14 @@ absl::Status ConfigReloader::Reload() {
   absl::StatusOr<Config> next = ParseConfig(*text, path_);
   if (!next.ok()) return refuse(next.status());
   // DKIM keys and token secrets are read as start-up reads them: a key that
-  // would stop volleyd at its next start refuses the reload now.
+  // would stop volleyd at its next start refuses the reload now. The DKIM keys
+  // read here are the ones the shards sign with next; the token keys stay
+  // start-up's (Credentials::ForReload).
   std::vector<std::string> key_warnings;
-  if (absl::StatusOr<Credentials> keys = Credentials::Load(*next, &key_warnings); !keys.ok()) {
-    return refuse(keys.status());
-  }
+  absl::StatusOr<Credentials> keys = Credentials::Load(*next, &key_warnings);
+  if (!keys.ok()) return refuse(keys.status());
+  auto credentials = std::make_shared<const Credentials>(
+      Credentials::ForReload(*std::move(keys), *start_credentials_));
   absl::StatusOr<std::vector<ConfigChange>> since_start = DiffConfigText(start_text_, *text, path_);
   if (!since_start.ok()) return refuse(since_start.status());
   absl::StatusOr<std::vector<ConfigChange>> since_applied =
@@ -214,7 +224,8 @@ absl::Status ConfigReloader::Reload() {
   // The routes differ from start-up's: partitions no longer follow them.
   const bool routes_changed = start_.routes != next->routes;
   absl::StatusOr<std::shared_ptr<const LiveConfig>> live =
-      MakeLiveConfig(MergeReloadable(start_, *next), generations_.size() + 1, routes_changed);
+      MakeLiveConfig(MergeReloadable(start_, *next), generations_.size() + 1, routes_changed,
+                     credentials);
   if (!live.ok()) {
     return refuse(absl::InvalidArgumentError(
         absl::StrCat(path_, ": ", live.status().message())));
@@ -238,6 +249,11 @@ absl::Status ConfigReloader::Reload() {
   } else {
     base::LogInfo("config reloaded from %s (%zu change%s: %s)", path_, applied.size(),
                   applied.size() == 1 ? "" : "s", absl::StrJoin(applied, ", "));
+  }
+  if (std::find(applied.begin(), applied.end(), "dkim") != applied.end()) {
+    const std::vector<std::string> selectors = credentials->DkimSelectors();
+    base::LogInfo("dkim: signing with %s from each shard's next message",
+                  selectors.empty() ? std::string("no key") : absl::StrJoin(selectors, ", "));
   }
   for (const std::string& w : key_warnings) base::LogWarning("%s", w);
   return absl::OkStatus();

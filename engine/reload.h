@@ -4,7 +4,8 @@
 // SYNOPSIS
 //   BlockReloadSignal();                       // main, before any thread exists
 //
-//   ConfigReloader reloader(path, text, start_config, publish, &reload_metrics);
+//   ConfigReloader reloader(path, text, start_config, start_credentials, publish,
+//                           &reload_metrics);
 //   ReloadThread thread(&reloader);
 //   RETURN_IF_ERROR(thread.Start());           // waits for SIGHUP on its own thread
 //   ...
@@ -25,10 +26,17 @@
 //   A reload changes what MergeReloadable takes from the new file: [routes],
 //   [destination."NAME"] tables, [smtp]'s per-destination defaults (limits,
 //   rates, connections, timeouts, TLS policy...) and tls_fallback_time,
-//   [retry], [[backoff]] and [[classify]]. Every other key keeps its running
+//   [retry], [[backoff]], [[classify]] and [[dkim]]. Every other key keeps its running
 //   value and, when the file changes it, is logged "KEY changed: restart
 //   volleyd to apply" (IsReloadable names which is which; docs/config.md
 //   lists them).
+//
+//   Every reload reads the [[dkim]] key files again, on the reloader's thread
+//   (a key rewritten in place is taken too), and publishes them as the
+//   generation's Credentials, with the token keys volleyd started with
+//   (Credentials::ForReload). Each shard signs with them from its next message
+//   (Composer::SetCredentials); intake's job check follows them too (a job
+//   with one-click unsubscribe needs a key for its From domain).
 //
 //   The result is one immutable LiveConfig per reload, handed to each shard
 //   through its ConfigMailbox; a shard applies it at the start of a loop turn
@@ -77,11 +85,16 @@
 
 namespace volley::engine {
 
+class Credentials;  // engine/compose.h
+
 // LiveConfig - one generation of the running config, immutable once made.
 struct LiveConfig {
   Config config;  // restart-only keys as volleyd started with them
   std::unique_ptr<const dns::StaticRoutes> routes;
   std::unique_ptr<const metrics::Classifier> classifier;
+  // The [[dkim]] keys read by this reload, with the start-up token keys
+  // (Credentials::ForReload). Null: keep signing with the keys in hand.
+  std::shared_ptr<const Credentials> credentials;
   // [routes] differs from start-up's: a route's domains may now sit in
   // several shards' partitions (queued under the old routes), so its limits
   // are shared between shards as a DNS site's are (engine/boards.h).
@@ -96,10 +109,10 @@ inline constexpr size_t kReloadMailboxCapacity = 8;
 absl::StatusOr<std::string> ReadConfigText(const std::string& path);
 
 // MakeLiveConfig - compile `config`'s routes and [[classify]] rules; errors
-// name the route or rule.
-absl::StatusOr<std::shared_ptr<const LiveConfig>> MakeLiveConfig(Config config,
-                                                                 uint64_t generation,
-                                                                 bool routes_changed);
+// name the route or rule. `credentials` goes into the generation as it is.
+absl::StatusOr<std::shared_ptr<const LiveConfig>> MakeLiveConfig(
+    Config config, uint64_t generation, bool routes_changed,
+    std::shared_ptr<const Credentials> credentials = nullptr);
 
 // ConfigChange - one key whose value differs between two config files:
 // "smtp.max_message_rate", "destination.\"b.test\".max_connections_per_destination",
@@ -134,9 +147,13 @@ class ConfigReloader {
   using Publish = std::function<void(const std::shared_ptr<const LiveConfig>&)>;
 
   // path empty: volleyd runs on its defaults, nothing to reload. text: the
-  // file as volleyd started with it; running: the config it started with.
-  ConfigReloader(std::string path, std::string text, const Config& running, Publish publish,
+  // file as volleyd started with it; running: the config it started with;
+  // running_credentials: the keys it started with (their token keys go into
+  // every generation's Credentials).
+  ConfigReloader(std::string path, std::string text, const Config& running,
+                 const Credentials& running_credentials, Publish publish,
                  metrics::ReloadMetrics* metrics);
+  ~ConfigReloader();
 
   // Reload - read the file again and apply it, or refuse it; each logged.
   // The status is what was logged (tests); volleyd runs on either way.
@@ -147,6 +164,7 @@ class ConfigReloader {
   const std::string start_text_;  // restart-only keys are compared with it
   std::string applied_text_;      // reloadable keys are compared with it
   const Config start_;
+  std::unique_ptr<const Credentials> start_credentials_;
   Publish publish_;
   metrics::ReloadMetrics* metrics_;
   std::vector<std::shared_ptr<const LiveConfig>> generations_;  // see CONTRACT

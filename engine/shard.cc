@@ -557,6 +557,9 @@ void Shard::ApplyConfig(std::shared_ptr<const LiveConfig> live) {
   routing_.SetRoutes(live->routes.get());
   classifier_ = live->classifier.get();
   outcomes_.SetClassifier(classifier_);
+  // The reload's DKIM keys: each job's next message is signed with them (its
+  // plan is re-planned in Compose); messages already composed keep theirs.
+  if (live->credentials != nullptr) composer_.SetCredentials(*live->credentials);
   for (auto& [key, d] : destinations_) {
     // The key is "ROUTE|POLICY": a policy the new file no longer names gives
     // way to the defaults, as it would for a recipient routed now.

@@ -240,7 +240,8 @@ class Shard {
   void PostIntakeRead();
   void PostReloadRead();
   // ApplyConfig - a reload's generation, at a loop turn: the [destination]
-  // policies, routes, [[backoff]] and [[classify]] rules from now on. Nothing
+  // policies, routes, [[backoff]] and [[classify]] rules and the [[dkim]] keys
+  // from now on. Nothing
   // under way is cut: a recipient already routed keeps its destination and
   // retry rule, a connection over a lowered max_connections closes when idle
   // (QUIT) or after its transaction, a new rate applies to the next token.

@@ -432,5 +432,80 @@ TEST_F(ComposeTest, NoKeyNoSignatureAndTheTemplateFromDecidesPerMessage) {
   EXPECT_THAT(unsigned_env.mail_from, ::testing::EndsWith("@bounces.sender.test"));
 }
 
+// A reload (SetCredentials) swaps the signer set under a plan made with the old
+// one: the plan's next message is signed with the new keys, never with an index
+// that now names another key; the message composed before keeps its signature.
+// The token keys stay the running ones (ForReload).
+TEST_F(ComposeTest, ReloadedKeysSignTheNextMessageOfAPlanMadeBefore) {
+  const std::optional<Credentials> creds = SigningCredentials();
+  ASSERT_TRUE(creds.has_value());
+  Composer composer(*creds);
+  const queue::JobHeader h =
+      Job("From: News <news@sender.test>\nTo: {{to}}\nSubject: Hi\n\nThe same body.\n");
+  const absl::StatusOr<queue::Template> t = queue::Template::Compile(h.message);
+  ASSERT_TRUE(t.ok());
+  std::unique_ptr<JobPlan> plan = composer.Plan(h, *t, 7);
+  ASSERT_EQ(plan->signers.size(), 2u);
+  const absl::Time now = absl::FromUnixSeconds(1796543549);
+  smtp::Capabilities caps;
+  caps.eight_bit_mime = true;
+  const auto compose = [&](uint32_t line) {
+    smtp::Envelope env;
+    env.rcpts = {absl::StrCat("r", line, "@x.test")};
+    composer.Compose(*plan, h, *t, {env.rcpts[0], {}}, line, now, caps, &env);
+    return env;
+  };
+  const smtp::Envelope before = compose(2);
+
+  // The new file: one key, a new selector, listed first for another domain so
+  // that an old index (0, 1) would name the wrong key or none.
+  const std::string text = absl::StrCat(
+      "[[dkim]]\ndomain = \"other.test\"\nselector = \"o1\"\nkey_file = \"",
+      KeyFile("o1.pem", dkim::Algorithm::kEd25519Sha256),
+      "\"\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s2\"\nkey_file = \"",
+      KeyFile("s2.pem", dkim::Algorithm::kRsaSha256), "\"\n");
+  absl::StatusOr<Config> next_config = ParseConfig(text, "t.toml");
+  ASSERT_TRUE(next_config.ok()) << next_config.status();
+  std::vector<std::string> warnings;
+  absl::StatusOr<Credentials> loaded = Credentials::Load(*next_config, &warnings);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->tokens().empty());  // the new file names no token key
+  const Credentials next = Credentials::ForReload(*std::move(loaded), *creds);
+  EXPECT_THAT(next.DkimSelectors(), ::testing::ElementsAre("other.test/o1", "sender.test/s2"));
+  EXPECT_EQ(next.tokens().signing_key_id(), "k1");  // the running token key
+  composer.SetCredentials(next);
+  EXPECT_EQ(composer.signer_count(), 2u);
+
+  const smtp::Envelope after = compose(3);
+  std::vector<std::string> selectors;
+  const auto fields = Fields(after.content);
+  for (auto [it, end] = fields.equal_range("DKIM-Signature"); it != end; ++it) {
+    selectors.push_back(absl::StrCat(Tag(it->second, "d"), "/", Tag(it->second, "s"), "/",
+                                     Tag(it->second, "a")));
+  }
+  EXPECT_THAT(selectors, ::testing::ElementsAre("sender.test/s2/rsa-sha256"));
+  EXPECT_EQ(plan->keys_generation, composer.keys_generation());
+  ASSERT_EQ(plan->signers.size(), 1u);
+  // Still a VERP address under the running token key.
+  EXPECT_TRUE(token::CheckVerpAddress(creds->tokens(), after.mail_from).ok()) << after.mail_from;
+
+  std::vector<std::string> old_selectors;
+  const auto old_fields = Fields(before.content);
+  for (auto [it, end] = old_fields.equal_range("DKIM-Signature"); it != end; ++it) {
+    old_selectors.push_back(Tag(it->second, "s"));
+  }
+  EXPECT_THAT(old_selectors, ::testing::UnorderedElementsAre("s1", "e1"));
+
+  // Keys taken away: the next message goes out unsigned, and says nothing wrong.
+  absl::StatusOr<Credentials> none = Credentials::Load(Config{}, &warnings);
+  ASSERT_TRUE(none.ok());
+  const Credentials no_keys = Credentials::ForReload(*std::move(none), *creds);
+  composer.SetCredentials(no_keys);
+  const smtp::Envelope unsigned_env = compose(4);
+  EXPECT_EQ(Fields(unsigned_env.content).count("DKIM-Signature"), 0u);
+  EXPECT_FALSE(plan->sign);
+  EXPECT_TRUE(plan->sign_error.empty());
+}
+
 }  // namespace
 }  // namespace volley::engine

@@ -1,6 +1,7 @@
 #include "engine/reload.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -9,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/compose.h"
 #include "engine/destination_limits.h"
+#include "engine/dkim/dkim.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -17,6 +20,7 @@
 namespace volley::engine {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // Keys -> "key" or "key (restart)", for one readable comparison per case.
@@ -69,8 +73,10 @@ TEST(DiffConfigText, NamesEachChangedKeyAndWhetherItNeedsARestart) {
        "[admin]\nlisten = \"127.0.0.1:2\"\n",
        {"delivery.shards (restart)", "paths.spool (restart)", "admin.listen (restart)",
         "metrics.listen (restart)"}},
-      {"dkim and sources need a restart", "",
-       "[[source]]\nname = \"a\"\naddress = \"127.0.0.1\"\n", {"source (restart)"}},
+      {"sources need a restart, dkim does not", "",
+       "[[source]]\nname = \"a\"\naddress = \"127.0.0.1\"\n"
+       "[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nkey_file = \"k.pem\"\n",
+       {"dkim", "source (restart)"}},
       {"a value's type changes", "[delivery]\nwindow = 100\n", "[delivery]\nwindow = \"100\"\n",
        {"delivery.window (restart)"}},
   };
@@ -91,11 +97,11 @@ TEST(DiffConfigText, ASyntaxErrorNamesFileAndLine) {
 TEST(IsReloadable, PolicyKeysOfSmtpAndWholeSections) {
   for (const char* key : {"smtp.max_message_rate", "smtp.max_connections_per_destination",
                           "smtp.tls", "smtp.idle_timeout", "routes", "routes.\"*\"",
-                          "destination.\"a.test\".tls", "retry.max", "backoff", "classify"}) {
+                          "destination.\"a.test\".tls", "retry.max", "backoff", "classify", "dkim"}) {
     EXPECT_TRUE(IsReloadable(key)) << key;
   }
   for (const char* key : {"smtp.port", "smtp.ehlo_name", "smtp.tls_ca_file", "paths.queue",
-                          "delivery.window", "dns.servers", "dkim", "source", "token_key",
+                          "delivery.window", "dns.servers", "source", "token_key",
                           "retryx", "routesx.y", "inbound.listen", "suppression.path"}) {
     EXPECT_FALSE(IsReloadable(key)) << key;
   }
@@ -138,8 +144,11 @@ class ConfigReloaderTest : public ::testing::Test {
     Write(text);
     absl::StatusOr<Config> c = ParseConfig(text, path_);
     EXPECT_TRUE(c.ok()) << c.status();
+    std::vector<std::string> warnings;
+    absl::StatusOr<Credentials> keys = Credentials::Load(*c, &warnings);
+    EXPECT_TRUE(keys.ok()) << keys.status();
     return std::make_unique<ConfigReloader>(
-        path_, text, *c,
+        path_, text, *c, *keys,
         [this](const std::shared_ptr<const LiveConfig>& live) { published_.push_back(live); },
         &metrics_);
   }
@@ -200,6 +209,33 @@ TEST_F(ConfigReloaderTest, AnUnreadableDkimKeyIsRefused) {
   EXPECT_TRUE(published_.empty());
 }
 
+// Key rotation by selector: the reload publishes the new key set, and a key
+// that cannot be read refuses the whole reload (the running keys stay).
+TEST_F(ConfigReloaderTest, ANewDkimSelectorIsPublished) {
+  const auto key_file = [this](const std::string& name) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << dkim::PrivateKey::Generate(dkim::Algorithm::kEd25519Sha256)->ToPem();
+    ::chmod(path.c_str(), 0600);
+    return path;
+  };
+  const auto dkim = [](const std::string& selector, const std::string& path) {
+    return "[[dkim]]\ndomain = \"sender.test\"\nselector = \"" + selector +
+           "\"\nkey_file = \"" + path + "\"\n";
+  };
+  auto reloader = Start(std::string(kStart) + dkim("a", key_file("a.pem")));
+  Write(std::string(kStart) + dkim("b", key_file("b.pem")));
+  ASSERT_TRUE(reloader->Reload().ok());
+  ASSERT_EQ(published_.size(), 1u);
+  ASSERT_NE(published_[0]->credentials, nullptr);
+  EXPECT_THAT(published_[0]->credentials->DkimSelectors(), ElementsAre("sender.test/b"));
+  ASSERT_EQ(published_[0]->config.dkim.size(), 1u);
+  EXPECT_EQ(published_[0]->config.dkim[0].selector, "b");
+
+  Write(std::string(kStart) + dkim("b", dir_ + "/b.pem") + dkim("c", dir_ + "/missing.pem"));
+  EXPECT_FALSE(reloader->Reload().ok());
+  EXPECT_EQ(published_.size(), 1u);
+}
+
 TEST_F(ConfigReloaderTest, ChangedSourcesAreRefused) {
   auto reloader = Start(kStart);
   Write(std::string(kStart) + "[[source]]\nname = \"a\"\naddress = \"127.0.0.1\"\n");
@@ -233,7 +269,9 @@ TEST_F(ConfigReloaderTest, ChangedRoutesAreMarked) {
 TEST(ConfigReloaderNoFile, NothingToReload) {
   metrics::ReloadMetrics metrics;
   int published = 0;
-  ConfigReloader reloader("", "", Config{},
+  std::vector<std::string> warnings;
+  const Credentials no_keys = *Credentials::Load(Config{}, &warnings);
+  ConfigReloader reloader("", "", Config{}, no_keys,
                           [&published](const std::shared_ptr<const LiveConfig>&) { ++published; },
                           &metrics);
   EXPECT_FALSE(reloader.Reload().ok());
