@@ -9,9 +9,14 @@ that it is still being sent when:
      does not exist: volleyd logs the refusal with the file, keeps running, and goes
      on signing with "a".
   2. SIGHUP with a file where "b" replaces "a", its key made by `volleyctl dkim
-     keygen`: volleyd logs "config reloaded from FILE (1 change: dkim)" and "dkim:
-     signing with sender.test/b", and the job's later messages (planned before the
-     reload) are signed with "b".
+     keygen`, and a first key for other.test ("c"): volleyd logs "config reloaded
+     from FILE (1 change: dkim)" and "dkim: signing with sender.test/b,
+     other.test/c", and the job's later messages (planned before the reload) are
+     signed with "b".
+
+Intake's check follows the keys: a job from other.test with one-click unsubscribe is
+refused before the reload (no key signs for other.test) and taken after it, its
+message signed by other.test's new key.
 
 Both selectors' TXT records are in a local nsd zone (as an operator publishes the
 new one before the reload), and every stored message is checked by an independent
@@ -44,6 +49,18 @@ MESSAGE = ("From: Sender News <news@sender.test>\n"
            "Dear {{first}}, this message is signed by one selector or the other.\n")
 
 
+ONE_CLICK_RCPT = "one@inbox.test"
+OTHER_TABLE = '[[dkim]]\ndomain = "other.test"\nselector = "c"\nkey_file = "%s"\n\n'
+
+
+def one_click_job(job_id):
+    header = {"job": job_id, "from": "news@other.test",
+              "message": MESSAGE.replace("news@sender.test", "news@other.test"),
+              "unsubscribe_url": "https://unsub.other.test/one-click/{{unsubscribe_token}}"}
+    return json.dumps(header) + "\n" + json.dumps({"to": ONE_CLICK_RCPT,
+                                                   "vars": {"first": "one"}}) + "\n"
+
+
 def dkim_table(selector, path):
     return ('[[dkim]]\ndomain = "sender.test"\nselector = "%s"\nkey_file = "%s"\n\n'
             % (selector, path))
@@ -68,14 +85,21 @@ def test(h):
     key_b = os.path.join(keys, "b.sender.test.pem")
     zone = keygen(h, ctl, "sender.test", "a", "rsa", key_a)
     zone += keygen(h, ctl, "sender.test", "b", "rsa", key_b)
-    nsd = h.nsd({"sender.test": zone})
+    key_c = os.path.join(keys, "c.other.test.pem")
+    other_zone = keygen(h, ctl, "other.test", "c", "ed25519", key_c)
+    nsd = h.nsd({"sender.test": zone, "other.test": other_zone})
+    secret = os.path.join(keys, "token-k1.key")
+    with open(secret, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    os.chmod(secret, 0o600)
     lookup = txt_lookup(nsd.port)
 
     rcpts = ["r%02d@inbox.test" % i for i in range(N)]
-    mx = PostfixSmtpd(h, rcpts, domains=("inbox.test",), name="mx").start()
+    mx = PostfixSmtpd(h, rcpts + [ONE_CLICK_RCPT], domains=("inbox.test",), name="mx").start()
     rate = ('[destination."inbox.test"]\nmax_message_rate = "%d/s"\n'
             'max_recipients_per_transaction = 1\n' % RATE)
-    d = h.volleyd(route_port=mx.port, extra_config=dkim_table("a", key_a) + rate)
+    d = h.volleyd(route_port=mx.port, extra_config=dkim_table("a", key_a) + rate +
+                  '\n[[token_key]]\nid = "k1"\nsecret_file = "%s"\n' % secret)
     with open(d.config) as f:
         original = f.read()
     d.start()
@@ -87,6 +111,14 @@ def test(h):
     def delivered():
         d.assert_alive()
         return len(harness.delivered_by_rcpt(d.deliveries("rotate"), "rotate"))
+
+    # No key signs for other.test yet: intake refuses one-click unsubscribe from it.
+    d.drop("oneclick1.job", one_click_job("oneclick1"))
+    wait_for(lambda: d.exists("failed", "oneclick1.job.error"), 30,
+             "failed/oneclick1.job.error")
+    why = d.read("failed", "oneclick1.job.error")
+    check("no [[dkim]] key signs for the From domain other.test" in why,
+          "oneclick1 refused for another reason: %r" % why)
 
     # 1. A key that cannot be read: refused, signing goes on with "a".
     wait_for(lambda: delivered() >= 5, 60, "5 recipients delivered before the reloads")
@@ -104,10 +136,12 @@ def test(h):
 
     # 2. The new selector.
     wait_for(lambda: delivered() >= at_refusal + 5, 30, "5 more delivered after the refusal")
-    rewrite(d.config, original.replace(dkim_table("a", key_a), dkim_table("b", key_b)))
+    rewrite(d.config, original.replace(dkim_table("a", key_a),
+                                       dkim_table("b", key_b) + OTHER_TABLE % key_c))
     os.kill(d.proc.pid, signal.SIGHUP)
     reloaded_at = time.time()
-    wait_for(lambda: "dkim: signing with sender.test/b" in output(d), 10, "the key reload logged")
+    wait_for(lambda: "dkim: signing with sender.test/b, other.test/c" in output(d), 10,
+             "the key reload logged")
     out = output(d)
     line = [l for l in out.splitlines() if "config reloaded from" in l][0]
     log("volleyd: %s" % line)
@@ -116,8 +150,15 @@ def test(h):
     at_reload = delivered()
     check(at_reload < N - 5, "only %d recipients left after the reload" % (N - at_reload))
 
+    # Intake takes the one-click job now.
+    d.drop("oneclick2.job", one_click_job("oneclick2"))
     wait_for(lambda: delivered() >= N, 60, "every recipient delivered")
-    mx.wait_for_messages(N, 60)
+    wait_for(lambda: d.assert_alive() and len(harness.delivered_by_rcpt(
+        d.deliveries("oneclick2"), "oneclick2")) == 1, 60, "the one-click job delivered")
+    refused = d.exists("failed", "oneclick2.job.error")
+    check(not refused, "oneclick2 refused after the reload: %r"
+          % (d.read("failed", "oneclick2.job.error") if refused else ""))
+    mx.wait_for_messages(N + 1, 60)
     m = harness.scrape(d.metrics_port)
     check(d.stop() == 0, "volleyd did not stop cleanly")
 
@@ -131,6 +172,11 @@ def test(h):
         check(len(sigs) == 1, "%s: %d signatures, want 1" % (rcpt, len(sigs)))
         check(sigs[0].get("d") == "sender.test", "%s: d=%s" % (rcpt, sigs[0].get("d")))
         signed.append((int(sigs[0]["t"]), sigs[0]["s"]))
+    stored = mx.messages(ONE_CLICK_RCPT)
+    check(len(stored) == 1, "%s holds %d messages" % (ONE_CLICK_RCPT, len(stored)))
+    sigs = verify_all(crlf(stored[0])[1], lookup, ONE_CLICK_RCPT)
+    check([(s.get("d"), s.get("s")) for s in sigs] == [("other.test", "c")],
+          "the one-click message is signed %r, want other.test/c" % sigs)
     by_a = sorted(t for t, s in signed if s == "a")
     by_b = sorted(t for t, s in signed if s == "b")
     log("%d messages signed with a (t=%s..%s), %d with b (t=%s..%s), reload at %.0f"
