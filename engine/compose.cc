@@ -91,7 +91,9 @@ Credentials Credentials::ForReload(Credentials next, const Credentials& running)
 
 std::vector<std::string> Credentials::DkimSelectors() const {
   std::vector<std::string> out;
-  for (const DkimKey& k : dkim_) out.push_back(absl::StrCat(k.config.domain, "/", k.config.selector));
+  for (const DkimKey& k : dkim_) {
+    out.push_back(absl::StrCat(k.config.domain, "/", k.config.selector));
+  }
   return out;
 }
 
