@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -138,7 +139,12 @@ bool HasControl(std::string_view s) {
 // compaction time: dropping late is harmless, and nothing is dropped early.
 class ForgetStale : public rocksdb::CompactionFilter {
  public:
-  ForgetStale(bool counters, absl::Duration window) : counters_(counters), window_(window) {}
+  ForgetStale(bool counters, absl::Duration window)
+      : counters_(counters), window_micros_(absl::ToInt64Microseconds(window)) {}
+  // SetWindow - a reloaded soft_bounce_window, for the next compaction.
+  void SetWindow(absl::Duration window) {
+    window_micros_.store(absl::ToInt64Microseconds(window), std::memory_order_relaxed);
+  }
   bool Filter(int /*level*/, const rocksdb::Slice& /*key*/, const rocksdb::Slice& value,
               std::string* /*new_value*/, bool* /*value_changed*/) const override {
     const int64_t now = absl::ToUnixMicros(absl::Now());
@@ -146,7 +152,7 @@ class ForgetStale : public rocksdb::CompactionFilter {
     if (counters_) {
       if (v.size() < 8 || v.size() % 8 != 0) return false;
       const int64_t newest = GetInt64(v.data() + v.size() - 8);
-      return newest < now - absl::ToInt64Microseconds(window_);
+      return newest < now - window_micros_.load(std::memory_order_relaxed);
     }
     const std::optional<int64_t> expires = ExpiryOf(v);
     return expires.has_value() && *expires != kNever && *expires <= now;
@@ -157,7 +163,8 @@ class ForgetStale : public rocksdb::CompactionFilter {
 
  private:
   bool counters_;
-  absl::Duration window_;
+  // Read by RocksDB's compaction threads while a reload may set it.
+  std::atomic<int64_t> window_micros_;
 };
 
 
@@ -363,11 +370,21 @@ absl::Status NormalizeSuppression(Suppression* entry) {
   return absl::OkStatus();
 }
 
+namespace {
+// ScopeUnder - the scope of an automatic entry for mail from `from_domain`
+// under `policy` (SuppressionList::ScopeFor).
+std::string ScopeUnder(SuppressionScope policy, std::string_view from_domain) {
+  if (policy == SuppressionScope::kGlobal) return "";
+  return absl::AsciiStrToLower(base::Sv(from_domain));
+}
+}  // namespace
+
 class SuppressionList::Impl {
  public:
   Impl(std::string path, SuppressionOptions options, std::unique_ptr<rocksdb::DB> db,
        std::vector<rocksdb::ColumnFamilyHandle*> handles)
-      : path_(std::move(path)), options_(std::move(options)), db_(std::move(db)),
+      : path_(std::move(path)), options_(std::move(options)),
+        policy_(std::make_shared<const SuppressionOptions>(options_)), db_(std::move(db)),
         handles_(std::move(handles)) {
     write_options_.sync = options_.sync_writes;
   }
@@ -519,7 +536,10 @@ class SuppressionList::Impl {
   }
 
   std::string path_;
-  SuppressionOptions options_;
+  SuppressionOptions options_;  // Open's
+  // Open's options with SetPolicy's soft-bounce and scope fields; replaced
+  // whole, never changed in place, so a reader's snapshot stays consistent.
+  std::atomic<std::shared_ptr<const SuppressionOptions>> policy_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::WriteOptions write_options_;
@@ -548,8 +568,9 @@ class SuppressionList::Impl {
   std::thread rebuild_thread_;
 };
 
-absl::StatusOr<std::unique_ptr<SuppressionList>> SuppressionList::Open(
-    const std::string& path, const SuppressionOptions& options) {
+namespace {
+// CheckPolicy - the soft-bounce fields Open and SetPolicy refuse.
+absl::Status CheckPolicy(const SuppressionOptions& options) {
   if (options.soft_bounce_limit < 1) {
     return absl::InvalidArgumentError("suppression list: soft_bounce_limit must be at least 1");
   }
@@ -558,6 +579,13 @@ absl::StatusOr<std::unique_ptr<SuppressionList>> SuppressionList::Open(
     return absl::InvalidArgumentError(
         "suppression list: soft_bounce_window and soft_bounce_expiry must be positive");
   }
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SuppressionList>> SuppressionList::Open(
+    const std::string& path, const SuppressionOptions& options) {
+  RETURN_IF_ERROR(CheckPolicy(options));
   if (options.max_open_files <= 0) {
     return absl::InvalidArgumentError("suppression list: max_open_files must be at least 1");
   }
@@ -644,6 +672,22 @@ SuppressionList::SuppressionList(std::unique_ptr<Impl> impl) : impl_(std::move(i
 SuppressionList::~SuppressionList() = default;
 
 const SuppressionOptions& SuppressionList::options() const { return impl_->options_; }
+
+std::shared_ptr<const SuppressionOptions> SuppressionList::Policy() const {
+  return impl_->policy_.load(std::memory_order_acquire);
+}
+
+absl::Status SuppressionList::SetPolicy(const SuppressionOptions& options) {
+  RETURN_IF_ERROR(CheckPolicy(options));
+  auto next = std::make_shared<SuppressionOptions>(impl_->options_);
+  next->soft_bounce_limit = options.soft_bounce_limit;
+  next->soft_bounce_window = options.soft_bounce_window;
+  next->soft_bounce_expiry = options.soft_bounce_expiry;
+  next->scope = options.scope;
+  impl_->counters_filter_->SetWindow(next->soft_bounce_window);
+  impl_->policy_.store(std::move(next), std::memory_order_release);
+  return absl::OkStatus();
+}
 const std::string& SuppressionList::path() const { return impl_->path_; }
 
 absl::Status SuppressionList::Add(const Suppression& entry) {
@@ -733,9 +777,13 @@ absl::StatusOr<bool> SuppressionList::RecordSoftBounce(std::string_view rcpt,
                                                        std::string_view from_domain,
                                                        absl::Time now, std::string_view source) {
   ASSIGN_OR_RETURN(const std::string address, NormalizeSuppressionAddress(rcpt));
-  ASSIGN_OR_RETURN(const std::string scope, NormalizeSuppressionScope(ScopeFor(from_domain)));
+  // One snapshot for the whole call: a reload in between must not count under
+  // one policy's scope and judge by another's limit.
+  const std::shared_ptr<const SuppressionOptions> policy = Policy();
+  const SuppressionOptions& o = *policy;
+  ASSIGN_OR_RETURN(const std::string scope,
+                   NormalizeSuppressionScope(ScopeUnder(o.scope, from_domain)));
   const std::string key = EntryKey(address, scope);
-  const SuppressionOptions& o = impl_->options_;
   std::lock_guard<std::mutex> lock(impl_->soft_bounce_mu_);
   ASSIGN_OR_RETURN(std::optional<Suppression> existing, impl_->Find(address, scope));
   if (existing && existing->expires > now) return false;  // suppressed already
@@ -807,8 +855,7 @@ uint64_t SuppressionList::ApproximateCount() const {
 }
 
 std::string SuppressionList::ScopeFor(std::string_view from_domain) const {
-  if (impl_->options_.scope == SuppressionScope::kGlobal) return "";
-  return absl::AsciiStrToLower(base::Sv(from_domain));
+  return ScopeUnder(Policy()->scope, from_domain);
 }
 
 }  // namespace volley::queue

@@ -102,6 +102,7 @@
 // CONTRACT
 //   Thread-safe: Check, List, FilterStats and ApproximateCount from any thread
 //   at once (the shards call Check before each attempt; Check takes no lock);
+//   SetPolicy from any thread (it swaps one pointer; Check never reads it);
 //   writers serialise the soft-bounce read-modify-write among themselves and
 //   take the filter's mutex for the moment of putting their addresses in.
 //
@@ -285,6 +286,20 @@ class SuppressionList {
   // under the options' scope policy: "" (global) or the lower-cased domain.
   std::string ScopeFor(std::string_view from_domain) const;
 
+  // SetPolicy - from the next RecordSoftBounce and ScopeFor on (and the next
+  // compaction of the counters), use `options`' soft_bounce_limit,
+  // soft_bounce_window, soft_bounce_expiry and scope: a SIGHUP reload
+  // (engine/reload.h). Its other fields stay Open's (they need a restart).
+  // InvalidArgument, and the policy unchanged, when Open would refuse them.
+  // Counters already stored keep their times: a lower limit suppresses at the
+  // address's next soft bounce when the times within the window reach it.
+  absl::Status SetPolicy(const SuppressionOptions& options);
+
+  // Policy - the options in force: Open's, with SetPolicy's fields. Never
+  // changed in place; a caller may hold it across a reload.
+  std::shared_ptr<const SuppressionOptions> Policy() const;
+
+  // options - Open's, as volleyd started (Policy for the soft-bounce fields).
   const SuppressionOptions& options() const;
   const std::string& path() const;
 

@@ -158,6 +158,38 @@ TEST_F(SuppressionTest, ScopeForFollowsThePolicy) {
   EXPECT_EQ(list_->ScopeFor("Brand.test"), "brand.test");
 }
 
+// SetPolicy (a reload) changes the soft-bounce fields and the scope from the
+// next call on, keeps the storage fields Open's, and refuses what Open refuses.
+TEST_F(SuppressionTest, SetPolicyAppliesFromTheNextCall) {
+  SuppressionOptions next;
+  next.soft_bounce_limit = 1;
+  next.soft_bounce_window = absl::Hours(1);
+  next.soft_bounce_expiry = absl::Hours(2);
+  next.scope = SuppressionScope::kFromDomain;
+  next.filter_bits_per_key = 3;  // restart-only: ignored
+  ASSERT_TRUE(list_->SetPolicy(next).ok());
+  EXPECT_EQ(list_->Policy()->soft_bounce_limit, 1);
+  EXPECT_EQ(list_->Policy()->filter_bits_per_key, 10);
+  EXPECT_EQ(list_->options().soft_bounce_limit, 3);  // Open's
+  EXPECT_EQ(list_->ScopeFor("Brand.test"), "brand.test");
+  auto r = list_->RecordSoftBounce("ann@example.test", "brand.test", kT0, "dsn");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(*r);  // one of limit 1
+  auto hit = list_->Check("ann@example.test", "brand.test", kT0);
+  ASSERT_TRUE(hit.ok() && hit->has_value());
+  EXPECT_EQ((*hit)->scope, "brand.test");
+  EXPECT_EQ((*hit)->expires, kT0 + absl::Hours(2));
+
+  SuppressionOptions bad = next;
+  bad.soft_bounce_limit = 0;
+  EXPECT_FALSE(list_->SetPolicy(bad).ok());
+  bad = next;
+  bad.soft_bounce_window = absl::ZeroDuration();
+  EXPECT_FALSE(list_->SetPolicy(bad).ok());
+  EXPECT_EQ(list_->Policy()->soft_bounce_limit, 1);  // kept
+  EXPECT_EQ(list_->Policy()->soft_bounce_window, absl::Hours(1));
+}
+
 TEST_F(SuppressionTest, ExpiredEntryDoesNotCount) {
   Suppression e = Entry("ann@example.test");
   e.expires = kT0 + absl::Hours(1);
