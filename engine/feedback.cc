@@ -133,7 +133,17 @@ FeedbackProcessor::FeedbackProcessor(FeedbackOptions options, const token::Keyri
       recorder_(recorder),
       metrics_(metrics),
       ready_(ready),
+      policy_(std::make_shared<const FeedbackPolicy>(options_.policy)),
       files_(options_.spool) {}
+
+std::shared_ptr<const FeedbackPolicy> FeedbackProcessor::Policy() const {
+  return policy_.load(std::memory_order_acquire);
+}
+
+void FeedbackProcessor::SetPolicy(FeedbackPolicy policy) {
+  policy_.store(std::make_shared<const FeedbackPolicy>(std::move(policy)),
+                std::memory_order_release);
+}
 
 absl::StatusOr<std::optional<FeedbackProcessor::JobInfo>> FeedbackProcessor::JobOf(
     uint32_t job_no) {
@@ -260,7 +270,8 @@ absl::Status FeedbackProcessor::Suppress(const Target& t, queue::SuppressionReas
 }
 
 absl::Status FeedbackProcessor::MaybePause(const Target& t) {
-  const FeedbackPolicy& p = options_.policy;
+  const std::shared_ptr<const FeedbackPolicy> policy = Policy();
+  const FeedbackPolicy& p = *policy;
   if (p.pause_on_complaint_rate <= 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(const queue::JobProgress progress, queue_->ReadProgress(t.job.record.job_no));
   if (progress.delivered < p.min_delivered_for_rate || progress.delivered == 0) {
@@ -389,7 +400,7 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       r.response = response;
       metrics::FormatDeliveryRecord(r, &log);
       counted.emplace_back(DeliveryStatus::kComplained, std::string(queue::DomainOf(target->rcpt)));
-      if (Contains(options_.policy.complaint_types, type)) {
+      if (Contains(Policy()->complaint_types, type)) {
         // Only a complaint counts toward the complaint rate: a "not-spam" or
         // "auth-failure" report is recorded, not held against the job.
         batch->Count(target->job.record.job_no, queue::Counted::kComplained);
@@ -466,11 +477,11 @@ absl::Status FeedbackProcessor::HandleLocked(const FeedbackEnvelope& envelope,
       }
       batch->Count(target->job.record.job_no, queue::Counted::kBouncedAsync);
       std::string action = "not suppressed";
-      if (Contains(options_.policy.hard_bounce_classes, klass)) {
+      if (Contains(Policy()->hard_bounce_classes, klass)) {
         RETURN_IF_ERROR(Suppress(*target, queue::SuppressionReason::kHardBounce, now,
                                  absl::StrCat("bounced ", dr.status, " ", klass)));
         action = "suppressed";
-      } else if (Contains(options_.policy.soft_bounce_classes, klass)) {
+      } else if (Contains(Policy()->soft_bounce_classes, klass)) {
         RETURN_IF_ERROR(Suppress(*target, queue::SuppressionReason::kSoftBounce, now,
                                  absl::StrCat("bounced ", dr.status, " ", klass)));
         action = "soft bounce counted";

@@ -31,7 +31,9 @@
 //   anything else are counted and logged, not recorded. The job's progress
 //   counts bounced_async, complained and unsubscribed in the same write.
 //
-//   Suppresses (queue/suppression.h), under FeedbackPolicy: a bounce whose class
+//   Suppresses (queue/suppression.h), under FeedbackPolicy (SetPolicy replaces
+//   it on a reload; the soft-bounce limits and the scope are the list's own
+//   policy, SuppressionList::SetPolicy): a bounce whose class
 //   (metrics/classify.h, the [[classify]] rules over the DSN's status and
 //   diagnostic) is a hard one at once; a soft one after soft_bounce_limit in
 //   soft_bounce_window; a complaint of a suppressing Feedback-Type and an
@@ -55,6 +57,7 @@
 #ifndef VOLLEY_ENGINE_FEEDBACK_H_
 #define VOLLEY_ENGINE_FEEDBACK_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -132,6 +135,14 @@ class FeedbackProcessor {
   // Handle - one message sent to an inbound domain (see DESCRIPTION).
   absl::Status Handle(const FeedbackEnvelope& envelope, std::string_view content);
 
+  // SetPolicy - the policy Handle and Unsubscribe judge by from their next
+  // call on (a SIGHUP reload: [inbound] pause_on_complaint_rate and
+  // min_delivered_for_rate). Any thread; it swaps one pointer and never waits
+  // for a call under way, which finishes under the policy it started with.
+  void SetPolicy(FeedbackPolicy policy);
+  // Policy - the policy in force (options.policy until SetPolicy).
+  std::shared_ptr<const FeedbackPolicy> Policy() const;
+
   // Unsubscribe - a one-click unsubscribe whose token verified: suppress the
   // address, log `unsubscribed`. NotFound when the claim names no job or line
   // Volley still has (the job file was removed).
@@ -181,6 +192,8 @@ class FeedbackProcessor {
   FeedbackRecorder* recorder_;
   metrics::FeedbackMetrics* metrics_;
   ReadyJobs* ready_;
+  // Replaced whole by SetPolicy (the reload thread) while a call may read it.
+  std::atomic<std::shared_ptr<const FeedbackPolicy>> policy_;
 
   std::mutex mu_;
   queue::AcceptedJobFiles files_;

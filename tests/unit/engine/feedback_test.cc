@@ -331,6 +331,44 @@ TEST_F(FeedbackTest, SoftBouncesSuppressOnlyAtTheLimit) {
   EXPECT_EQ(metrics_.suppressions_added[1].value(), 1u);  // soft_bounce, once
 }
 
+// A reload (SuppressionList::SetPolicy) changes the limit the next soft bounce
+// is judged by: raised from the fixture's 2 to 3, two bounces do not suppress;
+// lowered to 1, the next one does.
+TEST_F(FeedbackTest, AReloadedSoftBounceLimitIsTheOneTheNextBounceMeets) {
+  const std::string dsn = Dsn("dee@inbox.test", "failed", "5.2.2",
+                              "smtp; 552 5.2.2 Mailbox full");
+  queue::SuppressionOptions policy = list_->options();
+  policy.soft_bounce_limit = 3;
+  ASSERT_TRUE(list_->SetPolicy(policy).ok());
+  ASSERT_TRUE(processor_->Handle(EnvelopeTo(Verp(kDee)), dsn).ok());
+  ASSERT_TRUE(processor_->Handle(EnvelopeTo(Verp(kDee)), dsn).ok());
+  EXPECT_FALSE(Suppressed("dee@inbox.test").has_value());  // two of 3
+
+  policy.soft_bounce_limit = 1;
+  ASSERT_TRUE(list_->SetPolicy(policy).ok());
+  ASSERT_TRUE(processor_->Handle(EnvelopeTo(Verp(kDee)), dsn).ok());
+  const std::optional<queue::Suppression> hit = Suppressed("dee@inbox.test");
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->reason, queue::SuppressionReason::kSoftBounce);
+  EXPECT_EQ(metrics_.suppressions_added[1].value(), 1u);
+}
+
+// A reloaded scope decides where the next automatic entry goes.
+TEST_F(FeedbackTest, AReloadedScopeIsTheOneTheNextEntryGets) {
+  queue::SuppressionOptions policy = list_->options();
+  policy.scope = queue::SuppressionScope::kFromDomain;
+  ASSERT_TRUE(list_->SetPolicy(policy).ok());
+  token::Claim claim;
+  claim.job_no = job_no_;
+  claim.line = kDee;
+  ASSERT_TRUE(processor_->Unsubscribe(claim, "192.0.2.9").ok());
+  std::vector<queue::Suppression> entries;
+  ASSERT_TRUE(list_->List("", "", 10, &entries).ok());
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].address, "dee@inbox.test");
+  EXPECT_EQ(entries[0].scope, "sender.test");  // the job's From domain, not global
+}
+
 // A bounce in words (qmail's), no delivery-status part: the VERP address says
 // whose it is; the text's paragraph gives the reply.
 TEST_F(FeedbackTest, ABounceInWordsToTheVerpAddressIsRecorded) {
@@ -588,6 +626,25 @@ TEST_F(FeedbackTest, ComplaintsReachingTheRatePauseTheJobOnce) {
   EXPECT_THAT(ready_.TakeAll(), IsEmpty());
   EXPECT_EQ(metrics_.jobs_paused.value(), 1u);
   EXPECT_EQ(Progress().complained, 3u);
+}
+
+// A reload (SetPolicy) turns pausing on for the processor already running:
+// started with the default (never), the next complaint is judged by the new rate.
+TEST_F(FeedbackTest, AReloadedComplaintRateIsTheOneTheNextComplaintMeets) {
+  EXPECT_EQ(processor_->Policy()->pause_on_complaint_rate, 0);
+  FeedbackPolicy policy = *processor_->Policy();
+  policy.pause_on_complaint_rate = 0.5;
+  policy.min_delivered_for_rate = 1;
+  processor_->SetPolicy(policy);
+  Deliver(2);
+  ASSERT_TRUE(processor_
+                  ->Handle(EnvelopeTo("fbl@bounces.sender.test", "abuse@isp.test"),
+                           Arf("abuse", ReturnedHeaders(kAnn, Trace(kAnn))))
+                  .ok());
+  auto record = queue_->FindJob(kJob);
+  ASSERT_TRUE(record.ok() && record->has_value());
+  EXPECT_TRUE((*record)->paused);  // 1 / 2 reaches 0.5
+  EXPECT_THAT(ready_.TakeAll(), ElementsAre(kJob));
 }
 
 TEST_F(FeedbackTest, ARateBelowThePolicyDoesNotPause) {
