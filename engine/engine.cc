@@ -120,6 +120,25 @@ queue::Spool::Partitioner Partitioner(const std::atomic<const dns::StaticRoutes*
   };
 }
 
+// PublishFeedbackPolicy - a reload's feedback-loop policy ([suppression]
+// soft-bounce keys and scope, [inbound] complaint-rate keys) to the list and
+// the processor, each an atomic swap. The values were checked when the file
+// was parsed, so SetPolicy refusing them would be a bug: logged, and the list
+// keeps its policy.
+void PublishFeedbackPolicy(const Config& config, queue::SuppressionList* suppression,
+                           FeedbackProcessor* feedback) {
+  if (suppression != nullptr) {
+    const absl::Status st = suppression->SetPolicy(config.suppression.options);
+    if (!st.ok()) base::LogError("reload: [suppression] kept: %s", base::StdSv(st.message()));
+  }
+  if (feedback != nullptr) {
+    FeedbackPolicy policy = *feedback->Policy();
+    policy.pause_on_complaint_rate = config.inbound.pause_on_complaint_rate;
+    policy.min_delivered_for_rate = static_cast<uint64_t>(config.inbound.min_delivered_for_rate);
+    feedback->SetPolicy(std::move(policy));
+  }
+}
+
 }  // namespace
 
 absl::Status Engine::Run() {
@@ -237,11 +256,14 @@ absl::Status Engine::Run() {
     reload_boxes.push_back(std::move(box));
   }
   metrics::ReloadMetrics reload_metrics;
+  // Made below; set before the reload thread starts, which is what reads it.
+  FeedbackProcessor* feedback_for_reload = nullptr;
   ConfigReloader reloader(
       config_path_, config_text_, config_, credentials,
-      [&reload_boxes, &current_routes,
-       &current_credentials](const std::shared_ptr<const LiveConfig>& live) {
+      [&reload_boxes, &current_routes, &current_credentials, &suppression,
+       &feedback_for_reload](const std::shared_ptr<const LiveConfig>& live) {
         current_routes.store(live->routes.get(), std::memory_order_release);
+        PublishFeedbackPolicy(live->config, suppression.get(), feedback_for_reload);
         if (live->credentials != nullptr) {
           current_credentials.store(live->credentials.get(), std::memory_order_release);
         }
@@ -287,6 +309,7 @@ absl::Status Engine::Run() {
   FeedbackProcessor feedback(std::move(feedback_options), credentials.tokens(), queue.get(),
                              suppression.get(), &classifier, &recorder, &feedback_metrics,
                              &ready_jobs);
+  feedback_for_reload = &feedback;
   spool.SetSuppression(SuppressedAtIntake(suppression.get(), &recorder, &intake_metrics));
   absl::Status failed;
   {

@@ -99,6 +99,14 @@ bool IsReloadable(std::string_view key) {
       return true;
     }
   }
+  // The feedback loop's policy (engine/feedback.h); the list's storage keys
+  // (path, block_cache, filter_bits_per_key) and the listener's stay restart-only.
+  for (std::string_view k :
+       {"suppression.soft_bounce_limit", "suppression.soft_bounce_window",
+        "suppression.soft_bounce_expiry", "suppression.scope", "inbound.pause_on_complaint_rate",
+        "inbound.min_delivered_for_rate"}) {
+    if (key == k) return true;
+  }
   if (key.substr(0, 5) == "smtp.") {
     const std::string_view k = key.substr(5);
     return k == "tls_fallback_time" || IsPolicyKey(k);
@@ -144,6 +152,13 @@ Config MergeReloadable(const Config& running, const Config& next) {
   merged.backoff = next.backoff;
   merged.classify = next.classify;
   merged.dkim = next.dkim;
+  queue::SuppressionOptions& suppression = merged.suppression.options;
+  suppression.soft_bounce_limit = next.suppression.options.soft_bounce_limit;
+  suppression.soft_bounce_window = next.suppression.options.soft_bounce_window;
+  suppression.soft_bounce_expiry = next.suppression.options.soft_bounce_expiry;
+  suppression.scope = next.suppression.options.scope;
+  merged.inbound.pause_on_complaint_rate = next.inbound.pause_on_complaint_rate;
+  merged.inbound.min_delivered_for_rate = next.inbound.min_delivered_for_rate;
   return merged;
 }
 

@@ -26,7 +26,12 @@
 //   A reload changes what MergeReloadable takes from the new file: [routes],
 //   [destination."NAME"] tables, [smtp]'s per-destination defaults (limits,
 //   rates, connections, timeouts, TLS policy...) and tls_fallback_time,
-//   [retry], [[backoff]], [[classify]] and [[dkim]]. Every other key keeps its running
+//   [retry], [[backoff]], [[classify]], [[dkim]], and the feedback loop's
+//   policy: [suppression] soft_bounce_limit, soft_bounce_window,
+//   soft_bounce_expiry and scope, [inbound] pause_on_complaint_rate and
+//   min_delivered_for_rate (published to the suppression list and the
+//   feedback processor, which take no lock for it: SuppressionList::SetPolicy,
+//   FeedbackProcessor::SetPolicy). Every other key keeps its running
 //   value and, when the file changes it, is logged "KEY changed: restart
 //   volleyd to apply" (IsReloadable names which is which; docs/config.md
 //   lists them).

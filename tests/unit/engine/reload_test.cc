@@ -97,12 +97,18 @@ TEST(DiffConfigText, ASyntaxErrorNamesFileAndLine) {
 TEST(IsReloadable, PolicyKeysOfSmtpAndWholeSections) {
   for (const char* key : {"smtp.max_message_rate", "smtp.max_connections_per_destination",
                           "smtp.tls", "smtp.idle_timeout", "routes", "routes.\"*\"",
-                          "destination.\"a.test\".tls", "retry.max", "backoff", "classify", "dkim"}) {
+                          "destination.\"a.test\".tls", "retry.max", "backoff", "classify", "dkim",
+                          "suppression.soft_bounce_limit", "suppression.soft_bounce_window",
+                          "suppression.soft_bounce_expiry", "suppression.scope",
+                          "inbound.pause_on_complaint_rate", "inbound.min_delivered_for_rate"}) {
     EXPECT_TRUE(IsReloadable(key)) << key;
   }
   for (const char* key : {"smtp.port", "smtp.ehlo_name", "smtp.tls_ca_file", "paths.queue",
                           "delivery.window", "dns.servers", "source", "token_key",
-                          "retryx", "routesx.y", "inbound.listen", "suppression.path"}) {
+                          "retryx", "routesx.y", "inbound.listen", "suppression.path",
+                          "suppression.block_cache", "suppression.filter_bits_per_key",
+                          "inbound.domains", "inbound.max_connections", "inbound.process",
+                          "suppression.soft_bounce_limitx", "inbound.min_delivered"}) {
     EXPECT_FALSE(IsReloadable(key)) << key;
   }
 }
@@ -126,6 +132,33 @@ TEST(MergeReloadable, TakesReloadableKeysAndKeepsTheRest) {
   EXPECT_EQ(merged.destinations[0].second.max_connections, 3);
   ASSERT_EQ(merged.routes.size(), 1u);
   EXPECT_EQ(merged.routes[0].first, "b.test");
+}
+
+TEST(MergeReloadable, TakesTheFeedbackPolicyAndKeepsTheListsStorage) {
+  absl::StatusOr<Config> running = ParseConfig(
+      "[suppression]\npath = \"old\"\nsoft_bounce_limit = 3\n", "a.toml");
+  absl::StatusOr<Config> next = ParseConfig(
+      "[suppression]\npath = \"new\"\nblock_cache = \"64MiB\"\nfilter_bits_per_key = 4\n"
+      "soft_bounce_limit = 1\nsoft_bounce_window = \"2h\"\nsoft_bounce_expiry = \"3h\"\n"
+      "scope = \"from_domain\"\n"
+      "[inbound]\nmax_connections = 7\npause_on_complaint_rate = 0.01\n"
+      "min_delivered_for_rate = 50\n",
+      "a.toml");
+  ASSERT_TRUE(running.ok()) << running.status();
+  ASSERT_TRUE(next.ok()) << next.status();
+  const Config merged = MergeReloadable(*running, *next);
+  const queue::SuppressionOptions& o = merged.suppression.options;
+  EXPECT_EQ(o.soft_bounce_limit, 1);
+  EXPECT_EQ(o.soft_bounce_window, absl::Hours(2));
+  EXPECT_EQ(o.soft_bounce_expiry, absl::Hours(3));
+  EXPECT_EQ(o.scope, queue::SuppressionScope::kFromDomain);
+  EXPECT_EQ(merged.inbound.pause_on_complaint_rate, 0.01);
+  EXPECT_EQ(merged.inbound.min_delivered_for_rate, 50);
+  // Restart-only: the running values.
+  EXPECT_EQ(merged.suppression.path, "old");
+  EXPECT_EQ(o.block_cache_bytes, running->suppression.options.block_cache_bytes);
+  EXPECT_EQ(o.filter_bits_per_key, running->suppression.options.filter_bits_per_key);
+  EXPECT_EQ(merged.inbound.max_connections, running->inbound.max_connections);
 }
 
 // A real file, a real reloader: what it publishes, what it refuses.
