@@ -23,9 +23,15 @@ Job "first" (ann, bob, cy, dee, erin; bob and cy are unknown to Postfix):
 Job "second" to the same five: ann, bob, cy and dee get `suppressed` records at intake
 and are never queued; only erin reaches Postfix. `volleyctl suppress check` and the
 job's counters agree.
+
+Then a reload of the feedback policy (issue 19): erin's mailbox is full (a DSN 5.2.2
+returning her message's headers, matched by its Volley-Trace). Under the default
+soft_bounce_limit (3) one soft bounce suppresses nothing; after a SIGHUP with
+`[suppression] soft_bounce_limit = 1` the next one does (reason soft_bounce).
 """
 import os
 import re
+import signal
 import smtplib
 import ssl
 import subprocess
@@ -122,6 +128,23 @@ def dsn(rcpt):
             "Final-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: 5.1.1\r\n"
             "Diagnostic-Code: smtp; 550 5.1.1 <%s>: User unknown\r\n\r\n"
             "--b1--\r\n" % (BOUNCES, rcpt, rcpt))
+
+
+def full_mailbox_dsn(rcpt, headers):
+    """A DSN for a full mailbox returning the message's header block (so that its
+    Volley-Trace names the recipient), sent to the bounce domain but not to a VERP address."""
+    return ("From: MAILER-DAEMON@mx.isp.test\r\nTo: <postmaster@%s>\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-%d@isp.test>\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=\"b2\"\r\n\r\n"
+            "--b2\r\nContent-Type: text/plain\r\n\r\nThe mailbox is full.\r\n\r\n"
+            "--b2\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.isp.test\r\n\r\n"
+            "Final-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: 5.2.2\r\n"
+            "Diagnostic-Code: smtp; 552 5.2.2 <%s>: Mailbox full\r\n\r\n"
+            "--b2\r\nContent-Type: text/rfc822-headers\r\n\r\n%s\r\n--b2--\r\n"
+            % (BOUNCES, int(time.time() * 1000), rcpt, rcpt,
+               headers.replace("\n", "\r\n").rstrip("\r\n")))
 
 
 def stored_headers(pf, addr):
@@ -251,6 +274,33 @@ def test(h):
     flat = j.stdout.replace(" ", "")
     check('"bounced_async":2' in flat and '"complained":1' in flat and '"unsubscribed":1' in flat,
           "job first: %s" % j.stdout)
+
+    # A reloaded soft_bounce_limit is the one erin's next soft bounce meets.
+    def erin_full():
+        return [r for r in records(d, "first", "bounced_async")
+                if r["rcpt"] == "erin@inbox.test" and r["class"] == "mailbox_full"]
+    full = full_mailbox_dsn("erin@inbox.test", stored_headers(pf, "erin@inbox.test"))
+    send(inbound_port, "", "postmaster@%s" % BOUNCES, full)
+    wait_for(lambda: len(erin_full()) == 1, 30, "erin's soft bounce recorded")
+    check(erin_full()[0]["matched_by"] == "trace", "soft bounce record %r" % erin_full()[0])
+    check(volleyctl(h, d, "suppress", "check", "erin@inbox.test").returncode == 1,
+          "one soft bounce of the default limit 3 suppressed erin")
+    with open(d.config) as f:
+        text = f.read()
+    with open(d.config + ".new", "w") as f:
+        f.write(text + "\n[suppression]\nsoft_bounce_limit = 1\n")
+    os.rename(d.config + ".new", d.config)
+    os.kill(d.proc.pid, signal.SIGHUP)
+    wait_for(lambda: d.assert_alive() and
+             "config reloaded from %s (1 change: suppression.soft_bounce_limit)" % d.config
+             in open(d.output, errors="replace").read(), 10, "the reload logged")
+    send(inbound_port, "", "postmaster@%s" % BOUNCES, full)
+    wait_for(lambda: len(erin_full()) == 2, 30, "erin's second soft bounce recorded")
+    ok = volleyctl(h, d, "suppress", "check", "erin@inbox.test")
+    check(ok.returncode == 0 and "soft_bounce" in ok.stdout,
+          "the reloaded limit 1 did not suppress erin: %s" % ok.stdout)
+    check("restart volleyd to apply" not in open(d.output, errors="replace").read(),
+          "soft_bounce_limit asked for a restart")
     check(d.stop() == 0, "volleyd did not stop cleanly")
 
 
