@@ -612,6 +612,9 @@ TomlKeys MetricsKeys(const TomlFile& file, Config* c) {
          return GetIntInto(file, n, k, 1, 100000, &c->metrics_max_connections); }},
       {"request_timeout", [&file, c](auto& n, auto k) {
          return GetDurationIn(file, n, k, absl::Seconds(1), absl::Minutes(5), &c->metrics_request_timeout); }},
+      {"keepalive_timeout", [&file, c](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::ZeroDuration(), absl::Minutes(10),
+                              &c->metrics_keepalive_timeout); }},
   };
 }
 

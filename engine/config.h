@@ -307,6 +307,9 @@ struct Config {
   // Defaults: 256, 5s.
   int metrics_max_connections = 256;
   absl::Duration metrics_request_timeout = absl::Seconds(5);
+  // [metrics] keepalive_timeout: a scraper's connection kept idle for its
+  // next scrape. Default: 75s.
+  absl::Duration metrics_keepalive_timeout = absl::Seconds(75);
   // [queue]
   bool sync_outcomes = false;
   // [queue] min_free_space: intake takes no job in while the queue's or the

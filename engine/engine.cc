@@ -339,7 +339,8 @@ absl::Status Engine::Run() {
     // a scrape (engine/metrics_endpoint.h).
     ASSIGN_OR_RETURN(auto exporter,
                      MetricsEndpoint::Create({config_.metrics_listen, metrics_cap,
-                                              config_.metrics_request_timeout},
+                                              config_.metrics_request_timeout,
+                                              config_.metrics_keepalive_timeout},
                                              std::move(sources)));
     exporter->Start();
     base::LogInfo("metrics on http://%s/metrics", exporter->address());

@@ -35,6 +35,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Create(
   http_options.name = "metrics endpoint";
   http_options.max_connections = options.max_connections;
   http_options.request_timeout = options.request_timeout;
+  http_options.keep_alive = options.keepalive_timeout;
   http_options.max_request_head = kMetricsMaxHead;
   ASSIGN_OR_RETURN(endpoint->http_, http::Server::Create(addr, std::move(http_options)));
   endpoint->http_->Route("/metrics", [self](const http::Request& r) { return self->Scrape(r); });

@@ -17,7 +17,10 @@
 //   http::Server (engine/http/server.h), where held connections cost a
 //   descriptor and not a thread, and where at max_connections the oldest one
 //   that has not sent its request head is closed: a port scanner or a TCP
-//   health check cannot make a scrape wait. The endpoint counts its scrapes,
+//   health check cannot make a scrape wait. A scraper's connection is kept
+//   for its next scrape (keepalive_timeout), so a flood that fills the
+//   listen backlog does not make Prometheus wait for a SYN retransmission
+//   either. The endpoint counts its scrapes,
 //   bytes and time for the exposer_* families (metrics/exporter.h).
 //
 // CONTRACT
@@ -27,7 +30,8 @@
 //
 // BOUNDS
 //   max_connections (256) held at once; request_timeout (5 s) to send the
-//   request head; kMetricsMaxHead (8 KiB) of request head; no body is read.
+//   request head; keepalive_timeout (75 s) idle between scrapes on one
+//   connection; kMetricsMaxHead (8 KiB) of request head; no body is read.
 //
 // DIAGNOSTICS
 //   Create: InvalidArgument "metrics: listen address ..." for an address that
@@ -65,6 +69,9 @@ struct MetricsEndpointOptions {
   int max_connections = 256;
   // Time to send the request head. Default: 5 s.
   absl::Duration request_timeout = absl::Seconds(5);
+  // How long a scraper's connection is kept for its next scrape. Default: 75 s
+  // (longer than Prometheus's usual 15 s to 1 min scrape interval).
+  absl::Duration keepalive_timeout = absl::Seconds(75);
 };
 
 class MetricsEndpoint {

@@ -6,53 +6,76 @@
 
 namespace volley::http {
 
-ConnectionGuard::ConnectionGuard(size_t max_connections, absl::Duration request_timeout)
-    : max_connections_(std::max<size_t>(1, max_connections)), request_timeout_(request_timeout) {}
+ConnectionGuard::ConnectionGuard(size_t max_connections, absl::Duration request_timeout,
+                                 absl::Duration keep_alive)
+    : max_connections_(std::max<size_t>(1, max_connections)),
+      request_timeout_(request_timeout),
+      keep_alive_(keep_alive) {}
+
+std::list<ConnectionGuard::Waiting>* ConnectionGuard::ListOf(Phase phase) {
+  switch (phase) {
+    case Phase::kHead: return &waiting_head_;
+    case Phase::kBody: return &reading_body_;
+    case Phase::kIdle: return &idle_;
+    case Phase::kAnswered: return nullptr;
+  }
+  return nullptr;
+}
 
 int ConnectionGuard::Forget(absl::flat_hash_map<Id, Entry>::iterator it) {
-  int fd = -1;
-  if (it->second.phase == Phase::kHead) {
-    fd = it->second.at->fd;
-    waiting_head_.erase(it->second.at);
-  } else if (it->second.phase == Phase::kBody) {
-    fd = it->second.at->fd;
-    reading_body_.erase(it->second.at);
-  }
+  const int fd = it->second.fd;
+  if (std::list<Waiting>* list = ListOf(it->second.phase)) list->erase(it->second.at);
   connections_.erase(it);
   return fd;
 }
 
+void ConnectionGuard::MoveTo(absl::flat_hash_map<Id, Entry>::iterator it, Phase phase,
+                             absl::Time deadline) {
+  Entry& e = it->second;
+  if (std::list<Waiting>* from = ListOf(e.phase)) from->erase(e.at);
+  e.phase = phase;
+  e.at = {};
+  if (std::list<Waiting>* to = ListOf(phase)) {
+    to->push_back(Waiting{it->first, e.fd, deadline});
+    e.at = std::prev(to->end());
+  }
+}
+
 std::optional<int> ConnectionGuard::Opened(Id id, int fd, absl::Time now) {
   std::optional<int> evict;
-  // The new one is not in the list yet, so it cannot be named.
-  if (connections_.size() >= max_connections_ && !waiting_head_.empty()) {
-    evict = Forget(connections_.find(waiting_head_.front().id));
-    ++evicted_;
+  // The new one is not in a list yet, so it cannot be named.
+  if (connections_.size() >= max_connections_) {
+    std::list<Waiting>* from = !waiting_head_.empty() ? &waiting_head_
+                               : !idle_.empty()       ? &idle_
+                                                      : nullptr;
+    if (from != nullptr) {
+      evict = Forget(connections_.find(from->front().id));
+      ++evicted_;
+    }
   }
   if (auto old = connections_.find(id); old != connections_.end()) Forget(old);  // id reused
   waiting_head_.push_back(Waiting{id, fd, now + request_timeout_});
-  connections_.emplace(id, Entry{Phase::kHead, std::prev(waiting_head_.end())});
+  connections_.emplace(id, Entry{Phase::kHead, fd, std::prev(waiting_head_.end())});
   return evict;
 }
 
 void ConnectionGuard::HeadReceived(Id id, absl::Time now) {
   auto it = connections_.find(id);
-  if (it == connections_.end() || it->second.phase != Phase::kHead) return;
-  const int fd = it->second.at->fd;
-  waiting_head_.erase(it->second.at);
-  reading_body_.push_back(Waiting{id, fd, now + request_timeout_});
-  it->second = Entry{Phase::kBody, std::prev(reading_body_.end())};
+  if (it == connections_.end()) return;
+  if (it->second.phase != Phase::kHead && it->second.phase != Phase::kIdle) return;
+  MoveTo(it, Phase::kBody, now + request_timeout_);
 }
 
 void ConnectionGuard::Answered(Id id) {
   auto it = connections_.find(id);
   if (it == connections_.end() || it->second.phase == Phase::kAnswered) return;
-  if (it->second.phase == Phase::kHead) {
-    waiting_head_.erase(it->second.at);
-  } else {
-    reading_body_.erase(it->second.at);
-  }
-  it->second = Entry{Phase::kAnswered, {}};
+  MoveTo(it, Phase::kAnswered, absl::InfiniteFuture());
+}
+
+void ConnectionGuard::Idle(Id id, absl::Time now) {
+  auto it = connections_.find(id);
+  if (it == connections_.end() || it->second.phase != Phase::kAnswered) return;
+  MoveTo(it, Phase::kIdle, now + keep_alive_);
 }
 
 void ConnectionGuard::Closed(Id id) {
@@ -61,7 +84,7 @@ void ConnectionGuard::Closed(Id id) {
 
 std::vector<int> ConnectionGuard::Expired(absl::Time now) {
   std::vector<int> fds;
-  for (std::list<Waiting>* list : {&waiting_head_, &reading_body_}) {
+  for (std::list<Waiting>* list : {&waiting_head_, &reading_body_, &idle_}) {
     while (!list->empty() && list->front().deadline <= now) {
       fds.push_back(Forget(connections_.find(list->front().id)));
       ++expired_;

@@ -33,8 +33,9 @@
 
 namespace volley::http {
 
-// Exchange - one connection's request as it arrives (a connection carries
-// one request), from MHD's connection-start notice to its close.
+// Exchange - one connection's request as it arrives, from MHD's
+// connection-start notice to its close; on a connection kept alive, reset by
+// NextRequest as each request completes.
 struct Server::Exchange {
   MHD_Connection* conn = nullptr;
   std::string raw_uri;        // the request target as sent, query included
@@ -51,6 +52,12 @@ struct Server::Exchange {
   bool too_many_fields = false;
   ~Exchange() {
     if (form != nullptr) MHD_destroy_post_processor(form);
+  }
+  void NextRequest() {
+    if (form != nullptr) MHD_destroy_post_processor(form);
+    MHD_Connection* const kept = conn;
+    *this = Exchange();
+    conn = kept;
   }
 };
 
@@ -171,6 +178,13 @@ void ConnectionTrampoline(void* cls, MHD_Connection* conn, void** socket_context
   }
 }
 
+void CompletedTrampoline(void* cls, MHD_Connection* conn, void** con_cls,
+                         MHD_RequestTerminationCode code) {
+  auto* exchange = static_cast<Server::Exchange*>(*con_cls);
+  if (exchange == nullptr) return;
+  static_cast<Server*>(cls)->OnCompleted(conn, exchange, code == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+}
+
 // The target as sent (MHD hands the access handler a decoded copy, without
 // the query); becomes the request's con_cls.
 void* UriTrampoline(void*, const char* uri, MHD_Connection* conn) {
@@ -267,7 +281,7 @@ std::string WriteResponse(std::string_view method, const Response& r) {
 Server::Server(ServerOptions options) : options_(std::move(options)) {
   if (!options_.error_response) options_.error_response = DefaultError;
   guard_ = std::make_unique<ConnectionGuard>(static_cast<size_t>(std::max(1, options_.max_connections)),
-                                             options_.request_timeout);
+                                             options_.request_timeout, options_.keep_alive);
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(const sockaddr_storage& address,
@@ -313,9 +327,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const sockaddr_storage& a
   const ServerOptions& o = server->options_;
   const int cap = std::max(1, o.max_connections);
   const auto hard_limit = static_cast<unsigned int>(cap + HardLimitSlack(cap));
-  // MHD's inactivity timeout, in whole seconds, at least one.
-  const unsigned int idle_seconds = static_cast<unsigned int>(
-      std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(o.request_timeout, absl::Seconds(1)))));
+  // MHD's inactivity timeout, in whole seconds, at least one; long enough
+  // for a kept connection's idle time, which the guard bounds itself.
+  const unsigned int idle_seconds = static_cast<unsigned int>(std::max<int64_t>(
+      1, absl::ToInt64Seconds(
+             absl::Ceil(std::max(o.request_timeout, o.keep_alive), absl::Seconds(1)))));
   unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
                        MHD_USE_SUPPRESS_DATE_NO_CLOCK;
   if (v6) flags |= MHD_USE_IPv6;
@@ -326,6 +342,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const sockaddr_storage& a
       {MHD_OPTION_CONNECTION_MEMORY_LIMIT, static_cast<intptr_t>(o.max_request_head + kPoolSlack),
        nullptr},
       {MHD_OPTION_NOTIFY_CONNECTION, reinterpret_cast<intptr_t>(&ConnectionTrampoline),
+       server.get()},
+      {MHD_OPTION_NOTIFY_COMPLETED, reinterpret_cast<intptr_t>(&CompletedTrampoline),
        server.get()},
       {MHD_OPTION_URI_LOG_CALLBACK, reinterpret_cast<intptr_t>(&UriTrampoline), server.get()},
       {MHD_OPTION_UNESCAPE_CALLBACK, reinterpret_cast<intptr_t>(&NoUnescape), nullptr},
@@ -421,6 +439,16 @@ void Server::OnConnection(MHD_Connection* conn, bool opened) {
   }
 }
 
+void Server::OnCompleted(MHD_Connection* conn, Exchange* exchange, bool ok) {
+  const bool answered = exchange->answered;
+  exchange->NextRequest();
+  // If MHD closes the connection instead (Connection: close, an error), its
+  // close notice follows and the guard forgets it.
+  if (!ok || !answered || options_.keep_alive <= absl::ZeroDuration()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  guard_->Idle(reinterpret_cast<ConnectionGuard::Id>(conn), absl::Now());
+}
+
 const Handler* Server::Find(std::string_view target) const {
   const Handler* best = nullptr;
   size_t best_length = 0;
@@ -435,7 +463,8 @@ const Handler* Server::Find(std::string_view target) const {
   return best;
 }
 
-void Server::Queue(MHD_Connection* conn, Exchange& exchange, const Response& response) {
+void Server::Queue(MHD_Connection* conn, Exchange& exchange, const Response& response,
+                   bool whole_request_read) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     guard_->Answered(reinterpret_cast<ConnectionGuard::Id>(conn));
@@ -446,7 +475,9 @@ void Server::Queue(MHD_Connection* conn, Exchange& exchange, const Response& res
   if (r == nullptr) return;  // out of memory: MHD closes the connection
   MHD_add_response_header(r, "Content-Type", response.content_type.c_str());
   MHD_add_response_header(r, "Cache-Control", "no-store");
-  MHD_add_response_header(r, "Connection", "close");
+  if (!whole_request_read || options_.keep_alive <= absl::ZeroDuration()) {
+    MHD_add_response_header(r, "Connection", "close");
+  }
   for (const auto& [name, value] : response.headers) {
     MHD_add_response_header(r, name.c_str(), value.c_str());
   }
@@ -569,7 +600,11 @@ int Server::OnRequest(MHD_Connection* conn, const char* method, const char* vers
       x.read_body = true;
       return 1;
     }
-    // No body to read (or bodies are not read): answer now.
+    // No body to read: answered in MHD's next call, at the request's end,
+    // because MHD closes a connection whose answer comes with the head (the
+    // body, if any, would be left unread). A body this server does not read:
+    // answered now, and the connection closes.
+    if (!has_body && options_.keep_alive > absl::ZeroDuration()) return 1;
     Queue(conn, x, Answer(x));
     return 1;
   }
@@ -606,7 +641,7 @@ int Server::OnRequest(MHD_Connection* conn, const char* method, const char* vers
     } else if (x.form_failed || !complete || (multipart && x.request.form.empty())) {
       Queue(conn, x, options_.error_response(400, "malformed form body"));
     } else {
-      Queue(conn, x, Answer(x));
+      Queue(conn, x, Answer(x), true);
     }
     return 1;
   }
@@ -614,7 +649,7 @@ int Server::OnRequest(MHD_Connection* conn, const char* method, const char* vers
     Queue(conn, x, options_.error_response(413, "request body too large"));
     return 1;
   }
-  Queue(conn, x, Answer(x));
+  Queue(conn, x, Answer(x), true);
   return 1;
 }
 

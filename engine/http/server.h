@@ -41,8 +41,10 @@
 //   that path only; one with it matches every path below (Go's ServeMux rule);
 //   the longest pattern wins. No route: 404 from options.error_response.
 //
-//   Every answer says Connection: close and Cache-Control: no-store, carries
-//   Content-Length, and has no body for HEAD. A request this layer refuses
+//   Every answer says Cache-Control: no-store, carries Content-Length, and has
+//   no body for HEAD. It says Connection: close unless options.keep_alive is
+//   set and the request was read to its end (a handler's answer; a refusal
+//   before the body may leave one unread, so it still closes). A request this layer refuses
 //   (an unknown or lower-case method, a control character or space in the
 //   target, a header name that is not a token, a version other than HTTP/1.0
 //   and 1.1 (505 for HTTP/2 and later), a head over max_request_head (431), a
@@ -86,8 +88,10 @@
 //   they are evicted first, so MHD does not leave a real client waiting).
 //   threads (1) event loops. A request body is read only up to max_body
 //   (default 0: not read at all; the handler sees content_length and
-//   decides); a longer one gets 413. No keep-alive: a connection carries one
-//   request. With parse_forms, a form body (application/x-www-form-urlencoded
+//   decides); a longer one gets 413. keep_alive (default 0: a connection
+//   carries one request) for an idle connection to send its next head,
+//   counted from the end of the answer; idle connections are evicted at the
+//   cap after the silent ones, oldest first. With parse_forms, a form body (application/x-www-form-urlencoded
 //   or multipart/form-data) is parsed by MHD's post processor into
 //   Request::form instead: it must carry a Content-Length (411 if not) of at
 //   most max_body (413 if over), and at most kMaxFormFields fields are kept
@@ -182,6 +186,12 @@ struct ServerOptions {
   // Time to send the whole request head, again for the body, and the
   // inactivity timeout while the answer is written. Default: 5 s.
   absl::Duration request_timeout = absl::Seconds(5);
+  // How long a connection is kept after an answer for the client's next
+  // request (HTTP/1.1 persistent connections); 0: every answer closes its
+  // connection. A client that keeps its connection (Prometheus) does not
+  // connect again for each request, so a flood filling the listen backlog
+  // does not delay it. Default: 0.
+  absl::Duration keep_alive = absl::ZeroDuration();
   // Longest request body read into Request::body; 0: bodies are not read.
   // Default: 0.
   size_t max_body = 0;
@@ -251,12 +261,16 @@ class Server {
   int OnRequest(MHD_Connection* conn, const char* method, const char* version,
                 const char* upload_data, size_t* upload_data_size, Exchange* exchange);
   void OnConnection(MHD_Connection* conn, bool opened);
+  void OnCompleted(MHD_Connection* conn, Exchange* exchange, bool ok);
 
  private:
   explicit Server(ServerOptions options);
   Response Answer(Exchange& exchange);
   const Handler* Find(std::string_view target) const;
-  void Queue(MHD_Connection* conn, Exchange& exchange, const Response& response);
+  // Queue - `response` for `exchange`'s request; `whole_request_read` when
+  // nothing of it is left unread (the connection may then be kept alive).
+  void Queue(MHD_Connection* conn, Exchange& exchange, const Response& response,
+             bool whole_request_read = false);
   void SweepUntilStopped();
 
   ServerOptions options_;

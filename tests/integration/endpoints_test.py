@@ -7,7 +7,10 @@ for a minute, and 2,000 idle connections kept volleyctl out of the admin API for
 minutes (civetweb gave each connection a worker thread). Now both run on
 engine/http's libmicrohttpd server, where at [admin]/[metrics] max_connections the
 oldest connection that has not sent its request head is closed, and a head must be
-complete request_timeout after the connection.
+complete request_timeout after the connection. /metrics keeps a scraper's connection
+([metrics] keepalive_timeout): a flood that fills the listen backlog makes a new
+connection's SYN wait for its retransmission (1 s, a failed scrape at a 1 s timeout,
+as CI once saw), and a kept connection never meets it.
 
 The test, for the metrics port and then the admin port:
   - a real Prometheus scrapes volleyd's /metrics every second (scrape timeout 1 s);
@@ -19,7 +22,8 @@ The test, for the metrics port and then the admin port:
   - for FLOOD_SECONDS, every second the test scrapes /metrics itself and runs
     `volleyctl jobs` (within its own 10 s timeout): every one must succeed;
   - then Prometheus's `up` must have been 1 at every scrape of the flood's window
-    (min_over_time), with a scrape each second or so (count_over_time).
+    (min_over_time), with a scrape each second or so (count_over_time), and the
+    connection Prometheus held before the metrics flood must still be open after it.
 It logs volleyd's RSS before and during each flood, and the scrape latencies
 (Prometheus's scrape_duration_seconds and the test's own), the figures of
 bench/RESULTS.md "Endpoints under a connection flood".
@@ -150,6 +154,27 @@ def rss_kib(pid):
     return 0
 
 
+def connections_to(pid, port):
+    """The local ports of process `pid`'s established TCP connections to
+    127.0.0.1:`port` (from /proc, without ss)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+                ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
 def scalar(prom, expr, at):
     result = prom.query(expr, at=at)["result"]
     check(len(result) == 1, "%s: %d series, not 1: %r" % (expr, len(result), result))
@@ -159,6 +184,9 @@ def scalar(prom, expr, at):
 def flood_one(h, d, prom, volleyctl, name, port):
     rss_before = rss_kib(d.proc.pid)
     fds_before = d.fd_count()
+    prom_kept = connections_to(prom.proc.pid, d.metrics_port)
+    check(name != "metrics" or prom_kept,
+          "Prometheus holds no connection to the metrics port between scrapes (no keep-alive)")
     flood = Flood(port, HELD, SLOWLORIS).start()
     started = time.time()
     latencies, ctl_seconds, rss_peak, fds_peak, open_min = [], [], rss_before, fds_before, HELD
@@ -207,6 +235,12 @@ def flood_one(h, d, prom, volleyctl, name, port):
            statistics.median(ctl_seconds), max(ctl_seconds), rss_before, rss_peak, fds_before,
            fds_peak, open_min, flood.opened))
     check(up_min == 1, "%s flood: Prometheus's up was 0 at some scrape of the window" % name)
+    # The scraper kept its connection through the flood: the cap evicts the
+    # silent ones first, and a kept connection never waits in the backlog.
+    if name == "metrics":
+        check(prom_kept & connections_to(prom.proc.pid, d.metrics_port),
+              "metrics flood: Prometheus's connection (ports %s) did not last through the flood"
+              % sorted(prom_kept))
     check(scrapes >= window - 3, "%s flood: only %d Prometheus scrapes in %d s" % (name, scrapes, window))
     check(max(ctl_seconds) < 10, "%s flood: volleyctl took %.1f s" % (name, max(ctl_seconds)))
 

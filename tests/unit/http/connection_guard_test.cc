@@ -91,5 +91,52 @@ TEST(ConnectionGuardTest, DeadlinesForHeadThenBody) {
   EXPECT_EQ(guard.size(), 0u);
 }
 
+TEST(ConnectionGuardTest, KeptConnectionsGoAfterTheSilentOnes) {
+  // A scraper that keeps its connection between scrapes (Prometheus) sits
+  // idle among a flood of silent ones: at the cap the silent ones go first,
+  // then the idle ones, the longest idle first.
+  ConnectionGuard guard(3, absl::Seconds(5), absl::Seconds(75));
+  guard.Opened(1, 101, kT0);
+  guard.HeadReceived(1, kT0);
+  guard.Answered(1);
+  guard.Idle(1, kT0);                                // the scraper, idle since 0 s
+  guard.Opened(2, 102, kT0 + absl::Seconds(1));
+  guard.HeadReceived(2, kT0 + absl::Seconds(1));
+  guard.Answered(2);
+  guard.Idle(2, kT0 + absl::Seconds(1));             // another, idle since 1 s
+  guard.Opened(3, 103, kT0 + absl::Seconds(2));      // silent
+  EXPECT_EQ(guard.idle(), 2u);
+  EXPECT_EQ(guard.Opened(4, 104, kT0 + absl::Seconds(3)), std::optional<int>(103));
+  EXPECT_EQ(guard.Opened(5, 105, kT0 + absl::Seconds(3)), std::optional<int>(104));
+  // The scraper's next request: busy again, no longer among the idle.
+  guard.HeadReceived(1, kT0 + absl::Seconds(4));
+  EXPECT_EQ(guard.idle(), 1u);
+  guard.HeadReceived(5, kT0 + absl::Seconds(4));
+  // No silent one left: the one idle the longest goes.
+  EXPECT_EQ(guard.Opened(6, 106, kT0 + absl::Seconds(5)), std::optional<int>(102));
+  EXPECT_EQ(guard.evicted(), 3u);
+}
+
+TEST(ConnectionGuardTest, AnIdleConnectionHasItsOwnDeadline) {
+  ConnectionGuard guard(100, absl::Seconds(5), absl::Seconds(75));
+  guard.Opened(1, 101, kT0);
+  guard.HeadReceived(1, kT0);
+  guard.Answered(1);
+  guard.Idle(1, kT0 + absl::Seconds(1));
+  EXPECT_EQ(guard.Expired(kT0 + absl::Seconds(75)), std::vector<int>{});
+  // A next head begun while idle (a slowloris after one real request) must
+  // be complete by the same deadline.
+  EXPECT_EQ(guard.Expired(kT0 + absl::Seconds(76)), std::vector<int>{101});
+  // A next request in time goes back to the request deadlines.
+  guard.Opened(2, 102, kT0);
+  guard.HeadReceived(2, kT0);
+  guard.Answered(2);
+  guard.Idle(2, kT0);
+  guard.HeadReceived(2, kT0 + absl::Seconds(70));
+  EXPECT_EQ(guard.Expired(kT0 + absl::Seconds(74)), std::vector<int>{});
+  EXPECT_EQ(guard.Expired(kT0 + absl::Seconds(75)), std::vector<int>{102});
+  EXPECT_EQ(guard.size(), 0u);
+}
+
 }  // namespace
 }  // namespace volley::http

@@ -307,5 +307,57 @@ TEST(ServerGuardTest, HeldConnectionsDoNotStarveARealRequest) {
   EXPECT_EQ(Body(Exchange(port, "GET / HTTP/1.1\r\n\r\n")), "up");
 }
 
+// With keep_alive, a client's connection carries its next request (so a
+// scraper never waits behind a flood in the listen backlog); without it, and
+// after a refusal that may leave a body unread, the answer closes.
+TEST(ServerKeepAliveTest, TheConnectionCarriesTheNextRequest) {
+  for (const bool keep : {true, false}) {
+    ServerOptions options;
+    options.keep_alive = keep ? absl::Seconds(30) : absl::ZeroDuration();
+    auto s = Server::Create(Loopback(0), options);
+    ASSERT_TRUE(s.ok()) << s.status();
+    int served = 0;
+    (*s)->Route("/n", [&served](const Request&) {
+      return Response{200, "text/plain", absl::StrCat("n", ++served), {}};
+    });
+    (*s)->Start();
+    const int fd = ConnectLoopback(PortOf((*s)->address()));
+    const auto ask = [fd](std::string_view request) {
+      std::string got;
+      if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) < 0) return got;
+      char buf[4096];
+      // One answer: its head, then Content-Length octets of body.
+      while (true) {
+        const size_t end = got.find("\r\n\r\n");
+        if (end != std::string::npos) {
+          const size_t at = got.find("Content-Length: ");
+          const size_t length = at == std::string::npos ? 0 : std::stoul(got.substr(at + 16));
+          if (got.size() >= end + 4 + length) return got;
+        }
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) return got;
+        got.append(buf, static_cast<size_t>(n));
+      }
+    };
+    const std::string first = ask("GET /n HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(Body(first), "n1");
+    EXPECT_EQ(first.find("Connection: close") == std::string::npos, keep) << first;
+    const std::string second = ask("GET /n HTTP/1.1\r\nHost: x\r\n\r\n");
+    if (keep) {
+      EXPECT_EQ(Body(second), "n2");
+      EXPECT_EQ((*s)->stats().open, 1u);
+      // A request with a body this server does not read: answered, closed.
+      const std::string third =
+          ask("GET /n HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+      EXPECT_NE(third.find("Connection: close"), std::string::npos) << third;
+      char c;
+      EXPECT_EQ(::recv(fd, &c, 1, 0), 0);
+    } else {
+      EXPECT_EQ(second, "");  // closed after the first answer
+    }
+    ::close(fd);
+  }
+}
+
 }  // namespace
 }  // namespace volley::http
