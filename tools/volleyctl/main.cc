@@ -8,6 +8,9 @@
 //   volleyctl [--json] dkim record FILE [--domain D --selector S]
 //   volleyctl [--config FILE] check JOBFILE
 //   volleyctl [--config FILE] render JOBFILE LINE
+//   volleyctl submit --from ADDR --template FILE.eml --recipients FILE.csv [--job ID]
+//             [--send-after T] [--priority N] [--address-column NAME] [--strict]
+//             [--spool DIR | --config FILE]
 //
 // DESCRIPTION
 //   Talks to volleyd's admin API (engine/admin.h), by default at 127.0.0.1:9465;
@@ -35,10 +38,18 @@
 //   prints the message the recipient on LINE would receive, with the fields and
 //   DKIM signatures volleyd adds (--config: volleyd's config, for its keys).
 //
+//   submit (tools/volleyctl/submit.h) turns a message template and a CSV list
+//   into a job file, checked as intake would check it, and drops it into the
+//   spool's incoming/ (--spool, else [paths] spool of --config). Bad rows are
+//   named on stderr with their CSV line and left out; the job id is printed.
+//
 // EXIT STATUS
 //   check: 0 the job would be accepted, 1 refused (the reasons on stderr), 2
 //   usage or an unreadable file or config. render: 0 printed, 1 the line or the
-//   job would be refused, 2 usage or an unreadable file or config. Otherwise:
+//   job would be refused, 2 usage or an unreadable file or config. submit: 0
+//   submitted (bad rows, if any, left out), 1 refused (the job as intake would,
+//   no good row, a bad row under --strict, a job id in use), 2 usage or an
+//   unreadable file, config or spool. Otherwise:
 //   0 done; 1 volleyd refused the request (its error is printed) or could not be
 //   reached, a VERP address that does not verify, a key that cannot be written or
 //   read; 2 usage error (unknown command or option, missing ID, unreadable
@@ -62,6 +73,7 @@
 #include "engine/config.h"
 #include "tools/volleyctl/ctl.h"
 #include "tools/volleyctl/job_file.h"
+#include "tools/volleyctl/submit.h"
 #include "tools/volleyctl/suppress.h"
 
 namespace {
@@ -94,6 +106,13 @@ int Usage(FILE* out) {
       "  render JOBFILE LINE\n"
       "                print the message the recipient on LINE would receive, with the\n"
       "                fields and DKIM signatures volleyd adds (--config: its keys)\n"
+      "  submit --from ADDR --template FILE.eml --recipients FILE.csv [--job ID]\n"
+      "         [--send-after T] [--priority N] [--address-column NAME] [--strict]\n"
+      "         [--spool DIR | --config FILE]\n"
+      "                make a job of a template and a CSV list (header row: the\n"
+      "                variables; an email or address column) and drop it into the\n"
+      "                spool's incoming/; bad rows are named and left out (--strict:\n"
+      "                refuse the file); prints the job id\n"
       "default admin address: %s ([admin] listen in volleyd's config)\n",
       volley::ctl::kDefaultAdmin);
   return 2;
@@ -127,6 +146,16 @@ struct Options {
   std::string expires;
   std::string source;
   std::string from_domain;
+  // submit's own options; refused with any other command.
+  std::string from;
+  std::string template_path;
+  std::string recipients;
+  std::string job;
+  std::string send_after;
+  std::string priority;
+  std::string address_column;
+  std::string spool;
+  bool strict = false;
   std::vector<std::string> args;
 };
 
@@ -487,6 +516,56 @@ int RenderCommand(const Options& o) {
   return 0;
 }
 
+// SubmitCommand - submit: 0 submitted, 1 refused, 2 usage or unreadable.
+int SubmitCommand(const Options& o) {
+  if (o.args.size() != 1) return UsageError("submit takes options only (--recipients names the CSV)");
+  if (o.from.empty() || o.template_path.empty() || o.recipients.empty()) {
+    return UsageError("submit needs --from, --template and --recipients");
+  }
+  if (!o.spool.empty() && !o.config.empty()) {
+    return UsageError("submit takes --spool or --config, not both");
+  }
+  volley::ctl::SubmitRequest req;
+  req.from = o.from;
+  req.template_path = o.template_path;
+  req.recipients_path = o.recipients;
+  req.job_id = o.job;
+  req.send_after = o.send_after;
+  req.address_column = o.address_column;
+  req.strict = o.strict;
+  if (!o.priority.empty()) {
+    int priority = 0;
+    if (!absl::SimpleAtoi(o.priority, &priority) || priority < 0 || priority > 9) {
+      return UsageError("--priority: \"" + o.priority + "\" is not an integer 0..9");
+    }
+    req.priority = priority;
+  }
+  std::optional<volley::engine::Config> config;
+  if (!o.config.empty()) {
+    config = JobConfig(o);
+    if (!config) return 2;
+    req.spool = config->spool_dir;
+  } else {
+    req.spool = o.spool.empty() ? std::string(volley::ctl::kDefaultSpool) : o.spool;
+  }
+  auto result = volley::ctl::Submit(req, config ? &*config : nullptr, absl::Now(),
+                                    [](const std::string& bad) {
+                                      std::fprintf(stderr, "%s\n", bad.c_str());
+                                    });
+  if (!result.ok()) {
+    const bool refused =
+        absl::IsInvalidArgument(result.status()) || absl::IsAlreadyExists(result.status());
+    std::fprintf(stderr, "volleyctl: submit: %s%s\n", refused ? "refused: " : "",
+                 std::string(result.status().message()).c_str());
+    return refused ? 1 : 2;
+  }
+  std::fprintf(stderr, "volleyctl: submit: job \"%s\": %llu recipients, %llu bad rows left out; %s\n",
+               result->job_id.c_str(), static_cast<unsigned long long>(result->recipients),
+               static_cast<unsigned long long>(result->bad_rows), result->path.c_str());
+  std::printf("%s\n", result->job_id.c_str());
+  return 0;
+}
+
 }  // namespace
 
 // DkimCommand - dkim keygen, dkim record FILE.
@@ -596,10 +675,31 @@ int main(int argc, char** argv) {
       ->type_name("TEXT");
   app.add_option("--from-domain", o.from_domain, "suppress check: the From domain of the mail")
       ->type_name("DOMAIN");
+  // submit's own options, given with submit only.
+  const char* const kSubmitOptions[] = {"--from",       "--template", "--recipients",
+                                        "--job",        "--send-after", "--priority",
+                                        "--address-column", "--spool", "--strict"};
+  app.add_option("--from", o.from, "submit: the envelope sender (the job's from)")
+      ->type_name("ADDR");
+  app.add_option("--template", o.template_path, "submit: the message, with {{var}} placeholders")
+      ->type_name("FILE");
+  app.add_option("--recipients", o.recipients, "submit: the CSV list (header row: variables)")
+      ->type_name("FILE");
+  app.add_option("--job", o.job, "submit: the job id (default: time, list name, random)")
+      ->type_name("ID");
+  app.add_option("--send-after", o.send_after, "submit: not before this RFC 3339 time")
+      ->type_name("T");
+  app.add_option("--priority", o.priority, "submit: 0..9 (5); 9 goes first")->type_name("N");
+  app.add_option("--address-column", o.address_column,
+                 "submit: the CSV column of addresses (email or address)")
+      ->type_name("NAME");
+  app.add_option("--spool", o.spool, "submit: volleyd's spool (or [paths] spool of --config)")
+      ->type_name("DIR");
+  app.add_flag("--strict", o.strict, "submit: any bad row refuses the whole file");
   app.add_option("command", o.args, "jobs | job ID | pause ID | resume ID | cancel ID | "
                                     "verp decode ADDRESS | dkim keygen | dkim record FILE | "
                                     "suppress add|remove|check|list|export|import | "
-                                    "check JOBFILE | render JOBFILE LINE")
+                                    "check JOBFILE | render JOBFILE LINE | submit")
       ->type_name("COMMAND [ARG...]");
   volley::base::AddVersionFlag(app);
   try {
@@ -629,6 +729,13 @@ int main(int argc, char** argv) {
       }
     }
   }
+  if (command != "submit") {
+    for (const char* name : kSubmitOptions) {
+      if (app.count(name) > 0) {
+        return UsageError(std::string(name) + " is an option of submit only");
+      }
+    }
+  }
   if (command == "jobs" || command == "job" || command == "pause" || command == "resume" ||
       command == "cancel") {
     return JobCommand(o);
@@ -638,6 +745,7 @@ int main(int argc, char** argv) {
   if (command == "suppress") return SuppressCommand(o);
   if (command == "check") return CheckCommand(o);
   if (command == "render") return RenderCommand(o);
+  if (command == "submit") return SubmitCommand(o);
   std::fprintf(stderr, "volleyctl: unknown command \"%s\"\n", command.c_str());
   return Usage(stderr);
 }
