@@ -80,7 +80,7 @@ def write(path, data):
 
 def test(h):
     ctl = h.binary("tools/volleyctl/volleyctl")
-    sink = h.sink().start()
+    sink = h.sink()
     d = h.volleyd(route_port=sink.port)
     d.start()
     tpl = write(os.path.join(h.dir, "welcome.eml"), TEMPLATE.encode())

@@ -46,7 +46,7 @@
 //     field 1: quoted field not closed before the end of the file
 //     field 2: a CR not followed by LF
 //     field 4: not valid UTF-8 (octet 7)
-//     field 2: longer than 4096 octets
+//     field 2: longer than 65536 octets
 //     longer than 65536 octets
 //     more than 1000 fields
 //   Feed: ResourceExhausted "more than N records" once past max_records.
