@@ -258,19 +258,21 @@ absl::StatusOr<QueuedRecipient> DecodeEntry(uint32_t job_no, std::string_view ke
   r.attempts = word & ~kHasLastReply;
   value.remove_prefix(4);
   if ((word & kHasLastReply) != 0) {
-    const auto corrupt = [&] {
-      return absl::DataLossError(
-          absl::StrCat("queue: job ", job_no, " line ", r.line, ": corrupt last reply"));
-    };
-    if (value.size() < 2) return corrupt();
-    const size_t reply_size = GetBigEndian(value, 2);
-    if (reply_size > kMaxLastReplyBytes || value.size() < 2 + reply_size + 1) return corrupt();
-    r.last_reply = std::string(value.substr(2, reply_size));
-    value.remove_prefix(2 + reply_size);
-    const size_t class_size = GetBigEndian(value, 1);
-    if (class_size > kMaxLastClassBytes || value.size() < 1 + class_size) return corrupt();
-    r.last_class = std::string(value.substr(1, class_size));
-    value.remove_prefix(1 + class_size);
+    // A last reply that does not fit its bounds leaves the rest of the value
+    // as the recipient, which then does not decode either: the entry is
+    // bounced as unreadable (queue/README.md), not a fatal error of the scan.
+    std::string_view rest = value;
+    const size_t reply_size = rest.size() >= 2 ? GetBigEndian(rest, 2) : SIZE_MAX;
+    if (reply_size <= kMaxLastReplyBytes && rest.size() >= 2 + reply_size + 1) {
+      std::string_view reply = rest.substr(2, reply_size);
+      rest.remove_prefix(2 + reply_size);
+      const size_t class_size = GetBigEndian(rest, 1);
+      if (class_size <= kMaxLastClassBytes && rest.size() >= 1 + class_size) {
+        r.last_reply = std::string(reply);
+        r.last_class = std::string(rest.substr(1, class_size));
+        value = rest.substr(1 + class_size);
+      }
+    }
   }
   r.recipient = std::string(value);
   return r;

@@ -227,6 +227,40 @@ TEST_F(QueueTest, ARescheduledRecipientKeepsItsLastReply) {
   EXPECT_EQ(it->attempts, 1u);
 }
 
+// A last reply whose lengths do not fit is no fatal error of the scan: the entry
+// comes back with the rest as its recipient, which the shard then bounces as
+// unreadable (queue/README.md, "Entries that cannot be read").
+TEST_F(QueueTest, ACorruptLastReplyLeavesTheEntryUnreadableNotTheScan) {
+  const JobRecord job = AddJob("j", t0_, 2);
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 2u);
+  const std::string key = got[0].key;
+  q_.reset();
+  {
+    rocksdb::Options o;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {"recipients", rocksdb::ColumnFamilyOptions()}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir_.string(), families, &handles, &raw).ok());
+    // One attempt, the last-reply bit, then a reply length of 0xFF00.
+    const std::string value("\x80\x00\x00\x01\xFF\x00\x01", 7);
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), handles[1], key, value).ok());
+    for (auto* h : handles) ASSERT_TRUE(raw->DestroyColumnFamilyHandle(h).ok());
+    delete raw;
+  }
+  Reopen();
+  std::vector<QueuedRecipient> again;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &again).ok());
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].attempts, 1u);
+  EXPECT_EQ(again[0].recipient, std::string("\xFF\x00\x01", 3));
+  EXPECT_TRUE(again[0].last_reply.empty());
+  EXPECT_EQ(again[1].recipient, got[1].recipient);
+}
+
 TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
   const JobRecord job = AddJob("j", t0_, 2);
   std::vector<QueuedRecipient> got;
