@@ -118,6 +118,7 @@ void Connections::OnIo(Conn* c, const reactor::Completion& done, absl::Time now)
   switch (static_cast<Op>(reactor::OpOf(done.tag))) {
     case kOpConnect:
       if (result < 0) {
+        c->connect_errno = -result;
         c->client->FeedIoError(
             absl::StrCat("connect to ", c->Host().name, ": ", std::strerror(-result)));
         break;

@@ -109,6 +109,9 @@ struct Conn {
   // The handshake failed under tls = "opportunistic": the destination is retried in
   // plaintext at once, so its waiting work is not deferred for this session's end.
   bool tls_fell_back = false;
+  // The connect itself failed with this errno (ECONNREFUSED, ETIMEDOUT...): what
+  // the destination's reachability names (engine/reasons.h). 0: it did not.
+  int connect_errno = 0;
   // The route the connection was opened on (a DNS route may be replaced by a
   // fresher one meanwhile) and the host of it.
   std::shared_ptr<const dns::Route> route;

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "base/strings.h"
 #include "engine/committer.h"
 #include "engine/retry.h"
 #include "metrics/delivery_log.h"
@@ -60,8 +61,15 @@ double Outcomes::Jitter() {
   return std::uniform_real_distribution<double>(kMinJitter, kMaxJitter)(*rng_);
 }
 
+std::string LastReplyText(int code, std::string_view enhanced, std::string_view text) {
+  std::string reply = code != 0 ? absl::StrCat(code, " ") : std::string();
+  absl::StrAppend(&reply, base::Sv(enhanced), enhanced.empty() ? "" : " ", base::Sv(text));
+  return reply;
+}
+
 void Outcomes::Record(const Work* w, metrics::DeliveryStatus status, const smtp::Outcome& o,
-                      const AttemptPlace& where, uint32_t attempt) {
+                      const AttemptPlace& where, uint32_t attempt, std::string_view last_reply,
+                      std::string_view last_class) {
   const absl::Time now = *now_;
   metrics_->deliveries[static_cast<size_t>(status)].Add();
   // Outcomes decided without a destination (a DNS verdict, expired untried,
@@ -95,6 +103,8 @@ void Outcomes::Record(const Work* w, metrics::DeliveryStatus status, const smtp:
   r.tls_version = where.tls_version;
   r.tls_cipher = where.tls_cipher;
   r.source = where.source;
+  r.last_reply = last_reply;
+  r.last_class = last_class;
   metrics::FormatDeliveryRecord(r, &log_buffer_);
 }
 
@@ -107,8 +117,16 @@ void Outcomes::Finish(Work* w, queue::Final how, const smtp::Outcome& o,
   Release(w);
 }
 
-void Outcomes::Defer(Work* w, const smtp::Outcome& o, const AttemptPlace& where) {
+absl::Time Outcomes::Defer(Work* w, const smtp::Outcome& o, const AttemptPlace& where) {
   const absl::Time now = *now_;
+  // A server's reply (or the 451 Volley records for a failed session) is kept
+  // over an earlier one; Volley's own verdicts without a code (a suspension, a
+  // DNS failure) only while there is none: an expiry names the last real reply.
+  if (o.code != 0 || w->entry.last_reply.empty()) {
+    w->entry.last_reply = LastReplyText(o.code, o.enhanced, o.text);
+    w->entry.last_class = std::string(
+        classifier_->Classify(metrics::DeliveryStatus::kDeferred, o.code, o.enhanced, o.text));
+  }
   if (now >= w->deadline) {
     // That was the last try: the recipient expires, with the reply that ended it
     // (its code and enhanced code stay the server's, so they agree).
@@ -116,21 +134,28 @@ void Outcomes::Defer(Work* w, const smtp::Outcome& o, const AttemptPlace& where)
     expired.kind = smtp::Outcome::Kind::kPermanent;
     expired.text = absl::StrCat("message expired after ", w->entry.attempts + 1,
                                 " attempts; last reply: ", o.text);
-    Finish(w, queue::Final::kExpired, expired, where);
-    return;
+    Record(w, metrics::DeliveryStatus::kExpired, expired, where, w->entry.attempts + 1,
+           w->entry.last_reply, w->entry.last_class);
+    batch_->Remove(w->entry, queue::Final::kExpired);
+    Release(w);
+    return absl::InfiniteFuture();
   }
   Record(w, metrics::DeliveryStatus::kDeferred, o, where, w->entry.attempts + 1);
-  batch_->Reschedule(w->entry,
-                     NextAttemptAt(*w->retry, w->entry.attempts + 1, Jitter(), now, w->deadline));
+  const absl::Time next =
+      NextAttemptAt(*w->retry, w->entry.attempts + 1, Jitter(), now, w->deadline);
+  batch_->Reschedule(w->entry, next);
   Release(w);
+  return next;
 }
 
 void Outcomes::Expire(Work* w) {
-  // No attempt is made now: the record carries the number of the last one.
+  // No attempt is made now: the record carries the number of the last one, and
+  // the reply that attempt got (empty when none was made, or the entry was
+  // written by a volleyd that did not keep it).
   Record(w, metrics::DeliveryStatus::kExpired,
          MakeOutcome(smtp::Outcome::Kind::kPermanent, 0, "5.4.7",
                      absl::StrCat("message expired after ", w->entry.attempts, " attempts")),
-         AttemptPlace{}, w->entry.attempts);
+         AttemptPlace{}, w->entry.attempts, w->entry.last_reply, w->entry.last_class);
   batch_->Remove(w->entry, queue::Final::kExpired);
   Release(w);
 }

@@ -57,6 +57,11 @@ inline constexpr absl::Duration kPostponeDelay = absl::Seconds(15);
 smtp::Outcome MakeOutcome(smtp::Outcome::Kind kind, int code, std::string enhanced,
                           std::string text);
 
+// LastReplyText - a reply as an expired record's last_reply names it (and the
+// queue keeps it between attempts): "451 4.7.1 text", without the code when
+// there was no reply (a DNS verdict: "4.4.3 text").
+std::string LastReplyText(int code, std::string_view enhanced, std::string_view text);
+
 // Where an attempt was made, for its record: nothing of it when no connection
 // was made (a DNS verdict, expired untried, cancelled).
 struct AttemptPlace {
@@ -87,9 +92,12 @@ class Outcomes {
   // Finish - a final outcome (delivered, bounced, expired) of the attempt just made.
   void Finish(Work* w, queue::Final how, const smtp::Outcome& o, const AttemptPlace& where);
   // Defer - the attempt just made failed for now: retry later, or expire when it
-  // was the try at the deadline.
-  void Defer(Work* w, const smtp::Outcome& o, const AttemptPlace& where);
-  // Expire - taken from the queue past its deadline, without an attempt.
+  // was the try at the deadline. The reply and its class stay with the queue
+  // entry (QueuedRecipient::last_reply) for a later expiry. Returns when it is
+  // tried again (InfiniteFuture: it expired).
+  absl::Time Defer(Work* w, const smtp::Outcome& o, const AttemptPlace& where);
+  // Expire - taken from the queue past its deadline, without an attempt: the
+  // record names the last attempt's reply and class, kept in the entry.
   void Expire(Work* w);
   // Postpone - not tried because one of volleyd's own bounds stopped it: back to
   // the queue for kPostponeDelay, logged as deferred, no attempt counted.
@@ -117,8 +125,11 @@ class Outcomes {
   void SetClassifier(const metrics::Classifier* classifier) { classifier_ = classifier; }
 
  private:
+  // Record - one delivery-log record; `last_reply` and `last_class` only for
+  // an expired record (DeliveryRecord::last_reply).
   void Record(const Work* w, metrics::DeliveryStatus status, const smtp::Outcome& o,
-              const AttemptPlace& where, uint32_t attempt);
+              const AttemptPlace& where, uint32_t attempt, std::string_view last_reply = {},
+              std::string_view last_class = {});
   double Jitter();
 
   const Config& config_;

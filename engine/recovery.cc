@@ -33,6 +33,8 @@ absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* 
   struct Logged {
     metrics::DeliveryStatus status;
     uint32_t attempt = 0;
+    std::string reply;  // a deferral's, as the queue keeps it (QueuedRecipient::last_reply)
+    std::string klass;
   };
   // job id -> line -> the outcomes logged for it, in log order (one, unless
   // commits kept failing before the crash and several turns piled up).
@@ -44,7 +46,12 @@ absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* 
       ++unreadable;
       continue;
     }
-    by_job[r->job][r->line].push_back(Logged{r->status, r->attempt});
+    std::string reply;
+    if (r->status == metrics::DeliveryStatus::kDeferred) {
+      reply = LastReplyText(r->code, r->enhanced, r->response);
+    }
+    by_job[r->job][r->line].push_back(
+        Logged{r->status, r->attempt, std::move(reply), std::move(r->klass)});
   }
   size_t applied = 0;
   for (const auto& [id, logged] : by_job) {
@@ -78,6 +85,8 @@ absl::Status ReplayUnappliedOutcomes(queue::Queue* queue, metrics::DeliveryLog* 
         // The retry time is not in the log: the default policy's interval for
         // this attempt, from now.
         const absl::Time due = now + RetryDelay(retry, l.attempt, 1.0);
+        r.last_reply = l.reply;
+        r.last_class = l.klass;
         batch->Reschedule(r, due);
         r.key = queue::RecipientKey(r.job_no, r.partition, due, r.line);
         r.due = due;

@@ -323,6 +323,10 @@ void Shard::Drain(Conn* c) {
     } else if (std::holds_alternative<smtp::SessionReady>(ev)) {
       c->session_ready = true;
       --c->dest->sessions_starting;
+      if (c->dest->reach.OnConnected()) {
+        base::LogInfo("destination %s: reachable again (%s)", c->dest->limits.route()->name,
+                      c->Host().name);
+      }
       AssignNext(c);
     } else if (auto* done = std::get_if<smtp::TransactionDone>(&ev)) {
       OnTransactionDone(c, *done);
@@ -386,7 +390,9 @@ void Shard::OnSessionClosed(Conn* c, const smtp::SessionClosed& closed) {
       // waits would meet the same fate, so it is deferred now rather than left
       // to spin.
       d->limits.MarkHostDown(c->Host().name, now_);
-      if (!d->limits.AnyHostUp(now_)) FailDestination(d, closed.reason, c);
+      if (!d->limits.AnyHostUp(now_)) {
+        Unreachable(d, c, closed.reason, FailDestination(d, closed.reason, c));
+      }
     }
   }
   CountReplies(c);
@@ -493,15 +499,34 @@ AttemptPlace Shard::PlaceOf(const Destination* d, const Conn* c) const {
   return where;
 }
 
-void Shard::Defer(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c) {
+absl::Time Shard::Defer(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c) {
   // Only a server's own reply on a connection moves the destination's backoff:
   // not the deferrals a suspension or a failed route makes.
-  if (c != nullptr && c->dest == d && ApplyBackoffRule(w, o, d, c)) return;
-  outcomes_.Defer(w, o, PlaceOf(d, c));
+  if (c != nullptr && c->dest == d && ApplyBackoffRule(w, o, d, c)) {
+    return absl::InfiniteFuture();
+  }
+  return outcomes_.Defer(w, o, PlaceOf(d, c));
 }
 
-void Shard::FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c) {
-  for (Work* w : d->ready.TakeAll()) Defer(w, why, d, c);
+absl::Time Shard::FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c) {
+  absl::Time next_try = absl::InfiniteFuture();
+  for (Work* w : d->ready.TakeAll()) next_try = std::min(next_try, Defer(w, why, d, c));
+  return next_try;
+}
+
+void Shard::Unreachable(Destination* d, const Conn* c, const smtp::Outcome& why,
+                        absl::Time next_try) {
+  // The connect's own error reads best ("connection refused"); a session
+  // refused later (a 421 or 554 greeting) is named by its reply.
+  std::string error;
+  if (c->connect_errno != 0) {
+    error = absl::AsciiStrToLower(std::strerror(c->connect_errno));
+  } else {
+    error = why.code != 0 ? absl::StrCat(why.code, " ", why.enhanced, " ", why.text) : why.text;
+  }
+  if (d->reach.OnConnectFailed(c->Host().name, error, next_try, now_)) {
+    base::LogWarning("destination %s: %s", d->limits.route()->name, d->reach.Describe(now_));
+  }
 }
 
 bool Shard::ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c) {
@@ -515,6 +540,12 @@ bool Shard::ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, co
     }
   }
   if (rule == nullptr) return false;
+  // Greylisting and the like defer that recipient only: the route is fine, and
+  // backing it off would slow every other recipient down for nothing. A
+  // "bounce" rule is about the recipient, so it still applies.
+  if (rule->action != BackoffAction::kBounce && ScopeOf(o, klass) == ReplyScope::kRecipient) {
+    return false;
+  }
   switch (d->limits.OnReply(*rule, o, now_)) {
     case DestinationLimits::ReplyEffect::kNone: break;
     case DestinationLimits::ReplyEffect::kBackoffRaised: metrics_->backoff_events[0].Add(); break;

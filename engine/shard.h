@@ -67,6 +67,7 @@
 #include "engine/config.h"
 #include "engine/connection.h"
 #include "engine/destination_limits.h"
+#include "engine/reasons.h"
 #include "engine/intake.h"
 #include "engine/outcomes.h"
 #include "engine/reactor/ring.h"
@@ -118,6 +119,8 @@ struct Destination {
   bool shared = false;
   // Its per-destination metrics (volley_destination_deliveries_total).
   metrics::DestinationCounters* counters = nullptr;
+  // Whether its route could be reached lately, and why not (engine/reasons.h).
+  Reachability reach;
 };
 
 class Shard {
@@ -219,13 +222,19 @@ class Shard {
   void MaybeFree(Conn* c);
   // --- record (shard.cc): what the destination learns from a reply first
   AttemptPlace PlaceOf(const Destination* d, const Conn* c) const;
-  void Defer(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c);
+  // Defer - returns when w is tried again (InfiniteFuture: it expired or bounced).
+  absl::Time Defer(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c);
   // FailDestination - defer everything waiting for `d`; `c` the connection whose
-  // failure it was, when there was one.
-  void FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c = nullptr);
+  // failure it was, when there was one. Returns the earliest next try of those
+  // (InfiniteFuture: none waited).
+  absl::Time FailDestination(Destination* d, const smtp::Outcome& why, const Conn* c = nullptr);
   // ApplyBackoffRule - a server's reply at `d` whose class has a [[backoff]]
-  // rule; true when the recipient was dealt with (bounced).
+  // rule; true when the recipient was dealt with (bounced). A reply that
+  // concerns the recipient alone (ScopeOf, engine/reasons.h) moves no backoff.
   bool ApplyBackoffRule(Work* w, const smtp::Outcome& o, Destination* d, const Conn* c);
+  // Unreachable - no host of d's route is left after c failed before its
+  // session got going: d's reachability, logged once per change.
+  void Unreachable(Destination* d, const Conn* c, const smtp::Outcome& why, absl::Time next_try);
   // --- metrics and the admin API's view (shard_metrics.cc)
   void CountReplies(Conn* c);
   // PublishLoopMetrics - at the end of a loop turn: gauges, busy time, DNS counts,

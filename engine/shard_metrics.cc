@@ -15,13 +15,29 @@ void Shard::CountReplies(Conn* c) {
   }
 }
 
+namespace {
+
+// AppendJsonTime - "2026-12-06T20:10:47Z", or null for a time that is not one
+// (nothing waits for an unreachable destination).
+void AppendJsonTime(std::string* json, absl::Time t) {
+  if (t == absl::InfiniteFuture() || t == absl::InfinitePast()) {
+    *json += "null";
+    return;
+  }
+  absl::StrAppend(json, "\"", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()),
+                  "\"");
+}
+
+}  // namespace
+
 void Shard::PublishDestinationStates() {
   std::string json;
   bool first = true;
   for (const auto& [key, d] : destinations_) {
     const DestinationLimits& l = d->limits;
     const bool suspended = l.suspended(now_);
-    if (l.backoff_level() == 0 && !suspended) continue;
+    const Reachability& reach = d->reach;
+    if (l.backoff_level() == 0 && !suspended && !reach.unreachable()) continue;
     if (!first) json += ",";
     first = false;
     json += "{\"name\":";
@@ -29,16 +45,24 @@ void Shard::PublishDestinationStates() {
     // The pool: the route or site and the [destination] table it goes by.
     json += ",\"pool\":";
     base::AppendJsonString(&json, key);
-    absl::StrAppend(&json, ",\"state\":\"", suspended ? "suspended" : "backoff",
+    const char* state = suspended ? "suspended" : l.backoff_level() > 0 ? "backoff" : "unreachable";
+    absl::StrAppend(&json, ",\"state\":\"", state,
                     "\",\"level\":", l.backoff_level(),
                     ",\"max_connections\":", l.MaxConnections(),
                     ",\"max_message_rate\":", absl::StrFormat("%.3f", l.MessageRate()),
-                    ",\"until\":\"",
-                    absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
-                                     suspended ? l.suspended_until() : l.backoff_step_at(),
-                                     absl::UTCTimeZone()),
-                    "\",\"reason\":");
+                    ",\"until\":");
+    AppendJsonTime(&json, suspended              ? l.suspended_until()
+                          : l.backoff_level() > 0 ? l.backoff_step_at()
+                                                  : reach.next_try());
+    json += ",\"reason\":";
     base::AppendJsonString(&json, l.backoff_reason());
+    if (reach.unreachable()) {
+      // Why its connections fail, and when what waits is tried again.
+      json += ",\"last_error\":";
+      base::AppendJsonString(&json, reach.last_error());
+      json += ",\"next_retry\":";
+      AppendJsonTime(&json, reach.next_try());
+    }
     json += "}";
   }
   destination_states_->Publish(std::move(json), place_.index);

@@ -212,7 +212,9 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
       {",\"matched_by\":", r.matched_by},
       {",\"feedback_type\":", r.feedback_type},
       {",\"reporting_mta\":", r.reporting_mta},
-      {",\"remote_mta\":", r.remote_mta}};
+      {",\"remote_mta\":", r.remote_mta},
+      {",\"last_reply\":", r.last_reply},
+      {",\"last_class\":", r.last_class}};
   for (const auto& [key, value] : feedback) {
     if (value.empty()) continue;
     *out += key;
@@ -245,6 +247,8 @@ DeliveryRecord ViewOf(const OwnedDeliveryRecord& r) {
   v.feedback_type = r.feedback_type;
   v.reporting_mta = r.reporting_mta;
   v.remote_mta = r.remote_mta;
+  v.last_reply = r.last_reply;
+  v.last_class = r.last_class;
   return v;
 }
 
@@ -254,12 +258,13 @@ namespace {
 enum RecordField : uint32_t {
   kTs, kJob, kLine, kRcpt, kStatus, kClass, kCode, kEnhanced, kResponse, kHost, kPort,
   kAttempt, kBackoff, kMx, kSource, kTlsVersion, kTlsCipher, kVia, kMatchedBy,
-  kFeedbackType, kReportingMta, kRemoteMta, kRecordFields
+  kFeedbackType, kReportingMta, kRemoteMta, kLastReply, kLastClass, kRecordFields
 };
 constexpr std::string_view kRecordFieldNames[kRecordFields] = {
     "ts",   "job",  "line",    "rcpt",    "status", "class",  "code",        "enhanced",
     "response", "host", "port", "attempt", "backoff", "mx", "source", "tls_version",
-    "tls_cipher", "via", "matched_by", "feedback_type", "reporting_mta", "remote_mta"};
+    "tls_cipher", "via", "matched_by", "feedback_type", "reporting_mta", "remote_mta",
+    "last_reply", "last_class"};
 constexpr uint32_t Bit(RecordField f) { return uint32_t{1} << f; }
 // Every record has these; the others are left out when empty or 0.
 constexpr uint32_t kRequiredFields = Bit(kTs) | Bit(kJob) | Bit(kLine) | Bit(kRcpt) |
@@ -339,6 +344,8 @@ absl::Status ReadField(RecordField f, od::value& value, OwnedDeliveryRecord* r) 
     case kFeedbackType: return ReadString(value, name, &r->feedback_type);
     case kReportingMta: return ReadString(value, name, &r->reporting_mta);
     case kRemoteMta: return ReadString(value, name, &r->remote_mta);
+    case kLastReply: return ReadString(value, name, &r->last_reply);
+    case kLastClass: return ReadString(value, name, &r->last_class);
     case kLine: return ReadUnsigned(value, name, UINT32_MAX, &r->line);
     case kAttempt: return ReadUnsigned(value, name, UINT32_MAX, &r->attempt);
     case kPort: return ReadUnsigned(value, name, UINT16_MAX, &r->port);

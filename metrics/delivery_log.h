@@ -119,6 +119,11 @@ struct DeliveryRecordOf {
   String feedback_type;
   String reporting_mta;
   String remote_mta;
+  // `expired` records only, each left out when empty: the reply of the
+  // recipient's last attempt ("451 4.7.1 Greylisted, please try again later")
+  // and its class, so that an expiry says why it never got through.
+  String last_reply;
+  String last_class;
 
   bool operator==(const DeliveryRecordOf&) const = default;
 };
@@ -140,7 +145,7 @@ DeliveryRecord ViewOf(const OwnedDeliveryRecord& r);
 // \"status\"", "... \"status\": unknown delivery status \"lost\" ..."),
 // or saying that the line is not one JSON object (a record torn by a crash,
 // or two glued together). The optional fields (class, backoff, mx, source,
-// tls_version, tls_cipher and the feedback fields) are empty or 0 when absent; all others must be
+// tls_version, tls_cipher, last_reply, last_class and the feedback fields) are empty or 0 when absent; all others must be
 // there.
 absl::StatusOr<OwnedDeliveryRecord> ParseDeliveryRecord(std::string_view line);
 

@@ -198,11 +198,35 @@ class ProgressMergeOperator : public rocksdb::AssociativeMergeOperator {
   const char* Name() const override { return "VolleyProgressAdd"; }
 };
 
-// Recipient value: attempts(4, BE) then the encoded recipient.
-std::string EncodeRecipientValue(uint32_t attempts, std::string_view recipient) {
+// Recipient value: attempts(4, BE) then the encoded recipient. With the top
+// bit of the attempts word set (kHasLastReply), the last reply comes between
+// them: reply length(2, BE), reply, class length(1), class. A value without
+// the bit (every value written before there was a last reply) reads as before.
+constexpr uint32_t kHasLastReply = uint32_t{1} << 31;
+
+// CutUtf8 - at most `max` bytes of `s`, not cut inside a UTF-8 sequence.
+std::string_view CutUtf8(std::string_view s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t end = max;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return s.substr(0, end);
+}
+
+std::string EncodeRecipientValue(uint32_t attempts, std::string_view recipient,
+                                 std::string_view last_reply = {},
+                                 std::string_view last_class = {}) {
+  last_reply = CutUtf8(last_reply, kMaxLastReplyBytes);
+  last_class = CutUtf8(last_class, kMaxLastClassBytes);
+  const bool has_last = !last_reply.empty() || !last_class.empty();
   std::string v;
-  v.reserve(4 + recipient.size());
-  PutBigEndian(&v, attempts, 4);
+  v.reserve(4 + (has_last ? 3 + last_reply.size() + last_class.size() : 0) + recipient.size());
+  PutBigEndian(&v, has_last ? (attempts | kHasLastReply) : attempts, 4);
+  if (has_last) {
+    PutBigEndian(&v, last_reply.size(), 2);
+    v.append(last_reply);
+    PutBigEndian(&v, last_class.size(), 1);
+    v.append(last_class);
+  }
   v.append(recipient);
   return v;
 }
@@ -230,8 +254,27 @@ absl::StatusOr<QueuedRecipient> DecodeEntry(uint32_t job_no, std::string_view ke
   r.partition = static_cast<uint16_t>(GetBigEndian(key.substr(4), 2));
   r.due = absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(key.substr(6), 8)));
   r.line = static_cast<uint32_t>(GetBigEndian(key.substr(14), 4));
-  r.attempts = static_cast<uint32_t>(GetBigEndian(value, 4));
-  r.recipient = std::string(value.substr(4));
+  const auto word = static_cast<uint32_t>(GetBigEndian(value, 4));
+  r.attempts = word & ~kHasLastReply;
+  value.remove_prefix(4);
+  if ((word & kHasLastReply) != 0) {
+    // A last reply that does not fit its bounds leaves the rest of the value
+    // as the recipient, which then does not decode either: the entry is
+    // bounced as unreadable (queue/README.md), not a fatal error of the scan.
+    std::string_view rest = value;
+    const size_t reply_size = rest.size() >= 2 ? GetBigEndian(rest, 2) : SIZE_MAX;
+    if (reply_size <= kMaxLastReplyBytes && rest.size() >= 2 + reply_size + 1) {
+      std::string_view reply = rest.substr(2, reply_size);
+      rest.remove_prefix(2 + reply_size);
+      const size_t class_size = GetBigEndian(rest, 1);
+      if (class_size <= kMaxLastClassBytes && rest.size() >= 1 + class_size) {
+        r.last_reply = std::string(reply);
+        r.last_class = std::string(rest.substr(1, class_size));
+        value = rest.substr(1 + class_size);
+      }
+    }
+  }
+  r.recipient = std::string(value);
   return r;
 }
 
@@ -500,7 +543,8 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
   void Reschedule(const QueuedRecipient& r, absl::Time due) override {
     (void)batch_.Delete(recipients_, r.key);
     (void)batch_.Put(recipients_, RecipientKey(r.job_no, r.partition, due, r.line),
-                     EncodeRecipientValue(r.attempts + 1, r.recipient));
+                     EncodeRecipientValue(r.attempts + 1, r.recipient, r.last_reply,
+                                          r.last_class));
     ProgressDelta& d = progress_[r.job_no];
     if (r.attempts == 0) ++d[kDeferred];
     ++d[kDeferrals];
@@ -509,7 +553,8 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
   void Postpone(const QueuedRecipient& r, absl::Time due) override {
     (void)batch_.Delete(recipients_, r.key);
     (void)batch_.Put(recipients_, RecipientKey(r.job_no, r.partition, due, r.line),
-                     EncodeRecipientValue(r.attempts, r.recipient));
+                     EncodeRecipientValue(r.attempts, r.recipient, r.last_reply,
+                                          r.last_class));
     ++size_;
   }
   void Count(uint32_t job_no, Counted what, uint64_t n) override {

@@ -181,6 +181,12 @@ inline constexpr absl::Duration kResumeRetryInterval = absl::Seconds(1);
 // since it is stored in keys.
 uint16_t PartitionOf(std::string_view name);
 
+// The longest reply, and class, a deferred recipient keeps from its last
+// attempt (QueuedRecipient::last_reply): what its `expired` record names when
+// it expires without another try. Longer ones are cut (at a UTF-8 boundary).
+inline constexpr size_t kMaxLastReplyBytes = 512;
+inline constexpr size_t kMaxLastClassBytes = 64;
+
 struct QueuedRecipient {
   std::string key;
   uint32_t job_no = 0;
@@ -189,6 +195,12 @@ struct QueuedRecipient {
   absl::Time due;
   uint32_t attempts = 0;     // attempts made so far
   std::string recipient;     // EncodeRecipient() bytes
+  // The reply of the last attempt that failed for now ("451 4.7.1 Greylisted")
+  // and its [[classify]] class; empty before any, or in an entry written by a
+  // volleyd that did not keep them. Stored with the entry by Reschedule and
+  // Postpone, cut to kMaxLastReplyBytes and kMaxLastClassBytes.
+  std::string last_reply;
+  std::string last_class;
 };
 
 class Queue {
@@ -237,11 +249,12 @@ class Queue {
     virtual ~OutcomeBatch() = default;
     // The recipient reached a final state; counted in its job's progress.
     virtual void Remove(const QueuedRecipient& r, Final how) = 0;
-    // The recipient was deferred: it moves to `due`, with attempts + 1.
+    // The recipient was deferred: it moves to `due`, with attempts + 1 and
+    // r.last_reply and r.last_class (set them to the reply that deferred it).
     virtual void Reschedule(const QueuedRecipient& r, absl::Time due) = 0;
     // The recipient was not tried (volleyd's own bound stopped it, not the
     // destination): it moves to `due`, its attempts and its job's progress as
-    // they were.
+    // they were, and so its last reply.
     virtual void Postpone(const QueuedRecipient& r, absl::Time due) = 0;
     // Count - add feedback that came back for job `job_no` to its progress
     // (JobProgress::bounced_async and the like), in the same write as the

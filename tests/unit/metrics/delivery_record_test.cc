@@ -146,6 +146,19 @@ std::vector<OwnedDeliveryRecord> RoundTripCases() {
   full.tls_version = "TLSv1.2";
   full.tls_cipher = "ECDHE-RSA-AES128-GCM-SHA256";
   cases.push_back(full);
+  // An expiry untried that names the reply its last attempt got.
+  OwnedDeliveryRecord expired = DocExample();
+  expired.status = DeliveryStatus::kExpired;
+  expired.klass = "expired";
+  expired.code = 0;
+  expired.enhanced = "5.4.7";
+  expired.response = "message expired after 3 attempts";
+  expired.host = "";
+  expired.port = 0;
+  expired.attempt = 3;
+  expired.last_reply = "451 4.7.1 Greylisted, please try again later";
+  expired.last_class = "rate_limited";
+  cases.push_back(expired);
   // What remote servers and job files may put in a string: quotes, backslashes,
   // a multi-line reply, every control character, and UTF-8 (also the two
   // characters that end a line in JavaScript).

@@ -1,6 +1,7 @@
 // Tests of the RocksDB queue, on a real RocksDB in a temporary folder.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -176,6 +177,88 @@ TEST_F(QueueTest, TakeDueHonoursTimeCursorAndLimit) {
   ASSERT_TRUE(q_->TakeDue(job.job_no, 0, cursor, t0_, 10, &got).ok());
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].line, 5u);
+}
+
+// A deferred recipient keeps the reply that deferred it, so that an expiry
+// without another try can still say why (engine/outcomes.cc). It survives a
+// reopen and a postponement, is cut to its bound at a UTF-8 boundary, and an
+// entry without one (every entry written before there was one) reads as before.
+TEST_F(QueueTest, ARescheduledRecipientKeepsItsLastReply) {
+  const JobRecord job = AddJob("j", t0_, 3);
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_TRUE(got[0].last_reply.empty());
+  const std::string recipient = got[0].recipient;
+  auto batch = q_->NewOutcomeBatch();
+  got[0].last_reply = "451 4.7.1 Greylisted, please try again later";
+  got[0].last_class = "rate_limited";
+  batch->Reschedule(got[0], t0_ + absl::Minutes(5));
+  // Too long, ending in a two-byte character that the bound would split.
+  got[1].last_reply = std::string(kMaxLastReplyBytes - 1, 'x') + "\xc3\xa9";
+  got[1].last_class = "other";
+  batch->Reschedule(got[1], t0_ + absl::Minutes(5));
+  batch->Reschedule(got[2], t0_ + absl::Minutes(5));  // no reply to keep
+  ASSERT_TRUE(q_->Apply(*batch).ok());
+  Reopen();
+  std::vector<QueuedRecipient> again;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Minutes(5), 10, &again).ok());
+  ASSERT_EQ(again.size(), 3u);
+  EXPECT_EQ(again[0].last_reply, "451 4.7.1 Greylisted, please try again later");
+  EXPECT_EQ(again[0].last_class, "rate_limited");
+  EXPECT_EQ(again[0].attempts, 1u);
+  EXPECT_EQ(again[0].recipient, recipient);
+  EXPECT_EQ(again[1].last_reply, std::string(kMaxLastReplyBytes - 1, 'x'));
+  EXPECT_EQ(again[1].last_class, "other");
+  EXPECT_TRUE(again[2].last_reply.empty());
+  EXPECT_TRUE(again[2].last_class.empty());
+  EXPECT_EQ(again[2].attempts, 1u);
+  // A postponement keeps it; so does the next deferral's count.
+  auto later = q_->NewOutcomeBatch();
+  later->Postpone(again[0], t0_ + absl::Minutes(10));
+  ASSERT_TRUE(q_->Apply(*later).ok());
+  std::vector<QueuedRecipient> last;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Minutes(10), 10, &last).ok());
+  ASSERT_EQ(last.size(), 3u);
+  const auto it = std::find_if(last.begin(), last.end(),
+                               [&](const QueuedRecipient& r) { return r.line == again[0].line; });
+  ASSERT_NE(it, last.end());
+  EXPECT_EQ(it->last_reply, "451 4.7.1 Greylisted, please try again later");
+  EXPECT_EQ(it->attempts, 1u);
+}
+
+// A last reply whose lengths do not fit is no fatal error of the scan: the entry
+// comes back with the rest as its recipient, which the shard then bounces as
+// unreadable (queue/README.md, "Entries that cannot be read").
+TEST_F(QueueTest, ACorruptLastReplyLeavesTheEntryUnreadableNotTheScan) {
+  const JobRecord job = AddJob("j", t0_, 2);
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 2u);
+  const std::string key = got[0].key;
+  q_.reset();
+  {
+    rocksdb::Options o;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {"recipients", rocksdb::ColumnFamilyOptions()}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir_.string(), families, &handles, &raw).ok());
+    // One attempt, the last-reply bit, then a reply length of 0xFF00.
+    const std::string value("\x80\x00\x00\x01\xFF\x00\x01", 7);
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), handles[1], key, value).ok());
+    for (auto* h : handles) ASSERT_TRUE(raw->DestroyColumnFamilyHandle(h).ok());
+    delete raw;
+  }
+  Reopen();
+  std::vector<QueuedRecipient> again;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &again).ok());
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].attempts, 1u);
+  EXPECT_EQ(again[0].recipient, std::string("\xFF\x00\x01", 3));
+  EXPECT_TRUE(again[0].last_reply.empty());
+  EXPECT_EQ(again[1].recipient, got[1].recipient);
 }
 
 TEST_F(QueueTest, OutcomesRemoveAndReschedule) {
