@@ -58,6 +58,19 @@ absl::StatusOr<AdminRequest> Route(std::string_view method, std::string_view pat
     req.action = AdminRequest::Action::kHealth;
   } else if (parts.size() == 1 && parts[0] == "destinations") {
     req.action = AdminRequest::Action::kDestinations;
+  } else if (parts.size() == 3 && parts[0] == "destinations") {
+    // engine/admin_destinations.cc: suspend, unsuspend, retry of one domain.
+    ASSIGN_OR_RETURN(req.domain, AdminDomain(parts[1]));
+    if (parts[2] == "suspend") {
+      req.action = AdminRequest::Action::kSuspend;
+    } else if (parts[2] == "unsuspend") {
+      req.action = AdminRequest::Action::kUnsuspend;
+    } else if (parts[2] == "retry") {
+      req.action = AdminRequest::Action::kRetryDomain;
+    } else {
+      return absl::NotFoundError("no such endpoint");
+    }
+    allow = "POST";
   } else if (parts.size() == 1 && parts[0] == "jobs") {
     req.action = AdminRequest::Action::kListJobs;
   } else if (parts[0] == "suppressions" && parts.size() == 1) {
@@ -90,6 +103,9 @@ absl::StatusOr<AdminRequest> Route(std::string_view method, std::string_view pat
       allow = "POST";
     } else if (parts[2] == "cancel") {
       req.action = AdminRequest::Action::kCancel;
+      allow = "POST";
+    } else if (parts[2] == "retry") {
+      req.action = AdminRequest::Action::kRetryJob;
       allow = "POST";
     } else {
       return absl::NotFoundError("no such endpoint");
@@ -149,7 +165,9 @@ absl::StatusOr<AdminRequest> ParseAdminRequest(const http::Request& request) {
   // Only the suppression list's endpoints take a query, and only a POST to
   // /suppressions a body.
   const bool takes_query = target == "/suppressions" || target == "/suppressions/check";
-  const bool takes_body = target == "/suppressions" && request.method == "POST";
+  // POST /destinations/D/suspend takes {"for","reason"} (admin_destinations.cc).
+  const bool takes_body = (target == "/suppressions" && request.method == "POST") ||
+                          IsAdminSuspendTarget(request.method, target);
   if (request.query && !takes_query) {
     return BadRequest("request target must be a plain path (no query, no escapes)");
   }
@@ -360,6 +378,11 @@ http::Response AdminServer::Handle(const http::Request& request) {
     case Action::kAddSuppressions:
     case Action::kRemoveSuppression:
       return HandleSuppressions(*req, request.body);
+    case Action::kSuspend:
+    case Action::kUnsuspend:
+    case Action::kRetryDomain:
+    case Action::kRetryJob:
+      return HandleDestinationControl(*req, request.body);
   }
   if (!changed.ok()) return error(changed.status());
   base::LogInfo("job \"%s\" %s (admin API)", changed->id,

@@ -14,12 +14,24 @@
 //
 //     GET  /health                 {"ok":true}
 //     GET  /destinations           {"destinations":[...]}: those backed off or suspended
-//                                  (docs/config.md, "Adaptive backoff")
+//                                  (docs/config.md, "Adaptive backoff"), then the
+//                                  domains an operator suspended (AdminSuspensionJson)
 //     GET  /jobs                   {"jobs":[job, ...]}, every job in the queue
 //     GET  /jobs/ID                job
 //     POST /jobs/ID/pause          job, after Queue::SetPaused(ID, true)
 //     POST /jobs/ID/resume         job, after Queue::SetPaused(ID, false)
 //     POST /jobs/ID/cancel         job, after Queue::CancelJob(ID)
+//     POST /jobs/ID/retry          {"made_due":N,"shards","shards_answered","more"}:
+//                                  the job's deferred recipients made due now
+//
+//   An operator's hold on a recipient domain D (engine/destination_control.h,
+//   admin_destinations.cc):
+//
+//     POST /destinations/D/suspend    body: empty or {"for":"2h","reason":"..."};
+//                                     AdminSuspensionJson of the suspension
+//     POST /destinations/D/unsuspend  {"name","suspended":false,"released":N,...};
+//                                     404 when D is not suspended
+//     POST /destinations/D/retry      {"made_due":N,...}, as /jobs/ID/retry
 //
 //   The suppression list (queue/suppression.h, docs/feedback.md); these take
 //   a query (percent-decoded; '+' is a plus, not a space) and POST a body:
@@ -74,7 +86,7 @@
 //   kAdminTimeout (5 s, [admin] request_timeout) to send the request head,
 //   again for the body, and without progress while taking the answer, else
 //   the connection is closed. A request body is read up to kAdminMaxBody (4 MiB, else 413) and
-//   accepted only by POST /suppressions (others: 400), whose batch holds at
+//   accepted only by POST /suppressions and POST /destinations/D/suspend (others: 400), whose batch holds at
 //   most kAdminMaxSuppressionBatch (5000) entries; a query only by
 //   /suppressions, at most kAdminMaxQueryParams (8) parameters. Connection:
 //   close after every answer.
@@ -87,6 +99,9 @@
 //   Suppressions: 400 naming the field ("address: empty", "limit: must be
 //   1..10000", "unknown query parameter \"x\""), 404 no entry to delete, 413 a
 //   body over kAdminMaxBody, 500 a list error or no list (SetSuppressionList).
+//   Suspend, unsuspend, retry: 400 naming the field ("domain: ...", "for: must
+//   be 1s..7d", "unknown field \"x\""), 404 not suspended or no such job, 503
+//   when the delivery shards did not answer within kControlAnswerWait.
 //
 // SEE ALSO
 //   docs/volleyctl.md, tools/volleyctl/, queue/queue.h (job control), engine/http/server.h
@@ -106,6 +121,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/destination_control.h"
 #include "engine/intake.h"
 #include "engine/http/server.h"
 #include "queue/queue.h"
@@ -143,9 +159,11 @@ struct AdminRequest {
   enum class Action {
     kHealth, kDestinations, kListJobs, kShowJob, kPause, kResume, kCancel,
     kListSuppressions, kCheckSuppression, kAddSuppressions, kRemoveSuppression,
+    kSuspend, kUnsuspend, kRetryDomain, kRetryJob,
   };
   Action action = Action::kHealth;
-  std::string job_id;  // for kShowJob, kPause, kResume, kCancel
+  std::string job_id;  // for kShowJob, kPause, kResume, kCancel, kRetryJob
+  std::string domain;  // for kSuspend, kUnsuspend, kRetryDomain: lower case
   // The query of a suppressions request, percent-decoded, each name one the
   // action takes and given at most once.
   std::vector<std::pair<std::string, std::string>> params;
@@ -168,6 +186,27 @@ struct AdminRequest {
 //   Unimplemented (405): the endpoint exists but not with that method; the
 //     Allow value is the status's payload (AdminAllow).
 absl::StatusOr<AdminRequest> ParseAdminRequest(const http::Request& request);
+
+// AdminDomain - a path's DOMAIN (kSuspend..kRetryDomain), lower case;
+// InvalidArgument "domain: ..." (engine/destination_control.h NormalizeDomain).
+absl::StatusOr<std::string> AdminDomain(std::string_view domain);
+// IsAdminSuspendTarget - POST /destinations/D/suspend: the one body besides
+// POST /suppressions'.
+bool IsAdminSuspendTarget(std::string_view method, std::string_view target);
+
+// AdminSuspendBody - what a POST /destinations/D/suspend body asks for: an
+// empty body, or {"for": "2h" (a duration, engine/config.h ParseDuration; 0 or
+// absent: kDefaultSuspension), "reason": "..."}. InvalidArgument naming the
+// field; other fields are refused.
+struct AdminSuspendBody {
+  absl::Duration duration = absl::ZeroDuration();
+  std::string reason;
+};
+absl::StatusOr<AdminSuspendBody> ParseAdminSuspendBody(std::string_view body);
+
+// AdminSuspensionJson - {"destination","suspended":true,"suspended_until",
+// "suspended_since","suspension_reason","suspended_by"}.
+std::string AdminSuspensionJson(const Suspension& s);
 
 // AdminAllow - the Allow header value a 405 status carries ("" for others).
 std::string AdminAllow(const absl::Status& status);
@@ -218,6 +257,9 @@ class DestinationStates {
     std::lock_guard<std::mutex> lock(mu_);
     entries_[shard] = std::move(entries);
   }
+  // SetControl - before the admin API starts: its suspended domains are
+  // listed too (AdminSuspensionJson), each as a destination of its own.
+  void SetControl(const DestinationControl* control) { control_ = control; }
   std::string Json() const {
     std::lock_guard<std::mutex> lock(mu_);
     std::string json = "{\"destinations\":[";
@@ -228,6 +270,13 @@ class DestinationStates {
       first = false;
       json += e;
     }
+    if (control_ != nullptr) {
+      for (const auto& [domain, s] : *control_->Snapshot()) {
+        if (!first) json += ",";
+        first = false;
+        json += AdminSuspensionJson(s);
+      }
+    }
     json += "]}\n";
     return json;
   }
@@ -235,6 +284,7 @@ class DestinationStates {
  private:
   mutable std::mutex mu_;
   std::vector<std::string> entries_;
+  const DestinationControl* control_ = nullptr;
 };
 
 class AdminServer {
@@ -253,6 +303,9 @@ class AdminServer {
   // Before Start: the list /suppressions reads and writes (none: those
   // requests get 500 "no suppression list"). Must outlive the server.
   void SetSuppressionList(queue::SuppressionList* list) { suppressions_ = list; }
+  // Before Start: suspensions and retries (/destinations/D/..., /jobs/ID/retry;
+  // none: those requests get 500 "no destination control"). Must outlive the server.
+  void SetDestinationControl(DestinationControl* control) { control_ = control; }
   void Start();
   void Stop();
   // The address bound, "127.0.0.1:9465" (the real port when 0 was asked for).
@@ -267,12 +320,15 @@ class AdminServer {
   absl::StatusOr<std::string> JobJson(std::string_view id);
   // HandleSuppressions - the /suppressions endpoints (admin_suppressions.cc).
   http::Response HandleSuppressions(const AdminRequest& req, std::string_view body);
+  // HandleDestinationControl - suspend, unsuspend, retry (admin_destinations.cc).
+  http::Response HandleDestinationControl(const AdminRequest& req, std::string_view body);
 
   std::unique_ptr<http::Server> http_;
   queue::Queue* queue_;
   ReadyJobs* ready_;
   const DestinationStates* destinations_ = nullptr;
   queue::SuppressionList* suppressions_ = nullptr;
+  DestinationControl* control_ = nullptr;
 };
 
 }  // namespace volley::engine

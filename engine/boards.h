@@ -32,6 +32,7 @@
 namespace volley::engine {
 
 class Committer;
+class DestinationControl;
 
 class JobBoard {
  public:
@@ -77,6 +78,9 @@ struct ShardPlace {
   // Looked up before each attempt (null: no list), so that an entry added while
   // a campaign runs takes effect at once (docs/feedback.md).
   const queue::SuppressionList* suppressions = nullptr;
+  // Operator suspensions and retries, kept backoff levels
+  // (engine/destination_control.h); null: none.
+  DestinationControl* control = nullptr;
 };
 
 }  // namespace volley::engine

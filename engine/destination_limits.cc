@@ -190,6 +190,16 @@ DestinationLimits::ReplyEffect DestinationLimits::OnReply(const BackoffRule& rul
   return ReplyEffect::kNone;
 }
 
+void DestinationLimits::RestoreBackoff(int level, absl::Time step_at, absl::Duration period,
+                                       std::string reason) {
+  backoff_level_ = std::clamp(level, 0, kMaxBackoffLevel);
+  backoff_step_at_ = step_at;
+  backoff_period_ = period;
+  backoff_reason_ = std::move(reason);
+  backoff_base_rate_ = 0;  // measured again: the rate before the restart is gone
+  message_tokens_ = MessageBucket();
+}
+
 void DestinationLimits::StepDownIfDue(absl::Time now) {
   if (backoff_level_ > 0 && now >= backoff_step_at_) Step(-1, now);
 }

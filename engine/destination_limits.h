@@ -144,6 +144,12 @@ class DestinationLimits {
   };
   // OnReply - `rule` matched the class of `reply`, a server's own reply here.
   ReplyEffect OnReply(const BackoffRule& rule, const smtp::Outcome& reply, absl::Time now);
+  // RestoreBackoff - a level kept from before a restart
+  // (engine/destination_control.h): `level` (clamped to 0..kMaxBackoffLevel),
+  // the next step up at `step_at`, then one every `period`; the rate it halves
+  // is measured again (MeasureBase).
+  void RestoreBackoff(int level, absl::Time step_at, absl::Duration period, std::string reason);
+  absl::Duration backoff_period() const { return backoff_period_; }
   // StepDownIfDue - a period passed without another such reply: one level up.
   void StepDownIfDue(absl::Time now);
   // MeasureBase - once a second: backed off without a configured rate before

@@ -21,6 +21,7 @@
 #include "base/status.h"
 #include "dns/routes.h"
 #include "engine/admin.h"
+#include "engine/destination_control.h"
 #include "engine/boards.h"
 #include "engine/committer.h"
 #include "engine/compose.h"
@@ -248,6 +249,11 @@ absl::Status Engine::Run() {
   metrics_options.max_destinations = static_cast<size_t>(config_.metrics_top_destinations);
   metrics::IntakeMetrics intake_metrics;
   DestinationStates destination_states(shard_count);
+  // Suspensions and backoff levels kept in the queue, read before any shard
+  // takes a recipient (engine/destination_control.h).
+  DestinationControl destination_control(queue.get(), shard_count);
+  RETURN_IF_ERROR(destination_control.Load(absl::Now()));
+  destination_states.SetControl(&destination_control);
   // SIGHUP (engine/reload.h): each checked generation goes to every shard's
   // mailbox, and intake's partitioner follows its routes.
   std::vector<std::unique_ptr<ConfigMailbox>> reload_boxes;
@@ -291,6 +297,7 @@ absl::Status Engine::Run() {
     place.connection_budget = budget.per_shard[i];
     place.stop_now = &stop_now_;
     place.suppressions = suppression.get();
+    place.control = &destination_control;
     shards.push_back(std::make_unique<Shard>(config_, place, queue.get(), routes.get(),
                                              &ready_jobs, &stop_, shard_metrics.back().get(),
                                              &classifier, &credentials));
@@ -335,6 +342,9 @@ absl::Status Engine::Run() {
       return s;
     };
     sources.max_jobs = static_cast<size_t>(config_.metrics_max_jobs);
+    sources.suspended_destinations = [&destination_control] {
+      return destination_control.Snapshot()->size();
+    };
     // /metrics on engine/http's server, where idle connections cannot starve
     // a scrape (engine/metrics_endpoint.h).
     ASSIGN_OR_RETURN(auto exporter,
@@ -358,6 +368,7 @@ absl::Status Engine::Run() {
     }
     admin->SetDestinationStates(&destination_states);
     admin->SetSuppressionList(suppression.get());
+    admin->SetDestinationControl(&destination_control);
     admin->Start();
     if (unsubscribe) unsubscribe->Start();
     // [inbound]: bounces and feedback reports come in here (engine/inbound.h).

@@ -168,6 +168,15 @@ void Outcomes::Postpone(Work* w, const smtp::Outcome& why) {
   Release(w);
 }
 
+bool Outcomes::Settled() const {
+  return batch_->size() == 0 && log_buffer_.empty() && !committer_->busy(lane_);
+}
+
+void Outcomes::Hold(Work* w, absl::Time until) {
+  batch_->Postpone(w->entry, until);
+  Release(w);
+}
+
 void Outcomes::Suppress(Work* w, std::string why) {
   // Not tried now: the record carries the number of the last attempt, as Cancel's.
   Record(w, metrics::DeliveryStatus::kSuppressed,

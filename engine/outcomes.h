@@ -109,6 +109,10 @@ class Outcomes {
   void Cancel(Work* w);
   // Release - back to the queue untouched (its job paused): nothing recorded.
   void Release(Work* w);
+  // Hold - its domain is suspended (engine/destination_control.h): back to
+  // the queue, due at `until`, its attempts as they were; nothing logged per
+  // recipient (the suspension is logged once).
+  void Hold(Work* w, absl::Time until);
 
   // Commit - hand this turn's outcomes to the committer (when it is free).
   void Commit();
@@ -120,6 +124,9 @@ class Outcomes {
   // in the queue: sent again after a restart, a possible duplicate, never a loss.
   absl::Status CommitLast();
   const absl::Status& fatal() const { return fatal_; }
+  // Settled - nothing recorded waits to be written, nor is being written:
+  // the queue holds every change this shard made.
+  bool Settled() const;
   // SetClassifier - a reload's [[classify]] rules (engine/reload.h), for the
   // records made from now on.
   void SetClassifier(const metrics::Classifier* classifier) { classifier_ = classifier; }

@@ -76,6 +76,7 @@ class Routing {
   // SetRoutes - a reload's routes (engine/reload.h), for recipients routed from
   // now on; the old ones must outlive the destinations that point into them.
   void SetRoutes(const dns::StaticRoutes* routes) { routes_ = routes; }
+  const dns::StaticRoutes* routes() const { return routes_; }
   // OnPoll - a completion tagged kOpDnsPoll.
   void OnPoll(uint64_t tag, int result);
   // NextTimeout - when c-ares wants OnTimer at the latest.

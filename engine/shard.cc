@@ -129,6 +129,10 @@ void Shard::OnTaken(Work* w, const absl::Status& decoded) {
     return;
   }
   if (LetGoIfSuppressed(w)) return;
+  if (suspended_ != nullptr && !suspended_->empty() &&
+      LetGoIfSuspended(w, absl::AsciiStrToLower(base::Sv(queue::DomainOf(w->rcpt.to))))) {
+    return;
+  }
   routing_.Route(w);
 }
 
@@ -161,6 +165,7 @@ bool Shard::LetGoIfSuppressed(Work* w) {
 void Shard::Admit(Work* w, std::string_view domain,
                   const std::shared_ptr<const dns::Route>& route, bool by_dns) {
   if (LetGoIfStopped(w)) return;  // paused or cancelled while its domain was looked up
+  if (LetGoIfSuspended(w, domain)) return;  // suspended meanwhile
   Destination* d = DestinationFor(domain, route, by_dns);
   if (ExpiresUntried(w, d->limits.policy())) return;
   PushReady(d, w, /*front=*/false);
@@ -182,6 +187,14 @@ Destination* Shard::DestinationFor(std::string_view domain,
     d->shared = shared;
     // Looked up once: the name (route or site) stays with the destination.
     d->counters = &metrics_->Destination(route->name);
+    // A level kept from before a restart (engine/destination_control.h).
+    if (place_.control != nullptr) {
+      if (std::optional<KeptBackoff> kept = place_.control->KeptBackoffFor(key)) {
+        d->limits.RestoreBackoff(kept->level, kept->step_at, kept->period, kept->reason);
+        d->kept_backoff_level = d->limits.backoff_level();
+        Activate(d.get());  // so that its level steps down when due
+      }
+    }
   }
   d->limits.SetRoute(route);
   return d.get();
@@ -189,6 +202,7 @@ Destination* Shard::DestinationFor(std::string_view domain,
 
 void Shard::OnVerdict(Work* w, std::string_view domain, const dns::MxVerdict& verdict) {
   if (LetGoIfStopped(w)) return;
+  if (LetGoIfSuspended(w, domain)) return;  // no attempt counted against it
   std::string policy_name;
   if (ExpiresUntried(w, PolicyFor(domain, "", &policy_name))) return;
   // No connection was made: no reply code, the verdict's enhanced code (RFC
@@ -674,6 +688,8 @@ absl::Status Shard::Run() {
       break;
     }
     RETURN_IF_ERROR(outcomes_.fatal());
+    // Before a refill: what it takes meets the suspensions as they are now.
+    if (place_.control != nullptr && !stopping_) ApplyControl();
     if (!stopping_ && !place_.committer->stalled() && window_.RefillDue(now_)) {
       TakeReadyJobs();
       RETURN_IF_ERROR(window_.Refill(now_, on_taken));

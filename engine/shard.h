@@ -66,6 +66,7 @@
 #include "engine/compose.h"
 #include "engine/config.h"
 #include "engine/connection.h"
+#include "engine/destination_control.h"
 #include "engine/destination_limits.h"
 #include "engine/reasons.h"
 #include "engine/intake.h"
@@ -117,6 +118,8 @@ struct Destination {
   // route after a reload changed [routes] (queued recipients keep the partitions
   // the old routes gave them).
   bool shared = false;
+  // The backoff level last saved (DestinationControl::SaveBackoff).
+  int kept_backoff_level = 0;
   // Its per-destination metrics (volley_destination_deliveries_total).
   metrics::DestinationCounters* counters = nullptr;
   // Whether its route could be reached lately, and why not (engine/reasons.h).
@@ -150,6 +153,21 @@ class Shard {
   // LetGoIfSuppressed - the suppression list names w's recipient (for its
   // job's From domain): w is finished as suppressed, never sent.
   bool LetGoIfSuppressed(Work* w);
+  // --- an operator's suspensions and retries (shard_control.cc)
+  // ApplyControl - every loop turn: suspensions that ended, a changed set of
+  // them (what waits for a newly suspended domain goes back to the queue), and
+  // the retry and release commands waiting for this shard.
+  void ApplyControl();
+  // LetGoIfSuspended - `domain` is suspended: w goes back to the queue, due
+  // when the suspension ends; true then.
+  bool LetGoIfSuspended(Work* w, std::string_view domain);
+  // MakeDue - what `command` names, queued in this shard's partitions and
+  // not taken, due later: due now, attempts unchanged. Returns how many; `more`
+  // when it stopped at kMaxRetryScan entries looked at.
+  uint64_t MakeDue(const ShardCommand& command, bool* more);
+  // KeepBackoff - once a second: a pool whose level changed is saved
+  // (DestinationControl::SaveBackoff).
+  void KeepBackoff(Destination* d);
   // --- route and admit (shard.cc)
   void Admit(Work* w, std::string_view domain, const std::shared_ptr<const dns::Route>& route,
              bool by_dns);
@@ -320,6 +338,14 @@ class Shard {
   bool stopping_ = false;
   bool clock_read_ = false;  // this turn's completions read the clock
   bool suppression_error_logged_ = false;  // the list failed to read: said once
+  // The suspensions as last read (DestinationControl::Snapshot), and the
+  // generation read.
+  std::shared_ptr<const DestinationControl::Suspensions> suspended_;
+  uint64_t control_generation_ = 0;
+  // Commands taken and not yet run: they wait until the outcomes are written
+  // (Outcomes::Settled), so that a recipient just held is in the queue where
+  // a release looks for it.
+  std::deque<ShardCommand> commands_;
 };
 
 }  // namespace volley::engine

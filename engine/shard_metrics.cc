@@ -34,6 +34,7 @@ void Shard::PublishDestinationStates() {
   std::string json;
   bool first = true;
   for (const auto& [key, d] : destinations_) {
+    KeepBackoff(d.get());
     const DestinationLimits& l = d->limits;
     const bool suspended = l.suspended(now_);
     const Reachability& reach = d->reach;

@@ -463,6 +463,13 @@ std::vector<MetricFamily> Exporter::Collector::Collect() const {
   std::vector<MetricFamily> out;
   CollectShards(&out);
   CollectStore(&out);
+  if (sources_.suspended_destinations) {
+    MetricFamily suspended = Family("volley_destinations_suspended",
+                                    "Destinations (recipient domains) an operator suspended now.",
+                                    MetricType::Gauge);
+    Add(&suspended, {}, static_cast<double>(sources_.suspended_destinations()));
+    out.push_back(std::move(suspended));
+  }
   if (sources_.intake != nullptr) {
     const IntakeMetrics& in = *sources_.intake;
     MetricFamily jobs = Family("volley_intake_jobs_total", "Job files taken in, by result.",

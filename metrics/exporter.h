@@ -101,6 +101,9 @@ struct ExporterSources {
   std::function<StoreSnapshot()> store;  // called on the exporter's thread
   size_t max_jobs = 100;
   std::function<EndpointStats()> endpoint;  // none: the exposer_ families are left out
+  // Destinations an operator suspended now (engine/destination_control.h);
+  // none: volley_destinations_suspended is left out.
+  std::function<size_t()> suspended_destinations;
 };
 
 class Exporter {

@@ -62,6 +62,11 @@ std::string JobEnd(uint32_t job_no) {
   return JobPrefix(job_no + 1);
 }
 
+// Destination records (Queue::PutDestinationRecord): 'D', the kind, the name.
+// 'D' is no other key's first byte.
+std::string DestinationRecordKey(Queue::DestinationRecord kind, std::string_view name) {
+  return absl::StrCat("D", std::string(1, static_cast<char>(kind)), base::Sv(name));
+}
 std::string JobKey(std::string_view id) { return absl::StrCat(std::string(1, kJobPrefix), base::Sv(id)); }
 
 // The first key of job `job_no`'s recipients in `partition`.
@@ -878,6 +883,33 @@ class RocksQueue : public Queue {
     return FromRocks(s, "resume writes after a write error");
   }
 
+  absl::Status PutDestinationRecord(DestinationRecord kind, std::string_view name,
+                                    std::string_view value) override {
+    rocksdb::WriteBatch batch;
+    (void)batch.Put(meta(), DestinationRecordKey(kind, name),
+                    rocksdb::Slice(value.data(), value.size()));
+    return Write(SyncedWrite(), &batch, "write destination record");
+  }
+
+  absl::Status DeleteDestinationRecord(DestinationRecord kind, std::string_view name) override {
+    rocksdb::WriteBatch batch;
+    (void)batch.Delete(meta(), DestinationRecordKey(kind, name));
+    return Write(SyncedWrite(), &batch, "delete destination record");
+  }
+
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListDestinationRecords(
+      DestinationRecord kind) override {
+    std::vector<std::pair<std::string, std::string>> records;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta()));
+    const std::string prefix = DestinationRecordKey(kind, "");
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      records.emplace_back(std::string(it->key().ToStringView().substr(prefix.size())),
+                           std::string(it->value().ToStringView()));
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "list destination records"));
+    return records;
+  }
+
   StoreStats Stats() override {
     StoreStats s;
     for (rocksdb::ColumnFamilyHandle* cf : cfs_) {
@@ -992,6 +1024,17 @@ std::string_view JobStateName(JobState state) {
     case JobState::kCancelled: return "cancelled";
   }
   return "unknown";
+}
+
+absl::Status Queue::PutDestinationRecord(DestinationRecord, std::string_view, std::string_view) {
+  return absl::UnimplementedError("this queue keeps no destination records");
+}
+absl::Status Queue::DeleteDestinationRecord(DestinationRecord, std::string_view) {
+  return absl::UnimplementedError("this queue keeps no destination records");
+}
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Queue::ListDestinationRecords(
+    DestinationRecord) {
+  return absl::UnimplementedError("this queue keeps no destination records");
 }
 
 uint16_t PartitionOf(std::string_view name) {

@@ -59,6 +59,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -310,6 +311,20 @@ class Queue {
   // operator can mend. Cheap when nothing is wrong: the committer and a paused
   // intake call it before each retry (queue/README.md, "Write errors").
   virtual absl::Status Recover() = 0;
+
+  // Destination records: small values an engine keeps about a destination
+  // across restarts (engine/destination_control.h: operator suspensions,
+  // backoff levels), in the metadata family under a prefix of their own, one
+  // key per kind and name. The queue does not read the value. Put and Delete
+  // are synced (an operator's suspension must not come back, or vanish, after
+  // a power failure). The defaults (Unimplemented) are for test doubles.
+  enum class DestinationRecord : char { kSuspension = 'S', kBackoff = 'B' };
+  virtual absl::Status PutDestinationRecord(DestinationRecord kind, std::string_view name,
+                                            std::string_view value);
+  virtual absl::Status DeleteDestinationRecord(DestinationRecord kind, std::string_view name);
+  // ListDestinationRecords - every record of `kind`, as (name, value), by name.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+  ListDestinationRecords(DestinationRecord kind);
 
   // Stats - RocksDB's health for the metrics (docs/metrics.md); any thread.
   struct StoreStats {

@@ -22,6 +22,12 @@
 //     pause ID      stop sending the job (it stays queued); prints the job
 //     resume ID     send it again; prints the job
 //     cancel ID     take its remaining recipients out (logged "cancelled")
+//     suspend DOMAIN [--for 2h] [--reason TEXT]
+//                   send nothing to DOMAIN until then (default 1h, at most 7d)
+//     unsuspend DOMAIN
+//                   end it now: what it held goes at once
+//     retry DOMAIN | retry --job ID
+//                   deferred recipients become due now; prints how many
 //
 //   --json prints volleyd's JSON answer as it came (verp and dkim: an object of
 //   their own).
@@ -72,6 +78,7 @@
 #include "absl/time/clock.h"
 #include "engine/config.h"
 #include "tools/volleyctl/ctl.h"
+#include "tools/volleyctl/destinations.h"
 #include "tools/volleyctl/job_file.h"
 #include "tools/volleyctl/submit.h"
 #include "tools/volleyctl/suppress.h"
@@ -88,6 +95,12 @@ int Usage(FILE* out) {
       "  pause ID      pause a job (it stays queued)\n"
       "  resume ID     resume a paused job\n"
       "  cancel ID     cancel a job: its remaining recipients are logged as cancelled\n"
+      "  suspend DOMAIN [--for 2h] [--reason TEXT]\n"
+      "                send nothing to DOMAIN for that long (default 1h, at most 7d)\n"
+      "  unsuspend DOMAIN\n"
+      "                end a suspension: what it held is sent at once\n"
+      "  retry DOMAIN | retry --job ID\n"
+      "                make deferred recipients due now; prints how many\n"
       "  verp decode ADDRESS\n"
       "                check a VERP bounce address (needs --config: [[token_key]]);\n"
       "                print its job, line, recipient and key\n"
@@ -150,12 +163,15 @@ struct Options {
   std::string from;
   std::string template_path;
   std::string recipients;
-  std::string job;
+  std::string job;  // submit's job id; retry's job
   std::string send_after;
   std::string priority;
   std::string address_column;
   std::string spool;
   bool strict = false;
+  // suspend's and retry's own options.
+  std::string for_duration;
+  bool for_given = false;
   std::vector<std::string> args;
 };
 
@@ -216,6 +232,44 @@ int JobCommand(const Options& o) {
   }
   auto text = command == "jobs" ? volley::ctl::FormatJobsTable(response->body)
                                 : volley::ctl::FormatJob(response->body);
+  if (!text.ok()) return Fail(std::string(text.status().message()));
+  Print(*text);
+  return 0;
+}
+
+// DestinationCommand - suspend, unsuspend, retry (tools/volleyctl/destinations.h).
+int DestinationCommand(const Options& o) {
+  const std::string& command = o.args[0];
+  const bool by_job = command == "retry" && !o.job.empty();
+  if (by_job ? o.args.size() != 1 : o.args.size() != 2) {
+    return UsageError(command == "retry" ? "retry takes one DOMAIN, or --job ID"
+                                         : command + " takes one DOMAIN");
+  }
+  std::optional<std::string> admin = AdminAddress(o);
+  if (!admin) return 2;
+  std::string path;
+  std::string body;
+  if (command == "suspend") {
+    auto made = volley::ctl::SuspendBody(o.for_duration, o.reason, o.for_given);
+    if (!made.ok()) return UsageError(std::string(made.status().message()));
+    body = *made;
+    path = volley::ctl::DestinationPath(o.args[1], "/suspend");
+  } else if (by_job) {
+    path = volley::ctl::JobPath(o.job, "/retry");
+  } else {
+    path = volley::ctl::DestinationPath(o.args[1], "/" + command);
+  }
+  auto response = volley::ctl::Call(*admin, "POST", path, volley::ctl::kCallTimeout, body);
+  if (!response.ok()) return Fail(std::string(response.status().message()));
+  if (response->status != 200) return Fail("volleyd: " + volley::ctl::ErrorText(response->body));
+  if (o.json) {
+    Print(response->body);
+    if (!response->body.empty() && response->body.back() != '\n') std::fputc('\n', stdout);
+    return 0;
+  }
+  auto text = command == "suspend"     ? volley::ctl::FormatSuspended(response->body)
+              : command == "unsuspend" ? volley::ctl::FormatReleased(response->body)
+                                       : volley::ctl::FormatMadeDue(response->body);
   if (!text.ok()) return Fail(std::string(text.status().message()));
   Print(*text);
   return 0;
@@ -665,7 +719,8 @@ int main(int argc, char** argv) {
   const char* const kSuppressOptions[] = {"--reason", "--scope", "--expires", "--source",
                                           "--from-domain"};
   app.add_option("--reason", o.reason,
-                 "suppress add/import: hard_bounce, soft_bounce, complaint, unsubscribe, manual")
+                 "suppress add/import: hard_bounce, soft_bounce, complaint, unsubscribe, manual; "
+                 "suspend: free text")
       ->type_name("R");
   app.add_option("--scope", o.scope, "suppress: the From domain an entry is for (global if none)")
       ->type_name("DOMAIN");
@@ -685,7 +740,8 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   app.add_option("--recipients", o.recipients, "submit: the CSV list (header row: variables)")
       ->type_name("FILE");
-  app.add_option("--job", o.job, "submit: the job id (default: time, list name, random)")
+  app.add_option("--job", o.job,
+                 "submit: the job id (default: time, list name, random); retry: the job")
       ->type_name("ID");
   app.add_option("--send-after", o.send_after, "submit: not before this RFC 3339 time")
       ->type_name("T");
@@ -696,9 +752,13 @@ int main(int argc, char** argv) {
   app.add_option("--spool", o.spool, "submit: volleyd's spool (or [paths] spool of --config)")
       ->type_name("DIR");
   app.add_flag("--strict", o.strict, "submit: any bad row refuses the whole file");
+  // suspend's and retry's own options.
+  app.add_option("--for", o.for_duration, "suspend: how long, \"2h\" (1h; at most 7d)")
+      ->type_name("DURATION");
   app.add_option("command", o.args, "jobs | job ID | pause ID | resume ID | cancel ID | "
                                     "verp decode ADDRESS | dkim keygen | dkim record FILE | "
                                     "suppress add|remove|check|list|export|import | "
+                                    "suspend DOMAIN | unsuspend DOMAIN | retry DOMAIN | "
                                     "check JOBFILE | render JOBFILE LINE | submit")
       ->type_name("COMMAND [ARG...]");
   volley::base::AddVersionFlag(app);
@@ -722,8 +782,17 @@ int main(int argc, char** argv) {
       }
     }
   }
+  o.for_given = app.count("--for") > 0;
+  if (command != "suspend" && o.for_given) {
+    return UsageError("--for is an option of suspend only");
+  }
+  if (command != "retry" && command != "submit" && app.count("--job") > 0) {
+    return UsageError("--job is an option of retry and submit only");
+  }
   if (command != "suppress") {
     for (const char* name : kSuppressOptions) {
+      // suspend takes a --reason too: free text, kept with the suspension.
+      if (command == "suspend" && std::string_view(name) == "--reason") continue;
       if (app.count(name) > 0) {
         return UsageError(std::string(name) + " is an option of the suppress commands only");
       }
@@ -731,6 +800,7 @@ int main(int argc, char** argv) {
   }
   if (command != "submit") {
     for (const char* name : kSubmitOptions) {
+      if (command == "retry" && std::string_view(name) == "--job") continue;
       if (app.count(name) > 0) {
         return UsageError(std::string(name) + " is an option of submit only");
       }
@@ -739,6 +809,9 @@ int main(int argc, char** argv) {
   if (command == "jobs" || command == "job" || command == "pause" || command == "resume" ||
       command == "cancel") {
     return JobCommand(o);
+  }
+  if (command == "suspend" || command == "unsuspend" || command == "retry") {
+    return DestinationCommand(o);
   }
   if (command == "verp") return VerpCommand(o);
   if (command == "dkim") return DkimCommand(o);
