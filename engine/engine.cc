@@ -246,6 +246,7 @@ absl::Status Engine::Run() {
   for (const auto& [name, policy] : config_.destinations) configured.push_back(name);
   metrics::MetricsOptions metrics_options;
   metrics_options.max_destinations = static_cast<size_t>(config_.metrics_top_destinations);
+  metrics_options.outcome_classes = classifier.Classes();
   metrics::IntakeMetrics intake_metrics;
   DestinationStates destination_states(shard_count);
   // SIGHUP (engine/reload.h): each checked generation goes to every shard's
