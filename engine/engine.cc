@@ -247,6 +247,7 @@ absl::Status Engine::Run() {
   for (const auto& [name, policy] : config_.destinations) configured.push_back(name);
   metrics::MetricsOptions metrics_options;
   metrics_options.max_destinations = static_cast<size_t>(config_.metrics_top_destinations);
+  metrics_options.outcome_classes = classifier.Classes();
   metrics::IntakeMetrics intake_metrics;
   DestinationStates destination_states(shard_count);
   // Suspensions and backoff levels kept in the queue, read before any shard

@@ -93,6 +93,7 @@ void Outcomes::Record(const Work* w, metrics::DeliveryStatus status, const smtp:
   r.enhanced = o.enhanced;
   r.response = o.text;
   r.klass = classifier_->Classify(status, o.code, o.enhanced, o.text);
+  metrics_->CountClass(status, r.klass);
   if (where.host != nullptr) {
     r.host = where.host->host;
     r.port = where.host->port;

@@ -261,6 +261,9 @@ class Shard {
   void PublishDestinationStates();
   void ReportSites();
   void MeasureBackoffRates();
+  // PublishDestinationLevels - each destination's ready recipients, connections
+  // and backoff level into its metrics (volley_destination_*), once a second.
+  void PublishDestinationLevels();
   // --- the loop (shard.cc)
   absl::Duration NextWait() const;
   void PostCommitRead();

@@ -1,5 +1,8 @@
 // shard_metrics.cc - what a shard shows: metrics, the admin API's destination
 // states, and its DNS pools' shares of their sites (SiteShares).
+#include <algorithm>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -81,6 +84,19 @@ void Shard::ReportSites() {
   for (size_t i = 0; i < pools.size(); ++i) pools[i]->limits.SetSharing(sharing[i]);
 }
 
+void Shard::PublishDestinationLevels() {
+  // Pools that share a name (a route under two [destination] tables, or every
+  // destination past the top_destinations that count as "other") add up.
+  absl::flat_hash_map<const metrics::DestinationCounters*, metrics::DestinationLevels> levels;
+  for (const auto& [key, d] : destinations_) {
+    metrics::DestinationLevels& l = levels[d->counters];
+    l.ready += static_cast<int64_t>(d->ready.size());
+    l.connections += d->connections;
+    l.backoff_level = std::max<int64_t>(l.backoff_level, d->limits.backoff_level());
+  }
+  metrics_->SetDestinationLevels(levels);
+}
+
 void Shard::MeasureBackoffRates() {
   for (auto& [key, d] : destinations_) d->limits.MeasureBase();
 }
@@ -88,6 +104,7 @@ void Shard::MeasureBackoffRates() {
 void Shard::PublishLoopMetrics(absl::Time turn_started) {
   if (now_ - last_states_ >= absl::Seconds(1)) {
     MeasureBackoffRates();
+    PublishDestinationLevels();
     if (destination_states_ != nullptr) PublishDestinationStates();
     if (place_.sites != nullptr) ReportSites();
     last_states_ = now_;

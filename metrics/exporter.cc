@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "metrics/classify.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/text_serializer.h"
@@ -19,6 +20,17 @@
 namespace volley::metrics {
 
 namespace {
+
+// From the build (metrics/CMakeLists.txt): the project's version and the git
+// commit configured from ("unknown" outside a git checkout).
+#ifndef VOLLEY_VERSION
+#error "VOLLEY_VERSION is defined by metrics/CMakeLists.txt"
+#endif
+#ifndef VOLLEY_REVISION
+#define VOLLEY_REVISION "unknown"
+#endif
+constexpr const char* kVolleyVersion = VOLLEY_VERSION;
+constexpr const char* kVolleyRevision = VOLLEY_REVISION;
 
 using prometheus::ClientMetric;
 using prometheus::MetricFamily;
@@ -153,6 +165,77 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
     }
   }
   out->push_back(std::move(per_dest));
+
+  // Levels per destination, from the same names: ready recipients and
+  // connections summed over the shards, the backoff level the highest of them
+  // (each shard backs its own share of a site off).
+  MetricFamily dest_ready = Family("volley_destination_recipients_ready",
+                                   "Recipients routed to the destination and waiting in a "
+                                   "shard's ready list for a connection, a token or backoff.",
+                                   MetricType::Gauge);
+  MetricFamily dest_conns = Family("volley_destination_connections",
+                                   "SMTP connections open or opening to the destination.",
+                                   MetricType::Gauge);
+  MetricFamily dest_backoff = Family("volley_destination_backoff_level",
+                                     "The destination's adaptive backoff level; 0: not backed "
+                                     "off.",
+                                     MetricType::Gauge);
+  struct Levels {
+    std::string name;
+    double ready = 0, connections = 0, backoff_level = 0;
+  };
+  std::vector<Levels> levels;
+  for (const ShardMetrics* s : shards) {
+    for (const DestinationCounters* d : s->Destinations()) {
+      auto it = std::find_if(levels.begin(), levels.end(),
+                             [&](const Levels& e) { return e.name == d->name; });
+      if (it == levels.end()) it = levels.insert(levels.end(), Levels{d->name});
+      it->ready += static_cast<double>(d->ready.value());
+      it->connections += static_cast<double>(d->connections.value());
+      it->backoff_level =
+          std::max(it->backoff_level, static_cast<double>(d->backoff_level.value()));
+    }
+  }
+  for (const Levels& l : levels) {
+    Add(&dest_ready, {{"destination", l.name}}, l.ready);
+    Add(&dest_conns, {{"destination", l.name}}, l.connections);
+    Add(&dest_backoff, {{"destination", l.name}}, l.backoff_level);
+  }
+  out->push_back(std::move(dest_ready));
+  out->push_back(std::move(dest_conns));
+  out->push_back(std::move(dest_backoff));
+
+  // Failures by [[classify]] class. A class and result pair that cannot happen
+  // (an expired record is always "expired", nothing else is) is left out unless
+  // counted, which a reload's new rule naming a class "expired" could do.
+  MetricFamily by_class = Family("volley_outcome_classes_total",
+                                 "Bounced, deferred and expired outcomes by [[classify]] class.",
+                                 MetricType::Counter);
+  std::vector<std::pair<std::string, std::array<double, kClassifiedResults.size()>>> classes;
+  for (const ShardMetrics* s : shards) {
+    for (const ClassCounters* c : s->Classes()) {
+      auto it = std::find_if(classes.begin(), classes.end(),
+                             [&](const auto& e) { return e.first == c->name; });
+      if (it == classes.end()) {
+        it = classes.insert(classes.end(), {c->name, {}});
+      }
+      for (size_t r = 0; r < kClassifiedResults.size(); ++r) {
+        it->second[r] += static_cast<double>(c->outcomes[r].value());
+      }
+    }
+  }
+  for (const auto& [name, counts] : classes) {
+    for (size_t r = 0; r < kClassifiedResults.size(); ++r) {
+      const bool expected = (kClassifiedResults[r] == DeliveryStatus::kExpired) ==
+                            (name == kExpiredClass);
+      if (!expected && counts[r] == 0) continue;
+      Add(&by_class,
+          {{"result", std::string(DeliveryStatusName(kClassifiedResults[r]))},
+           {"class", name}},
+          counts[r]);
+    }
+  }
+  out->push_back(std::move(by_class));
 
   MetricFamily replies = Family("volley_smtp_replies_total",
                                 "SMTP replies received, by code class.", MetricType::Counter);
@@ -530,6 +613,11 @@ std::vector<MetricFamily> Exporter::Collector::Collect() const {
     latencies.metric.push_back(std::move(m));
     out.push_back(std::move(latencies));
   }
+  MetricFamily build = Family("volley_build_info",
+                              "Always 1; the labels say which volleyd this is.",
+                              MetricType::Gauge);
+  Add(&build, {{"version", kVolleyVersion}, {"revision", kVolleyRevision}}, 1);
+  out.push_back(std::move(build));
   MetricFamily start = Family("process_start_time_seconds",
                               "When volleyd started, seconds since the epoch.", MetricType::Gauge);
   Add(&start, {}, absl::ToDoubleSeconds(started_ - absl::UnixEpoch()));

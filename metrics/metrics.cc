@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "base/strings.h"
+#include "metrics/classify.h"
 
 namespace volley::metrics {
 
@@ -18,6 +19,10 @@ constexpr double kQueueTimeBounds[] = {1,    2,    5,     10,    30,    60,    1
                                        259200};
 
 constexpr std::string_view kOther = "other";
+
+// Every class a [[classify]] table can name has a slot, and so do the two
+// Classify gives without a rule.
+static_assert(kMaxOutcomeClasses == kMaxClassifyRules + 2);
 
 }  // namespace
 
@@ -75,9 +80,58 @@ size_t TlsVersionIndex(std::string_view version) {
 ShardMetrics::ShardMetrics(const MetricsOptions& options,
                            const std::vector<std::string>& configured)
     : capacity_(configured.size() + options.max_destinations),
-      table_(new DestinationCounters[capacity_ + 1]) {
+      table_(new DestinationCounters[capacity_ + 1]),
+      classes_(new ClassCounters[kMaxOutcomeClasses]) {
   table_[capacity_].name = std::string(kOther);
   for (const std::string& name : configured) Destination(name);
+  // "other" first: where classes beyond the bound go, so it always has a slot.
+  Class(kOther);
+  for (const std::string& name : options.outcome_classes) Class(name);
+}
+
+void ShardMetrics::SetDestinationLevels(
+    const absl::flat_hash_map<const DestinationCounters*, DestinationLevels>& levels) {
+  auto set = [&](DestinationCounters* d) {
+    const auto it = levels.find(d);
+    const DestinationLevels now = it == levels.end() ? DestinationLevels{} : it->second;
+    d->ready.Set(now.ready);
+    d->connections.Set(now.connections);
+    d->backoff_level.Set(now.backoff_level);
+  };
+  const size_t n = published_.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < n; ++i) set(&table_[i]);
+  set(&table_[capacity_]);
+}
+
+ClassCounters& ShardMetrics::Class(std::string_view klass) {
+  if (auto it = class_by_name_.find(base::Sv(klass)); it != class_by_name_.end()) {
+    return *it->second;
+  }
+  const size_t n = classes_published_.load(std::memory_order_relaxed);
+  if (n == kMaxOutcomeClasses) return classes_[0];  // "other", registered first
+  ClassCounters* c = &classes_[n];
+  c->name = std::string(klass);
+  class_by_name_.emplace(c->name, c);
+  // The name is complete before a reader can see the entry.
+  classes_published_.store(n + 1, std::memory_order_release);
+  return *c;
+}
+
+void ShardMetrics::CountClass(DeliveryStatus status, std::string_view klass) {
+  if (klass.empty()) return;
+  for (size_t r = 0; r < kClassifiedResults.size(); ++r) {
+    if (kClassifiedResults[r] == status) {
+      Class(klass).outcomes[r].Add();
+      return;
+    }
+  }
+}
+
+std::vector<const ClassCounters*> ShardMetrics::Classes() const {
+  std::vector<const ClassCounters*> out;
+  const size_t n = classes_published_.load(std::memory_order_acquire);
+  for (size_t i = 0; i < n; ++i) out.push_back(&classes_[i]);
+  return out;
 }
 
 DestinationCounters& ShardMetrics::Destination(std::string_view name) {

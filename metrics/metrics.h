@@ -6,6 +6,8 @@
 //   m.deliveries[i].Add();                   // on the hot path: no lock, no RMW
 //   m.transaction_seconds.Observe(0.012);
 //   m.Destination("gmail-mx.test").deliveries[i].Add();
+//   m.CountClass(DeliveryStatus::kBounced, "invalid_recipient");
+//   m.SetDestinationLevels(levels);          // once a second: ready, connections, backoff
 //   // the exporter (metrics/exporter.h), on its own thread at scrape time:
 //   uint64_t n = m.deliveries[i].value();
 //
@@ -20,11 +22,14 @@
 // LIMITS
 //   Per-destination series: MetricsOptions::max_destinations names get their own,
 //   the first seen (names passed as `configured` always do); the rest count as
-//   "other".
+//   "other". Outcome classes: the classes passed in MetricsOptions::outcome_classes
+//   (the [[classify]] classes at start) and those a reload adds, up to
+//   kMaxOutcomeClasses; the rest count as "other".
 //
 // CONTRACT
-//   Add/Set/Observe/Destination: the owning thread only. value(), snapshot
-//   readers and Destinations(): any thread.
+//   Add/Set/Observe/Destination/CountClass/SetDestinationLevels: the owning
+//   thread only. value(), snapshot readers, Destinations() and Classes(): any
+//   thread.
 #ifndef VOLLEY_METRICS_METRICS_H_
 #define VOLLEY_METRICS_METRICS_H_
 
@@ -105,11 +110,38 @@ inline constexpr std::array<std::string_view, 4> kDnsResults = {"ok", "nodata", 
 struct DestinationCounters {
   std::string name;  // written before the entry is published, never after
   std::array<Counter, kDeliveryOutcomes> deliveries;  // by DeliveryStatus
+  // Levels the shard sets once a second (SetDestinationLevels), summed over the
+  // pools that count under this name: recipients routed here and waiting in a
+  // ready list, connections open or opening, and the highest backoff level.
+  Gauge ready;
+  Gauge connections;
+  Gauge backoff_level;
+};
+
+// DestinationLevels - what one shard has for a destination now.
+struct DestinationLevels {
+  int64_t ready = 0;
+  int64_t connections = 0;
+  int64_t backoff_level = 0;
+};
+
+// Outcome classes (metrics/classify.h): the results that get a class, in this
+// order, and the bound on distinct class names counted: every class a
+// [[classify]] table may name (kMaxClassifyRules) plus "expired" and "other".
+inline constexpr std::array<DeliveryStatus, 3> kClassifiedResults = {
+    DeliveryStatus::kBounced, DeliveryStatus::kDeferred, DeliveryStatus::kExpired};
+inline constexpr size_t kMaxOutcomeClasses = 256 + 2;
+
+struct ClassCounters {
+  std::string name;  // written before the entry is published, never after
+  std::array<Counter, kClassifiedResults.size()> outcomes;  // by kClassifiedResults
 };
 
 struct MetricsOptions {
   // Destinations with series of their own besides the configured ones. Default: 20.
   size_t max_destinations = 20;
+  // Classes exported from the start, at 0 until counted (Classifier::Classes()).
+  std::vector<std::string> outcome_classes;
 };
 
 class ShardMetrics {
@@ -154,6 +186,18 @@ class ShardMetrics {
   DestinationCounters& Destination(std::string_view name);
   // Destinations - the published entries, "other" last; any thread.
   std::vector<const DestinationCounters*> Destinations() const;
+  // SetDestinationLevels - owning thread: each published entry's gauges from
+  // `levels`, 0 for an entry `levels` does not name (its pools are gone or idle).
+  void SetDestinationLevels(
+      const absl::flat_hash_map<const DestinationCounters*, DestinationLevels>& levels);
+
+  // CountClass - one outcome of `status` with class `klass` (a record's
+  // "class"); statuses not in kClassifiedResults and an empty class are not
+  // counted. A class first seen once kMaxOutcomeClasses are taken counts as
+  // "other". Owning thread only.
+  void CountClass(DeliveryStatus status, std::string_view klass);
+  // Classes - the published class entries; any thread.
+  std::vector<const ClassCounters*> Classes() const;
 
   void CountReply(int code) {
     if (code >= 200 && code < 600) replies[static_cast<size_t>(code / 100 - 2)].Add();
@@ -164,6 +208,11 @@ class ShardMetrics {
   std::unique_ptr<DestinationCounters[]> table_;  // capacity_ entries, then "other"
   std::atomic<size_t> published_{0};
   absl::flat_hash_map<std::string, DestinationCounters*> by_name_;  // owning thread
+
+  ClassCounters& Class(std::string_view klass);
+  std::unique_ptr<ClassCounters[]> classes_;  // kMaxOutcomeClasses entries
+  std::atomic<size_t> classes_published_{0};
+  absl::flat_hash_map<std::string, ClassCounters*> class_by_name_;  // owning thread
 };
 
 // IntakeMetrics - the intake thread's counts.

@@ -18,7 +18,8 @@ Once every recipient has its final record, /metrics (plain HTTP, the text format
 parsed here) must show:
 
   - volley_deliveries_total{result} = the delivery log's records of that status, for
-    every result; per destination, the same summed;
+    every result; per destination, the same summed; volley_outcome_classes_total
+    {result, class} = the log's bounced, deferred and expired records of that class;
   - delivered = the recipients volley-sink accepted in whole messages (its record
     file), and the same addresses; volley_queue_time_seconds counts one per delivery;
   - volley_intake_jobs_total and volley_intake_recipients_total = what was dropped;
@@ -256,6 +257,18 @@ def test(h):
         per_dest = m.total("volley_destination_deliveries_total", result=r)
         want(per_dest == by_status[r], "volley_destination_deliveries_total{result=%s} sums to %s, "
              "want %d" % (r, per_dest, by_status[r]))
+    # ---- failures by [[classify]] class: one per record, its "class"
+    by_class = collections.Counter((r.get("status"), r.get("class")) for r in records
+                                   if r.get("status") in ("bounced", "deferred", "expired"))
+    for (status, klass), n in sorted(by_class.items()):
+        got = m.get("volley_outcome_classes_total", result=status, **{"class": klass})
+        want(got == n, "volley_outcome_classes_total{result=%s,class=%s} %s, the delivery log has %d"
+             % (status, klass, got, n))
+    for r in ("bounced", "deferred", "expired"):
+        got = m.total("volley_outcome_classes_total", result=r)
+        want(got == by_status[r], "volley_outcome_classes_total{result=%s} sums to %s, want %d"
+             % (r, got, by_status[r]))
+    log("failures by class match the delivery log: %s" % dict(by_class))
     delivered = sorted(r["rcpt"] for r in records if r.get("status") == "delivered")
     want(len(sink_rcpts) == by_status["delivered"] and sorted(sink_rcpts) == delivered,
          "volley-sink accepted %d recipients, the log has %d delivered (same addresses: %s)"

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -46,6 +47,50 @@ TEST(ShardMetrics, DestinationsBeyondTheLimitCountAsOther) {
   EXPECT_THAT(names, ::testing::ElementsAre("configured.test", "a.test", "b.test", "other"));
   EXPECT_EQ(other, 7u);
   EXPECT_EQ(m.Destination("a.test").deliveries[0].value(), 2u);
+}
+
+TEST(ShardMetrics, ClassesBeyondTheBoundCountAsOther) {
+  MetricsOptions options;
+  options.outcome_classes = {"invalid_recipient", "expired", "other"};
+  ShardMetrics m(options, {});
+  m.CountClass(DeliveryStatus::kBounced, "invalid_recipient");
+  m.CountClass(DeliveryStatus::kDelivered, "invalid_recipient");  // not a failure: not counted
+  m.CountClass(DeliveryStatus::kDeferred, "");                    // no class: not counted
+  // A reload's new classes get entries until the bound, then count as "other".
+  for (size_t i = 0; i < kMaxOutcomeClasses + 5; ++i) {
+    m.CountClass(DeliveryStatus::kDeferred, absl::StrCat("reloaded_", i));
+  }
+  std::vector<const ClassCounters*> classes = m.Classes();
+  ASSERT_EQ(classes.size(), kMaxOutcomeClasses);
+  EXPECT_EQ(classes[0]->name, "other");
+  EXPECT_EQ(classes[1]->name, "invalid_recipient");
+  EXPECT_EQ(classes[1]->outcomes[0].value(), 1u);  // bounced
+  EXPECT_EQ(classes[1]->outcomes[1].value(), 0u);  // deferred
+  // Three classes were there; kMaxOutcomeClasses - 3 reloaded ones got entries.
+  EXPECT_EQ(classes[0]->outcomes[1].value(), 8u);
+}
+
+TEST(ShardMetrics, DestinationLevelsZeroWhatIsNoLongerThere) {
+  MetricsOptions options;
+  options.max_destinations = 1;
+  ShardMetrics m(options, {});
+  const DestinationCounters* a = &m.Destination("a.test");
+  const DestinationCounters* other = &m.Destination("b.test");  // over the limit
+  ASSERT_EQ(other->name, "other");
+  absl::flat_hash_map<const DestinationCounters*, DestinationLevels> levels;
+  levels[a] = DestinationLevels{7, 2, 3};
+  levels[other] = DestinationLevels{1, 1, 0};
+  m.SetDestinationLevels(levels);
+  EXPECT_EQ(a->ready.value(), 7);
+  EXPECT_EQ(a->connections.value(), 2);
+  EXPECT_EQ(a->backoff_level.value(), 3);
+  EXPECT_EQ(other->ready.value(), 1);
+  levels.erase(a);
+  m.SetDestinationLevels(levels);
+  EXPECT_EQ(a->ready.value(), 0);
+  EXPECT_EQ(a->connections.value(), 0);
+  EXPECT_EQ(a->backoff_level.value(), 0);
+  EXPECT_EQ(other->connections.value(), 1);
 }
 
 TEST(ShardMetrics, NamesOfFailuresAndTlsVersions) {
@@ -131,6 +176,49 @@ TEST_F(ExporterTest, ScrapeSumsShards) {
   ASSERT_NE(at, std::string::npos);
   const double age = std::stod(body.substr(at + sample.size()));
   EXPECT_NEAR(age, 600, 30);
+}
+
+TEST_F(ExporterTest, DestinationLevelsAddUpAndBackoffIsTheHighest) {
+  auto exporter = Exporter::Create(Sources());
+  absl::flat_hash_map<const DestinationCounters*, DestinationLevels> a, b;
+  a[&shard_a_.Destination("mx.p.test")] = DestinationLevels{10, 2, 1};
+  b[&shard_b_.Destination("mx.p.test")] = DestinationLevels{5, 3, 4};
+  shard_a_.SetDestinationLevels(a);
+  shard_b_.SetDestinationLevels(b);
+  const std::string body = exporter->Render();
+  EXPECT_THAT(body, HasSubstr("volley_destination_recipients_ready{destination=\"mx.p.test\"} 15"));
+  EXPECT_THAT(body, HasSubstr("volley_destination_connections{destination=\"mx.p.test\"} 5"));
+  EXPECT_THAT(body, HasSubstr("volley_destination_backoff_level{destination=\"mx.p.test\"} 4"));
+  EXPECT_THAT(body, HasSubstr("volley_destination_backoff_level{destination=\"other\"} 0"));
+}
+
+TEST_F(ExporterTest, OutcomeClassesSumShardsAndLeaveImpossiblePairsOut) {
+  MetricsOptions options;
+  options.outcome_classes = {"invalid_recipient", "expired", "other"};
+  ShardMetrics a(options, {}), b(options, {});
+  a.CountClass(DeliveryStatus::kBounced, "invalid_recipient");
+  b.CountClass(DeliveryStatus::kBounced, "invalid_recipient");
+  b.CountClass(DeliveryStatus::kExpired, "expired");
+  b.CountClass(DeliveryStatus::kDeferred, "added_by_reload");
+  ExporterSources s = Sources();
+  s.shards = {&a, &b};
+  const std::string body = Exporter::Create(std::move(s))->Render();
+  EXPECT_THAT(body, HasSubstr(
+      "volley_outcome_classes_total{result=\"bounced\",class=\"invalid_recipient\"} 2"));
+  EXPECT_THAT(body, HasSubstr(
+      "volley_outcome_classes_total{result=\"deferred\",class=\"invalid_recipient\"} 0"));
+  EXPECT_THAT(body, HasSubstr("volley_outcome_classes_total{result=\"expired\",class=\"expired\"} 1"));
+  EXPECT_THAT(body, HasSubstr("volley_outcome_classes_total{result=\"deferred\",class=\"other\"} 0"));
+  EXPECT_THAT(body, HasSubstr(
+      "volley_outcome_classes_total{result=\"deferred\",class=\"added_by_reload\"} 1"));
+  EXPECT_THAT(body, Not(HasSubstr("{result=\"expired\",class=\"invalid_recipient\"}")));
+  EXPECT_THAT(body, Not(HasSubstr("{result=\"bounced\",class=\"expired\"}")));
+}
+
+TEST_F(ExporterTest, BuildInfoNamesTheVersion) {
+  const std::string body = Exporter::Create(Sources())->Render();
+  EXPECT_THAT(body, ::testing::ContainsRegex(
+                        "\nvolley_build_info\\{version=\"[0-9]+\\.[0-9]+\\.[0-9]+\",revision=\"[0-9a-z]+\"\\} 1\n"));
 }
 
 TEST_F(ExporterTest, TheEndpointsOwnCountsUnderTheExposersNames) {
