@@ -358,6 +358,7 @@ absl::Status Engine::Run() {
     }
     admin->SetDestinationStates(&destination_states);
     admin->SetSuppressionList(suppression.get());
+    admin->SetSpool(config_.spool_dir);  // refused jobs and rejected counts
     admin->Start();
     if (unsubscribe) unsubscribe->Start();
     // [inbound]: bounces and feedback reports come in here (engine/inbound.h).
