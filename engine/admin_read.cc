@@ -76,9 +76,10 @@ bool RefusedName(std::string_view name, std::string_view id) {
 std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& progress,
                          const AdminJobReading& reading) {
   std::string out = AdminJobJson(job, progress);
-  // A ready job whose first due time is still ahead is waiting for its
-  // send_after: said so, rather than "ready" for an hour of nothing.
-  if (job.state == queue::JobState::kReady && job.first_due > reading.now) {
+  // A ready job whose send_after is still ahead is waiting for it: said so,
+  // rather than "ready" for an hour of nothing.
+  const std::optional<absl::Time> send_after = HeaderTime(job.header_json, "send_after");
+  if (job.state == queue::JobState::kReady && send_after && *send_after > reading.now) {
     const std::string ready = "\"state\":\"ready\"";
     if (const size_t at = out.find(ready); at != std::string::npos) {
       out.replace(at, ready.size(), "\"state\":\"scheduled\"");
@@ -107,7 +108,7 @@ std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& 
     out += "null";
   }
   out += ",\"send_after\":";
-  AppendOptionalTime(&out, HeaderTime(job.header_json, "send_after"));
+  AppendOptionalTime(&out, send_after);
   out += ",\"expires\":";
   AppendOptionalTime(&out, HeaderTime(job.header_json, "expires"));
   out += "}";
