@@ -16,6 +16,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -71,6 +72,8 @@ absl::StatusOr<AdminRequest> Route(std::string_view method, std::string_view pat
       return absl::NotFoundError("no such endpoint");
     }
     allow = "POST";
+  } else if (parts.size() == 1 && parts[0] == "queue") {
+    req.action = AdminRequest::Action::kQueueSummary;
   } else if (parts.size() == 1 && parts[0] == "jobs") {
     req.action = AdminRequest::Action::kListJobs;
   } else if (parts[0] == "suppressions" && parts.size() == 1) {
@@ -164,7 +167,8 @@ absl::StatusOr<AdminRequest> ParseAdminRequest(const http::Request& request) {
   if (target.empty() || target.front() != '/') return BadRequest("request target must be a path");
   // Only the suppression list's endpoints take a query, and only a POST to
   // /suppressions a body.
-  const bool takes_query = target == "/suppressions" || target == "/suppressions/check";
+  const bool takes_query = target == "/suppressions" || target == "/suppressions/check" ||
+                           target == "/destinations" || target == "/queue";
   // POST /destinations/D/suspend takes {"for","reason"} (admin_destinations.cc).
   const bool takes_body = (target == "/suppressions" && request.method == "POST") ||
                           IsAdminSuspendTarget(request.method, target);
@@ -208,6 +212,12 @@ absl::StatusOr<AdminRequest> ParseAdminRequest(const http::Request& request) {
       break;
     case AdminRequest::Action::kRemoveSuppression:
       known = {"address", "scope"};
+      break;
+    case AdminRequest::Action::kDestinations:
+      known = {"all", "limit"};
+      break;
+    case AdminRequest::Action::kQueueSummary:
+      known = {"domain", "job"};
       break;
     default:
       break;
@@ -308,16 +318,36 @@ AdminServer::~AdminServer() { Stop(); }
 
 void AdminServer::Start() {
   base::LogInfo("admin API on %s", http_->address());
+  // Rates need samples taken whether anyone asks or not (job_rates.h).
+  sampler_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(sampler_mu_);
+    while (!sampler_stop_) {
+      lock.unlock();
+      SampleJobs();
+      lock.lock();
+      sampler_cv_.wait_for(lock, absl::ToChronoSeconds(kJobRateInterval),
+                           [this] { return sampler_stop_; });
+    }
+  });
   http_->Start();
 }
 
-void AdminServer::Stop() { http_->Stop(); }
+void AdminServer::Stop() {
+  http_->Stop();
+  {
+    std::lock_guard<std::mutex> lock(sampler_mu_);
+    sampler_stop_ = true;
+  }
+  sampler_cv_.notify_all();
+  if (sampler_.joinable()) sampler_.join();
+}
 
 absl::StatusOr<std::string> AdminServer::JobJson(std::string_view id) {
   ASSIGN_OR_RETURN(std::optional<queue::JobRecord> job, queue_->FindJob(id));
-  if (!job) return absl::NotFoundError(absl::StrCat("no such job: ", base::Sv(id)));
+  // Not in the queue: perhaps refused whole at intake (failed/ says why).
+  if (!job) return RefusedJobJson(id);
   ASSIGN_OR_RETURN(queue::JobProgress progress, queue_->ReadProgress(job->job_no));
-  return AdminJobJson(*job, progress);
+  return AdminJobJson(*job, progress, ReadingOf(*job, progress));
 }
 
 http::Response AdminServer::Handle(const http::Request& request) {
@@ -339,9 +369,27 @@ http::Response AdminServer::Handle(const http::Request& request) {
   switch (req->action) {
     case Action::kHealth:
       return ok("{\"ok\":true}\n");
-    case Action::kDestinations:
-      return ok(destinations_ != nullptr ? destinations_->Json()
-                                         : std::string("{\"destinations\":[]}\n"));
+    case Action::kDestinations: {
+      // Without all= or limit=, the answer it always was: the troubled ones.
+      const std::optional<std::string_view> all = req->Param("all");
+      const std::optional<std::string_view> limit_text = req->Param("limit");
+      if (all && *all != "0" && *all != "1") return error(BadRequest("all: must be 0 or 1"));
+      size_t limit = kAdminDefaultDestinations;
+      if (limit_text && (!absl::SimpleAtoi(base::Sv(*limit_text), &limit) || limit < 1 ||
+                         limit > kAdminMaxDestinations)) {
+        return error(BadRequest(absl::StrCat("limit: must be 1..", kAdminMaxDestinations)));
+      }
+      if (!all && !limit_text) {
+        return ok(destinations_ != nullptr ? destinations_->Json()
+                                           : std::string("{\"destinations\":[]}\n"));
+      }
+      if (destinations_ == nullptr) {
+        return ok("{\"destinations\":[],\"total\":0,\"truncated\":false}\n");
+      }
+      return ok(destinations_->AllJson(limit, !all || *all == "0"));
+    }
+    case Action::kQueueSummary:
+      return HandleQueueSummary(*req);
     case Action::kListJobs: {
       // XXX(memory): ListJobs copies every job record with its header (the
       // message template, up to 16 MiB each) to build a list of ~300-byte
@@ -354,7 +402,7 @@ http::Response AdminServer::Handle(const http::Request& request) {
         absl::StatusOr<queue::JobProgress> progress = queue_->ReadProgress(job.job_no);
         if (!progress.ok()) return error(progress.status());
         if (i > 0) body += ",";
-        body += AdminJobJson(job, *progress);
+        body += AdminJobJson(job, *progress, ReadingOf(job, *progress));
       }
       body += "]}\n";
       return ok(std::move(body));
@@ -394,7 +442,7 @@ http::Response AdminServer::Handle(const http::Request& request) {
   ready_->Push(req->job_id);
   absl::StatusOr<queue::JobProgress> progress = queue_->ReadProgress(changed->job_no);
   if (!progress.ok()) return error(progress.status());
-  return ok(AdminJobJson(*changed, *progress) + "\n");
+  return ok(AdminJobJson(*changed, *progress, ReadingOf(*changed, *progress)) + "\n");
 }
 
 }  // namespace volley::engine

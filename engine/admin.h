@@ -16,6 +16,17 @@
 //     GET  /destinations           {"destinations":[...]}: those backed off or suspended
 //                                  (docs/config.md, "Adaptive backoff"), then the
 //                                  domains an operator suspended (AdminSuspensionJson)
+//     GET  /destinations?all=1&limit=N
+//                                  {"destinations":[...],"total":N,"truncated":B}: every
+//                                  destination the shards hold, busiest (queued) first,
+//                                  at most N (kAdminDefaultDestinations, 1..
+//                                  kAdminMaxDestinations); all=0 (or no all) with a
+//                                  limit: only the busy and the troubled ones
+//     GET  /queue?domain=D&job=J   {"ready","deferred","scheduled","in_flight","total",
+//                                  "ages":{"0-5m":N,...},"oldest_queued_at",
+//                                  "oldest_age_seconds","next_due","scanned",
+//                                  "truncated"}: a bounded scan of the queue
+//                                  (queue_summary.h)
 //     GET  /jobs                   {"jobs":[job, ...]}, every job in the queue
 //     GET  /jobs/ID                job
 //     POST /jobs/ID/pause          job, after Queue::SetPaused(ID, true)
@@ -61,8 +72,15 @@
 //
 //   A job object is {"id","state","paused","priority","queued_at","total",
 //   "delivered","deferred","bounced","expired","cancelled","pending","deferrals",
-//   "job_no","suppressed","bounced_async","complained","unsubscribed"}
-//   (docs/volleyctl.md). After a change the job id is pushed into the shard's
+//   "job_no","suppressed","bounced_async","complained","unsubscribed",
+//   "rate","eta_seconds","eta","rejected","send_after","expires"}
+//   (docs/volleyctl.md): rate in recipients/s over the last minute and the ETA
+//   from it (job_rates.h; null while unknown), rejected the lines intake
+//   skipped (its <job>.rejects.jsonl in accepted/; null when unknown), and a
+//   ready job whose send_after is still ahead is in state "scheduled". A job
+//   refused whole is not in the queue: GET /jobs/ID then answers
+//   {"id","state":"refused","file":"failed/NAME","error":"..."} from the
+//   spool's failed/ (SetSpool), and 404 only when neither knows it. After a change the job id is pushed into the shard's
 //   ReadyJobs mailbox: the shard re-reads the job's record for every id it is
 //   handed, which is how it learns that the job is paused, resumed or cancelled.
 //
@@ -88,8 +106,11 @@
 //   the connection is closed. A request body is read up to kAdminMaxBody (4 MiB, else 413) and
 //   accepted only by POST /suppressions and POST /destinations/D/suspend (others: 400), whose batch holds at
 //   most kAdminMaxSuppressionBatch (5000) entries; a query only by
-//   /suppressions, at most kAdminMaxQueryParams (8) parameters. Connection:
-//   close after every answer.
+//   /suppressions, /destinations and /queue, at most kAdminMaxQueryParams (8)
+//   parameters. GET /queue scans at most kQueueSummaryMaxScan recipients
+//   (queue_summary.h), one scan at a time; the job sampler reads every job's
+//   record and counters each kJobRateInterval. Connection: close after every
+//   answer.
 //
 // ERRORS
 //   Create fails (Unavailable, naming the address) when the address cannot be
@@ -104,12 +125,16 @@
 //   when the delivery shards did not answer within kControlAnswerWait.
 //
 // SEE ALSO
-//   docs/volleyctl.md, tools/volleyctl/, queue/queue.h (job control), engine/http/server.h
+//   docs/volleyctl.md, engine/job_rates.h, engine/queue_summary.h, tools/volleyctl/, queue/queue.h (job control), engine/http/server.h
 #ifndef VOLLEY_ENGINE_ADMIN_H_
 #define VOLLEY_ENGINE_ADMIN_H_
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <thread>
+#include <unordered_map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -123,6 +148,7 @@
 #include "absl/time/time.h"
 #include "engine/destination_control.h"
 #include "engine/intake.h"
+#include "engine/job_rates.h"
 #include "engine/http/server.h"
 #include "queue/queue.h"
 #include "queue/suppression.h"
@@ -153,6 +179,13 @@ inline constexpr size_t kAdminMaxSuppressionPage = 10000;
 inline constexpr size_t kAdminDefaultSuppressionPage = 1000;
 // Query parameters one request may carry.
 inline constexpr size_t kAdminMaxQueryParams = 8;
+// Destinations in one GET /destinations?all=1 answer, by default and at most.
+inline constexpr size_t kAdminDefaultDestinations = 100;
+inline constexpr size_t kAdminMaxDestinations = 10000;
+// Entries of failed/ looked at to find a refused job, and octets of its
+// .error answered.
+inline constexpr size_t kAdminMaxFailedScan = 10000;
+inline constexpr size_t kAdminMaxRefusalText = 4096;
 
 // AdminRequest - what a request asks for, after ParseAdminRequest.
 struct AdminRequest {
@@ -160,6 +193,7 @@ struct AdminRequest {
     kHealth, kDestinations, kListJobs, kShowJob, kPause, kResume, kCancel,
     kListSuppressions, kCheckSuppression, kAddSuppressions, kRemoveSuppression,
     kSuspend, kUnsuspend, kRetryDomain, kRetryJob,
+    kQueueSummary,
   };
   Action action = Action::kHealth;
   std::string job_id;  // for kShowJob, kPause, kResume, kCancel, kRetryJob
@@ -222,6 +256,22 @@ int AdminHttpStatus(const absl::Status& status);
 // AdminJobJson - the JSON object for one job (see DESCRIPTION).
 std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& progress);
 
+// AdminJobReading - what the job object says beyond the queue's record and
+// counters: the rate sampled (job_rates.h), the rejected lines counted, and
+// the time it is read at (a job's send_after is compared with it).
+struct AdminJobReading {
+  absl::Time now = absl::InfinitePast();
+  std::optional<double> rate;
+  std::optional<uint64_t> rejected;
+};
+std::string AdminJobJson(const queue::JobRecord& job, const queue::JobProgress& progress,
+                         const AdminJobReading& reading);
+
+// AdminRefusedJobJson - the object for a job refused whole: `file` its name
+// in failed/, `error` its .error's text (at most kAdminMaxRefusalText).
+std::string AdminRefusedJobJson(std::string_view id, std::string_view file,
+                                std::string_view error);
+
 // AdminSuppressionJson - the JSON object for one suppression entry.
 std::string AdminSuppressionJson(const queue::Suppression& entry);
 
@@ -247,12 +297,22 @@ struct AdminSuppressionBatch {
 absl::StatusOr<AdminSuppressionBatch> ParseAdminSuppressions(std::string_view body,
                                                              absl::Time now);
 
+// DestinationEntry - one destination as a shard publishes it for
+// GET /destinations?all=1: its JSON object, and what it is sorted and chosen by.
+struct DestinationEntry {
+  uint64_t queued = 0;     // recipients in the shard's hands: waiting and in flight
+  uint64_t in_flight = 0;  // in a transaction now
+  bool troubled = false;   // backed off, suspended, or its last reply a deferral
+  std::string json;
+};
+
 // DestinationStates - what GET /destinations answers: each shard publishes its
 // destinations' entries (JSON objects joined by commas; at most once a second),
 // the admin thread reads them all.
 class DestinationStates {
  public:
-  explicit DestinationStates(size_t shards = 1) : entries_(std::max<size_t>(shards, 1)) {}
+  explicit DestinationStates(size_t shards = 1)
+      : entries_(std::max<size_t>(shards, 1)), all_(std::max<size_t>(shards, 1)) {}
   void Publish(std::string entries, size_t shard = 0) {
     std::lock_guard<std::mutex> lock(mu_);
     entries_[shard] = std::move(entries);
@@ -260,6 +320,16 @@ class DestinationStates {
   // SetControl - before the admin API starts: its suspended domains are
   // listed too (AdminSuspensionJson), each as a destination of its own.
   void SetControl(const DestinationControl* control) { control_ = control; }
+  // PublishAll - every destination of `shard` (GET /destinations?all=1).
+  void PublishAll(std::vector<DestinationEntry> entries, size_t shard = 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    all_[shard] = std::move(entries);
+  }
+  // AllJson - the busiest `limit` destinations of every shard, by queued;
+  // with `only_busy`, only those with something queued or troubled.
+  std::string AllJson(size_t limit, bool only_busy) const;
+  // InFlight - recipients in a transaction now, over every shard.
+  uint64_t InFlight() const;
   std::string Json() const {
     std::lock_guard<std::mutex> lock(mu_);
     std::string json = "{\"destinations\":[";
@@ -285,6 +355,7 @@ class DestinationStates {
   mutable std::mutex mu_;
   std::vector<std::string> entries_;
   const DestinationControl* control_ = nullptr;
+  std::vector<std::vector<DestinationEntry>> all_;
 };
 
 class AdminServer {
@@ -306,6 +377,11 @@ class AdminServer {
   // Before Start: suspensions and retries (/destinations/D/..., /jobs/ID/retry;
   // none: those requests get 500 "no destination control"). Must outlive the server.
   void SetDestinationControl(DestinationControl* control) { control_ = control; }
+  // Before Start: the spool, whose accepted/ holds each job's rejects file and
+  // failed/ the jobs refused whole (none: rejected is null, no refusals).
+  void SetSpool(std::string spool_dir) { spool_dir_ = std::move(spool_dir); }
+  // Start also starts the thread that samples every job's progress each
+  // kJobRateInterval (job_rates.h); Stop joins it.
   void Start();
   void Stop();
   // The address bound, "127.0.0.1:9465" (the real port when 0 was asked for).
@@ -318,6 +394,12 @@ class AdminServer {
  private:
   AdminServer(std::unique_ptr<http::Server> http, queue::Queue* queue, ReadyJobs* ready);
   absl::StatusOr<std::string> JobJson(std::string_view id);
+  // The read side (admin_read.cc): a job's reading, a refused job, the queue.
+  AdminJobReading ReadingOf(const queue::JobRecord& job, const queue::JobProgress& progress);
+  std::optional<uint64_t> RejectedOf(const queue::JobRecord& job);
+  absl::StatusOr<std::string> RefusedJobJson(std::string_view id);
+  http::Response HandleQueueSummary(const AdminRequest& req);
+  void SampleJobs();
   // HandleSuppressions - the /suppressions endpoints (admin_suppressions.cc).
   http::Response HandleSuppressions(const AdminRequest& req, std::string_view body);
   // HandleDestinationControl - suspend, unsuspend, retry (admin_destinations.cc).
@@ -329,6 +411,19 @@ class AdminServer {
   const DestinationStates* destinations_ = nullptr;
   queue::SuppressionList* suppressions_ = nullptr;
   DestinationControl* control_ = nullptr;
+  std::string spool_dir_;
+  JobRates rates_;
+  // Rejected counts read from accepted/<job>.rejects.jsonl, by job number:
+  // the file does not change once the job is accepted. At most
+  // kJobRateMaxJobs entries (cleared when full).
+  std::mutex rejected_mu_;
+  std::unordered_map<uint32_t, uint64_t> rejected_;
+  // One queue scan at a time: each is bounded, several at once would not be.
+  std::mutex summary_mu_;
+  std::mutex sampler_mu_;
+  std::condition_variable sampler_cv_;
+  bool sampler_stop_ = false;
+  std::thread sampler_;
 };
 
 }  // namespace volley::engine

@@ -161,6 +161,8 @@ class DestinationLimits {
   absl::Time suspended_until() const { return suspended_until_; }
   absl::Time backoff_step_at() const { return backoff_step_at_; }
   const std::string& backoff_reason() const { return backoff_reason_; }
+  // StartedRate - transactions started per second lately (0 until measured).
+  double StartedRate() const { return messages_started_.PerSecond(); }
 
  private:
   void Step(int step, absl::Time now);

@@ -370,6 +370,7 @@ absl::Status Engine::Run() {
     admin->SetDestinationStates(&destination_states);
     admin->SetSuppressionList(suppression.get());
     admin->SetDestinationControl(&destination_control);
+    admin->SetSpool(config_.spool_dir);  // refused jobs and rejected counts
     admin->Start();
     if (unsubscribe) unsubscribe->Start();
     // [inbound]: bounces and feedback reports come in here (engine/inbound.h).

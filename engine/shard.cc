@@ -372,9 +372,24 @@ void Shard::OnTransactionDone(Conn* c, const smtp::TransactionDone& done) {
       case RcptFate::kBounced:
         outcomes_.Finish(w, queue::Final::kBounced, o, PlaceOf(c->dest, c));
         break;
-      case RcptFate::kDeferred: Defer(w, o, c->dest, c); break;
+      case RcptFate::kDeferred:
+        ++c->dest->deferrals;
+        Defer(w, o, c->dest, c);
+        break;
       case RcptFate::kNextTransaction: next_transaction.push_back(w); break;
     }
+  }
+  // What GET /destinations?all=1 shows as the destination's last reply: the
+  // transaction's last recipient's, the one an operator would see in the log.
+  for (size_t i = works.size(); i-- > 0;) {
+    const RcptFate fate = FateOf(done.rcpt_outcomes[i], any_accepted);
+    if (fate == RcptFate::kNextTransaction) continue;
+    c->dest->last_reply = done.rcpt_outcomes[i];
+    c->dest->last_status = fate == RcptFate::kDelivered  ? metrics::DeliveryStatus::kDelivered
+                           : fate == RcptFate::kBounced ? metrics::DeliveryStatus::kBounced
+                                                        : metrics::DeliveryStatus::kDeferred;
+    c->dest->last_reply_at = now_;
+    break;
   }
   // Pushed to the front in reverse, so they keep their order.
   for (auto it = next_transaction.rbegin(); it != next_transaction.rend(); ++it) {

@@ -49,6 +49,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -124,6 +125,12 @@ struct Destination {
   metrics::DestinationCounters* counters = nullptr;
   // Whether its route could be reached lately, and why not (engine/reasons.h).
   Reachability reach;
+  // The last reply a transaction ended with, for GET /destinations?all=1
+  // (classified when published, once a second, not per reply).
+  std::optional<smtp::Outcome> last_reply;
+  metrics::DeliveryStatus last_status = metrics::DeliveryStatus::kDelivered;
+  absl::Time last_reply_at = absl::InfinitePast();
+  uint64_t deferrals = 0;  // recipients deferred on a server's reply, since start
 };
 
 class Shard {
@@ -259,6 +266,7 @@ class Shard {
   // and once a second the destinations' states, backoff rates and site shares.
   void PublishLoopMetrics(absl::Time turn_started);
   void PublishDestinationStates();
+  void PublishAllDestinations();  // GET /destinations?all=1's entries
   void ReportSites();
   void MeasureBackoffRates();
   // PublishDestinationLevels - each destination's ready recipients, connections

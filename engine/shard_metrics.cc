@@ -3,6 +3,9 @@
 #include <algorithm>
 
 #include "absl/container/flat_hash_map.h"
+#include <unordered_map>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -70,6 +73,78 @@ void Shard::PublishDestinationStates() {
     json += "}";
   }
   destination_states_->Publish(std::move(json), place_.index);
+  PublishAllDestinations();
+}
+
+void Shard::PublishAllDestinations() {
+  std::unordered_map<const Destination*, uint64_t> in_flight;
+  connections_.ForEach([&](uint32_t, Conn& c) {
+    if (c.dest != nullptr && !c.current.empty()) in_flight[c.dest] += c.current.size();
+  });
+  std::vector<DestinationEntry> entries;
+  entries.reserve(destinations_.size());
+  for (const auto& [key, d] : destinations_) {
+    const DestinationLimits& l = d->limits;
+    const bool suspended = l.suspended(now_);
+    DestinationEntry e;
+    const auto it = in_flight.find(d.get());
+    e.in_flight = it == in_flight.end() ? 0 : it->second;
+    e.queued = d->ready.size() + e.in_flight;
+    const bool last_deferred =
+        d->last_reply.has_value() && d->last_status != metrics::DeliveryStatus::kDelivered;
+    e.troubled = suspended || l.backoff_level() > 0 || last_deferred;
+    std::string& json = e.json;
+    json = "{\"name\":";
+    base::AppendJsonString(&json, l.route()->name);
+    json += ",\"pool\":";
+    base::AppendJsonString(&json, key);
+    const char* state = suspended ? "suspended" : l.backoff_level() > 0 ? "backoff"
+                                                : e.queued > 0          ? "active"
+                                                                        : "idle";
+    const double limit = l.MessageRate();
+    absl::StrAppend(&json, ",\"state\":\"", state, "\",\"queued\":", e.queued,
+                    ",\"waiting\":", d->ready.size(), ",\"in_flight\":", e.in_flight,
+                    ",\"deferrals\":", d->deferrals, ",\"connections\":", d->connections,
+                    ",\"max_connections\":", l.MaxConnections(),
+                    ",\"rate\":", absl::StrFormat("%.3f", l.StartedRate()),
+                    ",\"max_message_rate\":");
+    if (limit > 0) {
+      absl::StrAppend(&json, absl::StrFormat("%.3f", limit));
+    } else {
+      json += "null";
+    }
+    absl::StrAppend(&json, ",\"level\":", l.backoff_level(), ",\"next_retry\":");
+    const absl::Time next = suspended ? l.suspended_until()
+                            : l.backoff_level() > 0 ? l.backoff_step_at()
+                                                    : absl::InfinitePast();
+    if (next != absl::InfinitePast() && next != absl::InfiniteFuture()) {
+      base::AppendJsonString(
+          &json, absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", next, absl::UTCTimeZone()));
+    } else {
+      json += "null";
+    }
+    json += ",\"reason\":";
+    base::AppendJsonString(&json, l.backoff_reason());
+    json += ",\"last_reply\":";
+    if (d->last_reply) {
+      const smtp::Outcome& o = *d->last_reply;
+      base::AppendJsonString(&json, absl::StrCat(o.code, " ", o.enhanced, " ",
+                                                 base::Sv(std::string_view(o.text).substr(0, 200))));
+      json += ",\"last_status\":";
+      base::AppendJsonString(&json, metrics::DeliveryStatusName(d->last_status));
+      json += ",\"last_class\":";
+      base::AppendJsonString(&json, classifier_->Classify(d->last_status, o.code, o.enhanced,
+                                                          o.text));
+      json += ",\"last_reply_at\":";
+      base::AppendJsonString(&json, absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", d->last_reply_at,
+                                                     absl::UTCTimeZone()));
+    } else {
+      json += "null,\"last_status\":null,\"last_class\":null,\"last_reply_at\":null";
+    }
+    json += "}";
+    entries.push_back(std::move(e));
+  }
+  destination_states_->PublishAll(std::move(entries), place_.index);
 }
 
 void Shard::ReportSites() {

@@ -312,6 +312,16 @@ absl::StatusOr<std::string> FormatJob(std::string_view body) {
   if (parser.parse(body.data(), body.size()).get(doc) != simdjson::SUCCESS) {
     return Unexpected("not JSON");
   }
+  std::string_view state;
+  if (doc["state"].get_string().get(state) == simdjson::SUCCESS && state == "refused") {
+    // Refused whole at intake: no counters, only why (engine/admin.h).
+    std::string_view id, file, error;
+    if (doc["id"].get_string().get(id) != simdjson::SUCCESS) id = "-";
+    if (doc["file"].get_string().get(file) != simdjson::SUCCESS) file = "-";
+    if (doc["error"].get_string().get(error) != simdjson::SUCCESS) error = "-";
+    return absl::StrCat("id: ", Printable(id), "\nstate: refused\nfile: ", Printable(file),
+                        "\nerror: ", Printable(error), "\n");
+  }
   ASSIGN_OR_RETURN(Job job, ReadJob(doc));
   std::string out = absl::StrCat("id: ", Printable(job.id), "\nstate: ", Printable(job.state),
                                  "\npaused: ", job.paused ? "yes" : "no", "\n");
@@ -339,7 +349,57 @@ absl::StatusOr<std::string> FormatJob(std::string_view body) {
                     "%\n");
   }
   absl::StrAppend(&out, "done: ", PercentDone(job), "%\n");
+  // The read side's fields (issue 20), from a volleyd that sends them.
+  if (doc["rate"].error() != simdjson::NO_SUCH_FIELD) {
+    double rate = 0;
+    const bool known = doc["rate"].get_double().get(rate) == simdjson::SUCCESS;
+    absl::StrAppend(&out, "rate: ", known ? FormatRate(rate) : std::string("-"), "\n");
+    int64_t eta = 0;
+    std::string_view eta_at;
+    if (doc["eta_seconds"].get_int64().get(eta) == simdjson::SUCCESS) {
+      absl::StrAppend(&out, "eta: ", FormatSeconds(eta));
+      if (doc["eta"].get_string().get(eta_at) == simdjson::SUCCESS) {
+        absl::StrAppend(&out, " (", Printable(eta_at), ")");
+      }
+      out += "\n";
+    } else {
+      out += "eta: -\n";
+    }
+    uint64_t rejected = 0;
+    absl::StrAppend(&out, "rejected: ",
+                    doc["rejected"].get_uint64().get(rejected) == simdjson::SUCCESS
+                        ? absl::StrCat(rejected)
+                        : std::string("-"),
+                    "\n");
+    for (std::string_view name : {"send_after", "expires"}) {
+      std::string_view t;
+      absl::StrAppend(&out, base::Sv(name), ": ",
+                      doc[name].get_string().get(t) == simdjson::SUCCESS ? Printable(t)
+                                                                         : std::string("-"),
+                      "\n");
+    }
+  }
   return out;
+}
+
+std::string FormatRate(double per_second) {
+  if (!(per_second >= 0)) return "-";
+  if (per_second >= 100) return absl::StrFormat("%.0f/s", per_second);
+  return absl::StrFormat("%.1f/s", per_second);
+}
+
+std::string FormatSeconds(int64_t s) {
+  if (s < 0) s = 0;
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) {
+    return s % 60 == 0 ? absl::StrCat(s / 60, "m") : absl::StrCat(s / 60, "m", s % 60, "s");
+  }
+  if (s < 86400) {
+    const int64_t m = (s % 3600) / 60;
+    return m == 0 ? absl::StrCat(s / 3600, "h") : absl::StrCat(s / 3600, "h", m, "m");
+  }
+  const int64_t h = (s % 86400) / 3600;
+  return h == 0 ? absl::StrCat(s / 86400, "d") : absl::StrCat(s / 86400, "d", h, "h");
 }
 
 absl::StatusOr<std::string> AdminFromConfig(const std::string& path) {
@@ -354,6 +414,7 @@ absl::StatusOr<CtlConfig> ReadCtlConfig(const std::string& path) {
   CtlConfig c;
   RETURN_IF_ERROR(GetString(path, root["admin"]["listen"].node(), "admin.listen", &c.admin));
   RETURN_IF_ERROR(GetString(path, root["paths"]["spool"].node(), "paths.spool", &c.spool));
+  RETURN_IF_ERROR(GetString(path, root["paths"]["log"].node(), "paths.log", &c.log));
   RETURN_IF_ERROR(GetString(path, root["verp"]["domain"].node(), "verp.domain", &c.verp_domain));
   if (const toml::node* keys = root["token_key"].node()) {
     const toml::array* arr = keys->as_array();

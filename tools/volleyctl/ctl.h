@@ -110,15 +110,22 @@ absl::StatusOr<std::string> FormatJobsTable(std::string_view body);
 // bytes become '?', so that no answer can send escape sequences to it.
 std::string Printable(std::string_view s);
 
-// FormatJob - one job object as "key: value" lines.
+// FormatJob - one job object as "key: value" lines (a refused job: id,
+// state, file and error).
 absl::StatusOr<std::string> FormatJob(std::string_view body);
+
+// FormatRate - recipients per second as "12.5/s" ("-" for a negative or NaN).
+std::string FormatRate(double per_second);
+// FormatSeconds - a duration as "45s", "12m30s", "1h35m", "3d4h".
+std::string FormatSeconds(int64_t seconds);
 
 // AdminFromConfig - volleyd's [admin] listen from its config file, or the default
 // when the file does not set it.
 absl::StatusOr<std::string> AdminFromConfig(const std::string& path);
 
-// volleyd's [paths] spool default: engine/config.h's.
+// volleyd's [paths] spool and log defaults: engine/config.h's.
 inline constexpr char kDefaultSpool[] = "var/spool";
+inline constexpr char kDefaultLog[] = "var/log";
 // Longest job file lines read: queue::JobLimits' defaults.
 inline constexpr size_t kMaxJobHeaderLine = size_t{16} << 20;
 inline constexpr size_t kMaxJobRecipientLine = size_t{64} << 10;
@@ -128,6 +135,7 @@ inline constexpr size_t kMaxJobRecipientLine = size_t{64} << 10;
 struct CtlConfig {
   std::string admin = kDefaultAdmin;     // [admin] listen
   std::string spool = kDefaultSpool;     // [paths] spool (relative: to the current folder)
+  std::string log = kDefaultLog;         // [paths] log: the delivery log's folder
   std::vector<token::KeySpec> token_keys;  // [[token_key]] id, secret_file
   std::string verp_domain;               // [verp] domain; "" when unset
 };

@@ -81,6 +81,7 @@
 #include "tools/volleyctl/destinations.h"
 #include "tools/volleyctl/job_file.h"
 #include "tools/volleyctl/submit.h"
+#include "tools/volleyctl/status.h"
 #include "tools/volleyctl/suppress.h"
 
 namespace {
@@ -101,6 +102,17 @@ int Usage(FILE* out) {
       "                end a suspension: what it held is sent at once\n"
       "  retry DOMAIN | retry --job ID\n"
       "                make deferred recipients due now; prints how many\n"
+      "  status [--watch]\n"
+      "                every job with progress, rate and ETA; the busiest destinations;\n"
+      "                the queue's totals (--watch: again every 2 s; --json for scripts)\n"
+      "  destinations [--all]\n"
+      "                destinations with their counts, rate, backoff and last reply\n"
+      "                (without --all: the busy and the troubled ones)\n"
+      "  queue [--domain D] [--job J]\n"
+      "                queued recipients by state and age (like qshape), oldest, next due\n"
+      "  trace RCPT [--job J]\n"
+      "                every delivery log record of one recipient, in order\n"
+      "                ([paths] log from --config, else var/log)\n"
       "  verp decode ADDRESS\n"
       "                check a VERP bounce address (needs --config: [[token_key]]);\n"
       "                print its job, line, recipient and key\n"
@@ -172,6 +184,9 @@ struct Options {
   // suspend's and retry's own options.
   std::string for_duration;
   bool for_given = false;
+  // The read side's options (status, destinations, queue, trace).
+  bool all = false;
+  bool watch = false;
   std::vector<std::string> args;
 };
 
@@ -272,6 +287,95 @@ int DestinationCommand(const Options& o) {
                                        : volley::ctl::FormatMadeDue(response->body);
   if (!text.ok()) return Fail(std::string(text.status().message()));
   Print(*text);
+  return 0;
+}
+
+
+// ReadCommand - status, destinations, queue: calls to the admin API, shown as
+// text or (--json) as volleyd's JSON; status --watch redraws every 2 s.
+int ReadCommand(const Options& o) {
+  const std::string& command = o.args[0];
+  if (o.args.size() != 1) return UsageError(command + " takes no argument (options only)");
+  if (command != "destinations" && o.all) return UsageError("--all is an option of destinations");
+  if (command != "status" && o.watch) return UsageError("--watch is an option of status");
+  if (command != "queue" && !o.domain.empty()) {
+    return UsageError("--domain is an option of queue and the dkim commands");
+  }
+  if (command != "queue" && command != "trace" && !o.job.empty()) {
+    return UsageError("--job is an option of queue and trace");
+  }
+  const std::optional<std::string> admin = AdminAddress(o);
+  if (!admin) return 2;
+  if (command == "status") {
+    const bool terminal = isatty(STDOUT_FILENO) == 1;
+    for (;;) {
+      const volley::ctl::StatusAnswers answers = volley::ctl::FetchStatus(*admin);
+      std::string screen = o.json ? volley::ctl::StatusJson(answers)
+                                  : volley::ctl::FormatStatus(answers,
+                                                              volley::ctl::kStatusDestinations);
+      if (o.watch && terminal && !o.json) {
+        // Home and clear, then the screen: redrawn in place.
+        screen = "\033[H\033[2J" +
+                 absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::Now(), absl::UTCTimeZone()) +
+                 "\n\n" + screen;
+      } else if (o.watch && !o.json) {
+        screen += "\n";  // piped: one screen after the other, plain text
+      }
+      Print(screen);
+      std::fflush(stdout);
+      if (!o.watch) return answers.errors.empty() ? 0 : 1;
+      absl::SleepFor(absl::Seconds(2));
+    }
+  }
+  const std::string path = command == "destinations"
+                               ? volley::ctl::DestinationsPath(o.all, volley::ctl::kDestinationsShown)
+                               : volley::ctl::QueuePath(o.domain, o.job);
+  auto response = volley::ctl::Call(*admin, "GET", path, volley::ctl::kCallTimeout);
+  if (!response.ok()) return Fail(std::string(response.status().message()));
+  if (response->status != 200) return Fail("volleyd: " + volley::ctl::ErrorText(response->body));
+  if (o.json) {
+    Print(response->body);
+    if (!response->body.empty() && response->body.back() != '\n') std::fputc('\n', stdout);
+    return 0;
+  }
+  auto text = command == "destinations" ? volley::ctl::FormatDestinationsTable(response->body)
+                                        : volley::ctl::FormatQueueSummary(response->body);
+  if (!text.ok()) return Fail(std::string(text.status().message()));
+  Print(*text);
+  return 0;
+}
+
+
+// TraceCommand - trace RCPT [--job J]: the delivery log, read here (status.h).
+int TraceCommand(const Options& o) {
+  if (o.args.size() != 2) return UsageError("trace takes one recipient address");
+  std::string log_dir = volley::ctl::kDefaultLog;
+  if (!o.config.empty()) {
+    auto c = volley::ctl::ReadCtlConfig(o.config);
+    if (!c.ok()) {
+      std::fprintf(stderr, "volleyctl: config: %s\n", std::string(c.status().message()).c_str());
+      return 2;
+    }
+    log_dir = c->log;
+  }
+  auto files = volley::ctl::DeliveryLogFiles(log_dir);
+  if (!files.ok()) return Fail(std::string(files.status().message()));
+  size_t found = 0;
+  const absl::Status st = volley::ctl::TraceRecipient(
+      *files, o.args[1], o.job, [&](std::string_view record) {
+        ++found;
+        if (o.json) {
+          Print(std::string(record) + "\n");
+        } else {
+          Print(volley::ctl::FormatTraceRecord(record));
+        }
+      });
+  if (!st.ok()) return Fail(std::string(st.message()));
+  if (found == 0) {
+    std::fprintf(stderr, "volleyctl: no record of %s in the delivery log (%s)\n",
+                 volley::ctl::Printable(o.args[1]).c_str(), log_dir.c_str());
+    return 1;
+  }
   return 0;
 }
 
@@ -741,7 +845,7 @@ int main(int argc, char** argv) {
   app.add_option("--recipients", o.recipients, "submit: the CSV list (header row: variables)")
       ->type_name("FILE");
   app.add_option("--job", o.job,
-                 "submit: the job id (default: time, list name, random); retry: the job")
+                 "submit: the job id (default: time, list name, random); retry, queue, trace: the job")
       ->type_name("ID");
   app.add_option("--send-after", o.send_after, "submit: not before this RFC 3339 time")
       ->type_name("T");
@@ -755,6 +859,8 @@ int main(int argc, char** argv) {
   // suspend's and retry's own options.
   app.add_option("--for", o.for_duration, "suspend: how long, \"2h\" (1h; at most 7d)")
       ->type_name("DURATION");
+  app.add_flag("--all", o.all, "destinations: every destination, not only the busy and troubled");
+  app.add_flag("--watch", o.watch, "status: redraw every 2 s");
   app.add_option("command", o.args, "jobs | job ID | pause ID | resume ID | cancel ID | "
                                     "verp decode ADDRESS | dkim keygen | dkim record FILE | "
                                     "suppress add|remove|check|list|export|import | "
@@ -777,6 +883,8 @@ int main(int argc, char** argv) {
   const std::string& command = o.args[0];
   if (command != "dkim") {
     for (const char* name : kDkimOptions) {
+      // queue takes --domain too (status.h).
+      if (command == "queue" && std::string_view(name) == "--domain") continue;
       if (app.count(name) > 0) {
         return UsageError(std::string(name) + " is an option of the dkim commands only");
       }
@@ -786,8 +894,10 @@ int main(int argc, char** argv) {
   if (command != "suspend" && o.for_given) {
     return UsageError("--for is an option of suspend only");
   }
-  if (command != "retry" && command != "submit" && app.count("--job") > 0) {
-    return UsageError("--job is an option of retry and submit only");
+  const bool takes_job =
+      command == "retry" || command == "submit" || command == "queue" || command == "trace";
+  if (!takes_job && app.count("--job") > 0) {
+    return UsageError("--job is an option of retry, submit, queue and trace only");
   }
   if (command != "suppress") {
     for (const char* name : kSuppressOptions) {
@@ -800,7 +910,7 @@ int main(int argc, char** argv) {
   }
   if (command != "submit") {
     for (const char* name : kSubmitOptions) {
-      if (command == "retry" && std::string_view(name) == "--job") continue;
+      if (takes_job && std::string_view(name) == "--job") continue;
       if (app.count(name) > 0) {
         return UsageError(std::string(name) + " is an option of submit only");
       }
@@ -813,6 +923,15 @@ int main(int argc, char** argv) {
   if (command == "suspend" || command == "unsuspend" || command == "retry") {
     return DestinationCommand(o);
   }
+  const bool read_side = command == "status" || command == "destinations" ||
+                         command == "queue" || command == "trace";
+  if (!read_side && (o.all || o.watch)) {
+    return UsageError("--all and --watch are options of status and destinations");
+  }
+  if (command == "status" || command == "destinations" || command == "queue") {
+    return ReadCommand(o);
+  }
+  if (command == "trace") return TraceCommand(o);
   if (command == "verp") return VerpCommand(o);
   if (command == "dkim") return DkimCommand(o);
   if (command == "suppress") return SuppressCommand(o);
