@@ -92,15 +92,18 @@ void Shard::PublishAllDestinations() {
     e.queued = d->ready.size() + e.in_flight;
     const bool last_deferred =
         d->last_reply.has_value() && d->last_status != metrics::DeliveryStatus::kDelivered;
-    e.troubled = suspended || l.backoff_level() > 0 || last_deferred;
+    const Reachability& reach = d->reach;
+    e.troubled = suspended || l.backoff_level() > 0 || last_deferred || reach.unreachable();
     std::string& json = e.json;
     json = "{\"name\":";
     base::AppendJsonString(&json, l.route()->name);
     json += ",\"pool\":";
     base::AppendJsonString(&json, key);
-    const char* state = suspended ? "suspended" : l.backoff_level() > 0 ? "backoff"
-                                                : e.queued > 0          ? "active"
-                                                                        : "idle";
+    const char* state = suspended                 ? "suspended"
+                        : l.backoff_level() > 0   ? "backoff"
+                        : reach.unreachable()     ? "unreachable"
+                        : e.queued > 0            ? "active"
+                                                  : "idle";
     const double limit = l.MessageRate();
     absl::StrAppend(&json, ",\"state\":\"", state, "\",\"queued\":", e.queued,
                     ",\"waiting\":", d->ready.size(), ",\"in_flight\":", e.in_flight,
@@ -114,8 +117,9 @@ void Shard::PublishAllDestinations() {
       json += "null";
     }
     absl::StrAppend(&json, ",\"level\":", l.backoff_level(), ",\"next_retry\":");
-    const absl::Time next = suspended ? l.suspended_until()
+    const absl::Time next = suspended               ? l.suspended_until()
                             : l.backoff_level() > 0 ? l.backoff_step_at()
+                            : reach.unreachable()   ? reach.next_try()
                                                     : absl::InfinitePast();
     if (next != absl::InfinitePast() && next != absl::InfiniteFuture()) {
       base::AppendJsonString(
@@ -125,6 +129,10 @@ void Shard::PublishAllDestinations() {
     }
     json += ",\"reason\":";
     base::AppendJsonString(&json, l.backoff_reason());
+    if (reach.unreachable()) {
+      json += ",\"last_error\":";
+      base::AppendJsonString(&json, reach.last_error());
+    }
     json += ",\"last_reply\":";
     if (d->last_reply) {
       const smtp::Outcome& o = *d->last_reply;
