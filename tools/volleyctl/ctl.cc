@@ -288,8 +288,17 @@ absl::StatusOr<std::string> FormatJobsTable(std::string_view body) {
     row.push_back(PercentDone(job));
     rows.push_back(std::move(row));
   }
-  std::vector<size_t> width(rows[0].size(), 0);
+  // Text columns (id, state, paused) to the left, numbers to the right.
+  std::vector<bool> numeric(rows[0].size(), true);
+  std::fill_n(numeric.begin(), 3, false);
+  return FormatTable(rows, numeric);
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows,
+                        const std::vector<bool>& numeric) {
+  std::vector<size_t> width;
   for (const auto& row : rows) {
+    width.resize(std::max(width.size(), row.size()), 0);
     for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
   }
   std::string out;
@@ -297,9 +306,8 @@ absl::StatusOr<std::string> FormatJobsTable(std::string_view body) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       if (i > 0) line += "  ";
-      // Text columns to the left, numbers to the right.
       const std::string pad(width[i] - row[i].size(), ' ');
-      line += i < 3 ? row[i] + pad : pad + row[i];
+      line += i < numeric.size() && numeric[i] ? pad + row[i] : row[i] + pad;
     }
     out += std::string(absl::StripTrailingAsciiWhitespace(line)) + "\n";
   }

@@ -103,6 +103,11 @@ std::string JobPath(std::string_view id, std::string_view suffix);
 // ErrorText - the "error" member of an error answer, else the body itself.
 std::string ErrorText(std::string_view body);
 
+// FormatTable - rows as columns padded to their widths, two spaces apart;
+// the columns marked in `numeric` to the right, the others to the left.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows,
+                        const std::vector<bool>& numeric);
+
 // FormatJobsTable - {"jobs":[...]} as a table: a header line, then one line per job.
 absl::StatusOr<std::string> FormatJobsTable(std::string_view body);
 

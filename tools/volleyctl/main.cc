@@ -204,32 +204,11 @@ std::optional<std::string> AdminAddress(const Options& o) {
   return *from_config;
 }
 
-// JobCommand - jobs, job, pause, resume, cancel: one call to the admin API.
-int JobCommand(const Options& o) {
-  const std::string& command = o.args[0];
-  const bool needs_id = command != "jobs";
-  if (o.args.size() != (needs_id ? 2u : 1u)) {
-    return UsageError(command + (needs_id ? " takes one job ID" : " takes no argument"));
-  }
-  std::string admin = o.admin;
-  if (admin.empty() && !o.config.empty()) {
-    auto from_config = volley::ctl::AdminFromConfig(o.config);
-    if (!from_config.ok()) {
-      std::fprintf(stderr, "volleyctl: config: %s\n",
-                   std::string(from_config.status().message()).c_str());
-      return 2;
-    }
-    admin = *from_config;
-  }
-  if (admin.empty()) admin = volley::ctl::kDefaultAdmin;
-
-  std::string method = "GET";
-  std::string path = "/jobs";
-  if (needs_id) {
-    method = command == "job" ? "GET" : "POST";
-    path = volley::ctl::JobPath(o.args[1], command == "job" ? "" : "/" + command);
-  }
-  auto response = volley::ctl::Call(admin, method, path, volley::ctl::kCallTimeout);
+// ShowAnswer - volleyd's answer to one call: the failure (exit 2 for a
+// request volleyctl could not even form, such as a bad job id; else 1), its
+// JSON as it came with --json, or `format`'s text of it.
+int ShowAnswer(const Options& o, const absl::StatusOr<volley::ctl::HttpResponse>& response,
+               absl::StatusOr<std::string> (*format)(std::string_view body)) {
   if (!response.ok()) {
     if (response.status().code() == absl::StatusCode::kInvalidArgument) {
       std::fprintf(stderr, "volleyctl: %s\n", std::string(response.status().message()).c_str());
@@ -237,19 +216,35 @@ int JobCommand(const Options& o) {
     }
     return Fail(std::string(response.status().message()));
   }
-  if (response->status != 200) {
-    return Fail("volleyd: " + volley::ctl::ErrorText(response->body));
-  }
+  if (response->status != 200) return Fail("volleyd: " + volley::ctl::ErrorText(response->body));
   if (o.json) {
     Print(response->body);
     if (!response->body.empty() && response->body.back() != '\n') std::fputc('\n', stdout);
     return 0;
   }
-  auto text = command == "jobs" ? volley::ctl::FormatJobsTable(response->body)
-                                : volley::ctl::FormatJob(response->body);
+  auto text = format(response->body);
   if (!text.ok()) return Fail(std::string(text.status().message()));
   Print(*text);
   return 0;
+}
+
+// JobCommand - jobs, job, pause, resume, cancel: one call to the admin API.
+int JobCommand(const Options& o) {
+  const std::string& command = o.args[0];
+  const bool needs_id = command != "jobs";
+  if (o.args.size() != (needs_id ? 2u : 1u)) {
+    return UsageError(command + (needs_id ? " takes one job ID" : " takes no argument"));
+  }
+  const std::optional<std::string> admin = AdminAddress(o);
+  if (!admin) return 2;
+  std::string method = "GET";
+  std::string path = "/jobs";
+  if (needs_id) {
+    method = command == "job" ? "GET" : "POST";
+    path = volley::ctl::JobPath(o.args[1], command == "job" ? "" : "/" + command);
+  }
+  return ShowAnswer(o, volley::ctl::Call(*admin, method, path, volley::ctl::kCallTimeout),
+                    command == "jobs" ? &volley::ctl::FormatJobsTable : &volley::ctl::FormatJob);
 }
 
 // DestinationCommand - suspend, unsuspend, retry (tools/volleyctl/destinations.h).
@@ -274,22 +269,11 @@ int DestinationCommand(const Options& o) {
   } else {
     path = volley::ctl::DestinationPath(o.args[1], "/" + command);
   }
-  auto response = volley::ctl::Call(*admin, "POST", path, volley::ctl::kCallTimeout, body);
-  if (!response.ok()) return Fail(std::string(response.status().message()));
-  if (response->status != 200) return Fail("volleyd: " + volley::ctl::ErrorText(response->body));
-  if (o.json) {
-    Print(response->body);
-    if (!response->body.empty() && response->body.back() != '\n') std::fputc('\n', stdout);
-    return 0;
-  }
-  auto text = command == "suspend"     ? volley::ctl::FormatSuspended(response->body)
-              : command == "unsuspend" ? volley::ctl::FormatReleased(response->body)
-                                       : volley::ctl::FormatMadeDue(response->body);
-  if (!text.ok()) return Fail(std::string(text.status().message()));
-  Print(*text);
-  return 0;
+  return ShowAnswer(o, volley::ctl::Call(*admin, "POST", path, volley::ctl::kCallTimeout, body),
+                    command == "suspend"     ? &volley::ctl::FormatSuspended
+                    : command == "unsuspend" ? &volley::ctl::FormatReleased
+                                             : &volley::ctl::FormatMadeDue);
 }
-
 
 // ReadCommand - status, destinations, queue: calls to the admin API, shown as
 // text or (--json) as volleyd's JSON; status --watch redraws every 2 s.
@@ -330,21 +314,10 @@ int ReadCommand(const Options& o) {
   const std::string path = command == "destinations"
                                ? volley::ctl::DestinationsPath(o.all, volley::ctl::kDestinationsShown)
                                : volley::ctl::QueuePath(o.domain, o.job);
-  auto response = volley::ctl::Call(*admin, "GET", path, volley::ctl::kCallTimeout);
-  if (!response.ok()) return Fail(std::string(response.status().message()));
-  if (response->status != 200) return Fail("volleyd: " + volley::ctl::ErrorText(response->body));
-  if (o.json) {
-    Print(response->body);
-    if (!response->body.empty() && response->body.back() != '\n') std::fputc('\n', stdout);
-    return 0;
-  }
-  auto text = command == "destinations" ? volley::ctl::FormatDestinationsTable(response->body)
-                                        : volley::ctl::FormatQueueSummary(response->body);
-  if (!text.ok()) return Fail(std::string(text.status().message()));
-  Print(*text);
-  return 0;
+  return ShowAnswer(o, volley::ctl::Call(*admin, "GET", path, volley::ctl::kCallTimeout),
+                    command == "destinations" ? &volley::ctl::FormatDestinationsTable
+                                              : &volley::ctl::FormatQueueSummary);
 }
-
 
 // TraceCommand - trace RCPT [--job J]: the delivery log, read here (status.h).
 int TraceCommand(const Options& o) {

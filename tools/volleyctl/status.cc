@@ -50,28 +50,6 @@ std::optional<double> Number(dom::element e, std::string_view field) {
   return std::nullopt;
 }
 
-// Table - rows as columns padded to their widths; columns in `numeric` to the
-// right.
-std::string Table(const std::vector<std::vector<std::string>>& rows,
-                  const std::vector<bool>& numeric) {
-  std::vector<size_t> width;
-  for (const auto& row : rows) {
-    width.resize(std::max(width.size(), row.size()), 0);
-    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-  }
-  std::string out;
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      if (i > 0) line += "  ";
-      const std::string pad(width[i] - row[i].size(), ' ');
-      line += i < numeric.size() && numeric[i] ? pad + row[i] : row[i] + pad;
-    }
-    out += std::string(absl::StripTrailingAsciiWhitespace(line)) + "\n";
-  }
-  return out;
-}
-
 std::string PercentEncode(std::string_view s) {
   std::string out;
   for (char c : s) {
@@ -196,7 +174,7 @@ std::string QueuePath(std::string_view domain, std::string_view job) {
 absl::StatusOr<std::string> FormatDestinationsTable(std::string_view body) {
   size_t shown = 0, total = 0;
   ASSIGN_OR_RETURN(auto rows, DestinationRows(body, SIZE_MAX, &shown, &total));
-  std::string out = Table(rows, kDestinationNumeric);
+  std::string out = FormatTable(rows, kDestinationNumeric);
   if (shown < total) absl::StrAppend(&out, "(", shown, " of ", total, " destinations)\n");
   return out;
 }
@@ -228,7 +206,7 @@ absl::StatusOr<std::string> FormatQueueSummary(std::string_view body) {
     if (field.value.get_uint64().get(n) != simdjson::SUCCESS) n = 0;
     rows[1].push_back(absl::StrCat(n));
   }
-  out += "age:\n" + Table(rows, std::vector<bool>(rows[0].size(), true));
+  out += "age:\n" + FormatTable(rows, std::vector<bool>(rows[0].size(), true));
   bool truncated = false;
   if (doc["truncated"].get_bool().get(truncated) == simdjson::SUCCESS && truncated) {
     absl::StrAppend(&out, "(counted the first ", Count(doc, "scanned"),
@@ -284,7 +262,7 @@ std::string FormatStatus(const StatusAnswers& a, size_t max_destinations) {
       if (rows.size() == 1) {
         out += "no jobs\n";
       } else {
-        out += Table(rows, {false, false, false, true, true, true, true, true, true});
+        out += FormatTable(rows, {false, false, false, true, true, true, true, true, true});
       }
     }
   }
@@ -298,7 +276,7 @@ std::string FormatStatus(const StatusAnswers& a, size_t max_destinations) {
     } else if (shown == 0) {
       out += "no destinations\n";
     } else {
-      out += Table(*rows, kDestinationNumeric);
+      out += FormatTable(*rows, kDestinationNumeric);
       if (shown < total) absl::StrAppend(&out, "(busiest ", shown, " of ", total, ")\n");
     }
   }

@@ -46,13 +46,17 @@ class MetricsEndpointTest : public ::testing::Test {
   uint16_t port_ = 0;
 };
 
+// Exchange reads until the server closes, so the requests say Connection:
+// close: /metrics keeps a connection for the next scrape otherwise.
 TEST_F(MetricsEndpointTest, ServesTheExportersText) {
   shard_.deliveries[static_cast<size_t>(metrics::DeliveryStatus::kDelivered)].Add(7);
-  const std::string got = Exchange(port_, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+  const std::string got =
+      Exchange(port_, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << got;
   EXPECT_THAT(got, HasSubstr("Content-Type: text/plain; version=0.0.4\r\n"));
   EXPECT_THAT(got, HasSubstr("volley_deliveries_total{result=\"delivered\"} 7"));
-  EXPECT_THAT(Exchange(port_, "GET /metrics HTTP/1.1\r\n\r\n"), HasSubstr("exposer_scrapes_total 1"));
+  EXPECT_THAT(Exchange(port_, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"),
+              HasSubstr("exposer_scrapes_total 1"));
   EXPECT_EQ(Exchange(port_, "GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404 ", 0), 0u);
   EXPECT_EQ(Exchange(port_, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405 ", 0), 0u);
 }
@@ -62,7 +66,8 @@ TEST_F(MetricsEndpointTest, AScrapeIsAnsweredWhileSilentConnectionsAreHeld) {
   // Here four times the cap are held, and a scrape is still answered.
   std::vector<int> silent;
   for (int i = 0; i < 64; ++i) silent.push_back(ConnectLoopback(port_));
-  EXPECT_THAT(Exchange(port_, "GET /metrics HTTP/1.1\r\n\r\n"), HasSubstr("volley_deliveries_total"));
+  EXPECT_THAT(Exchange(port_, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"),
+              HasSubstr("volley_deliveries_total"));
   EXPECT_GE(endpoint_->connection_stats().evicted, 64u - 16u);
   for (int fd : silent) ::close(fd);
 }
