@@ -57,8 +57,8 @@ TEST_F(MetricsEndpointTest, ServesTheExportersText) {
   EXPECT_THAT(got, HasSubstr("volley_deliveries_total{result=\"delivered\"} 7"));
   EXPECT_THAT(Exchange(port_, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"),
               HasSubstr("exposer_scrapes_total 1"));
-  EXPECT_EQ(Exchange(port_, "GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404 ", 0), 0u);
-  EXPECT_EQ(Exchange(port_, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405 ", 0), 0u);
+  EXPECT_EQ(Exchange(port_, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n").rfind("HTTP/1.1 404 ", 0), 0u);
+  EXPECT_EQ(Exchange(port_, "POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").rfind("HTTP/1.1 405 ", 0), 0u);
 }
 
 TEST_F(MetricsEndpointTest, AScrapeIsAnsweredWhileSilentConnectionsAreHeld) {
