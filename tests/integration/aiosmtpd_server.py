@@ -11,7 +11,7 @@ Volley's authors did not write, whose RCPT replies depend on the recipient's loc
 
 Usage:
     aiosmtpd_server.py --port PORT --record FILE [--rcpt-log FILE] [--host 127.0.0.1]
-                       [--tls-cert PEM --tls-key PEM [--tls-broken]]
+                       [--tls-cert PEM --tls-key PEM [--tls-broken]] [--record-content]
 
 --tls-cert/--tls-key offer STARTTLS with that certificate. --tls-broken offers it but
 fails every handshake (the server allows only TLS 1.0, which OpenSSL 3 refuses), as a
@@ -20,6 +20,8 @@ server with a broken TLS set-up does.
 --record gets one JSON line per accepted message:
     {"ts": <unix time>, "mail_from": "...", "rcpts": ["..."], "bytes": N, "subject": "...",
      "tls": bool, "peer": "<client address>", "helo": "<name the client gave in EHLO>"}
+With --record-content each line also has "content_b64": the message's octets as
+received (after dot-unstuffing), base64, for tests that compare them.
 --rcpt-log gets one JSON line per RCPT command answered:
     {"ts": <unix time>, "rcpt": "...", "code": 451, "reply": "451 4.7.1 Try again later"}
 Each line is written and flushed whole before the reply goes out, so a reader that sees
@@ -29,6 +31,7 @@ When it listens it prints "aiosmtpd_server listening on HOST:PORT" (flushed). SI
 SIGINT stops it; it exits 0. It only listens on the loopback network (127.0.0.0/8).
 """
 import argparse
+import base64
 import collections
 import email.parser
 import email.policy
@@ -68,8 +71,9 @@ class JsonlWriter:
 class OutcomeHandler:
     """aiosmtpd handler: handle_RCPT picks the reply by local part, handle_DATA records."""
 
-    def __init__(self, record, rcpt_log):
+    def __init__(self, record, rcpt_log, record_content=False):
         self.record = record
+        self.record_content = record_content
         self.rcpt_log = rcpt_log
         self.rcpt_seen = collections.Counter()  # RCPTs per address, any reply
         self.messages = 0
@@ -102,17 +106,21 @@ class OutcomeHandler:
         content = envelope.original_content or b""
         try:
             msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(content)
-            subject = msg.get("Subject", "")
+            # A raw 8-bit field (RFC 6532) comes back as an email.header.Header.
+            subject = str(msg.get("Subject", ""))
         except Exception:  # a message we cannot parse is still recorded
             subject = None
         with self.lock:
             self.messages += 1
             n = self.messages
-        self.record.write({"ts": time.time(), "mail_from": envelope.mail_from,
-                           "rcpts": list(envelope.rcpt_tos), "bytes": len(content),
-                           "subject": subject, "tls": session.ssl is not None,
-                           "peer": session.peer[0] if session.peer else None,
-                           "helo": session.host_name})
+        entry = {"ts": time.time(), "mail_from": envelope.mail_from,
+                 "rcpts": list(envelope.rcpt_tos), "bytes": len(content),
+                 "subject": subject, "tls": session.ssl is not None,
+                 "peer": session.peer[0] if session.peer else None,
+                 "helo": session.host_name}
+        if self.record_content:
+            entry["content_b64"] = base64.b64encode(content).decode("ascii")
+        self.record.write(entry)
         return "250 2.0.0 Ok: queued as m%d" % n
 
 
@@ -127,6 +135,8 @@ def main():
     p.add_argument("--tls-cert", help="PEM certificate: offer STARTTLS")
     p.add_argument("--tls-key", help="PEM key of --tls-cert")
     p.add_argument("--tls-broken", action="store_true", help="offer STARTTLS, fail the handshake")
+    p.add_argument("--record-content", action="store_true",
+                   help="record each message's octets too (content_b64)")
     args = p.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback or ipaddress.ip_address(args.host).version != 4:
         p.error("--host must be in 127.0.0.0/8")
@@ -137,7 +147,7 @@ def main():
 
     record = JsonlWriter(args.record)
     rcpt_log = JsonlWriter(args.rcpt_log)
-    handler = OutcomeHandler(record, rcpt_log)
+    handler = OutcomeHandler(record, rcpt_log, record_content=args.record_content)
     tls_context = None
     if args.tls_cert:
         tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

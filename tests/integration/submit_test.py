@@ -6,15 +6,17 @@
   Łukasz, 山田太郎) and bad rows (an invalid address, a wrong field count, a quoted
   line break in a name, invalid UTF-8, an empty address) is submitted with --config:
   the bad rows are named on stderr with their CSV line numbers, the job id is printed,
-  and exactly the good rows reach volley-sink (record mode).
-- Each received message is personalised: its octet count, as volley-sink recorded it,
-  is that of `volleyctl render` of the recipient's line in the accepted job file, and
-  the render carries the recipient's name in the Subject and the body (every name has
-  a different length, so a message built for another recipient would not match).
+  and exactly the good rows reach the receiving server (aiosmtpd_server.py, which
+  accepts the ok-* local parts and records each message's octets).
+- Each received message is personalised: its octets are those of `volleyctl render` of
+  the recipient's line in the accepted job file, but for the Date and Message-ID fields
+  (made anew for each message), and the render carries the recipient's name in the
+  Subject and the body.
 - --strict refuses the same CSV (exit 1, nothing in incoming/); the same --job again is
   refused, naming the accepted job; a template placeholder no column defines is refused
   with intake's message; without --job a sortable id is generated.
 """
+import base64
 import os
 import re
 import subprocess
@@ -37,23 +39,23 @@ TEMPLATE = ("From: Volley Test <sender@volley-src.test>\n"
 # (CSV text, line by line as written), the good rows' (address, name), the bad rows' messages.
 CSV_LINES = [
     b"\xef\xbb\xbfemail,name,city\r\n",                   # 1: header, with a BOM
-    b"ann@d0001.test,\"Smith, Ann\",Oslo\r\n",            # 2
-    b"zoe@d0001.test,Zo\xc3\xab,\"Paris, \"\"Rive Gauche\"\"\"\r\n",  # 3
+    b"ok-ann@d0001.test,\"Smith, Ann\",Oslo\r\n",            # 2
+    b"ok-zoe@d0001.test,Zo\xc3\xab,\"Paris, \"\"Rive Gauche\"\"\"\r\n",  # 3
     b"not-an-address,Bad,X\r\n",                          # 4: bad address
-    b"lukasz@d0002.test,\xc5\x81ukasz,\r\n",              # 5: empty city: the default
+    b"ok-lukasz@d0002.test,\xc5\x81ukasz,\r\n",              # 5: empty city: the default
     b"short@d0002.test,Short\r\n",                        # 6: two fields
     b"eve@d0003.test,\"Eve\r\nBcc: x@d0003.test\",Rome\r\n",  # 7-8: a line break in a name
-    b"yamada@d0003.test,\xe5\xb1\xb1\xe7\x94\xb0\xe5\xa4\xaa\xe9\x83\x8e,Tokyo\r\n",  # 9
+    b"ok-yamada@d0003.test,\xe5\xb1\xb1\xe7\x94\xb0\xe5\xa4\xaa\xe9\x83\x8e,Tokyo\r\n",  # 9
     b"bytes@d0001.test,\xc3\x28,Bad\r\n",                 # 10: invalid UTF-8
     b",Nobody,Nowhere\r\n",                               # 11: empty address
-    b"last@d0002.test,\"O'Brien\",Cork",                  # 12: no line end at the end
+    b"ok-last@d0002.test,\"O'Brien\",Cork",                  # 12: no line end at the end
 ]
-GOOD = {"ann@d0001.test": "Smith, Ann", "zoe@d0001.test": "Zoë",
-        "lukasz@d0002.test": "Łukasz", "yamada@d0003.test": "山田太郎",
-        "last@d0002.test": "O'Brien"}
-CITY = {"ann@d0001.test": "Oslo", "zoe@d0001.test": 'Paris, "Rive Gauche"',
-        "lukasz@d0002.test": "somewhere", "yamada@d0003.test": "Tokyo",
-        "last@d0002.test": "Cork"}
+GOOD = {"ok-ann@d0001.test": "Smith, Ann", "ok-zoe@d0001.test": "Zoë",
+        "ok-lukasz@d0002.test": "Łukasz", "ok-yamada@d0003.test": "山田太郎",
+        "ok-last@d0002.test": "O'Brien"}
+CITY = {"ok-ann@d0001.test": "Oslo", "ok-zoe@d0001.test": 'Paris, "Rive Gauche"',
+        "ok-lukasz@d0002.test": "somewhere", "ok-yamada@d0003.test": "Tokyo",
+        "ok-last@d0002.test": "Cork"}
 
 
 def bad_rows(csv):
@@ -62,6 +64,15 @@ def bad_rows(csv):
             "%s:7: vars.name: contains CR or LF" % csv,
             "%s:10: field 2: not valid UTF-8 (octet 1)" % csv,
             "%s:11: email: empty address" % csv]
+
+
+def without_fresh_fields(message):
+    """The message's octets without its Date and Message-ID fields, which volleyd
+    makes anew for each message (render makes its own)."""
+    head, sep, body = message.partition(b"\r\n\r\n")
+    kept = [f for f in head.split(b"\r\n")
+            if not f.lower().startswith((b"date:", b"message-id:"))]
+    return b"\r\n".join(kept) + sep + body
 
 
 def run(ctl, *args):
@@ -80,8 +91,8 @@ def write(path, data):
 
 def test(h):
     ctl = h.binary("tools/volleyctl/volleyctl")
-    sink = h.sink()
-    d = h.volleyd(route_port=sink.port)
+    server = harness.AiosmtpdServer(h, extra_args=["--record-content"]).start()
+    d = h.volleyd(route_port=server.port)
     d.start()
     tpl = write(os.path.join(h.dir, "welcome.eml"), TEMPLATE.encode())
     csv = write(os.path.join(h.dir, "recipients.csv"), b"".join(CSV_LINES))
@@ -115,15 +126,15 @@ def test(h):
           '%s/incoming/submit-1.job' % d.spool, "the count line is %r" % lines[-1])
 
     def delivered():
-        recs = [r for r in sink.records() if r.get("from") == SENDER]
+        recs = [r for r in server.messages() if r.get("mail_from") == SENDER]
         return recs if len(recs) >= len(GOOD) else None
-    recs = wait_for(delivered, 60, "the 5 good rows to reach volley-sink")
+    recs = wait_for(delivered, 60, "the 5 good rows to reach the server")
     by_rcpt = {}
     for r in recs:
         for rcpt in r["rcpts"]:
             check(rcpt not in by_rcpt, "%s received twice" % rcpt)
             by_rcpt[rcpt] = r
-    check(sorted(by_rcpt) == sorted(GOOD), "volley-sink got %r, not exactly the good rows %r"
+    check(sorted(by_rcpt) == sorted(GOOD), "the server got %r, not exactly the good rows %r"
           % (sorted(by_rcpt), sorted(GOOD)))
 
     accepted = d.path("accepted", "submit-1.job")
@@ -135,9 +146,9 @@ def test(h):
                     if text.startswith(b'{"to":"%s"' % addr.encode()))
         r = run(ctl, "--config", d.config, "render", accepted, str(line))
         check(r.returncode == 0, "render of %s (line %d) exits %d" % (addr, line, r.returncode))
-        check(len(r.stdout) == by_rcpt[addr]["bytes"],
-              "%s: volley-sink received %d octets, render gives %d"
-              % (addr, by_rcpt[addr]["bytes"], len(r.stdout)))
+        received = base64.b64decode(by_rcpt[addr]["content_b64"])
+        check(without_fresh_fields(received) == without_fresh_fields(r.stdout),
+              "%s: received\n%r\nrender gives\n%r" % (addr, received, r.stdout))
         # Raw UTF-8 in the header (RFC 6532): read as text, not through email's 7-bit view.
         head, _, body = r.stdout.decode("utf-8").partition("\r\n\r\n")
         subject = [v for k, _, v in (x.partition(": ") for x in head.split("\r\n")) if k == "Subject"]
@@ -153,14 +164,14 @@ def test(h):
           "the same --job again: %d %r" % (again.returncode, again.stderr))
 
     # No --job: a generated id, sortable by time, naming the list; it is delivered.
-    one = write(os.path.join(h.dir, "one more.csv"), b"address,name,city\nnew@d0004.test,New,Lima\n")
+    one = write(os.path.join(h.dir, "one more.csv"), b"address,name,city\nok-new@d0004.test,New,Lima\n")
     g = run(ctl, "submit", "--spool", d.spool, "--from", SENDER, "--template", tpl,
             "--recipients", one)
     job_id = g.stdout.decode().strip()
     check(g.returncode == 0 and re.fullmatch(r"\d{8}T\d{6}Z-one_more-[0-9a-f]{8}", job_id),
           "generated id: %d %r" % (g.returncode, job_id))
-    wait_for(lambda: any("new@d0004.test" in r["rcpts"] for r in sink.records()), 60,
-             "the generated job's recipient to reach volley-sink")
+    wait_for(lambda: any("ok-new@d0004.test" in r["rcpts"] for r in server.messages()), 60,
+             "the generated job's recipient to reach the server")
     d.assert_alive()
 
 
