@@ -34,6 +34,21 @@ void AppendJsonTime(std::string* json, absl::Time t) {
                   "\"");
 }
 
+// Trouble - what holds a destination back, in the order both listings
+// name it: a suspension, a backoff, an unreachable route (state null: none),
+// and when that is next looked at again.
+struct Trouble {
+  const char* state = nullptr;
+  absl::Time next = absl::InfinitePast();
+};
+
+Trouble TroubleOf(const DestinationLimits& l, const Reachability& reach, absl::Time now) {
+  if (l.suspended(now)) return {"suspended", l.suspended_until()};
+  if (l.backoff_level() > 0) return {"backoff", l.backoff_step_at()};
+  if (reach.unreachable()) return {"unreachable", reach.next_try()};
+  return {};
+}
+
 }  // namespace
 
 void Shard::PublishDestinationStates() {
@@ -42,9 +57,9 @@ void Shard::PublishDestinationStates() {
   for (const auto& [key, d] : destinations_) {
     KeepBackoff(d.get());
     const DestinationLimits& l = d->limits;
-    const bool suspended = l.suspended(now_);
     const Reachability& reach = d->reach;
-    if (l.backoff_level() == 0 && !suspended && !reach.unreachable()) continue;
+    const Trouble trouble = TroubleOf(l, reach, now_);
+    if (trouble.state == nullptr) continue;
     if (!first) json += ",";
     first = false;
     json += "{\"name\":";
@@ -52,15 +67,12 @@ void Shard::PublishDestinationStates() {
     // The pool: the route or site and the [destination] table it goes by.
     json += ",\"pool\":";
     base::AppendJsonString(&json, key);
-    const char* state = suspended ? "suspended" : l.backoff_level() > 0 ? "backoff" : "unreachable";
-    absl::StrAppend(&json, ",\"state\":\"", state,
+    absl::StrAppend(&json, ",\"state\":\"", trouble.state,
                     "\",\"level\":", l.backoff_level(),
                     ",\"max_connections\":", l.MaxConnections(),
                     ",\"max_message_rate\":", absl::StrFormat("%.3f", l.MessageRate()),
                     ",\"until\":");
-    AppendJsonTime(&json, suspended              ? l.suspended_until()
-                          : l.backoff_level() > 0 ? l.backoff_step_at()
-                                                  : reach.next_try());
+    AppendJsonTime(&json, trouble.next);
     json += ",\"reason\":";
     base::AppendJsonString(&json, l.backoff_reason());
     if (reach.unreachable()) {
@@ -85,23 +97,21 @@ void Shard::PublishAllDestinations() {
   entries.reserve(destinations_.size());
   for (const auto& [key, d] : destinations_) {
     const DestinationLimits& l = d->limits;
-    const bool suspended = l.suspended(now_);
+    const Reachability& reach = d->reach;
+    const Trouble trouble = TroubleOf(l, reach, now_);
     DestinationEntry e;
     const auto it = in_flight.find(d.get());
     e.in_flight = it == in_flight.end() ? 0 : it->second;
     e.queued = d->ready.size() + e.in_flight;
     const bool last_deferred =
         d->last_reply.has_value() && d->last_status != metrics::DeliveryStatus::kDelivered;
-    const Reachability& reach = d->reach;
-    e.troubled = suspended || l.backoff_level() > 0 || last_deferred || reach.unreachable();
+    e.troubled = trouble.state != nullptr || last_deferred;
     std::string& json = e.json;
     json = "{\"name\":";
     base::AppendJsonString(&json, l.route()->name);
     json += ",\"pool\":";
     base::AppendJsonString(&json, key);
-    const char* state = suspended                 ? "suspended"
-                        : l.backoff_level() > 0   ? "backoff"
-                        : reach.unreachable()     ? "unreachable"
+    const char* state = trouble.state != nullptr ? trouble.state
                         : e.queued > 0            ? "active"
                                                   : "idle";
     const double limit = l.MessageRate();
@@ -117,16 +127,7 @@ void Shard::PublishAllDestinations() {
       json += "null";
     }
     absl::StrAppend(&json, ",\"level\":", l.backoff_level(), ",\"next_retry\":");
-    const absl::Time next = suspended               ? l.suspended_until()
-                            : l.backoff_level() > 0 ? l.backoff_step_at()
-                            : reach.unreachable()   ? reach.next_try()
-                                                    : absl::InfinitePast();
-    if (next != absl::InfinitePast() && next != absl::InfiniteFuture()) {
-      base::AppendJsonString(
-          &json, absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", next, absl::UTCTimeZone()));
-    } else {
-      json += "null";
-    }
+    AppendJsonTime(&json, trouble.next);
     json += ",\"reason\":";
     base::AppendJsonString(&json, l.backoff_reason());
     if (reach.unreachable()) {
