@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
 #include <cstdint>
 #include <iterator>
 #include <cerrno>
@@ -172,55 +173,112 @@ absl::Time FirstRecordTime(const OpenedFile& f) {
 
 }  // namespace
 
+namespace {
+
+using std::string_view_literals::operator""sv;
+
+// The seconds absl::FormatTime writes as "%Y-%m-%dT%H:%M:%E3SZ" in four-digit
+// years from 1970 on: where the fast timestamp below writes the same text.
+// Outside (a test's odd time, InfinitePast) the record takes absl's path.
+constexpr int64_t kFastTimestampFirst = 0;              // 1970-01-01T00:00:00Z
+constexpr int64_t kFastTimestampLast = 253402300799;    // 9999-12-31T23:59:59Z
+
+// AppendTimestamp - "2026-11-28T13:45:01.123Z": the same text as
+// absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", ts, UTC) (milliseconds truncated),
+// without a time-zone lookup per record: the "YYYY-MM-DDTHH:MM:SS" of a second
+// is formatted once and kept per thread (each formatting thread has its own
+// clock second), and only the milliseconds are written per record.
+void AppendTimestamp(absl::Time ts, std::string* out) {
+  struct SecondPrefix {
+    int64_t second = -1;
+    char text[19];
+  };
+  thread_local SecondPrefix cached;
+  if (ts < absl::FromUnixSeconds(kFastTimestampFirst) ||
+      ts >= absl::FromUnixSeconds(kFastTimestampLast + 1)) {
+    out->append(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", ts, absl::UTCTimeZone()));
+    return;
+  }
+  const int64_t millis = absl::ToUnixMillis(ts);  // rounds down, as %E3S does
+  const int64_t second = millis / 1000;
+  const auto milli = static_cast<unsigned>(millis % 1000);
+  if (second != cached.second) {
+    const std::string text =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%S", absl::FromUnixSeconds(second), absl::UTCTimeZone());
+    if (text.size() != sizeof cached.text) {  // cannot happen in four-digit years
+      out->append(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", ts, absl::UTCTimeZone()));
+      return;
+    }
+    text.copy(cached.text, sizeof cached.text);
+    cached.second = second;
+  }
+  const char fraction[] = {'.', static_cast<char>('0' + milli / 100),
+                           static_cast<char>('0' + milli / 10 % 10),
+                           static_cast<char>('0' + milli % 10), 'Z'};
+  out->append(cached.text, sizeof cached.text);
+  out->append(fraction, sizeof fraction);
+}
+
+// AppendNumber - an integer in decimal, without a string of its own.
+template <typename Int>
+void AppendNumber(Int n, std::string* out) {
+  char digits[24];
+  const std::to_chars_result end = std::to_chars(digits, digits + sizeof digits, n);
+  out->append(digits, static_cast<size_t>(end.ptr - digits));
+}
+
+// AppendStringField - ,"key":"value" (key given with its comma, quotes and colon).
+void AppendStringField(std::string_view key, std::string_view value, std::string* out) {
+  out->append(key);
+  base::AppendJsonString(out, value);
+}
+
+}  // namespace
+
 void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
-  out->append("{\"ts\":\"");
-  out->append(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", r.ts, absl::UTCTimeZone()));
-  out->append("\",\"job\":");
-  base::AppendJsonString(out, r.job);
-  absl::StrAppend(out, ",\"line\":", r.line, ",\"rcpt\":");
-  base::AppendJsonString(out, r.rcpt);
-  out->append(",\"status\":");
-  base::AppendJsonString(out, DeliveryStatusName(r.status));
-  if (!r.klass.empty()) {
-    out->append(",\"class\":");
-    base::AppendJsonString(out, r.klass);
+  // Field by field into `out`: no string of its own for any part of a record.
+  out->append("{\"ts\":\""sv);
+  AppendTimestamp(r.ts, out);
+  AppendStringField("\",\"job\":"sv, r.job, out);
+  out->append(",\"line\":"sv);
+  AppendNumber(r.line, out);
+  AppendStringField(",\"rcpt\":"sv, r.rcpt, out);
+  // A status name is plain ASCII (metrics/delivery_status.h): no escaping.
+  out->append(",\"status\":\""sv);
+  out->append(DeliveryStatusName(r.status));
+  out->push_back('"');
+  if (!r.klass.empty()) AppendStringField(",\"class\":"sv, r.klass, out);
+  out->append(",\"code\":"sv);
+  AppendNumber(r.code, out);
+  AppendStringField(",\"enhanced\":"sv, r.enhanced, out);
+  AppendStringField(",\"response\":"sv, r.response, out);
+  AppendStringField(",\"host\":"sv, r.host, out);
+  out->append(",\"port\":"sv);
+  AppendNumber(r.port, out);
+  out->append(",\"attempt\":"sv);
+  AppendNumber(r.attempt, out);
+  if (r.backoff > 0) {
+    out->append(",\"backoff\":"sv);
+    AppendNumber(r.backoff, out);
   }
-  absl::StrAppend(out, ",\"code\":", r.code, ",\"enhanced\":");
-  base::AppendJsonString(out, r.enhanced);
-  out->append(",\"response\":");
-  base::AppendJsonString(out, r.response);
-  out->append(",\"host\":");
-  base::AppendJsonString(out, r.host);
-  absl::StrAppend(out, ",\"port\":", r.port, ",\"attempt\":", r.attempt);
-  if (r.backoff > 0) absl::StrAppend(out, ",\"backoff\":", r.backoff);
-  if (!r.mx.empty()) {
-    *out += ",\"mx\":";
-    base::AppendJsonString(out, r.mx);
-  }
-  if (!r.source.empty()) {
-    *out += ",\"source\":";
-    base::AppendJsonString(out, r.source);
-  }
+  if (!r.mx.empty()) AppendStringField(",\"mx\":"sv, r.mx, out);
+  if (!r.source.empty()) AppendStringField(",\"source\":"sv, r.source, out);
   if (!r.tls_version.empty()) {
-    *out += ",\"tls_version\":";
-    base::AppendJsonString(out, r.tls_version);
-    *out += ",\"tls_cipher\":";
-    base::AppendJsonString(out, r.tls_cipher);
+    AppendStringField(",\"tls_version\":"sv, r.tls_version, out);
+    AppendStringField(",\"tls_cipher\":"sv, r.tls_cipher, out);
   }
-  const std::pair<std::string_view, std::string_view> feedback[] = {
-      {",\"via\":", r.via},
-      {",\"matched_by\":", r.matched_by},
-      {",\"feedback_type\":", r.feedback_type},
-      {",\"reporting_mta\":", r.reporting_mta},
-      {",\"remote_mta\":", r.remote_mta},
-      {",\"last_reply\":", r.last_reply},
-      {",\"last_class\":", r.last_class}};
-  for (const auto& [key, value] : feedback) {
-    if (value.empty()) continue;
-    *out += key;
-    base::AppendJsonString(out, value);
+  const std::pair<std::string_view, std::string_view> optional[] = {
+      {",\"via\":"sv, r.via},
+      {",\"matched_by\":"sv, r.matched_by},
+      {",\"feedback_type\":"sv, r.feedback_type},
+      {",\"reporting_mta\":"sv, r.reporting_mta},
+      {",\"remote_mta\":"sv, r.remote_mta},
+      {",\"last_reply\":"sv, r.last_reply},
+      {",\"last_class\":"sv, r.last_class}};
+  for (const auto& [key, value] : optional) {
+    if (!value.empty()) AppendStringField(key, value, out);
   }
-  *out += "}\n";
+  out->append("}\n"sv);
 }
 
 DeliveryRecord ViewOf(const OwnedDeliveryRecord& r) {

@@ -6,6 +6,9 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "metrics/delivery_log.h"
@@ -304,6 +307,51 @@ TEST(ParseDeliveryRecord, ReadsLinesOneAfterAnother) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(*r, DocExample());
   }
+}
+
+TEST(FormatDeliveryRecord, WritesTheTimeAsAbslFormatTimeDoes) {
+  // The record's "ts" comes from a per-second prefix kept between records
+  // plus the milliseconds: it must read exactly as the formatter it stands in
+  // for, at every edge (a second's first and last millisecond and nanosecond,
+  // the clock going back, years at the ends of the four-digit range, and
+  // times outside it that go the slow way).
+  const absl::Time doc = absl::FromUnixMillis(1795873501123);
+  const absl::Time times[] = {
+      doc,
+      doc,                                   // the same second again: the kept prefix
+      doc + absl::Milliseconds(876),         // its last millisecond
+      doc + absl::Milliseconds(877),         // the next second
+      doc + absl::Milliseconds(877) - absl::Nanoseconds(1),  // back, rounds down to .999
+      doc - absl::Hours(24 * 400),           // back past a leap day
+      absl::FromCivil(absl::CivilSecond(2028, 2, 29, 23, 59, 59), absl::UTCTimeZone()),
+      absl::UnixEpoch(),
+      absl::UnixEpoch() + absl::Nanoseconds(999999),
+      absl::UnixEpoch() - absl::Nanoseconds(1),  // before 1970: the slow way
+      absl::FromUnixSeconds(-62135596800),       // year 1
+      absl::FromCivil(absl::CivilSecond(9999, 12, 31, 23, 59, 59), absl::UTCTimeZone()) +
+          absl::Milliseconds(999),
+      absl::FromCivil(absl::CivilSecond(10000, 1, 1, 0, 0, 0), absl::UTCTimeZone()),
+      absl::InfiniteFuture(),
+      absl::InfinitePast(),
+      doc,
+  };
+  for (const absl::Time t : times) {
+    OwnedDeliveryRecord r = DocExample();
+    r.ts = t;
+    const std::string line = Format(r);
+    const std::string want =
+        absl::StrCat(R"({"ts":")",
+                     absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone()), "\",");
+    EXPECT_EQ(line.substr(0, want.size()), want) << "at " << absl::FormatTime(t);
+  }
+}
+
+TEST(FormatDeliveryRecord, AppendsToWhatIsThere) {
+  // Records go one after another into the shard's buffer.
+  std::string out = "before\n";
+  FormatDeliveryRecord(ViewOf(DocExample()), &out);
+  FormatDeliveryRecord(ViewOf(DocExample()), &out);
+  EXPECT_EQ(out, "before\n" + Format(DocExample()) + Format(DocExample()));
 }
 
 }  // namespace
