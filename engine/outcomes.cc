@@ -206,9 +206,11 @@ void Outcomes::Commit() {
     return;
   }
   Committer::Unit unit;
-  unit.log_bytes = std::exchange(log_buffer_, {});
+  unit.log_bytes = std::exchange(log_buffer_, std::move(spare_log_buffer_));
   unit.batch = std::exchange(batch_, queue_->NewOutcomeBatch());
-  unit.keys = std::exchange(uncommitted_, {});
+  unit.keys = std::exchange(uncommitted_, std::move(spare_keys_));
+  log_buffer_.clear();
+  uncommitted_.clear();
   committer_->Submit(std::move(unit), lane_);
 }
 
@@ -220,6 +222,12 @@ void Outcomes::OnCommitDone() {
     return;
   }
   window_->ForgetCommitted(unit->keys);
+  // Its storage serves the turn after next (the committer wrote and emptied
+  // the records; the keys are forgotten).
+  spare_log_buffer_ = std::move(unit->log_bytes);
+  spare_log_buffer_.clear();
+  spare_keys_ = std::move(unit->keys);
+  spare_keys_.clear();
 }
 
 absl::Status Outcomes::CommitLast() {

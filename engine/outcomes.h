@@ -154,6 +154,12 @@ class Outcomes {
   std::string log_buffer_;  // this turn's delivery-log records, formatted
   // Keys (job number, key) let go of since the last committed batch: see Job::taken.
   std::vector<std::pair<uint32_t, std::string>> uncommitted_;
+  // The buffers of the unit the committer gave back, emptied, kept for the
+  // next turn: two of each take turns, so a turn's records and keys grow into
+  // storage already there instead of a new allocation per turn (bounded like
+  // a unit: by the window).
+  std::string spare_log_buffer_;
+  std::vector<std::pair<uint32_t, std::string>> spare_keys_;
   // A commit failed for good (not a full disk): the loop ends with it.
   absl::Status fatal_;
 };
