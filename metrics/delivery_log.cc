@@ -25,6 +25,7 @@
 #include "base/json.h"
 #include "base/status.h"
 #include "base/strings.h"
+#include "base/time_text.h"
 #include "simdjson.h"
 
 namespace volley::metrics {
@@ -177,48 +178,6 @@ namespace {
 
 using std::string_view_literals::operator""sv;
 
-// The seconds absl::FormatTime writes as "%Y-%m-%dT%H:%M:%E3SZ" in four-digit
-// years from 1970 on: where the fast timestamp below writes the same text.
-// Outside (a test's odd time, InfinitePast) the record takes absl's path.
-constexpr int64_t kFastTimestampFirst = 0;              // 1970-01-01T00:00:00Z
-constexpr int64_t kFastTimestampLast = 253402300799;    // 9999-12-31T23:59:59Z
-
-// AppendTimestamp - "2026-11-28T13:45:01.123Z": the same text as
-// absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", ts, UTC) (milliseconds truncated),
-// without a time-zone lookup per record: the "YYYY-MM-DDTHH:MM:SS" of a second
-// is formatted once and kept per thread (each formatting thread has its own
-// clock second), and only the milliseconds are written per record.
-void AppendTimestamp(absl::Time ts, std::string* out) {
-  struct SecondPrefix {
-    int64_t second = -1;
-    char text[19];
-  };
-  thread_local SecondPrefix cached;
-  if (ts < absl::FromUnixSeconds(kFastTimestampFirst) ||
-      ts >= absl::FromUnixSeconds(kFastTimestampLast + 1)) {
-    out->append(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", ts, absl::UTCTimeZone()));
-    return;
-  }
-  const int64_t millis = absl::ToUnixMillis(ts);  // rounds down, as %E3S does
-  const int64_t second = millis / 1000;
-  const auto milli = static_cast<unsigned>(millis % 1000);
-  if (second != cached.second) {
-    const std::string text =
-        absl::FormatTime("%Y-%m-%dT%H:%M:%S", absl::FromUnixSeconds(second), absl::UTCTimeZone());
-    if (text.size() != sizeof cached.text) {  // cannot happen in four-digit years
-      out->append(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", ts, absl::UTCTimeZone()));
-      return;
-    }
-    text.copy(cached.text, sizeof cached.text);
-    cached.second = second;
-  }
-  const char fraction[] = {'.', static_cast<char>('0' + milli / 100),
-                           static_cast<char>('0' + milli / 10 % 10),
-                           static_cast<char>('0' + milli % 10), 'Z'};
-  out->append(cached.text, sizeof cached.text);
-  out->append(fraction, sizeof fraction);
-}
-
 // AppendNumber - an integer in decimal, without a string of its own.
 template <typename Int>
 void AppendNumber(Int n, std::string* out) {
@@ -238,7 +197,7 @@ void AppendStringField(std::string_view key, std::string_view value, std::string
 void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   // Field by field into `out`: no string of its own for any part of a record.
   out->append("{\"ts\":\""sv);
-  AppendTimestamp(r.ts, out);
+  base::AppendUtcTime(r.ts, base::TimePrecision::kMillis, out);
   AppendStringField("\",\"job\":"sv, r.job, out);
   out->append(",\"line\":"sv);
   AppendNumber(r.line, out);
