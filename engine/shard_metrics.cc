@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "base/json.h"
+#include "base/time_text.h"
 #include "engine/shard.h"
 
 namespace volley::engine {
@@ -30,8 +31,9 @@ void AppendJsonTime(std::string* json, absl::Time t) {
     *json += "null";
     return;
   }
-  absl::StrAppend(json, "\"", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()),
-                  "\"");
+  json->push_back('"');
+  base::AppendUtcTime(t, base::TimePrecision::kSeconds, json);
+  json->push_back('"');
 }
 
 // Trouble - what holds a destination back, in the order both listings
@@ -144,9 +146,9 @@ void Shard::PublishAllDestinations() {
       json += ",\"last_class\":";
       base::AppendJsonString(&json, classifier_->Classify(d->last_status, o.code, o.enhanced,
                                                           o.text));
-      json += ",\"last_reply_at\":";
-      base::AppendJsonString(&json, absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", d->last_reply_at,
-                                                     absl::UTCTimeZone()));
+      json += ",\"last_reply_at\":\"";
+      base::AppendUtcTime(d->last_reply_at, base::TimePrecision::kSeconds, &json);
+      json += "\"";
     } else {
       json += "null,\"last_status\":null,\"last_class\":null,\"last_reply_at\":null";
     }
