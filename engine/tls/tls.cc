@@ -691,6 +691,9 @@ absl::StatusOr<size_t> Session::ReadPlaintext(std::string* out, size_t max) {
     // what OpenSSL holds bound what one read can give, so a 1 KiB reply does not
     // grow (and zero) the caller's string by a whole chunk.
     const size_t ready = BIO_ctrl_pending(s.in) + static_cast<size_t>(SSL_pending(s.ssl.get()));
+    // After a record, nothing fed is left and nothing decrypted waits: another
+    // SSL_read could only say WANT_READ, at the price of a record-layer pass.
+    if (total > 0 && ready == 0) break;
     const size_t want = std::min({max - total, kReadChunk, std::max<size_t>(ready, 1)});
     out->resize(base + total + want);
     size_t got = 0;
