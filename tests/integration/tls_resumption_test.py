@@ -56,7 +56,7 @@ def test(h):
         f.write("[profile.default]\nstarttls = true\n")
     cert = os.path.join(h.dir, "sink-cert.pem")
     sink = h.sink(extra_args=["--profiles", profiles, "--hostname", "sink.test",
-                              "--tls-cert-out", cert]).start()
+                              "--tls-cert-out", cert])
     one_at_a_time = ("max_connections_per_destination = 1\nmax_messages_per_connection = 1\n"
                      "max_recipients_per_transaction = 1\n"
                      'tls_ca_file = "%s"\n' % cert)
