@@ -38,6 +38,14 @@
 #        smtp-source until the sink has counted all the messages (polled every 0.1 s
 #        from its --http endpoint, or its --stats file, rewritten every second, when
 #        the sink has no --http).
+#     d. volleyd-tls (COMPARE_TLS=1, or named in COMPARE_WAYS): way a exactly, but
+#        into a second volley-sink on the same addresses (another port) whose
+#        default profile offers STARTTLS (its certificate self-signed, generated at
+#        its start), so every session runs under volleyd's default tls =
+#        "opportunistic" policy, as production traffic does. Reported beside way
+#        a: the TLS/plain ratio within each run, and the handshakes of each run,
+#        full and resumed (volleyd's volley_tls_handshakes_total, when it has it;
+#        the TLS sink's tls_sessions otherwise).
 #   The sink's counter is checked after each way: it must have gained exactly the
 #   messages sent (volleyd: at least those volley-load saw delivered).
 #
@@ -52,7 +60,8 @@
 #        smtp-source for the same count unless S3_SMTP_SOURCE=0; no Postfix.
 #   Then, unless CALLGRIND=0: volleyd ([delivery] shards = 1, otherwise the same
 #   config) under `valgrind --tool=callgrind` delivering CALLGRIND_MESSAGES (10,000)
-#   personalised messages of CALLGRIND_SIZE bytes (1 KiB) into the same sink. The
+#   personalised messages of CALLGRIND_SIZE bytes (1 KiB) into the same sink (the
+#   STARTTLS one with CALLGRIND_TLS=1). The
 #   counters are zeroed (callgrind_control -z) once volleyd is idle after start-up and
 #   dumped (callgrind_control -d) at the last outcome, so the profile holds intake,
 #   delivery and logging of those messages, every thread, and not the start-up.
@@ -71,7 +80,11 @@
 # ENVIRONMENT
 #   COMPARE_SCENARIOS="1"          scenarios to run, of 1 2 3 ("" for none)
 #   COMPARE_RUNS=3                 runs of each scenario
-#   COMPARE_WAYS="volleyd smtp-source postfix"   ways to run (a subset, for a check)
+#   COMPARE_WAYS="volleyd smtp-source postfix"   ways to run (a subset, for a check;
+#                                  volleyd-tls too)
+#   COMPARE_TLS=0                  1: add the volleyd-tls way (and its sink)
+#   VOLLEYD_TLS_SESSION_CACHE=     [smtp] tls_session_cache of every volleyd, when set
+#                                  (0: no resumption, every handshake in full)
 #   S1_MESSAGES=200000  S1_POSTFIX_MESSAGES=20000
 #   S2_MESSAGES=20000   S2_POSTFIX_MESSAGES=2000
 #   S3_MESSAGES=1000000 S3_SMTP_SOURCE=1
@@ -85,6 +98,7 @@
 #   POSTFIX_CONCURRENCY=20         Postfix smtp_destination_concurrency_limit
 #   CALLGRIND=1  CALLGRIND_MESSAGES=10000  CALLGRIND_TOP=15  CALLGRIND_OUT=<file>
 #   CALLGRIND_SIZE=1024            message size (volley-load --size) of the profiled run
+#   CALLGRIND_TLS=0                1: profile volleyd against the STARTTLS sink
 #   RUN_TIMEOUT=1200               seconds any one way may take
 #   BENCH_KEEP=1                   keep the temporary folder
 #   BENCH_SKIP_BUILD=1             do not run the (incremental) build
@@ -100,6 +114,11 @@ py=/usr/bin/python3
 scenarios=${COMPARE_SCENARIOS-1}
 runs=${COMPARE_RUNS:-3}
 ways=${COMPARE_WAYS:-"volleyd smtp-source postfix"}
+compare_tls=${COMPARE_TLS:-0}
+callgrind_tls=${CALLGRIND_TLS:-0}
+[ "$compare_tls" = 1 ] && [[ " $ways " != *" volleyd-tls "* ]] && ways="$ways volleyd-tls"
+tls_wanted=0
+{ [[ " $ways " == *" volleyd-tls "* ]] || [ "$callgrind_tls" = 1 ]; } && tls_wanted=1
 s1_messages=${S1_MESSAGES:-200000}
 s1_postfix=${S1_POSTFIX_MESSAGES:-20000}
 s2_messages=${S2_MESSAGES:-20000}
@@ -111,6 +130,7 @@ sink_addresses=${SINK_ADDRESSES:-127.0.3.1-127.0.3.250}
 sink_threads=${SINK_THREADS:-}
 shards=${VOLLEYD_SHARDS:-2}
 max_conn=${VOLLEYD_MAX_CONNECTIONS:-20}
+tls_session_cache=${VOLLEYD_TLS_SESSION_CACHE:-}
 sessions=${SMTP_SOURCE_SESSIONS:-100}
 callgrind=${CALLGRIND:-1}
 callgrind_messages=${CALLGRIND_MESSAGES:-10000}
@@ -144,12 +164,14 @@ chmod 711 "$work"   # Postfix's daemons (user postfix) must pass through it
 results="$work/results.jsonl"
 : >"$results"
 pf_dir=""   # the Postfix instance running now, if any
+tls_sink_pid=""  # the STARTTLS sink of the volleyd-tls way, if any
 
 compare_cleanup() {
   local status=$?
   set +e   # clean up everything, whatever fails on the way
   trap - EXIT
   [ -n "$pf_dir" ] && { "$relay_script" stop "$pf_dir" || say "could not stop Postfix in $pf_dir"; }
+  stop "$tls_sink_pid" "volley-sink (STARTTLS)"
   (exit "$status")
   bench_cleanup
 }
@@ -192,6 +214,36 @@ say "volley-sink (pid $sink_pid) on $sink_addresses port $sink_port (${#listen[@
 
 "$load" routes --domains "$domains" --sink-addresses "$sink_addresses" --port "$sink_port" \
   --out "$work/routes.toml" 2>/dev/null || die "volley-load routes failed"
+
+# ---------------------------------------------------------------- the STARTTLS sink
+# The same addresses on another port, STARTTLS offered by every listener; the
+# volleyd-tls way's routes point there. Its counters: tls_sink_url, tls-sink.json.
+tls_sink_url=""
+if [ "$tls_wanted" = 1 ]; then
+  tls_port=$(free_port)
+  printf '[profile.default]\nstarttls = true\n' >"$work/tls-profiles.toml"
+  tls_flags=(--profiles "$work/tls-profiles.toml" --hostname sink.test)
+  [ "$has_http" = 1 ] && tls_flags+=(--http 127.0.0.1:0)
+  [ -n "$sink_threads" ] && tls_flags+=(--threads "$sink_threads")
+  mapfile -t tls_listen < <("$load" addresses --sink-addresses "$sink_addresses" --port "$tls_port")
+  for a in "${tls_listen[@]}"; do tls_flags+=(--listen "$a"); done
+  "$sink" "${tls_flags[@]}" --stats "$work/tls-sink.json" \
+    >"$work/tls-sink.out" 2>"$work/tls-sink.err" &
+  tls_sink_pid=$!
+  for i in $(seq 100); do
+    [ "$(grep -c 'listening on' "$work/tls-sink.err" 2>/dev/null || true)" -ge "${#tls_listen[@]}" ] && break
+    kill -0 "$tls_sink_pid" 2>/dev/null || die "volley-sink (STARTTLS) exited: $(tail -5 "$work/tls-sink.err")"
+    sleep 0.1
+  done
+  for i in $(seq 50); do
+    tls_sink_url=$(sed -n 's|^volley-sink: stats on \(http://[^/ ]*\)/stats$|\1|p' "$work/tls-sink.err" | head -1)
+    [ -n "$tls_sink_url" ] || [ "$has_http" = 0 ] && break
+    sleep 0.1
+  done
+  say "volley-sink with STARTTLS (pid $tls_sink_pid) on $sink_addresses port $tls_port"
+  "$load" routes --domains "$domains" --sink-addresses "$sink_addresses" --port "$tls_port" \
+    --out "$work/routes-tls.toml" 2>/dev/null || die "volley-load routes (TLS) failed"
+fi
 
 # measure.py - runs one client, follows the sink's message counter, prints one JSON
 # object: client wall and CPU time, when the sink had counted EXPECT more messages
@@ -265,7 +317,8 @@ measure() {
   local expect=$1 out=$2 err=$3
   shift 3
   MEASURE_STDOUT=$out MEASURE_STDERR=$err \
-    "$py" "$work/measure.py" "$sink_url" "$work/sink.json" "$sink_pid" "$expect" "$run_timeout" "$clk_tck" "$@"
+    "$py" "$work/measure.py" "${MEASURE_SINK_URL-$sink_url}" "${MEASURE_SINK_STATS:-$work/sink.json}" \
+    "${MEASURE_SINK_PID:-$sink_pid}" "$expect" "$run_timeout" "$clk_tck" "$@"
 }
 
 # record KEY=VALUE... plus a measure.py object on stdin - one line of results.jsonl.
@@ -286,7 +339,7 @@ print(json.dumps(r))' "$@" >>"$results"
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
 
 # ---------------------------------------------------------------- the three ways
-volleyd_config() {  # DIR SHARDS
+volleyd_config() {  # DIR SHARDS [ROUTES]
   cat <<EOF
 [paths]
 spool = "$1/spool"
@@ -298,37 +351,85 @@ shards = $2
 
 [smtp]
 max_connections_per_destination = $max_conn
+${tls_session_cache:+tls_session_cache = $tls_session_cache}
 
 $(admin_section)
 
-$(grep -v '^#' "$work/routes.toml")
+$(grep -v '^#' "${3:-$work/routes.toml}")
 EOF
 }
 
-# way_volleyd SCENARIO REP N SIZE
+# tls_counts CONFIG SINK_STATS - one JSON object: volleyd's TLS handshake counters
+# (from its /metrics, the [metrics] listen of CONFIG) and the STARTTLS sink's.
+tls_counts() {
+  local url
+  url=$(awk '/^\[metrics\]/ { m = 1; next } /^\[/ { m = 0 } m && /^listen/ { gsub(/"/, "", $3); print $3 }' "$1")
+  "$py" - "http://$url/metrics" "$2" "$tls_sink_url" <<'PY'
+import json, re, sys, urllib.request
+metrics_url, stats_file, sink_url = sys.argv[1:]
+out = {"full": None, "resumed": None, "sessions": None, "sink_tls_sessions": None, "sink_tls_resumed": None}
+try:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    for kind in ("full", "resumed"):
+        m = re.search(r'^volley_tls_handshakes_total\{kind="%s"\} (\S+)' % kind, text, re.M)
+        if m:
+            out[kind] = int(float(m.group(1)))
+    out["sessions"] = int(sum(float(v) for v in re.findall(r'^volley_tls_sessions_total\{[^}]*\} (\S+)', text, re.M)))
+except OSError:
+    pass
+try:
+    if sink_url:
+        st = json.load(urllib.request.urlopen(sink_url + "/stats", timeout=5))
+    else:
+        st = json.load(open(stats_file))
+    out["sink_tls_sessions"] = st.get("tls_sessions")
+    out["sink_tls_resumed"] = st.get("tls_resumed")
+except (OSError, ValueError):
+    pass
+print(json.dumps(out))
+PY
+}
+
+# way_volleyd SCENARIO REP N SIZE [tls] - way a, or with "tls" way d
 way_volleyd() {
-  local sc=$1 rep=$2 n=$3 size=$4 dir="$work/volleyd-$1-$2" m la
+  local sc=$1 rep=$2 n=$3 size=$4 tls=${5:-} way=volleyd m la tls_before="{}" tls_after="{}"
+  [ "$tls" = tls ] && way=volleyd-tls
+  local dir="$work/$way-$1-$2"
   mkdir -p "$dir"
-  volleyd_config "$dir" "$shards" >"$dir/volley.toml"
+  if [ "$tls" = tls ]; then
+    volleyd_config "$dir" "$shards" "$work/routes-tls.toml" >"$dir/volley.toml"
+  else
+    volleyd_config "$dir" "$shards" >"$dir/volley.toml"
+  fi
   start_volleyd "$dir/volley.toml" "$dir/volleyd.err"
   sleep 1
   la=$(loadavg)
-  m=$(measure "$n" "$dir/load.json" "$dir/load.err" "$load" run --spool "$dir/spool" --log "$dir/log" \
+  if [ "$tls" = tls ]; then
+    tls_before=$(tls_counts "$dir/volley.toml" "$work/tls-sink.json")
+    m=$(MEASURE_SINK_URL=$tls_sink_url MEASURE_SINK_STATS=$work/tls-sink.json MEASURE_SINK_PID=$tls_sink_pid \
+        measure "$n" "$dir/load.json" "$dir/load.err" "$load" run --spool "$dir/spool" --log "$dir/log" \
+        --recipients "$n" --domains "$domains" --size "$size" --personalised \
+        --job "compare-$sc-$rep-$$" --json --timeout "$run_timeout" --no-progress \
+        --volleyd-pid "$volleyd_pid") || die "volleyd-tls run: measure failed"
+    tls_after=$(tls_counts "$dir/volley.toml" "$work/tls-sink.json")
+  else
+    m=$(measure "$n" "$dir/load.json" "$dir/load.err" "$load" run --spool "$dir/spool" --log "$dir/log" \
         --recipients "$n" --domains "$domains" --size "$size" --personalised \
         --job "compare-$sc-$rep-$$" --json --timeout "$run_timeout" --no-progress \
         --volleyd-pid "$volleyd_pid") || die "volleyd run: measure failed"
+  fi
   stop "$volleyd_pid" volleyd
   volleyd_pid=""
   [ -s "$dir/load.json" ] || die "volley-load printed no report: $(tail -3 "$dir/load.err")"
-  printf '%s' "$m" | record scenario="$sc" rep="$rep" way='"volleyd"' messages="$n" \
-    load="$(tr -d '\n' <"$dir/load.json")" loadavg="$la"
+  printf '%s' "$m" | record scenario="$sc" rep="$rep" way="\"$way\"" messages="$n" \
+    load="$(tr -d '\n' <"$dir/load.json")" loadavg="$la" tls_before="$tls_before" tls_after="$tls_after"
   local line
   line=$(tail -1 "$results")
   "$py" - "$line" <<'EOF' || die "volleyd did not deliver everything (see above)"
 import json, sys
 r = json.loads(sys.argv[1]); l = r["load"]
-print("bench:   volleyd: %d/%d delivered in %.3f s (drop to last outcome), %.0f msg/s, volleyd %.2f CPU s, sink +%d messages, %.2f CPU s"
-      % (l["delivered"], r["messages"], l["elapsed_seconds"], l["messages_per_second"],
+print("bench:   %s: %d/%d delivered in %.3f s (drop to last outcome), %.0f msg/s, volleyd %.2f CPU s, sink +%d messages, %.2f CPU s"
+      % (r["way"], l["delivered"], r["messages"], l["elapsed_seconds"], l["messages_per_second"],
          l["volleyd_cpu_seconds"] or 0, r["sink_delta"], r["sink_cpu_s"]), file=sys.stderr)
 sys.exit(0 if l["delivered"] == r["messages"] and r["sink_delta"] >= r["messages"] else 1)
 EOF
@@ -397,6 +498,7 @@ scenario() {
   for w in $ways; do
     case $w in
       volleyd) [ "$nv" -gt 0 ] && all+=(volleyd) ;;
+      volleyd-tls) [ "$nv" -gt 0 ] && all+=(volleyd-tls) ;;
       smtp-source) [ "$ns" -gt 0 ] && all+=(smtp-source) ;;
       postfix) [ "$np" -gt 0 ] && all+=(postfix) ;;
       *) die "COMPARE_WAYS: unknown way \"$w\"" ;;
@@ -412,6 +514,7 @@ scenario() {
     for w in "${order[@]}"; do
       case $w in
         volleyd) way_volleyd "$sc" "$rep" "$nv" "$size" ;;
+        volleyd-tls) way_volleyd "$sc" "$rep" "$nv" "$size" tls ;;
         smtp-source) way_smtp_source "$sc" "$rep" "$ns" "$bytes" ;;
         postfix) way_postfix "$sc" "$rep" "$np" "$bytes" ;;
       esac
@@ -484,7 +587,11 @@ SHIM
 if [ "$callgrind" = 1 ]; then
   dir="$work/callgrind"
   mkdir -p "$dir"
-  volleyd_config "$dir" 1 >"$dir/volley.toml"
+  if [ "$callgrind_tls" = 1 ]; then
+    volleyd_config "$dir" 1 "$work/routes-tls.toml" >"$dir/volley.toml"
+  else
+    volleyd_config "$dir" 1 >"$dir/volley.toml"
+  fi
   [[ $(ldd "$volleyd") == *liburing.so* ]] ||
     die "volleyd is not linked with liburing.so: the callgrind wait shim cannot be preloaded (CALLGRIND=0 skips this part)"
   write_wait_shim "$dir/wait_shim" || die "cannot build the callgrind wait shim (cc, liburing-dev)"
@@ -601,7 +708,7 @@ rows = [json.loads(l) for l in open(path) if l.strip()]
 runs = [r for r in rows if r.get("part") != "callgrind"]
 
 def seconds(r):
-    if r["way"] == "volleyd":
+    if r["way"] in ("volleyd", "volleyd-tls"):
         return r["load"]["elapsed_seconds"]
     if r["way"] == "smtp-source":
         return r["client_s"]
@@ -611,7 +718,7 @@ def rate(r):
     return r["messages"] / seconds(r)
 
 def client_cpu(r):
-    if r["way"] == "volleyd":
+    if r["way"] in ("volleyd", "volleyd-tls"):
         return r["load"]["volleyd_cpu_seconds"]
     if r["way"] == "smtp-source":
         return r["client_cpu_s"]
@@ -624,6 +731,7 @@ TITLES = {1: "1 KiB messages over 1,000 domains", 2: "100 KiB messages over 1,00
           3: "a personalised campaign, 1 KiB messages over 1,000 domains"}
 WAYS = [("volleyd", "volleyd, %s shards, durable queue, personalised (one recipient per transaction)" % shards),
         ("smtp-source", "smtp-source -d -s %s straight into the sink (no queue, no DNS)" % sessions),
+        ("volleyd-tls", "volleyd as above, into a sink offering STARTTLS (tls = \"opportunistic\", the default)"),
         ("postfix", "Postfix %s relay (smtp-source -d -s %s into it; queue on disk; %s connections to the sink)" % (pf_version, sessions, pf_conc))]
 TARGETS = {"smtp-source": 2.0, "postfix": 25.0}
 
@@ -663,14 +771,38 @@ for sc in sorted({r["scenario"] for r in runs}):
             verdict = " Target %gx: %s." % (TARGETS[other], "met" if ratio >= TARGETS[other] else "NOT met")
         print("- volleyd / %s: %.2f (median of the per-run ratios %s; ratio of the medians %.2f).%s"
               % (other, ratio, ", ".join("%.2f" % x for x in per_run), med["volleyd"] / med[other], verdict))
+    if "volleyd" in med and "volleyd-tls" in med:
+        per_run = []
+        for rep in range(1, nruns + 1):
+            v = [rate(r) for r in rs if r["rep"] == rep and r["way"] == "volleyd"]
+            t = [rate(r) for r in rs if r["rep"] == rep and r["way"] == "volleyd-tls"]
+            if v and t:
+                per_run.append(t[0] / v[0])
+        ratio = statistics.median(per_run)
+        print("- volleyd-tls / volleyd (TLS / plaintext): %.2f (median of the per-run ratios %s; ratio of the medians %.2f). Target 0.8x: %s."
+              % (ratio, ", ".join("%.2f" % x for x in per_run), med["volleyd-tls"] / med["volleyd"],
+                 "met" if ratio >= 0.8 else "NOT met"))
     print()
     print("Per run (load average at the start of each way):")
     for r in sorted(rs, key=lambda r: r["rep"]):
         extra = ""
-        if r["way"] == "volleyd":
+        if r["way"] in ("volleyd", "volleyd-tls"):
             l = r["load"]
             extra = "latency p50 %.3f s p99 %.3f s, peak RSS %.1f MiB" % (
                 l["latency_p50_seconds"] or 0, l["latency_p99_seconds"] or 0, (l["volleyd_peak_rss_kb"] or 0) / 1024)
+        if r["way"] == "volleyd-tls":
+            b, a = r.get("tls_before") or {}, r.get("tls_after") or {}
+            def delta(k):
+                return None if a.get(k) is None or b.get(k) is None else a[k] - b[k]
+            full, resumed, sink = delta("full"), delta("resumed"), delta("sink_tls_sessions")
+            if full is not None and resumed is not None:
+                extra += ", TLS handshakes %d full + %d resumed" % (full, resumed)
+            elif delta("sessions") is not None:
+                extra += ", TLS handshakes %d (no resumption counter)" % delta("sessions")
+            if sink is not None:
+                extra += ", sink %d TLS sessions" % sink
+            if delta("sink_tls_resumed") is not None:
+                extra += " (%d resumed)" % delta("sink_tls_resumed")
         elif r["way"] == "postfix":
             extra = "smtp-source into Postfix took %.2f s" % r["client_s"]
         print("  run %d %-11s %9d messages %8.2f s %8.0f msg/s  load %s  %s" % (

@@ -428,6 +428,8 @@ TomlKeys SmtpKeys(const TomlFile& file, Config* c) {
       {"max_reply_line", [&file, &sm](auto& n, auto k) {
          return GetIntInto(file, n, k, 512, 1 << 20, &sm.max_reply_line); }},
       {"tls_ca_file", [&file, &sm](auto& n, auto k) { return GetString(file, n, k, &sm.tls_ca_file); }},
+      {"tls_session_cache", [&file, &sm](auto& n, auto k) {
+         return GetIntInto(file, n, k, 0, 1 << 20, &sm.tls_session_cache); }},
       {"tls_fallback_time", [&file, &sm](auto& n, auto k) {
          return GetDuration(file, n, k, &sm.tls_fallback_time); }},
   });

@@ -147,6 +147,9 @@ struct SmtpConfig {
   int max_reply_line = 4096;
   // Trusted CAs for tls = "verify" (a PEM file). Default: OpenSSL's system store.
   std::string tls_ca_file;
+  // TLS sessions each shard keeps for resumption, one per server address and name
+  // (engine/tls/tls.h); 0 = every handshake in full. Default: 1024.
+  int tls_session_cache = 1024;
   // After a failed TLS handshake under "opportunistic", the destination is sent to
   // in plaintext for this long before STARTTLS is tried again. Default: 1h.
   absl::Duration tls_fallback_time = absl::Hours(1);

@@ -37,6 +37,7 @@ Connections::Connections(const Config& config, reactor::Ring* ring,
 absl::Status Connections::Init() {
   tls::ClientContextOptions tls_opts;
   tls_opts.ca_file = config_.smtp.tls_ca_file;
+  tls_opts.session_cache_size = static_cast<size_t>(config_.smtp.tls_session_cache);
   ASSIGN_OR_RETURN(tls::Context tls_context, tls::Context::Client(tls_opts));
   tls_context_.emplace(std::move(tls_context));
   return absl::OkStatus();
@@ -189,6 +190,8 @@ void Connections::OnReceived(Conn* c, std::string_view bytes) {
     }
     if (*n == 0) break;
     c->client->Feed(c->plaintext);
+    // Short of the maximum: everything decryptable now has been read.
+    if (*n < kRecvBufferSize) break;
   }
   if (c->tls->peer_closed()) c->client->FeedEof();
 }
@@ -203,6 +206,12 @@ void Connections::StartTls(Conn* c) {
     opts.also_match.assign(p.tls_match.begin() + 1, p.tls_match.end());
   }
   if (p.tls == TlsMode::kVerify) opts.verify = tls::Verify::kChainAndHost;
+  // Resumption is keyed by the address as well as the names: another host behind the
+  // same name (another MX, a moved one) gets a full handshake of its own.
+  const dns::Endpoint& host = c->Host();
+  opts.peer_address = host.host.find(':') == std::string::npos
+                          ? absl::StrCat(host.host, ":", host.port)
+                          : absl::StrCat("[", host.host, "]:", host.port);
   absl::StatusOr<tls::Session> session =
       tls::Session::Create(*tls_context_, tls::Role::kClient, std::move(opts));
   if (!session.ok()) {
@@ -229,6 +238,7 @@ void Connections::ContinueHandshake(Conn* c) {
   if (*progress == tls::Session::Progress::kDone) {
     c->tls_version = c->tls->version();
     metrics_->tls_sessions[metrics::TlsVersionIndex(c->tls_version)].Add();
+    metrics_->tls_handshakes[c->tls->resumed() ? 1 : 0].Add();
     c->tls_cipher = c->tls->cipher();
     c->client->TlsEstablished();
   }

@@ -309,6 +309,15 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
   }
   out->push_back(std::move(tls));
 
+  MetricFamily handshakes =
+      Family("volley_tls_handshakes_total",
+             "STARTTLS handshakes completed, full or resuming a saved session.", MetricType::Counter);
+  for (size_t k = 0; k < kTlsHandshakeKinds.size(); ++k) {
+    Add(&handshakes, {{"kind", std::string(kTlsHandshakeKinds[k])}},
+        sum([&](const ShardMetrics& s) { return s.tls_handshakes[k].value(); }));
+  }
+  out->push_back(std::move(handshakes));
+
   MetricFamily dns = Family("volley_dns_queries_total", "DNS questions answered, by result.",
                             MetricType::Counter);
   for (size_t k = 0; k < kDnsResults.size(); ++k) {

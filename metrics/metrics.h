@@ -103,6 +103,8 @@ inline constexpr std::array<std::string_view, 5> kTlsVersions = {"TLSv1", "TLSv1
                                                                  "TLSv1.3", "other"};
 // "TLSv1.3" -> its index in kTlsVersions; "other" for anything else.
 size_t TlsVersionIndex(std::string_view version);
+// volley_tls_handshakes_total's "kind": a full handshake, or a saved session resumed.
+inline constexpr std::array<std::string_view, 2> kTlsHandshakeKinds = {"full", "resumed"};
 
 inline constexpr std::array<std::string_view, 4> kDnsResults = {"ok", "nodata", "nxdomain",
                                                                 "servfail"};
@@ -164,6 +166,7 @@ class ShardMetrics {
   Counter fd_exhausted;
   std::array<Counter, kConnFailures> connections_failed;
   std::array<Counter, kTlsVersions.size()> tls_sessions;
+  std::array<Counter, kTlsHandshakeKinds.size()> tls_handshakes;  // full, resumed
   std::array<Counter, kDnsResults.size()> dns_queries;  // by AnswerKind order
   Counter dns_cache_hits;
   Counter dns_cache_misses;

@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -49,7 +50,7 @@ std::string StatsJson(const Stats& s) {
       ",\"recipients\":", s.recipients, ",\"bytes\":", s.bytes,
       ",\"connections\":", s.connections,
       ",\"peak_connections\":", s.peak_connections, ",\"rejects\":", s.rejects,
-      ",\"tls_sessions\":", s.tls_sessions,
+      ",\"tls_sessions\":", s.tls_sessions, ",\"tls_resumed\":", s.tls_resumed,
       ",\"sessions_without_quit\":", s.sessions_without_quit, ",\"listeners\":[");
   for (size_t i = 0; i < s.listeners.size(); ++i) {
     const ListenerStats& l = s.listeners[i];
@@ -159,6 +160,7 @@ struct alignas(64) ShardCounters {
   Counter bytes;
   Counter rejects;
   Counter tls_sessions;
+  Counter tls_resumed;
   Counter sessions_without_quit;
 };
 
@@ -187,6 +189,9 @@ struct Common {
   int record_fd = -1;
   std::string cert_pem;  // STARTTLS certificate and key; empty: no STARTTLS
   std::string key_pem;
+  // Seals the session tickets of every shard's tls::Context alike, so that a
+  // client resumes whichever shard the kernel hands its next connection to.
+  std::string ticket_key;
 
   // Open connections per client IP, when max_connections_per_ip is set (like
   // Postfix's anvil, but in process): shards add and remove under the mutex.
@@ -399,6 +404,10 @@ absl::Status Shard::Init(std::vector<int> listen_fds) {
     tls::ServerContextOptions tls_options;
     tls_options.cert_pem = common_.cert_pem;
     tls_options.key_pem = common_.key_pem;
+    // One ticket per full handshake, as mail servers commonly send: a client's
+    // next connection resumes instead of repeating the certificate's work.
+    tls_options.session_tickets = 1;
+    tls_options.ticket_key = common_.ticket_key;
     auto ctx = tls::Context::Server(tls_options);
     if (!ctx.ok()) {
       return absl::InternalError(absl::StrCat("TLS: ", ctx.status().message()));
@@ -711,6 +720,7 @@ void Shard::OnTlsRecv(uint32_t slot, std::string_view ciphertext) {
     if (*progress == tls::Session::Progress::kWantIo) return;
     c.handshaken = true;
     counters_.tls_sessions.Add(1);
+    if (c.tls->resumed()) counters_.tls_resumed.Add(1);
   }
   // Whatever plaintext is ready now: the client's EHLO may have come with the
   // handshake's last flight.
@@ -727,6 +737,8 @@ void Shard::OnTlsRecv(uint32_t slot, std::string_view ciphertext) {
     c.session.Feed(c.plain, Now(), &output_);
     Absorb(c);
     if (c.session.closed()) break;
+    // Short of the maximum: all that can be decrypted now has been.
+    if (*got < options_.recv_buffer_size) break;
   }
   if (c.tls->peer_closed()) c.close = true;
 }
@@ -951,6 +963,13 @@ absl::Status Server::Impl::LoadCertificate() {
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("tls_cert_file and tls_key_file: set both or neither");
   }
+  // The shards' common ticket key (80 bytes: tls::ServerContextOptions::ticket_key),
+  // made whether or not STARTTLS will be offered: it costs nothing unused.
+  common_.ticket_key.resize(80);
+  if (getrandom(common_.ticket_key.data(), common_.ticket_key.size(), 0) !=
+      static_cast<ssize_t>(common_.ticket_key.size())) {
+    return absl::InternalError(absl::StrCat("STARTTLS ticket key: getrandom: ", ErrnoText(errno)));
+  }
   if (!options.tls_cert_file.empty()) {
     for (const auto& [path, pem] : {std::pair{&options.tls_cert_file, &common_.cert_pem},
                                     std::pair{&options.tls_key_file, &common_.key_pem}}) {
@@ -1145,6 +1164,7 @@ Stats Server::Impl::stats() const {
     s.bytes += c.bytes.Get();
     s.rejects += c.rejects.Get();
     s.tls_sessions += c.tls_sessions.Get();
+    s.tls_resumed += c.tls_resumed.Get();
     s.sessions_without_quit += c.sessions_without_quit.Get();
   }
   s.connections = common_.connections.now();

@@ -75,7 +75,9 @@
 //   handshake is driven from the received ciphertext, plaintext is fed to the
 //   SMTP Session, and replies are encrypted when their step is sent. A failed
 //   handshake closes the connection (after the alert, if any). Each shard has
-//   its own tls::Context on that certificate.
+//   its own tls::Context on that certificate; all of them issue one session
+//   ticket per full handshake, sealed with one random key made at Create(), so
+//   a client's next connection resumes whichever shard takes it.
 //
 //   Counters (sessions, messages, recipients, content bytes, current and peak
 //   connections, rejects, TLS sessions; per listener sessions, current and peak
@@ -240,6 +242,7 @@ struct Stats {
   uint64_t peak_connections = 0;
   uint64_t rejects = 0;         // 4xx/5xx replies to MAIL, RCPT, DATA, BDAT, end of data
   uint64_t tls_sessions = 0;    // TLS handshakes completed
+  uint64_t tls_resumed = 0;     // of them, resuming a session (a ticket)
   // Connections closed before the client sent QUIT: it hung up (or was cut
   // off), or the server closed it (421, a disconnect rule, a timeout, a stop).
   uint64_t sessions_without_quit = 0;

@@ -17,7 +17,9 @@
 #include <algorithm>
 #include <climits>
 #include <filesystem>
+#include <list>
 #include <system_error>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -49,6 +51,11 @@ using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<SSL_CTX_free>>;
 using SslPtr = std::unique_ptr<SSL, Deleter<SSL_free>>;
+using SslSessionPtr = std::unique_ptr<SSL_SESSION, Deleter<SSL_SESSION_free>>;
+
+// The length OpenSSL 3 wants for SSL_CTX_set_tlsext_ticket_keys: key name (16),
+// HMAC secret (32), AES-256 key (32).
+constexpr size_t kTicketKeySize = 80;
 
 // ErrorScope - the thread's OpenSSL error queue is empty on entry (so SSL_get_error
 // cannot be misled by another session's leftovers) and on exit (so we leave none).
@@ -123,8 +130,8 @@ absl::Status CommonSetup(SSL_CTX* ctx, int min_version, int max_version) {
     return OpensslError(absl::StatusCode::kInvalidArgument, "protocol version", "refused");
   }
   // Compression leaks plaintext through lengths (CRIME); renegotiation is a TLS 1.2
-  // attack surface outbound mail never needs; tickets would be resumption state that
-  // nothing here uses.
+  // attack surface outbound mail never needs. Tickets and the session cache stay off
+  // unless the context's options turn resumption on (Client, Server below).
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   // A memory BIO never refuses a write, so SSL_write finishes at once; the two write
@@ -212,11 +219,97 @@ std::string ReadMemoryBio(BIO* bio) {
 
 }  // namespace
 
+// --- SessionCache ----------------------------------------------------------------
+
+// SessionCache - a client context's saved sessions, the newest one per key, at most
+// `capacity` keys; past that the least recently used key goes. A key names the peer
+// and everything its certificate was checked against (ResumptionKey), so a session
+// is offered again only where it would have been verified the same way.
+class SessionCache {
+ public:
+  explicit SessionCache(size_t capacity) : capacity_(capacity) {}
+  SessionCache(const SessionCache&) = delete;
+  SessionCache& operator=(const SessionCache&) = delete;
+
+  // Find - the session saved under key (borrowed: valid until the next Put or
+  // Erase), or null. Marks the key as used.
+  SSL_SESSION* Find(const std::string& key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->second.get();
+  }
+  // Put - keep `session` (its reference is taken over) under key, replacing any.
+  void Put(const std::string& key, SSL_SESSION* session) {
+    SslSessionPtr owned(session);
+    if (capacity_ == 0) return;
+    if (auto it = index_.find(key); it != index_.end()) {
+      it->second->second = std::move(owned);
+      lru_.splice(lru_.begin(), lru_, it->second);
+      return;
+    }
+    if (index_.size() >= capacity_) {
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+    lru_.emplace_front(key, std::move(owned));
+    index_.emplace(key, lru_.begin());
+  }
+  void Erase(const std::string& key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return;
+    lru_.erase(it->second);
+    index_.erase(it);
+  }
+  size_t size() const { return index_.size(); }
+
+ private:
+  using Entry = std::pair<std::string, SslSessionPtr>;
+  size_t capacity_;
+  std::list<Entry> lru_;  // most recently used first
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+};
+
+// ResumptionKey - what a saved session is filed under: the peer's address, the name
+// sent and checked, the other acceptable names and the verification level. A session
+// verified for one name (or not verified at all, under kNone) is never offered to a
+// connection that must check another: a resumed handshake carries no certificate to
+// check again, so the key, not the handshake, keeps verification honest.
+std::string ResumptionKey(const SessionOptions& opts) {
+  std::string key = absl::StrCat(opts.peer_address, "|", opts.server_name, "|",
+                                 opts.verify == Verify::kChainAndHost ? "verify" : "none");
+  for (const std::string& also : opts.also_match) absl::StrAppend(&key, "|", also);
+  return key;
+}
+
+// Resumption - a client session's place in its context's cache; the SSL's app data
+// points at it, for OnNewSession.
+struct Resumption {
+  std::shared_ptr<SessionCache> sessions;
+  std::string key;
+  Verify verify = Verify::kNone;
+};
+
+// OnNewSession - OpenSSL's new-session callback on a client context with a cache:
+// files the session under the connection's key. 1: the reference is ours now.
+int OnNewSession(SSL* ssl, SSL_SESSION* session) {
+  auto* r = static_cast<Resumption*>(SSL_get_app_data(ssl));
+  if (r == nullptr || r->sessions == nullptr || r->key.empty()) return 0;
+  if (SSL_SESSION_is_resumable(session) != 1) return 0;
+  // Under kChainAndHost the handshake fails unless the peer verified; checked again
+  // so that a session that did not can never be filed where a verified one belongs.
+  if (r->verify == Verify::kChainAndHost && SSL_get_verify_result(ssl) != X509_V_OK) return 0;
+  r->sessions->Put(r->key, session);
+  return 1;
+}
+
 // --- Context ---------------------------------------------------------------------
 
 struct Context::Impl {
   SslCtxPtr ctx;
   Role role = Role::kClient;
+  // Client, with resumption on; shared with the sessions, which may outlive this.
+  std::shared_ptr<SessionCache> sessions;
 };
 
 Context::Context(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -272,6 +365,16 @@ absl::StatusOr<Context> Context::Client(const ClientContextOptions& opts) {
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
 
   auto impl = std::make_unique<Impl>();
+  if (opts.session_cache_size > 0) {
+    // Sessions are filed by our own key (ResumptionKey), not OpenSSL's internal
+    // client cache (which it has not): the callback hands each new session over,
+    // a TLS 1.3 one when its ticket arrives after the handshake.
+    SSL_CTX_clear_options(ctx.get(), SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx.get(),
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx.get(), &OnNewSession);
+    impl->sessions = std::make_shared<SessionCache>(opts.session_cache_size);
+  }
   impl->ctx = std::move(ctx);
   impl->role = Role::kClient;
   return Context(std::move(impl));
@@ -285,9 +388,27 @@ absl::StatusOr<Context> Context::Server(const ServerContextOptions& opts) {
   if (ctx == nullptr) return OpensslError(absl::StatusCode::kInternal, "SSL_CTX_new", "failed");
   RETURN_IF_ERROR(CommonSetup(ctx.get(), min_version, max_version));
   SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE);
-  // TLS 1.3 servers send tickets unasked, after the handshake; with no resumption
-  // they would be bytes on the wire for nothing.
-  SSL_CTX_set_num_tickets(ctx.get(), 0);
+  if (opts.session_tickets == 0) {
+    // TLS 1.3 servers send tickets unasked, after the handshake; with no resumption
+    // they would be bytes on the wire for nothing.
+    SSL_CTX_set_num_tickets(ctx.get(), 0);
+  } else {
+    // Stateless tickets: the session state travels in the ticket, sealed with the
+    // context's ticket key, so the server keeps nothing per client.
+    SSL_CTX_clear_options(ctx.get(), SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx.get(), opts.session_tickets);
+    if (!opts.ticket_key.empty()) {
+      if (opts.ticket_key.size() != kTicketKeySize) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ticket_key: ", opts.ticket_key.size(), " bytes, not ", kTicketKeySize));
+      }
+      std::string key = opts.ticket_key;  // OpenSSL's prototype is not const
+      if (SSL_CTX_set_tlsext_ticket_keys(ctx.get(), key.data(), static_cast<long>(key.size())) !=
+          1) {
+        return OpensslError(absl::StatusCode::kInvalidArgument, "ticket_key", "refused");
+      }
+    }
+  }
 
   ASSIGN_OR_RETURN(std::vector<X509Ptr> certs, ReadCertificates("cert_pem", opts.cert_pem));
   if (SSL_CTX_use_certificate(ctx.get(), certs[0].get()) != 1) {
@@ -317,12 +438,26 @@ absl::StatusOr<Context> Context::Server(const ServerContextOptions& opts) {
 // --- Session ---------------------------------------------------------------------
 
 struct Session::Impl {
+  ~Impl() {
+    // OpenSSL takes an SSL freed before a close_notify was sent for a broken
+    // connection and marks its session not resumable (ssl_clear_bad_session),
+    // which would spoil the saved session the next connection was to offer. SMTP
+    // ends with QUIT and its 221, not necessarily a close_notify, so a session
+    // that ended without an error is declared shut down; one that failed keeps
+    // the mark (and Create drops it from the cache).
+    if (ssl != nullptr && established && failed.ok()) {
+      SSL_set_shutdown(ssl.get(), SSL_get_shutdown(ssl.get()) | SSL_SENT_SHUTDOWN);
+    }
+  }
+
   SslPtr ssl;
   BIO* in = nullptr;   // owned by ssl; ciphertext from the peer
   BIO* out = nullptr;  // owned by ssl; ciphertext for the peer, moved to `pending`
   Role role = Role::kClient;
   Verify verify = Verify::kNone;
   std::string server_name;
+  // Client with resumption: the context's cache and this connection's key in it.
+  Resumption resumption;
   std::string pending;  // ciphertext for the peer: pending[pending_start..]
   size_t pending_start = 0;
   bool established = false;
@@ -435,6 +570,8 @@ absl::StatusOr<Session> Session::Create(Context& ctx, Role role, SessionOptions 
   impl->server_name = opts.server_name;
 
   SSL* ssl = impl->ssl.get();
+  // Impl is on the heap and never moves: OnNewSession finds its Resumption.
+  SSL_set_app_data(ssl, &impl->resumption);
   if (role == Role::kServer) {
     SSL_set_accept_state(ssl);
   } else {
@@ -461,6 +598,22 @@ absl::StatusOr<Session> Session::Create(Context& ctx, Role role, SessionOptions 
     }
     SSL_set_verify(ssl, opts.verify == Verify::kChainAndHost ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
                    nullptr);
+    if (ctx.impl_->sessions != nullptr && !opts.peer_address.empty()) {
+      impl->resumption.sessions = ctx.impl_->sessions;
+      impl->resumption.key = ResumptionKey(opts);
+      impl->resumption.verify = opts.verify;
+      SSL_SESSION* saved = impl->resumption.sessions->Find(impl->resumption.key);
+      if (saved != nullptr && SSL_SESSION_is_resumable(saved) != 1) {
+        // OpenSSL marked it (a connection on it ended in an error): forget it.
+        impl->resumption.sessions->Erase(impl->resumption.key);
+        saved = nullptr;
+      }
+      if (saved != nullptr) {
+        // Offered, not imposed: a server that no longer knows it (or no longer
+        // takes tickets) makes this a full handshake, with verification as usual.
+        if (SSL_set_session(ssl, saved) != 1) ERR_clear_error();
+      }
+    }
   }
   return Session(std::move(impl));
 }
@@ -509,7 +662,13 @@ absl::StatusOr<Session::Progress> Session::Handshake() {
     return Progress::kDone;
   }
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return Progress::kWantIo;
+  // A saved session that led to a failed handshake is not offered again.
+  if (s.resumption.sessions != nullptr) s.resumption.sessions->Erase(s.resumption.key);
   return s.Fail(s.IoError("handshake", err));
+}
+
+bool Session::resumed() const {
+  return impl_->established && SSL_session_reused(impl_->ssl.get()) == 1;
 }
 
 bool Session::established() const { return impl_->established; }
@@ -519,12 +678,23 @@ absl::StatusOr<size_t> Session::ReadPlaintext(std::string* out, size_t max) {
   if (!s.failed.ok()) return s.failed;
   if (!s.established) return absl::FailedPreconditionError("read: before the handshake is done");
   if (s.peer_closed || max == 0) return 0;
+  // Nothing fed and nothing decrypted waiting: no record to read, so no SSL_read
+  // (and its error-queue work) just to hear WANT_READ. A reactor that reads
+  // until a short count would otherwise pay that on every receive.
+  if (BIO_ctrl_pending(s.in) == 0 && SSL_has_pending(s.ssl.get()) == 0) return 0;
   ErrorScope scope;
   const size_t base = out->size();
   size_t total = 0;
   absl::Status error;
   while (total < max) {
-    const size_t want = std::min(max - total, kReadChunk);
+    // A record's plaintext is never longer than its ciphertext: what was fed and
+    // what OpenSSL holds bound what one read can give, so a 1 KiB reply does not
+    // grow (and zero) the caller's string by a whole chunk.
+    const size_t ready = BIO_ctrl_pending(s.in) + static_cast<size_t>(SSL_pending(s.ssl.get()));
+    // After a record, nothing fed is left and nothing decrypted waits: another
+    // SSL_read could only say WANT_READ, at the price of a record-layer pass.
+    if (total > 0 && ready == 0) break;
+    const size_t want = std::min({max - total, kReadChunk, std::max<size_t>(ready, 1)});
     out->resize(base + total + want);
     size_t got = 0;
     const int r = SSL_read_ex(s.ssl.get(), out->data() + base + total, want, &got);

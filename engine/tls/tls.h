@@ -35,16 +35,26 @@
 //   matches). An IP literal as server_name is checked against IP subjectAltNames and
 //   sends no SNI (RFC 6066 section 3 forbids literals there).
 //
-//   Only what outbound mail needs: no client certificates, no session resumption
-//   (each connection carries many messages, so full handshakes are already rare, and
-//   a session cache would be shared state in every Context), no renegotiation
+//   Session resumption (RFC 8446 section 2.2, RFC 5077 tickets): a client Context
+//   with session_cache_size > 0 keeps the newest session per peer, filed under the
+//   peer's address (SessionOptions::peer_address), server_name, also_match and
+//   verify level, so that a reconnect to the same host skips the certificate and
+//   its checks: the costly part of a handshake, on both sides. A session is offered
+//   only to a connection with the very same key: a resumed handshake carries no
+//   certificate, so one verified for another name, or not verified at all, must
+//   never stand in for a check. A server Context with session_tickets > 0 issues
+//   stateless tickets (its key: ticket_key, or a random one per Context).
+//
+//   Only what outbound mail needs: no client certificates, no renegotiation
 //   (SSL_OP_NO_RENEGOTIATION: a TLS 1.2 peer's request is refused with an alert), no
 //   compression (CRIME).
 //
 // CONTRACT
 //   Single-threaded: a Session, and the Context it came from, belong to one thread.
-//   A Session holds its own reference on the context's OpenSSL state, so it may
-//   outlive its Context. Every call that can produce ciphertext (Handshake,
+//   A Session holds its own reference on the context's OpenSSL state (and session
+//   cache), so it may outlive its Context. A TLS 1.3 server sends its tickets after
+//   the handshake: the client's session is saved by the ReadPlaintext() that meets
+//   them, so a connection that never reads after its handshake saves none. Every call that can produce ciphertext (Handshake,
 //   ReadPlaintext, WritePlaintext, Shutdown) appends it to PendingCiphertext(); the
 //   caller writes it out before it waits for the socket again, or the peer starves.
 //
@@ -84,6 +94,9 @@
 //   server's is about the size of its certificate chain) or one WritePlaintext():
 //   n bytes of plaintext become ceil(n / 16 KiB) records with under 100 bytes of
 //   overhead each. The caller bounds it by bounding what it writes.
+//   Saved sessions: at most session_cache_size per client Context (one per key,
+//   the least recently used dropped first), each about 1-2 KiB with the peer's
+//   certificate it keeps for verify_error() and peer_subject().
 //   Incoming: OpenSSL takes one record (at most 16 KiB + 2 KiB) at a time from what
 //   was fed. Fed ciphertext not yet decrypted is buffered_ciphertext(); the reactor
 //   bounds it by not reading the socket while it is above a limit of its own.
@@ -92,8 +105,13 @@
 //   (SSL_MODE_RELEASE_BUFFERS), so thousands of open connections stay cheap.
 //
 // BUGS
-//   XXX(scope) No DANE, MTA-STS policy or client certificates; no session resumption.
-//   A Context reads ca_file once: a changed CA bundle needs a new Context.
+//   XXX(scope) No DANE, MTA-STS policy or client certificates.
+//   A Context reads ca_file once: a changed CA bundle needs a new Context (and its
+//   saved sessions go with the old one).
+//   XXX(privacy) A saved session is offered to every new connection to its peer
+//   until a newer one replaces it, not once as RFC 8446 appendix C.4 suggests:
+//   connections to one MX from one sender are linkable anyway, and single use would
+//   leave the connections a destination opens together with full handshakes.
 //
 // SEE ALSO
 //   engine/smtp/client.h (STARTTLS, which this serves); RFC 3207, RFC 8446, RFC 6125;
@@ -132,6 +150,9 @@ struct ClientContextOptions {
   // TLS 1.2 cipher list in OpenSSL syntax; "" = OpenSSL's default (TLS 1.3 suites are
   // always OpenSSL's default). Default: "".
   std::string ciphers;
+  // Saved sessions for resumption, at most this many peers (see DESCRIPTION); 0 = no
+  // resumption, every handshake in full. Default: 0.
+  size_t session_cache_size = 0;
 };
 
 struct ServerContextOptions {
@@ -143,6 +164,13 @@ struct ServerContextOptions {
   // Default: "TLSv1.2" and "". A lower max_version exists for tests of old peers.
   std::string min_version = "TLSv1.2";
   std::string max_version;
+  // Session tickets sent after each full TLS 1.3 handshake (a TLS 1.2 client that
+  // asks gets one); 0 = none, and no resumption. Default: 0.
+  int session_tickets = 0;
+  // The 80 bytes that seal tickets (name 16, HMAC 32, AES 32), so that several
+  // Contexts (one per thread) take each other's tickets; "" = a random key of this
+  // Context's own. Default: "".
+  std::string ticket_key;
 };
 
 // Context - the SSL_CTX a shard's sessions share. Movable, not copyable.
@@ -177,6 +205,11 @@ struct SessionOptions {
   // Client: more names the certificate may carry instead of server_name (any one
   // will do; e.g. a provider's several MX names). Host names only, same rules.
   std::vector<std::string> also_match;
+  // Client: where the connection goes, "192.0.2.1:25", for resumption: with a
+  // session cache in the Context, a saved session with the same peer_address,
+  // server_name, also_match and verify is offered, and this one's saved for the
+  // next. "" = neither. Default: "".
+  std::string peer_address;
 };
 
 // Session - one TLS connection. Movable, not copyable.
@@ -226,6 +259,9 @@ class Session {
   // After the handshake, for logs: "" before it.
   std::string version() const;  // "TLSv1.3"
   std::string cipher() const;   // "TLS_AES_256_GCM_SHA384"
+  // resumed - the handshake resumed a saved session (no certificate was sent: the
+  // one checked when the session was first made stands); false before it is done.
+  bool resumed() const;
   // peer_verified - chain and host verified; only ever true with kChainAndHost.
   bool peer_verified() const;
   // verify_error - client, after the handshake: why the peer's certificate did not

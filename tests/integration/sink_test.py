@@ -39,7 +39,7 @@ HOSTNAME = "sink.test"
 CONCURRENT = 300
 # The stats JSON's keys: a contract (volley-load and the tests read them).
 STATS_KEYS = {"sessions", "messages", "recipients", "bytes", "connections",
-              "peak_connections", "rejects", "tls_sessions", "sessions_without_quit",
+              "peak_connections", "rejects", "tls_sessions", "tls_resumed", "sessions_without_quit",
               "listeners"}
 LISTENER_KEYS = {"listen", "sessions", "peak_connections", "connections", "messages",
                  "recipients"}

@@ -34,11 +34,12 @@
 //   --stats FILE (none)
 //       Rewrite FILE with the counters every second and at exit, through FILE.tmp
 //       and rename: {"sessions","messages","recipients","bytes","connections",
-//       "peak_connections","rejects","tls_sessions","sessions_without_quit",
+//       "peak_connections","rejects","tls_sessions","tls_resumed","sessions_without_quit",
 //       "listeners":[{"listen","sessions","peak_connections","connections",
 //       "messages","recipients"}]}.
 //       rejects counts 4xx and 5xx replies to MAIL, RCPT, DATA, BDAT and the end
-//       of data; tls_sessions, completed TLS handshakes; sessions_without_quit,
+//       of data; tls_sessions, completed TLS handshakes (tls_resumed of them
+//       resumed from a ticket the sink issued); sessions_without_quit,
 //       connections closed before the client sent QUIT; a listener's messages
 //       and recipients, those accepted on connections to that address.
 //   --hostname NAME (the machine's host name)

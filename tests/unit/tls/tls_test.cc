@@ -698,5 +698,160 @@ TEST(GenerateSelfSigned, RefusesNamesThatAreNotHostNames) {
   EXPECT_TRUE(GenerateSelfSigned({long_name}).ok());
 }
 
+// --- session resumption --------------------------------------------------------------
+
+ClientContextOptions Caching(size_t sessions) {
+  ClientContextOptions o;
+  o.session_cache_size = sessions;
+  return o;
+}
+
+ServerContextOptions Ticketing(int tickets = 1, std::string key = "") {
+  ServerContextOptions o;
+  o.session_tickets = tickets;
+  o.ticket_key = std::move(key);
+  return o;
+}
+
+SessionOptions At(SessionOptions o, std::string peer) {
+  o.peer_address = std::move(peer);
+  return o;
+}
+
+struct Connected {
+  absl::Status client;
+  bool resumed = false;
+  bool verified = false;
+  std::string subject;
+  std::string echoed;  // what the server read of the client's "EHLO"
+};
+
+// Connect - one connection: handshake, then a reply each way, as an SMTP session
+// begins (the client's first read takes a TLS 1.3 server's tickets).
+Connected Connect(Context& cctx, Context& sctx, SessionOptions opts) {
+  Pair p = MakePair(cctx, sctx, std::move(opts));
+  Result r = Handshake(p.client, p.server);
+  Connected c;
+  c.client = r.client;
+  if (!r.client.ok() || !r.server.ok()) return c;
+  EXPECT_TRUE(p.server.WritePlaintext("250 ok\r\n").ok());
+  EXPECT_EQ(Deliver(p.server, p.client), "250 ok\r\n");
+  EXPECT_TRUE(p.client.WritePlaintext("EHLO c.test\r\n").ok());
+  c.echoed = Deliver(p.client, p.server);
+  c.resumed = p.client.resumed();
+  EXPECT_EQ(p.server.established() && p.client.resumed(), c.resumed);
+  c.verified = p.client.peer_verified();
+  c.subject = p.client.peer_subject();
+  return c;
+}
+
+TEST(TlsResumption, SecondConnectionToTheSamePeerResumesAndStaysVerified) {
+  for (const char* version : {"TLSv1.3", "TLSv1.2"}) {
+    SCOPED_TRACE(version);
+    Context cctx = TrustingClientContext(Caching(16));
+    ServerContextOptions so = Ticketing();
+    so.max_version = version;
+    Context sctx = ServerContext(so);
+    Connected first = Connect(cctx, sctx, At(Verified(), "127.0.0.1:25"));
+    ASSERT_TRUE(first.client.ok()) << first.client;
+    EXPECT_FALSE(first.resumed);
+    EXPECT_TRUE(first.verified);
+    for (int i = 0; i < 3; ++i) {
+      Connected again = Connect(cctx, sctx, At(Verified(), "127.0.0.1:25"));
+      ASSERT_TRUE(again.client.ok()) << again.client;
+      EXPECT_TRUE(again.resumed) << "connection " << i + 2;
+      EXPECT_TRUE(again.verified);
+      EXPECT_EQ(again.subject, "CN=mx.dst.test");
+      EXPECT_EQ(again.echoed, "EHLO c.test\r\n");
+    }
+    EXPECT_TRUE(ErrorQueueEmpty());
+  }
+}
+
+TEST(TlsResumption, NoResumptionUnlessCacheTicketsAndPeerAllSayYes) {
+  struct Case {
+    const char* what;
+    size_t cache;
+    int tickets;
+    const char* peer;
+  };
+  for (const Case& c : {Case{"no client cache", 0, 1, "127.0.0.1:25"},
+                        Case{"no server tickets", 16, 0, "127.0.0.1:25"},
+                        Case{"no peer_address", 16, 1, ""}}) {
+    SCOPED_TRACE(c.what);
+    Context cctx = TrustingClientContext(Caching(c.cache));
+    Context sctx = ServerContext(Ticketing(c.tickets));
+    for (int i = 0; i < 2; ++i) {
+      Connected got = Connect(cctx, sctx, At(Verified(), c.peer));
+      ASSERT_TRUE(got.client.ok()) << got.client;
+      EXPECT_FALSE(got.resumed) << "connection " << i + 1;
+      EXPECT_TRUE(got.verified);
+    }
+  }
+}
+
+TEST(TlsResumption, ASessionIsNeverOfferedForAnotherNameOrAStricterCheck) {
+  Context cctx = TrustingClientContext(Caching(16));
+  Context sctx = ServerContext(Ticketing());
+  const std::string peer = "127.0.0.1:25";
+  // Made without verification: not good enough for a connection that must verify.
+  ASSERT_TRUE(Connect(cctx, sctx, At(Unverified("mx.dst.test"), peer)).client.ok());
+  Connected verified = Connect(cctx, sctx, At(Verified(), peer));
+  ASSERT_TRUE(verified.client.ok()) << verified.client;
+  EXPECT_FALSE(verified.resumed);
+  EXPECT_TRUE(verified.verified);
+  // Verified for mx.dst.test: a connection that must find another name on the same
+  // peer gets a full handshake, and the certificate's failure to name it.
+  Connected other = Connect(cctx, sctx, At(Verified("nomatch.test"), peer));
+  EXPECT_FALSE(other.resumed);
+  EXPECT_EQ(other.client.code(), absl::StatusCode::kUnauthenticated) << other.client;
+  EXPECT_THAT(Msg(other.client), HasSubstr("hostname mismatch"));
+  // Another name the certificate does carry: verified in full, not resumed.
+  Connected wild = Connect(cctx, sctx, At(Verified("a.wild.test"), peer));
+  ASSERT_TRUE(wild.client.ok()) << wild.client;
+  EXPECT_FALSE(wild.resumed);
+  EXPECT_TRUE(wild.verified);
+  // Another peer: its own session.
+  Connected elsewhere = Connect(cctx, sctx, At(Verified(), "127.0.0.2:25"));
+  ASSERT_TRUE(elsewhere.client.ok());
+  EXPECT_FALSE(elsewhere.resumed);
+  // And the first verified one still resumes.
+  EXPECT_TRUE(Connect(cctx, sctx, At(Verified(), peer)).resumed);
+  EXPECT_TRUE(ErrorQueueEmpty());
+}
+
+TEST(TlsResumption, TheCacheKeepsTheMostRecentlyUsedPeers) {
+  Context cctx = TrustingClientContext(Caching(2));
+  Context sctx = ServerContext(Ticketing());
+  for (const char* peer : {"127.0.0.1:25", "127.0.0.2:25", "127.0.0.1:25", "127.0.0.3:25"}) {
+    ASSERT_TRUE(Connect(cctx, sctx, At(Verified(), peer)).client.ok()) << peer;
+  }
+  // .2 was the least recently used when .3 came: gone; .1 and .3 stay.
+  EXPECT_FALSE(Connect(cctx, sctx, At(Verified(), "127.0.0.2:25")).resumed);
+  EXPECT_TRUE(Connect(cctx, sctx, At(Verified(), "127.0.0.3:25")).resumed);
+}
+
+TEST(TlsResumption, ServersSharingATicketKeyTakeEachOthersTickets) {
+  const std::string key(80, 'k');
+  Context cctx = TrustingClientContext(Caching(16));
+  Context one = ServerContext(Ticketing(1, key));
+  Context two = ServerContext(Ticketing(1, key));
+  Context own = ServerContext(Ticketing(1));
+  ASSERT_TRUE(Connect(cctx, one, At(Verified(), "127.0.0.1:25")).client.ok());
+  EXPECT_TRUE(Connect(cctx, two, At(Verified(), "127.0.0.1:25")).resumed);
+  // A random key of its own: the ticket is refused, a full handshake follows.
+  Connected refused = Connect(cctx, own, At(Verified(), "127.0.0.1:25"));
+  ASSERT_TRUE(refused.client.ok()) << refused.client;
+  EXPECT_FALSE(refused.resumed);
+  EXPECT_TRUE(refused.verified);
+
+  ServerContextOptions bad = Ticketing(1, "short");
+  bad.cert_pem = MxCert().cert_pem;
+  bad.key_pem = MxCert().key_pem;
+  absl::StatusOr<Context> refused_key = Context::Server(bad);
+  EXPECT_EQ(refused_key.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(refused_key.status()), StartsWith("ticket_key: 5 bytes"));
+}
+
 }  // namespace
 }  // namespace volley::tls
