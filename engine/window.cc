@@ -1,6 +1,7 @@
 #include "engine/window.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -91,7 +92,22 @@ absl::Status DeliveryWindow::Refill(absl::Time now, const OnTaken& on_taken) {
   return absl::OkStatus();
 }
 
+void DeliveryWindow::WakeRequeued() {
+  for (size_t i = 0; i < owned_.size(); ++i) {
+    const absl::Time due = queue_->TakeRequeued(owned_[i]);
+    if (due == absl::InfiniteFuture()) continue;
+    for (auto& [job_no, job] : jobs_) {
+      PartitionScan& scan = job->scans[i];
+      scan.idle_until = scan.empty ? due : std::min(scan.idle_until, due);
+      scan.empty = false;
+    }
+  }
+}
+
 absl::Status DeliveryWindow::TakeAndMarkDone(absl::Time now, const OnTaken& on_taken) {
+  // Deferrals written since the last refill bring their scans forward: a scan
+  // that came up short sleeps until its next due time otherwise.
+  WakeRequeued();
   std::vector<uint32_t> finished;
   // Each refill starts one job further on, so that when the window is short the
   // jobs take turns at it instead of the oldest job always going first.
@@ -133,13 +149,21 @@ absl::Status DeliveryWindow::TakeAndMarkDone(absl::Time now, const OnTaken& on_t
         ASSIGN_OR_RETURN(const size_t taken, TakeFromJob(job, scan, want, due_by, on_taken));
         budget -= taken;
         if (taken == want) job_has_more = true;
-        if (taken == 0 && first_round && scan->in_flight == 0) {
+        // Short (idle_until is set): nothing after the cursor either, and
+        // nothing of it unsettled, so no deferral can land in it: find out
+        // whether anything is left at all. With something unsettled it
+        // sleeps until that settles (ForgetCommitted) or a deferral lands
+        // (WakeRequeued), instead of being scanned again at every refill.
+        if (taken < want && scan->idle_until == absl::InfiniteFuture() &&
+            scan->unsettled == 0) {
           RETURN_IF_ERROR(ScanIdle(job, scan));
         }
       }
       if (scans > 0) job->next_scan = (job->next_scan + 1) % scans;
       if (job_has_more) more.push_back(job);
-      if (first_round && job->in_flight == 0 &&
+      // Every outcome written too (taken is empty): a deferral still being
+      // written would otherwise be dropped with the job's keys.
+      if (first_round && job->in_flight == 0 && job->taken.empty() &&
           std::all_of(job->scans.begin(), job->scans.end(),
                       [](const PartitionScan& p) { return p.empty; })) {
         finished.push_back(job->record.job_no);
@@ -173,12 +197,18 @@ absl::Status DeliveryWindow::TakeAndMarkDone(absl::Time now, const OnTaken& on_t
 // on_taken. Returns how many the queue gave.
 absl::StatusOr<size_t> DeliveryWindow::TakeFromJob(Job* job, PartitionScan* scan, size_t want,
                                                    absl::Time now, const OnTaken& on_taken) {
-  std::vector<queue::QueuedRecipient> taken;
-  RETURN_IF_ERROR(
-      queue_->TakeDue(job->record.job_no, scan->partition, scan->cursor, now, want, &taken));
+  std::vector<queue::QueuedRecipient>& taken = take_buffer_;
+  taken.clear();
+  absl::Time next_due = absl::InfinitePast();
+  RETURN_IF_ERROR(queue_->TakeDueAndNext(job->record.job_no, scan->partition, scan->cursor, now,
+                                         want, &taken, &next_due));
+  // Came up short: nothing after the cursor is due before next_due, but for
+  // deferrals still to land (WakeRequeued brings it forward then).
+  if (taken.size() < want) scan->idle_until = next_due;
   for (auto& entry : taken) {
     scan->cursor = entry.key;
-    if (!job->taken.insert(entry.key).second) continue;  // under way already
+    if (!job->taken.emplace(entry.key).second) continue;  // under way already
+    ++scan->unsettled;
     auto rcpt = queue::DecodeRecipient(entry.recipient);
     absl::Status decoded = rcpt.status();
     auto* w = new Work{std::move(entry), rcpt.ok() ? *std::move(rcpt) : queue::Recipient{}, job,
@@ -192,21 +222,17 @@ absl::StatusOr<size_t> DeliveryWindow::TakeFromJob(Job* job, PartitionScan* scan
 }
 
 absl::Status DeliveryWindow::ScanIdle(Job* job, PartitionScan* scan) {
-  // Nothing due and nothing under way: what is left of the partition waits for
-  // a later time, or nothing is. Every recipient left is after the cursor then
-  // (a deferral is rescheduled later than the scan that took it), so the next
-  // due time is found without stepping over the tombstones of what was
-  // delivered, and the partition is not scanned again before that time.
-  const uint32_t job_no = job->record.job_no;
-  ASSIGN_OR_RETURN(std::optional<absl::Time> next,
-                   queue_->NextDue(job_no, scan->partition, scan->cursor));
-  if (!next.has_value() && !scan->cursor.empty()) {
-    // Empty is final (the job's range is dropped once every partition is):
-    // make sure from the partition's start.
-    ASSIGN_OR_RETURN(next, queue_->NextDue(job_no, scan->partition));
-    if (next.has_value()) scan->cursor.clear();
+  // Nothing due, nothing after the cursor, nothing unsettled (so no deferral
+  // is still to land: each is rescheduled later than the scan that took it).
+  // Empty is final (the job's range is dropped once every partition is):
+  // make sure from the partition's start, which a resume or a cancel scans
+  // again too.
+  std::optional<absl::Time> next;
+  if (!scan->cursor.empty()) {
+    ASSIGN_OR_RETURN(next, queue_->NextDue(job->record.job_no, scan->partition));
   }
   if (next.has_value()) {
+    scan->cursor.clear();
     scan->idle_until = *next;
   } else {
     scan->empty = true;
@@ -225,7 +251,21 @@ std::pair<uint32_t, std::string> DeliveryWindow::Release(Work* w) {
 
 void DeliveryWindow::ForgetCommitted(const std::vector<std::pair<uint32_t, std::string>>& keys) {
   for (const auto& [job_no, key] : keys) {
-    if (auto it = jobs_.find(job_no); it != jobs_.end()) it->second->taken.erase(key);
+    auto it = jobs_.find(job_no);
+    if (it == jobs_.end() || it->second->taken.erase(key) == 0) continue;
+    // The key names its partition (queue.h); this shard owns it, as the
+    // index-th of owned_ (p % count == index).
+    const auto partition = static_cast<uint16_t>(
+        (static_cast<unsigned char>(key[4]) << 8) | static_cast<unsigned char>(key[5]));
+    std::vector<PartitionScan>& scans = it->second->scans;
+    const size_t i = partition / place_.count;
+    if (i >= scans.size() || scans[i].partition != partition) continue;
+    PartitionScan& scan = scans[i];
+    // The last one settled: a scan waiting for it looks once more, and finds
+    // the partition empty or when it is due next (ScanIdle).
+    if (--scan.unsettled == 0 && scan.idle_until == absl::InfiniteFuture()) {
+      scan.idle_until = absl::InfinitePast();
+    }
   }
 }
 

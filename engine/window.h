@@ -14,21 +14,33 @@
 //   priority taking turns (each refill starts one job further on), in rounds of
 //   at most kTakeBatch per partition, until the window is full or nothing more
 //   is due. Each recipient taken is handed to the caller at once (to be routed,
-//   cancelled, or bounced when its queue entry does not decode). A partition
-//   with nothing due is not scanned again before its next due time; a job with
-//   nothing left on any shard is marked done by the shard finishing last
-//   (JobBoard).
+//   cancelled, or bounced when its queue entry does not decode).
+//
+//   A scan that comes up short (fewer due than it asked for) is not scanned
+//   again until something in its partition can be due: the next key's due time
+//   (read in the same seek, Queue::TakeDueAndNext), brought forward when a
+//   written outcome batch moved a recipient there (a deferral,
+//   Queue::TakeRequeued, read at each refill); with nothing after it, the last
+//   of its recipients settling (written: ForgetCommitted) wakes it once, to
+//   find the partition empty. So a window holding a whole campaign costs no
+//   seek per partition per refill while it is sent (queue/README.md, "Taking
+//   due recipients"). A job with nothing left on any shard, every outcome
+//   written, is marked done by the shard finishing last (JobBoard).
 //
 //   A key taken stays in its job's `taken` set until the batch holding its
 //   outcome is written (ForgetCommitted): a scan from the job's start (resume,
-//   cancel) passes over it, so a recipient is never taken twice.
+//   cancel) passes over it, so a recipient is never taken twice. The window
+//   caches no queue entry: the queue stays the truth, and what a crash loses
+//   is only when to look.
 //
 //   A failed refill (no descriptor, EIO, RocksDB holding writes) is logged once
 //   per episode and tried again with a doubling wait up to kRefillRetryMax;
 //   corruption (DataLoss) is returned, for an operator.
 //
 // BOUNDS
-//   place.window Works; kTakeBatch per scan.
+//   place.window Works; kTakeBatch per scan; Job::taken holds a key (18 bytes
+//   inline) per recipient taken and not yet written, the window's worth plus
+//   the committer's batch at most.
 #ifndef VOLLEY_ENGINE_WINDOW_H_
 #define VOLLEY_ENGINE_WINDOW_H_
 
@@ -106,15 +118,23 @@ class DeliveryWindow {
   absl::Status TakeAndMarkDone(absl::Time now, const OnTaken& on_taken);
   absl::StatusOr<size_t> TakeFromJob(Job* job, PartitionScan* scan, size_t want, absl::Time now,
                                      const OnTaken& on_taken);
-  // ScanIdle - nothing was taken from `scan` and nothing of it is under way:
-  // find when it is due next, or that it is empty.
+  // ScanIdle - `scan` came up short with nothing after its cursor and nothing
+  // of it unsettled: find whether anything is left before the cursor, or that
+  // it is empty.
   absl::Status ScanIdle(Job* job, PartitionScan* scan);
+  // WakeRequeued - bring forward the scans of partitions a deferral was
+  // written into since the last refill (Queue::TakeRequeued).
+  void WakeRequeued();
 
   const ShardPlace place_;
   const size_t window_;
   queue::Queue* queue_;
   Composer* composer_;
   std::vector<uint16_t> owned_;  // the queue partitions this shard scans
+  // What one TakeDue returned, before each entry moves into its Work: kept
+  // between scans so that its room (kTakeBatch entries at most) is allocated
+  // once, not grown entry by entry at every scan.
+  std::vector<queue::QueuedRecipient> take_buffer_;
   std::map<uint32_t, std::unique_ptr<Job>> jobs_;  // by job number
   // Jobs this shard finished last, to be marked done in the queue; kept until
   // written (a failed write is tried again at the next refill).

@@ -16,6 +16,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/env.h"
 #include "rocksdb/file_system.h"
+#include "rocksdb/slice_transform.h"
 #include "rocksdb/sst_file_manager.h"
 #include "rocksdb/listener.h"
 #include "rocksdb/table.h"
@@ -33,7 +34,9 @@ constexpr std::string_view kNextJobNoKey = "N";
 constexpr std::string_view kFormatKey = "V";
 constexpr char kFormatVersion[] = "2";
 constexpr std::string_view kRecipientsFamily = "recipients";
-constexpr size_t kRecipientKeySize = 4 + 2 + 8 + 4;
+constexpr size_t kRecipientKeySize = kRecipientKeyBytes;
+// job_no and partition: what one scan shares (PartitionPrefix).
+constexpr size_t kPartitionPrefixSize = 4 + 2;
 
 void PutBigEndian(std::string* out, uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -546,6 +549,7 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
     ++size_;
   }
   void Reschedule(const QueuedRecipient& r, absl::Time due) override {
+    NoteRequeued(r.partition, due);
     (void)batch_.Delete(recipients_, r.key);
     (void)batch_.Put(recipients_, RecipientKey(r.job_no, r.partition, due, r.line),
                      EncodeRecipientValue(r.attempts + 1, r.recipient, r.last_reply,
@@ -556,6 +560,7 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
     ++size_;
   }
   void Postpone(const QueuedRecipient& r, absl::Time due) override {
+    NoteRequeued(r.partition, due);
     (void)batch_.Delete(recipients_, r.key);
     (void)batch_.Put(recipients_, RecipientKey(r.job_no, r.partition, due, r.line),
                      EncodeRecipientValue(r.attempts, r.recipient, r.last_reply,
@@ -584,13 +589,29 @@ class RocksOutcomeBatch : public Queue::OutcomeBatch {
     progress_.clear();
     return batch_;
   }
+  // Each partition a recipient was moved into (Reschedule, Postpone), once,
+  // with the earliest due time moved into it: for Queue::TakeRequeued.
+  const std::vector<std::pair<uint16_t, int64_t>>& requeued() const { return requeued_; }
 
  private:
+  void NoteRequeued(uint16_t partition, absl::Time due) {
+    const auto micros = static_cast<int64_t>(ToMicros(due));
+    for (auto& [p, earliest] : requeued_) {
+      if (p == partition) {
+        earliest = std::min(earliest, micros);
+        return;
+      }
+    }
+    requeued_.emplace_back(partition, micros);
+  }
+
   rocksdb::ColumnFamilyHandle* meta_;
   rocksdb::ColumnFamilyHandle* recipients_;
   rocksdb::WriteBatch batch_;
   // Few jobs are active at once: a small ordered map is cheap here.
   std::map<uint32_t, ProgressDelta> progress_;
+  // Deferrals are the exception: a short list, searched linearly.
+  std::vector<std::pair<uint16_t, int64_t>> requeued_;
   size_t size_ = 0;
 };
 
@@ -603,7 +624,9 @@ class RocksQueue : public Queue {
         db_(std::move(db)),
         cfs_(std::move(cfs)),
         options_(options),
-        disk_errors_(std::move(disk_errors)) {}
+        disk_errors_(std::move(disk_errors)) {
+    for (auto& earliest : requeued_micros_) earliest.store(kNoneRequeued, std::memory_order_relaxed);
+  }
 
   // CheckFormat - refuse a queue whose recipient keys have another layout than
   // this build's; a new (or drained) queue is stamped with this one.
@@ -698,21 +721,41 @@ class RocksQueue : public Queue {
 
   absl::Status TakeDue(uint32_t job_no, uint16_t partition, std::string_view after_key,
                        absl::Time now, size_t max, std::vector<QueuedRecipient>* out) override {
+    return TakeDueAndNext(job_no, partition, after_key, now, max, out, nullptr);
+  }
+
+  absl::Status TakeDueAndNext(uint32_t job_no, uint16_t partition, std::string_view after_key,
+                              absl::Time now, size_t max, std::vector<QueuedRecipient>* out,
+                              absl::Time* next_due) override {
     const std::string prefix = PartitionPrefix(job_no, partition);
     const std::string limit = RecipientKey(job_no, partition, now, UINT32_MAX);
-    // The key just after `limit` (keys are all the same size): see Bounded.
-    const std::string end = limit + '\0';
+    // Without next_due the scan stops at the key just after `limit` (keys are
+    // all the same size); with it, at the partition's end, so that the first
+    // key not yet due names the next due time: see Bounded. Past `limit` the
+    // keys are ones not yet due, which nothing has deleted yet (a deferral
+    // deletes a key it took, and so one that was due), so the one step past it
+    // does not walk over tombstones.
+    const std::string end = next_due != nullptr ? PartitionEnd(job_no, partition) : limit + '\0';
     const rocksdb::Slice bound(end);
     auto it = Bounded(&bound);
     SeekAfter(it.get(), prefix, after_key);
     size_t taken = 0;
+    if (next_due != nullptr) *next_due = absl::InfiniteFuture();
     for (; it->Valid() && taken < max; it->Next()) {
       const auto key = it->key().ToStringView();
-      if (!it->key().starts_with(prefix) || key.compare(limit) > 0) break;
+      if (!it->key().starts_with(prefix)) break;
+      if (key.compare(limit) > 0) {
+        if (next_due != nullptr) {
+          *next_due =
+              absl::FromUnixMicros(static_cast<int64_t>(GetBigEndian(key.substr(6), 8)));
+        }
+        break;
+      }
       ASSIGN_OR_RETURN(QueuedRecipient r, DecodeEntry(job_no, key, it->value().ToStringView()));
       out->push_back(std::move(r));
       ++taken;
     }
+    if (next_due != nullptr && taken == max) *next_due = absl::InfinitePast();
     return FromRocks(it->status(), "scan");
   }
 
@@ -741,7 +784,26 @@ class RocksQueue : public Queue {
     wo.sync = options_.sync_outcomes;
     // Finish adds the counters' merges once: a batch refused and applied again
     // (engine/committer.h) counts its outcomes once.
-    return Write(wo, &rb.Finish(), "record outcomes");
+    RETURN_IF_ERROR(Write(wo, &rb.Finish(), "record outcomes"));
+    // Only once the keys are written: a scan woken by this finds them.
+    for (const auto& [partition, micros] : rb.requeued()) {
+      std::atomic<int64_t>& earliest = requeued_micros_[partition];
+      int64_t seen = earliest.load(std::memory_order_relaxed);
+      while (micros < seen &&
+             !earliest.compare_exchange_weak(seen, micros, std::memory_order_release,
+                                             std::memory_order_relaxed)) {
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Time TakeRequeued(uint16_t partition) override {
+    std::atomic<int64_t>& earliest = requeued_micros_[partition % kPartitions];
+    // Asked for every partition at every refill, and mostly nothing moved: a
+    // plain load first, the locked exchange only when there is something.
+    if (earliest.load(std::memory_order_relaxed) == kNoneRequeued) return absl::InfiniteFuture();
+    const int64_t micros = earliest.exchange(kNoneRequeued, std::memory_order_acquire);
+    return micros == kNoneRequeued ? absl::InfiniteFuture() : absl::FromUnixMicros(micros);
   }
 
   absl::Status MarkJobDone(const JobRecord& job) override {
@@ -977,6 +1039,10 @@ class RocksQueue : public Queue {
   QueueOptions options_;
   std::shared_ptr<DiskErrorLog> disk_errors_;  // also counts write stalls
   std::atomic<uint64_t> write_errors_{0};
+  // TakeRequeued: per partition, the earliest due time (µs) of a recipient an
+  // applied batch moved there since the partition's owner last asked.
+  static constexpr int64_t kNoneRequeued = INT64_MAX;
+  std::array<std::atomic<int64_t>, kPartitions> requeued_micros_;
   std::mutex record_mu_;
 };
 
@@ -1025,6 +1091,24 @@ std::string_view JobStateName(JobState state) {
   }
   return "unknown";
 }
+
+absl::Status Queue::TakeDueAndNext(uint32_t job_no, uint16_t partition,
+                                   std::string_view after_key, absl::Time now, size_t max,
+                                   std::vector<QueuedRecipient>* out, absl::Time* next_due) {
+  const size_t before = out->size();
+  RETURN_IF_ERROR(TakeDue(job_no, partition, after_key, now, max, out));
+  if (next_due == nullptr) return absl::OkStatus();
+  if (out->size() - before == max) {
+    *next_due = absl::InfinitePast();
+    return absl::OkStatus();
+  }
+  const std::string after = out->size() > before ? out->back().key : std::string(after_key);
+  ASSIGN_OR_RETURN(std::optional<absl::Time> next, NextDue(job_no, partition, after));
+  *next_due = next.value_or(absl::InfiniteFuture());
+  return absl::OkStatus();
+}
+
+absl::Time Queue::TakeRequeued(uint16_t) { return absl::InfinitePast(); }
 
 absl::Status Queue::PutDestinationRecord(DestinationRecord, std::string_view, std::string_view) {
   return absl::UnimplementedError("this queue keeps no destination records");
@@ -1077,9 +1161,20 @@ absl::StatusOr<std::unique_ptr<Queue>> Queue::Open(const std::string& path,
   // Memtables small enough that two per family fit the write_buffer_bytes budget.
   cf_options.write_buffer_size = std::max<size_t>(options.write_buffer_bytes / 4, 1u << 20);
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Recipient keys arrive nearly in order within a job's partition: intake
+  // writes a partition's keys in line order, and outcomes delete them about in
+  // the order they were taken. RocksDB keeps the last insert position of each
+  // job|partition prefix (6 bytes, about 250 bytes of memtable each) and
+  // starts the next skip-list insert of that prefix from there instead of
+  // from the top (bench/RESULTS.md, "take"). Only for writes that are not
+  // merged with other threads' into one concurrent memtable insert; reads and
+  // the stored format are untouched.
+  rocksdb::ColumnFamilyOptions recipient_options = cf_options;
+  recipient_options.memtable_insert_with_hint_prefix_extractor.reset(
+      rocksdb::NewFixedPrefixTransform(kPartitionPrefixSize));
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
-      {std::string(kRecipientsFamily), cf_options},
+      {std::string(kRecipientsFamily), recipient_options},
   };
   // Disk errors: after ENOSPC the SstFileManager polls for free space and
   // resumes writes by itself (RocksDB makes a default one when none is given;

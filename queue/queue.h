@@ -168,6 +168,9 @@ struct JobRecord {
   bool paused = false;
 };
 
+// The size of every recipient key (job_no 4, partition 2, due 8, line 4).
+inline constexpr size_t kRecipientKeyBytes = 4 + 2 + 8 + 4;
+
 // Partitions of the recipient keys. Fixed: it is part of the stored keys. A
 // shard owns the partitions p with p % shards == its index, so up to kPartitions
 // shards can share the work.
@@ -237,6 +240,15 @@ class Queue {
   // partition's first key).
   virtual absl::Status TakeDue(uint32_t job_no, uint16_t partition, std::string_view after_key,
                                absl::Time now, size_t max, std::vector<QueuedRecipient>* out) = 0;
+  // TakeDueAndNext - TakeDue, and where the scan stopped: when fewer than `max`
+  // were due, `*next_due` is the due time of the partition's first recipient
+  // after them (one not due by `now`), or InfiniteFuture when there is none;
+  // when `max` were taken, InfinitePast (more may be due now). One seek for
+  // both: a scan that comes up short learns when to look again for free
+  // (engine/window.h). The default is TakeDue then NextDue (test doubles).
+  virtual absl::Status TakeDueAndNext(uint32_t job_no, uint16_t partition,
+                                      std::string_view after_key, absl::Time now, size_t max,
+                                      std::vector<QueuedRecipient>* out, absl::Time* next_due);
 
   // The earliest due time of job `job_no` in `partition` after `after_key`
   // (empty: from the partition's first key), or nullopt when it has no recipient
@@ -268,6 +280,16 @@ class Queue {
   };
   virtual std::unique_ptr<OutcomeBatch> NewOutcomeBatch() = 0;
   virtual absl::Status Apply(OutcomeBatch& batch) = 0;
+
+  // TakeRequeued - the earliest due time of the recipients that applied
+  // batches moved into `partition` (Reschedule, Postpone) since the last call,
+  // or InfiniteFuture when none; the call starts over. A moved recipient's new
+  // key is written before it counts here, so a scan woken by the answer finds
+  // it. For the partition's one owner (a shard's window, engine/window.h): a
+  // scan that came up short sleeps until its next due time, and this is how it
+  // learns that a deferral landed before that. Any thread. The default,
+  // InfinitePast, says "anything may have moved" (test doubles).
+  virtual absl::Time TakeRequeued(uint16_t partition);
 
   // MarkJobDone - no recipient of the job is left: kReady becomes kDone
   // (kCancelled stays), and the job's key range is dropped with one range

@@ -179,6 +179,75 @@ TEST_F(QueueTest, TakeDueHonoursTimeCursorAndLimit) {
   EXPECT_EQ(got[0].line, 5u);
 }
 
+// A scan that comes up short learns, from the same seek, when the partition
+// has something due next; one that fills its batch is told more may be due.
+TEST_F(QueueTest, TakeDueAndNextSaysWhenThePartitionIsDueNext) {
+  const JobRecord job = AddJob("j", t0_, 4);
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 4u);
+  auto batch = q_->NewOutcomeBatch();
+  batch->Reschedule(got[0], t0_ + absl::Minutes(7));
+  batch->Postpone(got[1], t0_ + absl::Minutes(3));
+  ASSERT_TRUE(q_->Apply(*batch).ok());
+
+  std::vector<QueuedRecipient> now;
+  absl::Time next = absl::InfinitePast();
+  ASSERT_TRUE(q_->TakeDueAndNext(job.job_no, 0, "", t0_, 10, &now, &next).ok());
+  ASSERT_EQ(now.size(), 2u) << "lines 4 and 5 are due, 2 and 3 moved on";
+  EXPECT_EQ(next, t0_ + absl::Minutes(3)) << "got " << next << ", want the postponed one";
+
+  now.clear();
+  ASSERT_TRUE(q_->TakeDueAndNext(job.job_no, 0, "", t0_, 1, &now, &next).ok());
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_EQ(next, absl::InfinitePast()) << "the batch filled: more may be due";
+
+  now.clear();
+  ASSERT_TRUE(q_->TakeDueAndNext(job.job_no, 0, "", t0_ + absl::Hours(1), 10, &now, &next).ok());
+  EXPECT_EQ(now.size(), 4u);
+  EXPECT_EQ(next, absl::InfiniteFuture()) << "nothing after them";
+
+  // After the partition's last key: the next job's keys are not this one's.
+  AddJob("k", t0_ + absl::Minutes(1), 1);
+  now.clear();
+  const std::string last = RecipientKey(job.job_no, 0, t0_ + absl::Minutes(7), 2);
+  ASSERT_TRUE(q_->TakeDueAndNext(job.job_no, 0, last, t0_, 10, &now, &next).ok());
+  EXPECT_TRUE(now.empty());
+  EXPECT_EQ(next, absl::InfiniteFuture());
+}
+
+// The owner of a partition learns the earliest due time a written batch moved
+// a recipient to there, once, and only after the write.
+TEST_F(QueueTest, TakeRequeuedReportsTheEarliestWrittenDeferralOnce) {
+  const JobRecord job = AddJob("j", t0_, 3);
+  std::vector<QueuedRecipient> got;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_, 10, &got).ok());
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(q_->TakeRequeued(0), absl::InfiniteFuture()) << "nothing moved yet";
+
+  auto batch = q_->NewOutcomeBatch();
+  batch->Reschedule(got[0], t0_ + absl::Minutes(9));
+  batch->Postpone(got[1], t0_ + absl::Minutes(2));
+  batch->Remove(got[2], Final::kDelivered);
+  EXPECT_EQ(q_->TakeRequeued(0), absl::InfiniteFuture()) << "not written yet";
+  ASSERT_TRUE(q_->Apply(*batch).ok());
+  EXPECT_EQ(q_->TakeRequeued(1), absl::InfiniteFuture()) << "another partition";
+  EXPECT_EQ(q_->TakeRequeued(0), t0_ + absl::Minutes(2));
+  EXPECT_EQ(q_->TakeRequeued(0), absl::InfiniteFuture()) << "told once";
+
+  // Two batches before the owner asks: the earlier of the two.
+  std::vector<QueuedRecipient> moved;
+  ASSERT_TRUE(q_->TakeDue(job.job_no, 0, "", t0_ + absl::Hours(1), 10, &moved).ok());
+  ASSERT_EQ(moved.size(), 2u);
+  auto first = q_->NewOutcomeBatch();
+  first->Reschedule(moved[0], t0_ + absl::Hours(3));
+  ASSERT_TRUE(q_->Apply(*first).ok());
+  auto second = q_->NewOutcomeBatch();
+  second->Reschedule(moved[1], t0_ + absl::Hours(2));
+  ASSERT_TRUE(q_->Apply(*second).ok());
+  EXPECT_EQ(q_->TakeRequeued(0), t0_ + absl::Hours(2));
+}
+
 // A deferred recipient keeps the reply that deferred it, so that an expiry
 // without another try can still say why (engine/outcomes.cc). It survives a
 // reopen and a postponement, is cut to its bound at a UTF-8 boundary, and an
