@@ -28,7 +28,9 @@
 // BOUNDS
 //   kRecvBufferSize per receive (a ring buffer, or the connection's own in the
 //   fallback); the send buffer holds what the client has ready (one
-//   transaction's pipelined commands and message at most).
+//   transaction's pipelined commands and message at most), taken from the
+//   client without a copy, and is freed once sent when it is larger than
+//   kKeptSendBufferSize.
 #ifndef VOLLEY_ENGINE_CONNECTION_H_
 #define VOLLEY_ENGINE_CONNECTION_H_
 
@@ -73,6 +75,9 @@ enum Op : uint8_t {
 // What one read of a connection takes in. Servers' replies are short (a long
 // EHLO reply is under 1 KiB) and a longer input just takes more reads.
 inline constexpr size_t kRecvBufferSize = 4 << 10;
+// A send buffer larger than this is freed once its bytes are sent: it held a
+// message. A transaction's commands and a small message fit.
+inline constexpr size_t kKeptSendBufferSize = 16 << 10;
 // Receive buffers in each shard's buffer ring: shared by its connections, and
 // only a connection whose reply is arriving holds one, briefly. Past them a
 // receive falls back to a buffer of the connection's own (ENOBUFS).
