@@ -30,7 +30,8 @@
 //   fallback); the send buffer holds what the client has ready (one
 //   transaction's pipelined commands and message at most), taken from the
 //   client without a copy, and is freed once sent when it is larger than
-//   kKeptSendBufferSize.
+//   kKeptSendBufferSize. How many messages are held at once is the shard's
+//   bound ([delivery] max_message_bytes_in_flight, engine/message_bytes.h).
 #ifndef VOLLEY_ENGINE_CONNECTION_H_
 #define VOLLEY_ENGINE_CONNECTION_H_
 
@@ -100,6 +101,8 @@ struct Conn {
   bool session_ready = false;
   bool closing = false;        // shut down; freed when pending_ops reaches 0
   std::vector<Work*> current;  // the transaction under way, one per recipient
+  // The bytes its message holds against the shard's bound (engine/message_bytes.h).
+  uint64_t message_bytes = 0;
   int messages = 0;
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time transaction_started;  // for the transaction duration histogram
