@@ -217,6 +217,9 @@ bool Shard::ChargeMessage(Conn* c, Job* job, uint64_t size) {
   if (!message_bytes_.Fits(size)) return false;
   message_bytes_.Take(c->dest, size);
   c->message_bytes = size;
+  // Its turn in line (if it waited) is over: Dispatch visits it again, to
+  // start more while they fit or to queue it again.
+  Activate(c->dest);
   return true;
 }
 

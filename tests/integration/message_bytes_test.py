@@ -6,13 +6,14 @@ A volley-sink that takes its time over every end of data (a 150 ms delay before 
 reply to BDAT and to the final dot) keeps transactions open, so that volleyd's 20
 connections to it would hold far more message bytes than a small bound allows:
 
-  (a) a personalised campaign of 60 recipients with messages of about 24 KiB, under
-      max_message_bytes_in_flight = 96 KiB (four such messages, split between the
-      shards): every recipient is delivered exactly once (the delivery log and the
+  (a) a personalised campaign of 60 recipients with messages of about 20 KiB, under
+      max_message_bytes_in_flight = 96 KiB over 2 shards (the one route is one
+      shard's: two such messages at once): every recipient is delivered exactly once (the delivery log and the
       sink agree), nothing is deferred, volley_message_bytes_in_flight sampled from
       /metrics while it runs never exceeds volley_message_bytes_limit, the peak
-      volleyd kept (volley_message_bytes_in_flight_peak) does not either, and
-      volley_message_bytes_waits_total shows that transactions did wait;
+      volleyd kept (volley_message_bytes_in_flight_peak) does not either but shows
+      two messages at once, and volley_message_bytes_waits_total shows that
+      transactions did wait;
   (b) then one message larger than the bound (about 300 KiB) is delivered all the
       same, alone: the peak shows it went.
 """
@@ -30,6 +31,7 @@ BOUND = 96 * 1024
 CAMPAIGN = "bytes-campaign"
 BIG = "bytes-big"
 N = 60
+MESSAGE = 20 * 1024  # two fit in a shard's share of BOUND, three do not
 SLOW_END_OF_DATA = """
 [profile.default]
 
@@ -104,7 +106,7 @@ def test(h):
         f.write(SLOW_END_OF_DATA)
     sink = h.sink(extra_args=["--profiles", profiles])
     d = h.volleyd(route_port=sink.port,
-                  extra_config='[delivery]\nmax_message_bytes_in_flight = "%dKiB"\n'
+                  extra_config='[delivery]\nshards = 2\nmax_message_bytes_in_flight = "%dKiB"\n'
                   % (BOUND // 1024))
     d.start()
     wait_for(lambda: harness.connectable(d.metrics_port), 30, "volleyd's metrics endpoint")
@@ -118,7 +120,7 @@ def test(h):
     rcpts = ["ok-%03d@d%04d.test" % (i, i % 5 + 1) for i in range(N)]
     sampler = Sampler(d.metrics_port)
     sampler.start()
-    d.drop(CAMPAIGN + ".job", job(CAMPAIGN, rcpts, 24 * 1024))
+    d.drop(CAMPAIGN + ".job", job(CAMPAIGN, rcpts, MESSAGE))
     try:
         wait_for(lambda: d.assert_alive() and
                  len([r for r in d.deliveries(CAMPAIGN) if r.get("status") == "delivered"]) >= N,
@@ -127,7 +129,11 @@ def test(h):
         sampler.stop.set()
         sampler.join(10)
     delivered_once(d, CAMPAIGN, rcpts)
-    got = collections.Counter(r for rec in sink.records() for r in rec.get("rcpts", []))
+    def sink_got():
+        return collections.Counter(r for rec in sink.records() for r in rec.get("rcpts", []))
+    # The sink writes its record file a little after it answers.
+    wait_for(lambda: all(sink_got()[r] >= 1 for r in rcpts), 15, "the sink's records of every recipient")
+    got = sink_got()
     check(all(got[r] == 1 for r in rcpts),
           "the sink took some recipients other than once: %s"
           % {r: got[r] for r in rcpts if got[r] != 1})
@@ -141,6 +147,9 @@ def test(h):
     log("peak %s, waits %s" % (peak, waits))
     check(peak is not None and 0 < peak <= limit,
           "volley_message_bytes_in_flight_peak is %s, want within the limit %d" % (peak, limit))
+    # The bound paces, it does not serialise: two messages fit a shard's share.
+    check(peak >= 2 * MESSAGE, "volley_message_bytes_in_flight_peak is %s: never two messages "
+          "of %d bytes at once, though the shard's share holds two" % (peak, MESSAGE))
     check(waits is not None and waits > 0,
           "volley_message_bytes_waits_total is %s: nothing waited, so the bound was not tested"
           % waits)
@@ -153,6 +162,7 @@ def test(h):
     d.drop(BIG + ".job", job(BIG, big_rcpts, big_size))
     wait_for(lambda: d.assert_alive() and d.deliveries(BIG), 120, "a record for the big message")
     delivered_once(d, BIG, big_rcpts)
+    wait_for(lambda: sink_got()["ok-big@d0001.test"] >= 1, 15, "the sink's record of the big message")
     sizes = [rec.get("bytes", 0) for rec in sink.records() if "ok-big@d0001.test" in rec.get("rcpts", [])]
     check(sizes and sizes[0] >= big_size - 1024,
           "the sink's record of the big message says %s bytes, want about %d" % (sizes, big_size))
