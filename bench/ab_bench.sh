@@ -3,7 +3,7 @@
 #
 # Usage: A=/path/to/volleyd-a B=/path/to/volleyd-b bench/ab_bench.sh
 #
-# One volley-sink (from $build) on 127.0.3.1-127.0.3.50; `volley-load routes` sends
+# One volley-sink (from $build) on SINK_ADDRESSES; `volley-load routes` sends
 # DOMAINS domains there. Each round runs a fresh volleyd of A, then of B (empty
 # queue, [delivery] shards = SHARDS), and `volley-load run --json --volleyd-pid`
 # for the campaign; prints one line per run: messages/s, volleyd CPU s per 10,000
@@ -12,7 +12,8 @@
 #
 # Environment: A, B (required), ROUNDS (3), RECIPIENTS (5000), DOMAINS (100), SIZE
 # (102400), PERSONALISED (1), SHARDS (2), BENCH_BUILD (build-release: volley-sink and
-# volley-load), BENCH_SKIP_BUILD=1.
+# volley-load), BENCH_SKIP_BUILD=1, SINK_ADDRESSES (127.0.3.1-127.0.3.50: the sink's
+# addresses, one destination each; 127.0.3.1-127.0.3.250 as compare_bench.sh has).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BENCH_BUILD:-$root/build-release}
@@ -30,7 +31,7 @@ personalised=()
 [ "${PERSONALISED:-1}" = 1 ] && personalised=(--personalised)
 work=$(mktemp -d /tmp/volley-abbench.XXXXXX)
 port=$(free_port)
-range=127.0.3.1-127.0.3.50
+range=${SINK_ADDRESSES:-127.0.3.1-127.0.3.50}
 "$sink" --listen "$range:$port" --stats "$work/sink.json" >"$work/sink.out" 2>"$work/sink.err" &
 sink_pid=$!
 for i in $(seq 100); do

@@ -73,6 +73,9 @@ struct ShardPlace {
   size_t window = 1;  // this shard's share of [delivery] window
   // This shard's share of the connection budget (engine/fd_budget.h).
   size_t connection_budget = 1;
+  // This shard's share of [delivery] max_message_bytes_in_flight; 0: no bound
+  // (engine/message_bytes.h).
+  uint64_t max_message_bytes = 0;
   // Set by a second SIGTERM or SIGINT: stop at once, without the grace period.
   const std::atomic<bool>* stop_now = nullptr;
   // Looked up before each attempt (null: no list), so that an entry added while

@@ -520,6 +520,8 @@ TomlKeys DeliveryKeys(const TomlFile& file, Config* c) {
       {"shards", [&file, &d](auto& n, auto k) { return GetIntInto(file, n, k, 0, 64, &d.shards); }},
       {"max_connections", [&file, &d](auto& n, auto k) {
          return GetIntInto(file, n, k, 0, 10000000, &d.max_connections); }},
+      {"max_message_bytes_in_flight", [&file, &d](auto& n, auto k) {
+         return GetSize(file, n, k, &d.max_message_bytes_in_flight); }},
   };
 }
 

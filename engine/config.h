@@ -204,6 +204,11 @@ struct DeliveryConfig {
   // the file descriptor limit allows after volleyd's reserve (engine/fd_budget.h).
   // Default: 0.
   int max_connections = 0;
+  // Bytes of rendered messages that transactions under way may hold, all
+  // shards together (split evenly between them); at the bound a transaction
+  // waits for bytes to be given back, nothing fails. A single larger message
+  // still goes, alone. 0: no bound (engine/message_bytes.h). Default: 64 MiB.
+  uint64_t max_message_bytes_in_flight = uint64_t{64} << 20;
 };
 
 // [dns]: the resolver (servers, timeout, tries), the planner's address policy and

@@ -164,6 +164,13 @@ void Connections::OnIo(Conn* c, const reactor::Completion& done, absl::Time now)
         break;
       }
       c->send_offset += static_cast<size_t>(result);
+      if (c->send_offset >= c->send_buffer.size() &&
+          c->send_buffer.capacity() > kKeptSendBufferSize) {
+        // A message's buffer goes back as soon as it is sent: an idle
+        // connection, or one waiting for its reply, holds none.
+        std::string().swap(c->send_buffer);
+        c->send_offset = 0;
+      }
       break;
     default:
       break;
@@ -249,23 +256,26 @@ void Connections::FlushOutput(Conn* c) {
   if (c->send_offset >= c->send_buffer.size()) {
     c->send_buffer.clear();
     c->send_offset = 0;
-    const std::string_view out = c->client->PendingOutput();
     if (c->tls) {
-      if (!out.empty() && c->tls->established()) {
+      if (!c->client->PendingOutput().empty() && c->tls->established()) {
+        // Taken rather than consumed: a message's plaintext goes once the
+        // session has encrypted it, instead of staying as the client's buffer.
+        std::string out;
+        c->client->TakeOutput(&out);
         if (absl::Status st = c->tls->WritePlaintext(out); !st.ok()) {
           c->client->FeedIoError(absl::StrCat("TLS: ", st.message()));
           return;
         }
-        c->client->ConsumeOutput(out.size());
       }
       const std::string_view records = c->tls->PendingCiphertext();
       if (records.empty()) return;
       c->send_buffer.assign(records);
       c->tls->ConsumeCiphertext(records.size());
     } else {
-      if (out.empty()) return;
-      c->send_buffer.assign(out);
-      c->client->ConsumeOutput(out.size());
+      if (c->client->PendingOutput().empty()) return;
+      // The client's buffer becomes the send buffer: a message is moved, not
+      // copied, and the client appends to the (small) buffer it gets instead.
+      c->client->TakeOutput(&c->send_buffer);
     }
   }
   ring_->PrepSend(c->fd, c->send_buffer.data() + c->send_offset,

@@ -28,7 +28,10 @@
 // BOUNDS
 //   kRecvBufferSize per receive (a ring buffer, or the connection's own in the
 //   fallback); the send buffer holds what the client has ready (one
-//   transaction's pipelined commands and message at most).
+//   transaction's pipelined commands and message at most), taken from the
+//   client without a copy, and is freed once sent when it is larger than
+//   kKeptSendBufferSize. How many messages are held at once is the shard's
+//   bound ([delivery] max_message_bytes_in_flight, engine/message_bytes.h).
 #ifndef VOLLEY_ENGINE_CONNECTION_H_
 #define VOLLEY_ENGINE_CONNECTION_H_
 
@@ -73,6 +76,9 @@ enum Op : uint8_t {
 // What one read of a connection takes in. Servers' replies are short (a long
 // EHLO reply is under 1 KiB) and a longer input just takes more reads.
 inline constexpr size_t kRecvBufferSize = 4 << 10;
+// A send buffer larger than this is freed once its bytes are sent: it held a
+// message. A transaction's commands and a small message fit.
+inline constexpr size_t kKeptSendBufferSize = 16 << 10;
 // Receive buffers in each shard's buffer ring: shared by its connections, and
 // only a connection whose reply is arriving holds one, briefly. Past them a
 // receive falls back to a buffer of the connection's own (ENOBUFS).
@@ -95,6 +101,8 @@ struct Conn {
   bool session_ready = false;
   bool closing = false;        // shut down; freed when pending_ops reaches 0
   std::vector<Work*> current;  // the transaction under way, one per recipient
+  // The bytes its message holds against the shard's bound (engine/message_bytes.h).
+  uint64_t message_bytes = 0;
   int messages = 0;
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time transaction_started;  // for the transaction duration histogram

@@ -1,6 +1,8 @@
 // dispatch.cc - Shard's "send" step: active destinations, the connection budget,
-// new connections. The limits themselves are DestinationLimits'.
+// the bound on message bytes in flight, new connections. The limits themselves
+// are DestinationLimits'.
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -12,6 +14,7 @@ namespace volley::engine {
 
 void Shard::Dispatch() {
   shaping_wake_ = absl::InfiniteFuture();
+  ServeBytesWaiters();
   ServeBudgetWaiters();
   if (!budget_waiters_.empty() && now_ - last_idle_reclaim_ >= kIdleReclaimInterval) {
     ReclaimIdleConnections();
@@ -21,7 +24,9 @@ void Shard::Dispatch() {
   for (size_t i = 0; i < active_.size();) {
     Destination* d = active_[i];
     DispatchOne(d);
-    if (d->ready.empty() && d->limits.backoff_level() == 0) {
+    // One waiting for message bytes is ServeBytesWaiters' until its turn: not
+    // visited every turn meanwhile.
+    if ((d->ready.empty() && d->limits.backoff_level() == 0) || message_bytes_.waiting(d)) {
       d->active = false;
       active_[i] = active_.back();
       active_.pop_back();
@@ -52,14 +57,21 @@ void Shard::DispatchOne(Destination* d) {
     return;
   }
   while (!d->ready.empty() && !d->idle.empty()) {
-    if (!d->limits.TakeMessageToken(now_)) {
-      WaitForToken(d, /*messages=*/true);
+    if (!MayStartMessage(d)) {
+      WaitForBytes(d);
       break;
     }
-    d->waiting_for_message_token = false;
     Conn* c = d->idle.back();
+    // A connection whose message did not fit kept the token it took.
+    if (!c->token_taken) {
+      if (!d->limits.TakeMessageToken(now_)) {
+        WaitForToken(d, /*messages=*/true);
+        break;
+      }
+      d->waiting_for_message_token = false;
+      c->token_taken = true;
+    }
     d->idle.pop_back();
-    c->token_taken = true;
     AssignNext(c);
     // The client may already have decided the transaction without sending a
     // byte (over the server's SIZE, no SMTPUTF8): collect that now, or the
@@ -67,8 +79,9 @@ void Shard::DispatchOne(Destination* d) {
     Drain(c);
     MaybeFree(c);
   }
-  // Open more connections while there are transactions nobody is about to take.
-  while (!d->waiting_for_budget && WantsConnection(*d)) {
+  // Open more connections while there are transactions nobody is about to take
+  // (and the bytes to send them: a connection opened meanwhile would only idle).
+  while (!d->waiting_for_budget && !message_bytes_.waiting(d) && WantsConnection(*d)) {
     if (BudgetSpent() || !budget_waiters_.empty()) {
       // Behind those already waiting, whatever the budget says now.
       WaitForBudget(d);
@@ -182,6 +195,64 @@ Shard::Opened Shard::OpenConnection(Destination* d) {
   metrics_->connections_opened.Add();
   metrics_->connections_open.Set(static_cast<int64_t>(open_conns_));
   return Opened::kYes;
+}
+
+// --- the bound on message bytes in flight
+
+bool Shard::MayStartMessage(Destination* d) const {
+  // Far from the bound (1 KiB messages under 64 MiB), nothing more to look at.
+  if (message_bytes_.line_length() == 0 && message_bytes_.Fits(largest_message_)) return true;
+  Work* const* next = d->ready.Peek();
+  const uint64_t expected = next != nullptr ? (*next)->job->largest_message : 0;
+  return message_bytes_.MayStart(d, expected);
+}
+
+void Shard::WaitForBytes(Destination* d) {
+  if (message_bytes_.Wait(d)) metrics_->message_bytes_waits.Add();
+}
+
+bool Shard::ChargeMessage(Conn* c, Job* job, uint64_t size) {
+  job->largest_message = std::max(job->largest_message, size);
+  largest_message_ = std::max(largest_message_, size);
+  if (!message_bytes_.Fits(size)) return false;
+  message_bytes_.Take(c->dest, size);
+  c->message_bytes = size;
+  // Its turn in line (if it waited) is over: Dispatch visits it again, to
+  // start more while they fit or to queue it again.
+  Activate(c->dest);
+  return true;
+}
+
+void Shard::ReleaseMessage(Conn* c) {
+  if (c->message_bytes == 0) return;
+  message_bytes_.Give(c->message_bytes);
+  c->message_bytes = 0;
+}
+
+void Shard::ServeBytesWaiters() {
+  // Each waiter gets at most one look a turn: one that cannot start (a rate
+  // token, a suspension) leaves the line rather than spin here.
+  for (size_t turns = message_bytes_.line_length(); turns > 0; --turns) {
+    const std::optional<Destination*> head = message_bytes_.Head();
+    if (!head) return;
+    Destination* d = *head;
+    if (d->ready.empty() || d->idle.empty()) {
+      // Its work went elsewhere, or its idle connections closed: nothing to
+      // start. It joins the line again when it has.
+      message_bytes_.LeaveHead();
+      Activate(d);
+      continue;
+    }
+    if (!MayStartMessage(d)) return;  // the head's message does not fit yet: nobody passes it
+    // Starting a transaction ends d's turn (it queues again when it wants
+    // more); when none started (a rate token, a suspension), d leaves.
+    const uint64_t starts = message_bytes_.starts();
+    DispatchOne(d);
+    if (message_bytes_.starts() == starts && message_bytes_.Head() == head) {
+      message_bytes_.LeaveHead();
+    }
+    Activate(d);
+  }
 }
 
 }  // namespace volley::engine

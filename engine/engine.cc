@@ -296,6 +296,10 @@ absl::Status Engine::Run() {
     // The window is volleyd's: each shard gets its share.
     place.window = std::max<size_t>(1, static_cast<size_t>(config_.delivery.window) / shard_count);
     place.connection_budget = budget.per_shard[i];
+    // So are the message bytes in flight (0: no bound stays no bound).
+    if (const uint64_t bound = config_.delivery.max_message_bytes_in_flight; bound > 0) {
+      place.max_message_bytes = std::max<uint64_t>(1, bound / shard_count);
+    }
     place.stop_now = &stop_now_;
     place.suppressions = suppression.get();
     place.control = &destination_control;

@@ -79,6 +79,13 @@ class ReadyQueue {
     return out;
   }
 
+  // Peek - the first item Take would give, or null when nothing waits.
+  const Item* Peek() const {
+    if (turns_.empty()) return nullptr;
+    const Group& g = groups_.find(turns_.begin()->second.front())->second;
+    return &g.items.front();
+  }
+
   // TakeAll - everything, emptying the queue.
   std::vector<Item> TakeAll() {
     std::vector<Item> out;

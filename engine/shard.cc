@@ -64,7 +64,9 @@ Shard::Shard(const Config& config, ShardPlace place, queue::Queue* queue,
                           bool by_dns) { Admit(w, domain, route, by_dns); },
                    [this](Work* w, std::string_view domain, const dns::MxVerdict& verdict) {
                      OnVerdict(w, domain, verdict);
-                   }}) {
+                   }}),
+      message_bytes_(place.max_message_bytes) {
+  metrics_->message_bytes_limit.Set(static_cast<int64_t>(place.max_message_bytes));
   for (const auto& [name, policy] : config_.destinations) policies_.emplace(name, &policy);
   for (size_t i = 0; i < config_.sources.size(); ++i) {
     source_choices_.push_back(SourceChoice{
@@ -355,6 +357,7 @@ void Shard::Drain(Conn* c) {
 
 void Shard::OnTransactionDone(Conn* c, const smtp::TransactionDone& done) {
   metrics_->transaction_seconds.Observe(absl::ToDoubleSeconds(now_ - c->transaction_started));
+  ReleaseMessage(c);
   std::vector<Work*> works = std::exchange(c->current, {});
   VOLLEY_CHECK(!works.empty() && done.rcpt_outcomes.size() == works.size(),
                "a transaction result that does not match its recipients");
@@ -445,6 +448,13 @@ void Shard::AssignNext(Conn* c) {
     d->idle.push_back(c);
     return;
   }
+  if (!MayStartMessage(d)) {
+    // The shard's connections hold all the message bytes they may: this one
+    // idles until its destination's turn (ServeBytesWaiters).
+    d->idle.push_back(c);
+    WaitForBytes(d);
+    return;
+  }
   if (!c->token_taken) {
     if (!d->limits.TakeMessageToken(now_)) {
       // Over the destination's message rate: wait idle for the next token.
@@ -471,10 +481,21 @@ void Shard::AssignNext(Conn* c) {
     base::LogInfo("job \"%s\": sent without a DKIM signature: %s", job->record.id,
                   job->plan->sign_error);
   }
+  if (!ChargeMessage(c, job, env.content.size())) {
+    // Larger than the job's messages before it, and more than the bound has
+    // left: the work goes back first in line and is composed again when its
+    // turn comes; the connection keeps its message token for then.
+    for (auto it = works.rbegin(); it != works.rend(); ++it) PushReady(d, *it, /*front=*/true);
+    c->token_taken = true;
+    d->idle.push_back(c);
+    WaitForBytes(d);
+    return;
+  }
   if (absl::Status st = c->client->StartTransaction(std::move(env)); !st.ok()) {
     // The client refused (e.g. bytes arrived on the idle connection, which ends
     // the session as a protocol error): the work goes back first in line for
     // another connection, untouched.
+    ReleaseMessage(c);
     for (auto it = works.rbegin(); it != works.rend(); ++it) PushReady(d, *it, /*front=*/true);
     return;
   }
@@ -505,6 +526,7 @@ void Shard::CloseConn(Conn* c) {
 
 void Shard::MaybeFree(Conn* c) {
   if (!Connections::Freeable(*c)) return;
+  ReleaseMessage(c);  // none left by now: a transaction ends before its session
   Destination* d = c->dest;
   connections_.Free(c);  // c is gone from here on
   --d->connections;

@@ -40,7 +40,9 @@
 //   stays queued, and what was decided is committed before Run returns.
 //
 // BOUNDS
-//   place.window recipients; place.connection_budget connections.
+//   place.window recipients; place.connection_budget connections;
+//   place.max_message_bytes of rendered messages held by transactions under
+//   way (engine/message_bytes.h: a transaction waits for bytes, nothing fails).
 #ifndef VOLLEY_ENGINE_SHARD_H_
 #define VOLLEY_ENGINE_SHARD_H_
 
@@ -71,6 +73,7 @@
 #include "engine/destination_limits.h"
 #include "engine/reasons.h"
 #include "engine/intake.h"
+#include "engine/message_bytes.h"
 #include "engine/outcomes.h"
 #include "engine/reactor/ring.h"
 #include "engine/ready_queue.h"
@@ -224,6 +227,22 @@ class Shard {
   // WaitForToken - d has work but no token under its message (or connection)
   // rate: the loop wakes when the next one is there.
   void WaitForToken(Destination* d, bool messages);
+  // --- the bound on message bytes in flight (dispatch.cc, engine/message_bytes.h)
+  // MayStartMessage - d's next transaction may start as far as message bytes
+  // go: nobody waits ahead of d, and its job's largest message so far fits.
+  bool MayStartMessage(Destination* d) const;
+  // WaitForBytes - d has work and an idle connection, but its next message
+  // must wait for bytes: it joins the line, leaves active_ (ServeBytesWaiters
+  // brings it back) and opens no connection meanwhile.
+  void WaitForBytes(Destination* d);
+  // ChargeMessage - c's transaction of `job`, composed as `size` bytes, holds
+  // them; false (nothing held) when they do not fit now.
+  bool ChargeMessage(Conn* c, Job* job, uint64_t size);
+  // ReleaseMessage - c's transaction ended: its bytes are given back.
+  void ReleaseMessage(Conn* c);
+  // ServeBytesWaiters - the head of the line starts while its message fits;
+  // one with nothing to start leaves the line.
+  void ServeBytesWaiters();
   // --- the connections' events (shard.cc)
   // HandleCompletions - each operation's handler, registered with the ring.
   void HandleCompletions();
@@ -322,6 +341,9 @@ class Shard {
   // The router's and resolver's counts already added to metrics_ (deltas).
   dns::Router::Stats dns_counted_;
   dns::Resolver::Stats resolver_counted_;
+  // [delivery] max_message_bytes_in_flight: this shard's share, and who waits for it.
+  MessageBytes<Destination*> message_bytes_;
+  uint64_t largest_message_ = 0;  // of any job this shard composed
   // The earliest time a destination waiting for a rate token gets one.
   absl::Time shaping_wake_ = absl::InfiniteFuture();
   DestinationStates* destination_states_ = nullptr;

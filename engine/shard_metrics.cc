@@ -196,6 +196,8 @@ void Shard::PublishLoopMetrics(absl::Time turn_started) {
     last_states_ = now_;
   }
   metrics_->in_flight.Set(static_cast<int64_t>(window_.in_flight()));
+  metrics_->message_bytes_in_flight.Set(static_cast<int64_t>(message_bytes_.held()));
+  metrics_->message_bytes_peak.Set(static_cast<int64_t>(message_bytes_.peak()));
   const absl::Duration busy = absl::Now() - turn_started - ring_.last_wait();
   if (busy > absl::ZeroDuration()) {
     metrics_->busy_nanos.Add(static_cast<uint64_t>(absl::ToInt64Nanoseconds(busy)));

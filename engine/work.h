@@ -100,6 +100,9 @@ struct Job {
   // What Composer worked out for the job: added fields, VERP, DKIM signers.
   std::unique_ptr<JobPlan> plan;
   size_t in_flight = 0;
+  // The largest message composed for the job so far: what its next one is
+  // expected to hold against [delivery] max_message_bytes_in_flight.
+  uint64_t largest_message = 0;
   // Keys taken from the queue whose outcome is not yet committed: in a ready
   // list, in a transaction, or finished in the batch not yet written. A scan
   // from the job's start (resume, cancel) passes over them, so a recipient is

@@ -286,6 +286,30 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
                                      MetricType::Counter);
   Add(&budget_waits, {}, sum([](const ShardMetrics& s) { return s.budget_waits.value(); }));
   out->push_back(std::move(budget_waits));
+  MetricFamily bytes_limit = Family("volley_message_bytes_limit",
+                                    "Bytes of rendered messages transactions under way may hold "
+                                    "([delivery] max_message_bytes_in_flight; 0: no bound).",
+                                    MetricType::Gauge);
+  Add(&bytes_limit, {}, sum([](const ShardMetrics& s) { return s.message_bytes_limit.value(); }));
+  out->push_back(std::move(bytes_limit));
+  MetricFamily bytes_now = Family("volley_message_bytes_in_flight",
+                                  "Bytes of rendered messages held by transactions under way.",
+                                  MetricType::Gauge);
+  Add(&bytes_now, {},
+      sum([](const ShardMetrics& s) { return s.message_bytes_in_flight.value(); }));
+  out->push_back(std::move(bytes_now));
+  MetricFamily bytes_peak = Family("volley_message_bytes_in_flight_peak",
+                                   "The most message bytes each shard held at once since start, "
+                                   "summed over the shards.",
+                                   MetricType::Gauge);
+  Add(&bytes_peak, {}, sum([](const ShardMetrics& s) { return s.message_bytes_peak.value(); }));
+  out->push_back(std::move(bytes_peak));
+  MetricFamily bytes_waits = Family("volley_message_bytes_waits_total",
+                                    "Times a destination's next transaction began to wait for "
+                                    "message bytes in flight to be given back.",
+                                    MetricType::Counter);
+  Add(&bytes_waits, {}, sum([](const ShardMetrics& s) { return s.message_bytes_waits.value(); }));
+  out->push_back(std::move(bytes_waits));
   MetricFamily fd_out = Family("volley_fd_exhausted_total",
                                "Times socket() failed for lack of file descriptors (EMFILE, "
                                "ENFILE) or socket memory; connections waited.",

@@ -164,6 +164,13 @@ class ShardMetrics {
   Gauge budget_waiting;
   Counter budget_waits;
   Counter fd_exhausted;
+  // The bound on message bytes held by transactions under way
+  // (engine/message_bytes.h): the shard's share, the bytes held now, the most
+  // held at once since start, and the times a destination began to wait.
+  Gauge message_bytes_limit;
+  Gauge message_bytes_in_flight;
+  Gauge message_bytes_peak;
+  Counter message_bytes_waits;
   std::array<Counter, kConnFailures> connections_failed;
   std::array<Counter, kTlsVersions.size()> tls_sessions;
   std::array<Counter, kTlsHandshakeKinds.size()> tls_handshakes;  // full, resumed

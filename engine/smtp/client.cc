@@ -387,6 +387,8 @@ absl::Status Client::StartTransaction(Envelope env) {
   uint64_t size = 0;
   const bool bdat = caps_.chunking && opts_.chunking;
   t.data = bdat ? PrepareBdat(env.content, &size) : PrepareData(env.content, &size);
+  // t.data is the message from here on: a connection holds one copy, not two.
+  std::string().swap(env.content);
   if (caps_.size_limit && size > *caps_.size_limit) {
     // RFC 1870: the server would refuse it; sending it would only waste the transfer.
     for (auto& f : t.final) {
@@ -452,6 +454,19 @@ void Client::ConsumeOutput(size_t n) {
     out_.clear();
     out_start_ = 0;
   }
+}
+
+void Client::TakeOutput(std::string* into) {
+  const size_t n = out_.size() - out_start_;
+  if (out_start_ == 0) {
+    into->clear();
+    into->swap(out_);
+  } else {
+    into->assign(out_, out_start_, n);
+    out_.clear();
+    out_start_ = 0;
+  }
+  consumed_total_ += n;
 }
 
 Wait Client::waiting_for() const {

@@ -5,7 +5,7 @@
 //   c.Feed(bytes); c.FeedEof(); c.FeedTimeout(); c.FeedIoError("write: EPIPE");
 //   for (Event ev = c.Next(); !std::holds_alternative<NeedData>(ev); ev = c.Next())
 //     Handle(ev);           // SessionReady, StartTls, TransactionDone, SessionClosed
-//   Write(c.PendingOutput()); c.ConsumeOutput(n);
+//   Write(c.PendingOutput()); c.ConsumeOutput(n);   // or c.TakeOutput(&buffer)
 //   c.StartTransaction(envelope);   // when idle
 //   c.Quit();
 //   Wait w = c.waiting_for();       // which timeout the reactor should run
@@ -265,6 +265,10 @@ class Client {
 
   std::string_view PendingOutput() const;
   void ConsumeOutput(size_t n);  // the reactor wrote n bytes
+  // TakeOutput - all of PendingOutput() moved into *into (whatever it held is
+  // dropped), without copying a large message: the same as ConsumeOutput() of
+  // all of it. The client goes on with *into's old buffer.
+  void TakeOutput(std::string* into);
 
   Wait waiting_for() const;
   bool idle() const;

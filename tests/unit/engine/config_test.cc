@@ -1,6 +1,8 @@
 #include "engine/config.h"
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/host_name.h"
 
@@ -665,6 +667,35 @@ TEST(ParseConfig, SuppressionKeys) {
     auto r = ParseConfig(bad, "v.toml");
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.status().message().find("v.toml:2: suppression."), std::string::npos)
+        << r.status();
+  }
+}
+
+}  // namespace
+}  // namespace volley::engine
+
+namespace volley::engine {
+namespace {
+
+TEST(ParseConfig, MaxMessageBytesInFlight) {
+  auto c = ParseConfig("", "(defaults)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->delivery.max_message_bytes_in_flight, uint64_t{64} << 20);
+  for (const auto& [text, want] : std::vector<std::pair<std::string, uint64_t>>{
+           {"\"256MiB\"", uint64_t{256} << 20},
+           {"\"1GiB\"", uint64_t{1} << 30},
+           {"1048576", 1048576},
+           {"0", 0}}) {  // no bound
+    c = ParseConfig("[delivery]\nmax_message_bytes_in_flight = " + text + "\n", "v.toml");
+    ASSERT_TRUE(c.ok()) << text << ": " << c.status();
+    EXPECT_EQ(c->delivery.max_message_bytes_in_flight, want) << text;
+  }
+  for (const char* bad : {"\"64 elephants\"", "-1", "true"}) {
+    auto r = ParseConfig(std::string("[delivery]\nmax_message_bytes_in_flight = ") + bad + "\n",
+                         "v.toml");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("v.toml:2: delivery.max_message_bytes_in_flight"),
+              std::string::npos)
         << r.status();
   }
 }

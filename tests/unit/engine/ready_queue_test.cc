@@ -38,6 +38,20 @@ TEST(ReadyQueue, PushFrontGoesFirstInItsGroupAndTheGroupGoesFirst) {
   EXPECT_THAT(q.Take(), ElementsAre(8, 2));
 }
 
+TEST(ReadyQueue, PeekShowsWhatTakeGivesFirst) {
+  ReadyQueue<int> q;
+  EXPECT_EQ(q.Peek(), nullptr);
+  q.Push("x", 2, 1);
+  q.Push("x", 2, 2);
+  q.Push("y", 1, 3, /*priority=*/5);  // a higher priority goes first
+  for (int want : {3, 1}) {
+    ASSERT_NE(q.Peek(), nullptr);
+    EXPECT_EQ(*q.Peek(), want);
+    EXPECT_EQ(q.Take().front(), want);
+  }
+  EXPECT_EQ(q.Peek(), nullptr);
+}
+
 TEST(ReadyQueue, TakeAllEmptiesEverything) {
   ReadyQueue<std::string> q;
   q.Push("a", 5, "1");

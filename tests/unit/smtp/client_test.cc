@@ -390,6 +390,33 @@ TEST(Client, OverSizeLimitFailsWithoutSending) {
   EXPECT_TRUE(s.c.idle());
 }
 
+TEST(Client, TakeOutputHandsOverEverythingPendingAsSent) {
+  ClientOptions opts;
+  opts.chunking = true;  // MAIL, RCPT, BDAT and the message in one output
+  Session s(opts);
+  s.Handshake({"PIPELINING", "CHUNKING"});
+  const std::string body(100000, 'x');
+  ASSERT_TRUE(s.c.StartTransaction(Env(1, {"a@d.test"}, body)).ok());
+  const std::string want(s.c.PendingOutput());
+  // A part consumed first: what is taken is the rest, whatever the buffer held before.
+  s.c.ConsumeOutput(5);
+  std::string taken = "stale bytes";
+  s.c.TakeOutput(&taken);
+  EXPECT_EQ(taken, want.substr(5));
+  EXPECT_EQ(s.c.PendingOutput(), "");
+  // Taken counts as written: the replies are the commands', not early data.
+  s.Server("250 ok\r\n250 ok\r\n");
+  s.Server("250 queued\r\n");
+  ASSERT_EQ(s.events.size(), 1u);
+  EXPECT_EQ(s.Done().rcpt_outcomes.at(0).code, 250);
+  // Taken whole (nothing consumed before): the same bytes, and the client goes on.
+  ASSERT_TRUE(s.c.StartTransaction(Env(2, {"b@d.test"}, "hi\n")).ok());
+  const std::string second(s.c.PendingOutput());
+  s.c.TakeOutput(&taken);
+  EXPECT_EQ(taken, second);
+  EXPECT_EQ(s.c.PendingOutput(), "");
+}
+
 TEST(Client, RcptRefusalsAndUnknownCodes) {
   ExpectTranscript(
       kPipelined +
