@@ -98,6 +98,9 @@ struct Conn {
   int messages = 0;
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time transaction_started;  // for the transaction duration histogram
+  // The transaction under way's name, the delivery log's txn (engine/shard.cc,
+  // TransactionPrefix); empty between transactions.
+  std::string txn;
   // A message token was taken for the transaction the shard starts next.
   bool token_taken = false;
   // After STARTTLS: every byte goes through the TLS session; `plaintext` is the
