@@ -518,6 +518,8 @@ TomlKeys DeliveryKeys(const TomlFile& file, Config* c) {
       {"shards", [&file, &d](auto& n, auto k) { return GetIntInto(file, n, k, 0, 64, &d.shards); }},
       {"max_connections", [&file, &d](auto& n, auto k) {
          return GetIntInto(file, n, k, 0, 10000000, &d.max_connections); }},
+      {"receive_buffers", [&file, &d](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 32768, &d.receive_buffers); }},
   };
 }
 

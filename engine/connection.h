@@ -73,10 +73,9 @@ enum Op : uint8_t {
 // What one read of a connection takes in. Servers' replies are short (a long
 // EHLO reply is under 1 KiB) and a longer input just takes more reads.
 inline constexpr size_t kRecvBufferSize = 4 << 10;
-// Receive buffers in each shard's buffer ring: shared by its connections, and
-// only a connection whose reply is arriving holds one, briefly. Past them a
-// receive falls back to a buffer of the connection's own (ENOBUFS).
-inline constexpr unsigned kRingRecvBuffers = 1024;
+// The receive buffers in each shard's buffer ring are [delivery]
+// receive_buffers (engine/config.h): past them a receive falls back to a
+// buffer of the connection's own (ENOBUFS).
 
 struct Destination;  // engine/shard.h: the pool a connection belongs to
 

@@ -692,7 +692,7 @@ absl::Status Shard::Run() {
   // of them completing at once, and the resolver's polls and the eventfds.
   ring_options.cq_entries = std::clamp<unsigned>(
       std::bit_ceil(static_cast<unsigned>(2 * place_.connection_budget + 256)), 8192, 65536);
-  ring_options.recv_buffers = kRingRecvBuffers;
+  ring_options.recv_buffers = std::bit_ceil(static_cast<unsigned>(config_.delivery.receive_buffers));
   ring_options.recv_buffer_size = kRecvBufferSize;
   RETURN_IF_ERROR(ring_.Init(ring_options));
   HandleCompletions();

@@ -162,6 +162,9 @@ class ShardMetrics {
   Gauge budget_waiting;
   Counter budget_waits;
   Counter fd_exhausted;
+  // Receives that found the shard's receive buffer ring empty and fell back to
+  // a buffer of the connection's own (engine/reactor/ring.h, out_of_buffers).
+  Counter receive_buffers_exhausted;
   std::array<Counter, kConnFailures> connections_failed;
   std::array<Counter, kTlsVersions.size()> tls_sessions;
   std::array<Counter, kDnsResults.size()> dns_queries;  // by AnswerKind order
