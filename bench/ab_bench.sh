@@ -6,8 +6,9 @@
 # One volley-sink (from $build) on SINK_ADDRESSES; `volley-load routes` sends
 # DOMAINS domains there. Each round runs a fresh volleyd of A, then of B (empty
 # queue, [delivery] shards = SHARDS), and `volley-load run --json --volleyd-pid`
-# for the campaign; prints one line per run: messages/s, volleyd CPU s per 10,000
-# messages, peak RSS. ROUNDS rounds alternate A and B so that neither always gets
+# for the campaign; prints one line per run: recipients/s and messages/s (messages
+# counted in the delivery log, distinct txn), volleyd CPU s per 10,000 recipients,
+# peak RSS. ROUNDS rounds alternate A and B so that neither always gets
 # the quieter machine: compare the rounds side by side.
 #
 # Environment: A, B (required), ROUNDS (3), RECIPIENTS (5000), DOMAINS (100), SIZE
@@ -56,9 +57,12 @@ for round in $(seq "$rounds"); do
     "$py" - "$dir/report.json" "$which" "$round" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print("%s round %s: %8.1f messages/s  %6.2f volleyd CPU s per 10,000  peak RSS %d KiB  (%d delivered)"
-      % (sys.argv[2], sys.argv[3], r["messages_per_second"], r["volleyd_cpu_seconds_per_10k"],
-         r["volleyd_peak_rss_kb"], r["delivered"]))
+# Recipients and messages apart; messages are counted in the delivery log (txn), so
+# "?" for a tree whose volleyd does not write it.
+mps = r.get("messages_delivered_per_second")
+print("%s round %s: %8.1f recipients/s  %8s messages/s  %6.2f volleyd CPU s per 10,000 recipients  peak RSS %d KiB  (%d delivered)"
+      % (sys.argv[2], sys.argv[3], r["messages_per_second"], "%.1f" % mps if mps is not None else "?",
+         r["volleyd_cpu_seconds_per_10k"], r["volleyd_peak_rss_kb"], r["delivered"]))
 PY
     stop "$volleyd_pid" volleyd
     volleyd_pid=""

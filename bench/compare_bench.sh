@@ -11,8 +11,11 @@
 #   sink, and each scenario runs its ways side by side, COMPARE_RUNS times, rotating
 #   which goes first (run 1: a b c, run 2: b c a, run 3: c a b) so that none always gets
 #   the quieter or the warmer machine. Reported: the median (and range) of each way's
-#   messages/s, and the ratios volleyd/smtp-source and volleyd/Postfix taken within
-#   each run (side by side), median over the runs.
+#   messages/s and recipients/s, and the ratios volleyd/smtp-source and volleyd/Postfix
+#   (of messages/s) taken within each run (side by side), median over the runs.
+#   volleyd's messages are counted in its delivery log (distinct txn of the delivered
+#   records, volley-load's messages_delivered), its recipients are the delivered
+#   records; smtp-source and Postfix send one recipient per message.
 #
 #   The ways:
 #     a. volleyd (Release, [delivery] shards = VOLLEYD_SHARDS, durable queue on, as by
@@ -428,8 +431,10 @@ way_volleyd() {
   "$py" - "$line" <<'EOF' || die "volleyd did not deliver everything (see above)"
 import json, sys
 r = json.loads(sys.argv[1]); l = r["load"]
-print("bench:   %s: %d/%d delivered in %.3f s (drop to last outcome), %.0f msg/s, volleyd %.2f CPU s, sink +%d messages, %.2f CPU s"
-      % (r["way"], l["delivered"], r["messages"], l["elapsed_seconds"], l["messages_per_second"],
+mps = l.get("messages_delivered_per_second")
+print("bench:   %s: %d/%d delivered in %.3f s (drop to last outcome), %.0f rcpt/s, %s msg/s (%s messages in the log), volleyd %.2f CPU s, sink +%d messages, %.2f CPU s"
+      % (r["way"], l["delivered"], r["messages"], l["elapsed_seconds"], l["recipients_per_second"],
+         "%.0f" % mps if mps is not None else "?", l.get("messages_delivered"),
          l["volleyd_cpu_seconds"] or 0, r["sink_delta"], r["sink_cpu_s"]), file=sys.stderr)
 sys.exit(0 if l["delivered"] == r["messages"] and r["sink_delta"] >= r["messages"] else 1)
 EOF
@@ -714,7 +719,17 @@ def seconds(r):
         return r["client_s"]
     return r["sink_done_s"]
 
+# Messages (transactions) and recipients apart: volleyd's messages are the distinct
+# txn of its delivery log (volley-load's messages_delivered), its recipients the
+# delivered records; smtp-source and Postfix send one recipient per message.
 def rate(r):
+    if r["way"] == "volleyd" and r["load"].get("messages_delivered") is not None:
+        return r["load"]["messages_delivered"] / seconds(r)
+    return r["messages"] / seconds(r)
+
+def rcpt_rate(r):
+    if r["way"] == "volleyd":
+        return r["load"]["delivered"] / seconds(r)
     return r["messages"] / seconds(r)
 
 def client_cpu(r):
@@ -741,8 +756,8 @@ for sc in sorted({r["scenario"] for r in runs}):
     print("## Scenario %d: %s (one volley-sink on %s, %s thread(s); median (min .. max) over %d runs)"
           % (sc, TITLES.get(sc, ""), addresses, sink_threads, nruns))
     print()
-    print("| way | messages | messages/s | seconds | client CPU s per 10,000 messages | volley-sink CPU s per 10,000 messages |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| way | messages | messages/s | recipients/s | seconds | client CPU s per 10,000 messages | volley-sink CPU s per 10,000 messages |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     med = {}
     for way, title in WAYS:
         w = [r for r in rs if r["way"] == way]
@@ -750,9 +765,9 @@ for sc in sorted({r["scenario"] for r in runs}):
             continue
         med[way] = statistics.median([rate(r) for r in w])
         cpu = [client_cpu(r) / r["messages"] * 1e4 for r in w if client_cpu(r) is not None]
-        print("| %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (
             title, f"{w[0]['messages']:,}", mr([rate(r) for r in w], "%.0f"),
-            mr([seconds(r) for r in w], "%.2f"), mr(cpu, "%.3f") if cpu else "not measured",
+            mr([rcpt_rate(r) for r in w], "%.0f"), mr([seconds(r) for r in w], "%.2f"), mr(cpu, "%.3f") if cpu else "not measured",
             mr([r["sink_cpu_s"] / r["sink_delta"] * 1e4 for r in w if r["sink_delta"]], "%.3f")))
     print()
     for other in ("smtp-source", "postfix"):
@@ -805,8 +820,8 @@ for sc in sorted({r["scenario"] for r in runs}):
                 extra += " (%d resumed)" % delta("sink_tls_resumed")
         elif r["way"] == "postfix":
             extra = "smtp-source into Postfix took %.2f s" % r["client_s"]
-        print("  run %d %-11s %9d messages %8.2f s %8.0f msg/s  load %s  %s" % (
-            r["rep"], r["way"], r["messages"], seconds(r), rate(r), r["loadavg"], extra))
+        print("  run %d %-11s %9d messages %8.2f s %8.0f msg/s %8.0f rcpt/s  load %s  %s" % (
+            r["rep"], r["way"], r["messages"], seconds(r), rate(r), rcpt_rate(r), r["loadavg"], extra))
     print()
 
 for c in [r for r in rows if r.get("part") == "callgrind"]:

@@ -264,6 +264,20 @@ void DeliveryTally::Line(std::string_view text) {
   }
   state = rec->status;
   if (!last_outcome_ || rec->ts > *last_outcome_) last_outcome_ = rec->ts;
+  if (rec->status == kDelivered) {
+    // Every delivered record counts here, a duplicate after a crash too: it
+    // came in a transaction of its own, which the server took as a message.
+    if (rec->txn.empty()) {
+      ++delivered_without_txn_;
+    } else {
+      delivered_txns_.insert(std::move(rec->txn));
+    }
+  }
+}
+
+std::optional<uint64_t> DeliveryTally::messages() const {
+  if (delivered_without_txn_ != 0) return std::nullopt;
+  return delivered_txns_.size();
 }
 
 OutcomeCounts DeliveryTally::counts() const {
@@ -667,8 +681,13 @@ absl::StatusOr<uint64_t> ReadPeakRssKb(pid_t pid) {
 
 // ---- Report
 
-double Report::MessagesPerSecond() const {
+double Report::RecipientsPerSecond() const {
   return elapsed_seconds > 0 ? static_cast<double>(counts.delivered) / elapsed_seconds : 0;
+}
+
+std::optional<double> Report::MessagesPerSecond() const {
+  if (!messages) return std::nullopt;
+  return elapsed_seconds > 0 ? static_cast<double>(*messages) / elapsed_seconds : 0;
 }
 
 double Report::MegabytesPerSecond() const {
@@ -702,8 +721,15 @@ std::string ReportJson(const Report& r) {
       "\"messages_per_second\":%.1f,\"timed_out\":%s",
       r.recipients, r.domains, r.size, r.with_outcome, r.missing, r.counts.delivered,
       r.counts.deferred, r.counts.bounced, r.counts.expired, r.counts.other, r.records,
-      r.malformed_log_lines, r.elapsed_seconds, r.MessagesPerSecond(),
+      r.malformed_log_lines, r.elapsed_seconds, r.RecipientsPerSecond(),
       r.timed_out ? "true" : "false");
+  // Recipients and messages apart: messages_per_second above is the older key,
+  // which counts recipients (scripts read it); these say which is which.
+  const std::optional<double> messages_per_second = r.MessagesPerSecond();
+  absl::StrAppendFormat(
+      &out, ",\"recipients_per_second\":%.1f,\"messages_delivered\":%s,\"messages_delivered_per_second\":%s",
+      r.RecipientsPerSecond(), r.messages ? absl::StrCat(*r.messages) : "null",
+      messages_per_second ? absl::StrFormat("%.1f", *messages_per_second) : "null");
   const bool latency = r.latency_samples > 0;
   auto seconds = [&](double v) {
     return latency ? absl::StrFormat("%.3f", v) : std::string("null");
@@ -734,19 +760,26 @@ std::string ReportJson(const Report& r) {
 }
 
 std::string ReportText(const Report& r) {
-  // Every rate is per recipient: the delivery log has a record per recipient,
-  // and a message shared by several recipients is one transaction at the
-  // server (the sink's "messages"), so calling these "messages" would count one
-  // thing under the other's name.
+  // Recipients and messages apart: the delivery log has a record per recipient,
+  // and a message shared by several recipients is one transaction (its records
+  // share a txn), so each rate says which it counts.
   std::string out = absl::StrFormat("delivered %d  deferred %d  bounced %d  expired %d",
                                     r.counts.delivered, r.counts.deferred, r.counts.bounced,
                                     r.counts.expired);
   if (r.counts.other != 0) absl::StrAppendFormat(&out, "  other %d", r.counts.other);
   absl::StrAppendFormat(&out, "  (of %d recipients)\n", r.recipients);
-  absl::StrAppendFormat(&out, "elapsed %.3f s (drop to last outcome), %.1f recipients/s\n",
-                        r.elapsed_seconds, r.MessagesPerSecond());
+  const std::optional<double> messages_per_second = r.MessagesPerSecond();
+  if (r.messages) {
+    absl::StrAppendFormat(&out, "messages delivered %d (SMTP transactions; a shared message is one)\n",
+                          *r.messages);
+  } else {
+    out += "messages delivered unknown (delivery records without txn)\n";
+  }
+  absl::StrAppendFormat(&out, "elapsed %.3f s (drop to last outcome), %.1f recipients/s, %s messages/s\n",
+                        r.elapsed_seconds, r.RecipientsPerSecond(),
+                        messages_per_second ? absl::StrFormat("%.1f", *messages_per_second) : "?");
   absl::StrAppendFormat(&out, "throughput %.1f recipients/s, %.2f MB/s at %d bytes per recipient\n",
-                        r.MessagesPerSecond(), r.MegabytesPerSecond(), r.message_bytes);
+                        r.RecipientsPerSecond(), r.MegabytesPerSecond(), r.message_bytes);
   if (r.latency_samples > 0) {
     absl::StrAppendFormat(&out,
                           "latency (drop to delivered): p50 %.3f s, p99 %.3f s, max %.3f s, "

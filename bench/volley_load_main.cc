@@ -19,8 +19,9 @@
 //   then follows <log>/deliveries.jsonl from the size it had before the drop until every
 //   recipient line of the job has at least one outcome record. On a terminal it shows a
 //   progress bar on stderr; at the end it prints a report (or, with --json, one JSON
-//   object): outcome counts, messages/s and MB/s, delivery latency p50/p99 and, with
-//   --volleyd-pid, volleyd's CPU seconds per 10,000 messages and peak RSS.
+//   object): outcome counts, recipients/s and messages (transactions)/s apart, MB/s,
+//   delivery latency p50/p99 and, with --volleyd-pid, volleyd's CPU seconds per
+//   10,000 recipients and peak RSS.
 //
 //   routes and zone route the generated domains to volley-sink listeners on loopback:
 //   a [routes] table for volleyd's config, or an nsd zone file for "test.". addresses
@@ -339,6 +340,7 @@ int Run(int argc, char** argv) {
   r.with_outcome = tally.with_outcome();
   r.missing = tally.missing();
   r.counts = c;
+  r.messages = tally.messages();
   r.records = tally.records();
   r.malformed_log_lines = tally.malformed();
   r.generate_seconds = absl::ToDoubleSeconds(drop - gen_start);

@@ -209,6 +209,13 @@ struct DeliveryConfig {
   // waits for bytes to be given back, nothing fails. A single larger message
   // still goes, alone. 0: no bound (engine/message_bytes.h). Default: 64 MiB.
   uint64_t max_message_bytes_in_flight = uint64_t{64} << 20;
+  // Receive buffers (engine::kRecvBufferSize, 4 KiB each) in each shard's
+  // provided buffer ring (engine/reactor/ring.h), shared by its connections:
+  // only a connection whose reply is arriving holds one. A receive that finds
+  // them all held falls back to a buffer of the connection's own, counted by
+  // volley_receive_buffers_exhausted_total. Rounded up to a power of two;
+  // 1..32768 (the kernel's bound). Default: 1024.
+  int receive_buffers = 1024;
 };
 
 // [dns]: the resolver (servers, timeout, tries), the planner's address policy and

@@ -79,10 +79,9 @@ inline constexpr size_t kRecvBufferSize = 4 << 10;
 // A send buffer larger than this is freed once its bytes are sent: it held a
 // message. A transaction's commands and a small message fit.
 inline constexpr size_t kKeptSendBufferSize = 16 << 10;
-// Receive buffers in each shard's buffer ring: shared by its connections, and
-// only a connection whose reply is arriving holds one, briefly. Past them a
-// receive falls back to a buffer of the connection's own (ENOBUFS).
-inline constexpr unsigned kRingRecvBuffers = 1024;
+// The receive buffers in each shard's buffer ring are [delivery]
+// receive_buffers (engine/config.h): past them a receive falls back to a
+// buffer of the connection's own (ENOBUFS).
 
 struct Destination;  // engine/shard.h: the pool a connection belongs to
 
@@ -106,6 +105,9 @@ struct Conn {
   int messages = 0;
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time transaction_started;  // for the transaction duration histogram
+  // The transaction under way's name, the delivery log's txn (engine/shard.cc,
+  // TransactionPrefix); empty between transactions.
+  std::string txn;
   // A message token was taken for the transaction the shard starts next.
   bool token_taken = false;
   // After STARTTLS: every byte goes through the TLS session; `plaintext` is the

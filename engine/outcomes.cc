@@ -101,6 +101,7 @@ void Outcomes::Record(const Work* w, metrics::DeliveryStatus status, const smtp:
     r.backoff = where.backoff_level;
   }
   r.attempt = attempt;
+  r.txn = where.txn;
   r.tls_version = where.tls_version;
   r.tls_cipher = where.tls_cipher;
   r.source = where.source;

@@ -71,6 +71,7 @@ struct AttemptPlace {
   std::string_view tls_version;
   std::string_view tls_cipher;
   std::string_view source;  // the egress source's name
+  std::string_view txn;     // the transaction the recipient was sent in, if any
 };
 
 // RcptFate - what a recipient's reply in a finished transaction means.

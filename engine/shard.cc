@@ -37,6 +37,22 @@ metrics::ConnFailure FailureOf(const smtp::Outcome& why) {
   return F::kClosed;
 }
 
+// TransactionPrefix - "<start>.<shard>." where start is the shard's start in
+// milliseconds since the epoch, base 36: with a count after it, a name no
+// other transaction in the delivery log has, from this shard, another, or a
+// volleyd before or after this one (which starts at least a millisecond apart).
+std::string TransactionPrefix(absl::Time start, size_t shard) {
+  constexpr std::string_view kDigits = "0123456789abcdefghijklmnopqrstuvwxyz";
+  uint64_t ms = static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMillis(start), 0));
+  std::string digits;
+  do {
+    digits.push_back(kDigits[ms % 36]);
+    ms /= 36;
+  } while (ms != 0);
+  std::reverse(digits.begin(), digits.end());
+  return absl::StrCat(digits, ".", shard, ".");
+}
+
 }  // namespace
 
 Shard::Shard(const Config& config, ShardPlace place, queue::Queue* queue,
@@ -67,6 +83,7 @@ Shard::Shard(const Config& config, ShardPlace place, queue::Queue* queue,
                    }}),
       message_bytes_(place.max_message_bytes) {
   metrics_->message_bytes_limit.Set(static_cast<int64_t>(place.max_message_bytes));
+  txn_prefix_ = TransactionPrefix(now_, place_.index);
   for (const auto& [name, policy] : config_.destinations) policies_.emplace(name, &policy);
   for (size_t i = 0; i < config_.sources.size(); ++i) {
     source_choices_.push_back(SourceChoice{
@@ -399,6 +416,7 @@ void Shard::OnTransactionDone(Conn* c, const smtp::TransactionDone& done) {
     PushReady(c->dest, *it, /*front=*/true);
   }
   ++c->messages;
+  c->txn.clear();  // its records are made: what comes next is no part of it
   AssignNext(c);
 }
 
@@ -501,6 +519,8 @@ void Shard::AssignNext(Conn* c) {
   }
   c->current = std::move(works);
   c->transaction_started = now_;
+  c->txn.assign(txn_prefix_);
+  absl::StrAppend(&c->txn, ++transactions_started_);
 }
 
 void Shard::OnDeadline(Conn* c) {
@@ -545,6 +565,7 @@ AttemptPlace Shard::PlaceOf(const Destination* d, const Conn* c) const {
   if (c != nullptr) {
     where.tls_version = c->tls_version;
     where.tls_cipher = c->tls_cipher;
+    where.txn = c->txn;
     if (c->source >= 0) where.source = config_.sources[static_cast<size_t>(c->source)].name;
   }
   return where;
@@ -693,7 +714,7 @@ absl::Status Shard::Run() {
   // of them completing at once, and the resolver's polls and the eventfds.
   ring_options.cq_entries = std::clamp<unsigned>(
       std::bit_ceil(static_cast<unsigned>(2 * place_.connection_budget + 256)), 8192, 65536);
-  ring_options.recv_buffers = kRingRecvBuffers;
+  ring_options.recv_buffers = std::bit_ceil(static_cast<unsigned>(config_.delivery.receive_buffers));
   ring_options.recv_buffer_size = kRecvBufferSize;
   RETURN_IF_ERROR(ring_.Init(ring_options));
   HandleCompletions();

@@ -368,6 +368,12 @@ class Shard {
   size_t fd_short_cap_ = 0;
   uint64_t intake_counter_ = 0;
   uint64_t commit_counter_ = 0;
+  // Transactions are named for the delivery log's txn (Conn::txn) by this
+  // prefix (this run's start and the shard: TransactionPrefix) and a count.
+  std::string txn_prefix_;
+  uint64_t transactions_started_ = 0;
+  // ring_.out_of_buffers() as last added to the metrics.
+  uint64_t out_of_buffers_counted_ = 0;
   bool stopping_ = false;
   bool clock_read_ = false;  // this turn's completions read the clock
   bool suppression_error_logged_ = false;  // the list failed to read: said once

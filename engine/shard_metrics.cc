@@ -213,6 +213,8 @@ void Shard::PublishLoopMetrics(absl::Time turn_started) {
   metrics_->dns_sent.Add(asked.sent - resolver_counted_.sent);
   metrics_->dns_queue_full.Add(asked.refused - resolver_counted_.refused);
   metrics_->fd_exhausted.Add(asked.no_descriptor - resolver_counted_.no_descriptor);
+  metrics_->receive_buffers_exhausted.Add(ring_.out_of_buffers() - out_of_buffers_counted_);
+  out_of_buffers_counted_ = ring_.out_of_buffers();
   metrics_->dns_queued.Set(static_cast<int64_t>(asked.queued));
   metrics_->dns_in_flight.Set(static_cast<int64_t>(asked.in_flight));
   resolver_counted_ = asked;

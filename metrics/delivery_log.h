@@ -16,7 +16,8 @@
 //   recipient is retried: a possible duplicate record, never a missing one).
 //
 //   Fields (docs/delivery-log.md): ts, job, line, rcpt, status, code, enhanced,
-//   response, host, port, attempt; class for bounced, deferred and expired
+//   response, host, port, attempt; txn when a transaction was under way;
+//   class for bounced, deferred and expired
 //   records (metrics/classify.h); backoff when the destination was backed off;
 //   mx when routed by DNS; source when bound to an egress source; tls_version
 //   and tls_cipher after STARTTLS; via, matched_by, feedback_type,
@@ -105,6 +106,12 @@ struct DeliveryRecordOf {
   String source;            // the egress source's name ([[source]]); else empty (omitted)
   int backoff = 0;          // the destination's backoff level; 0 omitted
   uint32_t attempt = 0;     // 1 for the first attempt
+  // The SMTP transaction the outcome came from ("mq3k1x2a.0.4127"): the same in
+  // the record of every recipient sent in it, and no other transaction's in the
+  // log, so that distinct values count messages (a message shared by 100
+  // recipients of a domain is one). Empty (left out) when no transaction was
+  // under way: a DNS verdict, a failed connection, expired untried, cancelled.
+  String txn;
   // The session's TLS protocol and cipher ("TLSv1.3", "TLS_AES_256_GCM_SHA384");
   // empty (and left out of the record) when the session was in plaintext.
   String tls_version;
@@ -144,7 +151,7 @@ DeliveryRecord ViewOf(const OwnedDeliveryRecord& r);
 // is wrong ("delivery record: \"line\": not an unsigned integer", "... no
 // \"status\"", "... \"status\": unknown delivery status \"lost\" ..."),
 // or saying that the line is not one JSON object (a record torn by a crash,
-// or two glued together). The optional fields (class, backoff, mx, source,
+// or two glued together). The optional fields (class, backoff, mx, source, txn,
 // tls_version, tls_cipher, last_reply, last_class and the feedback fields) are empty or 0 when absent; all others must be
 // there.
 absl::StatusOr<OwnedDeliveryRecord> ParseDeliveryRecord(std::string_view line);

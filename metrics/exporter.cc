@@ -316,6 +316,13 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
                                MetricType::Counter);
   Add(&fd_out, {}, sum([](const ShardMetrics& s) { return s.fd_exhausted.value(); }));
   out->push_back(std::move(fd_out));
+  MetricFamily no_buffer = Family("volley_receive_buffers_exhausted_total",
+                                  "Receives that found every buffer of the shard's receive buffer "
+                                  "ring held and used a buffer of the connection's own.",
+                                  MetricType::Counter);
+  Add(&no_buffer, {},
+      sum([](const ShardMetrics& s) { return s.receive_buffers_exhausted.value(); }));
+  out->push_back(std::move(no_buffer));
   MetricFamily failed = Family("volley_connections_failed_total",
                                "Connections that ended before their session was ready, by reason.",
                                MetricType::Counter);

@@ -171,6 +171,9 @@ class ShardMetrics {
   Gauge message_bytes_in_flight;
   Gauge message_bytes_peak;
   Counter message_bytes_waits;
+  // Receives that found the shard's receive buffer ring empty and fell back to
+  // a buffer of the connection's own (engine/reactor/ring.h, out_of_buffers).
+  Counter receive_buffers_exhausted;
   std::array<Counter, kConnFailures> connections_failed;
   std::array<Counter, kTlsVersions.size()> tls_sessions;
   std::array<Counter, kTlsHandshakeKinds.size()> tls_handshakes;  // full, resumed

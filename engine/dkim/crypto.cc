@@ -24,12 +24,11 @@
 namespace volley::dkim {
 namespace {
 
+using base::BioPtr;
 using base::Sv;
-using internal::Deleter;
 using internal::KeyState;
 using internal::MdCtxPtr;
 using internal::PkeyPtr;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
 
 // RFC 8301 section 3.2: signers MUST use at least 1024 bits and SHOULD use at least
 // 2048; verifiers MUST handle 1024 to 4096, so a larger key may not verify everywhere.

@@ -1,7 +1,8 @@
 // crypto.h - private to engine/dkim: the OpenSSL side of keys, digests and signatures
 //
 // DESCRIPTION
-//   The only header of the folder that includes OpenSSL's. KeyState owns a
+//   The only header of the folder that includes OpenSSL's (and base/openssl_ptr.h,
+//   whose owners it uses). KeyState owns a
 //   key's EVP_PKEY; SignContext is what one Signer reuses for every message: a SHA-256
 //   context, and a signing context initialised once with the key and copied for each
 //   signature. Copying costs a fraction of a microsecond; EVP_DigestSignInit costs a
@@ -18,21 +19,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/openssl_ptr.h"
 #include "engine/dkim/dkim.h"
 
 namespace volley::dkim {
 
 namespace internal {
 
-template <auto kFree>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    kFree(p);
-  }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
+using base::MdCtxPtr;
+using base::PkeyPtr;
 
 // KeyState - what a PrivateKey shares among its copies; immutable once made.
 struct KeyState {

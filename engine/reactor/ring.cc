@@ -268,6 +268,7 @@ void Ring::PrepRecvFromRing(int fd, uint64_t tag) {
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = kBufferGroup;
   io_uring_sqe_set_data64(sqe, tag);
+  ring_receive_ops_[OpOf(tag)] = true;
 }
 
 std::string_view Ring::Received(const Completion& c) const {
@@ -340,6 +341,7 @@ absl::Status Ring::SubmitAndDrain(absl::Duration timeout, const Handler& on_comp
     if (n == 0) break;
     for (unsigned i = 0; i < n; ++i) {
       done[i] = Completion{cqes[i]->user_data, cqes[i]->res, cqes[i]->flags};
+      if (done[i].result == -ENOBUFS && ring_receive_ops_[OpOf(done[i].tag)]) ++out_of_buffers_;
       if (done[i].has_buffer()) {
         const uint16_t id = done[i].buffer_id();
         VOLLEY_CHECK(id < recv_buffers_ && !held_[id], "the kernel handed out a held buffer");

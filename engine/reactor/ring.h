@@ -61,6 +61,12 @@
 //     }                                                // or parse them now
 //     ring.ReturnBuffer(c);   // then give the buffer back (no-op without one)
 //
+//   Every -ENOBUFS completion of an operation armed with PrepRecvFromRing is
+//   counted (out_of_buffers()): an owner exports it so that an operator sees
+//   the ring is too small for the receives that arrive at once. (A receive
+//   into the caller's own buffer never fails with ENOBUFS: recv(2) has no such
+//   error, so a fallback receive that shares the operation is not miscounted.)
+//
 //   A completion that carries a buffer must have it returned exactly once
 //   (ReturnBuffer aborts on a second return), stale completions included: the
 //   buffer ring runs dry otherwise. The kernel may refuse buffer rings (before
@@ -236,6 +242,9 @@ class Ring {
   void ReturnBuffer(const Completion& c);
   // Buffers the caller holds now (taken by completions, not yet returned).
   size_t buffers_held() const { return buffers_held_; }
+  // Receives armed with PrepRecvFromRing that completed with -ENOBUFS (every
+  // buffer held), since Init: each is a fallback to the caller's own buffer.
+  uint64_t out_of_buffers() const { return out_of_buffers_; }
 
   // Handle - call `handler` for each completion of operation `op` (tag.h).
   void Handle(uint8_t op, Handler handler);
@@ -277,6 +286,10 @@ class Ring {
   size_t buffers_bytes_ = 0;
   std::vector<bool> held_;  // by buffer id: out with a completion
   size_t buffers_held_ = 0;
+  // Operations (tag.h) armed with PrepRecvFromRing at least once: their
+  // -ENOBUFS completions are what out_of_buffers() counts.
+  std::array<bool, kOperations> ring_receive_ops_{};
+  uint64_t out_of_buffers_ = 0;
 
   std::array<Handler, kOperations> handlers_;
   std::array<bool, kOperations> unknown_logged_{};

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/openssl_ptr.h"
 #include "base/status.h"
 #include "base/strings.h"
 
@@ -39,19 +40,14 @@ constexpr size_t kReadChunk = 16 * 1024;
 // session that once sent a large message does not keep the memory while it idles.
 constexpr size_t kKeepOutCapacity = 64 * 1024;
 
-template <auto kFree>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    kFree(p);
-  }
-};
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<SSL_CTX_free>>;
-using SslPtr = std::unique_ptr<SSL, Deleter<SSL_free>>;
-using SslSessionPtr = std::unique_ptr<SSL_SESSION, Deleter<SSL_SESSION_free>>;
+using base::BignumPtr;
+using base::BioPtr;
+using base::OpenSslPtr;
+using base::PkeyPtr;
+using base::SslCtxPtr;
+using base::SslPtr;
+using base::X509Ptr;
+using SslSessionPtr = OpenSslPtr<SSL_SESSION, SSL_SESSION_free>;
 
 // The length OpenSSL 3 wants for SSL_CTX_set_tlsext_ticket_keys: key name (16),
 // HMAC secret (32), AES-256 key (32).
@@ -552,19 +548,17 @@ absl::StatusOr<Session> Session::Create(Context& ctx, Role role, SessionOptions 
   auto impl = std::make_unique<Impl>();
   impl->ssl.reset(SSL_new(ctx.impl_->ctx.get()));
   if (impl->ssl == nullptr) return OpensslError(absl::StatusCode::kInternal, "SSL_new", "failed");
-  BIO* in = BIO_new(BIO_s_mem());
-  BIO* out = BIO_new(BIO_s_mem());
+  BioPtr in(BIO_new(BIO_s_mem()));
+  BioPtr out(BIO_new(BIO_s_mem()));
   if (in == nullptr || out == nullptr) {
-    BIO_free(in);
-    BIO_free(out);
     return OpensslError(absl::StatusCode::kInternal, "BIO_new", "out of memory");
   }
   // An empty input means "nothing yet", not end of stream: the socket's EOF is the
   // reactor's to report, and OpenSSL must answer WANT_READ, never fail.
-  BIO_set_mem_eof_return(in, -1);
-  SSL_set_bio(impl->ssl.get(), in, out);  // the SSL owns both from here
-  impl->in = in;
-  impl->out = out;
+  BIO_set_mem_eof_return(in.get(), -1);
+  impl->in = in.get();
+  impl->out = out.get();
+  SSL_set_bio(impl->ssl.get(), in.release(), out.release());  // the SSL owns both from here
   impl->role = role;
   impl->verify = opts.verify;
   impl->server_name = opts.server_name;
@@ -822,12 +816,12 @@ absl::Status AddExtension(X509* cert, int nid, void* value, bool critical, std::
 }
 
 absl::Status AddCaExtensions(X509* cert, const std::vector<std::string>& dns_names) {
-  std::unique_ptr<BASIC_CONSTRAINTS, Deleter<BASIC_CONSTRAINTS_free>> bc(BASIC_CONSTRAINTS_new());
+  OpenSslPtr<BASIC_CONSTRAINTS, BASIC_CONSTRAINTS_free> bc(BASIC_CONSTRAINTS_new());
   if (bc == nullptr) return OpensslError(absl::StatusCode::kInternal, "basicConstraints", "alloc");
   bc->ca = 1;  // it is its own trust anchor
   RETURN_IF_ERROR(AddExtension(cert, NID_basic_constraints, bc.get(), true, "basicConstraints"));
 
-  std::unique_ptr<ASN1_BIT_STRING, Deleter<ASN1_BIT_STRING_free>> usage(ASN1_BIT_STRING_new());
+  OpenSslPtr<ASN1_BIT_STRING, ASN1_BIT_STRING_free> usage(ASN1_BIT_STRING_new());
   // Bits 0 and 5 (RFC 5280 section 4.2.1.3): digitalSignature for the handshake,
   // keyCertSign because the certificate is also its own CA.
   if (usage == nullptr || ASN1_BIT_STRING_set_bit(usage.get(), 0, 1) != 1 ||
@@ -836,7 +830,7 @@ absl::Status AddCaExtensions(X509* cert, const std::vector<std::string>& dns_nam
   }
   RETURN_IF_ERROR(AddExtension(cert, NID_key_usage, usage.get(), true, "keyUsage"));
 
-  std::unique_ptr<EXTENDED_KEY_USAGE, Deleter<EXTENDED_KEY_USAGE_free>> eku(
+  OpenSslPtr<EXTENDED_KEY_USAGE, EXTENDED_KEY_USAGE_free> eku(
       sk_ASN1_OBJECT_new_null());
   if (eku == nullptr || sk_ASN1_OBJECT_push(eku.get(), OBJ_nid2obj(NID_server_auth)) <= 0) {
     return OpensslError(absl::StatusCode::kInternal, "extendedKeyUsage", "alloc");
@@ -845,7 +839,7 @@ absl::Status AddCaExtensions(X509* cert, const std::vector<std::string>& dns_nam
 
   // Built as ASN.1 rather than from a "DNS:a,DNS:b" config string, so that no name
   // can be parsed as two.
-  std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES_free>> sans(sk_GENERAL_NAME_new_null());
+  OpenSslPtr<GENERAL_NAMES, GENERAL_NAMES_free> sans(sk_GENERAL_NAME_new_null());
   if (sans == nullptr) return OpensslError(absl::StatusCode::kInternal, "subjectAltName", "alloc");
   for (const std::string& name : dns_names) {
     ASN1_IA5STRING* ia5 = ASN1_IA5STRING_new();
@@ -866,7 +860,7 @@ absl::Status AddCaExtensions(X509* cert, const std::vector<std::string>& dns_nam
 
   X509V3_CTX v3;
   X509V3_set_ctx(&v3, cert, cert, nullptr, nullptr, 0);
-  std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>> ski(
+  OpenSslPtr<X509_EXTENSION, X509_EXTENSION_free> ski(
       X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_key_identifier, "hash"));
   if (ski == nullptr || X509_add_ext(cert, ski.get(), -1) != 1) {
     return OpensslError(absl::StatusCode::kInternal, "subjectKeyIdentifier", "could not add");
@@ -904,7 +898,7 @@ absl::StatusOr<CertificatePem> GenerateSelfSigned(const std::vector<std::string>
     return OpensslError(absl::StatusCode::kInternal, "RAND_bytes", "failed");
   }
   serial_bytes[0] = static_cast<unsigned char>((serial_bytes[0] & 0x7f) | 0x01);
-  std::unique_ptr<BIGNUM, Deleter<BN_free>> serial(
+  BignumPtr serial(
       BN_bin2bn(serial_bytes, sizeof serial_bytes, nullptr));
   const bool ok = serial != nullptr &&
                   BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(x)) != nullptr &&

@@ -51,6 +51,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/time/time.h"
+#include "base/openssl_ptr.h"
 #include "base/strings.h"
 #include "engine/dkim/dkim.h"
 
@@ -267,9 +268,8 @@ const PrivateKey& Key() {
 // does not take the library's word (p=) for it, but checks that too, once.
 EVP_PKEY* PublicKey() {
   static EVP_PKEY* const pkey = [] {
-    BIO* bio = BIO_new_mem_buf(kKeyPem, -1);
-    EVP_PKEY* k = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
-    BIO_free(bio);
+    const volley::base::BioPtr bio(BIO_new_mem_buf(kKeyPem, -1));
+    EVP_PKEY* k = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
     EXPECT(k != nullptr);
     unsigned char raw[32];
     size_t len = sizeof raw;
@@ -422,12 +422,12 @@ bool Verify(const std::string& field, const std::vector<Tag>& tags, const RefMes
   std::string raw_sig;
   EXPECT(absl::Base64Unescape(Sv(b->value), &raw_sig));
   const std::string digest = Sha256(input);
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  const volley::base::MdCtxPtr ctx(EVP_MD_CTX_new());
   const bool ok =
-      EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, PublicKey()) == 1 &&
-      EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(raw_sig.data()), raw_sig.size(),
-                       reinterpret_cast<const unsigned char*>(digest.data()), digest.size()) == 1;
-  EVP_MD_CTX_free(ctx);
+      EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, PublicKey()) == 1 &&
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(raw_sig.data()),
+                       raw_sig.size(), reinterpret_cast<const unsigned char*>(digest.data()),
+                       digest.size()) == 1;
   return ok;
 }
 

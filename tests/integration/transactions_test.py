@@ -72,6 +72,19 @@ def test(h):
     mixed = [r for r in by_sender[SHARED_FROM] if len({a.split("@")[1] for a in r}) != 1]
     check(not mixed, "shared job: transactions mixing domains: %s" % mixed[:2])
 
+    # Each delivery record names its transaction (txn, docs/delivery-log.md):
+    # grouped by it, the recipients are exactly the sink's messages, so that
+    # counting distinct txn counts messages (volley-load does).
+    for job, sender in ((SHARED, SHARED_FROM), (PERSONAL, PERSONAL_FROM)):
+        by_txn = collections.defaultdict(set)
+        for r in d.deliveries(job):
+            check(r.get("txn"), "%s: a delivered record without txn: %s" % (job, r))
+            by_txn[r["txn"]].add(r["rcpt"])
+        got = sorted(sorted(rcpts) for rcpts in by_txn.values())
+        want = sorted(sorted(rcpts) for rcpts in by_sender[sender])
+        check(got == want, "%s: the log's transactions (%d) are not the sink's (%d): %s vs %s"
+              % (job, len(got), len(want), got[:2], want[:2]))
+
     personal_sizes = collections.Counter(len(r) for r in by_sender[PERSONAL_FROM])
     check(personal_sizes == collections.Counter({1: N_PERSONAL}),
           "personalised job: transaction sizes %s, want %d of 1" % (dict(personal_sizes), N_PERSONAL))

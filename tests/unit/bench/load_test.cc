@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -195,6 +196,58 @@ std::string Record(const std::string& job, int line, const std::string& status,
                       ",\"rcpt\":\"r", line, "@d0001.test\",\"status\":\"", status,
                       "\",\"code\":250,\"enhanced\":\"2.0.0\",\"response\":\"ok\","
                       "\"host\":\"127.0.0.1\",\"port\":2525,\"attempt\":1}\n");
+}
+
+// RecordIn - a delivered record of `line` (domain `domain`) sent in transaction `txn`.
+std::string RecordIn(const std::string& job, int line, uint32_t domain, const std::string& txn,
+                     const std::string& status = "delivered") {
+  return absl::StrCat("{\"ts\":\"2026-11-28T13:45:01.123Z\",\"job\":\"", job,
+                      "\",\"line\":", line, ",\"rcpt\":\"r", line, "@", DomainName(domain),
+                      "\",\"status\":\"", status,
+                      "\",\"code\":250,\"enhanced\":\"2.0.0\",\"response\":\"ok\","
+                      "\"host\":\"127.0.0.1\",\"port\":2525,\"attempt\":1,\"txn\":\"",
+                      txn, "\"}\n");
+}
+
+TEST(DeliveryTally, ASharedMessageIsOneMessageForAllItsRecipients) {
+  // 1,000 recipients over 7 domains, shared: volleyd sends each domain's
+  // recipients 100 to a transaction, so a domain of n recipients is ceil(n/100)
+  // messages. Records of different transactions interleave, as the shards'
+  // batches do in the log.
+  const std::vector<uint64_t> per_domain = DomainCounts(1000, 7);
+  std::vector<std::string> records;
+  uint64_t want_messages = 0;
+  int line = 2;
+  for (uint32_t d = 0; d < per_domain.size(); ++d) {
+    for (uint64_t i = 0; i < per_domain[d]; ++i, ++line) {
+      const uint64_t transaction = want_messages + i / 100;
+      records.push_back(RecordIn("j1", line, d, absl::StrCat("mq3k1x2a.", d % 2, ".", transaction)));
+    }
+    want_messages += (per_domain[d] + 99) / 100;
+  }
+  std::mt19937 shuffle(7);
+  std::shuffle(records.begin(), records.end(), shuffle);
+  DeliveryTally t("j1", 1000);
+  for (const std::string& r : records) t.Feed(r);
+  EXPECT_TRUE(t.complete());
+  EXPECT_EQ(t.counts().delivered, 1000u);
+  ASSERT_TRUE(t.messages().has_value());
+  EXPECT_EQ(*t.messages(), want_messages);
+  EXPECT_LT(want_messages, 1000u / 50) << "the counts differ, so the test can tell them apart";
+}
+
+TEST(DeliveryTally, MessagesCountDeliveriesOnlyAndAreUnknownWithoutTxn) {
+  DeliveryTally t("j1", 3);
+  t.Feed(RecordIn("j1", 2, 0, "a.0.1", "deferred"));  // a transaction that delivered nothing
+  t.Feed(RecordIn("j1", 3, 0, "a.0.1", "deferred"));
+  t.Feed(RecordIn("j1", 2, 0, "a.0.2"));
+  t.Feed(RecordIn("j1", 3, 0, "a.0.2"));
+  t.Feed(RecordIn("j1", 4, 1, "a.1.1"));
+  t.Feed(RecordIn("j1", 4, 1, "b.1.1"));  // sent again after a crash: a second message
+  ASSERT_TRUE(t.messages().has_value());
+  EXPECT_EQ(*t.messages(), 3u);
+  t.Feed(Record("j1", 2, "delivered"));  // an older volleyd's record: no txn
+  EXPECT_FALSE(t.messages().has_value()) << "not guessed";
 }
 
 TEST(DeliveryTally, CountsLatestStatusPerRecipient) {
@@ -673,6 +726,7 @@ Report SampleReport() {
   r.with_outcome = 20000;
   r.counts.delivered = 19990;
   r.counts.bounced = 10;
+  r.messages = 200;
   r.records = 20005;
   r.elapsed_seconds = 4.0;
   r.generate_seconds = 0.125;
@@ -715,6 +769,10 @@ TEST(Report, JsonHasTheOldAndTheNewKeys) {
   EXPECT_EQ(Double(doc, "bounced"), 10);
   EXPECT_EQ(Double(doc, "elapsed_seconds"), 4.0);
   EXPECT_EQ(Double(doc, "messages_per_second"), 4997.5);
+  // Recipients and messages apart (issue 21).
+  EXPECT_EQ(Double(doc, "recipients_per_second"), 4997.5);
+  EXPECT_EQ(Double(doc, "messages_delivered"), 200);
+  EXPECT_EQ(Double(doc, "messages_delivered_per_second"), 50);
   for (const char* key : {"domains", "size", "with_outcome", "missing", "expired", "other",
                           "records", "malformed_log_lines", "timed_out"}) {
     EXPECT_FALSE(doc[key].error()) << "key " << key;
@@ -762,24 +820,31 @@ TEST(Report, JsonWithVolleydAndRefusal) {
   EXPECT_EQ(text.find("inf"), std::string::npos) << text;
   doc = ParseJson(parser, text);
   EXPECT_EQ(Double(doc, "messages_per_second"), 0);
+  EXPECT_EQ(Double(doc, "recipients_per_second"), 0);
+  EXPECT_TRUE(doc["messages_delivered"].is_null()) << "not counted: unknown, not 0";
+  EXPECT_TRUE(doc["messages_delivered_per_second"].is_null());
   EXPECT_TRUE(doc["volleyd_cpu_seconds_per_10k"].is_null());
   EXPECT_TRUE(doc["latency_p50_seconds"].is_null());
   EXPECT_TRUE(doc["volleyd_peak_rss_kb"].is_null());
 }
 
-TEST(Report, TextCountsRecipientsUnderTheirName) {
+TEST(Report, TextCountsRecipientsAndMessagesUnderTheirNames) {
   Report r = SampleReport();
   r.volleyd_pid = 4242;
   r.volleyd_cpu_seconds = 3.998;
   r.volleyd_peak_rss_kb = 51200;
   const auto lines = Lines(ReportText(r));
-  ASSERT_GE(lines.size(), 5u);
+  ASSERT_GE(lines.size(), 6u);
   EXPECT_EQ(lines[0], "delivered 19990  deferred 0  bounced 10  expired 0  (of 20000 recipients)");
-  EXPECT_EQ(lines[1], "elapsed 4.000 s (drop to last outcome), 4997.5 recipients/s");
-  EXPECT_EQ(lines[2], "throughput 4997.5 recipients/s, 5.00 MB/s at 1000 bytes per recipient");
-  EXPECT_EQ(lines[3].rfind("latency (drop to delivered): p50 0.50", 0), 0u) << lines[3];
-  EXPECT_EQ(lines[4], "volleyd (pid 4242): 4.00 CPU s, 2.000 CPU s per 10,000 recipients, "
+  EXPECT_EQ(lines[1], "messages delivered 200 (SMTP transactions; a shared message is one)");
+  EXPECT_EQ(lines[2], "elapsed 4.000 s (drop to last outcome), 4997.5 recipients/s, 50.0 messages/s");
+  EXPECT_EQ(lines[3], "throughput 4997.5 recipients/s, 5.00 MB/s at 1000 bytes per recipient");
+  EXPECT_EQ(lines[4].rfind("latency (drop to delivered): p50 0.50", 0), 0u) << lines[4];
+  EXPECT_EQ(lines[5], "volleyd (pid 4242): 4.00 CPU s, 2.000 CPU s per 10,000 recipients, "
                       "peak RSS 50.0 MiB");
+  r.messages.reset();
+  EXPECT_EQ(Lines(ReportText(r))[1],
+            "messages delivered unknown (delivery records without txn)");
 }
 
 TEST(Progress, BarRateAndEta) {

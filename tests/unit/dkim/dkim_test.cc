@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "base/openssl_ptr.h"
 #include "base/strings.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -48,10 +49,7 @@ T Must(absl::StatusOr<T> v) {
 // that shares no code with the signer beyond the canonicalisation functions (which the
 // RFC examples below test on their own).
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using Pkey = base::PkeyPtr;
 
 std::string BioText(BIO* bio) {
   char* data = nullptr;
@@ -234,12 +232,11 @@ Verdict Verify(std::string_view m, std::string_view record, int index = 0) {
     md = EVP_sha256();
   }
   if (key == nullptr) return v;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  const base::MdCtxPtr ctx(EVP_MD_CTX_new());
   v.signature_ok =
-      EVP_DigestVerifyInit(ctx, nullptr, md, nullptr, key.get()) == 1 &&
-      EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(b.data()), b.size(),
+      EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key.get()) == 1 &&
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(b.data()), b.size(),
                        reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
-  EVP_MD_CTX_free(ctx);
   return v;
 }
 
@@ -590,11 +587,10 @@ TEST(Key, Refused) {
   EXPECT_THAT(Msg(k.status()), HasSubstr("key type EC is not supported"));
 
   EVP_PKEY* raw_pss = nullptr;
-  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "RSA-PSS", nullptr);
-  ASSERT_EQ(EVP_PKEY_keygen_init(ctx), 1);
-  ASSERT_EQ(EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 1024), 1);
-  ASSERT_EQ(EVP_PKEY_generate(ctx, &raw_pss), 1);
-  EVP_PKEY_CTX_free(ctx);
+  const base::PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA-PSS", nullptr));
+  ASSERT_EQ(EVP_PKEY_keygen_init(ctx.get()), 1);
+  ASSERT_EQ(EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 1024), 1);
+  ASSERT_EQ(EVP_PKEY_generate(ctx.get(), &raw_pss), 1);
   Pkey pss(raw_pss);
   k = PrivateKey::FromPem(Pkcs8Pem(pss.get()));
   EXPECT_THAT(Msg(k.status()), HasSubstr("RSA-PSS"));

@@ -148,6 +148,7 @@ std::vector<OwnedDeliveryRecord> RoundTripCases() {
   full.source = "b";
   full.tls_version = "TLSv1.2";
   full.tls_cipher = "ECDHE-RSA-AES128-GCM-SHA256";
+  full.txn = "mq3k1x2a.1.4127";
   cases.push_back(full);
   // An expiry untried that names the reply its last attempt got.
   OwnedDeliveryRecord expired = DocExample();

@@ -162,6 +162,7 @@ TEST(Ring, EmptyBufferRingSaysEnobufsAndOwnBufferTakesOver) {
   Ring ring;
   ASSERT_TRUE(ring.Init(WithBuffers(2, 64)).ok());
   ASSERT_TRUE(ring.has_buffer_ring());
+  EXPECT_EQ(ring.out_of_buffers(), 0u);
   SocketPair p[3];
   std::vector<Completion> held;  // completions whose buffers are not given back yet
   int enobufs = 0;
@@ -186,6 +187,7 @@ TEST(Ring, EmptyBufferRingSaysEnobufsAndOwnBufferTakesOver) {
   Turns(ring, [&] { return held.size() + static_cast<size_t>(enobufs) == 3 && !fallback.empty(); });
   ASSERT_EQ(held.size(), 2u);
   EXPECT_EQ(enobufs, 1);
+  EXPECT_EQ(ring.out_of_buffers(), 1u) << "the fallback is counted for the metrics";
   EXPECT_EQ(ring.buffers_held(), 2u);
   EXPECT_EQ(fallback.substr(0, 5), "data ");
   std::set<std::string> seen{fallback};

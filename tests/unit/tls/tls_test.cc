@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "base/openssl_ptr.h"
 #include "base/strings.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -657,9 +658,10 @@ TEST(GenerateSelfSigned, CertificateHasTheNamesAndTheValidityAsked) {
   EXPECT_THAT(pem.cert_pem, StartsWith("-----BEGIN CERTIFICATE-----\n"));
   EXPECT_THAT(pem.key_pem, StartsWith("-----BEGIN PRIVATE KEY-----\n"));
 
-  BIO* bio = BIO_new_mem_buf(pem.cert_pem.data(), static_cast<int>(pem.cert_pem.size()));
-  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
+  const base::BioPtr bio(
+      BIO_new_mem_buf(pem.cert_pem.data(), static_cast<int>(pem.cert_pem.size())));
+  const base::X509Ptr owned(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  X509* cert = owned.get();
   ASSERT_NE(cert, nullptr);
   EXPECT_EQ(X509_check_host(cert, "sink.test", 0, 0, nullptr), 1);
   EXPECT_EQ(X509_check_host(cert, "mx.sink.test", 0, 0, nullptr), 1);
@@ -676,7 +678,6 @@ TEST(GenerateSelfSigned, CertificateHasTheNamesAndTheValidityAsked) {
   EXPECT_GT(X509_cmp_time(X509_get0_notAfter(cert), &t), 0);
   t = now + 10 * 86400 + 100;
   EXPECT_LT(X509_cmp_time(X509_get0_notAfter(cert), &t), 0);
-  X509_free(cert);
 
   // Two calls, two keys.
   EXPECT_NE(Must(GenerateSelfSigned({"sink.test"})).key_pem, pem.key_pem);
