@@ -224,6 +224,14 @@ std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient
                           const AddedFields& added);
 std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r);
 
+// AppendAddedFields - RenderMessage's first part, the fields before the template's
+// (each line ended with CRLF), appended to *out; for a sender that renders the
+// template itself (engine/compose.cc, in SMTP form). RenderedSizeHint - octets to
+// reserve for a whole rendering, before the values.
+void AppendAddedFields(const JobHeader& h, const Recipient& r, const AddedFields& added,
+                       std::string* out);
+size_t RenderedSizeHint(const JobHeader& h, const Template& t);
+
 // RenderUnsubscribeUrl - h.unsubscribe_url for r into *out; false when it does not
 // render or renders longer than kMaxUnsubscribeUrl (intake refuses that recipient).
 bool RenderUnsubscribeUrl(const JobHeader& h, const Recipient& r, std::string_view token,
