@@ -15,6 +15,8 @@
 //
 //   std::string RenderMessage(const JobHeader& h, const Template& t,
 //                             const Recipient& r, const AddedFields& added);
+//   void AppendAddedFields(const JobHeader& h, const Recipient& r,
+//                          const AddedFields& added, std::string* out);
 //   absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t);
 //   std::string RenderReturnPath(const JobHeader& h, const Recipient& r);
 //
