@@ -1,6 +1,7 @@
 #include "base/strings.h"
 
 #include <cstdint>
+#include <cstring>
 
 namespace volley::base {
 
@@ -38,6 +39,20 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
   }
   if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
   return len;
+}
+
+bool HasEightBit(std::string_view s) {
+  constexpr uint64_t kHighBits = 0x8080808080808080ULL;
+  const char* p = s.data();
+  size_t n = s.size();
+  uint64_t any = 0;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof word);  // unaligned: memcpy, which compiles to one load
+    any |= word;
+  }
+  for (; n > 0; ++p, --n) any |= static_cast<unsigned char>(*p);
+  return (any & kHighBits) != 0;
 }
 
 }  // namespace volley::base

@@ -24,6 +24,11 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 // U+10FFFF are refused. Only meaningful when s[i] is not ASCII.
 size_t Utf8SequenceLength(std::string_view s, size_t i);
 
+// HasEightBit - true when some octet of `s` is 0x80 or above (not 7-bit ASCII).
+// Eight octets a step: it runs once per message on the send path (engine/smtp,
+// queue/template), where a loop over single octets was 5 instructions an octet.
+bool HasEightBit(std::string_view s);
+
 }  // namespace volley::base
 
 #endif  // VOLLEY_BASE_STRINGS_H_

@@ -5,7 +5,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "base/status.h"
 #include "base/strings.h"
 #include "engine/smtp/content.h"
@@ -41,6 +40,29 @@ bool Within(std::string_view domain, std::string_view parent) {
   if (domain.size() == parent.size()) return base::EqualsIgnoreCase(domain, parent);
   return domain.size() > parent.size() && domain[domain.size() - parent.size() - 1] == '.' &&
          base::EqualsIgnoreCase(domain.substr(domain.size() - parent.size()), parent);
+}
+
+bool HasLineBreak(std::string_view s) {
+  return s.find_first_of("\r\n") != std::string_view::npos;
+}
+
+// FieldsInSmtpForm - JobPlan::fields_in_smtp_form. The job parser refuses CR and
+// LF in these already (queue/job.h); checked once a job again, because a line
+// break here would make the fast path send what the old one would have mended.
+bool FieldsInSmtpForm(const queue::JobHeader& h, const JobPlan& plan) {
+  for (const auto& [name, value] : h.headers) {
+    if (name.empty() || name.front() == '.' || HasLineBreak(name) || HasLineBreak(value)) {
+      return false;
+    }
+  }
+  for (std::string_view s : {std::string_view(h.list_id), std::string_view(h.feedback_id),
+                             std::string_view(h.unsubscribe_url),
+                             std::string_view(h.unsubscribe_mailto),
+                             std::string_view(plan.message_id_left),
+                             std::string_view(plan.message_id_domain)}) {
+    if (HasLineBreak(s)) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -186,6 +208,7 @@ std::unique_ptr<JobPlan> Composer::Plan(const queue::JobHeader& h, const queue::
   plan->message_id_domain =
       from_domain.empty() ? absl::AsciiStrToLower(base::Sv(queue::DomainOf(h.from))) : from_domain;
   plan->shared_body = !t.body_has_placeholders();
+  plan->fields_in_smtp_form = FieldsInSmtpForm(h, *plan);
   PlanSigners(*plan, h);
   return plan;
 }
@@ -217,7 +240,8 @@ std::string_view Composer::DateOf(absl::Time now) {
 
 void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Template& t,
                        const queue::Recipient& r, uint32_t line, absl::Time now,
-                       const smtp::Capabilities& caps, smtp::Envelope* env) {
+                       const smtp::Capabilities& caps, smtp::Envelope* env,
+                       smtp::ContentForm form) {
   // Planned with a signer set SetCredentials has replaced: its indices would name
   // other keys, or none.
   if (plan.keys_generation != keys_generation_) PlanSigners(plan, h);
@@ -238,8 +262,21 @@ void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Te
   if (plan.add_message_id) {
     // job.line makes it unique within this sender; the random part keeps it unique
     // when a job id is used again on another volleyd or after the queue is reset.
-    message_id = absl::StrFormat("%s.%u.%012x@%s", plan.message_id_left, line,
-                                 rng_() & 0xffffffffffffULL, plan.message_id_domain);
+    // "<left>.<line>.<12 hex digits>@<domain>", appended by hand: StrFormat's
+    // parsing of the format was a tenth of a message's preparation.
+    static constexpr char kHex[] = "0123456789abcdef";
+    const uint64_t random = rng_() & 0xffffffffffffULL;
+    char hex[12];
+    for (int i = 0; i < 12; ++i) hex[i] = kHex[(random >> (4 * (11 - i))) & 0xf];
+    const absl::AlphaNum line_digits(line);
+    message_id.reserve(plan.message_id_left.size() + plan.message_id_domain.size() + 26);
+    message_id.append(plan.message_id_left);
+    message_id.push_back('.');
+    message_id.append(line_digits.data(), line_digits.size());
+    message_id.push_back('.');
+    message_id.append(hex, sizeof hex);
+    message_id.push_back('@');
+    message_id.append(plan.message_id_domain);
   }
   // Only when the message is one recipient's: a shared message has no one
   // recipient to name.
@@ -252,20 +289,78 @@ void Composer::Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Te
   added.trace = trace;
   if (plan.add_date) added.date = DateOf(now);
   added.unsubscribe_token = token;
-  env->content = queue::RenderMessage(h, t, r, added);
 
   // The client makes the same decision (smtp::TakesEightBit) and refuses (5.6.3)
   // what cannot be converted; converted here, before signing, it finds 7 bits.
+  const bool takes_eight_bit = smtp::TakesEightBit(caps, smtp::IsUtf8Envelope(*env));
+  env->form = smtp::ContentForm::kMessage;
+  env->eight_bit = false;
+  env->message_size = 0;
+  bool eight_bit = false;
+  bool prepared = false;  // env->content is in SMTP form, eight_bit known
+  size_t dots_added = 0;
+  if (form != smtp::ContentForm::kMessage && plan.fields_in_smtp_form) {
+    // Dot-stuffed while rendered, unless a signature must first be computed over
+    // the message as received, or the message may have to be converted.
+    const bool stuff = form == smtp::ContentForm::kData && !plan.sign && takes_eight_bit;
+    std::string& out = env->content;
+    out.clear();
+    out.reserve(queue::RenderedSizeHint(h, t) + (stuff ? 3 : 0));
+    queue::AppendAddedFields(h, r, added, &out);
+    const bool fields_eight_bit = base::HasEightBit(out);
+    queue::Builtins builtins;
+    builtins.unsubscribe_token = token;
+    queue::RenderFacts facts;
+    t.Render(r, builtins, stuff ? queue::LineStart::kDotStuffed : queue::LineStart::kAsIs, &out,
+             &facts);
+    if (!facts.line_break_in_value) {
+      prepared = true;
+      eight_bit = fields_eight_bit || facts.eight_bit;
+      dots_added = facts.dots_added;
+      if (stuff) {
+        // Stuffed and signed by nobody: the message as DATA sends it.
+        env->message_size = out.size() - dots_added;
+        out.append(".\r\n");
+        env->form = smtp::ContentForm::kData;
+        env->eight_bit = eight_bit;
+        return;
+      }
+    }
+  }
+  if (!prepared) {
+    env->content = queue::RenderMessage(h, t, r, added);
+    // Only the downgrade below needs to know: the client scans a kMessage itself.
+    eight_bit = !takes_eight_bit && smtp::HasEightBit(env->content);
+  }
+
   bool downgraded = false;
-  if (!smtp::TakesEightBit(caps, smtp::IsUtf8Envelope(*env)) &&
-      smtp::HasEightBit(env->content)) {
+  if (!takes_eight_bit && eight_bit) {
     absl::StatusOr<std::string> seven_bit = smtp::DowngradeTo7Bit(env->content);
     if (!seven_bit.ok()) return;  // not sent at all: nothing to sign
     env->content = *std::move(seven_bit);
     downgraded = true;
+    prepared = false;  // the client prepares the converted message
   }
 
-  if (!plan.sign) return;
+  if (plan.sign) Sign(plan, now, downgraded, env);
+
+  // Here env->content is a message: in SMTP form (every line ending CRLF, as
+  // rendered) when `prepared`, and signatures kept it so (they are 7-bit fields
+  // ending in CRLF).
+  if (!prepared || form == smtp::ContentForm::kMessage) return;
+  env->eight_bit = eight_bit;
+  if (form == smtp::ContentForm::kBdat) {
+    env->form = smtp::ContentForm::kBdat;
+    env->message_size = env->content.size();
+  } else {
+    uint64_t size = 0;
+    env->content = smtp::PrepareData(env->content, &size);
+    env->form = smtp::ContentForm::kData;
+    env->message_size = size;
+  }
+}
+
+void Composer::Sign(JobPlan& plan, absl::Time now, bool downgraded, smtp::Envelope* env) {
   std::vector<size_t> per_message;
   const std::vector<size_t>* signers = &plan.signers;
   if (!plan.from_fixed) {

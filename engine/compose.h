@@ -10,6 +10,8 @@
 //   std::unique_ptr<JobPlan> plan = composer.Plan(header, tpl, job_no);
 //   env.rcpts = {...};
 //   composer.Compose(*plan, header, tpl, rcpt, line, now, caps, &env);
+//   composer.Compose(*plan, header, tpl, rcpt, line, now, client.caps(), &env,
+//                    client.content_form());   // already as the session sends it
 //
 //   // SIGHUP (engine/reload.h): new [[dkim]] keys, the running token keys
 //   Credentials next = Credentials::ForReload(*Credentials::Load(new_config, &w), creds);
@@ -49,6 +51,19 @@
 //
 //   The body hash is computed once per job and per signer when the body has no
 //   placeholder (queue::Template::body_has_placeholders), else per message.
+//
+//   The form the session sends. Given smtp::ContentForm kBdat or kData, Compose
+//   leaves env->content in that form (smtp::Envelope::form, eight_bit and
+//   message_size set), so the client sends it without another pass: the template
+//   is rendered straight into it (queue::Template::Render with RenderFacts: DATA's
+//   dot-stuffing and the 8-bit flag come from the compiled template, and only the
+//   values are looked at). A signed message is rendered as a message, signed, and
+//   then, for DATA only, dot-stuffed in one more pass (smtp::PrepareData), since the
+//   signature covers the message as received. What the fast path cannot vouch for
+//   takes the old one and leaves kMessage for the client to prepare: a job whose
+//   own fields hold a line break or a line starting with '.' (JobPlan::
+//   fields_in_smtp_form), a hand-built recipient value with CR or LF, and the 7-bit
+//   downgrade. Either way the bytes sent are the same as those of kMessage.
 //
 // CONTRACT
 //   Credentials is immutable after Load and safe to share; a Composer and its
@@ -143,6 +158,11 @@ struct JobPlan {
   std::vector<size_t> signers;    // indices into the Composer's signers
   uint64_t keys_generation = 0;   // the Composer's signer set `signers` index into
   bool shared_body = false;       // body_hash can be reused
+  // The fields the job adds (headers, List-Id, Feedback-ID, the unsubscribe
+  // fields, Message-ID's parts) hold no CR or LF, and no field name starts with
+  // '.': written out, they are already in SMTP form (Compose, "The form the
+  // session sends").
+  bool fields_in_smtp_form = false;
   // Cached body hashes by signer position in `signers` and [downgraded].
   std::vector<std::array<std::string, 2>> body_hash;
   std::string sign_error;         // the first signing failure, for one log line
@@ -162,10 +182,13 @@ class Composer {
 
   // Compose - env->mail_from and env->content for the recipient on `line` of the
   // job; env->rcpts must be set (their UTF-8 decides whether the server must take
-  // 8-bit data). `caps` are the session's, after EHLO.
+  // 8-bit data). `caps` are the session's, after EHLO. `form` is the form the
+  // session sends (smtp::Client::content_form()); kMessage, the default, leaves
+  // env->content the plain message (volleyctl render shows that).
   void Compose(JobPlan& plan, const queue::JobHeader& h, const queue::Template& t,
                const queue::Recipient& r, uint32_t line, absl::Time now,
-               const smtp::Capabilities& caps, smtp::Envelope* env);
+               const smtp::Capabilities& caps, smtp::Envelope* env,
+               smtp::ContentForm form = smtp::ContentForm::kMessage);
 
   // SetCredentials - sign with `credentials`' [[dkim]] keys from the next Compose
   // on; plans made before are re-planned there. `credentials` must outlive the
@@ -180,6 +203,8 @@ class Composer {
   // PlanSigners - plan's signers (and sign, body_hash) for the current signer set.
   void PlanSigners(JobPlan& plan, const queue::JobHeader& h) const;
   std::vector<size_t> SignersFor(std::string_view from_domain) const;
+  // Sign - prepend plan's DKIM-Signature fields to env->content (a message).
+  void Sign(JobPlan& plan, absl::Time now, bool downgraded, smtp::Envelope* env);
   std::string_view DateOf(absl::Time now);
 
   const Credentials* credentials_;

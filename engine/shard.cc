@@ -493,7 +493,7 @@ void Shard::AssignNext(Conn* c) {
   for (const Work* w : works) env.rcpts.push_back(w->rcpt.to);
   Job* job = first->job;
   composer_.Compose(*job->plan, job->header, *job->tpl, first->rcpt, first->entry.line, now_,
-                    c->client->caps(), &env);
+                    c->client->caps(), &env, c->client->content_form());
   if (!job->plan->sign_error.empty() && !job->plan->sign_error_logged) {
     job->plan->sign_error_logged = true;
     base::LogInfo("job \"%s\": sent without a DKIM signature: %s", job->record.id,

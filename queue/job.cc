@@ -901,10 +901,24 @@ bool RenderUnsubscribeUrl(const JobHeader& h, const Recipient& r, std::string_vi
 
 std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r,
                           const AddedFields& added) {
+  std::string out;
+  out.reserve(RenderedSizeHint(h, t));
+  AppendAddedFields(h, r, added, &out);
+  Builtins builtins;
+  builtins.unsubscribe_token = added.unsubscribe_token;
+  t.Render(r, builtins, &out);
+  return out;
+}
+
+size_t RenderedSizeHint(const JobHeader& h, const Template& t) {
   size_t size = t.literal_size() + 256 + h.unsubscribe_url.size();
   for (const auto& [name, value] : h.headers) size += name.size() + value.size() + 4;
-  std::string out;
-  out.reserve(size);
+  return size;
+}
+
+void AppendAddedFields(const JobHeader& h, const Recipient& r, const AddedFields& added,
+                       std::string* out_ptr) {
+  std::string& out = *out_ptr;
   const auto field = [&out](std::string_view name, std::string_view value) {
     out.append(name);
     out.append(": ");
@@ -952,10 +966,6 @@ std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient
     out.append(value);
     out.append("\r\n");
   }
-  Builtins builtins;
-  builtins.unsubscribe_token = added.unsubscribe_token;
-  t.Render(r, builtins, &out);
-  return out;
 }
 
 bool HasHeaderField(const JobHeader& h, const Template& t, std::string_view lower_name) {

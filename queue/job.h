@@ -15,6 +15,8 @@
 //
 //   std::string RenderMessage(const JobHeader& h, const Template& t,
 //                             const Recipient& r, const AddedFields& added);
+//   void AppendAddedFields(const JobHeader& h, const Recipient& r,
+//                          const AddedFields& added, std::string* out);
 //   absl::Status CheckMessageHeaders(const JobHeader& h, const Template& t);
 //   std::string RenderReturnPath(const JobHeader& h, const Recipient& r);
 //
@@ -223,6 +225,14 @@ inline constexpr std::string_view kTraceField = "Volley-Trace";
 std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r,
                           const AddedFields& added);
 std::string RenderMessage(const JobHeader& h, const Template& t, const Recipient& r);
+
+// AppendAddedFields - RenderMessage's first part, the fields before the template's
+// (each line ended with CRLF), appended to *out; for a sender that renders the
+// template itself (engine/compose.cc, in SMTP form). RenderedSizeHint - octets to
+// reserve for a whole rendering, before the values.
+void AppendAddedFields(const JobHeader& h, const Recipient& r, const AddedFields& added,
+                       std::string* out);
+size_t RenderedSizeHint(const JobHeader& h, const Template& t);
 
 // RenderUnsubscribeUrl - h.unsubscribe_url for r into *out; false when it does not
 // render or renders longer than kMaxUnsubscribeUrl (intake refuses that recipient).

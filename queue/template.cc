@@ -1,5 +1,6 @@
 #include "queue/template.h"
 
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -393,7 +394,39 @@ absl::StatusOr<Template> Template::Compile(std::string_view text) {
   }
   t.text_.shrink_to_fit();
   t.defaults_.shrink_to_fit();
+  t.SmtpFacts();
   return t;
+}
+
+void Template::SmtpFacts() {
+  stuffed_.clear();
+  stuffed_.reserve(text_.size() + 16);
+  for (Segment& s : segments_) {
+    const std::string_view text =
+        s.var == kLiteral ? std::string_view(text_).substr(s.offset, s.length)
+                          : std::string_view(defaults_).substr(s.default_offset, s.default_length);
+    uint8_t flags = 0;
+    if (base::HasEightBit(text)) flags |= kEightBit;
+    if (!text.empty() && text.front() == '.') flags |= kStartsWithDot;
+    if (s.var == kLiteral) {
+      // Literals hold whole CRLFs (Compile adds "\r\n" as one piece).
+      if (text.back() == '\n') flags |= kEndsLine;
+      s.stuffed_offset = static_cast<uint32_t>(stuffed_.size());
+      for (size_t i = 0; i < text.size(); ++i) {
+        if (i > 0 && text[i] == '.' && text[i - 1] == '\n') stuffed_.push_back('.');
+        stuffed_.push_back(text[i]);
+      }
+      s.stuffed_length = static_cast<uint32_t>(stuffed_.size() - s.stuffed_offset);
+    }
+    s.flags = flags;
+  }
+  // No line of the literals starts with '.' past a segment's start: the stuffed
+  // form is text_ itself, at the same offsets, and need not be kept twice.
+  if (stuffed_.size() == text_.size()) {
+    std::string().swap(stuffed_);
+  } else {
+    stuffed_.shrink_to_fit();
+  }
 }
 
 void Template::Render(const Recipient& rcpt, std::string* out) const {
@@ -423,6 +456,63 @@ void Template::Render(const Recipient& rcpt, const Builtins& builtins, std::stri
       out->append(defaults_.data() + s.default_offset, s.default_length);
     }
   }
+}
+
+void Template::Render(const Recipient& rcpt, const Builtins& builtins, LineStart dots,
+                      std::string* out, RenderFacts* facts) const {
+  const ResolvedValues values(variables_, rcpt, builtins);
+  const bool stuff = dots == LineStart::kDotStuffed;
+  const std::string& literal = stuff && !stuffed_.empty() ? stuffed_ : text_;
+
+  size_t total = literal.size();
+  for (const Segment& s : segments_) {
+    if (s.var != kLiteral) {
+      const size_t n = values[s.var].size();
+      // +1: a value that starts a line with '.' gets its dot doubled.
+      total += (n > 0 ? n : s.default_length) + (stuff ? 1 : 0);
+    }
+  }
+  out->reserve(out->size() + total + (stuff ? 1 : 0));
+
+  RenderFacts f;
+  // The line so far is empty: a '.' appended now starts it. The template's first
+  // line starts one (see the contract in template.h).
+  bool line_start = true;
+  const auto stuff_dot = [&](bool starts_with_dot) {
+    if (stuff && line_start && starts_with_dot) {
+      out->push_back('.');
+      ++f.dots_added;
+    }
+  };
+  for (const Segment& s : segments_) {
+    if (s.var == kLiteral) {
+      stuff_dot((s.flags & kStartsWithDot) != 0);
+      if (stuff) {
+        out->append(literal.data() + s.stuffed_offset, s.stuffed_length);
+        f.dots_added += s.stuffed_length - s.length;
+      } else {
+        out->append(literal.data() + s.offset, s.length);
+      }
+      f.eight_bit = f.eight_bit || (s.flags & kEightBit) != 0;
+      line_start = (s.flags & kEndsLine) != 0;
+    } else if (const std::string_view value = values[s.var]; !value.empty()) {
+      f.eight_bit = f.eight_bit || base::HasEightBit(value);
+      if (std::memchr(value.data(), '\n', value.size()) != nullptr ||
+          std::memchr(value.data(), '\r', value.size()) != nullptr) {
+        f.line_break_in_value = true;
+      }
+      stuff_dot(value.front() == '.');
+      out->append(value);
+      line_start = false;
+    } else if (s.default_length > 0) {
+      stuff_dot((s.flags & kStartsWithDot) != 0);
+      out->append(defaults_.data() + s.default_offset, s.default_length);
+      f.eight_bit = f.eight_bit || (s.flags & kEightBit) != 0;
+      line_start = false;
+    }
+    // An empty value with no default adds nothing: the line is where it was.
+  }
+  *facts = f;
 }
 
 const TemplateField* Template::FindHeader(std::string_view lower_name) const {

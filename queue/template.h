@@ -5,6 +5,8 @@
 //
 //   absl::StatusOr<Template> Template::Compile(std::string_view text);
 //   void Template::Render(const Recipient& rcpt, std::string* out) const;
+//   void Template::Render(const Recipient& rcpt, const Builtins& builtins,
+//                         LineStart dots, std::string* out, RenderFacts* facts) const;
 //   RenderedLine Template::LongestLine(const Recipient& rcpt) const;
 //   absl::Status Template::CheckLineLength(const Recipient& rcpt) const;
 //   const std::vector<std::string>& Template::variables() const;
@@ -47,7 +49,18 @@
 //
 //   Line endings: LF and CRLF in the template are both accepted and rendered as CRLF,
 //   the only line ending SMTP allows; the rendered message always ends with CRLF.
-//   Dot-stuffing is the SMTP client's job, not the template's.
+//   Dot-stuffing is the SMTP client's job, unless the caller asks for it.
+//
+//   Rendering in SMTP form: Compile() also keeps the literal segments in the form
+//   SMTP's DATA sends them (a '.' that starts a line doubled, RFC 5321 4.5.2), and
+//   notes which segments hold 8-bit octets and which start with a '.'. Render() with
+//   RenderFacts then appends the message already dot-stuffed when asked
+//   (LineStart::kDotStuffed), and says whether it holds an 8-bit octet and how many
+//   dots it added, so that the sender need not pass over the message again: only
+//   the values are looked at per recipient (each scanned once for 8-bit octets and
+//   line breaks), the literal text never. A value that lands at the start of a line
+//   and starts with '.' is stuffed too; so is a literal that starts a line because
+//   the value before it was empty.
 //
 //   Rendered line length: LongestLine() says, without rendering, how long the
 //   longest line Render() would produce for a recipient is: per template line, its
@@ -121,6 +134,21 @@ struct Builtins {
   std::string_view unsubscribe_token;
 };
 
+// LineStart - what Render does to a line that starts with '.': kAsIs leaves it
+// (the message, as BDAT sends it), kDotStuffed doubles the '.' (as DATA sends it).
+enum class LineStart { kAsIs, kDotStuffed };
+
+// RenderFacts - what Render learnt about the text it appended, so that no one has
+// to scan it again.
+struct RenderFacts {
+  bool eight_bit = false;   // some octet is 0x80 or above
+  // A value held CR or LF (a hand-built Recipient: parsed ones cannot), so the
+  // text's line endings are not all CRLF and its dot-stuffing may be incomplete:
+  // the caller must prepare the text the long way (engine/smtp PrepareData).
+  bool line_break_in_value = false;
+  size_t dots_added = 0;    // octets kDotStuffed added: the rendering's size without them
+};
+
 // TemplateField - a header field of the template's header section.
 struct TemplateField {
   std::string name;  // lower case
@@ -145,6 +173,11 @@ class Template {
   // Render - append the message for `rcpt` to *out (never clears it).
   void Render(const Recipient& rcpt, std::string* out) const;
   void Render(const Recipient& rcpt, const Builtins& builtins, std::string* out) const;
+  // The same with the lines' leading dots as `dots` says and *facts filled in (see
+  // "Rendering in SMTP form"). The text before it in *out must end a line (or be
+  // empty): the template's first line starts a line of the message.
+  void Render(const Recipient& rcpt, const Builtins& builtins, LineStart dots,
+              std::string* out, RenderFacts* facts) const;
 
   // LongestLine - the longest line Render(rcpt, builtins) would produce, found
   // without rendering (see "Rendered line length" above); the earliest wins a tie.
@@ -193,13 +226,28 @@ class Template {
   // defaults_[default_offset, +default_length). Offsets (not string_views) keep
   // the Template safely copyable and movable.
   static constexpr uint32_t kLiteral = UINT32_MAX;
+  // What Compile() knows of a segment's text (a literal's, or a variable's default)
+  // for rendering in SMTP form.
+  enum : uint8_t {
+    kEightBit = 1,         // holds an octet >= 0x80
+    kStartsWithDot = 2,    // its first octet is '.'
+    kEndsLine = 4,         // a literal ending in CRLF: what follows starts a line
+  };
   struct Segment {
     uint32_t offset = 0;
     uint32_t length = 0;
     uint32_t var = kLiteral;
     uint32_t default_offset = 0;
     uint32_t default_length = 0;
+    // A literal as DATA sends it: stuffed_[stuffed_offset, +stuffed_length), every
+    // '.' starting a line after its first octet doubled (the first depends on what
+    // comes before, which Render knows).
+    uint32_t stuffed_offset = 0;
+    uint32_t stuffed_length = 0;
+    uint8_t flags = 0;
   };
+  // SmtpFacts - fill in the segments' flags and stuffed_ once they are all known.
+  void SmtpFacts();
 
   // A template line holding placeholders: its number, its literal octets (without
   // CRLF) and its distinct variables, line_vars_[first, first + count).
@@ -218,6 +266,7 @@ class Template {
   Template() = default;
 
   std::string text_;  // the literal parts, CRLF-normalised, concatenated
+  std::string stuffed_;  // the literal parts again, dot-stuffed (Segment::stuffed_offset)
   std::vector<Segment> segments_;
   std::vector<std::string> variables_;
   // Per variables_ entry: its first line, and its first line without a default.

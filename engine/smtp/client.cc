@@ -364,9 +364,18 @@ absl::Status Client::StartTransaction(Envelope env) {
     }
   }
 
+  const bool bdat = content_form() == ContentForm::kBdat;
+  // Prepared by the caller for another form, or 8-bit for a server that cannot take
+  // it (the downgrade below reads a message): back to the message.
+  if (env.form != ContentForm::kMessage &&
+      (env.form != content_form() || (env.eight_bit && !TakesEightBit(caps_, utf8)))) {
+    if (env.form == ContentForm::kData) env.content = MessageFromData(env.content);
+    env.form = ContentForm::kMessage;
+  }
+
   // RFC 6152 section 3: no 8-bit octet to a server that did not offer 8BITMIME.
   // SMTPUTF8 implies 8BITMIME (RFC 6531 section 3.1), so a UTF-8 envelope goes as is.
-  bool eight_bit = HasEightBit(env.content);
+  bool eight_bit = env.form == ContentForm::kMessage ? HasEightBit(env.content) : env.eight_bit;
   if (eight_bit && !TakesEightBit(caps_, utf8)) {
     absl::StatusOr<std::string> seven_bit = DowngradeTo7Bit(env.content);
     if (seven_bit.ok()) {
@@ -385,9 +394,13 @@ absl::Status Client::StartTransaction(Envelope env) {
   }
 
   uint64_t size = 0;
-  const bool bdat = caps_.chunking && opts_.chunking;
-  t.data = bdat ? PrepareBdat(env.content, &size) : PrepareData(env.content, &size);
-  // t.data is the message from here on: a connection holds one copy, not two.
+  if (env.form == ContentForm::kMessage) {
+    t.data = bdat ? PrepareBdat(env.content, &size) : PrepareData(env.content, &size);
+  } else {
+    t.data = std::move(env.content);
+    size = env.message_size;
+  }
+  // t.data is what goes out; the message would only be a second copy to hold.
   std::string().swap(env.content);
   if (caps_.size_limit && size > *caps_.size_limit) {
     // RFC 1870: the server would refuse it; sending it would only waste the transfer.
@@ -403,26 +416,43 @@ absl::Status Client::StartTransaction(Envelope env) {
 
   bool any_to_send = false;
   for (const auto& f : t.final) any_to_send = any_to_send || !f.has_value();
+  // The command lines go into one buffer kept from the last transaction (its
+  // capacity with it), not a string each: no allocation per command.
+  t.command_text = std::move(spare_command_text_);
+  t.command_text.clear();
+  t.commands = std::move(spare_commands_);
+  t.commands.clear();
   if (any_to_send) {
-    if (need_rset_) t.commands.push_back({Line(Cmd::kRset), Cmd::kRset, 0});
-    std::string from = absl::StrCat("FROM:<", env.mail_from, ">");
-    if (eight_bit && caps_.eight_bit_mime) absl::StrAppend(&from, " BODY=8BITMIME");
-    if (caps_.size) absl::StrAppend(&from, " SIZE=", size);
-    if (utf8 && caps_.smtputf8) absl::StrAppend(&from, " SMTPUTF8");
-    t.commands.push_back({Line(Cmd::kMail, from), Cmd::kMail, 0});
+    // AddCommand - the line "<word>[ <args...>]\r\n" for `cmd`.
+    const auto add = [&t](Cmd cmd, size_t rcpt, auto&&... args) {
+      const size_t begin = t.command_text.size();
+      t.command_text.append(Info(cmd).word);
+      (t.command_text.append(args), ...);
+      t.command_text.append("\r\n");
+      t.commands.push_back({cmd, rcpt, begin, t.command_text.size() - begin});
+    };
+    if (need_rset_) add(Cmd::kRset, 0);
+    const absl::AlphaNum size_digits(size);  // formatted on the stack
+    add(Cmd::kMail, 0, std::string_view(" FROM:<"), std::string_view(env.mail_from),
+        std::string_view(">"),
+        std::string_view(eight_bit && caps_.eight_bit_mime ? " BODY=8BITMIME" : ""),
+        std::string_view(caps_.size ? " SIZE=" : ""),
+        caps_.size ? Sv(size_digits.Piece()) : std::string_view(),
+        std::string_view(utf8 && caps_.smtputf8 ? " SMTPUTF8" : ""));
     for (size_t i = 0; i < n; ++i) {
       if (t.final[i]) continue;
-      t.commands.push_back(
-          {Line(Cmd::kRcpt, absl::StrCat("TO:<", env.rcpts[i], ">")), Cmd::kRcpt, i});
+      add(Cmd::kRcpt, i, std::string_view(" TO:<"), std::string_view(env.rcpts[i]),
+          std::string_view(">"));
       ++t.rcpt_replies_due;
     }
     if (bdat) {
       // One chunk: the message is already in memory, and one BDAT LAST saves the 354
       // round trip that DATA costs (the point of CHUNKING for a bulk sender).
-      t.commands.push_back(
-          {Line(Cmd::kBdat, absl::StrCat(t.data.size(), " LAST")), Cmd::kBdat, 0});
+      const absl::AlphaNum chunk_digits(t.data.size());
+      add(Cmd::kBdat, 0, std::string_view(" "), Sv(chunk_digits.Piece()),
+          std::string_view(" LAST"));
     } else {
-      t.commands.push_back({Line(Cmd::kData), Cmd::kData, 0});
+      add(Cmd::kData, 0);
     }
   }
   t.env = std::move(env);
@@ -502,7 +532,7 @@ bool Client::MaySend(const Command& command) const {
   if (sent_.empty()) return true;
   if (!UsePipelining() || Info(command.cmd).group == Group::kAlone) return false;
   if (Info(sent_.back().cmd).group != Group::kGoesOn) return false;
-  return unacked_bytes_ + command.text.size() <= opts_.max_pipeline_bytes;
+  return unacked_bytes_ + command.length <= opts_.max_pipeline_bytes;
 }
 
 void Client::Pump() {
@@ -522,7 +552,7 @@ void Client::Pump() {
       break;
     }
     if (!MaySend(c)) break;
-    Send(c.text, c.cmd, c.rcpt, c.text.size());
+    Send(std::string_view(t.command_text).substr(c.begin, c.length), c.cmd, c.rcpt, c.length);
     if (c.cmd == Cmd::kBdat) {
       out_.append(t.data);  // the chunk follows its command at once (RFC 3030)
       appended_total_ += t.data.size();
@@ -546,6 +576,8 @@ void Client::MaybeFinishTransaction() {
   // A transaction decided without a command sent (over SIZE, no SMTPUTF8) leaves
   // the server where the last one did: an RSET still owed stays owed.
   if (!t.commands.empty()) need_rset_ = t.failed;
+  spare_command_text_ = std::move(t.command_text);
+  spare_commands_ = std::move(t.commands);
   txn_.reset();
   events_.push_back(std::move(done));
   BecomeIdle();

@@ -119,6 +119,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/smtp/content.h"
 #include "engine/smtp/reply.h"
 
 namespace volley::smtp {
@@ -201,7 +202,17 @@ struct Envelope {
   uint64_t id = 0;                 // the caller's tag, echoed in TransactionDone
   std::string mail_from;           // without <>; "" is the null reverse path
   std::vector<std::string> rcpts;  // without <>
-  std::string content;             // the rendered message; see PrepareData()
+  std::string content;             // the rendered message; see PrepareData() and `form`
+  // What `content` holds (content.h). kMessage: the rendered message, which
+  // StartTransaction scans for 8-bit octets and prepares itself. kBdat or kData:
+  // already the bytes that go out (PrepareBdat's or PrepareData's form, which the
+  // caller vouches for), with eight_bit and message_size set to match: sent without
+  // another pass. Content in a form the session does not send (content_form()), or
+  // 8-bit content for a server that cannot take it, is turned back into a message
+  // and takes the kMessage path, so a stale form costs time, never correctness.
+  ContentForm form = ContentForm::kMessage;
+  bool eight_bit = false;     // form != kMessage: some octet of content is >= 0x80
+  uint64_t message_size = 0;  // form != kMessage: the RFC 1870 size (PrepareData's)
 };
 
 // IsUtf8Envelope - the sender or a recipient address is not ASCII, so the
@@ -274,6 +285,12 @@ class Client {
   bool idle() const;
   // caps - what the server offered in its EHLO reply (empty before SessionReady).
   const Capabilities& caps() const { return caps_; }
+  // content_form - the form the next StartTransaction sends a message in: kBdat
+  // when the server offered CHUNKING and ClientOptions::chunking allows it, else
+  // kData. An Envelope already in this form is sent as it is.
+  ContentForm content_form() const {
+    return caps_.chunking && opts_.chunking ? ContentForm::kBdat : ContentForm::kData;
+  }
   bool closed() const;
 
   // TakeReplyCounts - replies parsed since the last call, by code class (2xx,
@@ -289,9 +306,10 @@ class Client {
   static const CommandInfo& Info(Cmd cmd);
   static std::string Line(Cmd cmd, std::string_view arg = {});
   struct Command {
-    std::string text;
     Cmd cmd;
-    size_t rcpt = 0;  // kRcpt: index into the envelope's recipients
+    size_t rcpt = 0;    // kRcpt: index into the envelope's recipients
+    size_t begin = 0;   // its line: Transaction::command_text[begin, begin + length)
+    size_t length = 0;
   };
   struct Sent {  // a command whose reply is still to come, in send order
     Cmd cmd;
@@ -302,8 +320,9 @@ class Client {
   };
   struct Transaction {
     Envelope env;
-    std::string data;               // PrepareData(env.content)
+    std::string data;               // PrepareData(env.content), or PrepareBdat's
     std::vector<Command> commands;  // in send order
+    std::string command_text;       // their lines, CRLF-ended, one after another
     size_t next_command = 0;
     std::vector<std::optional<Outcome>> final;  // per rcpt, once known
     std::vector<bool> rcpt_accepted;            // RCPT got 2xx
@@ -348,6 +367,10 @@ class Client {
   uint64_t appended_total_ = 0;  // octets ever put in out_
   uint64_t consumed_total_ = 0;  // octets ever taken by ConsumeOutput()
   std::optional<Transaction> txn_;
+  // The last transaction's command buffers, emptied: the next one reuses their
+  // capacity (a connection sends thousands of transactions of much the same size).
+  std::string spare_command_text_;
+  std::vector<Command> spare_commands_;
   bool need_rset_ = false;
   bool quit_requested_ = false;  // Quit() before the client was idle
   bool caller_quit_ = false;     // the QUIT under way is the caller's

@@ -51,8 +51,6 @@ std::string Prepare(std::string_view message, bool dot_stuff, uint64_t* message_
   return out;
 }
 
-bool Is8Bit(char c) { return static_cast<unsigned char>(c) >= 0x80; }
-
 // SplitLines - the lines of `text` without their endings (CRLF, bare CR or bare LF,
 // as PrepareData reads them); a final line ending does not start an empty line.
 std::vector<std::string_view> SplitLines(std::string_view text) {
@@ -122,12 +120,25 @@ std::string PrepareBdat(std::string_view message, uint64_t* message_size) {
   return Prepare(message, /*dot_stuff=*/false, message_size);
 }
 
-bool HasEightBit(std::string_view message) {
-  for (char c : message) {
-    if (Is8Bit(c)) return true;
+std::string MessageFromData(std::string_view data) {
+  if (data.size() >= 3 && data.substr(data.size() - 3) == ".\r\n" &&
+      (data.size() == 3 || data[data.size() - 4] == '\n')) {
+    data.remove_suffix(3);
   }
-  return false;
+  std::string out;
+  out.reserve(data.size());
+  bool line_start = true;
+  for (size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    // PrepareData doubled every '.' that starts a line: keep one of the two.
+    if (line_start && c == '.' && i + 1 < data.size() && data[i + 1] == '.') ++i;
+    out.push_back(data[i]);
+    line_start = c == '\n';
+  }
+  return out;
 }
+
+bool HasEightBit(std::string_view message) { return base::HasEightBit(message); }
 
 absl::StatusOr<std::string> DowngradeTo7Bit(std::string_view message) {
   std::vector<std::string_view> lines = SplitLines(message);

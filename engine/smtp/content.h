@@ -4,6 +4,8 @@
 //   std::string PrepareData(std::string_view message);
 //   std::string PrepareData(std::string_view message, uint64_t* message_size);
 //   std::string PrepareBdat(std::string_view message, uint64_t* message_size);
+//   std::string MessageFromData(std::string_view data);
+//   enum class ContentForm { kMessage, kBdat, kData };
 //   bool HasEightBit(std::string_view message);
 //   absl::StatusOr<std::string> DowngradeTo7Bit(std::string_view message);
 //   absl::Status CheckLineLengths(std::string_view message, size_t max = 998);
@@ -23,6 +25,21 @@
 //   PrepareBdat is the same for BDAT (RFC 3030): line endings normalised and the final
 //   CRLF added once, but no dot-stuffing and no terminating line, since BDAT counts
 //   octets instead; *message_size is then the returned string's size.
+//
+//   MessageFromData undoes PrepareData for a message it prepared: the final ".\r\n"
+//   dropped and a doubled '.' at the start of a line made single again, so that
+//   MessageFromData(PrepareData(m)) == PrepareBdat(m) for every m. It is the way
+//   back for a message prepared for DATA that has to be sent otherwise (BDAT, or
+//   converted to 7 bits): a rare path, so it is a plain second pass.
+//
+//   ContentForm names what a piece of content is (smtp::Envelope::form): kMessage a
+//   rendered message, which the client prepares itself; kBdat what PrepareBdat
+//   returns (every line ending CRLF, the last line ended, nothing else changed);
+//   kData what PrepareData returns. Whoever renders a message can write it in the
+//   form the session sends (engine/compose.h), sparing the client a second and a
+//   third pass over it (preparation and the 8-bit scan).
+//
+//   HasEightBit says whether any octet is 0x80 or above (base::HasEightBit).
 //
 //   DowngradeTo7Bit is for a server without 8BITMIME (RFC 6152 section 3 forbids
 //   sending it 8-bit octets): a single-part message whose 8-bit octets are all in the
@@ -61,6 +78,9 @@ namespace volley::smtp {
 std::string PrepareData(std::string_view message);
 std::string PrepareData(std::string_view message, uint64_t* message_size);
 std::string PrepareBdat(std::string_view message, uint64_t* message_size);
+std::string MessageFromData(std::string_view data);
+
+enum class ContentForm : uint8_t { kMessage, kBdat, kData };
 
 bool HasEightBit(std::string_view message);
 absl::StatusOr<std::string> DowngradeTo7Bit(std::string_view message);

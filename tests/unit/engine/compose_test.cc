@@ -507,5 +507,148 @@ TEST_F(ComposeTest, ReloadedKeysSignTheNextMessageOfAPlanMadeBefore) {
   EXPECT_TRUE(plan->sign_error.empty());
 }
 
+// --- The compiled template's SMTP form against Render + PrepareData/PrepareBdat ---
+
+// Templates with what dot-stuffing and line ends can get wrong: dot-leading lines
+// in literals and after placeholders, bare LF and CRLF mixed, 8-bit literals,
+// defaults (empty, 8-bit, dot-leading), no final line end.
+const char* const kSmtpFormTemplates[] = {
+    "Subject: x\n\n.lead\n..two\nmid.dot\n.\n",
+    "Subject: {{s}}\r\n\r\n{{a}}.tail\n{{a}}\n.{{b}}\r\n",
+    "Subject: x\n\n{{a}}{{b}}.after two empties\n{{a}}\n",
+    "X-Dot: .{{a}}\n\nbody\r\n\r\n.\r\n..\n",
+    "Subject: caf\xc3\xa9\n\n{{a|.default}}\n{{b|d\xc3\xa9" "f}}\nno line end",
+    "Subject: x\n\n{{a|}}.x\n{{b|}}\n",
+    "Subject: x",
+    "Subject: {{a}}\n",
+    "Subject: x\n\n{{a}}{{a}}{{b}}\n.{{a}}.\n",
+};
+
+// Recipients whose values are empty, dot-leading, 8-bit, or all of these.
+std::vector<queue::Recipient> SmtpFormRecipients() {
+  return {
+      {"r@x.test", {}},
+      {"r@x.test", {{"a", ".v"}, {"b", "w"}}},
+      {"r@x.test", {{"a", ""}, {"b", "."}}},
+      {"r@x.test", {{"a", "\xc3\xa9"}, {"b", ".."}}},
+      {"r@x.test", {{"a", "x"}, {"b", ""}, {"s", ".s"}}},
+      {"r@x.test", {{"a", ""}, {"b", ""}}},
+  };
+}
+
+TEST(TemplateSmtpFormTest, MatchesRenderThenPrepareByteForByte) {
+  for (const char* text : kSmtpFormTemplates) {
+    const absl::StatusOr<queue::Template> t = queue::Template::Compile(text);
+    ASSERT_TRUE(t.ok()) << t.status() << " " << text;
+    for (const queue::Recipient& r : SmtpFormRecipients()) {
+      const queue::Builtins builtins;
+      // The fields before the template end with CRLF, as AppendAddedFields' do.
+      for (const std::string& prefix : {std::string(), std::string("X-Before: .x\r\n")}) {
+        std::string message = prefix;
+        t->Render(r, builtins, &message);
+        const std::string where = absl::StrCat(text, " / a=", r.vars.empty() ? "-" : r.vars[0].second);
+
+        std::string as_is = prefix;
+        queue::RenderFacts facts;
+        t->Render(r, builtins, queue::LineStart::kAsIs, &as_is, &facts);
+        uint64_t bdat_size = 0;
+        EXPECT_EQ(as_is, smtp::PrepareBdat(message, &bdat_size)) << where;
+        EXPECT_EQ(facts.eight_bit, smtp::HasEightBit(message.substr(prefix.size()))) << where;
+        EXPECT_FALSE(facts.line_break_in_value);
+        EXPECT_EQ(facts.dots_added, 0u);
+
+        std::string stuffed = prefix;
+        queue::RenderFacts stuffed_facts;
+        t->Render(r, builtins, queue::LineStart::kDotStuffed, &stuffed, &stuffed_facts);
+        uint64_t data_size = 0;
+        const std::string want = smtp::PrepareData(message, &data_size);
+        // No line of the prefix starts with '.', so PrepareData leaves it as it is.
+        EXPECT_EQ(stuffed + ".\r\n", want) << where;
+        EXPECT_EQ(stuffed.size() - stuffed_facts.dots_added, data_size) << where;
+        EXPECT_EQ(stuffed_facts.eight_bit, facts.eight_bit);
+      }
+    }
+  }
+}
+
+TEST(TemplateSmtpFormTest, LineBreakInAHandBuiltValueIsReported) {
+  const absl::StatusOr<queue::Template> t = queue::Template::Compile("Subject: x\n\n{{a}}\n");
+  ASSERT_TRUE(t.ok());
+  for (const char* value : {"l1\nl2", "l1\r.l2", "\r\n"}) {
+    std::string out;
+    queue::RenderFacts facts;
+    t->Render({"r@x.test", {{"a", value}}}, {}, queue::LineStart::kDotStuffed, &out, &facts);
+    EXPECT_TRUE(facts.line_break_in_value) << value;
+  }
+}
+
+// Compose in the session's form sends the bytes Compose as a message, prepared by
+// the client, would have sent: signed or not, 8-bit or not, with and without 8BITMIME.
+TEST_F(ComposeTest, RendersStraightIntoTheFormTheSessionSends) {
+  const std::optional<Credentials> creds = SigningCredentials();
+  ASSERT_TRUE(creds.has_value());
+  std::vector<std::string> warnings;
+  const Credentials no_keys = *Credentials::Load(Config{}, &warnings);
+  const absl::Time now = absl::FromUnixSeconds(1796543549);
+  // The template's own Message-ID: no random part, so two renderings compare.
+  const std::string head = "From: News <news@sender.test>\nMessage-ID: <{{a}}.1@sender.test>\n";
+  for (const Credentials* keys : {&*creds, &no_keys}) {
+    Composer composer(*keys);
+    for (const char* body : {"Hi {{a}}\n.lead\n{{b}}\n.\n", "caf\xc3\xa9 {{a}}\n{{b|.d}}.x\n"}) {
+      for (const std::string& extra : {std::string(), std::string(R"("headers": {".X-Dot": "v"})")}) {
+        const queue::JobHeader h = Job(head + "Subject: s\n\n" + body, extra);
+        const absl::StatusOr<queue::Template> t = queue::Template::Compile(h.message);
+        ASSERT_TRUE(t.ok()) << t.status();
+        std::unique_ptr<JobPlan> plan = composer.Plan(h, *t, 3);
+        EXPECT_EQ(plan->fields_in_smtp_form, extra.empty());
+        for (bool eight_bit_mime : {true, false}) {
+          smtp::Capabilities caps;
+          caps.eight_bit_mime = eight_bit_mime;
+          for (const queue::Recipient& r : SmtpFormRecipients()) {
+            const std::string where =
+                absl::StrCat(body, extra, " 8BITMIME=", eight_bit_mime, " signed=", keys == &*creds);
+            smtp::Envelope message;
+            message.rcpts = {r.to};
+            composer.Compose(*plan, h, *t, r, 2, now, caps, &message);
+            ASSERT_EQ(message.form, smtp::ContentForm::kMessage);
+            for (smtp::ContentForm form : {smtp::ContentForm::kBdat, smtp::ContentForm::kData}) {
+              smtp::Envelope env;
+              env.rcpts = {r.to};
+              composer.Compose(*plan, h, *t, r, 2, now, caps, &env, form);
+              EXPECT_EQ(env.mail_from, message.mail_from);
+              // What the client would send: prepared as the envelope says, or the
+              // message prepared the way StartTransaction does.
+              uint64_t want_size = 0;
+              const std::string want = form == smtp::ContentForm::kBdat
+                                           ? smtp::PrepareBdat(message.content, &want_size)
+                                           : smtp::PrepareData(message.content, &want_size);
+              std::string got = env.content;
+              uint64_t got_size = env.message_size;
+              if (env.form == smtp::ContentForm::kMessage) {
+                got = form == smtp::ContentForm::kBdat ? smtp::PrepareBdat(env.content, &got_size)
+                                                       : smtp::PrepareData(env.content, &got_size);
+              } else {
+                EXPECT_EQ(env.form, form) << where;
+                EXPECT_EQ(env.eight_bit, smtp::HasEightBit(env.content)) << where;
+              }
+              EXPECT_EQ(got, want) << where;
+              EXPECT_EQ(got_size, want_size) << where;
+              // The fast path is taken whenever nothing stands in its way.
+              bool eight_bit = smtp::HasEightBit(std::string(body));
+              for (const auto& [name, value] : r.vars) eight_bit = eight_bit || smtp::HasEightBit(value);
+              const bool converted = !eight_bit_mime && eight_bit;
+              if (extra.empty() && !converted) {
+                EXPECT_EQ(env.form, form) << where;
+              } else {
+                EXPECT_EQ(env.form, smtp::ContentForm::kMessage) << where;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace volley::engine

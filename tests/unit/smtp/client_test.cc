@@ -1138,6 +1138,74 @@ TEST(Client, EightBitBodyToA7BitServerIsConvertedOrBounced) {
             "server offers neither 8BITMIME nor SMTPUTF8");
 }
 
+// Envelope in a prepared form (content.h ContentForm), as engine/compose.h makes it.
+Envelope Prepared(Envelope e, ContentForm form) {
+  uint64_t size = 0;
+  e.eight_bit = HasEightBit(e.content);
+  e.content = form == ContentForm::kBdat ? PrepareBdat(e.content, &size)
+                                         : PrepareData(e.content, &size);
+  e.form = form;
+  e.message_size = size;
+  return e;
+}
+
+TEST(Client, PreparedContentGoesOutAsTheMessageWould) {
+  // Each session gets the same message three ways: as a message, prepared in the
+  // session's own form, and prepared in the other form (turned back, then sent);
+  // what goes out is the same every time.
+  const std::string message = "Subject: x\n\n.lead\r\ncaf\xc3\xa9\n..\n";
+  struct Case {
+    std::vector<std::string> extensions;
+    bool chunking;
+    ContentForm form;  // the session's
+  };
+  const Case cases[] = {
+      {{"PIPELINING", "SIZE", "8BITMIME"}, false, ContentForm::kData},
+      {{"PIPELINING", "SIZE", "8BITMIME", "CHUNKING"}, true, ContentForm::kBdat},
+      {{"PIPELINING", "SIZE"}, false, ContentForm::kData},  // no 8BITMIME: converted
+      {{"PIPELINING", "SIZE", "CHUNKING"}, true, ContentForm::kBdat},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> sent;
+    for (ContentForm form : {ContentForm::kMessage, ContentForm::kData, ContentForm::kBdat}) {
+      ClientOptions opts;
+      opts.chunking = c.chunking;
+      Session s(opts);
+      s.Handshake(c.extensions);
+      EXPECT_EQ(s.c.content_form(), c.form);
+      Envelope e = Env(1, {"a@d.test"}, message);
+      if (form != ContentForm::kMessage) e = Prepared(std::move(e), form);
+      ASSERT_TRUE(s.c.StartTransaction(std::move(e)).ok());
+      std::string out = s.Out();
+      if (c.form == ContentForm::kData) {
+        s.Server("250 ok\r\n250 ok\r\n354 go\r\n");
+        out += s.Out();
+      }
+      sent.push_back(out);
+    }
+    EXPECT_EQ(sent[1], sent[0]) << c.extensions.size();
+    EXPECT_EQ(sent[2], sent[0]) << c.extensions.size();
+    EXPECT_NE(sent[0].find(c.form == ContentForm::kBdat ? "BDAT" : "\r\n..lead\r\n"),
+              std::string::npos)
+        << sent[0];
+  }
+}
+
+TEST(Client, PreparedContentIsTakenAsVouchedFor) {
+  // The client trusts eight_bit and message_size: that is what spares it the scan.
+  Session s;
+  s.Handshake({"PIPELINING", "SIZE", "8BITMIME"});
+  Envelope e = Env(1, {"a@d.test"}, "x\r\n.\r\n");
+  e.form = ContentForm::kData;
+  e.eight_bit = true;
+  e.message_size = 77;
+  ASSERT_TRUE(s.c.StartTransaction(std::move(e)).ok());
+  EXPECT_EQ(s.Out(),
+            "MAIL FROM:<s@src.test> BODY=8BITMIME SIZE=77\r\nRCPT TO:<a@d.test>\r\nDATA\r\n");
+  s.Server("250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(s.Out(), "x\r\n.\r\n");
+}
+
 TEST(Client, RsetStillOwedAfterATransactionDecidedWithoutSending) {
   // Found by fuzz_smtp_client: a failed transaction, then one refused before a byte
   // went out (over SIZE), then a third: the third must still start with RSET.

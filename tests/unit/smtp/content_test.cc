@@ -77,6 +77,37 @@ TEST(PrepareData, MatchesTheByteAtATimeRuleOnRandomInput) {
   }
 }
 
+TEST(MessageFromData, UndoesPrepareDataOnRandomInput) {
+  std::mt19937 rng(12);
+  const std::string alphabet = "\r\n..ab";
+  for (int round = 0; round < 5000; ++round) {
+    std::string message(rng() % 40, ' ');
+    for (char& c : message) c = alphabet[rng() % alphabet.size()];
+    uint64_t size = 0;
+    ASSERT_EQ(MessageFromData(PrepareData(message)), PrepareBdat(message, &size))
+        << "input: " << absl::CEscape(message);
+  }
+  EXPECT_EQ(MessageFromData(".\r\n"), "");
+  EXPECT_EQ(MessageFromData("..\r\n.\r\n"), ".\r\n");
+  EXPECT_EQ(MessageFromData("a\r\n...b\r\n.\r\n"), "a\r\n..b\r\n");
+}
+
+TEST(HasEightBit, EveryPositionAndLength) {
+  // Eight octets a step with a tail: an 8-bit octet is found wherever it is.
+  for (size_t n = 0; n <= 40; ++n) {
+    std::string text(n, 'a');
+    EXPECT_FALSE(HasEightBit(text)) << n;
+    for (size_t at = 0; at < n; ++at) {
+      std::string with = text;
+      with[at] = static_cast<char>(0x80 + at);
+      EXPECT_TRUE(HasEightBit(with)) << n << " " << at;
+      // Also when the view starts at an odd address.
+      EXPECT_TRUE(HasEightBit(std::string_view(with).substr(at > 0 ? 1 : 0))) << n << " " << at;
+    }
+  }
+  EXPECT_FALSE(HasEightBit(std::string("\x7f\x00\x01", 3)));
+}
+
 TEST(CheckLineLengths, ReportsTheFirstLongLine) {
   const std::string ok(998, 'x');
   const std::string long_line(999, 'y');
