@@ -197,22 +197,32 @@ fi
 mapfile -t listen < <("$load" addresses --sink-addresses "$sink_addresses" --port "$sink_port")
 [ "${#listen[@]}" -gt 0 ] || die "volley-load addresses gave nothing for $sink_addresses"
 for a in "${listen[@]}"; do sink_flags+=(--listen "$a"); done
-"$sink" "${sink_flags[@]}" --stats "$work/sink.json" \
-  >"$work/sink.out" 2>"$work/sink.err" &
-sink_pid=$!
-for i in $(seq 100); do
-  [ "$(grep -c 'listening on' "$work/sink.err" 2>/dev/null || true)" -ge "${#listen[@]}" ] && break
-  kill -0 "$sink_pid" 2>/dev/null || die "volley-sink exited: $(tail -5 "$work/sink.err")"
-  sleep 0.1
-done
-[ "$(grep -c 'listening on' "$work/sink.err" || true)" -ge "${#listen[@]}" ] ||
-  die "volley-sink did not listen on all ${#listen[@]} addresses"
-sink_url=""
-for i in $(seq 50); do
-  sink_url=$(sed -n 's|^volley-sink: stats on \(http://[^/ ]*\)/stats$|\1|p' "$work/sink.err" | head -1)
-  [ -n "$sink_url" ] || [ "$has_http" = 0 ] && break
-  sleep 0.1
-done
+# launch_sink PID_VAR URL_VAR NAME LABEL N FLAGS... - volley-sink with FLAGS, its
+# output in $work/NAME.{out,err} and counters in $work/NAME.json; waits until it
+# listens on all N addresses and, with --http, names its stats URL. Its pid goes into
+# PID_VAR at once (so compare_cleanup stops it even if the wait fails), the URL into
+# URL_VAR ("" without --http).
+launch_sink() {
+  local pid_var=$1 url_var=$2 name=$3 label=$4 n=$5 i url="" pid
+  shift 5
+  "$sink" "$@" --stats "$work/$name.json" >"$work/$name.out" 2>"$work/$name.err" &
+  pid=$!
+  printf -v "$pid_var" '%s' "$pid"
+  for i in $(seq 100); do
+    [ "$(grep -c 'listening on' "$work/$name.err" 2>/dev/null || true)" -ge "$n" ] && break
+    kill -0 "$pid" 2>/dev/null || die "$label exited: $(tail -5 "$work/$name.err")"
+    sleep 0.1
+  done
+  [ "$(grep -c 'listening on' "$work/$name.err" || true)" -ge "$n" ] ||
+    die "$label did not listen on all $n addresses"
+  for i in $(seq 50); do
+    url=$(sed -n 's|^volley-sink: stats on \(http://[^/ ]*\)/stats$|\1|p' "$work/$name.err" | head -1)
+    [ -n "$url" ] || [ "$has_http" = 0 ] && break
+    sleep 0.1
+  done
+  printf -v "$url_var" '%s' "$url"
+}
+launch_sink sink_pid sink_url sink volley-sink "${#listen[@]}" "${sink_flags[@]}"
 say "volley-sink (pid $sink_pid) on $sink_addresses port $sink_port (${#listen[@]} addresses)${sink_url:+, counters at $sink_url/stats}${sink_threads:+, $sink_threads threads}"
 
 "$load" routes --domains "$domains" --sink-addresses "$sink_addresses" --port "$sink_port" \
@@ -230,19 +240,8 @@ if [ "$tls_wanted" = 1 ]; then
   [ -n "$sink_threads" ] && tls_flags+=(--threads "$sink_threads")
   mapfile -t tls_listen < <("$load" addresses --sink-addresses "$sink_addresses" --port "$tls_port")
   for a in "${tls_listen[@]}"; do tls_flags+=(--listen "$a"); done
-  "$sink" "${tls_flags[@]}" --stats "$work/tls-sink.json" \
-    >"$work/tls-sink.out" 2>"$work/tls-sink.err" &
-  tls_sink_pid=$!
-  for i in $(seq 100); do
-    [ "$(grep -c 'listening on' "$work/tls-sink.err" 2>/dev/null || true)" -ge "${#tls_listen[@]}" ] && break
-    kill -0 "$tls_sink_pid" 2>/dev/null || die "volley-sink (STARTTLS) exited: $(tail -5 "$work/tls-sink.err")"
-    sleep 0.1
-  done
-  for i in $(seq 50); do
-    tls_sink_url=$(sed -n 's|^volley-sink: stats on \(http://[^/ ]*\)/stats$|\1|p' "$work/tls-sink.err" | head -1)
-    [ -n "$tls_sink_url" ] || [ "$has_http" = 0 ] && break
-    sleep 0.1
-  done
+  launch_sink tls_sink_pid tls_sink_url tls-sink "volley-sink (STARTTLS)" "${#tls_listen[@]}" \
+    "${tls_flags[@]}"
   say "volley-sink with STARTTLS (pid $tls_sink_pid) on $sink_addresses port $tls_port"
   "$load" routes --domains "$domains" --sink-addresses "$sink_addresses" --port "$tls_port" \
     --out "$work/routes-tls.toml" 2>/dev/null || die "volley-load routes (TLS) failed"
