@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cluster/options.h"
 #include "dns/router.h"
 #include "engine/shaping.h"
 #include "engine/smtp/client.h"
@@ -105,6 +106,12 @@ struct DestinationPolicy {
   // [retry]'s values, or the destination's retry_initial, retry_max and
   // retry_max_age (keys of [destination."NAME"] only).
   RetryConfig retry;
+  // With [cluster] set, the destination's max_connections, max_message_rate
+  // and max_connection_rate hold for the cluster's nodes together ("cluster"),
+  // or for each node alone ("node"). Without [cluster], every limit is the
+  // node's. Key: scope (of [destination."NAME"] only). Default: "cluster".
+  enum class Scope { kCluster, kNode };
+  Scope scope = Scope::kCluster;
 
   // TimeoutFor - how long a connection may wait for what the SMTP client awaits
   // (Postfix's xfer_timeouts[]): greeting_timeout for kGreeting, ehlo_timeout for
@@ -355,6 +362,9 @@ struct Config {
   InboundConfig inbound;
   SuppressionConfig suppression;
   IntakeConfig intake;
+  // [cluster]: limits shared with other volleyd nodes through Redis
+  // (cluster/options.h, docs/cluster.md); off when redis is empty.
+  cluster::Options cluster;
 };
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view file_name);
