@@ -4,83 +4,454 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/log.h"
+#include "cluster/redis_link.h"
+#include "cluster/scripts.h"
 
 namespace volley::cluster {
+namespace {
 
-// The fallback share: each pool's limits over the node count, granted here
-// without Redis. (The shared path through Redis is built on top of this: the
-// share is what every node falls back to when Redis does not answer.)
+// The bound on Redis commands in one round trip: a node with more busy pools
+// than this (a few commands each) sends several round trips per batch, so
+// that no single reply keeps Redis (or the agent) busy for long.
+constexpr size_t kMaxCommandsPerRoundTrip = 1000;
+
+// How long a pool keeps the leases its busiest recent moment needed before
+// giving back those it no longer uses: connections that close and reopen
+// between transactions should not churn leases every batch.
+constexpr absl::Duration kLeaseHold = absl::Seconds(1);
+
+// The fairness window of the shared scripts: an asker counts as wanting if
+// it asked within this many batch intervals.
+constexpr int kFairnessBatches = 2;
+
+int64_t Ceil(double v) { return static_cast<int64_t>(std::ceil(v - 1e-9)); }
+
+std::string Number(double v) { return absl::StrCat(v); }
+
+int64_t ParseInt(const RedisReply& r, int64_t fallback = 0) {
+  if (r.type == RedisReply::Type::kInteger) return r.integer;
+  int64_t v = fallback;
+  if (r.type == RedisReply::Type::kString && absl::SimpleAtoi(r.text, &v)) return v;
+  return fallback;
+}
+
+}  // namespace
+
 struct Agent::Impl {
-  Impl(Options o, Allowances* t) : options(std::move(o)), table(t) {}
+  Impl(Options o, Allowances* t)
+      : options(std::move(o)), table(t), link(options.redis, options.timeout) {
+    gcra_script = link.AddScript(std::string(kGcraTakeScript));
+    lease_script = link.AddScript(std::string(kLeaseScript));
+    heartbeat_script = link.AddScript(std::string(kHeartbeatScript));
+    backoff_script = link.AddScript(std::string(kBackoffScript));
+  }
+
+  // What the agent keeps per pool between batches (its thread's own).
+  struct Pool {
+    double carry_messages = 0;  // fallback fractions carried to the next batch
+    double carry_connections = 0;
+    int leases_held = 0;        // in Redis, as last answered
+    int lease_peak = 0;         // the most wanted lately (kLeaseHold)
+    absl::Time lease_peak_at = absl::InfinitePast();
+    std::optional<SharedBackoff> unpublished;  // reported while Redis was away
+  };
+
+  // One pool's part of a batch: what it asks and where its replies go.
+  struct Ask {
+    Allowance* allowance = nullptr;
+    Pool* pool = nullptr;
+    Demand demand;
+    PoolLimits limits;
+    int message_index = -1;     // its commands' indexes in the round trip
+    int connection_index = -1;
+    int lease_index = -1;
+    int backoff_index = -1;
+    int lease_target = 0;
+    bool served = false;        // granted from Redis's replies this batch
+  };
 
   void Run() {
+    absl::Time next = absl::Now();
     std::unique_lock<std::mutex> lock(mu);
     while (!stopping) {
       lock.unlock();
       const absl::Time now = absl::Now();
-      GrantShares(now);
-      table->SetNextGrantAt(now + options.batch);
+      Batch(now);
+      // Absolute ticks: the rate asked for is a batch's worth, so batches
+      // must come a batch apart on average, however long one took.
+      next += options.batch;
+      if (next < absl::Now()) next = absl::Now() + options.batch;
+      table->SetNextGrantAt(next);
       lock.lock();
-      wake.wait_for(lock, absl::ToChronoNanoseconds(options.batch), [&] { return stopping; });
+      wake.wait_for(lock, absl::ToChronoNanoseconds(next - absl::Now()),
+                    [&] { return stopping; });
     }
+    lock.unlock();
+    if (!abandon) GiveBack();
+    link.Close();
   }
 
   int Nodes() const {
     if (options.expected_nodes > 0) return options.expected_nodes;
-    return std::max(1, live_nodes.load(std::memory_order_acquire));
+    return std::max(1, live_nodes);
   }
 
-  // GrantShares - one batch of every pool's fallback share: its rates' worth
-  // of a batch interval over the node count (the fractions carried to the
-  // next batch), at most one batch kept unused, and its connections over the
-  // node count (at least one: a destination is never shut out).
-  void GrantShares(absl::Time now) {
-    (void)now;
-    const double nodes = Nodes();
-    const double seconds = absl::ToDoubleSeconds(options.batch);
+  double BatchSeconds() const { return absl::ToDoubleSeconds(options.batch); }
+
+  // Batch - one batch interval's work: heartbeat, every busy pool's permits,
+  // leases and backoff from Redis; the fallback share for the pools Redis did
+  // not serve (all of them when it does not answer).
+  void Batch(absl::Time now) {
+    std::vector<Ask> asks;
     for (Allowance* a : table->Snapshot()) {
-      Carry& carry = carries[a];
-      const PoolLimits limits = a->limits();
-      a->TakeDemand();
-      const double messages = limits.message_rate / nodes * seconds + carry.messages;
-      const double connections = limits.connection_rate / nodes * seconds + carry.connections;
-      const int64_t whole_messages = static_cast<int64_t>(std::floor(messages));
-      const int64_t whole_connections = static_cast<int64_t>(std::floor(connections));
-      carry.messages = messages - static_cast<double>(whole_messages);
-      carry.connections = connections - static_cast<double>(whole_connections);
-      a->DropPermits(std::max<int64_t>(1, whole_messages), std::max<int64_t>(1, whole_connections));
-      a->AddMessagePermits(whole_messages);
-      a->AddConnectionPermits(whole_connections);
-      granted_messages.fetch_add(static_cast<uint64_t>(whole_messages), std::memory_order_relaxed);
-      granted_connections.fetch_add(static_cast<uint64_t>(whole_connections),
-                                    std::memory_order_relaxed);
-      const int allowed = limits.max_connections <= 0
-                              ? 0
-                              : std::max(1, static_cast<int>(limits.max_connections / nodes));
-      a->SetConnectionsAllowed(allowed);
+      Ask ask;
+      ask.allowance = a;
+      ask.pool = &pools[a];
+      ask.demand = a->TakeDemand();
+      ask.limits = a->limits();
+      asks.push_back(ask);
+    }
+
+    if (!options.enabled()) {
+      // No [cluster]: the share of a cluster of expected_nodes (1 by default).
+      for (Ask& ask : asks) Fallback(now, &ask);
+      std::lock_guard<std::mutex> lock(stats_mu);
+      stats.fallback = true;
+      return;
+    }
+    std::string why;
+    bool answered = false;
+    if (!link.connected() && now >= next_connect_at) {
+      // At most once per batch interval: a dead Redis costs one connect
+      // timeout per server per interval, not one per pool.
+      next_connect_at = now + options.batch;
+      if (absl::Status s = link.Connect(); !s.ok()) why = std::string(s.message());
+    }
+    if (link.connected()) {
+      answered = Exchange(now, &asks, &why);
+    } else if (why.empty()) {
+      why = "not connected";
+    }
+
+    for (Ask& ask : asks) {
+      if (!ask.served) Fallback(now, &ask);
+    }
+
+    std::lock_guard<std::mutex> lock(stats_mu);
+    stats.redis_up = answered;
+    stats.live_nodes = live_nodes;
+    stats.round_trips = link.round_trips();
+    stats.commands = link.commands();
+    int held = 0;
+    for (const auto& [a, p] : pools) held += p.leases_held;
+    stats.leases_held = held;
+    if (answered && (stats.fallback || !ever_shared)) {
+      if (stats.fallback) {
+        base::LogInfo("cluster: Redis at %s answers again: limits are shared", link.address());
+      }
+      stats.fallback = false;
+      ever_shared = true;
+      table->SetShared(true);
+    } else if (!answered && !stats.fallback) {
+      stats.fallback = true;
+      ++stats.fallbacks;
+      table->SetShared(false);
+      base::LogWarning(
+          "cluster: Redis at %s does not answer (%s): each node takes its share, 1/%d of every "
+          "limit",
+          link.address(), why, Nodes());
     }
   }
 
-  struct Carry {
-    double messages = 0;
-    double connections = 0;
-  };
+  // Exchange - the batch's commands to Redis, round trip by round trip; the
+  // pools whose replies came are served. False when Redis did not answer
+  // (the pools not served fall back; none is served twice).
+  bool Exchange(absl::Time now, std::vector<Ask>* asks, std::string* why) {
+    const double seconds = BatchSeconds();
+    const int64_t ttl_ms = absl::ToInt64Milliseconds(options.lease_ttl);
+    const int64_t window_us = absl::ToInt64Microseconds(options.batch) * kFairnessBatches;
+    std::vector<RedisCommand> commands;
+    commands.push_back(link.Script(heartbeat_script, {NodesKey(options.key_prefix)},
+                                   {options.node, absl::StrCat(ttl_ms), "0"}));
+    size_t first_ask = 0;  // the asks whose commands are in `commands`
+    bool heartbeat = true;
+
+    const auto flush = [&](size_t end) -> bool {
+      if (commands.empty()) return true;
+      absl::StatusOr<std::vector<RedisReply>> replies = link.RoundTrip(commands);
+      if (!replies.ok()) {
+        *why = std::string(replies.status().message());
+        return false;
+      }
+      if (heartbeat) {
+        const int64_t n = (*replies)[0].Int(-1);
+        if (n > 0) live_nodes = static_cast<int>(n);
+        heartbeat = false;
+      }
+      for (size_t i = first_ask; i < end; ++i) Apply(now, &(*asks)[i], *replies);
+      commands.clear();
+      first_ask = end;
+      return true;
+    };
+
+    for (size_t i = 0; i < asks->size(); ++i) {
+      Ask& ask = (*asks)[i];
+      Allowance* a = ask.allowance;
+      Pool& pool = *ask.pool;
+      const Demand& d = ask.demand;
+      const PoolLimits& l = ask.limits;
+      std::vector<RedisCommand> mine;
+      const int base = static_cast<int>(commands.size());
+
+      if (l.message_rate > 0) {
+        const int64_t batch_worth = std::max<int64_t>(1, Ceil(l.message_rate * seconds));
+        int64_t want = batch_worth - a->message_permits();
+        // Never more than the demand suggests: refusals mean hungry (a batch's
+        // worth); otherwise what was taken is replaced.
+        if (d.messages_refused == 0) want = std::min<int64_t>(want, d.messages_taken);
+        if (want > 0) {
+          ask.message_index = base + static_cast<int>(mine.size());
+          mine.push_back(link.Script(
+              gcra_script,
+              {PoolKey(options.key_prefix, a->key(), "rate:msg"),
+               PoolKey(options.key_prefix, a->key(), "askers:msg")},
+              {Number(l.message_rate), Number(std::max(1.0, l.message_rate * seconds)),
+               absl::StrCat(want), options.node, absl::StrCat(window_us)}));
+        }
+      }
+      if (l.connection_rate > 0) {
+        const int64_t batch_worth = std::max<int64_t>(1, Ceil(l.connection_rate * seconds));
+        int64_t want = batch_worth - a->connection_permits();
+        if (d.connections_refused == 0) want = std::min<int64_t>(want, d.connections_taken);
+        if (want > 0) {
+          ask.connection_index = base + static_cast<int>(mine.size());
+          mine.push_back(link.Script(
+              gcra_script,
+              {PoolKey(options.key_prefix, a->key(), "rate:conn"),
+               PoolKey(options.key_prefix, a->key(), "askers:conn")},
+              {Number(l.connection_rate), Number(std::max(1.0, l.connection_rate * seconds)),
+               absl::StrCat(want), options.node, absl::StrCat(window_us)}));
+        }
+      }
+      if (l.max_connections > 0 || pool.leases_held > 0) {
+        const int max = std::max(0, l.max_connections);
+        const int now_wanted = static_cast<int>(std::min<uint64_t>(
+            static_cast<uint64_t>(max),
+            static_cast<uint64_t>(std::max(0, d.open)) + d.opens_refused));
+        if (now_wanted >= pool.lease_peak || now - pool.lease_peak_at > kLeaseHold) {
+          pool.lease_peak = now_wanted;
+          pool.lease_peak_at = now;
+        }
+        const int want = std::min(max, pool.lease_peak);
+        if (want > 0 || pool.leases_held > 0) {
+          ask.lease_index = base + static_cast<int>(mine.size());
+          mine.push_back(link.Script(
+              lease_script,
+              {PoolKey(options.key_prefix, a->key(), "leases"),
+               PoolKey(options.key_prefix, a->key(), "askers:leases")},
+              {options.node, absl::StrCat(want), absl::StrCat(std::max(0, d.open)),
+               absl::StrCat(max), absl::StrCat(ttl_ms), absl::StrCat(window_us / 1000),
+               "0"}));
+        }
+      }
+      // Backoff: published when a shard reported a level, read for every
+      // busy pool (another node may have raised it).
+      SharedBackoff reported;
+      const bool report = a->TakeReportedBackoff(&reported);
+      if (report) pool.unpublished = reported;
+      const bool busy = d.messages_taken + d.messages_refused + d.connections_taken +
+                            d.connections_refused + d.opens_refused > 0 ||
+                        d.open > 0;
+      if (pool.unpublished.has_value() || busy || a->cluster_backoff_level() > 0) {
+        std::vector<std::string> args = {"-1", "0", "0", ""};
+        if (pool.unpublished.has_value()) {
+          const SharedBackoff& b = *pool.unpublished;
+          args = {absl::StrCat(b.level),
+                  absl::StrCat(std::max<int64_t>(0, absl::ToInt64Microseconds(b.step_at - now))),
+                  absl::StrCat(std::max<int64_t>(0, absl::ToInt64Microseconds(b.period))),
+                  absl::StrCat(b.reason, " (node ", options.node, ")")};
+        }
+        ask.backoff_index = base + static_cast<int>(mine.size());
+        mine.push_back(link.Script(backoff_script,
+                                   {PoolKey(options.key_prefix, a->key(), "backoff")}, args));
+      }
+
+      // A pool's commands go in one round trip: were they split, a failure
+      // between them could leave the pool half shared, half fallback.
+      if (!commands.empty() && commands.size() + mine.size() > kMaxCommandsPerRoundTrip) {
+        const int shift = static_cast<int>(commands.size());
+        if (!flush(i)) return false;
+        for (int* index :
+             {&ask.message_index, &ask.connection_index, &ask.lease_index, &ask.backoff_index}) {
+          if (*index >= 0) *index -= shift;
+        }
+      }
+      for (RedisCommand& c : mine) commands.push_back(std::move(c));
+    }
+    return flush(asks->size());
+  }
+
+  // Apply - one pool's replies: its permits, leases and the cluster's backoff.
+  void Apply(absl::Time now, Ask* ask, const std::vector<RedisReply>& replies) {
+    Allowance* a = ask->allowance;
+    Pool& pool = *ask->pool;
+    const auto reply = [&](int index) -> const RedisReply* {
+      if (index < 0 || static_cast<size_t>(index) >= replies.size()) return nullptr;
+      const RedisReply* r = &replies[static_cast<size_t>(index)];
+      if (r->is_error()) {
+        if (!logged_script_error) {
+          base::LogError("cluster: a Redis script failed: %s", r->text);
+          logged_script_error = true;
+        }
+        return nullptr;
+      }
+      return r;
+    };
+    const double seconds = BatchSeconds();
+    const PoolLimits& l = ask->limits;
+    // Permits unused beyond a batch are dropped (the table's contract), so
+    // that a pause never turns into a burst.
+    a->DropPermits(std::max<int64_t>(1, Ceil(l.message_rate * seconds)),
+                   std::max<int64_t>(1, Ceil(l.connection_rate * seconds)));
+    if (const RedisReply* r = reply(ask->message_index)) {
+      const int64_t n = std::max<int64_t>(0, r->Int());
+      a->AddMessagePermits(n);
+      granted_messages += static_cast<uint64_t>(n);
+    }
+    if (const RedisReply* r = reply(ask->connection_index)) {
+      const int64_t n = std::max<int64_t>(0, r->Int());
+      a->AddConnectionPermits(n);
+      granted_connections += static_cast<uint64_t>(n);
+    }
+    if (ask->lease_index >= 0) {
+      if (const RedisReply* r = reply(ask->lease_index)) {
+        pool.leases_held = static_cast<int>(std::max<int64_t>(0, r->IntAt(0)));
+        a->SetConnectionsAllowed(static_cast<int>(std::max<int64_t>(0, r->IntAt(1))));
+      }
+    } else if (l.max_connections > 0) {
+      a->SetConnectionsAllowed(0);  // nothing wanted, nothing held
+    }
+    if (const RedisReply* r = reply(ask->backoff_index);
+        r != nullptr && r->type == RedisReply::Type::kArray && r->elements.size() == 4) {
+      pool.unpublished.reset();
+      SharedBackoff b;
+      b.level = static_cast<int>(ParseInt(r->elements[0]));
+      if (b.level > 0) {
+        b.step_at = now + absl::Microseconds(ParseInt(r->elements[1]));
+        b.period = absl::Microseconds(ParseInt(r->elements[2]));
+        b.reason = r->elements[3].text;
+      }
+      if (b.level != a->cluster_backoff_level() || b.level > 0) a->SetClusterBackoff(b);
+    }
+    ask->served = true;
+  }
+
+  // Fallback - the pool's share without Redis: its rates' worth of a batch
+  // over the node count (fractions carried to the next batch), at most one
+  // batch kept unused, and its connections over the node count (at least
+  // one: a destination is never shut out).
+  void Fallback(absl::Time now, Ask* ask) {
+    Allowance* a = ask->allowance;
+    Pool& pool = *ask->pool;
+    const PoolLimits& limits = ask->limits;
+    const double nodes = Nodes();
+    const double seconds = BatchSeconds();
+    const double messages = limits.message_rate / nodes * seconds + pool.carry_messages;
+    const double connections = limits.connection_rate / nodes * seconds + pool.carry_connections;
+    const int64_t whole_messages = static_cast<int64_t>(std::floor(messages));
+    const int64_t whole_connections = static_cast<int64_t>(std::floor(connections));
+    pool.carry_messages = messages - static_cast<double>(whole_messages);
+    pool.carry_connections = connections - static_cast<double>(whole_connections);
+    a->DropPermits(std::max<int64_t>(1, whole_messages), std::max<int64_t>(1, whole_connections));
+    a->AddMessagePermits(whole_messages);
+    a->AddConnectionPermits(whole_connections);
+    granted_messages += static_cast<uint64_t>(whole_messages);
+    granted_connections += static_cast<uint64_t>(whole_connections);
+    const int allowed = limits.max_connections <= 0
+                            ? 0
+                            : std::max(1, static_cast<int>(limits.max_connections / nodes));
+    a->SetConnectionsAllowed(allowed);
+    // The node's own reports wait for Redis; the cluster level last agreed
+    // decays here as Redis would decay it.
+    SharedBackoff reported;
+    if (a->TakeReportedBackoff(&reported)) pool.unpublished = reported;
+    SharedBackoff b = a->ClusterBackoff();
+    if (b.level > 0 && now >= b.step_at) {
+      --b.level;
+      b.step_at = b.period > absl::ZeroDuration() ? b.step_at + b.period : absl::InfiniteFuture();
+      if (b.level == 0) b = SharedBackoff{};
+      a->SetClusterBackoff(b);
+    }
+  }
+
+  // GiveBack - on Stop: this node's leases and its place in the node set,
+  // one round trip, bounded by the timeout; best effort (a Redis away now
+  // lets them expire after lease_ttl).
+  void GiveBack() {
+    if (options.redis.empty()) return;
+    if (!link.connected() && !link.Connect().ok()) return;
+    const int64_t ttl_ms = absl::ToInt64Milliseconds(options.lease_ttl);
+    std::vector<RedisCommand> commands;
+    for (auto& [a, pool] : pools) {
+      if (pool.leases_held <= 0) continue;
+      commands.push_back(link.Script(
+          lease_script,
+          {PoolKey(options.key_prefix, a->key(), "leases"),
+           PoolKey(options.key_prefix, a->key(), "askers:leases")},
+          {options.node, "0", "0", "0", absl::StrCat(ttl_ms), "0", "1"}));
+      if (commands.size() >= kMaxCommandsPerRoundTrip) {
+        if (!link.RoundTrip(commands).ok()) return;
+        commands.clear();
+      }
+    }
+    commands.push_back(link.Script(heartbeat_script, {NodesKey(options.key_prefix)},
+                                   {options.node, absl::StrCat(ttl_ms), "1"}));
+    if (link.RoundTrip(commands).ok()) {
+      for (auto& [a, pool] : pools) pool.leases_held = 0;
+    }
+    std::lock_guard<std::mutex> lock(stats_mu);
+    stats.round_trips = link.round_trips();
+    stats.commands = link.commands();
+    stats.leases_held = 0;
+  }
 
   const Options options;
   Allowances* const table;
-  std::unordered_map<Allowance*, Carry> carries;  // the agent thread's own
-  std::atomic<int> live_nodes{0};
+  RedisLink link;  // the agent thread's own
+  size_t gcra_script = 0;
+  size_t lease_script = 0;
+  size_t heartbeat_script = 0;
+  size_t backoff_script = 0;
+
+  // The agent thread's own:
+  std::unordered_map<Allowance*, Pool> pools;
+  int live_nodes = 0;
+  absl::Time next_connect_at = absl::InfinitePast();
+  bool ever_shared = false;
+  bool logged_script_error = false;
+
   std::atomic<uint64_t> granted_messages{0};
   std::atomic<uint64_t> granted_connections{0};
+  mutable std::mutex stats_mu;
+  Stats stats;  // under stats_mu
+
   std::mutex mu;
   std::condition_variable wake;
   bool stopping = false;  // under mu
+  bool abandon = false;   // under mu until the thread ends; then read by it
   std::thread thread;
 };
 
@@ -105,11 +476,17 @@ void Agent::Stop() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
+void Agent::StopWithoutGivingBack() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->abandon = true;
+  }
+  Stop();
+}
+
 Stats Agent::stats() const {
-  Stats s;
-  s.fallback = true;
-  s.fallbacks = 0;
-  s.live_nodes = impl_->live_nodes.load(std::memory_order_acquire);
+  std::lock_guard<std::mutex> lock(impl_->stats_mu);
+  Stats s = impl_->stats;
   s.message_permits = impl_->granted_messages.load(std::memory_order_relaxed);
   s.connection_permits = impl_->granted_connections.load(std::memory_order_relaxed);
   return s;

@@ -27,6 +27,11 @@
 //   itself, logs the change once, and goes back to shared limits when Redis
 //   answers again. The shards never wait on Redis either way.
 //
+// LIMITS
+//   At most 1,000 Redis commands per round trip (a node with more busy pools
+//   sends several round trips per batch); a pool's commands are never split
+//   between two. Redis replies: see redis_link.h.
+//
 // CONTRACT
 //   Start once, Stop once (or let the destructor stop it). stats() from any
 //   thread.
@@ -63,6 +68,10 @@ class Agent {
 
   absl::Status Start();
   void Stop();
+  // StopWithoutGivingBack - stops as a node that dies would: its leases and
+  // its heartbeat stay in Redis until they expire (lease_ttl). For tests of
+  // what the other nodes then do; volleyd always calls Stop.
+  void StopWithoutGivingBack();
   Stats stats() const;
 
  private:
