@@ -126,10 +126,10 @@ struct Agent::Impl {
     }
 
     if (!options.enabled()) {
-      // No [cluster]: the share of a cluster of expected_nodes (1 by default).
+      // No [cluster]: the share of a cluster of expected_nodes (1 by
+      // default), with nothing shared to fall back from (Stats::fallback
+      // stays false: volley_cluster_fallback alerts on a Redis lost).
       for (Ask& ask : asks) Fallback(now, &ask);
-      std::lock_guard<std::mutex> lock(stats_mu);
-      stats.fallback = true;
       return;
     }
     std::string why;

@@ -116,6 +116,7 @@ class Exporter::Collector : public prometheus::Collectable {
   void CollectShards(std::vector<MetricFamily>* out) const;
   void CollectStore(std::vector<MetricFamily>* out) const;
   static void CollectFeedback(const FeedbackMetrics& f, std::vector<MetricFamily>* out);
+  void CollectCluster(std::vector<MetricFamily>* out) const;
 
   ExporterSources sources_;
   absl::Time started_;
@@ -582,6 +583,37 @@ void Exporter::Collector::CollectFeedback(const FeedbackMetrics& f,
   out->push_back(std::move(paused));
 }
 
+void Exporter::Collector::CollectCluster(std::vector<MetricFamily>* out) const {
+  static const ClusterMetrics kNoCluster;
+  const ClusterMetrics& c = sources_.cluster != nullptr ? *sources_.cluster : kNoCluster;
+  const auto one = [out](const char* name, const char* help, MetricType type, const Gauge& g) {
+    MetricFamily f = Family(name, help, type);
+    Add(&f, {}, static_cast<double>(g.value()));
+    out->push_back(std::move(f));
+  };
+  one("volley_cluster_redis_up", "1 when Redis answered the cluster agent's last batch in time.",
+      MetricType::Gauge, c.redis_up);
+  one("volley_cluster_fallback",
+      "1 while the node takes its fallback share of each cluster-wide limit.", MetricType::Gauge,
+      c.fallback);
+  one("volley_cluster_live_nodes", "Nodes Redis saw alive at the last heartbeat.",
+      MetricType::Gauge, c.live_nodes);
+  one("volley_cluster_leases_held", "Connection leases this node holds in Redis.",
+      MetricType::Gauge, c.leases_held);
+  one("volley_cluster_redis_round_trips_total", "Round trips the cluster agent made to Redis.",
+      MetricType::Counter, c.redis_round_trips_total);
+  one("volley_cluster_fallbacks_total", "Times the node fell back to its share of the limits.",
+      MetricType::Counter, c.fallbacks_total);
+  MetricFamily permits = Family("volley_cluster_permits_granted_total",
+                                "Permits the cluster agent granted to the node's shards, by kind.",
+                                MetricType::Counter);
+  for (size_t k = 0; k < kClusterPermitKinds.size(); ++k) {
+    Add(&permits, {{"kind", std::string(kClusterPermitKinds[k])}},
+        static_cast<double>(c.permits_granted_total[k].value()));
+  }
+  out->push_back(std::move(permits));
+}
+
 std::vector<MetricFamily> Exporter::Collector::Collect() const {
   std::vector<MetricFamily> out;
   CollectShards(&out);
@@ -609,6 +641,7 @@ std::vector<MetricFamily> Exporter::Collector::Collect() const {
     out.push_back(std::move(rcpts));
   }
   if (sources_.feedback != nullptr) CollectFeedback(*sources_.feedback, &out);
+  CollectCluster(&out);
   if (sources_.reloads != nullptr) {
     const ReloadMetrics& r = *sources_.reloads;
     MetricFamily reloads = Family("volley_config_reloads_total",

@@ -277,6 +277,22 @@ struct FeedbackMetrics {
   std::vector<PerDestination> destinations_;  // guarded by mu_
 };
 
+// What the cluster agent reports (cluster/agent.h, docs/cluster.md), copied
+// from its Stats once a second by the engine (cluster/cluster_metrics.h): one
+// writer. The *_total fields are the agent's own running counts, copied
+// whole, hence gauges here and counters in the exposition.
+inline constexpr std::array<std::string_view, 2> kClusterPermitKinds = {"message", "connection"};
+
+struct ClusterMetrics {
+  Gauge redis_up;     // 1: Redis answered the last batch in time
+  Gauge fallback;     // 1: taking the node's share, not shared limits
+  Gauge live_nodes;   // as Redis last counted them; 0: never seen
+  Gauge leases_held;  // connection leases this node holds in Redis
+  Gauge redis_round_trips_total;
+  Gauge fallbacks_total;
+  std::array<Gauge, kClusterPermitKinds.size()> permits_granted_total;  // by kind
+};
+
 }  // namespace volley::metrics
 
 #endif  // VOLLEY_METRICS_METRICS_H_
