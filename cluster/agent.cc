@@ -33,9 +33,25 @@ constexpr size_t kMaxCommandsPerRoundTrip = 1000;
 // between transactions should not churn leases every batch.
 constexpr absl::Duration kLeaseHold = absl::Seconds(1);
 
-// The fairness window of the shared scripts: an asker counts as wanting if
-// it asked within this many batch intervals.
+// The fairness window of the rate script: an asker counts as wanting if it
+// asked within this many of its ask intervals.
 constexpr int kFairnessBatches = 2;
+
+// A slow rate is asked for less often than every batch, so that one request
+// brings about this many permits: a destination limited to 50 a second would
+// otherwise cost Redis a request per node every batch for 5 messages. At most
+// kMaxBatchesPerAsk batches apart (a second at the default batch), so a
+// refused shard never waits longer than that for a permit.
+constexpr double kPermitsPerAsk = 10;
+constexpr int kMaxBatchesPerAsk = 10;
+
+// How often a node that wants more leases than it holds asks again while
+// the other nodes hold the rest (they give them back when they close).
+constexpr absl::Duration kLeasePoll = absl::Milliseconds(500);
+
+// The cluster's backoff level is read this often for a busy pool (published
+// at once when a shard raises it): a 421 storm is seconds long.
+constexpr absl::Duration kBackoffReadEvery = absl::Seconds(1);
 
 int64_t Ceil(double v) { return static_cast<int64_t>(std::ceil(v - 1e-9)); }
 
@@ -59,8 +75,22 @@ struct Agent::Impl {
     backoff_script = link.AddScript(std::string(kBackoffScript));
   }
 
+  // One rate's asking state: slow rates are asked for every few batches,
+  // with what the shards took and were refused since the last ask.
+  struct RateAsk {
+    absl::Time next_at = absl::InfinitePast();
+    uint64_t taken = 0;
+    uint64_t refused = 0;
+  };
+
   // What the agent keeps per pool between batches (its thread's own).
   struct Pool {
+    RateAsk messages;
+    RateAsk connections;
+    absl::Time lease_renewed_at = absl::InfinitePast();
+    int leases_allowed = 0;     // as last answered
+    bool leases_grew = false;   // the last answer held more than the one before
+    absl::Time backoff_read_at = absl::InfinitePast();
     double carry_messages = 0;  // fallback fractions carried to the next batch
     double carry_connections = 0;
     int leases_held = 0;        // in Redis, as last answered
@@ -180,9 +210,7 @@ struct Agent::Impl {
   // pools whose replies came are served. False when Redis did not answer
   // (the pools not served fall back; none is served twice).
   bool Exchange(absl::Time now, std::vector<Ask>* asks, std::string* why) {
-    const double seconds = BatchSeconds();
     const int64_t ttl_ms = absl::ToInt64Milliseconds(options.lease_ttl);
-    const int64_t window_us = absl::ToInt64Microseconds(options.batch) * kFairnessBatches;
     std::vector<RedisCommand> commands;
     commands.push_back(link.Script(heartbeat_script, {NodesKey(options.key_prefix)},
                                    {options.node, absl::StrCat(ttl_ms), "0"}));
@@ -217,34 +245,14 @@ struct Agent::Impl {
       const int base = static_cast<int>(commands.size());
 
       if (l.message_rate > 0) {
-        const int64_t batch_worth = std::max<int64_t>(1, Ceil(l.message_rate * seconds));
-        int64_t want = batch_worth - a->message_permits();
-        // Never more than the demand suggests: refusals mean hungry (a batch's
-        // worth); otherwise what was taken is replaced.
-        if (d.messages_refused == 0) want = std::min<int64_t>(want, d.messages_taken);
-        if (want > 0) {
-          ask.message_index = base + static_cast<int>(mine.size());
-          mine.push_back(link.Script(
-              gcra_script,
-              {PoolKey(options.key_prefix, a->key(), "rate:msg"),
-               PoolKey(options.key_prefix, a->key(), "askers:msg")},
-              {Number(l.message_rate), Number(std::max(1.0, l.message_rate * seconds)),
-               absl::StrCat(want), options.node, absl::StrCat(window_us)}));
-        }
+        ask.message_index = AskRate(now, l.message_rate, a->message_permits(),
+                                    d.messages_taken, d.messages_refused, "msg", a->key(),
+                                    &pool.messages, base, &mine);
       }
       if (l.connection_rate > 0) {
-        const int64_t batch_worth = std::max<int64_t>(1, Ceil(l.connection_rate * seconds));
-        int64_t want = batch_worth - a->connection_permits();
-        if (d.connections_refused == 0) want = std::min<int64_t>(want, d.connections_taken);
-        if (want > 0) {
-          ask.connection_index = base + static_cast<int>(mine.size());
-          mine.push_back(link.Script(
-              gcra_script,
-              {PoolKey(options.key_prefix, a->key(), "rate:conn"),
-               PoolKey(options.key_prefix, a->key(), "askers:conn")},
-              {Number(l.connection_rate), Number(std::max(1.0, l.connection_rate * seconds)),
-               absl::StrCat(want), options.node, absl::StrCat(window_us)}));
-        }
+        ask.connection_index = AskRate(now, l.connection_rate, a->connection_permits(),
+                                       d.connections_taken, d.connections_refused, "conn",
+                                       a->key(), &pool.connections, base, &mine);
       }
       if (l.max_connections > 0 || pool.leases_held > 0) {
         const int max = std::max(0, l.max_connections);
@@ -256,15 +264,24 @@ struct Agent::Impl {
           pool.lease_peak_at = now;
         }
         const int want = std::min(max, pool.lease_peak);
-        if (want > 0 || pool.leases_held > 0) {
+        // Redis is asked when the node holds leases it may not use or no
+        // longer wants (given back at once, for the others), when it wants
+        // more (each batch while it is being granted some, every
+        // kLeasePoll while the set is full: polling it faster would only
+        // cost Redis), and when its leases are due for renewal (four times
+        // per ttl, so one lost round trip never loses them).
+        const bool renew = now - pool.lease_renewed_at >= options.lease_ttl / 4;
+        const bool give_back = pool.leases_held > want || pool.leases_allowed < pool.leases_held;
+        const bool grow = want > pool.leases_held &&
+                          (pool.leases_grew || now - pool.lease_renewed_at >= kLeasePoll);
+        if (give_back || grow || (pool.leases_held > 0 && renew)) {
           ask.lease_index = base + static_cast<int>(mine.size());
           mine.push_back(link.Script(
               lease_script,
               {PoolKey(options.key_prefix, a->key(), "leases"),
                PoolKey(options.key_prefix, a->key(), "askers:leases")},
               {options.node, absl::StrCat(want), absl::StrCat(std::max(0, d.open)),
-               absl::StrCat(max), absl::StrCat(ttl_ms), absl::StrCat(window_us / 1000),
-               "0"}));
+               absl::StrCat(max), absl::StrCat(ttl_ms), absl::StrCat(ttl_ms), "0"}));
         }
       }
       // Backoff: published when a shard reported a level, read for every
@@ -275,7 +292,9 @@ struct Agent::Impl {
       const bool busy = d.messages_taken + d.messages_refused + d.connections_taken +
                             d.connections_refused + d.opens_refused > 0 ||
                         d.open > 0;
-      if (pool.unpublished.has_value() || busy || a->cluster_backoff_level() > 0) {
+      if (pool.unpublished.has_value() ||
+          ((busy || a->cluster_backoff_level() > 0) && now >= pool.backoff_read_at)) {
+        pool.backoff_read_at = now + kBackoffReadEvery;
         std::vector<std::string> args = {"-1", "0", "0", ""};
         if (pool.unpublished.has_value()) {
           const SharedBackoff& b = *pool.unpublished;
@@ -304,6 +323,47 @@ struct Agent::Impl {
     return flush(asks->size());
   }
 
+  // BatchesPerAsk - how many batches one ask of `rate` covers (kPermitsPerAsk).
+  int BatchesPerAsk(double rate) const {
+    const double per_batch = rate * BatchSeconds();
+    if (per_batch <= 0) return 1;
+    return static_cast<int>(
+        std::clamp<double>(std::ceil(kPermitsPerAsk / per_batch - 1e-9), 1, kMaxBatchesPerAsk));
+  }
+  // Burst - what one ask may bring, and what the table may hold unused.
+  int64_t Burst(double rate) const {
+    return std::max<int64_t>(1, Ceil(rate * BatchSeconds() * BatchesPerAsk(rate)));
+  }
+
+  // AskRate - a GCRA take for one rate when due: an ask's worth less what the
+  // table still holds, and never more than the demand suggests (refusals
+  // mean hungry; otherwise what was taken is replaced). Its command's index,
+  // or -1 when nothing is asked this batch.
+  int AskRate(absl::Time now, double rate, int64_t held, uint64_t taken, uint64_t refused,
+              const char* what, const std::string& pool_key, RateAsk* state, int base,
+              std::vector<RedisCommand>* out) {
+    state->taken += taken;
+    state->refused += refused;
+    if (now < state->next_at) return -1;
+    const int batches = BatchesPerAsk(rate);
+    const int64_t burst = Burst(rate);
+    int64_t want = burst - held;
+    if (state->refused == 0) want = std::min<int64_t>(want, static_cast<int64_t>(state->taken));
+    if (want <= 0) return -1;
+    state->taken = state->refused = 0;
+    // Half a batch early: ticks jitter, and an ask a tick late would leave
+    // the rate unused for a whole batch.
+    state->next_at = now + options.batch * batches - options.batch / 2;
+    const int64_t window_us =
+        absl::ToInt64Microseconds(options.batch) * batches * kFairnessBatches;
+    out->push_back(link.Script(gcra_script,
+                               {PoolKey(options.key_prefix, pool_key, absl::StrCat("rate:", what)),
+                                PoolKey(options.key_prefix, pool_key, absl::StrCat("askers:", what))},
+                               {Number(rate), absl::StrCat(burst), absl::StrCat(want), options.node,
+                                absl::StrCat(window_us)}));
+    return base + static_cast<int>(out->size()) - 1;
+  }
+
   // Apply - one pool's replies: its permits, leases and the cluster's backoff.
   void Apply(absl::Time now, Ask* ask, const std::vector<RedisReply>& replies) {
     Allowance* a = ask->allowance;
@@ -320,12 +380,10 @@ struct Agent::Impl {
       }
       return r;
     };
-    const double seconds = BatchSeconds();
     const PoolLimits& l = ask->limits;
-    // Permits unused beyond a batch are dropped (the table's contract), so
-    // that a pause never turns into a burst.
-    a->DropPermits(std::max<int64_t>(1, Ceil(l.message_rate * seconds)),
-                   std::max<int64_t>(1, Ceil(l.connection_rate * seconds)));
+    // Permits unused beyond an ask's worth are dropped (the table's
+    // contract), so that a pause never turns into a burst.
+    a->DropPermits(Burst(l.message_rate), Burst(l.connection_rate));
     if (const RedisReply* r = reply(ask->message_index)) {
       const int64_t n = std::max<int64_t>(0, r->Int());
       a->AddMessagePermits(n);
@@ -338,11 +396,15 @@ struct Agent::Impl {
     }
     if (ask->lease_index >= 0) {
       if (const RedisReply* r = reply(ask->lease_index)) {
-        pool.leases_held = static_cast<int>(std::max<int64_t>(0, r->IntAt(0)));
-        a->SetConnectionsAllowed(static_cast<int>(std::max<int64_t>(0, r->IntAt(1))));
+        const int held = static_cast<int>(std::max<int64_t>(0, r->IntAt(0)));
+        pool.leases_grew = held > pool.leases_held;
+        pool.leases_held = held;
+        pool.leases_allowed = static_cast<int>(std::max<int64_t>(0, r->IntAt(1)));
+        pool.lease_renewed_at = now;
+        a->SetConnectionsAllowed(pool.leases_allowed);
       }
     } else if (l.max_connections > 0) {
-      a->SetConnectionsAllowed(0);  // nothing wanted, nothing held
+      a->SetConnectionsAllowed(pool.leases_allowed);  // unchanged, renewed recently
     }
     if (const RedisReply* r = reply(ask->backoff_index);
         r != nullptr && r->type == RedisReply::Type::kArray && r->elements.size() == 4) {
@@ -384,6 +446,11 @@ struct Agent::Impl {
                             ? 0
                             : std::max(1, static_cast<int>(limits.max_connections / nodes));
     a->SetConnectionsAllowed(allowed);
+    // What Redis holds may have changed meanwhile (a restarted Redis holds
+    // no leases): the first batch it answers again asks, whatever is due.
+    pool.lease_renewed_at = absl::InfinitePast();
+    pool.leases_grew = true;
+    pool.messages.next_at = pool.connections.next_at = absl::InfinitePast();
     // The node's own reports wait for Redis; the cluster level last agreed
     // decays here as Redis would decay it.
     SharedBackoff reported;
