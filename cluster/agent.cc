@@ -90,6 +90,7 @@ struct Agent::Impl {
     absl::Time lease_renewed_at = absl::InfinitePast();
     int leases_allowed = 0;     // as last answered
     bool leases_grew = false;   // the last answer held more than the one before
+    int lease_want_sent = 0;    // the want Redis last heard: the others' parts depend on it
     absl::Time backoff_read_at = absl::InfinitePast();
     double carry_messages = 0;  // fallback fractions carried to the next batch
     double carry_connections = 0;
@@ -109,7 +110,6 @@ struct Agent::Impl {
     int connection_index = -1;
     int lease_index = -1;
     int backoff_index = -1;
-    int lease_target = 0;
     bool served = false;        // granted from Redis's replies this batch
   };
 
@@ -269,12 +269,15 @@ struct Agent::Impl {
         // more (each batch while it is being granted some, every
         // kLeasePoll while the set is full: polling it faster would only
         // cost Redis), and when its leases are due for renewal (four times
-        // per ttl, so one lost round trip never loses them).
+        // per ttl, so one lost round trip never loses them); and when it
+        // wants less than Redis last heard, which frees the others' parts.
         const bool renew = now - pool.lease_renewed_at >= options.lease_ttl / 4;
         const bool give_back = pool.leases_held > want || pool.leases_allowed < pool.leases_held;
         const bool grow = want > pool.leases_held &&
                           (pool.leases_grew || now - pool.lease_renewed_at >= kLeasePoll);
-        if (give_back || grow || (pool.leases_held > 0 && renew)) {
+        const bool wants_less = want < pool.lease_want_sent;
+        if (give_back || grow || wants_less || (pool.leases_held > 0 && renew)) {
+          pool.lease_want_sent = want;
           ask.lease_index = base + static_cast<int>(mine.size());
           mine.push_back(link.Script(
               lease_script,

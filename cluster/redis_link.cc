@@ -92,8 +92,9 @@ absl::Status RedisLink::Connect() {
   if (context_ != nullptr) return absl::OkStatus();
   if (servers_.empty()) return absl::FailedPreconditionError("no Redis server configured");
   std::vector<std::string> failures;
+  const size_t first = current_;
   for (size_t tried = 0; tried < servers_.size(); ++tried) {
-    const size_t i = (current_ + tried) % servers_.size();
+    const size_t i = (first + tried) % servers_.size();
     current_ = i;
     absl::StatusOr<base::HostPort> hp = base::ParseHostPort(servers_[i]);
     if (!hp.ok()) {
@@ -166,6 +167,9 @@ absl::StatusOr<std::vector<RedisReply>> RedisLink::Exchange(
   const absl::Time deadline = absl::Now() + timeout_;
   const auto fail = [this](std::string why) {
     Close();
+    // The next Connect starts with the next server: the one that failed is
+    // the least likely to answer now.
+    if (!servers_.empty()) current_ = (current_ + 1) % servers_.size();
     return absl::UnavailableError(std::move(why));
   };
   std::vector<const char*> argv;

@@ -18,9 +18,11 @@
 //   wait, never touch it. Commands are pipelined (appended, written at once,
 //   then the replies read): one round trip per batch, not one per destination.
 //
-//   Servers are tried in order; a link that failed stays down until the next
-//   Connect, which the agent calls at most once per batch interval, so a dead
-//   Redis costs at most one connect timeout per server per batch.
+//   Servers are tried in order, from the one used last; a link that failed
+//   stays down until the next Connect, which starts with the server after
+//   the one that failed and which the agent calls at most once per batch
+//   interval, so a dead Redis costs at most one connect timeout per server
+//   per batch.
 //
 //   Scripts are loaded with SCRIPT LOAD when the link connects and called by
 //   their SHA1 (EVALSHA). A reply NOSCRIPT (Redis restarted, or SCRIPT FLUSH)

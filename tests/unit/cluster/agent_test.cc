@@ -267,6 +267,23 @@ TEST(AgentTest, ADeadNodesLeasesExpireAndGoToTheOthers) {
   }
 }
 
+TEST(AgentTest, TakesTheNextServerWhenTheFirstIsDown) {
+  RedisServer dead, redis;
+  ASSERT_TRUE(dead.Start());
+  dead.Stop();  // its port now refuses
+  ASSERT_TRUE(redis.Start());
+  Allowances table;
+  Allowance* a = table.Join(kPool);
+  a->SetLimits({.message_rate = 100});
+  Options o = NodeOptions(redis, "a");
+  o.redis = {dead.address(), redis.address()};
+  Agent agent(o, &table);
+  ASSERT_TRUE(agent.Start().ok());
+  HungryShard shard(a);
+  ASSERT_TRUE(WaitFor([&] { return table.shared() && shard.taken() > 0; }));
+  EXPECT_EQ(redis.Command({"ZCARD", NodesKey("t:")}).Int(), 1);
+}
+
 TEST(AgentTest, ReloadsScriptsRedisLost) {
   RedisServer redis;
   ASSERT_TRUE(redis.Start());
