@@ -7,7 +7,7 @@ their own, [delivery] shards = 2 each) on this machine. The sink listens on thre
 loopback addresses of one port, one per destination, so that its per-listener counts
 (docs/sink.md: `connections` open now, `peak_connections`) are per destination:
 
-  c.test   127.0.0.2  scope "cluster" (the default): max_message_rate R (--rate, 100/s),
+  c.test   127.0.0.2  scope "cluster" (the default): max_message_rate R (--rate, 40/s),
                       max_connections_per_destination N (6), one recipient per transaction
   n.test   127.0.0.3  scope = "node": the same limits, each node its own
 
@@ -41,7 +41,8 @@ volleyd itself: a probe node is started with the cluster config, and only its "u
 section" error for [cluster] (or for the destination's scope key) selects that mode;
 any other failure fails the test.
 
-    python3 tests/integration/cluster_test.py --bindir build [--rate 100] [--keep]
+    python3 tests/integration/cluster_test.py --bindir build [--rate 40] [--keep]
+    (--build is taken for --bindir)
 """
 import collections
 import os
@@ -58,11 +59,11 @@ from harness import check, log, wait_for  # noqa: E402
 NODES = ("node-a", "node-b", "node-c")
 KILLED = "node-c"
 MAX_CONNS = 6                 # N, both destinations
-C_PER_NODE = 1500             # c.test recipients a node: R/3 a node outlasts phases 1-3
-N_PER_NODE = 1000             # n.test recipients a node: outlasts phase 1 at R a node
+C_PER_NODE = 600              # c.test recipients a node: at R/3 a node, outlasts phases 1-3
+N_PER_NODE = 400              # n.test recipients a node: at R a node, outlasts phase 1
 WINDOW_S = 5.0                # each measuring window
 SETTLE_S = 1.0                # after a change, before a window opens
-WARMUP_S = 2.0                # after the jobs are dropped, before the first window
+WARMUP_S = 2.0                # after every node delivers to both, before the first window
 WINDOW = 200                  # [delivery] window: bounds the copies a kill -9 may resend
 LEASE_TTL = "2s"
 SHARED_TOLERANCE = 0.05       # the issue's "within 5%"
@@ -74,8 +75,11 @@ SKIPPED = []   # why the cluster parts did not run (harness.main returns normall
 
 
 def add_args(parser):
-    parser.add_argument("--rate", type=float, default=100.0,
-                        help="R: max_message_rate of both destinations, messages/s (default 100)")
+    # 40/s: three sanitizer builds of volleyd on a shared 2-CPU machine send 160
+    # messages/s in the cluster phases (240/s without [cluster]) well under what they
+    # can; at R = 100 they were CPU-bound below the limits beside parallel builds.
+    parser.add_argument("--rate", type=float, default=40.0,
+                        help="R: max_message_rate of both destinations, messages/s (default 40)")
 
 
 # ---------------------------------------------------------------- redis-server
@@ -229,8 +233,10 @@ def cluster_parses(h, sink, rate, redis):
     if state == "running":
         proc.stop(30)
         return True
+    # Only these two refusals mean "not built yet"; a [cluster] key refused, or any
+    # other error, is a failure of the contract.
     refused = [line for line in output.splitlines()
-               if "unknown" in line and ("cluster" in line or "scope" in line)]
+               if ": cluster: unknown section" in line or (".scope: unknown" in line)]
     check(refused, "the probe volleyd (a [cluster] config) exited, not over [cluster]:\n%s" % output)
     log("this volleyd refuses [cluster]: %s" % refused[0].strip())
     return False
@@ -287,7 +293,17 @@ def test(h):
     def round_trips(live):
         return sum(sum(node_metric(d, "volley_cluster_redis_round_trips_total").values()) for d in live)
 
-    # 1. Shared limits, or (without [cluster]) three nodes' own.
+    # 1. Shared limits, or (without [cluster]) three nodes' own. The windows open once
+    # every node sends to both destinations (a sanitizer build takes seconds to start).
+    def delivering():
+        for d in nodes.values():
+            d.assert_alive()
+            seen = {r.get("rcpt", "").rpartition("@")[2] for r in d.deliveries()
+                    if r.get("status") == "delivered"}
+            if not set(HOSTS) <= seen:
+                return False
+        return True
+    wait_for(delivering, 60, "every node to deliver to c.test and n.test", interval=0.2)
     time.sleep(WARMUP_S)
     c_expected = rate if cluster else 3 * rate
     measure("shared (c.test)" if cluster else "node-scoped (c.test)", "c.test", c_expected,
@@ -370,11 +386,11 @@ def test(h):
     check(not strays, "%d recipients logged by another node than the one whose spool had "
           "their job, e.g. %s" % (len(strays), strays[:3]))
     named = [(n, rec.get("node")) for v in ledger.values() for n, rec in v if "node" in rec]
-    if named:
+    if named and cluster:   # without [cluster] a node is named by its host name
         wrong = [x for x in named if x[0] != x[1]]
         check(not wrong and len(named) == total, "delivery-log \"node\" fields: %d of %d records "
               "carry one, %d name another node, e.g. %s" % (len(named), total, len(wrong), wrong[:3]))
-    else:
+    elif cluster:
         log("the delivery logs carry no \"node\" field (issue 22's h/ops piece)")
 
     records = sink.records()
@@ -425,6 +441,8 @@ def test(h):
 
 
 if __name__ == "__main__":
+    # --build DIR is taken for --bindir DIR (the CMake build directory either way).
+    sys.argv = ["--bindir" if a == "--build" else a for a in sys.argv]
     harness.main(test, "cluster", add_args)
     if SKIPPED:
         log("SKIP: cluster: %s" % SKIPPED[0])
