@@ -13,7 +13,9 @@
 //     makes the pool, reported once a second after that: one lock per shard per
 //     second and per new pool, never per message.
 //   - ShardPlace: which shard this is, its shares of the window and of the
-//     connection budget, and the shared objects above.
+//     connection budget, and the shared objects above; with [cluster] set, the
+//     node's table of cluster-scoped limits too (cluster/allowance.h: atomics,
+//     taken from per transaction and per connection, never locked there).
 #ifndef VOLLEY_ENGINE_BOARDS_H_
 #define VOLLEY_ENGINE_BOARDS_H_
 
@@ -28,6 +30,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "queue/suppression.h"
+
+namespace volley::cluster {
+class Allowances;
+}  // namespace volley::cluster
 
 namespace volley::engine {
 
@@ -84,6 +90,12 @@ struct ShardPlace {
   // Operator suspensions and retries, kept backoff levels
   // (engine/destination_control.h); null: none.
   DestinationControl* control = nullptr;
+  // [cluster] set: the node's table of cluster-wide limits, which its
+  // cluster-scoped pools take from (engine/destination_limits.h); null
+  // otherwise.
+  cluster::Allowances* cluster = nullptr;
+  // This volleyd's name in the cluster, for the backoff reasons it shares.
+  std::string node;
 };
 
 }  // namespace volley::engine

@@ -40,6 +40,8 @@ using base::TomlFile;
 using base::TomlKeys;
 using config_sections::AdminKeys;
 using config_sections::BackoffRuleKeys;
+using config_sections::CheckCluster;
+using config_sections::ClusterKeys;
 using config_sections::ClassifyRuleKeys;
 using config_sections::DeliveryKeys;
 using config_sections::DestinationKeys;
@@ -74,7 +76,7 @@ constexpr PlainSection kPlainSections[] = {
     {"delivery", DeliveryKeys}, {"queue", QueueKeys}, {"log", LogKeys}, {"verp", VerpKeys},
     {"metrics", MetricsKeys},   {"admin", AdminKeys}, {"unsubscribe", UnsubscribeKeys},
     {"inbound", InboundKeys},   {"suppression", SuppressionKeys},
-    {"intake", IntakeKeys},
+    {"intake", IntakeKeys},     {"cluster", ClusterKeys},
 };
 
 // [routes]: domain or "*" to HOST:PORT, or an array of them.
@@ -141,6 +143,7 @@ absl::Status ReadSection(const TomlFile& file, std::string_view name, const toml
         return file.Error(node, name, "min_ttl must not exceed max_ttl (nor negative_min_ttl negative_max_ttl)");
       }
     }
+    if (name == "cluster") RETURN_IF_ERROR(CheckCluster(file, node, *c));
     return absl::OkStatus();
   }
   if (name == "routes") return ReadRoutes(file, node, c);

@@ -198,6 +198,11 @@ struct TokenKeyConfig {
   std::string secret_file;  // at least 32 octets of secret
 };
 inline constexpr size_t kMaxTokenKeys = 16;
+// [cluster] bounds: Redis servers listed (tried in order), a node's name, the
+// node count expected_nodes may name.
+inline constexpr size_t kMaxClusterRedisServers = 16;
+inline constexpr size_t kMaxClusterNodeName = 64;
+inline constexpr int kMaxClusterNodes = 1000;
 
 struct DeliveryConfig {
   // Recipients taken from the queue and not yet finished, at most. Bounds memory.

@@ -458,6 +458,18 @@ TomlKeys DestinationKeys(const TomlFile& file, DestinationPolicy* p,
       {"retry_initial", [&file, p](auto& n, auto k) { return GetDuration(file, n, k, &p->retry.initial); }},
       {"retry_max", [&file, p](auto& n, auto k) { return GetDuration(file, n, k, &p->retry.max); }},
       {"retry_max_age", [&file, p](auto& n, auto k) { return GetDuration(file, n, k, &p->retry.max_age); }},
+      {"scope", [&file, p](const toml::node& n, std::string_view k) -> absl::Status {
+         const auto* v = n.as_string();
+         if (v != nullptr && v->get() == "cluster") {
+           p->scope = DestinationPolicy::Scope::kCluster;
+         } else if (v != nullptr && v->get() == "node") {
+           p->scope = DestinationPolicy::Scope::kNode;
+         } else {
+           return file.Error(n, k, absl::StrCat("must be \"cluster\" or \"node\"",
+                                                v != nullptr ? absl::StrCat(", not \"", v->get(), "\"")
+                                                             : std::string()));
+         }
+         return absl::OkStatus(); }},
   });
   return keys;
 }
@@ -728,6 +740,91 @@ TomlKeys SuppressionKeys(const TomlFile& file, Config* c) {
          }
          return file.Error(n, k, "must be \"global\" or \"from_domain\""); }},
   };
+}
+
+// [cluster]: how this volleyd shares its destinations' limits (cluster/options.h).
+// The bounds: a batch shorter than 10ms would make Redis see a request per
+// destination every few messages (what batching is for); longer than 1s, a
+// burst granted at once. A Redis slower than 10s is down for any purpose.
+TomlKeys ClusterKeys(const TomlFile& file, Config* c) {
+  cluster::Options* o = &c->cluster;
+  return {
+      {"redis", [&file, o](const toml::node& n, std::string_view k) -> absl::Status {
+         std::vector<std::string> servers;
+         if (n.is_string()) {
+           servers.emplace_back(n.as_string()->get());
+         } else if (n.is_array()) {
+           RETURN_IF_ERROR(GetStringList(file, n, k, &servers));
+         } else {
+           return file.Error(n, k, "must be \"HOST:PORT\" or an array of them");
+         }
+         if (servers.empty()) return file.Error(n, k, "must name at least one HOST:PORT");
+         if (servers.size() > kMaxClusterRedisServers) {
+           return file.Error(n, k, absl::StrCat("at most ", kMaxClusterRedisServers, " servers"));
+         }
+         for (const std::string& server : servers) {
+           if (auto where = base::ParseHostPort(server); !where.ok()) {
+             return file.Error(n, k, absl::StrCat("\"", server, "\": ", where.status().message()));
+           }
+         }
+         o->redis = std::move(servers);
+         return absl::OkStatus(); }},
+      {"node", [&file, o](const toml::node& n, std::string_view k) -> absl::Status {
+         RETURN_IF_ERROR(GetString(file, n, k, &o->node));
+         const bool valid =
+             !o->node.empty() && o->node.size() <= kMaxClusterNodeName &&
+             std::all_of(o->node.begin(), o->node.end(), [](char ch) {
+               return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' ||
+                      ch == '.';
+             });
+         if (!valid) {
+           return file.Error(n, k, absl::StrCat("\"", o->node, "\": a node name is 1..",
+                                                kMaxClusterNodeName,
+                                                " letters, digits, '-', '_' or '.'"));
+         }
+         return absl::OkStatus(); }},
+      {"expected_nodes", [&file, o](auto& n, auto k) {
+         return GetIntInto(file, n, k, 0, kMaxClusterNodes, &o->expected_nodes); }},
+      {"timeout", [&file, o](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Milliseconds(10), absl::Seconds(10), &o->timeout); }},
+      {"batch", [&file, o](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Milliseconds(10), absl::Seconds(1), &o->batch); }},
+      {"lease_ttl", [&file, o](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Seconds(1), absl::Hours(1), &o->lease_ttl); }},
+      {"key_prefix", [&file, o](const toml::node& n, std::string_view k) -> absl::Status {
+         RETURN_IF_ERROR(GetString(file, n, k, &o->key_prefix));
+         const bool valid = !o->key_prefix.empty() && o->key_prefix.size() <= 64 &&
+                            std::all_of(o->key_prefix.begin(), o->key_prefix.end(), [](char ch) {
+                              return ch > ' ' && ch < 0x7f;
+                            });
+         if (!valid) {
+           return file.Error(n, k, "must be 1..64 printable characters without spaces");
+         }
+         return absl::OkStatus(); }},
+  };
+}
+
+absl::Status CheckCluster(const TomlFile& file, const toml::node& node, const Config& c) {
+  const cluster::Options& o = c.cluster;
+  const toml::node* at = node.as_table() != nullptr ? node.as_table()->get("lease_ttl") : nullptr;
+  // A lease renewed once a batch must outlive a late renewal, or a node that is
+  // merely slow loses its connections.
+  if (o.lease_ttl < 2 * o.batch) {
+    return file.Error(at != nullptr ? *at : node, "cluster.lease_ttl",
+                      absl::StrCat("must be at least twice cluster.batch (",
+                                   absl::FormatDuration(o.batch), ")"));
+  }
+  if (!o.enabled()) {
+    // Keys without servers would be silently ignored: say so instead.
+    for (std::string_view key : {"node", "expected_nodes", "timeout", "batch", "lease_ttl",
+                                 "key_prefix"}) {
+      if (const toml::node* n = node.as_table()->get(key)) {
+        return file.Error(*n, absl::StrCat("cluster.", base::Sv(key)),
+                          "has no effect without cluster.redis (set it, or drop [cluster])");
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace volley::engine::config_sections

@@ -57,6 +57,10 @@ TomlKeys UnsubscribeKeys(const TomlFile& file, Config* c);
 TomlKeys MetricsKeys(const TomlFile& file, Config* c);
 TomlKeys InboundKeys(const TomlFile& file, Config* c);
 TomlKeys SuppressionKeys(const TomlFile& file, Config* c);
+// [cluster] (cluster/options.h); CheckCluster - what holds across its keys,
+// after the table is read.
+TomlKeys ClusterKeys(const TomlFile& file, Config* c);
+absl::Status CheckCluster(const TomlFile& file, const toml::node& node, const Config& c);
 
 // The keys a destination may set: [smtp]'s (PolicyKeys) and a [destination."NAME"]
 // table's (those and its retry_* keys). `sources` names the [[source]] tables.

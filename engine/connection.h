@@ -48,6 +48,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cluster/allowance.h"
 #include "dns/routes.h"
 #include "engine/config.h"
 #include "engine/deadlines.h"
@@ -127,6 +128,10 @@ struct Conn {
   std::shared_ptr<const dns::Route> route;
   size_t host = 0;
   int source = -1;  // the egress source bound to (Config::sources), or none
+  // The cluster entry whose connection count it holds a place in (TryOpen),
+  // given back (Closed) when it is freed; null for a node-scoped pool. Kept
+  // here, not looked up then: a reload may change the pool's scope meanwhile.
+  cluster::Allowance* lease = nullptr;
 
   const dns::Endpoint& Host() const { return route->hosts[host]; }
 };

@@ -25,6 +25,58 @@ void DestinationLimits::SetPolicy(const DestinationPolicy* policy) {
     connection_tokens_ = ConnectionBucket();
   }
   if (old->sources != policy->sources) source_credit_.clear();
+  PushToCluster();
+}
+
+void DestinationLimits::SetCluster(cluster::Allowance* allowance,
+                                   const cluster::Allowances* table, std::string node) {
+  allowance_ = allowance;
+  table_ = allowance != nullptr ? table : nullptr;
+  node_ = std::move(node);
+  // The buckets' rates change hands (to the allowance, or back to the pool).
+  message_tokens_ = MessageBucket();
+  connection_tokens_ = ConnectionBucket();
+  PushToCluster();
+}
+
+cluster::PoolLimits DestinationLimits::ClusterLimits() const {
+  cluster::PoolLimits l;
+  l.message_rate = policy_->max_message_rate.limited() ? MessageRate() : 0;
+  l.connection_rate = policy_->max_connection_rate.per_second;
+  l.max_connections = MaxConnections();
+  return l;
+}
+
+void DestinationLimits::PushToCluster() {
+  if (allowance_ != nullptr) allowance_->SetLimits(ClusterLimits());
+}
+
+absl::Time DestinationLimits::NextGrantAt(absl::Time now) const {
+  const absl::Time next = table_ != nullptr ? table_->NextGrantAt() : absl::InfiniteFuture();
+  return next > now ? next : now + kGrantRetry;
+}
+
+bool DestinationLimits::AdoptClusterBackoff(absl::Time now) {
+  if (allowance_ == nullptr || allowance_->cluster_backoff_level() <= backoff_level_) return false;
+  const cluster::SharedBackoff shared = allowance_->ClusterBackoff();
+  // A level whose step up is past is over (every node eased it by now): taking
+  // it would undo the pool's own easing, and its own report coming back would
+  // hold it there for good.
+  if (shared.level <= backoff_level_ || shared.step_at <= now) return false;
+  const int before = backoff_level_;
+  if (before == 0) backoff_base_rate_ = MeasuredRate();
+  backoff_level_ = std::clamp(shared.level, 0, kMaxBackoffLevel);
+  backoff_step_at_ = shared.step_at;
+  if (shared.period > absl::ZeroDuration()) backoff_period_ = shared.period;
+  // The burst that raised the cluster's level is the one this pool may be
+  // seeing too: it counts as this pool's raise.
+  backoff_raised_ = now;
+  backoff_reason_ = shared.reason;
+  message_tokens_ = MessageBucket();
+  PushToCluster();
+  base::LogInfo("destination %s: backoff level %d from the cluster (%s)", name_, backoff_level_,
+                shared.reason);
+  return true;
 }
 
 void DestinationLimits::SetRoute(std::shared_ptr<const dns::Route> route) {
@@ -100,7 +152,7 @@ int DestinationLimits::PickSource(int family, const std::vector<SourceChoice>& s
 }
 
 int DestinationLimits::MaxConnections() const {
-  return std::max(1, (policy_->max_connections / sharing_) >> backoff_level_);
+  return std::max(1, (policy_->max_connections / Sharing()) >> backoff_level_);
 }
 
 bool DestinationLimits::MayOpen(size_t waiting_transactions, int connections, int opening,
@@ -115,22 +167,41 @@ bool DestinationLimits::MayOpen(size_t waiting_transactions, int connections, in
 bool DestinationLimits::KeepsConnection(int messages_sent, int connections,
                                         absl::Time now) const {
   return messages_sent < policy_->max_messages_per_connection &&
-         connections <= MaxConnections() && !suspended(now);
+         connections <= MaxConnections() && !suspended(now) &&
+         (allowance_ == nullptr || !allowance_->OverAllowed());
 }
 
-// A configured rate is the site's: a shard's pool takes its share. A measured
-// one (backoff_base_rate_) is this pool's own already.
+// A configured rate is the site's: a shard's pool takes its share (a cluster
+// pool the node's whole, for the allowance). A measured one
+// (backoff_base_rate_) is this pool's own already.
 double DestinationLimits::MessageRate() const {
-  const double configured = policy_->max_message_rate.per_second / sharing_;
+  const double configured = policy_->max_message_rate.per_second / Sharing();
   if (backoff_level_ == 0) return configured;
   const double base = policy_->max_message_rate.limited() ? configured : backoff_base_rate_;
   return base / static_cast<double>(1 << backoff_level_);
 }
 
+// With an allowance, its bucket is unlimited while the allowance limits the
+// rate, and the allowance unlimited while the bucket does (a measured rate):
+// one of the two refuses, and no token of the other is spent for nothing.
 bool DestinationLimits::TakeMessageToken(absl::Time now) {
   if (!message_tokens_.TryTake(now)) return false;
+  if (allowance_ != nullptr && !allowance_->TakeMessage()) return false;
   messages_started_.Add(now);
   return true;
+}
+
+bool DestinationLimits::TakeConnectionToken(absl::Time now) {
+  if (allowance_ != nullptr) return allowance_->TakeConnection();
+  return connection_tokens_.TryTake(now);
+}
+
+absl::Time DestinationLimits::NextMessageTokenAt(absl::Time now) {
+  return ClusterMessageRate() ? NextGrantAt(now) : message_tokens_.NextAt(now);
+}
+
+absl::Time DestinationLimits::NextConnectionTokenAt(absl::Time now) {
+  return allowance_ != nullptr ? NextGrantAt(now) : connection_tokens_.NextAt(now);
 }
 
 void DestinationLimits::SetSharing(int sharing) {
@@ -143,13 +214,13 @@ void DestinationLimits::SetSharing(int sharing) {
 
 TokenBucket DestinationLimits::ConnectionBucket() const {
   Rate r;
-  r.per_second = policy_->max_connection_rate.per_second / sharing_;
+  r.per_second = allowance_ != nullptr ? 0 : policy_->max_connection_rate.per_second / sharing_;
   return TokenBucket(r);
 }
 
 TokenBucket DestinationLimits::MessageBucket() const {
   Rate r;
-  r.per_second = MessageRate();
+  r.per_second = ClusterMessageRate() ? 0 : MessageRate();
   return TokenBucket(r);
 }
 
@@ -198,6 +269,7 @@ void DestinationLimits::RestoreBackoff(int level, absl::Time step_at, absl::Dura
   backoff_reason_ = std::move(reason);
   backoff_base_rate_ = 0;  // measured again: the rate before the restart is gone
   message_tokens_ = MessageBucket();
+  PushToCluster();
 }
 
 void DestinationLimits::StepDownIfDue(absl::Time now) {
@@ -212,6 +284,12 @@ void DestinationLimits::Step(int step, absl::Time now) {
   if (backoff_level_ == before) return;
   if (before == 0) backoff_base_rate_ = MeasuredRate();
   message_tokens_ = MessageBucket();
+  if (allowance_ != nullptr) {
+    PushToCluster();  // the rate halves (or doubles back) node-wide
+    allowance_->ReportBackoff(cluster::SharedBackoff{
+        backoff_level_, backoff_step_at_, backoff_period_,
+        absl::StrCat(backoff_reason_, " (seen by ", node_.empty() ? "a node" : node_, ")")});
+  }
   const double rate = MessageRate();
   base::LogInfo("%s: backoff %s to level %d (%d connections, %s messages/s at most)%s%s", name_,
                 step > 0 ? "raised" : "eased", backoff_level_, MaxConnections(),

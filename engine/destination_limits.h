@@ -27,6 +27,30 @@
 //   rate measured when backoff began (MeasureBase, once a second, until there
 //   is a measure).
 //
+//   Cluster-scoped limits (docs/config.md, [cluster]): with [cluster] set and
+//   the policy's scope "cluster", max_connections, max_message_rate and
+//   max_connection_rate hold for every volleyd of the cluster together. The
+//   shard then attaches the pool to its entry of the node's table
+//   (SetCluster, cluster/allowance.h), which the node's cluster agent fills
+//   with this node's part of each limit; the pool takes from it instead of
+//   from its own token buckets:
+//     - it sets the entry's limits to the policy's whole limits, backoff
+//       applied (ClusterLimits), not split by `sharing`: the entry is the
+//       node's, shared by its shards, and the agent splits between nodes;
+//     - a transaction takes a message permit, an opening a connection permit
+//       (TakeMessageToken, TakeConnectionToken); refused, the shard sleeps
+//       until the agent's next grant (NextMessageTokenAt and
+//       NextConnectionTokenAt say when), it does not poll;
+//     - a connection opens only under the node's connection count (the
+//       shard's TryOpen on allowance(), given back with Closed when the
+//       connection closes, whatever closed it), and one whose transaction ends
+//       while the node holds more than it may closes (KeepsConnection);
+//     - a backoff level it reaches on its own is reported to the entry (with
+//       this node's name in the reason), and a higher level the cluster agreed
+//       is taken over (AdoptClusterBackoff): one node's 421 storm slows all.
+//   Without a configured max_message_rate, a backoff's measured rate (below)
+//   stays the pool's own: a measure of one shard is no cluster's rate.
+//
 //   Adaptive backoff (docs/config.md, [[backoff]]): a reply whose class has a
 //   rule raises the level by one per burst (not again within a tenth of the
 //   rule's period), suspends the destination, or bounces the recipient; a level
@@ -39,10 +63,14 @@
 //
 // CONTRACT
 //   Single-threaded (one shard). `now` and the random source are the caller's.
-//   The policy outlives the limits (or until SetPolicy replaces it).
+//   The policy outlives the limits (or until SetPolicy replaces it). The
+//   cluster entry and its table are the node's, shared with other shards and
+//   the agent (atomics, cluster/allowance.h), and outlive the limits; nothing
+//   here waits on them or starts a thread.
 //
 // BOUNDS
 //   Backoff level 0..kMaxBackoffLevel (1/16 of the connections and rate).
+//   Waiting for the cluster's grant: at least kGrantRetry between looks.
 #ifndef VOLLEY_ENGINE_DESTINATION_LIMITS_H_
 #define VOLLEY_ENGINE_DESTINATION_LIMITS_H_
 
@@ -54,6 +82,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "cluster/allowance.h"
 #include "dns/routes.h"
 #include "engine/config.h"
 #include "engine/shaping.h"
@@ -72,6 +101,9 @@ inline constexpr absl::Duration kHostDownTime = absl::Minutes(1);
 // four or five round trips (TCP, greeting, EHLO, STARTTLS, EHLO), so fewer than
 // that are taken as soon by the sessions there are.
 inline constexpr size_t kWaitingPerConnection = 8;
+// When the cluster agent's next grant is overdue (its thread is late), a
+// refused pool looks again after this: soon, but not in a busy loop.
+inline constexpr absl::Duration kGrantRetry = absl::Milliseconds(10);
 
 // An egress source as host choice needs it: its address family and weight.
 struct SourceChoice {
@@ -108,14 +140,38 @@ class DestinationLimits {
   // none of those it names has that family.
   int PickSource(int family, const std::vector<SourceChoice>& sources);
 
-  // MaxConnections - now: the policy's share, halved per backoff level, at least 1.
+  // SetCluster - the pool's limits are the cluster's from now on: taken from
+  // `allowance`, the pool's entry of the node's table `table`; `node` names
+  // this volleyd in the backoff reasons it reports. Null allowance: the pool's
+  // own limits again (a reload made its scope "node"). Connections opened
+  // under the entry give their count back to it, not to the pool.
+  void SetCluster(cluster::Allowance* allowance, const cluster::Allowances* table,
+                  std::string node);
+  cluster::Allowance* allowance() const { return allowance_; }
+  // ClusterLimits - what the entry is set to: the policy's limits, whole, the
+  // message rate and connections halved per backoff level (a rate that is
+  // only measured is not the cluster's: 0 there).
+  cluster::PoolLimits ClusterLimits() const;
+  // NextGrantAt - when the agent adds permits next (never `now` or before, so
+  // that a late agent is not polled in a loop).
+  absl::Time NextGrantAt(absl::Time now) const;
+  // AdoptClusterBackoff - once a second: the level the cluster agreed is
+  // above the pool's and still in force (its next step up is to come): the
+  // pool takes it, with its step time, period and reason, and logs it; true
+  // then.
+  bool AdoptClusterBackoff(absl::Time now);
+
+  // MaxConnections - now: the policy's share (the whole of it for a cluster
+  // pool, whose node count the allowance holds), halved per backoff level, at
+  // least 1.
   int MaxConnections() const;
   // MayOpen - another connection is worth opening: transactions nobody is about
   // to take, room under the limits, not suspended.
   bool MayOpen(size_t waiting_transactions, int connections, int opening, absl::Time now) const;
   // KeepsConnection - a connection whose transaction just ended may take
   // another: under max_messages_per_connection, not above MaxConnections (it
-  // was lowered meanwhile), not suspended.
+  // was lowered meanwhile), not over the node's cluster connections, not
+  // suspended.
   bool KeepsConnection(int messages_sent, int connections, absl::Time now) const;
 
   // MessageRate - messages a second now: the configured one, or under backoff
@@ -123,9 +179,9 @@ class DestinationLimits {
   double MessageRate() const;
   // TakeMessageToken - a transaction may start now (and is counted as started).
   bool TakeMessageToken(absl::Time now);
-  bool TakeConnectionToken(absl::Time now) { return connection_tokens_.TryTake(now); }
-  absl::Time NextMessageTokenAt(absl::Time now) { return message_tokens_.NextAt(now); }
-  absl::Time NextConnectionTokenAt(absl::Time now) { return connection_tokens_.NextAt(now); }
+  bool TakeConnectionToken(absl::Time now);
+  absl::Time NextMessageTokenAt(absl::Time now);
+  absl::Time NextConnectionTokenAt(absl::Time now);
 
   // SetSharing - `sharing` shards have a pool for this site now.
   void SetSharing(int sharing);
@@ -166,6 +222,15 @@ class DestinationLimits {
 
  private:
   void Step(int step, absl::Time now);
+  // The shares of this pool: 1 for a cluster pool (the table is the node's).
+  int Sharing() const { return allowance_ != nullptr ? 1 : sharing_; }
+  // Whether the cluster's allowance, not a bucket of the pool, limits it.
+  bool ClusterMessageRate() const {
+    return allowance_ != nullptr && policy_->max_message_rate.limited();
+  }
+  // PushToCluster - the pool's limits changed (policy, level): the entry
+  // gets them.
+  void PushToCluster();
   TokenBucket ConnectionBucket() const;
   TokenBucket MessageBucket() const;
   double MeasuredRate() const;
@@ -173,6 +238,9 @@ class DestinationLimits {
   const DestinationPolicy* policy_;
   std::string name_;
   int sharing_ = 1;
+  cluster::Allowance* allowance_ = nullptr;       // null: a node-scoped pool
+  const cluster::Allowances* table_ = nullptr;   // the allowance's
+  std::string node_;                               // this volleyd, in reasons
   std::shared_ptr<const dns::Route> route_;
   // Per host of the route: passed over until then.
   std::vector<absl::Time> host_down_until_;

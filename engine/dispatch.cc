@@ -87,12 +87,9 @@ void Shard::DispatchOne(Destination* d) {
       WaitForBudget(d);
       break;
     }
-    if (!d->limits.TakeConnectionToken(now_)) {
-      WaitForToken(d, /*messages=*/false);
-      break;
-    }
-    d->waiting_for_connection_token = false;
-    if (OpenConnection(d) == Opened::kNoDescriptor) {
+    const Opened opened = Connect(d);
+    if (opened == Opened::kWaiting) break;
+    if (opened == Opened::kNoDescriptor) {
       WaitForBudget(d);
       break;
     }
@@ -129,12 +126,7 @@ void Shard::ServeBudgetWaiters() {
     budget_waiters_.pop_front();
     d->waiting_for_budget = false;
     if (!WantsConnection(*d)) continue;  // its work went elsewhere meanwhile
-    if (!d->limits.TakeConnectionToken(now_)) {
-      WaitForToken(d, /*messages=*/false);
-      continue;
-    }
-    d->waiting_for_connection_token = false;
-    OpenConnection(d);
+    if (Connect(d) == Opened::kWaiting) continue;
     if (WantsConnection(*d)) WaitForBudget(d, /*again=*/true);
   }
 }
@@ -150,7 +142,29 @@ void Shard::WaitForToken(Destination* d, bool messages) {
   shaping_wake_ = std::min(shaping_wake_, next);
 }
 
-Shard::Opened Shard::OpenConnection(Destination* d) {
+// A cluster pool's place in the node's connection count first: a connection
+// permit taken and then not used (no place) would be one less for the cluster.
+Shard::Opened Shard::Connect(Destination* d) {
+  cluster::Allowance* lease = d->limits.allowance();
+  if (lease != nullptr && !lease->TryOpen()) {
+    // Places come back as connections close (any shard's) and as the agent
+    // grants: the next grant is the latest this pool looks again.
+    shaping_wake_ = std::min(shaping_wake_, d->limits.NextGrantAt(now_));
+    return Opened::kWaiting;
+  }
+  if (!d->limits.TakeConnectionToken(now_)) {
+    if (lease != nullptr) lease->Closed();
+    WaitForToken(d, /*messages=*/false);
+    return Opened::kWaiting;
+  }
+  d->waiting_for_connection_token = false;
+  const Opened opened = OpenConnection(d, lease);
+  // Opened, the connection holds the place until MaybeFree; not, it goes back.
+  if (opened != Opened::kYes && lease != nullptr) lease->Closed();
+  return opened;
+}
+
+Shard::Opened Shard::OpenConnection(Destination* d, cluster::Allowance* lease) {
   OpenRequest request;
   request.dest = d;
   request.policy = &d->limits.policy();
@@ -189,6 +203,7 @@ Shard::Opened Shard::OpenConnection(Destination* d) {
                                    std::string(opened.status().message())));
     return Opened::kFailed;
   }
+  (*opened)->lease = lease;
   ++d->connections;
   ++d->sessions_starting;
   ++open_conns_;

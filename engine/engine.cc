@@ -19,6 +19,9 @@
 #include "base/dir_lock.h"
 #include "base/log.h"
 #include "base/status.h"
+#include "absl/strings/str_join.h"
+#include "cluster/agent.h"
+#include "cluster/allowance.h"
 #include "dns/routes.h"
 #include "engine/admin.h"
 #include "engine/destination_control.h"
@@ -283,6 +286,19 @@ absl::Status Engine::Run() {
         }
       },
       &reload_metrics);
+  // [cluster]: the node's table of cluster-wide limits, which the shards'
+  // cluster-scoped pools take from, and the agent that fills it (one thread;
+  // the shards never wait on Redis). Made before the shards, which point into
+  // the table; the agent stops after they stopped.
+  std::unique_ptr<cluster::Allowances> cluster_table;
+  std::unique_ptr<cluster::Agent> cluster_agent;
+  // Until engine::NodeName (the host name when the key is unset) is wired in,
+  // the configured name.
+  const std::string node_name = config_.cluster.node;
+  if (config_.cluster.enabled()) {
+    cluster_table = std::make_unique<cluster::Allowances>();
+    cluster_agent = std::make_unique<cluster::Agent>(config_.cluster, cluster_table.get());
+  }
   std::vector<std::unique_ptr<metrics::ShardMetrics>> shard_metrics;
   std::vector<std::unique_ptr<Shard>> shards;
   for (size_t i = 0; i < shard_count; ++i) {
@@ -303,6 +319,8 @@ absl::Status Engine::Run() {
     place.stop_now = &stop_now_;
     place.suppressions = suppression.get();
     place.control = &destination_control;
+    place.cluster = cluster_table.get();
+    place.node = node_name;
     shards.push_back(std::make_unique<Shard>(config_, place, queue.get(), routes.get(),
                                              &ready_jobs, &stop_, shard_metrics.back().get(),
                                              &classifier, &credentials));
@@ -415,12 +433,33 @@ absl::Status Engine::Run() {
     };
     ReloadThread reload_thread(&reloader);
     RETURN_IF_ERROR(reload_thread.Start());
+    if (cluster_agent != nullptr) {
+      RETURN_IF_ERROR(cluster_agent->Start());
+      base::LogInfo("cluster: node %s, Redis at %s, batch %s, lease_ttl %s%s",
+                    node_name.empty() ? "(the host name)" : node_name,
+                    absl::StrJoin(config_.cluster.redis, ", "),
+                    absl::FormatDuration(config_.cluster.batch),
+                    absl::FormatDuration(config_.cluster.lease_ttl),
+                    config_.cluster.expected_nodes > 0
+                        ? absl::StrCat(", fallback share 1/", config_.cluster.expected_nodes)
+                        : std::string());
+    }
     std::vector<std::thread> threads;
     for (size_t i = 1; i < shard_count; ++i) {
       threads.emplace_back(run_shard, shards[i].get(), i);
     }
     run_shard(shards[0].get(), 0);
     for (std::thread& t : threads) t.join();
+    if (cluster_agent != nullptr) {
+      cluster_agent->Stop();
+      // Every connection gives its place back when it closes: a place still
+      // held here is a leak that would have starved its destination.
+      int held = 0;
+      for (const cluster::Allowance* a : cluster_table->Snapshot()) held += a->open();
+      base::LogInfo("cluster: agent stopped; %d connection places still held across %zu "
+                    "destinations",
+                    held, cluster_table->size());
+    }
     reload_thread.Stop();
     if (unsubscribe) unsubscribe->Stop();
     admin->Stop();

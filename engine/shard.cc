@@ -204,6 +204,7 @@ Destination* Shard::DestinationFor(std::string_view domain,
     d = std::make_unique<Destination>(
         DestinationLimits(&policy, policy_name.empty() ? route->name : key, sharing), key);
     d->shared = shared;
+    AttachCluster(d.get());
     // Looked up once: the name (route or site) stays with the destination.
     d->counters = &metrics_->Destination(route->name);
     // A level kept from before a restart (engine/destination_control.h).
@@ -217,6 +218,14 @@ Destination* Shard::DestinationFor(std::string_view domain,
   }
   d->limits.SetRoute(route);
   return d.get();
+}
+
+void Shard::AttachCluster(Destination* d) {
+  const bool cluster = place_.cluster != nullptr &&
+                       d->limits.policy().scope == DestinationPolicy::Scope::kCluster;
+  cluster::Allowance* allowance = cluster ? place_.cluster->Join(d->key) : nullptr;
+  if (allowance == d->limits.allowance()) return;
+  d->limits.SetCluster(allowance, place_.cluster, place_.node);
 }
 
 void Shard::OnVerdict(Work* w, std::string_view domain, const dns::MxVerdict& verdict) {
@@ -548,6 +557,10 @@ void Shard::MaybeFree(Conn* c) {
   if (!Connections::Freeable(*c)) return;
   ReleaseMessage(c);  // none left by now: a transaction ends before its session
   Destination* d = c->dest;
+  // Whatever ended it (refused, failed to connect, timed out, QUIT), its place
+  // in the node's cluster connections goes back: a place kept here would be
+  // one less for the destination until restart.
+  if (c->lease != nullptr) c->lease->Closed();
   connections_.Free(c);  // c is gone from here on
   --d->connections;
   --open_conns_;
@@ -588,6 +601,7 @@ void Shard::ApplyConfig(std::shared_ptr<const LiveConfig> live) {
     const std::string policy_name = key.substr(key.rfind('|') + 1);
     auto it = policy_name.empty() ? policies_.end() : policies_.find(policy_name);
     d->limits.SetPolicy(it != policies_.end() ? it->second : &live_->smtp.defaults);
+    AttachCluster(d.get());  // its scope may have changed
     // Connections over a lowered limit: idle ones say goodbye now, busy ones
     // after their transaction (KeepsConnection).
     const int surplus = d->connections - d->limits.MaxConnections();
@@ -687,6 +701,8 @@ absl::Status Shard::Run() {
   connections_.ForEach([](uint32_t, Conn& c) {
     for (Work* w : c.current) delete w;
     c.current.clear();
+    if (c.lease != nullptr) c.lease->Closed();
+    c.lease = nullptr;
     ::close(c.fd);
   });
   // The resolver goes now, while everything its callbacks could reach is still

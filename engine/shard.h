@@ -221,9 +221,20 @@ class Shard {
   // QuitIdle - d's idle connections say goodbye (QUIT) and close.
   void QuitIdle(Destination* d);
   // OpenConnection - kNoDescriptor: socket() ran out of file descriptors; d
-  // waits for the budget, nothing is deferred.
-  enum class Opened : uint8_t { kYes, kFailed, kNoDescriptor };
-  Opened OpenConnection(Destination* d);
+  // waits for the budget, nothing is deferred. `lease`: the cluster entry the
+  // connection holds a place of (engine/destination_limits.h), or null.
+  enum class Opened : uint8_t { kYes, kFailed, kNoDescriptor, kWaiting };
+  Opened OpenConnection(Destination* d, cluster::Allowance* lease);
+  // Connect - a place in the node's cluster connections (a cluster pool), a
+  // connection token, then OpenConnection; kWaiting: no place or no token now,
+  // the loop wakes when there may be one.
+  Opened Connect(Destination* d);
+  // AttachCluster - d's limits are the cluster's when its policy's scope is
+  // "cluster" and [cluster] is set, its own otherwise (again after a reload).
+  void AttachCluster(Destination* d);
+  // AdoptClusterBackoff - once a second: each cluster pool takes a higher
+  // backoff level the cluster agreed.
+  void AdoptClusterBackoff();
   // WaitForToken - d has work but no token under its message (or connection)
   // rate: the loop wakes when the next one is there.
   void WaitForToken(Destination* d, bool messages);

@@ -187,9 +187,16 @@ void Shard::MeasureBackoffRates() {
   for (auto& [key, d] : destinations_) d->limits.MeasureBase();
 }
 
+void Shard::AdoptClusterBackoff() {
+  for (auto& [key, d] : destinations_) {
+    if (d->limits.AdoptClusterBackoff(now_)) Activate(d.get());  // to step down when due
+  }
+}
+
 void Shard::PublishLoopMetrics(absl::Time turn_started) {
   if (now_ - last_states_ >= absl::Seconds(1)) {
     MeasureBackoffRates();
+    if (place_.cluster != nullptr) AdoptClusterBackoff();
     PublishDestinationLevels();
     if (destination_states_ != nullptr) PublishDestinationStates();
     if (place_.sites != nullptr) ReportSites();

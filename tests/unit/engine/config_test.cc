@@ -702,3 +702,93 @@ TEST(ParseConfig, MaxMessageBytesInFlight) {
 
 }  // namespace
 }  // namespace volley::engine
+
+namespace volley::engine {
+namespace {
+
+TEST(ParseConfig, ClusterIsOffWithoutRedisAndReadsEveryKey) {
+  auto c = ParseConfig("", "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->cluster.enabled());
+  EXPECT_EQ(c->smtp.defaults.scope, DestinationPolicy::Scope::kCluster);
+
+  c = ParseConfig(
+      "[cluster]\nredis = [\"127.0.0.1:6379\", \"redis.test:6380\"]\nnode = \"node-a.1_x\"\n"
+      "expected_nodes = 3\ntimeout = \"50ms\"\nbatch = \"200ms\"\nlease_ttl = \"30s\"\n"
+      "key_prefix = \"volley-eu:\"\n"
+      "[destination.\"bulk.test\"]\nscope = \"node\"\n"
+      "[destination.\"shared.test\"]\nscope = \"cluster\"\n",
+      "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->cluster.enabled());
+  EXPECT_EQ(c->cluster.redis, (std::vector<std::string>{"127.0.0.1:6379", "redis.test:6380"}));
+  EXPECT_EQ(c->cluster.node, "node-a.1_x");
+  EXPECT_EQ(c->cluster.expected_nodes, 3);
+  EXPECT_EQ(c->cluster.timeout, absl::Milliseconds(50));
+  EXPECT_EQ(c->cluster.batch, absl::Milliseconds(200));
+  EXPECT_EQ(c->cluster.lease_ttl, absl::Seconds(30));
+  EXPECT_EQ(c->cluster.key_prefix, "volley-eu:");
+  ASSERT_EQ(c->destinations.size(), 2u);
+  EXPECT_EQ(c->destinations[0].second.scope, DestinationPolicy::Scope::kNode);
+  EXPECT_EQ(c->destinations[1].second.scope, DestinationPolicy::Scope::kCluster);
+
+  // One server as a string; node left empty (the host name is taken then,
+  // engine/host_name.h) and the documented defaults.
+  c = ParseConfig("[cluster]\nredis = \"127.0.0.1:6379\"\n", "v.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->cluster.redis, (std::vector<std::string>{"127.0.0.1:6379"}));
+  EXPECT_EQ(c->cluster.node, "");
+  EXPECT_EQ(c->cluster.expected_nodes, 0);
+  EXPECT_EQ(c->cluster.timeout, absl::Milliseconds(200));
+  EXPECT_EQ(c->cluster.batch, absl::Milliseconds(100));
+  EXPECT_EQ(c->cluster.lease_ttl, absl::Seconds(10));
+  EXPECT_EQ(c->cluster.key_prefix, "volley:");
+}
+
+TEST(ParseConfig, ClusterErrorsNameFileLineAndKey) {
+  struct Case {
+    std::string text;
+    std::string want;
+  };
+  const Case cases[] = {
+      {"[cluster]\nredis = \"127.0.0.1\"\n",
+       "v.toml:2: cluster.redis: \"127.0.0.1\": expected HOST:PORT"},
+      {"[cluster]\nredis = [\"127.0.0.1:6379\", \"127.0.0.1:0\"]\n",
+       "v.toml:2: cluster.redis: \"127.0.0.1:0\": port must be 1..65535"},
+      {"[cluster]\nredis = []\n", "v.toml:2: cluster.redis: must name at least one HOST:PORT"},
+      {"[cluster]\nredis = 6379\n", "v.toml:2: cluster.redis: must be \"HOST:PORT\" or an array of them"},
+      {"[cluster]\nredis = \"127.0.0.1:6379\"\nnode = \"node a\"\n",
+       "v.toml:3: cluster.node: \"node a\": a node name is 1..64 letters, digits"},
+      {"[cluster]\nredis = \"127.0.0.1:6379\"\nnode = \"" + std::string(65, 'n') + "\"\n",
+       "v.toml:3: cluster.node: "},
+      {"[cluster]\nredis = \"127.0.0.1:6379\"\nexpected_nodes = -1\n",
+       "v.toml:3: cluster.expected_nodes: must be 0..1000"},
+      {"[cluster]\nredis = \"127.0.0.1:6379\"\nbatch = \"5ms\"\n",
+       "v.toml:3: cluster.batch: must be 10ms..1s"},
+      {"[cluster]\nredis = \"127.0.0.1:6379\"\nbatch = \"2s\"\n",
+       "v.toml:3: cluster.batch: must be 10ms..1s"},
+      {"[cluster]\nredis = \"127.0.0.1:6379\"\ntimeout = \"1m\"\n",
+       "v.toml:3: cluster.timeout: must be 10ms..10s"},
+      {"[cluster]\nredis = \"127.0.0.1:6379\"\nbatch = \"800ms\"\nlease_ttl = \"1s\"\n",
+       "v.toml:4: cluster.lease_ttl: must be at least twice cluster.batch (800ms)"},
+      {"[cluster]\nredis = \"127.0.0.1:6379\"\nkey_prefix = \"a b\"\n",
+       "v.toml:3: cluster.key_prefix: must be 1..64 printable characters without spaces"},
+      {"[cluster]\nredsi = \"127.0.0.1:6379\"\n", "v.toml:2: cluster.redsi: unknown key"},
+      {"[cluster]\nnode = \"node-a\"\n",
+       "v.toml:2: cluster.node: has no effect without cluster.redis"},
+      {"[destination.\"a.test\"]\nscope = \"global\"\n",
+       "v.toml:2: destination.\"a.test\".scope: must be \"cluster\" or \"node\", not \"global\""},
+      {"[destination.\"a.test\"]\nscope = 1\n",
+       "v.toml:2: destination.\"a.test\".scope: must be \"cluster\" or \"node\""},
+      // A destination's own key: [smtp] has none.
+      {"[smtp]\nscope = \"node\"\n", "v.toml:2: smtp.scope: unknown key"},
+  };
+  for (const auto& c : cases) {
+    auto got = ParseConfig(c.text, "v.toml");
+    ASSERT_FALSE(got.ok()) << c.text;
+    EXPECT_THAT(std::string(got.status().message()), HasSubstr(c.want)) << c.text;
+  }
+}
+
+}  // namespace
+}  // namespace volley::engine

@@ -254,6 +254,149 @@ TEST_F(DestinationLimitsTest, SourcesAreTakenInProportionToTheirWeights) {
   EXPECT_EQ(any.PickSource(AF_INET, sources), -1);
 }
 
+// ---- cluster-scoped pools: an Allowance filled by hand stands for the agent.
+
+class ClusterLimitsTest : public DestinationLimitsTest {
+ protected:
+  // A pool of a site shared by four shards, attached to the node's table.
+  DestinationLimits MakeClustered() {
+    DestinationLimits l = Make(/*sharing=*/4);
+    l.SetCluster(allowance_, &table_, "node-a");
+    return l;
+  }
+  cluster::Allowances table_;
+  cluster::Allowance* allowance_ = table_.Join("site.test|");
+};
+
+TEST_F(ClusterLimitsTest, TheEntryGetsThePoliciesWholeLimitsNotAShardsShare) {
+  policy_.max_connections = 20;
+  policy_.max_message_rate = *ParseRate("100/s");
+  policy_.max_connection_rate = *ParseRate("5/s");
+  DestinationLimits l = MakeClustered();
+  const cluster::PoolLimits set = allowance_->limits();
+  EXPECT_DOUBLE_EQ(set.message_rate, 100);  // not 100 / 4 shards
+  EXPECT_DOUBLE_EQ(set.connection_rate, 5);
+  EXPECT_EQ(set.max_connections, 20);
+  EXPECT_EQ(l.MaxConnections(), 20);
+  // Detached (a reload made the scope "node"): the shard's share again.
+  l.SetCluster(nullptr, nullptr, "");
+  EXPECT_EQ(l.MaxConnections(), 5);
+  EXPECT_DOUBLE_EQ(l.MessageRate(), 25);
+}
+
+TEST_F(ClusterLimitsTest, MessagesTakeThePermitsTheAgentGranted) {
+  policy_.max_message_rate = *ParseRate("10/s");
+  DestinationLimits l = MakeClustered();
+  // Before any grant: nothing, however long the pool's own bucket has had.
+  EXPECT_FALSE(l.TakeMessageToken(kT0 + absl::Hours(1)));
+  allowance_->AddMessagePermits(3);
+  // Three permits are three transactions at once: the pool's bucket (one
+  // token, then 10/s) no longer applies.
+  EXPECT_TRUE(l.TakeMessageToken(kT0));
+  EXPECT_TRUE(l.TakeMessageToken(kT0));
+  EXPECT_TRUE(l.TakeMessageToken(kT0));
+  EXPECT_FALSE(l.TakeMessageToken(kT0));
+  EXPECT_EQ(allowance_->message_permits(), 0);
+  const cluster::Demand d = allowance_->TakeDemand();
+  EXPECT_EQ(d.messages_taken, 3u);
+  EXPECT_EQ(d.messages_refused, 2u);
+}
+
+TEST_F(ClusterLimitsTest, ARefusedPoolWaitsForTheNextGrantNotABusyLoop) {
+  policy_.max_message_rate = *ParseRate("10/s");
+  DestinationLimits l = MakeClustered();
+  table_.SetNextGrantAt(kT0 + absl::Milliseconds(70));
+  EXPECT_EQ(l.NextMessageTokenAt(kT0), kT0 + absl::Milliseconds(70));
+  EXPECT_EQ(l.NextConnectionTokenAt(kT0), kT0 + absl::Milliseconds(70));
+  // The agent is late: looked at again soon, not now.
+  EXPECT_EQ(l.NextMessageTokenAt(kT0 + absl::Seconds(1)), kT0 + absl::Seconds(1) + kGrantRetry);
+}
+
+TEST_F(ClusterLimitsTest, ConnectionsTakeConnectionPermits) {
+  policy_.max_connection_rate = *ParseRate("5/s");
+  DestinationLimits l = MakeClustered();
+  EXPECT_FALSE(l.TakeConnectionToken(kT0));
+  allowance_->AddConnectionPermits(2);
+  EXPECT_TRUE(l.TakeConnectionToken(kT0));
+  EXPECT_TRUE(l.TakeConnectionToken(kT0));
+  EXPECT_FALSE(l.TakeConnectionToken(kT0 + absl::Hours(1)));
+}
+
+TEST_F(ClusterLimitsTest, ConnectionPlacesAreTheNodesAndCloseWhenOverAllowed) {
+  policy_.max_connections = 10;
+  policy_.max_messages_per_connection = 100;
+  DestinationLimits l = MakeClustered();
+  allowance_->SetConnectionsAllowed(2);  // this node's part of the 10
+  // The shard's side of a connection: a place before it opens, given back
+  // when it closes.
+  ASSERT_TRUE(allowance_->TryOpen());
+  ASSERT_TRUE(allowance_->TryOpen());
+  EXPECT_FALSE(allowance_->TryOpen());
+  EXPECT_TRUE(l.KeepsConnection(1, 2, kT0));
+  // Another node took its part: the node holds more than it may now.
+  allowance_->SetConnectionsAllowed(1);
+  EXPECT_FALSE(l.KeepsConnection(1, 2, kT0));
+  allowance_->Closed();
+  EXPECT_TRUE(l.KeepsConnection(1, 1, kT0));
+  allowance_->Closed();
+  EXPECT_EQ(allowance_->open(), 0);
+}
+
+TEST_F(ClusterLimitsTest, AnOwnBackoffHalvesTheEntryAndIsReportedWithTheNode) {
+  policy_.max_connections = 20;
+  policy_.max_message_rate = *ParseRate("80/s");
+  DestinationLimits l = MakeClustered();
+  const BackoffRule rule = Rule(BackoffAction::kBackoff, absl::Minutes(5));
+  ASSERT_EQ(l.OnReply(rule, Reply(421, "4.7.0", "slow down"), kT0),
+            DestinationLimits::ReplyEffect::kBackoffRaised);
+  EXPECT_DOUBLE_EQ(allowance_->limits().message_rate, 40);
+  EXPECT_EQ(allowance_->limits().max_connections, 10);
+  cluster::SharedBackoff reported;
+  ASSERT_TRUE(allowance_->TakeReportedBackoff(&reported));
+  EXPECT_EQ(reported.level, 1);
+  EXPECT_EQ(reported.step_at, kT0 + absl::Minutes(5));
+  EXPECT_EQ(reported.period, absl::Minutes(5));
+  EXPECT_EQ(reported.reason, "421 4.7.0 slow down (seen by node-a)");
+  // Easing is reported too, and the entry's limits come back.
+  l.StepDownIfDue(kT0 + absl::Minutes(5));
+  ASSERT_TRUE(allowance_->TakeReportedBackoff(&reported));
+  EXPECT_EQ(reported.level, 0);
+  EXPECT_DOUBLE_EQ(allowance_->limits().message_rate, 80);
+}
+
+TEST_F(ClusterLimitsTest, AHigherLevelFromTheClusterIsTakenWhileInForce) {
+  policy_.max_connections = 20;
+  policy_.max_message_rate = *ParseRate("80/s");
+  DestinationLimits l = MakeClustered();
+  EXPECT_FALSE(l.AdoptClusterBackoff(kT0));  // nothing agreed yet
+  allowance_->SetClusterBackoff(cluster::SharedBackoff{
+      2, kT0 + absl::Minutes(3), absl::Minutes(5), "421 4.7.0 slow down (seen by node-b)"});
+  EXPECT_TRUE(l.AdoptClusterBackoff(kT0));
+  EXPECT_EQ(l.backoff_level(), 2);
+  EXPECT_EQ(l.backoff_reason(), "421 4.7.0 slow down (seen by node-b)");
+  EXPECT_DOUBLE_EQ(allowance_->limits().message_rate, 20);
+  EXPECT_EQ(l.MaxConnections(), 5);
+  EXPECT_FALSE(l.AdoptClusterBackoff(kT0 + absl::Seconds(1)));  // once
+  // Taken from the cluster, not reported back as this node's own.
+  cluster::SharedBackoff reported;
+  EXPECT_FALSE(allowance_->TakeReportedBackoff(&reported));
+  // It eases on the cluster's schedule, and a level whose step up is past is
+  // not taken again.
+  l.StepDownIfDue(kT0 + absl::Minutes(3));
+  EXPECT_EQ(l.backoff_level(), 1);
+  EXPECT_FALSE(l.AdoptClusterBackoff(kT0 + absl::Minutes(3)));
+  EXPECT_EQ(l.backoff_level(), 1);
+}
+
+TEST_F(ClusterLimitsTest, ANodeScopedPoolKeepsItsOwnBuckets) {
+  // No SetCluster: what the shards do for scope = "node" or without [cluster].
+  policy_.max_message_rate = *ParseRate("10/s");
+  DestinationLimits l = Make();
+  EXPECT_TRUE(l.TakeMessageToken(kT0));
+  EXPECT_FALSE(l.TakeMessageToken(kT0));
+  EXPECT_EQ(allowance_->TakeDemand().messages_taken, 0u);
+}
+
 TEST(FateOf, A452ToRcptGoesInTheNextTransactionOnlyWhenOthersGotThrough) {
   const smtp::Outcome too_many = Reply(452, "4.5.3", "too many recipients");
   EXPECT_EQ(FateOf(too_many, /*any_accepted=*/true), RcptFate::kNextTransaction);
