@@ -31,6 +31,7 @@
 #include "engine/feedback.h"
 #include "engine/inbound.h"
 #include "engine/fd_budget.h"
+#include "engine/host_name.h"
 #include "engine/http/server.h"
 #include "engine/intake.h"
 #include "engine/metrics_endpoint.h"
@@ -330,6 +331,7 @@ absl::Status Engine::Run() {
   }
   metrics::FeedbackMetrics feedback_metrics(metrics_options.max_destinations);
   FeedbackOptions feedback_options;
+  feedback_options.node = NodeName(config_);
   feedback_options.spool = config_.spool_dir;
   feedback_options.inbound_domains = config_.inbound.domains;
   feedback_options.policy.pause_on_complaint_rate = config_.inbound.pause_on_complaint_rate;
@@ -340,7 +342,7 @@ absl::Status Engine::Run() {
                              suppression.get(), &classifier, &recorder, &feedback_metrics,
                              &ready_jobs);
   feedback_for_reload = &feedback;
-  spool.SetSuppression(SuppressedAtIntake(suppression.get(), &recorder, &intake_metrics));
+  spool.SetSuppression(SuppressedAtIntake(NodeName(config_), suppression.get(), &recorder, &intake_metrics));
   absl::Status failed;
   {
     IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs,
@@ -353,6 +355,7 @@ absl::Status Engine::Run() {
                      AdminServer::Create(config_.admin_listen, queue.get(), &ready_jobs,
                                          admin_cap, config_.admin_request_timeout));
     metrics::ExporterSources sources;
+    sources.node = NodeName(config_);
     for (const auto& m : shard_metrics) sources.shards.push_back(m.get());
     sources.intake = &intake_metrics;
     sources.feedback = &feedback_metrics;

@@ -307,6 +307,7 @@ metrics::DeliveryRecord FeedbackProcessor::EventOf(DeliveryStatus status, const 
                                                    absl::Time now) const {
   metrics::DeliveryRecord r;
   r.ts = now;
+  r.node = options_.node;
   r.status = status;
   if (t != nullptr) {
     r.job = t->job.record.id;
@@ -552,7 +553,7 @@ absl::Status FeedbackProcessor::Unsubscribe(const token::Claim& claim, std::stri
   return absl::OkStatus();
 }
 
-queue::IntakeSuppression SuppressedAtIntake(const queue::SuppressionList* list,
+queue::IntakeSuppression SuppressedAtIntake(std::string node, const queue::SuppressionList* list,
                                             FeedbackRecorder* recorder,
                                             metrics::IntakeMetrics* metrics) {
   // The records of the job being taken in, not yet written. A job whose intake
@@ -564,9 +565,11 @@ queue::IntakeSuppression SuppressedAtIntake(const queue::SuppressionList* list,
     uint32_t last_line = 0;  // of this pass over the file
     uint32_t furthest = 0;   // of every pass: lines up to it were counted
     std::string log;
+    std::string node;
   };
   static constexpr size_t kChunk = 1 << 20;
   auto pending = std::make_shared<Pending>();
+  pending->node = std::move(node);
   queue::IntakeSuppression hook;
   hook.list = list;
   hook.on_suppressed = [pending, recorder, metrics](const queue::JobRecord& job, uint32_t line,
@@ -583,6 +586,7 @@ queue::IntakeSuppression SuppressedAtIntake(const queue::SuppressionList* list,
     r.job = job.id;
     r.line = line;
     r.rcpt = address;
+    r.node = pending->node;
     r.status = DeliveryStatus::kSuppressed;
     r.enhanced = "5.7.1";
     const std::string why = absl::StrCat(

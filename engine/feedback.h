@@ -116,6 +116,7 @@ struct FeedbackPolicy {
 };
 
 struct FeedbackOptions {
+  std::string node;                          // every event's "node" (NodeName)
   std::string spool;                         // accepted/ is read for addresses
   std::vector<std::string> inbound_domains;  // lower case
   FeedbackPolicy policy;
@@ -204,8 +205,9 @@ class FeedbackProcessor {
 // a `suppressed` delivery-log record for each recipient the list names, written
 // through the recorder before the job commits (in chunks of kChunk bytes on the
 // way, so that a job of a million suppressed lines needs no more memory than
-// that), and counted in metrics->recipients_suppressed. For the intake thread.
-queue::IntakeSuppression SuppressedAtIntake(const queue::SuppressionList* list,
+// that), and counted in metrics->recipients_suppressed; each record names
+// `node` (NodeName). For the intake thread.
+queue::IntakeSuppression SuppressedAtIntake(std::string node, const queue::SuppressionList* list,
                                             FeedbackRecorder* recorder,
                                             metrics::IntakeMetrics* metrics);
 

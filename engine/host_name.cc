@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/strings.h"
 #include "dns/mx.h"
+#include "engine/config.h"
 
 namespace volley::engine {
 namespace {
@@ -85,6 +86,22 @@ std::string EhloNameWarning(std::string_view name) {
       "\" is not a fully qualified domain name (RFC 5321 section 4.1.1.1); receivers may "
       "refuse or distrust it: give this host a qualified name (/etc/hosts or DNS) or set "
       "[smtp] ehlo_name to one");
+}
+
+std::string ChooseNodeName(std::string_view configured, std::string_view host) {
+  if (!configured.empty()) return std::string(configured);
+  if (!host.empty()) return std::string(host);
+  return "localhost";
+}
+
+std::string NodeName(const Config& config) {
+  static const std::string* const kHost = [] {
+    char name[256] = {};
+    // POSIX leaves a truncated name unterminated: the last byte stays 0.
+    const bool ok = ::gethostname(name, sizeof name - 1) == 0;
+    return new std::string(ok ? name : "");
+  }();
+  return ChooseNodeName(config.cluster.node, *kHost);
 }
 
 }  // namespace volley::engine

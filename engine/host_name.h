@@ -1,10 +1,13 @@
-// host_name.h - the name volleyd gives in EHLO when [smtp] ehlo_name is not set
+// host_name.h - the names this machine goes by: the EHLO name when [smtp]
+// ehlo_name is not set, and the node's name in a cluster
 //
 // SYNOPSIS
 //   const EhloNameChoice& d = DefaultEhloName();   // looked up once per process
 //   config.smtp.ehlo_name = d.name;
 //   if (!IsQualifiedEhloName(config.smtp.ehlo_name))
 //     Warn(EhloNameWarning(config.smtp.ehlo_name));  // at start-up, on stderr
+//
+//   const std::string node = NodeName(config);   // "node-a", or gethostname()
 //
 // DESCRIPTION
 //   RFC 5321 section 4.1.1.1: the EHLO argument is the client's fully qualified
@@ -30,6 +33,16 @@
 //   or a name with at least two labels whose last is neither "localdomain" nor
 //   "localhost" (what /etc/hosts often maps a host with no real name to).
 //
+//   NodeName: the name this volleyd writes in every delivery-log record
+//   ("node") and as the node label of every volley_* metric, and is known by in
+//   the cluster's Redis keys: [cluster] node when set, else gethostname() as the
+//   kernel gives it (`hostname`), asked once per process. Not cut at the first
+//   dot: node names must differ across a cluster, and "mx1.dc1" and "mx1.dc2"
+//   would not. No resolver lookup either (the EHLO name's may differ from it):
+//   the name must not depend on DNS answering at start-up. A host whose name
+//   cannot be read (gethostname fails or gives "") is "localhost", which
+//   docs/cluster.md tells the operator to replace by setting [cluster] node.
+//
 // DIAGNOSTICS
 //   EhloNameWarning names the EHLO name, the rule, and the two ways out
 //   (a qualified host name, or [smtp] ehlo_name). volleyd prints it at start-up
@@ -41,6 +54,8 @@
 #include <string_view>
 
 namespace volley::engine {
+
+struct Config;
 
 struct EhloNameChoice {
   std::string name;        // never empty; passes smtp::ValidateEhloName
@@ -60,6 +75,14 @@ bool IsQualifiedEhloName(std::string_view name);
 
 // EhloNameWarning - the start-up warning for a name IsQualifiedEhloName refuses.
 std::string EhloNameWarning(std::string_view name);
+
+// ChooseNodeName - `configured` ([cluster] node) when set, else `host`
+// (gethostname()), else "localhost". Pure.
+std::string ChooseNodeName(std::string_view configured, std::string_view host);
+
+// NodeName - ChooseNodeName(config.cluster.node, this machine's host name); the
+// host name is read on the first call only. Never empty. Thread-safe.
+std::string NodeName(const Config& config);
 
 }  // namespace volley::engine
 

@@ -4,6 +4,7 @@
 #include "base/status.h"
 #include "base/strings.h"
 #include "engine/committer.h"
+#include "engine/host_name.h"
 #include "engine/retry.h"
 #include "metrics/delivery_log.h"
 
@@ -47,6 +48,7 @@ Outcomes::Outcomes(const Config& config, const ShardPlace& place, queue::Queue* 
                    const metrics::Classifier* classifier, metrics::ShardMetrics* metrics,
                    DeliveryWindow* window, std::mt19937_64* rng, const absl::Time* now)
     : config_(config),
+      node_(NodeName(config)),
       lane_(place.index),
       queue_(queue),
       committer_(place.committer),
@@ -101,6 +103,7 @@ void Outcomes::Record(const Work* w, metrics::DeliveryStatus status, const smtp:
     r.backoff = where.backoff_level;
   }
   r.attempt = attempt;
+  r.node = node_;
   r.txn = where.txn;
   r.tls_version = where.tls_version;
   r.tls_cipher = where.tls_cipher;

@@ -141,6 +141,8 @@ class Outcomes {
   double Jitter();
 
   const Config& config_;
+  // Every record's "node" (engine/host_name.h): a cluster's logs merge.
+  const std::string node_;
   const size_t lane_;
   queue::Queue* queue_;
   Committer* committer_;

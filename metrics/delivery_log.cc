@@ -216,6 +216,7 @@ void FormatDeliveryRecord(const DeliveryRecord& r, std::string* out) {
   AppendNumber(r.port, out);
   out->append(",\"attempt\":"sv);
   AppendNumber(r.attempt, out);
+  if (!r.node.empty()) AppendStringField(",\"node\":"sv, r.node, out);
   if (!r.txn.empty()) AppendStringField(",\"txn\":"sv, r.txn, out);
   if (r.backoff > 0) {
     out->append(",\"backoff\":"sv);
@@ -258,6 +259,7 @@ DeliveryRecord ViewOf(const OwnedDeliveryRecord& r) {
   v.source = r.source;
   v.backoff = r.backoff;
   v.attempt = r.attempt;
+  v.node = r.node;
   v.txn = r.txn;
   v.tls_version = r.tls_version;
   v.tls_cipher = r.tls_cipher;
@@ -277,13 +279,13 @@ namespace {
 enum RecordField : uint32_t {
   kTs, kJob, kLine, kRcpt, kStatus, kClass, kCode, kEnhanced, kResponse, kHost, kPort,
   kAttempt, kBackoff, kMx, kSource, kTlsVersion, kTlsCipher, kVia, kMatchedBy,
-  kFeedbackType, kReportingMta, kRemoteMta, kLastReply, kLastClass, kTxn, kRecordFields
+  kFeedbackType, kReportingMta, kRemoteMta, kLastReply, kLastClass, kTxn, kNode, kRecordFields
 };
 constexpr std::string_view kRecordFieldNames[kRecordFields] = {
     "ts",   "job",  "line",    "rcpt",    "status", "class",  "code",        "enhanced",
     "response", "host", "port", "attempt", "backoff", "mx", "source", "tls_version",
     "tls_cipher", "via", "matched_by", "feedback_type", "reporting_mta", "remote_mta",
-    "last_reply", "last_class", "txn"};
+    "last_reply", "last_class", "txn", "node"};
 constexpr uint32_t Bit(RecordField f) { return uint32_t{1} << f; }
 // Every record has these; the others are left out when empty or 0.
 constexpr uint32_t kRequiredFields = Bit(kTs) | Bit(kJob) | Bit(kLine) | Bit(kRcpt) |
@@ -366,6 +368,7 @@ absl::Status ReadField(RecordField f, od::value& value, OwnedDeliveryRecord* r) 
     case kLastReply: return ReadString(value, name, &r->last_reply);
     case kLastClass: return ReadString(value, name, &r->last_class);
     case kTxn: return ReadString(value, name, &r->txn);
+    case kNode: return ReadString(value, name, &r->node);
     case kLine: return ReadUnsigned(value, name, UINT32_MAX, &r->line);
     case kAttempt: return ReadUnsigned(value, name, UINT32_MAX, &r->attempt);
     case kPort: return ReadUnsigned(value, name, UINT16_MAX, &r->port);

@@ -16,7 +16,8 @@
 //   recipient is retried: a possible duplicate record, never a missing one).
 //
 //   Fields (docs/delivery-log.md): ts, job, line, rcpt, status, code, enhanced,
-//   response, host, port, attempt; txn when a transaction was under way;
+//   response, host, port, attempt; node (the volleyd that wrote it: volleyd
+//   always sets it, so that the logs of a cluster's nodes can be merged); txn when a transaction was under way;
 //   class for bounced, deferred and expired
 //   records (metrics/classify.h); backoff when the destination was backed off;
 //   mx when routed by DNS; source when bound to an egress source; tls_version
@@ -106,6 +107,10 @@ struct DeliveryRecordOf {
   String source;            // the egress source's name ([[source]]); else empty (omitted)
   int backoff = 0;          // the destination's backoff level; 0 omitted
   uint32_t attempt = 0;     // 1 for the first attempt
+  // The node that recorded it (engine/host_name.h NodeName). volleyd sets it in
+  // every record; empty (left out) only from a writer outside volleyd, or read
+  // from a log written before the field.
+  String node;
   // The SMTP transaction the outcome came from ("mq3k1x2a.0.4127"): the same in
   // the record of every recipient sent in it, and no other transaction's in the
   // log, so that distinct values count messages (a message shared by 100
@@ -151,7 +156,7 @@ DeliveryRecord ViewOf(const OwnedDeliveryRecord& r);
 // is wrong ("delivery record: \"line\": not an unsigned integer", "... no
 // \"status\"", "... \"status\": unknown delivery status \"lost\" ..."),
 // or saying that the line is not one JSON object (a record torn by a crash,
-// or two glued together). The optional fields (class, backoff, mx, source, txn,
+// or two glued together). The optional fields (node, class, backoff, mx, source, txn,
 // tls_version, tls_cipher, last_reply, last_class and the feedback fields) are empty or 0 when absent; all others must be
 // there.
 absl::StatusOr<OwnedDeliveryRecord> ParseDeliveryRecord(std::string_view line);

@@ -695,6 +695,12 @@ std::vector<MetricFamily> Exporter::Collector::Collect() const {
                               "When volleyd started, seconds since the epoch.", MetricType::Gauge);
   Add(&start, {}, absl::ToDoubleSeconds(started_ - absl::UnixEpoch()));
   out.push_back(std::move(start));
+  if (!sources_.node.empty()) {
+    for (MetricFamily& f : out) {
+      if (!f.name.starts_with("volley_")) continue;
+      for (ClientMetric& m : f.metric) m.label.push_back({"node", sources_.node});
+    }
+  }
   return out;
 }
 

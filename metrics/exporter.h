@@ -20,6 +20,13 @@
 //   CPU time and RSS from /proc, and renders the families of docs/metrics.md.
 //   Nothing on the delivery path waits for a scrape.
 //
+//   Every sample of a volley_* family carries the label node="NAME"
+//   (ExporterSources::node), added here in one place rather than by each
+//   family, so that one Prometheus scraping a cluster's nodes can `sum by
+//   (node)` and no family can forget it. process_* and exposer_* keep their
+//   usual names and labels: the scrape's own instance label tells nodes apart
+//   there.
+//
 // LIMITS
 //   ExporterSources::max_jobs jobs get volley_job_recipients series (the newest).
 //
@@ -94,6 +101,8 @@ struct EndpointStats {
 };
 
 struct ExporterSources {
+  // The node label's value (engine/host_name.h NodeName); empty: no node label.
+  std::string node;
   std::vector<const ShardMetrics*> shards;
   const IntakeMetrics* intake = nullptr;
   const FeedbackMetrics* feedback = nullptr;

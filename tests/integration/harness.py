@@ -1357,10 +1357,26 @@ def parse_metrics_text(text):
 
 class Metrics:
     """One scrape of an exporter, parsed (parse_metrics_text): get() one sample,
-    select() and total() the samples of a name whose labels match."""
+    select() and total() the samples of a name whose labels match.
+
+    volleyd labels every volley_* sample node="NAME" (docs/metrics.md). The label
+    is taken off here, so that tests read a family by its own labels; what it was
+    is kept: `nodes` is the set of values seen, `nodeless` the volley_* samples
+    that had none (a test of the label checks both)."""
 
     def __init__(self, samples, text=""):
-        self.samples = samples
+        self.nodes = set()
+        self.nodeless = []
+        self.samples = {}
+        for (name, labels), value in samples.items():
+            if name.startswith("volley_"):
+                node = dict(labels).get("node")
+                if node is None:
+                    self.nodeless.append(name)
+                else:
+                    self.nodes.add(node)
+                    labels = tuple(lv for lv in labels if lv[0] != "node")
+            self.samples[(name, labels)] = value
         self.text = text
 
     def select(self, name, **labels):

@@ -33,6 +33,9 @@ parsed here) must show:
   - transactions at least volley-sink's messages; histogram buckets as documented;
   - free disk near statvfs's, the floor = [queue] min_free_space, RocksDB writing,
     process CPU, RSS and start time plausible, no shard busier than the wall clock;
+  - the node: every volley_* sample is labelled node="NAME" and every delivery-log
+    record has "node": NAME, the one value, this machine's host name (NodeName
+    without [cluster] node);
   - every family of the catalog exposed (in a scrape taken while the job ran) with
     its documented type and labels, each listed label value present, and no volley_
     family the catalog does not list.
@@ -41,6 +44,7 @@ import collections
 import json
 import os
 import re
+import socket
 import sys
 import time
 
@@ -248,6 +252,15 @@ def test(h):
     def want(cond, msg):
         if not cond:
             fails.append(msg)
+
+    # ---- the node: in every volley_* sample and every record, the host name
+    node = socket.gethostname()
+    want(m.nodes == {node} and not m.nodeless,
+         "node labels %s, volley_* samples without one %s; want node=%r on every one"
+         % (sorted(m.nodes), sorted(set(m.nodeless))[:10], node))
+    record_nodes = collections.Counter(r.get("node") for r in records)
+    want(set(record_nodes) == {node},
+         "delivery-log records by node %s, want every one %r" % (dict(record_nodes), node))
 
     # ---- outcomes
     for r in RESULTS:

@@ -44,7 +44,8 @@ QUIET = 3.5           # longer than the longest retry interval (max 2s * 1.2)
 
 
 FIELDS = {"ts": str, "job": str, "line": int, "rcpt": str, "status": str, "code": int,
-          "enhanced": str, "response": str, "host": str, "port": int, "attempt": int}
+          "enhanced": str, "response": str, "host": str, "port": int, "attempt": int,
+          "node": str}  # volleyd names itself in every record
 STATUSES = {"delivered", "deferred", "bounced", "expired", "cancelled", "suppressed"}
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 ENHANCED_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")

@@ -12,11 +12,15 @@
   the recipient's line in the accepted job file, but for the Date and Message-ID fields
   (made anew for each message), and the render carries the recipient's name in the
   Subject and the body.
+- --split 2 over two spools (this volleyd's and another): two jobs ID-1 and ID-2, every
+  good row in exactly one, the same header but for the id; part 1 is delivered; a bad
+  --split count and too few spools are usage errors (exit 2) that write nothing.
 - --strict refuses the same CSV (exit 1, nothing in incoming/); the same --job again is
   refused, naming the accepted job; a template placeholder no column defines is refused
   with intake's message; without --job a sortable id is generated.
 """
 import base64
+import json
 import os
 import re
 import subprocess
@@ -172,6 +176,44 @@ def test(h):
           "generated id: %d %r" % (g.returncode, job_id))
     wait_for(lambda: any("ok-new@d0004.test" in r["rcpts"] for r in server.messages()), 60,
              "the generated job's recipient to reach the server")
+
+    # --split: a bad count is a usage error; too few spools too; nothing written.
+    other = os.path.join(h.dir, "node-b-spool")
+    for sub in ("incoming", "tmp", "accepted"):
+        os.makedirs(os.path.join(other, sub))
+    for args, want in ((["--split", "0", "--out", h.dir], "--split: \"0\" is not a number of parts 1..64"),
+                       (["--split", "x", "--out", h.dir], "--split: \"x\" is not a number"),
+                       (["--split", "3", "--spool", d.spool + "," + other], "--split 3 needs 3 spools in --spool, 2 given")):
+        bad = run(ctl, "submit", "--from", SENDER, "--template", tpl, "--recipients", csv,
+                  "--job", "submit-bad-split", *args)
+        check(bad.returncode == 2 and want in bad.stderr.decode(),
+              "submit %s: exit %d %r, want 2 and %r" % (" ".join(args), bad.returncode, bad.stderr, want))
+    check(not [f for f in os.listdir(d.path("incoming")) + os.listdir(other + "/incoming") if "bad-split" in f],
+          "a refused split left files")
+
+    # --split 2 over two nodes' spools: this volleyd's takes part 1 and delivers it,
+    # the other spool holds part 2; every good row in exactly one part, same header.
+    sp = run(ctl, "submit", "--from", SENDER, "--template", tpl, "--recipients", csv,
+             "--job", "submit-split", "--split", "2", "--spool", d.spool + "," + other)
+    check(sp.returncode == 0 and sp.stdout.decode() == "submit-split-1\nsubmit-split-2\n",
+          "submit --split 2: exit %d, printed %r" % (sp.returncode, sp.stdout))
+    part2 = os.path.join(other, "incoming", "submit-split-2.job")
+    with open(part2, "rb") as f:
+        lines2 = f.read().decode().splitlines()
+    accepted1 = d.path("accepted", "submit-split-1.job")
+    wait_for(lambda: os.path.exists(accepted1), 30, "part 1 in this volleyd's accepted/")
+    with open(accepted1, "rb") as f:
+        lines1 = f.read().decode().splitlines()
+    to = lambda lines: [json.loads(x)["to"] for x in lines[1:]]
+    parts = to(lines1) + to(lines2)
+    check(sorted(parts) == sorted(GOOD), "the parts hold %r, not each good row once: %r" % (parts, sorted(GOOD)))
+    check(len(to(lines1)) == 3 and len(to(lines2)) == 2, "round robin gave %d and %d" % (len(to(lines1)), len(to(lines2))))
+    h1, h2 = json.loads(lines1[0]), json.loads(lines2[0])
+    check((h1.pop("job"), h2.pop("job")) == ("submit-split-1", "submit-split-2") and h1 == h2,
+          "the parts' headers differ beyond the id: %r %r" % (h1, h2))
+    # Part 1's addresses were delivered once by submit-1: now a second time.
+    wait_for(lambda: all(sum(r["rcpts"].count(a) for r in server.messages()) == 2 for a in to(lines1)),
+             60, "part 1's recipients delivered by this node")
     d.assert_alive()
 
 

@@ -11,6 +11,8 @@
 //   volleyctl submit --from ADDR --template FILE.eml --recipients FILE.csv [--job ID]
 //             [--send-after T] [--priority N] [--address-column NAME] [--strict]
 //             [--spool DIR | --config FILE]
+//   volleyctl submit ... --split N [--split-by recipient|domain]
+//             (--spool DIR1,...,DIRN | --out DIR)
 //
 // DESCRIPTION
 //   Talks to volleyd's admin API (engine/admin.h), by default at 127.0.0.1:9465;
@@ -48,6 +50,9 @@
 //   into a job file, checked as intake would check it, and drops it into the
 //   spool's incoming/ (--spool, else [paths] spool of --config). Bad rows are
 //   named on stderr with their CSV line and left out; the job id is printed.
+//   --split N makes N jobs "<id>-1".."<id>-N" of the list instead, one per node
+//   of a cluster, into N spools or one folder (submit.h, "Split"); their ids
+//   are printed, one a line.
 //
 // EXIT STATUS
 //   check: 0 the job would be accepted, 1 refused (the reasons on stderr), 2
@@ -72,6 +77,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "base/cli.h"
 #include "engine/dkim/dkim.h"
 #include "engine/token/token.h"
@@ -138,6 +144,10 @@ int Usage(FILE* out) {
       "                variables; an email or address column) and drop it into the\n"
       "                spool's incoming/; bad rows are named and left out (--strict:\n"
       "                refuse the file); prints the job id\n"
+      "  submit ... --split N [--split-by recipient|domain] (--spool DIR1,...,DIRN | --out DIR)\n"
+      "                the same as N jobs ID-1..ID-N, one per cluster node: recipients\n"
+      "                dealt round robin (or each domain's to one part), part k into\n"
+      "                the k-th spool (or all into DIR); prints the job ids\n"
       "default admin address: %s ([admin] listen in volleyd's config)\n",
       volley::ctl::kDefaultAdmin);
   return 2;
@@ -181,6 +191,8 @@ struct Options {
   std::string address_column;
   std::string spool;
   bool strict = false;
+  std::string split;
+  std::string split_by;
   // suspend's and retry's own options.
   std::string for_duration;
   bool for_given = false;
@@ -653,7 +665,7 @@ int SubmitCommand(const Options& o) {
   if (o.from.empty() || o.template_path.empty() || o.recipients.empty()) {
     return UsageError("submit needs --from, --template and --recipients");
   }
-  if (!o.spool.empty() && !o.config.empty()) {
+  if (o.split.empty() && !o.spool.empty() && !o.config.empty()) {
     return UsageError("submit takes --spool or --config, not both");
   }
   volley::ctl::SubmitRequest req;
@@ -670,6 +682,33 @@ int SubmitCommand(const Options& o) {
       return UsageError("--priority: \"" + o.priority + "\" is not an integer 0..9");
     }
     req.priority = priority;
+  }
+  const bool split = !o.split.empty();
+  if (split) {
+    if (!absl::SimpleAtoi(o.split, &req.split) || req.split < 1 ||
+        req.split > volley::ctl::kMaxSplit) {
+      return UsageError("--split: \"" + o.split + "\" is not a number of parts 1.." +
+                        std::to_string(volley::ctl::kMaxSplit));
+    }
+    if (!o.split_by.empty()) {
+      auto by = volley::ctl::ParseSplitBy(o.split_by);
+      if (!by.ok()) return UsageError(std::string(by.status().message()));
+      req.split_by = *by;
+    }
+    if (o.out.empty() == o.spool.empty()) {
+      return UsageError("--split needs the nodes' spools (--spool DIR1,DIR2,...) or --out DIR, "
+                        "one of them");
+    }
+    req.out_dir = o.out;
+    if (!o.spool.empty()) {
+      req.spools = std::vector<std::string>(absl::StrSplit(o.spool, ','));
+      if (req.spools.size() != static_cast<size_t>(req.split)) {
+        return UsageError("--split " + o.split + " needs " + o.split + " spools in --spool, " +
+                          std::to_string(req.spools.size()) + " given");
+      }
+    }
+  } else if (!o.split_by.empty() || !o.out.empty()) {
+    return UsageError("--split-by and --out are options of submit --split");
   }
   std::optional<volley::engine::Config> config;
   if (!o.config.empty()) {
@@ -690,10 +729,24 @@ int SubmitCommand(const Options& o) {
                  std::string(result.status().message()).c_str());
     return refused ? 1 : 2;
   }
-  std::fprintf(stderr, "volleyctl: submit: job \"%s\": %llu recipients, %llu bad rows left out; %s\n",
-               result->job_id.c_str(), static_cast<unsigned long long>(result->recipients),
-               static_cast<unsigned long long>(result->bad_rows), result->path.c_str());
-  std::printf("%s\n", result->job_id.c_str());
+  if (!split) {
+    std::fprintf(stderr,
+                 "volleyctl: submit: job \"%s\": %llu recipients, %llu bad rows left out; %s\n",
+                 result->job_id.c_str(), static_cast<unsigned long long>(result->recipients),
+                 static_cast<unsigned long long>(result->bad_rows), result->path.c_str());
+    std::printf("%s\n", result->job_id.c_str());
+    return 0;
+  }
+  std::fprintf(stderr, "volleyctl: submit: %llu recipients in %d parts by %s, %llu bad rows left out\n",
+               static_cast<unsigned long long>(result->recipients), req.split,
+               std::string(volley::ctl::SplitByName(req.split_by)).c_str(),
+               static_cast<unsigned long long>(result->bad_rows));
+  for (const volley::ctl::SubmitPart& p : result->parts) {
+    std::fprintf(stderr, "volleyctl: submit: job \"%s\": %llu recipients; %s\n", p.job_id.c_str(),
+                 static_cast<unsigned long long>(p.recipients),
+                 p.path.empty() ? "none: not written" : p.path.c_str());
+    if (!p.path.empty()) std::printf("%s\n", p.job_id.c_str());
+  }
   return 0;
 }
 
@@ -786,12 +839,14 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   app.add_flag("--json", o.json, "print JSON as it came (verp, dkim: an object of their own)");
   // dkim's own options, given with a dkim command only.
+  // --out is also submit's (--split's folder).
   const char* const kDkimOptions[] = {"--domain", "--selector", "--algorithm", "--bits", "--out"};
   app.add_option("--domain", o.domain, "dkim: d=, the signing domain")->type_name("D");
   app.add_option("--selector", o.selector, "dkim: s=, the selector")->type_name("S");
   app.add_option("--algorithm", o.algorithm, "dkim keygen: rsa or ed25519")->type_name("ALG");
   app.add_option("--bits", o.bits, "dkim keygen: RSA key size, 1024..8192 (2048)")->type_name("N");
-  app.add_option("--out", o.out, "dkim keygen: the new key's file")->type_name("FILE");
+  app.add_option("--out", o.out, "dkim keygen: the new key's file; submit --split: the folder")
+      ->type_name("FILE");
   // suppress's own options, given with a suppress command only.
   const char* const kSuppressOptions[] = {"--reason", "--scope", "--expires", "--source",
                                           "--from-domain"};
@@ -810,7 +865,8 @@ int main(int argc, char** argv) {
   // submit's own options, given with submit only.
   const char* const kSubmitOptions[] = {"--from",       "--template", "--recipients",
                                         "--job",        "--send-after", "--priority",
-                                        "--address-column", "--spool", "--strict"};
+                                        "--address-column", "--spool", "--strict",
+                                        "--split", "--split-by"};
   app.add_option("--from", o.from, "submit: the envelope sender (the job's from)")
       ->type_name("ADDR");
   app.add_option("--template", o.template_path, "submit: the message, with {{var}} placeholders")
@@ -829,6 +885,9 @@ int main(int argc, char** argv) {
   app.add_option("--spool", o.spool, "submit: volleyd's spool (or [paths] spool of --config)")
       ->type_name("DIR");
   app.add_flag("--strict", o.strict, "submit: any bad row refuses the whole file");
+  app.add_option("--split", o.split, "submit: N jobs, one per cluster node")->type_name("N");
+  app.add_option("--split-by", o.split_by, "submit --split: recipient (round robin) or domain")
+      ->type_name("HOW");
   // suspend's and retry's own options.
   app.add_option("--for", o.for_duration, "suspend: how long, \"2h\" (1h; at most 7d)")
       ->type_name("DURATION");
@@ -856,6 +915,7 @@ int main(int argc, char** argv) {
   const std::string& command = o.args[0];
   if (command != "dkim") {
     for (const char* name : kDkimOptions) {
+      if (command == "submit" && std::string_view(name) == "--out") continue;
       // queue takes --domain too (status.h).
       if (command == "queue" && std::string_view(name) == "--domain") continue;
       if (app.count(name) > 0) {

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/file.h"
@@ -71,13 +72,13 @@ absl::StatusOr<std::string> ReadTemplate(const std::string& path, size_t max) {
   return text;
 }
 
-// JobFileWriter - the job file in tmp/, buffered; removed unless Commit succeeds.
+// JobFileWriter - one job file, written under a temporary name and buffered;
+// removed unless Commit succeeds.
 class JobFileWriter {
  public:
-  static absl::StatusOr<std::unique_ptr<JobFileWriter>> Create(const std::string& spool,
-                                                               const std::string& id) {
+  static absl::StatusOr<std::unique_ptr<JobFileWriter>> Create(std::string tmp_path) {
     auto w = std::unique_ptr<JobFileWriter>(new JobFileWriter);
-    w->tmp_path_ = absl::StrCat(spool, "/tmp/", id, ".job.", ::getpid());
+    w->tmp_path_ = std::move(tmp_path);
     const int fd = ::open(w->tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (fd < 0) return base::ErrnoError(w->tmp_path_, "create");
     w->fd_ = fd;
@@ -95,8 +96,9 @@ class JobFileWriter {
     return absl::OkStatus();
   }
 
-  // Commit - fsync, then rename into incoming/ without replacing anything there.
-  absl::Status Commit(const std::string& spool, const std::string& final_path) {
+  // Commit - fsync, then rename to final_path (in `folder`) without replacing
+  // anything there.
+  absl::Status Commit(const std::string& folder, const std::string& final_path) {
     RETURN_IF_ERROR(Flush());
     if (::fsync(fd_) != 0) return base::ErrnoError(tmp_path_, "fsync");
     const int fd = fd_;
@@ -112,9 +114,8 @@ class JobFileWriter {
     }
     committed_ = true;
     // The rename itself must survive a crash: sync the folder that holds it.
-    const std::string incoming = spool + "/incoming";
-    Fd dir(::open(incoming.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dir.get() < 0 || ::fsync(dir.get()) != 0) return base::ErrnoError(incoming, "fsync");
+    Fd dir(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0 || ::fsync(dir.get()) != 0) return base::ErrnoError(folder, "fsync");
     return absl::OkStatus();
   }
 
@@ -130,6 +131,34 @@ class JobFileWriter {
   std::string buffer_;
   bool committed_ = false;
 };
+
+// Part - one job file being written: the whole job, or one of --split's.
+struct Part {
+  std::string job_id;
+  std::string spool;   // "" with --out
+  std::string folder;  // where it goes: <spool>/incoming, or --out
+  std::string path;    // <folder>/<job_id>.job
+  std::string header_line;
+  std::unique_ptr<JobFileWriter> out;
+  uint64_t recipients = 0;
+};
+
+absl::Status NeedFolder(const std::string& dir, std::string_view what) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::NotFoundError(absl::StrCat(dir, ": no such folder (", base::Sv(what), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NeedSpool(const std::string& spool) {
+  for (const std::string& dir : {spool + "/incoming", spool + "/tmp"}) {
+    RETURN_IF_ERROR(NeedFolder(
+        dir, absl::StrCat("is ", spool,
+                          " volleyd's spool? --spool, or [paths] spool of --config, names it")));
+  }
+  return absl::OkStatus();
+}
 
 // Columns - the header row's names and the address column's index.
 struct Columns {
@@ -235,18 +264,49 @@ std::string RecipientLine(const std::vector<std::string>& columns, size_t addres
   return line;
 }
 
+std::string_view SplitByName(SplitBy by) {
+  return by == SplitBy::kDomain ? "domain" : "recipient";
+}
+
+absl::StatusOr<SplitBy> ParseSplitBy(std::string_view name) {
+  if (name == "recipient") return SplitBy::kRecipient;
+  if (name == "domain") return SplitBy::kDomain;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--split-by: \"", base::Sv(Printable(name)), "\" is neither recipient nor domain"));
+}
+
+uint32_t PartOfDomain(std::string_view domain, uint32_t parts) {
+  // FNV-1a, 64 bits, of the lower-cased domain: a fixed function, so that a
+  // domain goes to the same node in every job split over the same nodes.
+  uint64_t h = 14695981039346656037ull;
+  for (const char c : domain) {
+    h ^= static_cast<unsigned char>(absl::ascii_tolower(static_cast<unsigned char>(c)));
+    h *= 1099511628211ull;
+  }
+  return static_cast<uint32_t>(h % parts);
+}
+
 absl::StatusOr<SubmitResult> Submit(const SubmitRequest& request, const engine::Config* config,
                                     absl::Time now,
                                     const std::function<void(const std::string&)>& on_bad_row) {
   const queue::JobLimits limits;
-  const std::string incoming = request.spool + "/incoming";
-  struct stat st;
-  for (const std::string& dir : {incoming, request.spool + "/tmp"}) {
-    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return absl::NotFoundError(absl::StrCat(
-          dir, ": no such folder (is ", request.spool,
-          " volleyd's spool? --spool, or [paths] spool of --config, names it)"));
-    }
+  const bool split = request.split > 1 || !request.spools.empty() || !request.out_dir.empty();
+  if (request.split < 1 || request.split > kMaxSplit) {
+    return Refused(absl::StrCat("--split: ", request.split, " is not a number of parts 1..",
+                                kMaxSplit));
+  }
+  if (split && request.out_dir.empty() &&
+      request.spools.size() != static_cast<size_t>(request.split)) {
+    return Refused(absl::StrCat("--split ", request.split, " needs ", request.split,
+                                " spools (--spool DIR1,DIR2,...), one per node, or --out DIR; ",
+                                request.spools.size(), " given"));
+  }
+  if (!request.out_dir.empty()) {
+    RETURN_IF_ERROR(NeedFolder(request.out_dir, "--out names a folder that exists"));
+  } else if (split) {
+    for (const std::string& spool : request.spools) RETURN_IF_ERROR(NeedSpool(spool));
+  } else {
+    RETURN_IF_ERROR(NeedSpool(request.spool));
   }
 
   SubmitResult result;
@@ -258,17 +318,34 @@ absl::StatusOr<SubmitResult> Submit(const SubmitRequest& request, const engine::
     }
     result.job_id = NewJobId(request.recipients_path, now, random);
   }
-  result.path = absl::StrCat(incoming, "/", result.job_id, ".job");
+  std::vector<Part> parts(static_cast<size_t>(request.split));
+  for (size_t k = 0; k < parts.size(); ++k) {
+    Part& p = parts[k];
+    p.job_id = split ? absl::StrCat(result.job_id, "-", k + 1) : result.job_id;
+    if (!request.out_dir.empty()) {
+      p.folder = request.out_dir;
+    } else {
+      p.spool = split ? request.spools[k] : request.spool;
+      p.folder = p.spool + "/incoming";
+    }
+    p.path = absl::StrCat(p.folder, "/", p.job_id, ".job");
+  }
 
   ASSIGN_OR_RETURN(const std::string message,
                    ReadTemplate(request.template_path, limits.max_header_line));
-  const std::string header_line = JobHeaderLine(request, result.job_id, message);
-  if (header_line.size() > limits.max_header_line) {
-    return Refused(queue::HeaderTooLongReason(limits));
+  // Every part's header is checked (a suffix may make an id too long); the
+  // first part's check judges the recipients, as the parts differ only in id.
+  std::optional<queue::JobFileCheck> check;
+  for (Part& p : parts) {
+    p.header_line = JobHeaderLine(request, p.job_id, message);
+    if (p.header_line.size() > limits.max_header_line) {
+      return Refused(queue::HeaderTooLongReason(limits));
+    }
+    // The header first: a bad --job is named as such before it names a file.
+    absl::StatusOr<queue::JobFileCheck> c = queue::JobFileCheck::Start(p.header_line, limits);
+    if (!c.ok()) return Refused(base::StdSv(c.status().message()));
+    if (!check) check = *std::move(c);
   }
-  // The header first: a bad --job is named as such before it names a file.
-  absl::StatusOr<queue::JobFileCheck> check = queue::JobFileCheck::Start(header_line, limits);
-  if (!check.ok()) return Refused(base::StdSv(check.status().message()));
   if (config != nullptr) {
     std::vector<std::string> warnings;  // volleyd prints them at start
     ASSIGN_OR_RETURN(engine::Credentials keys, engine::Credentials::Load(*config, &warnings));
@@ -280,25 +357,33 @@ absl::StatusOr<SubmitResult> Submit(const SubmitRequest& request, const engine::
     return Refused(base::StdSv(bad.message()));
   }
 
-  if (::access(result.path.c_str(), F_OK) == 0) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(result.path, ": exists; not overwritten (choose another --job)"));
-  }
-  if (!request.job_id.empty()) {
-    // A generated id is new by construction; a chosen one may have been used.
-    absl::StatusOr<std::string> accepted = FindAcceptedJobFile(request.spool, result.job_id);
-    if (accepted.ok()) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "job \"", result.job_id, "\" was already accepted (", *accepted,
-          "); a job id is accepted once: choose another --job"));
+  for (const Part& p : parts) {
+    if (::access(p.path.c_str(), F_OK) == 0) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(p.path, ": exists; not overwritten (choose another --job)"));
+    }
+    if (!request.job_id.empty() && !p.spool.empty()) {
+      // A generated id is new by construction; a chosen one may have been used.
+      absl::StatusOr<std::string> accepted = FindAcceptedJobFile(p.spool, p.job_id);
+      if (accepted.ok()) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "job \"", p.job_id, "\" was already accepted (", *accepted,
+            "); a job id is accepted once: choose another --job"));
+      }
     }
   }
 
   Fd csv(::open(request.recipients_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (csv.get() < 0) return base::ErrnoError(request.recipients_path, "open");
-  ASSIGN_OR_RETURN(std::unique_ptr<JobFileWriter> out,
-                   JobFileWriter::Create(request.spool, result.job_id));
-  RETURN_IF_ERROR(out->Line(header_line));
+  for (Part& p : parts) {
+    // In --out the temporary name starts with a dot: a glob for *.job, or a
+    // copy to a node's incoming/, does not take a file half written.
+    const std::string tmp =
+        p.spool.empty() ? absl::StrCat(p.folder, "/.", p.job_id, ".job.", ::getpid())
+                        : absl::StrCat(p.spool, "/tmp/", p.job_id, ".job.", ::getpid());
+    ASSIGN_OR_RETURN(p.out, JobFileWriter::Create(tmp));
+    RETURN_IF_ERROR(p.out->Line(p.header_line));
+  }
 
   std::optional<Columns> columns;
   absl::Status stop = absl::OkStatus();  // the first error that ends the whole submit
@@ -335,8 +420,13 @@ absl::StatusOr<SubmitResult> Submit(const SubmitRequest& request, const engine::
     if (!rcpt.ok()) {
       return bad_row(row.line, RowReason(base::StdSv(rcpt.status().message()), column));
     }
+    const uint32_t n = static_cast<uint32_t>(parts.size());
+    Part& part = parts[request.split_by == SplitBy::kDomain
+                           ? PartOfDomain(queue::DomainOf(rcpt->to), n)
+                           : static_cast<uint32_t>(result.recipients % n)];
     ++result.recipients;
-    if (absl::Status written = out->Line(line); !written.ok()) stop = written;
+    ++part.recipients;
+    if (absl::Status written = part.out->Line(line); !written.ok()) stop = written;
   });
 
   char buf[kSubmitReadChunk];
@@ -369,7 +459,26 @@ absl::StatusOr<SubmitResult> Submit(const SubmitRequest& request, const engine::
                                 result.bad_rows == 1 ? "" : "s",
                                 " and --strict: nothing submitted"));
   }
-  RETURN_IF_ERROR(out->Commit(request.spool, result.path));
+  for (Part& p : parts) {
+    SubmitPart done{p.job_id, "", p.recipients};
+    // A part without recipients is no job (a node with nothing to send): not
+    // written, listed with an empty path.
+    if (p.recipients > 0) {
+      if (absl::Status st = p.out->Commit(p.folder, p.path); !st.ok()) {
+        if (result.parts.empty()) return st;
+        std::string written;
+        for (const SubmitPart& w : result.parts) {
+          if (!w.path.empty()) absl::StrAppend(&written, " ", w.path);
+        }
+        return absl::Status(st.code(), absl::StrCat(st.message(), " (already written:", written,
+                                                    ")"));
+      }
+      done.path = p.path;
+    }
+    result.parts.push_back(std::move(done));
+  }
+  result.path = result.parts.front().path;
+  if (split) result.path.clear();
   return result;
 }
 

@@ -183,6 +183,7 @@ class FeedbackTest : public ::testing::Test {
 
   void MakeProcessor(FeedbackPolicy policy) {
     FeedbackOptions options;
+    options.node = "node-a";
     options.spool = spool_dir();
     options.inbound_domains = {kBounceDomain};
     options.policy = std::move(policy);
@@ -282,6 +283,7 @@ TEST_F(FeedbackTest, HardBounceToTheVerpAddressIsRecordedAndSuppressed) {
   EXPECT_EQ(r.code, 550);
   EXPECT_EQ(r.enhanced, "5.1.1");
   EXPECT_EQ(r.matched_by, "verp");
+  EXPECT_EQ(r.node, "node-a");  // feedback events name the node too
   EXPECT_EQ(r.via, "dsn");
   EXPECT_EQ(r.reporting_mta, "mx.isp.test");
 
@@ -711,7 +713,7 @@ TEST_F(FeedbackTest, SuppressedAtIntakeRecordsEachBeforeTheCommit) {
     ASSERT_TRUE(list_->Add(s).ok());
   }
   metrics::IntakeMetrics intake_metrics;
-  queue::IntakeSuppression hook = SuppressedAtIntake(list_.get(), recorder_.get(),
+  queue::IntakeSuppression hook = SuppressedAtIntake("node-a", list_.get(), recorder_.get(),
                                                      &intake_metrics);
   std::vector<OwnedDeliveryRecord> at_commit;
   std::optional<queue::JobState> state_at_commit;
@@ -735,6 +737,7 @@ TEST_F(FeedbackTest, SuppressedAtIntakeRecordsEachBeforeTheCommit) {
   EXPECT_EQ(at_commit[0].job, "second");
   EXPECT_EQ(at_commit[0].line, kBob);
   EXPECT_EQ(at_commit[0].rcpt, "bob@inbox.test");
+  EXPECT_EQ(at_commit[0].node, "node-a");
   EXPECT_THAT(at_commit[0].response, ::testing::HasSubstr("complaint"));
   EXPECT_EQ(at_commit[1].line, kDee);
   EXPECT_EQ(at_commit[1].rcpt, "dee@inbox.test");
@@ -755,7 +758,7 @@ TEST_F(FeedbackTest, SuppressedAtIntakeRecordsEachOnceWhenAnIntakeResumes) {
   s.added = absl::Now();
   ASSERT_TRUE(list_->Add(s).ok());
   metrics::IntakeMetrics intake_metrics;
-  spool_->SetSuppression(SuppressedAtIntake(list_.get(), recorder_.get(), &intake_metrics));
+  spool_->SetSuppression(SuppressedAtIntake("node-a", list_.get(), recorder_.get(), &intake_metrics));
   // The disk "fills" at intake's first check after the start: the job stops
   // half-way, kLoading, after its suppressed line was handed over (not yet
   // written: that waits for the commit).

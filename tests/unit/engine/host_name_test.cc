@@ -1,7 +1,11 @@
 // host_name_test.cc - the default EHLO name: which of the host's names is chosen
 #include "engine/host_name.h"
 
+#include <unistd.h>
+
 #include <string>
+
+#include "engine/config.h"
 
 #include "engine/smtp/client.h"
 #include "gmock/gmock.h"
@@ -75,6 +79,24 @@ TEST(DefaultEhloName, IsUsableAndLookedUpOnce) {
   EXPECT_TRUE(smtp::ValidateEhloName(first.name).ok()) << first.name;
   EXPECT_EQ(first.qualified, IsQualifiedEhloName(first.name));
   EXPECT_EQ(&DefaultEhloName(), &first);  // kept, not asked again
+}
+
+TEST(ChooseNodeName, TheConfiguredNameThenTheHostNameThenLocalhost) {
+  EXPECT_EQ(ChooseNodeName("node-a", "vm"), "node-a");
+  // Whole, not cut at the first dot: two hosts mx1 in two data centres stay two nodes.
+  EXPECT_EQ(ChooseNodeName("", "mx1.dc1.example.test"), "mx1.dc1.example.test");
+  EXPECT_EQ(ChooseNodeName("", ""), "localhost");
+}
+
+TEST(NodeName, ConfiguredOrThisMachinesHostName) {
+  Config config;
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  EXPECT_EQ(NodeName(config), ChooseNodeName("", host));
+  config.cluster.node = "node-b";
+  EXPECT_EQ(NodeName(config), "node-b");
+  config.cluster.node.clear();
+  EXPECT_EQ(NodeName(config), ChooseNodeName("", host));  // the kept answer, still the same
 }
 
 }  // namespace

@@ -65,6 +65,7 @@ OwnedDeliveryRecord DocExample() {
   r.host = "127.0.0.1";
   r.port = 2525;
   r.attempt = 1;
+  r.node = "node-a";
   return r;
 }
 
@@ -78,7 +79,8 @@ TEST(FormatDeliveryRecord, WritesTheDocumentedLine) {
   EXPECT_EQ(Format(DocExample()),
             R"({"ts":"2026-11-28T13:45:01.123Z","job":"spring-sale","line":2,)"
             R"("rcpt":"ann@d0001.test","status":"delivered","code":250,"enhanced":"2.0.0",)"
-            R"("response":"Ok: queued","host":"127.0.0.1","port":2525,"attempt":1})"
+            R"("response":"Ok: queued","host":"127.0.0.1","port":2525,"attempt":1,)"
+            R"("node":"node-a"})"
             "\n");
   OwnedDeliveryRecord r = DocExample();
   r.status = DeliveryStatus::kDeferred;
@@ -93,7 +95,7 @@ TEST(FormatDeliveryRecord, WritesTheDocumentedLine) {
             R"({"ts":"2026-11-28T13:45:01.123Z","job":"spring-sale","line":2,)"
             R"("rcpt":"ann@d0001.test","status":"deferred","class":"rate_limited","code":451,)"
             R"("enhanced":"2.0.0","response":"Ok: queued","host":"127.0.0.1","port":2525,)"
-            R"("attempt":1,"backoff":2,"mx":"mx1.d0001.test","source":"pool-a",)"
+            R"("attempt":1,"node":"node-a","backoff":2,"mx":"mx1.d0001.test","source":"pool-a",)"
             R"("tls_version":"TLSv1.3","tls_cipher":"TLS_AES_256_GCM_SHA384"})"
             "\n");
 }
@@ -183,6 +185,10 @@ std::vector<OwnedDeliveryRecord> RoundTripCases() {
   big.code = 999;
   big.ts = absl::FromUnixSeconds(4102444800);  // 2100-01-01
   cases.push_back(big);
+  // Written by a volleyd before the node field (or a writer outside volleyd).
+  OwnedDeliveryRecord nameless = DocExample();
+  nameless.node = "";
+  cases.push_back(nameless);
   OwnedDeliveryRecord epoch = DocExample();
   epoch.ts = absl::UnixEpoch();
   cases.push_back(epoch);

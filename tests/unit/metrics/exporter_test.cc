@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -219,6 +220,33 @@ TEST_F(ExporterTest, BuildInfoNamesTheVersion) {
   const std::string body = Exporter::Create(Sources())->Render();
   EXPECT_THAT(body, ::testing::ContainsRegex(
                         "\nvolley_build_info\\{version=\"[0-9]+\\.[0-9]+\\.[0-9]+\",revision=\"[0-9a-z]+\"\\} 1\n"));
+}
+
+TEST_F(ExporterTest, EveryVolleySampleNamesTheNode) {
+  ExporterSources s = Sources();
+  s.node = "node-a";
+  s.endpoint = [] { return EndpointStats{3, 12345, 600}; };
+  shard_a_.Destination("mx.p.test").deliveries[0].Add();
+  shard_a_.transaction_seconds.Observe(0.003);
+  const std::string body = Exporter::Create(std::move(s))->Render();
+  size_t volley_samples = 0;
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(body, '\n'))) {
+    if (line.empty() || line.front() == '#') continue;
+    if (line.starts_with("volley_")) {
+      ++volley_samples;
+      EXPECT_THAT(line, HasSubstr("node=\"node-a\"")) << line;
+    } else {
+      // process_ and exposer_: the scrape's instance label tells nodes apart.
+      EXPECT_THAT(line, Not(HasSubstr("node="))) << line;
+    }
+  }
+  EXPECT_GT(volley_samples, 50u);
+  // A family without labels of its own gets the node label alone; one with
+  // labels keeps them and adds it.
+  EXPECT_THAT(body, HasSubstr("volley_rocksdb_write_stalls_total{node=\"node-a\"} 2"));
+  EXPECT_THAT(body, HasSubstr("volley_transaction_duration_seconds_count{node=\"node-a\"} 1"));
+  EXPECT_THAT(body, HasSubstr(
+      "volley_deliveries_total{result=\"delivered\",node=\"node-a\"} 0"));
 }
 
 TEST_F(ExporterTest, TheEndpointsOwnCountsUnderTheExposersNames) {
