@@ -192,11 +192,13 @@ struct Agent::Impl {
       if (stats.fallback) {
         base::LogInfo("cluster: Redis at %s answers again: limits are shared", link.address());
       }
+      if (stats.fallback) settle_until = now + options.lease_ttl;
       stats.fallback = false;
       ever_shared = true;
       table->SetShared(true);
     } else if (!answered && !stats.fallback) {
       stats.fallback = true;
+      settle_until = absl::InfiniteFuture();  // until Redis answers again (above)
       ++stats.fallbacks;
       table->SetShared(false);
       base::LogWarning(
@@ -263,7 +265,14 @@ struct Agent::Impl {
           pool.lease_peak = now_wanted;
           pool.lease_peak_at = now;
         }
-        const int want = std::min(max, pool.lease_peak);
+        int want = std::min(max, pool.lease_peak);
+        // Back from a fallback, Redis may hold none of the connections the
+        // nodes opened on their shares (a restarted Redis holds nothing):
+        // until every node had time to claim its open ones (a lease_ttl, the
+        // time a lease lives anyway), a node claims what it has open and
+        // asks for nothing more, or the first to get through would take the
+        // places of connections the others still hold.
+        if (now < settle_until) want = std::min(want, std::max(0, d.open));
         // Redis is asked when the node holds leases it may not use or no
         // longer wants (given back at once, for the others), when it wants
         // more (each batch while it is being granted some, every
@@ -511,6 +520,8 @@ struct Agent::Impl {
   int live_nodes = 0;
   absl::Time next_connect_at = absl::InfinitePast();
   bool ever_shared = false;
+  // Until then leases are claimed for open connections only (Exchange).
+  absl::Time settle_until = absl::InfinitePast();
   bool logged_script_error = false;
 
   std::atomic<uint64_t> granted_messages{0};

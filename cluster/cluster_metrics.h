@@ -2,15 +2,13 @@
 // metric families (docs/metrics.md)
 //
 // SYNOPSIS
-//   metrics::ClusterMetrics cluster_metrics;          // sources.cluster = &cluster_metrics
-//   // once a second, on one thread (the only writer):
-//   cluster::CopyStats(agent.stats(), &cluster_metrics);
+//   // the exporter calls it at each scrape (metrics/exporter.h):
+//   sources.cluster = [&agent](metrics::ClusterMetrics* m) { cluster::CopyStats(agent.stats(), m); };
 //
 // DESCRIPTION
 //   The agent keeps its own counts (Agent::stats(), any thread); the exporter
 //   reads metrics::ClusterMetrics (metrics/exporter.h). This copies the one
-//   into the other, whole: the counts are the agent's running totals, so a
-//   copy missed or repeated changes nothing. Header-only, so that the agent's
+//   into the other, whole: the counts are the agent's running totals. Header-only, so that the agent's
 //   library does not link the exporter's.
 #ifndef VOLLEY_CLUSTER_CLUSTER_METRICS_H_
 #define VOLLEY_CLUSTER_CLUSTER_METRICS_H_

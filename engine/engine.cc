@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "cluster/agent.h"
 #include "cluster/allowance.h"
+#include "cluster/cluster_metrics.h"
 #include "dns/routes.h"
 #include "engine/admin.h"
 #include "engine/destination_control.h"
@@ -293,12 +294,13 @@ absl::Status Engine::Run() {
   // the table; the agent stops after they stopped.
   std::unique_ptr<cluster::Allowances> cluster_table;
   std::unique_ptr<cluster::Agent> cluster_agent;
-  // Until engine::NodeName (the host name when the key is unset) is wired in,
-  // the configured name.
-  const std::string node_name = config_.cluster.node;
+  const std::string node_name = NodeName(config_);
   if (config_.cluster.enabled()) {
+    cluster::Options cluster_options = config_.cluster;
+    cluster_options.node = node_name;  // the host name when the key is unset
     cluster_table = std::make_unique<cluster::Allowances>();
-    cluster_agent = std::make_unique<cluster::Agent>(config_.cluster, cluster_table.get());
+    cluster_agent = std::make_unique<cluster::Agent>(std::move(cluster_options),
+                                                     cluster_table.get());
   }
   std::vector<std::unique_ptr<metrics::ShardMetrics>> shard_metrics;
   std::vector<std::unique_ptr<Shard>> shards;
@@ -331,7 +333,7 @@ absl::Status Engine::Run() {
   }
   metrics::FeedbackMetrics feedback_metrics(metrics_options.max_destinations);
   FeedbackOptions feedback_options;
-  feedback_options.node = NodeName(config_);
+  feedback_options.node = node_name;
   feedback_options.spool = config_.spool_dir;
   feedback_options.inbound_domains = config_.inbound.domains;
   feedback_options.policy.pause_on_complaint_rate = config_.inbound.pause_on_complaint_rate;
@@ -342,7 +344,7 @@ absl::Status Engine::Run() {
                              suppression.get(), &classifier, &recorder, &feedback_metrics,
                              &ready_jobs);
   feedback_for_reload = &feedback;
-  spool.SetSuppression(SuppressedAtIntake(NodeName(config_), suppression.get(), &recorder, &intake_metrics));
+  spool.SetSuppression(SuppressedAtIntake(node_name, suppression.get(), &recorder, &intake_metrics));
   absl::Status failed;
   {
     IntakeThread intake(spool, queue.get(), queue::JobLimits{}, &ready_jobs,
@@ -355,7 +357,12 @@ absl::Status Engine::Run() {
                      AdminServer::Create(config_.admin_listen, queue.get(), &ready_jobs,
                                          admin_cap, config_.admin_request_timeout));
     metrics::ExporterSources sources;
-    sources.node = NodeName(config_);
+    sources.node = node_name;
+    if (cluster_agent != nullptr) {
+      sources.cluster = [agent = cluster_agent.get()](metrics::ClusterMetrics* m) {
+        cluster::CopyStats(agent->stats(), m);
+      };
+    }
     for (const auto& m : shard_metrics) sources.shards.push_back(m.get());
     sources.intake = &intake_metrics;
     sources.feedback = &feedback_metrics;
@@ -439,7 +446,7 @@ absl::Status Engine::Run() {
     if (cluster_agent != nullptr) {
       RETURN_IF_ERROR(cluster_agent->Start());
       base::LogInfo("cluster: node %s, Redis at %s, batch %s, lease_ttl %s%s",
-                    node_name.empty() ? "(the host name)" : node_name,
+                    node_name,
                     absl::StrJoin(config_.cluster.redis, ", "),
                     absl::FormatDuration(config_.cluster.batch),
                     absl::FormatDuration(config_.cluster.lease_ttl),

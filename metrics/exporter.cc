@@ -584,8 +584,8 @@ void Exporter::Collector::CollectFeedback(const FeedbackMetrics& f,
 }
 
 void Exporter::Collector::CollectCluster(std::vector<MetricFamily>* out) const {
-  static const ClusterMetrics kNoCluster;
-  const ClusterMetrics& c = sources_.cluster != nullptr ? *sources_.cluster : kNoCluster;
+  ClusterMetrics c;
+  if (sources_.cluster) sources_.cluster(&c);
   const auto one = [out](const char* name, const char* help, MetricType type, const Gauge& g) {
     MetricFamily f = Family(name, help, type);
     Add(&f, {}, static_cast<double>(g.value()));

@@ -113,10 +113,12 @@ struct ExporterSources {
   // Destinations an operator suspended now (engine/destination_control.h);
   // none: volley_destinations_suspended is left out.
   std::function<size_t()> suspended_destinations;
-  // The cluster agent's counts (cluster/cluster_metrics.h); none: the
-  // volley_cluster_ families at 0 (a node without [cluster] is not shared,
-  // and an alert on volley_cluster_redis_up must not see the series vanish).
-  const ClusterMetrics* cluster = nullptr;
+  // Fills in the cluster agent's counts (cluster/cluster_metrics.h CopyStats),
+  // called on the exporter's thread at each scrape, so they are never older
+  // than the scrape; none: the volley_cluster_ families at 0 (a node without
+  // [cluster] is not shared, and an alert on volley_cluster_redis_up must not
+  // see the series vanish).
+  std::function<void(ClusterMetrics*)> cluster;
 };
 
 class Exporter {

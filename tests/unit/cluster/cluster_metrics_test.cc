@@ -22,10 +22,8 @@ TEST(ClusterMetricsTest, TheAgentsStatsRenderAsTheClusterFamilies) {
   s.fallbacks = 2;
   s.message_permits = 50000;
   s.connection_permits = 60;
-  metrics::ClusterMetrics m;
-  CopyStats(s, &m);
   metrics::ExporterSources sources;
-  sources.cluster = &m;
+  sources.cluster = [&s](metrics::ClusterMetrics* m) { CopyStats(s, m); };
   const std::string text = metrics::Exporter::Create(sources)->Render();
   EXPECT_THAT(text, HasSubstr("\nvolley_cluster_redis_up 0\n"));
   EXPECT_THAT(text, HasSubstr("\nvolley_cluster_fallback 1\n"));
