@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/log.h"
@@ -286,9 +287,13 @@ void DestinationLimits::Step(int step, absl::Time now) {
   message_tokens_ = MessageBucket();
   if (allowance_ != nullptr) {
     PushToCluster();  // the rate halves (or doubles back) node-wide
-    allowance_->ReportBackoff(cluster::SharedBackoff{
-        backoff_level_, backoff_step_at_, backoff_period_,
-        absl::StrCat(backoff_reason_, " (seen by ", node_.empty() ? "a node" : node_, ")")});
+    // A reason adopted from the cluster already names the node that saw it.
+    std::string reason = absl::StrContains(backoff_reason_, " (seen by ")
+                             ? backoff_reason_
+                             : absl::StrCat(backoff_reason_, " (seen by ",
+                                            node_.empty() ? "a node" : node_, ")");
+    allowance_->ReportBackoff(cluster::SharedBackoff{backoff_level_, backoff_step_at_,
+                                                     backoff_period_, std::move(reason)});
   }
   const double rate = MessageRate();
   base::LogInfo("%s: backoff %s to level %d (%d connections, %s messages/s at most)%s%s", name_,
