@@ -1,5 +1,6 @@
 #include "cluster/scripts.h"
 
+#include <string>
 
 namespace volley::cluster {
 
@@ -11,6 +12,29 @@ std::string PoolKey(std::string_view prefix, std::string_view pool, std::string_
 }
 
 std::string NodesKey(std::string_view prefix) { return std::string(prefix) + "nodes"; }
+
+// The askers' hash of the fairness rule, one function for both scripts that
+// share it (GCRA and leases), so that their bookkeeping cannot drift apart:
+// records this node's want (with when, on the script's clock), forgets askers
+// older than `window` (same clock), keeps the hash `expire_ms` and returns the
+// wants of the askers left, this one's included.
+constexpr std::string_view kRecordWantFunction = R"lua(
+local function record_want(key, node, want, now, window, expire_ms)
+  redis.call('HSET', key, node, string.format('%d:%d', want, now))
+  local sum = 0
+  local askers = redis.call('HGETALL', key)
+  for i = 1, #askers, 2 do
+    local w, at = string.match(askers[i + 1], '^(%d+):(%d+)$')
+    if w == nil or now - tonumber(at) > window then
+      redis.call('HDEL', key, askers[i])
+    else
+      sum = sum + tonumber(w)
+    end
+  end
+  redis.call('PEXPIRE', key, expire_ms)
+  return sum
+end
+)lua";
 
 // GCRA take-N. Keeps one number per limited rate: the theoretical arrival
 // time (TAT, microseconds of Redis's clock) of the next permit were the rate
@@ -28,7 +52,7 @@ std::string NodesKey(std::string_view prefix) { return std::string(prefix) + "no
 //
 // Atomic: the TAT read, the check and the TAT written are one script, so two
 // nodes can never both take the same room.
-const std::string_view kGcraTakeScript = R"lua(
+constexpr std::string_view kGcraTakeBody = R"lua(
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local n = math.floor(tonumber(ARGV[3]))
@@ -42,18 +66,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = 1000000 / rate
 
 local cap = n
-redis.call('HSET', KEYS[2], node, string.format('%d:%d', n, now))
-local sum = 0
-local askers = redis.call('HGETALL', KEYS[2])
-for i = 1, #askers, 2 do
-  local w, at = string.match(askers[i + 1], '^(%d+):(%d+)$')
-  if w == nil or now - tonumber(at) > window then
-    redis.call('HDEL', KEYS[2], askers[i])
-  else
-    sum = sum + tonumber(w)
-  end
-end
-redis.call('PEXPIRE', KEYS[2], math.ceil(window / 1000) + 1000)
+local sum = record_want(KEYS[2], node, n, now, window, math.ceil(window / 1000) + 1000)
 if sum > burst then cap = math.ceil(burst * n / sum) end
 
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
@@ -79,7 +92,7 @@ return k
 //
 // Atomic: counting the set and adding to it are one script, so the set never
 // holds more than `max` leases, however many nodes ask at once.
-const std::string_view kLeaseScript = R"lua(
+constexpr std::string_view kLeaseBody = R"lua(
 local node = ARGV[1]
 local want = math.max(0, math.floor(tonumber(ARGV[2]) or 0))
 local open = math.max(0, math.floor(tonumber(ARGV[3]) or 0))
@@ -95,18 +108,7 @@ local cap = want
 if release_all then
   redis.call('HDEL', KEYS[2], node)
 else
-  redis.call('HSET', KEYS[2], node, string.format('%d:%d', want, now))
-  local sum = 0
-  local askers = redis.call('HGETALL', KEYS[2])
-  for i = 1, #askers, 2 do
-    local w, at = string.match(askers[i + 1], '^(%d+):(%d+)$')
-    if w == nil or now - tonumber(at) > window then
-      redis.call('HDEL', KEYS[2], askers[i])
-    else
-      sum = sum + tonumber(w)
-    end
-  end
-  redis.call('PEXPIRE', KEYS[2], window + 1000)
+  local sum = record_want(KEYS[2], node, want, now, window, window + 1000)
   if sum > max and want > 0 then cap = math.max(1, math.floor(max * want / sum)) end
 end
 local target = math.min(want, cap, max)
@@ -146,6 +148,11 @@ end
 if total > 0 then redis.call('PEXPIRE', KEYS[1], ttl * 2) end
 return {#mine, math.min(#mine, target)}
 )lua";
+
+const std::string kGcraTakeText = std::string(kRecordWantFunction).append(kGcraTakeBody);
+const std::string kLeaseText = std::string(kRecordWantFunction).append(kLeaseBody);
+const std::string_view kGcraTakeScript = kGcraTakeText;
+const std::string_view kLeaseScript = kLeaseText;
 
 // Node heartbeat. Keeps a sorted set of node names scored by their last
 // heartbeat (milliseconds of Redis's clock); the live nodes are those seen
