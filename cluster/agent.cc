@@ -46,7 +46,9 @@ constexpr double kPermitsPerAsk = 10;
 constexpr int kMaxBatchesPerAsk = 10;
 
 // How often a node that wants more leases than it holds asks again while
-// the other nodes hold the rest (they give them back when they close).
+// the other nodes hold the rest (they give them back when they close); and
+// how often a node renews while the set is full, so that a node holding
+// every lease hears of another's want within this, not a quarter lease_ttl.
 constexpr absl::Duration kLeasePoll = absl::Milliseconds(500);
 
 // The cluster's backoff level is read this often for a busy pool (published
@@ -91,6 +93,7 @@ struct Agent::Impl {
     int leases_allowed = 0;     // as last answered
     bool leases_grew = false;   // the last answer held more than the one before
     int lease_want_sent = 0;    // the want Redis last heard: the others' parts depend on it
+    bool lease_set_full = false;  // the set held max_connections leases, all nodes counted
     absl::Time backoff_read_at = absl::InfinitePast();
     double carry_messages = 0;  // fallback fractions carried to the next batch
     double carry_connections = 0;
@@ -278,9 +281,13 @@ struct Agent::Impl {
         // more (each batch while it is being granted some, every
         // kLeasePoll while the set is full: polling it faster would only
         // cost Redis), and when its leases are due for renewal (four times
-        // per ttl, so one lost round trip never loses them); and when it
-        // wants less than Redis last heard, which frees the others' parts.
-        const bool renew = now - pool.lease_renewed_at >= options.lease_ttl / 4;
+        // per ttl, so one lost round trip never loses them; every
+        // kLeasePoll while the set is full, so that a holder hears of the
+        // others' wants); and when it wants less than Redis last heard,
+        // which frees the others' parts.
+        const absl::Duration renew_every =
+            pool.lease_set_full ? std::min(kLeasePoll, options.lease_ttl / 4) : options.lease_ttl / 4;
+        const bool renew = now - pool.lease_renewed_at >= renew_every;
         const bool give_back = pool.leases_held > want || pool.leases_allowed < pool.leases_held;
         const bool grow = want > pool.leases_held &&
                           (pool.leases_grew || now - pool.lease_renewed_at >= kLeasePoll);
@@ -412,6 +419,7 @@ struct Agent::Impl {
         pool.leases_grew = held > pool.leases_held;
         pool.leases_held = held;
         pool.leases_allowed = static_cast<int>(std::max<int64_t>(0, r->IntAt(1)));
+        pool.lease_set_full = l.max_connections > 0 && r->IntAt(2) >= l.max_connections;
         pool.lease_renewed_at = now;
         a->SetConnectionsAllowed(pool.leases_allowed);
       }

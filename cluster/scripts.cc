@@ -90,6 +90,10 @@ return k
 // most its proportional part (at least one), and the node closes connections
 // above it as their transactions end, which frees leases for the others.
 //
+// Returns {held, usable, in the set}: the third tells a holder the set is full,
+// so that it asks as often as the waiting nodes do (a node holding every
+// lease would otherwise hear of a newcomer's want only at its next renewal).
+//
 // Atomic: counting the set and adding to it are one script, so the set never
 // holds more than `max` leases, however many nodes ask at once.
 constexpr std::string_view kLeaseBody = R"lua(
@@ -146,7 +150,7 @@ while #mine < target and total < max do
   i = i + 1
 end
 if total > 0 then redis.call('PEXPIRE', KEYS[1], ttl * 2) end
-return {#mine, math.min(#mine, target)}
+return {#mine, math.min(#mine, target), total}
 )lua";
 
 const std::string kGcraTakeText = std::string(kRecordWantFunction).append(kGcraTakeBody);

@@ -131,16 +131,26 @@ TEST(AgentTest, TwoNodesShareTheRateAndTheConnections) {
   Allowance* a = table_a.Join(kPool);
   Allowance* b = table_b.Join(kPool);
   for (Allowance* x : {a, b}) x->SetLimits({.message_rate = kRate, .max_connections = kMax});
-  Agent agent_a(NodeOptions(redis, "a"), &table_a);
-  Agent agent_b(NodeOptions(redis, "b"), &table_b);
+  // A long ttl (renewal every 5 s): b must get its part because a, holding
+  // the full set, asks as often as b does, not because a renewal came.
+  Options oa = NodeOptions(redis, "a");
+  Options ob = NodeOptions(redis, "b");
+  oa.lease_ttl = ob.lease_ttl = absl::Seconds(20);
+  Agent agent_a(oa, &table_a);
+  Agent agent_b(ob, &table_b);
   const absl::Time start = absl::Now();
+  // a first, alone until it holds every connection: the case where the
+  // newcomer has to win places back.
   ASSERT_TRUE(agent_a.Start().ok());
+  HungryShard shard_a(a);
+  ASSERT_TRUE(WaitFor([&] { return a->connections_allowed() == kMax; }));
   ASSERT_TRUE(agent_b.Start().ok());
-  HungryShard shard_a(a), shard_b(b);
+  HungryShard shard_b(b);
+  const absl::Time b_start = absl::Now();
 
   const std::string leases = PoolKey("t:", kPool, "leases");
   int most_leases = 0, most_open = 0, most_allowed = 0;
-  while (absl::Now() - start < absl::Seconds(3)) {
+  while (absl::Now() - b_start < absl::Seconds(3)) {
     most_leases = std::max<int>(most_leases, static_cast<int>(redis.Command({"ZCARD", leases}).Int()));
     most_open = std::max(most_open, a->open() + b->open());
     most_allowed = std::max(most_allowed, a->connections_allowed() + b->connections_allowed());
