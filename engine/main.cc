@@ -36,6 +36,7 @@
 #include "base/cli.h"
 #include "base/file.h"
 #include "base/log.h"
+#include "base/memory.h"
 #include "engine/config.h"
 #include "engine/engine.h"
 #include "engine/host_name.h"
@@ -85,6 +86,12 @@ int main(int argc, char** argv) {
     volley::base::LogWarning("%s", volley::engine::EhloNameWarning(config->smtp.ehlo_name));
   }
   volley::base::RaiseFileLimit();
+  // A freed message's pages stay for the next one instead of going back to
+  // the kernel at each free (base/memory.h); what is kept is bounded by what
+  // may be in flight.
+  const uint64_t in_flight = config->delivery.max_message_bytes_in_flight;
+  volley::base::KeepFreedMemory(
+      in_flight > 0 ? in_flight : volley::engine::DeliveryConfig{}.max_message_bytes_in_flight);
   volley::engine::Engine engine(*std::move(config));
   if (!config_path.empty()) engine.SetConfigSource(config_path, *std::move(text));
   g_engine = &engine;
