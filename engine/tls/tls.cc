@@ -56,12 +56,21 @@ constexpr size_t kTicketKeySize = 80;
 // ErrorScope - the thread's OpenSSL error queue is empty on entry (so SSL_get_error
 // cannot be misled by another session's leftovers) and on exit (so we leave none).
 // Errors we report are drained into the Status before the scope ends.
+// Cleared only when something is queued: ERR_clear_error resets all sixteen
+// slots every time (about 840 instructions), and a scope opens around every
+// read, write and feed, so on a TLS connection it was about 5,000 instructions
+// a message while the queue was nearly always empty already.
 class ErrorScope {
  public:
-  ErrorScope() { ERR_clear_error(); }
-  ~ErrorScope() { ERR_clear_error(); }
+  ErrorScope() { ClearIfAny(); }
+  ~ErrorScope() { ClearIfAny(); }
   ErrorScope(const ErrorScope&) = delete;
   ErrorScope& operator=(const ErrorScope&) = delete;
+
+ private:
+  static void ClearIfAny() {
+    if (ERR_peek_error() != 0) ERR_clear_error();
+  }
 };
 
 // The error queue, oldest first: the first entry's reason (the most specific one,
