@@ -320,7 +320,7 @@ struct Agent::Impl {
           args = {absl::StrCat(b.level),
                   absl::StrCat(std::max<int64_t>(0, absl::ToInt64Microseconds(b.step_at - now))),
                   absl::StrCat(std::max<int64_t>(0, absl::ToInt64Microseconds(b.period))),
-                  absl::StrCat(b.reason, " (node ", options.node, ")")};
+                  b.reason};  // names the node already (the reporter's part)
         }
         ask.backoff_index = base + static_cast<int>(mine.size());
         mine.push_back(link.Script(backoff_script,

@@ -122,7 +122,9 @@ class Allowance {
   // OverAllowed - more connections are open than the node may hold now.
   bool OverAllowed() const;
 
-  // ReportBackoff - the shard's level for this pool changed.
+  // ReportBackoff - the shard's level for this pool changed. Its reason is
+  // published as given, so it should name the node that saw it (the engine
+  // adds "(seen by NODE)"): the other nodes show it as their own reason.
   void ReportBackoff(const SharedBackoff& backoff);
   // ClusterBackoff - the level the cluster agreed (0 without a cluster yet).
   int cluster_backoff_level() const { return cluster_level_.load(std::memory_order_acquire); }
