@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <iterator>
 #include <cstdio>
 #include <utility>
@@ -74,7 +75,19 @@ IntakeThread::~IntakeThread() {
   if (thread_.joinable()) thread_.join();
 }
 
-void IntakeThread::Start() { thread_ = std::thread([this] { Loop(); }); }
+void IntakeThread::Start() {
+  // The watch is set before the thread runs, so that once volleyd says it is
+  // running every rename into incoming/ is seen (a file already there waits
+  // out the settle time: nobody saw how it came).
+  inotify_fd_ = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (inotify_fd_ >= 0) {
+    const std::string dir = spool_.incoming();
+    if (::inotify_add_watch(inotify_fd_, dir.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
+      base::LogInfo("intake: cannot watch %s; scanning every second", dir);
+    }
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void IntakeThread::Pause(const absl::Status& why, const std::string& name) {
   const absl::Time now = absl::Now();
@@ -98,11 +111,42 @@ void IntakeThread::Resumed() {
                 absl::ToDoubleSeconds(absl::Now() - paused_since_));
 }
 
+void RenamedIn::Events(const char* buffer, size_t length) {
+  size_t at = 0;
+  while (at + sizeof(inotify_event) <= length) {
+    inotify_event event;
+    std::memcpy(&event, buffer + at, sizeof event);  // the buffer need not be aligned
+    const size_t size = sizeof(inotify_event) + event.len;
+    if (at + size > length) break;
+    if ((event.mask & IN_Q_OVERFLOW) != 0) {
+      names_.clear();
+    } else if (event.len > 0) {
+      // The name is NUL-padded to its event's length.
+      const char* name = buffer + at + sizeof(inotify_event);
+      const std::string text(name, strnlen(name, event.len));
+      if ((event.mask & IN_CLOSE_WRITE) != 0) {
+        names_.erase(text);
+      } else if ((event.mask & IN_MOVED_TO) != 0 && names_.size() < kMaxNames) {
+        names_.insert(text);
+      }
+    }
+    at += size;
+  }
+}
+
+void RenamedIn::Retain(const std::vector<std::string>& present) {
+  const std::set<std::string> keep(present.begin(), present.end());
+  for (auto it = names_.begin(); it != names_.end();) {
+    it = keep.count(*it) != 0 ? std::next(it) : names_.erase(it);
+  }
+}
+
 absl::Time IntakeThread::ScanOnce() {
   const queue::IncomingScan scan = spool_.ScanIncoming();
   std::vector<std::string> present = scan.files;
   for (const auto& [name, kind] : scan.ignored) present.push_back(name);
   notices_.Retain(present);
+  renamed_in_.Retain(scan.files);
   for (const auto& [name, kind] : scan.ignored) {
     if (notices_.Ignored(name, kind)) {
       base::LogInfo("intake: incoming/%s: ignored: %s", name, queue::IgnoredText(kind));
@@ -122,7 +166,10 @@ absl::Time IntakeThread::ScanOnce() {
   for (const std::string& name : names) {
     if (stop_.load()) return next_settled;
     const absl::Time start = absl::Now();
-    auto result = spool_.Intake(name, *queue_, limits_, start);
+    // A write closed on a renamed-in file since the last events were read
+    // must end its trust before the file is judged complete.
+    if (renamed_in_.ArrivalOf(name) == queue::Arrival::kRenamedIn) ReadEvents();
+    auto result = spool_.Intake(name, *queue_, limits_, start, renamed_in_.ArrivalOf(name));
     if (result.ok() && !result->lease_unavailable.empty() && !lease_warned_) {
       lease_warned_ = true;
       base::LogWarning("intake: cannot tell whether incoming/%s is open for writing (%s): a "
@@ -143,6 +190,7 @@ absl::Time IntakeThread::ScanOnce() {
       continue;
     }
     notices_.Forget(name);
+    renamed_in_.Forget(name);  // taken in or refused: the name is free again
     if (result.ok()) {
       Resumed();
       // ", N suppressed" only when some were: the line reads as before otherwise.
@@ -186,14 +234,17 @@ absl::Time IntakeThread::ScanOnce() {
   return next_settled;
 }
 
-void IntakeThread::Loop() {
-  const int ino = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (ino >= 0) {
-    const std::string dir = spool_.incoming();
-    if (::inotify_add_watch(ino, dir.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
-      base::LogInfo("intake: cannot watch %s; scanning every second", dir);
-    }
+void IntakeThread::ReadEvents() {
+  if (inotify_fd_ < 0) return;
+  char buffer[4096];
+  ssize_t n = 0;
+  while ((n = ::read(inotify_fd_, buffer, sizeof buffer)) > 0) {
+    renamed_in_.Events(buffer, static_cast<size_t>(n));
   }
+}
+
+void IntakeThread::Loop() {
+  const int ino = inotify_fd_;
   while (!stop_.load()) {
     const absl::Time settled = ScanOnce();
     // Sleep until a file arrives (or a while, to rescan: missed events, a
@@ -207,9 +258,7 @@ void IntakeThread::Loop() {
     for (int waited = 0; waited < wait_ms && !stop_.load(); waited += 100) {
       const int step = std::min(100, wait_ms - waited);
       if (ino >= 0 && ::poll(&pfd, 1, step) > 0) {
-        char buf[4096];
-        while (::read(ino, buf, sizeof buf) > 0) {
-        }
+        ReadEvents();
         if (!paused_) break;
       } else if (ino < 0) {
         ::usleep(static_cast<useconds_t>(step) * 1000);
@@ -217,6 +266,7 @@ void IntakeThread::Loop() {
     }
   }
   if (ino >= 0) ::close(ino);
+  inotify_fd_ = -1;
 }
 
 }  // namespace volley::engine

@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -99,6 +100,31 @@ class IncomingNotices {
   std::map<std::string, Said> said_;
 };
 
+// RenamedIn - the names in incoming/ that arrived by rename and had no write
+// closed on them since, from the folder's inotify events: these were complete
+// when they arrived (docs/jobs.md's way to drop a job) and need not wait out
+// [intake] settle_time (queue::Arrival). Pure; the intake thread's memory.
+class RenamedIn {
+ public:
+  // At most this many names are remembered; a name past it waits out the
+  // settle time as any file does.
+  static constexpr size_t kMaxNames = 65536;
+  // Events - a buffer of struct inotify_event read from the watch:
+  // IN_MOVED_TO adds its name, IN_CLOSE_WRITE removes it (written in place
+  // since), IN_Q_OVERFLOW forgets every name (an event may have been lost).
+  void Events(const char* buffer, size_t length);
+  queue::Arrival ArrivalOf(const std::string& name) const {
+    return names_.count(name) != 0 ? queue::Arrival::kRenamedIn : queue::Arrival::kUnknown;
+  }
+  void Forget(const std::string& name) { names_.erase(name); }
+  // Retain - forget every name not in `present`.
+  void Retain(const std::vector<std::string>& present);
+  size_t size() const { return names_.size(); }
+
+ private:
+  std::set<std::string> names_;
+};
+
 class IntakeThread {
  public:
   // floor: the free space intake leaves alone, on the spool's filesystem and
@@ -120,6 +146,9 @@ class IntakeThread {
 
  private:
   void Loop();
+  // ReadEvents - every event waiting on the inotify descriptor, into
+  // renamed_in_ (non-blocking; nothing without a watch).
+  void ReadEvents();
   // ScanOnce - returns when the earliest file waiting out the settle time
   // will have settled (InfiniteFuture when none is).
   absl::Time ScanOnce();
@@ -134,6 +163,8 @@ class IntakeThread {
   std::atomic<bool> stop_{false};
   std::thread thread_;
   IncomingNotices notices_;
+  RenamedIn renamed_in_;
+  int inotify_fd_ = -1;  // the watch on incoming/; -1 when none could be set
   bool lease_warned_ = false;
   bool paused_ = false;
   absl::Time paused_since_;

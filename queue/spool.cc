@@ -334,7 +334,8 @@ IncomingScan Spool::ScanIncoming() const {
 }
 
 absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue,
-                                           const JobLimits& limits, absl::Time now) const {
+                                           const JobLimits& limits, absl::Time now,
+                                           Arrival arrival) const {
   const std::string path = absl::StrCat(incoming(), "/", name);
   const std::string where = absl::StrCat("incoming/", name);
   // Before anything is written, even a refused job's .error.
@@ -377,7 +378,7 @@ absl::StatusOr<IntakeResult> Spool::Intake(const std::string& name, Queue& queue
   if (!S_ISREG(st.st_mode)) return wait(WaitReason::kGone, "not a regular file");
   if (st.st_size == 0) return wait(WaitReason::kEmpty, "nothing written yet");
   const absl::Duration age = now - MtimeOf(st);
-  if (age < settle_time_) {
+  if (arrival != Arrival::kRenamedIn && age < settle_time_) {
     return wait(WaitReason::kRecentlyModified,
                 age < absl::ZeroDuration()
                     ? absl::StrCat("modified ", Seconds(-age),

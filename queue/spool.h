@@ -23,7 +23,8 @@
 //   waiting says why; nothing of it is queued, it stays in incoming/) while:
 //     - it is empty, or its last byte is not LF (a line is still being written);
 //     - it was modified less than settle_time ago (SetSettleTime), by the
-//       file's mtime and the `now` Intake is given;
+//       file's mtime and the `now` Intake is given, unless the caller saw it
+//       renamed in (Arrival::kRenamedIn);
 //     - another process has it open for writing: a read lease (fcntl
 //       F_SETLEASE F_RDLCK) fails with EAGAIN then; it is released at once. A
 //       lease needs the file's owner or CAP_LEASE and a local filesystem;
@@ -207,6 +208,15 @@ std::string AcceptedFileName(std::string_view name, const NameTaken& taken);
 // (WRITERS); the config's [intake] settle_time. Default: 1s.
 inline constexpr absl::Duration kDefaultSettleTime = absl::Seconds(1);
 
+// Arrival - how a file came into incoming/, as the caller's watch on the folder
+// saw it. kRenamedIn: a rename(2) into incoming/ (inotify IN_MOVED_TO) and no
+// write closed on it since (IN_CLOSE_WRITE): the way docs/jobs.md says to
+// drop a job, so the file was complete when it arrived and does not wait out
+// settle_time. Every other check of WRITERS stands (a writer holding it open,
+// no LF at the end, a change while it is read). kUnknown: found by a scan, or
+// written in place: settle_time applies.
+enum class Arrival : uint8_t { kUnknown, kRenamedIn };
+
 class Spool {
  public:
   // Open - create the four folders when missing.
@@ -224,7 +234,8 @@ class Spool {
   void SetSettleTime(absl::Duration settle) { settle_time_ = settle; }
 
   absl::StatusOr<IntakeResult> Intake(const std::string& name, Queue& queue,
-                                      const JobLimits& limits, absl::Time now) const;
+                                      const JobLimits& limits, absl::Time now,
+                                      Arrival arrival = Arrival::kUnknown) const;
 
   // ForgetAbandonedIntakes - a job still kLoading had its intake cut short by a
   // crash; Intake resumes it while its file is in incoming/. When the file is

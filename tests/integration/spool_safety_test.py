@@ -16,6 +16,9 @@
   its own .error.
 - Job ids "." and ".." are refused with file, line and field; nothing of them is sent and
   no hidden file appears in failed/.
+- Under a settle time of an hour, a job renamed into incoming/ is taken in and sent at
+  once, while a file written in place, and one renamed in and then finished in place,
+  stay in incoming/.
 """
 import collections
 import os
@@ -222,11 +225,47 @@ def writers(h, sink, failures):
     d.stop()
 
 
+def renamed_in(h, sink, failures):
+    """With a settle time of an hour, only a file seen arriving by rename is taken in."""
+    d = h.volleyd(route_port=sink.port, name="volleyd-renamed",
+                  extra_config='[intake]\nsettle_time = "1h"\n')
+    d.start()
+    # Its watch on incoming/ is set before it says it is running: a file there
+    # before that waits out the settle time, since nobody saw how it came.
+    wait_for(lambda: d.assert_alive() and "info: running: " in output(d), 60, "volleyd running")
+    incoming = d.path("incoming")
+
+    # Written in place: it waits the hour out (nothing says it is complete).
+    with open(os.path.join(incoming, "in-place.job"), "w") as f:
+        f.write(harness.job_text("inplace", ["inplace-1@d0001.test"]))
+    # Renamed in without its last LF, then finished in place: the close of that
+    # write ends the trust the rename gave, so it waits too.
+    text = harness.job_text("finished", ["finished-1@d0001.test"])
+    d.drop("finished.job", text[:-1])
+    # Renamed in, complete: taken in and sent now, not in an hour.
+    rcpts = ["renamed-%02d@%s" % (i, harness.domain(i % 3)) for i in range(20)]
+    d.drop("renamed.job", harness.job_text("renamed", rcpts))
+    wait_delivered_once(d, sink, "renamed", rcpts, failures, timeout=60)
+    with open(os.path.join(incoming, "finished.job"), "a") as f:
+        f.write("\n")
+    time.sleep(3)  # scans come on every event and at least once a second
+    d.assert_alive()
+    for name in ("in-place.job", "finished.job"):
+        if not d.exists("incoming", name):
+            failures.append("%s left incoming/ before its settle time: only a rename says a "
+                            "file is complete" % name)
+    if sink_counts(sink, "inplace-") or sink_counts(sink, "finished-"):
+        failures.append("a file written in place was sent before its settle time")
+    log("renamed.job taken in at once; in-place.job and finished.job still wait (settle_time 1h)")
+    d.stop()
+
+
 def test(h):
     sink = h.sink(record=True)
     failures = []
     two_daemons(h, sink, failures)
     writers(h, sink, failures)
+    renamed_in(h, sink, failures)
     if failures:
         raise harness.TestFailure("%d problems:\n  - %s" % (len(failures), "\n  - ".join(failures)))
 

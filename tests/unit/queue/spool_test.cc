@@ -217,6 +217,20 @@ TEST_F(WritersTest, AFileModifiedWithinTheSettleTimeWaits) {
   EXPECT_EQ(later->accepted, 2u);
 }
 
+TEST_F(WritersTest, AFileRenamedInDoesNotWaitOutTheSettleTime) {
+  Drop("r.job", two_);
+  // Modified just now, but seen arriving by rename: complete when it came.
+  auto r = spool_->Intake("r.job", *queue_, JobLimits{}, absl::Now(), Arrival::kRenamedIn);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->waiting.has_value());
+  EXPECT_EQ(r->accepted, 2u);
+  // The other checks stand: a renamed-in file whose last line lacks its LF waits.
+  Drop("rn.job", Header("rn") + "\n" + R"({"to":"a@d.test"})" "\n" + R"({"to":"b@d)");
+  auto n = spool_->Intake("rn.job", *queue_, JobLimits{}, absl::Now(), Arrival::kRenamedIn);
+  EXPECT_EQ(WaitOf(n), WaitReason::kNoFinalLf);
+  EXPECT_FALSE(queue_->FindJob("rn")->has_value());
+}
+
 TEST_F(WritersTest, AnEmptyFileAndALastLineWithoutLfWait) {
   Drop("e.job", "");
   EXPECT_EQ(WaitOf(IntakeAfter("e.job", absl::Seconds(2))), WaitReason::kEmpty);
