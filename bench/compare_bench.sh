@@ -373,9 +373,11 @@ out = {"full": None, "resumed": None, "sessions": None, "sink_tls_sessions": Non
 try:
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
     for kind in ("full", "resumed"):
-        m = re.search(r'^volley_tls_handshakes_total\{kind="%s"\} (\S+)' % kind, text, re.M)
-        if m:
-            out[kind] = int(float(m.group(1)))
+        # Other labels (node="...") may come before or after kind.
+        found = re.findall(r'^volley_tls_handshakes_total\{([^}]*)\} (\S+)', text, re.M)
+        values = [float(v) for labels, v in found if 'kind="%s"' % kind in labels.split(",")]
+        if values:
+            out[kind] = int(sum(values))
     out["sessions"] = int(sum(float(v) for v in re.findall(r'^volley_tls_sessions_total\{[^}]*\} (\S+)', text, re.M)))
 except OSError:
     pass
