@@ -46,11 +46,11 @@ any other failure fails the test.
     (--build is taken for --bindir)
 """
 import collections
+import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -145,44 +145,34 @@ class RedisServer:
 
 # ---------------------------------------------------------------- the sink, sampled
 
-class ConnectionSampler:
+class ConnectionSampler(harness.PeriodicSampler):
     """Polls the sink's /stats every `interval` s: the most connections seen open at
     each listener address, and the last sample."""
 
     def __init__(self, url, interval=0.05):
         self.url = url
-        self.interval = interval
         self.peak = collections.Counter()
         self.last = {}
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(interval)
 
-    def _run(self):
-        import json
-        while not self._stop.is_set():
-            status, text = harness.http_get(self.url, timeout=2)
-            if status == 200:
-                try:
-                    stats = json.loads(text)
-                except ValueError:
-                    stats = {}
-                now = {}
-                for entry in stats.get("listeners", []):
-                    host = entry.get("listen", "").rpartition(":")[0]
-                    now[host] = entry.get("connections", 0)
-                    self.peak[host] = max(self.peak[host], now[host])
-                self.last = now
-                self.samples += 1
-            self._stop.wait(self.interval)
+    def sample(self):
+        status, text = harness.http_get(self.url, timeout=2)
+        if status != 200:
+            return False
+        try:
+            stats = json.loads(text)
+        except ValueError:
+            stats = {}
+        now = {}
+        for entry in stats.get("listeners", []):
+            host = entry.get("listen", "").rpartition(":")[0]
+            now[host] = entry.get("connections", 0)
+            self.peak[host] = max(self.peak[host], now[host])
+        self.last = now
+        return True
 
     def open_now(self, host):
         return self.last.get(host, 0)
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(5)
 
 
 def rate_in(times, start, end):

@@ -1234,32 +1234,52 @@ def nofile_limit(pid):
     return None
 
 
-class FdSampler:
-    """A thread sampling a process's descriptor count every `interval` seconds until
-    stop(): peak, last and samples taken (for a run's "descriptors at peak")."""
+class PeriodicSampler:
+    """A thread calling self.sample() every `interval` seconds until stop(); sample()
+    returns True when it took a sample, counted in `samples`. Subclasses set their
+    own fields before calling this __init__, which starts the thread."""
 
-    def __init__(self, pid, interval=0.1):
-        self.pid = pid
+    def __init__(self, interval):
         self.interval = interval
-        self.peak = 0
-        self.last = None
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def sample(self):
+        raise NotImplementedError
+
     def _run(self):
         while not self._stop.is_set():
-            n = fd_count(self.pid)
-            if n is not None:
-                self.last = n
-                self.peak = max(self.peak, n)
+            if self.sample():
                 self.samples += 1
             self._stop.wait(self.interval)
 
     def stop(self):
         self._stop.set()
         self._thread.join(5)
+
+
+class FdSampler(PeriodicSampler):
+    """A thread sampling a process's descriptor count every `interval` seconds until
+    stop(): peak, last and samples taken (for a run's "descriptors at peak")."""
+
+    def __init__(self, pid, interval=0.1):
+        self.pid = pid
+        self.peak = 0
+        self.last = None
+        super().__init__(interval)
+
+    def sample(self):
+        n = fd_count(self.pid)
+        if n is None:
+            return False
+        self.last = n
+        self.peak = max(self.peak, n)
+        return True
+
+    def stop(self):
+        super().stop()
         return self.peak
 
 
