@@ -15,6 +15,22 @@
 #include "base/status.h"
 
 namespace volley::engine {
+namespace {
+
+// EraseAbsent - drops from `names` (keyed by file name; key_of gives an
+// element's name) every name not in `present`: what intake remembers of
+// incoming/ lasts only while the name is there.
+template <typename Names, typename KeyOf>
+void EraseAbsent(Names& names, const std::vector<std::string>& present, KeyOf key_of) {
+  std::vector<std::string> sorted = present;
+  std::sort(sorted.begin(), sorted.end());
+  for (auto it = names.begin(); it != names.end();) {
+    it = std::binary_search(sorted.begin(), sorted.end(), key_of(*it)) ? std::next(it)
+                                                                         : names.erase(it);
+  }
+}
+
+}  // namespace
 
 ReadyJobs::ReadyJobs(size_t shards) {
   for (size_t i = 0; i < std::max<size_t>(shards, 1); ++i) {
@@ -55,12 +71,7 @@ bool IncomingNotices::Waiting(const std::string& name, const queue::IntakeWait& 
 }
 
 void IncomingNotices::Retain(const std::vector<std::string>& present) {
-  std::vector<std::string> sorted = present;
-  std::sort(sorted.begin(), sorted.end());
-  for (auto it = said_.begin(); it != said_.end();) {
-    it = std::binary_search(sorted.begin(), sorted.end(), it->first) ? std::next(it)
-                                                                      : said_.erase(it);
-  }
+  EraseAbsent(said_, present, [](const auto& entry) -> const std::string& { return entry.first; });
 }
 
 IntakeThread::IntakeThread(queue::Spool spool, queue::Queue* queue, queue::JobLimits limits,
@@ -135,10 +146,7 @@ void RenamedIn::Events(const char* buffer, size_t length) {
 }
 
 void RenamedIn::Retain(const std::vector<std::string>& present) {
-  const std::set<std::string> keep(present.begin(), present.end());
-  for (auto it = names_.begin(); it != names_.end();) {
-    it = keep.count(*it) != 0 ? std::next(it) : names_.erase(it);
-  }
+  EraseAbsent(names_, present, [](const std::string& name) -> const std::string& { return name; });
 }
 
 absl::Time IntakeThread::ScanOnce() {
