@@ -242,10 +242,6 @@ class KeyFilter {
   uint64_t design_keys() const { return design_keys_; }
   uint64_t bytes() const { return blocks_ * sizeof(Block); }
 
-  // Checks reading this filter right now (SuppressionList::Impl::AcquireFilter):
-  // a replaced filter is freed only when it drops to zero.
-  std::atomic<int64_t> readers{0};
-
  private:
   static constexpr uint64_t kSecondSeed = 0x5bd1e9955bd1e995ULL;
   struct alignas(64) Block {
@@ -401,22 +397,33 @@ class SuppressionList::Impl {
   }
 
   // The filter (FILTER in suppression.h). Readers (Check) take no lock: they
-  // count themselves in the filter's `readers` so that a rebuild frees the
-  // filter it replaces only when no Check still reads it. Writers insert
-  // under filter_mu_, after their RocksDB write: a Check running meanwhile may
-  // miss an entry whose Add has not returned, which is the same as a Check
-  // that ran just before it; once Add returns, every Check finds it.
-  KeyFilter* AcquireFilter() const {
+  // count themselves in one of two epoch slots, and a rebuild frees the filter
+  // it replaced once the slot of the epoch it ends has drained. The count is
+  // not kept in the filter itself: a reader would have to touch the filter to
+  // count itself, and the filter may be freed between its load and the count.
+  // A reader that loaded the replaced filter checked the epoch before the
+  // swap, so it counted in the ended slot; readers arriving after the swap
+  // count in the other one, so the wait never starves behind new Checks.
+  // Writers insert under filter_mu_, after their RocksDB write: a Check
+  // running meanwhile may miss an entry whose Add has not returned, which is
+  // the same as a Check that ran just before it; once Add returns, every
+  // Check finds it.
+  struct FilterRead {
+    KeyFilter* filter;
+    unsigned slot;
+  };
+  FilterRead AcquireFilter() const {
     for (;;) {
-      KeyFilter* f = filter_.load(std::memory_order_seq_cst);
-      if (f == nullptr) return nullptr;
-      f->readers.fetch_add(1, std::memory_order_seq_cst);
-      if (filter_.load(std::memory_order_seq_cst) == f) return f;
-      f->readers.fetch_sub(1, std::memory_order_seq_cst);  // replaced meanwhile: again
+      const unsigned slot = epoch_.load(std::memory_order_seq_cst) & 1U;
+      readers_[slot].fetch_add(1, std::memory_order_seq_cst);
+      if ((epoch_.load(std::memory_order_seq_cst) & 1U) == slot) {
+        return {filter_.load(std::memory_order_seq_cst), slot};
+      }
+      readers_[slot].fetch_sub(1, std::memory_order_seq_cst);  // a swap meanwhile: again
     }
   }
-  static void ReleaseFilter(KeyFilter* f) {
-    if (f != nullptr) f->readers.fetch_sub(1, std::memory_order_seq_cst);
+  void ReleaseFilter(const FilterRead& read) const {
+    readers_[read.slot].fetch_sub(1, std::memory_order_seq_cst);
   }
 
   // Remember - put the addresses just written into the filter (and into the
@@ -506,12 +513,14 @@ class SuppressionList::Impl {
         filter_keys_ = *n + pending_keys_;
         rebuilds_.fetch_add(1, std::memory_order_relaxed);
       } else {
-        old = pending;  // stopping, or the scan failed: keep the current filter
+        delete pending;  // stopping, or the scan failed: keep the current filter
       }
       pending_ = nullptr;
       rebuilding_ = false;
     }
-    while (old->readers.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    if (old == nullptr) return;
+    const unsigned ended = epoch_.fetch_add(1, std::memory_order_seq_cst) & 1U;
+    while (readers_[ended].load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
     delete old;
   }
 
@@ -552,6 +561,10 @@ class SuppressionList::Impl {
   // The filter (null when filter_bits_per_key is 0 or it could not be built).
   // Replaced only under filter_mu_; read by Check without it.
   std::atomic<KeyFilter*> filter_{nullptr};
+  // AcquireFilter's epoch (its low bit names the current slot) and the Checks
+  // counted in each slot.
+  std::atomic<unsigned> epoch_{0};
+  mutable std::atomic<int64_t> readers_[2] = {0, 0};
   mutable std::atomic<uint64_t> store_reads_{0};
   std::atomic<uint64_t> rebuilds_{0};
   std::mutex filter_mu_;
@@ -747,11 +760,12 @@ absl::StatusOr<std::optional<Suppression>> SuppressionList::Check(std::string_vi
   // the filter says so without RocksDB. It holds addresses whatever their
   // scope, so one probe covers both scopes of a key.
   bool address_maybe = true, domain_maybe = true;
-  if (KeyFilter* f = impl_->AcquireFilter(); f != nullptr) {
-    address_maybe = f->MayContain(KeyHash(address));
-    domain_maybe = f->MayContain(KeyHash(domain));
-    Impl::ReleaseFilter(f);
+  const Impl::FilterRead read = impl_->AcquireFilter();
+  if (read.filter != nullptr) {
+    address_maybe = read.filter->MayContain(KeyHash(address));
+    domain_maybe = read.filter->MayContain(KeyHash(domain));
   }
+  impl_->ReleaseFilter(read);
   for (size_t i = 0; i < n; ++i) {
     if (!(keys[i].first == domain ? domain_maybe : address_maybe)) continue;
     ASSIGN_OR_RETURN(std::optional<Suppression> e, impl_->Find(keys[i].first, keys[i].second));
