@@ -45,10 +45,14 @@ end
 //
 // Fairness between nodes: every asker's last want is kept (with when) in a
 // small hash; when the wants of the nodes that asked within the window add up
-// to more than a burst, each gets at most its proportional part of a burst,
-// so two hungry nodes asking a tenth of a second apart split the rate instead
-// of the first one taking all that accumulated. The cap shapes who gets what;
-// the TAT alone bounds the total.
+// to more than a `share` (what one round of asks should bring: a node's ask
+// at most), each gets at most its proportional part of a share, so two hungry
+// nodes asking a tenth of a second apart split the rate instead of the first
+// one taking all that accumulated. Room beyond one share (built up while the
+// asks came late) goes to whoever asks, on top of its part: capped at its
+// part alone, late rounds would leave that room unused until it overflowed
+// the burst, and the rate would be lost. The cap shapes who gets what; the
+// TAT alone bounds the total.
 //
 // Atomic: the TAT read, the check and the TAT written are one script, so two
 // nodes can never both take the same room.
@@ -65,13 +69,16 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = 1000000 / rate
 
-local cap = n
-local sum = record_want(KEYS[2], node, n, now, window, math.ceil(window / 1000) + 1000)
-if sum > burst then cap = math.ceil(burst * n / sum) end
+local share = math.min(burst, tonumber(ARGV[6]) or burst)
+if share < 1 then share = burst end
 
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local room = math.floor(burst - (tat - now) / interval + 1e-6)
+
+local cap = n
+local sum = record_want(KEYS[2], node, n, now, window, math.ceil(window / 1000) + 1000)
+if sum > share then cap = math.ceil(share * n / sum) + math.max(0, room - share) end
 local k = math.min(n, cap, room)
 if k < 1 then return 0 end
 tat = tat + k * interval

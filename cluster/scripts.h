@@ -21,8 +21,9 @@
 //   longer sent to leaves nothing behind.
 //
 //   kGcraTakeScript: KEYS = {rate key, askers hash}; ARGV = {rate per second,
-//     burst, n wanted, node, fairness window in microseconds}. Returns the
-//     permits granted, 0 to n.
+//     burst, n wanted, node, fairness window in microseconds, share (what a
+//     round of asks should bring, at most burst; burst when absent)}. Returns
+//     the permits granted, 0 to n.
 //   kLeaseScript: KEYS = {lease set, askers hash}; ARGV = {node, want, open,
 //     max, lease ttl ms, fairness window ms, give back all (1/0)}. Returns
 //     {leases the node holds, leases it may use}.

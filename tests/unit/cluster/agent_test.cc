@@ -122,6 +122,31 @@ TEST(GcraScriptTest, SplitsTheBurstBetweenHungryNodes) {
   EXPECT_EQ(ask("b", 10), 0);  // the burst is spent: the cap is no floor
 }
 
+// The bucket holds more than a round of asks brings (the agent: two asks'
+// worth): the asks of a round split one share, and room built up beyond it
+// (the asks came late) goes to whoever asks, so it is not left to overflow.
+TEST(GcraScriptTest, SplitsAShareAndGivesTheRoomBeyondIt) {
+  RedisServer redis;
+  ASSERT_TRUE(redis.Start());
+  RedisLink link({redis.address()}, absl::Seconds(2));
+  const size_t take = link.AddScript(std::string(kGcraTakeScript));
+  ASSERT_TRUE(link.Connect().ok());
+  const std::string key = PoolKey("t:", kPool, "rate:msg");
+  const std::string askers = PoolKey("t:", kPool, "askers:msg");
+  const auto ask = [&](const char* node, int n) {
+    auto r = link.RoundTrip({link.Script(take, {key, askers},
+                                         {"1", "20", std::to_string(n), node, "60000000", "10"})});
+    return r.ok() ? (*r)[0].Int(-1) : -1;
+  };
+  EXPECT_EQ(ask("a", 10), 10);  // alone: its whole want; 10 of the 20 left
+  EXPECT_EQ(ask("b", 10), 5);   // two want 10 of a share of 10: half each
+  EXPECT_EQ(ask("a", 10), 5);
+  EXPECT_EQ(ask("b", 10), 0);   // the bucket is empty
+  redis.Command({"SET", key, "1000"});  // full again: 20, a share beyond the round's
+  EXPECT_EQ(ask("b", 10), 10);  // its half of a share, and the 10 beyond it
+  EXPECT_EQ(ask("a", 10), 5);   // its half of the share left
+}
+
 TEST(AgentTest, TwoNodesShareTheRateAndTheConnections) {
   RedisServer redis;
   ASSERT_TRUE(redis.Start());
@@ -168,8 +193,9 @@ TEST(AgentTest, TwoNodesShareTheRateAndTheConnections) {
                kRate, static_cast<unsigned long>(shard_a.taken()),
                static_cast<unsigned long>(shard_b.taken()),
                100.0 * static_cast<double>(total) / (kRate * seconds));
-  // The rate over the whole run, plus one burst (a batch's worth) per kind of
-  // grant the table may hold: nothing granted twice, by both or by one.
+  // The rate over the whole run, plus what Redis's bucket holds (two asks'
+  // worth: at 200/s an ask is a batch's, 20): nothing granted twice, by both
+  // or by one.
   EXPECT_LE(static_cast<double>(total), kRate * seconds + 2 * kRate * 0.1) << seconds << " s";
   EXPECT_GT(total, 0u);
   // Each node gets a fair part (the GCRA script splits a burst between hungry
