@@ -14,7 +14,9 @@
 # Environment: A, B (required), ROUNDS (3), RECIPIENTS (5000), DOMAINS (100), SIZE
 # (102400), PERSONALISED (1), SHARDS (2), BENCH_BUILD (build-release: volley-sink and
 # volley-load), BENCH_SKIP_BUILD=1, SINK_ADDRESSES (127.0.3.1-127.0.3.50: the sink's
-# addresses, one destination each; 127.0.3.1-127.0.3.250 as compare_bench.sh has).
+# addresses, one destination each; 127.0.3.1-127.0.3.250 as compare_bench.sh has),
+# STARTTLS (0; 1: the sink offers STARTTLS, which volleyd's default tls =
+# "opportunistic" takes, as compare_bench.sh's volleyd-tls way).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BENCH_BUILD:-$root/build-release}
@@ -33,7 +35,13 @@ personalised=()
 work=$(mktemp -d /tmp/volley-abbench.XXXXXX)
 port=$(free_port)
 range=${SINK_ADDRESSES:-127.0.3.1-127.0.3.50}
-"$sink" --listen "$range:$port" --stats "$work/sink.json" >"$work/sink.out" 2>"$work/sink.err" &
+sink_flags=()
+if [ "${STARTTLS:-0}" = 1 ]; then
+  printf '[profile.default]\nstarttls = true\n' >"$work/profiles.toml"
+  sink_flags=(--profiles "$work/profiles.toml" --hostname sink.test)
+fi
+"$sink" --listen "$range:$port" --stats "$work/sink.json" "${sink_flags[@]}" >"$work/sink.out" \
+  2>"$work/sink.err" &
 sink_pid=$!
 for i in $(seq 100); do
   grep -q 'listening on' "$work/sink.err" 2>/dev/null && break

@@ -267,10 +267,9 @@ void Connections::FlushOutput(Conn* c) {
           return;
         }
       }
-      const std::string_view records = c->tls->PendingCiphertext();
-      if (records.empty()) return;
-      c->send_buffer.assign(records);
-      c->tls->ConsumeCiphertext(records.size());
+      if (c->tls->PendingCiphertext().empty()) return;
+      // The records become the send buffer, as the plaintext path's message does.
+      c->tls->TakeCiphertext(&c->send_buffer);
     } else {
       if (c->client->PendingOutput().empty()) return;
       // The client's buffer becomes the send buffer: a message is moved, not

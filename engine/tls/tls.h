@@ -9,6 +9,7 @@
 //   s.FeedCiphertext(bytes_from_socket);
 //   ASSIGN_OR_RETURN(Session::Progress p, s.Handshake());   // kDone or kWantIo
 //   Write(s.PendingCiphertext()); s.ConsumeCiphertext(n);   // after every call
+//   (or s.TakeCiphertext(&send_buffer), to own the records until written)
 //   ASSIGN_OR_RETURN(size_t got, s.ReadPlaintext(&in, max)); // s.peer_closed()
 //   RETURN_IF_ERROR(s.WritePlaintext("EHLO ...\r\n"));
 //   s.Shutdown();                                           // queues close_notify
@@ -93,7 +94,11 @@
 //   which for a reactor that drains it after every call is one handshake flight (a
 //   server's is about the size of its certificate chain) or one WritePlaintext():
 //   n bytes of plaintext become ceil(n / 16 KiB) records with under 100 bytes of
-//   overhead each. The caller bounds it by bounding what it writes.
+//   overhead each. The caller bounds it by bounding what it writes. OpenSSL
+//   writes its records straight into it (no memory BIO between), and
+//   TakeCiphertext hands them over without a copy; its buffer is given back once
+//   drained if it grew past 64 KiB, so a session that sent a large message keeps
+//   nothing of that size.
 //   Saved sessions: at most session_cache_size per client Context (one per key,
 //   the least recently used dropped first), each about 1-2 KiB with the peer's
 //   certificate it keeps for verify_error() and peer_subject().
@@ -235,6 +240,10 @@ class Session {
   // ConsumeCiphertext - n bytes of PendingCiphertext() were written. Aborts when n is
   // more than is pending (a reactor bug).
   void ConsumeCiphertext(size_t n);
+  // TakeCiphertext - all of PendingCiphertext() moved into *into (its old
+  // contents dropped), without a copy when nothing was consumed before: a
+  // message's records become the caller's send buffer.
+  void TakeCiphertext(std::string* into);
   // buffered_ciphertext - bytes fed and not yet taken by OpenSSL.
   size_t buffered_ciphertext() const;
 
