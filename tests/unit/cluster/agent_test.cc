@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,23 +64,35 @@ Options NodeOptions(const RedisServer& redis, const std::string& node) {
   return o;
 }
 
-TEST(GcraScriptTest, GrantsPartiallyWithinTheBurstByRedisClock) {
-  RedisServer redis;
-  ASSERT_TRUE(redis.Start());
-  RedisLink link({redis.address()}, absl::Seconds(2));
-  const size_t take = link.AddScript(std::string(kGcraTakeScript));
-  ASSERT_TRUE(link.Connect().ok());
-  const std::string key = PoolKey("t:", kPool, "rate:msg");
-  const std::string askers = PoolKey("t:", kPool, "askers:msg");
-  // 10 a second (an interval of 100 ms), a burst of 5.
-  const auto ask = [&](int n) {
-    auto r = link.RoundTrip({link.Script(take, {key, askers}, {"10", "5", std::to_string(n), "a",
-                                                              "1000000"})});
+// The GCRA script alone, against a real redis-server: Ask runs it once with
+// the arguments the agent would pass (rate, burst, want, node, window[, share]).
+class GcraScriptTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(redis_.Start());
+    link_ = std::make_unique<RedisLink>(std::vector<std::string>{redis_.address()},
+                                        absl::Seconds(2));
+    take_ = link_->AddScript(std::string(kGcraTakeScript));
+    ASSERT_TRUE(link_->Connect().ok());
+  }
+  int64_t Ask(std::vector<std::string> args) {
+    auto r = link_->RoundTrip({link_->Script(take_, {key_, askers_}, std::move(args))});
     EXPECT_TRUE(r.ok());
     return r.ok() ? (*r)[0].Int(-1) : -1;
-  };
+  }
+
+  RedisServer redis_;
+  std::unique_ptr<RedisLink> link_;
+  size_t take_ = 0;
+  const std::string key_ = PoolKey("t:", kPool, "rate:msg");
+  const std::string askers_ = PoolKey("t:", kPool, "askers:msg");
+};
+
+TEST_F(GcraScriptTest, GrantsPartiallyWithinTheBurstByRedisClock) {
+  // 10 a second (an interval of 100 ms), a burst of 5.
+  const auto ask = [&](int n) { return Ask({"10", "5", std::to_string(n), "a", "1000000"}); };
   const auto redis_now_us = [&] {
-    const RedisReply t = redis.Command({"TIME"});
+    const RedisReply t = redis_.Command({"TIME"});
     return std::stoll(t.elements.at(0).text) * 1000000 + std::stoll(t.elements.at(1).text);
   };
   const int64_t before = redis_now_us();
@@ -88,34 +101,25 @@ TEST(GcraScriptTest, GrantsPartiallyWithinTheBurstByRedisClock) {
   const int64_t after = redis_now_us();
   // The arrival time kept is Redis's TIME plus 5 intervals: the script used
   // Redis's clock (this process's clock is not involved at all).
-  const int64_t tat = std::stoll(redis.Command({"GET", key}).text);
+  const int64_t tat = std::stoll(redis_.Command({"GET", key_}).text);
   EXPECT_GE(tat, before + 500000);
   EXPECT_LE(tat, after + 500000 + 1);
   // With the burst used, nothing until the TAT comes within the burst again.
-  const RedisReply pttl = redis.Command({"PTTL", key});
+  const RedisReply pttl = redis_.Command({"PTTL", key_});
   EXPECT_GT(pttl.Int(), 0);  // it expires: nothing left behind
   // Move the TAT into the past as time would: the whole burst again, no more.
-  redis.Command({"SET", key, std::to_string(before - 10000000)});
+  redis_.Command({"SET", key_, std::to_string(before - 10000000)});
   EXPECT_EQ(ask(9), 5);
 }
 
-TEST(GcraScriptTest, SplitsTheBurstBetweenHungryNodes) {
-  RedisServer redis;
-  ASSERT_TRUE(redis.Start());
-  RedisLink link({redis.address()}, absl::Seconds(2));
-  const size_t take = link.AddScript(std::string(kGcraTakeScript));
-  ASSERT_TRUE(link.Connect().ok());
-  const std::string key = PoolKey("t:", kPool, "rate:msg");
-  const std::string askers = PoolKey("t:", kPool, "askers:msg");
+TEST_F(GcraScriptTest, SplitsTheBurstBetweenHungryNodes) {
   const auto ask = [&](const char* node, int n) {
-    auto r = link.RoundTrip(
-        {link.Script(take, {key, askers}, {"1", "10", std::to_string(n), node, "60000000"})});
-    return r.ok() ? (*r)[0].Int(-1) : -1;
+    return Ask({"1", "10", std::to_string(n), node, "60000000"});
   };
   // Alone, a node may take the whole burst.
   EXPECT_EQ(ask("a", 10), 10);
   // A full burst again (the arrival time moved back, as ten seconds would).
-  redis.Command({"SET", key, "1000"});
+  redis_.Command({"SET", key_, "1000"});
   // Now two nodes want 10 each within the window: each gets at most half.
   EXPECT_EQ(ask("b", 10), 5);
   EXPECT_EQ(ask("a", 10), 5);
@@ -125,24 +129,15 @@ TEST(GcraScriptTest, SplitsTheBurstBetweenHungryNodes) {
 // The bucket holds more than a round of asks brings (the agent: two asks'
 // worth): the asks of a round split one share, and room built up beyond it
 // (the asks came late) goes to whoever asks, so it is not left to overflow.
-TEST(GcraScriptTest, SplitsAShareAndGivesTheRoomBeyondIt) {
-  RedisServer redis;
-  ASSERT_TRUE(redis.Start());
-  RedisLink link({redis.address()}, absl::Seconds(2));
-  const size_t take = link.AddScript(std::string(kGcraTakeScript));
-  ASSERT_TRUE(link.Connect().ok());
-  const std::string key = PoolKey("t:", kPool, "rate:msg");
-  const std::string askers = PoolKey("t:", kPool, "askers:msg");
+TEST_F(GcraScriptTest, SplitsAShareAndGivesTheRoomBeyondIt) {
   const auto ask = [&](const char* node, int n) {
-    auto r = link.RoundTrip({link.Script(take, {key, askers},
-                                         {"1", "20", std::to_string(n), node, "60000000", "10"})});
-    return r.ok() ? (*r)[0].Int(-1) : -1;
+    return Ask({"1", "20", std::to_string(n), node, "60000000", "10"});
   };
   EXPECT_EQ(ask("a", 10), 10);  // alone: its whole want; 10 of the 20 left
   EXPECT_EQ(ask("b", 10), 5);   // two want 10 of a share of 10: half each
   EXPECT_EQ(ask("a", 10), 5);
   EXPECT_EQ(ask("b", 10), 0);   // the bucket is empty
-  redis.Command({"SET", key, "1000"});  // full again: 20, a share beyond the round's
+  redis_.Command({"SET", key_, "1000"});  // full again: 20, a share beyond the round's
   EXPECT_EQ(ask("b", 10), 10);  // its half of a share, and the 10 beyond it
   EXPECT_EQ(ask("a", 10), 5);   // its half of the share left
 }
