@@ -811,7 +811,7 @@ absl::Status Session::WritePlaintext(std::string_view bytes) {
     }
     const int err = SSL_get_error(s.ssl.get(), r);
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-      // Impossible with renegotiation off and a memory BIO that takes everything;
+      // Impossible with renegotiation off and a write BIO that takes everything;
       // carrying on would need the caller to retry with these exact bytes.
       return s.Fail(OpensslError(absl::StatusCode::kInternal, "write",
                                  "OpenSSL wants I/O in the middle of a write"));
