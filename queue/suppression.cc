@@ -339,6 +339,39 @@ absl::StatusOr<std::string> NormalizeSuppressionAddress(std::string_view address
   return absl::AsciiStrToLower(base::Sv(address));
 }
 
+namespace {
+
+// IsNormalAddress / IsNormalScope - `s` is already what NormalizeSuppression*
+// would return for it (valid, and no upper-case letter): a Check may use it as
+// it is, without a copy. One pass; anything else goes the long way, which also
+// names what is wrong.
+bool IsNormalAddress(std::string_view s) {
+  if (s.empty() || s.size() > kMaxSuppressionAddress) return false;
+  size_t at = std::string_view::npos;
+  bool space_after_at = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto u = static_cast<unsigned char>(s[i]);
+    if (u < 0x20 || u == 0x7f || (u >= 'A' && u <= 'Z')) return false;
+    if (u == '@') {
+      at = i;
+      space_after_at = false;
+    } else if (u == ' ') {
+      space_after_at = true;
+    }
+  }
+  return at != std::string_view::npos && at + 1 < s.size() && !space_after_at;
+}
+
+bool IsNormalScope(std::string_view s) {
+  if (s.size() > kMaxSuppressionScope) return false;
+  return std::none_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f || (u >= 'A' && u <= 'Z') || u == '@' || u == ' ';
+  });
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> NormalizeSuppressionScope(std::string_view scope) {
   if (scope.empty()) return std::string();
   if (scope.size() > kMaxSuppressionScope || HasControl(scope) ||
@@ -744,9 +777,20 @@ absl::StatusOr<bool> SuppressionList::Remove(std::string_view address, std::stri
 absl::StatusOr<std::optional<Suppression>> SuppressionList::Check(std::string_view rcpt,
                                                                   std::string_view from_domain,
                                                                   absl::Time now) const {
-  ASSIGN_OR_RETURN(const std::string address, NormalizeSuppressionAddress(rcpt));
-  ASSIGN_OR_RETURN(const std::string scope, NormalizeSuppressionScope(from_domain));
-  const std::string domain = address.substr(address.rfind('@'));  // "@example.test"
+  // Every recipient of a campaign is checked, twice: input already in normal
+  // form (as intake and the queue hand it over) is used without a copy.
+  std::string address_copy, scope_copy;
+  std::string_view address = rcpt;
+  std::string_view scope = from_domain;
+  if (!IsNormalAddress(rcpt)) {
+    ASSIGN_OR_RETURN(address_copy, NormalizeSuppressionAddress(rcpt));
+    address = address_copy;
+  }
+  if (!IsNormalScope(from_domain)) {
+    ASSIGN_OR_RETURN(scope_copy, NormalizeSuppressionScope(from_domain));
+    scope = scope_copy;
+  }
+  const std::string_view domain = address.substr(address.rfind('@'));  // "@example.test"
   // Most specific first: the address, then its domain; each in the From
   // domain's scope, then globally.
   std::pair<std::string_view, std::string_view> keys[4];

@@ -76,6 +76,43 @@ TEST(SuppressionReasonTest, NamesRoundTrip) {
   EXPECT_THAT(bad.status().message(), HasSubstr("reason: unknown \"Complaint\""));
 }
 
+// Check takes input already in normal form as it is and normalises the rest:
+// the answers are the same either way, and bad input is refused either way.
+TEST_F(SuppressionTest, CheckAnswersTheSameForNormalAndOtherInput) {
+  ASSERT_TRUE(list_->Add(Entry("ann@example.test", "", SuppressionReason::kComplaint)).ok());
+  ASSERT_TRUE(list_->Add(Entry("@blocked.test", "brand.test", SuppressionReason::kManual)).ok());
+  EXPECT_EQ(Checked("ann@example.test"), "complaint");
+  EXPECT_EQ(Checked("Ann@Example.TEST"), "complaint");
+  EXPECT_EQ(Checked("ANN@EXAMPLE.TEST", "Brand.Test"), "complaint");
+  EXPECT_EQ(Checked("zoe@blocked.test", "brand.test"), "manual");
+  EXPECT_EQ(Checked("Zoe@Blocked.Test", "BRAND.test"), "manual");
+  EXPECT_EQ(Checked("zoe@blocked.test", "other.test"), "");
+  EXPECT_EQ(Checked("@blocked.test", "brand.test"), "manual");
+  EXPECT_EQ(Checked("x@y@blocked.test", "brand.test"), "manual");  // the last '@' counts
+  EXPECT_EQ(Checked("caf\xc3\xa9@example.test"), "");  // 8-bit octets pass as they are
+  struct Bad {
+    std::string rcpt;
+    std::string scope;
+    std::string want;
+  };
+  const std::vector<Bad> bad = {
+      {"", "", "address: empty"},
+      {"no-at-sign", "", "address: not an address"},
+      {"ann@", "", "address: not an address"},
+      {"ann@exa mple.test", "", "space in the domain"},
+      {"Ann@Exa mple.test", "", "space in the domain"},
+      {"ann@example.test\n", "", "control character"},
+      {std::string(kMaxSuppressionAddress + 1, 'a') + "@x", "", "longer than"},
+      {"ann@example.test", "brand@test", "scope: not a domain"},
+      {"ann@example.test", "Brand Test", "scope: not a domain"},
+  };
+  for (const Bad& b : bad) {
+    auto hit = list_->Check(b.rcpt, b.scope, kT0);
+    EXPECT_TRUE(absl::IsInvalidArgument(hit.status())) << b.rcpt << " / " << b.scope;
+    EXPECT_THAT(hit.status().message(), HasSubstr(b.want)) << b.rcpt << " / " << b.scope;
+  }
+}
+
 TEST_F(SuppressionTest, AddCheckRemove) {
   ASSERT_TRUE(list_->Add(Entry("ann@example.test", "", SuppressionReason::kComplaint)).ok());
   EXPECT_EQ(Checked("ann@example.test"), "complaint");
