@@ -372,9 +372,9 @@ metrics_url, stats_file, sink_url = sys.argv[1:]
 out = {"full": None, "resumed": None, "sessions": None, "sink_tls_sessions": None, "sink_tls_resumed": None}
 try:
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    # Other labels (node="...") may come before or after kind.
+    found = re.findall(r'^volley_tls_handshakes_total\{([^}]*)\} (\S+)', text, re.M)
     for kind in ("full", "resumed"):
-        # Other labels (node="...") may come before or after kind.
-        found = re.findall(r'^volley_tls_handshakes_total\{([^}]*)\} (\S+)', text, re.M)
         values = [float(v) for labels, v in found if 'kind="%s"' % kind in labels.split(",")]
         if values:
             out[kind] = int(sum(values))

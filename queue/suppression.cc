@@ -317,7 +317,12 @@ std::string_view SuppressionScopeName(SuppressionScope scope) {
   return scope == SuppressionScope::kFromDomain ? "from_domain" : "global";
 }
 
-absl::StatusOr<std::string> NormalizeSuppressionAddress(std::string_view address) {
+namespace {
+
+// ValidateAddress / ValidateScope - the rules an address and a scope must
+// meet (suppression.h), without the lower-casing: NormalizeSuppression* and
+// Check both start here, so that the rules are written once.
+absl::Status ValidateAddress(std::string_view address) {
   if (address.empty()) return absl::InvalidArgumentError("address: empty");
   if (HasControl(address)) {
     return absl::InvalidArgumentError(
@@ -336,50 +341,40 @@ absl::StatusOr<std::string> NormalizeSuppressionAddress(std::string_view address
   if (domain.find(' ') != std::string_view::npos) {
     return absl::InvalidArgumentError("address: not an address (space in the domain)");
   }
-  return absl::AsciiStrToLower(base::Sv(address));
+  return absl::OkStatus();
 }
 
-namespace {
-
-// IsNormalAddress / IsNormalScope - `s` is already what NormalizeSuppression*
-// would return for it (valid, and no upper-case letter): a Check may use it as
-// it is, without a copy. One pass; anything else goes the long way, which also
-// names what is wrong.
-bool IsNormalAddress(std::string_view s) {
-  if (s.empty() || s.size() > kMaxSuppressionAddress) return false;
-  size_t at = std::string_view::npos;
-  bool space_after_at = false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    const auto u = static_cast<unsigned char>(s[i]);
-    if (u < 0x20 || u == 0x7f || (u >= 'A' && u <= 'Z')) return false;
-    if (u == '@') {
-      at = i;
-      space_after_at = false;
-    } else if (u == ' ') {
-      space_after_at = true;
-    }
-  }
-  return at != std::string_view::npos && at + 1 < s.size() && !space_after_at;
-}
-
-bool IsNormalScope(std::string_view s) {
-  if (s.size() > kMaxSuppressionScope) return false;
-  return std::none_of(s.begin(), s.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f || (u >= 'A' && u <= 'Z') || u == '@' || u == ' ';
-  });
-}
-
-}  // namespace
-
-absl::StatusOr<std::string> NormalizeSuppressionScope(std::string_view scope) {
-  if (scope.empty()) return std::string();
+absl::Status ValidateScope(std::string_view scope) {
   if (scope.size() > kMaxSuppressionScope || HasControl(scope) ||
       scope.find_first_of("@ ") != std::string_view::npos) {
     return absl::InvalidArgumentError(absl::StrCat(
         "scope: not a domain (\"\" for global, else a From domain of at most ",
         kMaxSuppressionScope, " octets)"));
   }
+  return absl::OkStatus();
+}
+
+bool HasUpper(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
+}
+
+// Lowered - `s` lower-cased: as it is when it has no upper-case letter (no
+// copy), else copied into *copy.
+std::string_view Lowered(std::string_view s, std::string* copy) {
+  if (!HasUpper(s)) return s;
+  *copy = absl::AsciiStrToLower(base::Sv(s));
+  return *copy;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> NormalizeSuppressionAddress(std::string_view address) {
+  RETURN_IF_ERROR(ValidateAddress(address));
+  return absl::AsciiStrToLower(base::Sv(address));
+}
+
+absl::StatusOr<std::string> NormalizeSuppressionScope(std::string_view scope) {
+  RETURN_IF_ERROR(ValidateScope(scope));
   return absl::AsciiStrToLower(base::Sv(scope));
 }
 
@@ -777,19 +772,13 @@ absl::StatusOr<bool> SuppressionList::Remove(std::string_view address, std::stri
 absl::StatusOr<std::optional<Suppression>> SuppressionList::Check(std::string_view rcpt,
                                                                   std::string_view from_domain,
                                                                   absl::Time now) const {
-  // Every recipient of a campaign is checked, twice: input already in normal
-  // form (as intake and the queue hand it over) is used without a copy.
+  // Every recipient of a campaign is checked, twice: input already lower-case
+  // (as intake and the queue hand it over) is used without a copy.
+  RETURN_IF_ERROR(ValidateAddress(rcpt));
+  RETURN_IF_ERROR(ValidateScope(from_domain));
   std::string address_copy, scope_copy;
-  std::string_view address = rcpt;
-  std::string_view scope = from_domain;
-  if (!IsNormalAddress(rcpt)) {
-    ASSIGN_OR_RETURN(address_copy, NormalizeSuppressionAddress(rcpt));
-    address = address_copy;
-  }
-  if (!IsNormalScope(from_domain)) {
-    ASSIGN_OR_RETURN(scope_copy, NormalizeSuppressionScope(from_domain));
-    scope = scope_copy;
-  }
+  const std::string_view address = Lowered(rcpt, &address_copy);
+  const std::string_view scope = Lowered(from_domain, &scope_copy);
   const std::string_view domain = address.substr(address.rfind('@'));  // "@example.test"
   // Most specific first: the address, then its domain; each in the From
   // domain's scope, then globally.
