@@ -55,4 +55,26 @@ bool HasEightBit(std::string_view s) {
   return (any & kHighBits) != 0;
 }
 
+size_t FindCrLfNul(std::string_view s) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHighBits = 0x8080808080808080ULL;
+  // A word has a zero octet exactly when (w - ones) & ~w & high is not zero;
+  // XOR with CR or LF in every octet makes those octets the zeros to look for.
+  auto has_zero = [](uint64_t w) { return ((w - kOnes) & ~w & kHighBits) != 0; };
+  const char* const begin = s.data();
+  const char* p = begin;
+  size_t n = s.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof word);
+    if (has_zero(word) || has_zero(word ^ (kOnes * '\r')) || has_zero(word ^ (kOnes * '\n'))) {
+      break;  // in these eight octets: the loop below finds which
+    }
+  }
+  for (const char* end = begin + s.size(); p < end; ++p) {
+    if (*p == '\r' || *p == '\n' || *p == '\0') return static_cast<size_t>(p - begin);
+  }
+  return std::string_view::npos;
+}
+
 }  // namespace volley::base

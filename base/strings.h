@@ -7,6 +7,7 @@
 #ifndef VOLLEY_BASE_STRINGS_H_
 #define VOLLEY_BASE_STRINGS_H_
 
+#include <cstddef>
 #include <string_view>
 
 #include "absl/strings/string_view.h"
@@ -28,6 +29,13 @@ size_t Utf8SequenceLength(std::string_view s, size_t i);
 // Eight octets a step: it runs once per message on the send path (engine/smtp,
 // queue/template), where a loop over single octets was 5 instructions an octet.
 bool HasEightBit(std::string_view s);
+
+// FindCrLfNul - the position of the first CR, LF or NUL in `s`, or npos: the
+// octets that would end a header line or an SMTP command early (and let the rest
+// of a value inject new ones), or cut a C string short. Eight octets a step, as
+// HasEightBit: it runs on every recipient at intake and at every queue read,
+// where std::string_view::find_first_of calls memchr once per octet.
+size_t FindCrLfNul(std::string_view s);
 
 }  // namespace volley::base
 

@@ -23,7 +23,6 @@ namespace {
 
 namespace od = simdjson::ondemand;
 
-constexpr std::string_view kCrLfNul("\r\n\0", 3);
 constexpr size_t kMaxShownName = 64;
 
 // ShownName - a key from the input, safe to put in an error message: unprintable
@@ -81,11 +80,16 @@ absl::Status RootError(simdjson::error_code error) {
 
 // CheckNoCrLfNul - CR and LF in a value would end a header line or an SMTP command
 // early and let the rest of the value inject new ones; NUL truncates C strings on
-// the receiving side.
+// the receiving side. CrLfNulProblem is the check alone: what is wrong, or null.
+const char* CrLfNulProblem(std::string_view value) {
+  const size_t bad = base::FindCrLfNul(value);
+  if (bad == std::string_view::npos) return nullptr;
+  return value[bad] == '\0' ? "contains NUL" : "contains CR or LF";
+}
+
 absl::Status CheckNoCrLfNul(std::string_view field, std::string_view value) {
-  const size_t bad = value.find_first_of(kCrLfNul);
-  if (bad == std::string_view::npos) return absl::OkStatus();
-  return FieldError(field, value[bad] == '\0' ? "contains NUL" : "contains CR or LF");
+  const char* problem = CrLfNulProblem(value);
+  return problem == nullptr ? absl::OkStatus() : FieldError(field, problem);
 }
 
 absl::Status GetString(od::value& value, std::string_view field, std::string_view* out) {
@@ -576,25 +580,29 @@ absl::Status ParseHeaderValue(uint32_t bit, od::value& value, const JobLimits& l
   return absl::InternalError("unreachable");
 }
 
+// VarField - "vars.<name>", the field an error about a variable names; made
+// only for an error, since every recipient line has variables.
+std::string VarField(std::string_view name) { return absl::StrCat("vars.", ShownName(name)); }
+
 // A variable value: strings as they are; numbers and booleans as their JSON text, so
 // "price": 1.50 renders as 1.50, not 1.5; null, objects and arrays have no obvious
 // text and are refused.
-absl::Status ParseVarValue(std::string_view where, od::value& value,
+absl::Status ParseVarValue(std::string_view name, od::value& value,
                            const JobLimits& limits, std::string* out) {
   od::json_type type;
-  if (auto error = value.type().get(type)) return InvalidJson(where, error);
+  if (auto error = value.type().get(type)) return InvalidJson(VarField(name), error);
   std::string_view text;
   switch (type) {
     case od::json_type::string:
-      if (auto error = value.get_string().get(text)) return InvalidJson(where, error);
-      RETURN_IF_ERROR(CheckNoCrLfNul(where, text));
+      if (auto error = value.get_string().get(text)) return InvalidJson(VarField(name), error);
+      if (const char* problem = CrLfNulProblem(text)) return FieldError(VarField(name), problem);
       break;
     case od::json_type::number: {
       // Parse it to reject what JSON does not allow (01, 1.) and what does not fit
       // a double; keep the text as written.
       od::number number;
       if (value.get_number().get(number) != simdjson::SUCCESS) {
-        return FieldError(where, "invalid or out-of-range number (quote it as a string)");
+        return FieldError(VarField(name), "invalid or out-of-range number (quote it as a string)");
       }
       text = value.raw_json_token();
       while (!text.empty() && absl::ascii_isspace(static_cast<unsigned char>(text.back()))) {
@@ -604,15 +612,15 @@ absl::Status ParseVarValue(std::string_view where, od::value& value,
     }
     case od::json_type::boolean: {
       bool b = false;
-      if (auto error = value.get_bool().get(b)) return InvalidJson(where, error);
+      if (auto error = value.get_bool().get(b)) return InvalidJson(VarField(name), error);
       text = b ? "true" : "false";
       break;
     }
     default:
-      return FieldError(where, "must be a string, number or boolean");
+      return FieldError(VarField(name), "must be a string, number or boolean");
   }
   if (text.size() > limits.max_var_value) {
-    return FieldError(where, absl::StrCat("longer than ", limits.max_var_value, " octets"));
+    return FieldError(VarField(name), absl::StrCat("longer than ", limits.max_var_value, " octets"));
   }
   *out = std::string(text);
   return absl::OkStatus();
@@ -629,21 +637,21 @@ absl::Status ParseVars(od::value& value, const JobLimits& limits,
     if (auto error = std::move(field_result).get(field)) return JsonError(error);
     std::string_view name;
     if (auto error = field.unescaped_key().get(name)) return JsonError(error);
-    const std::string where = absl::StrCat("vars.", ShownName(name));
     if (out->size() == limits.max_vars) {
       return FieldError("vars", absl::StrCat("more than ", limits.max_vars, " variables"));
     }
     if (!IsPlaceholderName(name, limits.max_var_name)) {
-      return FieldError(where, absl::StrCat("invalid name (must match [A-Za-z0-9_.-]{1,",
-                                            limits.max_var_name, "})"));
+      return FieldError(VarField(name),
+                        absl::StrCat("invalid name (must match [A-Za-z0-9_.-]{1,",
+                                     limits.max_var_name, "})"));
     }
     // Linear: max_vars is small and this avoids a set allocation per line.
     for (const auto& [seen, unused] : *out) {
-      if (seen == name) return FieldError(where, "duplicate field");
+      if (seen == name) return FieldError(VarField(name), "duplicate field");
     }
     od::value field_value = field.value();
     std::string text;
-    RETURN_IF_ERROR(ParseVarValue(where, field_value, limits, &text));
+    RETURN_IF_ERROR(ParseVarValue(name, field_value, limits, &text));
     out->emplace_back(std::string(name), std::move(text));
   }
   return absl::OkStatus();
@@ -685,7 +693,7 @@ bool ReadString(std::string_view* in, std::string* out) {
   if (!GetVarint(in, &len) || len > in->size()) return false;
   out->assign(in->data(), len);
   in->remove_prefix(len);
-  return out->find_first_of(kCrLfNul) == std::string::npos;
+  return base::FindCrLfNul(*out) == std::string::npos;
 }
 
 constexpr char kRecipientVersion = 0x01;

@@ -345,8 +345,12 @@ absl::Status ValidateAddress(std::string_view address) {
 }
 
 absl::Status ValidateScope(std::string_view scope) {
-  if (scope.size() > kMaxSuppressionScope || HasControl(scope) ||
-      scope.find_first_of("@ ") != std::string_view::npos) {
+  // One pass (find_first_of would call memchr for each octet): it runs twice a message.
+  const bool bad_octet = std::any_of(scope.begin(), scope.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f || c == '@' || c == ' ';
+  });
+  if (scope.size() > kMaxSuppressionScope || bad_octet) {
     return absl::InvalidArgumentError(absl::StrCat(
         "scope: not a domain (\"\" for global, else a From domain of at most ",
         kMaxSuppressionScope, " octets)"));

@@ -24,5 +24,31 @@ TEST(Utf8SequenceLength, WellFormedOnly) {
   EXPECT_EQ(Utf8SequenceLength("\x80", 0), 0u);              // continuation byte first
 }
 
+// Every length around the eight-octet steps, the wanted octet at every place,
+// beside octets one bit or one value away from it (which a word-at-a-time test
+// could mistake), and two wanted octets: the first is the one found, as
+// find_first_of says.
+TEST(FindCrLfNul, AgreesWithFindFirstOfAtEveryPlace) {
+  const std::string_view wanted("\r\n\0", 3);
+  const std::string near_misses = std::string("\x0c\x0e\x09\x0b\x8d\x8a\x80\x01\xff\x2d\x2a", 11);
+  for (size_t len = 0; len <= 40; ++len) {
+    for (char filler : near_misses) {
+      std::string s(len, filler);
+      EXPECT_EQ(FindCrLfNul(s), std::string_view::npos) << "len " << len;
+      for (size_t at = 0; at < len; ++at) {
+        for (char bad : wanted) {
+          std::string t = s;
+          t[at] = bad;
+          EXPECT_EQ(FindCrLfNul(t), at) << "len " << len << " at " << at;
+          if (at + 3 < len) {
+            t[at + 3] = '\n';
+            EXPECT_EQ(FindCrLfNul(t), std::string_view(t).find_first_of(wanted));
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace volley::base
