@@ -53,6 +53,15 @@ uint64_t ToMicros(absl::Time t) {
   return us < 0 ? 0 : static_cast<uint64_t>(us);
 }
 
+// AppendRecipientKey - RecipientKey's bytes (queue.h), appended to *out.
+void AppendRecipientKey(std::string* out, uint32_t job_no, uint16_t partition, absl::Time due,
+                        uint32_t line) {
+  PutBigEndian(out, job_no, 4);
+  PutBigEndian(out, partition, 2);
+  PutBigEndian(out, ToMicros(due), 8);
+  PutBigEndian(out, line, 4);
+}
+
 std::string JobPrefix(uint32_t job_no) {
   std::string s;
   PutBigEndian(&s, job_no, 4);
@@ -220,22 +229,28 @@ std::string_view CutUtf8(std::string_view s, size_t max) {
   return s.substr(0, end);
 }
 
-std::string EncodeRecipientValue(uint32_t attempts, std::string_view recipient,
-                                 std::string_view last_reply = {},
-                                 std::string_view last_class = {}) {
+void AppendRecipientValue(std::string* v, uint32_t attempts, std::string_view recipient,
+                          std::string_view last_reply = {}, std::string_view last_class = {}) {
   last_reply = CutUtf8(last_reply, kMaxLastReplyBytes);
   last_class = CutUtf8(last_class, kMaxLastClassBytes);
   const bool has_last = !last_reply.empty() || !last_class.empty();
-  std::string v;
-  v.reserve(4 + (has_last ? 3 + last_reply.size() + last_class.size() : 0) + recipient.size());
-  PutBigEndian(&v, has_last ? (attempts | kHasLastReply) : attempts, 4);
+  PutBigEndian(v, has_last ? (attempts | kHasLastReply) : attempts, 4);
   if (has_last) {
-    PutBigEndian(&v, last_reply.size(), 2);
-    v.append(last_reply);
-    PutBigEndian(&v, last_class.size(), 1);
-    v.append(last_class);
+    PutBigEndian(v, last_reply.size(), 2);
+    v->append(last_reply);
+    PutBigEndian(v, last_class.size(), 1);
+    v->append(last_class);
   }
-  v.append(recipient);
+  v->append(recipient);
+}
+
+std::string EncodeRecipientValue(uint32_t attempts, std::string_view recipient,
+                                 std::string_view last_reply = {},
+                                 std::string_view last_class = {}) {
+  std::string v;
+  v.reserve(4 + 3 + std::min(last_reply.size(), kMaxLastReplyBytes) +
+            std::min(last_class.size(), kMaxLastClassBytes) + recipient.size());
+  AppendRecipientValue(&v, attempts, recipient, last_reply, last_class);
   return v;
 }
 
@@ -517,6 +532,13 @@ class DiskErrorLog : public rocksdb::EventListener {
 
 class RocksQueue;
 
+// Recipients are staged and written in key order, one partition after another.
+// The file's order interleaves the partitions (a partition is a hash of the
+// domain), and the memtable's skip list inserts a key that follows the last
+// one of its partition for about a third fewer instructions than one that lands
+// among other partitions' keys (bench/memtable_bench.sh): intake is the
+// queue's largest writer. A batch is atomic whatever its order, and its keys
+// are all distinct, so the order changes nothing that can be read.
 class RocksIntakeWriter : public Queue::IntakeWriter {
  public:
   RocksIntakeWriter(RocksQueue* q, JobRecord job) : q_(q), job_(std::move(job)) {}
@@ -524,11 +546,20 @@ class RocksIntakeWriter : public Queue::IntakeWriter {
   absl::Status Commit(uint64_t recipients, uint64_t suppressed) override;
 
  private:
+  struct Staged {
+    uint16_t partition;
+    uint32_t line;
+    size_t value_at;  // in values_
+    size_t value_size;
+  };
+  void MoveStagedIntoBatch();
   absl::Status WriteBatch(bool sync);
   RocksQueue* q_;
   JobRecord job_;
   rocksdb::WriteBatch batch_;
-  size_t in_batch_ = 0;
+  std::vector<Staged> staged_;  // at most QueueOptions::intake_batch
+  std::string values_;          // the staged recipients' values, end to end
+  std::string key_;             // scratch
 };
 
 class RocksOutcomeBatch : public Queue::OutcomeBatch {
@@ -1048,18 +1079,35 @@ class RocksQueue : public Queue {
 
 absl::Status RocksIntakeWriter::Add(uint32_t line, uint16_t partition,
                                     std::string_view recipient) {
-  (void)batch_.Put(q_->recipients(), RecipientKey(job_.job_no, partition, job_.first_due, line),
-                   EncodeRecipientValue(0, recipient));
-  if (++in_batch_ >= q_->options().intake_batch) return WriteBatch(/*sync=*/false);
+  const size_t at = values_.size();
+  AppendRecipientValue(&values_, 0, recipient);
+  staged_.push_back({partition, line, at, values_.size() - at});
+  if (staged_.size() >= q_->options().intake_batch) return WriteBatch(/*sync=*/false);
   return absl::OkStatus();
 }
 
+void RocksIntakeWriter::MoveStagedIntoBatch() {
+  // Within a partition the keys differ only by line (one due time for the whole
+  // intake), so (partition, line) order is key order.
+  std::sort(staged_.begin(), staged_.end(), [](const Staged& a, const Staged& b) {
+    return a.partition != b.partition ? a.partition < b.partition : a.line < b.line;
+  });
+  for (const Staged& r : staged_) {
+    key_.clear();
+    AppendRecipientKey(&key_, job_.job_no, r.partition, job_.first_due, r.line);
+    (void)batch_.Put(q_->recipients(), key_,
+                     rocksdb::Slice(values_.data() + r.value_at, r.value_size));
+  }
+  staged_.clear();
+  values_.clear();
+}
+
 absl::Status RocksIntakeWriter::WriteBatch(bool sync) {
+  MoveStagedIntoBatch();
   rocksdb::WriteOptions wo;
   wo.sync = sync;
   RETURN_IF_ERROR(q_->Write(wo, &batch_, "intake"));
   batch_.Clear();
-  in_batch_ = 0;
   return absl::OkStatus();
 }
 
@@ -1133,10 +1181,7 @@ uint16_t PartitionOf(std::string_view name) {
 std::string RecipientKey(uint32_t job_no, uint16_t partition, absl::Time due, uint32_t line) {
   std::string k;
   k.reserve(kRecipientKeySize);
-  PutBigEndian(&k, job_no, 4);
-  PutBigEndian(&k, partition, 2);
-  PutBigEndian(&k, ToMicros(due), 8);
-  PutBigEndian(&k, line, 4);
+  AppendRecipientKey(&k, job_no, partition, due, line);
   return k;
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "queue/queue.h"
 #include "rocksdb/db.h"
@@ -465,6 +466,39 @@ TEST_F(QueueTest, RepeatedIntakeOfALoadingJobDoesNotDuplicate) {
   auto progress = q_->ReadProgress(job->job_no);
   ASSERT_TRUE(progress.ok());
   EXPECT_EQ(progress->total, 98u);  // counted at the commit only, not per attempt
+}
+
+// Intake stages a batch and writes it partition by partition (key order):
+// every recipient still lands in its own partition, with its own value, in
+// line order, across whole batches and the part-batch the commit writes.
+TEST_F(QueueTest, IntakeInterleavedAcrossPartitionsKeepsEveryRecipientItsOwn) {
+  options_.intake_batch = 16;
+  Reopen();
+  auto job = q_->BeginJob("j", "{}", "1:2", t0_, t0_);
+  ASSERT_TRUE(job.ok());
+  constexpr uint32_t kPartitions = 7;
+  constexpr uint32_t kLines = 200;
+  auto w = q_->NewIntakeWriter(*job);
+  for (uint32_t line = 2; line < 2 + kLines; ++line) {
+    // Lengths differ from line to line, so a value read at another's offset shows.
+    const std::string r = absl::StrCat("r", line, std::string(line % 5, 'x'), "@d.test");
+    ASSERT_TRUE(w->Add(line, static_cast<uint16_t>(line % kPartitions), r).ok());
+  }
+  ASSERT_TRUE(w->Commit(kLines).ok());
+  size_t total = 0;
+  for (uint16_t p = 0; p < kPartitions; ++p) {
+    std::vector<QueuedRecipient> got;
+    ASSERT_TRUE(q_->TakeDue(job->job_no, p, "", t0_, 1000, &got).ok());
+    uint32_t expected_line = p < 2 ? p + kPartitions : p;
+    for (const QueuedRecipient& r : got) {
+      EXPECT_EQ(r.line, expected_line) << "partition " << p;
+      EXPECT_EQ(r.recipient, absl::StrCat("r", r.line, std::string(r.line % 5, 'x'), "@d.test"));
+      EXPECT_EQ(r.attempts, 0u);
+      expected_line += kPartitions;
+    }
+    total += got.size();
+  }
+  EXPECT_EQ(total, kLines);
 }
 
 TEST_F(QueueTest, ProgressCountsOutcomesWithTheQueueChange) {
