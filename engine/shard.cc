@@ -192,10 +192,15 @@ void Shard::Admit(Work* w, std::string_view domain,
 
 Destination* Shard::DestinationFor(std::string_view domain,
                                    const std::shared_ptr<const dns::Route>& route, bool by_dns) {
-  std::string policy_name;
+  std::string_view policy_name;
   const DestinationPolicy& policy = PolicyFor(domain, route->name, &policy_name);
-  std::string key = absl::StrCat(route->name, "|", policy_name);
-  std::unique_ptr<Destination>& d = destinations_[key];
+  // Every recipient comes this way: the key is built in a buffer kept for it,
+  // and copied only for a destination seen the first time.
+  std::string& key = destination_key_;
+  key.assign(route->name).append("|").append(policy_name);
+  auto found = destinations_.find(base::Sv(key));
+  if (found == destinations_.end()) found = destinations_.try_emplace(key).first;
+  std::unique_ptr<Destination>& d = found->second;
   if (!d) {
     // A static route is whole on this shard (its domains share a partition)
     // until a reload changes [routes].
@@ -231,7 +236,7 @@ void Shard::AttachCluster(Destination* d) {
 void Shard::OnVerdict(Work* w, std::string_view domain, const dns::MxVerdict& verdict) {
   if (LetGoIfStopped(w)) return;
   if (LetGoIfSuspended(w, domain)) return;  // no attempt counted against it
-  std::string policy_name;
+  std::string_view policy_name;
   if (ExpiresUntried(w, PolicyFor(domain, "", &policy_name))) return;
   // No connection was made: no reply code, the verdict's enhanced code (RFC
   // 3463) and reason. A permanent verdict (Null MX, NXDOMAIN) bounces at once.
@@ -267,18 +272,18 @@ bool Shard::ExpiresUntried(Work* w, const DestinationPolicy& policy) {
 }
 
 // PolicyFor - the [destination] entry for the recipient's domain (lower case,
-// as Routing hands it on), else for the route, else [smtp]'s defaults; *name is
-// the entry's name ("" for the defaults).
+// as Routing hands it on), else for the route, else [smtp]'s defaults; *name views
+// the entry's name (domain or route_name; empty for the defaults).
 const DestinationPolicy& Shard::PolicyFor(std::string_view domain, std::string_view route_name,
-                                          std::string* name) const {
+                                          std::string_view* name) const {
   for (const std::string_view key : {domain, route_name}) {
     if (key.empty()) continue;
     if (auto it = policies_.find(base::Sv(key)); it != policies_.end()) {
-      *name = std::string(key);
+      *name = key;
       return *it->second;
     }
   }
-  name->clear();
+  *name = {};
   return live_->smtp.defaults;
 }
 

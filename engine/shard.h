@@ -186,7 +186,7 @@ class Shard {
   // past the deadline and gets no try (it has been expired).
   bool ExpiresUntried(Work* w, const DestinationPolicy& policy);
   const DestinationPolicy& PolicyFor(std::string_view domain, std::string_view route_name,
-                                     std::string* name) const;
+                                     std::string_view* name) const;
   Destination* DestinationFor(std::string_view domain,
                               const std::shared_ptr<const dns::Route>& route, bool by_dns);
   void PushReady(Destination* d, Work* w, bool front);
@@ -339,6 +339,7 @@ class Shard {
   // Keyed by the route's name and the policy's ("ROUTE|POLICY"): domains that
   // share a route and a policy share a pool.
   absl::flat_hash_map<std::string, std::unique_ptr<Destination>> destinations_;
+  std::string destination_key_;  // DestinationFor's scratch
   // config_.destinations by name (looked up for every recipient taken).
   absl::flat_hash_map<std::string, const DestinationPolicy*> policies_;
   std::vector<SourceChoice> source_choices_;  // config_.sources, for PickSource

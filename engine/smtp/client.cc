@@ -299,11 +299,10 @@ Event Client::Next() {
 // stop at the first event so that replies are not handled far ahead of the caller.
 void Client::Process(bool until_event) {
   while (phase_ != Phase::kClosed && !(until_event && !events_.empty())) {
-    absl::StatusOr<std::optional<Reply>> reply = parser_.Next();
-    if (!reply.ok()) {
-      ProtocolError(CurrentStage(), Sv(reply.status().message()));
-    } else if (reply->has_value()) {
-      HandleReply(**reply);
+    if (parser_.NextReply(&reply_)) {
+      HandleReply(reply_);
+    } else if (!parser_.status().ok()) {
+      ProtocolError(CurrentStage(), Sv(parser_.status().message()));
     } else if (loss_) {
       HandleLoss();
     } else {

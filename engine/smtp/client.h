@@ -357,6 +357,7 @@ class Client {
 
   ClientOptions opts_;
   ReplyParser parser_;
+  Reply reply_;  // the reply being handled; its strings are reused for the next
   std::array<uint32_t, 4> reply_counts_{};
   Phase phase_ = Phase::kGreeting;
   Capabilities caps_;

@@ -31,9 +31,9 @@ size_t DigitRun(std::string_view s, size_t pos) {
   return n <= 3 ? n : 0;
 }
 
-// SplitEnhanced - if text opens with "c.s.d" followed by a space or its end, move that
-// code into *enhanced and return the rest; otherwise return text unchanged.
-std::string_view SplitEnhanced(std::string_view text, std::string* enhanced) {
+// SplitEnhanced - if text opens with "c.s.d" followed by a space or its end, set
+// *enhanced to that code and return the rest; otherwise return text unchanged.
+std::string_view SplitEnhanced(std::string_view text, std::string_view* enhanced) {
   if (text.size() < 5 || (text[0] != '2' && text[0] != '4' && text[0] != '5') ||
       text[1] != '.') {
     return text;
@@ -45,7 +45,7 @@ std::string_view SplitEnhanced(std::string_view text, std::string* enhanced) {
   if (detail == 0) return text;
   size_t end = detail_at + detail;
   if (end < text.size() && text[end] != ' ') return text;
-  *enhanced = std::string(text.substr(0, end));
+  *enhanced = text.substr(0, end);
   return text.substr(end < text.size() ? end + 1 : end);
 }
 
@@ -63,11 +63,22 @@ void AppendSanitised(std::string* out, std::string_view text) {
 
 }  // namespace
 
+void AssignSanitisedEnhancedCode(int code, std::string_view enhanced, std::string* out) {
+  out->clear();
+  if (enhanced.empty()) return;
+  const char cls = static_cast<char>('0' + code / 100);
+  if (enhanced[0] == cls) {
+    out->assign(enhanced);
+  } else {
+    out->push_back(cls);
+    out->append(".0.0");
+  }
+}
+
 std::string SanitiseEnhancedCode(int code, std::string_view enhanced) {
-  if (enhanced.empty()) return "";
-  char cls = static_cast<char>('0' + code / 100);
-  if (enhanced[0] == cls) return std::string(enhanced);
-  return absl::StrCat(std::string(1, cls), ".0.0");
+  std::string out;
+  AssignSanitisedEnhancedCode(code, enhanced, &out);
+  return out;
 }
 
 ReplyParser::ReplyParser(ReplyParserOptions opts) : opts_(opts), lines_(opts.max_line) {}
@@ -76,22 +87,29 @@ void ReplyParser::Feed(std::string_view bytes) {
   if (status_.ok()) lines_.Feed(bytes);
 }
 
-absl::Status ReplyParser::Fail(absl::Status status) {
+bool ReplyParser::Fail(absl::Status status) {
   status_ = std::move(status);
   partial_ = Reply();
   in_reply_ = false;
-  return status_;
+  return false;
 }
 
 absl::StatusOr<std::optional<Reply>> ReplyParser::Next() {
+  Reply reply;
+  if (NextReply(&reply)) return reply;
   if (!status_.ok()) return status_;
+  return std::nullopt;
+}
+
+bool ReplyParser::NextReply(Reply* reply) {
+  if (!status_.ok()) return false;
   for (;;) {
     absl::StatusOr<std::optional<std::string_view>> got = lines_.Next();
     if (!got.ok()) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("malformed reply: ", got.status().message())));
+      return Fail(
+          absl::InvalidArgumentError(absl::StrCat("malformed reply: ", got.status().message())));
     }
-    if (!got->has_value()) return std::nullopt;
+    if (!got->has_value()) return false;
     std::string_view line = **got;
 
     // Exactly three digits, first 2-5, then '-', ' ' or the end of the line: anything
@@ -116,23 +134,27 @@ absl::StatusOr<std::optional<Reply>> ReplyParser::Next() {
     bool last = line.size() == 3 || line[3] == ' ';
     std::string_view text = line.size() > 4 ? line.substr(4) : std::string_view();
 
-    std::string enhanced;
+    std::string_view enhanced;
     text = SplitEnhanced(text, &enhanced);
     if (!in_reply_) {
       in_reply_ = true;
       partial_.code = code;
-      partial_.enhanced = SanitiseEnhancedCode(code, enhanced);
+      AssignSanitisedEnhancedCode(code, enhanced, &partial_.enhanced);
     } else {
       partial_.text += '\n';
     }
     AppendSanitised(&partial_.text, text);
 
     if (last) {
-      Reply done = std::move(partial_);
-      partial_ = Reply();
+      // Swapped, not moved: the strings the caller's Reply held are reused for
+      // the next one (the client parses thousands of replies per connection).
+      std::swap(*reply, partial_);
+      partial_.code = 0;
+      partial_.enhanced.clear();
+      partial_.text.clear();
       in_reply_ = false;
       line_count_ = 0;
-      return done;
+      return true;
     }
   }
 }

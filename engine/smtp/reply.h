@@ -4,6 +4,7 @@
 //   ReplyParser p({.max_line = 4096, .max_lines = 100});
 //   p.Feed(bytes);                                    // buffers only
 //   absl::StatusOr<std::optional<Reply>> r = p.Next();  // one whole reply, or nullopt
+//   Reply reply; while (p.NextReply(&reply)) Handle(reply);  // the same, reusing reply
 //
 //   std::string SanitiseEnhancedCode(int code, std::string_view enhanced);
 //
@@ -75,13 +76,19 @@ class ReplyParser {
   // status (for this and every later call) on malformed input.
   absl::StatusOr<std::optional<Reply>> Next();
 
+  // NextReply - Next() for the hot path: true with *reply replaced by the next
+  // complete reply (whatever it held before is reused as scratch); false when more
+  // bytes are needed or the input is malformed, told apart by status().
+  bool NextReply(Reply* reply);
+  const absl::Status& status() const { return status_; }
+
   // buffered - non-zero exactly when bytes arrived after the last reply returned (a
   // lower bound on their count, not the count): the client uses it to catch a server
   // that talks while nothing is outstanding.
   size_t buffered() const { return lines_.buffered() + (in_reply_ ? 1 : 0); }
 
  private:
-  absl::Status Fail(absl::Status status);
+  bool Fail(absl::Status status);  // records the error; returns false
 
   ReplyParserOptions opts_;
   LineReader lines_;
@@ -95,6 +102,8 @@ class ReplyParser {
 // SanitiseEnhancedCode - the enhanced code to keep for a reply with this code: "" stays
 // "", and a code whose class digit is not code / 100 becomes "<code / 100>.0.0".
 std::string SanitiseEnhancedCode(int code, std::string_view enhanced);
+// AssignSanitisedEnhancedCode - the same, into *out (replacing what it held).
+void AssignSanitisedEnhancedCode(int code, std::string_view enhanced, std::string* out);
 
 }  // namespace volley::smtp
 

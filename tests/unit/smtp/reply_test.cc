@@ -85,6 +85,26 @@ TEST(ReplyParser, Table) {
   }
 }
 
+// NextReply reuses the caller's Reply: every table row, each parsed into one
+// Reply that still holds a long multi-line 5xx reply with an enhanced code, must
+// read as Next() reads it (nothing of the stale reply left behind).
+TEST(ReplyParser, NextReplyIntoAUsedReplyAgreesWithNext) {
+  for (const auto& c : kCases) {
+    ReplyParser p;
+    Reply reply;
+    reply.code = 554;
+    reply.enhanced = "5.7.1";
+    reply.text = std::string(300, 'x') + "\nsecond line";
+    p.Feed(c.in);
+    std::vector<std::string> got;
+    while (p.NextReply(&reply)) {
+      got.push_back(std::to_string(reply.code) + "|" + reply.enhanced + "|" + reply.text);
+    }
+    if (!p.status().ok()) got.push_back("error");
+    EXPECT_EQ(got, c.want) << "input: " << c.in;
+  }
+}
+
 TEST(ReplyParser, EverySplitGivesTheSameReplies) {
   for (const auto& c : kCases) {
     for (size_t at = 0; at <= c.in.size(); ++at) {
