@@ -66,8 +66,9 @@
 #   personalised messages of CALLGRIND_SIZE bytes (1 KiB) into the same sink (the
 #   STARTTLS one with CALLGRIND_TLS=1). The
 #   counters are zeroed (callgrind_control -z) once volleyd is idle after start-up and
-#   dumped (callgrind_control -d) at the last outcome, so the profile holds intake,
-#   delivery and logging of those messages, every thread, and not the start-up.
+#   dumped (callgrind_control -d) once it is idle again after the last outcome, so the
+#   profile holds intake, delivery, logging and the queue's writes of those messages,
+#   every thread, and not the start-up.
 #   Printed: instructions (Ir) per delivered message, and the top CALLGRIND_TOP (15)
 #   functions by inclusive Ir (callgrind_annotate) and by self Ir (summed from the
 #   dump). A small preloaded shim keeps valgrind from stalling on io_uring waits (see
@@ -625,8 +626,17 @@ if [ "$callgrind" = 1 ]; then
     --domains "$domains" --size "$callgrind_size" --personalised --job "compare-callgrind-$$" --json \
     --timeout "$run_timeout" --no-progress >"$dir/load.json" 2>"$dir/load.err" ||
     die "volley-load under callgrind: $(cat "$dir/load.json" "$dir/load.err")"
-  callgrind_control -d "$volleyd_pid" >>"$dir/control.out" 2>&1 || die "callgrind_control -d: $(cat "$dir/control.out")"
   wall=$(( $(date +%s) - t0 ))
+  # The last outcome is logged before the committer has written every outcome's
+  # queue change; how many it has written by then depends on timing under valgrind
+  # (a sixth to three fifths of them in four runs). Dump once volleyd is idle again,
+  # as at the start, so that every message's queue writes are counted.
+  for i in $(seq 60); do
+    c0=$(cpu_ticks "$volleyd_pid")
+    sleep 1
+    [ $(( $(cpu_ticks "$volleyd_pid") - c0 )) -le $(( clk_tck / 20 )) ] && break
+  done
+  callgrind_control -d "$volleyd_pid" >>"$dir/control.out" 2>&1 || die "callgrind_control -d: $(cat "$dir/control.out")"
   dump="$dir/callgrind.out.$volleyd_pid.1"
   for i in $(seq 300); do [ -s "$dump" ] && grep -q '^totals:' "$dump" && break; sleep 0.1; done
   [ -s "$dump" ] || die "no callgrind dump $dump"
@@ -830,7 +840,7 @@ for c in [r for r in rows if r.get("part") == "callgrind"]:
     print("## callgrind: volleyd (1 shard) delivering %s personalised messages of %s bytes"
           % (f"{c['delivered']:,}", f"{c['size']:,}"))
     print()
-    print("Instructions from the drop to the last outcome (intake, delivery, delivery log; every thread): "
+    print("Instructions from the drop until volleyd is idle after the last outcome (intake, delivery, delivery log, queue writes; every thread): "
           "%s Ir, of which %s Ir the harness's wait shim (callgrind_shim_retry, not volleyd's); "
           "**%s Ir per delivered message** without the shim (%s with it); %d s under valgrind."
           % (f"{c['ir']:,}", f"{c['shim_ir']:,}", f"{(c['ir'] - c['shim_ir']) / n:,.0f}",
