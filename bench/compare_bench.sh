@@ -615,11 +615,7 @@ if [ "$callgrind" = 1 ]; then
   # Under valgrind start-up work (the TLS client context reading the CA store, RocksDB)
   # lags behind "running": zero the counters once volleyd has been idle (under 0.05
   # CPU s) for a second, so that none of it counts as delivery.
-  for i in $(seq 60); do
-    c0=$(cpu_ticks "$volleyd_pid")
-    sleep 1
-    [ $(( $(cpu_ticks "$volleyd_pid") - c0 )) -le $(( clk_tck / 20 )) ] && break
-  done
+  wait_idle "$volleyd_pid"
   callgrind_control -z "$volleyd_pid" >"$dir/control.out" 2>&1 || die "callgrind_control -z: $(cat "$dir/control.out")"
   t0=$(date +%s)
   "$load" run --spool "$dir/spool" --log "$dir/log" --recipients "$callgrind_messages" \
@@ -631,11 +627,7 @@ if [ "$callgrind" = 1 ]; then
   # queue change; how many it has written by then depends on timing under valgrind
   # (a sixth to three fifths of them in four runs). Dump once volleyd is idle again,
   # as at the start, so that every message's queue writes are counted.
-  for i in $(seq 60); do
-    c0=$(cpu_ticks "$volleyd_pid")
-    sleep 1
-    [ $(( $(cpu_ticks "$volleyd_pid") - c0 )) -le $(( clk_tck / 20 )) ] && break
-  done
+  wait_idle "$volleyd_pid"
   callgrind_control -d "$volleyd_pid" >>"$dir/control.out" 2>&1 || die "callgrind_control -d: $(cat "$dir/control.out")"
   dump="$dir/callgrind.out.$volleyd_pid.1"
   for i in $(seq 300); do [ -s "$dump" ] && grep -q '^totals:' "$dump" && break; sleep 0.1; done

@@ -98,6 +98,17 @@ cpu_ticks() {
   echo $(( ${12} + ${13} ))
 }
 
+# wait_idle PID - return once PID has used under 0.05 CPU s in one second (at most
+# a minute): its start-up done, or the last of its work written.
+wait_idle() {
+  local i c0
+  for i in $(seq 60); do
+    c0=$(cpu_ticks "$1")
+    sleep 1
+    [ $(( $(cpu_ticks "$1") - c0 )) -le $(( clk_tck / 20 )) ] && return 0
+  done
+}
+
 # status_kb PID FIELD - a kB value from /proc/PID/status (VmRSS, VmHWM).
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 

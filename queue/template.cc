@@ -159,7 +159,7 @@ bool IsPlaceholderName(std::string_view name, size_t max_len) {
 }
 
 absl::Status CheckInlineTemplate(std::string_view text) {
-  if (text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+  if (base::FindCrLfNul(text) != std::string_view::npos) {
     return absl::InvalidArgumentError("contains CR, LF or NUL");
   }
   for (size_t pos = text.find(kOpen); pos != std::string_view::npos;
