@@ -2,6 +2,7 @@
 # ab_bench.sh - two volleyd binaries side by side on the same campaign, same sink
 #
 # Usage: A=/path/to/volleyd-a B=/path/to/volleyd-b bench/ab_bench.sh
+#        A=volleyd B=volleyd A_SMTP='max_transactions_in_flight = 1' bench/ab_bench.sh
 #
 # One volley-sink (from $build) on SINK_ADDRESSES; `volley-load routes` sends
 # DOMAINS domains there. Each round runs a fresh volleyd of A, then of B (empty
@@ -16,7 +17,8 @@
 # volley-load), BENCH_SKIP_BUILD=1, SINK_ADDRESSES (127.0.3.1-127.0.3.50: the sink's
 # addresses, one destination each; 127.0.3.1-127.0.3.250 as compare_bench.sh has),
 # STARTTLS (0; 1: the sink offers STARTTLS, which volleyd's default tls =
-# "opportunistic" takes, as compare_bench.sh's volleyd-tls way).
+# "opportunistic" takes, as compare_bench.sh's volleyd-tls way), A_SMTP and B_SMTP
+# (lines of an [smtp] table for A's or B's config: one binary, two settings).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BENCH_BUILD:-$root/build-release}
@@ -56,6 +58,8 @@ for round in $(seq "$rounds"); do
     {
       printf '[paths]\nspool = "%s/spool"\nqueue = "%s/queue"\nlog = "%s/log"\n' "$dir" "$dir" "$dir"
       printf '[delivery]\nshards = %d\n' "$shards"
+      smtp_lines=${which}_SMTP
+      [ -n "${!smtp_lines:-}" ] && printf '[smtp]\n%s\n' "${!smtp_lines}"
       admin_section
       cat "$work/routes.toml"
     } >"$dir/volleyd.toml"

@@ -97,6 +97,7 @@
 #   SINK_THREADS=                  volley-sink --threads, when set (and the sink has it)
 #   VOLLEYD_SHARDS=2               [delivery] shards of ways a
 #   VOLLEYD_MAX_CONNECTIONS=20     [smtp] max_connections_per_destination
+#   VOLLEYD_TRANSACTIONS_IN_FLIGHT= [smtp] max_transactions_in_flight, when set
 #   SMTP_SOURCE_SESSIONS=100       smtp-source -s
 #   POSTFIX_PROCESS_LIMIT=200      Postfix default_process_limit
 #   POSTFIX_CONCURRENCY=20         Postfix smtp_destination_concurrency_limit
@@ -135,6 +136,7 @@ sink_threads=${SINK_THREADS:-}
 shards=${VOLLEYD_SHARDS:-2}
 max_conn=${VOLLEYD_MAX_CONNECTIONS:-20}
 tls_session_cache=${VOLLEYD_TLS_SESSION_CACHE:-}
+transactions_in_flight=${VOLLEYD_TRANSACTIONS_IN_FLIGHT:-}
 sessions=${SMTP_SOURCE_SESSIONS:-100}
 callgrind=${CALLGRIND:-1}
 callgrind_messages=${CALLGRIND_MESSAGES:-10000}
@@ -355,6 +357,7 @@ shards = $2
 [smtp]
 max_connections_per_destination = $max_conn
 ${tls_session_cache:+tls_session_cache = $tls_session_cache}
+${transactions_in_flight:+max_transactions_in_flight = $transactions_in_flight}
 
 $(admin_section)
 

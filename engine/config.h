@@ -94,6 +94,12 @@ struct DestinationPolicy {
   // false for a server that breaks with one. Default: true.
   bool pipelining = true;
   bool chunking = true;
+  // Transactions under way at once on one connection: above 1, the next
+  // transaction's MAIL, RCPT and BDAT follow the last one's message without
+  // waiting for its replies (with PIPELINING and CHUNKING only; smtp::ClientOptions).
+  // A transaction pipelined behind a failed one is deferred, never bounced.
+  // Default: 2.
+  int max_transactions_in_flight = 2;
   TlsMode tls = TlsMode::kOpportunistic;
   // With tls = "verify": names the server's certificate must carry (DNS names,
   // "*.example.test" wildcards as OpenSSL matches them). Empty: the MX host name;

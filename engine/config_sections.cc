@@ -415,6 +415,8 @@ TomlKeys PolicyKeys(const TomlFile& file, DestinationPolicy* p,
          return GetIntInto(file, n, k, 1, 1000, &p->max_recipients_per_transaction); }},
       {"pipelining", [&file, p](auto& n, auto k) { return GetBool(file, n, k, &p->pipelining); }},
       {"chunking", [&file, p](auto& n, auto k) { return GetBool(file, n, k, &p->chunking); }},
+      {"max_transactions_in_flight", [&file, p](auto& n, auto k) {
+         return GetIntInto(file, n, k, 1, 16, &p->max_transactions_in_flight); }},
       {"tls", [&file, p](auto& n, auto k) { return GetTlsMode(file, n, k, &p->tls); }},
       {"tls_match", [&file, p](auto& n, auto k) { return GetStringList(file, n, k, &p->tls_match); }},
       {"sources", [&file, p, &sources](auto& n, auto k) {

@@ -87,6 +87,7 @@ absl::StatusOr<Conn*> Connections::Open(const OpenRequest& request, absl::Time n
   opts.reply.max_line = static_cast<size_t>(config_.smtp.max_reply_line);
   opts.pipelining = p.pipelining;
   opts.chunking = p.chunking;
+  opts.max_transactions_in_flight = static_cast<size_t>(p.max_transactions_in_flight);
   switch (p.tls) {
     case TlsMode::kOff: opts.tls = smtp::TlsPolicy::kOff; break;
     case TlsMode::kOpportunistic:
@@ -291,7 +292,7 @@ void Connections::SetDeadline(Conn* c, absl::Time now) {
     return;
   }
   const smtp::Wait wait = c->client->waiting_for();
-  if (wait == smtp::Wait::kNone && !c->current.empty()) {
+  if (wait == smtp::Wait::kNone && !c->transactions.empty()) {
     // Between the client's steps of a transaction: nothing to time.
     SetConnDeadline(c, absl::InfiniteFuture());
     return;
@@ -311,7 +312,7 @@ void Connections::Close(Conn* c) {
 }
 
 void Connections::Free(Conn* c) {
-  VOLLEY_CHECK(c->current.empty(), "a connection freed with a transaction under way");
+  VOLLEY_CHECK(c->transactions.empty(), "a connection freed with a transaction under way");
   ::close(c->fd);
   conns_.Release(c->slot);  // c is gone from here on
 }

@@ -10,8 +10,9 @@
 // DESCRIPTION
 //   A Conn is one SMTP session: its socket, its smtp::Client (the pure protocol
 //   machine, engine/smtp/client.h), its TLS session after STARTTLS, and the
-//   transaction under way. This file moves bytes between the socket (through
-//   the ring) and the client, through TLS when there is a session, and keeps
+//   transactions under way (one, or more pipelined). This file moves bytes
+//   between the socket (through the ring) and the client, through TLS when
+//   there is a session, and keeps
 //   each connection's deadline: the wait the client is in decides it
 //   (DestinationPolicy::TimeoutFor), a send in flight is bounded by
 //   data_block_timeout. What the client's events mean (a session ready, a
@@ -27,9 +28,10 @@
 //
 // BOUNDS
 //   kRecvBufferSize per receive (a ring buffer, or the connection's own in the
-//   fallback); the send buffer holds what the client has ready (one
-//   transaction's pipelined commands and message at most), taken from the
-//   client without a copy, and is freed once sent when it is larger than
+//   fallback); the send buffer holds what the client has ready (the pipelined
+//   commands and messages of max_transactions_in_flight transactions at most),
+//   taken from the client without a copy, and is freed once sent when it is
+//   larger than
 //   kKeptSendBufferSize. How many messages are held at once is the shard's
 //   bound ([delivery] max_message_bytes_in_flight, engine/message_bytes.h).
 #ifndef VOLLEY_ENGINE_CONNECTION_H_
@@ -39,6 +41,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -86,6 +89,15 @@ inline constexpr size_t kKeptSendBufferSize = 16 << 10;
 
 struct Destination;  // engine/shard.h: the pool a connection belongs to
 
+// One transaction under way on a connection.
+struct ConnTransaction {
+  std::vector<Work*> works;  // one per recipient, in envelope order
+  // The bytes its message holds against the shard's bound (engine/message_bytes.h).
+  uint64_t message_bytes = 0;
+  absl::Time started;  // for the transaction duration histogram
+  std::string txn;     // its name, the delivery log's txn (shard.cc, TransactionPrefix)
+};
+
 struct Conn {
   uint32_t slot = 0;
   int fd = -1;
@@ -100,14 +112,13 @@ struct Conn {
   bool send_in_flight = false;
   bool session_ready = false;
   bool closing = false;        // shut down; freed when pending_ops reaches 0
-  std::vector<Work*> current;  // the transaction under way, one per recipient
-  // The bytes its message holds against the shard's bound (engine/message_bytes.h).
-  uint64_t message_bytes = 0;
-  int messages = 0;
+  // The transactions under way, oldest first: more than one only pipelined
+  // ([smtp] max_transactions_in_flight), and they finish in this order.
+  std::deque<ConnTransaction> transactions;
+  int messages = 0;  // transactions finished on the connection
   absl::Time deadline = absl::InfiniteFuture();
-  absl::Time transaction_started;  // for the transaction duration histogram
-  // The transaction under way's name, the delivery log's txn (engine/shard.cc,
-  // TransactionPrefix); empty between transactions.
+  // The name of the transaction whose records are being made (the delivery log's
+  // txn); empty otherwise.
   std::string txn;
   // A message token was taken for the transaction the shard starts next.
   bool token_taken = false;

@@ -231,17 +231,14 @@ bool Shard::ChargeMessage(Conn* c, Job* job, uint64_t size) {
   largest_message_ = std::max(largest_message_, size);
   if (!message_bytes_.Fits(size)) return false;
   message_bytes_.Take(c->dest, size);
-  c->message_bytes = size;
   // Its turn in line (if it waited) is over: Dispatch visits it again, to
   // start more while they fit or to queue it again.
   Activate(c->dest);
   return true;
 }
 
-void Shard::ReleaseMessage(Conn* c) {
-  if (c->message_bytes == 0) return;
-  message_bytes_.Give(c->message_bytes);
-  c->message_bytes = 0;
+void Shard::ReleaseMessage(uint64_t size) {
+  if (size > 0) message_bytes_.Give(size);
 }
 
 void Shard::ServeBytesWaiters() {

@@ -387,10 +387,16 @@ void Shard::Drain(Conn* c) {
 }
 
 void Shard::OnTransactionDone(Conn* c, const smtp::TransactionDone& done) {
-  metrics_->transaction_seconds.Observe(absl::ToDoubleSeconds(now_ - c->transaction_started));
-  ReleaseMessage(c);
-  std::vector<Work*> works = std::exchange(c->current, {});
-  VOLLEY_CHECK(!works.empty() && done.rcpt_outcomes.size() == works.size(),
+  VOLLEY_CHECK(!c->transactions.empty(), "a transaction result with none under way");
+  // The client ends transactions in the order they were started.
+  ConnTransaction& front = c->transactions.front();
+  metrics_->transaction_seconds.Observe(absl::ToDoubleSeconds(now_ - front.started));
+  ReleaseMessage(front.message_bytes);
+  std::vector<Work*> works = std::move(front.works);
+  c->txn = std::move(front.txn);
+  c->transactions.pop_front();
+  VOLLEY_CHECK(!works.empty() && done.rcpt_outcomes.size() == works.size() &&
+                   done.id == works.front()->entry.line,
                "a transaction result that does not match its recipients");
   const bool any_accepted =
       std::any_of(done.rcpt_outcomes.begin(), done.rcpt_outcomes.end(),
@@ -465,34 +471,53 @@ void Shard::OnSessionClosed(Conn* c, const smtp::SessionClosed& closed) {
 
 void Shard::AssignNext(Conn* c) {
   Destination* d = c->dest;
+  if (c->client->idle()) {
+    if (stopping_ || !d->limits.KeepsConnection(c->messages, d->connections, now_) ||
+        (!budget_waiters_.empty() &&
+         (d->ready.empty() || static_cast<size_t>(d->connections) > fair_share_))) {
+      // Also: others wait for the connection budget while this destination has
+      // no work for the connection or more than its share: this one goes.
+      c->client->Quit();
+      return;
+    }
+    if (d->ready.empty()) {
+      d->idle.push_back(c);
+      return;
+    }
+    if (!StartNext(c, /*idle=*/true)) return;
+  }
+  // Pipelined behind the transaction under way, while the client takes more
+  // (max_transactions_in_flight) and the connection would take them when idle.
   // A session that just ended (TransactionDone comes before SessionClosed) or
-  // is already saying goodbye takes no new work.
-  if (!c->client->idle()) return;
-  if (stopping_ || !d->limits.KeepsConnection(c->messages, d->connections, now_) ||
-      (!budget_waiters_.empty() &&
-       (d->ready.empty() || static_cast<size_t>(d->connections) > fair_share_))) {
-    // Also: others wait for the connection budget while this destination has
-    // no work for the connection or more than its share: this one goes.
-    c->client->Quit();
-    return;
+  // is saying goodbye accepts none.
+  while (!stopping_ && !d->ready.empty() && c->client->accepts_transaction() &&
+         d->limits.KeepsConnection(c->messages + static_cast<int>(c->transactions.size()),
+                                   d->connections, now_) &&
+         (budget_waiters_.empty() || static_cast<size_t>(d->connections) <= fair_share_)) {
+    if (!StartNext(c, /*idle=*/false)) break;
+    metrics_->transactions_pipelined.Add();
   }
-  if (d->ready.empty()) {
-    d->idle.push_back(c);
-    return;
-  }
+}
+
+bool Shard::StartNext(Conn* c, bool idle) {
+  Destination* d = c->dest;
   if (!MayStartMessage(d)) {
-    // The shard's connections hold all the message bytes they may: this one
-    // idles until its destination's turn (ServeBytesWaiters).
-    d->idle.push_back(c);
-    WaitForBytes(d);
-    return;
+    // The shard's connections hold all the message bytes they may: an idle
+    // one waits until its destination's turn (ServeBytesWaiters).
+    if (idle) {
+      d->idle.push_back(c);
+      WaitForBytes(d);
+    }
+    return false;
   }
   if (!c->token_taken) {
     if (!d->limits.TakeMessageToken(now_)) {
       // Over the destination's message rate: wait idle for the next token.
-      d->idle.push_back(c);
-      WaitForToken(d, /*messages=*/true);
-      return;
+      if (idle) {
+        d->idle.push_back(c);
+        WaitForToken(d, /*messages=*/true);
+      }
+      return false;
     }
     d->waiting_for_message_token = false;
   }
@@ -513,32 +538,38 @@ void Shard::AssignNext(Conn* c) {
     base::LogInfo("job \"%s\": sent without a DKIM signature: %s", job->record.id,
                   job->plan->sign_error);
   }
-  if (!ChargeMessage(c, job, env.content.size())) {
+  const uint64_t size = env.content.size();
+  if (!ChargeMessage(c, job, size)) {
     // Larger than the job's messages before it, and more than the bound has
     // left: the work goes back first in line and is composed again when its
     // turn comes; the connection keeps its message token for then.
     for (auto it = works.rbegin(); it != works.rend(); ++it) PushReady(d, *it, /*front=*/true);
     c->token_taken = true;
-    d->idle.push_back(c);
-    WaitForBytes(d);
-    return;
+    if (idle) {
+      d->idle.push_back(c);
+      WaitForBytes(d);
+    }
+    return false;
   }
   if (absl::Status st = c->client->StartTransaction(std::move(env)); !st.ok()) {
     // The client refused (e.g. bytes arrived on the idle connection, which ends
     // the session as a protocol error): the work goes back first in line for
     // another connection, untouched.
-    ReleaseMessage(c);
+    ReleaseMessage(size);
     for (auto it = works.rbegin(); it != works.rend(); ++it) PushReady(d, *it, /*front=*/true);
-    return;
+    return false;
   }
-  c->current = std::move(works);
-  c->transaction_started = now_;
-  c->txn.assign(txn_prefix_);
-  absl::StrAppend(&c->txn, ++transactions_started_);
+  ConnTransaction& t = c->transactions.emplace_back();
+  t.works = std::move(works);
+  t.message_bytes = size;
+  t.started = now_;
+  t.txn.assign(txn_prefix_);
+  absl::StrAppend(&t.txn, ++transactions_started_);
+  return true;
 }
 
 void Shard::OnDeadline(Conn* c) {
-  if (c->client->waiting_for() == smtp::Wait::kNone && c->current.empty()) {
+  if (c->client->waiting_for() == smtp::Wait::kNone && c->transactions.empty()) {
     // Idle too long: say goodbye.
     auto& idle = c->dest->idle;
     idle.erase(std::remove(idle.begin(), idle.end(), c), idle.end());
@@ -560,7 +591,6 @@ void Shard::CloseConn(Conn* c) {
 
 void Shard::MaybeFree(Conn* c) {
   if (!Connections::Freeable(*c)) return;
-  ReleaseMessage(c);  // none left by now: a transaction ends before its session
   Destination* d = c->dest;
   // Whatever ended it (refused, failed to connect, timed out, QUIT), its place
   // in the node's cluster connections goes back: a place kept here would be
@@ -704,8 +734,10 @@ absl::Status Shard::Run() {
     for (Work* w : d->ready.TakeAll()) delete w;
   }
   connections_.ForEach([](uint32_t, Conn& c) {
-    for (Work* w : c.current) delete w;
-    c.current.clear();
+    for (ConnTransaction& t : c.transactions) {
+      for (Work* w : t.works) delete w;
+    }
+    c.transactions.clear();
     if (c.lease != nullptr) c.lease->Closed();
     c.lease = nullptr;
     ::close(c.fd);

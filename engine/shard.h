@@ -249,8 +249,9 @@ class Shard {
   // ChargeMessage - c's transaction of `job`, composed as `size` bytes, holds
   // them; false (nothing held) when they do not fit now.
   bool ChargeMessage(Conn* c, Job* job, uint64_t size);
-  // ReleaseMessage - c's transaction ended: its bytes are given back.
-  void ReleaseMessage(Conn* c);
+  // ReleaseMessage - a transaction holding `size` bytes ended (or never
+  // started): they are given back.
+  void ReleaseMessage(uint64_t size);
   // ServeBytesWaiters - the head of the line starts while its message fits;
   // one with nothing to start leaves the line.
   void ServeBytesWaiters();
@@ -270,8 +271,14 @@ class Shard {
   void Drain(Conn* c);
   void OnTransactionDone(Conn* c, const smtp::TransactionDone& done);
   void OnSessionClosed(Conn* c, const smtp::SessionClosed& closed);
-  // AssignNext - c is idle: its next transaction, or idle, or goodbye.
+  // AssignNext - c is idle: its next transaction, or idle, or goodbye. Then,
+  // while its client accepts another behind the one under way
+  // (max_transactions_in_flight), more of the destination's ready work.
   void AssignNext(Conn* c);
+  // StartNext - the next transaction of c's destination on c; false when none
+  // could start (no token, no bytes, the client refused). An idle c then waits
+  // in the destination's idle list (`idle`), a busy one simply carries on.
+  bool StartNext(Conn* c, bool idle);
   void OnDeadline(Conn* c);
   void CloseConn(Conn* c);
   void MaybeFree(Conn* c);

@@ -93,7 +93,8 @@ void Shard::PublishDestinationStates() {
 void Shard::PublishAllDestinations() {
   std::unordered_map<const Destination*, uint64_t> in_flight;
   connections_.ForEach([&](uint32_t, Conn& c) {
-    if (c.dest != nullptr && !c.current.empty()) in_flight[c.dest] += c.current.size();
+    if (c.dest == nullptr) return;
+    for (const ConnTransaction& t : c.transactions) in_flight[c.dest] += t.works.size();
   });
   std::vector<DestinationEntry> entries;
   entries.reserve(destinations_.size());

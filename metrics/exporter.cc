@@ -311,6 +311,12 @@ void Exporter::Collector::CollectShards(std::vector<MetricFamily>* out) const {
                                     MetricType::Counter);
   Add(&bytes_waits, {}, sum([](const ShardMetrics& s) { return s.message_bytes_waits.value(); }));
   out->push_back(std::move(bytes_waits));
+  MetricFamily pipelined = Family("volley_transactions_pipelined_total",
+                                  "Transactions started behind another under way on their "
+                                  "connection, without waiting for its replies.",
+                                  MetricType::Counter);
+  Add(&pipelined, {}, sum([](const ShardMetrics& s) { return s.transactions_pipelined.value(); }));
+  out->push_back(std::move(pipelined));
   MetricFamily fd_out = Family("volley_fd_exhausted_total",
                                "Times socket() failed for lack of file descriptors (EMFILE, "
                                "ENFILE) or socket memory; connections waited.",

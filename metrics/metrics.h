@@ -171,6 +171,9 @@ class ShardMetrics {
   Gauge message_bytes_in_flight;
   Gauge message_bytes_peak;
   Counter message_bytes_waits;
+  // Transactions started behind another under way on their connection
+  // ([smtp] max_transactions_in_flight): pipelined, not waiting for its replies.
+  Counter transactions_pipelined;
   // Receives that found the shard's receive buffer ring empty and fell back to
   // a buffer of the connection's own (engine/reactor/ring.h, out_of_buffers).
   Counter receive_buffers_exhausted;

@@ -10,6 +10,7 @@
 //      TransactionDone is emitted exactly once, before any SessionClosed.
 #include "engine/smtp/client.h"
 
+#include <algorithm>
 #include <iterator>
 #include <utility>
 
@@ -312,11 +313,14 @@ void Client::Process(bool until_event) {
 }
 
 absl::Status Client::StartTransaction(Envelope env) {
-  if (!idle()) {
+  if (!accepts_transaction()) {
     return absl::FailedPreconditionError(
         closed() ? "StartTransaction: the session is closed"
                  : "StartTransaction: the client is not idle");
   }
+  // Pipelined behind a transaction under way: whatever input is buffered answers
+  // that one's commands, and is handled in order with the rest.
+  const bool behind = phase_ == Phase::kTransaction;
   if (env.rcpts.empty()) {
     return absl::InvalidArgumentError("StartTransaction: no recipients");
   }
@@ -334,12 +338,14 @@ absl::Status Client::StartTransaction(Envelope env) {
   // Bytes that arrived while nothing was outstanding must be dealt with now: sent
   // after MAIL they would be read as its reply (Postfix's early-reply check). A whole
   // 421 closes the session as usual; anything else is a protocol error.
-  Process(/*until_event=*/false);
-  if (phase_ == Phase::kIdle && parser_.buffered() > 0) {
-    ProtocolError(Stage::kConnect, "server sent data while no command was outstanding");
-  }
-  if (phase_ != Phase::kIdle) {
-    return absl::FailedPreconditionError("StartTransaction: the session is closed");
+  if (!behind) {
+    Process(/*until_event=*/false);
+    if (phase_ == Phase::kIdle && parser_.buffered() > 0) {
+      ProtocolError(Stage::kConnect, "server sent data while no command was outstanding");
+    }
+    if (phase_ != Phase::kIdle) {
+      return absl::FailedPreconditionError("StartTransaction: the session is closed");
+    }
   }
 
   Transaction t;
@@ -455,7 +461,8 @@ absl::Status Client::StartTransaction(Envelope env) {
     }
   }
   t.env = std::move(env);
-  txn_ = std::move(t);
+  t.seq = next_txn_seq_++;
+  txns_.push_back(std::move(t));
   phase_ = Phase::kTransaction;
   Pump();
   return absl::OkStatus();
@@ -508,9 +515,28 @@ Wait Client::waiting_for() const {
 
 bool Client::idle() const { return phase_ == Phase::kIdle && !quit_requested_; }
 
+bool Client::accepts_transaction() const {
+  if (idle()) return true;
+  if (phase_ != Phase::kTransaction || quit_requested_ || loss_.has_value() ||
+      !parser_.status().ok() || early_data_) {
+    return false;
+  }
+  // Behind BDAT only: DATA's message waits for a 354, and the server must be in a
+  // known state (no RSET owed), or the next MAIL could be taken as nested.
+  if (txns_.size() >= opts_.max_transactions_in_flight || !UsePipelining() ||
+      content_form() != ContentForm::kBdat || need_rset_) {
+    return false;
+  }
+  for (const Transaction& t : txns_) {
+    if (t.failed || t.stop_sending || t.next_command < t.commands.size()) return false;
+  }
+  return true;
+}
+
 bool Client::closed() const { return phase_ == Phase::kClosed; }
 
-void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_bytes) {
+void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_bytes,
+                  uint64_t txn) {
   // Compact once the written prefix is at least half the buffer: amortised O(1) a byte.
   if (out_start_ > 0 && out_start_ >= out_.size() / 2) {
     out_.erase(0, out_start_);
@@ -518,7 +544,7 @@ void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_by
   }
   out_.append(bytes);
   appended_total_ += bytes.size();
-  sent_.push_back({cmd, window_bytes, rcpt, appended_total_});
+  sent_.push_back({cmd, window_bytes, rcpt, appended_total_, txn});
   unacked_bytes_ += window_bytes;
 }
 
@@ -526,17 +552,28 @@ void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_by
 // outstanding at a time. With it, the command's Group decides: MAIL and RCPT may be
 // followed by more commands, RSET goes alone and DATA or BDAT ends the group (RFC
 // 2920); and the group stops growing at max_pipeline_bytes, since a server that does
-// not read while its replies back up would deadlock us.
+// not read while its replies back up would deadlock us. A transaction pipelined
+// behind another (accepts_transaction) starts with MAIL right after BDAT LAST.
 bool Client::MaySend(const Command& command) const {
   if (sent_.empty()) return true;
   if (!UsePipelining() || Info(command.cmd).group == Group::kAlone) return false;
-  if (Info(sent_.back().cmd).group != Group::kGoesOn) return false;
+  const Cmd last = sent_.back().cmd;
+  if (Info(last).group != Group::kGoesOn && !(last == Cmd::kBdat && command.cmd == Cmd::kMail)) {
+    return false;
+  }
   return unacked_bytes_ + command.length <= opts_.max_pipeline_bytes;
 }
 
 void Client::Pump() {
-  if (!txn_) return;
-  Transaction& t = *txn_;
+  // In order: a later transaction's commands never pass an earlier one's.
+  for (Transaction& t : txns_) {
+    if (!PumpTransaction(t)) break;
+  }
+  MaybeFinishTransaction();
+}
+
+// PumpTransaction - t's commands that may go now; true when none is left to send.
+bool Client::PumpTransaction(Transaction& t) {
   while (t.next_command < t.commands.size()) {
     if (t.stop_sending) {
       t.next_command = t.commands.size();
@@ -550,8 +587,9 @@ void Client::Pump() {
       t.next_command = t.commands.size();
       break;
     }
-    if (!MaySend(c)) break;
-    Send(std::string_view(t.command_text).substr(c.begin, c.length), c.cmd, c.rcpt, c.length);
+    if (!MaySend(c)) return false;
+    Send(std::string_view(t.command_text).substr(c.begin, c.length), c.cmd, c.rcpt, c.length,
+         t.seq);
     if (c.cmd == Cmd::kBdat) {
       out_.append(t.data);  // the chunk follows its command at once (RFC 3030)
       appended_total_ += t.data.size();
@@ -560,26 +598,41 @@ void Client::Pump() {
     }
     ++t.next_command;
   }
-  MaybeFinishTransaction();
+  return true;
+}
+
+Client::Transaction& Client::TransactionOf(const Sent& sent) {
+  VOLLEY_CHECK(!txns_.empty() && sent.txn >= txns_.front().seq &&
+                   sent.txn - txns_.front().seq < txns_.size(),
+               "a transaction command's reply with no transaction under way");
+  return txns_[sent.txn - txns_.front().seq];
+}
+
+// AwaitsReplies - t has a command still to send or to be answered. Replies come in
+// send order, so only the oldest transaction's can be first in sent_.
+bool Client::AwaitsReplies(const Transaction& t) const {
+  return t.next_command < t.commands.size() || (!sent_.empty() && sent_.front().txn == t.seq);
 }
 
 void Client::MaybeFinishTransaction() {
-  if (!txn_ || !sent_.empty() || txn_->next_command < txn_->commands.size()) return;
-  Transaction& t = *txn_;
-  TransactionDone done;
-  done.id = t.env.id;
-  for (auto& f : t.final) {
-    VOLLEY_CHECK(f.has_value(), "transaction finished with a recipient undecided");
-    done.rcpt_outcomes.push_back(std::move(*f));
+  if (txns_.empty()) return;
+  while (!txns_.empty() && !AwaitsReplies(txns_.front())) {
+    Transaction& t = txns_.front();
+    TransactionDone done;
+    done.id = t.env.id;
+    for (auto& f : t.final) {
+      VOLLEY_CHECK(f.has_value(), "transaction finished with a recipient undecided");
+      done.rcpt_outcomes.push_back(std::move(*f));
+    }
+    // A transaction decided without a command sent (over SIZE, no SMTPUTF8) leaves
+    // the server where the last one did: an RSET still owed stays owed.
+    if (!t.commands.empty()) need_rset_ = t.failed;
+    spare_command_text_ = std::move(t.command_text);
+    spare_commands_ = std::move(t.commands);
+    txns_.pop_front();
+    events_.push_back(std::move(done));
   }
-  // A transaction decided without a command sent (over SIZE, no SMTPUTF8) leaves
-  // the server where the last one did: an RSET still owed stays owed.
-  if (!t.commands.empty()) need_rset_ = t.failed;
-  spare_command_text_ = std::move(t.command_text);
-  spare_commands_ = std::move(t.commands);
-  txn_.reset();
-  events_.push_back(std::move(done));
-  BecomeIdle();
+  if (txns_.empty()) BecomeIdle();
 }
 
 void Client::BecomeIdle() {
@@ -614,19 +667,44 @@ void Client::Close(Outcome reason) {
   quit_requested_ = false;
 }
 
-void Client::Abort(const Outcome& reason) {
+void Client::Abort(const Outcome& reason, std::string_view cause) {
   if (phase_ == Phase::kQuit) {
     Close(std::move(*quit_reason_));
     return;
   }
-  if (txn_) {
+  EndTransactions(reason, cause);
+  Close(reason);
+}
+
+// EndTransactions - a TransactionDone for each transaction under way, oldest first:
+// a recipient without a final outcome gets `reason`. The oldest transaction awaited
+// the reply `reason` names; a later one (pipelined) awaited its own, which its
+// outcomes name instead: with a `cause`, in a text of its own, whether its message
+// may have been delivered included.
+void Client::EndTransactions(const Outcome& reason, std::string_view cause) {
+  bool oldest = true;
+  for (Transaction& t : txns_) {
+    Outcome own = reason;
+    if (!oldest) {
+      const auto first = std::find_if(sent_.begin(), sent_.end(),
+                                      [&t](const Sent& s) { return s.txn == t.seq; });
+      if (first != sent_.end()) {
+        own.stage = Info(first->cmd).stage;
+        if (!cause.empty()) own.text = absl::StrCat(Av(cause), " ", WhereFor(*first));
+      } else {
+        own.stage = Stage::kMail;
+        if (!cause.empty()) {
+          own.text = absl::StrCat(Av(cause), " before the transaction's commands were sent");
+        }
+      }
+    }
+    oldest = false;
     TransactionDone done;
-    done.id = txn_->env.id;
-    for (auto& f : txn_->final) done.rcpt_outcomes.push_back(f ? std::move(*f) : reason);
-    txn_.reset();
+    done.id = t.env.id;
+    for (auto& f : t.final) done.rcpt_outcomes.push_back(f ? std::move(*f) : own);
     events_.push_back(std::move(done));
   }
-  Close(reason);
+  txns_.clear();
 }
 
 std::string Client::Where(Stage stage) const {
@@ -641,12 +719,24 @@ std::string Client::Where(Stage stage) const {
     case Stage::kDataDone:
       // Once the final "." has been written the server may have taken the message
       // even though we never saw its reply: the duplicate risk belongs in the log.
+      // Behind it may be a pipelined transaction's commands, still unwritten.
+      if (!sent_.empty() && (sent_.front().cmd == Cmd::kBdat || sent_.front().cmd == Cmd::kBody)) {
+        return WhereFor(sent_.front());
+      }
       return PendingOutput().empty()
                  ? "while awaiting data-done reply (message may have been delivered)"
                  : "while awaiting data-done reply";
     default:
       return absl::StrCat("while awaiting ", Av(StageName(stage)), " reply");
   }
+}
+
+std::string Client::WhereFor(const Sent& sent) const {
+  const Stage stage = Info(sent.cmd).stage;
+  if (sent.cmd != Cmd::kBdat && sent.cmd != Cmd::kBody) return Where(stage);
+  return consumed_total_ >= sent.end
+             ? "while awaiting data-done reply (message may have been delivered)"
+             : "while awaiting data-done reply";
 }
 
 Stage Client::CurrentStage() const {
@@ -657,8 +747,9 @@ Stage Client::CurrentStage() const {
 }
 
 void Client::ProtocolError(Stage stage, std::string_view why) {
-  Abort(Made(Kind::kTransient, 451, "4.4.2",
-             absl::StrCat("protocol error (", Av(why), ") ", Where(stage)), stage));
+  const std::string cause = absl::StrCat("protocol error (", Av(why), ")");
+  Abort(Made(Kind::kTransient, 451, "4.4.2", absl::StrCat(cause, " ", Where(stage)), stage),
+        cause);
 }
 
 void Client::HandleLoss() {
@@ -682,7 +773,8 @@ void Client::HandleLoss() {
   // log and bounce classification can tell TLS failures from lost connections.
   const bool tls_failure = phase_ == Phase::kTlsHandshake && loss_ == Loss::kIoError;
   Abort(Made(Kind::kTransient, 451, tls_failure ? "4.7.5" : "4.4.2",
-             absl::StrCat(cause, " ", Where(stage)), stage));
+             absl::StrCat(cause, " ", Where(stage)), stage),
+        cause);
 }
 
 // HandleReply - dispatch one reply, then make sure it was not followed by bytes the
@@ -853,7 +945,7 @@ void Client::TlsEstablished() {
 }
 
 void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
-  Transaction& t = *txn_;
+  Transaction& t = TransactionOf(sent);
   const int cls = reply.code / 100;
   switch (sent.cmd) {
     case Cmd::kRset: {
@@ -869,11 +961,7 @@ void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
                  absl::StrCat("RSET refused: ", reply.code, " ", reply.text),
                  Stage::kRset);
       }
-      TransactionDone done;
-      done.id = t.env.id;
-      for (auto& f : t.final) done.rcpt_outcomes.push_back(f ? std::move(*f) : o);
-      txn_.reset();
-      events_.push_back(std::move(done));
+      EndTransactions(o, {});
       QuitWith(std::move(o));
       return;
     }
@@ -881,8 +969,18 @@ void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
       if (cls != 2) {
         t.stop_sending = true;
         t.failed = true;
+        Outcome o = FromReply(reply, Stage::kMail);
+        if (need_rset_) {
+          // This MAIL was pipelined behind a transaction that failed, which the
+          // server may still hold open ("503 nested MAIL"): the refusal may say
+          // nothing about this envelope, so it is tried again, never bounced.
+          o = Made(Kind::kTransient, 451, "4.5.0",
+                   absl::StrCat("MAIL refused behind a failed pipelined transaction: ",
+                                reply.code, " ", reply.text),
+                   Stage::kMail);
+        }
         for (auto& f : t.final) {
-          if (!f) f = FromReply(reply, Stage::kMail);
+          if (!f) f = o;
         }
       }
       break;
@@ -911,12 +1009,12 @@ void Client::HandleTransactionReply(const Sent& sent, const Reply& reply) {
     case Cmd::kData:
       if (cls == 3) {
         if (t.accepted > 0 && !t.stop_sending) {
-          Send(t.data, Cmd::kBody, 0, 0);
+          Send(t.data, Cmd::kBody, 0, 0, t.seq);
           std::string().swap(t.data);  // out_ holds it now; one copy is enough
         } else {
           // Pipelined DATA was accepted though nobody can receive the message: end it
           // with an empty one, whose reply is ignored (RFC 2920 section 3.1).
-          Send(Line(Cmd::kDot), Cmd::kDot, 0, 0);
+          Send(Line(Cmd::kDot), Cmd::kDot, 0, 0, t.seq);
         }
       } else {
         t.failed = true;

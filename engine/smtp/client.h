@@ -88,6 +88,16 @@
 //   StartTransaction() first handles any input fed while idle, so that it cannot be
 //   taken for MAIL's reply.
 //
+//   Transactions in flight (ClientOptions::max_transactions_in_flight above 1): while
+//   accepts_transaction(), StartTransaction() may be called again before the last
+//   one's TransactionDone; each transaction still ends in exactly one TransactionDone,
+//   in the order they were started. The later transaction's commands went out before
+//   the server had answered the earlier one: when the earlier one failed (the server
+//   may still hold it open) and the later MAIL is refused, the later transaction's
+//   recipients are deferred (451 4.5.0, naming the server's reply), never bounced, and
+//   RSET goes before the next. A loss or 421 ends every transaction under way, each
+//   naming the reply it awaited.
+//
 // DIAGNOSTICS
 //   StartTransaction: FailedPrecondition unless idle(); InvalidArgument for no
 //   recipients, an empty recipient, or an address with a control character, '<' or '>'
@@ -196,6 +206,13 @@ struct ClientOptions {
   bool pipelining = true;
   // Use CHUNKING (BDAT) when advertised instead of DATA. Default: false.
   bool chunking = false;
+  // Transactions under way at once on the session: above 1, the next transaction's
+  // MAIL, RCPTs and BDAT follow the last one's "BDAT n LAST" and its message without
+  // waiting for its replies (RFC 2920 section 3.1 names BDAT among the commands a
+  // group may go on after; RFC 3030 section 4.2 pipelines BDAT). Only with PIPELINING
+  // and CHUNKING in use, never behind DATA (whose 354 must be awaited) or RSET.
+  // Default: 1 (a transaction's replies are all in before the next starts).
+  size_t max_transactions_in_flight = 1;
 };
 
 struct Envelope {
@@ -283,6 +300,14 @@ class Client {
 
   Wait waiting_for() const;
   bool idle() const;
+  // accepts_transaction - StartTransaction() may be called now: idle(), or a
+  // transaction under way that the next one may be pipelined behind (its commands
+  // and message all written, nothing failed so far, fewer than
+  // max_transactions_in_flight under way).
+  bool accepts_transaction() const;
+  // transactions - those started and not yet done (their TransactionDone not yet
+  // returned by Next() or still to come).
+  size_t transactions() const { return txns_.size(); }
   // caps - what the server offered in its EHLO reply (empty before SessionReady).
   const Capabilities& caps() const { return caps_; }
   // content_form - the form the next StartTransaction sends a message in: kBdat
@@ -317,8 +342,10 @@ class Client {
     size_t rcpt;
     uint64_t end;  // output offset just past this command (and its data): its reply
                    // cannot come before the caller has taken that much output
+    uint64_t txn;  // Transaction::seq of the transaction it belongs to; 0: none
   };
   struct Transaction {
+    uint64_t seq = 0;  // 1, 2, ...: its place among the session's transactions
     Envelope env;
     std::string data;               // PrepareData(env.content), or PrepareBdat's
     std::vector<Command> commands;  // in send order
@@ -334,9 +361,13 @@ class Client {
   enum class Loss { kEof, kTimeout, kIoError };
 
   void Process(bool until_event);
-  void Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_bytes);
+  void Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_bytes,
+            uint64_t txn = 0);
   void Pump();
+  bool PumpTransaction(Transaction& t);
   bool MaySend(const Command& command) const;
+  Transaction& TransactionOf(const Sent& sent);
+  bool AwaitsReplies(const Transaction& t) const;
   void HandleReply(const Reply& reply);
   void DispatchReply(const Reply& reply);
   void HandleHelloReply(const Sent& sent, const Reply& reply);
@@ -349,11 +380,17 @@ class Client {
   void CallerQuit();
   void QuitWith(Outcome reason);      // QUIT, then SessionClosed{reason}
   void Close(Outcome reason);         // SessionClosed now
-  void Abort(const Outcome& reason);  // 421, loss or protocol error: close now
+  // Abort - a 421, loss or protocol error: close now. Every transaction under way
+  // ends with `reason`; with a `cause`, each one's text is the cause and the reply
+  // that transaction awaited (Where).
+  void Abort(const Outcome& reason, std::string_view cause = {});
+  void EndTransactions(const Outcome& reason, std::string_view cause);
   void ProtocolError(Stage stage, std::string_view why);
   void HandleLoss();
   Stage CurrentStage() const;
   std::string Where(Stage stage) const;
+  // Where - for the transaction whose first unanswered command is `sent`.
+  std::string WhereFor(const Sent& sent) const;
 
   ClientOptions opts_;
   ReplyParser parser_;
@@ -367,7 +404,9 @@ class Client {
   size_t out_start_ = 0;
   uint64_t appended_total_ = 0;  // octets ever put in out_
   uint64_t consumed_total_ = 0;  // octets ever taken by ConsumeOutput()
-  std::optional<Transaction> txn_;
+  // The transactions under way, oldest first; replies finish them in this order.
+  std::deque<Transaction> txns_;
+  uint64_t next_txn_seq_ = 1;
   // The last transaction's command buffers, emptied: the next one reuses their
   // capacity (a connection sends thousands of transactions of much the same size).
   std::string spare_command_text_;

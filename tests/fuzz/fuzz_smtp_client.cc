@@ -4,8 +4,8 @@
 //   Byte 0 chooses ClientOptions and harness modes (Configure): bits 0-1 TLS policy
 //   (off, opportunistic, required, opportunistic); bit 2 pipelining off; bit 3 chunking
 //   on; bits 4-5 max_pipeline_bytes (4096, 64, 200, 1); bit 6 small reply bounds
-//   (max_line 100, max_lines 5); bit 7 feed plaintext during a TLS handshake instead of
-//   completing it first.
+//   (max_line 100, max_lines 5) and 3 transactions in flight (else 1); bit 7 feed
+//   plaintext during a TLS handshake instead of completing it first.
 //   The rest is the server's bytes, with caller actions marked by 0xFF followed by an
 //   op byte b (op = b & 15, p = b >> 4):
 //     0, 12-15  end of a Feed() chunk (no action)
@@ -35,16 +35,21 @@
 //     accepted only at stage data-done; a recipient the client must not send fails at
 //     stage mail with 550 5.6.7 (non-ASCII address without SMTPUTF8), 554 5.6.3 (8-bit
 //     message that DowngradeTo7Bit refuses) or 552 5.3.4 (over SIZE).
-//   - calls: StartTransaction succeeds only when idle(); an invalid envelope is refused
-//     with InvalidArgument (FailedPrecondition if not idle) and changes nothing.
+//   - calls: StartTransaction succeeds only when accepts_transaction(), which is idle()
+//     or, with transactions in flight, behind a whole BDAT with fewer than the bound
+//     under way; an invalid envelope is refused with InvalidArgument
+//     (FailedPrecondition if not accepted) and changes nothing.
 //   - output: only ever appended to; bounded; and the whole byte stream must parse as
 //     EHLO [HELO | STARTTLS [EHLO [HELO]]], then per started transaction in order
 //     [RSET] MAIL RCPT... (DATA [body | "."] | BDAT n LAST chunk), then at most one
 //     QUIT, and nothing after it. Each command is exactly what the envelope, options and
 //     capabilities call for (BODY=8BITMIME, SIZE=n with n computed here, SMTPUTF8; BDAT
 //     iff chunking is on and offered); RSET comes before the MAIL that follows a failed
-//     transaction, and only then; the message is the content with line ends normalised
-//     to CRLF (computed here, not with PrepareData), dot-stuffed for DATA, 7-bit unless
+//     transaction, unless it was pipelined behind it, and only then (and a MAIL refused
+//     behind a failure defers, never bounces); MAIL follows BDAT's chunk in one write
+//     only for a transaction pipelined behind it; the message is the content with line
+//     ends normalised to CRLF (computed here, not with PrepareData), dot-stuffed for
+//     DATA, 7-bit unless
 //     8BITMIME or SMTPUTF8 is in use, and it was sent whenever a recipient is reported
 //     accepted. So no command carries a bare CR or LF, and nothing can be injected.
 //
@@ -248,6 +253,7 @@ struct Txn {
   bool bdat = false;            // CHUNKING on and offered
   std::string content;          // as it must be sent (after DowngradeTo7Bit)
   std::vector<int> unsendable;  // per recipient
+  bool behind = false;          // started while another was under way
   std::optional<TransactionDone> done;
 };
 
@@ -263,6 +269,7 @@ struct Command {
   size_t len;
   size_t window;   // octets counted against max_pipeline_bytes
   bool pipelined;  // PIPELINING offered and enabled
+  bool behind = false;  // a MAIL of a transaction pipelined behind another
 };
 
 struct Config {
@@ -280,7 +287,10 @@ Config Configure(uint8_t b) {
   c.opts.pipelining = (b & 4) == 0;
   c.opts.chunking = (b & 8) != 0;
   c.opts.max_pipeline_bytes = kWindow[(b >> 4) & 3];
-  if (b & 0x40) c.opts.reply = {.max_line = 100, .max_lines = 5};
+  if (b & 0x40) {
+    c.opts.reply = {.max_line = 100, .max_lines = 5};
+    c.opts.max_transactions_in_flight = 3;
+  }
   c.plaintext_in_handshake = (b & 0x80) != 0;
   return c;
 }
@@ -417,7 +427,7 @@ class Harness {
         OnDone(std::move(*done));
       } else if (auto* closed = std::get_if<SessionClosed>(&ev)) {
         Trace("E: closed", Describe(closed->reason));
-        EXPECT(!in_txn_);  // TransactionDone comes first
+        EXPECT(undone_ == 0);  // every TransactionDone comes first
         CheckOutcome(closed->reason);
         closed_ = true;
       }
@@ -427,7 +437,13 @@ class Harness {
       EXPECT(c_.PendingOutput().empty() && c_.waiting_for() == Wait::kNone && !c_.idle());
     }
     if (c_.idle()) {
-      EXPECT(ready_ && !in_txn_ && !quit_called_ && c_.waiting_for() == Wait::kNone);
+      EXPECT(ready_ && undone_ == 0 && !quit_called_ && c_.waiting_for() == Wait::kNone);
+    }
+    EXPECT(c_.transactions() == undone_);
+    if (c_.accepts_transaction() && !c_.idle()) {
+      EXPECT(undone_ > 0 && undone_ < config_.opts.max_transactions_in_flight && !quit_called_);
+      EXPECT(config_.opts.chunking && caps_.chunking && config_.opts.pipelining &&
+             caps_.pipelining);
     }
     if (!hold_ && !c_.PendingOutput().empty()) Consume(c_.PendingOutput().size());
   }
@@ -458,8 +474,8 @@ class Harness {
       for (const Outcome& o : done.rcpt_outcomes) d += " | " + Describe(o);
       Trace("E: done", d);
     }
-    EXPECT(in_txn_);
-    Txn& t = txns_.back();
+    EXPECT(undone_ > 0);  // and in the order they were started
+    Txn& t = txns_[txns_.size() - undone_];
     EXPECT(done.id == t.env.id);
     EXPECT(done.rcpt_outcomes.size() == t.env.rcpts.size());
     for (size_t i = 0; i < done.rcpt_outcomes.size(); ++i) {
@@ -474,12 +490,13 @@ class Harness {
       }
     }
     t.done = std::move(done);
-    in_txn_ = false;
+    --undone_;
   }
 
   void Start(Envelope env, bool valid) {
     Observe();
     const bool was_idle = c_.idle();
+    const bool was_accepting = c_.accepts_transaction();
     const size_t pending = c_.PendingOutput().size();
     env.id = next_id_;
     Envelope copy = env;
@@ -490,10 +507,10 @@ class Harness {
     }
     absl::Status s = c_.StartTransaction(std::move(env));
     Trace("  ->", s.ToString());
-    if (!valid || !was_idle) {
+    if (!valid || !was_accepting) {
       EXPECT(!s.ok());
-      EXPECT(s.code() == (was_idle ? absl::StatusCode::kInvalidArgument
-                                   : absl::StatusCode::kFailedPrecondition));
+      EXPECT(s.code() == (was_accepting ? absl::StatusCode::kInvalidArgument
+                                        : absl::StatusCode::kFailedPrecondition));
       // Refused: nothing happened.
       EXPECT(c_.PendingOutput().size() == pending);
       EXPECT(std::holds_alternative<NeedData>(c_.Next()));
@@ -502,7 +519,7 @@ class Harness {
     if (!s.ok()) {
       // Only input that arrived while idle (a 421, garbage, EOF) may stop it, and then
       // the session is over.
-      EXPECT(s.code() == absl::StatusCode::kFailedPrecondition && c_.closed());
+      EXPECT(was_idle && s.code() == absl::StatusCode::kFailedPrecondition && c_.closed());
       return;
     }
     ++next_id_;
@@ -510,6 +527,7 @@ class Harness {
     t.env = std::move(copy);
     t.caps = caps_;
     t.bdat = config_.opts.chunking && caps_.chunking;
+    t.behind = !was_idle;
     const bool sender_utf8 = !IsAscii(t.env.mail_from);
     t.utf8 = sender_utf8;
     for (const std::string& r : t.env.rcpts) t.utf8 = t.utf8 || !IsAscii(r);
@@ -532,7 +550,7 @@ class Harness {
       t.unsendable.push_back(all | (utf8 ? kNeedsUtf8 : 0));
     }
     txns_.push_back(std::move(t));
-    in_txn_ = true;
+    ++undone_;
   }
 
   // ParseOutput - the whole output stream against what the calls asked for.
@@ -587,13 +605,24 @@ class Harness {
       }
       pipelined = t.caps.pipelining && config_.opts.pipelining;
       const bool rset = take("RSET\r\n");
-      EXPECT(rset == rset_due);  // RSET after a failure, and only then
+      // RSET after a failure, and only then; never in a transaction pipelined behind
+      // another, which goes out before the failure is known.
+      EXPECT(rset == (rset_due && !t.behind));
+      if (t.behind && rset_due && t.done) {
+        for (size_t i = 0; i < t.env.rcpts.size(); ++i) {
+          const Outcome& o = t.done->rcpt_outcomes[i];
+          if (t.unsendable[i] == 0 && o.stage == Stage::kMail) {
+            EXPECT(o.kind != Outcome::Kind::kPermanent);
+          }
+        }
+      }
       const std::string chunk = Normalise(t.content);
       std::string mail = "MAIL FROM:<" + t.env.mail_from + ">";
       if (t.caps.eight_bit_mime && !IsAscii(t.content)) mail += " BODY=8BITMIME";
       if (t.caps.size) mail += " SIZE=" + std::to_string(chunk.size());
       if (t.utf8 && t.caps.smtputf8) mail += " SMTPUTF8";
       const bool mail_sent = take(mail + "\r\n", Command::kGroup);
+      if (mail_sent) cmds.back().behind = t.behind;
       size_t rcpts = 0;
       while (mail_sent && rcpts < send.size() &&
              take("RCPT TO:<" + *send[rcpts] + ">\r\n", Command::kGroup)) {
@@ -641,14 +670,17 @@ class Harness {
         bytes += c.window;
         if (k == group_start) continue;
         const Command& prev = cmds[k - 1];
-        if (!(c.pipelined && prev.kind == Command::kGroup && c.kind != Command::kAlone &&
+        const bool may_follow =
+            prev.kind == Command::kGroup || (prev.kind == Command::kGroupEnd && c.behind);
+        if (!(c.pipelined && may_follow && c.kind != Command::kAlone &&
               bytes <= config_.opts.max_pipeline_bytes)) {
           std::fprintf(stderr, "fuzz_smtp_client: written together: \"%s\"\n",
                        Escape(std::string_view(out_).substr(
                                   cmds[group_start].pos, c.pos + c.len - cmds[group_start].pos))
                            .c_str());
         }
-        EXPECT(c.pipelined && prev.kind == Command::kGroup && c.kind != Command::kAlone);
+        EXPECT(c.pipelined && c.kind != Command::kAlone &&
+               (prev.kind == Command::kGroup || (prev.kind == Command::kGroupEnd && c.behind)));
         EXPECT(bytes <= config_.opts.max_pipeline_bytes);
       }
       group_start = i;
@@ -674,7 +706,7 @@ class Harness {
   bool tls_pending_ = false;      // StartTls seen, TlsEstablished() not yet called
   bool tls_established_ = false;  // TlsEstablished() called
   size_t out_at_starttls_ = 0;
-  bool in_txn_ = false;  // the last of txns_ awaits its TransactionDone
+  size_t undone_ = 0;  // the last undone_ of txns_ await their TransactionDone
   Capabilities caps_;
   std::vector<Txn> txns_;
   uint64_t next_id_ = 1;

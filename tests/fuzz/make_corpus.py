@@ -62,6 +62,8 @@ def options_byte(line):
         b |= 4
     if opts.get("chunking") == "on":
         b |= 8
+    if "transactions" in opts:
+        b |= 0x40  # 3 transactions in flight (and small reply bounds)
     if "pipeline" in opts:
         n = int(opts["pipeline"])
         b |= (1 if n <= 64 else 2 if n <= 200 else 0) << 4

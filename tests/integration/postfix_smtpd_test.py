@@ -25,7 +25,9 @@ the one in that message's Received field and in Postfix's maillog ("status=sent"
 unknown recipient has one `bounced` 550 5.1.1 record and Postfix saw its RCPT once.
 When volleyd does STARTTLS (probed: see volleyd_tls_support), Received must show the
 TLS version and cipher; until then that check is skipped with a note, and the messages
-must have come in plain ESMTP.
+must have come in plain ESMTP. One connection carries them all, so transactions go
+pipelined behind one another (volley_transactions_pipelined_total at least 1), and
+still every one arrives once, byte for byte, and the unknown recipient is asked once.
 """
 import collections
 import datetime
@@ -181,7 +183,11 @@ def test(h):
     log("TLS probe: %s" % tls_why)
     mailboxes = PLAIN_RCPTS + MERGE_DELIVERED
     with PostfixSmtpd(h, mailboxes) as pf:
-        d = h.volleyd(route_port=pf.port, retry_initial="%ds" % RETRY_INITIAL, retry_max="2s")
+        # One connection carries every transaction, so the ones behind the first go
+        # pipelined (max_transactions_in_flight, default 2): Postfix takes a MAIL right
+        # behind the last one's BDAT chunk, also behind the unknown recipient's failed one.
+        d = h.volleyd(route_port=pf.port, retry_initial="%ds" % RETRY_INITIAL, retry_max="2s",
+                      smtp_config="max_connections_per_destination = 1\n")
         d.start()
         t0 = time.monotonic()
 
@@ -221,6 +227,11 @@ def test(h):
         records = reader.poll()
         check(len(records) == settled, "records after every recipient was decided: %s"
               % records[settled:])
+        pipelined = harness.scrape(d.metrics_port).get("volley_transactions_pipelined_total")
+        log("transactions pipelined behind another: %s" % pipelined)
+        check(pipelined is not None and pipelined >= 1,
+              "volley_transactions_pipelined_total is %s: no transaction went pipelined into "
+              "Postfix, so that was not tested" % pipelined)
         check(d.stop() == 0, "volleyd did not exit cleanly")
         maillog = pf.maillog()
         check(pf.stop() == 0, "postfix stop failed")

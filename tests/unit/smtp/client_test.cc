@@ -1250,5 +1250,137 @@ TEST(Client, AReplyToACommandNotYetWrittenIsAProtocolError) {
   EXPECT_EQ(DescribeEvent(t.events[0]), "done 1 transient:421:4.3.2:mail");
 }
 
+// --- Transactions in flight (max_transactions_in_flight). ---------------------------
+
+ClientOptions InFlight(size_t transactions) {
+  ClientOptions o;
+  o.chunking = true;
+  o.max_transactions_in_flight = transactions;
+  return o;
+}
+
+TEST(Client, TakesTheNextTransactionOnlyBehindAWholeBdat) {
+  // The default: one transaction at a time.
+  Session one(InFlight(1));
+  one.Handshake({"PIPELINING", "CHUNKING"});
+  ASSERT_TRUE(one.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  EXPECT_FALSE(one.c.accepts_transaction());
+  EXPECT_EQ(one.c.StartTransaction(Env(2, {"b@d.test"}, "x")).code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // Two: the second goes in the same output, the third waits for a reply.
+  Session two(InFlight(2));
+  two.Handshake({"PIPELINING", "CHUNKING"});
+  EXPECT_TRUE(two.c.accepts_transaction());
+  ASSERT_TRUE(two.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  EXPECT_TRUE(two.c.accepts_transaction());
+  ASSERT_TRUE(two.c.StartTransaction(Env(2, {"b@d.test"}, "y")).ok());
+  EXPECT_EQ(two.c.transactions(), 2u);
+  EXPECT_FALSE(two.c.accepts_transaction());
+  EXPECT_EQ(two.Out(),
+            "MAIL FROM:<s@src.test>\r\nRCPT TO:<a@d.test>\r\nBDAT 3 LAST\r\nx\r\n"
+            "MAIL FROM:<s@src.test>\r\nRCPT TO:<b@d.test>\r\nBDAT 3 LAST\r\ny\r\n");
+  EXPECT_EQ(two.c.waiting_for(), Wait::kMail);
+  two.Server("250 ok\r\n250 ok\r\n250 ok\r\n");
+  ASSERT_EQ(two.events.size(), 1u);
+  EXPECT_EQ(DescribeEvent(two.events[0]), "done 1 accepted:250:2.0.0:data-done");
+  EXPECT_EQ(two.c.transactions(), 1u);
+  EXPECT_TRUE(two.c.accepts_transaction());
+  EXPECT_FALSE(two.c.idle());
+
+  // A refused recipient is no failure of the transaction; all refused is.
+  two.Server("250 ok\r\n550 5.1.1 no\r\n");
+  EXPECT_FALSE(two.c.accepts_transaction()) << "behind a transaction nobody will receive";
+  two.Server("554 5.5.1 no valid recipients\r\n");
+  EXPECT_EQ(DescribeEvent(two.events.at(1)), "done 2 permanent:550:5.1.1:rcpt");
+  EXPECT_TRUE(two.c.idle());
+  ASSERT_TRUE(two.c.StartTransaction(Env(3, {"c@d.test"}, "x")).ok());
+  EXPECT_FALSE(two.c.accepts_transaction()) << "RSET goes alone, before MAIL";
+  EXPECT_EQ(two.Out(), "RSET\r\n");
+
+  // DATA waits for its 354: nothing is pipelined behind it.
+  ClientOptions data = InFlight(4);
+  data.chunking = false;
+  Session d(data);
+  d.Handshake({"PIPELINING", "CHUNKING"});
+  ASSERT_TRUE(d.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  EXPECT_FALSE(d.c.accepts_transaction());
+
+  // Without PIPELINING, or while the window holds a command back, neither.
+  Session p(InFlight(4));
+  p.Handshake({"CHUNKING"});
+  ASSERT_TRUE(p.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  EXPECT_FALSE(p.c.accepts_transaction());
+  ClientOptions narrow = InFlight(4);
+  narrow.max_pipeline_bytes = 30;
+  Session w(narrow);
+  w.Handshake({"PIPELINING", "CHUNKING"});
+  ASSERT_TRUE(w.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  EXPECT_EQ(w.Out(), "MAIL FROM:<s@src.test>\r\n");
+  EXPECT_FALSE(w.c.accepts_transaction());
+
+  // Nor once Quit() was asked for.
+  Session q(InFlight(2));
+  q.Handshake({"PIPELINING", "CHUNKING"});
+  ASSERT_TRUE(q.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  q.c.Quit();
+  EXPECT_FALSE(q.c.accepts_transaction());
+}
+
+TEST(Client, ALossEndsEveryTransactionInFlightNamingItsOwnWait) {
+  Session s(InFlight(3));
+  s.Handshake({"PIPELINING", "CHUNKING"});
+  ASSERT_TRUE(s.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  ASSERT_TRUE(s.c.StartTransaction(Env(2, {"b@d.test"}, "y")).ok());
+  s.Out();  // both written whole
+  ASSERT_TRUE(s.c.StartTransaction(Env(3, {"c@d.test"}, "z")).ok());
+  const size_t third = s.c.PendingOutput().size();
+  s.c.ConsumeOutput(third - 3);  // all but the end of the third message
+  s.Server("250 ok\r\n250 ok\r\n");
+  s.c.FeedEof();
+  s.Drain();
+  ASSERT_EQ(s.events.size(), 4u);
+  const TransactionDone& first = s.Done(0);
+  EXPECT_EQ(first.id, 1u);
+  EXPECT_EQ(first.rcpt_outcomes[0].stage, Stage::kDataDone);
+  EXPECT_EQ(first.rcpt_outcomes[0].text,
+            "connection lost while awaiting data-done reply (message may have been delivered)");
+  const TransactionDone& second = s.Done(1);
+  EXPECT_EQ(second.rcpt_outcomes[0].stage, Stage::kMail);
+  EXPECT_EQ(second.rcpt_outcomes[0].text, "connection lost while awaiting mail reply");
+  const TransactionDone& last = s.Done(2);
+  EXPECT_EQ(last.id, 3u);
+  EXPECT_EQ(DescribeOutcome(last.rcpt_outcomes[0]), "transient:451:4.4.2:mail");
+  EXPECT_EQ(s.Closed(3).reason.stage, Stage::kDataDone);
+
+  // A 421 ends them all with the server's reply.
+  Session t(InFlight(2));
+  t.Handshake({"PIPELINING", "CHUNKING"});
+  ASSERT_TRUE(t.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  ASSERT_TRUE(t.c.StartTransaction(Env(2, {"b@d.test"}, "y")).ok());
+  t.Out();
+  t.Server("250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n421 4.3.2 shutting down\r\n");
+  ASSERT_EQ(t.events.size(), 3u);
+  EXPECT_EQ(DescribeEvent(t.events[0]), "done 1 accepted:250:2.0.0:data-done");
+  EXPECT_EQ(DescribeEvent(t.events[1]), "done 2 transient:421:4.3.2:rcpt");
+  EXPECT_TRUE(std::holds_alternative<SessionClosed>(t.events[2]));
+}
+
+TEST(Client, ALossBehindAWholeMessageSaysItMayHaveBeenDelivered) {
+  // The second message was written whole: its outcome must warn of a duplicate.
+  Session s(InFlight(2));
+  s.Handshake({"PIPELINING", "CHUNKING"});
+  ASSERT_TRUE(s.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
+  ASSERT_TRUE(s.c.StartTransaction(Env(2, {"b@d.test"}, "y")).ok());
+  s.Out();
+  s.Server("250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n");
+  s.c.FeedEof();
+  s.Drain();
+  ASSERT_EQ(s.events.size(), 3u);
+  EXPECT_EQ(DescribeEvent(s.events[0]), "done 1 accepted:250:2.0.0:data-done");
+  EXPECT_EQ(s.Done(1).rcpt_outcomes[0].text,
+            "connection lost while awaiting data-done reply (message may have been delivered)");
+}
+
 }  // namespace
 }  // namespace volley::smtp

@@ -279,6 +279,8 @@ class Replayer {
           opts_.pipelining = kv.second == "on";
         } else if (absl::SimpleAtoi(kv.second, &n) && kv.first == "pipeline") {
           opts_.max_pipeline_bytes = n;
+        } else if (absl::SimpleAtoi(kv.second, &n) && kv.first == "transactions") {
+          opts_.max_transactions_in_flight = n;
         } else if (absl::SimpleAtoi(kv.second, &n) && kv.first == "max_line") {
           opts_.reply.max_line = n;
         } else if (absl::SimpleAtoi(kv.second, &n) && kv.first == "max_lines") {

@@ -13,6 +13,7 @@
 //     E: <event>             the next event from Next() must read <event> (DescribeEvent)
 //     ! options [ehlo=NAME] [pipeline=N] [max_line=N] [max_lines=N]
 //               [tls=off|opportunistic|required] [chunking=on|off] [pipelining=on|off]
+//               [transactions=N]
 //                                          (first line only)
 //     ! start id=N from=ADDR to=A[,B...]   StartTransaction (must succeed); from=<> is
 //                                          the null path; content from the M: lines
