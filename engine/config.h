@@ -98,8 +98,8 @@ struct DestinationPolicy {
   // transaction's MAIL, RCPT and BDAT follow the last one's message without
   // waiting for its replies (with PIPELINING and CHUNKING only; smtp::ClientOptions).
   // A transaction pipelined behind a failed one is deferred, never bounced.
-  // Default: 2.
-  int max_transactions_in_flight = 2;
+  // Default: 4 (docs/design-notes.md says why not more).
+  int max_transactions_in_flight = 4;
   TlsMode tls = TlsMode::kOpportunistic;
   // With tls = "verify": names the server's certificate must carry (DNS names,
   // "*.example.test" wildcards as OpenSSL matches them). Empty: the MX host name;

@@ -184,7 +184,7 @@ def test(h):
     mailboxes = PLAIN_RCPTS + MERGE_DELIVERED
     with PostfixSmtpd(h, mailboxes) as pf:
         # One connection carries every transaction, so the ones behind the first go
-        # pipelined (max_transactions_in_flight, default 2): Postfix takes a MAIL right
+        # pipelined (max_transactions_in_flight, default 4): Postfix takes a MAIL right
         # behind the last one's BDAT chunk, also behind the unknown recipient's failed one.
         d = h.volleyd(route_port=pf.port, retry_initial="%ds" % RETRY_INITIAL, retry_max="2s",
                       smtp_config="max_connections_per_destination = 1\n")
