@@ -97,6 +97,8 @@
 #   DNS_TTL=3600              TTL of the zone's records
 #   DNS_EXTRA=                lines added to volleyd's [dns] table (dns way)
 #   VOLLEYD_EXTRA=            TOML added to volleyd's config (both ways)
+#   SMTP_EXTRA=               lines of volleyd's [smtp] table (both ways), e.g.
+#                             "max_transactions_in_flight = 1"
 #   SAMPLE_INTERVAL=0.2       seconds between samples of volleyd's descriptors
 #   RUN_TIMEOUT=900           seconds a run may take (300 for SCALE=small)
 #   STOP_TIMEOUT=60           seconds volleyd may take to exit after SIGTERM
@@ -134,6 +136,7 @@ volleyd_nofile=${VOLLEYD_NOFILE:-20000}
 dns_ttl=${DNS_TTL:-3600}
 dns_extra=${DNS_EXTRA:-}
 volleyd_extra=${VOLLEYD_EXTRA:-}
+smtp_extra=${SMTP_EXTRA:-}
 sample_interval=${SAMPLE_INTERVAL:-0.2}
 run_timeout=${RUN_TIMEOUT:-$def_timeout}
 stop_timeout=${STOP_TIMEOUT:-60}
@@ -550,10 +553,11 @@ volleyd_config() {  # WAY DIR
   admin_section
   echo
   if [ "$way" = dns ]; then
-    printf '[smtp]\nport = %s\n\n' "$sink_port"
+    printf '[smtp]\nport = %s\n%s\n\n' "$sink_port" "$smtp_extra"
     printf '[dns]\nservers = ["127.0.0.1:%s"]\nallow_loopback = true\n%s\n\n' "$nsd_port" "$dns_extra"
     printf '[routes]\n\n'
   else
+    [ -n "$smtp_extra" ] && printf '[smtp]\n%s\n\n' "$smtp_extra"
     grep -v '^#' "$work/routes.toml"
     echo
   fi

@@ -80,9 +80,12 @@ enum Op : uint8_t {
 // What one read of a connection takes in. Servers' replies are short (a long
 // EHLO reply is under 1 KiB) and a longer input just takes more reads.
 inline constexpr size_t kRecvBufferSize = 4 << 10;
-// A send buffer larger than this is freed once its bytes are sent: it held a
-// message. A transaction's commands and a small message fit.
-inline constexpr size_t kKeptSendBufferSize = 16 << 10;
+// A send buffer larger than this is freed once its bytes are sent: it held
+// messages. A transaction's commands and a small message fit; the several
+// messages of pipelined transactions do not, or each of 10,000 connections
+// would keep two buffers of them (its own and the client's, swapped) for as
+// long as it stays open, outside the bound on message bytes.
+inline constexpr size_t kKeptSendBufferSize = 4 << 10;
 // The receive buffers in each shard's buffer ring are [delivery]
 // receive_buffers (engine/config.h): past them a receive falls back to a
 // buffer of the connection's own (ENOBUFS).
