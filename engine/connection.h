@@ -12,11 +12,10 @@
 //   machine, engine/smtp/client.h), its TLS session after STARTTLS, and the
 //   transactions under way (one, or more pipelined). This file moves bytes
 //   between the socket (through the ring) and the client, through TLS when
-//   there is a session, and keeps
-//   each connection's deadline: the wait the client is in decides it
-//   (DestinationPolicy::TimeoutFor), a send in flight is bounded by
-//   data_block_timeout. What the client's events mean (a session ready, a
-//   transaction done) is the shard's (engine/shard.h).
+//   there is a session, and keeps each connection's deadline: the wait the
+//   client is in decides it (DestinationPolicy::TimeoutFor), a send in flight
+//   is bounded by data_block_timeout. What the client's events mean (a session
+//   ready, a transaction done) is the shard's (engine/shard.h).
 //
 //   Receives go through the shard's provided buffer ring when the kernel has
 //   one (engine/reactor/ring.h): an idle connection holds no receive buffer of
@@ -31,9 +30,9 @@
 //   fallback); the send buffer holds what the client has ready (the pipelined
 //   commands and messages of max_transactions_in_flight transactions at most),
 //   taken from the client without a copy, and is freed once sent when it is
-//   larger than
-//   kKeptSendBufferSize. How many messages are held at once is the shard's
-//   bound ([delivery] max_message_bytes_in_flight, engine/message_bytes.h).
+//   larger than kKeptSendBufferSize. How many messages are held at once is
+//   the shard's bound ([delivery] max_message_bytes_in_flight,
+//   engine/message_bytes.h).
 #ifndef VOLLEY_ENGINE_CONNECTION_H_
 #define VOLLEY_ENGINE_CONNECTION_H_
 

@@ -99,9 +99,9 @@
 //   naming the reply it awaited.
 //
 // DIAGNOSTICS
-//   StartTransaction: FailedPrecondition unless idle(); InvalidArgument for no
-//   recipients, an empty recipient, or an address with a control character, '<' or '>'
-//   (which could inject commands).
+//   StartTransaction: FailedPrecondition unless accepts_transaction(); InvalidArgument
+//   for no recipients, an empty recipient, or an address with a control character, '<'
+//   or '>' (which could inject commands).
 //
 // BOUNDS
 //   Reply lines and lines per reply as ClientOptions::reply; unacknowledged pipelined
@@ -208,8 +208,9 @@ struct ClientOptions {
   bool chunking = false;
   // Transactions under way at once on the session: above 1, the next transaction's
   // MAIL, RCPTs and BDAT follow the last one's "BDAT n LAST" and its message without
-  // waiting for its replies (RFC 2920 section 3.1 names BDAT among the commands a
-  // group may go on after; RFC 3030 section 4.2 pipelines BDAT). Only with PIPELINING
+  // waiting for its replies (RFC 2920 section 3.1 keeps only EHLO, DATA, VRFY, EXPN,
+  // TURN, QUIT and NOOP at the end of a group, not BDAT; RFC 3030 section 4.2
+  // pipelines BDAT). Only with PIPELINING
   // and CHUNKING in use, never behind DATA (whose 354 must be awaited) or RSET.
   // Default: 1 (a transaction's replies are all in before the next starts).
   size_t max_transactions_in_flight = 1;
@@ -305,8 +306,8 @@ class Client {
   // and message all written, nothing failed so far, fewer than
   // max_transactions_in_flight under way).
   bool accepts_transaction() const;
-  // transactions - those started and not yet done (their TransactionDone not yet
-  // returned by Next() or still to come).
+  // transactions - those started whose TransactionDone is still to be made (one
+  // already made and waiting to be returned by Next() is not counted).
   size_t transactions() const { return txns_.size(); }
   // caps - what the server offered in its EHLO reply (empty before SessionReady).
   const Capabilities& caps() const { return caps_; }

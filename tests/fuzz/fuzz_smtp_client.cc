@@ -49,9 +49,9 @@
 //     behind a failure defers, never bounces); MAIL follows BDAT's chunk in one write
 //     only for a transaction pipelined behind it; the message is the content with line
 //     ends normalised to CRLF (computed here, not with PrepareData), dot-stuffed for
-//     DATA, 7-bit unless
-//     8BITMIME or SMTPUTF8 is in use, and it was sent whenever a recipient is reported
-//     accepted. So no command carries a bare CR or LF, and nothing can be injected.
+//     DATA, 7-bit unless 8BITMIME or SMTPUTF8 is in use, and it was sent whenever a
+//     recipient is reported accepted. So no command carries a bare CR or LF, and
+//     nothing can be injected.
 //
 // ADAPTING
 //   The output grammar is ParseOutput(); the envelopes are MakeEnvelope().
