@@ -472,11 +472,9 @@ void Shard::OnSessionClosed(Conn* c, const smtp::SessionClosed& closed) {
 void Shard::AssignNext(Conn* c) {
   Destination* d = c->dest;
   if (c->client->idle()) {
-    if (stopping_ || !d->limits.KeepsConnection(c->messages, d->connections, now_) ||
-        (!budget_waiters_.empty() &&
-         (d->ready.empty() || static_cast<size_t>(d->connections) > fair_share_))) {
+    if (!TakesMoreWork(c, c->messages) || (!budget_waiters_.empty() && d->ready.empty())) {
       // Also: others wait for the connection budget while this destination has
-      // no work for the connection or more than its share: this one goes.
+      // no work for the connection: this one goes.
       c->client->Quit();
       return;
     }
@@ -490,13 +488,17 @@ void Shard::AssignNext(Conn* c) {
   // (max_transactions_in_flight) and the connection would take them when idle.
   // A session that just ended (TransactionDone comes before SessionClosed) or
   // is saying goodbye accepts none.
-  while (!stopping_ && !d->ready.empty() && c->client->accepts_transaction() &&
-         d->limits.KeepsConnection(c->messages + static_cast<int>(c->transactions.size()),
-                                   d->connections, now_) &&
-         (budget_waiters_.empty() || static_cast<size_t>(d->connections) <= fair_share_)) {
+  while (!d->ready.empty() && c->client->accepts_transaction() &&
+         TakesMoreWork(c, c->messages + static_cast<int>(c->transactions.size()))) {
     if (!StartNext(c, /*idle=*/false)) break;
     metrics_->transactions_pipelined.Add();
   }
+}
+
+bool Shard::TakesMoreWork(const Conn* c, int messages) const {
+  const Destination* d = c->dest;
+  return !stopping_ && d->limits.KeepsConnection(messages, d->connections, now_) &&
+         (budget_waiters_.empty() || static_cast<size_t>(d->connections) <= fair_share_);
 }
 
 bool Shard::StartNext(Conn* c, bool idle) {

@@ -279,6 +279,11 @@ class Shard {
   // could start (no token, no bytes, the client refused). An idle c then waits
   // in the destination's idle list (`idle`), a busy one simply carries on.
   bool StartNext(Conn* c, bool idle);
+  // TakesMoreWork - c may be given another transaction, `messages` counting
+  // those it finished and has under way: not stopping, under its destination's
+  // limits (KeepsConnection), and, while others wait for the connection budget,
+  // not over the destination's fair share of it.
+  bool TakesMoreWork(const Conn* c, int messages) const;
   void OnDeadline(Conn* c);
   void CloseConn(Conn* c);
   void MaybeFree(Conn* c);

@@ -70,6 +70,14 @@ Outcome FromReply(const Reply& reply, Stage stage) {
   return o;
 }
 
+// AwaitingDataDone - where a session stood that ended before end-of-data's reply:
+// once the whole message was written the server may have taken it, so the log
+// names the duplicate risk.
+std::string AwaitingDataDone(bool written) {
+  return written ? "while awaiting data-done reply (message may have been delivered)"
+                 : "while awaiting data-done reply";
+}
+
 Outcome Made(Kind kind, int code, std::string enhanced, std::string text, Stage stage) {
   Outcome o;
   o.kind = kind;
@@ -723,9 +731,7 @@ std::string Client::Where(Stage stage) const {
       if (!sent_.empty() && (sent_.front().cmd == Cmd::kBdat || sent_.front().cmd == Cmd::kBody)) {
         return WhereFor(sent_.front());
       }
-      return PendingOutput().empty()
-                 ? "while awaiting data-done reply (message may have been delivered)"
-                 : "while awaiting data-done reply";
+      return AwaitingDataDone(/*written=*/PendingOutput().empty());
     default:
       return absl::StrCat("while awaiting ", Av(StageName(stage)), " reply");
   }
@@ -734,9 +740,7 @@ std::string Client::Where(Stage stage) const {
 std::string Client::WhereFor(const Sent& sent) const {
   const Stage stage = Info(sent.cmd).stage;
   if (sent.cmd != Cmd::kBdat && sent.cmd != Cmd::kBody) return Where(stage);
-  return consumed_total_ >= sent.end
-             ? "while awaiting data-done reply (message may have been delivered)"
-             : "while awaiting data-done reply";
+  return AwaitingDataDone(/*written=*/consumed_total_ >= sent.end);
 }
 
 Stage Client::CurrentStage() const {
