@@ -209,10 +209,12 @@ def node_config(rate, redis_port, node, cluster):
         if cluster:
             text += 'scope = "%s"\n' % scope
         # One transaction in flight per connection: the windows count arrivals over 5 s
-        # at 40/s against a 5% tolerance, and transactions pipelined in bursts of up to
-        # max_transactions_in_flight (4) moved a window by up to 8% in 1 of 4 runs
-        # (0 of 3 at 1). What this test checks is the shared limit; pipelining is
-        # tested in smtp_test, postfix_smtpd_test and every test against volley-sink.
+        # at 40/s against a 5% tolerance. At max_transactions_in_flight 4 a window was
+        # 8% off in 1 of 4 runs alone; at 1 it was 13% off once with the whole suite
+        # running beside it (and within 4% in 5 runs alone): the windows are sensitive
+        # to load, whatever the depth. What this test checks is the shared limit;
+        # pipelining is tested in smtp_test, postfix_smtpd_test and every test against
+        # volley-sink.
         text += ('max_message_rate = "%g/s"\nmax_connections_per_destination = %d\n'
                  'max_recipients_per_transaction = 1\nmax_transactions_in_flight = 1\n'
                  % (rate, MAX_CONNS))
