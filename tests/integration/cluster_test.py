@@ -16,6 +16,16 @@ Rates are measured from the sink's record file (one line per message, `ts` in ms
 windows of WINDOW_S seconds; open connections from the sink's live /stats, sampled
 every 50 ms by a thread, and from its peak_connections.
 
+A window that reads high by more than its tolerance fails: the limit is an upper
+bound, and nothing excuses going over it. A window that reads low is measured once
+more, and fails if the second reading is low too; one window a run at most (the jobs
+are sized for one more). A node starved of CPU cannot take
+tokens it was owed: a bucket holds a tenth of a second's worth (docs/config.md,
+max_message_rate), so a longer stall loses the rest, and the sink sees fewer messages.
+Three sanitizer builds on two shared CPUs stall that long now and then. Each low
+reading is logged with the seconds the nodes' threads waited for a CPU in the window
+(/proc/PID/task/*/schedstat), so a starved window can be told from a lost share.
+
   1. shared limits: c.test arrives at R (within 5%), n.test at 3R (within 5%); c.test
      never has more than N connections open at the sink (sampled and peak).
   2. Redis killed (SIGKILL): every node's volley_cluster_redis_up goes 0 (and
@@ -42,7 +52,8 @@ volleyd itself: a probe node is started with the cluster config, and only its "u
 section" error for [cluster] (or for the destination's scope key) selects that mode;
 any other failure fails the test.
 
-    python3 tests/integration/cluster_test.py --bindir build [--rate 40] [--keep]
+    python3 tests/integration/cluster_test.py --bindir build [--rate 40]
+            [--transactions-in-flight N] [--keep]
     (--build is taken for --bindir)
 """
 import collections
@@ -60,9 +71,15 @@ from harness import check, log, wait_for  # noqa: E402
 NODES = ("node-a", "node-b", "node-c")
 KILLED = "node-c"           # without [cluster]; with it, the most leases
 MAX_CONNS = 6                 # N, both destinations
-C_PER_NODE = 600              # c.test recipients a node: at R/3 a node, outlasts phases 1-3
-N_PER_NODE = 400              # n.test recipients a node: at R a node, outlasts phase 1
-WINDOW_S = 5.0                # each measuring window
+C_PER_NODE = 1300             # c.test recipients a node: at R/3 a node (R/2 with one
+                              # dead), the survivors outlast phases 1-3 with one window
+                              # measured again
+N_PER_NODE = 1200             # n.test recipients a node: at R a node, outlasts phase 1
+                              # measured twice
+WINDOW_S = 10.0               # each measuring window: at 40/s, 400 messages, so that a
+                              # burst at either edge is 1% (at 5 s, windows were up to 4%
+                              # off on an idle machine)
+RECORD_FLUSH_S = 1.5          # the sink writes its record lines every second
 SETTLE_S = 1.0                # after a change, before a window opens
 WARMUP_S = 3.0                # after every node delivers to both, before the first window
 WINDOW = 200                  # [delivery] window: bounds the copies a kill -9 may resend
@@ -81,6 +98,9 @@ def add_args(parser):
     # can; at R = 100 they were CPU-bound below the limits beside parallel builds.
     parser.add_argument("--rate", type=float, default=40.0,
                         help="R: max_message_rate of both destinations, messages/s (default 40)")
+    parser.add_argument("--transactions-in-flight", type=int, default=None,
+                        help="max_transactions_in_flight of both destinations (default: "
+                        "volleyd's own), to compare the windows' spread at 1 and at more")
 
 
 # ---------------------------------------------------------------- redis-server
@@ -180,6 +200,28 @@ def rate_in(times, start, end):
     return sum(1 for t in times if start <= t < end) / (end - start)
 
 
+def cpu_wait(procs):
+    """Seconds the threads of these processes have waited on a run queue for a CPU
+    (/proc/PID/task/TID/schedstat, second field, ns); None where the kernel does not
+    say. A thread that exits while this reads is left out."""
+    total = 0
+    for proc in procs:
+        tasks = "/proc/%d/task" % proc.pid
+        try:
+            tids = os.listdir(tasks)
+        except OSError:
+            return None
+        for tid in tids:
+            try:
+                with open(os.path.join(tasks, tid, "schedstat")) as f:
+                    total += int(f.read().split()[1])
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, IndexError):
+                return None
+    return total / 1e9
+
+
 def log_windows(windows, records):
     """Logs each window's rate at the sink as a table; returns (name, destination,
     measured, expected, relative error, tolerance) of each."""
@@ -196,7 +238,7 @@ def log_windows(windows, records):
 
 # ---------------------------------------------------------------- the nodes
 
-def node_config(rate, redis_port, node, cluster):
+def node_config(rate, redis_port, node, cluster, in_flight=None):
     """The [delivery], [cluster] and [destination] tables of one node; without
     `cluster`, no [cluster] table and no scope key (every limit is the node's)."""
     text = "\n[delivery]\nshards = 2\nwindow = %d\n" % WINDOW
@@ -208,23 +250,18 @@ def node_config(rate, redis_port, node, cluster):
         text += '\n[destination."%s"]\n' % dom
         if cluster:
             text += 'scope = "%s"\n' % scope
-        # One transaction in flight per connection: the windows count arrivals over 5 s
-        # at 40/s against a 5% tolerance. At max_transactions_in_flight 4 a window was
-        # 8% off in 1 of 4 runs alone; at 1 it was 13% off once with the whole suite
-        # running beside it (and within 4% in 5 runs alone): the windows are sensitive
-        # to load, whatever the depth. What this test checks is the shared limit;
-        # pipelining is tested in smtp_test, postfix_smtpd_test and every test against
-        # volley-sink.
         text += ('max_message_rate = "%g/s"\nmax_connections_per_destination = %d\n'
-                 'max_recipients_per_transaction = 1\nmax_transactions_in_flight = 1\n'
-                 % (rate, MAX_CONNS))
+                 'max_recipients_per_transaction = 1\n' % (rate, MAX_CONNS))
+        if in_flight is not None:
+            text += 'max_transactions_in_flight = %d\n' % in_flight
     return text
 
 
 def make_node(h, sink, rate, redis_port, node, cluster):
     routes = {dom: "%s:%d" % (host, sink.port) for dom, host in HOSTS.items()}
     return h.volleyd(route_port=sink.port, name="volleyd-" + node, routes=routes,
-                     extra_config=node_config(rate, redis_port, node, cluster))
+                     extra_config=node_config(rate, redis_port, node, cluster,
+                                              h.args.transactions_in_flight))
 
 
 def cluster_parses(h, sink, rate, redis):
@@ -296,12 +333,36 @@ def test(h):
     windows = {}   # name -> (start, end, destination, expected rate, tolerance)
     calls_start = redis.calls()   # counted in the next reading: taken off there
 
-    def measure(name, dom, expected, tolerance, live):
-        start = time.time()
-        time.sleep(WINDOW_S)
-        for d in live:
-            d.assert_alive()
-        windows[name] = (start, time.time(), dom, expected, tolerance)
+    remeasured = []   # the window measured again, at most one a run
+
+    def measure(readings, live):
+        """One window of WINDOW_S over `readings`, (name, destination, expected rate,
+        tolerance) each; measured once more when one reads low and none high, if no
+        window was measured again before (see the module's docstring)."""
+        for attempt in (1, 2):
+            waited_before = cpu_wait(d.proc for d in live)
+            start = time.time()
+            time.sleep(WINDOW_S)
+            end = time.time()
+            waited_after = cpu_wait(d.proc for d in live)
+            for d in live:
+                d.assert_alive()
+            for name, dom, expected, tolerance in readings:
+                windows[name] = (start, end, dom, expected, tolerance)
+            time.sleep(RECORD_FLUSH_S)
+            names = {r[0] for r in readings}
+            offs = [(name, off, tolerance) for name, _, _, _, off, tolerance
+                    in log_windows({n: windows[n] for n in names}, sink.records())]
+            if attempt == 2 or remeasured or any(off > tol for _, off, tol in offs):
+                return
+            low = ["%s %+.1f%%" % (name, 100 * off) for name, off, tol in offs if off < -tol]
+            if not low:
+                return
+            waited = ("%.2f s" % (waited_after - waited_before)
+                      if waited_before is not None and waited_after is not None else "unknown")
+            log("low: %s; the nodes' threads waited %s for a CPU in those %.0f s: measuring "
+                "once more" % (", ".join(low), waited, WINDOW_S))
+            remeasured.append(readings[0][0])
 
     def round_trips(live):
         return sum(sum(node_metric(d, "volley_cluster_redis_round_trips_total").values()) for d in live)
@@ -320,10 +381,9 @@ def test(h):
         wait_for(delivering, 60, "every node to deliver to c.test and n.test", interval=0.2)
         time.sleep(WARMUP_S)
         c_expected = rate if cluster else 3 * rate
-        measure("shared (c.test)" if cluster else "node-scoped (c.test)", "c.test", c_expected,
-                SHARED_TOLERANCE, nodes.values())
-        start, end = windows["shared (c.test)" if cluster else "node-scoped (c.test)"][:2]
-        windows["node-scoped (n.test)"] = (start, end, "n.test", 3 * rate, SHARED_TOLERANCE)
+        measure([("shared (c.test)" if cluster else "node-scoped (c.test)", "c.test", c_expected,
+                  SHARED_TOLERANCE),
+                 ("node-scoped (n.test)", "n.test", 3 * rate, SHARED_TOLERANCE)], nodes.values())
 
         if cluster:
             # 2. Redis down: each node its share; Redis back: shared again.
@@ -336,14 +396,14 @@ def test(h):
             wait_for(lambda: every_node_reports(nodes.values(), "volley_cluster_fallback", 1), 10,
                      "volley_cluster_fallback 1 on every node with Redis down", interval=0.2)
             time.sleep(SETTLE_S)
-            measure("fallback (Redis down)", "c.test", rate, FALLBACK_TOLERANCE, nodes.values())
+            measure([("fallback (Redis down)", "c.test", rate, FALLBACK_TOLERANCE)], nodes.values())
             redis.start(port=redis.port)
             wait_for(lambda: every_node_reports(nodes.values(), "volley_cluster_redis_up", 1), 30,
                      "volley_cluster_redis_up 1 on every node after the restart", interval=0.2)
             wait_for(lambda: every_node_reports(nodes.values(), "volley_cluster_fallback", 0), 10,
                      "volley_cluster_fallback 0 on every node with Redis back", interval=0.2)
             time.sleep(SETTLE_S)
-            measure("shared again (Redis back)", "c.test", rate, SHARED_TOLERANCE, nodes.values())
+            measure([("shared again (Redis back)", "c.test", rate, SHARED_TOLERANCE)], nodes.values())
 
         # 3. kill -9 one node; the others take its connections (its leases expire). With
         # [cluster], the node holding the most leases: the proof is that the others take
@@ -369,7 +429,7 @@ def test(h):
                      "the two live nodes to hold all %d c.test connections" % MAX_CONNS, interval=0.05)
             log("%d c.test connections open from the two live nodes %.1f s after the kill "
                 "(lease_ttl %s)" % (MAX_CONNS, time.monotonic() - killed_at, LEASE_TTL))
-            measure("two nodes", "c.test", rate, FALLBACK_TOLERANCE, survivors)
+            measure([("two nodes", "c.test", rate, FALLBACK_TOLERANCE)], survivors)
         else:
             time.sleep(SETTLE_S)
         victim.start()
