@@ -57,6 +57,9 @@
 #     first attempt     share of the recipients delivered at their first attempt
 #     deferrals         the delivery log's deferred records by enhanced code and reason
 #                       (domain names folded to dNNNN.test), and bounces likewise
+#     volleyd CPU       volleyd's user + system CPU seconds per 10,000 delivered
+#                       recipients (volley-load's volleyd_cpu_seconds_per_10k; one
+#                       recipient per message here, so per 10,000 messages too)
 #     peak RSS          VmHWM of /proc/PID/status at the end (volleyd is fresh each run)
 #     peak fds          the most entries of /proc/PID/fd seen, sampled every
 #                       SAMPLE_INTERVAL (0.2) s, and the most volley_connections_open seen
@@ -94,6 +97,7 @@
 #   SINK_THREADS=             volley-sink --threads, when set
 #   SINK_NOFILE=200000        each sink's ulimit -n (the hard limit, when that is lower)
 #   VOLLEYD_NOFILE=20000      volleyd's ulimit -n (soft and hard)
+#   VOLLEYD_PRELOAD=          LD_PRELOAD for volleyd alone (e.g. another malloc), when set
 #   DNS_TTL=3600              TTL of the zone's records
 #   DNS_EXTRA=                lines added to volleyd's [dns] table (dns way)
 #   VOLLEYD_EXTRA=            TOML added to volleyd's config (both ways)
@@ -133,6 +137,7 @@ sink_threads=${SINK_THREADS:-}
 sink_nofile=${SINK_NOFILE:-200000}
 sink_processes=${SINK_PROCESSES:-2}
 volleyd_nofile=${VOLLEYD_NOFILE:-20000}
+volleyd_preload=${VOLLEYD_PRELOAD:-}
 dns_ttl=${DNS_TTL:-3600}
 dns_extra=${DNS_EXTRA:-}
 volleyd_extra=${VOLLEYD_EXTRA:-}
@@ -176,6 +181,7 @@ say "volleyd under ulimit -n $volleyd_nofile; $sink_processes sink processes ask
 cat >"$work/volleyd-limited" <<EOF
 #!/bin/bash
 ulimit -n $volleyd_nofile || { echo "volleyd-limited: cannot set ulimit -n $volleyd_nofile" >&2; exit 111; }
+${volleyd_preload:+export LD_PRELOAD=$volleyd_preload}
 exec "$volleyd_real" "\$@"
 EOF
 chmod +x "$work/volleyd-limited"
@@ -616,9 +622,11 @@ EOF
 import json, sys
 r = json.loads(sys.argv[1]); l = dict(r["latest"])
 el = (r["report"] or {}).get("elapsed_seconds") or r.get("elapsed_log_s") or 0
-print("bench:   %s run %d: %s/%d delivered (%s at attempt 1), deferred %s, %.3f s, %.0f recipients/s, sink +%s; peak fds %d, VmHWM %.1f MiB; DNS %s queries (%s servfail), cache %s hit / %s miss; UDP drops %s; stop %s s%s%s%s"
+cpu = (r["report"] or {}).get("volleyd_cpu_seconds_per_10k")
+print("bench:   %s run %d: %s/%d delivered (%s at attempt 1), deferred %s, %.3f s, %.0f recipients/s, volleyd %s CPU s per 10,000 recipients, sink +%s; peak fds %d, VmHWM %.1f MiB; DNS %s queries (%s servfail), cache %s hit / %s miss; UDP drops %s; stop %s s%s%s%s"
       % (r["way"], r["rep"], l.get("delivered", 0), r["recipients"], r["first_attempt_delivered"], l.get("deferred", 0),
-         el, l.get("delivered", 0) / el if el else 0, r["sink_messages"], r["peak_fds"], r["peak_hwm_kb"] / 1024,
+         el, l.get("delivered", 0) / el if el else 0, "%.3f" % cpu if cpu is not None else "-",
+         r["sink_messages"], r["peak_fds"], r["peak_hwm_kb"] / 1024,
          r["dns_queries"], r["dns_servfail"], r["dns_cache_hits"], r["dns_cache_misses"], json.dumps(r["udp_drops"]), r["stop_s"],
          " (SIGKILL)" if r["stop_killed"] else "", ", exit %d" % r["exit_status"] if r["exit_status"] else "",
          ", VOLLEYD DIED after %.1f s" % r["volleyd_died_after_s"] if r["volleyd_died_after_s"] is not None else ""))
@@ -699,19 +707,20 @@ print("volley-sink on %s (%s processes); volleyd under ulimit -n %s, %s CPUs, ot
       "delivery log (distinct txn) over the same seconds (one recipient per transaction here: equal when all "
       "is delivered once; the sinks' own count is in the per-run lines)." % (addresses, sinks, nofile, cpus))
 print()
-print("| way | domains | delivered | at attempt 1 | recipients/s | messages/s | seconds | peak RSS MiB | peak fds | peak connections | DNS lookups/s | DNS cache hits | stop s |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| way | domains | delivered | at attempt 1 | recipients/s | messages/s | seconds | volleyd CPU s / 10k recipients | peak RSS MiB | peak fds | peak connections | DNS lookups/s | DNS cache hits | stop s |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for way, title in WAYS:
     w = [r for r in rows if r["way"] == way]
     if not w:
         continue
     hits = [r["dns_cache_hits"] / (r["dns_cache_hits"] + r["dns_cache_misses"]) * 100
             if r["dns_cache_hits"] is not None and (r["dns_cache_hits"] + r["dns_cache_misses"]) else None for r in w]
-    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         title, f"{w[0]['domains']:,}",
         mr([delivered(r) / r["recipients"] * 100 for r in w], "%.1f %%"),
         mr([r["first_attempt_delivered"] / r["recipients"] * 100 for r in w], "%.1f %%"),
         mr([rps(r) for r in w], "%.0f"), mr([mps(r) for r in w], "%.0f"), mr([el(r) for r in w], "%.1f"),
+        mr([(r["report"] or {}).get("volleyd_cpu_seconds_per_10k") for r in w], "%.3f"),
         mr([max(r["peak_hwm_kb"], ((r["report"] or {}).get("volleyd_peak_rss_kb") or 0)) / 1024 for r in w], "%.1f"),
         mr([r["peak_fds"] for r in w], "%.0f"),
         mr([r["peak_gauges"].get("volley_connections_open") for r in w], "%.0f"),
