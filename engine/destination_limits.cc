@@ -161,8 +161,15 @@ bool DestinationLimits::MayOpen(size_t waiting_transactions, int connections, in
   // The waiting transactions per connection imply more waiting than sessions
   // starting (opening <= connections).
   return !suspended(now) &&
-         waiting_transactions > kWaitingPerConnection * static_cast<size_t>(connections) &&
+         waiting_transactions > WaitingPerConnection() * static_cast<size_t>(connections) &&
          opening < policy_->max_connections_opening && connections < MaxConnections();
+}
+
+size_t DestinationLimits::WaitingPerConnection() const {
+  // A connection whose server offers no PIPELINING or CHUNKING takes one at a
+  // time whatever the bound; the policy's bound is what most sessions get.
+  return kWaitingPerConnection *
+         static_cast<size_t>(std::max(1, policy_->max_transactions_in_flight));
 }
 
 bool DestinationLimits::KeepsConnection(int messages_sent, int connections,

@@ -18,7 +18,7 @@
 //   Connections: the policy's max_connections, shared between the shards that
 //   have a pool for the same site (SetSharing: each takes 1/sharing), halved per
 //   backoff level. A connection opens only while more transactions than
-//   kWaitingPerConnection per connection wait, fewer than
+//   WaitingPerConnection() per connection wait, fewer than
 //   max_connections_opening are starting, and the destination is not suspended.
 //
 //   Rates: max_message_rate and max_connection_rate are token buckets
@@ -97,9 +97,11 @@ inline constexpr int kMaxBackoffLevel = 4;
 // preferred host takes the traffic back soon after it recovers.
 inline constexpr absl::Duration kHostDownTime = absl::Minutes(1);
 // Another connection opens only while more transactions than this per
-// connection (open or opening) are waiting: a new session costs a handshake of
-// four or five round trips (TCP, greeting, EHLO, STARTTLS, EHLO), so fewer than
-// that are taken as soon by the sessions there are.
+// connection (open or opening), times the transactions a connection keeps in
+// flight (max_transactions_in_flight), are waiting: a new session costs a
+// handshake of four or five round trips (TCP, greeting, EHLO, STARTTLS, EHLO),
+// and in those round trips each session there is takes this many times its
+// transactions in flight.
 inline constexpr size_t kWaitingPerConnection = 8;
 // When the cluster agent's next grant is overdue (its thread is late), a
 // refused pool looks again after this: soon, but not in a busy loop.
@@ -168,6 +170,9 @@ class DestinationLimits {
   // MayOpen - another connection is worth opening: transactions nobody is about
   // to take, room under the limits, not suspended.
   bool MayOpen(size_t waiting_transactions, int connections, int opening, absl::Time now) const;
+  // WaitingPerConnection - the transactions one connection is about to take:
+  // kWaitingPerConnection times the policy's max_transactions_in_flight.
+  size_t WaitingPerConnection() const;
   // KeepsConnection - a connection whose transaction just ended may take
   // another: under max_messages_per_connection, not above MaxConnections (it
   // was lowered meanwhile), not over the node's cluster connections, not

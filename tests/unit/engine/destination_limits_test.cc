@@ -65,14 +65,35 @@ class DestinationLimitsTest : public ::testing::Test {
 TEST_F(DestinationLimitsTest, ConnectionsOpenOnlyForWorkNobodyIsAboutToTake) {
   policy_.max_connections = 3;
   policy_.max_connections_opening = 2;
+  policy_.max_transactions_in_flight = 1;
   const DestinationLimits l = Make();
   EXPECT_FALSE(l.MayOpen(0, 0, 0, kT0));
   EXPECT_TRUE(l.MayOpen(1, 0, 0, kT0));
   // kWaitingPerConnection transactions per connection are taken by it.
+  EXPECT_EQ(l.WaitingPerConnection(), kWaitingPerConnection);
   EXPECT_FALSE(l.MayOpen(kWaitingPerConnection, 1, 0, kT0));
   EXPECT_TRUE(l.MayOpen(kWaitingPerConnection + 1, 1, 0, kT0));
+  EXPECT_FALSE(l.MayOpen(2 * kWaitingPerConnection, 2, 0, kT0));
+  EXPECT_TRUE(l.MayOpen(2 * kWaitingPerConnection + 1, 2, 0, kT0));
   EXPECT_FALSE(l.MayOpen(100, 2, 2, kT0));  // two still starting
   EXPECT_FALSE(l.MayOpen(100, 3, 0, kT0));  // at max_connections
+}
+
+TEST_F(DestinationLimitsTest, AConnectionWithTransactionsInFlightTakesMoreBeforeAnotherOpens) {
+  policy_.max_connections = 3;
+  policy_.max_transactions_in_flight = 4;
+  DestinationLimits l = Make();
+  // Each session there is takes four transactions a round trip.
+  EXPECT_EQ(l.WaitingPerConnection(), 4 * kWaitingPerConnection);
+  EXPECT_TRUE(l.MayOpen(1, 0, 0, kT0));
+  EXPECT_FALSE(l.MayOpen(kWaitingPerConnection + 1, 1, 0, kT0));
+  EXPECT_FALSE(l.MayOpen(4 * kWaitingPerConnection, 1, 0, kT0));
+  EXPECT_TRUE(l.MayOpen(4 * kWaitingPerConnection + 1, 1, 0, kT0));
+  // A reload's bound applies to the next decision.
+  DestinationPolicy one = policy_;
+  one.max_transactions_in_flight = 1;
+  l.SetPolicy(&one);
+  EXPECT_TRUE(l.MayOpen(kWaitingPerConnection + 1, 1, 0, kT0));
 }
 
 TEST_F(DestinationLimitsTest, AConnectionKeepsGoingUntilItsMessageLimit) {
