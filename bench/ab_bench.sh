@@ -9,7 +9,9 @@
 # queue, [delivery] shards = SHARDS), and `volley-load run --json --volleyd-pid`
 # for the campaign; prints one line per run: recipients/s and messages/s (messages
 # counted in the delivery log, distinct txn), volleyd CPU s per 10,000 recipients,
-# peak RSS. ROUNDS rounds alternate A and B so that neither always gets
+# peak RSS, and from volleyd's metrics at the end the sessions it opened
+# (volley_connections_opened_total) and its STARTTLS handshakes, full and resumed
+# (volley_tls_handshakes_total). ROUNDS rounds alternate A and B so that neither always gets
 # the quieter machine: compare the rounds side by side.
 #
 # Environment: A, B (required), ROUNDS (3), RECIPIENTS (5000), DOMAINS (100), SIZE
@@ -66,15 +68,29 @@ for round in $(seq "$rounds"); do
     volleyd=$binary start_volleyd "$dir/volleyd.toml" "$dir/volleyd.err"
     "$load" run --spool "$dir/spool" --log "$dir/log" --recipients "$recipients" --domains "$domains" \
       --size "$size" "${personalised[@]}" --json --no-progress --volleyd-pid "$volleyd_pid" >"$dir/report.json"
-    "$py" - "$dir/report.json" "$which" "$round" <<'PY'
-import json, sys
+    metrics=$(sed -n '/^\[metrics\]/,/^\[/s/^listen = "\(.*\)"/\1/p' "$dir/volleyd.toml")
+    "$py" - "$dir/report.json" "$which" "$round" "$metrics" <<'PY'
+import json, re, sys, urllib.request
 r = json.load(open(sys.argv[1]))
 # Recipients and messages apart; messages are counted in the delivery log (txn), so
 # "?" for a tree whose volleyd does not write it.
 mps = r.get("messages_delivered_per_second")
-print("%s round %s: %8.1f recipients/s  %8s messages/s  %6.2f volleyd CPU s per 10,000 recipients  peak RSS %d KiB  (%d delivered)"
+# Sessions opened and TLS handshakes by kind, from volleyd's metrics ("?" when not
+# exported): what a change to connection opening or resumption moves.
+def total(text, name, labels=""):
+    found = [float(m.group(1)) for m in re.finditer(
+        r"^%s\{?[^}\n]*%s[^}\n]*\}? ([0-9.e+]+)$" % (name, re.escape(labels)), text, re.M)]
+    return "%.0f" % sum(found) if found else "?"
+try:
+    text = urllib.request.urlopen("http://%s/metrics" % sys.argv[4], timeout=5).read().decode()
+except OSError:
+    text = ""
+print("%s round %s: %8.1f recipients/s  %8s messages/s  %6.2f volleyd CPU s per 10,000 recipients  peak RSS %d KiB  (%d delivered)  sessions %s, TLS full %s resumed %s"
       % (sys.argv[2], sys.argv[3], r["messages_per_second"], "%.1f" % mps if mps is not None else "?",
-         r["volleyd_cpu_seconds_per_10k"], r["volleyd_peak_rss_kb"], r["delivered"]))
+         r["volleyd_cpu_seconds_per_10k"], r["volleyd_peak_rss_kb"], r["delivered"],
+         total(text, "volley_connections_opened_total"),
+         total(text, "volley_tls_handshakes_total", 'kind="full"'),
+         total(text, "volley_tls_handshakes_total", 'kind="resumed"')))
 PY
     stop "$volleyd_pid" volleyd
     volleyd_pid=""
