@@ -166,10 +166,12 @@ bool DestinationLimits::MayOpen(size_t waiting_transactions, int connections, in
 }
 
 size_t DestinationLimits::WaitingPerConnection() const {
-  // A connection whose server offers no PIPELINING or CHUNKING takes one at a
-  // time whatever the bound; the policy's bound is what most sessions get.
-  return kWaitingPerConnection *
-         static_cast<size_t>(std::max(1, policy_->max_transactions_in_flight));
+  // A server without PIPELINING or CHUNKING takes one transaction at a time
+  // whatever the bound: its destination opens connections as it did at 1.
+  const size_t depth = session_depth_ > 0
+                           ? session_depth_
+                           : static_cast<size_t>(std::max(1, policy_->max_transactions_in_flight));
+  return kWaitingPerConnection * depth;
 }
 
 bool DestinationLimits::KeepsConnection(int messages_sent, int connections,

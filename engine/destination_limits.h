@@ -171,8 +171,12 @@ class DestinationLimits {
   // to take, room under the limits, not suspended.
   bool MayOpen(size_t waiting_transactions, int connections, int opening, absl::Time now) const;
   // WaitingPerConnection - the transactions one connection is about to take:
-  // kWaitingPerConnection times the policy's max_transactions_in_flight.
+  // kWaitingPerConnection times the transactions a session here keeps in flight
+  // (the latest session's, SetSessionDepth; the policy's bound until one is ready).
   size_t WaitingPerConnection() const;
+  // SetSessionDepth - a session here is ready and may keep `in_flight`
+  // transactions under way (1 when the server lacks PIPELINING or CHUNKING).
+  void SetSessionDepth(size_t in_flight) { session_depth_ = in_flight; }
   // KeepsConnection - a connection whose transaction just ended may take
   // another: under max_messages_per_connection, not above MaxConnections (it
   // was lowered meanwhile), not over the node's cluster connections, not
@@ -258,6 +262,7 @@ class DestinationLimits {
   RateMeter messages_started_;
   double backoff_base_rate_ = 0;
   int backoff_level_ = 0;
+  size_t session_depth_ = 0;  // 0: no session ready yet
   absl::Duration backoff_period_;
   absl::Time backoff_step_at_ = absl::InfinitePast();  // the next step up
   absl::Time backoff_raised_ = absl::InfinitePast();

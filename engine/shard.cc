@@ -370,6 +370,7 @@ void Shard::Drain(Conn* c) {
     } else if (std::holds_alternative<smtp::SessionReady>(ev)) {
       c->session_ready = true;
       --c->dest->sessions_starting;
+      c->dest->limits.SetSessionDepth(c->client->max_in_flight());
       if (c->dest->reach.OnConnected()) {
         base::LogInfo("destination %s: reachable again (%s)", c->dest->limits.route()->name,
                       c->Host().name);

@@ -541,6 +541,11 @@ bool Client::accepts_transaction() const {
   return true;
 }
 
+size_t Client::max_in_flight() const {
+  return UsePipelining() && content_form() == ContentForm::kBdat ? opts_.max_transactions_in_flight
+                                                                 : 1;
+}
+
 bool Client::closed() const { return phase_ == Phase::kClosed; }
 
 void Client::Send(std::string_view bytes, Cmd cmd, size_t rcpt, size_t window_bytes,

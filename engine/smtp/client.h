@@ -309,6 +309,10 @@ class Client {
   // transactions - those started whose TransactionDone is still to be made (one
   // already made and waiting to be returned by Next() is not counted).
   size_t transactions() const { return txns_.size(); }
+  // max_in_flight - the transactions this session may have under way at once:
+  // ClientOptions::max_transactions_in_flight with PIPELINING and CHUNKING in
+  // use, else 1 (known from SessionReady on).
+  size_t max_in_flight() const;
   // caps - what the server offered in its EHLO reply (empty before SessionReady).
   const Capabilities& caps() const { return caps_; }
   // content_form - the form the next StartTransaction sends a message in: kBdat

@@ -96,6 +96,20 @@ TEST_F(DestinationLimitsTest, AConnectionWithTransactionsInFlightTakesMoreBefore
   EXPECT_TRUE(l.MayOpen(kWaitingPerConnection + 1, 1, 0, kT0));
 }
 
+TEST_F(DestinationLimitsTest, ASessionWithoutChunkingOpensConnectionsAsAtOneInFlight) {
+  policy_.max_connections = 3;
+  policy_.max_transactions_in_flight = 4;
+  DestinationLimits l = Make();
+  // The server's session takes one at a time (no PIPELINING or no CHUNKING).
+  l.SetSessionDepth(1);
+  EXPECT_EQ(l.WaitingPerConnection(), kWaitingPerConnection);
+  EXPECT_TRUE(l.MayOpen(kWaitingPerConnection + 1, 1, 0, kT0));
+  // A later session takes four.
+  l.SetSessionDepth(4);
+  EXPECT_FALSE(l.MayOpen(kWaitingPerConnection + 1, 1, 0, kT0));
+  EXPECT_TRUE(l.MayOpen(4 * kWaitingPerConnection + 1, 1, 0, kT0));
+}
+
 TEST_F(DestinationLimitsTest, AConnectionKeepsGoingUntilItsMessageLimit) {
   policy_.max_messages_per_connection = 2;
   const DestinationLimits l = Make();

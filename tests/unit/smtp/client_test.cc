@@ -1263,6 +1263,7 @@ TEST(Client, TakesTheNextTransactionOnlyBehindAWholeBdat) {
   // The default: one transaction at a time.
   Session one(InFlight(1));
   one.Handshake({"PIPELINING", "CHUNKING"});
+  EXPECT_EQ(one.c.max_in_flight(), 1u);
   ASSERT_TRUE(one.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
   EXPECT_FALSE(one.c.accepts_transaction());
   EXPECT_EQ(one.c.StartTransaction(Env(2, {"b@d.test"}, "x")).code(),
@@ -1271,6 +1272,7 @@ TEST(Client, TakesTheNextTransactionOnlyBehindAWholeBdat) {
   // Two: the second goes in the same output, the third waits for a reply.
   Session two(InFlight(2));
   two.Handshake({"PIPELINING", "CHUNKING"});
+  EXPECT_EQ(two.c.max_in_flight(), 2u);
   EXPECT_TRUE(two.c.accepts_transaction());
   ASSERT_TRUE(two.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
   EXPECT_TRUE(two.c.accepts_transaction());
@@ -1303,12 +1305,14 @@ TEST(Client, TakesTheNextTransactionOnlyBehindAWholeBdat) {
   data.chunking = false;
   Session d(data);
   d.Handshake({"PIPELINING", "CHUNKING"});
+  EXPECT_EQ(d.c.max_in_flight(), 1u);
   ASSERT_TRUE(d.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
   EXPECT_FALSE(d.c.accepts_transaction());
 
   // Without PIPELINING, or while the window holds a command back, neither.
   Session p(InFlight(4));
   p.Handshake({"CHUNKING"});
+  EXPECT_EQ(p.c.max_in_flight(), 1u);
   ASSERT_TRUE(p.c.StartTransaction(Env(1, {"a@d.test"}, "x")).ok());
   EXPECT_FALSE(p.c.accepts_transaction());
   ClientOptions narrow = InFlight(4);
