@@ -97,11 +97,11 @@ inline constexpr int kMaxBackoffLevel = 4;
 // preferred host takes the traffic back soon after it recovers.
 inline constexpr absl::Duration kHostDownTime = absl::Minutes(1);
 // Another connection opens only while more transactions than this per
-// connection (open or opening), times the transactions a connection keeps in
-// flight (max_transactions_in_flight), are waiting: a new session costs a
-// handshake of four or five round trips (TCP, greeting, EHLO, STARTTLS, EHLO),
-// and in those round trips each session there is takes this many times its
-// transactions in flight.
+// connection (open or opening), times the transactions a session there keeps in
+// flight (WaitingPerConnection), are waiting: a new session costs a handshake of
+// four or five round trips (TCP, greeting, EHLO, STARTTLS, EHLO), and in those
+// round trips each session there is takes this many times its transactions in
+// flight.
 inline constexpr size_t kWaitingPerConnection = 8;
 // When the cluster agent's next grant is overdue (its thread is late), a
 // refused pool looks again after this: soon, but not in a busy loop.

@@ -531,8 +531,8 @@ bool Client::accepts_transaction() const {
   }
   // Behind BDAT only: DATA's message waits for a 354, and the server must be in a
   // known state (no RSET owed), or the next MAIL could be taken as nested.
-  if (txns_.size() >= opts_.max_transactions_in_flight || !UsePipelining() ||
-      content_form() != ContentForm::kBdat || need_rset_) {
+  if (txns_.size() >= opts_.max_transactions_in_flight || !PipelinesTransactions() ||
+      need_rset_) {
     return false;
   }
   for (const Transaction& t : txns_) {
@@ -542,8 +542,7 @@ bool Client::accepts_transaction() const {
 }
 
 size_t Client::max_in_flight() const {
-  return UsePipelining() && content_form() == ContentForm::kBdat ? opts_.max_transactions_in_flight
-                                                                 : 1;
+  return PipelinesTransactions() ? opts_.max_transactions_in_flight : 1;
 }
 
 bool Client::closed() const { return phase_ == Phase::kClosed; }

@@ -379,6 +379,11 @@ class Client {
   void HandleStartTlsReply(const Reply& reply);
   void SessionIsReady();
   bool UsePipelining() const { return caps_.pipelining && opts_.pipelining; }
+  // PipelinesTransactions - a transaction may go behind another here: PIPELINING
+  // in use and messages sent by BDAT (DATA's 354 must be awaited).
+  bool PipelinesTransactions() const {
+    return UsePipelining() && content_form() == ContentForm::kBdat;
+  }
   void HandleTransactionReply(const Sent& sent, const Reply& reply);
   void MaybeFinishTransaction();
   void BecomeIdle();

@@ -347,12 +347,12 @@ def test(h):
             waited_after = cpu_wait(d.proc for d in live)
             for d in live:
                 d.assert_alive()
-            for name, dom, expected, tolerance in readings:
-                windows[name] = (start, end, dom, expected, tolerance)
+            these = {name: (start, end, dom, expected, tolerance)
+                     for name, dom, expected, tolerance in readings}
+            windows.update(these)
             time.sleep(RECORD_FLUSH_S)
-            names = {r[0] for r in readings}
             offs = [(name, off, tolerance) for name, _, _, _, off, tolerance
-                    in log_windows({n: windows[n] for n in names}, sink.records())]
+                    in log_windows(these, sink.records())]
             if attempt == 2 or remeasured or any(off > tol for _, off, tol in offs):
                 return
             low = ["%s %+.1f%%" % (name, 100 * off) for name, off, tol in offs if off < -tol]
