@@ -145,8 +145,10 @@ struct ClientContextOptions {
   // Trust anchors. ca_file is a PEM bundle, ca_path a c_rehash'ed directory, ca_pem
   // PEM text (for tests and a private CA shipped in the config). Any of them may be
   // given; when all three are empty, OpenSSL's default paths (the system store,
-  // /etc/ssl/certs on Debian). A missing or unreadable file is an error, not an
-  // empty store, so that a typo cannot silently turn every delivery into a deferral.
+  // /etc/ssl/certs on Debian): the bundle (SSL_CERT_FILE) read once, the directory
+  // (SSL_CERT_DIR) looked up by hash name, never read whole per verification. A
+  // missing or unreadable file is an error, not an empty store, so that a typo
+  // cannot silently turn every delivery into a deferral.
   std::string ca_file;
   std::string ca_path;
   std::string ca_pem;

@@ -11,10 +11,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -458,6 +460,89 @@ TEST(TlsVerify, SystemStoreDoesNotTrustASelfSignedCertificate) {
   Result r = Handshake(p.client, p.server);
   ASSERT_FALSE(r.client.ok());
   EXPECT_EQ(r.client.code(), absl::StatusCode::kUnauthenticated) << r.client;
+}
+
+// ScopedEnv - an environment variable set for one test, put back after it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// A fresh directory under the temporary one, removed with everything in it.
+struct ScratchDir {
+  ScratchDir()
+      : path(std::filesystem::temp_directory_path() /
+             ("volley-tls-test-" + std::to_string(::getpid()) + "-" +
+              std::to_string(counter++))) {
+    std::filesystem::create_directories(path);
+  }
+  ~ScratchDir() { std::filesystem::remove_all(path); }
+  void Write(const std::string& name, const std::string& text) const {
+    std::ofstream(path / name) << text;
+  }
+  static inline int counter = 0;
+  std::filesystem::path path;
+};
+
+// HashName - the name c_rehash gives a CA's file: its subject's hash, ".0".
+std::string HashName(const std::string& cert_pem) {
+  BIO* bio = BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size()));
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (cert == nullptr) return "";
+  char name[16];
+  std::snprintf(name, sizeof name, "%08lx.0", X509_subject_name_hash(cert));
+  X509_free(cert);
+  return name;
+}
+
+bool DefaultStoreVerifiesMx() {
+  Context cctx = Must(Context::Client({}));  // the default paths, read now
+  Context sctx = ServerContext();
+  Pair p = MakePair(cctx, sctx, Verified());
+  return Handshake(p.client, p.server).client.ok() && p.client.peer_verified();
+}
+
+TEST(TlsVerify, DefaultStoreIsTheBundleOfSslCertFile) {
+  ScratchDir dir;
+  dir.Write("bundle.pem", OtherCert().cert_pem + MxCert().cert_pem);
+  dir.Write("other.pem", OtherCert().cert_pem);
+  ScopedEnv no_dir("SSL_CERT_DIR", (dir.path / "none").string());
+  {
+    ScopedEnv file("SSL_CERT_FILE", (dir.path / "bundle.pem").string());
+    EXPECT_TRUE(DefaultStoreVerifiesMx());
+  }
+  ScopedEnv file("SSL_CERT_FILE", (dir.path / "other.pem").string());
+  EXPECT_FALSE(DefaultStoreVerifiesMx());
+}
+
+TEST(TlsVerify, DefaultStoreFindsACaInSslCertDirByItsHashNameOnly) {
+  ScratchDir dir;
+  ScopedEnv no_file("SSL_CERT_FILE", (dir.path / "none.pem").string());
+  ScopedEnv cert_dir("SSL_CERT_DIR", dir.path.string());
+  // Under another name, the CA is not looked at: the directory is searched by
+  // hash, as c_rehash lays it out (OpenSSL's default store does the same, but
+  // by reading the whole directory for each lookup: tls.cc leaves it out).
+  dir.Write("mx.pem", MxCert().cert_pem);
+  EXPECT_FALSE(DefaultStoreVerifiesMx());
+  const std::string hashed = HashName(MxCert().cert_pem);
+  ASSERT_FALSE(hashed.empty());
+  dir.Write(hashed, MxCert().cert_pem);
+  EXPECT_TRUE(DefaultStoreVerifiesMx());
 }
 
 TEST(TlsVerify, CaFileIsReadFromDisk) {
