@@ -379,6 +379,8 @@ http::Response AdminServer::Handle(const http::Request& request) {
                          limit > kAdminMaxDestinations)) {
         return error(BadRequest(absl::StrCat("limit: must be 1..", kAdminMaxDestinations)));
       }
+      // A shard that does not answer in time is shown as it last published.
+      if (destinations_ != nullptr) destinations_->Refresh(kAdminDestinationsWait);
       if (!all && !limit_text) {
         return ok(destinations_ != nullptr ? destinations_->Json()
                                            : std::string("{\"destinations\":[]}\n"));

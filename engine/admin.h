@@ -130,6 +130,7 @@
 #define VOLLEY_ENGINE_ADMIN_H_
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -182,6 +183,9 @@ inline constexpr size_t kAdminMaxQueryParams = 8;
 // Destinations in one GET /destinations?all=1 answer, by default and at most.
 inline constexpr size_t kAdminDefaultDestinations = 100;
 inline constexpr size_t kAdminMaxDestinations = 10000;
+// How long GET /destinations and GET /queue wait for the shards' fresh listings
+// (DestinationStates::Refresh); an idle shard answers within its 100 ms tick.
+inline constexpr absl::Duration kAdminDestinationsWait = absl::Seconds(1);
 // Entries of failed/ looked at to find a refused job, and octets of its
 // .error answered.
 inline constexpr size_t kAdminMaxFailedScan = 10000;
@@ -307,12 +311,34 @@ struct DestinationEntry {
 };
 
 // DestinationStates - what GET /destinations answers: each shard publishes its
-// destinations' entries (JSON objects joined by commas; at most once a second),
-// the admin thread reads them all.
+// destinations' entries (JSON objects joined by commas) when asked, the admin
+// thread reads them all.
+//
+// Published on demand, not on a timer: a shard's listing is a walk over every
+// destination it has seen, and with tens of thousands of domains a walk once a
+// second cost 2% of a busy shard (bench/RESULTS.md), for answers nobody read. A
+// reader calls Refresh(): it raises the ticket, each running shard sees it at its
+// next loop turn (within kTick when idle) and publishes, and Refresh returns when
+// every attached shard has answered or after `wait`, with what is there.
 class DestinationStates {
  public:
   explicit DestinationStates(size_t shards = 1)
-      : entries_(std::max<size_t>(shards, 1)), all_(std::max<size_t>(shards, 1)) {}
+      : entries_(std::max<size_t>(shards, 1)),
+        all_(std::max<size_t>(shards, 1)),
+        answered_(std::max<size_t>(shards, 1), 0),
+        attached_(std::max<size_t>(shards, 1), false) {}
+  // Shard side. Attach when its loop starts and Detach when it ends: a shard
+  // that is not running holds no reader up.
+  void Attach(size_t shard);
+  void Detach(size_t shard);
+  // Asked - the newest ticket; a shard that has not answered it publishes
+  // (Publish, PublishAll) and then calls Answered with it. One atomic load: read
+  // every loop turn.
+  uint64_t Asked() const { return asked_.load(std::memory_order_acquire); }
+  void Answered(size_t shard, uint64_t ticket);
+  // Reader side: fresh listings from every running shard, waiting at most
+  // `wait`. False when a shard did not answer in time (its last listing stays).
+  bool Refresh(absl::Duration wait);
   void Publish(std::string entries, size_t shard = 0) {
     std::lock_guard<std::mutex> lock(mu_);
     entries_[shard] = std::move(entries);
@@ -353,9 +379,13 @@ class DestinationStates {
 
  private:
   mutable std::mutex mu_;
+  std::condition_variable answered_cv_;
+  std::atomic<uint64_t> asked_{0};
   std::vector<std::string> entries_;
   const DestinationControl* control_ = nullptr;
   std::vector<std::vector<DestinationEntry>> all_;
+  std::vector<uint64_t> answered_;  // per shard, the ticket its listings answer
+  std::vector<bool> attached_;
 };
 
 class AdminServer {
@@ -370,7 +400,7 @@ class AdminServer {
   AdminServer& operator=(const AdminServer&) = delete;
 
   // Before Start: where GET /destinations reads (none: an empty list).
-  void SetDestinationStates(const DestinationStates* states) { destinations_ = states; }
+  void SetDestinationStates(DestinationStates* states) { destinations_ = states; }
   // Before Start: the list /suppressions reads and writes (none: those
   // requests get 500 "no suppression list"). Must outlive the server.
   void SetSuppressionList(queue::SuppressionList* list) { suppressions_ = list; }
@@ -408,7 +438,7 @@ class AdminServer {
   std::unique_ptr<http::Server> http_;
   queue::Queue* queue_;
   ReadyJobs* ready_;
-  const DestinationStates* destinations_ = nullptr;
+  DestinationStates* destinations_ = nullptr;
   queue::SuppressionList* suppressions_ = nullptr;
   DestinationControl* control_ = nullptr;
   std::string spool_dir_;

@@ -158,6 +158,38 @@ std::string DestinationStates::AllJson(size_t limit, bool only_busy) const {
   return json;
 }
 
+void DestinationStates::Attach(size_t shard) {
+  std::lock_guard<std::mutex> lock(mu_);
+  attached_[shard] = true;
+}
+
+void DestinationStates::Detach(size_t shard) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    attached_[shard] = false;
+  }
+  answered_cv_.notify_all();
+}
+
+void DestinationStates::Answered(size_t shard, uint64_t ticket) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    answered_[shard] = std::max(answered_[shard], ticket);
+  }
+  answered_cv_.notify_all();
+}
+
+bool DestinationStates::Refresh(absl::Duration wait) {
+  const uint64_t ticket = asked_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  std::unique_lock<std::mutex> lock(mu_);
+  return answered_cv_.wait_for(lock, absl::ToChronoMilliseconds(wait), [&] {
+    for (size_t i = 0; i < answered_.size(); ++i) {
+      if (attached_[i] && answered_[i] < ticket) return false;
+    }
+    return true;
+  });
+}
+
 uint64_t DestinationStates::InFlight() const {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t n = 0;
@@ -272,6 +304,7 @@ http::Response AdminServer::HandleQueueSummary(const AdminRequest& req) {
   // In flight is per destination, not per job: given for the whole queue only.
   std::optional<uint64_t> in_flight;
   if (destinations_ != nullptr && filter.job.empty() && filter.domain.empty()) {
+    destinations_->Refresh(kAdminDestinationsWait);
     in_flight = destinations_->InFlight();
   }
   return answer(200, QueueSummaryJson(*s, in_flight, now));

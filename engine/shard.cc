@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -688,6 +689,12 @@ absl::Status Shard::Run() {
   ring_options.recv_buffers = std::bit_ceil(static_cast<unsigned>(config_.delivery.receive_buffers));
   ring_options.recv_buffer_size = kRecvBufferSize;
   RETURN_IF_ERROR(ring_.Init(ring_options));
+  // From here the admin API's requests for listings wait for this shard's
+  // answer, and no longer once it has stopped, however it stops.
+  if (destination_states_ != nullptr) destination_states_->Attach(place_.index);
+  absl::Cleanup detach = [this] {
+    if (destination_states_ != nullptr) destination_states_->Detach(place_.index);
+  };
   HandleCompletions();
   RETURN_IF_ERROR(connections_.Init());
   now_ = absl::Now();

@@ -175,7 +175,7 @@ class Shard {
   // not taken, due later: due now, attempts unchanged. Returns how many; `more`
   // when it stopped at kMaxRetryScan entries looked at.
   uint64_t MakeDue(const ShardCommand& command, bool* more);
-  // KeepBackoff - once a second: a pool whose level changed is saved
+  // KeepBackoff - once a second (MeasureAndKeepBackoff): a pool whose level changed is saved
   // (DestinationControl::SaveBackoff).
   void KeepBackoff(Destination* d);
   // --- route and admit (shard.cc)
@@ -304,13 +304,14 @@ class Shard {
   void Unreachable(Destination* d, const Conn* c, const smtp::Outcome& why, absl::Time next_try);
   // --- metrics and the admin API's view (shard_metrics.cc)
   void CountReplies(Conn* c);
-  // PublishLoopMetrics - at the end of a loop turn: gauges, busy time, DNS counts,
-  // and once a second the destinations' states, backoff rates and site shares.
+  // PublishLoopMetrics - at the end of a loop turn: gauges, busy time, DNS counts;
+  // once a second backoff rates, levels and site shares; the destinations'
+  // states when the admin API has asked for them (DestinationStates::Asked).
   void PublishLoopMetrics(absl::Time turn_started);
-  void PublishDestinationStates();
-  void PublishAllDestinations();  // GET /destinations?all=1's entries
+  void PublishDestinationStates();  // GET /destinations's entries, then ?all=1's
+  void PublishAllDestinations();
   void ReportSites();
-  void MeasureBackoffRates();
+  void MeasureAndKeepBackoff();
   // PublishDestinationLevels - each destination's ready recipients, connections
   // and backoff level into its metrics (volley_destination_*), once a second.
   void PublishDestinationLevels();
@@ -371,6 +372,7 @@ class Shard {
   // The earliest time a destination waiting for a rate token gets one.
   absl::Time shaping_wake_ = absl::InfiniteFuture();
   DestinationStates* destination_states_ = nullptr;
+  uint64_t states_answered_ = 0;  // the admin API's ticket last answered
   absl::Time last_states_ = absl::InfinitePast();
   size_t open_conns_ = 0;
   // Destinations waiting for the connection budget, in the order they came

@@ -57,7 +57,6 @@ void Shard::PublishDestinationStates() {
   std::string json;
   bool first = true;
   for (const auto& [key, d] : destinations_) {
-    KeepBackoff(d.get());
     const DestinationLimits& l = d->limits;
     const Reachability& reach = d->reach;
     const Trouble trouble = TroubleOf(l, reach, now_);
@@ -184,8 +183,11 @@ void Shard::PublishDestinationLevels() {
   metrics_->SetDestinationLevels(levels);
 }
 
-void Shard::MeasureBackoffRates() {
-  for (auto& [key, d] : destinations_) d->limits.MeasureBase();
+void Shard::MeasureAndKeepBackoff() {
+  for (auto& [key, d] : destinations_) {
+    d->limits.MeasureBase();
+    KeepBackoff(d.get());
+  }
 }
 
 void Shard::AdoptClusterBackoff() {
@@ -196,12 +198,21 @@ void Shard::AdoptClusterBackoff() {
 
 void Shard::PublishLoopMetrics(absl::Time turn_started) {
   if (now_ - last_states_ >= absl::Seconds(1)) {
-    MeasureBackoffRates();
+    MeasureAndKeepBackoff();
     if (place_.cluster != nullptr) AdoptClusterBackoff();
     PublishDestinationLevels();
-    if (destination_states_ != nullptr) PublishDestinationStates();
     if (place_.sites != nullptr) ReportSites();
     last_states_ = now_;
+  }
+  if (destination_states_ != nullptr) {
+    // Only when the admin API asks (DestinationStates): the listings are the
+    // costliest walk over every destination.
+    const uint64_t asked = destination_states_->Asked();
+    if (asked != states_answered_) {
+      PublishDestinationStates();
+      destination_states_->Answered(place_.index, asked);
+      states_answered_ = asked;
+    }
   }
   metrics_->in_flight.Set(static_cast<int64_t>(window_.in_flight()));
   metrics_->message_bytes_in_flight.Set(static_cast<int64_t>(message_bytes_.held()));

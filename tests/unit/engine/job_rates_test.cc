@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "engine/admin.h"
 
 namespace volley::engine {
@@ -173,6 +175,46 @@ TEST(AdminReadTest, AllDestinationsSortedBoundedAndFiltered) {
   EXPECT_EQ(states.InFlight(), 3u);
   // The troubled list is what it was.
   EXPECT_EQ(states.Json(), "{\"destinations\":[]}\n");
+}
+
+TEST(AdminReadTest, RefreshWaitsForEveryRunningShardsAnswer) {
+  DestinationStates states(2);
+  // No shard running: nothing to wait for.
+  EXPECT_TRUE(states.Refresh(absl::Milliseconds(1)));
+  states.Attach(0);
+  states.Attach(1);
+  // Shard 1 answers the ticket it sees; shard 0 does not: the reader gives up
+  // after its wait, with what was there.
+  std::thread one([&] {
+    uint64_t ticket = 0;
+    while ((ticket = states.Asked()) == 1) std::this_thread::yield();  // Refresh #1 was seen
+    states.PublishAll({{7, 7, false, R"({"name":"one"})"}}, 1);
+    states.Answered(1, ticket);
+  });
+  EXPECT_FALSE(states.Refresh(absl::Milliseconds(300)));
+  one.join();
+  EXPECT_EQ(states.InFlight(), 7u);
+  // Both answer: the reader goes on as soon as the last one has.
+  std::thread both([&] {
+    uint64_t ticket = 0;
+    while ((ticket = states.Asked()) == 2) std::this_thread::yield();
+    states.Answered(0, ticket);
+    states.Answered(1, ticket);
+  });
+  EXPECT_TRUE(states.Refresh(absl::Seconds(30)));
+  both.join();
+  // A stopped shard holds no reader up, even one that never answered.
+  states.Detach(0);
+  std::thread last([&] {
+    uint64_t ticket = 0;
+    while ((ticket = states.Asked()) == 3) std::this_thread::yield();
+    states.Answered(1, ticket);
+  });
+  EXPECT_TRUE(states.Refresh(absl::Seconds(30)));
+  last.join();
+  // An answer to an older ticket does not count for a newer one.
+  states.Answered(1, 1);
+  EXPECT_FALSE(states.Refresh(absl::Milliseconds(50)));
 }
 
 }  // namespace
