@@ -234,6 +234,13 @@ struct DeliveryConfig {
   // volley_receive_buffers_exhausted_total. Rounded up to a power of two;
   // 1..32768 (the kernel's bound). Default: 1024.
   int receive_buffers = 1024;
+  // A destination (a route or site and its policy) with nothing queued, no
+  // connection and no backoff, suspension, TLS fallback or down host to
+  // remember is let go after this long, and made afresh if work comes for it
+  // again: a shard holds what recent work needs, not every destination it has
+  // seen since it started (with a long tail of domains, an ever-growing table
+  // walked once a second). 1s..7d. Default: 10 minutes.
+  absl::Duration forget_idle_destinations_after = absl::Minutes(10);
 };
 
 // [dns]: the resolver (servers, timeout, tries), the planner's address policy and

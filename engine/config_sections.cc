@@ -552,6 +552,9 @@ TomlKeys DeliveryKeys(const TomlFile& file, Config* c) {
          return GetSize(file, n, k, &d.max_message_bytes_in_flight); }},
       {"receive_buffers", [&file, &d](auto& n, auto k) {
          return GetIntInto(file, n, k, 1, 32768, &d.receive_buffers); }},
+      {"forget_idle_destinations_after", [&file, &d](auto& n, auto k) {
+         return GetDurationIn(file, n, k, absl::Seconds(1), absl::Hours(24 * 7),
+                              &d.forget_idle_destinations_after); }},
   };
 }
 

@@ -323,4 +323,10 @@ bool DestinationLimits::MeasureBase() {
   return true;
 }
 
+bool DestinationLimits::Settled(absl::Time now) const {
+  if (backoff_level_ > 0 || suspended(now) || PlaintextOnly(now)) return false;
+  return std::all_of(host_down_until_.begin(), host_down_until_.end(),
+                     [now](absl::Time t) { return t <= now; });
+}
+
 }  // namespace volley::engine

@@ -223,6 +223,10 @@ class DestinationLimits {
 
   int backoff_level() const { return backoff_level_; }
   bool suspended(absl::Time now) const { return now < suspended_until_; }
+  // Settled - nothing here would be lost by starting afresh at `now`: no backoff
+  // or suspension, no TLS fallback and no host marked down still running. (The
+  // rate buckets refill and the measured rates decay on their own.)
+  bool Settled(absl::Time now) const;
   absl::Time suspended_until() const { return suspended_until_; }
   absl::Time backoff_step_at() const { return backoff_step_at_; }
   const std::string& backoff_reason() const { return backoff_reason_; }

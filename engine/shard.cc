@@ -234,6 +234,33 @@ void Shard::AttachCluster(Destination* d) {
   d->limits.SetCluster(allowance, place_.cluster, place_.node);
 }
 
+void Shard::TendDestinations() {
+  const absl::Duration forget_after = config_.delivery.forget_idle_destinations_after;
+  for (auto it = destinations_.begin(); it != destinations_.end();) {
+    Destination* d = it->second.get();
+    d->limits.MeasureBase();
+    KeepBackoff(d);
+    if (!Forgettable(d)) {
+      d->unused_since = absl::InfiniteFuture();
+    } else if (d->unused_since == absl::InfiniteFuture()) {
+      d->unused_since = now_;
+    } else if (now_ - d->unused_since >= forget_after) {
+      // Its share of a site and its cluster allowance need no goodbye: an idle
+      // pool is no longer reported to SiteShares, and Allowances keeps the entry.
+      destinations_.erase(it++);
+      continue;
+    }
+    ++it;
+  }
+}
+
+bool Shard::Forgettable(Destination* d) const {
+  return d->ready.empty() && d->connections == 0 && d->sessions_starting == 0 &&
+         d->idle.empty() && !d->active && !d->waiting_for_budget &&
+         !d->waiting_for_message_token && !d->waiting_for_connection_token &&
+         !message_bytes_.waiting(d) && d->kept_backoff_level == 0 && d->limits.Settled(now_);
+}
+
 void Shard::OnVerdict(Work* w, std::string_view domain, const dns::MxVerdict& verdict) {
   if (LetGoIfStopped(w)) return;
   if (LetGoIfSuspended(w, domain)) return;  // no attempt counted against it

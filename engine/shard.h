@@ -134,6 +134,9 @@ struct Destination {
   metrics::DeliveryStatus last_status = metrics::DeliveryStatus::kDelivered;
   absl::Time last_reply_at = absl::InfinitePast();
   uint64_t deferrals = 0;  // recipients deferred on a server's reply, since start
+  // Since when nothing has been held for or against it (Shard::Forgettable), as
+  // the once-a-second walk saw it; InfiniteFuture while something is.
+  absl::Time unused_since = absl::InfiniteFuture();
 };
 
 class Shard {
@@ -175,7 +178,7 @@ class Shard {
   // not taken, due later: due now, attempts unchanged. Returns how many; `more`
   // when it stopped at kMaxRetryScan entries looked at.
   uint64_t MakeDue(const ShardCommand& command, bool* more);
-  // KeepBackoff - once a second (MeasureAndKeepBackoff): a pool whose level changed is saved
+  // KeepBackoff - once a second (TendDestinations): a pool whose level changed is saved
   // (DestinationControl::SaveBackoff).
   void KeepBackoff(Destination* d);
   // --- route and admit (shard.cc)
@@ -232,6 +235,14 @@ class Shard {
   // AttachCluster - d's limits are the cluster's when its policy's scope is
   // "cluster" and [cluster] is set, its own otherwise (again after a reload).
   void AttachCluster(Destination* d);
+  // TendDestinations - once a second, each destination: its backoff's base rate
+  // measured and a changed level saved (KeepBackoff); one Forgettable for
+  // [delivery] forget_idle_destinations_after is let go, so that the shard holds
+  // the destinations of recent work, not every one it has seen since it started.
+  void TendDestinations();
+  // Forgettable - nothing waits for d or is under way there, and its limits
+  // are Settled: DestinationFor would make it again as it is.
+  bool Forgettable(Destination* d) const;
   // AdoptClusterBackoff - once a second: each cluster pool takes a higher
   // backoff level the cluster agreed.
   void AdoptClusterBackoff();
@@ -311,7 +322,6 @@ class Shard {
   void PublishDestinationStates();  // GET /destinations's entries, then ?all=1's
   void PublishAllDestinations();
   void ReportSites();
-  void MeasureAndKeepBackoff();
   // PublishDestinationLevels - each destination's ready recipients, connections
   // and backoff level into its metrics (volley_destination_*), once a second.
   void PublishDestinationLevels();

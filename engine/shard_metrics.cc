@@ -183,13 +183,6 @@ void Shard::PublishDestinationLevels() {
   metrics_->SetDestinationLevels(levels);
 }
 
-void Shard::MeasureAndKeepBackoff() {
-  for (auto& [key, d] : destinations_) {
-    d->limits.MeasureBase();
-    KeepBackoff(d.get());
-  }
-}
-
 void Shard::AdoptClusterBackoff() {
   for (auto& [key, d] : destinations_) {
     if (d->limits.AdoptClusterBackoff(now_)) Activate(d.get());  // to step down when due
@@ -198,7 +191,7 @@ void Shard::AdoptClusterBackoff() {
 
 void Shard::PublishLoopMetrics(absl::Time turn_started) {
   if (now_ - last_states_ >= absl::Seconds(1)) {
-    MeasureAndKeepBackoff();
+    TendDestinations();
     if (place_.cluster != nullptr) AdoptClusterBackoff();
     PublishDestinationLevels();
     if (place_.sites != nullptr) ReportSites();

@@ -190,13 +190,13 @@ def test(h):
     deferred = [r for r in mine if r["status"] == "deferred"]
     check(len(deferred) >= N, "greylisting deferred only %d records" % len(deferred))
 
-    # The destinations publish once a second: wait until they count every deferral.
+    # The log's records and the shards' counts are written apart: wait until the
+    # destinations count every deferral.
     def deferrals():
         return sum(x["deferrals"] for x in ctl.json("destinations", "--all")["destinations"])
 
     wait_for(lambda: deferrals() == len(deferred), 30,
              "destinations' deferrals to equal the log's %d" % len(deferred))
-    # The last publish may predate the last deliveries by up to a second.
     def drained():
         dests = ctl.json("destinations", "--all")["destinations"]
         return dests if all(x["queued"] == 0 and x["in_flight"] == 0 for x in dests) else None
