@@ -107,6 +107,10 @@
 #   RUN_TIMEOUT=900           seconds a run may take (300 for SCALE=small)
 #   STOP_TIMEOUT=60           seconds volleyd may take to exit after SIGTERM
 #   STOP_AFTER=               SIGTERM volleyd this many seconds after the drop (stop under load)
+#   IDLE_AFTER=S              leave volleyd running S seconds after the campaign, measured in
+#                             IDLE_WINDOW (10) s windows: its CPU (ms a second) and the
+#                             destinations it holds (GET /destinations?all=1's total, asked at
+#                             each window's start); printed per run (progress on stderr)
 #   BENCH_KEEP=1              keep the temporary folder (delivery logs, stderr of each run)
 #   BENCH_SKIP_BUILD=1        do not run the (incremental) build
 #   BENCH_BUILD=<root>/build-release
@@ -533,7 +537,43 @@ for name in sorted(set(m0 or {}) | set(m1 or {})):
 def delta(name, label=None):
     a, b = total(m0, name, label), total(m1, name, label)
     return None if a is None or b is None else b - a
+
+def cpu_ticks():
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
+
+def destinations_held():
+    """GET /destinations?all=1's total: the destinations the shards hold."""
+    try:
+        conf = open(os.path.join(spool, "..", "volley.toml")).read()
+        port = re.search(r'\[admin\]\s*listen = "127\.0\.0\.1:(\d+)"', conf).group(1)
+        return json.loads(get("http://127.0.0.1:%s/destinations?all=1&limit=1" % port))["total"]
+    except (OSError, ValueError, AttributeError, KeyError):
+        return None
+
+# IDLE_AFTER: volleyd left running after the campaign, IDLE_WINDOW-second windows:
+# its CPU in each (one GET /destinations?all=1 included, at the window's start) and
+# the destinations it holds.
+idle = []
+idle_after = float(os.environ.get("IDLE_AFTER") or 0)
+idle_window = float(os.environ.get("IDLE_WINDOW") or 10)
+hz = os.sysconf("SC_CLK_TCK")
+idle_t0 = time.monotonic()
+while idle_after and alive() and time.monotonic() - idle_t0 < idle_after:
+    held = destinations_held()
+    c0, w0 = cpu_ticks(), time.monotonic()
+    time.sleep(idle_window)
+    c1, w1 = cpu_ticks(), time.monotonic()
+    if c0 is None or c1 is None:
+        break
+    idle.append({"at_s": round(w0 - idle_t0, 1), "destinations": held,
+                 "cpu_ms_per_s": round((c1 - c0) * 1000.0 / hz / (w1 - w0), 2)})
 print(json.dumps({
+    "idle": idle,
     "way": way, "rep": int(rep), "recipients": n, "domains": int(domains), "report": report,
     "wall_s": wall, "volleyd_died_after_s": died_after,
     "sink_messages": (s1 - s0) if s0 is not None and s1 is not None else None,
@@ -630,6 +670,10 @@ print("bench:   %s run %d: %s/%d delivered (%s at attempt 1), deferred %s, %.3f 
          r["dns_queries"], r["dns_servfail"], r["dns_cache_hits"], r["dns_cache_misses"], json.dumps(r["udp_drops"]), r["stop_s"],
          " (SIGKILL)" if r["stop_killed"] else "", ", exit %d" % r["exit_status"] if r["exit_status"] else "",
          ", VOLLEYD DIED after %.1f s" % r["volleyd_died_after_s"] if r["volleyd_died_after_s"] is not None else ""))
+if r.get("idle"):
+    print("bench:     idle after the run: " + ", ".join(
+        "%+.0f s: %s destinations, %.1f ms CPU/s" % (w["at_s"], w["destinations"], w["cpu_ms_per_s"])
+        for w in r["idle"]))
 if r["stop_after_s"]:
     print("bench:     SIGTERM %.0f s after the drop with %s in flight: %s" % (
         r["stop_after_s"], json.dumps(r["in_flight_at_sigterm"]),
