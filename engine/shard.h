@@ -133,7 +133,9 @@ struct Destination {
   std::optional<smtp::Outcome> last_reply;
   metrics::DeliveryStatus last_status = metrics::DeliveryStatus::kDelivered;
   absl::Time last_reply_at = absl::InfinitePast();
-  uint64_t deferrals = 0;  // recipients deferred on a server's reply, since start
+  // Recipients deferred on a server's reply since it was made (volleyd's start,
+  // or work coming back after TendDestinations let it go).
+  uint64_t deferrals = 0;
   // Since when nothing has been held for or against it (Shard::Forgettable), as
   // the once-a-second walk saw it; InfiniteFuture while something is.
   absl::Time unused_since = absl::InfiniteFuture();
