@@ -211,6 +211,9 @@ Destination* Shard::DestinationFor(std::string_view domain,
         DestinationLimits(&policy, policy_name.empty() ? route->name : key, sharing), key);
     d->shared = shared;
     AttachCluster(d.get());
+    // A level the cluster agreed while this node had no pool for it (never made, or
+    // let go idle) applies from the first message, not from the next second's walk.
+    if (d->limits.AdoptClusterBackoff(now_)) Activate(d.get());
     // Looked up once: the name (route or site) stays with the destination.
     d->counters = &metrics_->Destination(route->name);
     // A level kept from before a restart (engine/destination_control.h).

@@ -238,9 +238,9 @@ class Shard {
   // "cluster" and [cluster] is set, its own otherwise (again after a reload).
   void AttachCluster(Destination* d);
   // TendDestinations - once a second, each destination: its backoff's base rate
-  // measured and a changed level saved (KeepBackoff); one Forgettable for
-  // [delivery] forget_idle_destinations_after is let go, so that the shard holds
-  // the destinations of recent work, not every one it has seen since it started.
+  // measured and a changed level saved (KeepBackoff); one that has been
+  // Forgettable for [delivery] forget_idle_destinations_after is let go, so that
+  // the shard holds the destinations of recent work, not every one it has seen.
   void TendDestinations();
   // Forgettable - nothing waits for d or is under way there, and its limits
   // are Settled: DestinationFor would make it again as it is.
