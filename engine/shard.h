@@ -129,7 +129,7 @@ struct Destination {
   // Whether its route could be reached lately, and why not (engine/reasons.h).
   Reachability reach;
   // The last reply a transaction ended with, for GET /destinations?all=1
-  // (classified when published, once a second, not per reply).
+  // (classified when the listing is built for a request, not per reply).
   std::optional<smtp::Outcome> last_reply;
   metrics::DeliveryStatus last_status = metrics::DeliveryStatus::kDelivered;
   absl::Time last_reply_at = absl::InfinitePast();
