@@ -261,6 +261,35 @@ TEST_F(DestinationLimitsTest, AHostDownIsPassedOverForAWhile) {
   EXPECT_EQ(l.ChooseHost(kT0 + kHostDownTime, rng), 0u);
 }
 
+// Settled: what a destination let go idle (Shard::TendDestinations) would lose.
+TEST_F(DestinationLimitsTest, SettledOnlyWhenNoBackoffSuspensionFallbackOrDownHostRuns) {
+  DestinationLimits fresh = Make();
+  EXPECT_TRUE(fresh.Settled(kT0));
+
+  DestinationLimits backed_off = Make();
+  backed_off.OnReply(Rule(BackoffAction::kBackoff, absl::Minutes(5)),
+                     Reply(421, "4.7.0", "try again later"), kT0);
+  EXPECT_FALSE(backed_off.Settled(kT0 + absl::Minutes(4)));
+  backed_off.StepDownIfDue(kT0 + absl::Minutes(5));
+  EXPECT_TRUE(backed_off.Settled(kT0 + absl::Minutes(5)));
+
+  DestinationLimits suspended = Make();
+  suspended.OnReply(Rule(BackoffAction::kSuspend, absl::Hours(1)),
+                    Reply(554, "5.7.1", "blocked"), kT0);
+  EXPECT_FALSE(suspended.Settled(kT0 + absl::Minutes(59)));
+  EXPECT_TRUE(suspended.Settled(kT0 + absl::Hours(1)));
+
+  DestinationLimits plaintext = Make();
+  plaintext.FallBackToPlaintext(kT0 + absl::Hours(1));
+  EXPECT_FALSE(plaintext.Settled(kT0 + absl::Minutes(59)));
+  EXPECT_TRUE(plaintext.Settled(kT0 + absl::Hours(1)));
+
+  DestinationLimits host_down = Make();
+  host_down.MarkHostDown("127.0.0.3:25", kT0);
+  EXPECT_FALSE(host_down.Settled(kT0 + kHostDownTime - absl::Seconds(1)));
+  EXPECT_TRUE(host_down.Settled(kT0 + kHostDownTime));
+}
+
 TEST_F(DestinationLimitsTest, ANewRouteKeepsDownMarksByAddress) {
   DestinationLimits l = Make();
   l.MarkHostDown("127.0.0.2:25", kT0);
